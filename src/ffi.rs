@@ -1,0 +1,388 @@
+//! The `extern "C"` layer: C types, validation of what C hands us, errno mapping.
+//!
+//! This file is the C interface (cbindgen reads only this file). It does no scheduling
+//! itself: it validates, converts to the Rust types of `scheduler`, and maps `Error` to
+//! `-errno`. No panic crosses this boundary: every entry point runs inside
+//! `catch_unwind` and turns a panic into `-EIO`.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::error::Error;
+use crate::scheduler::tasks::{Callback, IoRequest, Op, Priority};
+use crate::scheduler::{AnyEngine, BackendChoice, BackendKind, Config, uring_unavailable_reason};
+
+/// Backend selector (`IOENG_BACKEND_*`).
+pub type IoengBackend = u32;
+/// Use io_uring when a ring can be created and read/write/fsync are supported, else Linux AIO.
+pub const IOENG_BACKEND_AUTO: IoengBackend = 0;
+/// Linux AIO (io_setup/io_submit/io_getevents).
+pub const IOENG_BACKEND_AIO: IoengBackend = 1;
+/// io_uring.
+pub const IOENG_BACKEND_URING: IoengBackend = 2;
+
+/// Operation (`IOENG_OP_*`).
+pub type IoengOp = u32;
+/// Read `len` bytes at `offset` into `buf`.
+pub const IOENG_OP_READ: IoengOp = 0;
+/// Write `len` bytes from `buf` at `offset`.
+pub const IOENG_OP_WRITE: IoengOp = 1;
+/// fsync(2) of `fd`; `buf`, `len`, `offset` are ignored.
+pub const IOENG_OP_FSYNC: IoengOp = 2;
+/// fdatasync(2) of `fd`; `buf`, `len`, `offset` are ignored.
+pub const IOENG_OP_FDATASYNC: IoengOp = 3;
+
+/// Priority (`IOENG_PRIO_*`).
+pub type IoengPrio = u32;
+/// READ goes to the READ queue; WRITE, FSYNC and FDATASYNC go to the WRITE queue.
+pub const IOENG_PRIO_NORMAL: IoengPrio = 0;
+/// Strict priority queue: dispatched before any queued NORMAL request.
+pub const IOENG_PRIO_HIGH: IoengPrio = 1;
+
+/// Largest accepted `depth`.
+pub const IOENG_MAX_DEPTH: u32 = 32768;
+
+/// One IO request. Copied by ioeng_submit(); the struct itself need not outlive the call.
+#[repr(C)]
+pub struct IoengReq {
+    /// IOENG_OP_*; anything else gives -EINVAL.
+    pub op: IoengOp,
+    /// IOENG_PRIO_*; anything else gives -EINVAL.
+    pub prio: IoengPrio,
+    /// Open file descriptor; < 0 gives -EBADF. It must stay open until the callback ran
+    /// (closing it earlier gives -EBADF in the callback, or IO on whatever file reuses the
+    /// number).
+    pub fd: c_int,
+    /// READ/WRITE: caller-owned memory of `len` bytes. It must stay valid (and, for READ,
+    /// untouched) until the callback ran. O_DIRECT alignment is the caller's business:
+    /// a misaligned request completes with -EINVAL in the callback.
+    pub buf: *mut c_void,
+    /// READ/WRITE: bytes, > 0. Requests above the kernel's per-call maximum
+    /// (0x7ffff000 bytes) are split internally into several kernel IOs.
+    pub len: u64,
+    /// Byte offset in the file. `offset + len` must not exceed INT64_MAX (-EINVAL).
+    pub offset: u64,
+}
+
+/// Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
+/// EOF); WRITE → `len`; FSYNC/FDATASYNC → 0; failure → -errno from the kernel.
+/// Runs on an engine thread, one callback at a time per engine.
+pub type IoengCallback = Option<unsafe extern "C" fn(ctx: *mut c_void, res: i64)>;
+
+/// Engine configuration. Initialize with ioeng_config_init(), then change fields.
+#[repr(C)]
+pub struct IoengConfig {
+    /// IOENG_BACKEND_*; default AUTO.
+    pub backend: IoengBackend,
+    /// Maximum IOs in flight in the kernel, 1..=32768; default 128.
+    pub depth: u32,
+    /// Maximum IOs per kernel submit call, 0..=depth; 0 (default) means `depth`.
+    pub batch: u32,
+    /// Maximum requests waiting in the three queues; 0 (default) = unbounded.
+    pub queue_capacity: u32,
+    /// 1: queue requests but dispatch nothing until ioeng_resume(); 0 (default) or 1.
+    pub start_paused: u32,
+    /// Must be zero.
+    pub reserved: [u32; 8],
+}
+
+/// Counters, read with ioeng_stats(). Each is exact when the engine is idle; while IO runs
+/// they are read one by one and need not be mutually consistent.
+#[repr(C)]
+#[derive(Default)]
+pub struct IoengStats {
+    /// Requests accepted by ioeng_submit().
+    pub submitted: u64,
+    /// Callbacks invoked (counted as each one starts).
+    pub completed: u64,
+    /// IOs in the kernel now.
+    pub in_flight: u64,
+    /// Requests waiting in the HIGH queue.
+    pub queued_high: u64,
+    /// Requests waiting in the READ queue.
+    pub queued_read: u64,
+    /// Requests waiting in the WRITE queue.
+    pub queued_write: u64,
+    /// io_submit / io_uring_enter calls that submitted at least one IO.
+    pub kernel_submit_calls: u64,
+    /// Kernel IOs issued again: short reads/writes before EOF, -EAGAIN/-EINTR.
+    pub resubmits: u64,
+}
+
+/// An engine. Opaque; created by ioeng_open(), freed by ioeng_close().
+pub struct Ioeng {
+    engine: AnyEngine,
+}
+
+/// Runs `body`, turning a panic (a bug in libioeng) into -EIO instead of unwinding into C.
+fn guard(body: impl FnOnce() -> c_int) -> c_int {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(-libc::EIO)
+}
+
+fn to_errno(result: Result<(), Error>) -> c_int {
+    match result {
+        Ok(()) => 0,
+        Err(err) => -err.errno(),
+    }
+}
+
+/// Fills `cfg` with the defaults: AUTO backend, depth 128, batch = depth, unbounded queues,
+/// not paused, reserved zero. NULL is ignored.
+///
+/// # Safety
+/// `cfg` is NULL or points to writable memory for one ioeng_config_t.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_config_init(cfg: *mut IoengConfig) {
+    if cfg.is_null() {
+        return;
+    }
+    let defaults = IoengConfig {
+        backend: IOENG_BACKEND_AUTO,
+        depth: 128,
+        batch: 0,
+        queue_capacity: 0,
+        start_paused: 0,
+        reserved: [0; 8],
+    };
+    // SAFETY: the caller guarantees a non-NULL `cfg` is writable for one IoengConfig;
+    // `write` does not read the (possibly uninitialized) old value.
+    unsafe { cfg.write(defaults) };
+}
+
+fn config_from_c(cfg: &IoengConfig) -> Result<Config, Error> {
+    let backend = match cfg.backend {
+        IOENG_BACKEND_AUTO => BackendChoice::Auto,
+        IOENG_BACKEND_AIO => BackendChoice::Aio,
+        IOENG_BACKEND_URING => BackendChoice::Uring,
+        _ => return Err(Error::InvalidArgument("unknown backend")),
+    };
+    if cfg.depth == 0 || cfg.depth > IOENG_MAX_DEPTH {
+        return Err(Error::InvalidArgument("depth must be 1..=32768"));
+    }
+    if cfg.batch > cfg.depth {
+        return Err(Error::InvalidArgument("batch must not exceed depth"));
+    }
+    let start_paused = match cfg.start_paused {
+        0 => false,
+        1 => true,
+        _ => return Err(Error::InvalidArgument("start_paused must be 0 or 1")),
+    };
+    if cfg.reserved.iter().any(|&word| word != 0) {
+        return Err(Error::InvalidArgument("reserved fields must be zero"));
+    }
+    Ok(Config {
+        backend,
+        depth: cfg.depth,
+        batch: if cfg.batch == 0 { cfg.depth } else { cfg.batch },
+        queue_capacity: cfg.queue_capacity,
+        start_paused,
+    })
+}
+
+/// Creates an engine and starts its submitter and completer threads.
+///
+/// `cfg` NULL means defaults (see ioeng_config_init). On success stores the handle in
+/// `*out` and returns 0; on failure `*out` is left unchanged and the return is:
+///  -EINVAL  NULL `out`, or a bad config (depth 0 or above 32768, batch above depth,
+///           unknown backend, start_paused not 0/1, reserved not zero);
+///  -EPERM, -ENOSYS, ...  an explicitly requested backend that cannot start (never a
+///           silent switch to the other backend; AUTO falls back to AIO, see
+///           ioeng_uring_unavailable_reason());
+///  -EAGAIN, -ENOMEM  kernel resources exhausted (fs.aio-max-nr, locked memory, threads).
+///
+/// # Safety
+/// `cfg` is NULL or points to a readable ioeng_config_t; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_open(cfg: *const IoengConfig, out: *mut *mut Ioeng) -> c_int {
+    guard(|| {
+        if out.is_null() {
+            return -libc::EINVAL;
+        }
+        let mut defaults = std::mem::MaybeUninit::<IoengConfig>::uninit();
+        let cfg = if cfg.is_null() {
+            // SAFETY: `defaults` is a valid, writable IoengConfig-sized location.
+            unsafe { ioeng_config_init(defaults.as_mut_ptr()) };
+            // SAFETY: ioeng_config_init initialized every field just above.
+            unsafe { defaults.assume_init_ref() }
+        } else {
+            // SAFETY: the caller guarantees a non-NULL `cfg` points to a readable config.
+            unsafe { &*cfg }
+        };
+        let config = match config_from_c(cfg) {
+            Ok(config) => config,
+            Err(err) => return -err.errno(),
+        };
+        match AnyEngine::open(&config) {
+            Ok(engine) => {
+                let handle = Box::into_raw(Box::new(Ioeng { engine }));
+                // SAFETY: `out` is non-NULL and writable per the caller contract.
+                unsafe { out.write(handle) };
+                0
+            }
+            Err(err) => -err.errno(),
+        }
+    })
+}
+
+fn request_from_c(req: &IoengReq) -> Result<IoRequest, Error> {
+    let op = match req.op {
+        IOENG_OP_READ => Op::Read,
+        IOENG_OP_WRITE => Op::Write,
+        IOENG_OP_FSYNC => Op::Fsync,
+        IOENG_OP_FDATASYNC => Op::Fdatasync,
+        _ => return Err(Error::InvalidArgument("unknown op")),
+    };
+    let priority = match req.prio {
+        IOENG_PRIO_NORMAL => Priority::Normal,
+        IOENG_PRIO_HIGH => Priority::High,
+        _ => return Err(Error::InvalidArgument("unknown prio")),
+    };
+    IoRequest::new(op, priority, req.fd, req.buf.cast(), req.len, req.offset)
+}
+
+/// Queues one request. Never blocks on kernel progress.
+///
+/// Returns 0 when accepted: `cb(ctx, res)` will then run exactly once, on an engine
+/// thread. Returns < 0 when refused, and then `cb` never runs:
+///  -EINVAL      NULL `h`, `req` or `cb`; unknown op or prio; READ/WRITE with NULL
+///               `buf` or `len == 0`; `offset + len` above INT64_MAX;
+///  -EBADF       `fd < 0`;
+///  -ESHUTDOWN   ioeng_close() has begun (e.g. a callback submitting during close);
+///  -EAGAIN      the queues hold `queue_capacity` requests; retry after completions.
+///
+/// `*req` is copied; `req->buf` stays owned by the caller and must remain valid until the
+/// callback ran. Thread-safe: any number of threads (and callbacks) may submit at once.
+///
+/// # Safety
+/// `h` is NULL or a live handle from ioeng_open; `req` is NULL or readable; `ctx` is
+/// passed to `cb` untouched.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_submit(
+    h: *mut Ioeng,
+    req: *const IoengReq,
+    cb: IoengCallback,
+    ctx: *mut c_void,
+) -> c_int {
+    guard(|| {
+        let (Some(cb), false, false) = (cb, h.is_null(), req.is_null()) else {
+            return -libc::EINVAL;
+        };
+        // SAFETY: non-NULL and live per the caller contract; only shared access is needed.
+        let handle = unsafe { &*h };
+        // SAFETY: non-NULL and readable per the caller contract.
+        let req = unsafe { &*req };
+        let result = request_from_c(req)
+            .and_then(|request| handle.engine.submit(request, Callback::new(cb, ctx)));
+        to_errno(result)
+    })
+}
+
+/// Starts dispatching on an engine opened with `start_paused = 1`. Idempotent.
+/// Returns 0, or -EINVAL for NULL `h`. Thread-safe.
+///
+/// # Safety
+/// `h` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_resume(h: *mut Ioeng) -> c_int {
+    guard(|| {
+        if h.is_null() {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-NULL and live per the caller contract.
+        unsafe { &*h }.engine.resume();
+        0
+    })
+}
+
+/// Copies the counters into `*out`. Returns 0, or -EINVAL for NULL `h` or `out`.
+/// Thread-safe; may be called from a callback.
+///
+/// # Safety
+/// `h` is NULL or a live handle; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_stats(h: *const Ioeng, out: *mut IoengStats) -> c_int {
+    guard(|| {
+        if h.is_null() || out.is_null() {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-NULL and live per the caller contract.
+        let stats = unsafe { &*h }.engine.stats();
+        let snapshot = IoengStats {
+            submitted: stats.submitted,
+            completed: stats.completed,
+            in_flight: stats.in_flight,
+            queued_high: stats.queued_high,
+            queued_read: stats.queued_read,
+            queued_write: stats.queued_write,
+            kernel_submit_calls: stats.kernel_submit_calls,
+            resubmits: stats.resubmits,
+        };
+        // SAFETY: non-NULL and writable per the caller contract.
+        unsafe { out.write(snapshot) };
+        0
+    })
+}
+
+/// The backend this engine runs: IOENG_BACKEND_AIO or IOENG_BACKEND_URING (never AUTO).
+/// Returns IOENG_BACKEND_AUTO only for a NULL `h`. Thread-safe.
+///
+/// # Safety
+/// `h` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_backend(h: *const Ioeng) -> IoengBackend {
+    if h.is_null() {
+        return IOENG_BACKEND_AUTO;
+    }
+    // SAFETY: non-NULL and live per the caller contract.
+    match unsafe { &*h }.engine.backend() {
+        BackendKind::Aio => IOENG_BACKEND_AIO,
+        BackendKind::Uring => IOENG_BACKEND_URING,
+    }
+}
+
+/// Why IOENG_BACKEND_AUTO does not use io_uring on this machine, e.g.
+/// "io_uring_setup failed: EPERM (Operation not permitted)"; NULL when io_uring is usable.
+/// The probe runs once per process (first call of this or of an AUTO/URING ioeng_open)
+/// and is cached. The string is static; do not free it. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn ioeng_uring_unavailable_reason() -> *const c_char {
+    match uring_unavailable_reason() {
+        Some(reason) => reason.as_ptr(),
+        None => std::ptr::null(),
+    }
+}
+
+/// Shuts the engine down and frees it: stops accepting (-ESHUTDOWN), dispatches and
+/// completes everything already accepted (every pending callback runs before this
+/// returns, even on a paused engine), joins both engine threads, releases the kernel
+/// context (io_destroy / ring) and frees `h`. Returns 0; -EINVAL for NULL `h`;
+/// -EDEADLK when called from one of this engine's callbacks (nothing is done then and
+/// `h` stays valid). The caller must ensure no other call on `h` is running or follows.
+///
+/// # Safety
+/// `h` is NULL or a live handle that no other thread uses during or after the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_close(h: *mut Ioeng) -> c_int {
+    guard(|| {
+        if h.is_null() {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-NULL and live per the caller contract.
+        let handle = unsafe { &*h };
+        if let Err(err) = handle.engine.begin_close() {
+            return -err.errno();
+        }
+        // SAFETY: `h` came from Box::into_raw in ioeng_open, and the caller guarantees no
+        // other use of it during or after this call, so we may take ownership back.
+        let handle = unsafe { Box::from_raw(h) };
+        handle.engine.finish_close();
+        0
+    })
+}
+
+/// Library version, e.g. "0.1.0". Static string; do not free.
+#[unsafe(no_mangle)]
+pub extern "C" fn ioeng_version() -> *const c_char {
+    const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+    VERSION.as_ptr().cast()
+}

@@ -1,0 +1,146 @@
+//! The Linux AIO driver: `AioSlot` embeds the kernel `iocb`, slots sit in one contiguous
+//! array, and `aio_data` carries the slot index from `io_submit` to `io_getevents`.
+
+use std::cell::UnsafeCell;
+
+use super::context::{Driver, IoContext, Slot};
+use super::tasks::{IoEvent, Op};
+use crate::error::Error;
+use crate::sys::aio::{self as kernel, AioContextId, Iocb};
+
+/// One in-flight AIO request. `repr(C)` with the iocb first, so a slot's address is its
+/// iocb's address and the array of slots is the array the kernel reads iocbs from.
+#[repr(C)]
+#[derive(Default)]
+pub struct AioSlot {
+    /// Read by the kernel from `io_submit` until the completion is reaped; written only
+    /// by the submitter while it holds the slot and the kernel does not.
+    iocb: Iocb,
+    event: Option<IoEvent>,
+}
+
+impl Slot for AioSlot {
+    fn event_mut(&mut self) -> &mut Option<IoEvent> {
+        &mut self.event
+    }
+}
+
+pub struct AioDriver {
+    id: AioContextId,
+    /// Submitter-only scratch: the iocb pointer array of the current `io_submit`.
+    iocb_ptrs: UnsafeCell<Vec<*mut Iocb>>,
+    /// Completer-only scratch: the `io_getevents` result array.
+    events: UnsafeCell<Vec<kernel::IoEvent>>,
+}
+
+// SAFETY: `id` is a plain integer the kernel synchronizes; `iocb_ptrs` is touched only on
+// the submitter thread (`submit`) and `events` only on the completer thread (`reap`), per
+// the `Driver` contract, so neither scratch buffer is ever accessed from two threads.
+unsafe impl Sync for AioDriver {}
+// SAFETY: the raw pointers in `iocb_ptrs` are dead scratch between calls; moving the
+// driver to another thread moves nothing the kernel or another thread still uses.
+unsafe impl Send for AioDriver {}
+
+fn opcode(op: Op) -> u16 {
+    match op {
+        Op::Read => kernel::IOCB_CMD_PREAD,
+        Op::Write => kernel::IOCB_CMD_PWRITE,
+        Op::Fsync => kernel::IOCB_CMD_FSYNC,
+        Op::Fdatasync => kernel::IOCB_CMD_FDSYNC,
+    }
+}
+
+/// Longest `io_getevents` result array; larger depths are reaped in several calls.
+const MAX_EVENTS_PER_REAP: usize = 1024;
+
+impl Driver for AioDriver {
+    type Slot = AioSlot;
+
+    fn open(depth: u32, batch: u32) -> Result<Self, Error> {
+        let id = kernel::io_setup(depth).map_err(|errno| Error::Kernel {
+            call: "io_setup",
+            errno,
+        })?;
+        Ok(AioDriver {
+            id,
+            iocb_ptrs: UnsafeCell::new(Vec::with_capacity(batch as usize)),
+            events: UnsafeCell::new(vec![
+                kernel::IoEvent::default();
+                (depth as usize).min(MAX_EVENTS_PER_REAP)
+            ]),
+        })
+    }
+
+    fn submit(&self, ctx: &IoContext<AioSlot>, batch: &[usize]) {
+        // SAFETY: only the submitter thread calls `submit` (Driver contract).
+        let ptrs = unsafe { &mut *self.iocb_ptrs.get() };
+        ptrs.clear();
+        let base = ctx.slots_base();
+        for &index in batch {
+            // SAFETY: the submitter holds every index of `batch`.
+            let slot = unsafe { ctx.slot_mut(index) };
+            let chunk = slot
+                .event
+                .as_ref()
+                .expect("a dispatched slot holds a request")
+                .next_chunk();
+            slot.iocb = Iocb {
+                aio_data: index as u64,
+                aio_lio_opcode: opcode(chunk.op),
+                aio_fildes: chunk.fd as u32,
+                aio_buf: chunk.buf as u64,
+                aio_nbytes: chunk.len,
+                aio_offset: chunk.offset as i64,
+                ..Iocb::default()
+            };
+            // `AioSlot` is repr(C) with the iocb at offset 0, so the slot pointer is the
+            // iocb pointer; derived from the array base, not from the `&mut` above.
+            ptrs.push(base.wrapping_add(index).cast::<Iocb>());
+        }
+
+        let mut next = 0;
+        while next < ptrs.len() {
+            // SAFETY: each pointer targets an iocb filled above inside the slot array,
+            // which lives until both threads are joined and the context destroyed. The
+            // slot (iocb and event) stays untouched until the completer reaps it, and the
+            // buffer is the caller's, valid until its callback by the ioeng_submit
+            // contract — which runs only after that reap.
+            match unsafe { kernel::io_submit(self.id, &ptrs[next..]) } {
+                Ok(0) => ctx.wait_for_progress(),
+                Ok(accepted) => {
+                    ctx.accepted(accepted);
+                    next += accepted;
+                }
+                Err(libc::EINTR) => {}
+                // The kernel is short of resources: wait for completions, then retry.
+                Err(libc::EAGAIN) => ctx.wait_for_progress(),
+                // The first remaining iocb is bad (EBADF, EINVAL, ...): it alone fails.
+                Err(errno) => {
+                    ctx.fail_unsubmitted(batch[next], -i64::from(errno));
+                    next += 1;
+                }
+            }
+        }
+    }
+
+    fn reap(&self, _ctx: &IoContext<AioSlot>, out: &mut Vec<(usize, i64)>) {
+        // SAFETY: only the completer thread calls `reap` (Driver contract).
+        let events = unsafe { &mut *self.events.get() };
+        match kernel::io_getevents(self.id, 1, events) {
+            Ok(n) => out.extend(events[..n].iter().map(|e| (e.data as usize, e.res))),
+            Err(libc::EINTR) => {}
+            Err(errno) => {
+                // Only a libioeng bug (bad context, bad pointer) gets here; do not spin.
+                debug_assert!(false, "io_getevents failed: errno {errno}");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+impl Drop for AioDriver {
+    fn drop(&mut self) {
+        // Waits for anything still in flight (nothing, after a drained close).
+        let _ = kernel::io_destroy(self.id);
+    }
+}

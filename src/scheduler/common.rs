@@ -1,0 +1,306 @@
+//! The scheduling layer both backends share: the three queues, the fairness rule, the
+//! slot budget and `poll_queues_and_batch`. Nothing here knows which kernel interface
+//! runs underneath.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crossbeam_channel::{Receiver, Sender, select};
+
+use super::context::{IoContext, Slot};
+use super::tasks::QueueClass;
+
+/// The HIGH, READ and WRITE queues plus the fairness state (DESIGN §2).
+///
+/// Generic over the queued item so the rule can be unit-tested with plain labels.
+pub(crate) struct Queues<T> {
+    high: VecDeque<T>,
+    read: VecDeque<T>,
+    write: VecDeque<T>,
+    /// Dispatch rounds so far. Even rounds serve READ before WRITE, odd rounds WRITE
+    /// before READ. Every round that dispatches counts, including rounds that HIGH
+    /// filled alone, so the alternation depends only on the number of rounds.
+    round: u64,
+}
+
+impl<T> Default for Queues<T> {
+    fn default() -> Self {
+        Queues {
+            high: VecDeque::new(),
+            read: VecDeque::new(),
+            write: VecDeque::new(),
+            round: 0,
+        }
+    }
+}
+
+impl<T> Queues<T> {
+    pub(crate) fn push(&mut self, class: QueueClass, item: T) {
+        match class {
+            QueueClass::High => self.high.push_back(item),
+            QueueClass::Read => self.read.push_back(item),
+            QueueClass::Write => self.write.push_back(item),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.high.len() + self.read.len() + self.write.len()
+    }
+
+    /// (HIGH, READ, WRITE) lengths.
+    pub(crate) fn lens(&self) -> (usize, usize, usize) {
+        (self.high.len(), self.read.len(), self.write.len())
+    }
+
+    /// One dispatch round of DESIGN §2: HIGH first until empty or `room` is reached, then
+    /// READ and WRITE drained greedily in this round's order. Hands each chosen item to
+    /// `take` in dispatch order and returns how many it took.
+    pub(crate) fn take_round(&mut self, room: usize, mut take: impl FnMut(T)) -> usize {
+        if room == 0 {
+            return 0;
+        }
+        let read_first = self.round.is_multiple_of(2);
+        self.round += 1;
+        let (first, second) = if read_first {
+            (&mut self.read, &mut self.write)
+        } else {
+            (&mut self.write, &mut self.read)
+        };
+        let mut taken = 0;
+        for queue in [&mut self.high, first, second] {
+            while taken < room {
+                let Some(item) = queue.pop_front() else { break };
+                take(item);
+                taken += 1;
+            }
+        }
+        taken
+    }
+}
+
+/// The in-flight budget: `depth` slot indices circulating between the two threads.
+///
+/// A slot index is owned by exactly one party at a time: the `free` channel (nobody), the
+/// submitter (filling it), the kernel (in flight), the completer (settling it), or the
+/// `resubmit` channel (waiting for the submitter to issue its next chunk). Holding the
+/// index is what entitles a thread to touch the slot.
+pub(crate) struct Budget {
+    free_tx: Sender<usize>,
+    free_rx: Receiver<usize>,
+    resubmit_tx: Sender<usize>,
+    resubmit_rx: Receiver<usize>,
+    depth: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(depth: usize) -> Self {
+        let (free_tx, free_rx) = crossbeam_channel::bounded(depth);
+        let (resubmit_tx, resubmit_rx) = crossbeam_channel::bounded(depth);
+        for index in 0..depth {
+            free_tx
+                .send(index)
+                .expect("the channel holds depth indices");
+        }
+        Budget {
+            free_tx,
+            free_rx,
+            resubmit_tx,
+            resubmit_rx,
+            depth,
+        }
+    }
+
+    /// Completer: the slot's request is finished; its index goes back to the submitter.
+    pub(crate) fn release(&self, index: usize) {
+        debug_assert!(index < self.depth);
+        // Cannot fail or block: the receiver lives as long as `self` and at most `depth`
+        // indices exist.
+        let _ = self.free_tx.try_send(index);
+    }
+
+    /// Completer: the slot's request needs another kernel IO; it keeps its slot.
+    pub(crate) fn resubmit(&self, index: usize) {
+        debug_assert!(index < self.depth);
+        let _ = self.resubmit_tx.try_send(index);
+    }
+
+    /// True when every slot is free: nothing in flight, nothing waiting to be resubmitted.
+    pub(crate) fn all_free(&self) -> bool {
+        self.free_rx.len() == self.depth
+    }
+
+    pub(crate) fn depth(&self) -> usize {
+        self.depth
+    }
+}
+
+/// Counters behind `ioeng_stats`. Relaxed: each is a monotonic tally read for reporting,
+/// never used to order other memory.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) submitted: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) kernel_submit_calls: AtomicU64,
+    pub(crate) resubmits: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}
+
+/// Fills `out` with the slot indices to hand the kernel in this round (submitter only).
+///
+/// Slots waiting for a resubmission come first (they already hold budget), then new
+/// requests chosen by the fairness rule with `room = min(batch, free slots)`, each placed
+/// into a free slot. Blocks for a free slot only when queued requests exist and nothing
+/// else can be submitted; returns with `out` empty when there is nothing to do.
+pub(crate) fn poll_queues_and_batch<S: Slot>(
+    ctx: &IoContext<S>,
+    batch: usize,
+    slots: &mut Vec<usize>,
+    out: &mut Vec<usize>,
+) {
+    out.clear();
+    slots.clear();
+    let budget = &ctx.budget;
+    while out.len() < batch {
+        match budget.resubmit_rx.try_recv() {
+            Ok(index) => out.push(index),
+            Err(_) => break,
+        }
+    }
+    if ctx.is_paused() {
+        return;
+    }
+    // Only this thread removes from the queues, so at least `wanted` stay queued until we
+    // take them below: no slot is ever taken in vain.
+    let wanted = (batch - out.len()).min(ctx.queued());
+    if wanted == 0 {
+        return;
+    }
+    while slots.len() < wanted {
+        match budget.free_rx.try_recv() {
+            Ok(index) => slots.push(index),
+            Err(_) => break,
+        }
+    }
+    if slots.is_empty() {
+        if !out.is_empty() {
+            return;
+        }
+        // The budget is exhausted: wait for the completer to free a slot or hand one
+        // back for resubmission, whichever comes first.
+        select! {
+            recv(budget.free_rx) -> index => slots.push(index.expect("budget outlives the submitter")),
+            recv(budget.resubmit_rx) -> index => {
+                out.push(index.expect("budget outlives the submitter"));
+                return;
+            }
+        }
+    }
+    let taken = ctx.dispatch_round(slots, out);
+    debug_assert_eq!(taken, slots.len(), "queued requests vanished");
+    // Defensive: hand back any slot the round could not fill.
+    for &index in &slots[taken..] {
+        budget.release(index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use QueueClass::{High, Read, Write};
+
+    fn round(queues: &mut Queues<&'static str>, room: usize) -> Vec<&'static str> {
+        let mut got = Vec::new();
+        queues.take_round(room, |item| got.push(item));
+        got
+    }
+
+    fn queues_with(items: &[(QueueClass, &'static str)]) -> Queues<&'static str> {
+        let mut queues = Queues::default();
+        for &(class, name) in items {
+            queues.push(class, name);
+        }
+        queues
+    }
+
+    #[test]
+    fn high_goes_first_with_room_one() {
+        let mut q = queues_with(&[
+            (Read, "r0"),
+            (Write, "w0"),
+            (Read, "r1"),
+            (Write, "w1"),
+            (High, "h0"),
+            (High, "h1"),
+        ]);
+        let order: Vec<_> = (0..6).flat_map(|_| round(&mut q, 1)).collect();
+        // Rounds 0 and 1 go to HIGH; round 2 is READ-first, round 3 WRITE-first, ...
+        assert_eq!(order, ["h0", "h1", "r0", "w0", "r1", "w1"]);
+        assert_eq!(q.len(), 0);
+        assert!(round(&mut q, 1).is_empty());
+    }
+
+    #[test]
+    fn read_and_write_alternate_which_goes_first() {
+        let mut q = queues_with(&[(Read, "r0"), (Read, "r1"), (Write, "w0"), (Write, "w1")]);
+        assert_eq!(round(&mut q, 3), ["r0", "r1", "w0"]);
+        let mut q2 = queues_with(&[(Read, "r0"), (Read, "r1"), (Write, "w0"), (Write, "w1")]);
+        q2.round = 1;
+        assert_eq!(round(&mut q2, 3), ["w0", "w1", "r0"]);
+    }
+
+    #[test]
+    fn high_is_strict_priority_within_a_round() {
+        let mut q = queues_with(&[(Read, "r0"), (High, "h0"), (Write, "w0"), (High, "h1")]);
+        assert_eq!(round(&mut q, 2), ["h0", "h1"]);
+        assert_eq!(round(&mut q, 8), ["w0", "r0"]);
+    }
+
+    #[test]
+    fn saturated_read_and_write_share_dispatches_equally() {
+        let mut q = Queues::default();
+        for _ in 0..10_000 {
+            q.push(Read, "r");
+            q.push(Write, "w");
+        }
+        let (mut reads, mut writes) = (0, 0);
+        for _ in 0..1000 {
+            for item in round(&mut q, 4) {
+                if item == "r" {
+                    reads += 1;
+                } else {
+                    writes += 1;
+                }
+            }
+        }
+        assert_eq!((reads, writes), (2000, 2000));
+    }
+
+    #[test]
+    fn zero_room_is_not_a_round() {
+        let mut q = queues_with(&[(Read, "r0"), (Write, "w0")]);
+        assert!(round(&mut q, 0).is_empty());
+        assert_eq!(round(&mut q, 1), ["r0"]);
+    }
+
+    #[test]
+    fn budget_circulates_depth_slots() {
+        let budget = Budget::new(4);
+        assert!(budget.all_free());
+        let taken: Vec<_> = (0..4).map(|_| budget.free_rx.try_recv().unwrap()).collect();
+        assert_eq!(taken, [0, 1, 2, 3]);
+        assert!(
+            budget.free_rx.try_recv().is_err(),
+            "never more than depth in flight"
+        );
+        budget.resubmit(2);
+        assert_eq!(budget.free_rx.len(), 0);
+        budget.release(1);
+        assert_eq!(budget.free_rx.len(), 1);
+        assert!(!budget.all_free());
+    }
+}

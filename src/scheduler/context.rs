@@ -1,0 +1,464 @@
+//! `IoContext<S>`: the state both engine threads and the submitting threads share —
+//! queues, slots, budget, flags, counters — generic over the driver's slot type, and the
+//! `Slot` and `Driver` contracts a backend implements.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::Thread;
+use std::time::Duration;
+
+use super::common::{Budget, Counters, Queues};
+use super::tasks::{IoEvent, Outcome};
+use crate::error::Error;
+
+/// Per-request storage a driver keeps for an IO while the kernel may touch it.
+pub(crate) trait Slot: Default + Send {
+    /// The request occupying this slot (`None` while the slot is free).
+    fn event_mut(&mut self) -> &mut Option<IoEvent>;
+}
+
+/// A kernel interface. Each method runs on exactly one of the two engine threads, which
+/// is what lets a driver split its kernel object between them without locks.
+pub(crate) trait Driver: Sized + Send + Sync + 'static {
+    type Slot: Slot;
+
+    /// Creates the kernel context for `depth` IOs in flight and `batch` per submit call.
+    fn open(depth: u32, batch: u32) -> Result<Self, Error>;
+
+    /// Submitter thread only: hands the slots in `batch` (each holding an event) to the
+    /// kernel, in one call unless the kernel accepts only part of it. Every slot ends
+    /// either accepted (reported with [`IoContext::accepted`]) or finished with an error
+    /// (through [`IoContext::fail_unsubmitted`]).
+    fn submit(&self, ctx: &IoContext<Self::Slot>, batch: &[usize]);
+
+    /// Completer thread only: waits until at least one IO completed (or a signal
+    /// interrupted the wait) and appends `(slot index, res)` for each completion.
+    fn reap(&self, ctx: &IoContext<Self::Slot>, out: &mut Vec<(usize, i64)>);
+}
+
+/// Everything the submitting threads and the two engine threads share.
+pub(crate) struct IoContext<S> {
+    /// The three queues. Callers push, the submitter pops; the lock is never held while
+    /// a callback or a syscall runs.
+    queues: Mutex<Queues<IoEvent>>,
+    /// Requests in `queues`; written under the lock, read without it by the submitter
+    /// as a hint of how many slots it will need.
+    queued: AtomicUsize,
+    queue_capacity: usize,
+    /// Slot storage, indexed by the budget's slot indices. Slot `i` may be touched only
+    /// by whoever holds index `i` (see `Budget`). Contiguous, so AIO can hand the kernel
+    /// pointers into it.
+    slots: Box<[UnsafeCell<S>]>,
+    pub(crate) budget: Budget,
+    pub(crate) batch: usize,
+    paused: AtomicBool,
+    /// Set (under the queue lock) when close begins; from then on nothing is accepted.
+    closing: AtomicBool,
+    /// Set by the submitter as it exits; the completer stops once it sees this and no IO
+    /// is left in the kernel.
+    submitter_exited: AtomicBool,
+    /// IOs the kernel accepted and the completer has not yet reaped. Briefly negative
+    /// when a completion is reaped before the submitter published its acceptance, so it
+    /// never overstates what the kernel holds: the completer only waits in the kernel
+    /// while it is positive, and then an IO is really there to wait for.
+    kernel_in_flight: AtomicIsize,
+    /// Bumped after every reap; the submitter waits for it to move on EAGAIN.
+    reap_epoch: AtomicU64,
+    /// Serializes callbacks: the completer runs them, and the submitter runs the rare
+    /// ones for requests the kernel refused at submit time.
+    callback_lock: Mutex<()>,
+    pub(crate) counters: Counters,
+    /// (submitter, completer), set once both threads are spawned.
+    threads: OnceLock<(Thread, Thread)>,
+}
+
+// SAFETY: every field is Sync except `slots`; a slot is accessed only by the thread that
+// holds its index in the budget protocol, so no slot is ever shared between threads, and
+// its contents (`S: Send`) may move between them with the index.
+unsafe impl<S: Send> Sync for IoContext<S> {}
+
+/// Stats as read at one moment (each field individually).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub submitted: u64,
+    pub completed: u64,
+    pub in_flight: u64,
+    pub queued_high: u64,
+    pub queued_read: u64,
+    pub queued_write: u64,
+    pub kernel_submit_calls: u64,
+    pub resubmits: u64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; the protected data stays consistent
+    // because no code panics while holding these locks.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<S: Slot> IoContext<S> {
+    pub(crate) fn new(depth: usize, batch: usize, queue_capacity: usize, paused: bool) -> Self {
+        debug_assert!(depth > 0 && batch > 0 && batch <= depth);
+        IoContext {
+            queues: Mutex::new(Queues::default()),
+            queued: AtomicUsize::new(0),
+            queue_capacity,
+            slots: (0..depth).map(|_| UnsafeCell::new(S::default())).collect(),
+            budget: Budget::new(depth),
+            batch,
+            paused: AtomicBool::new(paused),
+            closing: AtomicBool::new(false),
+            submitter_exited: AtomicBool::new(false),
+            kernel_in_flight: AtomicIsize::new(0),
+            reap_epoch: AtomicU64::new(0),
+            callback_lock: Mutex::new(()),
+            counters: Counters::default(),
+            threads: OnceLock::new(),
+        }
+    }
+
+    /// The slot at `index`.
+    ///
+    /// # Safety
+    /// The calling thread must hold `index` under the budget protocol (see `Budget`), and
+    /// no other reference to this slot may be alive.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slot_mut(&self, index: usize) -> &mut S {
+        debug_assert!(index < self.slots.len());
+        // SAFETY: the caller holds the index, so no other thread or reference touches
+        // this slot until the index is handed on.
+        unsafe { &mut *self.slots[index].get() }
+    }
+
+    /// Pointer to the first slot, for drivers that give the kernel addresses inside it.
+    pub(crate) fn slots_base(&self) -> *mut S {
+        UnsafeCell::raw_get(self.slots.as_ptr())
+    }
+
+    pub(crate) fn budget_depth(&self) -> usize {
+        self.budget.depth()
+    }
+
+    pub(crate) fn set_threads(&self, submitter: Thread, completer: Thread) {
+        let _ = self.threads.set((submitter, completer));
+    }
+
+    /// Blocks until `set_threads` ran; engine threads call this first.
+    pub(crate) fn wait_for_threads(&self) {
+        self.threads.wait();
+    }
+
+    pub(crate) fn is_engine_thread(&self) -> bool {
+        let me = std::thread::current().id();
+        self.threads
+            .get()
+            .is_some_and(|(submitter, completer)| submitter.id() == me || completer.id() == me)
+    }
+
+    fn wake_submitter(&self) {
+        if let Some((submitter, _)) = self.threads.get() {
+            submitter.unpark();
+        }
+    }
+
+    fn wake_completer(&self) {
+        if let Some((_, completer)) = self.threads.get() {
+            completer.unpark();
+        }
+    }
+
+    // ---- submitting threads -------------------------------------------------------
+
+    /// Queues an event; never blocks on kernel progress.
+    pub(crate) fn push(&self, event: IoEvent) -> Result<(), Error> {
+        {
+            let mut queues = lock(&self.queues);
+            // Checked under the queue lock so that close, which sets `closing` under the
+            // same lock, sees every request accepted before it.
+            if self.closing.load(Ordering::Relaxed) {
+                return Err(Error::ShuttingDown);
+            }
+            if self.queue_capacity != 0 && queues.len() >= self.queue_capacity {
+                return Err(Error::QueueFull);
+            }
+            queues.push(event.request.class(), event);
+            self.queued.fetch_add(1, Ordering::Relaxed);
+        }
+        Counters::add(&self.counters.submitted, 1);
+        self.wake_submitter();
+        Ok(())
+    }
+
+    pub(crate) fn resume(&self) {
+        self.paused.store(false, Ordering::Relaxed);
+        self.wake_submitter();
+    }
+
+    /// Stops accepting and lets the submitter drain everything accepted, paused or not.
+    pub(crate) fn begin_close(&self) {
+        {
+            let _queues = lock(&self.queues);
+            self.closing.store(true, Ordering::Relaxed);
+        }
+        self.resume();
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let (high, read, write) = lock(&self.queues).lens();
+        let c = &self.counters;
+        Stats {
+            submitted: c.submitted.load(Ordering::Relaxed),
+            completed: c.completed.load(Ordering::Relaxed),
+            in_flight: self.kernel_in_flight.load(Ordering::Relaxed).max(0) as u64,
+            queued_high: high as u64,
+            queued_read: read as u64,
+            queued_write: write as u64,
+            kernel_submit_calls: c.kernel_submit_calls.load(Ordering::Relaxed),
+            resubmits: c.resubmits.load(Ordering::Relaxed),
+        }
+    }
+
+    // ---- submitter thread ---------------------------------------------------------
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Runs one fairness round into the held `slots`; returns how many it filled.
+    pub(crate) fn dispatch_round(&self, slots: &[usize], out: &mut Vec<usize>) -> usize {
+        let mut queues = lock(&self.queues);
+        let mut next = slots.iter();
+        let taken = queues.take_round(slots.len(), |event| {
+            let &index = next.next().expect("take_round respects room");
+            // SAFETY: the submitter took `index` from the free channel and holds it.
+            let slot = unsafe { self.slot_mut(index) };
+            debug_assert!(
+                slot.event_mut().is_none(),
+                "free slot still holds a request"
+            );
+            *slot.event_mut() = Some(event);
+            out.push(index);
+        });
+        self.queued.fetch_sub(taken, Ordering::Relaxed);
+        taken
+    }
+
+    /// True once close began and nothing is queued, in flight or waiting to be resubmitted.
+    pub(crate) fn drained_for_close(&self) -> bool {
+        let _queues = lock(&self.queues);
+        self.closing.load(Ordering::Relaxed) && self.queued() == 0 && self.budget.all_free()
+    }
+
+    /// The kernel accepted `n` IOs in one call.
+    pub(crate) fn accepted(&self, n: usize) {
+        debug_assert!(n > 0);
+        Counters::add(&self.counters.kernel_submit_calls, 1);
+        // Release: pairs with the completer's Acquire load, so once it sees the count it
+        // also sees everything the submitter wrote into these slots.
+        self.kernel_in_flight
+            .fetch_add(n as isize, Ordering::Release);
+        self.wake_completer();
+    }
+
+    /// The kernel refused the IO in slot `index` at submit time with `res < 0`.
+    pub(crate) fn fail_unsubmitted(&self, index: usize, res: i64) {
+        let _serial = lock(&self.callback_lock);
+        // SAFETY: the submitter holds `index`; the kernel never took it.
+        self.settle(index, res);
+    }
+
+    /// Waits (without spinning) until the completer reaped something, or briefly when
+    /// nothing is in flight; for kernel calls that failed with EAGAIN/EBUSY.
+    pub(crate) fn wait_for_progress(&self) {
+        let epoch = self.reap_epoch.load(Ordering::Acquire);
+        for _ in 0..10 {
+            std::thread::park_timeout(Duration::from_micros(100));
+            if self.reap_epoch.load(Ordering::Acquire) != epoch {
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn mark_submitter_exited(&self) {
+        // Release: pairs with the completer's Acquire load; all earlier `accepted` calls
+        // are visible by then.
+        self.submitter_exited.store(true, Ordering::Release);
+        self.wake_completer();
+    }
+
+    // ---- completer thread ---------------------------------------------------------
+
+    /// Whether the completer may block in the kernel: only while an IO is there.
+    pub(crate) fn kernel_has_work(&self) -> bool {
+        self.kernel_in_flight.load(Ordering::Acquire) > 0
+    }
+
+    pub(crate) fn submitter_has_exited(&self) -> bool {
+        self.submitter_exited.load(Ordering::Acquire)
+    }
+
+    /// Settles a reaped batch: resubmits or finishes each request, running callbacks.
+    pub(crate) fn complete(&self, reaped: &[(usize, i64)]) {
+        if reaped.is_empty() {
+            return;
+        }
+        self.kernel_in_flight
+            .fetch_sub(reaped.len() as isize, Ordering::Relaxed);
+        {
+            let _serial = lock(&self.callback_lock);
+            for &(index, res) in reaped {
+                self.settle(index, res);
+            }
+        }
+        self.reap_epoch.fetch_add(1, Ordering::Release);
+        if self.closing.load(Ordering::Relaxed) {
+            // The submitter may be parked waiting for the last slot to come home.
+            self.wake_submitter();
+        }
+    }
+
+    /// Applies one kernel result to the request in slot `index` (held by the caller,
+    /// callback lock held).
+    fn settle(&self, index: usize, res: i64) {
+        // SAFETY: the caller (completer after reaping, or submitter after a refused
+        // submit) holds `index`.
+        let slot = unsafe { self.slot_mut(index) };
+        let event = slot.event_mut();
+        let outcome = match event {
+            Some(event) => event.settle(res),
+            None => {
+                debug_assert!(false, "completion for an empty slot {index}");
+                return;
+            }
+        };
+        match outcome {
+            Outcome::Resubmit => {
+                Counters::add(&self.counters.resubmits, 1);
+                self.budget.resubmit(index);
+                self.wake_submitter();
+            }
+            Outcome::Done(res) => {
+                let event = event.take().expect("checked above");
+                // The slot is free before the callback runs, so a callback that submits
+                // more work can have it dispatched at once.
+                self.budget.release(index);
+                // Counted before the call, so a caller that waited for its callbacks
+                // reads stats that already include them.
+                Counters::add(&self.counters.completed, 1);
+                event.finish(res);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::common::poll_queues_and_batch;
+    use super::super::tasks::{Callback, IoRequest, Op, Priority};
+    use super::*;
+    use std::ffi::c_void;
+
+    #[derive(Default)]
+    struct TestSlot(Option<IoEvent>);
+    impl Slot for TestSlot {
+        fn event_mut(&mut self) -> &mut Option<IoEvent> {
+            &mut self.0
+        }
+    }
+
+    unsafe extern "C" fn record(ctx: *mut c_void, res: i64) {
+        // SAFETY: the tests pass a live `Vec<i64>` as ctx.
+        unsafe { (*ctx.cast::<Vec<i64>>()).push(res) };
+    }
+
+    fn event(op: Op, prio: Priority, tag: u64, log: &mut Vec<i64>) -> IoEvent {
+        let req = IoRequest::new(op, prio, 0, 8 as *mut u8, 1, tag).unwrap();
+        IoEvent::new(req, Callback::new(record, (log as *mut Vec<i64>).cast()))
+    }
+
+    fn offsets(ctx: &IoContext<TestSlot>, batch: &[usize]) -> Vec<u64> {
+        let offset_of = |index: usize| {
+            // SAFETY: the test thread plays the submitter and holds every index in `batch`.
+            let slot = unsafe { ctx.slot_mut(index) };
+            slot.0.as_ref().expect("dispatched").request.offset
+        };
+        batch.iter().map(|&i| offset_of(i)).collect()
+    }
+
+    #[test]
+    fn batches_respect_budget_batch_size_and_priority() {
+        let mut log = Vec::new();
+        let ctx = IoContext::<TestSlot>::new(4, 3, 0, false);
+        for tag in 0..4 {
+            ctx.push(event(Op::Read, Priority::Normal, tag, &mut log))
+                .unwrap();
+        }
+        ctx.push(event(Op::Write, Priority::Normal, 10, &mut log))
+            .unwrap();
+        ctx.push(event(Op::Read, Priority::High, 20, &mut log))
+            .unwrap();
+        let (mut slots, mut batch) = (Vec::new(), Vec::new());
+        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch);
+        assert_eq!(
+            offsets(&ctx, &batch),
+            [20, 0, 1],
+            "HIGH first, then READ (round 0)"
+        );
+        let first = batch.clone();
+        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch);
+        assert_eq!(
+            offsets(&ctx, &batch),
+            [10],
+            "one slot left; round 1 is WRITE first"
+        );
+        // Budget exhausted: completing one request frees exactly one slot.
+        ctx.complete(&[(first[0], 1)]);
+        assert_eq!(log, [1]);
+        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch);
+        assert_eq!(offsets(&ctx, &batch), [2]);
+        // A short transfer goes back to the submitter ahead of new requests.
+        ctx.complete(&[(first[1], 0)]);
+        assert_eq!(log, [1, 0], "EOF read finished with 0 bytes");
+        ctx.kernel_in_flight.store(0, Ordering::Relaxed);
+        let stats = ctx.stats();
+        assert_eq!(
+            (stats.submitted, stats.completed, stats.queued_read),
+            (6, 2, 1)
+        );
+    }
+
+    #[test]
+    fn paused_context_dispatches_nothing_and_capacity_is_enforced() {
+        let mut log = Vec::new();
+        let ctx = IoContext::<TestSlot>::new(2, 2, 2, true);
+        ctx.push(event(Op::Read, Priority::Normal, 0, &mut log))
+            .unwrap();
+        ctx.push(event(Op::Read, Priority::Normal, 1, &mut log))
+            .unwrap();
+        let third = ctx.push(event(Op::Read, Priority::Normal, 2, &mut log));
+        assert_eq!(third, Err(Error::QueueFull));
+        let (mut slots, mut batch) = (Vec::new(), Vec::new());
+        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch);
+        assert!(batch.is_empty());
+        ctx.begin_close();
+        assert_eq!(
+            ctx.push(event(Op::Read, Priority::Normal, 3, &mut log)),
+            Err(Error::ShuttingDown)
+        );
+        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch);
+        assert_eq!(
+            offsets(&ctx, &batch),
+            [0, 1],
+            "close resumes a paused engine"
+        );
+        assert!(!ctx.drained_for_close());
+        ctx.complete(&[(batch[0], 1), (batch[1], 1)]);
+        assert!(ctx.drained_for_close());
+        assert_eq!(log, [1, 1]);
+    }
+}

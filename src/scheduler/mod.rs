@@ -1,0 +1,191 @@
+//! The engine as C sees it: configuration, backend choice (with io_uring detection), and
+//! `AnyEngine`, the only place where the backend is an enum. Below it everything is
+//! generic over the driver: `Engine<AioDriver>` and `Engine<UringDriver>` are separate
+//! monomorphized copies of the same scheduler and worker loops.
+
+pub mod aio;
+pub(crate) mod common;
+pub(crate) mod context;
+pub(crate) mod engine;
+pub mod tasks;
+pub mod uring;
+pub(crate) mod worker;
+
+use std::ffi::{CStr, CString};
+
+use io_uring::{opcode, register::Probe};
+use once_cell::sync::Lazy;
+
+pub use context::Stats;
+use engine::Engine;
+use tasks::{Callback, IoRequest};
+
+use crate::error::Error;
+use aio::AioDriver;
+use uring::UringDriver;
+
+/// Which backend the caller asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    Auto,
+    Aio,
+    Uring,
+}
+
+/// Which backend an engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Aio,
+    Uring,
+}
+
+/// A validated configuration (see `ioeng_config_t`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub backend: BackendChoice,
+    /// 1..=32768 IOs in flight.
+    pub depth: u32,
+    /// 1..=depth IOs per kernel submit call.
+    pub batch: u32,
+    /// 0 = unbounded.
+    pub queue_capacity: u32,
+    pub start_paused: bool,
+}
+
+/// Why io_uring cannot be used here: the errno and a sentence for humans.
+struct UringUnavailable {
+    errno: i32,
+    reason: CString,
+}
+
+fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOSYS => "ENOSYS",
+        libc::EINVAL => "EINVAL",
+        libc::ENOMEM => "ENOMEM",
+        libc::EMFILE => "EMFILE",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EACCES => "EACCES",
+        _ => "errno",
+    }
+}
+
+fn unavailable(errno: i32, what: &str) -> UringUnavailable {
+    let text = std::io::Error::from_raw_os_error(errno);
+    let reason = format!("{what}: {} ({text})", errno_name(errno));
+    UringUnavailable {
+        errno,
+        reason: CString::new(reason).unwrap_or_default(),
+    }
+}
+
+/// Creates a tiny ring and checks the opcodes the engine issues. `Ok` = io_uring usable.
+fn probe_uring() -> Result<(), UringUnavailable> {
+    let ring = uring::build_ring(2, 2).map_err(|err| {
+        unavailable(
+            err.raw_os_error().unwrap_or(libc::EIO),
+            "io_uring_setup failed",
+        )
+    })?;
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe).map_err(|err| {
+        unavailable(
+            err.raw_os_error().unwrap_or(libc::EIO),
+            "IORING_REGISTER_PROBE failed (kernel older than 5.6)",
+        )
+    })?;
+    for (code, name) in [
+        (opcode::Read::CODE, "IORING_OP_READ"),
+        (opcode::Write::CODE, "IORING_OP_WRITE"),
+        (opcode::Fsync::CODE, "IORING_OP_FSYNC"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(unavailable(
+                libc::EOPNOTSUPP,
+                &format!("{name} not supported"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Probed once per process: the answer does not change while it runs.
+static URING_PROBE: Lazy<Result<(), UringUnavailable>> = Lazy::new(probe_uring);
+
+/// `None` when io_uring is usable, else why not.
+pub fn uring_unavailable_reason() -> Option<&'static CStr> {
+    URING_PROBE.as_ref().err().map(|u| u.reason.as_c_str())
+}
+
+/// An open engine of either backend. This enum is matched once per C call; the worker
+/// threads below it run the driver's own monomorphized code.
+pub struct AnyEngine(Backend);
+
+enum Backend {
+    Aio(Engine<AioDriver>),
+    Uring(Engine<UringDriver>),
+}
+
+impl AnyEngine {
+    /// Opens an engine. AUTO takes io_uring when the probe passed and the ring could be
+    /// created, AIO otherwise; an explicit backend that cannot start is an error.
+    pub fn open(config: &Config) -> Result<Self, Error> {
+        let open_uring = || match URING_PROBE.as_ref() {
+            Ok(()) => Engine::open(config).map(|e| AnyEngine(Backend::Uring(e))),
+            Err(why) => Err(Error::Kernel {
+                call: "io_uring_setup",
+                errno: why.errno,
+            }),
+        };
+        match config.backend {
+            BackendChoice::Aio => Engine::open(config).map(|e| AnyEngine(Backend::Aio(e))),
+            BackendChoice::Uring => open_uring(),
+            BackendChoice::Auto => {
+                open_uring().or_else(|_| Engine::open(config).map(|e| AnyEngine(Backend::Aio(e))))
+            }
+        }
+    }
+
+    pub fn submit(&self, request: IoRequest, callback: Callback) -> Result<(), Error> {
+        match &self.0 {
+            Backend::Aio(engine) => engine.submit(request, callback),
+            Backend::Uring(engine) => engine.submit(request, callback),
+        }
+    }
+
+    pub fn resume(&self) {
+        match &self.0 {
+            Backend::Aio(engine) => engine.resume(),
+            Backend::Uring(engine) => engine.resume(),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        match &self.0 {
+            Backend::Aio(engine) => engine.stats(),
+            Backend::Uring(engine) => engine.stats(),
+        }
+    }
+
+    pub fn backend(&self) -> BackendKind {
+        match &self.0 {
+            Backend::Aio(_) => BackendKind::Aio,
+            Backend::Uring(_) => BackendKind::Uring,
+        }
+    }
+
+    /// Refuses with `CloseFromCallback` on one of this engine's threads; otherwise stops
+    /// accepting new requests. Follow with `finish_close` (or drop).
+    pub fn begin_close(&self) -> Result<(), Error> {
+        match &self.0 {
+            Backend::Aio(engine) => engine.begin_close(),
+            Backend::Uring(engine) => engine.begin_close(),
+        }
+    }
+
+    /// Waits until every accepted callback ran, joins the threads, frees kernel state.
+    pub fn finish_close(self) {
+        drop(self);
+    }
+}

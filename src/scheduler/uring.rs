@@ -1,0 +1,155 @@
+//! The io_uring driver: `UringSlot` holds only the request (no iocb); the SQE's
+//! `user_data` is the slot index.
+//!
+//! How the two threads share one ring:
+//! - the submitter alone touches the SQ (`submission_shared`, push, sync) and calls
+//!   `io_uring_enter(to_submit = n, min_complete = 0, flags = 0)`;
+//! - the completer alone touches the CQ (`completion_shared`, iterate, sync) and calls
+//!   `io_uring_enter(to_submit = 0, min_complete = 1, flags = GETEVENTS)`.
+//!
+//! Each ring half has a single user-space producer/consumer, as the kernel's ring
+//! protocol assumes; `io_uring_enter` itself may run concurrently from two threads.
+//!
+//! Sizing: the SQ has at least `batch` entries and is empty at the start of every round
+//! (a round returns only when the kernel consumed every SQE it pushed), so pushing a
+//! batch never fails. The CQ has at least `depth` entries and the budget keeps at most
+//! `depth` IOs (one SQE → one CQE each) unreaped, so the CQ cannot overflow.
+
+use std::io;
+
+use io_uring::{IoUring, opcode, squeue, types};
+
+use super::context::{Driver, IoContext, Slot};
+use super::tasks::{IoEvent, Op};
+use crate::error::Error;
+use crate::sys::IORING_ENTER_GETEVENTS;
+
+/// One in-flight io_uring request: everything needed to (re)build its SQE.
+#[derive(Default)]
+pub struct UringSlot {
+    event: Option<IoEvent>,
+}
+
+impl Slot for UringSlot {
+    fn event_mut(&mut self) -> &mut Option<IoEvent> {
+        &mut self.event
+    }
+}
+
+pub struct UringDriver {
+    ring: IoUring,
+}
+
+/// Creates a ring with `sq_entries` SQEs and room for `cq_entries` completions.
+pub(crate) fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring> {
+    let mut builder = IoUring::builder();
+    builder.setup_cqsize(cq_entries.max(sq_entries));
+    // SUBMIT_ALL (5.18) keeps submitting past an SQE that fails at submit time; older
+    // kernels stop there, which the submit loop handles too.
+    let mut with_submit_all = builder.clone();
+    with_submit_all.setup_submit_all();
+    match with_submit_all.build(sq_entries) {
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => builder.build(sq_entries),
+        result => result,
+    }
+}
+
+fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
+    let chunk = event.next_chunk();
+    let fd = types::Fd(chunk.fd);
+    // `chunk.len <= MAX_KERNEL_IO < 2^31`, so the 32-bit SQE length cannot truncate.
+    let len = chunk.len as u32;
+    let entry = match chunk.op {
+        Op::Read => opcode::Read::new(fd, chunk.buf, len)
+            .offset(chunk.offset)
+            .build(),
+        Op::Write => opcode::Write::new(fd, chunk.buf, len)
+            .offset(chunk.offset)
+            .build(),
+        Op::Fsync => opcode::Fsync::new(fd).build(),
+        Op::Fdatasync => opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build(),
+    };
+    entry.user_data(index as u64)
+}
+
+impl Driver for UringDriver {
+    type Slot = UringSlot;
+
+    fn open(depth: u32, batch: u32) -> Result<Self, Error> {
+        let ring = build_ring(batch.next_power_of_two(), depth.next_power_of_two())
+            .map_err(|err| Error::kernel("io_uring_setup", &err))?;
+        Ok(UringDriver { ring })
+    }
+
+    fn submit(&self, ctx: &IoContext<UringSlot>, batch: &[usize]) {
+        {
+            // SAFETY: only the submitter thread calls `submit` (Driver contract), so this
+            // is the only SubmissionQueue of the ring in existence.
+            let mut sq = unsafe { self.ring.submission_shared() };
+            debug_assert!(sq.is_empty() && batch.len() <= sq.capacity());
+            for &index in batch {
+                // SAFETY: the submitter holds every index of `batch`.
+                let slot = unsafe { ctx.slot_mut(index) };
+                let event = slot
+                    .event
+                    .as_ref()
+                    .expect("a dispatched slot holds a request");
+                // SAFETY: the SQE points at the caller's buffer, valid until its callback
+                // by the ioeng_submit contract; the callback runs only after the CQE is
+                // reaped, and the slot keeps the event untouched until then.
+                let pushed = unsafe { sq.push(&entry_for(index, event)) };
+                pushed.expect("the SQ holds a whole batch (see module docs)");
+            }
+            // Dropping `sq` publishes the new tail to the kernel (Release store).
+        }
+        let mut left = batch.len();
+        while left > 0 {
+            // SAFETY: a plain io_uring_enter on our own ring fd with no argument struct.
+            let entered = unsafe {
+                self.ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(left as u32, 0, 0, None)
+            };
+            match entered.map_err(|err| err.raw_os_error().unwrap_or(libc::EIO)) {
+                Ok(0) => ctx.wait_for_progress(),
+                Ok(consumed) => {
+                    // SQEs that fail at submit time are consumed too and complete with a
+                    // CQE carrying -errno, so each consumed SQE is one CQE to reap.
+                    ctx.accepted(consumed);
+                    left -= consumed.min(left);
+                }
+                Err(libc::EINTR) => {}
+                // Out of memory for requests, or the CQ is backed up: wait for the
+                // completer to make progress, then retry.
+                Err(libc::EAGAIN | libc::EBUSY) => ctx.wait_for_progress(),
+                Err(errno) => {
+                    debug_assert!(false, "io_uring_enter(submit) failed: errno {errno}");
+                    ctx.wait_for_progress();
+                }
+            }
+        }
+    }
+
+    fn reap(&self, _ctx: &IoContext<UringSlot>, out: &mut Vec<(usize, i64)>) {
+        // SAFETY: only the completer thread calls `reap` (Driver contract), so this is
+        // the only CompletionQueue of the ring in existence.
+        let mut cq = unsafe { self.ring.completion_shared() };
+        if cq.is_empty() {
+            // SAFETY: a plain io_uring_enter on our own ring fd with no argument struct.
+            let waited = unsafe {
+                self.ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(0, 1, IORING_ENTER_GETEVENTS, None)
+            };
+            if let Err(err) = waited {
+                let errno = err.raw_os_error().unwrap_or(libc::EIO);
+                debug_assert!(errno == libc::EINTR, "io_uring_enter(wait) failed: {err}");
+            }
+            cq.sync();
+        }
+        out.extend((&mut cq).map(|cqe| (cqe.user_data() as usize, i64::from(cqe.result()))));
+        // Dropping `cq` hands the consumed entries back to the kernel.
+    }
+}
