@@ -65,9 +65,10 @@ pub(crate) struct IoContext<S> {
     kernel_in_flight: AtomicIsize,
     /// Bumped after every reap; the submitter waits for it to move on EAGAIN.
     reap_epoch: AtomicU64,
-    /// Serializes callbacks: the completer runs them, and the submitter runs the rare
-    /// ones for requests the kernel refused at submit time.
-    callback_lock: Mutex<()>,
+    /// Serializes callbacks (the completer runs them, and the submitter runs the rare
+    /// ones for requests the kernel refused at submit time) and guards the scratch list
+    /// of requests finished in the current batch.
+    finishing: Mutex<Finishing>,
     pub(crate) counters: Counters,
     /// (submitter, completer), set once both threads are spawned.
     threads: OnceLock<(Thread, Thread)>,
@@ -77,6 +78,13 @@ pub(crate) struct IoContext<S> {
 // holds its index in the budget protocol, so no slot is ever shared between threads, and
 // its contents (`S: Send`) may move between them with the index.
 unsafe impl<S: Send> Sync for IoContext<S> {}
+
+/// Requests settled in one batch, waiting for their callbacks and slot release.
+#[derive(Default)]
+struct Finishing {
+    events: Vec<(IoEvent, i64)>,
+    slots: Vec<usize>,
+}
 
 /// Stats as read at one moment (each field individually).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +120,7 @@ impl<S: Slot> IoContext<S> {
             submitter_exited: AtomicBool::new(false),
             kernel_in_flight: AtomicIsize::new(0),
             reap_epoch: AtomicU64::new(0),
-            callback_lock: Mutex::new(()),
+            finishing: Mutex::new(Finishing::default()),
             counters: Counters::default(),
             threads: OnceLock::new(),
         }
@@ -267,9 +275,8 @@ impl<S: Slot> IoContext<S> {
 
     /// The kernel refused the IO in slot `index` at submit time with `res < 0`.
     pub(crate) fn fail_unsubmitted(&self, index: usize, res: i64) {
-        let _serial = lock(&self.callback_lock);
-        // SAFETY: the submitter holds `index`; the kernel never took it.
-        self.settle(index, res);
+        // The submitter holds `index`; the kernel never took it.
+        self.settle_batch(&[(index, res)]);
     }
 
     /// Waits (without spinning) until the completer reaped something, or briefly when
@@ -309,12 +316,7 @@ impl<S: Slot> IoContext<S> {
         }
         self.kernel_in_flight
             .fetch_sub(reaped.len() as isize, Ordering::Relaxed);
-        {
-            let _serial = lock(&self.callback_lock);
-            for &(index, res) in reaped {
-                self.settle(index, res);
-            }
-        }
+        self.settle_batch(reaped);
         self.reap_epoch.fetch_add(1, Ordering::Release);
         if self.closing.load(Ordering::Relaxed) {
             // The submitter may be parked waiting for the last slot to come home.
@@ -322,36 +324,45 @@ impl<S: Slot> IoContext<S> {
         }
     }
 
-    /// Applies one kernel result to the request in slot `index` (held by the caller,
-    /// callback lock held).
-    fn settle(&self, index: usize, res: i64) {
-        // SAFETY: the caller (completer after reaping, or submitter after a refused
-        // submit) holds `index`.
-        let slot = unsafe { self.slot_mut(index) };
-        let event = slot.event_mut();
-        let outcome = match event {
-            Some(event) => event.settle(res),
-            None => {
+    /// Applies kernel results to the requests in their slots (all held by the caller):
+    /// short or retryable ones go back to the submitter, finished ones get their
+    /// callbacks, then their slots return to the budget together, so the submitter wakes
+    /// once and sees everything the callbacks submitted in one round.
+    fn settle_batch(&self, results: &[(usize, i64)]) {
+        let mut finishing = lock(&self.finishing);
+        let Finishing { events, slots } = &mut *finishing;
+        let mut resubmitted = false;
+        for &(index, res) in results {
+            // SAFETY: the caller (completer after reaping, or submitter after a refused
+            // submit) holds `index`.
+            let slot = unsafe { self.slot_mut(index) }.event_mut();
+            let Some(event) = slot.as_mut() else {
                 debug_assert!(false, "completion for an empty slot {index}");
-                return;
+                continue;
+            };
+            match event.settle(res) {
+                Outcome::Resubmit => {
+                    Counters::add(&self.counters.resubmits, 1);
+                    self.budget.resubmit(index);
+                    resubmitted = true;
+                }
+                Outcome::Done(res) => {
+                    events.push((slot.take().expect("checked above"), res));
+                    slots.push(index);
+                }
             }
-        };
-        match outcome {
-            Outcome::Resubmit => {
-                Counters::add(&self.counters.resubmits, 1);
-                self.budget.resubmit(index);
-                self.wake_submitter();
-            }
-            Outcome::Done(res) => {
-                let event = event.take().expect("checked above");
-                // The slot is free before the callback runs, so a callback that submits
-                // more work can have it dispatched at once.
-                self.budget.release(index);
-                // Counted before the call, so a caller that waited for its callbacks
-                // reads stats that already include them.
-                Counters::add(&self.counters.completed, 1);
-                event.finish(res);
-            }
+        }
+        if resubmitted {
+            self.wake_submitter();
+        }
+        // Counted before the calls, so a caller that waited for its callbacks reads
+        // stats that already include them.
+        Counters::add(&self.counters.completed, events.len() as u64);
+        for (event, res) in events.drain(..) {
+            event.finish(res);
+        }
+        for index in slots.drain(..) {
+            self.budget.release(index);
         }
     }
 }
