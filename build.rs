@@ -10,6 +10,7 @@ fn main() {
     let header_path = crate_dir.join("include").join("ioeng.h");
     println!("cargo:rerun-if-changed=src/ffi.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-changed=include/ioeng.h");
     println!("cargo:rerun-if-env-changed=IOENG_CHECK_HEADER");
     // A versioned soname so C programs link against the ABI major, not the file name.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libioeng.so.0");

@@ -210,7 +210,7 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Fills `cfg` with the defaults: AUTO backend, depth 128, batch = depth, unbounded queues,
+ * Fills `cfg` with the defaults: AUTO backend, depth 128, batch 0 (= depth), unbounded queues,
  * not paused, reserved zero. NULL is ignored.
  *
  * # Safety

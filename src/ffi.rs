@@ -126,7 +126,7 @@ fn to_errno(result: Result<(), Error>) -> c_int {
     }
 }
 
-/// Fills `cfg` with the defaults: AUTO backend, depth 128, batch = depth, unbounded queues,
+/// Fills `cfg` with the defaults: AUTO backend, depth 128, batch 0 (= depth), unbounded queues,
 /// not paused, reserved zero. NULL is ignored.
 ///
 /// # Safety

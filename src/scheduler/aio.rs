@@ -50,6 +50,24 @@ fn opcode(op: Op) -> u16 {
     }
 }
 
+/// AIO refuses a READ/WRITE on a file without read/write_iter (a directory) with EINVAL
+/// at submit time, where io_uring and pread(2) say EISDIR. Both backends must give the
+/// same `res`, so on this cold error path a directory's EINVAL becomes EISDIR.
+fn same_errno_as_uring(errno: i32, iocb: *const Iocb) -> i32 {
+    if errno != libc::EINVAL {
+        return errno;
+    }
+    // SAFETY: `iocb` points into the slot array and the kernel refused it, so nobody else
+    // reads or writes it now.
+    let fd = unsafe { (*iocb).aio_fildes } as i32;
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a full `stat` into valid storage or fails.
+    let is_dir = unsafe { libc::fstat(fd, stat.as_mut_ptr()) } == 0
+        // SAFETY: fstat succeeded, so `stat` is initialized.
+        && unsafe { stat.assume_init_ref() }.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    if is_dir { libc::EISDIR } else { errno }
+}
+
 /// Longest `io_getevents` result array; larger depths are reaped in several calls.
 const MAX_EVENTS_PER_REAP: usize = 1024;
 
@@ -100,23 +118,23 @@ impl Driver for AioDriver {
 
         let mut next = 0;
         while next < ptrs.len() {
+            let pending = &ptrs[next..];
             // SAFETY: each pointer targets an iocb filled above inside the slot array,
             // which lives until both threads are joined and the context destroyed. The
             // slot (iocb and event) stays untouched until the completer reaps it, and the
             // buffer is the caller's, valid until its callback by the ioeng_submit
             // contract — which runs only after that reap.
-            match unsafe { kernel::io_submit(self.id, &ptrs[next..]) } {
+            match ctx.kernel_submit(|| unsafe { kernel::io_submit(self.id, pending) }) {
                 Ok(0) => ctx.wait_for_progress(),
-                Ok(accepted) => {
-                    ctx.accepted(accepted);
-                    next += accepted;
-                }
+                Ok(accepted) => next += accepted,
                 Err(libc::EINTR) => {}
                 // The kernel is short of resources: wait for completions, then retry.
                 Err(libc::EAGAIN) => ctx.wait_for_progress(),
                 // The first remaining iocb is bad (EBADF, EINVAL, ...): it alone fails.
                 Err(errno) => {
-                    ctx.fail_unsubmitted(batch[next], -i64::from(errno));
+                    let index = batch[next];
+                    let errno = same_errno_as_uring(errno, ptrs[next]);
+                    ctx.fail_unsubmitted(index, -i64::from(errno));
                     next += 1;
                 }
             }

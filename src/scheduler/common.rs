@@ -129,6 +129,10 @@ impl Budget {
         self.free_rx.len() == self.depth
     }
 
+    pub(crate) fn has_resubmits(&self) -> bool {
+        !self.resubmit_rx.is_empty()
+    }
+
     pub(crate) fn depth(&self) -> usize {
         self.depth
     }

@@ -32,6 +32,13 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
     /// (through [`IoContext::fail_unsubmitted`]).
     fn submit(&self, ctx: &IoContext<Self::Slot>, batch: &[usize]);
 
+    /// Submitter thread only, while it has nothing to submit: runs kernel work that only
+    /// the submitting thread can run (io_uring task_work that posts completions).
+    /// Returns true if there was any.
+    fn run_deferred(&self) -> bool {
+        false
+    }
+
     /// Completer thread only: waits until at least one IO completed (or a signal
     /// interrupted the wait) and appends `(slot index, res)` for each completion.
     fn reap(&self, ctx: &IoContext<Self::Slot>, out: &mut Vec<(usize, i64)>);
@@ -237,6 +244,12 @@ impl<S: Slot> IoContext<S> {
         self.queued.load(Ordering::Relaxed)
     }
 
+    /// Whether a round would find something to submit (polled while idle; a stale answer
+    /// only costs a park that the next wake-up ends).
+    pub(crate) fn has_submit_work(&self) -> bool {
+        (self.queued() > 0 && !self.is_paused()) || self.budget.has_resubmits()
+    }
+
     /// Runs one fairness round into the held `slots`; returns how many it filled.
     pub(crate) fn dispatch_round(&self, slots: &[usize], out: &mut Vec<usize>) -> usize {
         let mut queues = lock(&self.queues);
@@ -262,15 +275,33 @@ impl<S: Slot> IoContext<S> {
         self.closing.load(Ordering::Relaxed) && self.queued() == 0 && self.budget.all_free()
     }
 
-    /// The kernel accepted `n` IOs in one call.
-    pub(crate) fn accepted(&self, n: usize) {
-        debug_assert!(n > 0);
-        Counters::add(&self.counters.kernel_submit_calls, 1);
-        // Release: pairs with the completer's Acquire load, so once it sees the count it
-        // also sees everything the submitter wrote into these slots.
-        self.kernel_in_flight
-            .fetch_add(n as isize, Ordering::Release);
-        self.wake_completer();
+    /// Runs one kernel submit call (`call` returns how many IOs the kernel took, or an
+    /// errno) and publishes what it accepted to the completer.
+    ///
+    /// The call is counted in `kernel_submit_calls` *before* it is made (and uncounted if
+    /// it took nothing): the completer may reap and call back for these IOs before the
+    /// syscall even returns here, and a caller who saw its callbacks must already see the
+    /// call counted.
+    pub(crate) fn kernel_submit(
+        &self,
+        call: impl FnOnce() -> Result<usize, i32>,
+    ) -> Result<usize, i32> {
+        let calls = &self.counters.kernel_submit_calls;
+        calls.fetch_add(1, Ordering::Relaxed);
+        let result = call();
+        match result {
+            Ok(accepted) if accepted > 0 => {
+                // Release: pairs with the completer's Acquire load, so once it sees the
+                // count it also sees everything the submitter wrote into these slots.
+                self.kernel_in_flight
+                    .fetch_add(accepted as isize, Ordering::Release);
+                self.wake_completer();
+            }
+            _ => {
+                calls.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        result
     }
 
     /// The kernel refused the IO in slot `index` at submit time with `res < 0`.

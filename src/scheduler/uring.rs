@@ -41,17 +41,28 @@ pub struct UringDriver {
 }
 
 /// Creates a ring with `sq_entries` SQEs and room for `cq_entries` completions.
+///
+/// Completions are posted by task_work that runs in the *submitting* thread. With
+/// COOP_TASKRUN (5.19) the kernel does not interrupt that thread with an IPI for it;
+/// the work runs at its next syscall, and TASKRUN_FLAG lets the idle submitter see that
+/// work is pending and enter the kernel to run it (see `run_deferred`). SUBMIT_ALL
+/// (5.18) keeps submitting past an SQE that fails at submit time. Older kernels reject
+/// the flags with EINVAL; we then drop them (the submit loop handles both behaviours).
 pub(crate) fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring> {
-    let mut builder = IoUring::builder();
-    builder.setup_cqsize(cq_entries.max(sq_entries));
-    // SUBMIT_ALL (5.18) keeps submitting past an SQE that fails at submit time; older
-    // kernels stop there, which the submit loop handles too.
-    let mut with_submit_all = builder.clone();
-    with_submit_all.setup_submit_all();
-    match with_submit_all.build(sq_entries) {
-        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => builder.build(sq_entries),
-        result => result,
+    let mut plain = IoUring::builder();
+    plain.setup_cqsize(cq_entries.max(sq_entries));
+    let mut submit_all = plain.clone();
+    submit_all.setup_submit_all();
+    let mut coop = submit_all.clone();
+    coop.setup_coop_taskrun().setup_taskrun_flag();
+    let mut last = None;
+    for builder in [coop, submit_all, plain] {
+        match builder.build(sq_entries) {
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => last = Some(err),
+            result => return result,
+        }
     }
+    Err(last.expect("at least one attempt"))
 }
 
 fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
@@ -106,20 +117,20 @@ impl Driver for UringDriver {
         }
         let mut left = batch.len();
         while left > 0 {
-            // SAFETY: a plain io_uring_enter on our own ring fd with no argument struct.
-            let entered = unsafe {
-                self.ring
-                    .submitter()
-                    .enter::<libc::sigset_t>(left as u32, 0, 0, None)
+            let enter = || {
+                // SAFETY: a plain io_uring_enter on our own ring fd with no argument struct.
+                let entered = unsafe {
+                    self.ring
+                        .submitter()
+                        .enter::<libc::sigset_t>(left as u32, 0, 0, None)
+                };
+                entered.map_err(|err| err.raw_os_error().unwrap_or(libc::EIO))
             };
-            match entered.map_err(|err| err.raw_os_error().unwrap_or(libc::EIO)) {
+            // SQEs that fail at submit time are consumed too and complete with a CQE
+            // carrying -errno, so each consumed SQE is one CQE to reap.
+            match ctx.kernel_submit(enter) {
                 Ok(0) => ctx.wait_for_progress(),
-                Ok(consumed) => {
-                    // SQEs that fail at submit time are consumed too and complete with a
-                    // CQE carrying -errno, so each consumed SQE is one CQE to reap.
-                    ctx.accepted(consumed);
-                    left -= consumed.min(left);
-                }
+                Ok(consumed) => left -= consumed.min(left),
                 Err(libc::EINTR) => {}
                 // Out of memory for requests, or the CQ is backed up: wait for the
                 // completer to make progress, then retry.
@@ -130,6 +141,24 @@ impl Driver for UringDriver {
                 }
             }
         }
+    }
+
+    fn run_deferred(&self) -> bool {
+        // SAFETY: only the submitter thread calls `run_deferred` (Driver contract), so
+        // this is the only SubmissionQueue of the ring in existence.
+        let pending = unsafe { self.ring.submission_shared() }.taskrun();
+        if pending {
+            // GETEVENTS with min_complete 0 runs this thread's pending task_work (which
+            // posts CQEs for the completer) and returns without waiting or touching the
+            // CQ ring.
+            // SAFETY: a plain io_uring_enter on our own ring fd with no argument struct.
+            let _ = unsafe {
+                self.ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(0, 0, IORING_ENTER_GETEVENTS, None)
+            };
+        }
+        pending
     }
 
     fn reap(&self, _ctx: &IoContext<UringSlot>, out: &mut Vec<(usize, i64)>) {

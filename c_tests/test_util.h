@@ -1,0 +1,485 @@
+/*
+ * Shared helpers for the libioeng C tests. Header-only (static inline).
+ *
+ * Conventions:
+ *  - Every test calls tu_init("name") first (sets a watchdog alarm).
+ *  - The backend comes from env IOENG_TEST_BACKEND=aio|uring (default aio);
+ *    require_backend() exits 77 (SKIP) when io_uring is unavailable, or 1 (FAIL)
+ *    when IOENG_REQUIRE_URING=1.
+ *  - CHECK() failures print file:line, remove scratch files and _exit(1); they
+ *    may be used from engine callbacks too.
+ */
+#ifndef IOENG_TEST_UTIL_H
+#define IOENG_TEST_UTIL_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ioeng.h"
+
+#define TU_SKIP_EXIT 77
+
+#ifndef TMPFS_MAGIC
+#define TMPFS_MAGIC 0x01021994
+#endif
+#ifndef RAMFS_MAGIC
+#define RAMFS_MAGIC 0x858458f6
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Scratch file registry (removed at exit and on CHECK failure).       */
+/* ------------------------------------------------------------------ */
+
+#define TU_MAX_SCRATCH 64
+static char tu_scratch_paths[TU_MAX_SCRATCH][PATH_MAX];
+static int tu_scratch_count;
+static pthread_mutex_t tu_scratch_lock = PTHREAD_MUTEX_INITIALIZER;
+static const char *tu_test_name = "test";
+
+/* Async-signal-safe (only unlink), so usable from the alarm handler. */
+static inline void tu_remove_scratch(void)
+{
+    for (int i = 0; i < tu_scratch_count; i++)
+        if (tu_scratch_paths[i][0])
+            unlink(tu_scratch_paths[i]);
+}
+
+static inline void tu_atexit_cleanup(void) { tu_remove_scratch(); }
+
+static inline __attribute__((noreturn)) void tu_fail_exit(void)
+{
+    fflush(stdout);
+    fflush(stderr);
+    tu_remove_scratch();
+    _exit(1);
+}
+
+static inline __attribute__((noreturn, format(printf, 3, 4))) void
+tu_fail_at(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    fprintf(stderr, "FAIL %s: %s:%d: ", tu_test_name, file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    tu_fail_exit();
+}
+
+/* CHECK(cond, fmt, ...): abort the test (exit 1) with file:line and a message. */
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        if (!(cond)) {                                                          \
+            fprintf(stderr, "  check failed: %s\n", #cond);                     \
+            tu_fail_at(__FILE__, __LINE__, __VA_ARGS__);                        \
+        }                                                                       \
+    } while (0)
+
+/* CHECK_EQ(a, b, fmt, ...): integer equality, prints both values. */
+#define CHECK_EQ(a, b, ...)                                                     \
+    do {                                                                        \
+        long long tu_a_ = (long long)(a), tu_b_ = (long long)(b);               \
+        if (tu_a_ != tu_b_) {                                                   \
+            fprintf(stderr, "  check failed: %s == %s  (%lld != %lld)\n", #a,   \
+                    #b, tu_a_, tu_b_);                                          \
+            tu_fail_at(__FILE__, __LINE__, __VA_ARGS__);                        \
+        }                                                                       \
+    } while (0)
+
+#define FAILF(...) tu_fail_at(__FILE__, __LINE__, __VA_ARGS__)
+
+static inline void tu_alarm_handler(int sig)
+{
+    static const char msg[] = "FAIL: watchdog timeout (test hung)\n";
+    (void)sig;
+    ssize_t r = write(2, msg, sizeof msg - 1);
+    (void)r;
+    tu_remove_scratch();
+    _exit(1);
+}
+
+/* Call first in main(). `watchdog_sec` kills a hung test (0 = default 90 s). */
+static inline void tu_init(const char *name, unsigned watchdog_sec)
+{
+    tu_test_name = name;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    atexit(tu_atexit_cleanup);
+    signal(SIGALRM, tu_alarm_handler);
+    alarm(watchdog_sec ? watchdog_sec : 90);
+}
+
+/* ------------------------------------------------------------------ */
+/* Backend selection.                                                  */
+/* ------------------------------------------------------------------ */
+
+static inline const char *tu_backend_name(ioeng_backend_t b)
+{
+    switch (b) {
+    case IOENG_BACKEND_AUTO: return "auto";
+    case IOENG_BACKEND_AIO: return "aio";
+    case IOENG_BACKEND_URING: return "uring";
+    default: return "?";
+    }
+}
+
+/* IOENG_TEST_BACKEND=aio|uring (default aio). Anything else is a test error. */
+static inline ioeng_backend_t tu_backend(void)
+{
+    const char *s = getenv("IOENG_TEST_BACKEND");
+    if (!s || !*s || strcmp(s, "aio") == 0)
+        return IOENG_BACKEND_AIO;
+    if (strcmp(s, "uring") == 0 || strcmp(s, "io_uring") == 0)
+        return IOENG_BACKEND_URING;
+    FAILF("IOENG_TEST_BACKEND='%s' is neither aio nor uring", s);
+}
+
+static inline int tu_uring_required(void)
+{
+    const char *s = getenv("IOENG_REQUIRE_URING");
+    return s && strcmp(s, "1") == 0;
+}
+
+/* Exits 77 (SKIP) if `b` is io_uring and io_uring is unusable here; FAIL instead
+ * when IOENG_REQUIRE_URING=1. */
+static inline void require_backend(ioeng_backend_t b)
+{
+    if (b != IOENG_BACKEND_URING)
+        return;
+    const char *why = ioeng_uring_unavailable_reason();
+    if (!why)
+        return;
+    if (tu_uring_required()) {
+        fprintf(stderr,
+                "FAIL %s: io_uring unavailable but IOENG_REQUIRE_URING=1: %s\n",
+                tu_test_name, why);
+        tu_fail_exit();
+    }
+    printf("SKIP: io_uring unavailable: %s\n", why);
+    fflush(stdout);
+    tu_remove_scratch();
+    _exit(TU_SKIP_EXIT);
+}
+
+/* Opens an engine or fails the test. */
+static inline ioeng_t *tu_open(ioeng_backend_t b, uint32_t depth, uint32_t batch,
+                               uint32_t queue_capacity, uint32_t start_paused)
+{
+    ioeng_config_t cfg;
+    ioeng_config_init(&cfg);
+    cfg.backend = b;
+    cfg.depth = depth;
+    cfg.batch = batch;
+    cfg.queue_capacity = queue_capacity;
+    cfg.start_paused = start_paused;
+    ioeng_t *h = NULL;
+    int rc = ioeng_open(&cfg, &h);
+    CHECK(rc == 0 && h != NULL,
+          "ioeng_open(backend=%s depth=%u batch=%u cap=%u paused=%u) = %d (%s)",
+          tu_backend_name(b), depth, batch, queue_capacity, start_paused, rc,
+          rc < 0 ? strerror(-rc) : "ok");
+    CHECK(ioeng_backend(h) == b, "ioeng_backend() = %u, wanted %s",
+          (unsigned)ioeng_backend(h), tu_backend_name(b));
+    return h;
+}
+
+static inline void tu_close(ioeng_t *h)
+{
+    int rc = ioeng_close(h);
+    CHECK(rc == 0, "ioeng_close() = %d", rc);
+}
+
+/* ------------------------------------------------------------------ */
+/* Scratch files.                                                       */
+/* ------------------------------------------------------------------ */
+
+enum tu_fs { TU_EXT4 = 0, TU_TMPFS = 1 };
+
+static inline const char *tu_fs_name(enum tu_fs fs) { return fs == TU_EXT4 ? "ext4" : "tmpfs"; }
+
+static inline const char *tu_dir_for(enum tu_fs fs)
+{
+    if (fs == TU_TMPFS)
+        return "/dev/shm";
+    const char *d = getenv("IOENG_TEST_DIR");
+    if (d && *d)
+        return d;
+    if (access("/var/tmp", W_OK | X_OK) == 0)
+        return "/var/tmp";
+    return "/tmp";
+}
+
+/* Creates a scratch file (removed at exit) and returns an fd opened O_RDWR
+ * (| O_DIRECT if `direct`). If `path_out` is non-NULL it receives the path.
+ * The "ext4" directory must be on a block filesystem (not tmpfs/ramfs): the
+ * O_DIRECT tests need real alignment rules. */
+static inline int tu_scratch(enum tu_fs fs, int direct, char *path_out)
+{
+    const char *dir = tu_dir_for(fs);
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/ioeng-%s-XXXXXX", dir, tu_test_name);
+    int tfd = mkstemp(path);
+    CHECK(tfd >= 0, "mkstemp(%s): %s", path, strerror(errno));
+    struct statfs sf;
+    CHECK(fstatfs(tfd, &sf) == 0, "fstatfs: %s", strerror(errno));
+    if (fs == TU_TMPFS)
+        CHECK(sf.f_type == TMPFS_MAGIC, "%s is not tmpfs", dir);
+    else
+        CHECK(sf.f_type != TMPFS_MAGIC && sf.f_type != RAMFS_MAGIC,
+              "%s is tmpfs/ramfs; set IOENG_TEST_DIR to an ext4 directory", dir);
+    pthread_mutex_lock(&tu_scratch_lock);
+    CHECK(tu_scratch_count < TU_MAX_SCRATCH, "too many scratch files");
+    snprintf(tu_scratch_paths[tu_scratch_count++], PATH_MAX, "%s", path);
+    pthread_mutex_unlock(&tu_scratch_lock);
+    int fd = tfd;
+    if (direct) {
+        fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+        CHECK(fd >= 0, "open(%s, O_DIRECT): %s", path, strerror(errno));
+        close(tfd);
+    }
+    if (path_out)
+        snprintf(path_out, PATH_MAX, "%s", path);
+    return fd;
+}
+
+/* 4096-aligned zeroed buffer (for O_DIRECT). */
+static inline void *tu_alloc(size_t len)
+{
+    void *p = NULL;
+    int rc = posix_memalign(&p, 4096, len ? len : 1);
+    CHECK(rc == 0 && p, "posix_memalign(%zu): %s", len, strerror(rc));
+    memset(p, 0, len);
+    return p;
+}
+
+/* Writes `len` bytes at `off` with pwrite (test setup, not through the engine). */
+static inline void tu_pwrite_all(int fd, const void *buf, size_t len, off_t off)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, off);
+        CHECK(n > 0, "pwrite: %s", n < 0 ? strerror(errno) : "0 bytes");
+        p += n;
+        len -= (size_t)n;
+        off += n;
+    }
+}
+
+static inline void tu_pread_all(int fd, void *buf, size_t len, off_t off)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t n = pread(fd, p, len, off);
+        CHECK(n > 0, "pread: %s", n < 0 ? strerror(errno) : "unexpected EOF");
+        p += n;
+        len -= (size_t)n;
+        off += n;
+    }
+}
+
+/* An fd number that is guaranteed closed: the number of a file that was opened
+ * and closed, chosen high (>= 900) so the kernel's lowest-free allocation
+ * will not hand it out again during the test. */
+static inline int tu_closed_fd(int want)
+{
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    CHECK(fd >= 0, "open /dev/null: %s", strerror(errno));
+    for (int n = want; n < want + 100; n++) {
+        if (fcntl(n, F_GETFD) == -1 && errno == EBADF) {
+            CHECK(dup2(fd, n) == n, "dup2: %s", strerror(errno));
+            close(n);
+            close(fd);
+            CHECK(fcntl(n, F_GETFD) == -1 && errno == EBADF, "fd %d still open", n);
+            return n;
+        }
+    }
+    FAILF("no free fd number near %d", want);
+}
+
+static inline void tu_check_still_closed(int fd)
+{
+    CHECK(fcntl(fd, F_GETFD) == -1 && errno == EBADF,
+          "test bug: fd %d got reused by someone", fd);
+}
+
+/* ------------------------------------------------------------------ */
+/* Completion waiter.                                                  */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t count;
+} tu_waiter_t;
+
+static inline void tu_waiter_init(tu_waiter_t *w)
+{
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->count = 0;
+}
+
+static inline void tu_waiter_destroy(tu_waiter_t *w)
+{
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+}
+
+static inline void tu_waiter_add(tu_waiter_t *w, uint64_t n)
+{
+    pthread_mutex_lock(&w->mu);
+    w->count += n;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static inline uint64_t tu_waiter_get(tu_waiter_t *w)
+{
+    pthread_mutex_lock(&w->mu);
+    uint64_t c = w->count;
+    pthread_mutex_unlock(&w->mu);
+    return c;
+}
+
+/* Waits until count >= target; fails the test after `timeout_sec`. */
+static inline void tu_waiter_wait_at(tu_waiter_t *w, uint64_t target, int timeout_sec,
+                                     const char *file, int line)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_sec;
+    pthread_mutex_lock(&w->mu);
+    while (w->count < target) {
+        int rc = pthread_cond_timedwait(&w->cv, &w->mu, &dl);
+        if (rc == ETIMEDOUT && w->count < target) {
+            uint64_t c = w->count;
+            pthread_mutex_unlock(&w->mu);
+            tu_fail_at(file, line, "timeout after %d s: %" PRIu64 " of %" PRIu64
+                       " callbacks arrived", timeout_sec, c, target);
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+#define tu_waiter_wait(w, target, timeout_sec) \
+    tu_waiter_wait_at((w), (target), (timeout_sec), __FILE__, __LINE__)
+
+/* Polls ioeng_stats until the engine is idle with `completed == n`. */
+static inline ioeng_stats_t tu_wait_idle_at(ioeng_t *h, uint64_t n, const char *file, int line)
+{
+    ioeng_stats_t s;
+    for (int i = 0; i < 5000; i++) {
+        int rc = ioeng_stats(h, &s);
+        if (rc != 0)
+            tu_fail_at(file, line, "ioeng_stats = %d", rc);
+        if (s.completed >= n && s.in_flight == 0 && s.queued_high == 0 &&
+            s.queued_read == 0 && s.queued_write == 0)
+            return s;
+        usleep(1000);
+    }
+    tu_fail_at(file, line, "engine not idle after 5 s: completed=%" PRIu64 "/%" PRIu64
+               " in_flight=%" PRIu64 " queued h/r/w=%" PRIu64 "/%" PRIu64 "/%" PRIu64,
+               s.completed, n, s.in_flight, s.queued_high, s.queued_read, s.queued_write);
+}
+#define tu_wait_idle(h, n) tu_wait_idle_at((h), (n), __FILE__, __LINE__)
+
+/* ------------------------------------------------------------------ */
+/* Checksums and deterministic data.                                   */
+/* ------------------------------------------------------------------ */
+
+static inline uint64_t tu_fnv1a(const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static inline uint64_t tu_splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* Fills `buf` with bytes that depend only on (seed, len). */
+static inline void tu_fill(void *buf, size_t len, uint64_t seed)
+{
+    unsigned char *p = buf;
+    uint64_t st = seed ^ 0x5eed5eed5eed5eedULL;
+    size_t i = 0;
+    while (i + 8 <= len) {
+        uint64_t v = tu_splitmix64(&st);
+        memcpy(p + i, &v, 8);
+        i += 8;
+    }
+    if (i < len) {
+        uint64_t v = tu_splitmix64(&st);
+        memcpy(p + i, &v, len - i);
+    }
+}
+
+/* Uniform-ish pseudo-random number in [lo, hi]. */
+static inline uint64_t tu_rand_range(uint64_t *state, uint64_t lo, uint64_t hi)
+{
+    return lo + tu_splitmix64(state) % (hi - lo + 1);
+}
+
+static inline ioeng_req_t tu_req(ioeng_op_t op, ioeng_prio_t prio, int fd, void *buf,
+                                 uint64_t len, uint64_t off)
+{
+    ioeng_req_t r;
+    memset(&r, 0, sizeof r);
+    r.op = op;
+    r.prio = prio;
+    r.fd = fd;
+    r.buf = buf;
+    r.len = len;
+    r.offset = off;
+    return r;
+}
+
+static inline const char *tu_errname(int64_t res)
+{
+    static __thread char ring[4][64];
+    static __thread unsigned nxt;
+    char *b = ring[nxt++ % 4]; /* several calls may appear in one printf */
+    if (res >= 0) {
+        snprintf(b, 64, "%" PRId64, res);
+        return b;
+    }
+    switch (-res) {
+    case EINVAL: return "-EINVAL";
+    case EBADF: return "-EBADF";
+    case EAGAIN: return "-EAGAIN";
+    case EPERM: return "-EPERM";
+    case ENOSYS: return "-ENOSYS";
+    case ESHUTDOWN: return "-ESHUTDOWN";
+    case EDEADLK: return "-EDEADLK";
+    case EISDIR: return "-EISDIR";
+    case EFAULT: return "-EFAULT";
+    case ENOSPC: return "-ENOSPC";
+    default:
+        snprintf(b, 64, "-%" PRId64 "(%s)", -res, strerror((int)-res));
+        return b;
+    }
+}
+
+#endif /* IOENG_TEST_UTIL_H */
