@@ -9,9 +9,11 @@ lib:
 	$(CARGO) build --release
 	ln -sf libioeng.so target/release/libioeng.so.0
 
-# Builds the C demo and benchmark, runs both backends on a scratch file, prints a table.
+# Builds the C example and benchmark, runs the example, then a short benchmark of both
+# backends (side by side with fio when it is installed) on scratch files; prints a table.
 demo: lib
 	$(MAKE) -C examples_c demo
+	bash examples_c/compare_fio.sh --quick --no-build
 
 # Every test: the header is current, Rust unit + integration tests, C tests on both backends.
 test: check-header test-rust test-c

@@ -1,0 +1,336 @@
+#!/usr/bin/env bash
+# compare_fio.sh - run the same jobs through fio and through ioeng_bench and print one table.
+#
+#   bash examples_c/compare_fio.sh [--quick] [--runtime S] [--size SIZE] [--jobs 1,2,5]
+#                                  [--no-fio] [--dir DIR] [--shm-dir DIR] [--no-build]
+#
+# Jobs (all O_DIRECT, 4 KiB, one job/thread, same file for every engine):
+#   1 shm-randread-qd32    randread  QD32  on a tmpfs file (/dev/shm): CPU-bound, measures overhead
+#   2 ext4-randread-qd128  randread  QD128 on an ext4 file (/var/tmp or /tmp)
+#   3 ext4-randread-qd1    randread  QD1   on ext4: pure latency
+#   4 ext4-randwrite-qd32  randwrite QD32  on ext4
+#   5 ext4-prio-mix        ioeng_bench only: randread, 5% HIGH priority, iodepth 256 over an
+#                          engine depth of 16 (requests queue in the engine), HIGH vs NORMAL p99
+# Engines: fio ioengine=io_uring vs ioeng_bench --backend uring, fio ioengine=libaio vs
+# ioeng_bench --backend aio. The ratio column is IOPS(libioeng) / IOPS(fio) for the same kernel
+# interface; for job 5 it is p99(HIGH) / p99(NORMAL). Latencies are total latency
+# (fio lat_ns: submit -> completion; ioeng_bench: before ioeng_submit -> callback).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BENCH=$HERE/ioeng_bench
+
+RUNTIME=""
+SIZE=""
+QUICK=0
+JOBS="1,2,3,4,5"
+USE_FIO=1
+EXT4_DIR=""
+SHM_DIR=/dev/shm
+BUILD=1
+
+usage() {
+    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    cat <<'EOF'
+Options:
+  --runtime S     seconds per run (default 10; fractions allowed)
+  --size SIZE     file size, e.g. 256m, 1g (default 1g)
+  --quick         smoke run: --runtime 2 --size 256m (explicit options still win)
+  --jobs LIST     comma-separated job numbers (default 1,2,3,4,5)
+  --no-fio        only the ioeng_bench rows
+  --dir DIR       directory for the ext4 file (default: first ext4 of /var/tmp, /tmp)
+  --shm-dir DIR   directory for the tmpfs file (default /dev/shm)
+  --no-build      do not run make first (use the existing ioeng_bench)
+EOF
+}
+
+die() { echo "compare_fio.sh: $*" >&2; exit 2; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --runtime) [[ $# -ge 2 ]] || die "--runtime needs a value"; RUNTIME=$2; shift 2 ;;
+        --runtime=*) RUNTIME=${1#*=}; shift ;;
+        --size) [[ $# -ge 2 ]] || die "--size needs a value"; SIZE=$2; shift 2 ;;
+        --size=*) SIZE=${1#*=}; shift ;;
+        --quick) QUICK=1; shift ;;
+        --jobs) [[ $# -ge 2 ]] || die "--jobs needs a value"; JOBS=$2; shift 2 ;;
+        --jobs=*) JOBS=${1#*=}; shift ;;
+        --no-fio) USE_FIO=0; shift ;;
+        --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; EXT4_DIR=$2; shift 2 ;;
+        --dir=*) EXT4_DIR=${1#*=}; shift ;;
+        --shm-dir) [[ $# -ge 2 ]] || die "--shm-dir needs a value"; SHM_DIR=$2; shift 2 ;;
+        --shm-dir=*) SHM_DIR=${1#*=}; shift ;;
+        --no-build) BUILD=0; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown option '$1' (see --help)" ;;
+    esac
+done
+if [[ $QUICK == 1 ]]; then
+    RUNTIME=${RUNTIME:-2}
+    SIZE=${SIZE:-256m}
+fi
+RUNTIME=${RUNTIME:-10}
+SIZE=${SIZE:-1g}
+
+# --- validate -------------------------------------------------------------------------------
+[[ $RUNTIME =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--runtime: expected seconds such as 10 or 0.5, got '$RUNTIME'"
+RUNTIME_MS=$(python3 -c 'import sys; print(int(round(float(sys.argv[1]) * 1000)))' "$RUNTIME")
+[[ $RUNTIME_MS -ge 100 ]] || die "--runtime must be at least 0.1 s"
+
+to_bytes() {  # 4k, 256m, 1g, 1G, 1GiB, 1048576 -> bytes (powers of 1024)
+    local s=${1,,} n unit
+    [[ $s =~ ^([0-9]+)([kmgt]?)(i?b)?$ ]] || return 1
+    n=${BASH_REMATCH[1]}
+    unit=${BASH_REMATCH[2]}
+    case $unit in
+        k) n=$((n << 10)) ;; m) n=$((n << 20)) ;; g) n=$((n << 30)) ;; t) n=$((n << 40)) ;;
+    esac
+    echo "$n"
+}
+SIZE_BYTES=$(to_bytes "$SIZE") || die "--size: expected a size such as 256m or 1g, got '$SIZE'"
+[[ $SIZE_BYTES -ge $((1 << 20)) ]] || die "--size must be at least 1m"
+(( SIZE_BYTES % 4096 == 0 )) || die "--size must be a multiple of 4k"
+
+declare -a SEL=()
+IFS=',' read -r -a SEL <<<"$JOBS"
+[[ ${#SEL[@]} -gt 0 ]] || die "--jobs: empty list"
+for j in "${SEL[@]}"; do
+    [[ $j =~ ^[1-5]$ ]] || die "--jobs: expected numbers 1..5 separated by commas, got '$JOBS'"
+done
+
+# Job table: name fs rw bs iodepth
+job_name() { case $1 in 1) echo shm-randread-qd32 ;; 2) echo ext4-randread-qd128 ;; 3) echo ext4-randread-qd1 ;;
+                        4) echo ext4-randwrite-qd32 ;; 5) echo ext4-prio-mix ;; esac; }
+job_fs()   { case $1 in 1) echo shm ;; *) echo ext4 ;; esac; }
+job_rw()   { case $1 in 4) echo randwrite ;; *) echo randread ;; esac; }
+job_qd()   { case $1 in 1) echo 32 ;; 2) echo 128 ;; 3) echo 1 ;; 4) echo 32 ;; 5) echo 256 ;; esac; }
+BS=4k
+
+if [[ $USE_FIO == 1 ]] && ! command -v fio >/dev/null 2>&1; then
+    echo "compare_fio.sh: fio is not installed; showing only the libioeng rows." >&2
+    echo "compare_fio.sh: to compare against fio install it, e.g. 'apt-get install fio' (Debian/Ubuntu) or 'dnf install fio'." >&2
+    USE_FIO=0
+fi
+
+# --- JSON helper: jq if present, else python3 -------------------------------------------------
+# jget FILE a/b/0/c  -> value at that path ('' when missing). Path parts that are integers index arrays.
+if command -v jq >/dev/null 2>&1; then
+    jget() {
+        jq -r --arg p "$2" '($p | split("/") | map(if test("^[0-9]+$") then tonumber else . end)) as $k
+                            | getpath($k) // "" | tostring' "$1"
+    }
+else
+    jget() {
+        python3 - "$1" "$2" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+try:
+    for k in sys.argv[2].split("/"):
+        d = d[int(k)] if isinstance(d, list) else d[k]
+    print("" if d is None else d)
+except (KeyError, IndexError, ValueError, TypeError):
+    print("")
+PY
+    }
+fi
+
+fmt() {  # fmt PRINTF_FORMAT VALUE -> formatted number or '-'
+    if [[ -z $2 || $2 == null ]]; then echo "-"; else LC_ALL=C printf "$1" "$2"; fi
+}
+ratio() {  # ratio A B -> A/B formatted, or '-'
+    python3 -c 'import sys
+try:
+    a, b = float(sys.argv[1]), float(sys.argv[2])
+    print("%.2f" % (a / b) if b > 0 else "-")
+except ValueError:
+    print("-")' "$1" "$2"
+}
+
+# --- build -------------------------------------------------------------------------------------
+if [[ $BUILD == 1 ]]; then
+    echo "building ioeng_bench (make -C $HERE) ..." >&2
+    make -s -C "$HERE" all >&2
+fi
+[[ -x $BENCH ]] || die "$BENCH not found; run 'make -C $HERE' first"
+
+# --- files ---------------------------------------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ioeng_cmp.XXXXXX")
+SHM_FILE=""
+EXT4_FILE=""
+cleanup() {
+    local f
+    for f in "$SHM_FILE" "$EXT4_FILE"; do [[ -n $f ]] && rm -f -- "$f"; done
+    rm -rf -- "$WORK"
+}
+trap cleanup EXIT
+trap 'echo "compare_fio.sh: interrupted" >&2; exit 130' INT TERM
+
+fstype() { stat -f -c %T "$1" 2>/dev/null || echo unknown; }
+
+need_shm=0; need_ext4=0
+for j in "${SEL[@]}"; do
+    if [[ $(job_fs "$j") == shm ]]; then need_shm=1; else need_ext4=1; fi
+done
+
+fill() {  # fill FILE: SIZE_BYTES of random data, flushed
+    echo "filling $1 ($((SIZE_BYTES >> 20)) MiB) ..." >&2
+    dd if=/dev/urandom of="$1" bs=1M count="$SIZE_BYTES" iflag=fullblock,count_bytes conv=fdatasync status=none
+}
+
+if [[ $need_ext4 == 1 ]]; then
+    if [[ -z $EXT4_DIR ]]; then
+        for d in /var/tmp /tmp; do
+            if [[ -d $d && -w $d && $(fstype "$d") == ext2/ext3 ]]; then EXT4_DIR=$d; break; fi
+        done
+        if [[ -z $EXT4_DIR ]]; then
+            EXT4_DIR=/var/tmp
+            echo "compare_fio.sh: warning: neither /var/tmp nor /tmp is ext4; using $EXT4_DIR ($(fstype $EXT4_DIR))" >&2
+        fi
+    fi
+    [[ -d $EXT4_DIR && -w $EXT4_DIR ]] || die "--dir $EXT4_DIR is not a writable directory"
+    EXT4_FILE=$(mktemp "$EXT4_DIR/ioeng_cmp_ext4.XXXXXX")
+    fill "$EXT4_FILE"
+fi
+if [[ $need_shm == 1 ]]; then
+    [[ -d $SHM_DIR && -w $SHM_DIR ]] || die "$SHM_DIR is not a writable directory (use --shm-dir)"
+    [[ $(fstype "$SHM_DIR") == tmpfs ]] ||
+        echo "compare_fio.sh: warning: $SHM_DIR is $(fstype "$SHM_DIR"), not tmpfs" >&2
+    SHM_FILE=$(mktemp "$SHM_DIR/ioeng_cmp_shm.XXXXXX")
+    fill "$SHM_FILE"
+fi
+
+# --- runners -------------------------------------------------------------------------------------
+LIBVER=""
+ROWS=()   # fields separated by $SEP:: job engine iops p50 p99 ratio cpu
+SEP=$'\x1f'   # not whitespace, so empty fields survive 'read'
+row() { local IFS=$SEP; ROWS+=("$*"); }
+
+run_fio() {  # run_fio JOB ENGINE FILE OUT -> 0 if OUT is valid fio JSON
+    local j=$1 eng=$2 file=$3 out=$4
+    local args=(--name="$(job_name "$j")" --filename="$file" --ioengine="$eng" --rw="$(job_rw "$j")"
+                --bs=$BS --iodepth="$(job_qd "$j")" --direct=1 --numjobs=1 --size="$SIZE_BYTES"
+                --runtime="${RUNTIME_MS}ms" --time_based=1 --norandommap=1 --randrepeat=0
+                --lat_percentiles=1 --percentile_list=50:90:99:99.9
+                --output-format=json --output="$out")
+    echo "  fio --ioengine=$eng ..." >&2
+    if ! fio "${args[@]}" >"$out.log" 2>&1 || [[ -z $(jget "$out" jobs/0/jobname 2>/dev/null) ]]; then
+        echo "compare_fio.sh: fio ioengine=$eng failed for job $j:" >&2
+        tail -n 5 "$out.log" >&2 || true
+        return 1
+    fi
+}
+
+run_ioeng() {  # run_ioeng JOB BACKEND FILE OUT [extra args] -> 0 if OUT is valid JSON
+    local j=$1 be=$2 file=$3 out=$4
+    shift 4
+    echo "  ioeng_bench --backend $be ..." >&2
+    if ! "$BENCH" --backend "$be" --rw "$(job_rw "$j")" --bs $BS --iodepth "$(job_qd "$j")" --direct 1 \
+            --numjobs 1 --size "$SIZE_BYTES" --runtime "${RUNTIME_MS}ms" --filename "$file" \
+            --output-format json "$@" >"$out" 2>"$out.log" ||
+            [[ -z $(jget "$out" backend 2>/dev/null) ]]; then
+        echo "compare_fio.sh: ioeng_bench --backend $be failed for job $j:" >&2
+        tail -n 5 "$out.log" >&2 || true
+        return 1
+    fi
+    LIBVER=$(jget "$out" version)
+}
+
+# fio: section read or write, lat_ns percentiles (clat_ns if lat is missing), ns -> us
+fio_row() {  # fio_row JOB LABEL OUT SECTION -> prints "iops p50 p99 cpu"
+    local out=$3 sec=$4 kind p50 p99
+    kind=lat_ns
+    [[ -n $(jget "$out" "jobs/0/$sec/lat_ns/percentile/50.000000") ]] || kind=clat_ns
+    p50=$(jget "$out" "jobs/0/$sec/$kind/percentile/50.000000")
+    p99=$(jget "$out" "jobs/0/$sec/$kind/percentile/99.000000")
+    local iops usr sys
+    iops=$(jget "$out" "jobs/0/$sec/iops")
+    usr=$(jget "$out" jobs/0/usr_cpu)
+    sys=$(jget "$out" jobs/0/sys_cpu)
+    python3 -c 'import sys
+a = sys.argv[1:]
+f = lambda x: float(x) if x else float("nan")
+print("%s %s %s %s" % (a[0], f(a[1]) / 1000, f(a[2]) / 1000, f(a[3]) + f(a[4])))' "$iops" "$p50" "$p99" "$usr" "$sys"
+}
+
+ioeng_cpu() { python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[2]))' \
+                  "$(jget "$1" cpu_usr_pct)" "$(jget "$1" cpu_sys_pct)"; }
+
+file_for() { if [[ $(job_fs "$1") == shm ]]; then echo "$SHM_FILE"; else echo "$EXT4_FILE"; fi; }
+
+# --- run -----------------------------------------------------------------------------------------
+echo "runtime ${RUNTIME}s per run, size $SIZE, bs $BS, O_DIRECT; ext4 file: ${EXT4_FILE:-none}; tmpfs file: ${SHM_FILE:-none}" >&2
+for j in "${SEL[@]}"; do
+    name="$j $(job_name "$j")"
+    file=$(file_for "$j")
+    sec=read; [[ $(job_rw "$j") == randwrite ]] && sec=write
+    echo "job $name:" >&2
+
+    if [[ $j == 5 ]]; then
+        for be in uring aio; do
+            out=$WORK/ioeng_${j}_$be.json
+            if run_ioeng "$j" "$be" "$file" "$out" --engine-depth 16 --prio-mix 0.05; then
+                rt=$(jget "$out" runtime_s)
+                cpu=$(ioeng_cpu "$out")
+                hp99=$(jget "$out" lat_us/high_read/p99)
+                np99=$(jget "$out" lat_us/normal_read/p99)
+                for cls in high normal; do
+                    cnt=$(jget "$out" "lat_us/${cls}_read/count")
+                    iops=$(python3 -c 'import sys; print(float(sys.argv[1] or 0) / float(sys.argv[2]))' "$cnt" "$rt")
+                    r="-"
+                    [[ $cls == high ]] && r="p99 H/N $(ratio "$hp99" "$np99")"
+                    row "$name" "ioeng-$be ${cls^^}" "$(fmt %.0f "$iops")" \
+                        "$(fmt %.1f "$(jget "$out" "lat_us/${cls}_read/p50")")" \
+                        "$(fmt %.1f "$(jget "$out" "lat_us/${cls}_read/p99")")" "$r" \
+                        "$([[ $cls == high ]] && fmt %.0f "$cpu" || echo '')"
+                done
+            else
+                row "$name" "ioeng-$be" failed - - - -
+            fi
+        done
+        continue
+    fi
+
+    for pair in "io_uring uring" "libaio aio"; do
+        read -r fio_eng be <<<"$pair"
+        fio_iops=""
+        if [[ $USE_FIO == 1 ]]; then
+            out=$WORK/fio_${j}_$fio_eng.json
+            if run_fio "$j" "$fio_eng" "$file" "$out"; then
+                read -r fio_iops p50 p99 cpu <<<"$(fio_row "$j" "fio-$fio_eng" "$out" "$sec")"
+                row "$name" "fio-$fio_eng" "$(fmt %.0f "$fio_iops")" "$(fmt %.1f "$p50")" "$(fmt %.1f "$p99")" "" \
+                    "$(fmt %.0f "$cpu")"
+            else
+                row "$name" "fio-$fio_eng" failed - - "" -
+            fi
+        fi
+        out=$WORK/ioeng_${j}_$be.json
+        if run_ioeng "$j" "$be" "$file" "$out"; then
+            iops=$(jget "$out" iops)
+            cls=normal_$( [[ $sec == write ]] && echo write || echo read )
+            r="-"
+            [[ -n $fio_iops ]] && r=$(ratio "$iops" "$fio_iops")
+            row "$name" "ioeng-$be" "$(fmt %.0f "$iops")" "$(fmt %.1f "$(jget "$out" "lat_us/$cls/p50")")" \
+                "$(fmt %.1f "$(jget "$out" "lat_us/$cls/p99")")" "$r" "$(fmt %.0f "$(ioeng_cpu "$out")")"
+        else
+            row "$name" "ioeng-$be" failed - - - -
+        fi
+    done
+done
+
+# --- table ---------------------------------------------------------------------------------------
+echo
+echo "libioeng ${LIBVER:-?} vs" \
+     "$([[ $USE_FIO == 1 ]] && fio --version || echo 'no fio')," \
+     "kernel $(uname -r), $(nproc) CPUs, runtime ${RUNTIME}s, size $SIZE, bs $BS, O_DIRECT"
+printf '%-24s | %-18s | %10s | %9s | %9s | %-16s | %5s\n' job engine IOPS "p50 us" "p99 us" "ratio ioeng/fio" "cpu%"
+printf '%s\n' "-------------------------+--------------------+------------+-----------+-----------+------------------+------"
+prev=""
+for r in "${ROWS[@]}"; do
+    IFS=$SEP read -r c1 c2 c3 c4 c5 c6 c7 <<<"$r"
+    [[ $c1 == "$prev" ]] && c1="" || prev=$c1
+    printf '%-24s | %-18s | %10s | %9s | %9s | %-16s | %5s\n' "$c1" "$c2" "$c3" "$c4" "$c5" "$c6" "$c7"
+done
+echo
+echo "ratio: IOPS(libioeng) / IOPS(fio) on the same kernel interface; job 5: p99(HIGH) / p99(NORMAL)."
+echo "latency: submit -> completion (fio lat_ns; ioeng_bench submit -> callback). cpu%: usr+sys of the"
+echo "benchmark process as % of one CPU (fio: its job process)."
