@@ -1,38 +1,79 @@
 //! The two engine threads, written once and monomorphized per driver: the submitter
 //! (queues → slots → kernel) and the completer (kernel → callbacks → budget).
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::common::poll_queues_and_batch;
 use super::context::{Driver, IoContext};
 
-/// How long an idle engine thread polls for new work before it sleeps. A sleeping thread
-/// costs a futex wake-up and a scheduler round trip (tens of µs on a VM) to the thread
-/// that hands it work; at queue depth 1 that hand-off happens twice per IO, so a short
-/// poll keeps it off the IO's latency. Bounded, so an idle engine sleeps.
-const IDLE_POLL: Duration = Duration::from_micros(50);
+/// Default upper bound on how long an idle engine thread polls before it sleeps.
+/// `IOENG_IDLE_POLL_US` overrides it (0 = never poll).
+const DEFAULT_MAX_POLL: Duration = Duration::from_micros(500);
+/// Shortest poll; also the first one.
+const MIN_POLL: Duration = Duration::from_micros(20);
 
-/// Polls `ready` for up to [`IDLE_POLL`]; true as soon as it holds.
-fn poll_briefly(mut ready: impl FnMut() -> bool) -> bool {
-    static POLL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    let limit = *POLL.get_or_init(|| {
+fn max_poll() -> Duration {
+    static MAX: OnceLock<Duration> = OnceLock::new();
+    *MAX.get_or_init(|| {
         std::env::var("IOENG_IDLE_POLL_US")
             .ok()
-            .and_then(|v| v.parse().ok())
+            .and_then(|v| v.trim().parse().ok())
             .map(Duration::from_micros)
-            .unwrap_or(IDLE_POLL)
-    });
-    let start = Instant::now();
-    loop {
-        for _ in 0..32 {
+            .unwrap_or(DEFAULT_MAX_POLL)
+    })
+}
+
+/// How an idle engine thread waits for its next piece of work.
+///
+/// Sleeping costs a futex wake-up plus a scheduler round trip (tens of µs on a VM) on the
+/// thread that hands over the work; at queue depth 1 that hand-off happens twice per IO.
+/// So an idle thread first polls, yielding the CPU on every turn (other runnable threads,
+/// such as io_uring's io-wq workers, still get it), for as long as work recently took to
+/// arrive: the poll grows to cover the gaps it observes, up to `max`, and shrinks back
+/// to `MIN_POLL` when work arrives later than `max` — then polling is wasted and the
+/// thread sleeps at once.
+struct IdleWait {
+    limit: Duration,
+    max: Duration,
+    idle_since: Option<Instant>,
+}
+
+impl IdleWait {
+    fn new() -> Self {
+        let max = max_poll();
+        IdleWait {
+            limit: MIN_POLL.min(max),
+            max,
+            idle_since: None,
+        }
+    }
+
+    /// Polls `ready` for up to the current limit; true as soon as it holds.
+    fn poll(&mut self, mut ready: impl FnMut() -> bool) -> bool {
+        let start = *self.idle_since.get_or_insert_with(Instant::now);
+        loop {
             if ready() {
                 return true;
             }
-            std::hint::spin_loop();
+            if start.elapsed() >= self.limit {
+                return false;
+            }
+            std::thread::yield_now();
         }
-        if start.elapsed() >= limit {
-            return false;
-        }
+    }
+
+    /// Work arrived: adapt the limit to how long it took.
+    fn work_arrived(&mut self) {
+        let Some(since) = self.idle_since.take() else {
+            return;
+        };
+        let gap = since.elapsed();
+        self.limit = if gap > self.max {
+            MIN_POLL.min(self.max)
+        } else {
+            (gap + gap / 4).clamp(self.limit, self.max)
+        };
     }
 }
 
@@ -41,16 +82,18 @@ pub(crate) fn run_submitter<D: Driver>(ctx: &IoContext<D::Slot>, driver: &D) {
     ctx.wait_for_threads();
     let mut slots = Vec::with_capacity(ctx.batch);
     let mut batch = Vec::with_capacity(ctx.batch);
+    let mut idle = IdleWait::new();
     loop {
         poll_queues_and_batch(ctx, ctx.batch, &mut slots, &mut batch);
         if !batch.is_empty() {
+            idle.work_arrived();
             driver.submit(ctx, &batch);
             continue;
         }
         if ctx.drained_for_close() {
             break;
         }
-        if poll_briefly(|| driver.run_deferred() || ctx.has_submit_work()) {
+        if idle.poll(|| driver.run_deferred() || ctx.has_submit_work()) {
             continue;
         }
         // Nothing to do: sleep until a push, resume, resubmission or close unparks us.
@@ -64,6 +107,7 @@ pub(crate) fn run_submitter<D: Driver>(ctx: &IoContext<D::Slot>, driver: &D) {
 pub(crate) fn run_completer<D: Driver>(ctx: &IoContext<D::Slot>, driver: &D) {
     ctx.wait_for_threads();
     let mut reaped = Vec::with_capacity(ctx.budget_depth());
+    let mut idle = IdleWait::new();
     loop {
         if !ctx.kernel_has_work() {
             // Checked after `kernel_has_work`: the submitter publishes its last
@@ -71,11 +115,12 @@ pub(crate) fn run_completer<D: Driver>(ctx: &IoContext<D::Slot>, driver: &D) {
             if ctx.submitter_has_exited() && !ctx.kernel_has_work() {
                 break;
             }
-            if !poll_briefly(|| ctx.kernel_has_work()) {
+            if !idle.poll(|| ctx.kernel_has_work()) {
                 std::thread::park();
             }
             continue;
         }
+        idle.work_arrived();
         reaped.clear();
         driver.reap(ctx, &mut reaped);
         ctx.complete(&reaped);
