@@ -1,7 +1,9 @@
 /*
  * (b) Priority + fairness order (DESIGN §2) with depth = batch = 1, start_paused = 1.
  * Each dispatch round takes HIGH first; READ and WRITE alternate which goes first by a
- * round counter that counts every dispatch round (HIGH rounds included), round 0 = READ.
+ * counter of the rounds in which READ/WRITE had room (rounds HIGH filled alone do not
+ * count), round 0 = READ. A HIGH request arriving in step with that parity (one per
+ * normal completion) must not starve either normal queue.
  * Plus a dynamic case: a HIGH submitted while a long normal backlog is being drained
  * (from a callback and from another thread) overtakes the backlog.
  */
@@ -79,6 +81,58 @@ static void dynamic_case(ioeng_backend_t be, int fd)
     tu_waiter_destroy(&dyn_w);
 }
 
+/* Every NORMAL completion submits one HIGH request (from its callback): with depth =
+ * batch = 1 every other round is HIGH-only. READ and WRITE must still alternate:
+ * R0 H W0 H R1 H W1 ... (a round counter that counted the HIGH rounds would hand every
+ * normal round to the same queue). */
+#define STEP_N 8
+static ioeng_t *step_h;
+static int step_fd;
+static char step_seq[4 * STEP_N + 8];
+static int step_len;
+static unsigned char step_buf[4096] __attribute__((aligned(4096)));
+static tu_waiter_t step_w;
+
+static void step_high_cb(void *ctx, int64_t res)
+{
+    (void)ctx;
+    CHECK(res >= 0, "HIGH res %" PRId64, res);
+    step_seq[step_len++] = 'h';
+    tu_waiter_add(&step_w, 1);
+}
+
+static void step_normal_cb(void *ctx, int64_t res)
+{
+    CHECK(res >= 0, "NORMAL res %" PRId64, res);
+    step_seq[step_len++] = (char)(intptr_t)ctx;
+    ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_HIGH, step_fd, step_buf, 512, 0);
+    CHECK(ioeng_submit(step_h, &q, step_high_cb, NULL) == 0, "HIGH submit from callback");
+    tu_waiter_add(&step_w, 1);
+}
+
+static void high_in_step_case(ioeng_backend_t be, int fd)
+{
+    tu_waiter_init(&step_w);
+    step_len = 0;
+    step_fd = fd;
+    step_h = tu_open(be, 1, 1, 0, 1);
+    for (int i = 0; i < STEP_N / 2; i++) {
+        ioeng_req_t r = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, step_buf, 512, 0);
+        CHECK(ioeng_submit(step_h, &r, step_normal_cb, (void *)(intptr_t)'r') == 0, "submit R");
+    }
+    for (int i = 0; i < STEP_N / 2; i++) {
+        ioeng_req_t w = tu_req(IOENG_OP_FSYNC, IOENG_PRIO_NORMAL, fd, NULL, 0, 0);
+        CHECK(ioeng_submit(step_h, &w, step_normal_cb, (void *)(intptr_t)'w') == 0, "submit W");
+    }
+    CHECK(ioeng_resume(step_h) == 0, "resume");
+    tu_waiter_wait(&step_w, 2 * STEP_N, 30);
+    tu_close(step_h);
+    step_seq[step_len] = 0;
+    CHECK(strcmp(step_seq, "rhwhrhwhrhwhrhwh") == 0,
+          "[%s] HIGH in step with completions: observed %s, expected rhwhrhwhrhwhrhwh",
+          tu_backend_name(be), step_seq);
+}
+
 int main(void)
 {
     tu_init("test_order", 0);
@@ -113,11 +167,12 @@ int main(void)
         }
     }
     dynamic_case(be, fd);
+    high_in_step_case(be, fd);
     free(init);
     close(fd);
     printf("test_order [%s]: OK: depth=batch=1 paused: H0 H1 R0 W0..R3 W3; R/W strict "
            "alternation (50+50); W-first submission still R-first; late HIGH (3) first then "
-           "W-first; HIGH overtakes a %d-request backlog (callback + thread)\n",
+           "R-first; HIGH in step with completions keeps R/W alternating; HIGH overtakes a %d-request backlog (callback + thread)\n",
            tu_backend_name(be), BACKLOG);
     return 0;
 }

@@ -2,10 +2,12 @@
 //!
 //! This file is the C interface (cbindgen reads only this file). It does no scheduling
 //! itself: it validates, converts to the Rust types of `scheduler`, and maps `Error` to
-//! `-errno`. No panic crosses this boundary: every entry point runs inside
-//! `catch_unwind` and turns a panic into `-EIO`.
+//! `-errno`. No panic crosses this boundary: every entry point that can reach engine
+//! code runs inside `catch_unwind` and turns a panic into `-EIO` (or NULL / AUTO for
+//! the functions without an errno); the engine threads abort on a panic instead (see
+//! `scheduler::engine`).
 
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::{CStr, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::Error;
@@ -346,10 +348,8 @@ pub unsafe extern "C" fn ioeng_backend(h: *const Ioeng) -> IoengBackend {
 /// and is cached. The string is static; do not free it. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn ioeng_uring_unavailable_reason() -> *const c_char {
-    match uring_unavailable_reason() {
-        Some(reason) => reason.as_ptr(),
-        None => std::ptr::null(),
-    }
+    let reason = catch_unwind(uring_unavailable_reason).unwrap_or(Some(c"probe failed"));
+    reason.map_or(std::ptr::null(), CStr::as_ptr)
 }
 
 /// Shuts the engine down and frees it: stops accepting (-ESHUTDOWN), dispatches and

@@ -11,7 +11,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod error;
+pub(crate) mod error;
 pub mod ffi;
-pub mod scheduler;
+pub(crate) mod scheduler;
 mod sys;

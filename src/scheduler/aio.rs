@@ -7,6 +7,7 @@ use super::context::{Driver, IoContext, Slot};
 use super::tasks::{IoEvent, Op};
 use crate::error::Error;
 use crate::sys::aio::{self as kernel, AioContextId, Iocb};
+use crate::sys::report_unexpected;
 
 /// One in-flight AIO request. `repr(C)` with the iocb first, so a slot's address is its
 /// iocb's address and the array of slots is the array the kernel reads iocbs from.
@@ -52,14 +53,16 @@ fn opcode(op: Op) -> u16 {
 
 /// AIO refuses a READ/WRITE on a file without read/write_iter (a directory) with EINVAL
 /// at submit time, where io_uring and pread(2) say EISDIR. Both backends must give the
-/// same `res`, so on this cold error path a directory's EINVAL becomes EISDIR.
+/// same `res`, so on this cold error path a directory's EINVAL becomes EISDIR (for reads
+/// and writes only: fsync of a directory that cannot be synced is EINVAL on both).
 fn same_errno_as_uring(errno: i32, iocb: *const Iocb) -> i32 {
-    if errno != libc::EINVAL {
-        return errno;
-    }
     // SAFETY: `iocb` points into the slot array and the kernel refused it, so nobody else
     // reads or writes it now.
-    let fd = unsafe { (*iocb).aio_fildes } as i32;
+    let (opcode, fd) = unsafe { ((*iocb).aio_lio_opcode, (*iocb).aio_fildes as i32) };
+    let transfers = opcode == kernel::IOCB_CMD_PREAD || opcode == kernel::IOCB_CMD_PWRITE;
+    if errno != libc::EINVAL || !transfers {
+        return errno;
+    }
     let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes a full `stat` into valid storage or fails.
     let is_dir = unsafe { libc::fstat(fd, stat.as_mut_ptr()) } == 0
@@ -147,11 +150,7 @@ impl Driver for AioDriver {
         match kernel::io_getevents(self.id, 1, events) {
             Ok(n) => out.extend(events[..n].iter().map(|e| (e.data as usize, e.res))),
             Err(libc::EINTR) => {}
-            Err(errno) => {
-                // Only a libioeng bug (bad context, bad pointer) gets here; do not spin.
-                debug_assert!(false, "io_getevents failed: errno {errno}");
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
+            Err(errno) => report_unexpected("io_getevents", errno),
         }
     }
 }

@@ -17,9 +17,10 @@ pub(crate) struct Queues<T> {
     high: VecDeque<T>,
     read: VecDeque<T>,
     write: VecDeque<T>,
-    /// Dispatch rounds so far. Even rounds serve READ before WRITE, odd rounds WRITE
-    /// before READ. Every round that dispatches counts, including rounds that HIGH
-    /// filled alone, so the alternation depends only on the number of rounds.
+    /// Rounds so far in which READ/WRITE had room. Even: READ goes first, odd: WRITE.
+    /// Rounds that HIGH filled alone do not count: otherwise HIGH traffic in step with
+    /// the parity (e.g. one HIGH per completion at depth 1) would always consume the
+    /// READ-first rounds and starve READ.
     round: u64,
 }
 
@@ -56,8 +57,9 @@ impl<T> Queues<T> {
     /// READ and WRITE drained greedily in this round's order. Hands each chosen item to
     /// `take` in dispatch order and returns how many it took.
     pub(crate) fn take_round(&mut self, room: usize, mut take: impl FnMut(T)) -> usize {
-        if room == 0 {
-            return 0;
+        let mut taken = drain_into(&mut self.high, room, &mut take);
+        if taken == room {
+            return taken;
         }
         let read_first = self.round.is_multiple_of(2);
         self.round += 1;
@@ -66,16 +68,17 @@ impl<T> Queues<T> {
         } else {
             (&mut self.write, &mut self.read)
         };
-        let mut taken = 0;
-        for queue in [&mut self.high, first, second] {
-            while taken < room {
-                let Some(item) = queue.pop_front() else { break };
-                take(item);
-                taken += 1;
-            }
-        }
+        taken += drain_into(first, room - taken, &mut take);
+        taken += drain_into(second, room - taken, &mut take);
         taken
     }
+}
+
+/// Pops up to `room` items from the front of `queue` into `take`; returns how many.
+fn drain_into<T>(queue: &mut VecDeque<T>, room: usize, take: &mut impl FnMut(T)) -> usize {
+    let n = room.min(queue.len());
+    queue.drain(..n).for_each(&mut *take);
+    n
 }
 
 /// The in-flight budget: `depth` slot indices circulating between the two threads.
@@ -122,6 +125,16 @@ impl Budget {
     pub(crate) fn resubmit(&self, index: usize) {
         debug_assert!(index < self.depth);
         let _ = self.resubmit_tx.try_send(index);
+    }
+
+    /// Moves free slots into `slots` until it holds `wanted` or none is free.
+    fn take_free(&self, slots: &mut Vec<usize>, wanted: usize) {
+        while slots.len() < wanted {
+            match self.free_rx.try_recv() {
+                Ok(index) => slots.push(index),
+                Err(_) => break,
+            }
+        }
     }
 
     /// True when every slot is free: nothing in flight, nothing waiting to be resubmitted.
@@ -184,12 +197,7 @@ pub(crate) fn poll_queues_and_batch<S: Slot>(
     if wanted == 0 {
         return;
     }
-    while slots.len() < wanted {
-        match budget.free_rx.try_recv() {
-            Ok(index) => slots.push(index),
-            Err(_) => break,
-        }
-    }
+    budget.take_free(slots, wanted);
     if slots.is_empty() {
         if !out.is_empty() {
             return;
@@ -197,12 +205,14 @@ pub(crate) fn poll_queues_and_batch<S: Slot>(
         // The budget is exhausted: wait for the completer to free a slot or hand one
         // back for resubmission, whichever comes first.
         select! {
-            recv(budget.free_rx) -> index => slots.push(index.expect("budget outlives the submitter")),
+            recv(budget.free_rx) -> index => slots.extend(index),
             recv(budget.resubmit_rx) -> index => {
-                out.push(index.expect("budget outlives the submitter"));
+                out.extend(index);
                 return;
             }
         }
+        // Completions free slots in bursts: take the rest of the burst into this round.
+        budget.take_free(slots, wanted);
     }
     let taken = ctx.dispatch_round(slots, out);
     debug_assert_eq!(taken, slots.len(), "queued requests vanished");
@@ -242,7 +252,7 @@ mod tests {
             (High, "h1"),
         ]);
         let order: Vec<_> = (0..6).flat_map(|_| round(&mut q, 1)).collect();
-        // Rounds 0 and 1 go to HIGH; round 2 is READ-first, round 3 WRITE-first, ...
+        // HIGH fills the first two rounds; then READ first, WRITE first, ...
         assert_eq!(order, ["h0", "h1", "r0", "w0", "r1", "w1"]);
         assert_eq!(q.len(), 0);
         assert!(round(&mut q, 1).is_empty());
@@ -261,7 +271,11 @@ mod tests {
     fn high_is_strict_priority_within_a_round() {
         let mut q = queues_with(&[(Read, "r0"), (High, "h0"), (Write, "w0"), (High, "h1")]);
         assert_eq!(round(&mut q, 2), ["h0", "h1"]);
-        assert_eq!(round(&mut q, 8), ["w0", "r0"]);
+        // The HIGH-only round did not count: this is READ/WRITE round 0, READ first.
+        assert_eq!(round(&mut q, 8), ["r0", "w0"]);
+        q.push(Read, "r1");
+        q.push(Write, "w1");
+        assert_eq!(round(&mut q, 8), ["w1", "r1"]);
     }
 
     #[test]
@@ -282,6 +296,24 @@ mod tests {
             }
         }
         assert_eq!((reads, writes), (2000, 2000));
+    }
+
+    #[test]
+    fn high_rounds_do_not_skew_read_write_alternation() {
+        // One HIGH arrives before every other round (in step with the parity): READ and
+        // WRITE must still alternate.
+        let mut q = Queues::default();
+        for _ in 0..4 {
+            q.push(Read, "r");
+            q.push(Write, "w");
+        }
+        let mut order = Vec::new();
+        for _ in 0..8 {
+            q.push(High, "h");
+            order.extend(round(&mut q, 1));
+            order.extend(round(&mut q, 1));
+        }
+        assert_eq!(order.concat(), "hrhwhrhwhrhwhrhw");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `Slot` and `Driver` contracts a backend implements.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::Duration;
@@ -197,10 +197,12 @@ impl<S: Slot> IoContext<S> {
             if self.queue_capacity != 0 && queues.len() >= self.queue_capacity {
                 return Err(Error::QueueFull);
             }
+            // Counted under the lock, before the submitter can see the request, so a
+            // callback never observes `completed > submitted`.
+            Counters::add(&self.counters.submitted, 1);
             queues.push(event.request.class(), event);
             self.queued.fetch_add(1, Ordering::Relaxed);
         }
-        Counters::add(&self.counters.submitted, 1);
         self.wake_submitter();
         Ok(())
     }
@@ -272,7 +274,14 @@ impl<S: Slot> IoContext<S> {
     /// True once close began and nothing is queued, in flight or waiting to be resubmitted.
     pub(crate) fn drained_for_close(&self) -> bool {
         let _queues = lock(&self.queues);
-        self.closing.load(Ordering::Relaxed) && self.queued() == 0 && self.budget.all_free()
+        if !self.closing.load(Ordering::Relaxed) || self.queued() != 0 {
+            return false;
+        }
+        // Pairs with the fence in `complete`: either we see the completer's last slot
+        // release here, or it sees `closing` there and wakes us. Without both fences
+        // (store-buffering) each side could miss the other and we would sleep forever.
+        fence(Ordering::SeqCst);
+        self.budget.all_free()
     }
 
     /// Runs one kernel submit call (`call` returns how many IOs the kernel took, or an
@@ -291,10 +300,10 @@ impl<S: Slot> IoContext<S> {
         let result = call();
         match result {
             Ok(accepted) if accepted > 0 => {
-                // Release: pairs with the completer's Acquire load, so once it sees the
-                // count it also sees everything the submitter wrote into these slots.
+                // Relaxed: this count only gates whether the completer waits in the
+                // kernel; what the slots hold reaches it through the kernel's completion.
                 self.kernel_in_flight
-                    .fetch_add(accepted as isize, Ordering::Release);
+                    .fetch_add(accepted as isize, Ordering::Relaxed);
                 self.wake_completer();
             }
             _ => {
@@ -313,18 +322,19 @@ impl<S: Slot> IoContext<S> {
     /// Waits (without spinning) until the completer reaped something, or briefly when
     /// nothing is in flight; for kernel calls that failed with EAGAIN/EBUSY.
     pub(crate) fn wait_for_progress(&self) {
-        let epoch = self.reap_epoch.load(Ordering::Acquire);
+        // Relaxed: the epoch only says "something changed"; no data hangs on it.
+        let epoch = self.reap_epoch.load(Ordering::Relaxed);
         for _ in 0..10 {
             std::thread::park_timeout(Duration::from_micros(100));
-            if self.reap_epoch.load(Ordering::Acquire) != epoch {
+            if self.reap_epoch.load(Ordering::Relaxed) != epoch {
                 return;
             }
         }
     }
 
     pub(crate) fn mark_submitter_exited(&self) {
-        // Release: pairs with the completer's Acquire load; all earlier `accepted` calls
-        // are visible by then.
+        // Release: pairs with the completer's Acquire load, so a completer that sees the
+        // submitter gone also sees every `kernel_in_flight` increment it made.
         self.submitter_exited.store(true, Ordering::Release);
         self.wake_completer();
     }
@@ -333,7 +343,7 @@ impl<S: Slot> IoContext<S> {
 
     /// Whether the completer may block in the kernel: only while an IO is there.
     pub(crate) fn kernel_has_work(&self) -> bool {
-        self.kernel_in_flight.load(Ordering::Acquire) > 0
+        self.kernel_in_flight.load(Ordering::Relaxed) > 0
     }
 
     pub(crate) fn submitter_has_exited(&self) -> bool {
@@ -348,7 +358,9 @@ impl<S: Slot> IoContext<S> {
         self.kernel_in_flight
             .fetch_sub(reaped.len() as isize, Ordering::Relaxed);
         self.settle_batch(reaped);
-        self.reap_epoch.fetch_add(1, Ordering::Release);
+        self.reap_epoch.fetch_add(1, Ordering::Relaxed);
+        // See `drained_for_close`: orders our slot releases before the `closing` check.
+        fence(Ordering::SeqCst);
         if self.closing.load(Ordering::Relaxed) {
             // The submitter may be parked waiting for the last slot to come home.
             self.wake_submitter();

@@ -40,12 +40,12 @@ impl<D: Driver> Engine<D> {
 
         let for_submitter = Arc::clone(&shared);
         let submitter = sys::spawn_signals_blocked("ioeng-submit", move || {
-            run_submitter(&for_submitter.ctx, &for_submitter.driver)
+            abort_on_panic(|| run_submitter(&for_submitter.ctx, &for_submitter.driver))
         })
         .map_err(|err| Error::kernel("pthread_create", &err))?;
         let for_completer = Arc::clone(&shared);
         let completer = match sys::spawn_signals_blocked("ioeng-complete", move || {
-            run_completer(&for_completer.ctx, &for_completer.driver)
+            abort_on_panic(|| run_completer(&for_completer.ctx, &for_completer.driver))
         }) {
             Ok(handle) => handle,
             Err(err) => {
@@ -100,6 +100,17 @@ impl<D: Driver> Engine<D> {
             // and there is nothing more to recover here.
             let _ = handle.join();
         }
+    }
+}
+
+/// Runs an engine thread's loop; a panic there (an invariant of libioeng broken) aborts
+/// the process. Unwinding would end one of the two threads and leave the other, and
+/// `ioeng_close`, waiting forever for callbacks that can no longer come; a loud abort
+/// (the panic message is printed first) beats a silent hang or a lost callback.
+fn abort_on_panic(body: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        eprintln!("libioeng: an engine thread panicked; aborting to avoid losing callbacks");
+        std::process::abort();
     }
 }
 

@@ -14,7 +14,7 @@ pub(crate) mod worker;
 use std::ffi::{CStr, CString};
 
 use io_uring::{opcode, register::Probe};
-use once_cell::sync::Lazy;
+use once_cell::sync::{Lazy, OnceCell};
 
 pub use context::Stats;
 use engine::Engine;
@@ -65,6 +65,8 @@ fn errno_name(errno: i32) -> &'static str {
         libc::EINVAL => "EINVAL",
         libc::ENOMEM => "ENOMEM",
         libc::EMFILE => "EMFILE",
+        libc::ENFILE => "ENFILE",
+        libc::EAGAIN => "EAGAIN",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::EACCES => "EACCES",
         _ => "errno",
@@ -72,11 +74,44 @@ fn errno_name(errno: i32) -> &'static str {
 }
 
 fn unavailable(errno: i32, what: &str) -> UringUnavailable {
-    let text = std::io::Error::from_raw_os_error(errno);
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    // io::Error's text ends in " (os error N)"; the name already says which.
+    let text = text.split(" (os error").next().unwrap_or_default();
     let reason = format!("{what}: {} ({text})", errno_name(errno));
     UringUnavailable {
         errno,
         reason: CString::new(reason).unwrap_or_default(),
+    }
+}
+
+/// Errors that mean "not now" rather than "not on this machine" (out of fds or memory):
+/// a probe failing with one of them is not cached, so the next open tries again.
+const TRANSIENT_ERRNOS: [i32; 4] = [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::EAGAIN];
+
+/// Reasons for transient failures, built once so `uring_unavailable_reason` can hand C
+/// a static string.
+static TRANSIENT_REASONS: Lazy<Vec<UringUnavailable>> = Lazy::new(|| {
+    TRANSIENT_ERRNOS
+        .iter()
+        .map(|&errno| unavailable(errno, "io_uring_setup failed, retried on the next open"))
+        .collect()
+});
+
+/// The lasting answer of the probe, once one was seen: it does not change while the
+/// process runs (seccomp, sysctl, kernel version).
+static URING_PROBE: OnceCell<Result<(), UringUnavailable>> = OnceCell::new();
+
+/// Whether io_uring is usable here; probes until it gets a lasting answer.
+fn uring_status() -> Result<(), &'static UringUnavailable> {
+    if let Some(answer) = URING_PROBE.get() {
+        return answer.as_ref().map(|_| ());
+    }
+    match probe_uring() {
+        Err(why) if TRANSIENT_ERRNOS.contains(&why.errno) => Err(TRANSIENT_REASONS
+            .iter()
+            .find(|known| known.errno == why.errno)
+            .expect("every transient errno has a reason")),
+        answer => URING_PROBE.get_or_init(|| answer).as_ref().map(|_| ()),
     }
 }
 
@@ -110,12 +145,20 @@ fn probe_uring() -> Result<(), UringUnavailable> {
     Ok(())
 }
 
-/// Probed once per process: the answer does not change while it runs.
-static URING_PROBE: Lazy<Result<(), UringUnavailable>> = Lazy::new(probe_uring);
-
 /// `None` when io_uring is usable, else why not.
 pub fn uring_unavailable_reason() -> Option<&'static CStr> {
-    URING_PROBE.as_ref().err().map(|u| u.reason.as_c_str())
+    uring_status().err().map(|why| why.reason.as_c_str())
+}
+
+/// Runs the same expression on whichever engine `$any` holds: the one match per call
+/// on the backend; each arm calls a different monomorphized `Engine<D>`.
+macro_rules! on_engine {
+    ($any:expr, $engine:ident => $call:expr) => {
+        match &$any.0 {
+            Backend::Aio($engine) => $call,
+            Backend::Uring($engine) => $call,
+        }
+    };
 }
 
 /// An open engine of either backend. This enum is matched once per C call; the worker
@@ -131,7 +174,7 @@ impl AnyEngine {
     /// Opens an engine. AUTO takes io_uring when the probe passed and the ring could be
     /// created, AIO otherwise; an explicit backend that cannot start is an error.
     pub fn open(config: &Config) -> Result<Self, Error> {
-        let open_uring = || match URING_PROBE.as_ref() {
+        let open_uring = || match uring_status() {
             Ok(()) => Engine::open(config).map(|e| AnyEngine(Backend::Uring(e))),
             Err(why) => Err(Error::Kernel {
                 call: "io_uring_setup",
@@ -148,24 +191,15 @@ impl AnyEngine {
     }
 
     pub fn submit(&self, request: IoRequest, callback: Callback) -> Result<(), Error> {
-        match &self.0 {
-            Backend::Aio(engine) => engine.submit(request, callback),
-            Backend::Uring(engine) => engine.submit(request, callback),
-        }
+        on_engine!(self, engine => engine.submit(request, callback))
     }
 
     pub fn resume(&self) {
-        match &self.0 {
-            Backend::Aio(engine) => engine.resume(),
-            Backend::Uring(engine) => engine.resume(),
-        }
+        on_engine!(self, engine => engine.resume())
     }
 
     pub fn stats(&self) -> Stats {
-        match &self.0 {
-            Backend::Aio(engine) => engine.stats(),
-            Backend::Uring(engine) => engine.stats(),
-        }
+        on_engine!(self, engine => engine.stats())
     }
 
     pub fn backend(&self) -> BackendKind {
@@ -178,10 +212,7 @@ impl AnyEngine {
     /// Refuses with `CloseFromCallback` on one of this engine's threads; otherwise stops
     /// accepting new requests. Follow with `finish_close` (or drop).
     pub fn begin_close(&self) -> Result<(), Error> {
-        match &self.0 {
-            Backend::Aio(engine) => engine.begin_close(),
-            Backend::Uring(engine) => engine.begin_close(),
-        }
+        on_engine!(self, engine => engine.begin_close())
     }
 
     /// Waits until every accepted callback ran, joins the threads, frees kernel state.

@@ -3,7 +3,8 @@
 //!
 //! How the two threads share one ring:
 //! - the submitter alone touches the SQ (`submission_shared`, push, sync) and calls
-//!   `io_uring_enter(to_submit = n, min_complete = 0, flags = 0)`;
+//!   `io_uring_enter(to_submit = n, min_complete = 0, flags = 0)`, and while idle
+//!   `io_uring_enter(0, 0, GETEVENTS)` to run its pending task_work (`run_deferred`);
 //! - the completer alone touches the CQ (`completion_shared`, iterate, sync) and calls
 //!   `io_uring_enter(to_submit = 0, min_complete = 1, flags = GETEVENTS)`.
 //!
@@ -22,7 +23,7 @@ use io_uring::{IoUring, opcode, squeue, types};
 use super::context::{Driver, IoContext, Slot};
 use super::tasks::{IoEvent, Op};
 use crate::error::Error;
-use crate::sys::IORING_ENTER_GETEVENTS;
+use crate::sys::{IORING_ENTER_GETEVENTS, report_unexpected};
 
 /// One in-flight io_uring request: everything needed to (re)build its SQE.
 #[derive(Default)]
@@ -85,6 +86,20 @@ fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
     entry.user_data(index as u64)
 }
 
+impl UringDriver {
+    /// `io_uring_enter(to_submit, min_complete, flags)` without an argument struct.
+    fn enter(&self, to_submit: u32, min_complete: u32, flags: u32) -> Result<usize, i32> {
+        // SAFETY: io_uring_enter on our own ring fd; with no argument struct (None) the
+        // kernel reads no user memory beyond the rings it mapped for us.
+        let entered = unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(to_submit, min_complete, flags, None)
+        };
+        entered.map_err(|err| err.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
 impl Driver for UringDriver {
     type Slot = UringSlot;
 
@@ -117,28 +132,16 @@ impl Driver for UringDriver {
         }
         let mut left = batch.len();
         while left > 0 {
-            let enter = || {
-                // SAFETY: a plain io_uring_enter on our own ring fd with no argument struct.
-                let entered = unsafe {
-                    self.ring
-                        .submitter()
-                        .enter::<libc::sigset_t>(left as u32, 0, 0, None)
-                };
-                entered.map_err(|err| err.raw_os_error().unwrap_or(libc::EIO))
-            };
             // SQEs that fail at submit time are consumed too and complete with a CQE
             // carrying -errno, so each consumed SQE is one CQE to reap.
-            match ctx.kernel_submit(enter) {
+            match ctx.kernel_submit(|| self.enter(left as u32, 0, 0)) {
                 Ok(0) => ctx.wait_for_progress(),
                 Ok(consumed) => left -= consumed.min(left),
                 Err(libc::EINTR) => {}
                 // Out of memory for requests, or the CQ is backed up: wait for the
                 // completer to make progress, then retry.
                 Err(libc::EAGAIN | libc::EBUSY) => ctx.wait_for_progress(),
-                Err(errno) => {
-                    debug_assert!(false, "io_uring_enter(submit) failed: errno {errno}");
-                    ctx.wait_for_progress();
-                }
+                Err(errno) => report_unexpected("io_uring_enter(submit)", errno),
             }
         }
     }
@@ -150,13 +153,8 @@ impl Driver for UringDriver {
         if pending {
             // GETEVENTS with min_complete 0 runs this thread's pending task_work (which
             // posts CQEs for the completer) and returns without waiting or touching the
-            // CQ ring.
-            // SAFETY: a plain io_uring_enter on our own ring fd with no argument struct.
-            let _ = unsafe {
-                self.ring
-                    .submitter()
-                    .enter::<libc::sigset_t>(0, 0, IORING_ENTER_GETEVENTS, None)
-            };
+            // CQ ring. Any error just means the work runs at the next syscall.
+            let _ = self.enter(0, 0, IORING_ENTER_GETEVENTS);
         }
         pending
     }
@@ -166,15 +164,9 @@ impl Driver for UringDriver {
         // the only CompletionQueue of the ring in existence.
         let mut cq = unsafe { self.ring.completion_shared() };
         if cq.is_empty() {
-            // SAFETY: a plain io_uring_enter on our own ring fd with no argument struct.
-            let waited = unsafe {
-                self.ring
-                    .submitter()
-                    .enter::<libc::sigset_t>(0, 1, IORING_ENTER_GETEVENTS, None)
-            };
-            if let Err(err) = waited {
-                let errno = err.raw_os_error().unwrap_or(libc::EIO);
-                debug_assert!(errno == libc::EINTR, "io_uring_enter(wait) failed: {err}");
+            match self.enter(0, 1, IORING_ENTER_GETEVENTS) {
+                Ok(_) | Err(libc::EINTR) => {}
+                Err(errno) => report_unexpected("io_uring_enter(wait)", errno),
             }
             cq.sync();
         }

@@ -6,20 +6,38 @@ pub(crate) mod aio;
 use std::io;
 use std::thread::{Builder, JoinHandle};
 
-/// Spawns a thread that starts with every signal blocked, so signals sent to the process
-/// run the application's handlers on the application's threads, never on ours (and our
-/// blocking syscalls see fewer EINTRs). The mask is set in the parent around `spawn` so
-/// the new thread never runs a single instruction unmasked.
+/// Signals raised synchronously by a fault in the running thread (e.g. in a callback).
+/// They stay deliverable on engine threads: the kernel delivers a blocked fault signal
+/// by resetting its handler and killing the process, which would defeat an
+/// application's SIGSEGV/SIGBUS handler.
+const FAULT_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGSYS,
+];
+
+/// Spawns a thread that starts with every asynchronous signal blocked, so signals sent
+/// to the process run the application's handlers on the application's threads, never
+/// on ours (and our blocking syscalls see fewer EINTRs). The mask is set in the parent
+/// around `spawn` so the new thread never runs a single instruction unmasked.
 pub(crate) fn spawn_signals_blocked<F>(name: &str, body: F) -> io::Result<JoinHandle<()>>
 where
     F: FnOnce() + Send + 'static,
 {
-    let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    let mut blocked = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
     let mut previous = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigfillset initializes the set it is given.
-    unsafe { libc::sigfillset(all.as_mut_ptr()) };
-    // SAFETY: both pointers are valid sigset_t storage; `all` was initialized above.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), previous.as_mut_ptr()) };
+    unsafe { libc::sigfillset(blocked.as_mut_ptr()) };
+    for signal in FAULT_SIGNALS {
+        // SAFETY: `blocked` was initialized by sigfillset; `signal` is a valid number.
+        unsafe { libc::sigdelset(blocked.as_mut_ptr(), signal) };
+    }
+    // SAFETY: both pointers are valid sigset_t storage; `blocked` is initialized.
+    let rc =
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, blocked.as_ptr(), previous.as_mut_ptr()) };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
@@ -29,7 +47,7 @@ where
     spawned
 }
 
-/// `-errno` of the last failed libc call.
+/// The (positive) errno of the last failed libc call.
 pub(crate) fn last_errno() -> i32 {
     io::Error::last_os_error()
         .raw_os_error()
@@ -38,3 +56,15 @@ pub(crate) fn last_errno() -> i32 {
 
 /// `IORING_ENTER_GETEVENTS`: make `io_uring_enter` wait for `min_complete` completions.
 pub(crate) const IORING_ENTER_GETEVENTS: u32 = 1;
+
+/// A kernel call failed in a way only a libioeng bug can cause (bad context or pointer).
+/// Says so on stderr (once per process, to keep a log readable) and sleeps 1 ms so a
+/// retry loop around it cannot spin a core.
+pub(crate) fn report_unexpected(call: &str, errno: i32) {
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    REPORTED.call_once(|| {
+        let err = io::Error::from_raw_os_error(errno);
+        eprintln!("libioeng: unexpected {call} failure: {err}; retrying (please report)");
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1));
+}
