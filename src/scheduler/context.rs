@@ -39,6 +39,13 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
         false
     }
 
+    /// Completer thread only: whether completions are ready to reap without entering
+    /// the kernel; `None` when the driver cannot tell cheaply (then the completer does
+    /// not poll for completions and waits in the kernel at once).
+    fn completions_ready(&self) -> Option<bool> {
+        None
+    }
+
     /// Completer thread only: waits until at least one IO completed (or a signal
     /// interrupted the wait) and appends `(slot index, res)` for each completion.
     fn reap(&self, ctx: &IoContext<Self::Slot>, out: &mut Vec<(usize, i64)>);

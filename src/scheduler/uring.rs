@@ -159,6 +159,14 @@ impl Driver for UringDriver {
         pending
     }
 
+    fn completions_ready(&self) -> Option<bool> {
+        // SAFETY: only the completer thread calls `completions_ready` (Driver contract),
+        // so this is the only CompletionQueue of the ring in existence.
+        let cq = unsafe { self.ring.completion_shared() };
+        // Creating the queue view loads the kernel's tail (Acquire).
+        Some(!cq.is_empty())
+    }
+
     fn reap(&self, _ctx: &IoContext<UringSlot>, out: &mut Vec<(usize, i64)>) {
         // SAFETY: only the completer thread calls `reap` (Driver contract), so this is
         // the only CompletionQueue of the ring in existence.

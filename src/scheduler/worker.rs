@@ -107,7 +107,10 @@ pub(crate) fn run_submitter<D: Driver>(ctx: &IoContext<D::Slot>, driver: &D) {
 pub(crate) fn run_completer<D: Driver>(ctx: &IoContext<D::Slot>, driver: &D) {
     ctx.wait_for_threads();
     let mut reaped = Vec::with_capacity(ctx.budget_depth());
+    // Waiting for the submitter to hand the kernel work, and waiting for the kernel to
+    // complete it, have different gaps; each adapts on its own.
     let mut idle = IdleWait::new();
+    let mut in_kernel = IdleWait::new();
     loop {
         if !ctx.kernel_has_work() {
             // Checked after `kernel_has_work`: the submitter publishes its last
@@ -121,8 +124,14 @@ pub(crate) fn run_completer<D: Driver>(ctx: &IoContext<D::Slot>, driver: &D) {
             continue;
         }
         idle.work_arrived();
+        // Where the driver can see completions without a syscall, poll for them first:
+        // a wake-up from the kernel costs as much as a hand-off between threads.
+        if driver.completions_ready() == Some(false) {
+            in_kernel.poll(|| driver.completions_ready() != Some(false));
+        }
         reaped.clear();
         driver.reap(ctx, &mut reaped);
+        in_kernel.work_arrived();
         ctx.complete(&reaped);
     }
 }
