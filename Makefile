@@ -24,9 +24,14 @@ test-rust:
 test-c: lib
 	$(MAKE) -C c_tests check
 
-# Fails when include/ioeng.h differs from what cbindgen generates from src/ffi.rs.
+# Fails when include/ioeng.h differs from what cbindgen generates from src/ffi.rs, or
+# when libioeng.so exports anything but ioeng_* or lacks its soname.
 check-header:
 	IOENG_CHECK_HEADER=1 $(CARGO) build --release
+	@extra=$$(nm -D --defined-only target/release/libioeng.so | awk '{print $$3}' | grep -v '^ioeng_' || true); \
+	if [ -n "$$extra" ]; then echo "libioeng.so exports non-ioeng symbols: $$extra"; exit 1; fi
+	@readelf -d target/release/libioeng.so | grep -q 'SONAME.*libioeng.so.0' || { echo "libioeng.so lacks soname libioeng.so.0"; exit 1; }
+	@echo "check-header: include/ioeng.h current; exports only ioeng_*; soname libioeng.so.0"
 
 clean:
 	$(CARGO) clean

@@ -19,41 +19,23 @@ fn write_then_read_back_direct_and_buffered() {
             let block = 16 * 1024;
             let mut data = AlignedBuf::new(blocks * block);
             fill_pattern(data.as_mut_slice(), 7);
-            let done = Done::new();
-            for i in 0..blocks {
-                let buf = data.as_mut_ptr().wrapping_add(i * block);
-                let r = req(
-                    IOENG_OP_WRITE,
-                    file.fd(),
-                    buf,
-                    block as u64,
-                    (i * block) as u64,
+            // One request per block over the whole buffer; every one must move a block.
+            let transfer = |op, buf: &mut AlignedBuf| {
+                let done = Done::new();
+                for i in 0..blocks {
+                    let at = buf.as_mut_ptr().wrapping_add(i * block);
+                    let r = req(op, file.fd(), at, block as u64, (i * block) as u64);
+                    assert_eq!(engine.submit(&r, &done, i as u64), 0);
+                }
+                let results = done.wait(blocks);
+                assert!(
+                    results.iter().all(|&(_, res)| res == block as i64),
+                    "{name} op {op}: {results:?}"
                 );
-                assert_eq!(engine.submit(&r, &done, i as u64), 0);
-            }
-            let writes = done.wait(blocks);
-            assert!(
-                writes.iter().all(|&(_, res)| res == block as i64),
-                "{name}: {writes:?}"
-            );
+            };
+            transfer(IOENG_OP_WRITE, &mut data);
             let mut back = AlignedBuf::new(blocks * block);
-            let read_done = Done::new();
-            for i in 0..blocks {
-                let buf = back.as_mut_ptr().wrapping_add(i * block);
-                let r = req(
-                    IOENG_OP_READ,
-                    file.fd(),
-                    buf,
-                    block as u64,
-                    (i * block) as u64,
-                );
-                assert_eq!(engine.submit(&r, &read_done, i as u64), 0);
-            }
-            let reads = read_done.wait(blocks);
-            assert!(
-                reads.iter().all(|&(_, res)| res == block as i64),
-                "{name}: {reads:?}"
-            );
+            transfer(IOENG_OP_READ, &mut back);
             assert!(
                 back.as_slice() == data.as_slice(),
                 "{name} {dir} direct={direct}: data differs"
