@@ -9,28 +9,13 @@
 
 #include "test_util.h"
 
-typedef struct {
-    int64_t res;
-    int fired;
-} rec_t;
-
 static tu_waiter_t w;
-
-static void cb(void *ctx, int64_t res)
-{
-    rec_t *r = ctx;
-    r->res = res;
-    __atomic_add_fetch(&r->fired, 1, __ATOMIC_SEQ_CST);
-    tu_waiter_add(&w, 1);
-}
 
 static int64_t do_read(ioeng_t *h, int fd, void *buf, uint64_t len, uint64_t off, ioeng_prio_t pr)
 {
-    rec_t r = {INT64_MIN, 0};
+    tu_rec_t r;
     uint64_t base = tu_waiter_get(&w);
-    ioeng_req_t q = tu_req(IOENG_OP_READ, pr, fd, buf, len, off);
-    int rc = ioeng_submit(h, &q, cb, &r);
-    CHECK(rc == 0, "submit READ len %" PRIu64 " off %" PRIu64 " = %d", len, off, rc);
+    tu_rec_submit(h, &r, &w, "READ", tu_req(IOENG_OP_READ, pr, fd, buf, len, off), 0);
     tu_waiter_wait(&w, base + 1, 60);
     CHECK_EQ(r.fired, 1, "callbacks");
     return r.res;

@@ -5,44 +5,15 @@
  */
 #include "test_util.h"
 
-#define MAXR 256
-
-typedef struct {
-    const char *what;
-    int64_t want, res;
-    int fired;
-} rec_t;
-
-static rec_t recs[MAXR];
-static int nrec;
-static tu_waiter_t w;
-
-static void cb(void *ctx, int64_t res)
-{
-    rec_t *r = ctx;
-    r->res = res;
-    __atomic_add_fetch(&r->fired, 1, __ATOMIC_SEQ_CST);
-    tu_waiter_add(&w, 1);
-}
-
-static void sub(ioeng_t *h, const char *what, ioeng_op_t op, ioeng_prio_t pr, int fd, void *buf,
-                uint64_t len, uint64_t off, int64_t want)
-{
-    CHECK(nrec < MAXR, "too many");
-    rec_t *r = &recs[nrec++];
-    r->what = what;
-    r->want = want;
-    r->res = INT64_MIN;
-    ioeng_req_t q = tu_req(op, pr, fd, buf, len, off);
-    CHECK_EQ(ioeng_submit(h, &q, cb, r), 0, "submit %s", what);
-}
+static tu_recs_t recs; /* recs.w counts the callbacks */
+#define sub(h, ...) tu_recs_sub((h), &recs, __VA_ARGS__)
 
 int main(void)
 {
     tu_init("test_fsync", 0);
     ioeng_backend_t be = tu_backend();
     require_backend(be);
-    tu_waiter_init(&w);
+    tu_waiter_init(&recs.w);
 
     char epath[PATH_MAX];
     int efd = tu_scratch(TU_EXT4, 0, epath);
@@ -61,7 +32,7 @@ int main(void)
     sub(h, "WRITE ext4", IOENG_OP_WRITE, IOENG_PRIO_NORMAL, efd, buf, 65536, 0, 65536);
     sub(h, "WRITE ext4 O_DIRECT", IOENG_OP_WRITE, IOENG_PRIO_NORMAL, dfd, buf, 65536, 0, 65536);
     sub(h, "WRITE tmpfs", IOENG_OP_WRITE, IOENG_PRIO_NORMAL, tfd, buf, 65536, 0, 65536);
-    tu_waiter_wait(&w, (uint64_t)nrec, 20);
+    tu_waiter_wait(&recs.w, (uint64_t)recs.n, 20);
 
     sub(h, "FSYNC ext4", IOENG_OP_FSYNC, IOENG_PRIO_NORMAL, efd, NULL, 0, 0, 0);
     sub(h, "FDATASYNC ext4", IOENG_OP_FDATASYNC, IOENG_PRIO_NORMAL, efd, NULL, 0, 0, 0);
@@ -87,19 +58,12 @@ int main(void)
                 i % 3 == 1 ? IOENG_OP_FSYNC : IOENG_OP_FDATASYNC, IOENG_PRIO_NORMAL, efd, NULL, 0,
                 0, 0);
     }
-    tu_waiter_wait(&w, (uint64_t)nrec, 60);
+    tu_waiter_wait(&recs.w, (uint64_t)recs.n, 60);
     tu_close(h);
     tu_check_still_closed(closed);
 
-    int bad = 0;
-    for (int i = 0; i < nrec; i++)
-        if (recs[i].fired != 1 || recs[i].res != recs[i].want) {
-            fprintf(stderr, "  [%s] %-26s res %-10s expected %-8s (callbacks %d)\n",
-                    tu_backend_name(be), recs[i].what, tu_errname(recs[i].res),
-                    tu_errname(recs[i].want), recs[i].fired);
-            bad++;
-        }
-    CHECK(bad == 0, "%d of %d requests wrong (listed above)", bad, nrec);
+    int bad = tu_recs_report(&recs, be);
+    CHECK(bad == 0, "%d of %d requests wrong (listed above)", bad, recs.n);
 
     /* the engine writes are there */
     unsigned char *chk = malloc(65536);
@@ -118,7 +82,7 @@ int main(void)
     close(tfd);
     printf("test_fsync [%s]: OK: %d requests: FSYNC/FDATASYNC -> 0 on ext4, ext4 O_DIRECT, tmpfs, "
            "O_RDONLY fd (NORMAL+HIGH, 40 mixed with writes); closed fd -> -EBADF; pipe -> "
-           "-EINVAL\n", tu_backend_name(be), nrec);
-    tu_waiter_destroy(&w);
+           "-EINVAL\n", tu_backend_name(be), recs.n);
+    tu_waiter_destroy(&recs.w);
     return 0;
 }

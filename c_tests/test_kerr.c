@@ -11,40 +11,8 @@
 
 #include "test_util.h"
 
-#define MAXR 64
-
-typedef struct {
-    const char *what;
-    int64_t want;
-    int64_t res;
-    int fired;
-} rec_t;
-
-static rec_t recs[MAXR];
-static int nrec;
-static tu_waiter_t w;
-
-static void cb(void *ctx, int64_t res)
-{
-    rec_t *r = ctx;
-    r->res = res;
-    __atomic_add_fetch(&r->fired, 1, __ATOMIC_SEQ_CST);
-    tu_waiter_add(&w, 1);
-}
-
-static void sub(ioeng_t *h, const char *what, ioeng_op_t op, ioeng_prio_t prio, int fd, void *buf,
-                uint64_t len, uint64_t off, int64_t want)
-{
-    CHECK(nrec < MAXR, "too many");
-    rec_t *r = &recs[nrec++];
-    r->what = what;
-    r->want = want;
-    r->res = INT64_MIN;
-    ioeng_req_t q = tu_req(op, prio, fd, buf, len, off);
-    int rc = ioeng_submit(h, &q, cb, r);
-    CHECK(rc == 0, "ioeng_submit(%s) = %s: kernel errors must come via the callback", what,
-          tu_errname(rc));
-}
+static tu_recs_t recs; /* recs.w counts the callbacks */
+#define sub(h, ...) tu_recs_sub((h), &recs, __VA_ARGS__)
 
 /* The synchronous syscall must agree (guards against a filesystem that accepts
  * misaligned O_DIRECT, which would make the test meaningless). */
@@ -62,7 +30,7 @@ int main(void)
     tu_init("test_kerr", 0);
     ioeng_backend_t be = tu_backend();
     require_backend(be);
-    tu_waiter_init(&w);
+    tu_waiter_init(&recs.w);
 
     /* ext4 O_DIRECT file with 1 MiB of known data */
     const size_t FSZ = 1u << 20;
@@ -126,26 +94,18 @@ int main(void)
     sub(h, "WRITE from PROT_NONE memory", IOENG_OP_WRITE, IOENG_PRIO_NORMAL, tfd, hole, 4096, 8192,
         -EFAULT);
 
-    int first_batch = nrec;
-    tu_waiter_wait(&w, (uint64_t)first_batch, 20);
+    int first_batch = recs.n;
+    tu_waiter_wait(&recs.w, (uint64_t)first_batch, 20);
     /* the engine still works: aligned O_DIRECT read and a buffered read */
     sub(h, "O_DIRECT aligned READ after errors", IOENG_OP_READ, IOENG_PRIO_NORMAL, dfd,
         dbuf + 65536, 65536, 65536, 65536);
     sub(h, "buffered READ after errors", IOENG_OP_READ, IOENG_PRIO_NORMAL, tfd, rb, 8192, 0, 8192);
-    tu_waiter_wait(&w, (uint64_t)nrec, 20);
+    tu_waiter_wait(&recs.w, (uint64_t)recs.n, 20);
     tu_close(h);
     tu_check_still_closed(closed);
 
-    int bad = 0;
-    for (int i = 0; i < nrec; i++) {
-        if (recs[i].fired != 1 || recs[i].res != recs[i].want) {
-            fprintf(stderr, "  [%s] %-36s res %-10s expected %-8s (callbacks: %d)\n",
-                    tu_backend_name(be), recs[i].what, tu_errname(recs[i].res),
-                    tu_errname(recs[i].want), recs[i].fired);
-            bad++;
-        }
-    }
-    CHECK(bad == 0, "%d of %d requests gave the wrong result (listed above)", bad, nrec);
+    int bad = tu_recs_report(&recs, be);
+    CHECK(bad == 0, "%d of %d requests gave the wrong result (listed above)", bad, recs.n);
 
     CHECK(memcmp(dbuf + 65536, init + 65536, 65536) == 0, "O_DIRECT read-back after errors");
     CHECK(memcmp(rb, init, 8192) == 0, "buffered read-back after errors");
@@ -174,7 +134,7 @@ int main(void)
     printf("test_kerr [%s]: OK: %d requests: closed fd -> -EBADF (R/W/FSYNC/FDATASYNC), misaligned "
            "O_DIRECT on ext4 -> -EINVAL (buf+1, len 100, offset 1; R and W), wrong-mode fd -> "
            "-EBADF, PROT_NONE buffer -> -EFAULT; engine keeps working; failed writes wrote "
-           "nothing\n", tu_backend_name(be), nrec);
-    tu_waiter_destroy(&w);
+           "nothing\n", tu_backend_name(be), recs.n);
+    tu_waiter_destroy(&recs.w);
     return 0;
 }

@@ -1,13 +1,15 @@
 /*
- * Shared helpers for the libioeng C tests. Header-only (static inline).
+ * Shared helpers for the libioeng C tests (c_tests/test_*.c and, through
+ * reliability/rel.h, the reliability suite). Header-only (static inline).
  *
  * Conventions:
- *  - Every test calls tu_init("name") first (sets a watchdog alarm).
+ *  - Every test calls tu_init("name", watchdog_sec) first (line-buffered stdout, a
+ *    watchdog alarm that fails a hung test, scratch-file cleanup at exit).
  *  - The backend comes from env IOENG_TEST_BACKEND=aio|uring (default aio);
  *    require_backend() exits 77 (SKIP) when io_uring is unavailable, or 1 (FAIL)
  *    when IOENG_REQUIRE_URING=1.
- *  - CHECK() failures print file:line, remove scratch files and _exit(1); they
- *    may be used from engine callbacks too.
+ *  - CHECK()/CHECK_EQ()/FAILF() print "FAIL <test>: file:line: ...", remove scratch
+ *    files and _exit(1); they may be used from engine callbacks and any thread.
  */
 #ifndef IOENG_TEST_UTIL_H
 #define IOENG_TEST_UTIL_H
@@ -48,17 +50,30 @@
 static char tu_scratch_paths[TU_MAX_SCRATCH][PATH_MAX];
 static int tu_scratch_count;
 static pthread_mutex_t tu_scratch_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t tu_scratch_owner; /* set by tu_init() */
 static const char *tu_test_name = "test";
 
-/* Async-signal-safe (only unlink), so usable from the alarm handler. */
+/* Async-signal-safe (getpid, unlink), so usable from the alarm handler. Only the
+ * process that created the files removes them (a forked child shares the registry
+ * but must not unlink; see tu_scratch_fork_child()). */
 static inline void tu_remove_scratch(void)
 {
+    if (getpid() != tu_scratch_owner)
+        return;
     for (int i = 0; i < tu_scratch_count; i++)
         if (tu_scratch_paths[i][0])
             unlink(tu_scratch_paths[i]);
 }
 
 static inline void tu_atexit_cleanup(void) { tu_remove_scratch(); }
+
+/* Call in a forked child that creates scratch files of its own: it owns (and
+ * removes) only those, not the parent's. */
+static inline void tu_scratch_fork_child(void)
+{
+    tu_scratch_owner = getpid();
+    tu_scratch_count = 0;
+}
 
 static inline __attribute__((noreturn)) void tu_fail_exit(void)
 {
@@ -71,13 +86,13 @@ static inline __attribute__((noreturn)) void tu_fail_exit(void)
 static inline __attribute__((noreturn, format(printf, 3, 4))) void
 tu_fail_at(const char *file, int line, const char *fmt, ...)
 {
+    char msg[1024]; /* one write, so lines of failing threads do not interleave */
     va_list ap;
-    fflush(stdout);
-    fprintf(stderr, "FAIL %s: %s:%d: ", tu_test_name, file, line);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    fflush(stdout);
+    fprintf(stderr, "FAIL %s: %s:%d: %s\n", tu_test_name, file, line, msg);
     tu_fail_exit();
 }
 
@@ -113,14 +128,49 @@ static inline void tu_alarm_handler(int sig)
     _exit(1);
 }
 
+/* Integer from env `name` (strtoll base 0), `def` when unset or empty; anything
+ * else fails the test. */
+static inline long long tu_env_ll(const char *name, long long def)
+{
+    const char *s = getenv(name);
+    if (!s || !*s)
+        return def;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 0);
+    if (errno || *end) {
+        fprintf(stderr, "FAIL %s: bad integer in env %s='%s'\n", tu_test_name, name, s);
+        tu_fail_exit();
+    }
+    return v;
+}
+
 /* Call first in main(). `watchdog_sec` kills a hung test (0 = default 90 s). */
 static inline void tu_init(const char *name, unsigned watchdog_sec)
 {
     tu_test_name = name;
+    tu_scratch_owner = getpid();
     setvbuf(stdout, NULL, _IOLBF, 0);
     atexit(tu_atexit_cleanup);
-    signal(SIGALRM, tu_alarm_handler);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = tu_alarm_handler;
+    sigaction(SIGALRM, &sa, NULL);
     alarm(watchdog_sec ? watchdog_sec : 90);
+}
+
+/* Prints "SKIP: <message>" and exits 77. */
+static inline __attribute__((noreturn, format(printf, 1, 2))) void tu_skip(const char *fmt, ...)
+{
+    va_list ap;
+    printf("SKIP: ");
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+    tu_remove_scratch();
+    _exit(TU_SKIP_EXIT);
 }
 
 /* ------------------------------------------------------------------ */
@@ -169,13 +219,23 @@ static inline void require_backend(ioeng_backend_t b)
                 tu_test_name, why);
         tu_fail_exit();
     }
-    printf("SKIP: io_uring unavailable: %s\n", why);
-    fflush(stdout);
-    tu_remove_scratch();
-    _exit(TU_SKIP_EXIT);
+    tu_skip("io_uring unavailable: %s", why);
 }
 
-/* Opens an engine or fails the test. */
+/* Opens an engine with `cfg` or fails the test; checks it got cfg->backend. */
+static inline ioeng_t *tu_open_cfg(const ioeng_config_t *cfg)
+{
+    ioeng_t *h = NULL;
+    int rc = ioeng_open(cfg, &h);
+    CHECK(rc == 0 && h != NULL,
+          "ioeng_open(backend=%s depth=%u batch=%u cap=%u paused=%u) = %d (%s)",
+          tu_backend_name(cfg->backend), cfg->depth, cfg->batch, cfg->queue_capacity,
+          cfg->start_paused, rc, rc < 0 ? strerror(-rc) : "ok");
+    CHECK(ioeng_backend(h) == cfg->backend, "ioeng_backend() = %u, wanted %s",
+          (unsigned)ioeng_backend(h), tu_backend_name(cfg->backend));
+    return h;
+}
+
 static inline ioeng_t *tu_open(ioeng_backend_t b, uint32_t depth, uint32_t batch,
                                uint32_t queue_capacity, uint32_t start_paused)
 {
@@ -186,21 +246,21 @@ static inline ioeng_t *tu_open(ioeng_backend_t b, uint32_t depth, uint32_t batch
     cfg.batch = batch;
     cfg.queue_capacity = queue_capacity;
     cfg.start_paused = start_paused;
-    ioeng_t *h = NULL;
-    int rc = ioeng_open(&cfg, &h);
-    CHECK(rc == 0 && h != NULL,
-          "ioeng_open(backend=%s depth=%u batch=%u cap=%u paused=%u) = %d (%s)",
-          tu_backend_name(b), depth, batch, queue_capacity, start_paused, rc,
-          rc < 0 ? strerror(-rc) : "ok");
-    CHECK(ioeng_backend(h) == b, "ioeng_backend() = %u, wanted %s",
-          (unsigned)ioeng_backend(h), tu_backend_name(b));
-    return h;
+    return tu_open_cfg(&cfg);
 }
 
 static inline void tu_close(ioeng_t *h)
 {
     int rc = ioeng_close(h);
     CHECK(rc == 0, "ioeng_close() = %d", rc);
+}
+
+static inline ioeng_stats_t tu_stats(ioeng_t *h)
+{
+    ioeng_stats_t s;
+    int rc = ioeng_stats(h, &s);
+    CHECK(rc == 0, "ioeng_stats = %d", rc);
+    return s;
 }
 
 /* ------------------------------------------------------------------ */
@@ -223,45 +283,61 @@ static inline const char *tu_dir_for(enum tu_fs fs)
     return "/tmp";
 }
 
-/* Creates a scratch file (removed at exit) and returns an fd opened O_RDWR
- * (| O_DIRECT if `direct`). If `path_out` is non-NULL it receives the path.
- * The "ext4" directory must be on a block filesystem (not tmpfs/ramfs): the
- * O_DIRECT tests need real alignment rules. */
+/* Creates a scratch file and returns an fd opened O_RDWR | O_CLOEXEC (| O_DIRECT if
+ * `direct`). With `path_out` (PATH_MAX bytes) it receives the path and the file is
+ * removed at exit; without it the file is unlinked at once (nothing is left behind
+ * even if the test is killed). The "ext4" directory must be on a block filesystem
+ * (not tmpfs/ramfs): the O_DIRECT tests need real alignment rules. */
 static inline int tu_scratch(enum tu_fs fs, int direct, char *path_out)
 {
     const char *dir = tu_dir_for(fs);
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/ioeng-%s-XXXXXX", dir, tu_test_name);
-    int tfd = mkstemp(path);
-    CHECK(tfd >= 0, "mkstemp(%s): %s", path, strerror(errno));
+    int fd = mkostemp(path, O_CLOEXEC);
+    CHECK(fd >= 0, "mkstemp(%s): %s", path, strerror(errno));
+    pthread_mutex_lock(&tu_scratch_lock);
+    CHECK(tu_scratch_count < TU_MAX_SCRATCH, "too many scratch files");
+    int slot = tu_scratch_count++;
+    snprintf(tu_scratch_paths[slot], PATH_MAX, "%s", path);
+    pthread_mutex_unlock(&tu_scratch_lock);
     struct statfs sf;
-    CHECK(fstatfs(tfd, &sf) == 0, "fstatfs: %s", strerror(errno));
+    CHECK(fstatfs(fd, &sf) == 0, "fstatfs: %s", strerror(errno));
     if (fs == TU_TMPFS)
         CHECK(sf.f_type == TMPFS_MAGIC, "%s is not tmpfs", dir);
     else
         CHECK(sf.f_type != TMPFS_MAGIC && sf.f_type != RAMFS_MAGIC,
               "%s is tmpfs/ramfs; set IOENG_TEST_DIR to an ext4 directory", dir);
-    pthread_mutex_lock(&tu_scratch_lock);
-    CHECK(tu_scratch_count < TU_MAX_SCRATCH, "too many scratch files");
-    snprintf(tu_scratch_paths[tu_scratch_count++], PATH_MAX, "%s", path);
-    pthread_mutex_unlock(&tu_scratch_lock);
-    int fd = tfd;
     if (direct) {
-        fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
-        CHECK(fd >= 0, "open(%s, O_DIRECT): %s", path, strerror(errno));
-        close(tfd);
+        int dfd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+        CHECK(dfd >= 0, "open(%s, O_DIRECT): %s", path, strerror(errno));
+        close(fd);
+        fd = dfd;
     }
-    if (path_out)
+    if (path_out) {
         snprintf(path_out, PATH_MAX, "%s", path);
+    } else {
+        unlink(path);
+        pthread_mutex_lock(&tu_scratch_lock);
+        tu_scratch_paths[slot][0] = 0; /* gone: nothing to remove at exit */
+        pthread_mutex_unlock(&tu_scratch_lock);
+    }
     return fd;
+}
+
+/* 4096-aligned buffer (for O_DIRECT), left uninitialized (so valgrind still sees a
+ * test that uses bytes it never wrote). */
+static inline void *tu_alloc_uninit(size_t len)
+{
+    void *p = NULL;
+    int rc = posix_memalign(&p, 4096, len ? len : 1);
+    CHECK(rc == 0 && p, "posix_memalign(%zu): %s", len, strerror(rc));
+    return p;
 }
 
 /* 4096-aligned zeroed buffer (for O_DIRECT). */
 static inline void *tu_alloc(size_t len)
 {
-    void *p = NULL;
-    int rc = posix_memalign(&p, 4096, len ? len : 1);
-    CHECK(rc == 0 && p, "posix_memalign(%zu): %s", len, strerror(rc));
+    void *p = tu_alloc_uninit(len);
     memset(p, 0, len);
     return p;
 }
@@ -291,14 +367,14 @@ static inline void tu_pread_all(int fd, void *buf, size_t len, off_t off)
     }
 }
 
-/* An fd number that is guaranteed closed: the number of a file that was opened
- * and closed, chosen high (>= 900) so the kernel's lowest-free allocation
- * will not hand it out again during the test. */
+/* An fd number that is guaranteed closed: the number (>= `want`) of a file that was
+ * opened and closed, chosen high (e.g. >= 900) so the kernel's lowest-free allocation
+ * will not hand it out again during the test (we keep far fewer fds open). */
 static inline int tu_closed_fd(int want)
 {
     int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     CHECK(fd >= 0, "open /dev/null: %s", strerror(errno));
-    for (int n = want; n < want + 100; n++) {
+    for (int n = want; n < want + 1000; n++) {
         if (fcntl(n, F_GETFD) == -1 && errno == EBADF) {
             CHECK(dup2(fd, n) == n, "dup2: %s", strerror(errno));
             close(n);
@@ -355,24 +431,30 @@ static inline uint64_t tu_waiter_get(tu_waiter_t *w)
     return c;
 }
 
-/* Waits until count >= target; fails the test after `timeout_sec`. */
-static inline void tu_waiter_wait_at(tu_waiter_t *w, uint64_t target, int timeout_sec,
-                                     const char *file, int line)
+/* Waits until count >= target, at most `timeout_sec`; returns the count reached
+ * (< target on timeout). */
+static inline uint64_t tu_waiter_wait_for(tu_waiter_t *w, uint64_t target, int timeout_sec)
 {
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_sec += timeout_sec;
     pthread_mutex_lock(&w->mu);
-    while (w->count < target) {
-        int rc = pthread_cond_timedwait(&w->cv, &w->mu, &dl);
-        if (rc == ETIMEDOUT && w->count < target) {
-            uint64_t c = w->count;
-            pthread_mutex_unlock(&w->mu);
-            tu_fail_at(file, line, "timeout after %d s: %" PRIu64 " of %" PRIu64
-                       " callbacks arrived", timeout_sec, c, target);
-        }
-    }
+    while (w->count < target)
+        if (pthread_cond_timedwait(&w->cv, &w->mu, &dl) == ETIMEDOUT)
+            break;
+    uint64_t c = w->count;
     pthread_mutex_unlock(&w->mu);
+    return c;
+}
+
+/* Waits until count >= target; fails the test after `timeout_sec`. */
+static inline void tu_waiter_wait_at(tu_waiter_t *w, uint64_t target, int timeout_sec,
+                                     const char *file, int line)
+{
+    uint64_t c = tu_waiter_wait_for(w, target, timeout_sec);
+    if (c < target)
+        tu_fail_at(file, line, "timeout after %d s: %" PRIu64 " of %" PRIu64
+                   " callbacks arrived", timeout_sec, c, target);
 }
 #define tu_waiter_wait(w, target, timeout_sec) \
     tu_waiter_wait_at((w), (target), (timeout_sec), __FILE__, __LINE__)
@@ -418,6 +500,9 @@ static inline uint64_t tu_splitmix64(uint64_t *state)
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
 }
+
+/* splitmix64 as a stateless mixer: seeding and cheap hashing. */
+static inline uint64_t tu_mix64(uint64_t x) { return tu_splitmix64(&x); }
 
 /* Fills `buf` with bytes that depend only on (seed, len). */
 static inline void tu_fill(void *buf, size_t len, uint64_t seed)
@@ -480,6 +565,74 @@ static inline const char *tu_errname(int64_t res)
         snprintf(b, 64, "-%" PRId64 "(%s)", -res, strerror((int)-res));
         return b;
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* Recorded requests: each callback stores its res and counts on a waiter. */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    const char *what;
+    int64_t want, res;
+    int fired;        /* callbacks seen */
+    tu_waiter_t *w;   /* counted on once per callback */
+} tu_rec_t;
+
+static inline void tu_rec_cb(void *ctx, int64_t res)
+{
+    tu_rec_t *r = ctx;
+    r->res = res;
+    __atomic_add_fetch(&r->fired, 1, __ATOMIC_SEQ_CST);
+    tu_waiter_add(r->w, 1);
+}
+
+/* Submits `q` with tu_rec_cb into `r` (expecting `want` in the callback); fails the
+ * test unless ioeng_submit accepts it (kernel errors must come via the callback). */
+static inline void tu_rec_submit(ioeng_t *h, tu_rec_t *r, tu_waiter_t *w, const char *what,
+                                 ioeng_req_t q, int64_t want)
+{
+    r->what = what;
+    r->want = want;
+    r->res = INT64_MIN;
+    r->fired = 0;
+    r->w = w;
+    int rc = ioeng_submit(h, &q, tu_rec_cb, r);
+    CHECK(rc == 0, "ioeng_submit(%s) = %s: kernel errors must come via the callback", what,
+          tu_errname(rc));
+}
+
+/* A list of recorded requests sharing one waiter (w.count = callbacks so far). */
+#define TU_MAX_RECS 256
+typedef struct {
+    tu_waiter_t w;
+    int n;
+    tu_rec_t r[TU_MAX_RECS];
+} tu_recs_t;
+
+/* Submits a request recorded as the next entry of `l` (see tu_rec_submit). */
+static inline void tu_recs_sub(ioeng_t *h, tu_recs_t *l, const char *what, ioeng_op_t op,
+                               ioeng_prio_t prio, int fd, void *buf, uint64_t len, uint64_t off,
+                               int64_t want)
+{
+    CHECK(l->n < TU_MAX_RECS, "too many recorded requests");
+    tu_rec_submit(h, &l->r[l->n++], &l->w, what, tu_req(op, prio, fd, buf, len, off), want);
+}
+
+/* Lists on stderr every entry without exactly one callback or with res != want;
+ * returns how many there are. */
+static inline int tu_recs_report(const tu_recs_t *l, ioeng_backend_t be)
+{
+    int bad = 0;
+    for (int i = 0; i < l->n; i++) {
+        const tu_rec_t *r = &l->r[i];
+        if (r->fired != 1 || r->res != r->want) {
+            fprintf(stderr, "  [%s] %-36s res %-10s expected %-8s (callbacks: %d)\n",
+                    tu_backend_name(be), r->what, tu_errname(r->res), tu_errname(r->want),
+                    r->fired);
+            bad++;
+        }
+    }
+    return bad;
 }
 
 #endif /* IOENG_TEST_UTIL_H */

@@ -45,7 +45,7 @@ static _Atomic uint64_t g_stats_in_cb;
 static void block_pattern(uint64_t tag, unsigned char *out)
 {
     for (int i = 0; i < BLK; i += 8) {
-        uint64_t v = rel_mix64(tag * 131 + (uint64_t)i);
+        uint64_t v = tu_mix64(tag * 131 + (uint64_t)i);
         memcpy(out + i, &v, 8);
     }
 }
@@ -153,7 +153,7 @@ static void run(ioeng_backend_t be, int paused)
     atomic_store(&g_deadlk_checked, 0);
     atomic_store(&g_stats_in_cb, 0);
 
-    g_eng = rel_open(be, 32, 0, 0, (uint32_t)paused);
+    g_eng = tu_open(be, 32, 0, 0, (uint32_t)paused);
     struct sub subs[NTHR];
     double t0 = rel_now();
     for (int t = 0; t < NTHR; t++) {
@@ -169,11 +169,11 @@ static void run(ioeng_backend_t be, int paused)
             rel_sleep_us(500);
         CHECK(atomic_load(&g_deadlk_checked), "no callback within 10 s");
     }
-    ioeng_stats_t st = rel_stats(g_eng);
+    ioeng_stats_t st = tu_stats(g_eng);
     uint64_t backlog = st.submitted - st.completed;
     CHECK(st.submitted >= g_n, "stats.submitted=%" PRIu64 " < %" PRIu64, st.submitted, g_n);
     double tc = rel_now();
-    rel_close(g_eng);
+    tu_close(g_eng);
     double tclose = rel_now() - tc;
     atomic_store(&g_close_returned, 1);
 
@@ -212,7 +212,7 @@ static void run(ioeng_backend_t be, int paused)
     }
     unsigned char *fileb = malloc(g_n * BLK);
     CHECK(fileb != NULL, "malloc");
-    rel_pread_all(g_fd, fileb, g_n * BLK, (off_t)B_BASE);
+    tu_pread_all(g_fd, fileb, g_n * BLK, (off_t)B_BASE);
     for (uint64_t i = 0; i < g_n; i++) {
         if (!g_rec[i].is_write)
             continue;
@@ -228,7 +228,7 @@ static void run(ioeng_backend_t be, int paused)
            PRIu64 " refused with -ESHUTDOWN), backlog at close=%" PRIu64 ", callbacks before "
            "close returned=%" PRIu64 ", verified reads=%" PRIu64 " writes=%" PRIu64
            ", submit %.2f s, close %.2f s, stats-in-callback=%" PRIu64 "%s\n",
-           paused ? "paused" : "running", rel_backend_name(be), g_n, fu_acc,
+           paused ? "paused" : "running", tu_backend_name(be), g_n, fu_acc,
            atomic_load(&g_fu_shutdown), backlog, cbs, nreads, nwrites, tsub, tclose,
            atomic_load(&g_stats_in_cb), paused ? "" : ", EDEADLK from callback checked");
 }
@@ -236,26 +236,26 @@ static void run(ioeng_backend_t be, int paused)
 int main(void)
 {
     rel_init("close_backlog", 300);
-    ioeng_backend_t be = rel_backend();
-    rel_require_backend(be);
-    g_n = (uint64_t)rel_env_ll("IOENG_BACKLOG_N", 100000);
+    ioeng_backend_t be = tu_backend();
+    require_backend(be);
+    g_n = (uint64_t)tu_env_ll("IOENG_BACKLOG_N", 100000);
     CHECK(g_n >= 16, "IOENG_BACKLOG_N too small");
     g_rec = calloc(g_n, sizeof *g_rec);
     g_fu = calloc(g_n, sizeof *g_fu);
     g_buf = malloc(g_n * BLK);
     g_fubuf = malloc(g_n * BLK);
     CHECK(g_rec && g_fu && g_buf && g_fubuf, "malloc");
-    g_fd = rel_scratch_file(REL_TMPFS, 0, NULL);
+    g_fd = tu_scratch(TU_TMPFS, 0, NULL);
     unsigned char *a = malloc(B_BASE);
     CHECK(a != NULL, "malloc");
     for (uint64_t b = 0; b < A_BLOCKS; b++)
         block_pattern(b, a + b * BLK);
-    rel_pwrite_all(g_fd, a, B_BASE, 0);
+    tu_pwrite_all(g_fd, a, B_BASE, 0);
     free(a);
     CHECK(ftruncate(g_fd, (off_t)(B_BASE + g_n * BLK)) == 0, "ftruncate");
 
     printf("close_backlog: backend=%s N=%" PRIu64 " threads=%d depth=32 block=%d B\n",
-           rel_backend_name(be), g_n, NTHR, BLK);
+           tu_backend_name(be), g_n, NTHR, BLK);
     run(be, 0);
     CHECK(ftruncate(g_fd, (off_t)B_BASE) == 0 && ftruncate(g_fd, (off_t)(B_BASE + g_n * BLK)) == 0,
           "ftruncate");
@@ -265,6 +265,6 @@ int main(void)
     free(g_fu);
     free(g_buf);
     free(g_fubuf);
-    printf("close_backlog [%s]: OK\n", rel_backend_name(be));
+    printf("close_backlog [%s]: OK\n", tu_backend_name(be));
     return 0;
 }

@@ -14,18 +14,6 @@
  */
 #include "rel.h"
 
-struct done {
-    _Atomic int ncb;
-    int64_t res;
-};
-
-static void on_done(void *ctx, int64_t res)
-{
-    struct done *d = ctx;
-    d->res = res;
-    atomic_fetch_add(&d->ncb, 1);
-}
-
 static long rss_kb(void)
 {
     FILE *f = fopen("/proc/self/statm", "re");
@@ -50,13 +38,13 @@ static void phase(const char *name, int alternate, ioeng_backend_t be, int n, in
             rss_warm = rss_kb();
         ioeng_backend_t b = alternate ? ((i & 1) ? IOENG_BACKEND_AIO : IOENG_BACKEND_URING) : be;
         counts[b]++;
-        ioeng_t *h = rel_open(b, (uint32_t)(1u << (i % 8)), 0, 0, 0);
-        struct done d = {0, 0};
+        ioeng_t *h = tu_open(b, (uint32_t)(1u << (i % 8)), 0, 0, 0);
+        struct rel_done d = {0, 0};
         int write = (i % 2 == 0);
         uint64_t off = (uint64_t)(i / 2 % 64) * 4096;
         if (write)
             for (int k = 0; k < 4096; k += 8) {
-                uint64_t v = rel_mix64((uint64_t)i * 4096 + (uint64_t)k);
+                uint64_t v = tu_mix64((uint64_t)i * 4096 + (uint64_t)k);
                 memcpy(wbuf + k, &v, 8);
             }
         else
@@ -64,7 +52,7 @@ static void phase(const char *name, int alternate, ioeng_backend_t be, int n, in
         ioeng_req_t q = {.op = write ? IOENG_OP_WRITE : IOENG_OP_READ,
                          .prio = (uint32_t)(i / 2 % 2), .fd = fd, .buf = write ? wbuf : rbuf,
                          .len = 4096, .offset = off};
-        CHECK(ioeng_submit(h, &q, on_done, &d) == 0, "cycle %d: submit", i);
+        CHECK(ioeng_submit(h, &q, rel_on_done, &d) == 0, "cycle %d: submit", i);
         if (i % 3 == 0) {
             /* close right away: the pending request must still complete before close
              * returns */
@@ -72,10 +60,10 @@ static void phase(const char *name, int alternate, ioeng_backend_t be, int n, in
             for (int ms = 0; ms < 10000 && atomic_load(&d.ncb) == 0; ms++)
                 rel_sleep_us(100);
         }
-        rel_close(h);
+        tu_close(h);
         CHECK(atomic_load(&d.ncb) == 1, "cycle %d (%s): %d callbacks by the time close returned",
-              i, rel_backend_name(b), atomic_load(&d.ncb));
-        CHECK(d.res == 4096, "cycle %d (%s): res=%" PRId64, i, rel_backend_name(b), d.res);
+              i, tu_backend_name(b), atomic_load(&d.ncb));
+        CHECK(d.res == 4096, "cycle %d (%s): res=%" PRId64, i, tu_backend_name(b), d.res);
         if (!write)
             CHECK(memcmp(rbuf, wbuf, 4096) == 0, "cycle %d: read-back differs", i);
         /* A joined thread can still be listed in /proc/self/task for a moment (pthread_join
@@ -103,12 +91,12 @@ static void phase(const char *name, int alternate, ioeng_backend_t be, int n, in
             closedir(dd);
         }
         CHECK(t == t0, "cycle %d (%s): %d threads 200 ms after close, %d before (threads leaked)",
-              i, rel_backend_name(b), t, t0);
+              i, tu_backend_name(b), t, t0);
         CHECK(f == f0, "cycle %d (%s): %d fds after close, %d before (fd leaked)", i,
-              rel_backend_name(b), f, f0);
+              tu_backend_name(b), f, f0);
     }
     long rss_end = rss_kb();
-    long limit = (long)rel_env_ll("IOENG_CYCLES_RSS_KB", 2048);
+    long limit = (long)tu_env_ll("IOENG_CYCLES_RSS_KB", 2048);
     double el = rel_now() - start;
     CHECK(rss_end - rss_warm < limit, "%s: RSS grew by %ld KiB from cycle %d to %d (limit %ld KiB)",
           name, rss_end - rss_warm, warm, n, limit);
@@ -123,21 +111,21 @@ static void phase(const char *name, int alternate, ioeng_backend_t be, int n, in
 int main(void)
 {
     rel_init("cycles", 240);
-    ioeng_backend_t be = rel_backend();
-    rel_require_backend(be);
-    int n = (int)rel_env_ll("IOENG_CYCLES", 1000);
+    ioeng_backend_t be = tu_backend();
+    require_backend(be);
+    int n = (int)tu_env_ll("IOENG_CYCLES", 1000);
     CHECK(n > 60, "IOENG_CYCLES must exceed the 50-cycle warm-up");
-    printf("cycles: backend=%s cycles=%d\n", rel_backend_name(be), n);
-    int fd = rel_scratch_file(REL_TMPFS, 0, NULL);
-    unsigned char *wbuf = rel_alloc_aligned(4096, 4096), *rbuf = rel_alloc_aligned(4096, 4096);
+    printf("cycles: backend=%s cycles=%d\n", tu_backend_name(be), n);
+    int fd = tu_scratch(TU_TMPFS, 0, NULL);
+    unsigned char *wbuf = tu_alloc_uninit(4096), *rbuf = tu_alloc_uninit(4096);
     char name[64];
-    snprintf(name, sizeof name, "[%s]", rel_backend_name(be));
+    snprintf(name, sizeof name, "[%s]", tu_backend_name(be));
     phase(name, 0, be, n, fd, wbuf, rbuf);
     if (be == IOENG_BACKEND_URING) /* io_uring is usable, or we would have skipped */
         phase("[alternating uring/aio]", 1, be, n, fd, wbuf, rbuf);
     free(wbuf);
     free(rbuf);
     close(fd);
-    printf("cycles [%s]: OK\n", rel_backend_name(be));
+    printf("cycles [%s]: OK\n", tu_backend_name(be));
     return 0;
 }

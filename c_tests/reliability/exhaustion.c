@@ -21,19 +21,7 @@
 
 #define MAXENG 256
 
-struct done {
-    _Atomic int ncb;
-    int64_t res;
-};
-
-static void on_done(void *ctx, int64_t res)
-{
-    struct done *d = ctx;
-    d->res = res;
-    atomic_fetch_add(&d->ncb, 1);
-}
-
-static void wait_all(struct done *d, int n, const char *what)
+static void wait_all(struct rel_done *d, int n, const char *what)
 {
     for (int ms = 0; ms < 30000; ms++) {
         int ok = 1;
@@ -54,7 +42,7 @@ static void io_on_all(ioeng_t **e, int n, int fd)
 {
     enum { B = 4096 };
     unsigned char *w = malloc((size_t)n * B), *r = malloc((size_t)n * B);
-    struct done *d = calloc((size_t)n, sizeof *d);
+    struct rel_done *d = calloc((size_t)n, sizeof *d);
     CHECK(w && r && d, "malloc");
     rel_rng_t rng;
     rel_rng_seed(&rng, (uint64_t)n);
@@ -63,7 +51,7 @@ static void io_on_all(ioeng_t **e, int n, int fd)
     for (int i = 0; i < n; i++) {
         ioeng_req_t q = {.op = IOENG_OP_WRITE, .prio = IOENG_PRIO_NORMAL, .fd = fd,
                          .buf = w + (size_t)i * B, .len = B, .offset = (uint64_t)i * B};
-        CHECK(ioeng_submit(e[i], &q, on_done, &d[i]) == 0, "engine %d: submit write", i);
+        CHECK(ioeng_submit(e[i], &q, rel_on_done, &d[i]) == 0, "engine %d: submit write", i);
     }
     wait_all(d, n, "write");
     for (int i = 0; i < n; i++) {
@@ -71,7 +59,7 @@ static void io_on_all(ioeng_t **e, int n, int fd)
         atomic_store(&d[i].ncb, 0);
         ioeng_req_t q = {.op = IOENG_OP_READ, .prio = IOENG_PRIO_HIGH, .fd = fd,
                          .buf = r + (size_t)i * B, .len = B, .offset = (uint64_t)i * B};
-        CHECK(ioeng_submit(e[i], &q, on_done, &d[i]) == 0, "engine %d: submit read", i);
+        CHECK(ioeng_submit(e[i], &q, rel_on_done, &d[i]) == 0, "engine %d: submit read", i);
     }
     wait_all(d, n, "read");
     for (int i = 0; i < n; i++)
@@ -96,12 +84,12 @@ static const char *errname(int e)
 
 static int run_aio(void)
 {
-    int fd = rel_scratch_file(REL_TMPFS, 0, NULL);
+    int fd = tu_scratch(TU_TMPFS, 0, NULL);
     int t0 = rel_count_threads(), f0 = rel_count_fds();
     ioeng_t *e[MAXENG];
     int n = 0, nbig = 0, rc = 0;
     for (int i = 0; i < 3; i++)
-        e[n++] = rel_open(IOENG_BACKEND_AIO, 128, 0, 0, 0);
+        e[n++] = tu_open(IOENG_BACKEND_AIO, 128, 0, 0, 0);
     for (int i = 0; i < 64; i++) {
         ioeng_config_t cfg;
         ioeng_config_init(&cfg);
@@ -126,7 +114,7 @@ static int run_aio(void)
     CHECK_EQ(rel_count_fds(), f0, "fds after the failed open (AIO uses none)");
     io_on_all(e, n, fd);
     for (int i = 0; i < n; i++)
-        rel_close(e[i]);
+        tu_close(e[i]);
     CHECK_EQ(rel_count_threads(), t0, "threads after closing every engine");
     CHECK_EQ(rel_count_fds(), f0, "fds after closing every engine");
     /* The kernel context was released: a big engine opens again (retry briefly in case
@@ -145,7 +133,7 @@ static int run_aio(void)
         }
         CHECK(r2 == 0, "depth-32768 open after closing everything = %d (io_destroy missing?)", r2);
         io_on_all(&h, 1, fd);
-        rel_close(h);
+        tu_close(h);
     }
     close(fd);
     CHECK_EQ(rel_count_threads(), t0, "threads at the end");
@@ -155,7 +143,7 @@ static int run_aio(void)
 
 static int uring_child(void)
 {
-    int fd = rel_scratch_file(REL_TMPFS, 0, NULL);
+    int fd = tu_scratch(TU_TMPFS, 0, NULL);
     int t0 = rel_count_threads(), f0 = rel_count_fds();
     struct rlimit rl;
     CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0, "getrlimit");
@@ -193,7 +181,7 @@ static int uring_child(void)
     CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0, "setrlimit again");
     io_on_all(e, n, fd);
     /* Closing one engine frees its ring fd: an open succeeds again. */
-    rel_close(e[n - 1]);
+    tu_close(e[n - 1]);
     ioeng_t *h = NULL;
     ioeng_config_t cfg;
     ioeng_config_init(&cfg);
@@ -204,7 +192,7 @@ static int uring_child(void)
     e[n - 1] = h;
     io_on_all(e, n, fd);
     for (int i = 0; i < n; i++)
-        rel_close(e[i]);
+        tu_close(e[i]);
     rl.rlim_cur = rl.rlim_max;
     CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0, "setrlimit back");
     CHECK_EQ(rel_count_threads(), t0, "threads after closing every engine");
@@ -222,10 +210,9 @@ static int run_uring(void)
     pid_t pid = fork();
     CHECK(pid >= 0, "fork: %s", strerror(errno));
     if (pid == 0) {
-        rel_owner_pid = getpid(); /* the child owns its own scratch file */
-        rel_nscratch = 0;
+        tu_scratch_fork_child(); /* the child owns its own scratch file */
         int rc = uring_child();
-        rel_cleanup();
+        tu_remove_scratch();
         fflush(stdout);
         _exit(rc);
     }
@@ -240,9 +227,9 @@ static int run_uring(void)
 int main(void)
 {
     rel_init("exhaustion", 120);
-    ioeng_backend_t be = rel_backend();
-    rel_require_backend(be);
-    printf("exhaustion: backend=%s fs.aio-max-nr=", rel_backend_name(be));
+    ioeng_backend_t be = tu_backend();
+    require_backend(be);
+    printf("exhaustion: backend=%s fs.aio-max-nr=", tu_backend_name(be));
     FILE *f = fopen("/proc/sys/fs/aio-max-nr", "re");
     char line[64] = "?";
     if (f) {
@@ -252,6 +239,6 @@ int main(void)
     }
     printf("%s%s", line, strchr(line, '\n') ? "" : "\n");
     int rc = be == IOENG_BACKEND_AIO ? run_aio() : run_uring();
-    printf("exhaustion [%s]: OK\n", rel_backend_name(be));
+    printf("exhaustion [%s]: OK\n", tu_backend_name(be));
     return rc;
 }

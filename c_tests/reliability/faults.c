@@ -33,43 +33,30 @@ static ioeng_backend_t g_be;
 
 /* ---------------------------------------------------------------- sync submit helper */
 
+/* One request: its res, and its callbacks counted on a waiter. */
 struct waitres {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int ncb;
+    tu_waiter_t w;
     int64_t res;
 };
 
 static void on_wait(void *ctx, int64_t res)
 {
     struct waitres *w = ctx;
-    pthread_mutex_lock(&w->mu);
-    w->ncb++;
     w->res = res;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    tu_waiter_add(&w->w, 1);
 }
 
 static void wr_init(struct waitres *w)
 {
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
-    w->ncb = 0;
+    tu_waiter_init(&w->w);
     w->res = INT64_MIN;
 }
 
-/* Waits until `w` has seen `n` callbacks. */
-static void wr_wait(struct waitres *w, int n, int timeout_s, const char *what)
+/* Waits until `w` has seen its callback. */
+static void wr_wait(struct waitres *w, int timeout_s, const char *what)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += timeout_s;
-    pthread_mutex_lock(&w->mu);
-    while (w->ncb < n) {
-        if (pthread_cond_timedwait(&w->cv, &w->mu, &dl) == ETIMEDOUT && w->ncb < n)
-            FAILF("%s: no callback after %d s", what, timeout_s);
-    }
-    pthread_mutex_unlock(&w->mu);
+    if (tu_waiter_wait_for(&w->w, 1, timeout_s) < 1)
+        FAILF("%s: no callback after %d s", what, timeout_s);
 }
 
 /* Submits and waits; returns res. Asserts exactly one callback (after a short grace). */
@@ -82,13 +69,12 @@ static int64_t do_io(ioeng_t *h, uint32_t op, int fd, void *buf, uint64_t len, u
                        .offset = off};
     int rc = ioeng_submit(h, &req, on_wait, &w);
     CHECK(rc == 0, "submit(op %u fd %d len %" PRIu64 " off %" PRIu64 ") = %d", op, fd, len, off, rc);
-    wr_wait(&w, 1, timeout_s, "do_io");
+    wr_wait(&w, timeout_s, "do_io");
     rel_sleep_us(200);
-    pthread_mutex_lock(&w.mu);
-    int n = w.ncb;
+    uint64_t n = tu_waiter_get(&w.w);
+    CHECK(n == 1, "op %u: %" PRIu64 " callbacks", op, n);
     int64_t res = w.res;
-    pthread_mutex_unlock(&w.mu);
-    CHECK(n == 1, "op %u: %d callbacks", op, n);
+    tu_waiter_destroy(&w.w);
     return res;
 }
 
@@ -97,7 +83,7 @@ static int64_t do_io(ioeng_t *h, uint32_t op, int fd, void *buf, uint64_t len, u
 static int test_enospc(void)
 {
     if (geteuid() != 0)
-        rel_skip("enospc needs root to mount a 1 MiB tmpfs (mount(2) needs CAP_SYS_ADMIN); "
+        tu_skip("enospc needs root to mount a 1 MiB tmpfs (mount(2) needs CAP_SYS_ADMIN); "
                  "euid=%d", (int)geteuid());
     const char *ns = "private mount namespace";
     if (unshare(CLONE_NEWNS) != 0) {
@@ -110,12 +96,12 @@ static int test_enospc(void)
     if (mount("tmpfs", dir, "tmpfs", 0, "size=1m,mode=0700") != 0) {
         int e = errno;
         rmdir(dir);
-        rel_skip("mount -t tmpfs -o size=1m failed: %s", strerror(e));
+        tu_skip("mount -t tmpfs -o size=1m failed: %s", strerror(e));
     }
     printf("enospc: 1 MiB tmpfs mounted on %s (%s)\n", dir, ns);
     const uint64_t cap = 1u << 20;
 
-    ioeng_t *h = rel_open(g_be, 8, 0, 0, 0);
+    ioeng_t *h = tu_open(g_be, 8, 0, 0, 0);
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/fill", dir);
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -132,9 +118,9 @@ static int test_enospc(void)
     CHECK(expect != NULL, "malloc");
     for (uint64_t k = 0; k < 40 && nenospc < 4; k++) {
         rel_fill_random(&rng, buf, wl);
-        ioeng_stats_t before = rel_stats(h);
+        ioeng_stats_t before = tu_stats(h);
         int64_t res = do_io(h, IOENG_OP_WRITE, fd, buf, wl, k * wl, 30);
-        ioeng_stats_t after = rel_stats(h);
+        ioeng_stats_t after = tu_stats(h);
         if (res == (int64_t)wl) {
             CHECK(nenospc == 0, "write %" PRIu64 " succeeded after an earlier -ENOSPC", k);
             memcpy(expect + k * wl, buf, wl);
@@ -160,13 +146,13 @@ static int test_enospc(void)
           "(resubmits delta %" PRIu64 ")", nok * wl, crossing_resubmits);
     unsigned char *got = malloc(ok_bytes ? ok_bytes : 1);
     CHECK(got != NULL, "malloc");
-    rel_pread_all(fd, got, ok_bytes, 0);
+    tu_pread_all(fd, got, ok_bytes, 0);
     CHECK(memcmp(got, expect, ok_bytes) == 0, "file content of the successful writes");
     free(got);
     int64_t fres = do_io(h, IOENG_OP_FSYNC, fd, NULL, 0, 0, 30);
     CHECK(fres == 0, "fsync on the full fs: %" PRId64, fres);
     printf("figure: enospc sequential [%s]: %" PRIu64 " writes ok (%" PRIu64 " B), %" PRIu64
-           " x -ENOSPC, crossing write resubmits=%" PRIu64 "\n", rel_backend_name(g_be), nok,
+           " x -ENOSPC, crossing write resubmits=%" PRIu64 "\n", tu_backend_name(g_be), nok,
            ok_bytes, nenospc, crossing_resubmits);
     close(fd);
     CHECK(unlink(path) == 0, "unlink: %s", strerror(errno));
@@ -189,11 +175,11 @@ static int test_enospc(void)
     }
     uint64_t cok = 0, cen = 0;
     for (int i = 0; i < NC; i++) {
-        wr_wait(&ws[i], 1, 30, "concurrent write");
+        wr_wait(&ws[i], 30, "concurrent write");
         if (ws[i].res == (int64_t)cl) {
             unsigned char *g = malloc(cl);
             CHECK(g != NULL, "malloc");
-            rel_pread_all(fd, g, cl, (off_t)(i * cl));
+            tu_pread_all(fd, g, cl, (off_t)(i * cl));
             CHECK(memcmp(g, cbuf + i * cl, cl) == 0, "concurrent write %d: content", i);
             free(g);
             cok++;
@@ -204,16 +190,19 @@ static int test_enospc(void)
         }
     }
     rel_sleep_us(1000);
-    for (int i = 0; i < NC; i++)
-        CHECK(ws[i].ncb == 1, "concurrent write %d: %d callbacks", i, ws[i].ncb);
+    for (int i = 0; i < NC; i++) {
+        uint64_t ncb = tu_waiter_get(&ws[i].w);
+        CHECK(ncb == 1, "concurrent write %d: %" PRIu64 " callbacks", i, ncb);
+        tu_waiter_destroy(&ws[i].w);
+    }
     CHECK(cok >= 1 && cen >= 1 && cok * cl <= cap, "concurrent: ok=%" PRIu64 " enospc=%" PRIu64,
           cok, cen);
     printf("figure: enospc concurrent [%s]: %" PRIu64 " ok, %" PRIu64 " x -ENOSPC\n",
-           rel_backend_name(g_be), cok, cen);
+           tu_backend_name(g_be), cok, cen);
 
     /* Phase 3: the same engine does correct IO elsewhere, and again on the small fs
      * once space is freed. */
-    int ofd = rel_scratch_file(REL_TMPFS, 0, NULL);
+    int ofd = tu_scratch(TU_TMPFS, 0, NULL);
     const uint64_t ol = 1u << 20;
     unsigned char *ob = malloc(ol), *ib = malloc(ol);
     CHECK(ob && ib, "malloc");
@@ -232,7 +221,7 @@ static int test_enospc(void)
     memset(ib, 0, ol);
     CHECK(do_io(h, IOENG_OP_READ, fd, ib, ol, 0, 30) == 512 * 1024, "read back (EOF-short)");
     CHECK(memcmp(ob, ib, 512 * 1024) == 0, "small fs: data after recovery");
-    rel_close(h);
+    tu_close(h);
     close(fd);
     close(ofd);
     int um = umount2(dir, 0);
@@ -245,7 +234,7 @@ static int test_enospc(void)
     free(ob);
     free(ib);
     printf("figure: enospc [%s]: faults injected=%" PRIu64 " (-ENOSPC callbacks), engine "
-           "healthy afterwards, umount ok\n", rel_backend_name(g_be), nenospc + cen);
+           "healthy afterwards, umount ok\n", tu_backend_name(g_be), nenospc + cen);
     return 0;
 }
 
@@ -296,18 +285,18 @@ static void on_cf(void *ctx, int64_t res)
 
 static void closedfd_round(uint32_t depth, uint32_t batch, uint64_t *faults)
 {
-    int x = rel_move_fd_high(rel_scratch_file(REL_TMPFS, 0, NULL), 1500);
-    int y = rel_scratch_file(REL_TMPFS, 0, NULL);
+    int x = rel_move_fd_high(tu_scratch(TU_TMPFS, 0, NULL), 1500);
+    int y = tu_scratch(TU_TMPFS, 0, NULL);
     const uint64_t bl = 8192;
     unsigned char *ydata = malloc(CF_N * bl);
     CHECK(ydata != NULL, "malloc");
     rel_rng_t rng;
     rel_rng_seed(&rng, depth * 7 + batch);
     rel_fill_random(&rng, ydata, CF_N * bl);
-    rel_pwrite_all(y, ydata, CF_N * bl, 0); /* reads of Y see this */
-    rel_pwrite_all(x, ydata, CF_N * bl, 0);
+    tu_pwrite_all(y, ydata, CF_N * bl, 0); /* reads of Y see this */
+    tu_pwrite_all(x, ydata, CF_N * bl, 0);
 
-    ioeng_t *h = rel_open(g_be, depth, batch, 0, 1);
+    ioeng_t *h = tu_open(g_be, depth, batch, 0, 1);
     struct cfreq q[CF_N];
     g_cf_h = h;
     g_cf_y = y;
@@ -336,7 +325,7 @@ static void closedfd_round(uint32_t depth, uint32_t batch, uint64_t *faults)
     }
     rel_sleep_us(20000);
     CHECK(atomic_load(&g_cf_done) == 0, "paused engine ran %d callbacks", atomic_load(&g_cf_done));
-    ioeng_stats_t st = rel_stats(h);
+    ioeng_stats_t st = tu_stats(h);
     CHECK(st.queued_high + st.queued_read + st.queued_write == CF_N && st.in_flight == 0,
           "paused engine: queued=%" PRIu64 " in_flight=%" PRIu64,
           st.queued_high + st.queued_read + st.queued_write, st.in_flight);
@@ -350,8 +339,7 @@ static void closedfd_round(uint32_t depth, uint32_t batch, uint64_t *faults)
         rel_sleep_us(1000);
     CHECK_EQ(atomic_load(&g_cf_fu_done), atomic_load(&g_cf_fu_sent), "follow-up callbacks");
     rel_sleep_us(2000);
-    CHECK(fcntl(x, F_GETFD) == -1 && errno == EBADF,
-          "test bug: fd %d was reused meanwhile", x);
+    tu_check_still_closed(x);
     REL_CHECK_IDLE_STATS(h, CF_N + atomic_load(&g_cf_fu_sent));
     for (int k = 0; k < atomic_load(&g_cf_fu_sent); k++)
         CHECK(memcmp(g_cf_fubuf[k], ydata, 512) == 0, "follow-up read %d: data", k);
@@ -374,19 +362,19 @@ static void closedfd_round(uint32_t depth, uint32_t batch, uint64_t *faults)
         if (q[i].op == IOENG_OP_WRITE) {
             unsigned char *g = malloc(bl);
             CHECK(g != NULL, "malloc");
-            rel_pread_all(y, g, bl, (off_t)q[i].off);
+            tu_pread_all(y, g, bl, (off_t)q[i].off);
             CHECK(memcmp(g, q[i].buf, bl) == 0, "write %d: data", i);
             free(g);
         }
     }
-    rel_close(h);
+    tu_close(h);
     for (int i = 0; i < CF_N; i++)
         free(q[i].buf);
     free(ydata);
     close(y);
     printf("figure: closedfd [%s depth=%u batch=%u]: %d requests on closed fd %d -> -EBADF, "
            "%d on the open fd ok, %d follow-ups submitted from -EBADF callbacks ok, "
-           "ioeng_close from them -> -EDEADLK\n", rel_backend_name(g_be), depth, batch, nx, x,
+           "ioeng_close from them -> -EDEADLK\n", tu_backend_name(g_be), depth, batch, nx, x,
            yok, atomic_load(&g_cf_fu_sent));
 }
 
@@ -397,7 +385,7 @@ static int test_closedfd(void)
     closedfd_round(1, 1, &faults);
     closedfd_round(64, 16, &faults);
     printf("figure: closedfd [%s]: faults injected=%" PRIu64 " (-EBADF callbacks)\n",
-           rel_backend_name(g_be), faults);
+           tu_backend_name(g_be), faults);
     return 0;
 }
 
@@ -410,12 +398,12 @@ static void on_never(void *ctx, int64_t res)
 
 static int test_range(void)
 {
-    ioeng_t *h = rel_open(g_be, 8, 0, 0, 0);
-    int tfd = rel_scratch_file(REL_TMPFS, 0, NULL);
-    int efd = rel_scratch_file(REL_EXT4, 0, NULL);
-    unsigned char *buf = rel_alloc_aligned(8192, 4096);
+    ioeng_t *h = tu_open(g_be, 8, 0, 0, 0);
+    int tfd = tu_scratch(TU_TMPFS, 0, NULL);
+    int efd = tu_scratch(TU_EXT4, 0, NULL);
+    unsigned char *buf = tu_alloc_uninit(8192);
     memset(buf, 0x5A, 8192);
-    rel_pwrite_all(tfd, buf, 4096, 0);
+    tu_pwrite_all(tfd, buf, 4096, 0);
     const uint64_t M = (uint64_t)INT64_MAX;
     struct {
         const char *name;
@@ -485,13 +473,13 @@ static int test_range(void)
     r = do_io(h, IOENG_OP_FDATASYNC, efd, NULL, UINT64_MAX, M, 30);
     CHECK(r == 0, "FDATASYNC with off=INT64_MAX len=UINT64_MAX: res=%" PRId64, r);
     REL_CHECK_IDLE_STATS(h, 10);
-    rel_close(h);
+    tu_close(h);
     close(tfd);
     close(efd);
     free(buf);
     printf("figure: range [%s]: %d refused synchronously with -EINVAL (no callback), 10 "
            "boundary requests exact (EOF reads 0, ext4 -EFBIG, tmpfs write at INT64_MAX-4096)\n",
-           rel_backend_name(g_be), nbad);
+           tu_backend_name(g_be), nbad);
     return 0;
 }
 
@@ -504,10 +492,10 @@ static void put_marker(int fd, uint64_t off, uint64_t tag, unsigned char *expect
                        uint64_t expect_off)
 {
     unsigned char m[16];
-    uint64_t a = rel_mix64(tag), b = rel_mix64(tag + 1);
+    uint64_t a = tu_mix64(tag), b = tu_mix64(tag + 1);
     memcpy(m, &a, 8);
     memcpy(m + 8, &b, 8);
-    rel_pwrite_all(fd, m, 16, (off_t)off);
+    tu_pwrite_all(fd, m, 16, (off_t)off);
     if (expect_base)
         memcpy(expect_base + expect_off, m, 16);
 }
@@ -537,8 +525,8 @@ static int test_huge(void)
     const uint64_t L = 3 * GiB + 12345, O = 3 * 4096 + 7, SLACK = 4096;
     unsigned char *buf = malloc(L + SLACK);
     CHECK(buf != NULL, "malloc(3 GiB)");
-    ioeng_t *h = rel_open(g_be, 8, 0, 0, 0);
-    int fd = rel_scratch_file(REL_TMPFS, 0, NULL);
+    ioeng_t *h = tu_open(g_be, 8, 0, 0, 0);
+    int fd = tu_scratch(TU_TMPFS, 0, NULL);
     CHECK(ftruncate(fd, (off_t)(4 * GiB)) == 0, "ftruncate 4 GiB: %s", strerror(errno));
     /* Markers at the start, straddling the internal split point (the kernel maximum
      * 0x7ffff000 per IO), at the end; and two just outside the requested range. */
@@ -550,13 +538,13 @@ static int test_huge(void)
     for (int i = 0; i < 6; i++)
         put_marker(fd, O + mk[i].rel, 100 + (uint64_t)i, marks[i], 0);
     memset(buf, 0xAA, L + SLACK);
-    ioeng_stats_t s0 = rel_stats(h);
+    ioeng_stats_t s0 = tu_stats(h);
     double t0 = rel_now();
     int64_t r = do_io(h, IOENG_OP_READ, fd, buf, L, O, 200);
     double t1 = rel_now();
     CHECK(r == (int64_t)L, "READ of 3 GiB + 12345 B at %" PRIu64 ": res=%" PRId64 " want %" PRIu64,
           O, r, L);
-    ioeng_stats_t s1 = rel_stats(h);
+    ioeng_stats_t s1 = tu_stats(h);
     for (int i = 0; i < 4; i++) {
         CHECK(memcmp(buf + mk[i].rel, marks[i], 16) == 0,
               "marker %d at relative offset %" PRIu64 " missing (split placed data wrongly)", i,
@@ -569,11 +557,11 @@ static int test_huge(void)
     CHECK(bad < 0, "the engine wrote past len (byte len+%lld)", bad);
     printf("figure: huge read [%s]: 3 GiB + 12345 B from a sparse 4 GiB file, res=%" PRId64
            " in %.2f s, resubmits (split chunks)=%" PRIu64 ", bytes verified=%" PRIu64 "\n",
-           rel_backend_name(g_be), r, t1 - t0, s1.resubmits - s0.resubmits, L);
+           tu_backend_name(g_be), r, t1 - t0, s1.resubmits - s0.resubmits, L);
     close(fd);
 
     /* 3 GiB read of a 1 GiB file: exactly 1 GiB. */
-    fd = rel_scratch_file(REL_TMPFS, 0, NULL);
+    fd = tu_scratch(TU_TMPFS, 0, NULL);
     CHECK(ftruncate(fd, (off_t)GiB) == 0, "ftruncate 1 GiB");
     unsigned char endm[16];
     put_marker(fd, GiB - 16, 7, endm, 0);
@@ -591,10 +579,10 @@ static int test_huge(void)
     /* 2 GiB + 4097 B WRITE at an unaligned offset: res == len, content right. */
     const uint64_t WL = 2 * GiB + 4097, WO = 4095;
     for (uint64_t i = 0; i < WL; i += 8) {
-        uint64_t v = rel_mix64(i);
+        uint64_t v = tu_mix64(i);
         memcpy(buf + i, &v, WL - i < 8 ? WL - i : 8);
     }
-    fd = rel_scratch_file(REL_TMPFS, 0, NULL);
+    fd = tu_scratch(TU_TMPFS, 0, NULL);
     r = do_io(h, IOENG_OP_WRITE, fd, buf, WL, WO, 200);
     CHECK(r == (int64_t)WL, "WRITE 2 GiB + 4097 B: res=%" PRId64 " want %" PRIu64, r, WL);
     struct stat sb;
@@ -605,17 +593,17 @@ static int test_huge(void)
     CHECK(cmp != NULL, "malloc");
     for (uint64_t o = 0; o < WL; o += CH) {
         uint64_t n = WL - o < CH ? WL - o : CH;
-        rel_pread_all(fd, cmp, n, (off_t)(WO + o));
+        tu_pread_all(fd, cmp, n, (off_t)(WO + o));
         long d = rel_first_diff(cmp, buf + o, n);
         CHECK(d < 0, "huge write: file byte %" PRIu64 " wrong", WO + o + (uint64_t)d);
     }
     free(cmp);
     close(fd);
     REL_CHECK_IDLE_STATS(h, 3);
-    rel_close(h);
+    tu_close(h);
     free(buf);
     printf("figure: huge [%s]: 3 GiB read of 1 GiB file -> 1 GiB exactly; 2 GiB + 4097 B write "
-           "verified\n", rel_backend_name(g_be));
+           "verified\n", tu_backend_name(g_be));
     return 0;
 }
 
@@ -625,9 +613,9 @@ int main(int argc, char **argv)
     char name[64];
     snprintf(name, sizeof name, "faults_%s", which);
     rel_init(strdup(name), 300);
-    g_be = rel_backend();
-    rel_require_backend(g_be);
-    printf("faults %s: backend=%s\n", which, rel_backend_name(g_be));
+    g_be = tu_backend();
+    require_backend(g_be);
+    printf("faults %s: backend=%s\n", which, tu_backend_name(g_be));
     int rc;
     if (strcmp(which, "enospc") == 0)
         rc = test_enospc();
@@ -641,6 +629,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: faults enospc|closedfd|range|huge\n");
         return 2;
     }
-    printf("faults %s [%s]: OK\n", which, rel_backend_name(g_be));
+    printf("faults %s [%s]: OK\n", which, tu_backend_name(g_be));
     return rc;
 }

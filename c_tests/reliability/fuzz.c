@@ -58,8 +58,8 @@ static _Atomic uint64_t g_cbs, g_started;
 static _Atomic int g_in_cb;
 static int g_rfd, g_wfd, g_closed;
 
-static inline unsigned char rbyte(uint64_t x) { return (unsigned char)rel_mix64(x ^ 0x77); }
-static inline unsigned char wbyte(uint64_t x) { return (unsigned char)rel_mix64(x ^ 0x1234567); }
+static inline unsigned char rbyte(uint64_t x) { return (unsigned char)tu_mix64(x ^ 0x77); }
+static inline unsigned char wbyte(uint64_t x) { return (unsigned char)tu_mix64(x ^ 0x1234567); }
 
 static void on_cb(void *ctx, int64_t res)
 {
@@ -296,7 +296,7 @@ static void wait_idle(uint64_t accepted)
 /* Deterministic: on a paused engine with a full queue, validation errors still win. */
 static void paused_phase(ioeng_backend_t be, rel_rng_t *rng, struct counts *ct)
 {
-    ioeng_t *h = rel_open(be, DEPTH, 0, CAP, 1);
+    ioeng_t *h = tu_open(be, DEPTH, 0, CAP, 1);
     static struct rec rr[CAP + 1];
     memset(rr, 0, sizeof rr);
     static unsigned char pb[CAP][64];
@@ -332,7 +332,7 @@ static void paused_phase(ioeng_backend_t be, rel_rng_t *rng, struct counts *ct)
                   q.offset, hn, qn, cn, rc, want);
         checked++;
     }
-    ioeng_stats_t st = rel_stats(h);
+    ioeng_stats_t st = tu_stats(h);
     CHECK(st.submitted == CAP && st.completed == 0 && st.queued_high + st.queued_read == CAP,
           "paused: stats submitted=%" PRIu64 " completed=%" PRIu64, st.submitted, st.completed);
     CHECK(ioeng_resume(h) == 0, "resume");
@@ -345,10 +345,10 @@ static void paused_phase(ioeng_backend_t be, rel_rng_t *rng, struct counts *ct)
             break;
         rel_sleep_us(1000);
     }
-    ioeng_stats_t s2 = rel_stats(h);
+    ioeng_stats_t s2 = tu_stats(h);
     CHECK(s2.completed == CAP && s2.in_flight == 0, "paused phase: completed=%" PRIu64,
           s2.completed);
-    rel_close(h);
+    tu_close(h);
     for (int i = 0; i < CAP; i++) {
         CHECK(atomic_load(&rr[i].ncb) == 1, "paused phase request %d: %d callbacks", i,
               atomic_load(&rr[i].ncb));
@@ -360,31 +360,31 @@ static void paused_phase(ioeng_backend_t be, rel_rng_t *rng, struct counts *ct)
     atomic_store(&g_cbs, 0);
     atomic_store(&g_started, 0);
     printf("figure: fuzz paused phase [%s]: %d requests checked against a full queue "
-           "(validation errors before -EAGAIN)\n", rel_backend_name(be), checked);
+           "(validation errors before -EAGAIN)\n", tu_backend_name(be), checked);
 }
 
 int main(void)
 {
-    uint64_t seed = (uint64_t)rel_env_ll("IOENG_FUZZ_SEED",
+    uint64_t seed = (uint64_t)tu_env_ll("IOENG_FUZZ_SEED",
                                          (long long)((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20)));
     printf("fuzz: seed=%" PRIu64 " (reproduce: IOENG_FUZZ_SEED=%" PRIu64 ")\n", seed, seed);
     rel_init("fuzz", 300);
-    ioeng_backend_t be = rel_backend();
-    rel_require_backend(be);
-    uint64_t n = (uint64_t)rel_env_ll("IOENG_FUZZ_CASES", 200000);
-    printf("fuzz: backend=%s cases=%" PRIu64 " depth=%d queue_capacity=%d\n", rel_backend_name(be),
+    ioeng_backend_t be = tu_backend();
+    require_backend(be);
+    uint64_t n = (uint64_t)tu_env_ll("IOENG_FUZZ_CASES", 200000);
+    printf("fuzz: backend=%s cases=%" PRIu64 " depth=%d queue_capacity=%d\n", tu_backend_name(be),
            n, DEPTH, CAP);
 
-    g_rfd = rel_scratch_file(REL_TMPFS, 0, NULL);
-    g_wfd = rel_scratch_file(REL_TMPFS, 0, NULL);
-    g_closed = rel_closed_fd(3000);
+    g_rfd = tu_scratch(TU_TMPFS, 0, NULL);
+    g_wfd = tu_scratch(TU_TMPFS, 0, NULL);
+    g_closed = tu_closed_fd(3000);
     unsigned char *content = malloc(RSIZE);
     CHECK(content != NULL, "malloc");
     for (uint64_t i = 0; i < RSIZE; i++)
         content[i] = rbyte(i);
-    rel_pwrite_all(g_rfd, content, RSIZE, 0);
+    tu_pwrite_all(g_rfd, content, RSIZE, 0);
     free(content);
-    g_pool = rel_alloc_aligned((size_t)NBUF * BUFSZ, 4096);
+    g_pool = tu_alloc_uninit((size_t)NBUF * BUFSZ);
     memset(g_pool, 0x3C, (size_t)NBUF * BUFSZ); /* WRITEs to the closed fd send this */
     g_rec = calloc(n, sizeof *g_rec);
     unsigned char *written = calloc(WSIZE, 1);
@@ -396,7 +396,7 @@ int main(void)
     memset(&ct, 0, sizeof ct);
     paused_phase(be, &rng, &ct);
 
-    g_eng = rel_open(be, DEPTH, 0, CAP, 0);
+    g_eng = tu_open(be, DEPTH, 0, CAP, 0);
     double t0 = rel_now();
     for (uint64_t i = 0; i < n; i++) {
         struct rec *r = &g_rec[i];
@@ -464,7 +464,7 @@ int main(void)
     }
     wait_idle(ct.accepted);
     double el = rel_now() - t0;
-    rel_close(g_eng);
+    tu_close(g_eng);
     uint64_t cb = atomic_load(&g_cbs);
     CHECK_EQ(cb, ct.accepted, "callbacks after close");
     for (uint64_t i = 0; i < n; i++) {
@@ -488,14 +488,14 @@ int main(void)
             CHECK(wf[x] == 0, "write area byte %" PRIu64 " written but no write covered it", x);
         }
     }
-    CHECK(fcntl(g_closed, F_GETFD) == -1 && errno == EBADF, "closed fd %d got reused", g_closed);
+    tu_check_still_closed(g_closed);
     CHECK(ct.eagain > 0, "no -EAGAIN pressure was created");
     printf("figure: fuzz [%s]: seed=%" PRIu64 " cases=%" PRIu64 " in %.2f s: accepted=%" PRIu64
            " (reads %" PRIu64 ", writes %" PRIu64 ", zero-res %" PRIu64 ", -EBADF callbacks %"
            PRIu64 "), refused: -EINVAL %" PRIu64 " (of which NULL h/req/cb %" PRIu64
            ", EINVAL-and-fd<0 precedence %" PRIu64 "), -EBADF %" PRIu64 ", -EAGAIN %" PRIu64
            "; write area bytes verified %" PRIu64 "\n",
-           rel_backend_name(be), seed, ct.cases, el, ct.accepted, ct.by_kind[E_READ],
+           tu_backend_name(be), seed, ct.cases, el, ct.accepted, ct.by_kind[E_READ],
            ct.by_kind[E_WRITE], ct.by_kind[E_ZERO], ct.by_kind[E_EBADF], ct.einval, ct.null_args,
            ct.prec_both, ct.ebadf, ct.eagain, wbytes);
     free(wf);
@@ -504,6 +504,6 @@ int main(void)
     free(g_pool);
     close(g_rfd);
     close(g_wfd);
-    printf("fuzz [%s]: OK\n", rel_backend_name(be));
+    printf("fuzz [%s]: OK\n", tu_backend_name(be));
     return 0;
 }

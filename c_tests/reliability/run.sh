@@ -16,22 +16,15 @@ timeout_s=${TEST_TIMEOUT:-240}
 backends=${BACKENDS:-aio uring}
 mkdir -p logs
 
-# name | command line (relative to this dir) | extra env for this mode
+# Every run, in order: a name, and the command line (relative to this dir) that the
+# name gives with "faults_" -> "faults " (faults_enospc runs `faults enospc`).
+all_runs=(stress_verify close_backlog faults_enospc faults_closedfd faults_range faults_huge
+          exhaustion signals fuzz cycles)
+declare -A extra=() # name -> extra env for this mode
 case "$mode" in
 check)
     bin=.
-    runs=(
-        "stress_verify|stress_verify|"
-        "close_backlog|close_backlog|"
-        "faults_enospc|faults enospc|"
-        "faults_closedfd|faults closedfd|"
-        "faults_range|faults range|"
-        "faults_huge|faults huge|"
-        "exhaustion|exhaustion|"
-        "signals|signals|"
-        "fuzz|fuzz|"
-        "cycles|cycles|"
-    )
+    runs=("${all_runs[@]}")
     wrap=()
     ;;
 valgrind)
@@ -40,33 +33,23 @@ valgrind)
     # memcheck cannot see the kernel's asynchronous writes into io_uring read buffers;
     # the tests therefore initialize every read buffer before submitting (see README
     # comment in the Makefile). AIO reads are understood by valgrind (io_getevents).
-    runs=(
-        "stress_verify|stress_verify|IOENG_STRESS_SECONDS=2 IOENG_STRESS_REGION_MB=2"
-        "close_backlog|close_backlog|IOENG_BACKLOG_N=5000"
-        "fuzz|fuzz|IOENG_FUZZ_CASES=20000"
-        "faults_closedfd|faults closedfd|"
-        "faults_range|faults range|"
-    )
+    runs=(stress_verify close_backlog fuzz faults_closedfd faults_range)
+    extra=([stress_verify]="IOENG_STRESS_SECONDS=2 IOENG_STRESS_REGION_MB=2"
+           [close_backlog]="IOENG_BACKLOG_N=5000"
+           [fuzz]="IOENG_FUZZ_CASES=20000")
     wrap=(valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite
           --show-leak-kinds=definite --track-fds=no)
     export IOENG_REL_WATCHDOG=600
     ;;
 asan)
     bin=asan
-    runs=(
-        "stress_verify|stress_verify|IOENG_STRESS_SECONDS=2 IOENG_STRESS_REGION_MB=4"
-        "close_backlog|close_backlog|"
-        "faults_enospc|faults enospc|"
-        "faults_closedfd|faults closedfd|"
-        "faults_range|faults range|"
-        "faults_huge|faults huge|"
-        "exhaustion|exhaustion|"
-        "signals|signals|IOENG_SIGNALS_SECONDS=2"
-        "fuzz|fuzz|IOENG_FUZZ_CASES=100000"
-        # ASan's allocator quarantine keeps freed memory resident by design, so RSS
-        # growth says nothing here; the fd/thread checks still apply.
-        "cycles|cycles|IOENG_CYCLES=200 IOENG_CYCLES_RSS_KB=1048576"
-    )
+    runs=("${all_runs[@]}")
+    # ASan's allocator quarantine keeps freed memory resident by design, so RSS growth
+    # says nothing in cycles; its fd/thread checks still apply.
+    extra=([stress_verify]="IOENG_STRESS_SECONDS=2 IOENG_STRESS_REGION_MB=4"
+           [signals]="IOENG_SIGNALS_SECONDS=2"
+           [fuzz]="IOENG_FUZZ_CASES=100000"
+           [cycles]="IOENG_CYCLES=200 IOENG_CYCLES_RSS_KB=1048576")
     wrap=()
     export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=1"
     export LSAN_OPTIONS="suppressions=$PWD/lsan.supp:print_suppressions=1"
@@ -81,13 +64,14 @@ esac
 
 npass=0 nfail=0 nskip=0
 start=$(date +%s)
-for entry in "${runs[@]}"; do
-    IFS='|' read -r name cmd extra <<<"$entry"
+for name in "${runs[@]}"; do
+    cmd=${name/#faults_/faults }
+    env_extra=${extra[$name]:-}
     for b in $backends; do
         log=logs/$name.$b.$mode.log
         t0=$(date +%s%N)
         # shellcheck disable=SC2086
-        env IOENG_TEST_BACKEND="$b" $extra timeout -k 10 "$timeout_s" \
+        env IOENG_TEST_BACKEND="$b" $env_extra timeout -k 10 "$timeout_s" \
             "${wrap[@]}" "$bin"/$cmd >"$log" 2>&1
         rc=$?
         ms=$(( ($(date +%s%N) - t0) / 1000000 ))

@@ -80,9 +80,8 @@ struct sub {
     struct slot slots[OUT];
     uint64_t seq;
     rel_rng_t rng;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int ndone;
+    tu_waiter_t done; /* counts callbacks */
+    uint64_t reaped;  /* done count at the last reap */
     uint64_t reads, writes, blocks_verified;
 };
 
@@ -93,13 +92,8 @@ static _Atomic int g_stop_sender;
 static _Atomic int g_cbtids[MAXTIDS];
 static _Atomic uint64_t g_sent, g_sent_thread;
 
-static uint32_t checksum(const unsigned char *p, size_t n)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h;
-}
+/* Payload checksum stored in the block header: the low 32 bits of FNV-1a 64. */
+static uint32_t checksum(const unsigned char *p, size_t n) { return (uint32_t)tu_fnv1a(p, n); }
 
 static void make_block(unsigned char *b, int t, uint64_t blk, uint32_t ver)
 {
@@ -150,10 +144,7 @@ static void on_done(void *ctx, int64_t res)
     CHECK((sl->seq & 0xffffffffffffULL) == seq, "thread %d slot %d: stale callback: ctx seq %" PRIu64 ", in flight seq %" PRIu64 " (res %" PRId64 ")", t, s, seq, sl->seq, res);
     sl->res = res;
     atomic_store(&sl->state, S_DONE);
-    pthread_mutex_lock(&w->mu);
-    w->ndone++;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    tu_waiter_add(&w->done, 1);
 }
 
 static int overlaps(struct sub *w, uint64_t blk, uint32_t n)
@@ -230,15 +221,10 @@ static int busy(struct sub *w)
 
 static void reap(struct sub *w)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += 60;
-    pthread_mutex_lock(&w->mu);
-    while (w->ndone == 0)
-        if (pthread_cond_timedwait(&w->cv, &w->mu, &dl) == ETIMEDOUT && w->ndone == 0)
-            FAILF("thread %d: no callback for 60 s (lost request?)", w->idx);
-    w->ndone = 0;
-    pthread_mutex_unlock(&w->mu);
+    uint64_t c = tu_waiter_wait_for(&w->done, w->reaped + 1, 60);
+    if (c <= w->reaped)
+        FAILF("thread %d: no callback for 60 s (lost request?)", w->idx);
+    w->reaped = c;
     for (int i = 0; i < OUT; i++)
         if (atomic_load(&w->slots[i].state) == S_DONE)
             finish(w, &w->slots[i]);
@@ -316,12 +302,12 @@ static void blocked_mask(pid_t tid, char *out, size_t n)
 int main(void)
 {
     rel_init("signals", 180);
-    ioeng_backend_t be = rel_backend();
-    rel_require_backend(be);
-    double secs = (double)rel_env_ll("IOENG_SIGNALS_SECONDS", 3);
-    uint64_t seed = (uint64_t)rel_env_ll("IOENG_SIGNALS_SEED", (long long)time(NULL));
+    ioeng_backend_t be = tu_backend();
+    require_backend(be);
+    double secs = (double)tu_env_ll("IOENG_SIGNALS_SECONDS", 3);
+    uint64_t seed = (uint64_t)tu_env_ll("IOENG_SIGNALS_SEED", (long long)time(NULL));
     printf("signals: backend=%s seed=%" PRIu64 " seconds=%.0f submitters=%d outstanding=%d\n",
-           rel_backend_name(be), seed, secs, NSUB, OUT);
+           tu_backend_name(be), seed, secs, NSUB, OUT);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -330,8 +316,8 @@ int main(void)
     sigemptyset(&sa.sa_mask);
     CHECK(sigaction(SIGUSR1, &sa, NULL) == 0, "sigaction");
 
-    int fds[2] = {rel_scratch_file(REL_TMPFS, 0, NULL), rel_scratch_file(REL_EXT4, 1, NULL)};
-    unsigned char *blk = rel_alloc_aligned((size_t)REGION_BLOCKS * BS, 4096);
+    int fds[2] = {tu_scratch(TU_TMPFS, 0, NULL), tu_scratch(TU_EXT4, 1, NULL)};
+    unsigned char *blk = tu_alloc_uninit((size_t)REGION_BLOCKS * BS);
     for (int t = 0; t < NSUB; t++) {
         struct sub *w = &g_s[t];
         memset(w, 0, sizeof *w);
@@ -342,17 +328,16 @@ int main(void)
         w->ver = calloc(REGION_BLOCKS, sizeof *w->ver);
         CHECK(w->ver != NULL, "calloc");
         rel_rng_seed(&w->rng, seed + (uint64_t)t);
-        pthread_mutex_init(&w->mu, NULL);
-        pthread_cond_init(&w->cv, NULL);
+        tu_waiter_init(&w->done);
         for (int s = 0; s < OUT; s++)
-            w->slots[s].buf = rel_alloc_aligned((size_t)MAXBLK * BS, 4096);
+            w->slots[s].buf = tu_alloc_uninit((size_t)MAXBLK * BS);
         for (uint64_t b = 0; b < REGION_BLOCKS; b++)
             make_block(blk + b * BS, t, b, 0);
-        rel_pwrite_all(w->fd, blk, (size_t)REGION_BLOCKS * BS, (off_t)w->base);
+        tu_pwrite_all(w->fd, blk, (size_t)REGION_BLOCKS * BS, (off_t)w->base);
     }
 
     pid_t main_tid = rel_gettid();
-    g_eng = rel_open(be, 32, 0, 0, 0);
+    g_eng = tu_open(be, 32, 0, 0, 0);
     g_deadline = rel_now() + secs;
     pthread_t sender;
     CHECK(pthread_create(&sender, NULL, sender_main, NULL) == 0, "pthread_create");
@@ -405,7 +390,7 @@ int main(void)
             sl->blk = b;
             sl->nblk = 256;
             free(sl->buf);
-            sl->buf = rel_alloc_aligned((size_t)256 * BS, 4096);
+            sl->buf = tu_alloc_uninit((size_t)256 * BS);
             sl->seq = ++w->seq;
             atomic_store(&sl->state, S_INFLIGHT);
             ioeng_req_t req = {.op = IOENG_OP_READ, .prio = IOENG_PRIO_NORMAL, .fd = w->fd,
@@ -420,7 +405,7 @@ int main(void)
         }
     }
     REL_CHECK_IDLE_STATS(g_eng, reads + writes);
-    rel_close(g_eng);
+    tu_close(g_eng);
 
     /* Where did the handler run? */
     pid_t ours[NSUB + 2];
@@ -458,17 +443,18 @@ int main(void)
            " (tgkill to submitters), handler ran %"
            PRIu64 " times on %d app threads [%s], engine threads %d,%d (SigBlk %s / %s) never ran "
            "it; callbacks on %d engine thread(s)\n",
-           rel_backend_name(be), secs, reads + writes, reads, writes, verified,
+           tu_backend_name(be), secs, reads + writes, reads, writes, verified,
            atomic_load(&g_sent), atomic_load(&g_sent_thread), nsig, handler_threads, where, (int)engine_tids[0],
            (int)engine_tids[1], mask0, mask1, cb_threads);
     for (int t = 0; t < NSUB; t++) {
         for (int s = 0; s < OUT; s++)
             free(g_s[t].slots[s].buf);
         free(g_s[t].ver);
+        tu_waiter_destroy(&g_s[t].done);
     }
     free(blk);
     close(fds[0]);
     close(fds[1]);
-    printf("signals [%s]: OK\n", rel_backend_name(be));
+    printf("signals [%s]: OK\n", tu_backend_name(be));
     return 0;
 }

@@ -6,7 +6,7 @@
  * bytes verifies every read when its callback runs, and a final full read-back (through
  * the engine, then with pread) verifies the file.
  *
- * Runs twice: an O_DIRECT file on ext4 (/tmp; sizes, offsets and buffers 4096-aligned)
+ * Runs twice: an O_DIRECT file on ext4 (IOENG_TEST_DIR; sizes, offsets and buffers 4096-aligned)
  * and a buffered file on tmpfs (/dev/shm; unaligned sizes, offsets and buffers).
  *
  * Asserts: every accepted request gets exactly one callback (a state machine per
@@ -51,9 +51,8 @@ struct worker {
     unsigned char *model; /* expected bytes of the region */
     struct slot slots[MAXOUT];
     uint64_t seq;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int ndone;
+    tu_waiter_t done; /* counts callbacks */
+    uint64_t reaped;  /* done count at the last reap */
     /* figures (owned by the worker thread) */
     uint64_t accepted, reads, writes, syncs, high, read_bytes, write_bytes;
 };
@@ -116,10 +115,7 @@ static void on_done(void *ctx, int64_t res)
     sl->res = res;
     atomic_fetch_sub(&g_in_cb, 1);
     atomic_store(&sl->state, S_DONE);
-    pthread_mutex_lock(&w->mu);
-    w->ndone++;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    tu_waiter_add(&w->done, 1);
 }
 
 static int overlaps_inflight(struct worker *w, uint64_t off, uint64_t len)
@@ -205,22 +201,15 @@ static int start_one(struct worker *w, int s)
 /* Waits for at least one completion, frees the finished slots; returns how many. */
 static int reap(struct worker *w)
 {
-    pthread_mutex_lock(&w->mu);
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += 60;
-    while (w->ndone == 0) {
-        if (pthread_cond_timedwait(&w->cv, &w->mu, &dl) == ETIMEDOUT && w->ndone == 0) {
-            pthread_mutex_unlock(&w->mu);
-            ioeng_stats_t st = rel_stats(g_eng);
-            FAILF("thread %d: no callback for 60 s (lost callback?) stats: submitted=%" PRIu64
-                  " completed=%" PRIu64 " in_flight=%" PRIu64 " queued h/r/w=%" PRIu64 "/%"
-                  PRIu64 "/%" PRIu64, w->idx, st.submitted, st.completed, st.in_flight,
-                  st.queued_high, st.queued_read, st.queued_write);
-        }
+    uint64_t c = tu_waiter_wait_for(&w->done, w->reaped + 1, 60);
+    if (c <= w->reaped) {
+        ioeng_stats_t st = tu_stats(g_eng);
+        FAILF("thread %d: no callback for 60 s (lost callback?) stats: submitted=%" PRIu64
+              " completed=%" PRIu64 " in_flight=%" PRIu64 " queued h/r/w=%" PRIu64 "/%"
+              PRIu64 "/%" PRIu64, w->idx, st.submitted, st.completed, st.in_flight,
+              st.queued_high, st.queued_read, st.queued_write);
     }
-    w->ndone = 0;
-    pthread_mutex_unlock(&w->mu);
+    w->reaped = c;
     int n = 0;
     for (int i = 0; i < MAXOUT; i++) {
         if (atomic_load(&w->slots[i].state) == S_DONE) {
@@ -280,7 +269,7 @@ static uint64_t readback(uint64_t file_len, uint64_t *accepted)
     struct rb rbs[NB];
     uint64_t offs[NB];
     for (int i = 0; i < NB; i++) {
-        bufs[i] = rel_alloc_aligned(chunk, 4096);
+        bufs[i] = tu_alloc_uninit(chunk);
         atomic_store(&rbs[i].done, 1);
         offs[i] = UINT64_MAX;
     }
@@ -331,12 +320,12 @@ static uint64_t readback(uint64_t file_len, uint64_t *accepted)
     return verified;
 }
 
-static void run_file(ioeng_backend_t be, enum rel_fs fs, int direct, double seconds,
+static void run_file(ioeng_backend_t be, enum tu_fs fs, int direct, double seconds,
                      uint64_t region, uint64_t seed)
 {
     const char *what = direct ? "ext4 O_DIRECT" : "tmpfs buffered";
     g_direct = direct;
-    g_fd = rel_scratch_file(fs, direct, NULL);
+    g_fd = tu_scratch(fs, direct, NULL);
     uint64_t file_len = region * NTHREADS;
     rel_rng_t init;
     rel_rng_seed(&init, seed ^ 0xabcdef);
@@ -347,20 +336,19 @@ static void run_file(ioeng_backend_t be, enum rel_fs fs, int direct, double seco
         rel_rng_seed(&w->rng, seed * 31 + (uint64_t)t + (direct ? 1000 : 0));
         w->region_off = (uint64_t)t * region;
         w->region_len = region;
-        w->model = rel_alloc_aligned(region, 4096);
+        w->model = tu_alloc_uninit(region);
         rel_fill_random(&init, w->model, region);
-        rel_pwrite_all(g_fd, w->model, region, (off_t)w->region_off);
-        pthread_mutex_init(&w->mu, NULL);
-        pthread_cond_init(&w->cv, NULL);
+        tu_pwrite_all(g_fd, w->model, region, (off_t)w->region_off);
+        tu_waiter_init(&w->done);
         for (int s = 0; s < MAXOUT; s++) {
-            w->slots[s].base = rel_alloc_aligned(MAXLEN + BUF_SLACK, 4096);
+            w->slots[s].base = tu_alloc_uninit(MAXLEN + BUF_SLACK);
             atomic_store(&w->slots[s].state, S_FREE);
         }
     }
     CHECK(fsync(g_fd) == 0, "fsync: %s", strerror(errno));
     atomic_store(&g_verified_reads, 0);
 
-    g_eng = rel_open(be, g_depth, g_batch, 0, 0);
+    g_eng = tu_open(be, g_depth, g_batch, 0, 0);
     double t0 = rel_now();
     g_deadline = t0 + seconds;
     for (int t = 0; t < NTHREADS; t++)
@@ -391,13 +379,13 @@ static void run_file(ioeng_backend_t be, enum rel_fs fs, int direct, double seco
     uint64_t rb = readback(file_len, &total);
     CHECK_EQ(rb, file_len, "read-back covered the file");
     REL_CHECK_IDLE_STATS(g_eng, total);
-    ioeng_stats_t st = rel_stats(g_eng);
-    rel_close(g_eng);
+    ioeng_stats_t st = tu_stats(g_eng);
+    tu_close(g_eng);
 
     /* Independent check with pread (not through the engine). */
-    unsigned char *tmp = rel_alloc_aligned(region, 4096);
+    unsigned char *tmp = tu_alloc_uninit(region);
     for (int t = 0; t < NTHREADS; t++) {
-        rel_pread_all(g_fd, tmp, region, (off_t)g_w[t].region_off);
+        tu_pread_all(g_fd, tmp, region, (off_t)g_w[t].region_off);
         long d = rel_first_diff(tmp, g_w[t].model, region);
         CHECK(d < 0, "pread check: mismatch at file offset %" PRIu64,
               g_w[t].region_off + (uint64_t)d);
@@ -410,7 +398,7 @@ static void run_file(ioeng_backend_t be, enum rel_fs fs, int direct, double seco
            " %.1f MiB, writes=%" PRIu64 " %.1f MiB, fsync/fdatasync=%" PRIu64 ", HIGH=%" PRIu64
            "), read-back verified %.1f MiB, kernel_submit_calls=%" PRIu64 " resubmits=%" PRIu64
            ", %.0f IOs/s\n",
-           what, rel_backend_name(be), elapsed, accepted, reads, (double)rbytes / 1048576.0,
+           what, tu_backend_name(be), elapsed, accepted, reads, (double)rbytes / 1048576.0,
            writes, (double)wbytes / 1048576.0, syncs, high, (double)rb / 1048576.0,
            st.kernel_submit_calls, st.resubmits, (double)accepted / elapsed);
 
@@ -419,8 +407,7 @@ static void run_file(ioeng_backend_t be, enum rel_fs fs, int direct, double seco
         for (int s = 0; s < MAXOUT; s++)
             free(w->slots[s].base);
         free(w->model);
-        pthread_mutex_destroy(&w->mu);
-        pthread_cond_destroy(&w->cv);
+        tu_waiter_destroy(&w->done);
     }
     close(g_fd);
 }
@@ -428,24 +415,24 @@ static void run_file(ioeng_backend_t be, enum rel_fs fs, int direct, double seco
 int main(void)
 {
     rel_init("stress_verify", 300);
-    ioeng_backend_t be = rel_backend();
-    rel_require_backend(be);
-    double seconds = (double)rel_env_ll("IOENG_STRESS_SECONDS", 5);
-    uint64_t region = (uint64_t)rel_env_ll("IOENG_STRESS_REGION_MB", 8) << 20;
-    uint64_t seed = (uint64_t)rel_env_ll("IOENG_STRESS_SEED", (long long)time(NULL));
-    g_depth = (uint32_t)rel_env_ll("IOENG_STRESS_DEPTH", 32);
-    g_batch = (uint32_t)rel_env_ll("IOENG_STRESS_BATCH", 0);
+    ioeng_backend_t be = tu_backend();
+    require_backend(be);
+    double seconds = (double)tu_env_ll("IOENG_STRESS_SECONDS", 5);
+    uint64_t region = (uint64_t)tu_env_ll("IOENG_STRESS_REGION_MB", 8) << 20;
+    uint64_t seed = (uint64_t)tu_env_ll("IOENG_STRESS_SEED", (long long)time(NULL));
+    g_depth = (uint32_t)tu_env_ll("IOENG_STRESS_DEPTH", 32);
+    g_batch = (uint32_t)tu_env_ll("IOENG_STRESS_BATCH", 0);
     const char *which = getenv("IOENG_STRESS_FS");
     if (!which || !*which)
         which = "both";
     CHECK(region >= MAXLEN * 2, "IOENG_STRESS_REGION_MB must be >= 2");
     printf("stress_verify: backend=%s seed=%" PRIu64 " seconds/file=%.0f threads=%d "
            "outstanding/thread=%d region/thread=%" PRIu64 " MiB engine depth=%u batch=%u\n",
-           rel_backend_name(be), seed, seconds, NTHREADS, MAXOUT, region >> 20, g_depth, g_batch);
+           tu_backend_name(be), seed, seconds, NTHREADS, MAXOUT, region >> 20, g_depth, g_batch);
     if (strcmp(which, "both") == 0 || strcmp(which, "ext4") == 0)
-        run_file(be, REL_EXT4, 1, seconds, region, seed);
+        run_file(be, TU_EXT4, 1, seconds, region, seed);
     if (strcmp(which, "both") == 0 || strcmp(which, "tmpfs") == 0)
-        run_file(be, REL_TMPFS, 0, seconds, region, seed);
-    printf("stress_verify [%s]: OK\n", rel_backend_name(be));
+        run_file(be, TU_TMPFS, 0, seconds, region, seed);
+    printf("stress_verify [%s]: OK\n", tu_backend_name(be));
     return 0;
 }
