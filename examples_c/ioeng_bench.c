@@ -935,6 +935,28 @@ static void progress(bool tty, const char *phase, double t, double total, const 
     fflush(stderr);
 }
 
+/* Sleeps through one phase (`seconds` from `start`), refreshing the progress line about
+ * every 0.5 s from the engine's stats; `prev` carries the last stats snapshot. */
+static void run_phase(bool tty, const char *phase, uint64_t start, double seconds,
+                      ioeng_stats_t *prev)
+{
+    const uint64_t tick = 500000000ull;
+    uint64_t end = start + (uint64_t)(seconds * 1e9);
+    uint64_t t_prev = now_ns();
+    while (!interrupted && !atomic_load(&g.stop) && now_ns() < end) {
+        sleep_until(t_prev + tick < end ? t_prev + tick : end);
+        uint64_t t = now_ns();
+        if (t - t_prev >= tick / 2) {
+            ioeng_stats_t cur;
+            ioeng_stats(g.eng, &cur);
+            progress(tty, phase, (double)(t - start) / 1e9, seconds, prev, &cur,
+                     (double)(t - t_prev) / 1e9);
+            *prev = cur;
+            t_prev = t;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     parse_args(argc, argv);
@@ -1027,48 +1049,23 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 
     bool tty = isatty(STDERR_FILENO);
-    ioeng_stats_t st0, st1, prev, cur;
+    ioeng_stats_t st0, st1, prev;
     struct rusage ru0, ru1;
 
     pthread_barrier_wait(&g.start);
     uint64_t t_begin = now_ns();
     ioeng_stats(g.eng, &prev);
-    uint64_t t_prev = t_begin;
-    const uint64_t tick = 500000000ull;
 
     /* Ramp: run unmeasured. */
-    uint64_t ramp_end = t_begin + (uint64_t)(opt.ramp_time * 1e9);
-    while (!interrupted && !atomic_load(&g.stop) && now_ns() < ramp_end) {
-        uint64_t next = t_prev + tick < ramp_end ? t_prev + tick : ramp_end;
-        sleep_until(next);
-        uint64_t t = now_ns();
-        if (t - t_prev >= tick / 2) {
-            ioeng_stats(g.eng, &cur);
-            progress(tty, "ramp", (double)(t - t_begin) / 1e9, opt.ramp_time, &prev, &cur, (double)(t - t_prev) / 1e9);
-            prev = cur;
-            t_prev = t;
-        }
-    }
+    run_phase(tty, "ramp", t_begin, opt.ramp_time, &prev);
 
     /* Measured phase. */
     getrusage(RUSAGE_SELF, &ru0);
     ioeng_stats(g.eng, &st0);
     uint64_t t0 = now_ns();
     atomic_store(&g.recording, true);
-    uint64_t t_end = t0 + (uint64_t)(opt.runtime * 1e9);
     prev = st0;
-    t_prev = t0;
-    while (!interrupted && !atomic_load(&g.stop) && now_ns() < t_end) {
-        uint64_t next = t_prev + tick < t_end ? t_prev + tick : t_end;
-        sleep_until(next);
-        uint64_t t = now_ns();
-        if (t - t_prev >= tick / 2) {
-            ioeng_stats(g.eng, &cur);
-            progress(tty, "run", (double)(t - t0) / 1e9, opt.runtime, &prev, &cur, (double)(t - t_prev) / 1e9);
-            prev = cur;
-            t_prev = t;
-        }
-    }
+    run_phase(tty, "run", t0, opt.runtime, &prev);
     atomic_store(&g.recording, false);
     uint64_t t1 = now_ns();
     ioeng_stats(g.eng, &st1);
