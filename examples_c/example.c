@@ -107,6 +107,37 @@ static int submit(ioeng_t *eng, const ioeng_req_t *req, struct request *r, struc
 }
 
 /* Deterministic content: byte i of block b. */
+/* Submits one request of `op` per block of `buf` (block b at offset b * BLOCK_SIZE),
+ * waits for all of them, and returns how many failed (refused, error or short). */
+static int transfer_blocks(ioeng_t *eng, ioeng_op_t op, int fd, uint8_t *buf,
+                           struct request reqs[NBLOCKS], struct waiter *w)
+{
+    const char *what = op == IOENG_OP_WRITE ? "write" : "read";
+    int failures = 0;
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        ioeng_req_t req = {
+            .op = op,
+            .prio = IOENG_PRIO_NORMAL,
+            .fd = fd,
+            .buf = buf + (size_t)b * BLOCK_SIZE,
+            .len = BLOCK_SIZE,
+            .offset = (uint64_t)b * BLOCK_SIZE,
+        };
+        if (submit(eng, &req, &reqs[b], w) < 0)
+            failures++;
+    }
+    wait_all(w);
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        if (reqs[b].res != reqs[b].expected) {
+            fprintf(stderr, "%s of block %u: res %" PRId64 " (%s), expected %" PRId64 "\n", what,
+                    b, reqs[b].res, reqs[b].res < 0 ? strerror((int)-reqs[b].res) : "short",
+                    reqs[b].expected);
+            failures++;
+        }
+    }
+    return failures;
+}
+
 static uint8_t pattern(unsigned block, unsigned i)
 {
     return (uint8_t)(block * 131u + i * 7u + (i >> 8));
@@ -225,27 +256,7 @@ int main(int argc, char **argv)
     int failures = 0;
 
     /* 3. Write all blocks; they complete in any order. */
-    for (unsigned b = 0; b < NBLOCKS; b++) {
-        ioeng_req_t req = {
-            .op = IOENG_OP_WRITE,
-            .prio = IOENG_PRIO_NORMAL,
-            .fd = fd,
-            .buf = wbuf + (size_t)b * BLOCK_SIZE,
-            .len = BLOCK_SIZE,
-            .offset = (uint64_t)b * BLOCK_SIZE,
-        };
-        if (submit(eng, &req, &reqs[b], &w) < 0)
-            failures++;
-    }
-    wait_all(&w);
-    for (unsigned b = 0; b < NBLOCKS; b++) {
-        if (reqs[b].res != reqs[b].expected) {
-            fprintf(stderr, "write of block %u: res %" PRId64 " (%s), expected %" PRId64 "\n", b,
-                    reqs[b].res, reqs[b].res < 0 ? strerror((int)-reqs[b].res) : "short",
-                    reqs[b].expected);
-            failures++;
-        }
-    }
+    failures += transfer_blocks(eng, IOENG_OP_WRITE, fd, wbuf, reqs, &w);
     printf("wrote %u blocks of %u bytes\n", NBLOCKS, BLOCK_SIZE);
 
     /* Durability is a request like any other: FDATASYNC goes through the
@@ -265,26 +276,7 @@ int main(int argc, char **argv)
     }
 
     /* 4. Read everything back and verify. */
-    for (unsigned b = 0; b < NBLOCKS; b++) {
-        ioeng_req_t req = {
-            .op = IOENG_OP_READ,
-            .prio = IOENG_PRIO_NORMAL,
-            .fd = fd,
-            .buf = rbuf + (size_t)b * BLOCK_SIZE,
-            .len = BLOCK_SIZE,
-            .offset = (uint64_t)b * BLOCK_SIZE,
-        };
-        if (submit(eng, &req, &reqs[b], &w) < 0)
-            failures++;
-    }
-    wait_all(&w);
-    for (unsigned b = 0; b < NBLOCKS; b++) {
-        if (reqs[b].res != reqs[b].expected) {
-            fprintf(stderr, "read of block %u: res %" PRId64 ", expected %" PRId64 "\n", b,
-                    reqs[b].res, reqs[b].expected);
-            failures++;
-        }
-    }
+    failures += transfer_blocks(eng, IOENG_OP_READ, fd, rbuf, reqs, &w);
     if (memcmp(rbuf, wbuf, (size_t)NBLOCKS * BLOCK_SIZE) != 0) {
         for (size_t i = 0; i < (size_t)NBLOCKS * BLOCK_SIZE; i++) {
             if (rbuf[i] != wbuf[i]) {

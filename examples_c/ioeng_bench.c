@@ -621,6 +621,24 @@ out:
         atomic_fetch_sub(&g.in_callback, 1);
 }
 
+/* Issues `s` from a submitting thread (or, with `park_only`, skips straight to the
+ * refusal path). A slot refused with -EAGAIN (queue at capacity) is parked on the job's
+ * retry list; any other error is counted and the slot retired. Returns the rc. */
+static int issue_or_park(struct job *j, struct slot *s, bool park_only)
+{
+    int rc = park_only ? -EAGAIN : issue(s, now_ns());
+    if (rc == -EAGAIN) {
+        pthread_mutex_lock(&j->lock);
+        s->next = j->retry;
+        j->retry = s;
+        pthread_mutex_unlock(&j->lock);
+    } else if (rc < 0) {
+        note_error(rc);
+        retire(j);
+    }
+    return rc;
+}
+
 static void *job_main(void *arg)
 {
     struct job *j = arg;
@@ -632,19 +650,8 @@ static void *job_main(void *arg)
     atomic_store(&j->outstanding, j->nslots);
     pthread_barrier_wait(&g.start);
 
-    for (unsigned i = 0; i < j->nslots; i++) {
-        struct slot *s = &j->slots[i];
-        int rc = issue(s, now_ns());
-        if (rc == -EAGAIN) {
-            pthread_mutex_lock(&j->lock);
-            s->next = j->retry;
-            j->retry = s;
-            pthread_mutex_unlock(&j->lock);
-        } else if (rc < 0) {
-            note_error(rc);
-            retire(j);
-        }
-    }
+    for (unsigned i = 0; i < j->nslots; i++)
+        issue_or_park(j, &j->slots[i], false);
 
     /* Retry slots refused with -EAGAIN until the run stops, then wait for the rest. */
     pthread_mutex_lock(&j->lock);
@@ -672,17 +679,9 @@ static void *job_main(void *arg)
         while (list) {
             struct slot *s = list;
             list = s->next;
-            int rc = refused ? -EAGAIN : issue(s, now_ns());
-            if (rc == -EAGAIN) {
-                refused = true; /* still full: keep the rest for the next round */
-                pthread_mutex_lock(&j->lock);
-                s->next = j->retry;
-                j->retry = s;
-                pthread_mutex_unlock(&j->lock);
-            } else if (rc < 0) {
-                note_error(rc);
-                retire(j);
-            }
+            /* Once refused, the queue is still full: park the rest for the next round. */
+            if (issue_or_park(j, s, refused) == -EAGAIN)
+                refused = true;
         }
         if (refused) {
             /* Let completions drain the queue a little before retrying. */
