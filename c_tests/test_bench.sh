@@ -5,20 +5,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bench="$here/../examples_c/ioeng_bench"
 backend="${IOENG_TEST_BACKEND:-aio}"
-if [ "$backend" = uring ]; then
-    reason=$(python3 - <<'PY'
-import ctypes, os
-lib = ctypes.CDLL(os.path.join(os.environ["LIBDIR"], "libioeng.so"))
-lib.ioeng_uring_unavailable_reason.restype = ctypes.c_char_p
-r = lib.ioeng_uring_unavailable_reason()
-print(r.decode() if r else "")
-PY
-)
-    if [ -n "$reason" ]; then
-        if [ "${IOENG_REQUIRE_URING:-0}" = 1 ]; then echo "FAIL: io_uring required but unavailable: $reason"; exit 1; fi
-        echo "SKIP: io_uring unavailable: $reason"; exit 77
-    fi
-fi
+. "$here/uring_guard.sh"
 for rw in randread randrw; do
     out=$("$bench" --backend "$backend" --rw "$rw" --bs 4k --iodepth 16 --size 32m \
         --runtime 0.5 --direct 1 --prio-mix 0.1 --output-format json)

@@ -2,7 +2,8 @@
 # compare_fio.sh - run the same jobs through fio and through ioeng_bench and print one table.
 #
 #   bash examples_c/compare_fio.sh [--quick] [--runtime S] [--size SIZE] [--jobs 1,2,5]
-#                                  [--no-fio] [--dir DIR] [--shm-dir DIR] [--no-build]
+#                                  [--repeat N] [--backends uring,aio] [--no-fio] [--dir DIR]
+#                                  [--shm-dir DIR] [--no-build]
 #
 # Jobs (all O_DIRECT, 4 KiB, one job/thread, same file for every engine):
 #   1 shm-randread-qd32    randread  QD32  on a tmpfs file (/dev/shm): CPU-bound, measures overhead
@@ -13,8 +14,13 @@
 #                          engine depth of 16 (requests queue in the engine), HIGH vs NORMAL p99
 # Engines: fio ioengine=io_uring vs ioeng_bench --backend uring, fio ioengine=libaio vs
 # ioeng_bench --backend aio. The ratio column is IOPS(libioeng) / IOPS(fio) for the same kernel
-# interface; for job 5 it is p99(HIGH) / p99(NORMAL). Latencies are total latency
-# (fio lat_ns: submit -> completion; ioeng_bench: before ioeng_submit -> callback).
+# interface; for job 3 (latency) it is p50(libioeng) / p50(fio), for job 5 p99(HIGH) / p99(NORMAL).
+# Latencies are total latency (fio lat_ns: submit -> completion; ioeng_bench: before
+# ioeng_submit -> callback).
+# With --repeat N every job runs N rounds; each round runs every engine once, starting at a
+# different engine each round (so drift such as a disk cache warming up does not favour one
+# engine), and the table shows medians: ratios are the median of the per-round ratios, with
+# their min-max range.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,6 +29,8 @@ BENCH=$HERE/ioeng_bench
 RUNTIME=""
 SIZE=""
 QUICK=0
+REPEAT=1
+BACKENDS="uring,aio"
 JOBS="1,2,3,4,5"
 USE_FIO=1
 EXT4_DIR=""
@@ -30,13 +38,15 @@ SHM_DIR=/dev/shm
 BUILD=1
 
 usage() {
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 Options:
   --runtime S     seconds per run (default 10; fractions allowed)
   --size SIZE     file size, e.g. 256m, 1g (default 1g)
   --quick         smoke run: --runtime 2 --size 256m (explicit options still win)
   --jobs LIST     comma-separated job numbers (default 1,2,3,4,5)
+  --repeat N      rounds per job, medians in the table (default 1; use 5+ on noisy machines)
+  --backends LIST libioeng backends to run, with their fio counterpart (default uring,aio)
   --no-fio        only the ioeng_bench rows
   --dir DIR       directory for the ext4 file (default: first ext4 of /var/tmp, /tmp)
   --shm-dir DIR   directory for the tmpfs file (default /dev/shm)
@@ -60,6 +70,10 @@ while [[ $# -gt 0 ]]; do
         --dir=*) EXT4_DIR=${1#*=}; shift ;;
         --shm-dir) [[ $# -ge 2 ]] || die "--shm-dir needs a value"; SHM_DIR=$2; shift 2 ;;
         --shm-dir=*) SHM_DIR=${1#*=}; shift ;;
+        --repeat) [[ $# -ge 2 ]] || die "--repeat needs a value"; REPEAT=$2; shift 2 ;;
+        --repeat=*) REPEAT=${1#*=}; shift ;;
+        --backends) [[ $# -ge 2 ]] || die "--backends needs a value"; BACKENDS=$2; shift 2 ;;
+        --backends=*) BACKENDS=${1#*=}; shift ;;
         --no-build) BUILD=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
@@ -76,6 +90,7 @@ SIZE=${SIZE:-1g}
 [[ $RUNTIME =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--runtime: expected seconds such as 10 or 0.5, got '$RUNTIME'"
 RUNTIME_MS=$(python3 -c 'import sys; print(int(round(float(sys.argv[1]) * 1000)))' "$RUNTIME")
 [[ $RUNTIME_MS -ge 100 ]] || die "--runtime must be at least 0.1 s"
+[[ $REPEAT =~ ^[0-9]+$ && $REPEAT -ge 1 && $REPEAT -le 100 ]] || die "--repeat: expected 1..100, got '$REPEAT'"
 
 to_bytes() {  # 4k, 256m, 1g, 1G, 1GiB, 1048576 -> bytes (powers of 1024)
     local s=${1,,} n unit
@@ -96,6 +111,13 @@ IFS=',' read -r -a SEL <<<"$JOBS"
 [[ ${#SEL[@]} -gt 0 ]] || die "--jobs: empty list"
 for j in "${SEL[@]}"; do
     [[ $j =~ ^[1-5]$ ]] || die "--jobs: expected numbers 1..5 separated by commas, got '$JOBS'"
+done
+
+declare -a BES=()
+IFS=',' read -r -a BES <<<"$BACKENDS"
+[[ ${#BES[@]} -gt 0 ]] || die "--backends: empty list"
+for be in "${BES[@]}"; do
+    [[ $be == uring || $be == aio ]] || die "--backends: expected uring and/or aio, got '$BACKENDS'"
 done
 
 # Job table: name fs rw bs iodepth
@@ -201,9 +223,9 @@ fi
 
 # --- runners -------------------------------------------------------------------------------------
 LIBVER=""
-ROWS=()   # fields separated by $SEP:: job engine iops p50 p99 ratio cpu
-SEP=$'\x1f'   # not whitespace, so empty fields survive 'read'
-row() { local IFS=$SEP; ROWS+=("$*"); }
+RESULTS=$WORK/results.tsv   # one line per run: job engine round iops p50 p99 cpu  ('-' = failed)
+: >"$RESULTS"
+record() { local IFS=$'\t'; echo "$*" >>"$RESULTS"; }
 
 run_fio() {  # run_fio JOB ENGINE FILE OUT -> 0 if OUT is valid fio JSON
     local j=$1 eng=$2 file=$3 out=$4
@@ -236,8 +258,8 @@ run_ioeng() {  # run_ioeng JOB BACKEND FILE OUT [extra args] -> 0 if OUT is vali
 }
 
 # fio: section read or write, lat_ns percentiles (clat_ns if lat is missing), ns -> us
-fio_row() {  # fio_row JOB LABEL OUT SECTION -> prints "iops p50 p99 cpu"
-    local out=$3 sec=$4 kind p50 p99
+fio_row() {  # fio_row OUT SECTION -> prints "iops p50 p99 cpu"
+    local out=$1 sec=$2 kind p50 p99
     kind=lat_ns
     [[ -n $(jget "$out" "jobs/0/$sec/lat_ns/percentile/50.000000") ]] || kind=clat_ns
     p50=$(jget "$out" "jobs/0/$sec/$kind/percentile/50.000000")
@@ -257,63 +279,64 @@ ioeng_cpu() { python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[
 
 file_for() { if [[ $(job_fs "$1") == shm ]]; then echo "$SHM_FILE"; else echo "$EXT4_FILE"; fi; }
 
-# --- run -----------------------------------------------------------------------------------------
-echo "runtime ${RUNTIME}s per run, size $SIZE, bs $BS, O_DIRECT; ext4 file: ${EXT4_FILE:-none}; tmpfs file: ${SHM_FILE:-none}" >&2
-for j in "${SEL[@]}"; do
-    name="$j $(job_name "$j")"
+# run_engine JOB ROUND ENGINE: one run, recorded in $RESULTS. ENGINE is fio-io_uring,
+# fio-libaio, ioeng-uring or ioeng-aio; job 5 records a HIGH and a NORMAL line per backend.
+run_engine() {
+    local j=$1 r=$2 eng=$3 file sec out iops p50 p99 cpu cnt rt cls
     file=$(file_for "$j")
     sec=read; [[ $(job_rw "$j") == randwrite ]] && sec=write
-    echo "job $name:" >&2
-
-    if [[ $j == 5 ]]; then
-        for be in uring aio; do
-            out=$WORK/ioeng_${j}_$be.json
-            if run_ioeng "$j" "$be" "$file" "$out" --engine-depth 16 --prio-mix 0.05; then
-                rt=$(jget "$out" runtime_s)
-                cpu=$(ioeng_cpu "$out")
-                hp99=$(jget "$out" lat_us/high_read/p99)
-                np99=$(jget "$out" lat_us/normal_read/p99)
-                for cls in high normal; do
-                    cnt=$(jget "$out" "lat_us/${cls}_read/count")
-                    iops=$(python3 -c 'import sys; print(float(sys.argv[1] or 0) / float(sys.argv[2]))' "$cnt" "$rt")
-                    r="-"
-                    [[ $cls == high ]] && r="p99 H/N $(ratio "$hp99" "$np99")"
-                    row "$name" "ioeng-$be ${cls^^}" "$(fmt %.0f "$iops")" \
-                        "$(fmt %.1f "$(jget "$out" "lat_us/${cls}_read/p50")")" \
-                        "$(fmt %.1f "$(jget "$out" "lat_us/${cls}_read/p99")")" "$r" \
-                        "$([[ $cls == high ]] && fmt %.0f "$cpu" || echo '')"
-                done
+    out=$WORK/${eng}_${j}_$r.json
+    case $eng in
+        fio-*)
+            if run_fio "$j" "${eng#fio-}" "$file" "$out"; then
+                read -r iops p50 p99 cpu <<<"$(fio_row "$out" "$sec")"
+                record "$j" "$eng" "$r" "$iops" "$p50" "$p99" "$cpu"
             else
-                row "$name" "ioeng-$be" failed - - - -
-            fi
+                record "$j" "$eng" "$r" - - - -
+            fi ;;
+        ioeng-*)
+            local be=${eng#ioeng-}
+            if [[ $j == 5 ]]; then
+                if run_ioeng "$j" "$be" "$file" "$out" --engine-depth 16 --prio-mix 0.05; then
+                    rt=$(jget "$out" runtime_s)
+                    cpu=$(ioeng_cpu "$out")
+                    for cls in high normal; do
+                        cnt=$(jget "$out" "lat_us/${cls}_read/count")
+                        iops=$(python3 -c 'import sys; print(float(sys.argv[1] or 0) / float(sys.argv[2]))' "$cnt" "$rt")
+                        record "$j" "$eng ${cls^^}" "$r" "$iops" "$(jget "$out" "lat_us/${cls}_read/p50")" \
+                            "$(jget "$out" "lat_us/${cls}_read/p99")" "$cpu"
+                    done
+                else
+                    record "$j" "$eng HIGH" "$r" - - - -
+                    record "$j" "$eng NORMAL" "$r" - - - -
+                fi
+            elif run_ioeng "$j" "$be" "$file" "$out"; then
+                cls=normal_$sec
+                record "$j" "$eng" "$r" "$(jget "$out" iops)" "$(jget "$out" "lat_us/$cls/p50")" \
+                    "$(jget "$out" "lat_us/$cls/p99")" "$(ioeng_cpu "$out")"
+            else
+                record "$j" "$eng" "$r" - - - -
+            fi ;;
+    esac
+}
+
+# --- run -----------------------------------------------------------------------------------------
+echo "runtime ${RUNTIME}s per run, $REPEAT round(s) per job, size $SIZE, bs $BS, O_DIRECT;" \
+     "ext4 file: ${EXT4_FILE:-none}; tmpfs file: ${SHM_FILE:-none}" >&2
+for j in "${SEL[@]}"; do
+    engines=()
+    for be in "${BES[@]}"; do
+        if [[ $j != 5 && $USE_FIO == 1 ]]; then
+            engines+=("fio-$([[ $be == uring ]] && echo io_uring || echo libaio)")
+        fi
+        engines+=("ioeng-$be")
+    done
+    n=${#engines[@]}
+    for ((r = 1; r <= REPEAT; r++)); do
+        echo "job $j $(job_name "$j"), round $r/$REPEAT:" >&2
+        for ((k = 0; k < n; k++)); do
+            run_engine "$j" "$r" "${engines[(k + r - 1) % n]}"
         done
-        continue
-    fi
-
-    for pair in "io_uring uring" "libaio aio"; do
-        read -r fio_eng be <<<"$pair"
-        fio_iops=""
-        if [[ $USE_FIO == 1 ]]; then
-            out=$WORK/fio_${j}_$fio_eng.json
-            if run_fio "$j" "$fio_eng" "$file" "$out"; then
-                read -r fio_iops p50 p99 cpu <<<"$(fio_row "$j" "fio-$fio_eng" "$out" "$sec")"
-                row "$name" "fio-$fio_eng" "$(fmt %.0f "$fio_iops")" "$(fmt %.1f "$p50")" "$(fmt %.1f "$p99")" "" \
-                    "$(fmt %.0f "$cpu")"
-            else
-                row "$name" "fio-$fio_eng" failed - - "" -
-            fi
-        fi
-        out=$WORK/ioeng_${j}_$be.json
-        if run_ioeng "$j" "$be" "$file" "$out"; then
-            iops=$(jget "$out" iops)
-            cls=normal_$( [[ $sec == write ]] && echo write || echo read )
-            r="-"
-            [[ -n $fio_iops ]] && r=$(ratio "$iops" "$fio_iops")
-            row "$name" "ioeng-$be" "$(fmt %.0f "$iops")" "$(fmt %.1f "$(jget "$out" "lat_us/$cls/p50")")" \
-                "$(fmt %.1f "$(jget "$out" "lat_us/$cls/p99")")" "$r" "$(fmt %.0f "$(ioeng_cpu "$out")")"
-        else
-            row "$name" "ioeng-$be" failed - - - -
-        fi
     done
 done
 
@@ -321,16 +344,83 @@ done
 echo
 echo "libioeng ${LIBVER:-?} vs" \
      "$([[ $USE_FIO == 1 ]] && fio --version || echo 'no fio')," \
-     "kernel $(uname -r), $(nproc) CPUs, runtime ${RUNTIME}s, size $SIZE, bs $BS, O_DIRECT"
-printf '%-24s | %-18s | %10s | %9s | %9s | %-16s | %5s\n' job engine IOPS "p50 us" "p99 us" "ratio ioeng/fio" "cpu%"
-printf '%s\n' "-------------------------+--------------------+------------+-----------+-----------+------------------+------"
-prev=""
-for r in "${ROWS[@]}"; do
-    IFS=$SEP read -r c1 c2 c3 c4 c5 c6 c7 <<<"$r"
-    [[ $c1 == "$prev" ]] && c1="" || prev=$c1
-    printf '%-24s | %-18s | %10s | %9s | %9s | %-16s | %5s\n' "$c1" "$c2" "$c3" "$c4" "$c5" "$c6" "$c7"
-done
+     "kernel $(uname -r), $(nproc) CPUs, runtime ${RUNTIME}s, size $SIZE, bs $BS," \
+     "O_DIRECT$([[ $REPEAT -gt 1 ]] && echo "; medians of $REPEAT rounds")"
+JOB_NAMES=$(for j in 1 2 3 4 5; do echo "$j $(job_name "$j")"; done)
+python3 - "$RESULTS" "$JOB_NAMES" <<'PY'
+import statistics, sys
+
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
+names = dict(line.split(" ", 1) for line in sys.argv[2].splitlines())
+
+def num(x):
+    try:
+        return float(x)
+    except ValueError:
+        return None
+
+runs = {}  # (job, engine) -> {round: (iops, p50, p99, cpu)}
+order = []
+for job, eng, rnd, *vals in rows:
+    key = (job, eng)
+    if key not in runs:
+        runs[key] = {}
+        order.append(key)
+    runs[key][rnd] = tuple(num(v) for v in vals)
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+def fmt(v, spec):
+    return "-" if v is None else spec % v
+
+def ratio_text(pairs):
+    """Median of per-round ratios a/b, with the min-max range when there are several."""
+    rs = sorted(a / b for a, b in pairs if a is not None and b)
+    if not rs:
+        return "-"
+    text = "%.2f" % statistics.median(rs)
+    if len(rs) > 1:
+        text += " (%.2f-%.2f)" % (rs[0], rs[-1])
+    return text
+
+partner = {"ioeng-uring": "fio-io_uring", "ioeng-aio": "fio-libaio"}
+fmt_row = "%-24s | %-18s | %10s | %9s | %9s | %-24s | %5s"
+print(fmt_row % ("job", "engine", "IOPS", "p50 us", "p99 us", "ratio ioeng/fio", "cpu%"))
+print("-" * 25 + "+" + "-" * 20 + "+" + "-" * 12 + "+" + "-" * 11 + "+" + "-" * 11 + "+" + "-" * 26 + "+" + "-" * 6)
+prev = None
+for job, eng in order:
+    by_round = runs[(job, eng)]
+    cols = list(zip(*by_round.values()))
+    iops, p50, p99, cpu = (med(c) for c in cols)
+    ratio = ""
+    if eng in partner and (job, partner[eng]) in runs:
+        fio = runs[(job, partner[eng])]
+        if job == "3":  # the latency job: compare p50 latency (lower is better)
+            ratio = "p50 " + ratio_text((v[1], fio[r][1]) for r, v in by_round.items() if r in fio)
+        else:
+            ratio = ratio_text((v[0], fio[r][0]) for r, v in by_round.items() if r in fio)
+    elif eng.endswith(" HIGH"):
+        normal = runs.get((job, eng[:-5] + " NORMAL"), {})
+        ratio = "p99 H/N " + ratio_text((v[2], normal[r][2]) for r, v in by_round.items() if r in normal)
+    elif eng.startswith("ioeng-") and not eng.endswith(" NORMAL"):
+        ratio = "-"
+    label = "%s %s" % (job, names.get(job, "?"))
+    if label == prev:
+        label = ""
+    else:
+        prev = label
+    failed = sum(1 for v in by_round.values() if v[0] is None)
+    if failed:
+        ratio = (ratio + " " if ratio else "") + "[%d failed]" % failed
+    show_cpu = not eng.endswith(" NORMAL")
+    print(fmt_row % (label, eng, fmt(iops, "%.0f"), fmt(p50, "%.1f"), fmt(p99, "%.1f"), ratio,
+                     fmt(cpu, "%.0f") if show_cpu else ""))
+PY
 echo
-echo "ratio: IOPS(libioeng) / IOPS(fio) on the same kernel interface; job 5: p99(HIGH) / p99(NORMAL)."
-echo "latency: submit -> completion (fio lat_ns; ioeng_bench submit -> callback). cpu%: usr+sys of the"
-echo "benchmark process as % of one CPU (fio: its job process)."
+echo "ratio: IOPS(libioeng) / IOPS(fio) on the same kernel interface; job 3: p50(libioeng) / p50(fio);"
+echo "job 5: p99(HIGH) / p99(NORMAL). Ranges in brackets: lowest-highest per-round ratio."
+echo "latency: submit -> completion (fio lat_ns; ioeng_bench submit -> callback). cpu%: usr+sys as %"
+echo "of one CPU: ioeng_bench counts the whole process (engine threads and io_uring's io-wq workers),"
+echo "fio only its job thread."

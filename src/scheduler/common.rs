@@ -146,6 +146,11 @@ impl Budget {
         !self.resubmit_rx.is_empty()
     }
 
+    /// True when the submitter could take a slot now: one is free or awaits resubmission.
+    pub(crate) fn has_slot_for_submitter(&self) -> bool {
+        !self.free_rx.is_empty() || self.has_resubmits()
+    }
+
     pub(crate) fn depth(&self) -> usize {
         self.depth
     }
@@ -171,39 +176,55 @@ impl Counters {
 ///
 /// Slots waiting for a resubmission come first (they already hold budget), then new
 /// requests chosen by the fairness rule with `room = min(batch, free slots)`, each placed
-/// into a free slot. Blocks for a free slot only when queued requests exist and nothing
-/// else can be submitted; returns with `out` empty when there is nothing to do.
+/// into a free slot. When queued requests exist but the budget is exhausted and nothing
+/// else can be submitted, it first calls `await_slot`, which may poll for a slot and says
+/// whether one (or a resubmission) arrived, and only then blocks until one does. Returns
+/// with `out` empty when there is nothing to do.
 pub(crate) fn poll_queues_and_batch<S: Slot>(
     ctx: &IoContext<S>,
     batch: usize,
     slots: &mut Vec<usize>,
     out: &mut Vec<usize>,
+    mut await_slot: impl FnMut() -> bool,
 ) {
     out.clear();
     slots.clear();
     let budget = &ctx.budget;
-    while out.len() < batch {
-        match budget.resubmit_rx.try_recv() {
-            Ok(index) => out.push(index),
-            Err(_) => break,
+    let mut polled = false;
+    loop {
+        while out.len() < batch {
+            match budget.resubmit_rx.try_recv() {
+                Ok(index) => out.push(index),
+                Err(_) => break,
+            }
         }
-    }
-    if ctx.is_paused() {
-        return;
-    }
-    // Only this thread removes from the queues, so at least `wanted` stay queued until we
-    // take them below: no slot is ever taken in vain.
-    let wanted = (batch - out.len()).min(ctx.queued());
-    if wanted == 0 {
-        return;
-    }
-    budget.take_free(slots, wanted);
-    if slots.is_empty() {
+        if ctx.is_paused() {
+            return;
+        }
+        // Only this thread removes from the queues, so at least `wanted` stay queued until
+        // we take them below: no slot is ever taken in vain.
+        let wanted = (batch - out.len()).min(ctx.queued());
+        if wanted == 0 {
+            return;
+        }
+        budget.take_free(slots, wanted);
+        if !slots.is_empty() {
+            break;
+        }
         if !out.is_empty() {
             return;
         }
-        // The budget is exhausted: wait for the completer to free a slot or hand one
-        // back for resubmission, whichever comes first.
+        // The budget is exhausted. The completer frees slots right after the callbacks of
+        // the batch it is finishing, typically within microseconds: poll for that first,
+        // since blocking costs a futex wait here and a futex wake on the completer.
+        if !polled {
+            polled = true;
+            if await_slot() {
+                continue;
+            }
+        }
+        // Wait for the completer to free a slot or hand one back for resubmission,
+        // whichever comes first.
         select! {
             recv(budget.free_rx) -> index => slots.extend(index),
             recv(budget.resubmit_rx) -> index => {
@@ -213,6 +234,7 @@ pub(crate) fn poll_queues_and_batch<S: Slot>(
         }
         // Completions free slots in bursts: take the rest of the burst into this round.
         budget.take_free(slots, wanted);
+        break;
     }
     let taken = ctx.dispatch_round(slots, out);
     debug_assert_eq!(taken, slots.len(), "queued requests vanished");

@@ -464,14 +464,14 @@ mod tests {
         ctx.push(event(Op::Read, Priority::High, 20, &mut log))
             .unwrap();
         let (mut slots, mut batch) = (Vec::new(), Vec::new());
-        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch);
+        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || false);
         assert_eq!(
             offsets(&ctx, &batch),
             [20, 0, 1],
             "HIGH first, then READ (round 0)"
         );
         let first = batch.clone();
-        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch);
+        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || false);
         assert_eq!(
             offsets(&ctx, &batch),
             [10],
@@ -480,7 +480,7 @@ mod tests {
         // Budget exhausted: completing one request frees exactly one slot.
         ctx.complete(&[(first[0], 1)]);
         assert_eq!(log, [1]);
-        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch);
+        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || false);
         assert_eq!(offsets(&ctx, &batch), [2]);
         // A short transfer goes back to the submitter ahead of new requests.
         ctx.complete(&[(first[1], 0)]);
@@ -494,6 +494,38 @@ mod tests {
     }
 
     #[test]
+    fn exhausted_budget_polls_for_a_slot_before_blocking() {
+        let mut log = Vec::new();
+        let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
+        for tag in 0..2 {
+            ctx.push(event(Op::Read, Priority::Normal, tag, &mut log))
+                .unwrap();
+        }
+        let (mut slots, mut batch) = (Vec::new(), Vec::new());
+        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || {
+            panic!("a slot was free: no wait")
+        });
+        assert_eq!(offsets(&ctx, &batch), [0]);
+        let in_flight = batch[0];
+        // The only slot is in flight and a request is queued: the round asks `await_slot`
+        // once; the completion arriving during that poll frees the slot for this round.
+        let mut asked = 0;
+        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || {
+            asked += 1;
+            ctx.complete(&[(in_flight, 1)]);
+            true
+        });
+        assert_eq!(asked, 1);
+        assert_eq!(log, [1]);
+        assert_eq!(offsets(&ctx, &batch), [1]);
+        // Nothing queued: an exhausted budget is not waited for.
+        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || {
+            panic!("nothing to dispatch: no wait")
+        });
+        assert!(batch.is_empty());
+    }
+
+    #[test]
     fn paused_context_dispatches_nothing_and_capacity_is_enforced() {
         let mut log = Vec::new();
         let ctx = IoContext::<TestSlot>::new(2, 2, 2, true);
@@ -504,14 +536,14 @@ mod tests {
         let third = ctx.push(event(Op::Read, Priority::Normal, 2, &mut log));
         assert_eq!(third, Err(Error::QueueFull));
         let (mut slots, mut batch) = (Vec::new(), Vec::new());
-        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch);
+        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || false);
         assert!(batch.is_empty());
         ctx.begin_close();
         assert_eq!(
             ctx.push(event(Op::Read, Priority::Normal, 3, &mut log)),
             Err(Error::ShuttingDown)
         );
-        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch);
+        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || false);
         assert_eq!(
             offsets(&ctx, &batch),
             [0, 1],

@@ -83,8 +83,16 @@ pub(crate) fn run_submitter<D: Driver>(ctx: &IoContext<D::Slot>, driver: &D) {
     let mut slots = Vec::with_capacity(ctx.batch);
     let mut batch = Vec::with_capacity(ctx.batch);
     let mut idle = IdleWait::new();
+    // Waiting for the completer to free a slot has its own gaps, so its own adaptation.
+    let mut slot_wait = IdleWait::new();
     loop {
-        poll_queues_and_batch(ctx, ctx.batch, &mut slots, &mut batch);
+        poll_queues_and_batch(ctx, ctx.batch, &mut slots, &mut batch, || {
+            slot_wait.poll(|| {
+                driver.run_deferred();
+                ctx.budget.has_slot_for_submitter()
+            })
+        });
+        slot_wait.work_arrived();
         if !batch.is_empty() {
             idle.work_arrived();
             driver.submit(ctx, &batch);
