@@ -68,6 +68,10 @@ pub struct IoengReq {
 
 /// Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
 /// EOF); WRITE → `len`; FSYNC/FDATASYNC → 0; failure → -errno from the kernel.
+/// Short transfers, -EAGAIN and -EINTR never reach it: they are issued again (after 4
+/// -EAGAIN/-EINTR in a row, with a delay growing from 10 µs to 1 ms, so an fd that stays
+/// unready — an empty O_NONBLOCK pipe on AIO — costs about one retry per ms, not a busy
+/// CPU; such a request keeps its callback, and ioeng_close, waiting until the fd is ready).
 /// Runs on an engine thread, one callback at a time per engine.
 pub type IoengCallback = Option<unsafe extern "C" fn(ctx: *mut c_void, res: i64)>;
 

@@ -4,8 +4,9 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender, at, never, select};
 
 use super::context::{IoContext, Slot};
 use super::tasks::QueueClass;
@@ -172,75 +173,138 @@ impl Counters {
     }
 }
 
-/// Fills `out` with the slot indices to hand the kernel in this round (submitter only).
-///
-/// Slots waiting for a resubmission come first (they already hold budget), then new
-/// requests chosen by the fairness rule with `room = min(batch, free slots)`, each placed
-/// into a free slot. When queued requests exist but the budget is exhausted and nothing
-/// else can be submitted, it first calls `await_slot`, which may poll for a slot and says
-/// whether one (or a resubmission) arrived, and only then blocks until one does. Returns
-/// with `out` empty when there is nothing to do.
-pub(crate) fn poll_queues_and_batch<S: Slot>(
-    ctx: &IoContext<S>,
-    batch: usize,
-    slots: &mut Vec<usize>,
-    out: &mut Vec<usize>,
-    mut await_slot: impl FnMut() -> bool,
-) {
-    out.clear();
-    slots.clear();
-    let budget = &ctx.budget;
-    let mut polled = false;
-    loop {
-        while out.len() < batch {
-            match budget.resubmit_rx.try_recv() {
-                Ok(index) => out.push(index),
+/// The submitter's working set, kept across rounds so that rounds do not allocate.
+pub(crate) struct SubmitRound {
+    /// Slot indices to hand the kernel in this round.
+    pub(crate) batch: Vec<usize>,
+    /// Free slots taken from the budget for this round's new requests.
+    slots: Vec<usize>,
+    /// Resubmissions backing off after repeated `EAGAIN` (see `tasks::FREE_RETRIES`):
+    /// `(not before, slot index)`. The submitter holds these slots until it issues them.
+    delayed: Vec<(Instant, usize)>,
+}
+
+impl SubmitRound {
+    pub(crate) fn new(batch: usize) -> Self {
+        SubmitRound {
+            batch: Vec::with_capacity(batch),
+            slots: Vec::with_capacity(batch),
+            delayed: Vec::new(),
+        }
+    }
+
+    /// When the earliest delayed resubmission falls due.
+    pub(crate) fn next_retry(&self) -> Option<Instant> {
+        self.delayed.iter().map(|&(at, _)| at).min()
+    }
+
+    /// Whether a delayed resubmission is due now.
+    pub(crate) fn retry_due(&self) -> bool {
+        self.next_retry().is_some_and(|at| at <= Instant::now())
+    }
+
+    /// A slot handed back for resubmission: into this round, or kept back until due.
+    fn route_resubmit<S: Slot>(&mut self, ctx: &IoContext<S>, index: usize) {
+        // SAFETY: the submitter took `index` from the resubmit channel and holds it.
+        let slot = unsafe { ctx.slot_mut(index) };
+        let retry_at = slot.event_mut().as_ref().and_then(|event| event.retry_at());
+        match retry_at {
+            Some(at) if at > Instant::now() => self.delayed.push((at, index)),
+            _ => self.batch.push(index),
+        }
+    }
+
+    /// Moves due resubmissions, then those waiting in the channel, into the batch.
+    fn take_resubmits<S: Slot>(&mut self, ctx: &IoContext<S>, batch: usize) {
+        if !self.delayed.is_empty() {
+            let now = Instant::now();
+            let mut i = 0;
+            while i < self.delayed.len() && self.batch.len() < batch {
+                if self.delayed[i].0 <= now {
+                    self.batch.push(self.delayed.swap_remove(i).1);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        while self.batch.len() < batch {
+            match ctx.budget.resubmit_rx.try_recv() {
+                Ok(index) => self.route_resubmit(ctx, index),
                 Err(_) => break,
             }
         }
-        if ctx.is_paused() {
-            return;
-        }
-        // Only this thread removes from the queues, so at least `wanted` stay queued until
-        // we take them below: no slot is ever taken in vain.
-        let wanted = (batch - out.len()).min(ctx.queued());
-        if wanted == 0 {
-            return;
-        }
-        budget.take_free(slots, wanted);
-        if !slots.is_empty() {
-            break;
-        }
-        if !out.is_empty() {
-            return;
-        }
-        // The budget is exhausted. The completer frees slots right after the callbacks of
-        // the batch it is finishing, typically within microseconds: poll for that first,
-        // since blocking costs a futex wait here and a futex wake on the completer.
-        if !polled {
-            polled = true;
-            if await_slot() {
-                continue;
-            }
-        }
-        // Wait for the completer to free a slot or hand one back for resubmission,
-        // whichever comes first.
-        select! {
-            recv(budget.free_rx) -> index => slots.extend(index),
-            recv(budget.resubmit_rx) -> index => {
-                out.extend(index);
+    }
+
+    /// Fills `batch` with the slot indices to hand the kernel in this round.
+    ///
+    /// Resubmissions that are due come first (they already hold budget), then new
+    /// requests chosen by the fairness rule with `room = min(batch, free slots)`, each
+    /// placed into a free slot. When queued requests exist but the budget is exhausted
+    /// and nothing else can be submitted, it first calls `await_slot`, which may poll for
+    /// a slot and says whether one (or a resubmission) arrived, and only then blocks
+    /// until one does or a delayed resubmission falls due. Returns with `batch` empty
+    /// when there is nothing to do now.
+    pub(crate) fn fill<S: Slot>(
+        &mut self,
+        ctx: &IoContext<S>,
+        batch: usize,
+        mut await_slot: impl FnMut() -> bool,
+    ) {
+        self.batch.clear();
+        self.slots.clear();
+        let budget = &ctx.budget;
+        let mut polled = false;
+        loop {
+            self.take_resubmits(ctx, batch);
+            if ctx.is_paused() {
                 return;
             }
+            // Only this thread removes from the queues, so at least `wanted` stay queued
+            // until we take them below: no slot is ever taken in vain.
+            let wanted = (batch - self.batch.len()).min(ctx.queued());
+            if wanted == 0 {
+                return;
+            }
+            budget.take_free(&mut self.slots, wanted);
+            if !self.slots.is_empty() {
+                break;
+            }
+            if !self.batch.is_empty() {
+                return;
+            }
+            // The budget is exhausted. The completer frees slots right after the
+            // callbacks of the batch it is finishing, typically within microseconds: poll
+            // for that first, since blocking costs a futex wait here and a futex wake on
+            // the completer.
+            if !polled {
+                polled = true;
+                if await_slot() {
+                    continue;
+                }
+            }
+            // Wait for the completer to free a slot or hand one back for resubmission,
+            // or for a delayed resubmission to fall due, whichever comes first.
+            let due = self.next_retry().map_or_else(never, at);
+            select! {
+                recv(budget.free_rx) -> index => self.slots.extend(index),
+                recv(budget.resubmit_rx) -> index => {
+                    if let Ok(index) = index {
+                        self.route_resubmit(ctx, index);
+                    }
+                    continue;
+                }
+                recv(due) -> _ => continue,
+            }
+            // Completions free slots in bursts: take the rest of the burst into this round.
+            budget.take_free(&mut self.slots, wanted);
+            break;
         }
-        // Completions free slots in bursts: take the rest of the burst into this round.
-        budget.take_free(slots, wanted);
-        break;
-    }
-    let taken = ctx.dispatch_round(slots, out);
-    debug_assert_eq!(taken, slots.len(), "queued requests vanished");
-    // Defensive: hand back any slot the round could not fill.
-    for &index in &slots[taken..] {
-        budget.release(index);
+        let taken = ctx.dispatch_round(&self.slots, &mut self.batch);
+        debug_assert_eq!(taken, self.slots.len(), "queued requests vanished");
+        // Defensive: hand back any slot the round could not fill.
+        for &index in &self.slots[taken..] {
+            budget.release(index);
+        }
     }
 }
 

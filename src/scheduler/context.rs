@@ -419,7 +419,7 @@ impl<S: Slot> IoContext<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::common::poll_queues_and_batch;
+    use super::super::common::SubmitRound;
     use super::super::tasks::{Callback, IoRequest, Op, Priority};
     use super::*;
     use std::ffi::c_void;
@@ -463,25 +463,25 @@ mod tests {
             .unwrap();
         ctx.push(event(Op::Read, Priority::High, 20, &mut log))
             .unwrap();
-        let (mut slots, mut batch) = (Vec::new(), Vec::new());
-        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || false);
+        let mut round = SubmitRound::new(ctx.batch);
+        round.fill(&ctx, ctx.batch, || false);
         assert_eq!(
-            offsets(&ctx, &batch),
+            offsets(&ctx, &round.batch),
             [20, 0, 1],
             "HIGH first, then READ (round 0)"
         );
-        let first = batch.clone();
-        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || false);
+        let first = round.batch.clone();
+        round.fill(&ctx, ctx.batch, || false);
         assert_eq!(
-            offsets(&ctx, &batch),
+            offsets(&ctx, &round.batch),
             [10],
             "one slot left; round 1 is WRITE first"
         );
         // Budget exhausted: completing one request frees exactly one slot.
         ctx.complete(&[(first[0], 1)]);
         assert_eq!(log, [1]);
-        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || false);
-        assert_eq!(offsets(&ctx, &batch), [2]);
+        round.fill(&ctx, ctx.batch, || false);
+        assert_eq!(offsets(&ctx, &round.batch), [2]);
         // A short transfer goes back to the submitter ahead of new requests.
         ctx.complete(&[(first[1], 0)]);
         assert_eq!(log, [1, 0], "EOF read finished with 0 bytes");
@@ -501,28 +501,24 @@ mod tests {
             ctx.push(event(Op::Read, Priority::Normal, tag, &mut log))
                 .unwrap();
         }
-        let (mut slots, mut batch) = (Vec::new(), Vec::new());
-        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || {
-            panic!("a slot was free: no wait")
-        });
-        assert_eq!(offsets(&ctx, &batch), [0]);
-        let in_flight = batch[0];
+        let mut round = SubmitRound::new(ctx.batch);
+        round.fill(&ctx, ctx.batch, || panic!("a slot was free: no wait"));
+        assert_eq!(offsets(&ctx, &round.batch), [0]);
+        let in_flight = round.batch[0];
         // The only slot is in flight and a request is queued: the round asks `await_slot`
         // once; the completion arriving during that poll frees the slot for this round.
         let mut asked = 0;
-        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || {
+        round.fill(&ctx, ctx.batch, || {
             asked += 1;
             ctx.complete(&[(in_flight, 1)]);
             true
         });
         assert_eq!(asked, 1);
         assert_eq!(log, [1]);
-        assert_eq!(offsets(&ctx, &batch), [1]);
+        assert_eq!(offsets(&ctx, &round.batch), [1]);
         // Nothing queued: an exhausted budget is not waited for.
-        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || {
-            panic!("nothing to dispatch: no wait")
-        });
-        assert!(batch.is_empty());
+        round.fill(&ctx, ctx.batch, || panic!("nothing to dispatch: no wait"));
+        assert!(round.batch.is_empty());
     }
 
     #[test]
@@ -535,22 +531,22 @@ mod tests {
             .unwrap();
         let third = ctx.push(event(Op::Read, Priority::Normal, 2, &mut log));
         assert_eq!(third, Err(Error::QueueFull));
-        let (mut slots, mut batch) = (Vec::new(), Vec::new());
-        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || false);
-        assert!(batch.is_empty());
+        let mut round = SubmitRound::new(ctx.batch);
+        round.fill(&ctx, ctx.batch, || false);
+        assert!(round.batch.is_empty());
         ctx.begin_close();
         assert_eq!(
             ctx.push(event(Op::Read, Priority::Normal, 3, &mut log)),
             Err(Error::ShuttingDown)
         );
-        poll_queues_and_batch(&ctx, ctx.batch, &mut slots, &mut batch, || false);
+        round.fill(&ctx, ctx.batch, || false);
         assert_eq!(
-            offsets(&ctx, &batch),
+            offsets(&ctx, &round.batch),
             [0, 1],
             "close resumes a paused engine"
         );
         assert!(!ctx.drained_for_close());
-        ctx.complete(&[(batch[0], 1), (batch[1], 1)]);
+        ctx.complete(&[(round.batch[0], 1), (round.batch[1], 1)]);
         assert!(ctx.drained_for_close());
         assert_eq!(log, [1, 1]);
     }

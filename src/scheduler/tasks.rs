@@ -5,6 +5,7 @@
 //! the `res` a caller sees is the same on every backend.
 
 use std::ffi::c_void;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 
@@ -146,6 +147,18 @@ pub enum Outcome {
     Done(i64),
 }
 
+/// Retries after `EAGAIN`/`EINTR` that go back to the kernel at once; after these, each
+/// further retry in a row waits [`FIRST_RETRY_DELAY`], doubling up to [`MAX_RETRY_DELAY`].
+///
+/// Regular files practically never return `EAGAIN`; a non-blocking pipe or socket with
+/// no data does, on AIO for as long as it stays empty (io_uring waits for readiness
+/// instead). Retrying that at once kept a CPU busy with hundreds of thousands of
+/// `io_submit` calls a second; the backoff bounds the cost at about one retry per
+/// millisecond, at the price of up to that much latency once data arrives.
+pub const FREE_RETRIES: u32 = 4;
+pub const FIRST_RETRY_DELAY: Duration = Duration::from_micros(10);
+pub const MAX_RETRY_DELAY: Duration = Duration::from_millis(1);
+
 /// An accepted request in a queue or a slot: the request, its callback, and progress.
 pub struct IoEvent {
     pub request: IoRequest,
@@ -153,6 +166,10 @@ pub struct IoEvent {
     /// Bytes already transferred by earlier kernel IOs; `done < request.len` while the
     /// event is in flight for READ/WRITE.
     done: u64,
+    /// `EAGAIN`/`EINTR` results in a row (reset by any other result).
+    retry_streak: u32,
+    /// Set with a resubmission that must wait: the earliest time to issue it.
+    retry_at: Option<Instant>,
 }
 
 impl IoEvent {
@@ -161,6 +178,8 @@ impl IoEvent {
             request,
             callback,
             done: 0,
+            retry_streak: 0,
+            retry_at: None,
         }
     }
 
@@ -180,11 +199,27 @@ impl IoEvent {
         }
     }
 
+    /// For a resubmission: the earliest time the submitter may issue it (`None`: now).
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    /// How long the next resubmission waits after `streak` retryable errors in a row.
+    fn retry_delay(streak: u32) -> Option<Duration> {
+        let delayed = streak.checked_sub(FREE_RETRIES + 1)?;
+        // 2^7 * 10 µs already exceeds the 1 ms cap, so the shift never overflows.
+        Some((FIRST_RETRY_DELAY * (1 << delayed.min(7))).min(MAX_RETRY_DELAY))
+    }
+
     /// Folds one kernel result (`res` of the last chunk) into the request.
     pub fn settle(&mut self, res: i64) -> Outcome {
         if res == -i64::from(libc::EAGAIN) || res == -i64::from(libc::EINTR) {
+            self.retry_streak = self.retry_streak.saturating_add(1);
+            self.retry_at = Self::retry_delay(self.retry_streak).map(|d| Instant::now() + d);
             return Outcome::Resubmit;
         }
+        self.retry_streak = 0;
+        self.retry_at = None;
         if res < 0 {
             return Outcome::Done(res);
         }
@@ -284,6 +319,44 @@ mod tests {
             Outcome::Done(-i64::from(libc::EIO))
         );
         assert_eq!(event(Op::Fsync, 0).settle(0), Outcome::Done(0));
+    }
+
+    #[test]
+    fn repeated_eagain_backs_off_up_to_the_cap_and_progress_resets_it() {
+        let eagain = -i64::from(libc::EAGAIN);
+        let mut ev = event(Op::Read, 8192);
+        for _ in 0..FREE_RETRIES {
+            assert_eq!(ev.settle(eagain), Outcome::Resubmit);
+            assert_eq!(ev.retry_at(), None, "the first retries go out at once");
+        }
+        let mut delays = Vec::new();
+        for _ in 0..12 {
+            let before = Instant::now();
+            assert_eq!(ev.settle(-i64::from(libc::EINTR)), Outcome::Resubmit);
+            let at = ev.retry_at().expect("a delayed retry");
+            delays.push(at.duration_since(before));
+        }
+        assert!(delays[0] >= FIRST_RETRY_DELAY && delays[0] < MAX_RETRY_DELAY);
+        assert!(
+            delays
+                .windows(2)
+                .all(|w| w[1] + Duration::from_micros(50) >= w[0])
+        );
+        assert!(
+            delays
+                .iter()
+                .all(|&d| d <= MAX_RETRY_DELAY + Duration::from_millis(50))
+        );
+        assert!(delays[11] >= MAX_RETRY_DELAY, "capped at the maximum");
+        // Progress ends the streak: the next EAGAIN is retried at once again.
+        assert_eq!(ev.settle(100), Outcome::Resubmit);
+        assert_eq!(ev.retry_at(), None);
+        assert_eq!(ev.settle(eagain), Outcome::Resubmit);
+        assert_eq!(ev.retry_at(), None);
+        assert_eq!(
+            (1..=40).map(IoEvent::retry_delay).max().flatten(),
+            Some(MAX_RETRY_DELAY)
+        );
     }
 
     #[test]

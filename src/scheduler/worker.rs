@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::common::poll_queues_and_batch;
+use super::common::SubmitRound;
 use super::context::{Driver, IoContext};
 
 /// Default upper bound on how long an idle engine thread polls before it sleeps.
@@ -80,33 +80,36 @@ impl IdleWait {
 /// Submitter loop: one fairness round and one kernel submit call per iteration.
 pub(crate) fn run_submitter<D: Driver>(ctx: &IoContext<D::Slot>, driver: &D) {
     ctx.wait_for_threads();
-    let mut slots = Vec::with_capacity(ctx.batch);
-    let mut batch = Vec::with_capacity(ctx.batch);
+    let mut round = SubmitRound::new(ctx.batch);
     let mut idle = IdleWait::new();
     // Waiting for the completer to free a slot has its own gaps, so its own adaptation.
     let mut slot_wait = IdleWait::new();
     loop {
-        poll_queues_and_batch(ctx, ctx.batch, &mut slots, &mut batch, || {
+        round.fill(ctx, ctx.batch, || {
             slot_wait.poll(|| {
                 driver.run_deferred();
                 ctx.budget.has_slot_for_submitter()
             })
         });
         slot_wait.work_arrived();
-        if !batch.is_empty() {
+        if !round.batch.is_empty() {
             idle.work_arrived();
-            driver.submit(ctx, &batch);
+            driver.submit(ctx, &round.batch);
             continue;
         }
         if ctx.drained_for_close() {
             break;
         }
-        if idle.poll(|| driver.run_deferred() || ctx.has_submit_work()) {
+        if idle.poll(|| driver.run_deferred() || ctx.has_submit_work() || round.retry_due()) {
             continue;
         }
-        // Nothing to do: sleep until a push, resume, resubmission or close unparks us.
-        // A wake-up that raced ahead of this park leaves a token, so none is lost.
-        std::thread::park();
+        // Nothing to do: sleep until a push, resume, resubmission or close unparks us, or
+        // until a delayed resubmission falls due. A wake-up that raced ahead of this park
+        // leaves a token, so none is lost.
+        match round.next_retry() {
+            Some(at) => std::thread::park_timeout(at.saturating_duration_since(Instant::now())),
+            None => std::thread::park(),
+        }
     }
     ctx.mark_submitter_exited();
 }
