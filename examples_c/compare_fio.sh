@@ -17,10 +17,11 @@
 # interface; for job 3 (latency) it is p50(libioeng) / p50(fio), for job 5 p99(HIGH) / p99(NORMAL).
 # Latencies are total latency (fio lat_ns: submit -> completion; ioeng_bench: before
 # ioeng_submit -> callback).
-# With --repeat N every job runs N rounds; each round runs every engine once, starting at a
-# different engine each round (so drift such as a disk cache warming up does not favour one
-# engine), and the table shows medians: ratios are the median of the per-round ratios, with
-# their min-max range.
+# With --repeat N every job runs N rounds; each round runs every engine once, each backend's
+# fio and ioeng_bench back to back, fio first in odd rounds and second in even ones, starting
+# with a different backend each round (so drift such as a disk cache warming up favours
+# neither side of a ratio), and the table shows medians: ratios are the median of the
+# per-round ratios, with their min-max range.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,7 +39,7 @@ SHM_DIR=/dev/shm
 BUILD=1
 
 usage() {
-    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 Options:
   --runtime S     seconds per run (default 10; fractions allowed)
@@ -90,6 +91,7 @@ SIZE=${SIZE:-1g}
 [[ $RUNTIME =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--runtime: expected seconds such as 10 or 0.5, got '$RUNTIME'"
 RUNTIME_MS=$(python3 -c 'import sys; print(int(round(float(sys.argv[1]) * 1000)))' "$RUNTIME")
 [[ $RUNTIME_MS -ge 100 ]] || die "--runtime must be at least 0.1 s"
+[[ $REPEAT =~ ^[0-9]+$ ]] && REPEAT=$((10#$REPEAT))
 [[ $REPEAT =~ ^[0-9]+$ && $REPEAT -ge 1 && $REPEAT -le 100 ]] || die "--repeat: expected 1..100, got '$REPEAT'"
 
 to_bytes() {  # 4k, 256m, 1g, 1G, 1GiB, 1048576 -> bytes (powers of 1024)
@@ -112,6 +114,7 @@ IFS=',' read -r -a SEL <<<"$JOBS"
 for j in "${SEL[@]}"; do
     [[ $j =~ ^[1-5]$ ]] || die "--jobs: expected numbers 1..5 separated by commas, got '$JOBS'"
 done
+[[ $(printf '%s\n' "${SEL[@]}" | sort | uniq -d) == "" ]] || die "--jobs: a job is listed twice in '$JOBS'"
 
 declare -a BES=()
 IFS=',' read -r -a BES <<<"$BACKENDS"
@@ -119,6 +122,7 @@ IFS=',' read -r -a BES <<<"$BACKENDS"
 for be in "${BES[@]}"; do
     [[ $be == uring || $be == aio ]] || die "--backends: expected uring and/or aio, got '$BACKENDS'"
 done
+[[ $(printf '%s\n' "${BES[@]}" | sort | uniq -d) == "" ]] || die "--backends: a backend is listed twice in '$BACKENDS'"
 
 # Job table: name fs rw bs iodepth
 job_name() { case $1 in 1) echo shm-randread-qd32 ;; 2) echo ext4-randread-qd128 ;; 3) echo ext4-randread-qd1 ;;
@@ -155,18 +159,6 @@ except (KeyError, IndexError, ValueError, TypeError):
 PY
     }
 fi
-
-fmt() {  # fmt PRINTF_FORMAT VALUE -> formatted number or '-'
-    if [[ -z $2 || $2 == null ]]; then echo "-"; else LC_ALL=C printf "$1" "$2"; fi
-}
-ratio() {  # ratio A B -> A/B formatted, or '-'
-    python3 -c 'import sys
-try:
-    a, b = float(sys.argv[1]), float(sys.argv[2])
-    print("%.2f" % (a / b) if b > 0 else "-")
-except ValueError:
-    print("-")' "$1" "$2"
-}
 
 # --- build -------------------------------------------------------------------------------------
 if [[ $BUILD == 1 ]]; then
@@ -271,11 +263,14 @@ fio_row() {  # fio_row OUT SECTION -> prints "iops p50 p99 cpu"
     python3 -c 'import sys
 a = sys.argv[1:]
 f = lambda x: float(x) if x else float("nan")
-print("%s %s %s %s" % (a[0], f(a[1]) / 1000, f(a[2]) / 1000, f(a[3]) + f(a[4])))' "$iops" "$p50" "$p99" "$usr" "$sys"
+print("%s %s %s %s" % (f(a[0]), f(a[1]) / 1000, f(a[2]) / 1000, f(a[3]) + f(a[4])))' "$iops" "$p50" "$p99" "$usr" "$sys"
 }
 
-ioeng_cpu() { python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[2]))' \
-                  "$(jget "$1" cpu_usr_pct)" "$(jget "$1" cpu_sys_pct)"; }
+ioeng_cpu() { python3 -c 'import sys
+try:
+    print(float(sys.argv[1]) + float(sys.argv[2]))
+except ValueError:
+    print("-")' "$(jget "$1" cpu_usr_pct)" "$(jget "$1" cpu_sys_pct)"; }
 
 file_for() { if [[ $(job_fs "$1") == shm ]]; then echo "$SHM_FILE"; else echo "$EXT4_FILE"; fi; }
 
@@ -302,7 +297,11 @@ run_engine() {
                     cpu=$(ioeng_cpu "$out")
                     for cls in high normal; do
                         cnt=$(jget "$out" "lat_us/${cls}_read/count")
-                        iops=$(python3 -c 'import sys; print(float(sys.argv[1] or 0) / float(sys.argv[2]))' "$cnt" "$rt")
+                        iops=$(python3 -c 'import sys
+try:
+    print(float(sys.argv[1]) / float(sys.argv[2]))
+except (ValueError, ZeroDivisionError):
+    print("-")' "$cnt" "$rt")
                         record "$j" "$eng ${cls^^}" "$r" "$iops" "$(jget "$out" "lat_us/${cls}_read/p50")" \
                             "$(jget "$out" "lat_us/${cls}_read/p99")" "$cpu"
                     done
@@ -324,18 +323,26 @@ run_engine() {
 echo "runtime ${RUNTIME}s per run, $REPEAT round(s) per job, size $SIZE, bs $BS, O_DIRECT;" \
      "ext4 file: ${EXT4_FILE:-none}; tmpfs file: ${SHM_FILE:-none}" >&2
 for j in "${SEL[@]}"; do
-    engines=()
+    # A unit is one backend: its fio counterpart and ioeng_bench, run back to back.
+    units=()
     for be in "${BES[@]}"; do
         if [[ $j != 5 && $USE_FIO == 1 ]]; then
-            engines+=("fio-$([[ $be == uring ]] && echo io_uring || echo libaio)")
+            units+=("fio-$([[ $be == uring ]] && echo io_uring || echo libaio) ioeng-$be")
+        else
+            units+=("ioeng-$be")
         fi
-        engines+=("ioeng-$be")
     done
-    n=${#engines[@]}
+    n=${#units[@]}
     for ((r = 1; r <= REPEAT; r++)); do
         echo "job $j $(job_name "$j"), round $r/$REPEAT:" >&2
+        # Round r starts at a different unit, and within each unit fio runs first in odd
+        # rounds and second in even ones, so slow drift favours neither side of a ratio.
         for ((k = 0; k < n; k++)); do
-            run_engine "$j" "$r" "${engines[(k + r - 1) % n]}"
+            read -r -a pair <<<"${units[(k + r - 1) % n]}"
+            if ((r % 2 == 0 && ${#pair[@]} == 2)); then pair=("${pair[1]}" "${pair[0]}"); fi
+            for eng in "${pair[@]}"; do
+                run_engine "$j" "$r" "$eng"
+            done
         done
     done
 done
@@ -348,16 +355,17 @@ echo "libioeng ${LIBVER:-?} vs" \
      "O_DIRECT$([[ $REPEAT -gt 1 ]] && echo "; medians of $REPEAT rounds")"
 JOB_NAMES=$(for j in 1 2 3 4 5; do echo "$j $(job_name "$j")"; done)
 python3 - "$RESULTS" "$JOB_NAMES" <<'PY'
-import statistics, sys
+import math, statistics, sys
 
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
 names = dict(line.split(" ", 1) for line in sys.argv[2].splitlines())
 
 def num(x):
     try:
-        return float(x)
+        v = float(x)
     except ValueError:
         return None
+    return v if math.isfinite(v) else None
 
 runs = {}  # (job, engine) -> {round: (iops, p50, p99, cpu)}
 order = []
@@ -386,9 +394,9 @@ def ratio_text(pairs):
     return text
 
 partner = {"ioeng-uring": "fio-io_uring", "ioeng-aio": "fio-libaio"}
-fmt_row = "%-24s | %-18s | %10s | %9s | %9s | %-24s | %5s"
+fmt_row = "%-24s | %-18s | %10s | %9s | %9s | %-26s | %5s"
 print(fmt_row % ("job", "engine", "IOPS", "p50 us", "p99 us", "ratio ioeng/fio", "cpu%"))
-print("-" * 25 + "+" + "-" * 20 + "+" + "-" * 12 + "+" + "-" * 11 + "+" + "-" * 11 + "+" + "-" * 26 + "+" + "-" * 6)
+print("-" * 25 + "+" + "-" * 20 + "+" + "-" * 12 + "+" + "-" * 11 + "+" + "-" * 11 + "+" + "-" * 28 + "+" + "-" * 6)
 prev = None
 for job, eng in order:
     by_round = runs[(job, eng)]
