@@ -420,9 +420,10 @@ impl<S: Slot> IoContext<S> {
 #[cfg(test)]
 mod tests {
     use super::super::common::SubmitRound;
-    use super::super::tasks::{Callback, IoRequest, Op, Priority};
+    use super::super::tasks::{Callback, FIRST_RETRY_DELAY, FREE_RETRIES, IoRequest, Op, Priority};
     use super::*;
     use std::ffi::c_void;
+    use std::time::Instant;
 
     #[derive(Default)]
     struct TestSlot(Option<IoEvent>);
@@ -519,6 +520,71 @@ mod tests {
         // Nothing queued: an exhausted budget is not waited for.
         round.fill(&ctx, ctx.batch, || panic!("nothing to dispatch: no wait"));
         assert!(round.batch.is_empty());
+    }
+
+    #[test]
+    fn exhausted_budget_blocks_until_the_completer_frees_a_slot() {
+        let mut log = Vec::new();
+        let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
+        for tag in 0..2 {
+            ctx.push(event(Op::Read, Priority::Normal, tag, &mut log))
+                .unwrap();
+        }
+        let mut round = SubmitRound::new(ctx.batch);
+        round.fill(&ctx, ctx.batch, || false);
+        let in_flight = round.batch[0];
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                ctx.complete(&[(in_flight, 1)]);
+            });
+            // The poll finds nothing (`|| false`): the round blocks until the slot is free.
+            round.fill(&ctx, ctx.batch, || false);
+        });
+        assert_eq!(offsets(&ctx, &round.batch), [1]);
+        assert_eq!(log, [1]);
+    }
+
+    #[test]
+    fn repeated_eagain_resubmissions_wait_until_due() {
+        let mut log = Vec::new();
+        let eagain = -i64::from(libc::EAGAIN);
+        let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
+        ctx.push(event(Op::Read, Priority::Normal, 0, &mut log))
+            .unwrap();
+        let mut round = SubmitRound::new(ctx.batch);
+        round.fill(&ctx, ctx.batch, || false);
+        let index = round.batch[0];
+        for _ in 0..FREE_RETRIES {
+            ctx.complete(&[(index, eagain)]);
+            round.fill(&ctx, ctx.batch, || false);
+            assert_eq!(round.batch, [index], "the first retries go out at once");
+        }
+        // Backing off: with nothing else to do the round returns empty and says when.
+        ctx.complete(&[(index, eagain)]);
+        round.fill(&ctx, ctx.batch, || panic!("nothing queued: no wait"));
+        assert!(round.batch.is_empty());
+        let due = round.next_retry().expect("a delayed resubmission");
+        while !round.retry_due() {
+            std::thread::sleep(Duration::from_micros(5));
+        }
+        assert!(Instant::now() >= due);
+        round.fill(&ctx, ctx.batch, || false);
+        assert_eq!(round.batch, [index]);
+        assert_eq!(round.next_retry(), None);
+        // Backing off with a request queued behind the held slot: the round blocks
+        // until the retry is due, then issues it (the queued request still waits).
+        ctx.push(event(Op::Read, Priority::Normal, 1, &mut log))
+            .unwrap();
+        let before = Instant::now();
+        ctx.complete(&[(index, eagain)]);
+        round.fill(&ctx, ctx.batch, || false);
+        assert!(before.elapsed() >= FIRST_RETRY_DELAY);
+        assert_eq!(offsets(&ctx, &round.batch), [0]);
+        ctx.complete(&[(index, 1)]);
+        assert_eq!(log, [1], "retries never reach the callback");
+        round.fill(&ctx, ctx.batch, || false);
+        assert_eq!(offsets(&ctx, &round.batch), [1]);
     }
 
     #[test]
