@@ -170,7 +170,10 @@ typedef struct {
 #define IOENG_BACKEND_AUTO 0
 
 /**
- * Linux AIO (io_setup/io_submit/io_getevents).
+ * Linux AIO (io_setup/io_submit/io_getevents). Asynchronous only for O_DIRECT on
+ * regular files and block devices: a buffered READ/WRITE runs inside io_submit on the
+ * engine's submitter thread, and a READ of a blocking pipe or socket stops that thread
+ * (and every other request of the engine) until data arrives. io_uring has neither limit.
  */
 #define IOENG_BACKEND_AIO 1
 

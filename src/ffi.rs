@@ -18,7 +18,10 @@ use crate::scheduler::{AnyEngine, BackendChoice, BackendKind, Config, uring_unav
 pub type IoengBackend = u32;
 /// Use io_uring when a ring can be created and read/write/fsync are supported, else Linux AIO.
 pub const IOENG_BACKEND_AUTO: IoengBackend = 0;
-/// Linux AIO (io_setup/io_submit/io_getevents).
+/// Linux AIO (io_setup/io_submit/io_getevents). Asynchronous only for O_DIRECT on
+/// regular files and block devices: a buffered READ/WRITE runs inside io_submit on the
+/// engine's submitter thread, and a READ of a blocking pipe or socket stops that thread
+/// (and every other request of the engine) until data arrives. io_uring has neither limit.
 pub const IOENG_BACKEND_AIO: IoengBackend = 1;
 /// io_uring.
 pub const IOENG_BACKEND_URING: IoengBackend = 2;
