@@ -1,12 +1,14 @@
 //! The Linux AIO driver: `AioSlot` embeds the kernel `iocb`, slots sit in one contiguous
-//! array, and `aio_data` carries the slot index from `io_submit` to `io_getevents`.
+//! array, and `aio_data` carries the slot index from `io_submit` to the completion, which
+//! the completer reads from the context's mapped ring when it is there, else from
+//! `io_getevents`.
 
 use std::cell::UnsafeCell;
 
 use super::context::{Driver, IoContext, Slot};
 use super::tasks::{IoEvent, Op};
 use crate::error::Error;
-use crate::sys::aio::{self as kernel, AioContextId, Iocb};
+use crate::sys::aio::{self as kernel, AioContextId, CompletionRing, Iocb};
 use crate::sys::report_unexpected;
 
 /// One in-flight AIO request. `repr(C)` with the iocb first, so a slot's address is its
@@ -32,14 +34,20 @@ pub struct AioDriver {
     iocb_ptrs: UnsafeCell<Vec<*mut Iocb>>,
     /// Completer-only scratch: the `io_getevents` result array.
     events: UnsafeCell<Vec<kernel::IoEvent>>,
+    /// Completer-only: the context's completion ring, read without a syscall when it
+    /// holds completions (`None` if its layout is not the one we know). Lives no longer
+    /// than `id`: both go in `drop`.
+    ring: Option<CompletionRing>,
 }
 
 // SAFETY: `id` is a plain integer the kernel synchronizes; `iocb_ptrs` is touched only on
-// the submitter thread (`submit`) and `events` only on the completer thread (`reap`), per
-// the `Driver` contract, so neither scratch buffer is ever accessed from two threads.
+// the submitter thread (`submit`), `events` and `ring` only on the completer thread
+// (`reap`, `completions_ready`), per the `Driver` contract, so none of them is ever
+// accessed from two threads.
 unsafe impl Sync for AioDriver {}
-// SAFETY: the raw pointers in `iocb_ptrs` are dead scratch between calls; moving the
-// driver to another thread moves nothing the kernel or another thread still uses.
+// SAFETY: the raw pointers in `iocb_ptrs` are dead scratch between calls, and the ring
+// mapping belongs to the process, not to a thread; moving the driver to another thread
+// moves nothing the kernel or another thread still uses.
 unsafe impl Send for AioDriver {}
 
 fn opcode(op: Op) -> u16 {
@@ -82,8 +90,12 @@ impl Driver for AioDriver {
             call: "io_setup",
             errno,
         })?;
+        // SAFETY: `id` is live; the ring is dropped with the driver, right before
+        // io_destroy unmaps it.
+        let ring = unsafe { CompletionRing::of_context(id) };
         Ok(AioDriver {
             id,
+            ring,
             iocb_ptrs: UnsafeCell::new(Vec::with_capacity(batch as usize)),
             events: UnsafeCell::new(vec![
                 kernel::IoEvent::default();
@@ -144,7 +156,17 @@ impl Driver for AioDriver {
         }
     }
 
+    fn completions_ready(&self) -> Option<bool> {
+        self.ring.as_ref().map(CompletionRing::has_events)
+    }
+
     fn reap(&self, _ctx: &IoContext<AioSlot>, out: &mut Vec<(usize, i64)>) {
+        // Completions already in the ring are taken without a syscall (as libaio's
+        // user-space reap does); only an empty ring waits in io_getevents.
+        if let Some(ring) = self.ring.as_ref().filter(|ring| ring.has_events()) {
+            ring.take(&mut |e: &kernel::IoEvent| out.push((e.data as usize, e.res)));
+            return;
+        }
         // SAFETY: only the completer thread calls `reap` (Driver contract).
         let events = unsafe { &mut *self.events.get() };
         match kernel::io_getevents(self.id, 1, events) {

@@ -1,6 +1,8 @@
 //! Linux AIO kernel ABI (`linux/aio_abi.h`) and its four syscalls, written by hand.
 
 use std::mem::{offset_of, size_of};
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 /// `aio_context_t`: the kernel's handle for an AIO context.
 pub(crate) type AioContextId = libc::c_ulong;
@@ -65,6 +67,126 @@ const _: () = assert!(offset_of!(IoEvent, data) == 0);
 const _: () = assert!(offset_of!(IoEvent, obj) == 8);
 const _: () = assert!(offset_of!(IoEvent, res) == 16);
 const _: () = assert!(offset_of!(IoEvent, res2) == 24);
+
+/// Header of the completion ring that `io_setup` maps into our address space: the context
+/// id *is* its address (fs/aio.c `struct aio_ring`, unchanged since 2.6). The kernel
+/// appends completions at `tail`; whoever consumes them advances `head`, and the kernel
+/// supports that being user space (libaio and fio's `userspace_reap` rely on it).
+#[repr(C)]
+struct AioRingHeader {
+    id: u32,
+    /// Entries in the ring.
+    nr: u32,
+    /// Next entry to consume; written by the consumer (us, or the kernel inside
+    /// io_getevents, which our completer never runs at the same time).
+    head: u32,
+    /// Next entry the kernel fills; published after the entry is written.
+    tail: u32,
+    magic: u32,
+    compat_features: u32,
+    incompat_features: u32,
+    /// `size_of::<AioRingHeader>()`; the `io_event` array starts here.
+    header_length: u32,
+}
+
+const _: () = assert!(size_of::<AioRingHeader>() == 32);
+const _: () = assert!(offset_of!(AioRingHeader, nr) == 4);
+const _: () = assert!(offset_of!(AioRingHeader, head) == 8);
+const _: () = assert!(offset_of!(AioRingHeader, tail) == 12);
+const _: () = assert!(offset_of!(AioRingHeader, magic) == 16);
+const _: () = assert!(offset_of!(AioRingHeader, incompat_features) == 24);
+const _: () = assert!(offset_of!(AioRingHeader, header_length) == 28);
+
+const AIO_RING_MAGIC: u32 = 0xa10a10a1;
+
+/// The user-space view of a context's completion ring: completions can be taken without
+/// a syscall when some are already there.
+///
+/// Only one thread may use it (the completer), and never while that same thread is inside
+/// `io_getevents` — trivially true, since the calls are made in sequence.
+pub(crate) struct CompletionRing {
+    header: *mut AioRingHeader,
+}
+
+impl CompletionRing {
+    /// The ring of context `id`, or `None` when the mapping does not look like the ring
+    /// layout this code knows (then the caller reaps with `io_getevents` only).
+    ///
+    /// # Safety
+    /// `id` is a live context from `io_setup`, and the returned value is not used after
+    /// `io_destroy(id)` (which unmaps the ring).
+    pub(crate) unsafe fn of_context(id: AioContextId) -> Option<Self> {
+        let header = id as usize as *mut AioRingHeader;
+        if header.is_null() || !header.is_aligned() {
+            return None;
+        }
+        // SAFETY: the caller guarantees `id` is a live context, so its ring header is
+        // mapped and readable; these fields are written once by io_setup.
+        let (magic, incompat, header_length, nr) = unsafe {
+            (
+                (*header).magic,
+                (*header).incompat_features,
+                (*header).header_length,
+                (*header).nr,
+            )
+        };
+        let known = magic == AIO_RING_MAGIC
+            && incompat == 0
+            && header_length as usize == size_of::<AioRingHeader>()
+            && nr > 0;
+        known.then_some(CompletionRing { header })
+    }
+
+    fn head(&self) -> &AtomicU32 {
+        // SAFETY: the header stays mapped while `self` lives (see `of_context`), `head` is
+        // an aligned u32, and every access to it, ours and the kernel's, is atomic-sized.
+        unsafe { AtomicU32::from_ptr(&raw mut (*self.header).head) }
+    }
+
+    fn tail(&self) -> &AtomicU32 {
+        // SAFETY: as for `head`.
+        unsafe { AtomicU32::from_ptr(&raw mut (*self.header).tail) }
+    }
+
+    /// True when completions wait in the ring.
+    pub(crate) fn has_events(&self) -> bool {
+        // Relaxed for head: only this thread moves it. Acquire for tail: see `take`.
+        self.head().load(Relaxed) != self.tail().load(Acquire)
+    }
+
+    /// Moves every completion in the ring to `out` (no syscall); returns how many.
+    pub(crate) fn take(&self, out: &mut impl FnMut(&IoEvent)) -> usize {
+        // SAFETY: `nr` was validated in `of_context` and never changes.
+        let nr = unsafe { (*self.header).nr };
+        let mut head = self.head().load(Relaxed);
+        // Acquire pairs with the kernel's write barrier between filling an entry and
+        // advancing `tail`, so the entries before `tail` are complete when we read them.
+        let tail = self.tail().load(Acquire);
+        if head >= nr || tail >= nr {
+            debug_assert!(
+                false,
+                "aio ring indices out of range: {head}, {tail} of {nr}"
+            );
+            return 0;
+        }
+        let mut taken = 0;
+        while head != tail {
+            // SAFETY: `head < nr`, and the ring maps `nr` io_events right after the header
+            // (`header_length` checked); the kernel does not rewrite entries between head
+            // and tail until we advance head past them.
+            let event = unsafe {
+                let events = self.header.add(1).cast::<IoEvent>();
+                std::ptr::read_volatile(events.add(head as usize))
+            };
+            out(&event);
+            taken += 1;
+            head = if head + 1 == nr { 0 } else { head + 1 };
+        }
+        // Release: we finished reading the entries before the kernel may reuse them.
+        self.head().store(head, Release);
+        taken
+    }
+}
 
 /// `io_setup(nr_events, &ctx)`: a context able to hold `nr_events` IOs in flight.
 pub(crate) fn io_setup(nr_events: u32) -> Result<AioContextId, i32> {
@@ -143,6 +265,56 @@ pub(crate) fn io_getevents(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Submits a buffered read of `buf.len()` bytes of `fd`, tagged `tag`.
+    fn submit_read(id: AioContextId, fd: i32, buf: &mut [u8], tag: u64) {
+        let mut iocb = Iocb {
+            aio_data: tag,
+            aio_lio_opcode: IOCB_CMD_PREAD,
+            aio_fildes: fd as u32,
+            aio_buf: buf.as_mut_ptr() as u64,
+            aio_nbytes: buf.len() as u64,
+            ..Iocb::default()
+        };
+        let ptrs = [&raw mut iocb];
+        // SAFETY: `iocb` and `buf` outlive the IO: the callers reap it before returning.
+        assert_eq!(unsafe { io_submit(id, &ptrs) }, Ok(1));
+    }
+
+    #[test]
+    fn completion_ring_is_read_in_user_space_and_agrees_with_io_getevents() {
+        use std::io::Write;
+        let path = std::env::temp_dir().join(format!("ioeng_ring_{}", std::process::id()));
+        let mut file = std::fs::File::create(&path).expect("create");
+        file.write_all(&[7u8; 4096]).expect("write");
+        let file = std::fs::File::open(&path).expect("open");
+        std::fs::remove_file(&path).expect("unlink");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+
+        let id = io_setup(8).expect("io_setup");
+        // SAFETY: `id` is live until the io_destroy below, after the ring's last use.
+        let ring = unsafe { CompletionRing::of_context(id) }.expect("a ring of known layout");
+        assert!(!ring.has_events());
+        let mut buf = vec![0u8; 4096];
+        for round in 0..3u64 {
+            // A buffered read completes inside io_submit: its completion is in the ring.
+            submit_read(id, fd, &mut buf, 40 + round);
+            assert!(ring.has_events());
+            let mut got = Vec::new();
+            assert_eq!(ring.take(&mut |e: &IoEvent| got.push((e.data, e.res))), 1);
+            assert_eq!(got, [(40 + round, 4096)]);
+            assert!(!ring.has_events(), "head advanced past the taken entry");
+            assert!(buf.iter().all(|&b| b == 7));
+            // The kernel's own reaping continues from the head we stored.
+            buf.fill(0);
+            submit_read(id, fd, &mut buf, 50 + round);
+            let mut events = [IoEvent::default(); 4];
+            assert_eq!(io_getevents(id, 1, &mut events), Ok(1));
+            assert_eq!((events[0].data, events[0].res), (50 + round, 4096));
+            assert!(!ring.has_events());
+        }
+        io_destroy(id).expect("io_destroy");
+    }
 
     #[test]
     fn context_lifecycle() {
