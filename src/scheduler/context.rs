@@ -494,14 +494,20 @@ mod tests {
         );
     }
 
+    /// A context with a budget of one slot and READs at offsets 0 and 1 queued.
+    fn one_slot_two_reads_queued(log: &mut Vec<i64>) -> IoContext<TestSlot> {
+        let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
+        for tag in 0..2 {
+            ctx.push(event(Op::Read, Priority::Normal, tag, log))
+                .unwrap();
+        }
+        ctx
+    }
+
     #[test]
     fn exhausted_budget_polls_for_a_slot_before_blocking() {
         let mut log = Vec::new();
-        let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
-        for tag in 0..2 {
-            ctx.push(event(Op::Read, Priority::Normal, tag, &mut log))
-                .unwrap();
-        }
+        let ctx = one_slot_two_reads_queued(&mut log);
         let mut round = SubmitRound::new(ctx.batch);
         round.fill(&ctx, ctx.batch, || panic!("a slot was free: no wait"));
         assert_eq!(offsets(&ctx, &round.batch), [0]);
@@ -525,11 +531,7 @@ mod tests {
     #[test]
     fn exhausted_budget_blocks_until_the_completer_frees_a_slot() {
         let mut log = Vec::new();
-        let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
-        for tag in 0..2 {
-            ctx.push(event(Op::Read, Priority::Normal, tag, &mut log))
-                .unwrap();
-        }
+        let ctx = one_slot_two_reads_queued(&mut log);
         let mut round = SubmitRound::new(ctx.batch);
         round.fill(&ctx, ctx.batch, || false);
         let in_flight = round.batch[0];
