@@ -108,21 +108,21 @@ SIZE_BYTES=$(to_bytes "$SIZE") || die "--size: expected a size such as 256m or 1
 [[ $SIZE_BYTES -ge $((1 << 20)) ]] || die "--size must be at least 1m"
 (( SIZE_BYTES % 4096 == 0 )) || die "--size must be a multiple of 4k"
 
-declare -a SEL=()
-IFS=',' read -r -a SEL <<<"$JOBS"
-[[ ${#SEL[@]} -gt 0 ]] || die "--jobs: empty list"
-for j in "${SEL[@]}"; do
-    [[ $j =~ ^[1-5]$ ]] || die "--jobs: expected numbers 1..5 separated by commas, got '$JOBS'"
-done
-[[ $(printf '%s\n' "${SEL[@]}" | sort | uniq -d) == "" ]] || die "--jobs: a job is listed twice in '$JOBS'"
-
-declare -a BES=()
-IFS=',' read -r -a BES <<<"$BACKENDS"
-[[ ${#BES[@]} -gt 0 ]] || die "--backends: empty list"
-for be in "${BES[@]}"; do
-    [[ $be == uring || $be == aio ]] || die "--backends: expected uring and/or aio, got '$BACKENDS'"
-done
-[[ $(printf '%s\n' "${BES[@]}" | sort | uniq -d) == "" ]] || die "--backends: a backend is listed twice in '$BACKENDS'"
+# parse_list ARRAY OPTION VALUE PATTERN EXPECTED ITEM: splits the comma-separated VALUE into
+# ARRAY; every entry must match PATTERN (else "OPTION: expected EXPECTED") and none may repeat.
+parse_list() {
+    local -n list=$1
+    local opt=$2 value=$3 pattern=$4 expected=$5 item=$6 entry
+    IFS=',' read -r -a list <<<"$value"
+    [[ ${#list[@]} -gt 0 ]] || die "$opt: empty list"
+    for entry in "${list[@]}"; do
+        [[ $entry =~ $pattern ]] || die "$opt: expected $expected, got '$value'"
+    done
+    [[ $(printf '%s\n' "${list[@]}" | sort | uniq -d) == "" ]] || die "$opt: $item is listed twice in '$value'"
+}
+declare -a SEL=() BES=()
+parse_list SEL --jobs "$JOBS" '^[1-5]$' "numbers 1..5 separated by commas" "a job"
+parse_list BES --backends "$BACKENDS" '^(uring|aio)$' "uring and/or aio" "a backend"
 
 # Job table: name fs rw bs iodepth
 job_name() { case $1 in 1) echo shm-randread-qd32 ;; 2) echo ext4-randread-qd128 ;; 3) echo ext4-randread-qd1 ;;

@@ -734,6 +734,15 @@ static void fill_file(const char *path, uint64_t from, uint64_t to)
     free(buf);
 }
 
+/* A file this run just created (`fd` open on it): removed at exit, filled up to opt.size. */
+static void fill_new_file(int fd, const char *path)
+{
+    close(fd);
+    strcpy(rm_path, path);
+    rm_armed = 1;
+    fill_file(path, 0, opt.size);
+}
+
 static bool reads_only(void)
 {
     return opt.rw == RW_READ || opt.rw == RW_RANDREAD;
@@ -754,10 +763,7 @@ static int setup_file(const char **path_out)
         int fd = mkstemp(path);
         if (fd < 0)
             die("cannot create a scratch file in %s: %s", dir, strerror(errno));
-        close(fd);
-        strcpy(rm_path, path);
-        rm_armed = 1;
-        fill_file(path, 0, opt.size);
+        fill_new_file(fd, path);
     } else {
         if (strlen(opt.filename) >= sizeof path)
             die("--filename is too long");
@@ -783,10 +789,7 @@ static int setup_file(const char **path_out)
             int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
             if (fd < 0)
                 die("cannot create %s: %s", path, strerror(errno));
-            close(fd);
-            strcpy(rm_path, path);
-            rm_armed = 1;
-            fill_file(path, 0, opt.size);
+            fill_new_file(fd, path);
         } else {
             die("%s: %s", path, strerror(errno));
         }

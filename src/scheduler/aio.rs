@@ -50,6 +50,11 @@ unsafe impl Sync for AioDriver {}
 // moves nothing the kernel or another thread still uses.
 unsafe impl Send for AioDriver {}
 
+/// `(slot index, res)` of a completion: `aio_data` carries the slot index.
+fn slot_result(event: &kernel::IoEvent) -> (usize, i64) {
+    (event.data as usize, event.res)
+}
+
 fn opcode(op: Op) -> u16 {
     match op {
         Op::Read => kernel::IOCB_CMD_PREAD,
@@ -163,14 +168,15 @@ impl Driver for AioDriver {
     fn reap(&self, _ctx: &IoContext<AioSlot>, out: &mut Vec<(usize, i64)>) {
         // Completions already in the ring are taken without a syscall (as libaio's
         // user-space reap does); only an empty ring waits in io_getevents.
-        if let Some(ring) = self.ring.as_ref().filter(|ring| ring.has_events()) {
-            ring.take(&mut |e: &kernel::IoEvent| out.push((e.data as usize, e.res)));
+        if let Some(ring) = &self.ring
+            && ring.take(&mut |e: &kernel::IoEvent| out.push(slot_result(e))) > 0
+        {
             return;
         }
         // SAFETY: only the completer thread calls `reap` (Driver contract).
         let events = unsafe { &mut *self.events.get() };
         match kernel::io_getevents(self.id, 1, events) {
-            Ok(n) => out.extend(events[..n].iter().map(|e| (e.data as usize, e.res))),
+            Ok(n) => out.extend(events[..n].iter().map(slot_result)),
             Err(libc::EINTR) => {}
             Err(errno) => report_unexpected("io_getevents", errno),
         }

@@ -235,7 +235,8 @@ impl SubmitRound {
         }
     }
 
-    /// Fills `batch` with the slot indices to hand the kernel in this round.
+    /// Fills `batch` with the slot indices to hand the kernel in this round, at most
+    /// `ctx.batch` of them.
     ///
     /// Resubmissions that are due come first (they already hold budget), then new
     /// requests chosen by the fairness rule with `room = min(batch, free slots)`, each
@@ -247,9 +248,9 @@ impl SubmitRound {
     pub(crate) fn fill<S: Slot>(
         &mut self,
         ctx: &IoContext<S>,
-        batch: usize,
         mut await_slot: impl FnMut() -> bool,
     ) {
+        let batch = ctx.batch;
         self.batch.clear();
         self.slots.clear();
         let budget = &ctx.budget;

@@ -465,14 +465,14 @@ mod tests {
         ctx.push(event(Op::Read, Priority::High, 20, &mut log))
             .unwrap();
         let mut round = SubmitRound::new(ctx.batch);
-        round.fill(&ctx, ctx.batch, || false);
+        round.fill(&ctx, || false);
         assert_eq!(
             offsets(&ctx, &round.batch),
             [20, 0, 1],
             "HIGH first, then READ (round 0)"
         );
         let first = round.batch.clone();
-        round.fill(&ctx, ctx.batch, || false);
+        round.fill(&ctx, || false);
         assert_eq!(
             offsets(&ctx, &round.batch),
             [10],
@@ -481,7 +481,7 @@ mod tests {
         // Budget exhausted: completing one request frees exactly one slot.
         ctx.complete(&[(first[0], 1)]);
         assert_eq!(log, [1]);
-        round.fill(&ctx, ctx.batch, || false);
+        round.fill(&ctx, || false);
         assert_eq!(offsets(&ctx, &round.batch), [2]);
         // A short transfer goes back to the submitter ahead of new requests.
         ctx.complete(&[(first[1], 0)]);
@@ -509,13 +509,13 @@ mod tests {
         let mut log = Vec::new();
         let ctx = one_slot_two_reads_queued(&mut log);
         let mut round = SubmitRound::new(ctx.batch);
-        round.fill(&ctx, ctx.batch, || panic!("a slot was free: no wait"));
+        round.fill(&ctx, || panic!("a slot was free: no wait"));
         assert_eq!(offsets(&ctx, &round.batch), [0]);
         let in_flight = round.batch[0];
         // The only slot is in flight and a request is queued: the round asks `await_slot`
         // once; the completion arriving during that poll frees the slot for this round.
         let mut asked = 0;
-        round.fill(&ctx, ctx.batch, || {
+        round.fill(&ctx, || {
             asked += 1;
             ctx.complete(&[(in_flight, 1)]);
             true
@@ -524,7 +524,7 @@ mod tests {
         assert_eq!(log, [1]);
         assert_eq!(offsets(&ctx, &round.batch), [1]);
         // Nothing queued: an exhausted budget is not waited for.
-        round.fill(&ctx, ctx.batch, || panic!("nothing to dispatch: no wait"));
+        round.fill(&ctx, || panic!("nothing to dispatch: no wait"));
         assert!(round.batch.is_empty());
     }
 
@@ -533,7 +533,7 @@ mod tests {
         let mut log = Vec::new();
         let ctx = one_slot_two_reads_queued(&mut log);
         let mut round = SubmitRound::new(ctx.batch);
-        round.fill(&ctx, ctx.batch, || false);
+        round.fill(&ctx, || false);
         let in_flight = round.batch[0];
         std::thread::scope(|scope| {
             scope.spawn(|| {
@@ -541,7 +541,7 @@ mod tests {
                 ctx.complete(&[(in_flight, 1)]);
             });
             // The poll finds nothing (`|| false`): the round blocks until the slot is free.
-            round.fill(&ctx, ctx.batch, || false);
+            round.fill(&ctx, || false);
         });
         assert_eq!(offsets(&ctx, &round.batch), [1]);
         assert_eq!(log, [1]);
@@ -555,23 +555,23 @@ mod tests {
         ctx.push(event(Op::Read, Priority::Normal, 0, &mut log))
             .unwrap();
         let mut round = SubmitRound::new(ctx.batch);
-        round.fill(&ctx, ctx.batch, || false);
+        round.fill(&ctx, || false);
         let index = round.batch[0];
         for _ in 0..FREE_RETRIES {
             ctx.complete(&[(index, eagain)]);
-            round.fill(&ctx, ctx.batch, || false);
+            round.fill(&ctx, || false);
             assert_eq!(round.batch, [index], "the first retries go out at once");
         }
         // Backing off: with nothing else to do the round returns empty and says when.
         ctx.complete(&[(index, eagain)]);
-        round.fill(&ctx, ctx.batch, || panic!("nothing queued: no wait"));
+        round.fill(&ctx, || panic!("nothing queued: no wait"));
         assert!(round.batch.is_empty());
         let due = round.next_retry().expect("a delayed resubmission");
         while !round.retry_due() {
             std::thread::sleep(Duration::from_micros(5));
         }
         assert!(Instant::now() >= due);
-        round.fill(&ctx, ctx.batch, || false);
+        round.fill(&ctx, || false);
         assert_eq!(round.batch, [index]);
         assert_eq!(round.next_retry(), None);
         // Backing off with a request queued behind the held slot: the round blocks
@@ -580,12 +580,12 @@ mod tests {
             .unwrap();
         let before = Instant::now();
         ctx.complete(&[(index, eagain)]);
-        round.fill(&ctx, ctx.batch, || false);
+        round.fill(&ctx, || false);
         assert!(before.elapsed() >= FIRST_RETRY_DELAY);
         assert_eq!(offsets(&ctx, &round.batch), [0]);
         ctx.complete(&[(index, 1)]);
         assert_eq!(log, [1], "retries never reach the callback");
-        round.fill(&ctx, ctx.batch, || false);
+        round.fill(&ctx, || false);
         assert_eq!(offsets(&ctx, &round.batch), [1]);
     }
 
@@ -600,14 +600,14 @@ mod tests {
         let third = ctx.push(event(Op::Read, Priority::Normal, 2, &mut log));
         assert_eq!(third, Err(Error::QueueFull));
         let mut round = SubmitRound::new(ctx.batch);
-        round.fill(&ctx, ctx.batch, || false);
+        round.fill(&ctx, || false);
         assert!(round.batch.is_empty());
         ctx.begin_close();
         assert_eq!(
             ctx.push(event(Op::Read, Priority::Normal, 3, &mut log)),
             Err(Error::ShuttingDown)
         );
-        round.fill(&ctx, ctx.batch, || false);
+        round.fill(&ctx, || false);
         assert_eq!(
             offsets(&ctx, &round.batch),
             [0, 1],

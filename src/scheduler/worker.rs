@@ -85,7 +85,7 @@ pub(crate) fn run_submitter<D: Driver>(ctx: &IoContext<D::Slot>, driver: &D) {
     // Waiting for the completer to free a slot has its own gaps, so its own adaptation.
     let mut slot_wait = IdleWait::new();
     loop {
-        round.fill(ctx, ctx.batch, || {
+        round.fill(ctx, || {
             slot_wait.poll(|| {
                 driver.run_deferred();
                 ctx.budget.has_slot_for_submitter()

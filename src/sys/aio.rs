@@ -169,6 +169,9 @@ impl CompletionRing {
             );
             return 0;
         }
+        if head == tail {
+            return 0;
+        }
         let mut taken = 0;
         while head != tail {
             // SAFETY: `head < nr`, and the ring maps `nr` io_events right after the header
