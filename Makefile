@@ -7,7 +7,7 @@ all: lib
 
 lib:
 	$(CARGO) build --release
-	ln -sf libioeng.so target/release/libioeng.so.0
+	ln -sf libioeng.so target/release/libioeng.so.1
 
 # Builds the C example and benchmark, runs the example, then a short benchmark of both
 # backends (side by side with fio when it is installed) on scratch files; prints a table.
@@ -30,8 +30,8 @@ check-header:
 	IOENG_CHECK_HEADER=1 $(CARGO) build --release
 	@extra=$$(nm -D --defined-only target/release/libioeng.so | awk '{print $$3}' | grep -v '^ioeng_' || true); \
 	if [ -n "$$extra" ]; then echo "libioeng.so exports non-ioeng symbols: $$extra"; exit 1; fi
-	@readelf -d target/release/libioeng.so | grep -q 'SONAME.*libioeng.so.0' || { echo "libioeng.so lacks soname libioeng.so.0"; exit 1; }
-	@echo "check-header: include/ioeng.h current; exports only ioeng_*; soname libioeng.so.0"
+	@readelf -d target/release/libioeng.so | grep -q 'SONAME.*libioeng.so.1' || { echo "libioeng.so lacks soname libioeng.so.1"; exit 1; }
+	@echo "check-header: include/ioeng.h current; exports only ioeng_*; soname libioeng.so.1"
 
 clean:
 	$(CARGO) clean

@@ -13,7 +13,7 @@ fn main() {
     println!("cargo:rerun-if-changed=include/ioeng.h");
     println!("cargo:rerun-if-env-changed=IOENG_CHECK_HEADER");
     // A versioned soname so C programs link against the ABI major, not the file name.
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libioeng.so.0");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libioeng.so.1");
 
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("cbindgen.toml must parse");

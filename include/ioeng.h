@@ -23,6 +23,36 @@
 
 #include <stdint.h>
 #include <stddef.h>
+typedef struct ioeng ioeng_t;
+typedef struct ioeng_req ioeng_req_t;
+typedef struct ioeng_config ioeng_config_t;
+typedef struct ioeng_stats ioeng_stats_t;
+
+
+/**
+ * `idle_poll_us`: let the engine choose how long idle threads poll.
+ */
+#define IOENG_POLL_DEFAULT 0
+
+/**
+ * `idle_poll_us`: idle engine threads never poll; they sleep at once.
+ */
+#define IOENG_POLL_NEVER UINT32_MAX
+
+/**
+ * Library version (semantic versioning); ioeng_version() returns the same as a string.
+ */
+#define IOENG_VERSION_MAJOR 1
+
+/**
+ * See IOENG_VERSION_MAJOR.
+ */
+#define IOENG_VERSION_MINOR 0
+
+/**
+ * See IOENG_VERSION_MAJOR.
+ */
+#define IOENG_VERSION_PATCH 0
 
 /**
  * Largest accepted `depth`.
@@ -32,7 +62,7 @@
 /**
  * An engine. Opaque; created by ioeng_open(), freed by ioeng_close().
  */
-typedef struct ioeng_t ioeng_t;
+struct ioeng;
 
 /**
  * Backend selector (`IOENG_BACKEND_*`).
@@ -40,9 +70,14 @@ typedef struct ioeng_t ioeng_t;
 typedef uint32_t ioeng_backend_t;
 
 /**
+ * Engine mode (`IOENG_MODE_*`).
+ */
+typedef uint32_t ioeng_mode_t;
+
+/**
  * Engine configuration. Initialize with ioeng_config_init(), then change fields.
  */
-typedef struct {
+struct ioeng_config {
   /**
    * IOENG_BACKEND_*; default AUTO.
    */
@@ -64,10 +99,28 @@ typedef struct {
    */
   uint32_t start_paused;
   /**
+   * IOENG_MODE_THREADS (default) or IOENG_MODE_POLLED; anything else gives -EINVAL.
+   */
+  ioeng_mode_t mode;
+  /**
+   * THREADS: how long an idle engine thread polls before it sleeps, in µs;
+   * IOENG_POLL_DEFAULT (0) lets the engine decide, IOENG_POLL_NEVER never polls.
+   */
+  uint32_t idle_poll_us;
+  /**
+   * THREADS: pin the submitter thread to this CPU; -1 (the default) inherits the
+   * CPU mask of the thread that called ioeng_open().
+   */
+  int32_t submitter_cpu;
+  /**
+   * THREADS: pin the completer thread to this CPU; -1 (the default) inherits.
+   */
+  int32_t completer_cpu;
+  /**
    * Must be zero.
    */
-  uint32_t reserved[8];
-} ioeng_config_t;
+  uint32_t reserved[4];
+};
 
 /**
  * Operation (`IOENG_OP_*`).
@@ -80,9 +133,17 @@ typedef uint32_t ioeng_op_t;
 typedef uint32_t ioeng_prio_t;
 
 /**
- * One IO request. Copied by ioeng_submit(); the struct itself need not outlive the call.
+ * Per-request flags (`IOENG_REQ_*`, or-ed into `ioeng_req_t.flags`).
  */
-typedef struct {
+typedef uint32_t ioeng_req_flags_t;
+
+/**
+ * One IO request (64 bytes; the layout is frozen from version 1 on). Copied by
+ * ioeng_submit(); the struct itself need not outlive the call. Zero-initialize it
+ * (`ioeng_req_t req = {0};` or designated initializers): zero means "none" for every
+ * optional field.
+ */
+struct ioeng_req {
   /**
    * IOENG_OP_*; anything else gives -EINVAL.
    */
@@ -96,23 +157,48 @@ typedef struct {
    * (closing it earlier gives -EBADF in the callback, or IO on whatever file reuses the
    * number).
    */
-  int fd;
+  int32_t fd;
   /**
-   * READ/WRITE: caller-owned memory of `len` bytes. It must stay valid (and, for READ,
-   * untouched) until the callback ran. O_DIRECT alignment is the caller's business:
-   * a misaligned request completes with -EINVAL in the callback.
+   * IOENG_REQ_* bits; an unknown bit gives -EINVAL. Flags on FSYNC/FDATASYNC, and
+   * DSYNC/SYNC on READ/READV, give -EINVAL.
+   */
+  ioeng_req_flags_t flags;
+  /**
+   * READ/WRITE: caller-owned memory of `len` bytes. READV/WRITEV: a caller-owned
+   * `const struct iovec *` array of `len` entries. Memory (the array and every buffer
+   * it names) must stay valid (and, for reads, untouched) until the callback ran; the
+   * engine never writes to the iovec array. O_DIRECT alignment is the caller's
+   * business: a misaligned request completes with -EINVAL in the callback.
    */
   void *buf;
   /**
-   * READ/WRITE: bytes, > 0. Requests above the kernel's per-call maximum
-   * (0x7ffff000 bytes) are split internally into several kernel IOs.
+   * READ/WRITE: bytes, > 0. READV/WRITEV: iovec count, 1..=IOV_MAX. Transfers above
+   * the kernel's per-call maximum (0x7ffff000 bytes) are split internally.
    */
   uint64_t len;
   /**
-   * Byte offset in the file. `offset + len` must not exceed INT64_MAX (-EINVAL).
+   * Byte offset in the file (ignored by streams: pipes, sockets, ttys). `offset` plus
+   * the transfer size must not exceed INT64_MAX (-EINVAL).
    */
   uint64_t offset;
-} ioeng_req_t;
+  /**
+   * The caller's id for ioeng_cancel(); 0 = none. Need not be unique.
+   */
+  uint64_t tag;
+  /**
+   * CLOCK_MONOTONIC nanoseconds; 0 = none. A request still queued (not yet handed to
+   * the kernel) at this time completes with -ETIMEDOUT.
+   */
+  uint64_t deadline_ns;
+  /**
+   * With IOENG_REQ_FIXED_BUF: index into the buffers given to ioeng_register_buffers().
+   */
+  uint32_t buf_index;
+  /**
+   * Must be zero (-EINVAL otherwise).
+   */
+  uint32_t reserved;
+};
 
 /**
  * Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
@@ -129,7 +215,7 @@ typedef void (*ioeng_cb_t)(void *ctx, int64_t res);
  * Counters, read with ioeng_stats(). Each is exact when the engine is idle; while IO runs
  * they are read one by one and need not be mutually consistent.
  */
-typedef struct {
+struct ioeng_stats {
   /**
    * Requests accepted by ioeng_submit().
    */
@@ -162,7 +248,19 @@ typedef struct {
    * Kernel IOs issued again: short reads/writes before EOF, -EAGAIN/-EINTR.
    */
   uint64_t resubmits;
-} ioeng_stats_t;
+  /**
+   * Callbacks that got -ECANCELED.
+   */
+  uint64_t cancelled;
+  /**
+   * Callbacks that got -ETIMEDOUT (deadline passed while queued).
+   */
+  uint64_t timed_out;
+  /**
+   * Zero; room for later counters.
+   */
+  uint64_t reserved[6];
+};
 
 /**
  * Use io_uring when a ring can be created and read/write/fsync are supported, else Linux AIO.
@@ -203,6 +301,53 @@ typedef struct {
 #define IOENG_OP_FDATASYNC 3
 
 /**
+ * Scatter read (preadv2): `buf` is a `const struct iovec *`, `len` the iovec count.
+ */
+#define IOENG_OP_READV 4
+
+/**
+ * Gather write (pwritev2): `buf` is a `const struct iovec *`, `len` the iovec count.
+ */
+#define IOENG_OP_WRITEV 5
+
+/**
+ * RWF_DSYNC: this WRITE/WRITEV is durable (data + needed metadata) when its callback runs.
+ */
+#define IOENG_REQ_DSYNC (1 << 0)
+
+/**
+ * RWF_SYNC: like DSYNC, and all metadata too (as after fsync).
+ */
+#define IOENG_REQ_SYNC (1 << 1)
+
+/**
+ * RWF_NOWAIT: the kernel fails with -EAGAIN instead of blocking; that -EAGAIN reaches the
+ * callback instead of being retried.
+ */
+#define IOENG_REQ_NOWAIT (1 << 2)
+
+/**
+ * Use the registered buffer `buf_index` (see ioeng_register_buffers()); `[buf, buf+len)`
+ * must lie inside it. READ/WRITE only.
+ */
+#define IOENG_REQ_FIXED_BUF (1 << 3)
+
+/**
+ * Every flag this version knows; any other bit gives -EINVAL.
+ */
+#define IOENG_REQ_KNOWN_FLAGS (((IOENG_REQ_DSYNC | IOENG_REQ_SYNC) | IOENG_REQ_NOWAIT) | IOENG_REQ_FIXED_BUF)
+
+/**
+ * A submitter and a completer thread per engine; callbacks run on the completer.
+ */
+#define IOENG_MODE_THREADS 0
+
+/**
+ * No engine thread: the caller drives the engine with ioeng_poll(); callbacks run there.
+ */
+#define IOENG_MODE_POLLED 1
+
+/**
  * READ goes to the READ queue; WRITE, FSYNC and FDATASYNC go to the WRITE queue.
  */
 #define IOENG_PRIO_NORMAL 0
@@ -223,7 +368,7 @@ extern "C" {
  * # Safety
  * `cfg` is NULL or points to writable memory for one ioeng_config_t.
  */
-void ioeng_config_init(ioeng_config_t *cfg);
+void ioeng_config_init(struct ioeng_config *cfg);
 
 /**
  * Creates an engine and starts its submitter and completer threads.
@@ -240,7 +385,7 @@ void ioeng_config_init(ioeng_config_t *cfg);
  * # Safety
  * `cfg` is NULL or points to a readable ioeng_config_t; `out` is NULL or writable.
  */
-int ioeng_open(const ioeng_config_t *cfg, ioeng_t **out);
+int ioeng_open(const struct ioeng_config *cfg, struct ioeng **out);
 
 /**
  * Queues one request. Never blocks on kernel progress.
@@ -260,7 +405,7 @@ int ioeng_open(const ioeng_config_t *cfg, ioeng_t **out);
  * `h` is NULL or a live handle from ioeng_open; `req` is NULL or readable; `ctx` is
  * passed to `cb` untouched.
  */
-int ioeng_submit(ioeng_t *h, const ioeng_req_t *req, ioeng_cb_t cb, void *ctx);
+int ioeng_submit(struct ioeng *h, const struct ioeng_req *req, ioeng_cb_t cb, void *ctx);
 
 /**
  * Starts dispatching on an engine opened with `start_paused = 1`. Idempotent.
@@ -269,7 +414,7 @@ int ioeng_submit(ioeng_t *h, const ioeng_req_t *req, ioeng_cb_t cb, void *ctx);
  * # Safety
  * `h` is NULL or a live handle.
  */
-int ioeng_resume(ioeng_t *h);
+int ioeng_resume(struct ioeng *h);
 
 /**
  * Copies the counters into `*out`. Returns 0, or -EINVAL for NULL `h` or `out`.
@@ -278,7 +423,7 @@ int ioeng_resume(ioeng_t *h);
  * # Safety
  * `h` is NULL or a live handle; `out` is NULL or writable.
  */
-int ioeng_stats(const ioeng_t *h, ioeng_stats_t *out);
+int ioeng_stats(const struct ioeng *h, struct ioeng_stats *out);
 
 /**
  * The backend this engine runs: IOENG_BACKEND_AIO or IOENG_BACKEND_URING (never AUTO).
@@ -287,7 +432,7 @@ int ioeng_stats(const ioeng_t *h, ioeng_stats_t *out);
  * # Safety
  * `h` is NULL or a live handle.
  */
-ioeng_backend_t ioeng_backend(const ioeng_t *h);
+ioeng_backend_t ioeng_backend(const struct ioeng *h);
 
 /**
  * Why IOENG_BACKEND_AUTO does not use io_uring on this machine, e.g.
@@ -308,7 +453,7 @@ const char *ioeng_uring_unavailable_reason(void);
  * # Safety
  * `h` is NULL or a live handle that no other thread uses during or after the call.
  */
-int ioeng_close(ioeng_t *h);
+int ioeng_close(struct ioeng *h);
 
 /**
  * Library version, e.g. "0.1.0". Static string; do not free.

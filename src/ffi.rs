@@ -9,10 +9,16 @@
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::scheduler::tasks::{Callback, IoRequest, Op, Priority};
-use crate::scheduler::{AnyEngine, BackendChoice, BackendKind, Config, uring_unavailable_reason};
+use crate::scheduler::{
+    AnyEngine, BackendChoice, BackendKind, Config, IdlePoll, Mode, uring_unavailable_reason,
+};
+
+/// `CPU_SETSIZE` of glibc's `cpu_set_t`: the CPUs a thread can be pinned to.
+const CPU_SETSIZE: i32 = libc::CPU_SETSIZE;
 
 /// Backend selector (`IOENG_BACKEND_*`).
 pub type IoengBackend = u32;
@@ -36,6 +42,45 @@ pub const IOENG_OP_WRITE: IoengOp = 1;
 pub const IOENG_OP_FSYNC: IoengOp = 2;
 /// fdatasync(2) of `fd`; `buf`, `len`, `offset` are ignored.
 pub const IOENG_OP_FDATASYNC: IoengOp = 3;
+/// Scatter read (preadv2): `buf` is a `const struct iovec *`, `len` the iovec count.
+pub const IOENG_OP_READV: IoengOp = 4;
+/// Gather write (pwritev2): `buf` is a `const struct iovec *`, `len` the iovec count.
+pub const IOENG_OP_WRITEV: IoengOp = 5;
+
+/// Per-request flags (`IOENG_REQ_*`, or-ed into `ioeng_req_t.flags`).
+pub type IoengReqFlags = u32;
+/// RWF_DSYNC: this WRITE/WRITEV is durable (data + needed metadata) when its callback runs.
+pub const IOENG_REQ_DSYNC: IoengReqFlags = 1 << 0;
+/// RWF_SYNC: like DSYNC, and all metadata too (as after fsync).
+pub const IOENG_REQ_SYNC: IoengReqFlags = 1 << 1;
+/// RWF_NOWAIT: the kernel fails with -EAGAIN instead of blocking; that -EAGAIN reaches the
+/// callback instead of being retried.
+pub const IOENG_REQ_NOWAIT: IoengReqFlags = 1 << 2;
+/// Use the registered buffer `buf_index` (see ioeng_register_buffers()); `[buf, buf+len)`
+/// must lie inside it. READ/WRITE only.
+pub const IOENG_REQ_FIXED_BUF: IoengReqFlags = 1 << 3;
+/// Every flag this version knows; any other bit gives -EINVAL.
+pub const IOENG_REQ_KNOWN_FLAGS: IoengReqFlags =
+    IOENG_REQ_DSYNC | IOENG_REQ_SYNC | IOENG_REQ_NOWAIT | IOENG_REQ_FIXED_BUF;
+
+/// Engine mode (`IOENG_MODE_*`).
+pub type IoengMode = u32;
+/// A submitter and a completer thread per engine; callbacks run on the completer.
+pub const IOENG_MODE_THREADS: IoengMode = 0;
+/// No engine thread: the caller drives the engine with ioeng_poll(); callbacks run there.
+pub const IOENG_MODE_POLLED: IoengMode = 1;
+
+/// `idle_poll_us`: let the engine choose how long idle threads poll.
+pub const IOENG_POLL_DEFAULT: u32 = 0;
+/// `idle_poll_us`: idle engine threads never poll; they sleep at once.
+pub const IOENG_POLL_NEVER: u32 = u32::MAX;
+
+/// Library version (semantic versioning); ioeng_version() returns the same as a string.
+pub const IOENG_VERSION_MAJOR: u32 = 1;
+/// See IOENG_VERSION_MAJOR.
+pub const IOENG_VERSION_MINOR: u32 = 0;
+/// See IOENG_VERSION_MAJOR.
+pub const IOENG_VERSION_PATCH: u32 = 0;
 
 /// Priority (`IOENG_PRIO_*`).
 pub type IoengPrio = u32;
@@ -47,7 +92,10 @@ pub const IOENG_PRIO_HIGH: IoengPrio = 1;
 /// Largest accepted `depth`.
 pub const IOENG_MAX_DEPTH: u32 = 32768;
 
-/// One IO request. Copied by ioeng_submit(); the struct itself need not outlive the call.
+/// One IO request (64 bytes; the layout is frozen from version 1 on). Copied by
+/// ioeng_submit(); the struct itself need not outlive the call. Zero-initialize it
+/// (`ioeng_req_t req = {0};` or designated initializers): zero means "none" for every
+/// optional field.
 #[repr(C)]
 pub struct IoengReq {
     /// IOENG_OP_*; anything else gives -EINVAL.
@@ -57,17 +105,45 @@ pub struct IoengReq {
     /// Open file descriptor; < 0 gives -EBADF. It must stay open until the callback ran
     /// (closing it earlier gives -EBADF in the callback, or IO on whatever file reuses the
     /// number).
-    pub fd: c_int,
-    /// READ/WRITE: caller-owned memory of `len` bytes. It must stay valid (and, for READ,
-    /// untouched) until the callback ran. O_DIRECT alignment is the caller's business:
-    /// a misaligned request completes with -EINVAL in the callback.
+    pub fd: i32,
+    /// IOENG_REQ_* bits; an unknown bit gives -EINVAL. Flags on FSYNC/FDATASYNC, and
+    /// DSYNC/SYNC on READ/READV, give -EINVAL.
+    pub flags: IoengReqFlags,
+    /// READ/WRITE: caller-owned memory of `len` bytes. READV/WRITEV: a caller-owned
+    /// `const struct iovec *` array of `len` entries. Memory (the array and every buffer
+    /// it names) must stay valid (and, for reads, untouched) until the callback ran; the
+    /// engine never writes to the iovec array. O_DIRECT alignment is the caller's
+    /// business: a misaligned request completes with -EINVAL in the callback.
     pub buf: *mut c_void,
-    /// READ/WRITE: bytes, > 0. Requests above the kernel's per-call maximum
-    /// (0x7ffff000 bytes) are split internally into several kernel IOs.
+    /// READ/WRITE: bytes, > 0. READV/WRITEV: iovec count, 1..=IOV_MAX. Transfers above
+    /// the kernel's per-call maximum (0x7ffff000 bytes) are split internally.
     pub len: u64,
-    /// Byte offset in the file. `offset + len` must not exceed INT64_MAX (-EINVAL).
+    /// Byte offset in the file (ignored by streams: pipes, sockets, ttys). `offset` plus
+    /// the transfer size must not exceed INT64_MAX (-EINVAL).
     pub offset: u64,
+    /// The caller's id for ioeng_cancel(); 0 = none. Need not be unique.
+    pub tag: u64,
+    /// CLOCK_MONOTONIC nanoseconds; 0 = none. A request still queued (not yet handed to
+    /// the kernel) at this time completes with -ETIMEDOUT.
+    pub deadline_ns: u64,
+    /// With IOENG_REQ_FIXED_BUF: index into the buffers given to ioeng_register_buffers().
+    pub buf_index: u32,
+    /// Must be zero (-EINVAL otherwise).
+    pub reserved: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<IoengReq>() == 64);
+const _: () = assert!(std::mem::offset_of!(IoengReq, op) == 0);
+const _: () = assert!(std::mem::offset_of!(IoengReq, prio) == 4);
+const _: () = assert!(std::mem::offset_of!(IoengReq, fd) == 8);
+const _: () = assert!(std::mem::offset_of!(IoengReq, flags) == 12);
+const _: () = assert!(std::mem::offset_of!(IoengReq, buf) == 16);
+const _: () = assert!(std::mem::offset_of!(IoengReq, len) == 24);
+const _: () = assert!(std::mem::offset_of!(IoengReq, offset) == 32);
+const _: () = assert!(std::mem::offset_of!(IoengReq, tag) == 40);
+const _: () = assert!(std::mem::offset_of!(IoengReq, deadline_ns) == 48);
+const _: () = assert!(std::mem::offset_of!(IoengReq, buf_index) == 56);
+const _: () = assert!(std::mem::offset_of!(IoengReq, reserved) == 60);
 
 /// Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
 /// EOF); WRITE → `len`; FSYNC/FDATASYNC → 0; failure → -errno from the kernel.
@@ -91,9 +167,27 @@ pub struct IoengConfig {
     pub queue_capacity: u32,
     /// 1: queue requests but dispatch nothing until ioeng_resume(); 0 (default) or 1.
     pub start_paused: u32,
+    /// IOENG_MODE_THREADS (default) or IOENG_MODE_POLLED; anything else gives -EINVAL.
+    pub mode: IoengMode,
+    /// THREADS: how long an idle engine thread polls before it sleeps, in µs;
+    /// IOENG_POLL_DEFAULT (0) lets the engine decide, IOENG_POLL_NEVER never polls.
+    pub idle_poll_us: u32,
+    /// THREADS: pin the submitter thread to this CPU; -1 (the default) inherits the
+    /// CPU mask of the thread that called ioeng_open().
+    pub submitter_cpu: i32,
+    /// THREADS: pin the completer thread to this CPU; -1 (the default) inherits.
+    pub completer_cpu: i32,
     /// Must be zero.
-    pub reserved: [u32; 8],
+    pub reserved: [u32; 4],
 }
+
+const _: () = assert!(std::mem::size_of::<IoengConfig>() == 52);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, start_paused) == 16);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, mode) == 20);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, idle_poll_us) == 24);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, submitter_cpu) == 28);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, completer_cpu) == 32);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, reserved) == 36);
 
 /// Counters, read with ioeng_stats(). Each is exact when the engine is idle; while IO runs
 /// they are read one by one and need not be mutually consistent.
@@ -116,7 +210,17 @@ pub struct IoengStats {
     pub kernel_submit_calls: u64,
     /// Kernel IOs issued again: short reads/writes before EOF, -EAGAIN/-EINTR.
     pub resubmits: u64,
+    /// Callbacks that got -ECANCELED.
+    pub cancelled: u64,
+    /// Callbacks that got -ETIMEDOUT (deadline passed while queued).
+    pub timed_out: u64,
+    /// Zero; room for later counters.
+    pub reserved: [u64; 6],
 }
+
+const _: () = assert!(std::mem::size_of::<IoengStats>() == 128);
+const _: () = assert!(std::mem::offset_of!(IoengStats, cancelled) == 64);
+const _: () = assert!(std::mem::offset_of!(IoengStats, timed_out) == 72);
 
 /// An engine. Opaque; created by ioeng_open(), freed by ioeng_close().
 pub struct Ioeng {
@@ -151,7 +255,11 @@ pub unsafe extern "C" fn ioeng_config_init(cfg: *mut IoengConfig) {
         batch: 0,
         queue_capacity: 0,
         start_paused: 0,
-        reserved: [0; 8],
+        mode: IOENG_MODE_THREADS,
+        idle_poll_us: IOENG_POLL_DEFAULT,
+        submitter_cpu: -1,
+        completer_cpu: -1,
+        reserved: [0; 4],
     };
     // SAFETY: the caller guarantees a non-NULL `cfg` is writable for one IoengConfig;
     // `write` does not read the (possibly uninitialized) old value.
@@ -179,12 +287,31 @@ fn config_from_c(cfg: &IoengConfig) -> Result<Config, Error> {
     if cfg.reserved.iter().any(|&word| word != 0) {
         return Err(Error::InvalidArgument("reserved fields must be zero"));
     }
+    let mode = match cfg.mode {
+        IOENG_MODE_THREADS => Mode::Threads,
+        IOENG_MODE_POLLED => Mode::Polled,
+        _ => return Err(Error::InvalidArgument("unknown mode")),
+    };
+    let idle_poll = match cfg.idle_poll_us {
+        IOENG_POLL_DEFAULT => IdlePoll::Default,
+        IOENG_POLL_NEVER => IdlePoll::Never,
+        us => IdlePoll::Max(Duration::from_micros(u64::from(us))),
+    };
+    let cpu = |cpu: i32| match cpu {
+        -1 => Ok(None),
+        0..CPU_SETSIZE => Ok(Some(cpu as usize)),
+        _ => Err(Error::InvalidArgument("a CPU must be -1 or 0..CPU_SETSIZE")),
+    };
     Ok(Config {
         backend,
         depth: cfg.depth,
         batch: if cfg.batch == 0 { cfg.depth } else { cfg.batch },
         queue_capacity: cfg.queue_capacity,
         start_paused,
+        mode,
+        idle_poll,
+        submitter_cpu: cpu(cfg.submitter_cpu)?,
+        completer_cpu: cpu(cfg.completer_cpu)?,
     })
 }
 
@@ -241,6 +368,18 @@ fn request_from_c(req: &IoengReq) -> Result<IoRequest, Error> {
         IOENG_OP_FDATASYNC => Op::Fdatasync,
         _ => return Err(Error::InvalidArgument("unknown op")),
     };
+    if req.flags & !IOENG_REQ_KNOWN_FLAGS != 0 {
+        return Err(Error::InvalidArgument("unknown flag"));
+    }
+    // Not yet wired to the kernel: refused rather than silently ignored.
+    if req.flags != 0 {
+        return Err(Error::InvalidArgument(
+            "request flags are not supported yet",
+        ));
+    }
+    if req.reserved != 0 {
+        return Err(Error::InvalidArgument("reserved must be zero"));
+    }
     let priority = match req.prio {
         IOENG_PRIO_NORMAL => Priority::Normal,
         IOENG_PRIO_HIGH => Priority::High,
@@ -325,6 +464,9 @@ pub unsafe extern "C" fn ioeng_stats(h: *const Ioeng, out: *mut IoengStats) -> c
             queued_write: stats.queued_write,
             kernel_submit_calls: stats.kernel_submit_calls,
             resubmits: stats.resubmits,
+            cancelled: stats.cancelled,
+            timed_out: stats.timed_out,
+            reserved: [0; 6],
         };
         // SAFETY: non-NULL and writable per the caller contract.
         unsafe { out.write(snapshot) };
@@ -392,4 +534,18 @@ pub unsafe extern "C" fn ioeng_close(h: *mut Ioeng) -> c_int {
 pub extern "C" fn ioeng_version() -> *const c_char {
     const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
     VERSION.as_ptr().cast()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_macros_match_the_crate_version() {
+        let expected = format!("{IOENG_VERSION_MAJOR}.{IOENG_VERSION_MINOR}.{IOENG_VERSION_PATCH}");
+        assert_eq!(env!("CARGO_PKG_VERSION"), expected);
+        // SAFETY: ioeng_version returns a static NUL-terminated string.
+        let reported = unsafe { CStr::from_ptr(ioeng_version()) };
+        assert_eq!(reported.to_str().unwrap(), expected);
+    }
 }

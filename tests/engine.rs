@@ -122,7 +122,7 @@ fn synchronous_errors() {
     cfg.backend = 3;
     assert_eq!(Engine::open(&cfg).err(), Some(-libc::EINVAL));
     cfg.backend = IOENG_BACKEND_AIO;
-    cfg.reserved[7] = 1;
+    cfg.reserved[3] = 1;
     assert_eq!(Engine::open(&cfg).err(), Some(-libc::EINVAL));
     for (backend, _) in backends() {
         let mut cfg = config(backend);

@@ -111,6 +111,8 @@ pub struct Stats {
     pub queued_write: u64,
     pub kernel_submit_calls: u64,
     pub resubmits: u64,
+    pub cancelled: u64,
+    pub timed_out: u64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -240,6 +242,8 @@ impl<S: Slot> IoContext<S> {
             queued_write: write as u64,
             kernel_submit_calls: c.kernel_submit_calls.load(Ordering::Relaxed),
             resubmits: c.resubmits.load(Ordering::Relaxed),
+            cancelled: 0,
+            timed_out: 0,
         }
     }
 

@@ -40,6 +40,9 @@ pub enum BackendKind {
 }
 
 /// A validated configuration (see `ioeng_config_t`).
+// `idle_poll` and the CPUs are validated now and applied by the engine threads' work
+// that follows the ABI freeze.
+#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct Config {
     pub backend: BackendChoice,
@@ -50,6 +53,32 @@ pub struct Config {
     /// 0 = unbounded.
     pub queue_capacity: u32,
     pub start_paused: bool,
+    pub mode: Mode,
+    pub idle_poll: IdlePoll,
+    /// CPU to pin the submitter thread to (THREADS mode); `None` inherits.
+    pub submitter_cpu: Option<usize>,
+    /// CPU to pin the completer thread to (THREADS mode); `None` inherits.
+    pub completer_cpu: Option<usize>,
+}
+
+/// Who drives the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A submitter and a completer thread.
+    Threads,
+    /// No engine thread: the caller's `ioeng_poll`.
+    Polled,
+}
+
+/// How long an idle engine thread polls before it sleeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdlePoll {
+    /// The engine's own policy.
+    Default,
+    /// Never: sleep at once.
+    Never,
+    /// At most this long.
+    Max(std::time::Duration),
 }
 
 /// Why io_uring cannot be used here: the errno and a sentence for humans.
@@ -174,6 +203,12 @@ impl AnyEngine {
     /// Opens an engine. AUTO takes io_uring when the probe passed and the ring could be
     /// created, AIO otherwise; an explicit backend that cannot start is an error.
     pub fn open(config: &Config) -> Result<Self, Error> {
+        if config.mode == Mode::Polled {
+            return Err(Error::Kernel {
+                call: "IOENG_MODE_POLLED (not implemented yet)",
+                errno: libc::EOPNOTSUPP,
+            });
+        }
         let open_uring = || match uring_status() {
             Ok(()) => Engine::open(config).map(|e| AnyEngine(Backend::Uring(e))),
             Err(why) => Err(Error::Kernel {

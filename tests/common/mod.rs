@@ -142,6 +142,11 @@ pub fn req(op: IoengOp, fd: i32, buf: *mut u8, len: u64, offset: u64) -> IoengRe
         buf: buf.cast(),
         len,
         offset,
+        flags: 0,
+        tag: 0,
+        deadline_ns: 0,
+        buf_index: 0,
+        reserved: 0,
     }
 }
 
