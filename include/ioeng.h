@@ -61,6 +61,13 @@ typedef struct ioeng_stats ioeng_stats_t;
 
 /**
  * An engine. Opaque; created by ioeng_open(), freed by ioeng_close().
+ *
+ * An engine belongs to the process that opened it. In a child created by fork() (which
+ * copies the handle but not the engine's threads or kernel objects), every call on an
+ * inherited handle returns -ESRCH and runs no callback, except ioeng_close(), which
+ * frees the child's copy (returning 0) without touching the parent's engine, and
+ * ioeng_backend(), which still reports the backend. Requests pending at the fork
+ * belong to the parent; the child gets no callback for them.
  */
 struct ioeng;
 
@@ -177,8 +184,11 @@ struct ioeng_req {
    */
   uint64_t len;
   /**
-   * Byte offset in the file (ignored by streams: pipes, sockets, ttys). `offset` plus
-   * the transfer size must not exceed INT64_MAX (-EINVAL).
+   * Byte offset in the file. Streams (pipes, FIFOs, sockets, ttys: files where lseek
+   * fails with ESPIPE) have no position and ignore it: a short transfer on a stream
+   * is continued without a position (offset 0, which sockets require), so no byte is
+   * lost or repeated. `offset` plus the transfer size must not exceed INT64_MAX
+   * (-EINVAL).
    */
   uint64_t offset;
   /**
@@ -201,8 +211,18 @@ struct ioeng_req {
 };
 
 /**
- * Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
- * EOF); WRITE → `len`; FSYNC/FDATASYNC → 0; failure → -errno from the kernel.
+ * Completion callback. `res`: READ → bytes read (short only at end of file — for a
+ * stream, when the peer shut down or the writer closed — 0 at or after EOF); WRITE →
+ * `len`; FSYNC/FDATASYNC → 0; failure → -errno from the kernel.
+ * Streams (pipes, sockets, ttys): bytes already moved cannot be moved back, so when a
+ * READ or WRITE fails after moving some bytes, `res` is the count moved (as read(2)/
+ * write(2) report it: a WRITE to a pipe whose reader took 64 KiB and closed → 65536,
+ * not -EPIPE) and the error shows on the next request. On files a failure is -errno even
+ * after a partial transfer (the data stays at its offset).
+ * Both backends give the same `res`, equal to what read(2)/write(2) (pread/pwrite on
+ * files with a position) give, for any fd the kernel can read or write: AIO does the
+ * transfer once with pread/pwrite where the kernel has no AIO path for the file
+ * (/dev/full, eventfd writes, inotify, /proc files, directories), without blocking.
  * Short transfers, -EAGAIN and -EINTR never reach it: they are issued again (after 4
  * -EAGAIN/-EINTR in a row, with a delay growing from 10 µs to 1 ms, so an fd that stays
  * unready — an empty O_NONBLOCK pipe on AIO — costs about one retry per ms, not a busy
@@ -396,7 +416,8 @@ int ioeng_open(const struct ioeng_config *cfg, struct ioeng **out);
  *               `buf` or `len == 0`; `offset + len` above INT64_MAX;
  *  -EBADF       `fd < 0`;
  *  -ESHUTDOWN   ioeng_close() has begun (e.g. a callback submitting during close);
- *  -EAGAIN      the queues hold `queue_capacity` requests; retry after completions.
+ *  -EAGAIN      the queues hold `queue_capacity` requests; retry after completions;
+ *  -ESRCH       `h` was inherited across fork() (see ioeng_t).
  *
  * `*req` is copied; `req->buf` stays owned by the caller and must remain valid until the
  * callback ran. Thread-safe: any number of threads (and callbacks) may submit at once.
@@ -409,7 +430,7 @@ int ioeng_submit(struct ioeng *h, const struct ioeng_req *req, ioeng_cb_t cb, vo
 
 /**
  * Starts dispatching on an engine opened with `start_paused = 1`. Idempotent.
- * Returns 0, or -EINVAL for NULL `h`. Thread-safe.
+ * Returns 0, -EINVAL for NULL `h`, or -ESRCH in a forked child. Thread-safe.
  *
  * # Safety
  * `h` is NULL or a live handle.
@@ -417,7 +438,8 @@ int ioeng_submit(struct ioeng *h, const struct ioeng_req *req, ioeng_cb_t cb, vo
 int ioeng_resume(struct ioeng *h);
 
 /**
- * Copies the counters into `*out`. Returns 0, or -EINVAL for NULL `h` or `out`.
+ * Copies the counters into `*out`. Returns 0, -EINVAL for NULL `h` or `out`, or -ESRCH
+ * in a forked child.
  * Thread-safe; may be called from a callback.
  *
  * # Safety
@@ -447,8 +469,13 @@ const char *ioeng_uring_unavailable_reason(void);
  * completes everything already accepted (every pending callback runs before this
  * returns, even on a paused engine), joins both engine threads, releases the kernel
  * context (io_destroy / ring) and frees `h`. Returns 0; -EINVAL for NULL `h`;
- * -EDEADLK when called from one of this engine's callbacks (nothing is done then and
- * `h` stays valid). The caller must ensure no other call on `h` is running or follows.
+ * -EDEADLK when called from a callback of any engine, or any other engine thread
+ * (nothing is done then and `h` stays valid: two engines whose callbacks closed each
+ * other would otherwise wait for each other forever). Callbacks that run during the
+ * drain may still call ioeng_submit() (-ESHUTDOWN) or ioeng_close() (-EDEADLK) on `h`;
+ * apart from them, the caller must ensure no other call on `h` is running or follows.
+ * In a forked child: frees the child's copy of the handle and returns 0, touching
+ * none of the parent's threads or kernel objects and running no callback.
  *
  * # Safety
  * `h` is NULL or a live handle that no other thread uses during or after the call.

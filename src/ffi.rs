@@ -118,8 +118,11 @@ pub struct IoengReq {
     /// READ/WRITE: bytes, > 0. READV/WRITEV: iovec count, 1..=IOV_MAX. Transfers above
     /// the kernel's per-call maximum (0x7ffff000 bytes) are split internally.
     pub len: u64,
-    /// Byte offset in the file (ignored by streams: pipes, sockets, ttys). `offset` plus
-    /// the transfer size must not exceed INT64_MAX (-EINVAL).
+    /// Byte offset in the file. Streams (pipes, FIFOs, sockets, ttys: files where lseek
+    /// fails with ESPIPE) have no position and ignore it: a short transfer on a stream
+    /// is continued without a position (offset 0, which sockets require), so no byte is
+    /// lost or repeated. `offset` plus the transfer size must not exceed INT64_MAX
+    /// (-EINVAL).
     pub offset: u64,
     /// The caller's id for ioeng_cancel(); 0 = none. Need not be unique.
     pub tag: u64,
@@ -145,8 +148,18 @@ const _: () = assert!(std::mem::offset_of!(IoengReq, deadline_ns) == 48);
 const _: () = assert!(std::mem::offset_of!(IoengReq, buf_index) == 56);
 const _: () = assert!(std::mem::offset_of!(IoengReq, reserved) == 60);
 
-/// Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
-/// EOF); WRITE → `len`; FSYNC/FDATASYNC → 0; failure → -errno from the kernel.
+/// Completion callback. `res`: READ → bytes read (short only at end of file — for a
+/// stream, when the peer shut down or the writer closed — 0 at or after EOF); WRITE →
+/// `len`; FSYNC/FDATASYNC → 0; failure → -errno from the kernel.
+/// Streams (pipes, sockets, ttys): bytes already moved cannot be moved back, so when a
+/// READ or WRITE fails after moving some bytes, `res` is the count moved (as read(2)/
+/// write(2) report it: a WRITE to a pipe whose reader took 64 KiB and closed → 65536,
+/// not -EPIPE) and the error shows on the next request. On files a failure is -errno even
+/// after a partial transfer (the data stays at its offset).
+/// Both backends give the same `res`, equal to what read(2)/write(2) (pread/pwrite on
+/// files with a position) give, for any fd the kernel can read or write: AIO does the
+/// transfer once with pread/pwrite where the kernel has no AIO path for the file
+/// (/dev/full, eventfd writes, inotify, /proc files, directories), without blocking.
 /// Short transfers, -EAGAIN and -EINTR never reach it: they are issued again (after 4
 /// -EAGAIN/-EINTR in a row, with a delay growing from 10 µs to 1 ms, so an fd that stays
 /// unready — an empty O_NONBLOCK pipe on AIO — costs about one retry per ms, not a busy
@@ -223,8 +236,27 @@ const _: () = assert!(std::mem::offset_of!(IoengStats, cancelled) == 64);
 const _: () = assert!(std::mem::offset_of!(IoengStats, timed_out) == 72);
 
 /// An engine. Opaque; created by ioeng_open(), freed by ioeng_close().
+///
+/// An engine belongs to the process that opened it. In a child created by fork() (which
+/// copies the handle but not the engine's threads or kernel objects), every call on an
+/// inherited handle returns -ESRCH and runs no callback, except ioeng_close(), which
+/// frees the child's copy (returning 0) without touching the parent's engine, and
+/// ioeng_backend(), which still reports the backend. Requests pending at the fork
+/// belong to the parent; the child gets no callback for them.
 pub struct Ioeng {
     engine: AnyEngine,
+    /// `sys::fork::generation()` at open; another value means a forked child's copy.
+    generation: u64,
+}
+
+/// What every call on a forked child's copy of a handle returns (see `Ioeng`).
+const FORKED_CHILD: c_int = -libc::ESRCH;
+
+impl Ioeng {
+    /// True in a forked child holding a copy of its parent's engine. One atomic load.
+    fn inherited(&self) -> bool {
+        self.generation != crate::sys::fork::generation()
+    }
 }
 
 /// Runs `body`, turning a panic (a bug in libioeng) into -EIO instead of unwinding into C.
@@ -348,9 +380,11 @@ pub unsafe extern "C" fn ioeng_open(cfg: *const IoengConfig, out: *mut *mut Ioen
             Ok(config) => config,
             Err(err) => return -err.errno(),
         };
+        crate::sys::fork::watch();
+        let generation = crate::sys::fork::generation();
         match AnyEngine::open(&config) {
             Ok(engine) => {
-                let handle = Box::into_raw(Box::new(Ioeng { engine }));
+                let handle = Box::into_raw(Box::new(Ioeng { engine, generation }));
                 // SAFETY: `out` is non-NULL and writable per the caller contract.
                 unsafe { out.write(handle) };
                 0
@@ -396,7 +430,8 @@ fn request_from_c(req: &IoengReq) -> Result<IoRequest, Error> {
 ///               `buf` or `len == 0`; `offset + len` above INT64_MAX;
 ///  -EBADF       `fd < 0`;
 ///  -ESHUTDOWN   ioeng_close() has begun (e.g. a callback submitting during close);
-///  -EAGAIN      the queues hold `queue_capacity` requests; retry after completions.
+///  -EAGAIN      the queues hold `queue_capacity` requests; retry after completions;
+///  -ESRCH       `h` was inherited across fork() (see ioeng_t).
 ///
 /// `*req` is copied; `req->buf` stays owned by the caller and must remain valid until the
 /// callback ran. Thread-safe: any number of threads (and callbacks) may submit at once.
@@ -417,6 +452,9 @@ pub unsafe extern "C" fn ioeng_submit(
         };
         // SAFETY: non-NULL and live per the caller contract; only shared access is needed.
         let handle = unsafe { &*h };
+        if handle.inherited() {
+            return FORKED_CHILD;
+        }
         // SAFETY: non-NULL and readable per the caller contract.
         let req = unsafe { &*req };
         let result = request_from_c(req)
@@ -426,7 +464,7 @@ pub unsafe extern "C" fn ioeng_submit(
 }
 
 /// Starts dispatching on an engine opened with `start_paused = 1`. Idempotent.
-/// Returns 0, or -EINVAL for NULL `h`. Thread-safe.
+/// Returns 0, -EINVAL for NULL `h`, or -ESRCH in a forked child. Thread-safe.
 ///
 /// # Safety
 /// `h` is NULL or a live handle.
@@ -437,12 +475,17 @@ pub unsafe extern "C" fn ioeng_resume(h: *mut Ioeng) -> c_int {
             return -libc::EINVAL;
         }
         // SAFETY: non-NULL and live per the caller contract.
-        unsafe { &*h }.engine.resume();
+        let handle = unsafe { &*h };
+        if handle.inherited() {
+            return FORKED_CHILD;
+        }
+        handle.engine.resume();
         0
     })
 }
 
-/// Copies the counters into `*out`. Returns 0, or -EINVAL for NULL `h` or `out`.
+/// Copies the counters into `*out`. Returns 0, -EINVAL for NULL `h` or `out`, or -ESRCH
+/// in a forked child.
 /// Thread-safe; may be called from a callback.
 ///
 /// # Safety
@@ -454,7 +497,11 @@ pub unsafe extern "C" fn ioeng_stats(h: *const Ioeng, out: *mut IoengStats) -> c
             return -libc::EINVAL;
         }
         // SAFETY: non-NULL and live per the caller contract.
-        let stats = unsafe { &*h }.engine.stats();
+        let handle = unsafe { &*h };
+        if handle.inherited() {
+            return FORKED_CHILD;
+        }
+        let stats = handle.engine.stats();
         let snapshot = IoengStats {
             submitted: stats.submitted,
             completed: stats.completed,
@@ -505,8 +552,13 @@ pub extern "C" fn ioeng_uring_unavailable_reason() -> *const c_char {
 /// completes everything already accepted (every pending callback runs before this
 /// returns, even on a paused engine), joins both engine threads, releases the kernel
 /// context (io_destroy / ring) and frees `h`. Returns 0; -EINVAL for NULL `h`;
-/// -EDEADLK when called from one of this engine's callbacks (nothing is done then and
-/// `h` stays valid). The caller must ensure no other call on `h` is running or follows.
+/// -EDEADLK when called from a callback of any engine, or any other engine thread
+/// (nothing is done then and `h` stays valid: two engines whose callbacks closed each
+/// other would otherwise wait for each other forever). Callbacks that run during the
+/// drain may still call ioeng_submit() (-ESHUTDOWN) or ioeng_close() (-EDEADLK) on `h`;
+/// apart from them, the caller must ensure no other call on `h` is running or follows.
+/// In a forked child: frees the child's copy of the handle and returns 0, touching
+/// none of the parent's threads or kernel objects and running no callback.
 ///
 /// # Safety
 /// `h` is NULL or a live handle that no other thread uses during or after the call.
@@ -518,13 +570,25 @@ pub unsafe extern "C" fn ioeng_close(h: *mut Ioeng) -> c_int {
         }
         // SAFETY: non-NULL and live per the caller contract.
         let handle = unsafe { &*h };
+        if handle.inherited() {
+            // SAFETY: `h` came from Box::into_raw in ioeng_open (in the parent; the child
+            // has a copy of that memory), and in the child no engine thread exists and
+            // the caller makes no other call on `h` during or after this one.
+            let handle = unsafe { Box::from_raw(h) };
+            handle.engine.abandon_in_forked_child();
+            return 0;
+        }
         if let Err(err) = handle.engine.begin_close() {
             return -err.errno();
         }
-        // SAFETY: `h` came from Box::into_raw in ioeng_open, and the caller guarantees no
-        // other use of it during or after this call, so we may take ownership back.
-        let handle = unsafe { Box::from_raw(h) };
+        // Drains and joins through a shared reference: until both engine threads are
+        // joined, callbacks may still call ioeng_submit (-ESHUTDOWN) or ioeng_close
+        // (-EDEADLK) on this handle, so it must stay in place and unaliased by a Box.
         handle.engine.finish_close();
+        // SAFETY: `h` came from Box::into_raw in ioeng_open. Both engine threads are
+        // joined, so no callback runs any more, and the caller guarantees no other
+        // thread uses `h` during or after this call: no reference to it remains.
+        drop(unsafe { Box::from_raw(h) });
         0
     })
 }

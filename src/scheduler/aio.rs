@@ -9,7 +9,7 @@ use super::context::{Driver, IoContext, Slot};
 use super::tasks::{IoEvent, Op};
 use crate::error::Error;
 use crate::sys::aio::{self as kernel, AioContextId, CompletionRing, Iocb};
-use crate::sys::report_unexpected;
+use crate::sys::{self, report_unexpected};
 
 /// One in-flight AIO request. `repr(C)` with the iocb first, so a slot's address is its
 /// iocb's address and the array of slots is the array the kernel reads iocbs from.
@@ -38,6 +38,8 @@ pub struct AioDriver {
     /// holds completions (`None` if its layout is not the one we know). Lives no longer
     /// than `id`: both go in `drop`.
     ring: Option<CompletionRing>,
+    /// The fork generation of the process that created `id` (see `sys::fork`).
+    generation: u64,
 }
 
 // SAFETY: `id` is a plain integer the kernel synchronizes; `iocb_ptrs` is touched only on
@@ -64,24 +66,43 @@ fn opcode(op: Op) -> u16 {
     }
 }
 
-/// AIO refuses a READ/WRITE on a file without read/write_iter (a directory) with EINVAL
-/// at submit time, where io_uring and pread(2) say EISDIR. Both backends must give the
-/// same `res`, so on this cold error path a directory's EINVAL becomes EISDIR (for reads
-/// and writes only: fsync of a directory that cannot be synced is EINVAL on both).
-fn same_errno_as_uring(errno: i32, iocb: *const Iocb) -> i32 {
+/// The `res` for an iocb that `io_submit` refused with `errno`.
+///
+/// AIO refuses a READ/WRITE on a file without `read_iter`/`write_iter` (a directory,
+/// `/dev/full` writes, eventfd writes, inotify, many /proc files) with EINVAL at submit
+/// time, where read(2)/write(2) and io_uring work or give the real errno. On this cold
+/// path the transfer is done once with pread/pwrite (read/write on a file without a
+/// position), exactly as io_uring would — but only when `poll(fd, 0)` says it will not
+/// block the submitter; otherwise the answer is EAGAIN, which the engine retries with
+/// its usual backoff until the fd is ready.
+fn refused_result(errno: i32, iocb: *const Iocb) -> i64 {
     // SAFETY: `iocb` points into the slot array and the kernel refused it, so nobody else
     // reads or writes it now.
-    let (opcode, fd) = unsafe { ((*iocb).aio_lio_opcode, (*iocb).aio_fildes as i32) };
-    let transfers = opcode == kernel::IOCB_CMD_PREAD || opcode == kernel::IOCB_CMD_PWRITE;
-    if errno != libc::EINVAL || !transfers {
-        return errno;
+    let iocb = unsafe { &*iocb };
+    let write = match iocb.aio_lio_opcode {
+        kernel::IOCB_CMD_PREAD => false,
+        kernel::IOCB_CMD_PWRITE => true,
+        _ => return -i64::from(errno),
+    };
+    if errno != libc::EINVAL {
+        return -i64::from(errno);
     }
-    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat writes a full `stat` into valid storage or fails.
-    let is_dir = unsafe { libc::fstat(fd, stat.as_mut_ptr()) } == 0
-        // SAFETY: fstat succeeded, so `stat` is initialized.
-        && unsafe { stat.assume_init_ref() }.st_mode & libc::S_IFMT == libc::S_IFDIR;
-    if is_dir { libc::EISDIR } else { errno }
+    let fd = iocb.aio_fildes as i32;
+    match sys::fd::ready_now(fd, write) {
+        Err(errno) => -i64::from(errno),
+        Ok(false) => -i64::from(libc::EAGAIN),
+        // SAFETY: the iocb was built from the request's next chunk: its buffer is the
+        // caller's, valid for `aio_nbytes` bytes until the callback, which has not run.
+        Ok(true) => unsafe {
+            sys::fd::transfer_once(
+                write,
+                fd,
+                iocb.aio_buf as *mut u8,
+                iocb.aio_nbytes,
+                iocb.aio_offset as u64,
+            )
+        },
+    }
 }
 
 /// Longest `io_getevents` result array; larger depths are reaped in several calls.
@@ -95,11 +116,17 @@ impl Driver for AioDriver {
             call: "io_setup",
             errno,
         })?;
-        // SAFETY: `id` is live; the ring is dropped with the driver, right before
-        // io_destroy unmaps it.
-        let ring = unsafe { CompletionRing::of_context(id) };
+        // Under valgrind, reap only through io_getevents (see `running_on_valgrind`).
+        let ring = if sys::running_on_valgrind() {
+            None
+        } else {
+            // SAFETY: `id` is live; the ring is dropped with the driver, right before
+            // io_destroy unmaps it.
+            unsafe { CompletionRing::of_context(id) }
+        };
         Ok(AioDriver {
             id,
+            generation: sys::fork::generation(),
             ring,
             iocb_ptrs: UnsafeCell::new(Vec::with_capacity(batch as usize)),
             events: UnsafeCell::new(vec![
@@ -153,8 +180,7 @@ impl Driver for AioDriver {
                 // The first remaining iocb is bad (EBADF, EINVAL, ...): it alone fails.
                 Err(errno) => {
                     let index = batch[next];
-                    let errno = same_errno_as_uring(errno, ptrs[next]);
-                    ctx.fail_unsubmitted(index, -i64::from(errno));
+                    ctx.fail_unsubmitted(index, refused_result(errno, ptrs[next]));
                     next += 1;
                 }
             }
@@ -185,6 +211,11 @@ impl Driver for AioDriver {
 
 impl Drop for AioDriver {
     fn drop(&mut self) {
+        // A forked child's copy names a context of its parent (contexts are not
+        // inherited): leave it to the parent.
+        if self.generation != sys::fork::generation() {
+            return;
+        }
         // Waits for anything still in flight (nothing, after a drained close).
         let _ = kernel::io_destroy(self.id);
     }

@@ -173,13 +173,6 @@ impl<S: Slot> IoContext<S> {
         self.threads.wait();
     }
 
-    pub(crate) fn is_engine_thread(&self) -> bool {
-        let me = std::thread::current().id();
-        self.threads
-            .get()
-            .is_some_and(|(submitter, completer)| submitter.id() == me || completer.id() == me)
-    }
-
     fn wake_submitter(&self) {
         if let Some((submitter, _)) = self.threads.get() {
             submitter.unpark();
@@ -324,7 +317,9 @@ impl<S: Slot> IoContext<S> {
         result
     }
 
-    /// The kernel refused the IO in slot `index` at submit time with `res < 0`.
+    /// The kernel refused the IO in slot `index` at submit time; `res` stands for its
+    /// kernel result (`-errno`, or what the driver's fallback transfer gave) and is
+    /// settled like a completion (it may finish the request or resubmit it).
     pub(crate) fn fail_unsubmitted(&self, index: usize, res: i64) {
         // The submitter holds `index`; the kernel never took it.
         self.settle_batch(&[(index, res)]);

@@ -250,8 +250,18 @@ impl AnyEngine {
         on_engine!(self, engine => engine.begin_close())
     }
 
-    /// Waits until every accepted callback ran, joins the threads, frees kernel state.
-    pub fn finish_close(self) {
-        drop(self);
+    /// Waits until every accepted callback ran and joins the threads; the kernel state
+    /// goes when the engine is dropped. Callbacks may still use `&self` meanwhile.
+    pub fn finish_close(&self) {
+        on_engine!(self, engine => engine.finish_close())
+    }
+
+    /// Frees a forked child's copy without touching the parent's threads or kernel
+    /// objects, and without running a callback.
+    pub fn abandon_in_forked_child(self) {
+        match self.0 {
+            Backend::Aio(engine) => engine.abandon_in_forked_child(),
+            Backend::Uring(engine) => engine.abandon_in_forked_child(),
+        }
     }
 }

@@ -159,6 +159,19 @@ pub const FREE_RETRIES: u32 = 4;
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_micros(10);
 pub const MAX_RETRY_DELAY: Duration = Duration::from_millis(1);
 
+/// Whether a request's file has a position, which decides where a continuation goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Position {
+    /// Not asked yet: the first kernel IO goes out at the caller's offset either way,
+    /// so regular files never pay for the question on the hot path.
+    Unknown,
+    /// A file with a position: a continuation goes to `offset + done`.
+    File,
+    /// A stream (pipe, socket, tty: `lseek` says ESPIPE): every kernel IO goes at offset
+    /// 0 — streams ignore the offset, except sockets, which refuse any other.
+    Stream,
+}
+
 /// An accepted request in a queue or a slot: the request, its callback, and progress.
 pub struct IoEvent {
     pub request: IoRequest,
@@ -170,6 +183,8 @@ pub struct IoEvent {
     retry_streak: u32,
     /// Set with a resubmission that must wait: the earliest time to issue it.
     retry_at: Option<Instant>,
+    /// Asked (one `lseek`) at the first continuation or at an ESPIPE, never before.
+    position: Position,
 }
 
 impl IoEvent {
@@ -180,6 +195,7 @@ impl IoEvent {
             done: 0,
             retry_streak: 0,
             retry_at: None,
+            position: Position::Unknown,
         }
     }
 
@@ -195,7 +211,10 @@ impl IoEvent {
             // spans `len` bytes, so the pointer stays inside it.
             buf: req.buf.wrapping_add(self.done as usize),
             len: remaining.min(MAX_KERNEL_IO),
-            offset: req.offset + self.done,
+            offset: match self.position {
+                Position::Stream => 0,
+                Position::Unknown | Position::File => req.offset + self.done,
+            },
         }
     }
 
@@ -220,26 +239,51 @@ impl IoEvent {
         }
         self.retry_streak = 0;
         self.retry_at = None;
-        if res < 0 {
-            return Outcome::Done(res);
+        let transfers = matches!(self.request.op, Op::Read | Op::Write);
+        // A socket refuses a position other than 0; a stream ignores the offset, so it
+        // goes again at 0 (cold path: an error result).
+        if res == -i64::from(libc::ESPIPE)
+            && transfers
+            && self.position != Position::Stream
+            && self.next_chunk().offset != 0
+            && crate::sys::fd::is_stream(self.request.fd)
+        {
+            self.position = Position::Stream;
+            return Outcome::Resubmit;
         }
-        match self.request.op {
-            Op::Fsync | Op::Fdatasync => Outcome::Done(0),
-            // Zero bytes on a read means end of file: report what we have.
-            Op::Read if res == 0 => Outcome::Done(self.done as i64),
-            // A regular file never accepts zero bytes of a non-empty write; retrying
-            // would spin forever, so report it as an IO error.
-            Op::Write if res == 0 => Outcome::Done(-i64::from(libc::EIO)),
+        let failed = match self.request.op {
+            _ if res < 0 => res,
+            Op::Fsync | Op::Fdatasync => return Outcome::Done(0),
+            // Zero bytes on a read means end of file (or a stream's peer shut down):
+            // report what we have.
+            Op::Read if res == 0 => return Outcome::Done(self.done as i64),
+            // A file never accepts zero bytes of a non-empty write; retrying would spin
+            // forever, so report it as an IO error.
+            Op::Write if res == 0 => -i64::from(libc::EIO),
             Op::Read | Op::Write => {
                 let chunk_len = self.next_chunk().len;
                 debug_assert!(res as u64 <= chunk_len, "kernel moved more than asked");
                 self.done += (res as u64).min(chunk_len);
                 if self.done == self.request.len {
-                    Outcome::Done(self.done as i64)
-                } else {
-                    Outcome::Resubmit
+                    return Outcome::Done(self.done as i64);
                 }
+                if self.position == Position::Unknown {
+                    self.position = if crate::sys::fd::is_stream(self.request.fd) {
+                        Position::Stream
+                    } else {
+                        Position::File
+                    };
+                }
+                return Outcome::Resubmit;
             }
+        };
+        // Bytes already taken from or given to a stream cannot be moved again: like
+        // read(2)/write(2), report them; the error shows on the next request. A file
+        // keeps its data at its offset, so there the error is the more useful answer.
+        if self.done > 0 && self.position == Position::Stream {
+            Outcome::Done(self.done as i64)
+        } else {
+            Outcome::Done(failed)
         }
     }
 
@@ -255,10 +299,90 @@ mod tests {
 
     unsafe extern "C" fn ignore(_: *mut c_void, _: i64) {}
 
-    fn event(op: Op, len: u64) -> IoEvent {
+    /// An fd with a position (lseek works on /dev/zero), open for the whole test run.
+    fn file_fd() -> i32 {
+        static FILE: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+        let file = FILE.get_or_init(|| std::fs::File::open("/dev/zero").expect("/dev/zero"));
+        std::os::fd::AsRawFd::as_raw_fd(file)
+    }
+
+    fn event_on(fd: i32, op: Op, len: u64) -> IoEvent {
         let buf = 0x1000 as *mut u8;
-        let req = IoRequest::new(op, Priority::Normal, 3, buf, len, 4096).unwrap();
+        let req = IoRequest::new(op, Priority::Normal, fd, buf, len, 4096).unwrap();
         IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()))
+    }
+
+    fn event(op: Op, len: u64) -> IoEvent {
+        event_on(file_fd(), op, len)
+    }
+
+    /// A pipe's two ends, closed on drop.
+    struct Pipe([std::os::fd::OwnedFd; 2]);
+    fn pipe() -> Pipe {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe(2) returns.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors were just created and are owned by nobody else.
+        Pipe(fds.map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
+    }
+    impl Pipe {
+        fn fd(&self, end: usize) -> i32 {
+            std::os::fd::AsRawFd::as_raw_fd(&self.0[end])
+        }
+    }
+
+    #[test]
+    fn stream_continuations_carry_no_position_and_keep_moved_bytes() {
+        let p = pipe();
+        let mut ev = event_on(p.fd(0), Op::Read, 4096);
+        assert_eq!(
+            ev.next_chunk().offset,
+            4096,
+            "the first IO: no question asked"
+        );
+        assert_eq!(ev.settle(100), Outcome::Resubmit);
+        let chunk = ev.next_chunk();
+        assert_eq!((chunk.offset, chunk.len), (0, 3996));
+        assert_eq!(chunk.buf as usize, 0x1000 + 100);
+        assert_eq!(
+            ev.settle(0),
+            Outcome::Done(100),
+            "peer shut down: bytes so far"
+        );
+        // A write that moved bytes and then failed reports the bytes moved.
+        let mut ev = event_on(p.fd(1), Op::Write, 1 << 20);
+        assert_eq!(ev.settle(65536), Outcome::Resubmit);
+        assert_eq!(ev.settle(-i64::from(libc::EAGAIN)), Outcome::Resubmit);
+        assert_eq!(ev.settle(-i64::from(libc::EPIPE)), Outcome::Done(65536));
+        // Nothing moved: the error itself.
+        let mut ev = event_on(p.fd(1), Op::Write, 10);
+        assert_eq!(
+            ev.settle(-i64::from(libc::EPIPE)),
+            Outcome::Done(-i64::from(libc::EPIPE))
+        );
+    }
+
+    #[test]
+    fn espipe_on_a_stream_goes_again_without_a_position() {
+        let p = pipe();
+        let espipe = -i64::from(libc::ESPIPE);
+        let mut ev = event_on(p.fd(0), Op::Read, 10);
+        assert_eq!(ev.settle(espipe), Outcome::Resubmit);
+        assert_eq!(ev.next_chunk().offset, 0);
+        assert_eq!(ev.settle(espipe), Outcome::Done(espipe), "asked once only");
+        // A file with a position keeps ESPIPE as its answer.
+        assert_eq!(event(Op::Read, 10).settle(espipe), Outcome::Done(espipe));
+    }
+
+    #[test]
+    fn file_errors_after_a_partial_transfer_stay_errors() {
+        let mut ev = event(Op::Write, 8192);
+        assert_eq!(ev.settle(4096), Outcome::Resubmit);
+        assert_eq!(ev.next_chunk().offset, 8192);
+        assert_eq!(
+            ev.settle(-i64::from(libc::ENOSPC)),
+            Outcome::Done(-i64::from(libc::ENOSPC))
+        );
     }
 
     #[test]
