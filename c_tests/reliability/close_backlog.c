@@ -14,7 +14,7 @@
  *    (the header: every pending callback runs, even on a paused engine); every callback
  *    tries a follow-up submit and must get -ESHUTDOWN.
  *
- * Env: IOENG_TEST_BACKEND, IOENG_BACKLOG_N (default 100000).
+ * Env: IOENG_TEST_BACKEND, IOENG_BACKLOG_N (default 100000), IOENG_BACKLOG_DEPTH (default 32).
  */
 #include "rel.h"
 
@@ -32,6 +32,7 @@ struct rec {
 static ioeng_t *g_eng;
 static int g_fd;
 static uint64_t g_n;
+static uint32_t g_depth = 32;
 static struct rec *g_rec;
 static unsigned char *g_buf; /* g_n * BLK: per-request buffer */
 static struct rec *g_fu;     /* follow-ups, at most g_n */
@@ -90,7 +91,7 @@ static void on_done(void *ctx, int64_t res)
     if (g_paused || i % 8 == 0) {
         uint64_t k = atomic_fetch_add(&g_fu_next, 1);
         CHECK(k < g_n, "too many follow-ups");
-        memset(g_fubuf + k * BLK, 0xEE, BLK);
+        rel_prep_read_buf(g_fubuf + k * BLK, BLK);
         ioeng_req_t req = {.op = IOENG_OP_READ, .prio = IOENG_PRIO_NORMAL, .fd = g_fd,
                            .buf = g_fubuf + k * BLK, .len = BLK, .offset = (k % A_BLOCKS) * BLK};
         int rc = ioeng_submit(g_eng, &req, on_followup, &g_fu[k]);
@@ -128,7 +129,7 @@ static void *submitter(void *arg)
             req.op = IOENG_OP_WRITE;
             req.offset = B_BASE + i * BLK;
         } else {
-            memset(g_buf + i * BLK, 0xEE, BLK);
+            rel_prep_read_buf(g_buf + i * BLK, BLK);
             req.op = IOENG_OP_READ;
             req.offset = (i % A_BLOCKS) * BLK;
         }
@@ -153,7 +154,7 @@ static void run(ioeng_backend_t be, int paused)
     atomic_store(&g_deadlk_checked, 0);
     atomic_store(&g_stats_in_cb, 0);
 
-    g_eng = tu_open(be, 32, 0, 0, (uint32_t)paused);
+    g_eng = tu_open(be, g_depth, 0, 0, (uint32_t)paused);
     struct sub subs[NTHR];
     double t0 = rel_now();
     for (int t = 0; t < NTHR; t++) {
@@ -239,6 +240,8 @@ int main(void)
     ioeng_backend_t be = tu_backend();
     require_backend(be);
     g_n = (uint64_t)tu_env_ll("IOENG_BACKLOG_N", 100000);
+    g_depth = (uint32_t)tu_env_ll("IOENG_BACKLOG_DEPTH", 32);
+    CHECK(g_depth >= 1 && g_depth <= IOENG_MAX_DEPTH, "IOENG_BACKLOG_DEPTH out of range");
     CHECK(g_n >= 16, "IOENG_BACKLOG_N too small");
     g_rec = calloc(g_n, sizeof *g_rec);
     g_fu = calloc(g_n, sizeof *g_fu);
@@ -254,8 +257,8 @@ int main(void)
     free(a);
     CHECK(ftruncate(g_fd, (off_t)(B_BASE + g_n * BLK)) == 0, "ftruncate");
 
-    printf("close_backlog: backend=%s N=%" PRIu64 " threads=%d depth=32 block=%d B\n",
-           tu_backend_name(be), g_n, NTHR, BLK);
+    printf("close_backlog: backend=%s N=%" PRIu64 " threads=%d depth=%u block=%d B\n",
+           tu_backend_name(be), g_n, NTHR, g_depth, BLK);
     run(be, 0);
     CHECK(ftruncate(g_fd, (off_t)B_BASE) == 0 && ftruncate(g_fd, (off_t)(B_BASE + g_n * BLK)) == 0,
           "ftruncate");

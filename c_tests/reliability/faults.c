@@ -274,7 +274,7 @@ static void on_cf(void *ctx, int64_t res)
         int rc = ioeng_close(g_cf_h);
         CHECK(rc == -EDEADLK, "ioeng_close from a -EBADF callback = %d, want -EDEADLK", rc);
         int k = atomic_fetch_add(&g_cf_fu_sent, 1);
-        memset(g_cf_fubuf[k], 0xEE, 512);
+        rel_prep_read_buf(g_cf_fubuf[k], 512);
         ioeng_req_t f = {.op = IOENG_OP_READ, .prio = IOENG_PRIO_HIGH, .fd = g_cf_y,
                          .buf = g_cf_fubuf[k], .len = 512, .offset = 0};
         CHECK(ioeng_submit(g_cf_h, &f, on_cf_followup, NULL) == 0, "submit from a callback");
@@ -317,7 +317,7 @@ static void closedfd_round(uint32_t depth, uint32_t batch, uint64_t *faults)
         if (q[i].op == IOENG_OP_WRITE)
             rel_fill_random(&rng, q[i].buf, bl);
         else
-            memset(q[i].buf, 0xEE, bl);
+            rel_prep_read_buf(q[i].buf, bl);
         nx += q[i].on_x;
         ioeng_req_t req = {.op = q[i].op, .prio = (i % 5 == 1) ? IOENG_PRIO_HIGH : IOENG_PRIO_NORMAL,
                            .fd = q[i].on_x ? x : y, .buf = q[i].buf, .len = bl, .offset = q[i].off};

@@ -27,6 +27,30 @@ static inline void rel_init(const char *name, unsigned watchdog_sec)
     alarm((unsigned)tu_env_ll("IOENG_REL_WATCHDOG", (long long)watchdog_sec));
 }
 
+/* ---------------------------------------------------------------- valgrind */
+
+/* Prepares a buffer for a READ. Natively: fills it with 0xEE (a sentinel, so data the
+ * kernel did not write is caught by the test's compare). Under valgrind: marks it
+ * uninitialised instead, as a fresh malloc'ed buffer is, so memcheck reports any byte
+ * the test uses that libioeng did not get the kernel (or valgrind) to define — the
+ * way a database reading into fresh buffers runs under valgrind. */
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define REL_HAVE_VALGRIND 1
+#endif
+#endif
+static inline void rel_prep_read_buf(void *buf, size_t len)
+{
+#ifdef REL_HAVE_VALGRIND
+    if (RUNNING_ON_VALGRIND) {
+        (void)VALGRIND_MAKE_MEM_UNDEFINED(buf, len);
+        return;
+    }
+#endif
+    memset(buf, 0xEE, len);
+}
+
 /* ---------------------------------------------------------------- engine */
 
 /* Once every callback of `n` accepted requests was observed: the stats are exact. */

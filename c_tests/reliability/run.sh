@@ -29,13 +29,13 @@ check)
     ;;
 valgrind)
     bin=.
-    # io_uring runs under valgrind 3.19 (it wraps io_uring_setup/enter/register), but
-    # memcheck cannot see the kernel's asynchronous writes into io_uring read buffers;
-    # the tests therefore initialize every read buffer before submitting (see README
-    # comment in the Makefile). AIO reads are understood by valgrind (io_getevents).
+    # Default engine depth (128) and read buffers marked uninitialised before every
+    # READ (rel_prep_read_buf), as a program reading into fresh malloc'ed memory has
+    # them: libioeng must make valgrind see what the kernel wrote (AIO: reaping through
+    # io_getevents under valgrind; io_uring: a MAKE_MEM_DEFINED client request).
     runs=(stress_verify close_backlog fuzz faults_closedfd faults_range)
-    extra=([stress_verify]="IOENG_STRESS_SECONDS=2 IOENG_STRESS_REGION_MB=2"
-           [close_backlog]="IOENG_BACKLOG_N=5000"
+    extra=([stress_verify]="IOENG_STRESS_SECONDS=2 IOENG_STRESS_REGION_MB=2 IOENG_STRESS_DEPTH=128"
+           [close_backlog]="IOENG_BACKLOG_N=5000 IOENG_BACKLOG_DEPTH=128"
            [fuzz]="IOENG_FUZZ_CASES=20000")
     wrap=(valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite
           --show-leak-kinds=definite --track-fds=no)

@@ -171,7 +171,7 @@ static int start_one(struct worker *w, int s)
         rel_fill_random(&w->rng, sl->buf, len);
         memcpy(w->model + (off - w->region_off), sl->buf, len);
     } else if (kind == K_READ) {
-        memset(sl->buf, 0xEE, len);
+        rel_prep_read_buf(sl->buf, len);
     }
     sl->seq = ++w->seq;
     sl->res = INT64_MIN;
@@ -299,7 +299,7 @@ static uint64_t readback(uint64_t file_len, uint64_t *accepted)
             if (next < file_len) {
                 uint64_t len = file_len - next < chunk ? file_len - next : chunk;
                 offs[i] = next;
-                memset(bufs[i], 0xEE, len);
+                rel_prep_read_buf(bufs[i], len);
                 atomic_store(&rbs[i].ncb, 0);
                 atomic_store(&rbs[i].done, 0);
                 ioeng_req_t req = {.op = IOENG_OP_READ, .prio = IOENG_PRIO_NORMAL, .fd = g_fd,

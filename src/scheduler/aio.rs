@@ -117,7 +117,7 @@ impl Driver for AioDriver {
             errno,
         })?;
         // Under valgrind, reap only through io_getevents (see `running_on_valgrind`).
-        let ring = if sys::running_on_valgrind() {
+        let ring = if sys::valgrind::running_on_valgrind() {
             None
         } else {
             // SAFETY: `id` is live; the ring is dropped with the driver, right before

@@ -23,7 +23,7 @@ use io_uring::{IoUring, opcode, squeue, types};
 use super::context::{Driver, IoContext, Slot};
 use super::tasks::{IoEvent, Op};
 use crate::error::Error;
-use crate::sys::{IORING_ENTER_GETEVENTS, report_unexpected};
+use crate::sys::{self, IORING_ENTER_GETEVENTS, report_unexpected};
 
 /// One in-flight io_uring request: everything needed to (re)build its SQE.
 #[derive(Default)]
@@ -39,6 +39,9 @@ impl Slot for UringSlot {
 
 pub struct UringDriver {
     ring: IoUring,
+    /// Under valgrind: tell memcheck what each READ wrote (it cannot see io_uring's
+    /// asynchronous writes), so callers' buffers are not reported uninitialised.
+    valgrind: bool,
 }
 
 /// Creates a ring with `sq_entries` SQEs and room for `cq_entries` completions.
@@ -106,7 +109,10 @@ impl Driver for UringDriver {
     fn open(depth: u32, batch: u32) -> Result<Self, Error> {
         let ring = build_ring(batch.next_power_of_two(), depth.next_power_of_two())
             .map_err(|err| Error::kernel("io_uring_setup", &err))?;
-        Ok(UringDriver { ring })
+        Ok(UringDriver {
+            ring,
+            valgrind: sys::valgrind::running_on_valgrind(),
+        })
     }
 
     fn submit(&self, ctx: &IoContext<UringSlot>, batch: &[usize]) {
@@ -167,7 +173,8 @@ impl Driver for UringDriver {
         Some(!cq.is_empty())
     }
 
-    fn reap(&self, _ctx: &IoContext<UringSlot>, out: &mut Vec<(usize, i64)>) {
+    fn reap(&self, ctx: &IoContext<UringSlot>, out: &mut Vec<(usize, i64)>) {
+        let first = out.len();
         // SAFETY: only the completer thread calls `reap` (Driver contract), so this is
         // the only CompletionQueue of the ring in existence.
         let mut cq = unsafe { self.ring.completion_shared() };
@@ -180,5 +187,18 @@ impl Driver for UringDriver {
         }
         out.extend((&mut cq).map(|cqe| (cqe.user_data() as usize, i64::from(cqe.result()))));
         // Dropping `cq` hands the consumed entries back to the kernel.
+        drop(cq);
+        if self.valgrind {
+            for &(index, res) in &out[first..] {
+                // SAFETY: the completer holds every index it just reaped.
+                let slot = unsafe { ctx.slot_mut(index) };
+                if let Some(event) = &slot.event {
+                    let chunk = event.next_chunk();
+                    if chunk.op == Op::Read && res > 0 {
+                        sys::valgrind::mark_defined(chunk.buf, res as usize);
+                    }
+                }
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 pub(crate) mod aio;
 pub(crate) mod fd;
 pub(crate) mod fork;
+pub(crate) mod valgrind;
 
 use std::io;
 use std::thread::{Builder, JoinHandle};
@@ -69,20 +70,4 @@ pub(crate) fn report_unexpected(call: &str, errno: i32) {
         eprintln!("libioeng: unexpected {call} failure: {err}; retrying (please report)");
     });
     std::thread::sleep(std::time::Duration::from_millis(1));
-}
-
-/// True when this process runs under valgrind (its preload objects are mapped).
-/// Read once: valgrind is there from the first instruction or not at all.
-///
-/// Under valgrind the AIO completer reaps only through `io_getevents`: valgrind sizes
-/// io_setup's ring from the requested count (the kernel maps more), so reading the ring
-/// in user space trips "Invalid read", and only io_getevents tells it which read
-/// buffers the kernel filled.
-pub(crate) fn running_on_valgrind() -> bool {
-    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ANSWER.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/maps")
-            .map(|maps| maps.contains("vgpreload"))
-            .unwrap_or(false)
-    })
 }
