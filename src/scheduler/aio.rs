@@ -71,10 +71,10 @@ fn opcode(op: Op) -> u16 {
 /// AIO refuses a READ/WRITE on a file without `read_iter`/`write_iter` (a directory,
 /// `/dev/full` writes, eventfd writes, inotify, many /proc files) with EINVAL at submit
 /// time, where read(2)/write(2) and io_uring work or give the real errno. On this cold
-/// path the transfer is done once with pread/pwrite (read/write on a file without a
-/// position), exactly as io_uring would — but only when `poll(fd, 0)` says it will not
-/// block the submitter; otherwise the answer is EAGAIN, which the engine retries with
-/// its usual backoff until the fd is ready.
+/// path the transfer is done once with preadv2/pwritev2 and the iocb's RWF flags (at
+/// the current position on a file without one), as io_uring would — but only when
+/// `poll(fd, 0)` says it will not block the submitter; otherwise the answer is EAGAIN,
+/// which the engine retries with its usual backoff until the fd is ready.
 fn refused_result(errno: i32, iocb: *const Iocb) -> i64 {
     // SAFETY: `iocb` points into the slot array and the kernel refused it, so nobody else
     // reads or writes it now.
@@ -100,6 +100,7 @@ fn refused_result(errno: i32, iocb: *const Iocb) -> i64 {
                 iocb.aio_buf as *mut u8,
                 iocb.aio_nbytes,
                 iocb.aio_offset as u64,
+                iocb.aio_rw_flags,
             )
         },
     }

@@ -32,9 +32,10 @@ pub(crate) fn ready_now(fd: i32, write: bool) -> Result<bool, i32> {
     Ok(rc > 0 && pfd.revents != 0)
 }
 
-/// One `pread`/`pwrite` of `len` bytes at `offset`, or `read`/`write` when the file has
-/// no position (ESPIPE) — the way io_uring treats an offset on such files. Returns the
-/// bytes moved or `-errno`.
+/// One `preadv2`/`pwritev2` of `len` bytes at `offset` with the request's RWF flags
+/// (`rw_flags`), or at the current position (offset -1, i.e. read(2)/write(2)) when the
+/// file has none (ESPIPE) — the way io_uring treats an offset on such files. Returns
+/// the bytes moved or `-errno`.
 ///
 /// # Safety
 /// `buf` is valid for `len` bytes: writable for a read, readable for a write.
@@ -44,27 +45,25 @@ pub(crate) unsafe fn transfer_once(
     buf: *mut u8,
     len: u64,
     offset: u64,
+    rw_flags: i32,
 ) -> i64 {
-    let len = len as usize;
-    let buf = buf.cast::<c_void>();
-    let off = offset as libc::off_t;
-    // SAFETY: the caller vouches for `buf`/`len`; the kernel checks the rest.
-    let mut rc = unsafe {
-        if write {
-            libc::pwrite(fd, buf, len, off)
-        } else {
-            libc::pread(fd, buf, len, off)
+    let iov = libc::iovec {
+        iov_base: buf.cast::<c_void>(),
+        iov_len: len as usize,
+    };
+    let call = |off: libc::off_t| {
+        // SAFETY: one iovec naming the caller's buffer, valid as the caller vouches.
+        unsafe {
+            if write {
+                libc::pwritev2(fd, &iov, 1, off, rw_flags)
+            } else {
+                libc::preadv2(fd, &iov, 1, off, rw_flags)
+            }
         }
     };
+    let mut rc = call(offset as libc::off_t);
     if rc < 0 && super::last_errno() == libc::ESPIPE {
-        // SAFETY: as above.
-        rc = unsafe {
-            if write {
-                libc::write(fd, buf, len)
-            } else {
-                libc::read(fd, buf, len)
-            }
-        };
+        rc = call(-1);
     }
     if rc < 0 {
         -i64::from(super::last_errno())
