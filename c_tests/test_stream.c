@@ -8,6 +8,7 @@
  * the bytes moved, as write(2) does.
  */
 #include <sys/socket.h>
+#include <termios.h>
 
 #include "test_util.h"
 
@@ -228,6 +229,44 @@ int main(void)
             cases++;
         }
     }
+    /* A character device: the slave side of a pty in raw mode. A READ finds FIRST
+     * bytes and the rest arrives in pieces; then a READ finds FIRST bytes and the
+     * master hangs up (the slave's read(2) then fails with EIO: the bytes it got are
+     * the answer). */
+    for (int nb = 0; nb <= 1; nb++) {
+        const char *mode = nb ? "O_NONBLOCK" : "blocking";
+        for (int hangup = 0; hangup <= 1; hangup++) {
+            int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+            CHECK(master >= 0 && grantpt(master) == 0 && unlockpt(master) == 0, "posix_openpt");
+            int slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC | (nb ? O_NONBLOCK : 0));
+            CHECK(slave >= 0, "open pty slave: %s", strerror(errno));
+            struct termios tio;
+            CHECK(tcgetattr(slave, &tio) == 0, "tcgetattr");
+            cfmakeraw(&tio);
+            CHECK(tcsetattr(slave, TCSANOW, &tio) == 0, "tcsetattr");
+            peer_t p = { .kind = PIPE, .engine_fd = slave, .peer_fd = master, .data = data,
+                         .len = 4096 };
+            write_all(master, data, FIRST);
+            usleep(10 * 1000); /* let the line discipline pass the first bytes on */
+            memset(buf, 0, 4096);
+            submit(h, IOENG_OP_READ, slave, buf, 4096, 512);
+            pthread_t t;
+            CHECK(pthread_create(&t, NULL, hangup ? shutdown_later : writer_pieces, &p) == 0,
+                  "pthread_create");
+            wait_done();
+            pthread_join(t, NULL);
+            int64_t want = hangup ? FIRST : 4096;
+            CHECK(res == want, "pty %s %s: READ res %s, want %" PRId64, mode,
+                  hangup ? "hang-up" : "pieces", tu_errname(res), want);
+            CHECK(memcmp(buf, data, (size_t)want) == 0, "pty %s: data differs", mode);
+            close(slave);
+            if (p.peer_fd >= 0)
+                close(p.peer_fd);
+            cases++;
+        }
+        printf("pty    %-10s  pieces 4096  hang-up %d\n", mode, FIRST);
+    }
+
     tu_close(h);
     free(data);
     free(buf);
