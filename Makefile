@@ -141,6 +141,5 @@ clean:
 	$(CARGO) clean
 	$(MAKE) -C c_tests clean
 	$(MAKE) -C examples_c clean
-	rm -rf pkg/tests/work
 
 FORCE:
