@@ -43,6 +43,9 @@
  *    policy, priority and cgroup) of the thread that called ioeng_open(), unless
  *    ioeng_config_t.submitter_cpu / completer_cpu pin them. Call ioeng_open() from
  *    the thread whose placement the engine should share.
+ *  - Configuration (ioeng_config_t, and IOENG_* environment variables such as
+ *    IOENG_IDLE_POLL_US) is read in ioeng_open(), never later from an engine
+ *    thread; changing it afterwards does not affect an open engine.
  *  - Engine threads block asynchronous signals; your handlers run on your threads.
  *  - ThreadSanitizer: libioeng is not instrumented, so TSan cannot see its
  *    internal synchronization. libioeng annotates it instead: under TSan
