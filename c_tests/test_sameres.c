@@ -1,7 +1,7 @@
 /*
  * (=) The same `res` on every kind of fd: for READ, WRITE and FSYNC on a regular file,
- * an O_DIRECT file, a pipe, a socket, an eventfd, /dev/null, /dev/zero, /dev/full, an
- * inotify fd, /proc files, a directory and a loop block device (root only; otherwise
+ * an O_DIRECT file, a pipe, a stream and a datagram socket, an eventfd, /dev/null, /dev/zero, /dev/full, an
+ * inotify fd (a READ of one event and a bigger one: a short read is a message), /proc files, a directory and a loop block device (root only; otherwise
  * skipped with the reason printed), the callback's `res` on AIO and on io_uring equals
  * what read(2)/write(2)/fsync(2) return on a freshly set up fd, and the bytes read are
  * the same. Each cell gets its own fresh fd (pipes, eventfds and inotify fds change as
@@ -79,6 +79,19 @@ static int c_socket(int op)
     return s[0];
 }
 
+/* A datagram socketpair with two datagrams queued: a READ gets the first one only. */
+static int c_dgram(int op)
+{
+    int s[2];
+    must(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, s), "socketpair(DGRAM)");
+    keep(s[1]);
+    if (op != IOENG_OP_WRITE) {
+        CHECK(write(s[1], "hello", 5) == 5, "send datagram");
+        CHECK(write(s[1], "world!", 6) == 6, "send datagram");
+    }
+    return s[0];
+}
+
 /* Counter 3: a READ of 8 bytes gets 3. */
 static int c_eventfd(int op) { (void)op; return must(eventfd(3, EFD_CLOEXEC), "eventfd"); }
 
@@ -140,7 +153,9 @@ static const fdkind_t kinds[] = {
     { "/dev/null", c_null, { 16, 16 } },
     { "/dev/zero", c_zero, { 16, 16 } },
     { "/dev/full", c_full, { 16, 16 } },
+    { "datagram socket", c_dgram, { LEN, 5 } },
     { "inotify fd", c_inotify, { sizeof(struct inotify_event), 8 } },
+    { "inotify fd, big READ", c_inotify, { LEN, 8 } },
     { "/proc/self/pagemap", c_pagemap, { 8, 8 } },
     { "/proc/version", c_version, { LEN, 8 } },
     { "directory", c_dir, { 16, 16 } },

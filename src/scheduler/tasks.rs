@@ -8,6 +8,7 @@ use std::ffi::c_void;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+use crate::sys::fd::FdKind;
 
 /// What to do with the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +175,19 @@ enum Position {
     /// A stream (pipe, socket, tty: `lseek` says ESPIPE): every kernel IO goes at offset
     /// 0 — streams ignore the offset, except sockets, which refuse any other.
     Stream,
+    /// Message-oriented (datagram socket, inotify, eventfd, ...): no position either,
+    /// and a short transfer is a whole message, final as read(2) reports it.
+    Message,
+}
+
+impl Position {
+    fn of(fd: i32) -> Self {
+        match crate::sys::fd::kind(fd) {
+            FdKind::File => Position::File,
+            FdKind::Stream => Position::Stream,
+            FdKind::Message => Position::Message,
+        }
+    }
 }
 
 /// An accepted request in a queue or a slot: the request, its callback, and progress.
@@ -187,7 +201,7 @@ pub struct IoEvent {
     retry_streak: u32,
     /// Set with a resubmission that must wait: the earliest time to issue it.
     retry_at: Option<Instant>,
-    /// Asked (one `lseek`) at the first continuation or at an ESPIPE, never before.
+    /// Asked (`sys::fd::kind`) at the first continuation or at an ESPIPE, never before.
     position: Position,
 }
 
@@ -216,7 +230,7 @@ impl IoEvent {
             buf: req.buf.wrapping_add(self.done as usize),
             len: remaining.min(MAX_KERNEL_IO),
             offset: match self.position {
-                Position::Stream => 0,
+                Position::Stream | Position::Message => 0,
                 Position::Unknown | Position::File => req.offset + self.done,
             },
         }
@@ -248,12 +262,14 @@ impl IoEvent {
         // goes again at 0 (cold path: an error result).
         if res == -i64::from(libc::ESPIPE)
             && transfers
-            && self.position != Position::Stream
+            && matches!(self.position, Position::Unknown | Position::File)
             && self.next_chunk().offset != 0
-            && crate::sys::fd::is_stream(self.request.fd)
         {
-            self.position = Position::Stream;
-            return Outcome::Resubmit;
+            let position = Position::of(self.request.fd);
+            if position != Position::File {
+                self.position = position;
+                return Outcome::Resubmit;
+            }
         }
         let failed = match self.request.op {
             _ if res < 0 => res,
@@ -272,11 +288,10 @@ impl IoEvent {
                     return Outcome::Done(self.done as i64);
                 }
                 if self.position == Position::Unknown {
-                    self.position = if crate::sys::fd::is_stream(self.request.fd) {
-                        Position::Stream
-                    } else {
-                        Position::File
-                    };
+                    self.position = Position::of(self.request.fd);
+                }
+                if self.position == Position::Message {
+                    return Outcome::Done(self.done as i64);
                 }
                 return Outcome::Resubmit;
             }
@@ -284,7 +299,7 @@ impl IoEvent {
         // Bytes already taken from or given to a stream cannot be moved again: like
         // read(2)/write(2), report them; the error shows on the next request. A file
         // keeps its data at its offset, so there the error is the more useful answer.
-        if self.done > 0 && self.position == Position::Stream {
+        if self.done > 0 && matches!(self.position, Position::Stream | Position::Message) {
             Outcome::Done(self.done as i64)
         } else {
             Outcome::Done(failed)
@@ -364,6 +379,24 @@ mod tests {
             ev.settle(-i64::from(libc::EPIPE)),
             Outcome::Done(-i64::from(libc::EPIPE))
         );
+    }
+
+    #[test]
+    fn a_short_message_is_final() {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors socketpair(2) returns.
+        let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        let mut ev = event_on(fds[0], Op::Read, 4096);
+        assert_eq!(
+            ev.settle(100),
+            Outcome::Done(100),
+            "one datagram, as read(2)"
+        );
+        for fd in fds {
+            // SAFETY: both descriptors were created above and are closed once.
+            unsafe { libc::close(fd) };
+        }
     }
 
     #[test]

@@ -3,13 +3,63 @@
 
 use std::ffi::c_void;
 
-/// True when `fd` has no file position (pipe, FIFO, socket, tty): `lseek` says ESPIPE.
-/// Such files ignore an offset or, like sockets, refuse any but 0 with ESPIPE.
-/// Costs one syscall; called at most once per request, on its first continuation.
-pub(crate) fn is_stream(fd: i32) -> bool {
-    // SAFETY: lseek on any integer is harmless; SEEK_CUR with 0 moves nothing.
-    let rc = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
-    rc < 0 && super::last_errno() == libc::ESPIPE
+/// How a file treats positions and short transfers (see `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FdKind {
+    /// Has a position (regular file, block device, most character devices).
+    File,
+    /// A byte stream without a position: pipe, FIFO, stream socket, tty.
+    Stream,
+    /// One message per read without a position: datagram and seqpacket sockets, and
+    /// anonymous-inode fds (inotify, eventfd, signalfd, timerfd, ...). A short transfer
+    /// there is a message boundary, which read(2) reports as it is.
+    Message,
+}
+
+/// Classifies `fd`; a few syscalls (fstat, then getsockopt or lseek), so it is asked at
+/// most once per request, at its first continuation or on ESPIPE. An fd that fails
+/// fstat counts as a `File` (the next IO then reports the error).
+pub(crate) fn kind(fd: i32) -> FdKind {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a full `stat` into valid storage or fails.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
+        return FdKind::File;
+    }
+    // SAFETY: fstat succeeded, so `stat` is initialized.
+    let mode = unsafe { stat.assume_init_ref() }.st_mode & libc::S_IFMT;
+    match mode {
+        // Anonymous inodes carry no file type.
+        0 => FdKind::Message,
+        libc::S_IFIFO => FdKind::Stream,
+        libc::S_IFSOCK => {
+            let mut ty: libc::c_int = 0;
+            let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: SO_TYPE writes one c_int into `ty`; `len` says how big it is.
+            let rc = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_TYPE,
+                    (&raw mut ty).cast(),
+                    &mut len,
+                )
+            };
+            if rc == 0 && ty != libc::SOCK_STREAM {
+                FdKind::Message
+            } else {
+                FdKind::Stream
+            }
+        }
+        _ => {
+            // SAFETY: lseek on any integer is harmless; SEEK_CUR with 0 moves nothing.
+            let rc = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+            if rc < 0 && super::last_errno() == libc::ESPIPE {
+                FdKind::Stream
+            } else {
+                FdKind::File
+            }
+        }
+    }
 }
 
 /// Whether `fd` is ready for a read (`write == false`) or a write without blocking,
