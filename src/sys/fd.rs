@@ -16,7 +16,8 @@ pub(crate) enum FdKind {
     Message,
 }
 
-/// Classifies `fd`; a few syscalls (fstat, then getsockopt or lseek), so it is asked at
+/// Classifies `fd`; one or two syscalls (fstat, then getsockopt or lseek for sockets and
+/// character devices), so it is asked at
 /// most once per request, at its first continuation or on ESPIPE. An fd that fails
 /// fstat counts as a `File` (the next IO then reports the error).
 pub(crate) fn kind(fd: i32) -> FdKind {
@@ -30,6 +31,7 @@ pub(crate) fn kind(fd: i32) -> FdKind {
     match mode {
         // Anonymous inodes carry no file type.
         0 => FdKind::Message,
+        libc::S_IFREG | libc::S_IFBLK | libc::S_IFDIR => FdKind::File,
         libc::S_IFIFO => FdKind::Stream,
         libc::S_IFSOCK => {
             let mut ty: libc::c_int = 0;
