@@ -16,10 +16,10 @@ pub(crate) enum FdKind {
     Message,
 }
 
-/// Classifies `fd`; one or two syscalls (fstat, then getsockopt or lseek for sockets and
-/// character devices), so it is asked at
-/// most once per request, at its first continuation or on ESPIPE. An fd that fails
-/// fstat counts as a `File` (the next IO then reports the error).
+/// Classifies `fd` with one or two syscalls (fstat, then getsockopt or lseek for sockets
+/// and character devices), so it is asked at most once per request, at its first
+/// continuation or on ESPIPE. An fd that fails fstat counts as a `File` (the next IO
+/// then reports the error).
 pub(crate) fn kind(fd: i32) -> FdKind {
     let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes a full `stat` into valid storage or fails.
