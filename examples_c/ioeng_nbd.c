@@ -38,8 +38,10 @@
  * of an unknown type gets an error reply (a WRITE's payload is read and dropped first,
  * so the stream stays in step); a bad magic number or a connection that ends in the
  * middle of a message closes that connection only. SIGINT/SIGTERM: stop accepting,
- * stop reading requests, send every in-flight reply, close the connections and the
- * engine, print counters to stderr and exit 0.
+ * close connections still negotiating, answer requests read from then on with
+ * NBD_ESHUTDOWN (the client must then disconnect), send every in-flight reply, close
+ * each connection once it is idle (after at most 30 s regardless), close the engine,
+ * print counters to stderr and exit 0.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -857,9 +859,13 @@ static void handle_request_header(struct conn *c, const uint8_t *h)
         conn_update_events(c);
         return;
     }
-    uint32_t err = check_request(r);
+    /* After SIGTERM/SIGINT, requests read from now on get NBD_ESHUTDOWN (the client
+     * then disconnects); the ones read before still run. */
+    uint32_t err = stopping ? NBD_ESHUTDOWN : check_request(r);
     if (r->type == NBD_CMD_WRITE) {
         /* The payload follows whatever we answer: receive it, or read and drop it. */
+        if (err == NBD_ESHUTDOWN && r->len > MAX_PAYLOAD)
+            err = NBD_EINVAL;
         if (err == 0 && r->len > 0 && !req_reserve(r, r->len))
             err = NBD_ENOMEM;
         if (r->len == 0) {
@@ -1102,7 +1108,9 @@ static void conn_work(struct conn *c)
     }
     if (!c->dead && c->oq_head)
         conn_flush(c);
-    if (!c->dead && c->closing && c->nreq == 0 && !c->oq_head)
+    /* Closing (DISC, ABORT, EOF), or shutting down and idle at a message boundary. */
+    if (!c->dead && (c->closing || (stopping && c->transmission && at_boundary(c))) &&
+        c->nreq == 0 && !c->oq_head)
         conn_fail(c);
     if (c->dead && c->nreq == 0 && !c->in_grave) {
         c->in_grave = true;
@@ -1183,21 +1191,13 @@ static void begin_shutdown(void)
     epoll_ctl(epfd, EPOLL_CTL_DEL, lfd, NULL);
     close(lfd);
     lfd = -1;
+    /* Connections still negotiating are closed. The others are closed as soon as
+     * they are idle: every request read so far answered, nothing half received. */
     for (struct conn *c = conns; c; c = c->next) {
-        if (!c->transmission) {
+        if (!c->transmission)
             conn_fail(c);
-            continue;
-        }
-        /* Stop reading; a request whose payload is still arriving is dropped (its
-         * write never started). Replies to everything submitted still go out. */
-        if (c->cur) {
-            struct req *r = c->cur;
-            c->cur = NULL;
-            req_put(r);
-        }
-        c->closing = true;
-        conn_update_events(c);
-        conn_touch(c);
+        else
+            conn_touch(c);
     }
 }
 
