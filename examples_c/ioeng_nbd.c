@@ -123,6 +123,7 @@ static struct {
     int port;
     bool read_only;
     bool no_direct;
+    bool verbose;
 } opt = { .name = "", .bind = "127.0.0.1", .backend = IOENG_BACKEND_AUTO, .depth = 128,
           .port = 10809 };
 
@@ -433,8 +434,12 @@ static uint32_t errno_to_nbd(int e)
 static void reply(struct req *r)
 {
     struct conn *c = r->conn;
-    if (r->err)
+    if (r->err) {
         st.errors++;
+        if (opt.verbose)
+            logmsg("conn %u: error %u for type %u flags 0x%x offset %" PRIu64 " length %u",
+                   c->id, r->err, r->type, r->flags, r->off, r->len);
+    }
     put32(r->rhdr, NBD_SIMPLE_REPLY_MAGIC);
     put32(r->rhdr + 4, r->err);
     memcpy(r->rhdr + 8, r->cookie, 8);
@@ -1274,6 +1279,7 @@ static void usage(FILE *f)
             "  --read-only               export read-only\n"
             "  --name NAME               export name (default \"\")\n"
             "  --no-direct               never use O_DIRECT\n"
+            "  --verbose                 log every error reply\n"
             "Prints \"listening on ADDR:PORT\" on stdout when ready. SIGINT/SIGTERM stop it.\n");
 }
 
@@ -1284,6 +1290,7 @@ static void parse_args(int argc, char **argv)
         { "port", required_argument, NULL, 'p' },    { "bind", required_argument, NULL, 'B' },
         { "read-only", no_argument, NULL, 'r' },     { "name", required_argument, NULL, 'n' },
         { "no-direct", no_argument, NULL, 'D' },     { "help", no_argument, NULL, 'h' },
+        { "verbose", no_argument, NULL, 'v' },
         { NULL, 0, NULL, 0 }
     };
     int ch;
@@ -1322,6 +1329,7 @@ static void parse_args(int argc, char **argv)
             opt.name = optarg;
             break;
         case 'D': opt.no_direct = true; break;
+        case 'v': opt.verbose = true; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
