@@ -21,12 +21,12 @@ nbd_require fio
 fio --enghelp=nbd 2>&1 | grep -q uri || nbd_fail "this fio has no nbd engine (fio --enghelp=nbd)"
 
 # fio with the nbd engine; 2 jobs = 2 connections, each on its own 16 MiB region.
-nbd_fio() {
+nbd_fio() { # (run in $work: fio may leave state files in its cwd)
     local port=$1 log=$2
     shift 2
     timeout -k 5 90 fio --name=nbd --ioengine=nbd --uri="nbd://127.0.0.1:$port" \
         --bs=4k --iodepth=32 --numjobs=2 --size=16m --offset_increment=16m \
-        --verify=crc32c --verify_fatal=1 --randseed=7 --group_reporting \
+        --verify=crc32c --verify_fatal=1 --verify_state_save=0 --randseed=7 --group_reporting \
         --output-format=json --output="$log" "$@" >"$log.err" 2>&1 ||
         { cat "$log.err"; tail -n 30 "$log"; nbd_fail "fio $*"; }
     python3 - "$log" <<'PY'
@@ -39,6 +39,7 @@ print(f"  fio: error 0, {r >> 20} MiB read and crc32c-verified")
 PY
 }
 
+cd "$work"
 for fs in ext4 tmpfs; do
     if [ $fs = ext4 ]; then img="$work/disk.img"; else img="$shm/disk.img"; fi
     truncate -s 64M "$img"
