@@ -5,7 +5,8 @@ send what real clients never do (malformed, out-of-range, oversized, truncated r
   nbd_client.py protocol PORT FILE     handshake + malformed input; FILE is the export's
                                        path, used to check that nothing was corrupted
   nbd_client.py readonly PORT          writes to a --read-only export are refused
-  nbd_client.py shutdown PORT PID      pipelined reads, SIGTERM to PID, every reply arrives
+  nbd_client.py shutdown PORT PID LOG  pipelined reads, SIGTERM to PID, every reply arrives;
+                                       requests sent after LOG shows the signal: ESHUTDOWN
   nbd_client.py abandon PORT           pipelined writes and reads, then a reset (RST)
   nbd_client.py serve-check PORT       one verified write + read (the server still serves)
 
@@ -17,6 +18,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 NBDMAGIC = 0x4E42444D41474943
 IHAVEOPT = 0x49484156454F5054
@@ -41,9 +43,12 @@ def check(cond, what):
 
 
 class Conn:
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    def __init__(self, port, rcvbuf=0):
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:  # before connect, so the TCP window is small from the start
+            self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.s.settimeout(TIMEOUT)
+        self.s.connect(("127.0.0.1", port))
         self.pending = {}  # cookie -> expected read length
 
     def recv_exact(self, n):
@@ -325,30 +330,45 @@ def cmd_readonly(port):
     print("nbd_client readonly: OK")
 
 
-def cmd_shutdown(port, pid):
-    c = Conn(port)
+def cmd_shutdown(port, pid, log):
+    # 64 MiB of reads and a small receive buffer: far more than the socket buffers hold,
+    # so the server still has replies to send (and the connection is not idle) while
+    # this client is not reading.
+    c = Conn(port, rcvbuf=65536)
     size, _ = c.connect_go()
-    n, length = 64, 256 << 10
-    offs = [(i * length) % (size - length) for i in range(n)]
-    for i in range(n):
-        c.request(CMD_READ, i + 1, offs[i], length)
-    # The first reply header proves the server is working on them; signal it then, before
-    # reading the rest: every request it read must still be answered (with its data, or
-    # NBD_ESHUTDOWN for requests it read only after the signal).
+    n, length = 64, 1 << 20
+    offs = [(i * length) % (size - length + 1) for i in range(n)]
+    # One send: the server reads all 64 headers with one recv and submits them before it
+    # replies to any, so the first reply header proves all 64 are in flight.
+    c.s.sendall(b"".join(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, i + 1, offs[i], length)
+                         for i in range(n)))
+    c.pending.update({i + 1: length for i in range(n)})
+    # Signal the server once it is working on them.
     magic, err, cookie = struct.unpack(">IIQ", c.recv_exact(16))
     check(magic == SIMPLE_MAGIC and err == 0 and cookie in c.pending, "first reply")
     os.kill(pid, signal.SIGTERM)
+    for _ in range(400):  # bounded wait until the server has seen the signal
+        if "signal: no new connections" in open(log).read():
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("server did not log the signal")
+    # Requests read after the signal: NBD_ESHUTDOWN (a write's payload is consumed).
+    c.request(CMD_READ, 1001, 0, 4096)
+    c.request(CMD_WRITE, 1002, 0, 4096, payload=b"\x99" * 4096)
     c.pending.pop(cookie)
     check(len(c.recv_exact(length)) == length, "first reply data")
-    ok = shut = 0
-    for _ in range(n - 1):
+    ok = 0
+    for _ in range(n - 1 + 2):
         cookie, err, data = c.reply()
-        check((err == 0 and len(data) == length) or err == 108, f"read {cookie} after SIGTERM: error {err}")
-        ok += err == 0
-        shut += err == 108
+        if cookie > 1000:
+            check(err == 108, f"request {cookie} sent after SIGTERM: error {err}, expected ESHUTDOWN")
+        else:
+            check(err == 0 and len(data) == length, f"in-flight read {cookie}: error {err}")
+            ok += 1
     check(not c.pending, "every request answered")
-    c.disc()  # a client told NBD_ESHUTDOWN disconnects; the server closes at once anyway
-    print(f"nbd_client shutdown: OK ({ok} reads answered with data and {shut} with ESHUTDOWN after SIGTERM)")
+    c.disc()  # a client told NBD_ESHUTDOWN disconnects
+    print(f"nbd_client shutdown: OK ({ok} in-flight reads answered with data after SIGTERM, 2 later requests got ESHUTDOWN)")
 
 
 def cmd_abandon(port):
@@ -380,7 +400,7 @@ def main():
     elif cmd == "readonly":
         cmd_readonly(int(args[0]))
     elif cmd == "shutdown":
-        cmd_shutdown(int(args[0]), int(args[1]))
+        cmd_shutdown(int(args[0]), int(args[1]), args[2])
     elif cmd == "abandon":
         cmd_abandon(int(args[0]))
     elif cmd == "serve-check":

@@ -2,7 +2,7 @@
 # 127.0.0.1 (port 0: the kernel picks a free port, so parallel runs never clash), with
 # bounded waits, and kill every server this script started when it exits.
 # Needs: here (c_tests dir), backend, work (scratch dir, removed by the caller's trap).
-nbd_bin="$here/../examples_c/ioeng_nbd"
+nbd_bin="${IOENG_NBD_BIN:-$here/../examples_c/ioeng_nbd}"
 nbd_pids=()
 
 nbd_fail() { echo "FAIL: $*"; exit 1; }

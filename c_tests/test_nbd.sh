@@ -87,7 +87,7 @@ qio "$portA" -c 'read -P 0x5a 4M 1M' -c 'read -P 0x77 7M 64k'
 echo "killed clients (qemu-io -9 mid-stream, reset with 200 reads in flight): server keeps serving"
 
 # SIGTERM with reads in flight: every reply arrives, then a clean exit.
-$T python3 "$client" shutdown "$portA" "$pidA"
+$T python3 "$client" shutdown "$portA" "$pidA" "$work/A.err"
 nbd_wait_exit A "$pidA"
 nbd_check_fua A 3
 [ "$(nbd_stat A malformed_closes)" -ge 4 ] || nbd_fail "malformed closes not counted"
@@ -131,4 +131,18 @@ nbd_stop C "$NBD_PID"
 cmp "$src" "$shm/export.img" || nbd_fail "read-only export changed"
 echo "read-only: writes refused, file unchanged"
 
-echo "test_nbd [$backend]: OK: protocol + malformed input, qemu-io patterns, qemu-img convert/compare, killed clients, read-only, graceful shutdown"
+# --- server Z: the ASan/UBSan build under the malformed input, resets and shutdown ----
+# (it aborts on a memory error, and LeakSanitizer fails its exit status on a leak).
+asan_bin="$here/../examples_c/ioeng_nbd_asan"
+[ -x "$asan_bin" ] || nbd_fail "$asan_bin not built (make -C examples_c ioeng_nbd_asan)"
+nbd_bin=$asan_bin
+truncate -s 64M "$work/asan.img"
+nbd_start Z "$work/asan.img"
+$T python3 "$client" protocol "$NBD_PORT" "$work/asan.img"
+$T python3 "$client" abandon "$NBD_PORT"
+$T python3 "$client" serve-check "$NBD_PORT"
+$T python3 "$client" shutdown "$NBD_PORT" "$NBD_PID" "$work/Z.err"
+nbd_wait_exit Z "$NBD_PID"
+echo "ASan/UBSan server: malformed input, reset, shutdown: no error, no leak"
+
+echo "test_nbd [$backend]: OK: protocol + malformed input (also under ASan), qemu-io patterns, qemu-img convert/compare, killed clients, read-only, graceful shutdown"
