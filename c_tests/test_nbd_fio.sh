@@ -64,4 +64,15 @@ for fs in ext4 tmpfs; do
     nbd_stop "$fs" "$pid"
     [ "$(nbd_stat "$fs" conns)" -ge 6 ] || nbd_fail "expected at least 6 connections"
 done
+# The benchmark script runs end to end (once, on the uring pass; it covers both backends).
+if [ "$backend" = uring ]; then
+    nbd_require qemu-nbd
+    out=$(timeout -k 5 120 bash "$here/../examples_c/compare_nbd.sh" --no-build --runtime 1 \
+        --size 32m --fs tmpfs --rw randread 2>&1) || { echo "$out"; nbd_fail "compare_nbd.sh"; }
+    echo "$out" | tail -n 7
+    for s in ioeng-uring ioeng-aio qemu-uring qemu-native; do
+        awk -v s="$s" '$1 == "tmpfs" && $3 == s && $4 > 0 { ok = 1 } END { exit !ok }' <<<"$out" ||
+            nbd_fail "compare_nbd.sh: no IOPS row for $s"
+    done
+fi
 echo "test_nbd_fio [$backend]: OK: fio nbd QD32 x 2 connections crc32c-verified on ext4 and tmpfs; killed fio; clean exit"
