@@ -30,6 +30,8 @@ nbd_kill_all() {
 nbd_start() {
     local name=$1 i
     shift
+    : >"$work/$name.out" # created now: the background job opens them only later
+    : >"$work/$name.err"
     "$nbd_bin" --backend "$backend" --port 0 "$@" >"$work/$name.out" 2>"$work/$name.err" &
     NBD_PID=$!
     nbd_pids+=("$NBD_PID")
