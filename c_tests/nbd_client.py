@@ -8,6 +8,7 @@ send what real clients never do (malformed, out-of-range, oversized, truncated r
   nbd_client.py shutdown PORT PID LOG  pipelined reads, SIGTERM to PID, every reply arrives;
                                        requests sent after LOG shows the signal: ESHUTDOWN
   nbd_client.py abandon PORT           pipelined writes and reads, then a reset (RST)
+  nbd_client.py flood PORT PID         options sent without reading replies: memory stays bounded
   nbd_client.py serve-check PORT       one verified write + read (the server still serves)
 
 Every socket operation has a timeout; any failed check raises and exits non-zero.
@@ -382,6 +383,36 @@ def cmd_abandon(port):
     print("nbd_client abandon: OK (reset with 200 reads in flight)")
 
 
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def cmd_flood(port, pid):
+    """Options sent without reading a reply: the server must stop reading (bounded
+    memory), not queue replies without limit."""
+    before = rss_kib(pid)
+    c = Conn(port, rcvbuf=65536)
+    c.greeting()
+    c.s.settimeout(3)
+    chunk = struct.pack(">QII", IHAVEOPT, OPT_LIST, 0) * 4096
+    sent = 0
+    try:
+        for _ in range(256):  # up to 16 MiB of options, 44 MiB of replies
+            c.s.sendall(chunk)
+            sent += len(chunk)
+    except socket.timeout:
+        pass
+    grown = rss_kib(pid) - before
+    check(sent < 256 * len(chunk), "the server stopped reading a client that reads no replies")
+    check(grown < 48 * 1024, f"server RSS grew by {grown} KiB")
+    c.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.s.close()
+    print(f"nbd_client flood: OK (server stopped reading after {sent >> 10} KiB of options; RSS +{grown} KiB)")
+
+
 def cmd_serve_check(port):
     c = Conn(port)
     size, _ = c.connect_go()
@@ -403,6 +434,8 @@ def main():
         cmd_shutdown(int(args[0]), int(args[1]), args[2])
     elif cmd == "abandon":
         cmd_abandon(int(args[0]))
+    elif cmd == "flood":
+        cmd_flood(int(args[0]), int(args[1]))
     elif cmd == "serve-check":
         cmd_serve_check(int(args[0]))
     else:

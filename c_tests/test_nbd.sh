@@ -80,6 +80,7 @@ sleep 0.5
 kill -KILL "$victim" 2>/dev/null || nbd_fail "the qemu-io to kill had already finished"
 wait "$victim" 2>/dev/null || true
 $T python3 "$client" abandon "$portA"
+$T python3 "$client" flood "$portA" "$pidA"
 echo go >"$work/holder"
 wait "$holder" || nbd_fail "holder connection failed after the killed clients"
 $T python3 "$client" serve-check "$portA"

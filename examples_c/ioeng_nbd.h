@@ -25,6 +25,7 @@
 #define ZERO_CHUNK      (1u << 20)   /* WRITE_ZEROES is written in chunks of this */
 #define CONN_MAX_REQS   512u         /* stop reading a connection at this many requests ... */
 #define CONN_MAX_BYTES  (128ull << 20) /* ... or this many buffered bytes */
+#define HS_MAX_BYTES    (1u << 20)   /* ... or this many bytes of unsent option replies */
 #define MAX_CONNS       256u
 #define POOL_KEEP_CAP   (1u << 20)   /* request buffers up to this size are reused */
 #define POOL_KEEP_N     2048u
@@ -105,6 +106,7 @@ struct conn {
     size_t got;
     struct out *oq_head, *oq_tail;
     size_t oq_off;       /* bytes of oq_head already sent */
+    size_t hs_bytes;     /* bytes of queued option replies (not owned by a request) */
     unsigned nreq;       /* live requests (receiving, in the engine, or replying) */
     uint64_t nbytes;     /* their buffer bytes */
     struct conn *prev, *next;  /* all connections */

@@ -111,6 +111,7 @@ void conn_send_copy(struct conn *c, const void *hdr, size_t hlen, const void *da
     if (dlen)
         memcpy(p + hlen, data, dlen);
     *o = (struct out){ .hdr = p, .hlen = hlen + dlen };
+    c->hs_bytes += hlen + dlen;
     conn_enqueue(c, o);
 }
 
@@ -150,6 +151,8 @@ static void conn_flush(struct conn *c)
             c->oq_head = o->next;
             if (!c->oq_head)
                 c->oq_tail = NULL;
+            if (!o->owner)
+                c->hs_bytes -= o->hlen + o->dlen;
             out_release(o);
         }
         c->oq_off = done;
@@ -161,10 +164,18 @@ static void conn_flush(struct conn *c)
 /* Transmission: request parsing                                            */
 /* ======================================================================== */
 
-/* Pauses reading when the connection holds too much; conn_touch() resumes it. */
+/* Pauses reading when the connection holds too much (requests and their buffers, or
+ * option replies a client does not read); conn_work() resumes it. */
 static bool conn_over_limit(const struct conn *c)
 {
-    return c->nreq >= CONN_MAX_REQS || c->nbytes >= CONN_MAX_BYTES;
+    return c->nreq >= CONN_MAX_REQS || c->nbytes >= CONN_MAX_BYTES ||
+           c->hs_bytes >= HS_MAX_BYTES;
+}
+
+static void conn_pause(struct conn *c)
+{
+    c->paused = true;
+    conn_update_events(c);
 }
 
 static void handle_request_header(struct conn *c, const uint8_t *h)
@@ -262,6 +273,10 @@ static void conn_parse(struct conn *c)
             break;
         }
         case ST_OPT_HDR:
+            if (conn_over_limit(c)) {
+                conn_pause(c);
+                return;
+            }
             if (avail < 16)
                 return;
             if (get64(p) != NBD_IHAVEOPT) {
@@ -315,8 +330,7 @@ static void conn_parse(struct conn *c)
         }
         case ST_REQ_HDR:
             if (conn_over_limit(c)) {
-                c->paused = true;
-                conn_update_events(c);
+                conn_pause(c);
                 return;
             }
             if (avail < NBD_REQ_HDR_LEN)
@@ -429,16 +443,18 @@ void conn_free(struct conn *c)
     free(c);
 }
 
-/* Deferred work on a connection: resume reading, flush output, finish closing. */
+/* Deferred work on a connection: flush output, resume reading, finish closing. */
 static void conn_work(struct conn *c)
 {
+    if (!c->dead && c->oq_head)
+        conn_flush(c);
     if (!c->dead && c->paused && !conn_over_limit(c)) {
         c->paused = false;
         conn_update_events(c);
         conn_parse(c);
+        if (!c->dead && c->oq_head)
+            conn_flush(c);
     }
-    if (!c->dead && c->oq_head)
-        conn_flush(c);
     /* Closing (DISC, ABORT, EOF), or shutting down and idle at a message boundary. */
     if (!c->dead && (c->closing || (stopping && c->transmission && at_boundary(c))) &&
         c->nreq == 0 && !c->oq_head)
