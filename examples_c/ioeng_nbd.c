@@ -428,12 +428,17 @@ int main(int argc, char **argv)
                 struct conn *c = p;
                 if (c->dead)
                     continue;
-                if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                if (evs[i].events & (EPOLLHUP | EPOLLERR)) {
+                    /* Reset or fully closed: no reply can be delivered any more (and
+                     * these stay reported even while EPOLLIN is off). A peer that only
+                     * half-closed shows up as a 0-byte read instead. */
+                    conn_fail(c);
+                    continue;
+                }
+                if (evs[i].events & EPOLLIN)
                     conn_readable(c);
                 if (!c->dead && (evs[i].events & EPOLLOUT))
                     conn_touch(c);
-                if (!c->dead && c->closing && (evs[i].events & (EPOLLHUP | EPOLLERR)))
-                    conn_fail(c); /* nobody left to read the replies */
             }
         }
         run_work();
