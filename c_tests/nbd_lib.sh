@@ -74,17 +74,49 @@ nbd_stat() {
     sed -n "s/^ioeng_nbd: stats: .*\b$2=\([0-9]*\).*/\1/p" "$work/$1.err"
 }
 
-# nbd_check_fua NAME MIN: every FUA write went through the path the server announced
-# (IOENG_REQ_DSYNC, or WRITE+FDATASYNC when the engine refuses the flag), at least MIN.
+# Whether this libioeng accepts IOENG_REQ_DSYNC on a WRITE, asked independently of the
+# server (ctypes, one write to a scratch file): prints 1 or 0.
+nbd_engine_takes_dsync() {
+    python3 - "$LIBDIR/libioeng.so" "$work/dsync_probe" <<'PY'
+import ctypes, os, sys
+lib = ctypes.CDLL(sys.argv[1])
+CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
+class Req(ctypes.Structure):  # struct ioeng_req, 64 bytes (ABI v1)
+    _fields_ = [("op", ctypes.c_uint32), ("prio", ctypes.c_uint32), ("fd", ctypes.c_int32),
+                ("flags", ctypes.c_uint32), ("buf", ctypes.c_void_p), ("len", ctypes.c_uint64),
+                ("offset", ctypes.c_uint64), ("tag", ctypes.c_uint64),
+                ("deadline_ns", ctypes.c_uint64), ("buf_index", ctypes.c_uint32),
+                ("reserved", ctypes.c_uint32)]
+assert ctypes.sizeof(Req) == 64
+cfg = ctypes.create_string_buffer(52)
+lib.ioeng_config_init(cfg)
+h = ctypes.c_void_p()
+assert lib.ioeng_open(cfg, ctypes.byref(h)) == 0
+fd = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT, 0o600)
+buf = ctypes.create_string_buffer(4096)
+done = CB(lambda ctx, res: None)
+req = Req(op=1, prio=0, fd=fd, flags=1, buf=ctypes.cast(buf, ctypes.c_void_p), len=4096)
+rc = lib.ioeng_submit(h, ctypes.byref(req), done, None)
+lib.ioeng_close(h)  # runs the callback, if any, before returning
+os.close(fd)
+print(1 if rc == 0 else 0)
+PY
+}
+
+# nbd_check_fua NAME MIN: every FUA write (at least MIN) went through one path: the one
+# the server announced, which must be IOENG_REQ_DSYNC whenever this libioeng accepts the
+# flag (WRITE + FDATASYNC only where the engine refuses it).
 nbd_check_fua() {
-    local name=$1 min=$2 dsync fallback
+    local name=$1 min=$2 dsync fallback engine
     dsync=$(nbd_stat "$name" fua_dsync)
     fallback=$(nbd_stat "$name" fua_fallback)
+    engine=$(nbd_engine_takes_dsync)
     if grep -q 'FUA via IOENG_REQ_DSYNC' "$work/$name.err"; then
         [ "$dsync" -ge "$min" ] && [ "$fallback" -eq 0 ] ||
             nbd_fail "FUA via DSYNC expected: fua_dsync=$dsync fua_fallback=$fallback (min $min)"
         echo "FUA: $dsync writes via IOENG_REQ_DSYNC"
     else
+        [ "$engine" = 0 ] || nbd_fail "libioeng accepts IOENG_REQ_DSYNC but the server used WRITE + FDATASYNC"
         [ "$fallback" -ge "$min" ] && [ "$dsync" -eq 0 ] ||
             nbd_fail "FUA fallback expected: fua_dsync=$dsync fua_fallback=$fallback (min $min)"
         if [ "${IOENG_NBD_REQUIRE_DSYNC:-0}" = 1 ]; then
