@@ -2,7 +2,8 @@
  * ioeng_nbd.c - an NBD server that exports one file or block device through libioeng.
  *
  *   ioeng_nbd [--backend aio|uring|auto] [--depth N] [--port N] [--bind ADDR]
- *             [--read-only] [--name NAME] [--no-direct] FILE
+ *             [--read-only] [--name NAME] [--no-direct] [--idle-poll-us N|never|default]
+ *             [--verbose] FILE|BLOCKDEV
  *
  * Files: this one (options, setup, accept, event loop, shutdown), ioeng_nbd_conn.c
  * (connections), ioeng_nbd_handshake.c (options), ioeng_nbd_io.c (requests and the

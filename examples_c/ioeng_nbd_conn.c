@@ -100,8 +100,7 @@ void conn_enqueue(struct conn *c, struct out *o)
 }
 
 /* Queues handshake bytes (copied). */
-void conn_send_copy(struct conn *c, const void *hdr, size_t hlen, const void *data,
-                           size_t dlen)
+void conn_send_copy(struct conn *c, const void *hdr, size_t hlen, const void *data, size_t dlen)
 {
     struct out *o = malloc(sizeof(*o) + hlen + dlen);
     if (!o)

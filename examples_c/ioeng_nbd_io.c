@@ -61,8 +61,6 @@ bool req_reserve(struct req *r, size_t len)
     return true;
 }
 
-void conn_touch(struct conn *c);
-
 void req_put(struct req *r)
 {
     struct conn *c = r->conn;
