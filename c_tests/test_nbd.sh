@@ -15,7 +15,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 backend="${IOENG_TEST_BACKEND:-aio}"
-export LIBDIR="${LIBDIR:-$here/../target/release}"
+export LIBDIR="${LIBDIR:-$here/../target/lib}"
 . "$here/uring_guard.sh"
 dir="${IOENG_TEST_DIR:-$( [ -d /var/tmp ] && echo /var/tmp || echo /tmp)}"
 work=$(mktemp -d "$dir/ioeng_nbd_test.XXXXXX")
