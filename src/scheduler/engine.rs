@@ -69,7 +69,32 @@ impl<D: Driver> Engine<D> {
     }
 
     pub(crate) fn submit(&self, request: IoRequest, callback: Callback) -> Result<(), Error> {
+        self.check(&request)?;
         self.shared.ctx.push(IoEvent::new(request, callback))
+    }
+
+    /// What only the engine can check about a request: its registered buffer.
+    pub(crate) fn check(&self, request: &IoRequest) -> Result<(), Error> {
+        request.check_fixed(self.shared.ctx.registered_buffers())
+    }
+
+    /// Queues checked requests (see `check`) under one lock with one wake-up.
+    pub(crate) fn submit_batch(&self, batch: Vec<(IoRequest, Callback)>) -> Result<usize, Error> {
+        let events = batch
+            .into_iter()
+            .map(|(request, callback)| IoEvent::new(request, callback));
+        self.shared.ctx.push_batch(events)
+    }
+
+    pub(crate) fn cancel(&self, tag: u64) -> usize {
+        self.shared.ctx.cancel(tag)
+    }
+
+    pub(crate) fn register_buffers(&self, bufs: &[libc::iovec]) -> Result<(), Error> {
+        let shared = &*self.shared;
+        shared
+            .ctx
+            .register_buffers(bufs, |bufs| shared.driver.register_buffers(bufs))
     }
 
     pub(crate) fn resume(&self) {
