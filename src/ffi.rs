@@ -374,12 +374,12 @@ pub unsafe extern "C" fn ioeng_open(cfg: *const IoengConfig, out: *mut *mut Ioen
     })
 }
 
-/// Validates a C request (everything but what needs the engine: `AnyEngine::check`).
+/// Validates a C request for `engine` (whose registered buffers FIXED_BUF refers to).
 ///
 /// # Safety
 /// For READV/WRITEV, `req.buf` is NULL or points to `req.len` readable iovecs (the
 /// ioeng_req_t contract; only read when `len` is in 1..=IOV_MAX).
-unsafe fn request_from_c(req: &IoengReq) -> Result<IoRequest, Error> {
+unsafe fn request_from_c(engine: &AnyEngine, req: &IoengReq) -> Result<IoRequest, Error> {
     let op = match req.op {
         IOENG_OP_READ => Op::Read,
         IOENG_OP_WRITE => Op::Write,
@@ -410,18 +410,7 @@ unsafe fn request_from_c(req: &IoengReq) -> Result<IoRequest, Error> {
         buf_index: req.buf_index,
     };
     // SAFETY: forwarded from this function's contract.
-    unsafe { IoRequest::from_spec(&spec) }
-}
-
-/// `request_from_c` plus the engine's own checks.
-///
-/// # Safety
-/// As for `request_from_c`.
-unsafe fn accept_from_c(engine: &AnyEngine, req: &IoengReq) -> Result<IoRequest, Error> {
-    // SAFETY: forwarded from this function's contract.
-    let request = unsafe { request_from_c(req) }?;
-    engine.check(&request)?;
-    Ok(request)
+    unsafe { IoRequest::from_spec(&spec, engine.registered_buffers()) }
 }
 
 /// Queues one request. Never blocks on kernel progress.
@@ -461,7 +450,7 @@ pub unsafe extern "C" fn ioeng_submit(
         // SAFETY: non-NULL and readable per the caller contract.
         let req = unsafe { &*req };
         // SAFETY: the caller vouches for a vector's iovec array (ioeng_req_t contract).
-        let result = unsafe { accept_from_c(&handle.engine, req) }
+        let result = unsafe { request_from_c(&handle.engine, req) }
             .and_then(|request| handle.engine.submit(request, Callback::new(cb, ctx)));
         to_errno(result)
     })
@@ -511,7 +500,7 @@ pub unsafe extern "C" fn ioeng_submit_batch(
         let mut first_error = None;
         for (i, req) in reqs.iter().enumerate() {
             // SAFETY: the caller vouches for each vector's iovec array.
-            match unsafe { accept_from_c(engine, req) } {
+            match unsafe { request_from_c(engine, req) } {
                 Ok(request) => {
                     let ctx = if ctxs.is_null() {
                         std::ptr::null_mut()

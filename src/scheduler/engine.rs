@@ -69,16 +69,15 @@ impl<D: Driver> Engine<D> {
     }
 
     pub(crate) fn submit(&self, request: IoRequest, callback: Callback) -> Result<(), Error> {
-        self.check(&request)?;
         self.shared.ctx.push(IoEvent::new(request, callback))
     }
 
-    /// What only the engine can check about a request: its registered buffer.
-    pub(crate) fn check(&self, request: &IoRequest) -> Result<(), Error> {
-        request.check_fixed(self.shared.ctx.registered_buffers())
+    /// `(base, len)` of the registered buffers, for validating FIXED_BUF requests.
+    pub(crate) fn registered_buffers(&self) -> Option<&[(usize, usize)]> {
+        self.shared.ctx.registered_buffers()
     }
 
-    /// Queues checked requests (see `check`) under one lock with one wake-up.
+    /// Queues validated requests under one lock with one wake-up.
     pub(crate) fn submit_batch(&self, batch: Vec<(IoRequest, Callback)>) -> Result<usize, Error> {
         let events = batch
             .into_iter()

@@ -229,12 +229,12 @@ impl AnyEngine {
         on_engine!(self, engine => engine.submit(request, callback))
     }
 
-    /// Refuses what only the engine can judge (FIXED_BUF against its buffers).
-    pub fn check(&self, request: &IoRequest) -> Result<(), Error> {
-        on_engine!(self, engine => engine.check(request))
+    /// `(base, len)` of the registered buffers (for `IoRequest::from_spec`).
+    pub fn registered_buffers(&self) -> Option<&[(usize, usize)]> {
+        on_engine!(self, engine => engine.registered_buffers())
     }
 
-    /// Queues requests already validated (including `check`) in order, under one lock
+    /// Queues validated requests in order, under one lock
     /// and with one wake-up; returns how many were taken (all but those refused by a
     /// full queue or close), or why none was.
     pub fn submit_batch(&self, batch: Vec<(IoRequest, Callback)>) -> Result<usize, Error> {

@@ -201,17 +201,26 @@ impl IoRequest {
             return Err(Error::InvalidArgument("vectored requests need from_spec"));
         }
         // SAFETY: not vectored, so `from_spec` reads no caller memory.
-        unsafe { Self::from_spec(&RequestSpec::plain(op, priority, fd, buf, len, offset)) }
+        unsafe {
+            Self::from_spec(
+                &RequestSpec::plain(op, priority, fd, buf, len, offset),
+                None,
+            )
+        }
     }
 
-    /// Checks everything the contract says `ioeng_submit` must refuse synchronously,
-    /// except what needs the engine (registered buffers: [`IoRequest::check_fixed`]).
+    /// Checks everything the contract says `ioeng_submit` must refuse synchronously;
+    /// `registered` holds the engine's registered buffers as `(base, len)` (FIXED_BUF).
+    /// Every -EINVAL condition is checked before the -EBADF one.
     ///
     /// # Safety
     /// For READV/WRITEV with `buf` non-NULL and `len` in 1..=IOV_MAX, `buf` points to
     /// `len` readable `iovec`s that stay valid and unchanged until the callback (the
     /// ioeng_req_t contract): they are read here and again for every kernel IO.
-    pub unsafe fn from_spec(spec: &RequestSpec) -> Result<Self, Error> {
+    pub unsafe fn from_spec(
+        spec: &RequestSpec,
+        registered: Option<&[(usize, usize)]>,
+    ) -> Result<Self, Error> {
         let RequestSpec {
             op,
             priority,
@@ -273,10 +282,7 @@ impl IoRequest {
             Some(end) if end <= i64::MAX as u64 => {}
             _ => return Err(Error::InvalidArgument("offset + len exceeds INT64_MAX")),
         }
-        if fd < 0 {
-            return Err(Error::BadFd);
-        }
-        Ok(IoRequest {
+        let request = IoRequest {
             op,
             priority,
             fd,
@@ -292,12 +298,17 @@ impl IoRequest {
             } else {
                 0
             },
-        })
+        };
+        request.check_fixed(registered)?;
+        if fd < 0 {
+            return Err(Error::BadFd);
+        }
+        Ok(request)
     }
 
     /// With FIXED_BUF: `[buf, buf+len)` must lie inside registered buffer `buf_index`
     /// (`registered` holds `(base, len)` of each; `None`: nothing registered).
-    pub fn check_fixed(&self, registered: Option<&[(usize, usize)]>) -> Result<(), Error> {
+    fn check_fixed(&self, registered: Option<&[(usize, usize)]>) -> Result<(), Error> {
         if !self.flags.has(Flags::FIXED_BUF) {
             return Ok(());
         }
@@ -693,14 +704,14 @@ mod tests {
     fn vector(op: Op, iovs: &[libc::iovec]) -> IoEvent {
         let s = spec(op, iovs.as_ptr() as *mut u8, iovs.len() as u64);
         // SAFETY: `iovs` holds `len` entries and outlives the event in each test.
-        let req = unsafe { IoRequest::from_spec(&s) }.unwrap();
+        let req = unsafe { IoRequest::from_spec(&s, None) }.unwrap();
         IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()))
     }
 
     fn refused(s: RequestSpec) -> bool {
         matches!(
             // SAFETY: vector specs in these tests point at live arrays of `len` entries.
-            unsafe { IoRequest::from_spec(&s) },
+            unsafe { IoRequest::from_spec(&s, None) },
             Err(Error::InvalidArgument(_))
         )
     }
@@ -717,7 +728,7 @@ mod tests {
         assert!(refused(with(Op::Fdatasync, Flags::DSYNC)));
         assert!(refused(with(Op::Read, Flags::DSYNC)));
         assert!(refused(with(Op::Read, Flags::SYNC)));
-        assert!(!refused(with(Op::Read, Flags::NOWAIT | Flags::FIXED_BUF)));
+        assert!(!refused(with(Op::Read, Flags::NOWAIT)));
         assert!(!refused(with(
             Op::Write,
             Flags::DSYNC | Flags::SYNC | Flags::NOWAIT
@@ -745,7 +756,7 @@ mod tests {
         assert!(refused(spec(Op::Readv, std::ptr::null_mut(), 1)));
         assert!(refused(spec(Op::Writev, ptr, IOV_MAX + 1)));
         // SAFETY: `many` has more than IOV_MAX entries.
-        let max = unsafe { IoRequest::from_spec(&spec(Op::Writev, ptr, IOV_MAX)) }.unwrap();
+        let max = unsafe { IoRequest::from_spec(&spec(Op::Writev, ptr, IOV_MAX), None) }.unwrap();
         assert_eq!(max.total, IOV_MAX);
         let huge = iov(&[(0x1000, u64::MAX / 2), (0x1000, u64::MAX / 2)]);
         assert!(refused(spec(Op::Readv, huge.as_ptr() as *mut u8, 2)));
@@ -760,24 +771,32 @@ mod tests {
     #[test]
     fn fixed_buffers_are_range_checked() {
         let table = [(0x10000usize, 4096usize), (0x20000, 8192)];
-        let fixed = |buf: usize, len: u64, index: u32| {
-            let s = RequestSpec {
-                flags: Flags(Flags::FIXED_BUF),
-                buf_index: index,
-                ..spec(Op::Read, buf as *mut u8, len)
+        let fixed =
+            |buf: usize, len: u64, index: u32, fd: i32, table: Option<&[(usize, usize)]>| {
+                let s = RequestSpec {
+                    flags: Flags(Flags::FIXED_BUF),
+                    buf_index: index,
+                    fd,
+                    ..spec(Op::Read, buf as *mut u8, len)
+                };
+                // SAFETY: not vectored.
+                unsafe { IoRequest::from_spec(&s, table) }
             };
-            // SAFETY: not vectored.
-            unsafe { IoRequest::from_spec(&s) }.unwrap()
-        };
-        assert!(fixed(0x10000, 4096, 0).check_fixed(Some(&table)).is_ok());
-        assert!(fixed(0x21000, 4096, 1).check_fixed(Some(&table)).is_ok());
-        assert!(fixed(0x10001, 4096, 0).check_fixed(Some(&table)).is_err());
-        assert!(fixed(0x0ffff, 2, 0).check_fixed(Some(&table)).is_err());
-        assert!(fixed(0x10000, 4096, 2).check_fixed(Some(&table)).is_err());
-        assert!(fixed(0x10000, 1, 0).check_fixed(None).is_err());
-        assert!(event(Op::Read, 1).request.check_fixed(None).is_ok());
-        let chunk = fixed(0x21000, 4096, 1);
-        let ev = IoEvent::new(chunk, Callback::new(ignore, std::ptr::null_mut()));
+        let t = Some(&table[..]);
+        assert!(fixed(0x10000, 4096, 0, 3, t).is_ok());
+        assert!(fixed(0x21000, 4096, 1, 3, t).is_ok());
+        assert!(fixed(0x10001, 4096, 0, 3, t).is_err());
+        assert!(fixed(0x0ffff, 2, 0, 3, t).is_err());
+        assert!(fixed(0x10000, 4096, 2, 3, t).is_err());
+        assert!(fixed(0x10000, 1, 0, 3, None).is_err());
+        // -EINVAL before -EBADF.
+        assert!(matches!(
+            fixed(0x10000, 1, 9, -1, t),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(fixed(0x10000, 1, 0, -1, t), Err(Error::BadFd)));
+        let req = fixed(0x21000, 4096, 1, 3, t).unwrap();
+        let ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
         assert_eq!(ev.next_chunk().fixed, Some(1));
     }
 
@@ -849,7 +868,7 @@ mod tests {
             ..spec(Op::Read, 0x1000 as *mut u8, 100)
         };
         // SAFETY: not vectored.
-        let req = unsafe { IoRequest::from_spec(&s) }.unwrap();
+        let req = unsafe { IoRequest::from_spec(&s, None) }.unwrap();
         let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
         assert_eq!(ev.settle(eagain), Outcome::Done(eagain));
         let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
