@@ -965,6 +965,109 @@ mod tests {
         assert_eq!(offsets(&ctx, &round.batch), [1]);
     }
 
+    /// A driver that records what it is asked to cancel and touches no kernel.
+    #[derive(Default)]
+    struct NullDriver {
+        cancelled: Mutex<Vec<usize>>,
+    }
+
+    impl Driver for NullDriver {
+        type Slot = TestSlot;
+        fn open(_: u32, _: u32) -> Result<Self, Error> {
+            Ok(NullDriver::default())
+        }
+        fn submit(&self, _: &IoContext<TestSlot>, _: &[usize]) {}
+        fn cancel(&self, _: &IoContext<TestSlot>, targets: &[usize]) {
+            lock(&self.cancelled).extend_from_slice(targets);
+        }
+        fn reap(&self, _: &IoContext<TestSlot>, _: &mut Vec<(usize, i64)>) {}
+    }
+
+    fn tagged(tag: u64, deadline_ns: u64, offset: u64, log: &mut Vec<i64>) -> IoEvent {
+        let mut req =
+            IoRequest::new(Op::Read, Priority::Normal, 0, 8 as *mut u8, 1, offset).unwrap();
+        req.tag = tag;
+        req.deadline_ns = deadline_ns;
+        IoEvent::new(req, Callback::new(record, (log as *mut Vec<i64>).cast()))
+    }
+
+    #[test]
+    fn cancel_finishes_queued_requests_on_the_engine_thread_and_asks_the_driver_for_slots() {
+        let mut log = Vec::new();
+        let driver = NullDriver::default();
+        let ctx = IoContext::<TestSlot>::new(2, 2, 0, false);
+        for offset in 0..4 {
+            ctx.push(tagged(7 + offset % 2, 0, offset, &mut log))
+                .unwrap();
+        }
+        let mut round = SubmitRound::new(ctx.batch);
+        round.fill(&ctx, None, || false);
+        assert_eq!(
+            offsets(&ctx, &round.batch),
+            [0, 1],
+            "tags 7 and 8 in the slots"
+        );
+        // Tag 7: one in a slot (offset 0), one queued (offset 2).
+        assert_eq!(ctx.cancel(7), 2);
+        assert!(log.is_empty(), "no callback inside cancel");
+        assert_eq!(ctx.stats().queued_read, 1);
+        ctx.service(&driver);
+        let ecanceled = -i64::from(libc::ECANCELED);
+        assert_eq!(log, [ecanceled], "the queued one, on the engine thread");
+        assert_eq!(*lock(&driver.cancelled), [round.batch[0]]);
+        // The kernel answers -ECANCELED for the slot; a second cancel finds only tag 8.
+        ctx.complete(&[(round.batch[0], ecanceled)]);
+        assert_eq!(log, [ecanceled, ecanceled]);
+        assert_eq!(ctx.cancel(7), 0);
+        assert_eq!(ctx.cancel(8), 2);
+        ctx.service(&driver);
+        assert_eq!(*lock(&driver.cancelled), [round.batch[0], round.batch[1]]);
+        // A cancelled request between kernel IOs finishes instead of being reissued.
+        ctx.complete(&[(round.batch[1], -i64::from(libc::EAGAIN))]);
+        round.fill(&ctx, None, || false);
+        assert!(round.batch.is_empty());
+        assert_eq!(log.len(), 4);
+        assert!(log.iter().all(|&res| res == ecanceled));
+        let stats = ctx.stats();
+        assert_eq!((stats.cancelled, stats.completed), (4, 4));
+    }
+
+    #[test]
+    fn deadlines_expire_queued_requests_only() {
+        let mut log = Vec::new();
+        let driver = NullDriver::default();
+        let ctx = IoContext::<TestSlot>::new(1, 1, 0, true);
+        assert_eq!(ctx.next_deadline(), None, "no deadline: no timer");
+        let now = monotonic_ns();
+        ctx.push(tagged(0, now + 20_000_000, 0, &mut log)).unwrap();
+        ctx.push(tagged(0, 1, 1, &mut log)).unwrap();
+        ctx.push(tagged(0, 0, 2, &mut log)).unwrap();
+        let due = ctx.next_deadline().expect("armed");
+        assert!(due <= Instant::now(), "the past deadline is due at once");
+        ctx.service(&driver);
+        let etimedout = -i64::from(libc::ETIMEDOUT);
+        assert_eq!(log, [etimedout]);
+        let due = ctx.next_deadline().expect("the 20 ms one");
+        assert!(due > Instant::now() + Duration::from_millis(10));
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        ctx.service(&driver);
+        assert_eq!(log, [etimedout, etimedout]);
+        assert_eq!(ctx.next_deadline(), None, "none left with a deadline");
+        assert_eq!(ctx.stats().timed_out, 2);
+        // A request whose deadline passed is not dispatched even before `service` ran.
+        ctx.push(tagged(0, 1, 3, &mut log)).unwrap();
+        ctx.resume();
+        let mut round = SubmitRound::new(ctx.batch);
+        round.fill(&ctx, None, || false);
+        assert_eq!(
+            offsets(&ctx, &round.batch),
+            [2],
+            "the expired one was skipped"
+        );
+        ctx.service(&driver);
+        assert_eq!(log, [etimedout, etimedout, etimedout]);
+    }
+
     #[test]
     fn paused_context_dispatches_nothing_and_capacity_is_enforced() {
         let mut log = Vec::new();
