@@ -30,8 +30,9 @@ pub(crate) trait Slot: Default + Send {
     fn event_mut(&mut self) -> &mut Option<IoEvent>;
 }
 
-/// A kernel interface. Each method runs on exactly one of the two engine threads, which
-/// is what lets a driver split its kernel object between them without locks.
+/// A kernel interface. Each method runs on exactly one of the two engine threads (except
+/// `open` and `register_buffers`, which run before any request), which is what lets a
+/// driver split its kernel object between them without locks.
 pub(crate) trait Driver: Sized + Send + Sync + 'static {
     type Slot: Slot;
 
