@@ -5,12 +5,28 @@
  *    resume; the return value counts them; tag 0 / NULL h are -EINVAL;
  *  - a request between kernel IOs (an empty O_NONBLOCK pipe read being retried, holding
  *    the only slot) is cancelled on both backends, together with a queued one;
+ *  - ioeng_cancel from a callback cancels the queued rest of a tag (no deadlock);
  *  - io_uring: an in-flight blocked pipe read completes with -ECANCELED (ASYNC_CANCEL).
  * Exactly one callback per request throughout; stats.cancelled counts them.
  */
 #include "test_util.h"
 
 static tu_recs_t recs;
+
+/* For 2b: the first request's callback calls ioeng_cancel(h, 40). */
+static struct {
+    ioeng_t *h;
+    int found;
+    int64_t res;
+} cancel_from_cb;
+
+static void cancel_cb(void *ctx, int64_t res)
+{
+    (void)ctx;
+    cancel_from_cb.res = res;
+    cancel_from_cb.found = ioeng_cancel(cancel_from_cb.h, 40);
+    tu_waiter_add(&recs.w, 1);
+}
 
 static ioeng_req_t tagged(ioeng_op_t op, int fd, void *buf, uint64_t len, uint64_t off,
                           uint64_t tag)
@@ -98,6 +114,24 @@ int main(void)
     CHECK(s.cancelled == 2, "cancelled = %" PRIu64, s.cancelled);
     tu_close(h);
 
+    /* 2b. ioeng_cancel from a callback: the first read's callback cancels the queued
+     *     rest of tag 40 (no deadlock; their callbacks run after it returned). */
+    h = tu_open(be, 1, 0, 0, 1);
+    base = recs.n;
+    cancel_from_cb.h = h;
+    cancel_from_cb.found = -1;
+    ioeng_req_t first = tagged(IOENG_OP_READ, shm, rbuf, 512, 0, 41);
+    CHECK(ioeng_submit(h, &first, cancel_cb, NULL) == 0, "submit");
+    for (int i = 0; i < 5; i++)
+        sub(h, "READ tag 40 cancelled from a callback", tagged(IOENG_OP_READ, shm, rbuf + 512, 512,
+                                                              512, 40), -ECANCELED);
+    CHECK(ioeng_resume(h) == 0, "resume");
+    tu_waiter_wait(&recs.w, (uint64_t)base + 6, 10);
+    CHECK(cancel_from_cb.found == 5, "ioeng_cancel in a callback = %d, want 5", cancel_from_cb.found);
+    CHECK(cancel_from_cb.res == 512, "the cancelling request's own res %s",
+          tu_errname(cancel_from_cb.res));
+    tu_close(h);
+
     /* 3. io_uring: an in-flight read of an empty blocking pipe. */
     const char *inflight = "in-flight blocking pipe read not tried (AIO would block io_submit)";
     if (be == IOENG_BACKEND_URING) {
@@ -129,6 +163,7 @@ int main(void)
     CHECK(tu_recs_report(&recs, be) == 0, "wrong results (listed above)");
     printf("test_cancel [%s]: OK: 41 queued cancelled on a paused engine with 0 kernel submit "
            "calls (%" PRIu64 " after resume, for the others); retrying slot + queued cancelled; "
+           "5 cancelled from a callback; "
            "%s\n",
            tu_backend_name(be), paused_calls, inflight);
     return 0;

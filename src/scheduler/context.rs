@@ -478,6 +478,12 @@ impl<S: Slot> IoContext<S> {
             || self.has_cancel_requests.load(Ordering::Relaxed)
     }
 
+    /// Whether `service` has work now: cancels, dead requests, or `deadline` (the one
+    /// `service` returned) has come.
+    pub(crate) fn control_due(&self, deadline: Option<Instant>) -> bool {
+        self.has_control_work() || deadline.is_some_and(|at| at <= Instant::now())
+    }
+
     /// The channel that wakes a submitter waiting for a slot when control work arrives.
     pub(crate) fn control_rx(&self) -> &Receiver<()> {
         &self.control_rx

@@ -87,9 +87,11 @@ pub(crate) fn run_submitter<D: Driver>(ctx: &IoContext<D::Slot>, driver: &D) {
     loop {
         let deadline = ctx.service(driver);
         round.fill(ctx, deadline, || {
+            // Also ends the poll for a cancel or a due deadline: `fill` then returns so
+            // that the next `service` runs them.
             slot_wait.poll(|| {
                 driver.run_deferred();
-                ctx.budget.has_slot_for_submitter()
+                ctx.budget.has_slot_for_submitter() || ctx.control_due(deadline)
             })
         });
         slot_wait.work_arrived();
