@@ -103,7 +103,12 @@ pub(crate) fn run_submitter<D: Driver>(ctx: &IoContext<D::Slot>, driver: &D) {
         if ctx.drained_for_close() {
             break;
         }
-        if idle.poll(|| driver.run_deferred() || ctx.has_submit_work() || round.retry_due()) {
+        if idle.poll(|| {
+            driver.run_deferred()
+                || ctx.has_submit_work()
+                || round.retry_due()
+                || ctx.control_due(deadline)
+        }) {
             continue;
         }
         // Nothing to do: sleep until a push, resume, resubmission, cancel or close unparks
