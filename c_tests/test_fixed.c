@@ -95,7 +95,8 @@ int main(void)
     CHECK(ioeng_register_buffers(NULL, iov, 1) == -EINVAL, "NULL h");
     CHECK(ioeng_register_buffers(h, NULL, 1) == -EINVAL, "NULL iov");
     CHECK(ioeng_register_buffers(h, iov, 0) == -EINVAL, "n = 0");
-    CHECK(ioeng_register_buffers(h, iov, 16385) == -EINVAL, "n = 16385");
+    CHECK(IOENG_MAX_REGISTERED_BUFFERS == 16384, "IOENG_MAX_REGISTERED_BUFFERS");
+    CHECK(ioeng_register_buffers(h, iov, IOENG_MAX_REGISTERED_BUFFERS + 1) == -EINVAL, "n = 16385");
     int rc = ioeng_register_buffers(h, iov, NB);
     CHECK(rc == 0, "ioeng_register_buffers = %s", tu_errname(rc));
     CHECK(ioeng_register_buffers(h, iov, NB) == -EBUSY, "second registration must be -EBUSY");

@@ -33,7 +33,7 @@ typedef struct ioeng_stats ioeng_stats_t;
 /**
  * Most buffers ioeng_register_buffers() takes.
  */
-#define IOENG_MAX_REGISTERED_BUFFERS MAX_REGISTERED_BUFFERS
+#define IOENG_MAX_REGISTERED_BUFFERS 16384
 
 /**
  * `idle_poll_us`: let the engine choose how long idle threads poll.

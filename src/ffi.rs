@@ -72,7 +72,8 @@ const _: () = assert!(IOENG_REQ_FIXED_BUF == Flags::FIXED_BUF);
 const _: () = assert!(IOENG_REQ_KNOWN_FLAGS == Flags::KNOWN);
 
 /// Most buffers ioeng_register_buffers() takes.
-pub const IOENG_MAX_REGISTERED_BUFFERS: u32 = MAX_REGISTERED_BUFFERS;
+pub const IOENG_MAX_REGISTERED_BUFFERS: u32 = 16384;
+const _: () = assert!(IOENG_MAX_REGISTERED_BUFFERS == MAX_REGISTERED_BUFFERS);
 
 /// Engine mode (`IOENG_MODE_*`).
 pub type IoengMode = u32;
