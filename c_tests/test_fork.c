@@ -6,6 +6,7 @@
  * (one busy with a pending read, one paused with queued requests) work and close
  * normally. The child can open and use an engine of its own.
  */
+#include <sys/uio.h>
 #include <sys/wait.h>
 
 #include "test_util.h"
@@ -39,6 +40,11 @@ static void child(ioeng_backend_t be, ioeng_t *busy, ioeng_t *paused, int zero)
     CHECK_EQ(submit(paused, IOENG_OP_READ, zero, buf, 4, &r), -ESRCH, "submit in the child");
     CHECK_EQ(ioeng_resume(paused), -ESRCH, "resume in the child");
     CHECK_EQ(ioeng_stats(busy, &st), -ESRCH, "stats in the child");
+    ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, zero, buf, 4, 0);
+    CHECK_EQ(ioeng_submit_batch(busy, &q, 1, on_done, NULL), -ESRCH, "submit_batch in the child");
+    CHECK_EQ(ioeng_cancel(busy, 7), -ESRCH, "cancel in the child");
+    struct iovec iov = { buf, sizeof buf };
+    CHECK_EQ(ioeng_register_buffers(paused, &iov, 1), -ESRCH, "register_buffers in the child");
     CHECK(ioeng_backend(busy) == be, "ioeng_backend in the child");
     CHECK_EQ(ioeng_close(busy), 0, "close of the busy engine in the child");
     CHECK_EQ(ioeng_close(paused), 0, "close of the paused engine in the child");
@@ -116,7 +122,7 @@ int main(void)
     CHECK_EQ(r2, 64, "READ after the child closed its copy");
     tu_close(busy);
     tu_close(paused);
-    printf("test_fork [%s]: child: -ESRCH from submit/resume/stats, close frees its copy "
+    printf("test_fork [%s]: child: -ESRCH from submit/submit_batch/cancel/register_buffers/resume/stats, close frees its copy "
            "silently; parent's engines unaffected\n", tu_backend_name(be));
     return 0;
 }

@@ -12,9 +12,16 @@
 #   4 ext4-randwrite-qd32  randwrite QD32  on ext4
 #   5 ext4-prio-mix        ioeng_bench only: randread, 5% HIGH priority, iodepth 256 over an
 #                          engine depth of 16 (requests queue in the engine), HIGH vs NORMAL p99
+#   6 shm-fixedbufs-qd32   job 1 with registered buffers: fio --fixedbufs=1 vs ioeng_bench
+#                          --fixedbufs (io_uring only: AIO has no registered buffers)
+#   7 shm-batch32-qd32     ioeng_bench only: job 1 reissuing in groups of 32 through
+#                          ioeng_submit_batch (--batch-submit 32) vs one ioeng_submit per IO
+#   8 ext4-dsync-qd32      job 4 with durable writes: fio --sync=dsync (O_DSYNC) vs
+#                          ioeng_bench --dsync (RWF_DSYNC per write)
 # Engines: fio ioengine=io_uring vs ioeng_bench --backend uring, fio ioengine=libaio vs
 # ioeng_bench --backend aio. The ratio column is IOPS(libioeng) / IOPS(fio) for the same kernel
-# interface; for job 3 (latency) it is p50(libioeng) / p50(fio), for job 5 p99(HIGH) / p99(NORMAL).
+# interface; for job 3 (latency) it is p50(libioeng) / p50(fio), for job 5 p99(HIGH) / p99(NORMAL),
+# for job 7 IOPS(batch) / IOPS(single submits).
 # Latencies are total latency (fio lat_ns: submit -> completion; ioeng_bench: before
 # ioeng_submit -> callback).
 # With --repeat N every job runs N rounds; each round runs every engine once, each backend's
@@ -39,13 +46,13 @@ SHM_DIR=/dev/shm
 BUILD=1
 
 usage() {
-    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 Options:
   --runtime S     seconds per run (default 10; fractions allowed)
   --size SIZE     file size, e.g. 256m, 1g (default 1g)
   --quick         smoke run: --runtime 2 --size 256m (explicit options still win)
-  --jobs LIST     comma-separated job numbers (default 1,2,3,4,5)
+  --jobs LIST     comma-separated job numbers (default 1,2,3,4,5; 6-8 on request)
   --repeat N      rounds per job, medians in the table (default 1; use 5+ on noisy machines)
   --backends LIST libioeng backends to run, with their fio counterpart (default uring,aio)
   --no-fio        only the ioeng_bench rows
@@ -121,15 +128,19 @@ parse_list() {
     [[ $(printf '%s\n' "${list[@]}" | sort | uniq -d) == "" ]] || die "$opt: $item is listed twice in '$value'"
 }
 declare -a SEL=() BES=()
-parse_list SEL --jobs "$JOBS" '^[1-5]$' "numbers 1..5 separated by commas" "a job"
+parse_list SEL --jobs "$JOBS" '^[1-8]$' "numbers 1..8 separated by commas" "a job"
 parse_list BES --backends "$BACKENDS" '^(uring|aio)$' "uring and/or aio" "a backend"
 
 # Job table: name fs rw bs iodepth
 job_name() { case $1 in 1) echo shm-randread-qd32 ;; 2) echo ext4-randread-qd128 ;; 3) echo ext4-randread-qd1 ;;
-                        4) echo ext4-randwrite-qd32 ;; 5) echo ext4-prio-mix ;; esac; }
-job_fs()   { case $1 in 1) echo shm ;; *) echo ext4 ;; esac; }
-job_rw()   { case $1 in 4) echo randwrite ;; *) echo randread ;; esac; }
-job_qd()   { case $1 in 1) echo 32 ;; 2) echo 128 ;; 3) echo 1 ;; 4) echo 32 ;; 5) echo 256 ;; esac; }
+                        4) echo ext4-randwrite-qd32 ;; 5) echo ext4-prio-mix ;; 6) echo shm-fixedbufs-qd32 ;;
+                        7) echo shm-batch32-qd32 ;; 8) echo ext4-dsync-qd32 ;; esac; }
+job_fs()   { case $1 in 1|6|7) echo shm ;; *) echo ext4 ;; esac; }
+job_rw()   { case $1 in 4|8) echo randwrite ;; *) echo randread ;; esac; }
+job_qd()   { case $1 in 1|4|6|7|8) echo 32 ;; 2) echo 128 ;; 3) echo 1 ;; 5) echo 256 ;; esac; }
+# Per-job extra options: fio, and ioeng_bench.
+job_fio_args()   { case $1 in 6) echo --fixedbufs=1 ;; 8) echo --sync=dsync ;; esac; }
+job_ioeng_args() { case $1 in 6) echo --fixedbufs ;; 8) echo --dsync ;; esac; }
 BS=4k
 
 if [[ $USE_FIO == 1 ]] && ! command -v fio >/dev/null 2>&1; then
@@ -225,7 +236,7 @@ run_fio() {  # run_fio JOB ENGINE FILE OUT -> 0 if OUT is valid fio JSON
                 --bs=$BS --iodepth="$(job_qd "$j")" --direct=1 --numjobs=1 --size="$SIZE_BYTES"
                 --runtime="${RUNTIME_MS}ms" --time_based=1 --norandommap=1 --randrepeat=0
                 --lat_percentiles=1 --percentile_list=50:90:99:99.9
-                --output-format=json --output="$out")
+                --output-format=json --output="$out" $(job_fio_args "$j"))
     echo "  fio --ioengine=$eng ..." >&2
     if ! fio "${args[@]}" >"$out.log" 2>&1 || [[ -z $(jget "$out" jobs/0/jobname 2>/dev/null) ]]; then
         echo "compare_fio.sh: fio ioengine=$eng failed for job $j:" >&2
@@ -240,7 +251,7 @@ run_ioeng() {  # run_ioeng JOB BACKEND FILE OUT [extra args] -> 0 if OUT is vali
     echo "  ioeng_bench --backend $be ..." >&2
     if ! "$BENCH" --backend "$be" --rw "$(job_rw "$j")" --bs $BS --iodepth "$(job_qd "$j")" --direct 1 \
             --numjobs 1 --size "$SIZE_BYTES" --runtime "${RUNTIME_MS}ms" --filename "$file" \
-            --output-format json "$@" >"$out" 2>"$out.log" ||
+            --output-format json $(job_ioeng_args "$j") "$@" >"$out" 2>"$out.log" ||
             [[ -z $(jget "$out" backend 2>/dev/null) ]]; then
         echo "compare_fio.sh: ioeng_bench --backend $be failed for job $j:" >&2
         tail -n 5 "$out.log" >&2 || true
@@ -290,7 +301,11 @@ run_engine() {
                 record "$j" "$eng" "$r" - - - -
             fi ;;
         ioeng-*)
-            local be=${eng#ioeng-}
+            local be=${eng#ioeng-} extra=()
+            if [[ $be == *-batch32 ]]; then
+                be=${be%-batch32}
+                extra=(--batch-submit 32)
+            fi
             if [[ $j == 5 ]]; then
                 if run_ioeng "$j" "$be" "$file" "$out" --engine-depth 16 --prio-mix 0.05; then
                     rt=$(jget "$out" runtime_s)
@@ -309,7 +324,7 @@ except (ValueError, ZeroDivisionError):
                     record "$j" "$eng HIGH" "$r" - - - -
                     record "$j" "$eng NORMAL" "$r" - - - -
                 fi
-            elif run_ioeng "$j" "$be" "$file" "$out"; then
+            elif run_ioeng "$j" "$be" "$file" "$out" "${extra[@]}"; then
                 cls=normal_$sec
                 record "$j" "$eng" "$r" "$(jget "$out" iops)" "$(jget "$out" "lat_us/$cls/p50")" \
                     "$(jget "$out" "lat_us/$cls/p99")" "$(ioeng_cpu "$out")"
@@ -326,7 +341,11 @@ for j in "${SEL[@]}"; do
     # A unit is one backend: its fio counterpart and ioeng_bench, run back to back.
     units=()
     for be in "${BES[@]}"; do
-        if [[ $j != 5 && $USE_FIO == 1 ]]; then
+        if [[ $j == 6 && $be == aio ]]; then
+            continue  # registered buffers are an io_uring feature; fio has no libaio twin
+        elif [[ $j == 7 ]]; then
+            units+=("ioeng-$be ioeng-$be-batch32")
+        elif [[ $j != 5 && $USE_FIO == 1 ]]; then
             units+=("fio-$([[ $be == uring ]] && echo io_uring || echo libaio) ioeng-$be")
         else
             units+=("ioeng-$be")
@@ -353,7 +372,7 @@ echo "libioeng ${LIBVER:-?} vs" \
      "$([[ $USE_FIO == 1 ]] && fio --version || echo 'no fio')," \
      "kernel $(uname -r), $(nproc) CPUs, runtime ${RUNTIME}s, size $SIZE, bs $BS," \
      "O_DIRECT$([[ $REPEAT -gt 1 ]] && echo "; medians of $REPEAT rounds")"
-JOB_NAMES=$(for j in 1 2 3 4 5; do echo "$j $(job_name "$j")"; done)
+JOB_NAMES=$(for j in 1 2 3 4 5 6 7 8; do echo "$j $(job_name "$j")"; done)
 python3 - "$RESULTS" "$JOB_NAMES" <<'PY'
 import math, statistics, sys
 
@@ -394,16 +413,19 @@ def ratio_text(pairs):
     return text
 
 partner = {"ioeng-uring": "fio-io_uring", "ioeng-aio": "fio-libaio"}
-fmt_row = "%-24s | %-18s | %10s | %9s | %9s | %-26s | %5s"
+fmt_row = "%-24s | %-19s | %10s | %9s | %9s | %-26s | %5s"
 print(fmt_row % ("job", "engine", "IOPS", "p50 us", "p99 us", "ratio ioeng/fio", "cpu%"))
-print("-" * 25 + "+" + "-" * 20 + "+" + "-" * 12 + "+" + "-" * 11 + "+" + "-" * 11 + "+" + "-" * 28 + "+" + "-" * 6)
+print("-" * 25 + "+" + "-" * 21 + "+" + "-" * 12 + "+" + "-" * 11 + "+" + "-" * 11 + "+" + "-" * 28 + "+" + "-" * 6)
 prev = None
 for job, eng in order:
     by_round = runs[(job, eng)]
     cols = list(zip(*by_round.values()))
     iops, p50, p99, cpu = (med(c) for c in cols)
     ratio = ""
-    if eng in partner and (job, partner[eng]) in runs:
+    if eng.endswith("-batch32") and (job, eng[:-8]) in runs:
+        single = runs[(job, eng[:-8])]
+        ratio = "vs single " + ratio_text((v[0], single[r][0]) for r, v in by_round.items() if r in single)
+    elif eng in partner and (job, partner[eng]) in runs:
         fio = runs[(job, partner[eng])]
         if job == "3":  # the latency job: compare p50 latency (lower is better)
             ratio = "p50 " + ratio_text((v[1], fio[r][1]) for r, v in by_round.items() if r in fio)
@@ -428,7 +450,8 @@ for job, eng in order:
 PY
 echo
 echo "ratio: IOPS(libioeng) / IOPS(fio) on the same kernel interface; job 3: p50(libioeng) / p50(fio);"
-echo "job 5: p99(HIGH) / p99(NORMAL). Ranges in brackets: lowest-highest per-round ratio."
+echo "job 5: p99(HIGH) / p99(NORMAL); job 7: IOPS(ioeng_submit_batch of 32) / IOPS(ioeng_submit)."
+echo "Ranges in brackets: lowest-highest per-round ratio."
 echo "latency: submit -> completion (fio lat_ns; ioeng_bench submit -> callback). cpu%: usr+sys as %"
 echo "of one CPU: ioeng_bench counts the whole process (engine threads and io_uring's io-wq workers),"
 echo "fio only its job thread."

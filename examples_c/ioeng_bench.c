@@ -75,6 +75,9 @@ static struct {
     bool json;
     bool check_serial;
     uint64_t seed;
+    bool fixedbufs;         /* register the slot buffers, IOENG_REQ_FIXED_BUF */
+    bool dsync;             /* IOENG_REQ_DSYNC on writes */
+    unsigned batch_submit;  /* 0: one ioeng_submit per IO; N: ioeng_submit_batch of N */
 } opt = {
     .backend = IOENG_BACKEND_AUTO,
     .rw = RW_RANDREAD,
@@ -118,6 +121,13 @@ static void usage(FILE *f)
 "  --output-format normal|json\n"
 "  --seed N                   PRNG seed (default fixed)\n"
 "  --check-serial             verify that callbacks never overlap (costs 2 atomics/IO)\n"
+"  --fixedbufs[=0|1]          register the IO buffers (ioeng_register_buffers) and send\n"
+"                             IOENG_REQ_FIXED_BUF requests (io_uring READ/WRITE_FIXED)\n"
+"  --dsync[=0|1]              writes carry IOENG_REQ_DSYNC (durable at completion)\n"
+"  --batch-submit N           reissue completed slots in groups of N with one\n"
+"                             ioeng_submit_batch() call (a group also goes out when\n"
+"                             nothing else of its job is in flight); default: one\n"
+"                             ioeng_submit() per IO, at once\n"
 "  -h, --help\n"
 "\n"
 "Sizes take k/m/g/t suffixes (powers of 1024). Latency is measured from just before\n"
@@ -199,6 +209,7 @@ static unsigned parse_uint(const char *name, const char *s, unsigned lo, unsigne
 enum {
     OPT_BACKEND = 256, OPT_RW, OPT_RWMIX, OPT_BS, OPT_IODEPTH, OPT_ENGDEPTH, OPT_BATCH, OPT_QCAP, OPT_SIZE,
     OPT_RUNTIME, OPT_RAMP, OPT_DIRECT, OPT_NUMJOBS, OPT_PRIOMIX, OPT_FILENAME, OPT_OUTFMT, OPT_SEED, OPT_CHECK,
+    OPT_FIXEDBUFS, OPT_DSYNC, OPT_BATCHSUB,
 };
 
 static void parse_args(int argc, char **argv)
@@ -228,6 +239,10 @@ static void parse_args(int argc, char **argv)
         { "output_format", required_argument, 0, OPT_OUTFMT },
         { "seed", required_argument, 0, OPT_SEED },
         { "check-serial", no_argument, 0, OPT_CHECK },
+        { "fixedbufs", optional_argument, 0, OPT_FIXEDBUFS },
+        { "dsync", optional_argument, 0, OPT_DSYNC },
+        { "batch-submit", required_argument, 0, OPT_BATCHSUB },
+        { "batch_submit", required_argument, 0, OPT_BATCHSUB },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -303,6 +318,9 @@ static void parse_args(int argc, char **argv)
             break;
         }
         case OPT_CHECK: opt.check_serial = true; break;
+        case OPT_FIXEDBUFS: opt.fixedbufs = !optarg || parse_uint("--fixedbufs", optarg, 0, 1); break;
+        case OPT_DSYNC: opt.dsync = !optarg || parse_uint("--dsync", optarg, 0, 1); break;
+        case OPT_BATCHSUB: opt.batch_submit = parse_uint("--batch-submit", optarg, 1, MAX_IODEPTH); break;
         case 'h': usage(stdout); exit(0);
         case '?':
         default:
@@ -475,6 +493,12 @@ struct job {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct slot *retry;  /* slots whose resubmit from a callback got -EAGAIN */
+    /* --batch-submit: completed slots waiting for their group (callbacks only). */
+    struct slot **group;
+    unsigned ngroup;
+    atomic_uint in_engine; /* slots accepted and not yet completed */
+    ioeng_req_t *group_reqs;
+    void **group_ctxs;
 };
 
 static struct {
@@ -550,6 +574,8 @@ static inline void prepare(struct job *j, struct slot *s)
     s->req.op = read ? IOENG_OP_READ : IOENG_OP_WRITE;
     s->req.prio = high ? IOENG_PRIO_HIGH : IOENG_PRIO_NORMAL;
     s->req.offset = block * opt.bs;
+    s->req.flags = (opt.fixedbufs ? IOENG_REQ_FIXED_BUF : 0) |
+                   (opt.dsync && !read ? IOENG_REQ_DSYNC : 0);
 }
 
 static void note_error(int64_t res)
@@ -579,7 +605,47 @@ static void on_complete(void *ctx, int64_t res);
 static inline int issue(struct slot *s, uint64_t now)
 {
     s->t_submit = now;
-    return ioeng_submit(g.eng, &s->req, on_complete, s);
+    if (opt.batch_submit)
+        atomic_fetch_add_explicit(&s->job->in_engine, 1, memory_order_relaxed);
+    int rc = ioeng_submit(g.eng, &s->req, on_complete, s);
+    if (rc != 0 && opt.batch_submit)
+        atomic_fetch_sub_explicit(&s->job->in_engine, 1, memory_order_relaxed);
+    return rc;
+}
+
+/* --batch-submit, from a callback: sends the job's waiting group with one
+ * ioeng_submit_batch(); slots it did not accept go to the retry list (-EAGAIN) or fail. */
+static void flush_group(struct job *j, uint64_t now)
+{
+    unsigned n = j->ngroup;
+    for (unsigned i = 0; i < n; i++) {
+        j->group[i]->t_submit = now;
+        j->group_reqs[i] = j->group[i]->req;
+        j->group_ctxs[i] = j->group[i];
+    }
+    j->ngroup = 0;
+    atomic_fetch_add_explicit(&j->in_engine, n, memory_order_relaxed);
+    int rc = ioeng_submit_batch(g.eng, j->group_reqs, n, on_complete, j->group_ctxs);
+    unsigned accepted = rc > 0 ? (unsigned)rc : 0;
+    if (accepted == n)
+        return;
+    atomic_fetch_sub_explicit(&j->in_engine, n - accepted, memory_order_relaxed);
+    if (rc < 0 && rc != -EAGAIN) {
+        for (unsigned i = accepted; i < n; i++) {
+            note_error(rc);
+            retire(j);
+        }
+        return;
+    }
+    atomic_fetch_add_explicit(&g.eagain_fallbacks, n - accepted, memory_order_relaxed);
+    pthread_mutex_lock(&j->lock);
+    for (unsigned i = accepted; i < n; i++) {
+        struct slot *s = j->group[i];
+        s->next = j->retry;
+        j->retry = s;
+    }
+    pthread_cond_broadcast(&j->cond);
+    pthread_mutex_unlock(&j->lock);
 }
 
 static void on_complete(void *ctx, int64_t res)
@@ -598,6 +664,22 @@ static void on_complete(void *ctx, int64_t res)
         h_add(&hist[c], now - s->t_submit);
     }
 
+    if (opt.batch_submit)
+        atomic_fetch_sub_explicit(&j->in_engine, 1, memory_order_relaxed);
+    if (opt.batch_submit && !atomic_load_explicit(&g.stop, memory_order_relaxed)) {
+        prepare(j, s);
+        j->group[j->ngroup++] = s;
+        if (j->ngroup >= opt.batch_submit ||
+            atomic_load_explicit(&j->in_engine, memory_order_relaxed) == 0)
+            flush_group(j, now);
+        goto out;
+    }
+    if (opt.batch_submit) {
+        /* Stopping: the slot retires; so do the ones waiting in its group. */
+        for (unsigned i = 0; i < j->ngroup; i++)
+            retire(j);
+        j->ngroup = 0;
+    }
     if (!atomic_load_explicit(&g.stop, memory_order_relaxed)) {
         prepare(j, s);
         int rc = issue(s, now);
@@ -857,10 +939,11 @@ static void report_json(const struct result *r)
     printf("\"kernel_submit_calls\":%" PRIu64 ",\"resubmits\":%" PRIu64 ",\"batch\":%u,"
            "\"size\":%" PRIu64 ",\"rwmixread\":%u,\"prio_mix\":%g,\"ramp_time_s\":%g,"
            "\"errors\":%" PRIu64 ",\"eagain_fallbacks\":%" PRIu64 ",\"interrupted\":%s,"
-           "\"version\":\"%s\",\"filename\":",
+           "\"version\":\"%s\",\"fixedbufs\":%d,\"dsync\":%d,\"batch_submit\":%u,\"filename\":",
            r->submit_calls, r->resubmits, opt.batch, opt.size, opt.rwmixread, opt.prio_mix,
            opt.ramp_time, (uint64_t)atomic_load(&g.errors), (uint64_t)atomic_load(&g.eagain_fallbacks),
-           interrupted ? "true" : "false", ioeng_version());
+           interrupted ? "true" : "false", ioeng_version(), opt.fixedbufs, opt.dsync,
+           opt.batch_submit);
     json_string(r->path);
     printf(",\"lat_us\":{");
     bool first = true;
@@ -888,6 +971,9 @@ static void report_normal(const struct result *r)
     if (opt.rw == RW_RANDRW || opt.rw == RW_RW) printf(" rwmixread=%u", opt.rwmixread);
     if (opt.prio_mix > 0) printf(" prio-mix=%g", opt.prio_mix);
     if (opt.ramp_time > 0) printf(" ramp_time=%gs", opt.ramp_time);
+    if (opt.fixedbufs) printf(" fixedbufs=1");
+    if (opt.dsync) printf(" dsync=1");
+    if (opt.batch_submit) printf(" batch-submit=%u", opt.batch_submit);
     printf("%s\n", interrupted ? "  (interrupted)" : "");
     printf("  IOPS=%.1f, BW=%.1fMiB/s, ios=%" PRIu64 " in %.2fs\n", r->iops, r->mib_s, r->ios, r->elapsed);
     printf("  cpu: usr=%.1f%%, sys=%.1f%% of wall time (100%% = one CPU)\n", r->usr_pct, r->sys_pct);
@@ -1041,7 +1127,27 @@ int main(int argc, char **argv)
             s->req.fd = g.fd;
             s->req.buf = buf;
             s->req.len = opt.bs;
+            s->req.buf_index = (uint32_t)(s - slots);
         }
+        if (opt.batch_submit) {
+            j->group = calloc(j->nslots, sizeof *j->group);
+            j->group_reqs = calloc(j->nslots, sizeof *j->group_reqs);
+            j->group_ctxs = calloc(j->nslots, sizeof *j->group_ctxs);
+            if (!j->group || !j->group_reqs || !j->group_ctxs)
+                die("out of memory");
+        }
+    }
+    if (opt.fixedbufs) {
+        struct iovec *iov = calloc(opt.iodepth, sizeof *iov);
+        if (!iov)
+            die("out of memory");
+        for (unsigned i = 0; i < opt.iodepth; i++)
+            iov[i] = (struct iovec){ slots[i].req.buf, opt.bs };
+        rc = ioeng_register_buffers(g.eng, iov, opt.iodepth);
+        if (rc < 0)
+            die("ioeng_register_buffers(%u x %" PRIu64 " bytes): %s", opt.iodepth, opt.bs,
+                strerror(-rc));
+        free(iov);
     }
     for (unsigned i = 0; i < opt.numjobs; i++) {
         rc = pthread_create(&g.jobs[i].thread, NULL, job_main, &g.jobs[i]);
@@ -1126,6 +1232,11 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < opt.iodepth; i++)
         free(slots[i].req.buf);
     free(slots);
+    for (unsigned i = 0; i < opt.numjobs; i++) {
+        free(g.jobs[i].group);
+        free(g.jobs[i].group_reqs);
+        free(g.jobs[i].group_ctxs);
+    }
     free(g.jobs);
     if (interrupted)
         status = status ? status : 128 + interrupted;

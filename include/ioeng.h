@@ -68,11 +68,17 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <sys/uio.h>
 typedef struct ioeng ioeng_t;
 typedef struct ioeng_req ioeng_req_t;
 typedef struct ioeng_config ioeng_config_t;
 typedef struct ioeng_stats ioeng_stats_t;
 
+
+/**
+ * Most buffers ioeng_register_buffers() takes.
+ */
+#define IOENG_MAX_REGISTERED_BUFFERS 16384
 
 /**
  * `idle_poll_us`: let the engine choose how long idle threads poll.
@@ -256,11 +262,14 @@ struct ioeng_req {
 };
 
 /**
- * Completion callback. `res`: READ → bytes read (short only at end of file — for a
- * stream, when the peer shut down or the writer closed — 0 at or after EOF); WRITE →
- * `len`; FSYNC/FDATASYNC → 0; failure → -errno from the kernel. On message-oriented
- * fds (datagram/seqpacket sockets, inotify, eventfd, signalfd, timerfd) a READ is one
- * read(2): a short result is a whole message, returned as it is.
+ * Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
+ * EOF); WRITE → `len`; READV/WRITEV → the same over the whole vector; FSYNC/FDATASYNC →
+ * 0; -ECANCELED after ioeng_cancel(); -ETIMEDOUT when `deadline_ns` passed while the
+ * request was queued; failure → -errno from the kernel. With IOENG_REQ_NOWAIT, -EAGAIN
+ * (when nothing was moved) or the bytes moved before the kernel would have blocked.
+ * READ at end of file: for a stream, when the peer shut down or the writer closed. On
+ * message-oriented fds (datagram/seqpacket sockets, inotify, eventfd, signalfd,
+ * timerfd) a READ is one read(2): a short result is a whole message, returned as it is.
  * Streams (pipes, sockets, ttys): bytes already moved cannot be moved back, so when a
  * READ or WRITE fails after moving some bytes, `res` is the count moved (as read(2)/
  * write(2) report it: a WRITE to a pipe whose reader took 64 KiB and closed → 65536,
@@ -268,7 +277,7 @@ struct ioeng_req {
  * after a partial transfer (the data stays at its offset).
  * Both backends give the same `res`, equal to what read(2)/write(2) (pread/pwrite on
  * files with a position) give, for any fd the kernel can read or write: AIO does the
- * transfer once with pread/pwrite where the kernel has no AIO path for the file
+ * transfer once with preadv2/pwritev2 where the kernel has no AIO path for the file
  * (/dev/full, eventfd writes, inotify, /proc files, directories), without blocking.
  * Short transfers, -EAGAIN and -EINTR never reach it: they are issued again (after 4
  * -EAGAIN/-EINTR in a row, with a delay growing from 10 µs to 1 ms, so an fd that stays
@@ -460,7 +469,12 @@ int ioeng_open(const struct ioeng_config *cfg, struct ioeng **out);
  * Returns 0 when accepted: `cb(ctx, res)` will then run exactly once, on an engine
  * thread. Returns < 0 when refused, and then `cb` never runs:
  *  -EINVAL      NULL `h`, `req` or `cb`; unknown op or prio; READ/WRITE with NULL
- *               `buf` or `len == 0`; `offset + len` above INT64_MAX;
+ *               `buf` or `len == 0`; READV/WRITEV with NULL `buf`, an iovec count
+ *               outside 1..=IOV_MAX or iovec lengths summing above INT64_MAX;
+ *               `offset` + bytes above INT64_MAX; an unknown flag bit; any flag on
+ *               FSYNC/FDATASYNC; DSYNC or SYNC on READ/READV; FIXED_BUF on
+ *               READV/WRITEV, without registered buffers, with `buf_index` out of
+ *               range or `[buf, buf+len)` not inside that buffer; `reserved` not 0;
  *  -EBADF       `fd < 0`;
  *  -ESHUTDOWN   ioeng_close() has begun (e.g. a callback submitting during close);
  *  -EAGAIN      the queues hold `queue_capacity` requests; retry after completions;
@@ -474,6 +488,81 @@ int ioeng_open(const struct ioeng_config *cfg, struct ioeng **out);
  * passed to `cb` untouched.
  */
 int ioeng_submit(struct ioeng *h, const struct ioeng_req *req, ioeng_cb_t cb, void *ctx);
+
+/**
+ * Queues `n` requests as ioeng_submit() would, in order, taking the queue lock once and
+ * waking the engine at most once for the whole batch.
+ *
+ * Request `i` gets `cb(ctxs[i], res)`; `ctxs == NULL` means every ctx is NULL.
+ * Validates in order and accepts the longest valid prefix: returns how many requests
+ * were accepted (each of them gets exactly one callback; the others none), or, when
+ * the first one is refused, its -errno (the same as ioeng_submit() would give). So an
+ * invalid request at index k > 0 returns k. The queues filling up (-EAGAIN) or close
+ * beginning (-ESHUTDOWN) also end the prefix. `n == 0` returns 0.
+ *  -EINVAL      NULL `h` or `cb`; NULL `reqs` with `n > 0`; `n` above INT32_MAX;
+ *               or request 0 invalid (see ioeng_submit());
+ *  -ESRCH       `h` was inherited across fork() (see ioeng_t).
+ *
+ * The requests are copied; `ctxs` is read during the call only. Thread-safe, callable
+ * from callbacks; never blocks on kernel progress.
+ *
+ * # Safety
+ * `h` is NULL or a live handle; `reqs` is NULL or readable for `n` requests; `ctxs`
+ * is NULL or readable for `n` pointers.
+ */
+int ioeng_submit_batch(struct ioeng *h,
+                       const struct ioeng_req *reqs,
+                       uint32_t n,
+                       ioeng_cb_t cb,
+                       void *const *ctxs);
+
+/**
+ * Cancels every accepted request whose callback has not yet started and whose `tag`
+ * equals `tag`. Returns how many there were (0 if none), -EINVAL for NULL `h` or
+ * `tag == 0`, or -ESRCH in a forked child.
+ *
+ * Each of them still gets exactly one callback:
+ *  - queued ones (also on a paused engine, and whatever their deadline) complete with
+ *    -ECANCELED and never reach the kernel;
+ *  - ones already handed to the kernel are asked to stop (io_uring ASYNC_CANCEL, AIO
+ *    io_cancel) and complete with -ECANCELED, or with their normal result when the
+ *    kernel had finished them or cannot stop them (most AIO file IO, and any IO the
+ *    kernel is already running). A request between two kernel IOs (a short transfer
+ *    being continued) completes with -ECANCELED.
+ *
+ * The callbacks run on an engine thread, never inside this call, so it may be called
+ * from a callback. Requests submitted after this returns are not affected.
+ * Thread-safe. Costs a scan of the queues and of `depth` slots.
+ *
+ * # Safety
+ * `h` is NULL or a live handle.
+ */
+int ioeng_cancel(struct ioeng *h, uint64_t tag);
+
+/**
+ * Registers `n` buffers for requests with IOENG_REQ_FIXED_BUF (`buf_index` = position
+ * in `iov`). io_uring registers them with the kernel (IORING_REGISTER_BUFFERS: pinned
+ * once instead of on every IO) and runs FIXED_BUF requests as READ_FIXED/WRITE_FIXED;
+ * AIO only records them (FIXED_BUF then runs as plain READ/WRITE). On both, the range
+ * of each FIXED_BUF request is checked at submit.
+ *
+ * Once per engine, before its first ioeng_submit()/ioeng_submit_batch(). Returns 0, or:
+ *  -EINVAL      NULL `h` or `iov`; `n` outside 1..=16384 (IOENG_MAX_REGISTERED_BUFFERS);
+ *               the kernel refused a buffer (e.g. one above 1 GiB, or NULL);
+ *  -EBUSY       buffers already registered, or a request was already submitted;
+ *  -ESRCH       `h` was inherited across fork() (see ioeng_t);
+ *  -ENOMEM, -EPERM, -EFAULT  the kernel refused the registration (locked-memory limit,
+ *               RLIMIT_MEMLOCK, bad address). Nothing is registered then, the engine
+ *               stays usable without FIXED_BUF, and registering may be tried again.
+ *
+ * `iov` (the array) is copied; the buffers stay owned by the caller and must remain
+ * valid, and not be unmapped, until ioeng_close() returned. Thread-safe, but racing
+ * the first submit gives -EBUSY or -EINVAL for FIXED_BUF requests.
+ *
+ * # Safety
+ * `h` is NULL or a live handle; `iov` is NULL or readable for `n` iovecs.
+ */
+int ioeng_register_buffers(struct ioeng *h, const struct iovec *iov, uint32_t n);
 
 /**
  * Starts dispatching on an engine opened with `start_paused = 1`. Idempotent.

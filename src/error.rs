@@ -17,6 +17,9 @@ pub enum Error {
     /// The queues hold `queue_capacity` requests.
     #[error("queue is full")]
     QueueFull,
+    /// Too late or too often (registering buffers after the first request, or twice).
+    #[error("resource busy")]
+    Busy,
     /// `close` was called from one of the engine's own callbacks.
     #[error("close called from an engine callback")]
     CloseFromCallback,
@@ -33,6 +36,7 @@ impl Error {
             Error::BadFd => libc::EBADF,
             Error::ShuttingDown => libc::ESHUTDOWN,
             Error::QueueFull => libc::EAGAIN,
+            Error::Busy => libc::EBUSY,
             Error::CloseFromCallback => libc::EDEADLK,
             Error::Kernel { errno, .. } => *errno,
         }

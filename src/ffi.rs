@@ -12,7 +12,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::scheduler::tasks::{Callback, IoRequest, Op, Priority};
+use crate::scheduler::tasks::{
+    Callback, Flags, IoRequest, MAX_REGISTERED_BUFFERS, Op, Priority, RequestSpec,
+};
 use crate::scheduler::{
     AnyEngine, BackendChoice, BackendKind, Config, IdlePoll, Mode, uring_unavailable_reason,
 };
@@ -62,6 +64,16 @@ pub const IOENG_REQ_FIXED_BUF: IoengReqFlags = 1 << 3;
 /// Every flag this version knows; any other bit gives -EINVAL.
 pub const IOENG_REQ_KNOWN_FLAGS: IoengReqFlags =
     IOENG_REQ_DSYNC | IOENG_REQ_SYNC | IOENG_REQ_NOWAIT | IOENG_REQ_FIXED_BUF;
+
+const _: () = assert!(IOENG_REQ_DSYNC == Flags::DSYNC);
+const _: () = assert!(IOENG_REQ_SYNC == Flags::SYNC);
+const _: () = assert!(IOENG_REQ_NOWAIT == Flags::NOWAIT);
+const _: () = assert!(IOENG_REQ_FIXED_BUF == Flags::FIXED_BUF);
+const _: () = assert!(IOENG_REQ_KNOWN_FLAGS == Flags::KNOWN);
+
+/// Most buffers ioeng_register_buffers() takes.
+pub const IOENG_MAX_REGISTERED_BUFFERS: u32 = 16384;
+const _: () = assert!(IOENG_MAX_REGISTERED_BUFFERS == MAX_REGISTERED_BUFFERS);
 
 /// Engine mode (`IOENG_MODE_*`).
 pub type IoengMode = u32;
@@ -148,11 +160,14 @@ const _: () = assert!(std::mem::offset_of!(IoengReq, deadline_ns) == 48);
 const _: () = assert!(std::mem::offset_of!(IoengReq, buf_index) == 56);
 const _: () = assert!(std::mem::offset_of!(IoengReq, reserved) == 60);
 
-/// Completion callback. `res`: READ → bytes read (short only at end of file — for a
-/// stream, when the peer shut down or the writer closed — 0 at or after EOF); WRITE →
-/// `len`; FSYNC/FDATASYNC → 0; failure → -errno from the kernel. On message-oriented
-/// fds (datagram/seqpacket sockets, inotify, eventfd, signalfd, timerfd) a READ is one
-/// read(2): a short result is a whole message, returned as it is.
+/// Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
+/// EOF); WRITE → `len`; READV/WRITEV → the same over the whole vector; FSYNC/FDATASYNC →
+/// 0; -ECANCELED after ioeng_cancel(); -ETIMEDOUT when `deadline_ns` passed while the
+/// request was queued; failure → -errno from the kernel. With IOENG_REQ_NOWAIT, -EAGAIN
+/// (when nothing was moved) or the bytes moved before the kernel would have blocked.
+/// READ at end of file: for a stream, when the peer shut down or the writer closed. On
+/// message-oriented fds (datagram/seqpacket sockets, inotify, eventfd, signalfd,
+/// timerfd) a READ is one read(2): a short result is a whole message, returned as it is.
 /// Streams (pipes, sockets, ttys): bytes already moved cannot be moved back, so when a
 /// READ or WRITE fails after moving some bytes, `res` is the count moved (as read(2)/
 /// write(2) report it: a WRITE to a pipe whose reader took 64 KiB and closed → 65536,
@@ -160,7 +175,7 @@ const _: () = assert!(std::mem::offset_of!(IoengReq, reserved) == 60);
 /// after a partial transfer (the data stays at its offset).
 /// Both backends give the same `res`, equal to what read(2)/write(2) (pread/pwrite on
 /// files with a position) give, for any fd the kernel can read or write: AIO does the
-/// transfer once with pread/pwrite where the kernel has no AIO path for the file
+/// transfer once with preadv2/pwritev2 where the kernel has no AIO path for the file
 /// (/dev/full, eventfd writes, inotify, /proc files, directories), without blocking.
 /// Short transfers, -EAGAIN and -EINTR never reach it: they are issued again (after 4
 /// -EAGAIN/-EINTR in a row, with a delay growing from 10 µs to 1 ms, so an fd that stays
@@ -396,23 +411,21 @@ pub unsafe extern "C" fn ioeng_open(cfg: *const IoengConfig, out: *mut *mut Ioen
     })
 }
 
-fn request_from_c(req: &IoengReq) -> Result<IoRequest, Error> {
+/// Validates a C request for `engine` (whose registered buffers FIXED_BUF refers to).
+///
+/// # Safety
+/// For READV/WRITEV, `req.buf` is NULL or points to `req.len` readable iovecs (the
+/// ioeng_req_t contract; only read when `len` is in 1..=IOV_MAX).
+unsafe fn request_from_c(engine: &AnyEngine, req: &IoengReq) -> Result<IoRequest, Error> {
     let op = match req.op {
         IOENG_OP_READ => Op::Read,
         IOENG_OP_WRITE => Op::Write,
         IOENG_OP_FSYNC => Op::Fsync,
         IOENG_OP_FDATASYNC => Op::Fdatasync,
+        IOENG_OP_READV => Op::Readv,
+        IOENG_OP_WRITEV => Op::Writev,
         _ => return Err(Error::InvalidArgument("unknown op")),
     };
-    if req.flags & !IOENG_REQ_KNOWN_FLAGS != 0 {
-        return Err(Error::InvalidArgument("unknown flag"));
-    }
-    // Not yet wired to the kernel: refused rather than silently ignored.
-    if req.flags != 0 {
-        return Err(Error::InvalidArgument(
-            "request flags are not supported yet",
-        ));
-    }
     if req.reserved != 0 {
         return Err(Error::InvalidArgument("reserved must be zero"));
     }
@@ -421,7 +434,20 @@ fn request_from_c(req: &IoengReq) -> Result<IoRequest, Error> {
         IOENG_PRIO_HIGH => Priority::High,
         _ => return Err(Error::InvalidArgument("unknown prio")),
     };
-    IoRequest::new(op, priority, req.fd, req.buf.cast(), req.len, req.offset)
+    let spec = RequestSpec {
+        op,
+        priority,
+        fd: req.fd,
+        buf: req.buf.cast(),
+        len: req.len,
+        offset: req.offset,
+        flags: Flags(req.flags),
+        tag: req.tag,
+        deadline_ns: req.deadline_ns,
+        buf_index: req.buf_index,
+    };
+    // SAFETY: forwarded from this function's contract.
+    unsafe { IoRequest::from_spec(&spec, engine.registered_buffers()) }
 }
 
 /// Queues one request. Never blocks on kernel progress.
@@ -429,7 +455,12 @@ fn request_from_c(req: &IoengReq) -> Result<IoRequest, Error> {
 /// Returns 0 when accepted: `cb(ctx, res)` will then run exactly once, on an engine
 /// thread. Returns < 0 when refused, and then `cb` never runs:
 ///  -EINVAL      NULL `h`, `req` or `cb`; unknown op or prio; READ/WRITE with NULL
-///               `buf` or `len == 0`; `offset + len` above INT64_MAX;
+///               `buf` or `len == 0`; READV/WRITEV with NULL `buf`, an iovec count
+///               outside 1..=IOV_MAX or iovec lengths summing above INT64_MAX;
+///               `offset` + bytes above INT64_MAX; an unknown flag bit; any flag on
+///               FSYNC/FDATASYNC; DSYNC or SYNC on READ/READV; FIXED_BUF on
+///               READV/WRITEV, without registered buffers, with `buf_index` out of
+///               range or `[buf, buf+len)` not inside that buffer; `reserved` not 0;
 ///  -EBADF       `fd < 0`;
 ///  -ESHUTDOWN   ioeng_close() has begun (e.g. a callback submitting during close);
 ///  -EAGAIN      the queues hold `queue_capacity` requests; retry after completions;
@@ -459,9 +490,163 @@ pub unsafe extern "C" fn ioeng_submit(
         }
         // SAFETY: non-NULL and readable per the caller contract.
         let req = unsafe { &*req };
-        let result = request_from_c(req)
+        // SAFETY: the caller vouches for a vector's iovec array (ioeng_req_t contract).
+        let result = unsafe { request_from_c(&handle.engine, req) }
             .and_then(|request| handle.engine.submit(request, Callback::new(cb, ctx)));
         to_errno(result)
+    })
+}
+
+/// Queues `n` requests as ioeng_submit() would, in order, taking the queue lock once and
+/// waking the engine at most once for the whole batch.
+///
+/// Request `i` gets `cb(ctxs[i], res)`; `ctxs == NULL` means every ctx is NULL.
+/// Validates in order and accepts the longest valid prefix: returns how many requests
+/// were accepted (each of them gets exactly one callback; the others none), or, when
+/// the first one is refused, its -errno (the same as ioeng_submit() would give). So an
+/// invalid request at index k > 0 returns k. The queues filling up (-EAGAIN) or close
+/// beginning (-ESHUTDOWN) also end the prefix. `n == 0` returns 0.
+///  -EINVAL      NULL `h` or `cb`; NULL `reqs` with `n > 0`; `n` above INT32_MAX;
+///               or request 0 invalid (see ioeng_submit());
+///  -ESRCH       `h` was inherited across fork() (see ioeng_t).
+///
+/// The requests are copied; `ctxs` is read during the call only. Thread-safe, callable
+/// from callbacks; never blocks on kernel progress.
+///
+/// # Safety
+/// `h` is NULL or a live handle; `reqs` is NULL or readable for `n` requests; `ctxs`
+/// is NULL or readable for `n` pointers.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_submit_batch(
+    h: *mut Ioeng,
+    reqs: *const IoengReq,
+    n: u32,
+    cb: IoengCallback,
+    ctxs: *const *mut c_void,
+) -> c_int {
+    guard(|| {
+        let (Some(cb), false) = (cb, h.is_null()) else {
+            return -libc::EINVAL;
+        };
+        if n == 0 {
+            return 0;
+        }
+        if reqs.is_null() || n > i32::MAX as u32 {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-NULL and live per the caller contract.
+        let handle = unsafe { &*h };
+        if handle.inherited() {
+            return FORKED_CHILD;
+        }
+        let engine = &handle.engine;
+        // SAFETY: non-NULL and readable for `n` requests per the caller contract.
+        let reqs = unsafe { std::slice::from_raw_parts(reqs, n as usize) };
+        let mut batch = Vec::with_capacity(reqs.len());
+        let mut first_error = None;
+        for (i, req) in reqs.iter().enumerate() {
+            // SAFETY: the caller vouches for each vector's iovec array.
+            match unsafe { request_from_c(engine, req) } {
+                Ok(request) => {
+                    let ctx = if ctxs.is_null() {
+                        std::ptr::null_mut()
+                    } else {
+                        // SAFETY: `ctxs` is readable for `n` pointers and `i < n`.
+                        unsafe { *ctxs.add(i) }
+                    };
+                    batch.push((request, Callback::new(cb, ctx)));
+                }
+                Err(err) => {
+                    first_error = Some(err);
+                    break;
+                }
+            }
+        }
+        if batch.is_empty() {
+            return first_error.map_or(0, |err| -err.errno());
+        }
+        match engine.submit_batch(batch) {
+            Ok(accepted) => accepted as c_int,
+            Err(err) => -err.errno(),
+        }
+    })
+}
+
+/// Cancels every accepted request whose callback has not yet started and whose `tag`
+/// equals `tag`. Returns how many there were (0 if none), -EINVAL for NULL `h` or
+/// `tag == 0`, or -ESRCH in a forked child.
+///
+/// Each of them still gets exactly one callback:
+///  - queued ones (also on a paused engine, and whatever their deadline) complete with
+///    -ECANCELED and never reach the kernel;
+///  - ones already handed to the kernel are asked to stop (io_uring ASYNC_CANCEL, AIO
+///    io_cancel) and complete with -ECANCELED, or with their normal result when the
+///    kernel had finished them or cannot stop them (most AIO file IO, and any IO the
+///    kernel is already running). A request between two kernel IOs (a short transfer
+///    being continued) completes with -ECANCELED.
+///
+/// The callbacks run on an engine thread, never inside this call, so it may be called
+/// from a callback. Requests submitted after this returns are not affected.
+/// Thread-safe. Costs a scan of the queues and of `depth` slots.
+///
+/// # Safety
+/// `h` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_cancel(h: *mut Ioeng, tag: u64) -> c_int {
+    guard(|| {
+        if h.is_null() || tag == 0 {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-NULL and live per the caller contract.
+        let handle = unsafe { &*h };
+        if handle.inherited() {
+            return FORKED_CHILD;
+        }
+        let found = handle.engine.cancel(tag);
+        found.min(i32::MAX as usize) as c_int
+    })
+}
+
+/// Registers `n` buffers for requests with IOENG_REQ_FIXED_BUF (`buf_index` = position
+/// in `iov`). io_uring registers them with the kernel (IORING_REGISTER_BUFFERS: pinned
+/// once instead of on every IO) and runs FIXED_BUF requests as READ_FIXED/WRITE_FIXED;
+/// AIO only records them (FIXED_BUF then runs as plain READ/WRITE). On both, the range
+/// of each FIXED_BUF request is checked at submit.
+///
+/// Once per engine, before its first ioeng_submit()/ioeng_submit_batch(). Returns 0, or:
+///  -EINVAL      NULL `h` or `iov`; `n` outside 1..=16384 (IOENG_MAX_REGISTERED_BUFFERS);
+///               the kernel refused a buffer (e.g. one above 1 GiB, or NULL);
+///  -EBUSY       buffers already registered, or a request was already submitted;
+///  -ESRCH       `h` was inherited across fork() (see ioeng_t);
+///  -ENOMEM, -EPERM, -EFAULT  the kernel refused the registration (locked-memory limit,
+///               RLIMIT_MEMLOCK, bad address). Nothing is registered then, the engine
+///               stays usable without FIXED_BUF, and registering may be tried again.
+///
+/// `iov` (the array) is copied; the buffers stay owned by the caller and must remain
+/// valid, and not be unmapped, until ioeng_close() returned. Thread-safe, but racing
+/// the first submit gives -EBUSY or -EINVAL for FIXED_BUF requests.
+///
+/// # Safety
+/// `h` is NULL or a live handle; `iov` is NULL or readable for `n` iovecs.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_register_buffers(
+    h: *mut Ioeng,
+    iov: *const libc::iovec,
+    n: u32,
+) -> c_int {
+    guard(|| {
+        if h.is_null() || iov.is_null() || n == 0 || n > MAX_REGISTERED_BUFFERS {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-NULL and live per the caller contract.
+        let handle = unsafe { &*h };
+        if handle.inherited() {
+            return FORKED_CHILD;
+        }
+        let engine = &handle.engine;
+        // SAFETY: non-NULL and readable for `n` iovecs per the caller contract.
+        let bufs = unsafe { std::slice::from_raw_parts(iov, n as usize) };
+        to_errno(engine.register_buffers(bufs))
     })
 }
 

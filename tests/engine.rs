@@ -134,7 +134,7 @@ fn synchronous_errors() {
         let p = byte.as_mut_ptr();
         let file = Scratch::new(TMPFS_DIR, false);
         let mut bad_op = req(IOENG_OP_READ, file.fd(), p, 1, 0);
-        bad_op.op = 4;
+        bad_op.op = 6;
         let mut bad_prio = req(IOENG_OP_READ, file.fd(), p, 1, 0);
         bad_prio.prio = 2;
         let einval = -libc::EINVAL;

@@ -11,6 +11,14 @@
  * on two tmpfs files (reads of a known file incl. at/after EOF, writes of
  * offset-determined data).
  *
+ * ABI v1 cases (about 30%): valid READV/WRITEV (1..4 segments) of the same files, WRITEs
+ * with DSYNC/SYNC, FIXED_BUF READ/WRITE (the pool is registered as buffer 0 of the main
+ * engine; the paused engine has none), tags and far deadlines (no effect), deadlines
+ * already past (-ETIMEDOUT in the callback), and each invalid combination with its
+ * errno: unknown flag bits, flags on FSYNC/FDATASYNC, DSYNC/SYNC on READ/READV,
+ * FIXED_BUF on READV/WRITEV, FIXED_BUF outside the buffer or with a bad index, iovec
+ * count 0 or above IOV_MAX, NULL iovec array, iovec lengths overflowing, reserved != 0.
+ *
  * For every call the expected synchronous return is computed from the header's
  * documented checks, in this precedence (the header lists EINVAL before EBADF and does
  * not spell out an order; this is also the library's observed order):
@@ -26,6 +34,7 @@
  * errors take precedence over -EAGAIN.
  */
 #include <sched.h>
+#include <sys/uio.h>
 
 #include "rel.h"
 
@@ -38,7 +47,7 @@
 
 static const uint64_t M = (uint64_t)INT64_MAX;
 
-enum exp_kind { E_READ, E_WRITE, E_ZERO, E_EBADF };
+enum exp_kind { E_READ, E_WRITE, E_ZERO, E_EBADF, E_TIMEDOUT };
 
 struct rec {
     _Atomic int ncb;
@@ -48,7 +57,12 @@ struct rec {
     uint64_t id;
     uint64_t off, len;
     unsigned char *data; /* READ destination */
+    struct iovec iov[4]; /* READV/WRITEV: the request's array (valid until its callback) */
 };
+
+static int g_registered; /* the engine under test has the pool as buffer 0 */
+static struct iovec g_bad_iov[IOV_MAX + 2]; /* for refused vectors: 1-byte segments */
+static struct iovec g_huge_iov[2];          /* lengths that overflow INT64_MAX */
 
 static ioeng_t *g_eng;
 static struct rec *g_rec;
@@ -102,6 +116,11 @@ static void on_cb(void *ctx, int64_t res)
         if (res != 0)
             FAILF("case %" PRIu64 ": expected res 0 (fsync / read past EOF), got %" PRId64, i, res);
         break;
+    case E_TIMEDOUT:
+        if (res != -ETIMEDOUT)
+            FAILF("case %" PRIu64 ": deadline already past: res=%" PRId64 " want -ETIMEDOUT", i,
+                  res);
+        break;
     case E_EBADF:
         if (res != -EBADF)
             FAILF("case %" PRIu64 ": request on closed fd %d: res=%" PRId64 " want -EBADF", i,
@@ -114,19 +133,47 @@ static void on_cb(void *ctx, int64_t res)
     atomic_fetch_add(&g_cbs, 1);
 }
 
-/* The header's synchronous checks, in the modelled precedence. */
+/* The header's synchronous checks: every -EINVAL condition, then fd < 0 -> -EBADF. */
 static int expected_sync(int h_null, int req_null, int cb_null, const ioeng_req_t *q)
 {
     if (h_null || req_null || cb_null)
         return -EINVAL;
-    if (q->op > IOENG_OP_FDATASYNC)
+    if (q->op > IOENG_OP_WRITEV || q->prio > IOENG_PRIO_HIGH || q->reserved)
         return -EINVAL;
-    if (q->prio > IOENG_PRIO_HIGH)
+    int sync = q->op == IOENG_OP_FSYNC || q->op == IOENG_OP_FDATASYNC;
+    int vec = q->op == IOENG_OP_READV || q->op == IOENG_OP_WRITEV;
+    int reads = q->op == IOENG_OP_READ || q->op == IOENG_OP_READV;
+    if (q->flags & ~IOENG_REQ_KNOWN_FLAGS)
         return -EINVAL;
-    if (q->op == IOENG_OP_READ || q->op == IOENG_OP_WRITE) {
-        if (!q->buf || q->len == 0)
+    if (sync && q->flags)
+        return -EINVAL;
+    if (reads && (q->flags & (IOENG_REQ_DSYNC | IOENG_REQ_SYNC)))
+        return -EINVAL;
+    if (vec && (q->flags & IOENG_REQ_FIXED_BUF))
+        return -EINVAL;
+    if (!sync) {
+        uint64_t total = q->len;
+        if (vec) {
+            if (!q->buf || q->len == 0 || q->len > IOV_MAX)
+                return -EINVAL;
+            const struct iovec *v = q->buf;
+            total = 0;
+            for (uint64_t k = 0; k < q->len; k++) {
+                if (v[k].iov_len > M - total)
+                    return -EINVAL;
+                total += v[k].iov_len;
+            }
+        } else if (!q->buf || q->len == 0) {
             return -EINVAL;
-        if (q->offset > M || q->len > M - q->offset)
+        }
+        if (q->offset > M || total > M - q->offset)
+            return -EINVAL;
+    }
+    if (q->flags & IOENG_REQ_FIXED_BUF) {
+        const unsigned char *b = q->buf;
+        const unsigned char *end = g_pool + (size_t)NBUF * BUFSZ;
+        if (!g_registered || q->buf_index != 0 || b < g_pool || b > end ||
+            q->len > (uint64_t)(end - b))
             return -EINVAL;
     }
     if (q->fd < 0)
@@ -167,18 +214,127 @@ static uint64_t pick_u64(rel_rng_t *r)
 }
 
 struct counts {
-    uint64_t cases, accepted, einval, ebadf, eagain, prec_both, by_kind[4], null_args;
+    uint64_t cases, accepted, einval, ebadf, eagain, prec_both, by_kind[5], null_args;
 };
 
-/* Builds one case. Sets *fill to the pool buffer that must be prepared, or -1. */
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ABI v1 cases. *need_buf: 1 = a pool buffer of q->len bytes, 2 = a vector of *nseg
+ * contiguous segments over a pool buffer of *vbytes bytes (q->len = *nseg). */
+static void gen_v1_case(rel_rng_t *r, ioeng_req_t *q, int *kind, int *need_buf, int *nseg,
+                        uint64_t *vbytes)
+{
+    unsigned c = (unsigned)(rel_rand(r) % 100);
+    int write = (int)(rel_rand(r) & 1);
+    q->fd = write ? g_wfd : g_rfd;
+    q->tag = (rel_rand(r) & 1) ? rel_rand(r) : 0;
+    if (rel_rand(r) % 4 == 0)
+        q->deadline_ns = now_ns() + 3600ull * 1000000000ull; /* far: no effect */
+    if (c < 35) { /* valid READV / WRITEV */
+        q->op = write ? IOENG_OP_WRITEV : IOENG_OP_READV;
+        *nseg = 1 + (int)(rel_rand(r) % 4);
+        *vbytes = rel_range(r, (uint64_t)*nseg, BUFSZ);
+        q->offset = write ? rel_range(r, 0, WSIZE - *vbytes) : rel_range(r, 0, RSIZE + 8192);
+        q->flags = write && (rel_rand(r) & 1) ? IOENG_REQ_DSYNC : 0;
+        *need_buf = 2;
+        *kind = write ? E_WRITE : E_READ;
+    } else if (c < 52) { /* valid READ/WRITE with flags, FIXED_BUF when registered */
+        q->op = write ? IOENG_OP_WRITE : IOENG_OP_READ;
+        q->len = rel_range(r, 1, BUFSZ);
+        q->offset = write ? rel_range(r, 0, WSIZE - q->len) : rel_range(r, 0, RSIZE + 8192);
+        if (write)
+            q->flags = (uint32_t)(rel_rand(r) % 4); /* none, DSYNC, SYNC, both */
+        if (g_registered && (rel_rand(r) & 1))
+            q->flags |= IOENG_REQ_FIXED_BUF;
+        *need_buf = 1;
+        *kind = write ? E_WRITE : E_READ;
+    } else if (c < 57) { /* deadline already past: accepted, -ETIMEDOUT */
+        q->op = IOENG_OP_READ;
+        q->fd = g_rfd;
+        q->len = rel_range(r, 1, BUFSZ);
+        q->deadline_ns = rel_range(r, 1, now_ns());
+        *need_buf = 1;
+        *kind = E_TIMEDOUT;
+    } else if (c < 62) { /* unknown flag bits */
+        q->op = (uint32_t)write;
+        q->buf = g_pool;
+        q->len = 1;
+        q->flags = (uint32_t)rel_rand(r) | (1u << rel_range(r, 4, 31));
+    } else if (c < 67) { /* any flag on FSYNC/FDATASYNC */
+        q->op = IOENG_OP_FSYNC + (uint32_t)(rel_rand(r) & 1);
+        q->flags = 1u << rel_range(r, 0, 3);
+    } else if (c < 72) { /* DSYNC/SYNC on READ/READV */
+        q->op = (rel_rand(r) & 1) ? IOENG_OP_READ : IOENG_OP_READV;
+        q->buf = q->op == IOENG_OP_READ ? (void *)g_pool : (void *)g_bad_iov;
+        q->len = 1;
+        q->flags = (rel_rand(r) & 1) ? IOENG_REQ_DSYNC : IOENG_REQ_SYNC;
+    } else if (c < 76) { /* FIXED_BUF on READV/WRITEV */
+        q->op = write ? IOENG_OP_WRITEV : IOENG_OP_READV;
+        q->buf = g_bad_iov;
+        q->len = 1;
+        q->flags = IOENG_REQ_FIXED_BUF;
+    } else if (c < 81) { /* FIXED_BUF outside the buffer or with a bad index */
+        q->op = (uint32_t)write;
+        q->flags = IOENG_REQ_FIXED_BUF;
+        q->len = rel_range(r, 1, BUFSZ);
+        if (rel_rand(r) & 1) {
+            q->buf = g_pool;
+            q->buf_index = (uint32_t)rel_range(r, 1, UINT32_MAX);
+        } else {
+            q->buf = (rel_rand(r) & 1) ? g_pool - rel_range(r, 1, 4096)
+                                       : g_pool + (size_t)NBUF * BUFSZ - q->len + rel_range(r, 1, 4096);
+        }
+    } else if (c < 86) { /* iovec count 0 or above IOV_MAX */
+        q->op = write ? IOENG_OP_WRITEV : IOENG_OP_READV;
+        q->buf = g_bad_iov;
+        q->len = (rel_rand(r) & 1) ? 0 : (rel_rand(r) & 1) ? IOV_MAX + 1 : pick_u64(r) | (IOV_MAX + 1);
+    } else if (c < 89) { /* NULL iovec array */
+        q->op = write ? IOENG_OP_WRITEV : IOENG_OP_READV;
+        q->len = rel_range(r, 1, IOV_MAX);
+    } else if (c < 92) { /* iovec lengths overflowing INT64_MAX */
+        q->op = write ? IOENG_OP_WRITEV : IOENG_OP_READV;
+        q->buf = g_huge_iov;
+        q->len = 2;
+    } else if (c < 96) { /* reserved != 0 */
+        q->op = (uint32_t)write;
+        q->buf = g_pool;
+        q->len = 1;
+        q->reserved = (uint32_t)rel_rand(r) | 1;
+    } else { /* random mix of v1 fields; fds never open, accepted ones end in -EBADF */
+        q->op = (uint32_t)(rel_rand(r) % 7);
+        q->flags = (uint32_t)(rel_rand(r) % 32);
+        int fds[] = {-1, INT32_MIN, g_closed};
+        q->fd = fds[rel_rand(r) % 3];
+        q->buf = (rel_rand(r) & 1) ? NULL : (q->op >= IOENG_OP_READV ? (void *)g_bad_iov : g_pool);
+        q->len = (rel_rand(r) & 1) ? rel_range(r, 0, IOV_MAX + 1) : pick_u64(r);
+        if (q->buf == g_pool && q->len > BUFSZ)
+            q->len = 1 + q->len % BUFSZ; /* AIO looks at [buf, buf+len) even for a bad fd */
+        q->offset = rel_range(r, 0, 1 << 20);
+        q->buf_index = (uint32_t)(rel_rand(r) % 2);
+        *kind = E_EBADF;
+    }
+}
+
+/* Builds one case. Sets *need_buf when the request needs a pool buffer (see gen_v1_case). */
 static void gen_case(rel_rng_t *r, ioeng_req_t *q, int *hn, int *qn, int *cn, int *kind,
-                     int *need_buf)
+                     int *need_buf, int *nseg, uint64_t *vbytes)
 {
     memset(q, 0, sizeof *q);
     *hn = *qn = *cn = 0;
     *need_buf = 0;
     *kind = -1;
     q->prio = rel_rand(r) & 1;
+    if (rel_rand(r) % 100 < 30) {
+        gen_v1_case(r, q, kind, need_buf, nseg, vbytes);
+        if (*need_buf == 1)
+            q->buf = g_pool; /* placeholder, as below */
+        return;
+    }
     unsigned c = (unsigned)(rel_rand(r) % 100);
     if (c < 22) { /* valid read of the known file, incl. at/after EOF */
         q->op = IOENG_OP_READ;
@@ -217,8 +373,8 @@ static void gen_case(rel_rng_t *r, ioeng_req_t *q, int *hn, int *qn, int *cn, in
         *kind = E_ZERO;
     } else if (c < 58) { /* bad op */
         q->op = (uint32_t)rel_rand(r);
-        if (q->op <= 3)
-            q->op += 4;
+        if (q->op <= IOENG_OP_WRITEV)
+            q->op += IOENG_OP_WRITEV + 1;
         q->fd = g_rfd;
         q->buf = g_pool;
         q->len = 1;
@@ -262,7 +418,7 @@ static void gen_case(rel_rng_t *r, ioeng_req_t *q, int *hn, int *qn, int *cn, in
         *qn = w == 1;
         *cn = w == 2;
     } else { /* everything random; fds never open, so accepted ones end in -EBADF */
-        static const uint32_t ops[] = {0, 1, 2, 3, 4, 0xffffffffu, 0x80000000u};
+        static const uint32_t ops[] = {0, 1, 2, 3, 6, 0xffffffffu, 0x80000000u};
         uint32_t v = (uint32_t)rel_rand(r);
         q->op = (rel_rand(r) & 3) ? ops[rel_rand(r) % 7] : v;
         q->prio = (rel_rand(r) & 3) ? (uint32_t)(rel_rand(r) % 3) : (uint32_t)rel_rand(r);
@@ -316,10 +472,18 @@ static void paused_phase(ioeng_backend_t be, rel_rng_t *rng, struct counts *ct)
     int checked = 0;
     for (int k = 0; k < 2000; k++) {
         ioeng_req_t q;
-        int hn, qn, cn, kind, nb;
-        gen_case(rng, &q, &hn, &qn, &cn, &kind, &nb);
-        if (nb)
+        int hn, qn, cn, kind, nb, nseg = 0;
+        uint64_t vbytes = 0;
+        struct iovec piov[4];
+        gen_case(rng, &q, &hn, &qn, &cn, &kind, &nb, &nseg, &vbytes);
+        if (nb == 1)
             q.buf = pb[0];
+        if (nb == 2) { /* a real (never used) vector, so the model can read it */
+            for (int k = 0; k < nseg; k++)
+                piov[k] = (struct iovec){ pb[0], 1 };
+            q.buf = piov;
+            q.len = (uint64_t)nseg;
+        }
         int want = expected_sync(hn, qn, cn, &q);
         if (want == 0)
             want = -EAGAIN; /* valid but the queue is full */
@@ -385,6 +549,10 @@ int main(void)
     tu_pwrite_all(g_rfd, content, RSIZE, 0);
     free(content);
     g_pool = tu_alloc_uninit((size_t)NBUF * BUFSZ);
+    for (int k = 0; k < IOV_MAX + 2; k++)
+        g_bad_iov[k] = (struct iovec){ g_pool, 1 };
+    g_huge_iov[0] = (struct iovec){ g_pool, (size_t)M };
+    g_huge_iov[1] = (struct iovec){ g_pool, 2 };
     memset(g_pool, 0x3C, (size_t)NBUF * BUFSZ); /* WRITEs to the closed fd send this */
     g_rec = calloc(n, sizeof *g_rec);
     unsigned char *written = calloc(WSIZE, 1);
@@ -397,30 +565,53 @@ int main(void)
     paused_phase(be, &rng, &ct);
 
     g_eng = tu_open(be, DEPTH, 0, CAP, 0);
+    struct iovec pool_iov = { g_pool, (size_t)NBUF * BUFSZ };
+    int reg = ioeng_register_buffers(g_eng, &pool_iov, 1);
+    CHECK(reg == 0, "ioeng_register_buffers(pool) = %d", reg);
+    g_registered = 1;
     double t0 = rel_now();
     for (uint64_t i = 0; i < n; i++) {
         struct rec *r = &g_rec[i];
         ioeng_req_t q;
-        int hn, qn, cn, kind, need_buf;
-        gen_case(&rng, &q, &hn, &qn, &cn, &kind, &need_buf);
+        int hn, qn, cn, kind, need_buf, nseg = 0;
+        uint64_t vbytes = 0;
+        gen_case(&rng, &q, &hn, &qn, &cn, &kind, &need_buf, &nseg, &vbytes);
+        if (need_buf == 2) { /* placeholder vector for the model; real one below */
+            for (int k = 0; k < nseg; k++)
+                r->iov[k] = (struct iovec){ g_pool, vbytes / (uint64_t)nseg };
+            q.buf = r->iov;
+            q.len = (uint64_t)nseg;
+        }
         int want = expected_sync(hn, qn, cn, &q);
         if (want == -EINVAL && !hn && !qn && !cn && q.fd < 0)
             ct.prec_both++; /* both an EINVAL condition and fd < 0: EINVAL must win */
         r->buf = -1;
         r->id = i;
+        uint64_t bytes = need_buf == 2 ? vbytes : q.len;
         if (want == 0 && need_buf) {
             r->buf = (int16_t)get_buf();
-            q.buf = g_pool + (size_t)r->buf * BUFSZ;
-            r->data = q.buf;
+            unsigned char *b = g_pool + (size_t)r->buf * BUFSZ;
+            r->data = b;
+            if (need_buf == 2) { /* nseg uneven contiguous segments over b */
+                uint64_t at = 0;
+                for (int k = 0; k < nseg; k++) {
+                    uint64_t left = bytes - at, segs_left = (uint64_t)(nseg - k);
+                    uint64_t l = k == nseg - 1 ? left : 1 + (at * 7 + 13) % (left - segs_left + 1);
+                    r->iov[k] = (struct iovec){ b + at, l };
+                    at += l;
+                }
+            } else {
+                q.buf = b;
+            }
             if (kind == E_WRITE)
-                for (uint64_t k = 0; k < q.len; k++)
-                    ((unsigned char *)q.buf)[k] = wbyte(q.offset + k);
+                for (uint64_t k = 0; k < bytes; k++)
+                    b[k] = wbyte(q.offset + k);
             else if (kind == E_READ)
-                memset(q.buf, 0xEE, q.len < BUFSZ ? q.len : BUFSZ);
+                memset(b, 0xEE, bytes < BUFSZ ? bytes : BUFSZ);
         }
         r->kind = (uint8_t)(kind < 0 ? E_ZERO : kind);
         r->off = q.offset;
-        r->len = q.len;
+        r->len = bytes;
         r->accepted = (want == 0);
         uint64_t outstanding = ct.accepted - atomic_load(&g_cbs);
         int rc = ioeng_submit(hn ? NULL : g_eng, qn ? NULL : &q, cn ? NULL : on_cb, r);
@@ -430,7 +621,7 @@ int main(void)
                 ct.accepted++;
                 ct.by_kind[r->kind]++;
                 if (kind == E_WRITE)
-                    memset(written + q.offset, 1, q.len);
+                    memset(written + q.offset, 1, bytes);
                 continue;
             }
             if (rc == -EAGAIN) {
@@ -446,13 +637,15 @@ int main(void)
                 continue;
             }
             FAILF("case %" PRIu64 " (seed %" PRIu64 "): valid request op=%u prio=%u fd=%d len=%"
-                  PRIu64 " off=%" PRIu64 " refused with %d", i, seed, q.op, q.prio, q.fd, q.len,
-                  q.offset, rc);
+                  PRIu64 " off=%" PRIu64 " flags=%#x buf_index=%u deadline=%" PRIu64
+                  " refused with %d", i, seed, q.op, q.prio, q.fd, q.len, q.offset, q.flags,
+                  q.buf_index, q.deadline_ns, rc);
         }
         if (rc != want)
             FAILF("case %" PRIu64 " (seed %" PRIu64 "): op=%u prio=%u fd=%d buf=%p len=%" PRIu64
-                  " off=%" PRIu64 " NULL h/req/cb=%d/%d/%d: rc=%d, want %d", i, seed, q.op, q.prio,
-                  q.fd, q.buf, q.len, q.offset, hn, qn, cn, rc, want);
+                  " off=%" PRIu64 " flags=%#x buf_index=%u reserved=%u NULL h/req/cb=%d/%d/%d: "
+                  "rc=%d, want %d", i, seed, q.op, q.prio, q.fd, q.buf, q.len, q.offset, q.flags,
+                  q.buf_index, q.reserved, hn, qn, cn, rc, want);
         if (hn || qn || cn)
             ct.null_args++;
         if (rc == -EINVAL)
@@ -492,11 +685,11 @@ int main(void)
     CHECK(ct.eagain > 0, "no -EAGAIN pressure was created");
     printf("figure: fuzz [%s]: seed=%" PRIu64 " cases=%" PRIu64 " in %.2f s: accepted=%" PRIu64
            " (reads %" PRIu64 ", writes %" PRIu64 ", zero-res %" PRIu64 ", -EBADF callbacks %"
-           PRIu64 "), refused: -EINVAL %" PRIu64 " (of which NULL h/req/cb %" PRIu64
+           PRIu64 ", -ETIMEDOUT %" PRIu64 "), refused: -EINVAL %" PRIu64 " (of which NULL h/req/cb %" PRIu64
            ", EINVAL-and-fd<0 precedence %" PRIu64 "), -EBADF %" PRIu64 ", -EAGAIN %" PRIu64
            "; write area bytes verified %" PRIu64 "\n",
            tu_backend_name(be), seed, ct.cases, el, ct.accepted, ct.by_kind[E_READ],
-           ct.by_kind[E_WRITE], ct.by_kind[E_ZERO], ct.by_kind[E_EBADF], ct.einval, ct.null_args,
+           ct.by_kind[E_WRITE], ct.by_kind[E_ZERO], ct.by_kind[E_EBADF], ct.by_kind[E_TIMEDOUT], ct.einval, ct.null_args,
            ct.prec_both, ct.ebadf, ct.eagain, wbytes);
     free(wf);
     free(written);

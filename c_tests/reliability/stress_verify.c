@@ -6,6 +6,12 @@
  * bytes verifies every read when its callback runs, and a final full read-back (through
  * the engine, then with pread) verifies the file.
  *
+ * ABI v1 mix: about a quarter of the reads and writes are READV/WRITEV over 1..8
+ * segments of the slot's buffer, a sixth use FIXED_BUF (every slot buffer is registered
+ * with ioeng_register_buffers), a sixth of the writes carry DSYNC or SYNC, and some reads
+ * carry a unique tag that is cancelled right after submit (res -ECANCELED or the data)
+ * or a deadline 0..3 ms ahead (res -ETIMEDOUT or the data).
+ *
  * Runs twice: an O_DIRECT file on ext4 (IOENG_TEST_DIR; sizes, offsets and buffers 4096-aligned)
  * and a buffered file on tmpfs (/dev/shm; unaligned sizes, offsets and buffers).
  *
@@ -40,6 +46,8 @@ struct slot {
     unsigned char *base; /* allocation (aligned) */
     unsigned char *buf;  /* buffer handed to the engine */
     int64_t res;
+    struct iovec iov[8]; /* READV/WRITEV segments over buf (valid until the callback) */
+    int may_cancel, may_time_out;
 };
 
 struct worker {
@@ -55,6 +63,7 @@ struct worker {
     uint64_t reaped;  /* done count at the last reap */
     /* figures (owned by the worker thread) */
     uint64_t accepted, reads, writes, syncs, high, read_bytes, write_bytes;
+    uint64_t vectored, fixed, dsync, cancels, deadlines;
 };
 
 static ioeng_t *g_eng;
@@ -63,7 +72,7 @@ static uint32_t g_depth = 32, g_batch = 0;
 static int g_fd;
 static double g_deadline;
 static struct worker g_w[NTHREADS];
-static _Atomic uint64_t g_verified_reads;
+static _Atomic uint64_t g_verified_reads, g_cancelled_reads, g_timed_out_reads;
 static _Atomic int g_in_cb; /* callbacks run one at a time per engine */
 
 static inline void *encode_ctx(int t, int s, uint64_t seq)
@@ -94,6 +103,11 @@ static void on_done(void *ctx, int64_t res)
                   " (want len)", t, sl->off, sl->len, sl->prio, res);
         break;
     case K_READ: {
+        if ((sl->may_cancel && res == -ECANCELED) || (sl->may_time_out && res == -ETIMEDOUT)) {
+            atomic_fetch_add(res == -ECANCELED ? &g_cancelled_reads : &g_timed_out_reads, 1);
+            atomic_fetch_add(&g_verified_reads, 1);
+            break;
+        }
         if (res != (int64_t)sl->len)
             FAILF("thread %d: READ off=%" PRIu64 " len=%" PRIu64 " prio=%u: res=%" PRId64
                   " (want len; the range is inside the file)", t, sl->off, sl->len, sl->prio, res);
@@ -175,14 +189,64 @@ static int start_one(struct worker *w, int s)
     }
     sl->seq = ++w->seq;
     sl->res = INT64_MIN;
-    atomic_store(&sl->state, S_INFLIGHT);
+    sl->may_cancel = sl->may_time_out = 0;
     static const uint32_t ops[] = {IOENG_OP_READ, IOENG_OP_WRITE, IOENG_OP_FSYNC, IOENG_OP_FDATASYNC};
     ioeng_req_t req = {.op = ops[kind], .prio = sl->prio, .fd = g_fd,
                        .buf = kind <= K_WRITE ? sl->buf : NULL, .len = len, .offset = off};
+    if (kind <= K_WRITE) {
+        unsigned v = (unsigned)(rel_rand(&w->rng) % 12);
+        if (v < 3) { /* READV/WRITEV over 1..8 uneven contiguous segments */
+            uint64_t unit = g_direct ? 4096 : 1, units = len / unit;
+            int nseg = 1 + (int)(rel_rand(&w->rng) % 8);
+            if ((uint64_t)nseg > units)
+                nseg = (int)units;
+            uint64_t at = 0;
+            for (int k = 0; k < nseg; k++) {
+                uint64_t left = units - at / unit, later = (uint64_t)(nseg - k - 1);
+                uint64_t u = k == nseg - 1 ? left : rel_range(&w->rng, 1, left - later);
+                sl->iov[k] = (struct iovec){ sl->buf + at, u * unit };
+                at += u * unit;
+            }
+            req.op = kind == K_READ ? IOENG_OP_READV : IOENG_OP_WRITEV;
+            req.buf = sl->iov;
+            req.len = (uint64_t)nseg;
+            w->vectored++;
+        } else if (v < 5) { /* FIXED_BUF: the slot's buffer is registered at its index */
+            req.flags = IOENG_REQ_FIXED_BUF;
+            req.buf_index = (uint32_t)(w->idx * MAXOUT + s);
+            w->fixed++;
+        }
+        if (kind == K_WRITE && rel_rand(&w->rng) % 6 == 0) {
+            req.flags |= (rel_rand(&w->rng) & 1) ? IOENG_REQ_DSYNC : IOENG_REQ_SYNC;
+            w->dsync++;
+        }
+        if (kind == K_READ) {
+            unsigned c = (unsigned)(rel_rand(&w->rng) % 25);
+            if (c == 0) {
+                req.tag = ((uint64_t)(w->idx + 1) << 48) | sl->seq;
+                sl->may_cancel = 1;
+            } else if (c == 1) {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                req.deadline_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec +
+                                  rel_range(&w->rng, 0, 3000000);
+                sl->may_time_out = 1;
+                w->deadlines++;
+            }
+        }
+    }
+    atomic_store(&sl->state, S_INFLIGHT);
     int rc = ioeng_submit(g_eng, &req, on_done, encode_ctx(w->idx, s, sl->seq));
     if (rc != 0)
         FAILF("thread %d: ioeng_submit(kind %d off %" PRIu64 " len %" PRIu64 ") = %d "
               "(unbounded queue: must accept)", w->idx, kind, off, len, rc);
+    if (sl->may_cancel) {
+        /* Only this request carries the tag, and its callback cannot have freed the
+         * slot yet (only this thread frees slots): 1, or 0 once its callback started. */
+        int n = ioeng_cancel(g_eng, req.tag);
+        CHECK(n == 0 || n == 1, "ioeng_cancel(unique tag) = %d", n);
+        w->cancels++;
+    }
     w->accepted++;
     if (sl->prio == IOENG_PRIO_HIGH)
         w->high++;
@@ -349,6 +413,14 @@ static void run_file(ioeng_backend_t be, enum tu_fs fs, int direct, double secon
     atomic_store(&g_verified_reads, 0);
 
     g_eng = tu_open(be, g_depth, g_batch, 0, 0);
+    static struct iovec regs[NTHREADS * MAXOUT];
+    for (int t = 0; t < NTHREADS; t++)
+        for (int s = 0; s < MAXOUT; s++)
+            regs[t * MAXOUT + s] = (struct iovec){ g_w[t].slots[s].base, MAXLEN + BUF_SLACK };
+    int reg = ioeng_register_buffers(g_eng, regs, NTHREADS * MAXOUT);
+    CHECK(reg == 0, "ioeng_register_buffers(%d slot buffers) = %d", NTHREADS * MAXOUT, reg);
+    atomic_store(&g_cancelled_reads, 0);
+    atomic_store(&g_timed_out_reads, 0);
     double t0 = rel_now();
     g_deadline = t0 + seconds;
     for (int t = 0; t < NTHREADS; t++)
@@ -358,6 +430,7 @@ static void run_file(ioeng_backend_t be, enum tu_fs fs, int direct, double secon
     double elapsed = rel_now() - t0;
 
     uint64_t accepted = 0, reads = 0, writes = 0, syncs = 0, high = 0, rbytes = 0, wbytes = 0;
+    uint64_t vectored = 0, fixed = 0, dsync = 0, cancels = 0, deadlines = 0;
     for (int t = 0; t < NTHREADS; t++) {
         struct worker *w = &g_w[t];
         accepted += w->accepted;
@@ -367,6 +440,11 @@ static void run_file(ioeng_backend_t be, enum tu_fs fs, int direct, double secon
         high += w->high;
         rbytes += w->read_bytes;
         wbytes += w->write_bytes;
+        vectored += w->vectored;
+        fixed += w->fixed;
+        dsync += w->dsync;
+        cancels += w->cancels;
+        deadlines += w->deadlines;
         for (int s = 0; s < MAXOUT; s++)
             CHECK(atomic_load(&w->slots[s].state) == S_FREE, "slot still busy");
     }
@@ -401,6 +479,16 @@ static void run_file(ioeng_backend_t be, enum tu_fs fs, int direct, double secon
            what, tu_backend_name(be), elapsed, accepted, reads, (double)rbytes / 1048576.0,
            writes, (double)wbytes / 1048576.0, syncs, high, (double)rb / 1048576.0,
            st.kernel_submit_calls, st.resubmits, (double)accepted / elapsed);
+    printf("figure: %s [%s]: v1 mix: vectored=%" PRIu64 " fixed_buf=%" PRIu64 " dsync/sync=%"
+           PRIu64 ", cancels=%" PRIu64 " (-ECANCELED %" PRIu64 "), deadlines=%" PRIu64
+           " (-ETIMEDOUT %" PRIu64 "); stats cancelled=%" PRIu64 " timed_out=%" PRIu64 "\n",
+           what, tu_backend_name(be), vectored, fixed, dsync, cancels,
+           (uint64_t)atomic_load(&g_cancelled_reads), deadlines,
+           (uint64_t)atomic_load(&g_timed_out_reads), st.cancelled, st.timed_out);
+    CHECK(st.cancelled == atomic_load(&g_cancelled_reads) &&
+          st.timed_out == atomic_load(&g_timed_out_reads),
+          "stats cancelled/timed_out disagree with the callbacks");
+    CHECK(vectored > 0 && fixed > 0 && dsync > 0, "v1 mix incomplete");
 
     for (int t = 0; t < NTHREADS; t++) {
         struct worker *w = &g_w[t];

@@ -63,6 +63,8 @@ fn opcode(op: Op) -> u16 {
         Op::Write => kernel::IOCB_CMD_PWRITE,
         Op::Fsync => kernel::IOCB_CMD_FSYNC,
         Op::Fdatasync => kernel::IOCB_CMD_FDSYNC,
+        Op::Readv => kernel::IOCB_CMD_PREADV,
+        Op::Writev => kernel::IOCB_CMD_PWRITEV,
     }
 }
 
@@ -79,26 +81,39 @@ fn refused_result(errno: i32, iocb: *const Iocb) -> i64 {
     // SAFETY: `iocb` points into the slot array and the kernel refused it, so nobody else
     // reads or writes it now.
     let iocb = unsafe { &*iocb };
-    let write = match iocb.aio_lio_opcode {
-        kernel::IOCB_CMD_PREAD => false,
-        kernel::IOCB_CMD_PWRITE => true,
+    let (write, vectored) = match iocb.aio_lio_opcode {
+        kernel::IOCB_CMD_PREAD => (false, false),
+        kernel::IOCB_CMD_PWRITE => (true, false),
+        kernel::IOCB_CMD_PREADV => (false, true),
+        kernel::IOCB_CMD_PWRITEV => (true, true),
         _ => return -i64::from(errno),
     };
     if errno != libc::EINVAL {
         return -i64::from(errno);
     }
     let fd = iocb.aio_fildes as i32;
+    let one = libc::iovec {
+        iov_base: iocb.aio_buf as *mut libc::c_void,
+        iov_len: iocb.aio_nbytes as usize,
+    };
+    // READV/WRITEV: `aio_buf` is the iovec array and `aio_nbytes` its length.
+    let (iov, count) = if vectored {
+        (iocb.aio_buf as *const libc::iovec, iocb.aio_nbytes as i32)
+    } else {
+        (&raw const one, 1)
+    };
     match sys::fd::ready_now(fd, write) {
         Err(errno) => -i64::from(errno),
         Ok(false) => -i64::from(libc::EAGAIN),
-        // SAFETY: the iocb was built from the request's next chunk: its buffer is the
-        // caller's, valid for `aio_nbytes` bytes until the callback, which has not run.
+        // SAFETY: the iocb was built from the request's next chunk: its buffers (and,
+        // vectored, its iovec array) are valid for the transfer until the callback,
+        // which has not run.
         Ok(true) => unsafe {
             sys::fd::transfer_once(
                 write,
                 fd,
-                iocb.aio_buf as *mut u8,
-                iocb.aio_nbytes,
+                iov,
+                count,
                 iocb.aio_offset as u64,
                 iocb.aio_rw_flags,
             )
@@ -154,8 +169,11 @@ impl Driver for AioDriver {
                 aio_data: index as u64,
                 aio_lio_opcode: opcode(chunk.op),
                 aio_fildes: chunk.fd as u32,
+                // Vectors: the iovec run inside the caller's array, and its count.
+                // FIXED_BUF needs nothing here: AIO only checks it at submit.
                 aio_buf: chunk.buf as u64,
                 aio_nbytes: chunk.len,
+                aio_rw_flags: chunk.rw_flags,
                 aio_offset: chunk.offset as i64,
                 ..Iocb::default()
             };
@@ -185,6 +203,16 @@ impl Driver for AioDriver {
                     next += 1;
                 }
             }
+        }
+    }
+
+    fn cancel(&self, ctx: &IoContext<AioSlot>, targets: &[usize]) {
+        for &index in targets {
+            let iocb = ctx.slots_base().wrapping_add(index).cast::<Iocb>();
+            // SAFETY: `iocb` is slot `index`'s iocb inside the slot array, which outlives
+            // the context; the kernel only looks it up. Whatever it answers, the IO
+            // completes through the ring exactly once, so the result is not needed.
+            let _ = unsafe { kernel::io_cancel(self.id, iocb) };
         }
     }
 

@@ -45,6 +45,29 @@ impl<T> Queues<T> {
         }
     }
 
+    /// Removes every item for which `pred` holds (any queue, keeping the order of the
+    /// rest) and hands it to `out`. O(queued); only cancel and deadline expiry use it.
+    pub(crate) fn remove_where(
+        &mut self,
+        mut pred: impl FnMut(&T) -> bool,
+        mut out: impl FnMut(T),
+    ) {
+        for queue in [&mut self.high, &mut self.read, &mut self.write] {
+            if !queue.iter().any(&mut pred) {
+                continue;
+            }
+            let mut kept = VecDeque::with_capacity(queue.len());
+            for item in queue.drain(..) {
+                if pred(&item) {
+                    out(item);
+                } else {
+                    kept.push_back(item);
+                }
+            }
+            *queue = kept;
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.high.len() + self.read.len() + self.write.len()
     }
@@ -165,6 +188,8 @@ pub(crate) struct Counters {
     pub(crate) completed: AtomicU64,
     pub(crate) kernel_submit_calls: AtomicU64,
     pub(crate) resubmits: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
 }
 
 impl Counters {
@@ -203,8 +228,13 @@ impl SubmitRound {
         self.next_retry().is_some_and(|at| at <= Instant::now())
     }
 
-    /// A slot handed back for resubmission: into this round, or kept back until due.
+    /// A slot handed back for resubmission: into this round, or kept back until due
+    /// (or finished at once when its request was cancelled meanwhile).
     fn route_resubmit<S: Slot>(&mut self, ctx: &IoContext<S>, index: usize) {
+        if ctx.cancel_requested(index) {
+            ctx.fail_unsubmitted(index, -i64::from(libc::ECANCELED));
+            return;
+        }
         // SAFETY: the submitter took `index` from the resubmit channel and holds it.
         let slot = unsafe { ctx.slot_mut(index) };
         let retry_at = slot.event_mut().as_ref().and_then(|event| event.retry_at());
@@ -221,7 +251,12 @@ impl SubmitRound {
             let mut i = 0;
             while i < self.delayed.len() && self.batch.len() < batch {
                 if self.delayed[i].0 <= now {
-                    self.batch.push(self.delayed.swap_remove(i).1);
+                    let index = self.delayed.swap_remove(i).1;
+                    if ctx.cancel_requested(index) {
+                        ctx.fail_unsubmitted(index, -i64::from(libc::ECANCELED));
+                    } else {
+                        self.batch.push(index);
+                    }
                 } else {
                     i += 1;
                 }
@@ -243,11 +278,13 @@ impl SubmitRound {
     /// placed into a free slot. When queued requests exist but the budget is exhausted
     /// and nothing else can be submitted, it first calls `await_slot`, which may poll for
     /// a slot and says whether one (or a resubmission) arrived, and only then blocks
-    /// until one does or a delayed resubmission falls due. Returns with `batch` empty
-    /// when there is nothing to do now.
+    /// until one does, a delayed resubmission falls due, or control work arrives (a
+    /// cancel, or `deadline`: the next queued deadline, see `IoContext::service`).
+    /// Returns with `batch` empty when there is nothing to do now.
     pub(crate) fn fill<S: Slot>(
         &mut self,
         ctx: &IoContext<S>,
+        deadline: Option<Instant>,
         mut await_slot: impl FnMut() -> bool,
     ) {
         let batch = ctx.batch;
@@ -284,8 +321,10 @@ impl SubmitRound {
                 }
             }
             // Wait for the completer to free a slot or hand one back for resubmission,
-            // or for a delayed resubmission to fall due, whichever comes first.
+            // or for a delayed resubmission to fall due, whichever comes first; return
+            // for control work (a cancel, a queued deadline) so the caller runs it.
             let due = self.next_retry().map_or_else(never, at);
+            let expiry = deadline.map_or_else(never, at);
             select! {
                 recv(budget.free_rx) -> index => self.slots.extend(index),
                 recv(budget.resubmit_rx) -> index => {
@@ -295,14 +334,16 @@ impl SubmitRound {
                     continue;
                 }
                 recv(due) -> _ => continue,
+                recv(ctx.control_rx()) -> _ => return,
+                recv(expiry) -> _ => return,
             }
             // Completions free slots in bursts: take the rest of the burst into this round.
             budget.take_free(&mut self.slots, wanted);
             break;
         }
+        // Cancel and expiry may have removed queued requests since `wanted` was read.
         let taken = ctx.dispatch_round(&self.slots, &mut self.batch);
-        debug_assert_eq!(taken, self.slots.len(), "queued requests vanished");
-        // Defensive: hand back any slot the round could not fill.
+        // Hand back any slot the round could not fill.
         for &index in &self.slots[taken..] {
             budget.release(index);
         }

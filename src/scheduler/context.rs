@@ -3,14 +3,26 @@
 //! `Slot` and `Driver` contracts a backend implements.
 
 use std::cell::UnsafeCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use super::common::{Budget, Counters, Queues};
 use super::tasks::{IoEvent, Outcome};
 use crate::error::Error;
+use crate::sys::monotonic_ns;
+
+/// The slot index a driver reports for a completion that belongs to no slot (the CQE
+/// of an io_uring `ASYNC_CANCEL`): it only balances the in-flight count.
+pub(crate) const CONTROL_INDEX: usize = usize::MAX;
+
+/// "No deadline" in `earliest_deadline`.
+const NO_DEADLINE: u64 = u64::MAX;
 
 /// Per-request storage a driver keeps for an IO while the kernel may touch it.
 pub(crate) trait Slot: Default + Send {
@@ -18,13 +30,27 @@ pub(crate) trait Slot: Default + Send {
     fn event_mut(&mut self) -> &mut Option<IoEvent>;
 }
 
-/// A kernel interface. Each method runs on exactly one of the two engine threads, which
-/// is what lets a driver split its kernel object between them without locks.
+/// A kernel interface. Each method runs on exactly one of the two engine threads (except
+/// `open` and `register_buffers`, which run before any request), which is what lets a
+/// driver split its kernel object between them without locks.
 pub(crate) trait Driver: Sized + Send + Sync + 'static {
     type Slot: Slot;
 
     /// Creates the kernel context for `depth` IOs in flight and `batch` per submit call.
     fn open(depth: u32, batch: u32) -> Result<Self, Error>;
+
+    /// Any thread, before the engine's first request: registers the buffers with the
+    /// kernel for FIXED_BUF IO (io_uring), or does nothing (AIO only checks ranges).
+    fn register_buffers(&self, _bufs: &[libc::iovec]) -> Result<(), i32> {
+        Ok(())
+    }
+
+    /// Submitter thread only: asks the kernel to stop the IOs of the slots in
+    /// `targets` (each handed over once per occupant; they may have completed since).
+    /// Every IO still completes exactly once, with `-ECANCELED` or its own result; a
+    /// completion the request itself does not own is reported as [`CONTROL_INDEX`]
+    /// and must have been published with [`IoContext::kernel_submit_control`].
+    fn cancel(&self, _ctx: &IoContext<Self::Slot>, _targets: &[usize]) {}
 
     /// Submitter thread only: hands the slots in `batch` (each holding an event) to the
     /// kernel, in one call unless the kernel accepts only part of it. Every slot ends
@@ -53,9 +79,34 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
 
 /// Everything the submitting threads and the two engine threads share.
 pub(crate) struct IoContext<S> {
-    /// The three queues. Callers push, the submitter pops; the lock is never held while
-    /// a callback or a syscall runs.
-    queues: Mutex<Queues<IoEvent>>,
+    /// The three queues and the deadlines of what waits in them. Callers push, the
+    /// submitter pops; cancel and expiry remove. The lock is never held while a
+    /// callback or a syscall runs (except buffer registration, before any request).
+    queues: Mutex<Waiting>,
+    /// The earliest deadline in `Waiting::deadlines` (CLOCK_MONOTONIC ns), or
+    /// `NO_DEADLINE`: read without the lock so that engines whose requests carry no
+    /// deadline never read the clock or arm a timer.
+    earliest_deadline: AtomicU64,
+    /// Requests removed from the queues by cancel or expiry, with their `res`, waiting
+    /// for the submitter (or poller) to run their callbacks on an engine thread.
+    dead: Mutex<Vec<(IoEvent, i64)>>,
+    dead_count: AtomicUsize,
+    /// In-flight cancels asked for by `cancel`: `(slot index, tag, generation)`, which
+    /// the submitter checks against the slot before asking the kernel.
+    cancel_requests: Mutex<Vec<(usize, u64, u64)>>,
+    has_cancel_requests: AtomicBool,
+    /// Per slot, readable by any thread: the tag of a tagged request occupying it
+    /// (0 otherwise), a generation bumped at each tagged dispatch (so a stale cancel
+    /// never hits the next occupant), and whether a cancel was handed to the driver.
+    /// Written only for tagged requests: untagged traffic never touches them.
+    slot_tags: Box<[AtomicU64]>,
+    slot_gens: Box<[AtomicU64]>,
+    slot_cancel: Box<[AtomicBool]>,
+    /// Wakes a submitter that waits for a free slot (cancel, earlier deadline).
+    control_tx: Sender<()>,
+    control_rx: Receiver<()>,
+    /// `(base, len)` of the registered buffers, set once before the first request.
+    registered: OnceLock<Box<[(usize, usize)]>>,
     /// Requests in `queues`; written under the lock, read without it by the submitter
     /// as a hint of how many slots it will need.
     queued: AtomicUsize,
@@ -93,6 +144,19 @@ pub(crate) struct IoContext<S> {
 // its contents (`S: Send`) may move between them with the index.
 unsafe impl<S: Send> Sync for IoContext<S> {}
 
+/// The queues and, for requests with a deadline, a min-heap of those deadlines.
+///
+/// The heap is not updated when such a request is dispatched or cancelled (that would
+/// cost a search); stale entries only cause a harmless early expiry scan, and the whole
+/// heap is dropped whenever no request with a deadline is queued any more.
+#[derive(Default)]
+struct Waiting {
+    queues: Queues<IoEvent>,
+    deadlines: BinaryHeap<Reverse<u64>>,
+    /// Queued requests that have a deadline.
+    with_deadline: usize,
+}
+
 /// Requests settled in one batch, waiting for their callbacks and slot release.
 #[derive(Default)]
 struct Finishing {
@@ -124,8 +188,20 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<S: Slot> IoContext<S> {
     pub(crate) fn new(depth: usize, batch: usize, queue_capacity: usize, paused: bool) -> Self {
         debug_assert!(depth > 0 && batch > 0 && batch <= depth);
+        let (control_tx, control_rx) = crossbeam_channel::bounded(1);
         IoContext {
-            queues: Mutex::new(Queues::default()),
+            queues: Mutex::new(Waiting::default()),
+            earliest_deadline: AtomicU64::new(NO_DEADLINE),
+            dead: Mutex::new(Vec::new()),
+            dead_count: AtomicUsize::new(0),
+            cancel_requests: Mutex::new(Vec::new()),
+            has_cancel_requests: AtomicBool::new(false),
+            slot_tags: (0..depth).map(|_| AtomicU64::new(0)).collect(),
+            slot_gens: (0..depth).map(|_| AtomicU64::new(0)).collect(),
+            slot_cancel: (0..depth).map(|_| AtomicBool::new(false)).collect(),
+            control_tx,
+            control_rx,
+            registered: OnceLock::new(),
             queued: AtomicUsize::new(0),
             queue_capacity,
             slots: (0..depth).map(|_| UnsafeCell::new(S::default())).collect(),
@@ -189,23 +265,154 @@ impl<S: Slot> IoContext<S> {
 
     /// Queues an event; never blocks on kernel progress.
     pub(crate) fn push(&self, event: IoEvent) -> Result<(), Error> {
+        self.push_batch(std::iter::once(event)).map(|_| ())
+    }
+
+    /// Queues events in order under one lock and with at most one wake-up, until the
+    /// queues are full; returns how many it took, or the reason when it took none.
+    /// Events it did not take are dropped without their callbacks.
+    pub(crate) fn push_batch(
+        &self,
+        events: impl IntoIterator<Item = IoEvent>,
+    ) -> Result<usize, Error> {
+        let mut accepted = 0;
+        let mut refusal = None;
+        let mut earlier_deadline = false;
         {
-            let mut queues = lock(&self.queues);
-            // Checked under the queue lock so that close, which sets `closing` under the
-            // same lock, sees every request accepted before it.
-            if self.closing.load(Ordering::Relaxed) {
-                return Err(Error::ShuttingDown);
+            let mut waiting = lock(&self.queues);
+            for event in events {
+                // Checked under the queue lock so that close, which sets `closing` under
+                // the same lock, sees every request accepted before it.
+                if self.closing.load(Ordering::Relaxed) {
+                    refusal = Some(Error::ShuttingDown);
+                    break;
+                }
+                if self.queue_capacity != 0 && waiting.queues.len() >= self.queue_capacity {
+                    refusal = Some(Error::QueueFull);
+                    break;
+                }
+                let deadline = event.request.deadline_ns;
+                if deadline != 0 {
+                    waiting.deadlines.push(Reverse(deadline));
+                    waiting.with_deadline += 1;
+                    if deadline < self.earliest_deadline.load(Ordering::Relaxed) {
+                        self.earliest_deadline.store(deadline, Ordering::Relaxed);
+                        earlier_deadline = true;
+                    }
+                }
+                waiting.queues.push(event.request.class(), event);
+                accepted += 1;
             }
-            if self.queue_capacity != 0 && queues.len() >= self.queue_capacity {
-                return Err(Error::QueueFull);
-            }
-            // Counted under the lock, before the submitter can see the request, so a
+            // Counted under the lock, before the submitter can see the requests, so a
             // callback never observes `completed > submitted`.
-            Counters::add(&self.counters.submitted, 1);
-            queues.push(event.request.class(), event);
-            self.queued.fetch_add(1, Ordering::Relaxed);
+            Counters::add(&self.counters.submitted, accepted as u64);
+            self.queued.fetch_add(accepted, Ordering::Relaxed);
+        }
+        if accepted == 0 {
+            return Err(refusal.unwrap_or(Error::InvalidArgument("empty batch")));
+        }
+        if earlier_deadline {
+            // A submitter waiting for a slot must re-arm its timer.
+            let _ = self.control_tx.try_send(());
         }
         self.wake_submitter();
+        Ok(accepted)
+    }
+
+    /// Cancels every accepted, not yet completed request tagged `tag` (non-zero):
+    /// queued ones complete with -ECANCELED without reaching the kernel; for those in
+    /// a slot, the submitter asks the kernel to stop them. Returns how many there were.
+    pub(crate) fn cancel(&self, tag: u64) -> usize {
+        debug_assert!(tag != 0);
+        let mut removed = Vec::new();
+        let mut in_slots = Vec::new();
+        {
+            let mut waiting = lock(&self.queues);
+            waiting
+                .queues
+                .remove_where(|event| event.tag() == tag, |event| removed.push(event));
+            self.forget_removed(&mut waiting, &removed);
+            // Under the queue lock, dispatch cannot move a request from the queues into
+            // a slot meanwhile: each one is counted exactly once.
+            for (index, slot_tag) in self.slot_tags.iter().enumerate() {
+                if slot_tag.load(Ordering::Relaxed) == tag {
+                    let generation = self.slot_gens[index].load(Ordering::Relaxed);
+                    in_slots.push((index, tag, generation));
+                }
+            }
+        }
+        let found = removed.len() + in_slots.len();
+        if !in_slots.is_empty() {
+            lock(&self.cancel_requests).extend(in_slots);
+            self.has_cancel_requests.store(true, Ordering::Release);
+        }
+        let ecanceled = -i64::from(libc::ECANCELED);
+        self.bury(removed.into_iter().map(|event| (event, ecanceled)));
+        if found > 0 {
+            let _ = self.control_tx.try_send(());
+            self.wake_submitter();
+        }
+        found
+    }
+
+    /// Bookkeeping after requests left the queues other than by dispatch.
+    fn forget_removed(&self, waiting: &mut Waiting, removed: &[IoEvent]) {
+        if removed.is_empty() {
+            return;
+        }
+        self.queued.fetch_sub(removed.len(), Ordering::Relaxed);
+        let with_deadline = removed
+            .iter()
+            .filter(|e| e.request.deadline_ns != 0)
+            .count();
+        self.forget_deadlines(waiting, with_deadline);
+    }
+
+    /// `n` queued requests with a deadline left the queues.
+    fn forget_deadlines(&self, waiting: &mut Waiting, n: usize) {
+        if n == 0 {
+            return;
+        }
+        waiting.with_deadline -= n;
+        if waiting.with_deadline == 0 {
+            waiting.deadlines.clear();
+            self.earliest_deadline.store(NO_DEADLINE, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands events removed from the queues to the engine thread that runs callbacks.
+    fn bury(&self, events: impl Iterator<Item = (IoEvent, i64)>) {
+        let mut dead = lock(&self.dead);
+        dead.extend(events);
+        self.dead_count.store(dead.len(), Ordering::Release);
+    }
+
+    /// The registered buffers, if any.
+    pub(crate) fn registered_buffers(&self) -> Option<&[(usize, usize)]> {
+        self.registered.get().map(|b| &b[..])
+    }
+
+    /// Records the buffers for FIXED_BUF after `register` (the driver's registration)
+    /// succeeded; only before the first request and only once (`Busy` otherwise).
+    pub(crate) fn register_buffers(
+        &self,
+        bufs: &[libc::iovec],
+        register: impl FnOnce(&[libc::iovec]) -> Result<(), i32>,
+    ) -> Result<(), Error> {
+        // Holding the queue lock keeps a first request from slipping in meanwhile.
+        let _waiting = lock(&self.queues);
+        if self.counters.submitted.load(Ordering::Relaxed) != 0 || self.registered.get().is_some() {
+            return Err(Error::Busy);
+        }
+        register(bufs).map_err(|errno| Error::Kernel {
+            call: "IORING_REGISTER_BUFFERS",
+            errno,
+        })?;
+        let table = bufs
+            .iter()
+            .map(|iov| (iov.iov_base as usize, iov.iov_len))
+            .collect();
+        let _ = self.registered.set(table);
         Ok(())
     }
 
@@ -224,7 +431,7 @@ impl<S: Slot> IoContext<S> {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        let (high, read, write) = lock(&self.queues).lens();
+        let (high, read, write) = lock(&self.queues).queues.lens();
         let c = &self.counters;
         Stats {
             submitted: c.submitted.load(Ordering::Relaxed),
@@ -235,8 +442,8 @@ impl<S: Slot> IoContext<S> {
             queued_write: write as u64,
             kernel_submit_calls: c.kernel_submit_calls.load(Ordering::Relaxed),
             resubmits: c.resubmits.load(Ordering::Relaxed),
-            cancelled: 0,
-            timed_out: 0,
+            cancelled: c.cancelled.load(Ordering::Relaxed),
+            timed_out: c.timed_out.load(Ordering::Relaxed),
         }
     }
 
@@ -253,15 +460,129 @@ impl<S: Slot> IoContext<S> {
     /// Whether a round would find something to submit (polled while idle; a stale answer
     /// only costs a park that the next wake-up ends).
     pub(crate) fn has_submit_work(&self) -> bool {
-        (self.queued() > 0 && !self.is_paused()) || self.budget.has_resubmits()
+        (self.queued() > 0 && !self.is_paused())
+            || self.budget.has_resubmits()
+            || self.has_control_work()
+    }
+
+    /// Cancels or dead requests wait for the engine thread (see `service`).
+    fn has_control_work(&self) -> bool {
+        self.dead_count.load(Ordering::Relaxed) != 0
+            || self.has_cancel_requests.load(Ordering::Relaxed)
+    }
+
+    /// Whether `service` has work now: cancels, dead requests, or `deadline` (the one
+    /// `service` returned) has come.
+    pub(crate) fn control_due(&self, deadline: Option<Instant>) -> bool {
+        self.has_control_work() || deadline.is_some_and(|at| at <= Instant::now())
+    }
+
+    /// The channel that wakes a submitter waiting for a slot when control work arrives.
+    pub(crate) fn control_rx(&self) -> &Receiver<()> {
+        &self.control_rx
+    }
+
+    /// When the earliest queued deadline falls due (`None`: no queued request has one).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let earliest = self.earliest_deadline.load(Ordering::Relaxed);
+        if earliest == NO_DEADLINE {
+            return None;
+        }
+        let now = monotonic_ns();
+        Some(Instant::now() + Duration::from_nanos(earliest.saturating_sub(now)))
+    }
+
+    /// Times out queued requests whose deadline passed (under the queue lock).
+    fn expire_locked(&self, waiting: &mut Waiting, now: u64) {
+        let mut expired = Vec::new();
+        waiting.queues.remove_where(
+            |event| {
+                let deadline = event.request.deadline_ns;
+                deadline != 0 && deadline <= now
+            },
+            |event| expired.push(event),
+        );
+        while waiting
+            .deadlines
+            .peek()
+            .is_some_and(|&Reverse(deadline)| deadline <= now)
+        {
+            waiting.deadlines.pop();
+        }
+        self.forget_removed(waiting, &expired);
+        if waiting.with_deadline > 0 {
+            let next = waiting.deadlines.peek().map_or(NO_DEADLINE, |r| r.0);
+            self.earliest_deadline.store(next, Ordering::Relaxed);
+        }
+        let etimedout = -i64::from(libc::ETIMEDOUT);
+        self.bury(expired.into_iter().map(|event| (event, etimedout)));
+    }
+
+    /// The engine thread's housekeeping, in THREADS mode on the submitter before every
+    /// round (and meant for `ioeng_poll` in POLLED mode): times out queued requests whose
+    /// deadline passed, hands in-flight cancels to the driver, and runs the callbacks of
+    /// cancelled and timed-out requests. Returns when the next queued deadline falls due,
+    /// for the caller's wait. Costs two relaxed loads when there is nothing to do.
+    pub(crate) fn service<D: Driver<Slot = S>>(&self, driver: &D) -> Option<Instant> {
+        let earliest = self.earliest_deadline.load(Ordering::Relaxed);
+        if earliest != NO_DEADLINE && earliest <= monotonic_ns() {
+            let mut waiting = lock(&self.queues);
+            self.expire_locked(&mut waiting, monotonic_ns());
+        }
+        if self.has_cancel_requests.load(Ordering::Acquire) {
+            self.has_cancel_requests.store(false, Ordering::Relaxed);
+            let requests = std::mem::take(&mut *lock(&self.cancel_requests));
+            let targets: Vec<usize> = requests
+                .into_iter()
+                .filter(|&(index, tag, generation)| {
+                    // Only this thread fills slots, so the occupant checked here is the
+                    // one the driver cancels.
+                    self.slot_tags[index].load(Ordering::Relaxed) == tag
+                        && self.slot_gens[index].load(Ordering::Relaxed) == generation
+                        && !self.slot_cancel[index].swap(true, Ordering::Relaxed)
+                })
+                .map(|(index, _, _)| index)
+                .collect();
+            if !targets.is_empty() {
+                driver.cancel(self, &targets);
+            }
+        }
+        if self.dead_count.load(Ordering::Acquire) != 0 {
+            let events = std::mem::take(&mut *lock(&self.dead));
+            self.dead_count.store(0, Ordering::Relaxed);
+            self.finish_events(events);
+        }
+        self.next_deadline()
+    }
+
+    /// Whether the submitter must finish the request in slot `index` with -ECANCELED
+    /// instead of issuing its next IO.
+    pub(crate) fn cancel_requested(&self, index: usize) -> bool {
+        self.slot_cancel[index].load(Ordering::Relaxed)
     }
 
     /// Runs one fairness round into the held `slots`; returns how many it filled.
     pub(crate) fn dispatch_round(&self, slots: &[usize], out: &mut Vec<usize>) -> usize {
-        let mut queues = lock(&self.queues);
+        let mut waiting = lock(&self.queues);
+        // A request whose deadline passed must not reach the kernel, even if the
+        // submitter had no time to expire it yet.
+        let earliest = self.earliest_deadline.load(Ordering::Relaxed);
+        if earliest != NO_DEADLINE {
+            let now = monotonic_ns();
+            if earliest <= now {
+                self.expire_locked(&mut waiting, now);
+            }
+        }
         let mut next = slots.iter();
-        let taken = queues.take_round(slots.len(), |event| {
+        let mut with_deadline = 0;
+        let taken = waiting.queues.take_round(slots.len(), |event| {
             let &index = next.next().expect("take_round respects room");
+            let tag = event.tag();
+            if tag != 0 {
+                self.slot_gens[index].fetch_add(1, Ordering::Relaxed);
+                self.slot_tags[index].store(tag, Ordering::Relaxed);
+            }
+            with_deadline += usize::from(event.request.deadline_ns != 0);
             // SAFETY: the submitter took `index` from the free channel and holds it.
             let slot = unsafe { self.slot_mut(index) };
             debug_assert!(
@@ -272,13 +593,17 @@ impl<S: Slot> IoContext<S> {
             out.push(index);
         });
         self.queued.fetch_sub(taken, Ordering::Relaxed);
+        self.forget_deadlines(&mut waiting, with_deadline);
         taken
     }
 
     /// True once close began and nothing is queued, in flight or waiting to be resubmitted.
     pub(crate) fn drained_for_close(&self) -> bool {
         let _queues = lock(&self.queues);
-        if !self.closing.load(Ordering::Relaxed) || self.queued() != 0 {
+        if !self.closing.load(Ordering::Relaxed)
+            || self.queued() != 0
+            || self.dead_count.load(Ordering::Acquire) != 0
+        {
             return false;
         }
         // Pairs with the fence in `complete`: either we see the completer's last slot
@@ -313,6 +638,23 @@ impl<S: Slot> IoContext<S> {
             _ => {
                 calls.fetch_sub(1, Ordering::Relaxed);
             }
+        }
+        result
+    }
+
+    /// Like `kernel_submit` for control IOs (io_uring `ASYNC_CANCEL`): their
+    /// completions are awaited like any IO's, but they are not counted as submit calls.
+    pub(crate) fn kernel_submit_control(
+        &self,
+        call: impl FnOnce() -> Result<usize, i32>,
+    ) -> Result<usize, i32> {
+        let result = call();
+        if let Ok(accepted) = result
+            && accepted > 0
+        {
+            self.kernel_in_flight
+                .fetch_add(accepted as isize, Ordering::Relaxed);
+            self.wake_completer();
         }
         result
     }
@@ -363,7 +705,18 @@ impl<S: Slot> IoContext<S> {
         }
         self.kernel_in_flight
             .fetch_sub(reaped.len() as isize, Ordering::Relaxed);
-        self.settle_batch(reaped);
+        if reaped.iter().any(|&(index, _)| index == CONTROL_INDEX) {
+            // Cold path: an in-flight cancel was issued. Its own completion only
+            // balanced the in-flight count above.
+            let slots: Vec<_> = reaped
+                .iter()
+                .copied()
+                .filter(|&(index, _)| index != CONTROL_INDEX)
+                .collect();
+            self.settle_batch(&slots);
+        } else {
+            self.settle_batch(reaped);
+        }
         self.reap_epoch.fetch_add(1, Ordering::Relaxed);
         // See `drained_for_close`: orders our slot releases before the `closing` check.
         fence(Ordering::SeqCst);
@@ -396,6 +749,11 @@ impl<S: Slot> IoContext<S> {
                     resubmitted = true;
                 }
                 Outcome::Done(res) => {
+                    if event.tag() != 0 {
+                        // Before the callback: a cancel from now on no longer counts it.
+                        self.slot_tags[index].store(0, Ordering::Relaxed);
+                        self.slot_cancel[index].store(false, Ordering::Relaxed);
+                    }
                     events.push((slot.take().expect("checked above"), res));
                     slots.push(index);
                 }
@@ -404,14 +762,35 @@ impl<S: Slot> IoContext<S> {
         if resubmitted {
             self.wake_submitter();
         }
-        // Counted before the calls, so a caller that waited for its callbacks reads
-        // stats that already include them.
-        Counters::add(&self.counters.completed, events.len() as u64);
+        self.count_finished(events);
         for (event, res) in events.drain(..) {
             event.finish(res);
         }
         for index in slots.drain(..) {
             self.budget.release(index);
+        }
+    }
+
+    /// Counts callbacks about to run. Counted before the calls, so a caller that
+    /// waited for its callbacks reads stats that already include them.
+    fn count_finished(&self, events: &[(IoEvent, i64)]) {
+        Counters::add(&self.counters.completed, events.len() as u64);
+        for &(_, res) in events {
+            if res == -i64::from(libc::ECANCELED) {
+                Counters::add(&self.counters.cancelled, 1);
+            } else if res == -i64::from(libc::ETIMEDOUT) {
+                Counters::add(&self.counters.timed_out, 1);
+            }
+        }
+    }
+
+    /// Runs the callbacks of requests that never got a slot (cancelled, timed out),
+    /// one at a time with every other callback of the engine.
+    fn finish_events(&self, events: Vec<(IoEvent, i64)>) {
+        let _finishing = lock(&self.finishing);
+        self.count_finished(&events);
+        for (event, res) in events {
+            event.finish(res);
         }
     }
 }
@@ -464,14 +843,14 @@ mod tests {
         ctx.push(event(Op::Read, Priority::High, 20, &mut log))
             .unwrap();
         let mut round = SubmitRound::new(ctx.batch);
-        round.fill(&ctx, || false);
+        round.fill(&ctx, None, || false);
         assert_eq!(
             offsets(&ctx, &round.batch),
             [20, 0, 1],
             "HIGH first, then READ (round 0)"
         );
         let first = round.batch.clone();
-        round.fill(&ctx, || false);
+        round.fill(&ctx, None, || false);
         assert_eq!(
             offsets(&ctx, &round.batch),
             [10],
@@ -480,7 +859,7 @@ mod tests {
         // Budget exhausted: completing one request frees exactly one slot.
         ctx.complete(&[(first[0], 1)]);
         assert_eq!(log, [1]);
-        round.fill(&ctx, || false);
+        round.fill(&ctx, None, || false);
         assert_eq!(offsets(&ctx, &round.batch), [2]);
         // A short transfer goes back to the submitter ahead of new requests.
         ctx.complete(&[(first[1], 0)]);
@@ -508,13 +887,13 @@ mod tests {
         let mut log = Vec::new();
         let ctx = one_slot_two_reads_queued(&mut log);
         let mut round = SubmitRound::new(ctx.batch);
-        round.fill(&ctx, || panic!("a slot was free: no wait"));
+        round.fill(&ctx, None, || panic!("a slot was free: no wait"));
         assert_eq!(offsets(&ctx, &round.batch), [0]);
         let in_flight = round.batch[0];
         // The only slot is in flight and a request is queued: the round asks `await_slot`
         // once; the completion arriving during that poll frees the slot for this round.
         let mut asked = 0;
-        round.fill(&ctx, || {
+        round.fill(&ctx, None, || {
             asked += 1;
             ctx.complete(&[(in_flight, 1)]);
             true
@@ -523,7 +902,7 @@ mod tests {
         assert_eq!(log, [1]);
         assert_eq!(offsets(&ctx, &round.batch), [1]);
         // Nothing queued: an exhausted budget is not waited for.
-        round.fill(&ctx, || panic!("nothing to dispatch: no wait"));
+        round.fill(&ctx, None, || panic!("nothing to dispatch: no wait"));
         assert!(round.batch.is_empty());
     }
 
@@ -532,7 +911,7 @@ mod tests {
         let mut log = Vec::new();
         let ctx = one_slot_two_reads_queued(&mut log);
         let mut round = SubmitRound::new(ctx.batch);
-        round.fill(&ctx, || false);
+        round.fill(&ctx, None, || false);
         let in_flight = round.batch[0];
         std::thread::scope(|scope| {
             scope.spawn(|| {
@@ -540,7 +919,7 @@ mod tests {
                 ctx.complete(&[(in_flight, 1)]);
             });
             // The poll finds nothing (`|| false`): the round blocks until the slot is free.
-            round.fill(&ctx, || false);
+            round.fill(&ctx, None, || false);
         });
         assert_eq!(offsets(&ctx, &round.batch), [1]);
         assert_eq!(log, [1]);
@@ -554,23 +933,23 @@ mod tests {
         ctx.push(event(Op::Read, Priority::Normal, 0, &mut log))
             .unwrap();
         let mut round = SubmitRound::new(ctx.batch);
-        round.fill(&ctx, || false);
+        round.fill(&ctx, None, || false);
         let index = round.batch[0];
         for _ in 0..FREE_RETRIES {
             ctx.complete(&[(index, eagain)]);
-            round.fill(&ctx, || false);
+            round.fill(&ctx, None, || false);
             assert_eq!(round.batch, [index], "the first retries go out at once");
         }
         // Backing off: with nothing else to do the round returns empty and says when.
         ctx.complete(&[(index, eagain)]);
-        round.fill(&ctx, || panic!("nothing queued: no wait"));
+        round.fill(&ctx, None, || panic!("nothing queued: no wait"));
         assert!(round.batch.is_empty());
         let due = round.next_retry().expect("a delayed resubmission");
         while !round.retry_due() {
             std::thread::sleep(Duration::from_micros(5));
         }
         assert!(Instant::now() >= due);
-        round.fill(&ctx, || false);
+        round.fill(&ctx, None, || false);
         assert_eq!(round.batch, [index]);
         assert_eq!(round.next_retry(), None);
         // Backing off with a request queued behind the held slot: the round blocks
@@ -579,13 +958,116 @@ mod tests {
             .unwrap();
         let before = Instant::now();
         ctx.complete(&[(index, eagain)]);
-        round.fill(&ctx, || false);
+        round.fill(&ctx, None, || false);
         assert!(before.elapsed() >= FIRST_RETRY_DELAY);
         assert_eq!(offsets(&ctx, &round.batch), [0]);
         ctx.complete(&[(index, 1)]);
         assert_eq!(log, [1], "retries never reach the callback");
-        round.fill(&ctx, || false);
+        round.fill(&ctx, None, || false);
         assert_eq!(offsets(&ctx, &round.batch), [1]);
+    }
+
+    /// A driver that records what it is asked to cancel and touches no kernel.
+    #[derive(Default)]
+    struct NullDriver {
+        cancelled: Mutex<Vec<usize>>,
+    }
+
+    impl Driver for NullDriver {
+        type Slot = TestSlot;
+        fn open(_: u32, _: u32) -> Result<Self, Error> {
+            Ok(NullDriver::default())
+        }
+        fn submit(&self, _: &IoContext<TestSlot>, _: &[usize]) {}
+        fn cancel(&self, _: &IoContext<TestSlot>, targets: &[usize]) {
+            lock(&self.cancelled).extend_from_slice(targets);
+        }
+        fn reap(&self, _: &IoContext<TestSlot>, _: &mut Vec<(usize, i64)>) {}
+    }
+
+    fn tagged(tag: u64, deadline_ns: u64, offset: u64, log: &mut Vec<i64>) -> IoEvent {
+        let mut req =
+            IoRequest::new(Op::Read, Priority::Normal, 0, 8 as *mut u8, 1, offset).unwrap();
+        req.tag = tag;
+        req.deadline_ns = deadline_ns;
+        IoEvent::new(req, Callback::new(record, (log as *mut Vec<i64>).cast()))
+    }
+
+    #[test]
+    fn cancel_finishes_queued_requests_on_the_engine_thread_and_asks_the_driver_for_slots() {
+        let mut log = Vec::new();
+        let driver = NullDriver::default();
+        let ctx = IoContext::<TestSlot>::new(2, 2, 0, false);
+        for offset in 0..4 {
+            ctx.push(tagged(7 + offset % 2, 0, offset, &mut log))
+                .unwrap();
+        }
+        let mut round = SubmitRound::new(ctx.batch);
+        round.fill(&ctx, None, || false);
+        assert_eq!(
+            offsets(&ctx, &round.batch),
+            [0, 1],
+            "tags 7 and 8 in the slots"
+        );
+        // Tag 7: one in a slot (offset 0), one queued (offset 2).
+        assert_eq!(ctx.cancel(7), 2);
+        assert!(log.is_empty(), "no callback inside cancel");
+        assert_eq!(ctx.stats().queued_read, 1);
+        ctx.service(&driver);
+        let ecanceled = -i64::from(libc::ECANCELED);
+        assert_eq!(log, [ecanceled], "the queued one, on the engine thread");
+        assert_eq!(*lock(&driver.cancelled), [round.batch[0]]);
+        // The kernel answers -ECANCELED for the slot; a second cancel finds only tag 8.
+        ctx.complete(&[(round.batch[0], ecanceled)]);
+        assert_eq!(log, [ecanceled, ecanceled]);
+        assert_eq!(ctx.cancel(7), 0);
+        assert_eq!(ctx.cancel(8), 2);
+        ctx.service(&driver);
+        assert_eq!(*lock(&driver.cancelled), [round.batch[0], round.batch[1]]);
+        // A cancelled request between kernel IOs finishes instead of being reissued.
+        ctx.complete(&[(round.batch[1], -i64::from(libc::EAGAIN))]);
+        round.fill(&ctx, None, || false);
+        assert!(round.batch.is_empty());
+        assert_eq!(log.len(), 4);
+        assert!(log.iter().all(|&res| res == ecanceled));
+        let stats = ctx.stats();
+        assert_eq!((stats.cancelled, stats.completed), (4, 4));
+    }
+
+    #[test]
+    fn deadlines_expire_queued_requests_only() {
+        let mut log = Vec::new();
+        let driver = NullDriver::default();
+        let ctx = IoContext::<TestSlot>::new(1, 1, 0, true);
+        assert_eq!(ctx.next_deadline(), None, "no deadline: no timer");
+        let now = monotonic_ns();
+        ctx.push(tagged(0, now + 20_000_000, 0, &mut log)).unwrap();
+        ctx.push(tagged(0, 1, 1, &mut log)).unwrap();
+        ctx.push(tagged(0, 0, 2, &mut log)).unwrap();
+        let due = ctx.next_deadline().expect("armed");
+        assert!(due <= Instant::now(), "the past deadline is due at once");
+        ctx.service(&driver);
+        let etimedout = -i64::from(libc::ETIMEDOUT);
+        assert_eq!(log, [etimedout]);
+        let due = ctx.next_deadline().expect("the 20 ms one");
+        assert!(due > Instant::now() + Duration::from_millis(10));
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        ctx.service(&driver);
+        assert_eq!(log, [etimedout, etimedout]);
+        assert_eq!(ctx.next_deadline(), None, "none left with a deadline");
+        assert_eq!(ctx.stats().timed_out, 2);
+        // A request whose deadline passed is not dispatched even before `service` ran.
+        ctx.push(tagged(0, 1, 3, &mut log)).unwrap();
+        ctx.resume();
+        let mut round = SubmitRound::new(ctx.batch);
+        round.fill(&ctx, None, || false);
+        assert_eq!(
+            offsets(&ctx, &round.batch),
+            [2],
+            "the expired one was skipped"
+        );
+        ctx.service(&driver);
+        assert_eq!(log, [etimedout, etimedout, etimedout]);
     }
 
     #[test]
@@ -599,14 +1081,14 @@ mod tests {
         let third = ctx.push(event(Op::Read, Priority::Normal, 2, &mut log));
         assert_eq!(third, Err(Error::QueueFull));
         let mut round = SubmitRound::new(ctx.batch);
-        round.fill(&ctx, || false);
+        round.fill(&ctx, None, || false);
         assert!(round.batch.is_empty());
         ctx.begin_close();
         assert_eq!(
             ctx.push(event(Op::Read, Priority::Normal, 3, &mut log)),
             Err(Error::ShuttingDown)
         );
-        round.fill(&ctx, || false);
+        round.fill(&ctx, None, || false);
         assert_eq!(
             offsets(&ctx, &round.batch),
             [0, 1],

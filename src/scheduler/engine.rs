@@ -81,6 +81,30 @@ impl<D: Driver> Engine<D> {
         self.shared.ctx.push(IoEvent::new(request, callback))
     }
 
+    /// `(base, len)` of the registered buffers, for validating FIXED_BUF requests.
+    pub(crate) fn registered_buffers(&self) -> Option<&[(usize, usize)]> {
+        self.shared.ctx.registered_buffers()
+    }
+
+    /// Queues validated requests under one lock with one wake-up.
+    pub(crate) fn submit_batch(&self, batch: Vec<(IoRequest, Callback)>) -> Result<usize, Error> {
+        let events = batch
+            .into_iter()
+            .map(|(request, callback)| IoEvent::new(request, callback));
+        self.shared.ctx.push_batch(events)
+    }
+
+    pub(crate) fn cancel(&self, tag: u64) -> usize {
+        self.shared.ctx.cancel(tag)
+    }
+
+    pub(crate) fn register_buffers(&self, bufs: &[libc::iovec]) -> Result<(), Error> {
+        let shared = &*self.shared;
+        shared
+            .ctx
+            .register_buffers(bufs, |bufs| shared.driver.register_buffers(bufs))
+    }
+
     pub(crate) fn resume(&self) {
         self.shared.ctx.resume();
     }

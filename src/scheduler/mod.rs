@@ -229,6 +229,28 @@ impl AnyEngine {
         on_engine!(self, engine => engine.submit(request, callback))
     }
 
+    /// `(base, len)` of the registered buffers (for `IoRequest::from_spec`).
+    pub fn registered_buffers(&self) -> Option<&[(usize, usize)]> {
+        on_engine!(self, engine => engine.registered_buffers())
+    }
+
+    /// Queues validated requests in order, under one lock
+    /// and with one wake-up; returns how many were taken (all but those refused by a
+    /// full queue or close), or why none was.
+    pub fn submit_batch(&self, batch: Vec<(IoRequest, Callback)>) -> Result<usize, Error> {
+        on_engine!(self, engine => engine.submit_batch(batch))
+    }
+
+    /// Cancels the requests tagged `tag` (non-zero); returns how many were pending.
+    pub fn cancel(&self, tag: u64) -> usize {
+        on_engine!(self, engine => engine.cancel(tag))
+    }
+
+    /// Registers buffers for FIXED_BUF requests (before the first request, once).
+    pub fn register_buffers(&self, bufs: &[libc::iovec]) -> Result<(), Error> {
+        on_engine!(self, engine => engine.register_buffers(bufs))
+    }
+
     pub fn resume(&self) {
         on_engine!(self, engine => engine.resume())
     }

@@ -17,6 +17,33 @@ pub enum Op {
     Write,
     Fsync,
     Fdatasync,
+    /// Scatter read: `buf` is the caller's `iovec` array, `len` its count.
+    Readv,
+    /// Gather write: `buf` is the caller's `iovec` array, `len` its count.
+    Writev,
+}
+
+impl Op {
+    fn is_vectored(self) -> bool {
+        matches!(self, Op::Readv | Op::Writev)
+    }
+
+    fn reads(self) -> bool {
+        matches!(self, Op::Read | Op::Readv)
+    }
+
+    fn transfers(self) -> bool {
+        !matches!(self, Op::Fsync | Op::Fdatasync)
+    }
+
+    /// The non-vectored op moving the same direction (for single-segment chunks).
+    fn flat(self) -> Op {
+        match self {
+            Op::Readv => Op::Read,
+            Op::Writev => Op::Write,
+            op => op,
+        }
+    }
 }
 
 /// Which queue a request waits in.
@@ -26,10 +53,47 @@ pub enum Priority {
     High,
 }
 
+/// Per-request flags (the values of `IOENG_REQ_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags(pub u32);
+
+impl Flags {
+    pub const DSYNC: u32 = 1 << 0;
+    pub const SYNC: u32 = 1 << 1;
+    pub const NOWAIT: u32 = 1 << 2;
+    pub const FIXED_BUF: u32 = 1 << 3;
+    pub const KNOWN: u32 = Self::DSYNC | Self::SYNC | Self::NOWAIT | Self::FIXED_BUF;
+
+    pub fn has(self, bit: u32) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// The `RWF_*` bits the kernel gets (`aio_rw_flags` / SQE `rw_flags`).
+    pub fn rw_flags(self) -> i32 {
+        let mut rwf = 0;
+        if self.has(Self::DSYNC) {
+            rwf |= libc::RWF_DSYNC;
+        }
+        if self.has(Self::SYNC) {
+            rwf |= libc::RWF_SYNC;
+        }
+        if self.has(Self::NOWAIT) {
+            rwf |= libc::RWF_NOWAIT;
+        }
+        rwf
+    }
+}
+
 /// The most bytes Linux moves in one read/write call (`MAX_RW_COUNT`, `INT_MAX` rounded
 /// down to a page). Larger requests are split into kernel IOs of at most this size, so
 /// both backends split identically (an io_uring SQE length is only 32 bits anyway).
 pub const MAX_KERNEL_IO: u64 = 0x7fff_f000;
+
+/// Most `iovec` entries in one READV/WRITEV (`IOV_MAX`, `UIO_MAXIOV` in the kernel).
+pub const IOV_MAX: u64 = 1024;
+
+/// Most buffers `ioeng_register_buffers` takes (io_uring's `IORING_MAX_REG_BUFFERS`).
+pub const MAX_REGISTERED_BUFFERS: u32 = 1 << 14;
 
 /// The C callback and its context pointer.
 pub struct Callback {
@@ -58,23 +122,78 @@ impl Callback {
     }
 }
 
-/// A validated request, as accepted by `submit`.
+/// A request as C describes it, before validation (`ioeng_req_t` minus the enums).
 #[derive(Debug, Clone, Copy)]
-pub struct IoRequest {
+pub struct RequestSpec {
     pub op: Op,
     pub priority: Priority,
     pub fd: i32,
     pub buf: *mut u8,
     pub len: u64,
     pub offset: u64,
+    pub flags: Flags,
+    pub tag: u64,
+    pub deadline_ns: u64,
+    pub buf_index: u32,
+}
+
+impl RequestSpec {
+    /// A plain request: no flags, tag, deadline or registered buffer.
+    #[cfg(test)]
+    pub fn plain(op: Op, priority: Priority, fd: i32, buf: *mut u8, len: u64, offset: u64) -> Self {
+        RequestSpec {
+            op,
+            priority,
+            fd,
+            buf,
+            len,
+            offset,
+            flags: Flags::default(),
+            tag: 0,
+            deadline_ns: 0,
+            buf_index: 0,
+        }
+    }
+}
+
+/// A validated request, as accepted by `submit`.
+#[derive(Debug, Clone, Copy)]
+pub struct IoRequest {
+    pub op: Op,
+    pub priority: Priority,
+    pub fd: i32,
+    /// READ/WRITE: the buffer. READV/WRITEV: the caller's `iovec` array (never written).
+    pub buf: *mut u8,
+    /// READ/WRITE: bytes. READV/WRITEV: iovec count.
+    pub len: u64,
+    pub offset: u64,
+    /// Bytes the whole request moves (READ/WRITE: `len`; vectors: the sum; sync: 0).
+    pub total: u64,
+    pub flags: Flags,
+    pub tag: u64,
+    /// CLOCK_MONOTONIC ns; 0 = none.
+    pub deadline_ns: u64,
+    pub buf_index: u32,
 }
 
 // SAFETY: `buf` is caller-owned memory that the contract keeps valid until the callback;
-// the engine threads only hand it to the kernel.
+// the engine threads only hand it to the kernel (and read a vector's iovec array).
 unsafe impl Send for IoRequest {}
 
+/// The `i`-th entry of an iovec array as (base, len).
+///
+/// # Safety
+/// `iov` points to at least `i + 1` readable `iovec`s.
+unsafe fn segment(iov: *const u8, i: usize) -> (*mut u8, u64) {
+    // SAFETY: the caller vouches for `i + 1` readable entries; read_unaligned because
+    // C only promises the array, and an unaligned one must not be UB here.
+    let entry = unsafe { iov.cast::<libc::iovec>().add(i).read_unaligned() };
+    (entry.iov_base.cast(), entry.iov_len as u64)
+}
+
 impl IoRequest {
-    /// Checks everything the contract says `ioeng_submit` must refuse synchronously.
+    /// A plain READ/WRITE/FSYNC/FDATASYNC; see [`IoRequest::from_spec`].
+    #[cfg(test)]
     pub fn new(
         op: Op,
         priority: Priority,
@@ -83,7 +202,55 @@ impl IoRequest {
         len: u64,
         offset: u64,
     ) -> Result<Self, Error> {
-        let (len, offset, buf) = match op {
+        if op.is_vectored() {
+            return Err(Error::InvalidArgument("vectored requests need from_spec"));
+        }
+        // SAFETY: not vectored, so `from_spec` reads no caller memory.
+        unsafe {
+            Self::from_spec(
+                &RequestSpec::plain(op, priority, fd, buf, len, offset),
+                None,
+            )
+        }
+    }
+
+    /// Checks everything the contract says `ioeng_submit` must refuse synchronously;
+    /// `registered` holds the engine's registered buffers as `(base, len)` (FIXED_BUF).
+    /// Every -EINVAL condition is checked before the -EBADF one.
+    ///
+    /// # Safety
+    /// For READV/WRITEV with `buf` non-NULL and `len` in 1..=IOV_MAX, `buf` points to
+    /// `len` readable `iovec`s that stay valid and unchanged until the callback (the
+    /// ioeng_req_t contract): they are read here and again for every kernel IO.
+    pub unsafe fn from_spec(
+        spec: &RequestSpec,
+        registered: Option<&[(usize, usize)]>,
+    ) -> Result<Self, Error> {
+        let RequestSpec {
+            op,
+            priority,
+            fd,
+            buf,
+            len,
+            offset,
+            flags,
+            tag,
+            deadline_ns,
+            buf_index,
+        } = *spec;
+        if flags.0 & !Flags::KNOWN != 0 {
+            return Err(Error::InvalidArgument("unknown flag"));
+        }
+        if !op.transfers() && flags.0 != 0 {
+            return Err(Error::InvalidArgument("FSYNC/FDATASYNC take no flags"));
+        }
+        if op.reads() && flags.has(Flags::DSYNC | Flags::SYNC) {
+            return Err(Error::InvalidArgument("DSYNC/SYNC on a read"));
+        }
+        if op.is_vectored() && flags.has(Flags::FIXED_BUF) {
+            return Err(Error::InvalidArgument("FIXED_BUF on a vectored request"));
+        }
+        let (len, offset, buf, total) = match op {
             Op::Read | Op::Write => {
                 if buf.is_null() {
                     return Err(Error::InvalidArgument("READ/WRITE need a buffer"));
@@ -91,35 +258,86 @@ impl IoRequest {
                 if len == 0 {
                     return Err(Error::InvalidArgument("READ/WRITE need len > 0"));
                 }
-                // The kernel takes offsets as loff_t (i64); refuse what it could not
-                // address rather than let a chunk's offset wrap negative.
-                match offset.checked_add(len) {
-                    Some(end) if end <= i64::MAX as u64 => {}
-                    _ => return Err(Error::InvalidArgument("offset + len exceeds INT64_MAX")),
+                (len, offset, buf, len)
+            }
+            Op::Readv | Op::Writev => {
+                if buf.is_null() {
+                    return Err(Error::InvalidArgument("READV/WRITEV need an iovec array"));
                 }
-                (len, offset, buf)
+                if len == 0 || len > IOV_MAX {
+                    return Err(Error::InvalidArgument("iovec count must be 1..=IOV_MAX"));
+                }
+                let mut total: u64 = 0;
+                for i in 0..len as usize {
+                    // SAFETY: `len` entries are readable (this function's contract).
+                    let (_, seg_len) = unsafe { segment(buf, i) };
+                    total = total
+                        .checked_add(seg_len)
+                        .filter(|&t| t <= i64::MAX as u64)
+                        .ok_or(Error::InvalidArgument("iovec lengths overflow"))?;
+                }
+                (len, offset, buf, total)
             }
             // fsync ignores the range; normalize so nothing stale reaches the kernel.
-            Op::Fsync | Op::Fdatasync => (0, 0, std::ptr::null_mut()),
+            Op::Fsync | Op::Fdatasync => (0, 0, std::ptr::null_mut(), 0),
         };
-        if fd < 0 {
-            return Err(Error::BadFd);
+        // The kernel takes offsets as loff_t (i64); refuse what it could not address
+        // rather than let a chunk's offset wrap negative.
+        match offset.checked_add(total) {
+            Some(end) if end <= i64::MAX as u64 => {}
+            _ => return Err(Error::InvalidArgument("offset + len exceeds INT64_MAX")),
         }
-        Ok(IoRequest {
+        let request = IoRequest {
             op,
             priority,
             fd,
             buf,
             len,
             offset,
-        })
+            total,
+            flags,
+            tag,
+            deadline_ns,
+            buf_index: if flags.has(Flags::FIXED_BUF) {
+                buf_index
+            } else {
+                0
+            },
+        };
+        request.check_fixed(registered)?;
+        if fd < 0 {
+            return Err(Error::BadFd);
+        }
+        Ok(request)
+    }
+
+    /// With FIXED_BUF: `[buf, buf+len)` must lie inside registered buffer `buf_index`
+    /// (`registered` holds `(base, len)` of each; `None`: nothing registered).
+    fn check_fixed(&self, registered: Option<&[(usize, usize)]>) -> Result<(), Error> {
+        if !self.flags.has(Flags::FIXED_BUF) {
+            return Ok(());
+        }
+        let registered = registered.ok_or(Error::InvalidArgument(
+            "FIXED_BUF without registered buffers",
+        ))?;
+        let &(base, size) = registered
+            .get(self.buf_index as usize)
+            .ok_or(Error::InvalidArgument("buf_index out of range"))?;
+        let start = self.buf as usize;
+        let inside = start >= base
+            && (start - base) as u64 <= size as u64
+            && self.len <= size as u64 - (start - base) as u64;
+        if !inside {
+            return Err(Error::InvalidArgument("FIXED_BUF range outside its buffer"));
+        }
+        Ok(())
     }
 
     /// The queue this request waits in.
     pub(crate) fn class(&self) -> QueueClass {
         match (self.priority, self.op) {
             (Priority::High, _) => QueueClass::High,
-            (Priority::Normal, Op::Read) => QueueClass::Read,
+            (Priority::Normal, Op::Read | Op::Readv) => QueueClass::Read,
             (Priority::Normal, _) => QueueClass::Write,
         }
     }
@@ -133,14 +351,25 @@ pub enum QueueClass {
     Write,
 }
 
-/// One kernel IO: the remainder of a request, capped at [`MAX_KERNEL_IO`].
+/// One kernel IO: the next part of a request, at most [`MAX_KERNEL_IO`] bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chunk {
+    /// READV/WRITEV only when the chunk is a run of whole segments; a continuation
+    /// inside a segment (or of a segment above the maximum) is a plain READ/WRITE.
     pub op: Op,
     pub fd: i32,
+    /// READ/WRITE: the bytes. READV/WRITEV: the first `iovec` of the run, inside the
+    /// caller's array (never written by the engine or the kernel).
     pub buf: *mut u8,
+    /// READ/WRITE: bytes. READV/WRITEV: iovec count.
     pub len: u64,
+    /// Bytes this IO moves at most.
+    pub bytes: u64,
     pub offset: u64,
+    /// `RWF_*` for the kernel.
+    pub rw_flags: i32,
+    /// Registered buffer index (FIXED_BUF requests).
+    pub fixed: Option<u16>,
 }
 
 /// What the completer does after a kernel result.
@@ -194,9 +423,13 @@ impl Position {
 pub struct IoEvent {
     pub request: IoRequest,
     callback: Callback,
-    /// Bytes already transferred by earlier kernel IOs; `done < request.len` while the
-    /// event is in flight for READ/WRITE.
+    /// Bytes already transferred by earlier kernel IOs; `done < request.total` while
+    /// the event is in flight for a transfer.
     done: u64,
+    /// Vectors: the segment the next IO starts in, and the bytes of it already moved.
+    /// A cursor over the caller's array, which is never modified.
+    seg: usize,
+    seg_done: u64,
     /// `EAGAIN`/`EINTR` results in a row (reset by any other result).
     retry_streak: u32,
     /// Set with a resubmission that must wait: the earliest time to issue it.
@@ -211,29 +444,109 @@ impl IoEvent {
             request,
             callback,
             done: 0,
+            seg: 0,
+            seg_done: 0,
             retry_streak: 0,
             retry_at: None,
             position: Position::Unknown,
         }
     }
 
+    /// Segment `i` of a vectored request.
+    fn segment(&self, i: usize) -> (*mut u8, u64) {
+        debug_assert!(self.request.op.is_vectored() && (i as u64) < self.request.len);
+        // SAFETY: `from_spec` checked that the caller's array has `len` entries, which
+        // the contract keeps valid and unchanged until the callback; `i < len`.
+        unsafe { segment(self.request.buf, i) }
+    }
+
     /// The kernel IO that moves the next part of the request.
     pub fn next_chunk(&self) -> Chunk {
         let req = &self.request;
-        debug_assert!(req.len == 0 || self.done < req.len);
-        let remaining = req.len - self.done;
-        Chunk {
+        debug_assert!(req.total == 0 || self.done < req.total);
+        let mut chunk = Chunk {
             op: req.op,
             fd: req.fd,
-            // `wrapping_add` keeps this safe code; `done <= len` and the caller's buffer
-            // spans `len` bytes, so the pointer stays inside it.
-            buf: req.buf.wrapping_add(self.done as usize),
-            len: remaining.min(MAX_KERNEL_IO),
+            buf: req.buf,
+            len: 0,
+            bytes: 0,
             offset: match self.position {
                 Position::Stream | Position::Message => 0,
                 Position::Unknown | Position::File => req.offset + self.done,
             },
+            rw_flags: req.flags.rw_flags(),
+            fixed: req
+                .flags
+                .has(Flags::FIXED_BUF)
+                .then_some(req.buf_index as u16),
+        };
+        match req.op {
+            Op::Fsync | Op::Fdatasync => {}
+            Op::Read | Op::Write => {
+                // `wrapping_add` keeps this safe code; `done <= len` and the caller's
+                // buffer spans `len` bytes, so the pointer stays inside it.
+                chunk.buf = req.buf.wrapping_add(self.done as usize);
+                chunk.len = (req.total - self.done).min(MAX_KERNEL_IO);
+                chunk.bytes = chunk.len;
+            }
+            Op::Readv | Op::Writev => self.vector_chunk(&mut chunk),
         }
+        chunk
+    }
+
+    /// A vector's next IO: the longest run of whole segments from the cursor within
+    /// [`MAX_KERNEL_IO`] bytes, or, when the cursor is inside a segment (after a short
+    /// transfer) or one segment alone exceeds the maximum, a plain IO of that segment.
+    fn vector_chunk(&self, chunk: &mut Chunk) {
+        let count = self.request.len as usize;
+        let (base, first_len) = self.segment(self.seg);
+        if self.seg_done == 0 {
+            let mut n = 0;
+            let mut bytes = 0u64;
+            while self.seg + n < count {
+                let (_, seg_len) = self.segment(self.seg + n);
+                if bytes + seg_len > MAX_KERNEL_IO {
+                    break;
+                }
+                bytes += seg_len;
+                n += 1;
+            }
+            if n > 0 {
+                // Points into the caller's array; the kernel only reads it.
+                chunk.buf = self
+                    .request
+                    .buf
+                    .wrapping_add(self.seg * size_of::<libc::iovec>());
+                chunk.len = n as u64;
+                chunk.bytes = bytes;
+                return;
+            }
+        }
+        chunk.op = self.request.op.flat();
+        chunk.buf = base.wrapping_add(self.seg_done as usize);
+        chunk.len = (first_len - self.seg_done).min(MAX_KERNEL_IO);
+        chunk.bytes = chunk.len;
+    }
+
+    /// Moves the vector cursor past `moved` bytes.
+    fn advance_cursor(&mut self, mut moved: u64) {
+        let count = self.request.len as usize;
+        while moved > 0 && self.seg < count {
+            let left_in_seg = self.segment(self.seg).1 - self.seg_done;
+            if moved >= left_in_seg {
+                moved -= left_in_seg;
+                self.seg += 1;
+                self.seg_done = 0;
+            } else {
+                self.seg_done += moved;
+                moved = 0;
+            }
+        }
+    }
+
+    /// The caller's tag (0 = none).
+    pub fn tag(&self) -> u64 {
+        self.request.tag
     }
 
     /// For a resubmission: the earliest time the submitter may issue it (`None`: now).
@@ -250,18 +563,26 @@ impl IoEvent {
 
     /// Folds one kernel result (`res` of the last chunk) into the request.
     pub fn settle(&mut self, res: i64) -> Outcome {
-        if res == -i64::from(libc::EAGAIN) || res == -i64::from(libc::EINTR) {
+        let eagain = res == -i64::from(libc::EAGAIN);
+        if eagain && self.request.flags.has(Flags::NOWAIT) {
+            // NOWAIT: the caller asked to hear about it. Bytes an earlier IO of this
+            // request already moved are not lost: they are the result.
+            self.retry_streak = 0;
+            self.retry_at = None;
+            return Outcome::Done(if self.done > 0 { self.done as i64 } else { res });
+        }
+        if eagain || res == -i64::from(libc::EINTR) {
             self.retry_streak = self.retry_streak.saturating_add(1);
             self.retry_at = Self::retry_delay(self.retry_streak).map(|d| Instant::now() + d);
             return Outcome::Resubmit;
         }
         self.retry_streak = 0;
         self.retry_at = None;
-        let transfers = matches!(self.request.op, Op::Read | Op::Write);
+        let op = self.request.op;
         // A socket refuses a position other than 0; a stream ignores the offset, so it
         // goes again at 0 (cold path: an error result).
         if res == -i64::from(libc::ESPIPE)
-            && transfers
+            && op.transfers()
             && matches!(self.position, Position::Unknown | Position::File)
             && self.next_chunk().offset != 0
         {
@@ -271,20 +592,29 @@ impl IoEvent {
                 return Outcome::Resubmit;
             }
         }
-        let failed = match self.request.op {
-            _ if res < 0 => res,
-            Op::Fsync | Op::Fdatasync => return Outcome::Done(0),
-            // Zero bytes on a read means end of file (or a stream's peer shut down):
-            // report what we have.
-            Op::Read if res == 0 => return Outcome::Done(self.done as i64),
-            // A file never accepts zero bytes of a non-empty write; retrying would spin
-            // forever, so report it as an IO error.
-            Op::Write if res == 0 => -i64::from(libc::EIO),
-            Op::Read | Op::Write => {
-                let chunk_len = self.next_chunk().len;
+        let failed = if res < 0 {
+            res
+        } else if !op.transfers() {
+            return Outcome::Done(0);
+        } else {
+            let chunk_len = self.next_chunk().bytes;
+            if res == 0 && chunk_len > 0 {
+                if op.reads() {
+                    // Zero bytes on a read means end of file (or a stream's peer shut
+                    // down): report what we have.
+                    return Outcome::Done(self.done as i64);
+                }
+                // A file never accepts zero bytes of a non-empty write; retrying would
+                // spin forever, so report it as an IO error.
+                -i64::from(libc::EIO)
+            } else {
                 debug_assert!(res as u64 <= chunk_len, "kernel moved more than asked");
-                self.done += (res as u64).min(chunk_len);
-                if self.done == self.request.len {
+                let moved = (res as u64).min(chunk_len);
+                self.done += moved;
+                if op.is_vectored() {
+                    self.advance_cursor(moved);
+                }
+                if self.done == self.request.total {
                     return Outcome::Done(self.done as i64);
                 }
                 if self.position == Position::Unknown {
@@ -518,6 +848,195 @@ mod tests {
             (1..=40).map(IoEvent::retry_delay).max().flatten(),
             Some(MAX_RETRY_DELAY)
         );
+    }
+
+    fn iov(segs: &[(usize, u64)]) -> Vec<libc::iovec> {
+        segs.iter()
+            .map(|&(base, len)| libc::iovec {
+                iov_base: base as *mut c_void,
+                iov_len: len as usize,
+            })
+            .collect()
+    }
+
+    fn spec(op: Op, buf: *mut u8, len: u64) -> RequestSpec {
+        RequestSpec::plain(op, Priority::Normal, 3, buf, len, 0)
+    }
+
+    fn vector(op: Op, iovs: &[libc::iovec]) -> IoEvent {
+        let s = spec(op, iovs.as_ptr() as *mut u8, iovs.len() as u64);
+        // SAFETY: `iovs` holds `len` entries and outlives the event in each test.
+        let req = unsafe { IoRequest::from_spec(&s, None) }.unwrap();
+        IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()))
+    }
+
+    fn refused(s: RequestSpec) -> bool {
+        matches!(
+            // SAFETY: vector specs in these tests point at live arrays of `len` entries.
+            unsafe { IoRequest::from_spec(&s, None) },
+            Err(Error::InvalidArgument(_))
+        )
+    }
+
+    #[test]
+    fn flag_combinations_are_validated() {
+        let buf = 0x1000 as *mut u8;
+        let with = |op, flags| RequestSpec {
+            flags: Flags(flags),
+            ..spec(op, buf, if op == Op::Fsync { 0 } else { 1 })
+        };
+        assert!(refused(with(Op::Read, 1 << 4)), "unknown bit");
+        assert!(refused(with(Op::Fsync, Flags::NOWAIT)));
+        assert!(refused(with(Op::Fdatasync, Flags::DSYNC)));
+        assert!(refused(with(Op::Read, Flags::DSYNC)));
+        assert!(refused(with(Op::Read, Flags::SYNC)));
+        assert!(!refused(with(Op::Read, Flags::NOWAIT)));
+        assert!(!refused(with(
+            Op::Write,
+            Flags::DSYNC | Flags::SYNC | Flags::NOWAIT
+        )));
+        let one = iov(&[(0x1000, 8)]);
+        let v = |op, flags| RequestSpec {
+            flags: Flags(flags),
+            ..spec(op, one.as_ptr() as *mut u8, 1)
+        };
+        assert!(refused(v(Op::Readv, Flags::FIXED_BUF)));
+        assert!(refused(v(Op::Writev, Flags::FIXED_BUF)));
+        assert!(refused(v(Op::Readv, Flags::DSYNC)));
+        assert!(!refused(v(Op::Writev, Flags::DSYNC)));
+        assert_eq!(
+            Flags(Flags::DSYNC | Flags::NOWAIT).rw_flags(),
+            libc::RWF_DSYNC | libc::RWF_NOWAIT
+        );
+    }
+
+    #[test]
+    fn vector_counts_and_totals_are_validated() {
+        let many = iov(&vec![(0x1000, 1); IOV_MAX as usize + 1]);
+        let ptr = many.as_ptr() as *mut u8;
+        assert!(refused(spec(Op::Readv, ptr, 0)));
+        assert!(refused(spec(Op::Readv, std::ptr::null_mut(), 1)));
+        assert!(refused(spec(Op::Writev, ptr, IOV_MAX + 1)));
+        // SAFETY: `many` has more than IOV_MAX entries.
+        let max = unsafe { IoRequest::from_spec(&spec(Op::Writev, ptr, IOV_MAX), None) }.unwrap();
+        assert_eq!(max.total, IOV_MAX);
+        let huge = iov(&[(0x1000, u64::MAX / 2), (0x1000, u64::MAX / 2)]);
+        assert!(refused(spec(Op::Readv, huge.as_ptr() as *mut u8, 2)));
+        let sixteen = iov(&[(0x1000, 16)]);
+        let near_end = RequestSpec {
+            offset: i64::MAX as u64 - 8,
+            ..spec(Op::Readv, sixteen.as_ptr() as *mut u8, 1)
+        };
+        assert!(refused(near_end));
+    }
+
+    #[test]
+    fn fixed_buffers_are_range_checked() {
+        let table = [(0x10000usize, 4096usize), (0x20000, 8192)];
+        let fixed =
+            |buf: usize, len: u64, index: u32, fd: i32, table: Option<&[(usize, usize)]>| {
+                let s = RequestSpec {
+                    flags: Flags(Flags::FIXED_BUF),
+                    buf_index: index,
+                    fd,
+                    ..spec(Op::Read, buf as *mut u8, len)
+                };
+                // SAFETY: not vectored.
+                unsafe { IoRequest::from_spec(&s, table) }
+            };
+        let t = Some(&table[..]);
+        assert!(fixed(0x10000, 4096, 0, 3, t).is_ok());
+        assert!(fixed(0x21000, 4096, 1, 3, t).is_ok());
+        assert!(fixed(0x10001, 4096, 0, 3, t).is_err());
+        assert!(fixed(0x0ffff, 2, 0, 3, t).is_err());
+        assert!(fixed(0x10000, 4096, 2, 3, t).is_err());
+        assert!(fixed(0x10000, 1, 0, 3, None).is_err());
+        // -EINVAL before -EBADF.
+        assert!(matches!(
+            fixed(0x10000, 1, 9, -1, t),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(fixed(0x10000, 1, 0, -1, t), Err(Error::BadFd)));
+        let req = fixed(0x21000, 4096, 1, 3, t).unwrap();
+        let ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        assert_eq!(ev.next_chunk().fixed, Some(1));
+    }
+
+    #[test]
+    fn vector_continues_inside_a_segment_without_touching_the_array() {
+        let iovs = iov(&[(0x1000, 10), (0x2000, 20), (0x3000, 30)]);
+        let before = format!("{iovs:?}");
+        let mut ev = vector(Op::Readv, &iovs);
+        let first = ev.next_chunk();
+        assert_eq!((first.op, first.len, first.bytes), (Op::Readv, 3, 60));
+        assert_eq!(first.buf as usize, iovs.as_ptr() as usize);
+        // 15 bytes: all of segment 0 and 5 of segment 1.
+        assert_eq!(ev.settle(15), Outcome::Resubmit);
+        let c = ev.next_chunk();
+        assert_eq!(
+            (c.op, c.buf as usize, c.len, c.offset),
+            (Op::Read, 0x2005, 15, 15)
+        );
+        assert_eq!(ev.settle(15), Outcome::Resubmit);
+        // Back on a segment boundary: the rest of the caller's array, in place.
+        let c = ev.next_chunk();
+        assert_eq!((c.op, c.len, c.bytes, c.offset), (Op::Readv, 1, 30, 30));
+        assert_eq!(c.buf as usize, iovs.as_ptr().wrapping_add(2) as usize);
+        assert_eq!(ev.settle(0), Outcome::Done(30), "EOF: bytes so far");
+        assert_eq!(
+            format!("{iovs:?}"),
+            before,
+            "the caller's array is unchanged"
+        );
+        let mut w = vector(Op::Writev, &iovs);
+        assert_eq!(w.settle(60), Outcome::Done(60));
+        let mut w = vector(Op::Writev, &iovs);
+        assert_eq!(w.settle(0), Outcome::Done(-i64::from(libc::EIO)));
+    }
+
+    #[test]
+    fn vectors_above_the_kernel_maximum_are_split() {
+        let g = 1u64 << 30;
+        let iovs = iov(&[(0x1000, g), (0x1000, g), (0x1000, 3 * g)]);
+        let mut ev = vector(Op::Writev, &iovs);
+        let c = ev.next_chunk();
+        assert_eq!(
+            (c.op, c.len, c.bytes),
+            (Op::Writev, 1, g),
+            "2 GiB would exceed"
+        );
+        assert_eq!(ev.settle(g as i64), Outcome::Resubmit);
+        let c = ev.next_chunk();
+        assert_eq!((c.op, c.len, c.bytes), (Op::Writev, 1, g));
+        assert_eq!(ev.settle(g as i64), Outcome::Resubmit);
+        // One segment above the maximum: plain IOs of at most the maximum.
+        let c = ev.next_chunk();
+        assert_eq!((c.op, c.bytes, c.offset), (Op::Write, MAX_KERNEL_IO, 2 * g));
+        assert_eq!(ev.settle(MAX_KERNEL_IO as i64), Outcome::Resubmit);
+        let c = ev.next_chunk();
+        assert_eq!((c.op, c.bytes), (Op::Write, 3 * g - MAX_KERNEL_IO));
+        assert_eq!(c.buf as usize, 0x1000 + MAX_KERNEL_IO as usize);
+        assert_eq!(
+            ev.settle((3 * g - MAX_KERNEL_IO) as i64),
+            Outcome::Done(5 * g as i64)
+        );
+    }
+
+    #[test]
+    fn nowait_delivers_eagain() {
+        let eagain = -i64::from(libc::EAGAIN);
+        let s = RequestSpec {
+            flags: Flags(Flags::NOWAIT),
+            ..spec(Op::Read, 0x1000 as *mut u8, 100)
+        };
+        // SAFETY: not vectored.
+        let req = unsafe { IoRequest::from_spec(&s, None) }.unwrap();
+        let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        assert_eq!(ev.settle(eagain), Outcome::Done(eagain));
+        let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        assert_eq!(ev.settle(40), Outcome::Resubmit);
+        assert_eq!(ev.settle(eagain), Outcome::Done(40), "bytes moved are kept");
+        assert_eq!(ev.next_chunk().rw_flags, libc::RWF_NOWAIT);
     }
 
     #[test]

@@ -13,14 +13,17 @@
 //!
 //! Sizing: the SQ has at least `batch` entries and is empty at the start of every round
 //! (a round returns only when the kernel consumed every SQE it pushed), so pushing a
-//! batch never fails. The CQ has at least `depth` entries and the budget keeps at most
-//! `depth` IOs (one SQE → one CQE each) unreaped, so the CQ cannot overflow.
+//! batch never fails. The CQ has at least `2 * depth` entries: the budget keeps at most
+//! `depth` IOs (one SQE → one CQE each) unreaped, and at most one `ASYNC_CANCEL` per
+//! slot is outstanding (the context hands each slot's cancel over once), so the CQ
+//! cannot overflow. A cancel's own CQE carries [`CANCEL_USER_DATA`], which no slot
+//! index can equal; the completer reports it as [`CONTROL_INDEX`].
 
 use std::io;
 
 use io_uring::{IoUring, opcode, squeue, types};
 
-use super::context::{Driver, IoContext, Slot};
+use super::context::{CONTROL_INDEX, Driver, IoContext, Slot};
 use super::tasks::{IoEvent, Op};
 use crate::error::Error;
 use crate::sys::{self, IORING_ENTER_GETEVENTS, report_unexpected};
@@ -69,20 +72,46 @@ pub(crate) fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring
     Err(last.expect("at least one attempt"))
 }
 
+/// `user_data` of an `ASYNC_CANCEL` SQE (slot indices are below 32768).
+const CANCEL_USER_DATA: u64 = u64::MAX;
+
 fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
     let chunk = event.next_chunk();
     let fd = types::Fd(chunk.fd);
-    // `chunk.len <= MAX_KERNEL_IO < 2^31`, so the 32-bit SQE length cannot truncate.
+    // `chunk.len <= MAX_KERNEL_IO < 2^31` (bytes) or `<= IOV_MAX` (iovecs), so the
+    // 32-bit SQE length cannot truncate.
     let len = chunk.len as u32;
-    let entry = match chunk.op {
-        Op::Read => opcode::Read::new(fd, chunk.buf, len)
-            .offset(chunk.offset)
+    let (offset, rw_flags) = (chunk.offset, chunk.rw_flags);
+    let entry = match (chunk.op, chunk.fixed) {
+        (Op::Read, Some(buf_index)) => opcode::ReadFixed::new(fd, chunk.buf, len, buf_index)
+            .offset(offset)
+            .rw_flags(rw_flags)
             .build(),
-        Op::Write => opcode::Write::new(fd, chunk.buf, len)
-            .offset(chunk.offset)
+        (Op::Write, Some(buf_index)) => {
+            opcode::WriteFixed::new(fd, chunk.buf.cast_const(), len, buf_index)
+                .offset(offset)
+                .rw_flags(rw_flags)
+                .build()
+        }
+        (Op::Read, None) => opcode::Read::new(fd, chunk.buf, len)
+            .offset(offset)
+            .rw_flags(rw_flags)
             .build(),
-        Op::Fsync => opcode::Fsync::new(fd).build(),
-        Op::Fdatasync => opcode::Fsync::new(fd)
+        (Op::Write, None) => opcode::Write::new(fd, chunk.buf, len)
+            .offset(offset)
+            .rw_flags(rw_flags)
+            .build(),
+        // The iovec run lives in the caller's array; the kernel only reads it.
+        (Op::Readv, _) => opcode::Readv::new(fd, chunk.buf.cast_const().cast(), len)
+            .offset(offset)
+            .rw_flags(rw_flags)
+            .build(),
+        (Op::Writev, _) => opcode::Writev::new(fd, chunk.buf.cast_const().cast(), len)
+            .offset(offset)
+            .rw_flags(rw_flags)
+            .build(),
+        (Op::Fsync, _) => opcode::Fsync::new(fd).build(),
+        (Op::Fdatasync, _) => opcode::Fsync::new(fd)
             .flags(types::FsyncFlags::DATASYNC)
             .build(),
     };
@@ -107,7 +136,7 @@ impl Driver for UringDriver {
     type Slot = UringSlot;
 
     fn open(depth: u32, batch: u32) -> Result<Self, Error> {
-        let ring = build_ring(batch.next_power_of_two(), depth.next_power_of_two())
+        let ring = build_ring(batch.next_power_of_two(), (2 * depth).next_power_of_two())
             .map_err(|err| Error::kernel("io_uring_setup", &err))?;
         Ok(UringDriver {
             ring,
@@ -152,6 +181,43 @@ impl Driver for UringDriver {
         }
     }
 
+    fn register_buffers(&self, bufs: &[libc::iovec]) -> Result<(), i32> {
+        // SAFETY: the caller keeps the buffers valid for the engine's life (the
+        // ioeng_register_buffers contract); the kernel pins them now and unpins them
+        // when the ring is destroyed.
+        unsafe { self.ring.submitter().register_buffers(bufs) }
+            .map_err(|err| err.raw_os_error().unwrap_or(libc::EIO))
+    }
+
+    fn cancel(&self, ctx: &IoContext<UringSlot>, targets: &[usize]) {
+        for group in targets.chunks(self.ring.params().sq_entries() as usize) {
+            {
+                // SAFETY: only the submitter thread calls `cancel` (Driver contract), so
+                // this is the only SubmissionQueue of the ring in existence; it is empty
+                // between rounds.
+                let mut sq = unsafe { self.ring.submission_shared() };
+                for &index in group {
+                    let entry = opcode::AsyncCancel::new(index as u64)
+                        .build()
+                        .user_data(CANCEL_USER_DATA);
+                    // SAFETY: an ASYNC_CANCEL SQE references no memory.
+                    let pushed = unsafe { sq.push(&entry) };
+                    pushed.expect("the SQ is empty between rounds and the group fits");
+                }
+            }
+            let mut left = group.len();
+            while left > 0 {
+                match ctx.kernel_submit_control(|| self.enter(left as u32, 0, 0)) {
+                    Ok(0) => ctx.wait_for_progress(),
+                    Ok(consumed) => left -= consumed.min(left),
+                    Err(libc::EINTR) => {}
+                    Err(libc::EAGAIN | libc::EBUSY) => ctx.wait_for_progress(),
+                    Err(errno) => report_unexpected("io_uring_enter(cancel)", errno),
+                }
+            }
+        }
+    }
+
     fn run_deferred(&self) -> bool {
         // SAFETY: only the submitter thread calls `run_deferred` (Driver contract), so
         // this is the only SubmissionQueue of the ring in existence.
@@ -185,7 +251,13 @@ impl Driver for UringDriver {
             }
             cq.sync();
         }
-        out.extend((&mut cq).map(|cqe| (cqe.user_data() as usize, i64::from(cqe.result()))));
+        out.extend((&mut cq).map(|cqe| {
+            let index = match cqe.user_data() {
+                CANCEL_USER_DATA => CONTROL_INDEX,
+                data => data as usize,
+            };
+            (index, i64::from(cqe.result()))
+        }));
         // Dropping `cq` hands the consumed entries back to the kernel.
         drop(cq);
         if self.valgrind {

@@ -85,10 +85,13 @@ pub(crate) fn run_submitter<D: Driver>(ctx: &IoContext<D::Slot>, driver: &D) {
     // Waiting for the completer to free a slot has its own gaps, so its own adaptation.
     let mut slot_wait = IdleWait::new();
     loop {
-        round.fill(ctx, || {
+        let deadline = ctx.service(driver);
+        round.fill(ctx, deadline, || {
+            // Also ends the poll for a cancel or a due deadline: `fill` then returns so
+            // that the next `service` runs them.
             slot_wait.poll(|| {
                 driver.run_deferred();
-                ctx.budget.has_slot_for_submitter()
+                ctx.budget.has_slot_for_submitter() || ctx.control_due(deadline)
             })
         });
         slot_wait.work_arrived();
@@ -100,13 +103,24 @@ pub(crate) fn run_submitter<D: Driver>(ctx: &IoContext<D::Slot>, driver: &D) {
         if ctx.drained_for_close() {
             break;
         }
-        if idle.poll(|| driver.run_deferred() || ctx.has_submit_work() || round.retry_due()) {
+        if idle.poll(|| {
+            driver.run_deferred()
+                || ctx.has_submit_work()
+                || round.retry_due()
+                || ctx.control_due(deadline)
+        }) {
             continue;
         }
-        // Nothing to do: sleep until a push, resume, resubmission or close unparks us, or
+        // Nothing to do: sleep until a push, resume, resubmission, cancel or close unparks
+        // us, or
         // until a delayed resubmission falls due. A wake-up that raced ahead of this park
         // leaves a token, so none is lost.
-        match round.next_retry() {
+        // Or until the earliest queued deadline: expiring it is this thread's job.
+        let wake_at = match (round.next_retry(), ctx.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match wake_at {
             Some(at) => std::thread::park_timeout(at.saturating_duration_since(Instant::now())),
             None => std::thread::park(),
         }

@@ -11,6 +11,9 @@ pub(crate) const IOCB_CMD_PREAD: u16 = 0;
 pub(crate) const IOCB_CMD_PWRITE: u16 = 1;
 pub(crate) const IOCB_CMD_FSYNC: u16 = 2;
 pub(crate) const IOCB_CMD_FDSYNC: u16 = 3;
+/// `aio_buf` is a `const struct iovec *`, `aio_nbytes` its count.
+pub(crate) const IOCB_CMD_PREADV: u16 = 7;
+pub(crate) const IOCB_CMD_PWRITEV: u16 = 8;
 
 /// `struct iocb` (64 bytes). Field order is the little-endian one: `aio_key` comes
 /// before `aio_rw_flags` on x86_64 and aarch64.
@@ -236,6 +239,25 @@ pub(crate) unsafe fn io_submit(id: AioContextId, iocbs: &[*mut Iocb]) -> Result<
         Err(super::last_errno())
     } else {
         Ok(rc as usize)
+    }
+}
+
+/// `io_cancel(ctx, iocb, result)`: asks the kernel to stop an IO in flight. Most files
+/// cannot stop one (`EINVAL`); when it can, the IO still completes through the ring
+/// (with `-ECANCELED`) and the call returns `EINPROGRESS`, so the result is advisory.
+///
+/// # Safety
+/// `iocb` points to an iocb submitted to `id` (or to one the kernel no longer holds:
+/// then the kernel finds nothing and says `EINVAL`).
+pub(crate) unsafe fn io_cancel(id: AioContextId, iocb: *mut Iocb) -> Result<(), i32> {
+    let mut result = IoEvent::default();
+    // SAFETY: the kernel only looks `iocb` up among its in-flight requests (by address
+    // and key) and writes at most one io_event into `result`, which is valid storage.
+    let rc = unsafe { libc::syscall(libc::SYS_io_cancel, id, iocb, &raw mut result) };
+    if rc < 0 {
+        Err(super::last_errno())
+    } else {
+        Ok(())
     }
 }
 

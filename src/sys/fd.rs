@@ -1,8 +1,6 @@
 //! Plain-fd helpers for the cold paths: is an fd a stream (no file position), and the
 //! one-shot read/write that stands in for AIO where the kernel has no AIO path.
 
-use std::ffi::c_void;
-
 /// How a file treats positions and short transfers (see `kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FdKind {
@@ -84,32 +82,29 @@ pub(crate) fn ready_now(fd: i32, write: bool) -> Result<bool, i32> {
     Ok(rc > 0 && pfd.revents != 0)
 }
 
-/// One `preadv2`/`pwritev2` of `len` bytes at `offset` with the request's RWF flags
-/// (`rw_flags`), or at the current position (offset -1, i.e. read(2)/write(2)) when the
-/// file has none (ESPIPE) — the way io_uring treats an offset on such files. Returns
-/// the bytes moved or `-errno`.
+/// One `preadv2`/`pwritev2` over `iov[..count]` at `offset` with the request's RWF
+/// flags (`rw_flags`), or at the current position (offset -1, i.e. readv(2)/writev(2))
+/// when the file has none (ESPIPE) — the way io_uring treats an offset on such files.
+/// Returns the bytes moved or `-errno`.
 ///
 /// # Safety
-/// `buf` is valid for `len` bytes: writable for a read, readable for a write.
+/// `iov` points to `count` iovecs whose buffers are valid for the transfer: writable
+/// for a read, readable for a write.
 pub(crate) unsafe fn transfer_once(
     write: bool,
     fd: i32,
-    buf: *mut u8,
-    len: u64,
+    iov: *const libc::iovec,
+    count: i32,
     offset: u64,
     rw_flags: i32,
 ) -> i64 {
-    let iov = libc::iovec {
-        iov_base: buf.cast::<c_void>(),
-        iov_len: len as usize,
-    };
     let call = |off: libc::off_t| {
-        // SAFETY: one iovec naming the caller's buffer, valid as the caller vouches.
+        // SAFETY: the caller vouches for `iov` and the buffers it names.
         unsafe {
             if write {
-                libc::pwritev2(fd, &iov, 1, off, rw_flags)
+                libc::pwritev2(fd, iov, count, off, rw_flags)
             } else {
-                libc::preadv2(fd, &iov, 1, off, rw_flags)
+                libc::preadv2(fd, iov, count, off, rw_flags)
             }
         }
     };

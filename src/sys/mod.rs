@@ -57,6 +57,17 @@ pub(crate) fn last_errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
+/// `CLOCK_MONOTONIC` now, in nanoseconds (the clock of `ioeng_req_t.deadline_ns`).
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is valid writable storage; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// `IORING_ENTER_GETEVENTS`: make `io_uring_enter` wait for `min_complete` completions.
 pub(crate) const IORING_ENTER_GETEVENTS: u32 = 1;
 
