@@ -262,12 +262,33 @@ impl Driver for UringDriver {
         drop(cq);
         if self.valgrind {
             for &(index, res) in &out[first..] {
+                if index == CONTROL_INDEX {
+                    continue;
+                }
                 // SAFETY: the completer holds every index it just reaped.
                 let slot = unsafe { ctx.slot_mut(index) };
-                if let Some(event) = &slot.event {
+                if let Some(event) = &slot.event
+                    && res > 0
+                {
                     let chunk = event.next_chunk();
-                    if chunk.op == Op::Read && res > 0 {
-                        sys::valgrind::mark_defined(chunk.buf, res as usize);
+                    match chunk.op {
+                        Op::Read => sys::valgrind::mark_defined(chunk.buf, res as usize),
+                        Op::Readv => {
+                            let iovs = chunk.buf.cast::<libc::iovec>();
+                            let mut left = res as usize;
+                            for i in 0..chunk.len as usize {
+                                if left == 0 {
+                                    break;
+                                }
+                                // SAFETY: a READV chunk names `len` iovecs of the caller's
+                                // array, readable until the callback, which has not run.
+                                let iov = unsafe { iovs.add(i).read() };
+                                let n = iov.iov_len.min(left);
+                                sys::valgrind::mark_defined(iov.iov_base.cast(), n);
+                                left -= n;
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
