@@ -20,6 +20,12 @@ pub enum Error {
     /// `close` was called from one of the engine's own callbacks.
     #[error("close called from an engine callback")]
     CloseFromCallback,
+    /// Another thread is polling (or closing) this POLLED engine.
+    #[error("another thread is polling this engine")]
+    Busy,
+    /// The call needs the other mode (`ioeng_poll` on a THREADS engine, ...).
+    #[error("not available in this engine's mode")]
+    WrongMode,
     /// A kernel call failed while creating the engine.
     #[error("{call} failed: errno {errno}")]
     Kernel { call: &'static str, errno: i32 },
@@ -34,6 +40,8 @@ impl Error {
             Error::ShuttingDown => libc::ESHUTDOWN,
             Error::QueueFull => libc::EAGAIN,
             Error::CloseFromCallback => libc::EDEADLK,
+            Error::Busy => libc::EBUSY,
+            Error::WrongMode => libc::EINVAL,
             Error::Kernel { errno, .. } => *errno,
         }
     }

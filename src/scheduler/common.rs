@@ -199,6 +199,7 @@ impl SubmitRound {
     }
 
     /// Whether a delayed resubmission is due now.
+    #[cfg(test)]
     pub(crate) fn retry_due(&self) -> bool {
         self.next_retry().is_some_and(|at| at <= Instant::now())
     }
@@ -245,10 +246,21 @@ impl SubmitRound {
     /// a slot and says whether one (or a resubmission) arrived, and only then blocks
     /// until one does or a delayed resubmission falls due. Returns with `batch` empty
     /// when there is nothing to do now.
-    pub(crate) fn fill<S: Slot>(
+    pub(crate) fn fill<S: Slot>(&mut self, ctx: &IoContext<S>, await_slot: impl FnMut() -> bool) {
+        self.fill_with(ctx, await_slot, true);
+    }
+
+    /// `fill` for a thread that must not block here because it frees slots itself (the
+    /// completer, the poller): with the budget exhausted it returns with `batch` empty.
+    pub(crate) fn fill_nonblocking<S: Slot>(&mut self, ctx: &IoContext<S>) {
+        self.fill_with(ctx, || false, false);
+    }
+
+    fn fill_with<S: Slot>(
         &mut self,
         ctx: &IoContext<S>,
         mut await_slot: impl FnMut() -> bool,
+        block: bool,
     ) {
         let batch = ctx.batch;
         self.batch.clear();
@@ -282,6 +294,9 @@ impl SubmitRound {
                 if await_slot() {
                     continue;
                 }
+            }
+            if !block {
+                return;
             }
             // Wait for the completer to free a slot or hand one back for resubmission,
             // or for a delayed resubmission to fall due, whichever comes first.

@@ -2,7 +2,8 @@
 //! queues, slots, budget, flags, counters — generic over the driver's slot type, and the
 //! `Slot` and `Driver` contracts a backend implements.
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::Thread;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use super::common::{Budget, Counters, Queues};
 use super::tasks::{IoEvent, Outcome};
 use crate::error::Error;
+use crate::sys::EventFd;
 
 /// Per-request storage a driver keeps for an IO while the kernel may touch it.
 pub(crate) trait Slot: Default + Send {
@@ -18,37 +20,44 @@ pub(crate) trait Slot: Default + Send {
     fn event_mut(&mut self) -> &mut Option<IoEvent>;
 }
 
-/// A kernel interface. Each method runs on exactly one of the two engine threads, which
-/// is what lets a driver split its kernel object between them without locks.
+/// A kernel interface, split into two roles that may run on two threads at once without
+/// locks between them: the *submit role* (`submit`, `run_deferred`) and the *reap role*
+/// (`completions_ready`, `reap`). Each role is held by one thread at a time: in THREADS
+/// mode the submit role by whoever holds the engine's submit lock (the submitter, or the
+/// completer submitting what its callbacks queued), the reap role by the completer; in
+/// POLLED mode the polling thread holds both.
 pub(crate) trait Driver: Sized + Send + Sync + 'static {
     type Slot: Slot;
 
     /// Creates the kernel context for `depth` IOs in flight and `batch` per submit call.
-    fn open(depth: u32, batch: u32) -> Result<Self, Error>;
+    /// With `event_fd`, every completion also adds to that eventfd (POLLED mode).
+    fn open(depth: u32, batch: u32, event_fd: Option<RawFd>) -> Result<Self, Error>;
 
-    /// Submitter thread only: hands the slots in `batch` (each holding an event) to the
-    /// kernel, in one call unless the kernel accepts only part of it. Every slot ends
-    /// either accepted (reported with [`IoContext::accepted`]) or finished with an error
-    /// (through [`IoContext::fail_unsubmitted`]).
-    fn submit(&self, ctx: &IoContext<Self::Slot>, batch: &[usize]);
+    /// Submit role: hands the slots in `batch` (each holding an event) to the kernel, in
+    /// one call unless the kernel accepts only part of it. Every slot ends either accepted
+    /// (reported with [`IoContext::kernel_submit`]) or finished with an error (through
+    /// [`IoContext::fail_unsubmitted`]). When the kernel is out of resources for now it
+    /// calls `busy`, which must let completions make progress, then retries.
+    fn submit(&self, ctx: &IoContext<Self::Slot>, batch: &[usize], busy: &mut impl FnMut());
 
-    /// Submitter thread only, while it has nothing to submit: runs kernel work that only
-    /// the submitting thread can run (io_uring task_work that posts completions).
+    /// Submit role, while it has nothing to submit: runs kernel work that only the
+    /// submitting thread can run (io_uring task_work that posts completions).
     /// Returns true if there was any.
     fn run_deferred(&self) -> bool {
         false
     }
 
-    /// Completer thread only: whether completions are ready to reap without entering
-    /// the kernel; `None` when the driver cannot tell cheaply (then the completer does
-    /// not poll for completions and waits in the kernel at once).
+    /// Reap role: whether completions are ready to reap without entering the kernel;
+    /// `None` when the driver cannot tell cheaply (then the completer does not poll for
+    /// completions and waits in the kernel at once).
     fn completions_ready(&self) -> Option<bool> {
         None
     }
 
-    /// Completer thread only: waits until at least one IO completed (or a signal
-    /// interrupted the wait) and appends `(slot index, res)` for each completion.
-    fn reap(&self, ctx: &IoContext<Self::Slot>, out: &mut Vec<(usize, i64)>);
+    /// Reap role: appends `(slot index, res)` for each completion there is. With `wait`,
+    /// first waits in the kernel until at least one IO completed (or a signal interrupted
+    /// the wait); without, never blocks.
+    fn reap(&self, ctx: &IoContext<Self::Slot>, out: &mut Vec<(usize, i64)>, wait: bool);
 }
 
 /// Everything the submitting threads and the two engine threads share.
@@ -84,8 +93,20 @@ pub(crate) struct IoContext<S> {
     /// of requests finished in the current batch.
     finishing: Mutex<Finishing>,
     pub(crate) counters: Counters,
-    /// (submitter, completer), set once both threads are spawned.
+    /// THREADS mode: (submitter, completer), set once both threads are spawned.
     threads: OnceLock<(Thread, Thread)>,
+    /// POLLED mode: the eventfd that is readable while `ioeng_poll` has work.
+    event: Option<EventFd>,
+    /// POLLED mode: true while the event fd is known to be signalled or a poller is
+    /// running (which sees new work without it), so a burst of submits writes it once.
+    signalled: AtomicBool,
+}
+
+thread_local! {
+    /// The context whose reaping thread this is (the THREADS completer, or a thread inside
+    /// `ioeng_poll`), as an address; 0 for none. A request pushed from there needs no
+    /// wake-up: that thread looks for submit work after every batch of callbacks.
+    static SERVING: Cell<usize> = const { Cell::new(0) };
 }
 
 // SAFETY: every field is Sync except `slots`; a slot is accessed only by the thread that
@@ -139,7 +160,19 @@ impl<S: Slot> IoContext<S> {
             finishing: Mutex::new(Finishing::default()),
             counters: Counters::default(),
             threads: OnceLock::new(),
+            event: None,
+            signalled: AtomicBool::new(false),
         }
+    }
+
+    /// POLLED mode: wake-ups go to `event` instead of to engine threads.
+    pub(crate) fn with_event_fd(mut self, event: EventFd) -> Self {
+        self.event = Some(event);
+        self
+    }
+
+    pub(crate) fn event_fd(&self) -> Option<&EventFd> {
+        self.event.as_ref()
     }
 
     /// The slot at `index`.
@@ -180,10 +213,64 @@ impl<S: Slot> IoContext<S> {
             .is_some_and(|(submitter, completer)| submitter.id() == me || completer.id() == me)
     }
 
-    fn wake_submitter(&self) {
-        if let Some((submitter, _)) = self.threads.get() {
+    /// Marks the calling thread as this context's reaping thread until the returned
+    /// guard drops (which restores the previous mark: a callback may poll another engine).
+    pub(crate) fn serve_here(&self) -> ServingGuard {
+        ServingGuard(SERVING.with(|s| s.replace(self as *const Self as usize)))
+    }
+
+    /// True on this context's reaping thread (see `serve_here`).
+    pub(crate) fn served_here(&self) -> bool {
+        SERVING.with(|s| s.get()) == self as *const Self as usize
+    }
+
+    /// Wakes the submitter thread, or in POLLED mode makes the event fd readable.
+    pub(crate) fn wake_submitter(&self) {
+        if let Some(event) = &self.event {
+            if !self.signalled.swap(true, Ordering::SeqCst) {
+                event.signal();
+            }
+        } else if let Some((submitter, _)) = self.threads.get() {
             submitter.unpark();
         }
+    }
+
+    /// There is new work for the submit step. Pushed from the reaping thread, nobody is
+    /// woken: that thread runs a submit step after its callbacks (see `served_here`).
+    fn notify_submit_work(&self) {
+        // Pairs with the fence in `rearm_event`: either the poller sees this work, or we
+        // see its `signalled = false` and signal.
+        fence(Ordering::SeqCst);
+        if !self.served_here() {
+            self.wake_submitter();
+        }
+    }
+
+    /// POLLED mode, by the poller: new work need not signal the event fd from now on (the
+    /// poller runs and will look for it).
+    pub(crate) fn poller_running(&self) {
+        self.signalled.store(true, Ordering::SeqCst);
+    }
+
+    /// POLLED mode, by the poller before it sleeps or returns: clears the event fd, then
+    /// tells whether there is work for a poll (`ready` covers what the driver can see), so
+    /// that no signal is lost in between. Afterwards the fd is readable again as soon as
+    /// new work arrives.
+    pub(crate) fn rearm_event(&self, ready: impl FnOnce() -> bool) -> bool {
+        let Some(event) = &self.event else {
+            return true;
+        };
+        self.signalled.store(false, Ordering::SeqCst);
+        event.drain();
+        fence(Ordering::SeqCst);
+        ready() || self.has_submit_work_now()
+    }
+
+    /// Submit work that a round can take now: queued requests with a free slot, or
+    /// resubmissions.
+    fn has_submit_work_now(&self) -> bool {
+        (self.queued() > 0 && !self.is_paused() && self.budget.has_slot_for_submitter())
+            || self.budget.has_resubmits()
     }
 
     fn wake_completer(&self) {
@@ -212,13 +299,13 @@ impl<S: Slot> IoContext<S> {
             queues.push(event.request.class(), event);
             self.queued.fetch_add(1, Ordering::Relaxed);
         }
-        self.wake_submitter();
+        self.notify_submit_work();
         Ok(())
     }
 
     pub(crate) fn resume(&self) {
         self.paused.store(false, Ordering::Relaxed);
-        self.wake_submitter();
+        self.notify_submit_work();
     }
 
     /// Stops accepting and lets the submitter drain everything accepted, paused or not.
@@ -245,6 +332,17 @@ impl<S: Slot> IoContext<S> {
             cancelled: 0,
             timed_out: 0,
         }
+    }
+
+    /// Callbacks run so far.
+    pub(crate) fn completed(&self) -> u64 {
+        self.counters.completed.load(Ordering::Relaxed)
+    }
+
+    /// When a sleeping poller must wake by itself for the queues (the earliest queued
+    /// deadline); `None`: only for new work.
+    pub(crate) fn next_wake(&self) -> Option<std::time::Instant> {
+        None
     }
 
     // ---- submitter thread ---------------------------------------------------------
@@ -330,8 +428,8 @@ impl<S: Slot> IoContext<S> {
         self.settle_batch(&[(index, res)]);
     }
 
-    /// Waits (without spinning) until the completer reaped something, or briefly when
-    /// nothing is in flight; for kernel calls that failed with EAGAIN/EBUSY.
+    /// THREADS submitter: waits (without spinning) until the completer reaped something,
+    /// or briefly when nothing is in flight; for kernel calls that failed with EAGAIN/EBUSY.
     pub(crate) fn wait_for_progress(&self) {
         // Relaxed: the epoch only says "something changed"; no data hangs on it.
         let epoch = self.reap_epoch.load(Ordering::Relaxed);
@@ -407,7 +505,7 @@ impl<S: Slot> IoContext<S> {
             }
         }
         if resubmitted {
-            self.wake_submitter();
+            self.notify_submit_work();
         }
         // Counted before the calls, so a caller that waited for its callbacks reads
         // stats that already include them.
@@ -418,6 +516,15 @@ impl<S: Slot> IoContext<S> {
         for index in slots.drain(..) {
             self.budget.release(index);
         }
+    }
+}
+
+/// Restores the previous `serve_here` mark when dropped.
+pub(crate) struct ServingGuard(usize);
+
+impl Drop for ServingGuard {
+    fn drop(&mut self) {
+        SERVING.with(|s| s.set(self.0));
     }
 }
 
