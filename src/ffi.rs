@@ -566,7 +566,11 @@ pub unsafe extern "C" fn ioeng_close(h: *mut Ioeng) -> c_int {
 ///           callback of this poll calls it again for the same engine;
 ///  -EINTR   a signal interrupted the wait before any callback ran.
 /// Thread-safe (any thread may poll, one at a time). On AIO, a request that the kernel
-/// runs synchronously inside io_submit (see IOENG_BACKEND_AIO) blocks this call.
+/// runs synchronously inside io_submit (see IOENG_BACKEND_AIO) blocks this call. On
+/// io_uring, the kernel ties a request to the thread that submitted it (the poller): if
+/// that thread exits while a request still waits for a stream (pipe, socket), the kernel
+/// cancels the request and its callback gets -ECANCELED; keep the polling thread alive
+/// until such requests completed (or close the engine from it).
 ///
 /// # Safety
 /// `h` is NULL or a live handle.

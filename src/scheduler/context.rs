@@ -256,14 +256,26 @@ impl<S: Slot> IoContext<S> {
     /// tells whether there is work for a poll (`ready` covers what the driver can see), so
     /// that no signal is lost in between. Afterwards the fd is readable again as soon as
     /// new work arrives.
+    ///
+    /// The fd is drained *before* `signalled` is cleared: a submitter that sees the flag
+    /// clear signals after the drain, so the drain can never eat the only signal of work
+    /// that the check below might miss.
     pub(crate) fn rearm_event(&self, ready: impl FnOnce() -> bool) -> bool {
         let Some(event) = &self.event else {
             return true;
         };
-        self.signalled.store(false, Ordering::SeqCst);
         event.drain();
+        self.signalled.store(false, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         ready() || self.has_submit_work_now()
+    }
+
+    /// POLLED mode: makes the event fd readable, whatever `signalled` says.
+    pub(crate) fn signal_event(&self) {
+        if let Some(event) = &self.event {
+            self.signalled.store(true, Ordering::SeqCst);
+            event.signal();
+        }
     }
 
     /// Submit work that a round can take now: queued requests with a free slot, or

@@ -79,7 +79,7 @@ pub(crate) fn poll<D: Driver>(
     };
     // Leave the event fd readable exactly when work for a poll remains.
     if ctx.rearm_event(|| driver.completions_ready().unwrap_or(false)) {
-        ctx.wake_submitter();
+        ctx.signal_event();
     }
     result
 }
