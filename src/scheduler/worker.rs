@@ -295,3 +295,69 @@ fn submit_after_callbacks<D: Driver>(shared: &Shared<D>, reaped: &mut Vec<(usize
         ctx.wake_submitter();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(max: Duration) -> PollPolicy {
+        PollPolicy {
+            max,
+            polling: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn never_polls_with_a_zero_limit() {
+        let never = policy(Duration::ZERO);
+        let mut wait = IdleWait::new(&never);
+        let mut asked = 0;
+        assert!(!wait.poll(|| {
+            asked += 1;
+            false
+        }));
+        assert_eq!(asked, 1, "checked once, no polling");
+    }
+
+    #[test]
+    fn stops_polling_after_a_gap_longer_than_the_limit_and_resumes_after_short_ones() {
+        let p = policy(Duration::from_micros(200));
+        let mut wait = IdleWait::new(&p);
+        assert_eq!(wait.limit, MIN_POLL);
+        // Work after 2 ms: far longer than the limit, so the next idle period sleeps at once.
+        assert!(!wait.poll(|| false));
+        std::thread::sleep(Duration::from_millis(2));
+        wait.work_arrived();
+        assert_eq!(wait.limit, Duration::ZERO);
+        let mut asked = 0;
+        assert!(!wait.poll(|| {
+            asked += 1;
+            false
+        }));
+        assert_eq!(asked, 1);
+        // Work that arrives quickly again (measured from the idle start) brings polling back.
+        wait.work_arrived();
+        assert!(wait.limit >= MIN_POLL && wait.limit <= p.max);
+    }
+
+    #[test]
+    fn only_one_thread_polls_at_a_time() {
+        let p = policy(Duration::from_millis(50));
+        p.polling.store(true, Ordering::Relaxed); // another engine thread is polling
+        let mut wait = IdleWait::new(&p);
+        let started = Instant::now();
+        let mut asked = 0;
+        assert!(!wait.poll(|| {
+            asked += 1;
+            false
+        }));
+        assert_eq!(asked, 1, "the second thread sleeps instead of polling");
+        assert!(started.elapsed() < Duration::from_millis(5));
+        p.polling.store(false, Ordering::Relaxed);
+        assert!(!wait.poll(|| false));
+        assert!(
+            !p.polling.load(Ordering::Relaxed),
+            "the token is released after polling"
+        );
+    }
+}
