@@ -100,6 +100,9 @@ pub(crate) struct IoContext<S> {
     /// POLLED mode: true while the event fd is known to be signalled or a poller is
     /// running (which sees new work without it), so a burst of submits writes it once.
     signalled: AtomicBool,
+    /// POLLED mode: set when a submitting thread wrote the event fd; taken by the poller
+    /// to know that it must drain the fd.
+    written: AtomicBool,
 }
 
 thread_local! {
@@ -162,6 +165,7 @@ impl<S: Slot> IoContext<S> {
             threads: OnceLock::new(),
             event: None,
             signalled: AtomicBool::new(false),
+            written: AtomicBool::new(false),
         }
     }
 
@@ -228,6 +232,7 @@ impl<S: Slot> IoContext<S> {
     pub(crate) fn wake_submitter(&self) {
         if let Some(event) = &self.event {
             if !self.signalled.swap(true, Ordering::SeqCst) {
+                self.written.store(true, Ordering::Relaxed);
                 event.signal();
             }
         } else if let Some((submitter, _)) = self.threads.get() {
@@ -260,11 +265,16 @@ impl<S: Slot> IoContext<S> {
     /// The fd is drained *before* `signalled` is cleared: a submitter that sees the flag
     /// clear signals after the drain, so the drain can never eat the only signal of work
     /// that the check below might miss.
-    pub(crate) fn rearm_event(&self, ready: impl FnOnce() -> bool) -> bool {
+    ///
+    /// `drain: false` skips the read when the caller knows nothing can have signalled the
+    /// fd since it last drained it (a stale count only costs a spurious wake-up).
+    pub(crate) fn rearm_event(&self, drain: bool, ready: impl FnOnce() -> bool) -> bool {
         let Some(event) = &self.event else {
             return true;
         };
-        event.drain();
+        if drain {
+            event.drain();
+        }
         self.signalled.store(false, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         ready() || self.has_submit_work_now()
@@ -344,6 +354,16 @@ impl<S: Slot> IoContext<S> {
             cancelled: 0,
             timed_out: 0,
         }
+    }
+
+    /// POLLED mode: whether a submitting thread wrote the event fd since the last call.
+    pub(crate) fn take_written(&self) -> bool {
+        self.written.swap(false, Ordering::Relaxed)
+    }
+
+    /// Changes whenever kernel completions were taken (see `complete`).
+    pub(crate) fn reap_epoch(&self) -> u64 {
+        self.reap_epoch.load(Ordering::Relaxed)
     }
 
     /// Callbacks run so far.

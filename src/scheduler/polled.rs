@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::context::Driver;
+use super::context::{Driver, IoContext, Slot};
 use super::engine::Shared;
-use super::worker::{reap_step, submit_ready};
+use super::worker::{SubmitRole, reap_step, submit_ready};
 use crate::error::Error;
 
 /// Why a poll could not run.
@@ -58,7 +58,9 @@ pub(crate) fn poll<D: Driver>(
         if deadline.is_some_and(|at| at <= now) {
             break Ok(ran());
         }
-        if ctx.rearm_event(|| driver.completions_ready().unwrap_or(false)) {
+        if ctx.rearm_event(held.must_drain(ctx), || {
+            driver.completions_ready().unwrap_or(false)
+        }) {
             ctx.poller_running();
             continue;
         }
@@ -69,6 +71,7 @@ pub(crate) fn poll<D: Driver>(
             .min();
         let event = ctx.event_fd().expect("a POLLED engine has an event fd");
         let waited = event.wait(wake_at.map(|at| at.saturating_duration_since(now)));
+        held.drained_at = None;
         ctx.poller_running();
         if waited.is_err() && ran() == 0 {
             break Err(PollError::Interrupted);
@@ -78,10 +81,24 @@ pub(crate) fn poll<D: Driver>(
         }
     };
     // Leave the event fd readable exactly when work for a poll remains.
-    if ctx.rearm_event(|| driver.completions_ready().unwrap_or(false)) {
+    if ctx.rearm_event(held.must_drain(ctx), || {
+        driver.completions_ready().unwrap_or(false)
+    }) {
         ctx.signal_event();
     }
     result
+}
+
+impl SubmitRole {
+    /// Whether the event fd may hold a count: after completions were taken, a sleep on
+    /// the fd, or a submitting thread's signal since the last drain. Records the drain it
+    /// allows.
+    fn must_drain<S: Slot>(&mut self, ctx: &IoContext<S>) -> bool {
+        let epoch = ctx.reap_epoch();
+        let must = ctx.take_written() | (self.drained_at != Some(epoch));
+        self.drained_at = Some(epoch);
+        must
+    }
 }
 
 /// `ioeng_close` in POLLED mode, after `begin_close`: dispatches and completes everything

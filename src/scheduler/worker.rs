@@ -112,6 +112,10 @@ pub(crate) struct SubmitRole {
     pub(crate) round: SubmitRound,
     /// Scratch for reaping by the poller (POLLED mode holds both roles).
     pub(crate) reaped: Vec<(usize, i64)>,
+    /// POLLED: the reap epoch when the poller last drained the event fd, and whether it
+    /// slept on the fd since; unchanged, nothing signalled the fd and the next drain can
+    /// be skipped (one read syscall less per wait at low queue depth).
+    pub(crate) drained_at: Option<u64>,
 }
 
 impl SubmitRole {
@@ -119,6 +123,7 @@ impl SubmitRole {
         SubmitRole {
             round: SubmitRound::new(batch),
             reaped: Vec::with_capacity(depth),
+            drained_at: None,
         }
     }
 }
