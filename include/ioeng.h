@@ -410,7 +410,8 @@ int ioeng_open(const struct ioeng_config *cfg, struct ioeng **out);
  * ioeng_poll().
  *
  * Returns 0 when accepted: `cb(ctx, res)` will then run exactly once, on an engine
- * thread (THREADS) or inside ioeng_poll()/ioeng_close() (POLLED). Returns < 0 when refused, and then `cb` never runs:
+ * thread (THREADS) or inside ioeng_poll()/ioeng_close() (POLLED). Returns < 0 when
+ * refused, and then `cb` never runs:
  *  -EINVAL      NULL `h`, `req` or `cb`; unknown op or prio; READ/WRITE with NULL
  *               `buf` or `len == 0`; `offset + len` above INT64_MAX;
  *  -EBADF       `fd < 0`;
@@ -424,10 +425,7 @@ int ioeng_open(const struct ioeng_config *cfg, struct ioeng **out);
  * `h` is NULL or a live handle from ioeng_open; `req` is NULL or readable; `ctx` is
  * passed to `cb` untouched.
  */
-int ioeng_submit(struct ioeng *h,
-                 const struct ioeng_req *req,
-                 ioeng_cb_t cb,
-                 void *ctx);
+int ioeng_submit(struct ioeng *h, const struct ioeng_req *req, ioeng_cb_t cb, void *ctx);
 
 /**
  * Starts dispatching on an engine opened with `start_paused = 1`. Idempotent.

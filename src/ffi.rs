@@ -410,7 +410,8 @@ fn request_from_c(req: &IoengReq) -> Result<IoRequest, Error> {
 /// ioeng_poll().
 ///
 /// Returns 0 when accepted: `cb(ctx, res)` will then run exactly once, on an engine
-/// thread (THREADS) or inside ioeng_poll()/ioeng_close() (POLLED). Returns < 0 when refused, and then `cb` never runs:
+/// thread (THREADS) or inside ioeng_poll()/ioeng_close() (POLLED). Returns < 0 when
+/// refused, and then `cb` never runs:
 ///  -EINVAL      NULL `h`, `req` or `cb`; unknown op or prio; READ/WRITE with NULL
 ///               `buf` or `len == 0`; `offset + len` above INT64_MAX;
 ///  -EBADF       `fd < 0`;
