@@ -37,7 +37,8 @@ pub(crate) fn poll<D: Driver>(
     let _serving = ctx.serve_here();
     ctx.poller_running();
     let start = Instant::now();
-    let deadline = timeout.map(|t| start.checked_add(t).unwrap_or(start + Duration::MAX / 4));
+    // A timeout too far in the future to represent is no limit.
+    let deadline = timeout.and_then(|t| start.checked_add(t));
     let first = ctx.completed();
     let ran = || ctx.completed() - first;
     let result = loop {
