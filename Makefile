@@ -1,22 +1,81 @@
 # Top-level entry points. `make test` is the command README.md and .ci/run use.
+#
+#   make                 build target/lib/: libioeng.so.1.0.0 (+ links libioeng.so.1, libioeng.so)
+#                        and libioeng.a; tests and examples link against this directory
+#   make demo            build and run the C example and a short benchmark (fresh clone is fine)
+#   make test            every test (see `test` below)
+#   make install         PREFIX=/usr/local LIBDIR=$(PREFIX)/lib INCLUDEDIR=$(PREFIX)/include DESTDIR=
+#   make uninstall       removes what `make install` installed (same variables)
 CARGO ?= cargo
+CC    ?= cc
 
-.PHONY: all lib demo bench test test-rust test-c check-header clean
+# Version and ABI major come from Cargo.toml, the one place the version is written.
+VERSION := $(shell sed -n 's/^version = "\([0-9.]*\)"/\1/p' Cargo.toml | head -n 1)
+MAJOR   := $(firstword $(subst ., ,$(VERSION)))
+SOFILE  := libioeng.so.$(VERSION)
+SONAME  := libioeng.so.$(MAJOR)
+
+# Build output used by c_tests/, examples_c/ and make install.
+STAGE   := target/lib
+RUSTA   := target/release/libioeng.a
+# What a program linking libioeng.a statically also needs (rustc --print native-static-libs).
+LIBS_PRIVATE := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+
+# Installation directories (GNU conventions).
+PREFIX       ?= /usr/local
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+DATADIR      ?= $(PREFIX)/share
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+CMAKEDIR     ?= $(LIBDIR)/cmake/ioeng
+DESTDIR      ?=
+
+.PHONY: all lib demo bench test test-rust test-c test-install check-header check-msrv \
+        install uninstall clean FORCE
 
 all: lib
 
-lib:
+# cargo is incremental; the staged files below change only when libioeng.a did, so the
+# C programs linked against target/lib relink only then.
+lib: $(STAGE)/$(SOFILE) $(STAGE)/$(SONAME) $(STAGE)/libioeng.so $(STAGE)/libioeng.a
+
+$(RUSTA): FORCE
 	$(CARGO) build --release
-	ln -sf libioeng.so target/release/libioeng.so.1
+
+# The shared library is linked here from the staticlib rather than by rustc as a cdylib:
+# rustc always adds its own anonymous version script for a cdylib, which GNU ld refuses to
+# combine with a named one and lld lets win over it, so a cdylib cannot carry the IOENG_1.0
+# symbol versions. `-u` pulls in each exported function; the version script hides the rest.
+# (readelf, not nm: nm takes the objects for LTO bitcode because rustc embeds .llvmbc.)
+$(STAGE)/$(SOFILE): $(RUSTA) pkg/ioeng.map
+	@mkdir -p $(STAGE)
+	@syms=$$(readelf -sW $(RUSTA) 2>/dev/null | awk '$$4 == "FUNC" && $$5 == "GLOBAL" && $$7 != "UND" && $$8 ~ /^ioeng_/ { print "-Wl,-u," $$8 }' | sort -u); \
+	[ -n "$$syms" ] || { echo "no ioeng_* functions found in $(RUSTA)"; exit 1; }; \
+	set -x; $(CC) -shared -o $@.tmp -Wl,-soname,$(SONAME) -Wl,--version-script=pkg/ioeng.map \
+	  -Wl,--no-undefined -Wl,--gc-sections -Wl,-z,relro -Wl,-z,now $$syms $(RUSTA) $(LIBS_PRIVATE)
+	mv -f $@.tmp $@
+
+$(STAGE)/$(SONAME): | $(STAGE)/$(SOFILE)
+	ln -sfn $(SOFILE) $@
+
+$(STAGE)/libioeng.so: | $(STAGE)/$(SONAME)
+	ln -sfn $(SONAME) $@
+
+$(STAGE)/libioeng.a: $(RUSTA)
+	@mkdir -p $(STAGE)
+	cp -f $< $@
 
 # Builds the C example and benchmark, runs the example, then a short benchmark of both
 # backends (side by side with fio when it is installed) on scratch files; prints a table.
 demo: lib
-	$(MAKE) -C examples_c demo
+	$(MAKE) -C examples_c all demo
 	bash examples_c/compare_fio.sh --quick --no-build
 
-# Every test: the header is current, Rust unit + integration tests, C tests on both backends.
-test: check-header test-rust test-c
+# Every test: the header is current and the library exports only ioeng_*@IOENG_1.0, the
+# declared minimum Rust version is consistent, Rust unit + integration tests, C tests on
+# both backends (with reliability, valgrind, ASan), then install into a temporary DESTDIR
+# and build/run consumers against it (pkg-config, CMake, static, C++ wrapper, TSan).
+test: check-header check-msrv test-rust test-c test-install
 
 test-rust:
 	$(CARGO) test
@@ -24,16 +83,63 @@ test-rust:
 test-c: lib
 	$(MAKE) -C c_tests check
 
-# Fails when include/ioeng.h differs from what cbindgen generates from src/ffi.rs, or
-# when libioeng.so exports anything but ioeng_* or lacks its soname.
+test-install: lib
+	bash pkg/tests/run.sh
+
+# Fails when include/ioeng.h differs from what cbindgen generates from src/ffi.rs, or when
+# the shared library exports anything but ioeng_* (all at version IOENG_1.0), lacks its
+# soname, or the links are not libioeng.so -> libioeng.so.1 -> libioeng.so.1.0.0.
 check-header:
 	IOENG_CHECK_HEADER=1 $(CARGO) build --release
-	@extra=$$(nm -D --defined-only target/release/libioeng.so | awk '{print $$3}' | grep -v '^ioeng_' || true); \
-	if [ -n "$$extra" ]; then echo "libioeng.so exports non-ioeng symbols: $$extra"; exit 1; fi
-	@readelf -d target/release/libioeng.so | grep -q 'SONAME.*libioeng.so.1' || { echo "libioeng.so lacks soname libioeng.so.1"; exit 1; }
-	@echo "check-header: include/ioeng.h current; exports only ioeng_*; soname libioeng.so.1"
+	@$(MAKE) --no-print-directory lib >/dev/null
+	@so=$(STAGE)/$(SOFILE); \
+	extra=$$(nm -D --defined-only $$so | awk '{print $$3}' | grep -v '^ioeng_' | grep -vx 'IOENG_1.0' || true); \
+	if [ -n "$$extra" ]; then echo "$$so exports non-ioeng symbols: $$extra"; exit 1; fi; \
+	unversioned=$$(objdump -T $$so | awk '$$NF ~ /^ioeng_/ && $$(NF-1) != "IOENG_1.0" {print $$NF}'); \
+	if [ -n "$$unversioned" ]; then echo "$$so: not at version IOENG_1.0: $$unversioned"; exit 1; fi; \
+	n=$$(objdump -T $$so | awk '$$NF ~ /^ioeng_/' | wc -l); \
+	h=$$(grep -c '^[a-z].*[ *]ioeng_[a-z_]*(' include/ioeng.h); \
+	if [ "$$n" -ne "$$h" ]; then echo "$$so exports $$n ioeng_* functions, include/ioeng.h declares $$h"; exit 1; fi; \
+	readelf -d $$so | grep -q 'SONAME.*\[$(SONAME)\]' || { echo "$$so lacks soname $(SONAME)"; exit 1; }; \
+	[ "$$(readlink $(STAGE)/$(SONAME))" = $(SOFILE) ] && [ "$$(readlink $(STAGE)/libioeng.so)" = $(SONAME) ] \
+	  || { echo "$(STAGE): links are not libioeng.so -> $(SONAME) -> $(SOFILE)"; exit 1; }; \
+	echo "check-header: include/ioeng.h current; $(SOFILE) exports only $$n ioeng_* functions @IOENG_1.0; soname $(SONAME)"
+
+# The minimum Rust version: see pkg/check_msrv.sh for what this does and does not prove.
+check-msrv:
+	bash pkg/check_msrv.sh
+
+install: $(if $(wildcard $(STAGE)/$(SOFILE)),,lib)
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+	  $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(DATADIR)/ioeng
+	install -m 644 include/ioeng.h $(DESTDIR)$(INCLUDEDIR)/ioeng.h
+	install -m 755 $(STAGE)/$(SOFILE) $(DESTDIR)$(LIBDIR)/$(SOFILE)
+	ln -sfn $(SOFILE) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sfn $(SONAME) $(DESTDIR)$(LIBDIR)/libioeng.so
+	install -m 644 $(STAGE)/libioeng.a $(DESTDIR)$(LIBDIR)/libioeng.a
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+	  -e 's|@VERSION@|$(VERSION)|g' -e 's|@LIBS_PRIVATE@|$(LIBS_PRIVATE)|g' \
+	  pkg/ioeng.pc.in >$(DESTDIR)$(PKGCONFIGDIR)/ioeng.pc
+	@# The CMake package finds its files relative to itself, so it works from a DESTDIR too.
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@SOFILE@|$(SOFILE)|g' -e 's|@SONAME@|$(SONAME)|g' \
+	  -e "s|@CMAKE_TO_LIBDIR@|$$(realpath -m --relative-to=$(CMAKEDIR) $(LIBDIR))|g" \
+	  -e "s|@CMAKE_TO_INCLUDEDIR@|$$(realpath -m --relative-to=$(CMAKEDIR) $(INCLUDEDIR))|g" \
+	  pkg/ioengConfig.cmake.in >$(DESTDIR)$(CMAKEDIR)/ioengConfig.cmake
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@MAJOR@|$(MAJOR)|g' \
+	  pkg/ioengConfigVersion.cmake.in >$(DESTDIR)$(CMAKEDIR)/ioengConfigVersion.cmake
+	install -m 644 pkg/tsan.supp $(DESTDIR)$(DATADIR)/ioeng/tsan.supp
+	@echo "installed libioeng $(VERSION) into $(DESTDIR)$(PREFIX) (libdir $(LIBDIR))"
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/ioeng.h $(DESTDIR)$(LIBDIR)/$(SOFILE) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	  $(DESTDIR)$(LIBDIR)/libioeng.so $(DESTDIR)$(LIBDIR)/libioeng.a $(DESTDIR)$(PKGCONFIGDIR)/ioeng.pc \
+	  $(DESTDIR)$(CMAKEDIR)/ioengConfig.cmake $(DESTDIR)$(CMAKEDIR)/ioengConfigVersion.cmake \
+	  $(DESTDIR)$(DATADIR)/ioeng/tsan.supp
+	-rmdir $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(DATADIR)/ioeng 2>/dev/null
 
 clean:
 	$(CARGO) clean
 	$(MAKE) -C c_tests clean
 	$(MAKE) -C examples_c clean
+
+FORCE:

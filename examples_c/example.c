@@ -11,7 +11,9 @@
  * mkstemp() file in /tmp is used. Exit status is 0 only if every byte matched.
  *
  * Build: gcc -std=c11 -D_GNU_SOURCE -pthread -I../include example.c \
- *            -L../target/release -lioeng -Wl,-rpath,$PWD/../target/release
+ *            -L../target/lib -lioeng -Wl,-rpath,$PWD/../target/lib
+ *        (after `make` at the top), or with libioeng installed:
+ *        gcc -std=c11 -D_GNU_SOURCE example.c $(pkg-config --cflags --libs ioeng)
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -1,19 +1,64 @@
 /*
  * libioeng: Linux AIO / io_uring IO engine with one scheduler.
  *
+ * Linking: `pkg-config --cflags --libs ioeng`, or CMake `find_package(ioeng)` with
+ * ioeng::ioeng (libioeng.so.1) or ioeng::ioeng_static (libioeng.a). Every function is
+ * exported at symbol version IOENG_1.0; IOENG_VERSION_MAJOR/MINOR/PATCH give the
+ * version compiled against, ioeng_version() the one running.
+ *
  * Conventions (liburing style):
  *  - Functions return 0 on success or a negative errno (-EINVAL, -EBADF, ...).
+ *  - -EIO returned by a call (not passed to a callback) means libioeng caught a bug of
+ *    its own at the C boundary (a Rust panic) instead of unwinding into your code; the
+ *    call had no effect you can rely on. Please report it. -EIO given to a callback is
+ *    the kernel's IO error for that request.
  *  - ioeng_submit() returning 0 means the callback will run exactly once;
  *    returning < 0 means it never runs.
- *  - Callbacks run on one of the engine's two threads, one at a time per
- *    engine, never on the thread that called ioeng_submit(). A callback may
- *    call ioeng_submit() (never blocks there); ioeng_close() from a callback
- *    returns -EDEADLK.
  *  - Everything except ioeng_close() may be called from any number of
  *    threads at once.
  *  - Enumerated fields are fixed-width integers so that the ABI does not
  *    depend on the compiler's enum size; values outside the listed
  *    constants are rejected with -EINVAL.
+ *
+ * Callbacks:
+ *  - They run on one of the engine's threads, one at a time per engine, never
+ *    on the thread that called ioeng_submit(). A callback may call
+ *    ioeng_submit() (never blocks there); ioeng_close() from a callback
+ *    returns -EDEADLK.
+ *  - A callback must return normally: it must not throw a C++ exception (wrap
+ *    its body in try/catch; see examples_c/example.cpp) nor longjmp/siglongjmp
+ *    out of it. Unwinding or jumping through libioeng's frames is undefined
+ *    behaviour.
+ *  - A callback that blocks (a lock held elsewhere, a sleep, synchronous IO)
+ *    stalls every completion of its engine until it returns. Hand long work to
+ *    your own threads.
+ *
+ * Processes and threads:
+ *  - fork(): an engine belongs to the process that opened it. A forked child
+ *    inherits the handle but not the engine's threads or kernel objects; there
+ *    calls on the inherited handle return a negative errno (-ESRCH; details at
+ *    ioeng_t) and run no callback, and ioeng_close() frees only the child's copy.
+ *    Open a new engine in the child.
+ *  - CPU affinity: the engine threads start with the CPU mask (and scheduling
+ *    policy, priority and cgroup) of the thread that called ioeng_open(), unless
+ *    ioeng_config_t.submitter_cpu / completer_cpu pin them. Call ioeng_open() from
+ *    the thread whose placement the engine should share.
+ *  - Configuration (ioeng_config_t, and IOENG_* environment variables such as
+ *    IOENG_IDLE_POLL_US) is read in ioeng_open(), never later from an engine
+ *    thread; changing it afterwards does not affect an open engine.
+ *  - Engine threads block asynchronous signals; your handlers run on your threads.
+ *  - ThreadSanitizer: libioeng is not instrumented, so TSan cannot see its
+ *    internal synchronization. libioeng annotates it instead: under TSan
+ *    (found at run time with dlsym("__tsan_acquire"/"__tsan_release")),
+ *    everything a thread did before ioeng_submit() happens-before the request's
+ *    callback, and each callback happens-before the next one, so a correct
+ *    program gets no false race report (real races in your code still are).
+ *    The two functions must be visible to dlsym: they are with gcc's default
+ *    shared libtsan (tested by `make test`); check other setups with
+ *    `nm -D your_program | grep __tsan_acquire`. With gcc -static-libtsan link
+ *    with -Wl,--export-dynamic-symbol=__tsan_acquire,--export-dynamic-symbol=__tsan_release,
+ *    or run with TSAN_OPTIONS=suppressions=<prefix>/share/ioeng/tsan.supp (blunt:
+ *    it hides every race whose stack passes through libioeng.so).
  */
 
 #ifndef IOENG_H

@@ -7,6 +7,7 @@
 //!   (queues, fairness, budget, the two thread loops), generic over a driver;
 //!   `scheduler::aio` and `scheduler::uring` are the two drivers.
 //! - `sys`: raw kernel ABI structs and syscalls (the only place `libc::syscall` is called).
+//! - `tsan`: ThreadSanitizer happens-before annotations (active only under TSan).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -15,3 +16,4 @@ pub(crate) mod error;
 pub mod ffi;
 pub(crate) mod scheduler;
 mod sys;
+mod tsan;

@@ -41,15 +41,19 @@ pub struct Callback {
 unsafe impl Send for Callback {}
 
 impl Callback {
+    /// Called on the submitting thread (which is what the ThreadSanitizer hook relies on).
     pub fn new(func: unsafe extern "C" fn(*mut c_void, i64), ctx: *mut c_void) -> Self {
+        crate::tsan::release();
         Callback { func, ctx }
     }
 
     /// Runs the callback once; consuming `self` makes "exactly once" a type-level fact.
     pub(crate) fn invoke(self, res: i64) {
+        crate::tsan::acquire();
         // SAFETY: `func` is the caller's callback and `ctx` its own argument, as given to
         // ioeng_submit; the header makes the callee's soundness the caller's contract.
-        unsafe { (self.func)(self.ctx, res) }
+        unsafe { (self.func)(self.ctx, res) };
+        crate::tsan::release();
     }
 }
 

@@ -1,0 +1,446 @@
+#!/usr/bin/env python3
+"""Small NBD test client for examples_c/ioeng_nbd: speaks the protocol by hand, so it can
+send what real clients never do (malformed, out-of-range, oversized, truncated requests).
+
+  nbd_client.py protocol PORT FILE     handshake + malformed input; FILE is the export's
+                                       path, used to check that nothing was corrupted
+  nbd_client.py readonly PORT          writes to a --read-only export are refused
+  nbd_client.py shutdown PORT PID LOG  pipelined reads, SIGTERM to PID, every reply arrives;
+                                       requests sent after LOG shows the signal: ESHUTDOWN
+  nbd_client.py abandon PORT           pipelined writes and reads, then a reset (RST)
+  nbd_client.py flood PORT PID         options sent without reading replies: memory stays bounded
+  nbd_client.py serve-check PORT       one verified write + read (the server still serves)
+
+Every socket operation has a timeout; any failed check raises and exits non-zero.
+"""
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import time
+
+NBDMAGIC = 0x4E42444D41474943
+IHAVEOPT = 0x49484156454F5054
+REPMAGIC = 0x3E889045565A9
+REQ_MAGIC = 0x25609513
+SIMPLE_MAGIC = 0x67446698
+
+OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_INFO, OPT_GO, OPT_STRUCTURED = 1, 2, 3, 6, 7, 8
+REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
+ERR_UNSUP, ERR_INVALID, ERR_UNKNOWN, ERR_TOO_BIG = (1 << 31) + 1, (1 << 31) + 3, (1 << 31) + 6, (1 << 31) + 9
+CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_CACHE, CMD_WZ = 0, 1, 2, 3, 4, 5, 6
+FLAG_FUA, FLAG_NO_HOLE, FLAG_DF, FLAG_FAST_ZERO = 1, 2, 4, 16
+EPERM, EINVAL, ENOSPC = 1, 22, 28
+TF_READ_ONLY, TF_FLUSH, TF_FUA, TF_TRIM, TF_WZ, TF_MULTI = 2, 4, 8, 32, 64, 256
+
+TIMEOUT = 20.0
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+class Conn:
+    def __init__(self, port, rcvbuf=0):
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:  # before connect, so the TCP window is small from the start
+            self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.s.settimeout(TIMEOUT)
+        self.s.connect(("127.0.0.1", port))
+        self.pending = {}  # cookie -> expected read length
+
+    def recv_exact(self, n):
+        b = bytearray()
+        while len(b) < n:
+            chunk = self.s.recv(min(n - len(b), 1 << 20))
+            if not chunk:
+                raise EOFError(f"connection closed after {len(b)} of {n} bytes")
+            b += chunk
+        return bytes(b)
+
+    def is_closed(self):
+        """True when the server closed the connection (EOF or reset) within the timeout."""
+        try:
+            while True:
+                if not self.s.recv(65536):
+                    return True
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+    def greeting(self, cflags=3):
+        magic, opt, hflags = struct.unpack(">QQH", self.recv_exact(18))
+        check(magic == NBDMAGIC and opt == IHAVEOPT, "greeting magic")
+        check(hflags & 1 and hflags & 2, f"handshake flags {hflags:#x}: fixed newstyle + no zeroes")
+        self.s.sendall(struct.pack(">I", cflags))
+
+    def option(self, opt, data=b""):
+        self.s.sendall(struct.pack(">QII", IHAVEOPT, opt, len(data)) + data)
+
+    def opt_reply(self, opt):
+        magic, ropt, rtype, rlen = struct.unpack(">QIII", self.recv_exact(20))
+        check(magic == REPMAGIC, f"option reply magic {magic:#x}")
+        check(ropt == opt, f"option reply for {ropt}, expected {opt}")
+        return rtype, self.recv_exact(rlen)
+
+    def info_go(self, opt, name=b"", infos=(3,)):
+        data = struct.pack(">I", len(name)) + name + struct.pack(">H", len(infos))
+        data += b"".join(struct.pack(">H", i) for i in infos)
+        self.option(opt, data)
+        size = tflags = None
+        while True:
+            rtype, d = self.opt_reply(opt)
+            if rtype == REP_INFO:
+                (itype,) = struct.unpack(">H", d[:2])
+                if itype == 0:
+                    check(len(d) == 12, "NBD_INFO_EXPORT length")
+                    size, tflags = struct.unpack(">QH", d[2:])
+                elif itype == 3:
+                    check(len(d) == 14, "NBD_INFO_BLOCK_SIZE length")
+                    mn, pref, mx = struct.unpack(">III", d[2:])
+                    check(mn == 1 and pref == 4096 and mx >= 1 << 25, f"block sizes {mn} {pref} {mx}")
+                continue
+            return rtype, size, tflags
+
+    def connect_go(self):
+        self.greeting()
+        rtype, size, tflags = self.info_go(OPT_GO)
+        check(rtype == REP_ACK, f"NBD_OPT_GO reply {rtype:#x}")
+        return size, tflags
+
+    def request(self, cmd, cookie, off=0, length=0, flags=0, payload=b"", read_len=None):
+        self.s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, flags, cmd, cookie, off, length) + payload)
+        if read_len is None:
+            read_len = length if cmd == CMD_READ else 0
+        self.pending[cookie] = read_len
+
+    def reply(self):
+        magic, err, cookie = struct.unpack(">IIQ", self.recv_exact(16))
+        check(magic == SIMPLE_MAGIC, f"reply magic {magic:#x}")
+        check(cookie in self.pending, f"reply for unknown cookie {cookie}")
+        n = self.pending.pop(cookie)
+        data = self.recv_exact(n) if err == 0 and n else b""
+        return cookie, err, data
+
+    def call(self, cmd, off=0, length=0, flags=0, payload=b"", read_len=None):
+        cookie = random.getrandbits(64)
+        self.request(cmd, cookie, off, length, flags, payload, read_len)
+        c, err, data = self.reply()
+        check(c == cookie, "cookie echoed")
+        return err, data
+
+    def disc(self):
+        try:
+            self.s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_DISC, 0, 0, 0))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        check(self.is_closed(), "server closes after NBD_CMD_DISC")
+        self.s.close()
+
+
+def pattern(seed, n):
+    return random.Random(seed).randbytes(n)
+
+
+def file_read(path, off, n):
+    with open(path, "rb") as f:
+        f.seek(off)
+        return f.read(n)
+
+
+def test_handshake(port):
+    c = Conn(port)
+    c.greeting()
+    c.option(99, b"xyz")
+    check(c.opt_reply(99)[0] == ERR_UNSUP, "unknown option -> NBD_REP_ERR_UNSUP")
+    c.option(OPT_STRUCTURED)
+    check(c.opt_reply(OPT_STRUCTURED)[0] == ERR_UNSUP, "structured replies not offered")
+    c.option(OPT_LIST)
+    rtype, d = c.opt_reply(OPT_LIST)
+    check(rtype == REP_SERVER and d == b"\0\0\0\0", "NBD_OPT_LIST gives the default export")
+    check(c.opt_reply(OPT_LIST)[0] == REP_ACK, "NBD_OPT_LIST ends with ACK")
+    c.option(OPT_LIST, b"junk")
+    check(c.opt_reply(OPT_LIST)[0] == ERR_INVALID, "NBD_OPT_LIST with data -> ERR_INVALID")
+    c.option(OPT_INFO, b"\0\0\0\x09ab")  # name length beyond the data
+    check(c.opt_reply(OPT_INFO)[0] == ERR_INVALID, "INFO with a bad name length -> ERR_INVALID")
+    c.option(OPT_GO, b"\0\0")
+    check(c.opt_reply(OPT_GO)[0] == ERR_INVALID, "GO shorter than 6 bytes -> ERR_INVALID")
+    rtype, _, _ = c.info_go(OPT_INFO, b"nosuch")
+    check(rtype == ERR_UNKNOWN, "INFO for an unknown export -> ERR_UNKNOWN")
+    c.option(77, b"\0" * (100 << 10))  # longer than the server keeps: skipped, answered
+    check(c.opt_reply(77)[0] in (ERR_TOO_BIG, ERR_UNSUP), "oversized option answered")
+    rtype, size, tflags = c.info_go(OPT_INFO)
+    check(rtype == REP_ACK and size > 0, "INFO for the default export")
+    check(tflags & 1 and tflags & TF_FLUSH and tflags & TF_FUA and tflags & TF_MULTI, f"tflags {tflags:#x}")
+    check(not tflags & TF_TRIM, "TRIM is not advertised")
+    c.option(OPT_ABORT)
+    check(c.opt_reply(OPT_ABORT)[0] == REP_ACK, "ABORT is acknowledged")
+    check(c.is_closed(), "server closes after ABORT")
+
+    # EXPORT_NAME, with and without the 124 zero bytes.
+    for cflags, extra in ((1, 124), (3, 0)):
+        c = Conn(port)
+        c.greeting(cflags)
+        c.option(OPT_EXPORT_NAME)
+        esize, eflags = struct.unpack(">QH", c.recv_exact(10))
+        check(esize == size and eflags == tflags, "EXPORT_NAME gives the same size and flags")
+        check(c.recv_exact(extra) == b"\0" * extra, "zero padding")
+        err, data = c.call(CMD_READ, 0, 512)
+        check(err == 0 and len(data) == 512, "read after EXPORT_NAME")
+        c.disc()
+    # EXPORT_NAME for an unknown export, and unknown client flags: the server closes.
+    c = Conn(port)
+    c.greeting()
+    c.option(OPT_EXPORT_NAME, b"nosuch")
+    check(c.is_closed(), "EXPORT_NAME for an unknown export closes")
+    c = Conn(port)
+    c.greeting(cflags=0x80)
+    check(c.is_closed(), "unknown client flags close the connection")
+    return size
+
+
+def test_transmission(port, path):
+    c = Conn(port)
+    size, tflags = c.connect_go()
+    check(size == os.path.getsize(path), "export size is the file size")
+    check(tflags & TF_WZ and not tflags & TF_READ_ONLY, f"tflags {tflags:#x}")
+    blk = pattern(1, 65536)
+    check(c.call(CMD_WRITE, 0, len(blk), payload=blk)[0] == 0, "write")
+    check(c.call(CMD_READ, 0, len(blk))[1] == blk, "read back")
+    fua = pattern(2, 4096)
+    check(c.call(CMD_WRITE, 8192, 4096, flags=FLAG_FUA, payload=fua)[0] == 0, "FUA write")
+    check(file_read(path, 8192, 4096) == fua, "FUA write is in the file")
+    check(c.call(CMD_WRITE, 100001, 777, payload=fua[:777])[0] == 0, "unaligned write")
+    check(c.call(CMD_READ, 100001, 777)[1] == fua[:777], "unaligned read")
+    check(c.call(CMD_FLUSH)[0] == 0, "flush")
+    check(c.call(CMD_FLUSH, flags=FLAG_FUA)[0] == 0, "flush with FUA")
+    check(c.call(CMD_WZ, 4096, 4096, flags=FLAG_NO_HOLE | FLAG_FUA)[0] == 0, "write zeroes")
+    check(c.call(CMD_READ, 0, 16384)[1] == blk[:4096] + b"\0" * 4096 + fua + blk[12288:16384],
+          "zeroed range reads back zero, neighbours intact")
+    big = 3 << 20
+    check(c.call(CMD_WZ, size - big, big)[0] == 0, "multi-chunk write zeroes at the end")
+    check(c.call(CMD_READ, size - big, big)[1] == b"\0" * big, "it reads back zero")
+
+    snapshot = file_read(path, 0, 1 << 20)
+    fua_sent = 2
+
+    # Malformed and refused requests, pipelined; each gets its own error reply and the
+    # stream stays in step (payloads of refused writes are consumed).
+    cases = [
+        ("read past the end", CMD_READ, 0, size - 512, 1024, b"", EINVAL),
+        ("read at the end", CMD_READ, 0, size, 1, b"", EINVAL),
+        ("read offset overflow", CMD_READ, 0, (1 << 64) - 4096, 8192, b"", EINVAL),
+        ("oversized read", CMD_READ, 0, 0, (32 << 20) + 1, b"", EINVAL),
+        ("write past the end", CMD_WRITE, 0, size - 100, 4096, b"\xee" * 4096, ENOSPC),
+        ("oversized write", CMD_WRITE, 0, 0, (32 << 20) + 4096, b"\xee" * ((32 << 20) + 4096), EINVAL),
+        ("unknown command", 42, 0, 0, 4096, b"", EINVAL),
+        ("TRIM (not advertised)", CMD_TRIM, 0, 0, 4096, b"", EINVAL),
+        ("CACHE (not advertised)", CMD_CACHE, 0, 0, 4096, b"", EINVAL),
+        ("unknown flag on read", CMD_READ, 1 << 9, 0, 4096, b"", EINVAL),
+        ("DF without structured replies", CMD_READ, FLAG_DF, 0, 4096, b"", EINVAL),
+        ("unknown flag on write", CMD_WRITE, 1 << 12, 0, 4096, b"\xee" * 4096, EINVAL),
+        ("flush with a length", CMD_FLUSH, 0, 0, 4096, b"", EINVAL),
+        ("fast zero (not advertised)", CMD_WZ, FLAG_FAST_ZERO, 0, 4096, b"", EINVAL),
+        ("write zeroes past the end", CMD_WZ, 0, size, 4096, b"", ENOSPC),
+    ]
+    expect = {}
+    for i, (what, cmd, flags, off, length, payload, err) in enumerate(cases):
+        cookie = 1000 + i
+        c.request(cmd, cookie, off, length, flags, payload, read_len=length if cmd == CMD_READ else 0)
+        expect[cookie] = (what, err)
+    while expect:
+        cookie, err, _ = c.reply()
+        what, want = expect.pop(cookie)
+        check(err == want, f"{what}: error {err}, expected {want}")
+    check(c.call(CMD_READ, 0, 1 << 20)[1] == snapshot, "refused requests changed nothing")
+    check(file_read(path, 0, 1 << 20) == snapshot, "file unchanged by refused requests")
+    check(c.call(CMD_READ, 0, 0) == (0, b""), "zero-length read succeeds with no data")
+
+    # Many requests in flight: 256 pipelined writes then reads, distinct cookies; every
+    # reply comes back with its own cookie and data (order is the server's choice).
+    rnd = random.Random(3)
+    slots = rnd.sample(range(1, 200), 128)
+    for i, s in enumerate(slots):
+        c.request(CMD_WRITE, 5000 + i, s * 4096, 4096, 0, pattern(100 + s, 4096))
+    got = {}
+    for _ in slots:
+        cookie, err, _ = c.reply()
+        check(err == 0, "pipelined write")
+        got[cookie] = 1
+    check(len(got) == len(slots), "every write answered once")
+    order = []
+    for i, s in enumerate(slots):
+        c.request(CMD_READ, 9000 + i, s * 4096, 4096)
+    for _ in slots:
+        cookie, err, data = c.reply()
+        s = slots[cookie - 9000]
+        check(err == 0 and data == pattern(100 + s, 4096), f"pipelined read of slot {s}")
+        order.append(cookie)
+    check(sorted(order) == [9000 + i for i in range(len(slots))], "every read answered once")
+    reordered = order != sorted(order)
+    c.disc()
+
+    # A bad magic number closes that connection only.
+    c = Conn(port)
+    c.connect_go()
+    c.s.sendall(struct.pack(">IHHQQI", 0xDEADBEEF, 0, CMD_READ, 1, 0, 512))
+    check(c.is_closed(), "bad request magic closes the connection")
+    # Truncated header, then close.
+    c = Conn(port)
+    c.connect_go()
+    c.s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, 1, 0, 512)[:11])
+    c.s.close()
+    # Truncated write payload: the write must not happen.
+    c = Conn(port)
+    c.connect_go()
+    before = file_read(path, 2 << 20, 4096)
+    c.s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE, 1, 2 << 20, 4096) + b"\xaa" * 100)
+    c.s.close()
+    # Truncated handshake.
+    c = Conn(port)
+    c.greeting()
+    c.s.sendall(struct.pack(">QI", IHAVEOPT, OPT_GO)[:10])
+    c.s.close()
+    c = Conn(port)
+    c.connect_go()
+    err, data = c.call(CMD_READ, 2 << 20, 4096)
+    check(err == 0 and data == before, "a truncated write changed nothing")
+    c.disc()
+    return fua_sent, reordered
+
+
+def cmd_protocol(port, path):
+    test_handshake(port)
+    fua_sent, reordered = test_transmission(port, path)
+    print(f"nbd_client protocol: OK (FUA writes sent: {fua_sent}; replies reordered: {reordered})")
+
+
+def cmd_readonly(port):
+    c = Conn(port)
+    size, tflags = c.connect_go()
+    check(tflags & TF_READ_ONLY and not tflags & TF_WZ, f"read-only tflags {tflags:#x}")
+    check(c.call(CMD_WRITE, 0, 4096, payload=b"x" * 4096)[0] == EPERM, "write -> EPERM")
+    check(c.call(CMD_WZ, 0, 4096)[0] == EINVAL, "write zeroes (not advertised) -> EINVAL")
+    check(c.call(CMD_READ, 0, 4096)[0] == 0, "read works")
+    check(c.call(CMD_FLUSH)[0] == 0, "flush works")
+    c.disc()
+    print("nbd_client readonly: OK")
+
+
+def cmd_shutdown(port, pid, log):
+    # 64 MiB of reads and a small receive buffer: far more than the socket buffers hold,
+    # so the server still has replies to send (and the connection is not idle) while
+    # this client is not reading.
+    c = Conn(port, rcvbuf=65536)
+    size, _ = c.connect_go()
+    n, length = 64, 1 << 20
+    offs = [(i * length) % (size - length + 1) for i in range(n)]
+    # One send: the server reads all 64 headers with one recv and submits them before it
+    # replies to any, so the first reply header proves all 64 are in flight.
+    c.s.sendall(b"".join(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, i + 1, offs[i], length)
+                         for i in range(n)))
+    c.pending.update({i + 1: length for i in range(n)})
+    # Signal the server once it is working on them.
+    magic, err, cookie = struct.unpack(">IIQ", c.recv_exact(16))
+    check(magic == SIMPLE_MAGIC and err == 0 and cookie in c.pending, "first reply")
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(400):  # bounded wait until the server has seen the signal
+        if "signal: no new connections" in open(log).read():
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("server did not log the signal")
+    # Requests read after the signal: NBD_ESHUTDOWN (a write's payload is consumed).
+    c.request(CMD_READ, 1001, 0, 4096)
+    c.request(CMD_WRITE, 1002, 0, 4096, payload=b"\x99" * 4096)
+    c.pending.pop(cookie)
+    check(len(c.recv_exact(length)) == length, "first reply data")
+    ok = 0
+    for _ in range(n - 1 + 2):
+        cookie, err, data = c.reply()
+        if cookie > 1000:
+            check(err == 108, f"request {cookie} sent after SIGTERM: error {err}, expected ESHUTDOWN")
+        else:
+            check(err == 0 and len(data) == length, f"in-flight read {cookie}: error {err}")
+            ok += 1
+    check(not c.pending, "every request answered")
+    c.disc()  # a client told NBD_ESHUTDOWN disconnects
+    print(f"nbd_client shutdown: OK ({ok} in-flight reads answered with data after SIGTERM, 2 later requests got ESHUTDOWN)")
+
+
+def cmd_abandon(port):
+    c = Conn(port)
+    size, _ = c.connect_go()
+    for i in range(200):
+        c.request(CMD_READ, i, (i * 65536) % (size - 65536), 65536)
+    c.s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE, 7, 0, 1 << 20) + b"\x55" * 1000)
+    c.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.s.close()  # reset with requests in flight and a write half sent
+    print("nbd_client abandon: OK (reset with 200 reads in flight)")
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def cmd_flood(port, pid):
+    """Options sent without reading a reply: the server must stop reading (bounded
+    memory), not queue replies without limit."""
+    before = rss_kib(pid)
+    c = Conn(port, rcvbuf=65536)
+    c.greeting()
+    c.s.settimeout(3)
+    chunk = struct.pack(">QII", IHAVEOPT, OPT_LIST, 0) * 4096
+    sent = 0
+    try:
+        for _ in range(256):  # up to 16 MiB of options, 44 MiB of replies
+            c.s.sendall(chunk)
+            sent += len(chunk)
+    except socket.timeout:
+        pass
+    grown = rss_kib(pid) - before
+    check(sent < 256 * len(chunk), "the server stopped reading a client that reads no replies")
+    check(grown < 48 * 1024, f"server RSS grew by {grown} KiB")
+    c.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.s.close()
+    print(f"nbd_client flood: OK (server stopped reading after {sent >> 10} KiB of options; RSS +{grown} KiB)")
+
+
+def cmd_serve_check(port):
+    c = Conn(port)
+    size, _ = c.connect_go()
+    data = pattern(7, 65536)
+    off = size - 65536
+    check(c.call(CMD_WRITE, off, len(data), payload=data)[0] == 0, "write")
+    check(c.call(CMD_READ, off, len(data))[1] == data, "read back")
+    c.disc()
+    print("nbd_client serve-check: OK")
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "protocol":
+        cmd_protocol(int(args[0]), args[1])
+    elif cmd == "readonly":
+        cmd_readonly(int(args[0]))
+    elif cmd == "shutdown":
+        cmd_shutdown(int(args[0]), int(args[1]), args[2])
+    elif cmd == "abandon":
+        cmd_abandon(int(args[0]))
+    elif cmd == "flood":
+        cmd_flood(int(args[0]), int(args[1]))
+    elif cmd == "serve-check":
+        cmd_serve_check(int(args[0]))
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+# Sourced by test_nbd.sh and test_nbd_fio.sh: start/stop examples_c/ioeng_nbd servers on
+# 127.0.0.1 (port 0: the kernel picks a free port, so parallel runs never clash), with
+# bounded waits, and kill every server this script started when it exits.
+# Needs: here (c_tests dir), backend, work (scratch dir, removed by the caller's trap).
+nbd_bin="${IOENG_NBD_BIN:-$here/../examples_c/ioeng_nbd}"
+nbd_pids=()
+
+nbd_fail() { echo "FAIL: $*"; exit 1; }
+
+# Tools a test needs; missing ones fail under CI (where .ci/run installs them) and
+# otherwise skip loudly.
+nbd_require() {
+    local t missing=()
+    for t in "$@"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+    ((${#missing[@]} == 0)) && return 0
+    if [ -n "${CI:-}" ] || [ "${IOENG_REQUIRE_NBD_CLIENTS:-0}" = 1 ]; then
+        nbd_fail "missing ${missing[*]} (apt-get install qemu-utils fio)"
+    fi
+    echo "SKIP: missing ${missing[*]} (apt-get install qemu-utils fio)"
+    exit 77
+}
+
+nbd_kill_all() {
+    local p
+    for p in "${nbd_pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+}
+
+# nbd_start NAME ARGS... : starts a server; sets NBD_PORT and NBD_PID.
+# Logs: $work/NAME.out (stdout), $work/NAME.err (stderr).
+nbd_start() {
+    local name=$1 i
+    shift
+    : >"$work/$name.out" # created now: the background job opens them only later
+    : >"$work/$name.err"
+    "$nbd_bin" --backend "$backend" --port 0 "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    NBD_PID=$!
+    nbd_pids+=("$NBD_PID")
+    NBD_PORT=
+    for ((i = 0; i < 200; i++)); do
+        NBD_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$work/$name.out")
+        [ -n "$NBD_PORT" ] && break
+        kill -0 "$NBD_PID" 2>/dev/null || { cat "$work/$name.err"; nbd_fail "server $name died at start"; }
+        sleep 0.05
+    done
+    [ -n "$NBD_PORT" ] || nbd_fail "server $name did not start listening in 10 s"
+    echo "server $name: pid $NBD_PID port $NBD_PORT ($(grep -o 'backend [a-z]*.*' "$work/$name.err"))"
+}
+
+# nbd_wait_exit NAME PID: waits (at most 40 s) for a server that was signalled; it must
+# exit 0 and print its stats line.
+nbd_wait_exit() {
+    local name=$1 pid=$2 i rc=0
+    for ((i = 0; i < 400; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        cat "$work/$name.err"
+        nbd_fail "server $name still running 40 s after SIGTERM"
+    fi
+    wait "$pid" || rc=$?
+    [ "$rc" -eq 0 ] || { cat "$work/$name.err"; nbd_fail "server $name exited with $rc"; }
+    grep -q '^ioeng_nbd: stats: ' "$work/$name.err" || nbd_fail "server $name printed no stats"
+    echo "server $name: $(grep '^ioeng_nbd: stats: ' "$work/$name.err" | sed 's/^ioeng_nbd: //')"
+}
+
+nbd_stop() {
+    kill -TERM "$2"
+    nbd_wait_exit "$1" "$2"
+}
+
+# nbd_stat NAME KEY: a counter from the server's stats line.
+nbd_stat() {
+    sed -n "s/^ioeng_nbd: stats: .*\b$2=\([0-9]*\).*/\1/p" "$work/$1.err"
+}
+
+# Whether this libioeng accepts IOENG_REQ_DSYNC on a WRITE, asked independently of the
+# server (ctypes, one write to a scratch file): prints 1 or 0.
+nbd_engine_takes_dsync() {
+    python3 - "$LIBDIR/libioeng.so" "$work/dsync_probe" <<'PY'
+import ctypes, os, sys
+lib = ctypes.CDLL(sys.argv[1])
+CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
+class Req(ctypes.Structure):  # struct ioeng_req, 64 bytes (ABI v1)
+    _fields_ = [("op", ctypes.c_uint32), ("prio", ctypes.c_uint32), ("fd", ctypes.c_int32),
+                ("flags", ctypes.c_uint32), ("buf", ctypes.c_void_p), ("len", ctypes.c_uint64),
+                ("offset", ctypes.c_uint64), ("tag", ctypes.c_uint64),
+                ("deadline_ns", ctypes.c_uint64), ("buf_index", ctypes.c_uint32),
+                ("reserved", ctypes.c_uint32)]
+assert ctypes.sizeof(Req) == 64
+cfg = ctypes.create_string_buffer(52)
+lib.ioeng_config_init(cfg)
+h = ctypes.c_void_p()
+assert lib.ioeng_open(cfg, ctypes.byref(h)) == 0
+fd = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT, 0o600)
+buf = ctypes.create_string_buffer(4096)
+done = CB(lambda ctx, res: None)
+req = Req(op=1, prio=0, fd=fd, flags=1, buf=ctypes.cast(buf, ctypes.c_void_p), len=4096)
+rc = lib.ioeng_submit(h, ctypes.byref(req), done, None)
+lib.ioeng_close(h)  # runs the callback, if any, before returning
+os.close(fd)
+print(1 if rc == 0 else 0)
+PY
+}
+
+# nbd_check_fua NAME MIN: every FUA write (at least MIN) went through one path: the one
+# the server announced, which must be IOENG_REQ_DSYNC whenever this libioeng accepts the
+# flag (WRITE + FDATASYNC only where the engine refuses it).
+nbd_check_fua() {
+    local name=$1 min=$2 dsync fallback engine
+    dsync=$(nbd_stat "$name" fua_dsync)
+    fallback=$(nbd_stat "$name" fua_fallback)
+    engine=$(nbd_engine_takes_dsync)
+    if grep -q 'FUA via IOENG_REQ_DSYNC' "$work/$name.err"; then
+        [ "$dsync" -ge "$min" ] && [ "$fallback" -eq 0 ] ||
+            nbd_fail "FUA via DSYNC expected: fua_dsync=$dsync fua_fallback=$fallback (min $min)"
+        echo "FUA: $dsync writes via IOENG_REQ_DSYNC"
+    else
+        [ "$engine" = 0 ] || nbd_fail "libioeng accepts IOENG_REQ_DSYNC but the server used WRITE + FDATASYNC"
+        [ "$fallback" -ge "$min" ] && [ "$dsync" -eq 0 ] ||
+            nbd_fail "FUA fallback expected: fua_dsync=$dsync fua_fallback=$fallback (min $min)"
+        if [ "${IOENG_NBD_REQUIRE_DSYNC:-0}" = 1 ]; then
+            nbd_fail "the engine refused IOENG_REQ_DSYNC ($(grep -m1 DSYNC "$work/$name.err"))"
+        fi
+        echo "NOTE: FUA: $fallback writes via WRITE + FDATASYNC (this libioeng refuses IOENG_REQ_DSYNC)"
+    fi
+}

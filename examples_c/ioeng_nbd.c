@@ -1,0 +1,481 @@
+/*
+ * ioeng_nbd.c - an NBD server that exports one file or block device through libioeng.
+ *
+ *   ioeng_nbd [--backend aio|uring|auto] [--depth N] [--port N] [--bind ADDR]
+ *             [--read-only] [--name NAME] [--no-direct] [--idle-poll-us N|never|default]
+ *             [--verbose] FILE|BLOCKDEV
+ *
+ * Files: this one (options, setup, accept, event loop, shutdown), ioeng_nbd_conn.c
+ * (connections), ioeng_nbd_handshake.c (options), ioeng_nbd_io.c (requests and the
+ * engine), ioeng_nbd.h (shared types), ioeng_nbd_proto.h (wire constants).
+ *
+ * Protocol: fixed newstyle handshake (NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_EXPORT_NAME,
+ * NBD_OPT_ABORT, NBD_OPT_LIST; anything else gets NBD_REP_ERR_UNSUP, so clients fall
+ * back to simple replies), then READ, WRITE (FUA), FLUSH, WRITE_ZEROES (NO_HOLE, FUA)
+ * and DISC with simple replies. TRIM is not advertised and is refused with EINVAL.
+ *
+ * Threads: one event-loop thread (this file: epoll over the listening socket, a
+ * signalfd, the completion eventfd and every client socket, all non-blocking) plus the
+ * engine's submitter and completer (IOENG_MODE_THREADS). Requests are read and checked
+ * on the loop thread and submitted with ioeng_submit(); the completion callback, on the
+ * engine's completer thread, only pushes the request onto a lock-free stack and, when
+ * the stack was empty, writes the eventfd. The loop drains the stack, queues the reply
+ * (replies go out in completion order, matched by the client's cookie) and writes them
+ * with one sendmsg per connection per loop round. Callbacks therefore never block on a
+ * slow client.
+ *
+ * Ownership of a request (struct req): the loop thread owns it, except between a
+ * successful ioeng_submit() and the callback that brings `pending` to zero; in that
+ * window the engine owns its buffer and the callbacks write only `ioerr`/`pending`
+ * (atomics). The push onto the completion stack (release) and the loop's exchange
+ * (acquire) hand it back.
+ *
+ * The export is opened twice when the file system allows: with O_DIRECT for requests
+ * whose offset and length are multiples of the direct-IO alignment (statx
+ * STATX_DIOALIGN, else 4096; buffers are 4096-aligned), and buffered for the rest.
+ * The kernel keeps the two coherent (direct IO writes back and invalidates cached pages
+ * of its range). FUA writes use IOENG_REQ_DSYNC when the engine accepts it (probed at
+ * start on a memfd), otherwise WRITE then FDATASYNC before the reply. FLUSH is one
+ * FDATASYNC (per inode, so it covers both descriptors and every connection: hence
+ * NBD_FLAG_CAN_MULTI_CONN).
+ *
+ * Bad input: a request out of range, too long (> 32 MiB payload), with unknown flags or
+ * of an unknown type gets an error reply (a WRITE's payload is read and dropped first,
+ * so the stream stays in step); a bad magic number or a connection that ends in the
+ * middle of a message closes that connection only. SIGINT/SIGTERM: stop accepting,
+ * close connections still negotiating, answer requests read from then on with
+ * NBD_ESHUTDOWN (the client must then disconnect), send every in-flight reply, close
+ * each connection once it is idle (after at most 30 s regardless), close the engine,
+ * print counters to stderr and exit 0.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ioeng_nbd.h"
+
+void logmsg(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ioeng_nbd: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ioeng_nbd: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+struct nbd_opts opt = { .name = "", .bind = "127.0.0.1", .backend = IOENG_BACKEND_AUTO,
+                        .depth = 128, .port = 10809, .idle_poll_us = IOENG_POLL_NEVER };
+struct nbd_export ex = { .fd_buf = -1, .fd_direct = -1 };
+struct nbd_stats st;
+ioeng_t *eng;
+int epfd = -1, evfd = -1;
+void *zero_buf;
+bool dsync_ok;
+bool stopping;
+struct conn *conns;
+unsigned nconns;
+
+static int sigfd = -1, lfd = -1;
+static struct timespec stop_at;
+static char tag_listen, tag_signal, tag_event; /* epoll data for the non-client fds */
+
+static void accept_all(void)
+{
+    for (;;) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                logmsg("accept: %s", strerror(errno));
+            return;
+        }
+        if (nconns >= MAX_CONNS) {
+            logmsg("too many connections (%u); refusing one", nconns);
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        struct conn *c = calloc(1, sizeof(*c));
+        uint8_t *rb = malloc(RBUF_SIZE);
+        if (!c || !rb)
+            die("out of memory");
+        c->fd = fd;
+        c->rbuf = rb;
+        c->id = (unsigned)++st.conns;
+        c->st = ST_HS_FLAGS;
+        c->events = EPOLLIN;
+        struct epoll_event e = { .events = EPOLLIN, .data.ptr = c };
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &e) != 0)
+            die("epoll_ctl ADD: %s", strerror(errno));
+        c->next = conns;
+        if (conns)
+            conns->prev = c;
+        conns = c;
+        nconns++;
+        uint8_t g[18];
+        put64(g, NBD_MAGIC);
+        put64(g + 8, NBD_IHAVEOPT);
+        put16(g + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+        conn_send_copy(c, g, sizeof(g), NULL, 0);
+    }
+}
+
+static void begin_shutdown(void)
+{
+    if (stopping) {
+        logmsg("second signal: dropping every connection now");
+        for (struct conn *c = conns; c; c = c->next)
+            conn_fail(c);
+        return;
+    }
+    stopping = true;
+    clock_gettime(CLOCK_MONOTONIC, &stop_at);
+    logmsg("signal: no new connections; finishing in-flight requests");
+    epoll_ctl(epfd, EPOLL_CTL_DEL, lfd, NULL);
+    close(lfd);
+    lfd = -1;
+    /* Connections still negotiating are closed. The others are closed as soon as
+     * they are idle: every request read so far answered, nothing half received. */
+    for (struct conn *c = conns; c; c = c->next) {
+        if (!c->transmission)
+            conn_fail(c);
+        else
+            conn_touch(c);
+    }
+}
+
+/* ======================================================================== */
+/* Setup                                                                    */
+/* ======================================================================== */
+
+static void open_export(void)
+{
+    int mode = opt.read_only ? O_RDONLY : O_RDWR;
+    ex.fd_buf = open(opt.path, mode | O_CLOEXEC);
+    if (ex.fd_buf < 0)
+        die("open %s: %s", opt.path, strerror(errno));
+    struct stat sb;
+    if (fstat(ex.fd_buf, &sb) != 0)
+        die("fstat %s: %s", opt.path, strerror(errno));
+    if (S_ISBLK(sb.st_mode)) {
+        if (ioctl(ex.fd_buf, BLKGETSIZE64, &ex.size) != 0)
+            die("BLKGETSIZE64 %s: %s", opt.path, strerror(errno));
+    } else if (S_ISREG(sb.st_mode)) {
+        ex.size = (uint64_t)sb.st_size;
+    } else {
+        die("%s: not a regular file or block device", opt.path);
+    }
+    if (!opt.no_direct) {
+        ex.fd_direct = open(opt.path, mode | O_CLOEXEC | O_DIRECT);
+        if (ex.fd_direct < 0)
+            logmsg("O_DIRECT open of %s failed (%s); every request is buffered", opt.path,
+                   strerror(errno));
+    }
+    ex.dio_align = 4096;
+#ifdef STATX_DIOALIGN
+    struct statx sx;
+    if (ex.fd_direct >= 0 && statx(ex.fd_direct, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
+        (sx.stx_mask & STATX_DIOALIGN) && sx.stx_dio_offset_align > 0 &&
+        sx.stx_dio_mem_align <= BUF_ALIGN)
+        ex.dio_align = sx.stx_dio_offset_align;
+#endif
+    ex.tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+                NBD_FLAG_CAN_MULTI_CONN;
+    if (opt.read_only)
+        ex.tflags |= NBD_FLAG_READ_ONLY;
+    else
+        ex.tflags |= NBD_FLAG_SEND_WRITE_ZEROES;
+}
+
+static void open_listener(void)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port) };
+    if (inet_pton(AF_INET, opt.bind, &a.sin_addr) != 1)
+        die("--bind %s: not an IPv4 address", opt.bind);
+    lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (lfd < 0)
+        die("socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(lfd, (struct sockaddr *)&a, sizeof(a)) != 0)
+        die("bind %s:%d: %s", opt.bind, opt.port, strerror(errno));
+    if (listen(lfd, 128) != 0)
+        die("listen: %s", strerror(errno));
+    socklen_t al = sizeof(a);
+    getsockname(lfd, (struct sockaddr *)&a, &al);
+    opt.port = ntohs(a.sin_port);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ioeng_nbd [options] FILE|BLOCKDEV\n"
+            "  --backend aio|uring|auto  libioeng backend (default auto)\n"
+            "  --depth N                 engine in-flight budget (default 128)\n"
+            "  --port N                  TCP port (default 10809; 0 = any free port)\n"
+            "  --bind ADDR               IPv4 address to listen on (default 127.0.0.1)\n"
+            "  --read-only               export read-only\n"
+            "  --name NAME               export name (default \"\")\n"
+            "  --no-direct               never use O_DIRECT\n"
+            "  --verbose                 log every error reply\n"
+            "  --idle-poll-us N|never|default  how long idle engine threads poll before\n"
+            "                            sleeping (default never: least CPU per IO)\n"
+            "Prints \"listening on ADDR:PORT\" on stdout when ready. SIGINT/SIGTERM stop it.\n");
+}
+
+static void parse_args(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "backend", required_argument, NULL, 'b' }, { "depth", required_argument, NULL, 'd' },
+        { "port", required_argument, NULL, 'p' },    { "bind", required_argument, NULL, 'B' },
+        { "read-only", no_argument, NULL, 'r' },     { "name", required_argument, NULL, 'n' },
+        { "no-direct", no_argument, NULL, 'D' },     { "help", no_argument, NULL, 'h' },
+        { "verbose", no_argument, NULL, 'v' },       { "idle-poll-us", required_argument, NULL, 'i' },
+        { NULL, 0, NULL, 0 }
+    };
+    int ch;
+    char *end;
+    while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (ch) {
+        case 'b':
+            if (!strcmp(optarg, "aio"))
+                opt.backend = IOENG_BACKEND_AIO;
+            else if (!strcmp(optarg, "uring"))
+                opt.backend = IOENG_BACKEND_URING;
+            else if (!strcmp(optarg, "auto"))
+                opt.backend = IOENG_BACKEND_AUTO;
+            else
+                die("--backend: aio, uring or auto");
+            break;
+        case 'd': {
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end || v < 1 || v > IOENG_MAX_DEPTH)
+                die("--depth: 1..%d", IOENG_MAX_DEPTH);
+            opt.depth = (unsigned)v;
+            break;
+        }
+        case 'p': {
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end || v > 65535)
+                die("--port: 0..65535");
+            opt.port = (int)v;
+            break;
+        }
+        case 'B': opt.bind = optarg; break;
+        case 'r': opt.read_only = true; break;
+        case 'n':
+            if (strlen(optarg) > NBD_MAX_STRING)
+                die("--name: at most %u bytes", NBD_MAX_STRING);
+            opt.name = optarg;
+            break;
+        case 'D': opt.no_direct = true; break;
+        case 'v': opt.verbose = true; break;
+        case 'i':
+            if (!strcmp(optarg, "never")) {
+                opt.idle_poll_us = IOENG_POLL_NEVER;
+            } else if (!strcmp(optarg, "default")) {
+                opt.idle_poll_us = IOENG_POLL_DEFAULT;
+            } else {
+                unsigned long v = strtoul(optarg, &end, 10);
+                if (*end || v < 1 || v > 1000000)
+                    die("--idle-poll-us: never, default or 1..1000000");
+                opt.idle_poll_us = (uint32_t)v;
+            }
+            break;
+        case 'h': usage(stdout); exit(0);
+        default: usage(stderr); exit(2);
+        }
+    }
+    if (optind != argc - 1) {
+        usage(stderr);
+        exit(2);
+    }
+    opt.path = argv[optind];
+}
+
+static double since_stop(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - stop_at.tv_sec) + (double)(now.tv_nsec - stop_at.tv_nsec) / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    parse_args(argc, argv);
+
+    /* Block the signals before any thread exists (the engine's threads inherit the
+     * mask): they arrive only through the signalfd. */
+    sigset_t ss;
+    sigemptyset(&ss);
+    sigaddset(&ss, SIGINT);
+    sigaddset(&ss, SIGTERM);
+    if (sigprocmask(SIG_BLOCK, &ss, NULL) != 0)
+        die("sigprocmask: %s", strerror(errno));
+    signal(SIGPIPE, SIG_IGN);
+
+    if (posix_memalign(&zero_buf, BUF_ALIGN, ZERO_CHUNK) != 0)
+        die("out of memory");
+    memset(zero_buf, 0, ZERO_CHUNK);
+    open_export();
+    open_listener();
+
+    ioeng_config_t cfg;
+    ioeng_config_init(&cfg);
+    cfg.backend = opt.backend;
+    cfg.depth = opt.depth;
+    /* Idle engine threads sleep at once by default: the event loop already batches, and
+     * polling threads compete with the loop (and io_uring's workers) for the CPU, which
+     * costs more CPU per IO than the wake-ups save. Builds that read the bound only from
+     * the environment get it there too (unless the user set it). */
+    cfg.idle_poll_us = opt.idle_poll_us;
+    if (opt.idle_poll_us != IOENG_POLL_DEFAULT) {
+        char v[16];
+        snprintf(v, sizeof(v), "%u", opt.idle_poll_us == IOENG_POLL_NEVER ? 0u : opt.idle_poll_us);
+        setenv("IOENG_IDLE_POLL_US", v, 0);
+    }
+    int rc = ioeng_open(&cfg, &eng);
+    if (rc != 0)
+        die("ioeng_open: %s", strerror(-rc));
+    probe_dsync();
+
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    sigfd = signalfd(-1, &ss, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (epfd < 0 || evfd < 0 || sigfd < 0)
+        die("epoll/eventfd/signalfd: %s", strerror(errno));
+    struct epoll_event e = { .events = EPOLLIN, .data.ptr = &tag_listen };
+    epoll_ctl(epfd, EPOLL_CTL_ADD, lfd, &e);
+    e.data.ptr = &tag_signal;
+    epoll_ctl(epfd, EPOLL_CTL_ADD, sigfd, &e);
+    e.data.ptr = &tag_event;
+    epoll_ctl(epfd, EPOLL_CTL_ADD, evfd, &e);
+
+    logmsg("exporting %s (%" PRIu64 " bytes%s), backend %s, depth %u, O_DIRECT %s (align %u), "
+           "FUA via %s, idle poll %s",
+           opt.path, ex.size, opt.read_only ? ", read-only" : "",
+           ioeng_backend(eng) == IOENG_BACKEND_URING ? "uring" : "aio", opt.depth,
+           ex.fd_direct >= 0 ? "on" : "off", ex.dio_align,
+           dsync_ok ? "IOENG_REQ_DSYNC" : "WRITE+FDATASYNC",
+           opt.idle_poll_us == IOENG_POLL_NEVER ? "never"
+           : opt.idle_poll_us == IOENG_POLL_DEFAULT ? "default" : "bounded");
+    printf("listening on %s:%d\n", opt.bind, opt.port);
+    fflush(stdout);
+
+    struct epoll_event evs[64];
+    while (!stopping || conns) {
+        if (stopping && since_stop() > SHUTDOWN_GRACE_S) {
+            logmsg("shutdown grace of %d s over: dropping %u connection(s)", SHUTDOWN_GRACE_S,
+                   nconns);
+            for (struct conn *c = conns; c; c = c->next)
+                conn_fail(c);
+            run_work();
+            break;
+        }
+        int n = epoll_wait(epfd, evs, 64, stopping ? 100 : -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die("epoll_wait: %s", strerror(errno));
+        }
+        for (int i = 0; i < n; i++) {
+            void *p = evs[i].data.ptr;
+            if (p == &tag_listen) {
+                accept_all();
+            } else if (p == &tag_event) {
+                drain_completions();
+            } else if (p == &tag_signal) {
+                struct signalfd_siginfo si;
+                while (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+                    begin_shutdown();
+            } else {
+                struct conn *c = p;
+                if (c->dead)
+                    continue;
+                if (evs[i].events & (EPOLLHUP | EPOLLERR)) {
+                    /* Reset or fully closed: no reply can be delivered any more (and
+                     * these stay reported even while EPOLLIN is off). A peer that only
+                     * half-closed shows up as a 0-byte read instead. */
+                    conn_fail(c);
+                    continue;
+                }
+                if (evs[i].events & EPOLLIN)
+                    conn_readable(c);
+                if (!c->dead && (evs[i].events & EPOLLOUT))
+                    conn_touch(c);
+            }
+        }
+        run_work();
+    }
+
+    /* Every connection is gone; close the engine (it completes whatever is left, e.g.
+     * requests of connections dropped by the grace timeout) and free those requests. */
+    rc = ioeng_close(eng);
+    if (rc != 0)
+        logmsg("ioeng_close: %s", strerror(-rc));
+    struct req *left = atomic_exchange(&done_head, NULL);
+    while (left) {
+        struct req *nx = left->next;
+        free(left->buf);
+        free(left);
+        left = nx;
+    }
+    while (conns) {
+        struct conn *c = conns;
+        conn_free(c);
+    }
+    free_pool();
+    logmsg("stats: conns=%" PRIu64 " read=%" PRIu64 " write=%" PRIu64 " flush=%" PRIu64
+           " write_zeroes=%" PRIu64 " disc=%" PRIu64 " other=%" PRIu64 " error_replies=%" PRIu64
+           " fua_dsync=%" PRIu64 " fua_fallback=%" PRIu64 " malformed_closes=%" PRIu64
+           " bytes_read=%" PRIu64 " bytes_written=%" PRIu64,
+           st.conns, st.cmds[NBD_CMD_READ], st.cmds[NBD_CMD_WRITE], st.cmds[NBD_CMD_FLUSH],
+           st.cmds[NBD_CMD_WRITE_ZEROES], st.cmds[NBD_CMD_DISC],
+           st.cmds[NBD_CMD_TRIM] + st.cmds[NBD_CMD_CACHE] + st.cmds[NBD_CMD_COUNT], st.errors,
+           st.fua_dsync, st.fua_fallback, st.malformed_closes, st.bytes_read, st.bytes_written);
+    close(ex.fd_buf);
+    if (ex.fd_direct >= 0)
+        close(ex.fd_direct);
+    close(epfd);
+    close(evfd);
+    close(sigfd);
+    free(zero_buf);
+    return 0;
+}

@@ -1,0 +1,161 @@
+/*
+ * ioeng_nbd.h - types and state shared by the ioeng_nbd server's files:
+ *   ioeng_nbd.c            options, setup, accept, the event loop, shutdown
+ *   ioeng_nbd_conn.c       per-connection input parsing, output queue, lifecycle
+ *   ioeng_nbd_handshake.c  option haggling (fixed newstyle)
+ *   ioeng_nbd_io.c         requests: checks, buffers, libioeng submission, replies
+ * Everything here is used by the event-loop thread only, except where a comment says
+ * otherwise (struct req's atomics and done_head, touched by the engine's completer).
+ */
+#ifndef IOENG_NBD_H
+#define IOENG_NBD_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ioeng.h"
+#include "ioeng_nbd_proto.h"
+
+#define MAX_PAYLOAD     (32u << 20) /* largest READ/WRITE accepted (spec default) */
+#define BUF_ALIGN       4096u
+#define RBUF_SIZE       (256u << 10) /* per-connection receive buffer */
+#define OPT_MAX         (64u << 10)  /* option data kept; longer options are skipped */
+#define ZERO_CHUNK      (1u << 20)   /* WRITE_ZEROES is written in chunks of this */
+#define CONN_MAX_REQS   512u         /* stop reading a connection at this many requests ... */
+#define CONN_MAX_BYTES  (128ull << 20) /* ... or this many buffered bytes */
+#define HS_MAX_BYTES    (1u << 20)   /* ... or this many bytes of unsent option replies */
+#define MAX_CONNS       256u
+#define POOL_KEEP_CAP   (1u << 20)   /* request buffers up to this size are reused */
+#define POOL_KEEP_N     2048u
+#define MAX_IOV         64
+#define SHUTDOWN_GRACE_S 30
+
+struct nbd_opts {
+    const char *path;
+    const char *name;
+    const char *bind;
+    ioeng_backend_t backend;
+    unsigned depth;
+    int port;
+    bool read_only;
+    bool no_direct;
+    bool verbose;
+    uint32_t idle_poll_us;
+};
+
+struct nbd_export {
+    int fd_buf;          /* buffered descriptor: every request may use it */
+    int fd_direct;       /* O_DIRECT descriptor or -1 */
+    uint32_t dio_align;  /* offset/length alignment for fd_direct */
+    uint64_t size;
+    uint16_t tflags;     /* transmission flags */
+};
+
+/* Counters printed at exit. */
+struct nbd_stats {
+    uint64_t conns, cmds[NBD_CMD_COUNT + 1], errors, fua_dsync, fua_fallback;
+    uint64_t bytes_read, bytes_written, malformed_closes;
+};
+
+struct conn;
+
+/* One queued piece of output: a header plus optional payload. */
+struct out {
+    struct out *next;
+    uint8_t *hdr;
+    size_t hlen;
+    const void *data;
+    size_t dlen;
+    struct req *owner;   /* released when sent; NULL: the item was malloc'ed, free it */
+};
+
+struct req {
+    struct req *next;    /* free list, or the completion stack while pushed */
+    struct conn *conn;
+    uint8_t cookie[8];   /* opaque, echoed back */
+    uint16_t type, flags;
+    uint64_t off;
+    uint32_t len;
+    uint32_t err;        /* NBD error for the reply */
+    void *buf;
+    size_t cap;
+    bool need_sync;      /* FUA without DSYNC: FDATASYNC after the write */
+    atomic_uint pending; /* callbacks still due (+1 while the loop is still submitting) */
+    _Atomic int64_t ioerr; /* first -errno seen by a callback */
+    struct out out;
+    uint8_t rhdr[NBD_REPLY_HDR_LEN];
+};
+
+enum cstate { ST_HS_FLAGS, ST_OPT_HDR, ST_OPT_DATA, ST_OPT_SKIP, ST_REQ_HDR, ST_PAYLOAD,
+              ST_DISCARD };
+
+struct conn {
+    int fd;
+    unsigned id;
+    enum cstate st;
+    bool no_zeroes, transmission, closing, dead, paused, in_work, in_grave;
+    uint32_t events;     /* epoll interest now registered */
+    uint8_t *rbuf;
+    size_t rpos, rlen;
+    uint32_t opt, optlen, optgot;
+    uint8_t *optbuf;
+    uint64_t skip_left;  /* ST_OPT_SKIP / ST_DISCARD */
+    struct req *cur;     /* request whose payload is being received */
+    size_t got;
+    struct out *oq_head, *oq_tail;
+    size_t oq_off;       /* bytes of oq_head already sent */
+    size_t hs_bytes;     /* bytes of queued option replies (not owned by a request) */
+    unsigned nreq;       /* live requests (receiving, in the engine, or replying) */
+    uint64_t nbytes;     /* their buffer bytes */
+    struct conn *prev, *next;  /* all connections */
+    struct conn *work_next;    /* work list */
+    struct conn *grave_next;   /* graveyard */
+};
+
+extern struct nbd_opts opt;
+extern struct nbd_export ex;
+extern struct nbd_stats st;
+extern ioeng_t *eng;
+extern int epfd, evfd;
+extern void *zero_buf;        /* ZERO_CHUNK zero bytes, 4096-aligned, never written */
+extern bool dsync_ok;         /* the engine accepts IOENG_REQ_DSYNC */
+extern bool stopping;         /* SIGINT/SIGTERM seen */
+extern struct conn *conns;    /* all live connections */
+extern unsigned nconns;
+/* Completion stack: pushed by the engine's completer thread, drained by the loop. */
+extern _Atomic(struct req *) done_head;
+
+/* ioeng_nbd.c */
+void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ioeng_nbd_io.c */
+struct req *req_get(struct conn *c);
+bool req_reserve(struct req *r, size_t len);
+void req_put(struct req *r);
+uint32_t check_request(const struct req *r);
+void reply(struct req *r);
+void reply_err(struct req *r, uint32_t err);
+void start_io(struct req *r);
+void drain_completions(void);
+void probe_dsync(void);
+void free_pool(void);
+
+/* ioeng_nbd_conn.c */
+void conn_touch(struct conn *c);
+void conn_fail(struct conn *c);
+void conn_update_events(struct conn *c);
+void conn_send_copy(struct conn *c, const void *hdr, size_t hlen, const void *data, size_t dlen);
+void conn_enqueue(struct conn *c, struct out *o);
+void conn_readable(struct conn *c);
+void conn_free(struct conn *c);
+void run_work(void);
+
+/* ioeng_nbd_handshake.c */
+void handle_option(struct conn *c, uint32_t optv, const uint8_t *d, uint32_t len);
+void enter_transmission(struct conn *c);
+void opt_reply(struct conn *c, uint32_t optv, uint32_t type, const void *data, uint32_t len);
+
+#endif /* IOENG_NBD_H */

@@ -1,0 +1,481 @@
+/*
+ * ioeng_nbd_conn.c - one client connection of the ioeng_nbd server: non-blocking input
+ * parsed by a state machine (handshake, request headers, write payloads, payloads being
+ * dropped), the output queue written with one sendmsg per round, backpressure, and the
+ * connection's lifecycle (a failed connection lives on until its last request is back
+ * from the engine).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "ioeng_nbd.h"
+
+static struct conn *work_head;      /* connections to flush / resume / check this round */
+static struct conn *graveyard;      /* dead, no requests: freed at the end of the round */
+
+/* ======================================================================== */
+/* Connections: output                                                      */
+/* ======================================================================== */
+
+void conn_update_events(struct conn *c)
+{
+    if (c->dead)
+        return;
+    uint32_t ev = 0;
+    if (!c->closing && !c->paused)
+        ev |= EPOLLIN;
+    if (c->oq_head)
+        ev |= EPOLLOUT;
+    if (ev == c->events)
+        return;
+    struct epoll_event e = { .events = ev, .data.ptr = c };
+    if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &e) != 0)
+        die("epoll_ctl MOD: %s", strerror(errno));
+    c->events = ev;
+}
+
+void conn_touch(struct conn *c)
+{
+    if (c->in_work)
+        return;
+    c->in_work = true;
+    c->work_next = work_head;
+    work_head = c;
+}
+
+static void out_release(struct out *o)
+{
+    if (o->owner)
+        req_put(o->owner);
+    else
+        free(o);
+}
+
+/* Drops everything queued and closes the socket; the struct lives on until its last
+ * request came back from the engine. */
+void conn_fail(struct conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    while (c->oq_head) {
+        struct out *o = c->oq_head;
+        c->oq_head = o->next;
+        out_release(o);
+    }
+    c->oq_tail = NULL;
+    if (c->cur) {
+        struct req *r = c->cur;
+        c->cur = NULL;
+        req_put(r);
+    }
+    free(c->optbuf);
+    c->optbuf = NULL;
+    conn_touch(c);
+}
+
+void conn_enqueue(struct conn *c, struct out *o)
+{
+    if (c->dead) {
+        out_release(o);
+        return;
+    }
+    o->next = NULL;
+    if (c->oq_tail)
+        c->oq_tail->next = o;
+    else
+        c->oq_head = o;
+    c->oq_tail = o;
+    conn_touch(c);
+}
+
+/* Queues handshake bytes (copied). */
+void conn_send_copy(struct conn *c, const void *hdr, size_t hlen, const void *data, size_t dlen)
+{
+    struct out *o = malloc(sizeof(*o) + hlen + dlen);
+    if (!o)
+        die("out of memory");
+    uint8_t *p = (uint8_t *)(o + 1);
+    memcpy(p, hdr, hlen);
+    if (dlen)
+        memcpy(p + hlen, data, dlen);
+    *o = (struct out){ .hdr = p, .hlen = hlen + dlen };
+    c->hs_bytes += hlen + dlen;
+    conn_enqueue(c, o);
+}
+
+/* Sends what the socket takes now; the rest waits for EPOLLOUT. */
+static void conn_flush(struct conn *c)
+{
+    while (!c->dead && c->oq_head) {
+        struct iovec iov[MAX_IOV];
+        int n = 0;
+        size_t skip = c->oq_off;
+        for (struct out *o = c->oq_head; o && n < MAX_IOV - 1; o = o->next) {
+            if (skip < o->hlen) {
+                iov[n++] = (struct iovec){ o->hdr + skip, o->hlen - skip };
+                skip = 0;
+            } else {
+                skip -= o->hlen;
+            }
+            if (o->dlen) {
+                iov[n++] = (struct iovec){ (uint8_t *)o->data + skip, o->dlen - skip };
+                skip = 0;
+            }
+        }
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+        ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            conn_fail(c); /* peer gone: its replies cannot be delivered */
+            return;
+        }
+        size_t done = (size_t)w + c->oq_off;
+        while (c->oq_head && done >= c->oq_head->hlen + c->oq_head->dlen) {
+            struct out *o = c->oq_head;
+            done -= o->hlen + o->dlen;
+            c->oq_head = o->next;
+            if (!c->oq_head)
+                c->oq_tail = NULL;
+            if (!o->owner)
+                c->hs_bytes -= o->hlen + o->dlen;
+            out_release(o);
+        }
+        c->oq_off = done;
+    }
+    conn_update_events(c);
+}
+
+/* ======================================================================== */
+/* Transmission: request parsing                                            */
+/* ======================================================================== */
+
+/* Pauses reading when the connection holds too much (requests and their buffers, or
+ * option replies a client does not read); conn_work() resumes it. */
+static bool conn_over_limit(const struct conn *c)
+{
+    return c->nreq >= CONN_MAX_REQS || c->nbytes >= CONN_MAX_BYTES ||
+           c->hs_bytes >= HS_MAX_BYTES;
+}
+
+static void conn_pause(struct conn *c)
+{
+    c->paused = true;
+    conn_update_events(c);
+}
+
+static void handle_request_header(struct conn *c, const uint8_t *h)
+{
+    if (get32(h) != NBD_REQUEST_MAGIC) {
+        logmsg("conn %u: bad request magic 0x%08x; closing", c->id, get32(h));
+        st.malformed_closes++;
+        conn_fail(c);
+        return;
+    }
+    struct req *r = req_get(c);
+    r->flags = get16(h + 4);
+    r->type = get16(h + 6);
+    memcpy(r->cookie, h + 8, 8);
+    r->off = get64(h + 16);
+    r->len = get32(h + 24);
+    st.cmds[r->type < NBD_CMD_COUNT ? r->type : NBD_CMD_COUNT]++;
+
+    if (r->type == NBD_CMD_DISC) {
+        /* No reply; finish what is in flight, then close. */
+        req_put(r);
+        c->closing = true;
+        conn_update_events(c);
+        return;
+    }
+    /* After SIGTERM/SIGINT, requests read from now on get NBD_ESHUTDOWN (the client
+     * then disconnects); the ones read before still run. */
+    uint32_t err = stopping ? NBD_ESHUTDOWN : check_request(r);
+    if (r->type == NBD_CMD_WRITE) {
+        /* The payload follows whatever we answer: receive it, or read and drop it. */
+        if (err == NBD_ESHUTDOWN && r->len > MAX_PAYLOAD)
+            err = NBD_EINVAL;
+        if (err == 0 && r->len > 0 && !req_reserve(r, r->len))
+            err = NBD_ENOMEM;
+        if (r->len == 0) {
+            reply_err(r, err); /* nothing to write */
+            return;
+        }
+        c->cur = r;
+        if (err) {
+            r->err = err;
+            c->skip_left = r->len;
+            c->st = ST_DISCARD;
+        } else {
+            c->got = 0;
+            c->st = ST_PAYLOAD;
+        }
+        return;
+    }
+    if (err) {
+        reply_err(r, err);
+        return;
+    }
+    if (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE_ZEROES) {
+        if (r->len == 0) {
+            reply(r); /* the spec leaves a zero length unspecified: succeed, no data */
+            return;
+        }
+        if (r->type == NBD_CMD_READ && !req_reserve(r, r->len)) {
+            reply_err(r, NBD_ENOMEM);
+            return;
+        }
+    }
+    start_io(r);
+}
+
+static void payload_done(struct conn *c)
+{
+    struct req *r = c->cur;
+    c->cur = NULL;
+    c->st = ST_REQ_HDR;
+    start_io(r);
+}
+
+/* Consumes buffered input. Returns when it needs more bytes, or stops reading. */
+static void conn_parse(struct conn *c)
+{
+    while (!c->dead && !c->closing && !c->paused) {
+        size_t avail = c->rlen - c->rpos;
+        uint8_t *p = c->rbuf + c->rpos;
+        switch (c->st) {
+        case ST_HS_FLAGS: {
+            if (avail < 4)
+                return;
+            uint32_t f = get32(p);
+            c->rpos += 4;
+            if (f & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
+                logmsg("conn %u: unknown client flags 0x%x; closing", c->id, f);
+                st.malformed_closes++;
+                conn_fail(c);
+                return;
+            }
+            c->no_zeroes = (f & NBD_FLAG_C_NO_ZEROES) != 0;
+            c->st = ST_OPT_HDR;
+            break;
+        }
+        case ST_OPT_HDR:
+            if (conn_over_limit(c)) {
+                conn_pause(c);
+                return;
+            }
+            if (avail < 16)
+                return;
+            if (get64(p) != NBD_IHAVEOPT) {
+                logmsg("conn %u: bad option magic; closing", c->id);
+                st.malformed_closes++;
+                conn_fail(c);
+                return;
+            }
+            c->opt = get32(p + 8);
+            c->optlen = get32(p + 12);
+            c->rpos += 16;
+            if (c->optlen > OPT_MAX) {
+                if (c->opt == NBD_OPT_EXPORT_NAME) { /* cannot answer it with an error */
+                    st.malformed_closes++;
+                    conn_fail(c);
+                    return;
+                }
+                c->skip_left = c->optlen;
+                c->st = ST_OPT_SKIP;
+                break;
+            }
+            free(c->optbuf);
+            c->optbuf = malloc(c->optlen ? c->optlen : 1);
+            if (!c->optbuf)
+                die("out of memory");
+            c->optgot = 0;
+            c->st = ST_OPT_DATA;
+            break;
+        case ST_OPT_DATA: {
+            size_t n = c->optlen - c->optgot;
+            if (n > avail)
+                n = avail;
+            memcpy(c->optbuf + c->optgot, p, n);
+            c->optgot += (uint32_t)n;
+            c->rpos += n;
+            if (c->optgot < c->optlen)
+                return;
+            c->st = ST_OPT_HDR;
+            handle_option(c, c->opt, c->optbuf, c->optlen);
+            break;
+        }
+        case ST_OPT_SKIP: {
+            size_t n = c->skip_left < avail ? (size_t)c->skip_left : avail;
+            c->skip_left -= n;
+            c->rpos += n;
+            if (c->skip_left)
+                return;
+            c->st = ST_OPT_HDR;
+            opt_reply(c, c->opt, NBD_REP_ERR_TOO_BIG, NULL, 0);
+            break;
+        }
+        case ST_REQ_HDR:
+            if (conn_over_limit(c)) {
+                conn_pause(c);
+                return;
+            }
+            if (avail < NBD_REQ_HDR_LEN)
+                return;
+            c->rpos += NBD_REQ_HDR_LEN;
+            handle_request_header(c, p);
+            break;
+        case ST_PAYLOAD: {
+            struct req *r = c->cur;
+            size_t n = r->len - c->got;
+            if (n > avail)
+                n = avail;
+            memcpy((uint8_t *)r->buf + c->got, p, n);
+            c->got += n;
+            c->rpos += n;
+            if (c->got < r->len)
+                return;
+            payload_done(c);
+            break;
+        }
+        case ST_DISCARD: {
+            size_t n = c->skip_left < avail ? (size_t)c->skip_left : avail;
+            c->skip_left -= n;
+            c->rpos += n;
+            if (c->skip_left)
+                return;
+            struct req *r = c->cur;
+            c->cur = NULL;
+            c->st = ST_REQ_HDR;
+            reply(r);
+            break;
+        }
+        }
+    }
+}
+
+/* Whether the connection stopped at a message boundary (EOF there is no truncation). */
+static bool at_boundary(const struct conn *c)
+{
+    return c->rpos == c->rlen && (c->st == ST_REQ_HDR || c->st == ST_OPT_HDR);
+}
+
+void conn_readable(struct conn *c)
+{
+    for (int round = 0; round < 8 && !c->dead && !c->closing && !c->paused; round++) {
+        if (c->rpos == c->rlen)
+            c->rpos = c->rlen = 0;
+        ssize_t n;
+        if (c->st == ST_PAYLOAD && c->rpos == c->rlen && c->cur->len - c->got >= RBUF_SIZE / 4) {
+            /* Large payload: receive straight into the request's buffer. */
+            struct req *r = c->cur;
+            n = recv(c->fd, (uint8_t *)r->buf + c->got, r->len - c->got, MSG_DONTWAIT);
+            if (n > 0) {
+                c->got += (size_t)n;
+                if (c->got == r->len)
+                    payload_done(c);
+                conn_parse(c);
+                continue;
+            }
+        } else {
+            if (c->rpos > 0 && c->rlen == RBUF_SIZE) {
+                memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+                c->rlen -= c->rpos;
+                c->rpos = 0;
+            }
+            n = recv(c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, MSG_DONTWAIT);
+            if (n > 0) {
+                c->rlen += (size_t)n;
+                conn_parse(c);
+                continue;
+            }
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n < 0 || !at_boundary(c)) {
+            /* Reset, or the peer closed in the middle of a message: this connection
+             * only is closed; requests it has in the engine finish and are dropped. */
+            if (n == 0) {
+                logmsg("conn %u: closed in the middle of a message; closing", c->id);
+                st.malformed_closes++;
+            }
+            conn_fail(c);
+            return;
+        }
+        /* Clean EOF: reply to what is in flight (if the peer still reads), then close. */
+        c->closing = true;
+        conn_update_events(c);
+        conn_touch(c);
+        return;
+    }
+}
+
+/* ======================================================================== */
+/* Connections: lifecycle                                                   */
+/* ======================================================================== */
+
+void conn_free(struct conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    nconns--;
+    free(c->rbuf);
+    free(c->optbuf);
+    free(c);
+}
+
+/* Deferred work on a connection: flush output, resume reading, finish closing. */
+static void conn_work(struct conn *c)
+{
+    if (!c->dead && c->oq_head)
+        conn_flush(c);
+    if (!c->dead && c->paused && !conn_over_limit(c)) {
+        c->paused = false;
+        conn_update_events(c);
+        conn_parse(c);
+        if (!c->dead && c->oq_head)
+            conn_flush(c);
+    }
+    /* Closing (DISC, ABORT, EOF), or shutting down and idle at a message boundary. */
+    if (!c->dead && (c->closing || (stopping && c->transmission && at_boundary(c))) &&
+        c->nreq == 0 && !c->oq_head)
+        conn_fail(c);
+    if (c->dead && c->nreq == 0 && !c->in_grave) {
+        c->in_grave = true;
+        c->grave_next = graveyard;
+        graveyard = c;
+    }
+}
+
+void run_work(void)
+{
+    while (work_head) {
+        struct conn *c = work_head;
+        work_head = c->work_next;
+        c->in_work = false;
+        conn_work(c);
+    }
+    while (graveyard) {
+        struct conn *c = graveyard;
+        graveyard = c->grave_next;
+        conn_free(c);
+    }
+}

@@ -1,0 +1,140 @@
+/*
+ * ioeng_nbd_handshake.c - option haggling of the fixed newstyle handshake: GO, INFO,
+ * EXPORT_NAME, ABORT and LIST; every other option gets NBD_REP_ERR_UNSUP.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ioeng_nbd.h"
+
+/* ======================================================================== */
+/* Handshake                                                                */
+/* ======================================================================== */
+
+void opt_reply(struct conn *c, uint32_t optv, uint32_t type, const void *data,
+                      uint32_t len)
+{
+    uint8_t h[20];
+    put64(h, NBD_REP_MAGIC);
+    put32(h + 8, optv);
+    put32(h + 12, type);
+    put32(h + 16, len);
+    conn_send_copy(c, h, sizeof(h), data, len);
+}
+
+void enter_transmission(struct conn *c)
+{
+    c->transmission = true;
+    c->st = ST_REQ_HDR;
+    free(c->optbuf);
+    c->optbuf = NULL;
+}
+
+static bool name_matches(const uint8_t *name, uint32_t len)
+{
+    return len == strlen(opt.name) && memcmp(name, opt.name, len) == 0;
+}
+
+/* NBD_OPT_INFO / NBD_OPT_GO. */
+static void opt_info_go(struct conn *c, uint32_t optv, const uint8_t *d, uint32_t len)
+{
+    if (len < 6) {
+        opt_reply(c, optv, NBD_REP_ERR_INVALID, NULL, 0);
+        return;
+    }
+    uint32_t nlen = get32(d);
+    if (nlen > len - 6) {
+        opt_reply(c, optv, NBD_REP_ERR_INVALID, NULL, 0);
+        return;
+    }
+    uint16_t ninfo = get16(d + 4 + nlen);
+    if ((uint64_t)len != 6ull + nlen + 2ull * ninfo) {
+        opt_reply(c, optv, NBD_REP_ERR_INVALID, NULL, 0);
+        return;
+    }
+    if (!name_matches(d + 4, nlen)) {
+        static const char msg[] = "unknown export name";
+        opt_reply(c, optv, NBD_REP_ERR_UNKNOWN, msg, sizeof(msg) - 1);
+        return;
+    }
+    bool want_name = false;
+    for (uint16_t i = 0; i < ninfo; i++)
+        if (get16(d + 6 + nlen + 2u * i) == NBD_INFO_NAME)
+            want_name = true;
+    uint8_t b[14];
+    put16(b, NBD_INFO_EXPORT);
+    put64(b + 2, ex.size);
+    put16(b + 10, ex.tflags);
+    opt_reply(c, optv, NBD_REP_INFO, b, 12);
+    /* Our constraints are the defaults; saying so helps clients pick request sizes. */
+    put16(b, NBD_INFO_BLOCK_SIZE);
+    put32(b + 2, 1);
+    put32(b + 6, 4096);
+    put32(b + 10, MAX_PAYLOAD);
+    opt_reply(c, optv, NBD_REP_INFO, b, 14);
+    if (want_name) {
+        size_t n = strlen(opt.name);
+        uint8_t *nb = malloc(2 + n);
+        if (!nb)
+            die("out of memory");
+        put16(nb, NBD_INFO_NAME);
+        memcpy(nb + 2, opt.name, n);
+        opt_reply(c, optv, NBD_REP_INFO, nb, (uint32_t)(2 + n));
+        free(nb);
+    }
+    opt_reply(c, optv, NBD_REP_ACK, NULL, 0);
+    if (optv == NBD_OPT_GO)
+        enter_transmission(c);
+}
+
+void handle_option(struct conn *c, uint32_t optv, const uint8_t *d, uint32_t len)
+{
+    switch (optv) {
+    case NBD_OPT_EXPORT_NAME: {
+        if (!name_matches(d, len)) {
+            logmsg("conn %u: NBD_OPT_EXPORT_NAME for an unknown export; closing", c->id);
+            conn_fail(c); /* the spec's only way to refuse EXPORT_NAME */
+            return;
+        }
+        uint8_t b[10 + 124] = { 0 };
+        put64(b, ex.size);
+        put16(b + 8, ex.tflags);
+        conn_send_copy(c, b, c->no_zeroes ? 10 : sizeof(b), NULL, 0);
+        enter_transmission(c);
+        return;
+    }
+    case NBD_OPT_ABORT:
+        opt_reply(c, optv, NBD_REP_ACK, NULL, 0);
+        c->closing = true; /* close once the ACK is out */
+        conn_update_events(c);
+        return;
+    case NBD_OPT_LIST: {
+        if (len != 0) {
+            opt_reply(c, optv, NBD_REP_ERR_INVALID, NULL, 0);
+            return;
+        }
+        size_t n = strlen(opt.name);
+        uint8_t *b = malloc(4 + n);
+        if (!b)
+            die("out of memory");
+        put32(b, (uint32_t)n);
+        memcpy(b + 4, opt.name, n);
+        opt_reply(c, optv, NBD_REP_SERVER, b, (uint32_t)(4 + n));
+        free(b);
+        opt_reply(c, optv, NBD_REP_ACK, NULL, 0);
+        return;
+    }
+    case NBD_OPT_INFO:
+    case NBD_OPT_GO:
+        opt_info_go(c, optv, d, len);
+        return;
+    default:
+        /* STARTTLS, STRUCTURED_REPLY, meta contexts, extended headers, ...: not here.
+         * Clients then use simple replies. */
+        opt_reply(c, optv, NBD_REP_ERR_UNSUP, NULL, 0);
+        return;
+    }
+}

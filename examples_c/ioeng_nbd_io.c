@@ -1,0 +1,380 @@
+/*
+ * ioeng_nbd_io.c - requests of the ioeng_nbd server: checks, pooled buffers, submission to
+ * libioeng (FUA, WRITE_ZEROES pieces, the FDATASYNC fallback), the completion hand-off
+ * from the engine's completer thread to the event loop, and replies.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ioeng_nbd.h"
+
+static struct req *free_reqs;
+static unsigned nfree_reqs;
+_Atomic(struct req *) done_head;
+
+/* ======================================================================== */
+/* Requests and buffers                                                     */
+/* ======================================================================== */
+
+struct req *req_get(struct conn *c)
+{
+    struct req *r = free_reqs;
+    if (r) {
+        free_reqs = r->next;
+        nfree_reqs--;
+    } else {
+        r = calloc(1, sizeof(*r));
+        if (!r)
+            die("out of memory");
+    }
+    r->next = NULL;
+    r->conn = c;
+    r->err = 0;
+    r->need_sync = false;
+    atomic_store(&r->ioerr, 0);
+    atomic_store(&r->pending, 0);
+    c->nreq++;
+    c->nbytes += r->cap;
+    return r;
+}
+
+/* Makes r->buf hold at least len bytes (4096-aligned). */
+bool req_reserve(struct req *r, size_t len)
+{
+    if (r->cap >= len)
+        return true;
+    size_t cap = (len + BUF_ALIGN - 1) & ~(size_t)(BUF_ALIGN - 1);
+    void *p;
+    if (posix_memalign(&p, BUF_ALIGN, cap) != 0)
+        return false;
+    if (r->conn)
+        r->conn->nbytes += cap - r->cap;
+    free(r->buf);
+    r->buf = p;
+    r->cap = cap;
+    return true;
+}
+
+void req_put(struct req *r)
+{
+    struct conn *c = r->conn;
+    c->nreq--;
+    c->nbytes -= r->cap;
+    r->conn = NULL;
+    if (r->cap > POOL_KEEP_CAP || nfree_reqs >= POOL_KEEP_N) {
+        free(r->buf);
+        r->buf = NULL;
+        r->cap = 0;
+    }
+    if (nfree_reqs >= POOL_KEEP_N) {
+        free(r);
+    } else {
+        r->next = free_reqs;
+        free_reqs = r;
+        nfree_reqs++;
+    }
+    conn_touch(c); /* may resume reading, or finish closing */
+}
+
+/* ======================================================================== */
+/* Replies                                                                  */
+/* ======================================================================== */
+
+static uint32_t errno_to_nbd(int e)
+{
+    switch (e) {
+    case EPERM: case EACCES: case EROFS: return NBD_EPERM;
+    case ENOSPC: case EDQUOT: case EFBIG: return NBD_ENOSPC;
+    case ENOMEM: return NBD_ENOMEM;
+    case EINVAL: return NBD_EINVAL;
+    case ESHUTDOWN: return NBD_ESHUTDOWN;
+    default: return NBD_EIO;
+    }
+}
+
+void reply(struct req *r)
+{
+    struct conn *c = r->conn;
+    if (r->err) {
+        st.errors++;
+        if (opt.verbose)
+            logmsg("conn %u: error %u for type %u flags 0x%x offset %" PRIu64 " length %u",
+                   c->id, r->err, r->type, r->flags, r->off, r->len);
+    }
+    put32(r->rhdr, NBD_SIMPLE_REPLY_MAGIC);
+    put32(r->rhdr + 4, r->err);
+    memcpy(r->rhdr + 8, r->cookie, 8);
+    bool data = r->type == NBD_CMD_READ && r->err == 0;
+    r->out = (struct out){ .hdr = r->rhdr, .hlen = NBD_REPLY_HDR_LEN,
+                           .data = data ? r->buf : NULL, .dlen = data ? r->len : 0,
+                           .owner = r };
+    if (data)
+        st.bytes_read += r->len;
+    conn_enqueue(c, &r->out);
+}
+
+void reply_err(struct req *r, uint32_t err)
+{
+    r->err = err;
+    reply(r);
+}
+
+/* ======================================================================== */
+/* Engine glue                                                              */
+/* ======================================================================== */
+
+static void push_done(struct req *r)
+{
+    struct req *old = atomic_load_explicit(&done_head, memory_order_relaxed);
+    do {
+        r->next = old;
+    } while (!atomic_compare_exchange_weak_explicit(&done_head, &old, r, memory_order_release,
+                                                    memory_order_relaxed));
+    if (!old) {
+        /* The stack was empty, so the loop may be asleep: wake it. A write to an
+         * eventfd only fails on counter overflow, which cannot happen with 1s. */
+        uint64_t one = 1;
+        ssize_t w = write(evfd, &one, sizeof(one));
+        (void)w;
+    }
+}
+
+/* Completion callback: runs on the engine's completer thread. */
+static void on_io_done(void *ctx, int64_t res)
+{
+    struct req *r = ctx;
+    if (res >= 0 && r->type == NBD_CMD_READ && (uint64_t)res != r->len)
+        res = -EIO; /* short read: the file shrank under us */
+    if (res < 0) {
+        int64_t zero = 0;
+        atomic_compare_exchange_strong(&r->ioerr, &zero, res);
+    }
+    if (atomic_fetch_sub_explicit(&r->pending, 1, memory_order_acq_rel) == 1)
+        push_done(r);
+}
+
+static void io_finished(struct req *r);
+
+/* Drops the loop's own reference; completes the request when nothing is pending. */
+static void req_unref(struct req *r)
+{
+    if (atomic_fetch_sub_explicit(&r->pending, 1, memory_order_acq_rel) == 1)
+        io_finished(r);
+}
+
+static bool aligned_for_direct(uint64_t off, uint64_t len)
+{
+    return ex.fd_direct >= 0 && off % ex.dio_align == 0 && len % ex.dio_align == 0;
+}
+
+/* Submits op over [off, off+len) in pieces of at most `chunk` bytes from `buf` (which,
+ * when `same_buf`, is reused for every piece). The caller holds one reference in
+ * `pending`; every accepted piece adds one. */
+static void submit_pieces(struct req *r, uint32_t op, void *buf, uint64_t off, uint64_t len,
+                          uint64_t chunk, bool same_buf, uint32_t flags)
+{
+    int fd = aligned_for_direct(off, len) ? ex.fd_direct : ex.fd_buf;
+    for (uint64_t done = 0; done < len;) {
+        uint64_t n = len - done < chunk ? len - done : chunk;
+        ioeng_req_t q = { .op = op, .prio = IOENG_PRIO_NORMAL, .fd = fd, .flags = flags,
+                          .buf = (uint8_t *)buf + (same_buf ? 0 : done), .len = n,
+                          .offset = off + done };
+        atomic_fetch_add(&r->pending, 1);
+        int rc = ioeng_submit(eng, &q, on_io_done, r);
+        if (rc == -EINVAL && (flags & IOENG_REQ_DSYNC)) {
+            /* The engine refuses RWF_DSYNC (an interface without flags): fall back to
+             * WRITE + FDATASYNC from now on. */
+            logmsg("engine refused IOENG_REQ_DSYNC at submit; FUA now uses WRITE + FDATASYNC");
+            dsync_ok = false;
+            flags &= ~(uint32_t)IOENG_REQ_DSYNC;
+            r->need_sync = true;
+            q.flags = flags;
+            rc = ioeng_submit(eng, &q, on_io_done, r);
+        }
+        if (rc != 0) {
+            atomic_fetch_sub(&r->pending, 1);
+            int64_t zero = 0;
+            atomic_compare_exchange_strong(&r->ioerr, &zero, (int64_t)rc);
+            return;
+        }
+        done += n;
+    }
+}
+
+static void submit_sync(struct req *r)
+{
+    atomic_store(&r->pending, 1);
+    ioeng_req_t q = { .op = IOENG_OP_FDATASYNC, .prio = IOENG_PRIO_NORMAL, .fd = ex.fd_buf };
+    atomic_fetch_add(&r->pending, 1);
+    int rc = ioeng_submit(eng, &q, on_io_done, r);
+    if (rc != 0) {
+        atomic_fetch_sub(&r->pending, 1);
+        atomic_store(&r->ioerr, (int64_t)rc);
+    }
+    req_unref(r);
+}
+
+/* Starts a checked request. */
+void start_io(struct req *r)
+{
+    bool fua = (r->flags & NBD_CMD_FLAG_FUA) != 0;
+    uint32_t wflags = 0;
+    if (fua && r->type != NBD_CMD_READ && r->type != NBD_CMD_FLUSH) {
+        if (dsync_ok) {
+            wflags = IOENG_REQ_DSYNC;
+        } else {
+            r->need_sync = true;
+        }
+    }
+    atomic_store(&r->pending, 1);
+    switch (r->type) {
+    case NBD_CMD_READ:
+        submit_pieces(r, IOENG_OP_READ, r->buf, r->off, r->len, r->len, false, 0);
+        break;
+    case NBD_CMD_WRITE:
+        submit_pieces(r, IOENG_OP_WRITE, r->buf, r->off, r->len, r->len, false, wflags);
+        break;
+    case NBD_CMD_WRITE_ZEROES:
+        submit_pieces(r, IOENG_OP_WRITE, zero_buf, r->off, r->len, ZERO_CHUNK, true, wflags);
+        break;
+    case NBD_CMD_FLUSH: {
+        ioeng_req_t q = { .op = IOENG_OP_FDATASYNC, .prio = IOENG_PRIO_NORMAL, .fd = ex.fd_buf };
+        atomic_fetch_add(&r->pending, 1);
+        int rc = ioeng_submit(eng, &q, on_io_done, r);
+        if (rc != 0) {
+            atomic_fetch_sub(&r->pending, 1);
+            atomic_store(&r->ioerr, (int64_t)rc);
+        }
+        break;
+    }
+    }
+    if (fua && (r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES)) {
+        if (r->need_sync)
+            st.fua_fallback++;
+        else
+            st.fua_dsync++;
+    }
+    req_unref(r);
+}
+
+/* Every piece of a request is back (called on the loop thread). */
+static void io_finished(struct req *r)
+{
+    int64_t e = atomic_load(&r->ioerr);
+    if (e == 0 && r->need_sync) {
+        r->need_sync = false;
+        submit_sync(r);
+        return;
+    }
+    if (e == 0 && (r->type == NBD_CMD_WRITE))
+        st.bytes_written += r->len;
+    if (r->conn->dead) {
+        req_put(r);
+        return;
+    }
+    r->err = e ? errno_to_nbd((int)-e) : 0;
+    reply(r);
+}
+
+void drain_completions(void)
+{
+    uint64_t v;
+    ssize_t n = read(evfd, &v, sizeof(v)); /* reset before draining: no lost wake-up */
+    (void)n;
+    struct req *list = atomic_exchange_explicit(&done_head, NULL, memory_order_acquire);
+    struct req *rev = NULL; /* oldest first */
+    while (list) {
+        struct req *nx = list->next;
+        list->next = rev;
+        rev = list;
+        list = nx;
+    }
+    while (rev) {
+        struct req *nx = rev->next;
+        rev->next = NULL;
+        io_finished(rev);
+        rev = nx;
+    }
+}
+
+/* Whether the engine takes IOENG_REQ_DSYNC: one 4 KiB DSYNC write to a memfd. */
+static struct {
+    atomic_int done;
+    int64_t res;
+} probe;
+
+static void probe_cb(void *ctx, int64_t res)
+{
+    (void)ctx;
+    probe.res = res;
+    atomic_store(&probe.done, 1);
+}
+
+void probe_dsync(void)
+{
+    int fd = memfd_create("ioeng_nbd_dsync_probe", MFD_CLOEXEC);
+    if (fd < 0) {
+        logmsg("memfd_create: %s; FUA uses WRITE + FDATASYNC", strerror(errno));
+        return;
+    }
+    ioeng_req_t q = { .op = IOENG_OP_WRITE, .prio = IOENG_PRIO_NORMAL, .fd = fd,
+                      .flags = IOENG_REQ_DSYNC, .buf = zero_buf, .len = 4096 };
+    int rc = ioeng_submit(eng, &q, probe_cb, NULL);
+    if (rc == 0) {
+        for (int i = 0; i < 10000 && !atomic_load(&probe.done); i++)
+            nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+        if (!atomic_load(&probe.done))
+            die("DSYNC probe write did not complete in 10 s");
+        dsync_ok = probe.res == 4096;
+        if (!dsync_ok)
+            logmsg("DSYNC probe write gave %" PRId64 "; FUA uses WRITE + FDATASYNC", probe.res);
+    } else {
+        logmsg("engine refuses IOENG_REQ_DSYNC (%s); FUA uses WRITE + FDATASYNC",
+               strerror(-rc));
+    }
+    close(fd);
+}
+
+/* Checks a request header; returns 0 or the NBD error to reply. */
+uint32_t check_request(const struct req *r)
+{
+    uint16_t allowed;
+    switch (r->type) {
+    case NBD_CMD_READ: allowed = NBD_CMD_FLAG_FUA; break;
+    case NBD_CMD_WRITE: allowed = NBD_CMD_FLAG_FUA; break;
+    case NBD_CMD_FLUSH: allowed = NBD_CMD_FLAG_FUA; break;
+    case NBD_CMD_WRITE_ZEROES:
+        if (opt.read_only)
+            return NBD_EINVAL; /* not advertised on a read-only export */
+        allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE;
+        break;
+    default: return NBD_EINVAL; /* TRIM, CACHE, BLOCK_STATUS, unknown */
+    }
+    if (r->flags & ~allowed)
+        return NBD_EINVAL;
+    if (r->type == NBD_CMD_FLUSH)
+        return (r->off || r->len) ? NBD_EINVAL : 0;
+    if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) && r->len > MAX_PAYLOAD)
+        return NBD_EINVAL;
+    if (r->type != NBD_CMD_READ && opt.read_only)
+        return NBD_EPERM;
+    if (r->off > ex.size || r->len > ex.size - r->off)
+        return r->type == NBD_CMD_READ ? NBD_EINVAL : NBD_ENOSPC;
+    return 0;
+}
+
+void free_pool(void)
+{
+    while (free_reqs) {
+        struct req *r = free_reqs;
+        free_reqs = r->next;
+        free(r->buf);
+        free(r);
+    }
+}

@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# `make test-install` (part of `make test`): libioeng as an installed system library.
+#
+#  1. `make install` into a temporary DESTDIR (PREFIX=/usr/local), then checks the installed
+#     files, the links libioeng.so -> libioeng.so.1 -> libioeng.so.1.0.0, the soname
+#     (readelf) and that exactly the header's functions are exported at IOENG_1.0 (objdump -T).
+#  2. Builds consumers against the installed tree only (no source-tree include or library
+#     path; checked) and runs them:
+#       - gcc + pkg-config (PKG_CONFIG_LIBDIR/PKG_CONFIG_SYSROOT_DIR into the DESTDIR);
+#       - a static link (pkg-config --static, libioeng.a; the binary must not need libioeng.so);
+#       - CMake find_package(ioeng) (CMAKE_PREFIX_PATH into the DESTDIR): examples_c/example.cpp
+#         (C++ RAII wrapper) on ioeng::ioeng, and consumer.c on ioeng::ioeng_static;
+#       - ThreadSanitizer: tsan_callbacks.c built with gcc -fsanitize=thread must report no
+#         race when correct, and must report the race of its deliberately racy variant.
+#  3. `make uninstall` removes every installed file; a second install with LIBDIR=.../lib64
+#     and another PREFIX is found by pkg-config and CMake there.
+# Environment: IOENG_REQUIRE_URING=1 (io_uring unavailable -> FAIL instead of skipping the
+# uring runs), KEEP=1 (keep the temporary directory).
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+work=$(mktemp -d /tmp/ioeng_install_test.XXXXXX)
+[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$work"' EXIT
+npass=0
+nfail=0
+pass() { npass=$((npass + 1)); printf 'PASS  %s\n' "$*"; }
+fail() { nfail=$((nfail + 1)); printf 'FAIL  %s\n' "$*"; }
+# check NAME CMD...: runs CMD, PASS/FAIL with its output indented on failure.
+check() {
+    local name=$1 out
+    shift
+    if out=$("$@" 2>&1); then
+        pass "$name${out:+: $(printf '%s' "$out" | tail -n 1)}"
+    else
+        fail "$name"
+        printf '%s\n' "$out" | tail -n 30 | sed 's/^/    | /'
+    fi
+}
+
+dest=$work/dest
+prefix=/usr/local
+libdir=$dest$prefix/lib
+incdir=$dest$prefix/include
+make -s -C "$root" install DESTDIR="$dest" >"$work/install.log" 2>&1 ||
+    { cat "$work/install.log"; echo "FAIL  make install"; exit 1; }
+pass "make install DESTDIR=$dest"
+
+# ---- 1. installed files, links, soname, symbol versions -------------------------------
+installed_files() {
+    for f in "$incdir/ioeng.h" "$libdir/libioeng.so.1.0.0" "$libdir/libioeng.a" \
+        "$libdir/pkgconfig/ioeng.pc" "$libdir/cmake/ioeng/ioengConfig.cmake" \
+        "$libdir/cmake/ioeng/ioengConfigVersion.cmake" "$dest$prefix/share/ioeng/tsan.supp"; do
+        [ -f "$f" ] && [ ! -L "$f" ] || { echo "missing (or a link): $f"; return 1; }
+    done
+    [ "$(readlink "$libdir/libioeng.so.1")" = libioeng.so.1.0.0 ] || { echo "libioeng.so.1 -> $(readlink "$libdir/libioeng.so.1")"; return 1; }
+    [ "$(readlink "$libdir/libioeng.so")" = libioeng.so.1 ] || { echo "libioeng.so -> $(readlink "$libdir/libioeng.so")"; return 1; }
+    echo "header, libioeng.so.1.0.0 + links libioeng.so.1 and libioeng.so, libioeng.a, ioeng.pc, CMake package, tsan.supp"
+}
+check "installed files and links" installed_files
+
+soname() {
+    local s
+    s=$(readelf -d "$libdir/libioeng.so.1.0.0" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+    [ "$s" = libioeng.so.1 ] || { echo "soname '$s'"; return 1; }
+    echo "readelf: SONAME libioeng.so.1"
+}
+check "soname" soname
+
+symbol_versions() {
+    local so=$libdir/libioeng.so.1.0.0 dyn header_fns exported bad
+    dyn=$(objdump -T "$so") || return 1
+    # Defined dynamic symbols: everything but UND entries and the version node itself.
+    exported=$(printf '%s\n' "$dyn" | awk '/^[0-9a-f]+ / && $0 !~ /\*UND\*/ && $NF != "IOENG_1.0" {print $(NF-1), $NF}' | sort)
+    bad=$(printf '%s\n' "$exported" | awk '$1 != "IOENG_1.0" || $2 !~ /^ioeng_/')
+    [ -z "$bad" ] || { echo "exported outside ioeng_*@IOENG_1.0:"; echo "$bad"; return 1; }
+    # Declarations start in column 0 with their return type (mentions in comments do not).
+    header_fns=$(grep -E '^[a-z].*[ *]ioeng_[a-z_]*\(' "$incdir/ioeng.h" | grep -oE 'ioeng_[a-z_]*\(' | tr -d '(' | sort -u)
+    [ "$(printf '%s\n' "$exported" | awk '{print $2}')" = "$header_fns" ] ||
+        { echo "exported:"; echo "$exported"; echo "declared in ioeng.h:"; echo "$header_fns"; return 1; }
+    echo "objdump -T: exactly the $(printf '%s\n' "$header_fns" | wc -l) functions of ioeng.h, all at IOENG_1.0"
+}
+check "symbol versions" symbol_versions
+
+# Nothing from the source tree may appear on a consumer's include or library path.
+no_source_paths() {
+    case "$*" in *"$root"*) echo "source tree on a consumer's path: $*"; return 1 ;; esac
+}
+
+# ---- 2a. gcc + pkg-config -------------------------------------------------------------
+export PKG_CONFIG_PATH=
+export PKG_CONFIG_LIBDIR=$libdir/pkgconfig
+export PKG_CONFIG_SYSROOT_DIR=$dest
+pc_flags=$(pkg-config --cflags --libs ioeng)
+pc_version=$(pkg-config --modversion ioeng)
+CFLAGS_STRICT=(-std=c11 -Wall -Wextra -Werror -O2 -g -pthread)
+
+build_pkgconfig() {
+    no_source_paths "$pc_flags" || return 1
+    [ "$pc_version" = 1.0.0 ] || { echo "pkg-config --modversion: $pc_version"; return 1; }
+    case "$pc_flags" in *"-I$incdir"*"-L$libdir"*) ;; *) echo "flags not into DESTDIR: $pc_flags"; return 1 ;; esac
+    # shellcheck disable=SC2086
+    gcc "${CFLAGS_STRICT[@]}" "$here/consumer.c" -o "$work/consumer_pc" $pc_flags -Wl,-rpath,"$libdir" &&
+        echo "gcc consumer.c \$(pkg-config --cflags --libs ioeng) -> $pc_flags"
+}
+check "build with pkg-config" build_pkgconfig
+run_pkgconfig() {
+    # (Outputs are captured first: `cmd | grep -q` fails under pipefail when cmd gets SIGPIPE.)
+    local deps syms
+    deps=$(ldd "$work/consumer_pc") && syms=$(objdump -T "$work/consumer_pc") || return 1
+    grep -q "libioeng.so.1 => $libdir/libioeng.so.1 " <<<"$deps" || { echo "$deps"; return 1; }
+    grep -q '(IOENG_1.0) *ioeng_open$' <<<"$syms" ||
+        { echo "consumer does not reference ioeng_open@IOENG_1.0"; return 1; }
+    "$work/consumer_pc"
+}
+check "run pkg-config consumer (loads the installed libioeng.so.1)" run_pkgconfig
+
+# ---- 2b. static link -------------------------------------------------------------------
+build_static() {
+    local libs
+    libs=$(pkg-config --static --libs ioeng | sed 's/-lioeng\b/-l:libioeng.a/')
+    no_source_paths "$libs" || return 1
+    # shellcheck disable=SC2086
+    gcc "${CFLAGS_STRICT[@]}" "$here/consumer.c" -o "$work/consumer_static" $(pkg-config --cflags ioeng) $libs &&
+        echo "gcc consumer.c \$(pkg-config --cflags ioeng) $libs"
+}
+check "build static (libioeng.a, Libs.private)" build_static
+run_static() {
+    local deps syms
+    deps=$(ldd "$work/consumer_static") && syms=$(nm "$work/consumer_static") || return 1
+    if grep -q libioeng <<<"$deps"; then echo "$deps"; return 1; fi
+    grep -q ' T ioeng_open$' <<<"$syms" || { echo "ioeng_open not linked in"; return 1; }
+    "$work/consumer_static"
+}
+check "run static consumer (no libioeng.so needed)" run_static
+
+# ---- 2c. CMake find_package ------------------------------------------------------------
+cmake_build() {
+    local b=$work/cmake-build
+    cmake -S "$here/cmake" -B "$b" -DCMAKE_PREFIX_PATH="$dest$prefix" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DCMAKE_EXPORT_COMPILE_COMMANDS=ON -DIOENG_EXAMPLE_CPP="$root/examples_c/example.cpp" \
+        -DIOENG_CONSUMER_C="$here/consumer.c" >"$work/cmake.log" 2>&1 || { cat "$work/cmake.log"; return 1; }
+    grep -q "ioeng 1.0.0 from $libdir/cmake/ioeng" "$work/cmake.log" || { cat "$work/cmake.log"; return 1; }
+    cmake --build "$b" -- VERBOSE=1 >"$work/cmake-build.log" 2>&1 || { tail -n 40 "$work/cmake-build.log"; return 1; }
+    # Compile and link lines: include and library paths only into the DESTDIR.
+    local paths
+    paths=$(grep -oE -- '(-I|-isystem |-L|-Wl,-rpath,)[^ ]*|[^ ]*libioeng[^ ]*' "$b/compile_commands.json" \
+        "$b/CMakeFiles/example_cpp.dir/link.txt" "$b/CMakeFiles/consumer_static.dir/link.txt" | sort -u)
+    no_source_paths "$paths" || return 1
+    grep -q "$libdir/libioeng.so.1.0.0" "$b/CMakeFiles/example_cpp.dir/link.txt" &&
+        grep -q "$libdir/libioeng.a" "$b/CMakeFiles/consumer_static.dir/link.txt" ||
+        { echo "link lines:"; cat "$b"/CMakeFiles/*/link.txt; return 1; }
+    echo "find_package(ioeng 1.0) from $libdir/cmake/ioeng: example_cpp (ioeng::ioeng), consumer_static (ioeng::ioeng_static)"
+}
+check "CMake find_package(ioeng) build" cmake_build
+
+uring_reason=$(LIBDIR=$libdir python3 - <<'PY'
+import ctypes, os
+lib = ctypes.CDLL(os.path.join(os.environ["LIBDIR"], "libioeng.so"))
+lib.ioeng_uring_unavailable_reason.restype = ctypes.c_char_p
+r = lib.ioeng_uring_unavailable_reason()
+print(r.decode() if r else "")
+PY
+)
+backends="aio uring"
+if [ -n "$uring_reason" ]; then
+    if [ "${IOENG_REQUIRE_URING:-0}" = 1 ]; then
+        fail "io_uring required but unavailable: $uring_reason"
+    else
+        echo "*** SKIP  uring runs: io_uring unavailable: $uring_reason ***"
+    fi
+    backends=aio
+fi
+
+for b in $backends; do
+    check "run example_cpp --backend $b (C++ RAII wrapper, CMake, shared)" "$work/cmake-build/example_cpp" --backend "$b"
+done
+check "run consumer_static (CMake, ioeng::ioeng_static)" "$work/cmake-build/consumer_static"
+
+# ---- 2d. ThreadSanitizer ----------------------------------------------------------------
+# TSan needs a memory layout it knows; kernels with high mmap randomization break that in
+# older runtimes ("unexpected memory mapping"), which setarch -R avoids.
+tsan_run() {
+    local out rc
+    out=$("$@" 2>&1); rc=$?
+    if grep -q 'unexpected memory mapping' <<<"$out"; then
+        out=$(setarch "$(uname -m)" -R "$@" 2>&1); rc=$?
+    fi
+    printf '%s\n' "$out"
+    return $rc
+}
+tsan_build() { # NAME EXTRA_FLAGS...
+    local name=$1
+    shift
+    # shellcheck disable=SC2086
+    gcc -std=c11 -Wall -Wextra -Werror -O1 -g -fsanitize=thread -pthread "$@" "$here/tsan_callbacks.c" \
+        -o "$work/$name" $pc_flags -Wl,-rpath,"$libdir"
+}
+tsan_clean() { # BACKEND BINARY [env...]: correct program, no report, exit 0
+    local b=$1 bin=$2 out
+    shift 2
+    out=$(tsan_run env IOENG_TEST_BACKEND="$b" "$@" "$work/$bin" correct) || { printf '%s\n' "$out"; return 1; }
+    if grep -q 'ThreadSanitizer' <<<"$out"; then printf '%s\n' "$out"; return 1; fi
+    printf '%s\n' "$out" | tail -n 1
+}
+tsan_racy() { # BACKEND: the racy control must be reported
+    local out rc
+    out=$(tsan_run env IOENG_TEST_BACKEND="$1" "$work/tsan" racy); rc=$?
+    if [ $rc -eq 66 ] && grep -q 'WARNING: ThreadSanitizer: data race' <<<"$out" &&
+        grep -q 'on_done' <<<"$out"; then
+        echo "data race reported in on_done (exit 66), as it must be"
+        return 0
+    fi
+    printf '%s\n' "$out" | tail -n 30
+    echo "racy control: exit $rc, expected a data race report (exit 66)"
+    return 1
+}
+if tsan_build tsan; then
+    for b in $backends; do
+        check "TSan: correct program, no race reported [$b]" tsan_clean "$b" tsan
+        check "TSan: racy control is reported [$b]" tsan_racy "$b"
+    done
+    # gcc -static-libtsan does not export the TSan interface, so libioeng's dlsym cannot
+    # find it: export the two functions, or fall back to the installed suppression file.
+    if tsan_build tsan_static_exp -static-libtsan \
+        -Wl,--export-dynamic-symbol=__tsan_acquire -Wl,--export-dynamic-symbol=__tsan_release &&
+        tsan_build tsan_static -static-libtsan; then
+        check "TSan -static-libtsan with exported __tsan_acquire/release, no race [aio]" tsan_clean aio tsan_static_exp
+        check "TSan -static-libtsan with share/ioeng/tsan.supp, no race [aio]" tsan_clean aio tsan_static \
+            TSAN_OPTIONS="suppressions=$dest$prefix/share/ioeng/tsan.supp"
+    else
+        fail "build TSan programs with -static-libtsan"
+    fi
+else
+    fail "build TSan program (gcc -fsanitize=thread; needs libtsan)"
+fi
+
+# ---- 3. uninstall; a second layout (PREFIX=/opt/ioeng LIBDIR=/opt/ioeng/lib64) ---------
+uninstall() {
+    make -s -C "$root" uninstall DESTDIR="$dest" >/dev/null || return 1
+    local left
+    left=$(find "$dest" ! -type d)
+    [ -z "$left" ] || { echo "left after uninstall:"; echo "$left"; return 1; }
+    echo "no file left in the DESTDIR"
+}
+check "make uninstall" uninstall
+
+other_layout() {
+    local d=$work/dest2 l=/opt/ioeng/lib64
+    make -s -C "$root" install DESTDIR="$d" PREFIX=/opt/ioeng LIBDIR=$l >/dev/null || return 1
+    [ -f "$d$l/libioeng.so.1.0.0" ] && [ -f "$d/opt/ioeng/include/ioeng.h" ] || { find "$d"; return 1; }
+    local flags
+    flags=$(PKG_CONFIG_LIBDIR=$d$l/pkgconfig PKG_CONFIG_SYSROOT_DIR=$d pkg-config --cflags --libs ioeng)
+    flags=$(echo $flags) # pkg-config ends with a space
+    [ "$flags" = "-I$d/opt/ioeng/include -L$d$l -lioeng" ] || { echo "pkg-config: $flags"; return 1; }
+    mkdir -p "$work/cm2"
+    printf 'cmake_minimum_required(VERSION 3.13)\nproject(p C)\nfind_package(ioeng 1 REQUIRED)\nget_target_property(i ioeng::ioeng INTERFACE_INCLUDE_DIRECTORIES)\nget_target_property(s ioeng::ioeng_static IMPORTED_LOCATION)\nmessage(STATUS "INC=${i} STATIC=${s}")\nfind_package(ioeng 2 QUIET)\nif(ioeng_FOUND)\n  message(FATAL_ERROR "version 2 accepted")\nendif()\n' >"$work/cm2/CMakeLists.txt"
+    # (Debian's CMake does not search lib64 by itself, hence ioeng_DIR.)
+    cmake -S "$work/cm2" -B "$work/cm2/b" -Dioeng_DIR="$d$l/cmake/ioeng" >"$work/cm2.log" 2>&1 || { cat "$work/cm2.log"; return 1; }
+    grep -q "INC=$d/opt/ioeng/include STATIC=$d$l/libioeng.a" "$work/cm2.log" || { cat "$work/cm2.log"; return 1; }
+    echo "pkg-config and CMake find lib64 layout; find_package(ioeng 2) rejects 1.0.0"
+}
+check "install PREFIX=/opt/ioeng LIBDIR=/opt/ioeng/lib64" other_layout
+
+echo "install tests: $npass passed, $nfail failed"
+[ $nfail -eq 0 ]
