@@ -76,7 +76,7 @@ static void backlog_close(ioeng_backend_t be, int fd)
     ioeng_stats_t st;
     CHECK_EQ(ioeng_stats(h, &st), 0, "stats");
     CHECK_EQ(st.queued_high + st.queued_read + st.queued_write, NQ, "queued before close");
-    CHECK_EQ(ioeng_close(h), 0, "ioeng_close on paused engine with backlog");
+    CHECK_EQ(tu_engine_close(h), 0, "ioeng_close on paused engine with backlog");
     verify(NQ, "paused backlog close");
 }
 
@@ -104,7 +104,7 @@ static void submit_during_close(ioeng_backend_t be, int fd)
         ioeng_req_t q = mixed_req(fd, i, &recs[i].want);
         CHECK_EQ(ioeng_submit(shut_h, &q, shutdown_cb, &recs[i]), 0, "submit %d", i);
     }
-    CHECK_EQ(ioeng_close(shut_h), 0, "ioeng_close");
+    CHECK_EQ(tu_engine_close(shut_h), 0, "ioeng_close");
     verify(NSHUT, "submit-during-close");
     CHECK_EQ(recs[NQ - 1].fired, 0, "a request refused with -ESHUTDOWN got a callback");
     for (int i = 0; i < NSHUT; i++)
@@ -157,7 +157,7 @@ static void close_from_callback(ioeng_backend_t be, int fd)
     }
     tu_waiter_wait(&dl_w, (uint64_t)n, 10);
     /* and close-from-callback while a real close drains a backlog */
-    CHECK_EQ(ioeng_close(dl_h), 0, "ioeng_close after a refused close");
+    CHECK_EQ(tu_engine_close(dl_h), 0, "ioeng_close after a refused close");
     verify(n, "close-from-callback");
 
     reset();
@@ -168,7 +168,7 @@ static void close_from_callback(ioeng_backend_t be, int fd)
         q = mixed_req(fd, i, &recs[i].want);
         CHECK_EQ(ioeng_submit(dl_h, &q, deadlock_cb, &recs[i]), 0, "submit");
     }
-    CHECK_EQ(ioeng_close(dl_h), 0, "ioeng_close while callbacks call ioeng_close");
+    CHECK_EQ(tu_engine_close(dl_h), 0, "ioeng_close while callbacks call ioeng_close");
     verify(10, "close-from-callback during close");
     CHECK_EQ(dl_n, 10, "callbacks");
     for (int i = 0; i < 10; i++)
@@ -194,7 +194,7 @@ static void inflight_close(ioeng_backend_t be)
         recs[i].want = 65536;
         CHECK_EQ(ioeng_submit(h, &q, count_cb, &recs[i]), 0, "submit %d", i);
     }
-    CHECK_EQ(ioeng_close(h), 0, "ioeng_close with IO in flight");
+    CHECK_EQ(tu_engine_close(h), 0, "ioeng_close with IO in flight");
     verify(n, "in-flight close");
     free(big);
     close(dfd);
@@ -212,9 +212,9 @@ int main(void)
 
     /* 5: idle closes */
     ioeng_t *h = tu_open(be, 128, 0, 0, 0);
-    CHECK_EQ(ioeng_close(h), 0, "close fresh engine");
+    CHECK_EQ(tu_engine_close(h), 0, "close fresh engine");
     h = tu_open(be, 1, 0, 0, 1);
-    CHECK_EQ(ioeng_close(h), 0, "close paused empty engine");
+    CHECK_EQ(tu_engine_close(h), 0, "close paused empty engine");
 
     backlog_close(be, fd);
     submit_during_close(be, fd);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Smoke test of examples_c/compare_fio.sh for the backend in IOENG_TEST_BACKEND: two short
 # rounds of jobs 1 (tmpfs QD32), 3 (ext4 QD1) and 5 (HIGH/NORMAL mix) must print a table
-# with non-zero IOPS for every row, job 5's HIGH p99 below NORMAL's and, when fio is
-# installed, each job's kind of ratio against fio.
+# with non-zero IOPS for every row (THREADS and POLLED libioeng rows), job 5's HIGH p99 below
+# NORMAL's, a positive IO/CPU-ms for every engine (CPU from wait4 of each child) and, when fio
+# is installed, each job's kind of ratio against fio and the IO/CPU-ms ratio.
 # IOENG_REQUIRE_FIO=1 (set by .ci/run) fails instead of testing without fio.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,13 +37,14 @@ fio_name = {"uring": "fio-io_uring", "aio": "fio-libaio"}[backend]
 rows, job = {}, None
 for line in text.splitlines():
     cells = [c.strip() for c in line.split("|")]
-    if len(cells) != 7 or cells[0] == "job":
+    if len(cells) != 9 or cells[0] == "job":
         continue
     job = cells[0] or job
     rows[(job.split()[0], cells[1])] = cells
 assert "medians of 2 rounds" in text, "no repeat note in the table header"
-expected = {("5", f"ioeng-{backend} HIGH"), ("5", f"ioeng-{backend} NORMAL")}
-expected |= {(j, f"ioeng-{backend}") for j in jobs if j != "5"}
+engines = [f"ioeng-{backend}", f"ioeng-{backend}-polled"]
+expected = {("5", f"{e} {c}") for e in engines for c in ("HIGH", "NORMAL")}
+expected |= {(j, e) for j in jobs if j != "5" for e in engines}
 if have_fio:
     expected |= {(j, fio_name) for j in jobs if j != "5"}
 missing = expected - rows.keys()
@@ -52,17 +54,22 @@ for key in expected:
     assert "failed" not in cells[5], f"{key}: {cells[5]}"
     assert float(cells[2]) > 0, f"{key}: IOPS {cells[2]}"
     assert float(cells[3]) > 0, f"{key}: p50 {cells[3]}"
+    if not key[1].endswith("NORMAL"):
+        assert float(cells[7]) > 0, f"{key}: IO/CPU-ms {cells[7]}"
 # Each job's ratio kind: IOPS for job 1, p50 latency for job 3, HIGH/NORMAL p99 for job 5;
 # each a median with its min-max range over the 2 rounds.
 kind = {"1": "", "3": "p50 ", "5": "p99 H/N "}
-checks = [("5", f"ioeng-{backend} HIGH")]
+checks = [("5", f"{e} HIGH") for e in engines]
 if have_fio:
-    checks += [(j, f"ioeng-{backend}") for j in jobs if j != "5"]
+    checks += [(j, e) for j in jobs if j != "5" for e in engines]
+ranged = r"(\d+\.\d\d) \(\d+\.\d\d-\d+\.\d\d\)$"
 for key in checks:
-    pattern = "^" + re.escape(kind[key[0]]) + r"(\d+\.\d\d) \(\d+\.\d\d-\d+\.\d\d\)$"
+    pattern = "^" + re.escape(kind[key[0]]) + ranged
     m = re.match(pattern, rows[key][5])
     assert m, f"{key}: ratio column '{rows[key][5]}' does not match {pattern}"
     if key[0] == "5":
         assert float(m.group(1)) < 1, f"HIGH p99 not below NORMAL p99: {rows[key][5]}"
+    else:
+        assert re.match("^" + ranged, rows[key][8]), f"{key}: IO/CPU-ms ratio '{rows[key][8]}'"
 print(f"test_compare [{backend}]: OK: {len(expected)} rows, ratios {[rows[k][5] for k in checks]}")
 PY

@@ -62,7 +62,7 @@ int main(void)
     tu_close(h);
     CHECK(pthread_join(writer, NULL) == 0, "pthread_join");
     CHECK_EQ(recs.r[0].fired, 1, "pipe read callbacks after close");
-    CHECK(memcmp(pbuf, "hello", 5) == 0, "pipe read data '%.5s'", pbuf);
+    CHECK(memcmp(pbuf, "hello", 5) == 0, "pipe read data '%.5s' res %s", pbuf, tu_errname(recs.r[0].res));
     CHECK(tu_recs_report(&recs, be) == 0, "wrong results (listed above)");
 
     const char *blocking = "blocking pipe not tried (AIO would block io_submit)";

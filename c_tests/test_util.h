@@ -8,6 +8,14 @@
  *  - The backend comes from env IOENG_TEST_BACKEND=aio|uring (default aio);
  *    require_backend() exits 77 (SKIP) when io_uring is unavailable, or 1 (FAIL)
  *    when IOENG_REQUIRE_URING=1.
+ *  - The mode comes from env IOENG_TEST_MODE=threads|polled (default threads). In
+ *    polled mode tu_open_cfg() gives every engine a driver thread (tu_poller_*) that
+ *    waits on ioeng_event_fd() and calls ioeng_poll() (which also waits in the kernel
+ *    itself), so the tests' waits work unchanged; callbacks then run on that thread.
+ *    Close engines with tu_close()/tu_engine_close(): the driver thread itself calls
+ *    ioeng_close (which drains there) and exits. (Not the test's thread: io_uring cancels
+ *    a thread's pending stream reads when that thread exits, so the thread that submitted
+ *    must outlive them.)
  *  - CHECK()/CHECK_EQ()/FAILF() print "FAIL <test>: file:line: ...", remove scratch
  *    files and _exit(1); they may be used from engine callbacks and any thread.
  */
@@ -18,6 +26,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -26,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/eventfd.h>
 #include <sys/statfs.h>
 #include <sys/types.h>
 #include <time.h>
@@ -222,9 +232,114 @@ static inline void require_backend(ioeng_backend_t b)
     tu_skip("io_uring unavailable: %s", why);
 }
 
-/* Opens an engine with `cfg` or fails the test; checks it got cfg->backend. */
-static inline ioeng_t *tu_open_cfg(const ioeng_config_t *cfg)
+/* ------------------------------------------------------------------ */
+/* Mode selection and the POLLED driver thread.                        */
+/* ------------------------------------------------------------------ */
+
+/* IOENG_TEST_MODE=threads|polled (default threads). Anything else is a test error. */
+static inline ioeng_mode_t tu_mode(void)
 {
+    const char *s = getenv("IOENG_TEST_MODE");
+    if (!s || !*s || strcmp(s, "threads") == 0)
+        return IOENG_MODE_THREADS;
+    if (strcmp(s, "polled") == 0)
+        return IOENG_MODE_POLLED;
+    FAILF("IOENG_TEST_MODE='%s' is neither threads nor polled", s);
+}
+
+static inline const char *tu_mode_name(void)
+{
+    return tu_mode() == IOENG_MODE_POLLED ? "polled" : "threads";
+}
+
+/* One driver thread per POLLED engine opened with tu_open_cfg(). */
+#define TU_MAX_POLLERS 64
+typedef struct {
+    ioeng_t *h;
+    pthread_t tid;
+    int stop_fd;  /* eventfd: written to make the thread close the engine and exit */
+    int close_rc; /* what its ioeng_close returned */
+} tu_poller_t;
+static tu_poller_t tu_pollers[TU_MAX_POLLERS];
+static pthread_mutex_t tu_pollers_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Waits for the engine's event fd (or the stop fd), then polls: min_complete 1 with a
+ * 1 ms timeout, so ioeng_poll's own in-kernel wait is exercised too. */
+static inline void *tu_poller_main(void *arg)
+{
+    tu_poller_t *p = arg;
+    int efd = ioeng_event_fd(p->h);
+    CHECK(efd >= 0, "ioeng_event_fd = %d", efd);
+    for (;;) {
+        struct pollfd fds[2] = {{.fd = efd, .events = POLLIN}, {.fd = p->stop_fd, .events = POLLIN}};
+        int n = poll(fds, 2, -1);
+        CHECK(n >= 0 || errno == EINTR, "poll: %s", strerror(errno));
+        if (fds[1].revents) {
+            p->close_rc = ioeng_close(p->h);
+            return NULL;
+        }
+        int rc = ioeng_poll(p->h, 1, 1000000);
+        CHECK(rc >= 0 || rc == -EINTR, "ioeng_poll = %d (%s)", rc, strerror(-rc));
+    }
+}
+
+static inline void tu_poller_start(ioeng_t *h)
+{
+    pthread_mutex_lock(&tu_pollers_lock);
+    tu_poller_t *p = NULL;
+    for (int i = 0; i < TU_MAX_POLLERS && !p; i++)
+        if (!tu_pollers[i].h)
+            p = &tu_pollers[i];
+    CHECK(p, "more than %d POLLED engines open", TU_MAX_POLLERS);
+    p->h = h;
+    p->stop_fd = eventfd(0, EFD_CLOEXEC);
+    CHECK(p->stop_fd >= 0, "eventfd: %s", strerror(errno));
+    int rc = pthread_create(&p->tid, NULL, tu_poller_main, p);
+    CHECK(rc == 0, "pthread_create: %s", strerror(rc));
+    pthread_mutex_unlock(&tu_pollers_lock);
+}
+
+/* Has the driver thread of `h` close it, joins it and returns ioeng_close's result;
+ * -ENOENT when `h` has no driver thread or this is that thread (a callback). */
+static inline int tu_poller_close(ioeng_t *h)
+{
+    pthread_mutex_lock(&tu_pollers_lock);
+    tu_poller_t *p = NULL;
+    for (int i = 0; i < TU_MAX_POLLERS && !p; i++)
+        if (h && tu_pollers[i].h == h)
+            p = &tu_pollers[i];
+    if (!p || pthread_equal(p->tid, pthread_self())) {
+        pthread_mutex_unlock(&tu_pollers_lock);
+        return -ENOENT;
+    }
+    uint64_t one = 1;
+    CHECK(write(p->stop_fd, &one, 8) == 8, "write stop fd: %s", strerror(errno));
+    pthread_t tid = p->tid;
+    pthread_mutex_unlock(&tu_pollers_lock);
+    pthread_join(tid, NULL);
+    pthread_mutex_lock(&tu_pollers_lock);
+    close(p->stop_fd);
+    p->h = NULL;
+    int rc = p->close_rc;
+    pthread_mutex_unlock(&tu_pollers_lock);
+    return rc;
+}
+
+/* ioeng_close() for tests: a POLLED engine is closed by its driver thread. */
+static inline int tu_engine_close(ioeng_t *h)
+{
+    int rc = tu_poller_close(h);
+    return rc == -ENOENT ? ioeng_close(h) : rc;
+}
+
+/* Opens an engine with `cfg` or fails the test; checks it got cfg->backend. A THREADS
+ * config gets the mode of IOENG_TEST_MODE; a POLLED engine gets a driver thread. */
+static inline ioeng_t *tu_open_cfg(const ioeng_config_t *cfg_in)
+{
+    ioeng_config_t copy = *cfg_in;
+    const ioeng_config_t *cfg = &copy;
+    if (copy.mode == IOENG_MODE_THREADS)
+        copy.mode = tu_mode();
     ioeng_t *h = NULL;
     int rc = ioeng_open(cfg, &h);
     CHECK(rc == 0 && h != NULL,
@@ -233,6 +348,8 @@ static inline ioeng_t *tu_open_cfg(const ioeng_config_t *cfg)
           cfg->start_paused, rc, rc < 0 ? strerror(-rc) : "ok");
     CHECK(ioeng_backend(h) == cfg->backend, "ioeng_backend() = %u, wanted %s",
           (unsigned)ioeng_backend(h), tu_backend_name(cfg->backend));
+    if (cfg->mode == IOENG_MODE_POLLED)
+        tu_poller_start(h);
     return h;
 }
 
@@ -251,7 +368,7 @@ static inline ioeng_t *tu_open(ioeng_backend_t b, uint32_t depth, uint32_t batch
 
 static inline void tu_close(ioeng_t *h)
 {
-    int rc = ioeng_close(h);
+    int rc = tu_engine_close(h);
     CHECK(rc == 0, "ioeng_close() = %d", rc);
 }
 

@@ -18,10 +18,14 @@
 #                          ioeng_submit_batch (--batch-submit 32) vs one ioeng_submit per IO
 #   8 ext4-dsync-qd32      job 4 with durable writes: fio --sync=dsync (O_DSYNC) vs
 #                          ioeng_bench --dsync (RWF_DSYNC per write)
-# Engines: fio ioengine=io_uring vs ioeng_bench --backend uring, fio ioengine=libaio vs
-# ioeng_bench --backend aio. The ratio column is IOPS(libioeng) / IOPS(fio) for the same kernel
-# interface; for job 3 (latency) it is p50(libioeng) / p50(fio), for job 5 p99(HIGH) / p99(NORMAL),
-# for job 7 IOPS(batch) / IOPS(single submits).
+# Engines: fio ioengine=io_uring vs ioeng_bench --backend uring in both modes (THREADS, and
+# POLLED: rows "ioeng-uring-polled"), fio ioengine=libaio vs ioeng_bench --backend aio likewise.
+# The ratio column is IOPS(libioeng) / IOPS(fio) for the same kernel interface; for job 3
+# (latency) it is p50(libioeng) / p50(fio), for job 5 p99(HIGH) / p99(NORMAL), for job 7
+# IOPS(batch) / IOPS(single submits).
+# CPU is measured the same way for every engine: the whole process (all its threads, io_uring's
+# io-wq workers included), user + system, from wait4() on the child. "IO/CPU-ms" is the IOs the
+# run completed per millisecond of that CPU; its ratio column compares it with fio's.
 # Latencies are total latency (fio lat_ns: submit -> completion; ioeng_bench: before
 # ioeng_submit -> callback).
 # With --repeat N every job runs N rounds; each round runs every engine once, each backend's
@@ -226,9 +230,44 @@ fi
 
 # --- runners -------------------------------------------------------------------------------------
 LIBVER=""
-RESULTS=$WORK/results.tsv   # one line per run: job engine round iops p50 p99 cpu  ('-' = failed)
+RESULTS=$WORK/results.tsv   # one line per run: job engine round iops p50 p99 cpu io_per_cpu_ms ('-' = failed)
 : >"$RESULTS"
 record() { local IFS=$'\t'; echo "$*" >>"$RESULTS"; }
+
+# timed OUT.cpu CMD...: runs CMD as a child and writes "cpu_seconds wall_seconds" of the whole
+# child process (wait4 rusage: user + system over all its threads) to OUT.cpu.
+timed() {
+    local cpu_out=$1
+    shift
+    python3 - "$cpu_out" "$@" <<'PY'
+import os, sys, time
+out, argv = sys.argv[1], sys.argv[2:]
+t0 = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+with open(out, "w") as f:
+    f.write("%f %f\n" % (ru.ru_utime + ru.ru_stime, time.monotonic() - t0))
+sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+PY
+}
+
+# cpu_cols OUT.cpu IOS -> "cpu% io_per_cpu_ms" (cpu% of one CPU over the child's wall time)
+cpu_cols() {
+    python3 - "$1" "$2" <<'PY'
+import sys
+try:
+    cpu, wall = map(float, open(sys.argv[1]).read().split())
+    ios = float(sys.argv[2])
+    print("%s %s" % (100.0 * cpu / wall, ios / (cpu * 1000.0)))
+except (OSError, ValueError, ZeroDivisionError):
+    print("- -")
+PY
+}
 
 run_fio() {  # run_fio JOB ENGINE FILE OUT -> 0 if OUT is valid fio JSON
     local j=$1 eng=$2 file=$3 out=$4
@@ -238,7 +277,7 @@ run_fio() {  # run_fio JOB ENGINE FILE OUT -> 0 if OUT is valid fio JSON
                 --lat_percentiles=1 --percentile_list=50:90:99:99.9
                 --output-format=json --output="$out" $(job_fio_args "$j"))
     echo "  fio --ioengine=$eng ..." >&2
-    if ! fio "${args[@]}" >"$out.log" 2>&1 || [[ -z $(jget "$out" jobs/0/jobname 2>/dev/null) ]]; then
+    if ! timed "$out.cpu" fio "${args[@]}" >"$out.log" 2>&1 || [[ -z $(jget "$out" jobs/0/jobname 2>/dev/null) ]]; then
         echo "compare_fio.sh: fio ioengine=$eng failed for job $j:" >&2
         tail -n 5 "$out.log" >&2 || true
         return 1
@@ -248,8 +287,8 @@ run_fio() {  # run_fio JOB ENGINE FILE OUT -> 0 if OUT is valid fio JSON
 run_ioeng() {  # run_ioeng JOB BACKEND FILE OUT [extra args] -> 0 if OUT is valid JSON
     local j=$1 be=$2 file=$3 out=$4
     shift 4
-    echo "  ioeng_bench --backend $be ..." >&2
-    if ! "$BENCH" --backend "$be" --rw "$(job_rw "$j")" --bs $BS --iodepth "$(job_qd "$j")" --direct 1 \
+    echo "  ioeng_bench --backend $be $* ..." >&2
+    if ! timed "$out.cpu" "$BENCH" --backend "$be" --rw "$(job_rw "$j")" --bs $BS --iodepth "$(job_qd "$j")" --direct 1 \
             --numjobs 1 --size "$SIZE_BYTES" --runtime "${RUNTIME_MS}ms" --filename "$file" \
             --output-format json $(job_ioeng_args "$j") "$@" >"$out" 2>"$out.log" ||
             [[ -z $(jget "$out" backend 2>/dev/null) ]]; then
@@ -261,44 +300,38 @@ run_ioeng() {  # run_ioeng JOB BACKEND FILE OUT [extra args] -> 0 if OUT is vali
 }
 
 # fio: section read or write, lat_ns percentiles (clat_ns if lat is missing), ns -> us
-fio_row() {  # fio_row OUT SECTION -> prints "iops p50 p99 cpu"
+fio_row() {  # fio_row OUT SECTION -> prints "iops p50 p99"
     local out=$1 sec=$2 kind p50 p99
     kind=lat_ns
     [[ -n $(jget "$out" "jobs/0/$sec/lat_ns/percentile/50.000000") ]] || kind=clat_ns
     p50=$(jget "$out" "jobs/0/$sec/$kind/percentile/50.000000")
     p99=$(jget "$out" "jobs/0/$sec/$kind/percentile/99.000000")
-    local iops usr sys
+    local iops
     iops=$(jget "$out" "jobs/0/$sec/iops")
-    usr=$(jget "$out" jobs/0/usr_cpu)
-    sys=$(jget "$out" jobs/0/sys_cpu)
     python3 -c 'import sys
 a = sys.argv[1:]
 f = lambda x: float(x) if x else float("nan")
-print("%s %s %s %s" % (f(a[0]), f(a[1]) / 1000, f(a[2]) / 1000, f(a[3]) + f(a[4])))' "$iops" "$p50" "$p99" "$usr" "$sys"
+print("%s %s %s" % (f(a[0]), f(a[1]) / 1000, f(a[2]) / 1000))' "$iops" "$p50" "$p99"
 }
-
-ioeng_cpu() { python3 -c 'import sys
-try:
-    print(float(sys.argv[1]) + float(sys.argv[2]))
-except ValueError:
-    print("-")' "$(jget "$1" cpu_usr_pct)" "$(jget "$1" cpu_sys_pct)"; }
 
 file_for() { if [[ $(job_fs "$1") == shm ]]; then echo "$SHM_FILE"; else echo "$EXT4_FILE"; fi; }
 
 # run_engine JOB ROUND ENGINE: one run, recorded in $RESULTS. ENGINE is fio-io_uring,
-# fio-libaio, ioeng-uring or ioeng-aio; job 5 records a HIGH and a NORMAL line per backend.
+# fio-libaio, ioeng-uring, ioeng-aio, ioeng-uring-polled or ioeng-aio-polled; job 5 records a
+# HIGH and a NORMAL line per backend.
 run_engine() {
-    local j=$1 r=$2 eng=$3 file sec out iops p50 p99 cpu cnt rt cls
+    local j=$1 r=$2 eng=$3 file sec out iops p50 p99 cpu cnt rt cls mode=threads
     file=$(file_for "$j")
     sec=read; [[ $(job_rw "$j") == randwrite ]] && sec=write
     out=$WORK/${eng}_${j}_$r.json
     case $eng in
         fio-*)
             if run_fio "$j" "${eng#fio-}" "$file" "$out"; then
-                read -r iops p50 p99 cpu <<<"$(fio_row "$out" "$sec")"
-                record "$j" "$eng" "$r" "$iops" "$p50" "$p99" "$cpu"
+                read -r iops p50 p99 <<<"$(fio_row "$out" "$sec")"
+                record "$j" "$eng" "$r" "$iops" "$p50" "$p99" \
+                    $(cpu_cols "$out.cpu" "$(jget "$out" "jobs/0/$sec/total_ios")")
             else
-                record "$j" "$eng" "$r" - - - -
+                record "$j" "$eng" "$r" - - - - -
             fi ;;
         ioeng-*)
             local be=${eng#ioeng-} extra=()
@@ -306,10 +339,11 @@ run_engine() {
                 be=${be%-batch32}
                 extra=(--batch-submit 32)
             fi
+            if [[ $be == *-polled ]]; then be=${be%-polled}; mode=polled; fi
             if [[ $j == 5 ]]; then
-                if run_ioeng "$j" "$be" "$file" "$out" --engine-depth 16 --prio-mix 0.05; then
+                if run_ioeng "$j" "$be" "$file" "$out" --mode $mode --engine-depth 16 --prio-mix 0.05; then
                     rt=$(jget "$out" runtime_s)
-                    cpu=$(ioeng_cpu "$out")
+                    cpu=$(cpu_cols "$out.cpu" "$(jget "$out" ios)")
                     for cls in high normal; do
                         cnt=$(jget "$out" "lat_us/${cls}_read/count")
                         iops=$(python3 -c 'import sys
@@ -318,18 +352,18 @@ try:
 except (ValueError, ZeroDivisionError):
     print("-")' "$cnt" "$rt")
                         record "$j" "$eng ${cls^^}" "$r" "$iops" "$(jget "$out" "lat_us/${cls}_read/p50")" \
-                            "$(jget "$out" "lat_us/${cls}_read/p99")" "$cpu"
+                            "$(jget "$out" "lat_us/${cls}_read/p99")" $cpu
                     done
                 else
-                    record "$j" "$eng HIGH" "$r" - - - -
-                    record "$j" "$eng NORMAL" "$r" - - - -
+                    record "$j" "$eng HIGH" "$r" - - - - -
+                    record "$j" "$eng NORMAL" "$r" - - - - -
                 fi
-            elif run_ioeng "$j" "$be" "$file" "$out" "${extra[@]}"; then
+            elif run_ioeng "$j" "$be" "$file" "$out" --mode $mode "${extra[@]}"; then
                 cls=normal_$sec
                 record "$j" "$eng" "$r" "$(jget "$out" iops)" "$(jget "$out" "lat_us/$cls/p50")" \
-                    "$(jget "$out" "lat_us/$cls/p99")" "$(ioeng_cpu "$out")"
+                    "$(jget "$out" "lat_us/$cls/p99")" $(cpu_cols "$out.cpu" "$(jget "$out" ios)")
             else
-                record "$j" "$eng" "$r" - - - -
+                record "$j" "$eng" "$r" - - - - -
             fi ;;
     esac
 }
@@ -346,9 +380,9 @@ for j in "${SEL[@]}"; do
         elif [[ $j == 7 ]]; then
             units+=("ioeng-$be ioeng-$be-batch32")
         elif [[ $j != 5 && $USE_FIO == 1 ]]; then
-            units+=("fio-$([[ $be == uring ]] && echo io_uring || echo libaio) ioeng-$be")
+            units+=("fio-$([[ $be == uring ]] && echo io_uring || echo libaio) ioeng-$be ioeng-$be-polled")
         else
-            units+=("ioeng-$be")
+            units+=("ioeng-$be ioeng-$be-polled")
         fi
     done
     n=${#units[@]}
@@ -358,7 +392,7 @@ for j in "${SEL[@]}"; do
         # rounds and second in even ones, so slow drift favours neither side of a ratio.
         for ((k = 0; k < n; k++)); do
             read -r -a pair <<<"${units[(k + r - 1) % n]}"
-            if ((r % 2 == 0 && ${#pair[@]} == 2)); then pair=("${pair[1]}" "${pair[0]}"); fi
+            if ((r % 2 == 0 && ${#pair[@]} == 3)); then pair=("${pair[1]}" "${pair[2]}" "${pair[0]}"); fi
             for eng in "${pair[@]}"; do
                 run_engine "$j" "$r" "$eng"
             done
@@ -386,7 +420,7 @@ def num(x):
         return None
     return v if math.isfinite(v) else None
 
-runs = {}  # (job, engine) -> {round: (iops, p50, p99, cpu)}
+runs = {}  # (job, engine) -> {round: (iops, p50, p99, cpu, io_per_cpu_ms)}
 order = []
 for job, eng, rnd, *vals in rows:
     key = (job, eng)
@@ -412,21 +446,25 @@ def ratio_text(pairs):
         text += " (%.2f-%.2f)" % (rs[0], rs[-1])
     return text
 
-partner = {"ioeng-uring": "fio-io_uring", "ioeng-aio": "fio-libaio"}
-fmt_row = "%-24s | %-19s | %10s | %9s | %9s | %-26s | %5s"
-print(fmt_row % ("job", "engine", "IOPS", "p50 us", "p99 us", "ratio ioeng/fio", "cpu%"))
-print("-" * 25 + "+" + "-" * 21 + "+" + "-" * 12 + "+" + "-" * 11 + "+" + "-" * 11 + "+" + "-" * 28 + "+" + "-" * 6)
+partner = {"ioeng-uring": "fio-io_uring", "ioeng-aio": "fio-libaio",
+           "ioeng-uring-polled": "fio-io_uring", "ioeng-aio-polled": "fio-libaio"}
+fmt_row = "%-24s | %-25s | %10s | %9s | %9s | %-26s | %5s | %9s | %-22s"
+print(fmt_row % ("job", "engine", "IOPS", "p50 us", "p99 us", "ratio ioeng/fio", "cpu%",
+                 "IO/CPU-ms", "IO/CPU-ms ioeng/fio"))
+print("+".join("-" * n for n in (25, 27, 12, 11, 11, 28, 7, 11, 23)))
 prev = None
 for job, eng in order:
     by_round = runs[(job, eng)]
     cols = list(zip(*by_round.values()))
-    iops, p50, p99, cpu = (med(c) for c in cols)
+    iops, p50, p99, cpu, per_cpu = (med(c) for c in cols)
     ratio = ""
+    cpu_ratio = ""
     if eng.endswith("-batch32") and (job, eng[:-8]) in runs:
         single = runs[(job, eng[:-8])]
         ratio = "vs single " + ratio_text((v[0], single[r][0]) for r, v in by_round.items() if r in single)
     elif eng in partner and (job, partner[eng]) in runs:
         fio = runs[(job, partner[eng])]
+        cpu_ratio = ratio_text((v[4], fio[r][4]) for r, v in by_round.items() if r in fio)
         if job == "3":  # the latency job: compare p50 latency (lower is better)
             ratio = "p50 " + ratio_text((v[1], fio[r][1]) for r, v in by_round.items() if r in fio)
         else:
@@ -446,12 +484,14 @@ for job, eng in order:
         ratio = (ratio + " " if ratio else "") + "[%d failed]" % failed
     show_cpu = not eng.endswith(" NORMAL")
     print(fmt_row % (label, eng, fmt(iops, "%.0f"), fmt(p50, "%.1f"), fmt(p99, "%.1f"), ratio,
-                     fmt(cpu, "%.0f") if show_cpu else ""))
+                     fmt(cpu, "%.0f") if show_cpu else "", fmt(per_cpu, "%.1f") if show_cpu else "",
+                     cpu_ratio))
 PY
 echo
 echo "ratio: IOPS(libioeng) / IOPS(fio) on the same kernel interface; job 3: p50(libioeng) / p50(fio);"
 echo "job 5: p99(HIGH) / p99(NORMAL); job 7: IOPS(ioeng_submit_batch of 32) / IOPS(ioeng_submit)."
 echo "Ranges in brackets: lowest-highest per-round ratio."
-echo "latency: submit -> completion (fio lat_ns; ioeng_bench submit -> callback). cpu%: usr+sys as %"
-echo "of one CPU: ioeng_bench counts the whole process (engine threads and io_uring's io-wq workers),"
-echo "fio only its job thread."
+echo "latency: submit -> completion (fio lat_ns; ioeng_bench submit -> callback). cpu%: usr+sys of"
+echo "the whole process (all threads, io_uring's io-wq workers included; from wait4) as % of one CPU"
+echo "over its wall time; IO/CPU-ms: IOs completed per CPU-millisecond (higher is better); its ratio"
+echo "column: median of per-round ratios to fio's. *-polled rows: IOENG_MODE_POLLED (one thread)."

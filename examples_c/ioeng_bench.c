@@ -78,6 +78,8 @@ static struct {
     bool fixedbufs;         /* register the slot buffers, IOENG_REQ_FIXED_BUF */
     bool dsync;             /* IOENG_REQ_DSYNC on writes */
     unsigned batch_submit;  /* 0: one ioeng_submit per IO; N: ioeng_submit_batch of N */
+    ioeng_mode_t mode;
+    uint32_t idle_poll_us;
 } opt = {
     .backend = IOENG_BACKEND_AUTO,
     .rw = RW_RANDREAD,
@@ -100,6 +102,10 @@ static void usage(FILE *f)
 "fio-like closed-loop benchmark of libioeng.\n"
 "\n"
 "  --backend aio|uring|auto   engine backend (default auto)\n"
+"  --mode threads|polled      engine mode (default threads); polled: the one job thread\n"
+"                             submits and drives the engine with ioeng_poll() (--numjobs 1)\n"
+"  --idle-poll-us N|never     THREADS: idle_poll_us, how long idle engine threads poll\n"
+"                             (default: the engine's policy)\n"
 "  --rw MODE                  read|write|randread|randwrite|randrw|rw (default randread)\n"
 "  --rwmixread N              percent reads for randrw/rw, 0..100 (default 50)\n"
 "  --bs SIZE                  block size, e.g. 4k, 64k, 1m (default 4k)\n"
@@ -210,12 +216,15 @@ enum {
     OPT_BACKEND = 256, OPT_RW, OPT_RWMIX, OPT_BS, OPT_IODEPTH, OPT_ENGDEPTH, OPT_BATCH, OPT_QCAP, OPT_SIZE,
     OPT_RUNTIME, OPT_RAMP, OPT_DIRECT, OPT_NUMJOBS, OPT_PRIOMIX, OPT_FILENAME, OPT_OUTFMT, OPT_SEED, OPT_CHECK,
     OPT_FIXEDBUFS, OPT_DSYNC, OPT_BATCHSUB,
+    OPT_MODE, OPT_IDLEPOLL,
 };
 
 static void parse_args(int argc, char **argv)
 {
     static const struct option lo[] = {
         { "backend", required_argument, 0, OPT_BACKEND },
+        { "mode", required_argument, 0, OPT_MODE },
+        { "idle-poll-us", required_argument, 0, OPT_IDLEPOLL },
         { "rw", required_argument, 0, OPT_RW },
         { "readwrite", required_argument, 0, OPT_RW },
         { "rwmixread", required_argument, 0, OPT_RWMIX },
@@ -251,6 +260,15 @@ static void parse_args(int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (c) {
+        case OPT_MODE:
+            if (!strcmp(optarg, "threads")) opt.mode = IOENG_MODE_THREADS;
+            else if (!strcmp(optarg, "polled")) opt.mode = IOENG_MODE_POLLED;
+            else die("--mode: expected threads or polled, got '%s'", optarg);
+            break;
+        case OPT_IDLEPOLL:
+            opt.idle_poll_us = !strcmp(optarg, "never") ? IOENG_POLL_NEVER
+                                                       : parse_uint("--idle-poll-us", optarg, 0, UINT32_MAX - 1);
+            break;
         case OPT_BACKEND:
             if (!strcmp(optarg, "aio")) opt.backend = IOENG_BACKEND_AIO;
             else if (!strcmp(optarg, "uring") || !strcmp(optarg, "io_uring")) opt.backend = IOENG_BACKEND_URING;
@@ -335,6 +353,8 @@ static void parse_args(int argc, char **argv)
     if (opt.numjobs > opt.iodepth)
         die("--numjobs (%u) must not exceed --iodepth (%u): each job keeps at least one request outstanding",
             opt.numjobs, opt.iodepth);
+    if (opt.mode == IOENG_MODE_POLLED && opt.numjobs != 1)
+        die("--mode polled runs one job thread, which drives the engine (--numjobs 1)");
     if (!engine_depth_given)
         opt.engine_depth = opt.iodepth < IOENG_MAX_DEPTH ? opt.iodepth : IOENG_MAX_DEPTH;
     if (opt.batch > opt.engine_depth)
@@ -721,6 +741,35 @@ static int issue_or_park(struct job *j, struct slot *s, bool park_only)
     return rc;
 }
 
+/* POLLED mode: this job's thread is the engine's only driver. It polls (callbacks run
+ * here and issue each slot's next request) and re-issues slots refused with -EAGAIN,
+ * until the run stops and every slot is back. */
+static void poll_loop(struct job *j)
+{
+    for (;;) {
+        pthread_mutex_lock(&j->lock);
+        struct slot *list = j->retry;
+        j->retry = NULL;
+        pthread_mutex_unlock(&j->lock);
+        if (atomic_load(&g.stop)) {
+            for (; list; list = list->next)
+                atomic_fetch_sub(&j->outstanding, 1);
+            if (atomic_load(&j->outstanding) == 0)
+                return;
+        }
+        bool refused = false;
+        while (list) {
+            struct slot *s = list;
+            list = s->next;
+            if (issue_or_park(j, s, refused) == -EAGAIN)
+                refused = true;
+        }
+        int rc = ioeng_poll(g.eng, 1, 10000000);
+        if (rc < 0 && rc != -EINTR)
+            die("ioeng_poll: %s", strerror(-rc));
+    }
+}
+
 static void *job_main(void *arg)
 {
     struct job *j = arg;
@@ -734,6 +783,11 @@ static void *job_main(void *arg)
 
     for (unsigned i = 0; i < j->nslots; i++)
         issue_or_park(j, &j->slots[i], false);
+
+    if (opt.mode == IOENG_MODE_POLLED) {
+        poll_loop(j);
+        return NULL;
+    }
 
     /* Retry slots refused with -EAGAIN until the run stops, then wait for the rest. */
     pthread_mutex_lock(&j->lock);
@@ -930,11 +984,11 @@ static const char *const pct_keys[] = { "p50", "p90", "p99", "p99.9" };
 
 static void report_json(const struct result *r)
 {
-    printf("{\"backend\":\"%s\",\"rw\":\"%s\",\"bs\":%" PRIu64 ",\"iodepth\":%u,\"engine_depth\":%u,"
+    printf("{\"backend\":\"%s\",\"mode\":\"%s\",\"rw\":\"%s\",\"bs\":%" PRIu64 ",\"iodepth\":%u,\"engine_depth\":%u,"
            "\"numjobs\":%u,\"direct\":%d,\"runtime_s\":%.3f,\"iops\":%.1f,\"mib_s\":%.2f,"
            "\"ios\":%" PRIu64 ",\"cpu_usr_pct\":%.2f,\"cpu_sys_pct\":%.2f,\"ios_per_submit\":%.3f,",
-           backend_str(r->backend), rw_names[opt.rw], opt.bs, opt.iodepth, opt.engine_depth,
-           opt.numjobs, opt.direct, r->elapsed, r->iops, r->mib_s, r->ios, r->usr_pct, r->sys_pct,
+           backend_str(r->backend), opt.mode == IOENG_MODE_POLLED ? "polled" : "threads",
+           rw_names[opt.rw], opt.bs, opt.iodepth, opt.engine_depth, opt.numjobs, opt.direct, r->elapsed, r->iops, r->mib_s, r->ios, r->usr_pct, r->sys_pct,
            r->ios_per_submit);
     printf("\"kernel_submit_calls\":%" PRIu64 ",\"resubmits\":%" PRIu64 ",\"batch\":%u,"
            "\"size\":%" PRIu64 ",\"rwmixread\":%u,\"prio_mix\":%g,\"ramp_time_s\":%g,"
@@ -963,9 +1017,10 @@ static void report_json(const struct result *r)
 
 static void report_normal(const struct result *r)
 {
-    printf("ioeng_bench (libioeng %s): backend=%s rw=%s bs=%" PRIu64 " iodepth=%u engine_depth=%u "
+    printf("ioeng_bench (libioeng %s): backend=%s mode=%s rw=%s bs=%" PRIu64 " iodepth=%u engine_depth=%u "
            "numjobs=%u direct=%d\n",
-           ioeng_version(), backend_str(r->backend), rw_names[opt.rw], opt.bs, opt.iodepth,
+           ioeng_version(), backend_str(r->backend), opt.mode == IOENG_MODE_POLLED ? "polled" : "threads",
+           rw_names[opt.rw], opt.bs, opt.iodepth,
            opt.engine_depth, opt.numjobs, opt.direct);
     printf("  file=%s size=%.1fMiB", r->path, (double)opt.size / 1048576.0);
     if (opt.rw == RW_RANDRW || opt.rw == RW_RW) printf(" rwmixread=%u", opt.rwmixread);
@@ -1083,6 +1138,8 @@ int main(int argc, char **argv)
     cfg.depth = opt.engine_depth;
     cfg.batch = opt.batch;
     cfg.queue_capacity = opt.queue_capacity;
+    cfg.mode = opt.mode;
+    cfg.idle_poll_us = opt.idle_poll_us;
     int rc = ioeng_open(&cfg, &g.eng);
     if (rc < 0) {
         const char *why = opt.backend == IOENG_BACKEND_URING ? ioeng_uring_unavailable_reason() : NULL;

@@ -81,7 +81,9 @@ typedef struct ioeng_stats ioeng_stats_t;
 #define IOENG_MAX_REGISTERED_BUFFERS 16384
 
 /**
- * `idle_poll_us`: let the engine choose how long idle threads poll.
+ * `idle_poll_us`: let the engine choose how long idle threads poll: up to 50 µs, only
+ * while work recently arrived within that time, one engine thread at a time, and never
+ * on a thread allowed a single CPU.
  */
 #define IOENG_POLL_DEFAULT 0
 
@@ -161,13 +163,17 @@ struct ioeng_config {
    */
   ioeng_mode_t mode;
   /**
-   * THREADS: how long an idle engine thread polls before it sleeps, in µs;
+   * THREADS: how long an idle engine thread polls before it sleeps, in µs (polling saves
+   * a wake-up when work arrives within that time, and burns a CPU meanwhile);
    * IOENG_POLL_DEFAULT (0) lets the engine decide, IOENG_POLL_NEVER never polls.
+   * Ignored in POLLED mode (ioeng_poll never spins).
    */
   uint32_t idle_poll_us;
   /**
    * THREADS: pin the submitter thread to this CPU; -1 (the default) inherits the
-   * CPU mask of the thread that called ioeng_open().
+   * CPU mask of the thread that called ioeng_open(). A CPU the thread may not run on
+   * (offline, outside the cpuset) makes ioeng_open() fail with the kernel's -errno
+   * (-EINVAL); one at or above CPU_SETSIZE gives -EINVAL. Ignored in POLLED mode.
    */
   int32_t submitter_cpu;
   /**
@@ -283,7 +289,9 @@ struct ioeng_req {
  * -EAGAIN/-EINTR in a row, with a delay growing from 10 µs to 1 ms, so an fd that stays
  * unready — an empty O_NONBLOCK pipe on AIO — costs about one retry per ms, not a busy
  * CPU; such a request keeps its callback, and ioeng_close, waiting until the fd is ready).
- * Runs on an engine thread, one callback at a time per engine.
+ * THREADS mode: runs on an engine thread, one callback at a time per engine. POLLED mode:
+ * runs on the thread inside ioeng_poll() or ioeng_close(). A callback may submit; it must
+ * not block (that stalls every completion of its engine), throw (C++) or longjmp.
  */
 typedef void (*ioeng_cb_t)(void *ctx, int64_t res);
 
@@ -346,8 +354,10 @@ struct ioeng_stats {
 /**
  * Linux AIO (io_setup/io_submit/io_getevents). Asynchronous only for O_DIRECT on
  * regular files and block devices: a buffered READ/WRITE runs inside io_submit on the
- * engine's submitter thread, and a READ of a blocking pipe or socket stops that thread
- * (and every other request of the engine) until data arrives. io_uring has neither limit.
+ * engine's submitting thread, and a READ of a blocking pipe or socket stops that thread
+ * (and every other request of the engine) until data arrives. In IOENG_MODE_POLLED the
+ * submitting thread is the one in ioeng_poll(): such a request blocks ioeng_poll itself
+ * (and so the caller's event loop). io_uring has neither limit.
  */
 #define IOENG_BACKEND_AIO 1
 
@@ -414,12 +424,15 @@ struct ioeng_stats {
 #define IOENG_REQ_KNOWN_FLAGS (((IOENG_REQ_DSYNC | IOENG_REQ_SYNC) | IOENG_REQ_NOWAIT) | IOENG_REQ_FIXED_BUF)
 
 /**
- * A submitter and a completer thread per engine; callbacks run on the completer.
+ * A submitter and a completer thread per engine; callbacks run on an engine thread.
  */
 #define IOENG_MODE_THREADS 0
 
 /**
- * No engine thread: the caller drives the engine with ioeng_poll(); callbacks run there.
+ * No engine thread: the caller drives the engine with ioeng_poll() (from any thread, one
+ * at a time), which dispatches, submits, reaps and runs the callbacks on the calling
+ * thread; ioeng_event_fd() tells an epoll/poll loop when to call it. Nothing happens
+ * between polls: ioeng_submit() only queues. For thread-per-core programs and event loops.
  */
 #define IOENG_MODE_POLLED 1
 
@@ -447,7 +460,8 @@ extern "C" {
 void ioeng_config_init(struct ioeng_config *cfg);
 
 /**
- * Creates an engine and starts its submitter and completer threads.
+ * Creates an engine; in THREADS mode starts (and pins, see `submitter_cpu`) its submitter
+ * and completer threads; in POLLED mode creates its event fd and starts no thread.
  *
  * `cfg` NULL means defaults (see ioeng_config_init). On success stores the handle in
  * `*out` and returns 0; on failure `*out` is left unchanged and the return is:
@@ -456,7 +470,10 @@ void ioeng_config_init(struct ioeng_config *cfg);
  *  -EPERM, -ENOSYS, ...  an explicitly requested backend that cannot start (never a
  *           silent switch to the other backend; AUTO falls back to AIO, see
  *           ioeng_uring_unavailable_reason());
- *  -EAGAIN, -ENOMEM  kernel resources exhausted (fs.aio-max-nr, locked memory, threads).
+ *  -EAGAIN, -ENOMEM, -EMFILE  kernel resources exhausted (fs.aio-max-nr, locked memory,
+ *           threads, fds);
+ *  -EINVAL  (also) `submitter_cpu`/`completer_cpu` names a CPU the thread may not use.
+ * Configuration is read here only, never later from the environment.
  *
  * # Safety
  * `cfg` is NULL or points to a readable ioeng_config_t; `out` is NULL or writable.
@@ -464,10 +481,13 @@ void ioeng_config_init(struct ioeng_config *cfg);
 int ioeng_open(const struct ioeng_config *cfg, struct ioeng **out);
 
 /**
- * Queues one request. Never blocks on kernel progress.
+ * Queues one request. Never blocks on kernel progress. In POLLED mode it only queues
+ * (and makes the event fd readable): the request reaches the kernel in the next
+ * ioeng_poll().
  *
  * Returns 0 when accepted: `cb(ctx, res)` will then run exactly once, on an engine
- * thread. Returns < 0 when refused, and then `cb` never runs:
+ * thread (THREADS) or inside ioeng_poll()/ioeng_close() (POLLED). Returns < 0 when
+ * refused, and then `cb` never runs:
  *  -EINVAL      NULL `h`, `req` or `cb`; unknown op or prio; READ/WRITE with NULL
  *               `buf` or `len == 0`; READV/WRITEV with NULL `buf`, an iovec count
  *               outside 1..=IOV_MAX or iovec lengths summing above INT64_MAX;
@@ -603,20 +623,68 @@ const char *ioeng_uring_unavailable_reason(void);
 /**
  * Shuts the engine down and frees it: stops accepting (-ESHUTDOWN), dispatches and
  * completes everything already accepted (every pending callback runs before this
- * returns, even on a paused engine), joins both engine threads, releases the kernel
- * context (io_destroy / ring) and frees `h`. Returns 0; -EINVAL for NULL `h`;
- * -EDEADLK when called from a callback of any engine, or any other engine thread
- * (nothing is done then and `h` stays valid: two engines whose callbacks closed each
- * other would otherwise wait for each other forever). Callbacks that run during the
- * drain may still call ioeng_submit() (-ESHUTDOWN) or ioeng_close() (-EDEADLK) on `h`;
- * apart from them, the caller must ensure no other call on `h` is running or follows.
- * In a forked child: frees the child's copy of the handle and returns 0, touching
- * none of the parent's threads or kernel objects and running no callback.
+ * returns, even on a paused engine), joins both engine threads (THREADS) or drives the
+ * engine on the calling thread, running the callbacks there (POLLED), releases the
+ * kernel context (io_destroy / ring) and the event fd, and frees `h`. Returns 0;
+ * -EINVAL for NULL `h`; -EDEADLK when called from a callback of any engine, or any
+ * other engine thread (two engines whose callbacks closed each other would otherwise
+ * wait for each other forever); -EBUSY (POLLED) while another thread is inside
+ * ioeng_poll() on `h` (nothing is done in these cases and `h` stays valid). Callbacks
+ * that run during the drain may still call ioeng_submit() (-ESHUTDOWN) or ioeng_close()
+ * (-EDEADLK) on `h`; apart from them, the caller must ensure no other call on `h` is
+ * running or follows. In a forked child: frees the child's copy of the handle and
+ * returns 0, touching none of the parent's threads or kernel objects and running no
+ * callback.
  *
  * # Safety
  * `h` is NULL or a live handle that no other thread uses during or after the call.
  */
 int ioeng_close(struct ioeng *h);
+
+/**
+ * POLLED mode: runs the engine on the calling thread. Each pass dispatches queued
+ * requests (the same fairness rounds as THREADS mode) and hands them to the kernel in
+ * one submit call per round, reaps completions and runs their callbacks here (callbacks
+ * may submit; what they submit goes to the kernel before this returns). Between passes
+ * it sleeps in the kernel, never spinning, until at least `min_complete` callbacks ran
+ * in this call or `timeout_ns` nanoseconds passed (0: never wait; -1: no limit; a
+ * request queued from another thread, a completion, or a delayed internal retry falling
+ * due wakes it). With `min_complete == 0` it makes one pass and returns.
+ *
+ * Returns the number of callbacks run (0 on timeout), or:
+ *  -EINVAL  NULL `h`, a THREADS engine, or `timeout_ns < -1`;
+ *  -EBUSY   another thread is in ioeng_poll() on `h` (one poller at a time), or a
+ *           callback of this poll calls it again for the same engine;
+ *  -EINTR   a signal interrupted the wait before any callback ran.
+ * Thread-safe (any thread may poll, one at a time). On AIO, a request that the kernel
+ * runs synchronously inside io_submit (see IOENG_BACKEND_AIO) blocks this call. On
+ * io_uring, the kernel ties a request to the thread that submitted it (the poller): if
+ * that thread exits while a request still waits for a stream (pipe, socket), the kernel
+ * cancels the request and its callback gets -ECANCELED; keep the polling thread alive
+ * until such requests completed (or close the engine from it).
+ *
+ * # Safety
+ * `h` is NULL or a live handle.
+ */
+int ioeng_poll(struct ioeng *h, uint32_t min_complete, int64_t timeout_ns);
+
+/**
+ * POLLED mode: an eventfd, owned by the engine (do not close or read it), that is
+ * readable while there is work for ioeng_poll(): requests queued, or completions ready.
+ * Add it to epoll/poll/select and call ioeng_poll(h, 0, 0) when it is readable. The
+ * kernel signals it for each completion (io_uring IORING_REGISTER_EVENTFD, AIO
+ * IOCB_FLAG_RESFD); ioeng_submit() from any thread signals it; ioeng_poll() resets it
+ * and leaves it readable only when work remains. It may be readable with nothing to do
+ * (a spurious wake-up: ioeng_poll then returns 0). It does not fire for a delayed retry
+ * of -EAGAIN, nor for a queued request's deadline: those are handled in the next poll,
+ * so a loop that waits only on this fd should also wake now and then (see
+ * examples_c/epoll_loop.c). Valid until ioeng_close().
+ * Returns the fd, or -EINVAL for NULL `h` or a THREADS engine. Thread-safe.
+ *
+ * # Safety
+ * `h` is NULL or a live handle.
+ */
+int ioeng_event_fd(const struct ioeng *h);
 
 /**
  * Library version, e.g. "0.1.0". Static string; do not free.

@@ -17,12 +17,16 @@ pub enum Error {
     /// The queues hold `queue_capacity` requests.
     #[error("queue is full")]
     QueueFull,
-    /// Too late or too often (registering buffers after the first request, or twice).
+    /// Too late or too often (registering buffers after the first request, or twice),
+    /// or another thread is polling (or closing) this POLLED engine.
     #[error("resource busy")]
     Busy,
     /// `close` was called from one of the engine's own callbacks.
     #[error("close called from an engine callback")]
     CloseFromCallback,
+    /// The call needs the other mode (`ioeng_poll` on a THREADS engine, ...).
+    #[error("not available in this engine's mode")]
+    WrongMode,
     /// A kernel call failed while creating the engine.
     #[error("{call} failed: errno {errno}")]
     Kernel { call: &'static str, errno: i32 },
@@ -38,6 +42,7 @@ impl Error {
             Error::QueueFull => libc::EAGAIN,
             Error::Busy => libc::EBUSY,
             Error::CloseFromCallback => libc::EDEADLK,
+            Error::WrongMode => libc::EINVAL,
             Error::Kernel { errno, .. } => *errno,
         }
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the reliability tests on both backends and prints one PASS/FAIL/SKIP line per
-# test + backend (with the figures each test printed). Called by the Makefile:
+# Runs the reliability tests on both backends and both modes (IOENG_TEST_MODE=threads,
+# polled) and prints one PASS/FAIL/SKIP line per test + backend + mode (with the figures
+# each test printed). Called by the Makefile:
 #
 #   ./run.sh check      every test, normal binaries, full sizes
 #   ./run.sh valgrind   a representative subset under valgrind memcheck, smaller sizes
@@ -8,12 +9,18 @@
 #
 # Exit status: 0 when nothing failed (SKIPs are allowed, and loudly reported), 1 otherwise.
 # Env: IOENG_REQUIRE_URING=1 makes an unavailable io_uring a failure (the binaries do
-# that), TEST_TIMEOUT (seconds per run; default 240), BACKENDS (default "aio uring").
+# that), TEST_TIMEOUT (seconds per run; default 240), BACKENDS (default "aio uring"),
+# MODES (default "threads polled").
 set -u
 cd "$(dirname "$0")"
 mode=${1:-check}
 timeout_s=${TEST_TIMEOUT:-240}
 backends=${BACKENDS:-aio uring}
+modes=${MODES:-threads polled}
+# Runs in THREADS mode only: exhaustion counts the engine threads each open leaves and
+# the threads and fds a failed open must not leave (POLLED opens the same kernel contexts
+# and starts no thread).
+threads_only=" exhaustion "
 mkdir -p logs
 
 # Every run, in order: a name, and the command line (relative to this dir) that the
@@ -67,17 +74,20 @@ start=$(date +%s)
 for name in "${runs[@]}"; do
     cmd=${name/#faults_/faults }
     env_extra=${extra[$name]:-}
+    name_modes=$modes
+    [[ $threads_only == *" $name "* ]] && name_modes=threads
+    for m in $name_modes; do
     for b in $backends; do
-        log=logs/$name.$b.$mode.log
+        log=logs/$name.$b.$m.$mode.log
         t0=$(date +%s%N)
         # shellcheck disable=SC2086
-        env IOENG_TEST_BACKEND="$b" $env_extra timeout -k 10 "$timeout_s" \
+        env IOENG_TEST_BACKEND="$b" IOENG_TEST_MODE="$m" $env_extra timeout -k 10 "$timeout_s" \
             "${wrap[@]}" "$bin"/$cmd >"$log" 2>&1
         rc=$?
         ms=$(( ($(date +%s%N) - t0) / 1000000 ))
         dt=$(printf '%d.%01d' $((ms / 1000)) $((ms % 1000 / 100)))
-        tag="$name [$b]"
-        [ "$mode" != check ] && tag="$name [$b, $mode]"
+        tag="$name [$b $m]"
+        [ "$mode" != check ] && tag="$name [$b $m, $mode]"
         if [ $rc -eq 0 ]; then
             npass=$((npass + 1))
             printf 'PASS  %-34s %6ss\n' "$tag" "$dt"
@@ -91,6 +101,7 @@ for name in "${runs[@]}"; do
             printf 'FAIL  %-34s %6ss (%s) log: %s\n' "$tag" "$dt" "$why" "reliability/$log"
             tail -n 40 "$log" | sed 's/^/    | /'
         fi
+    done
     done
 done
 echo "reliability $mode: $npass passed, $nfail failed, $nskip skipped ($(( $(date +%s) - start )) s)"

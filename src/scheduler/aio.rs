@@ -4,6 +4,7 @@
 //! `io_getevents`.
 
 use std::cell::UnsafeCell;
+use std::os::fd::RawFd;
 
 use super::context::{Driver, IoContext, Slot};
 use super::tasks::{IoEvent, Op};
@@ -30,22 +31,28 @@ impl Slot for AioSlot {
 
 pub struct AioDriver {
     id: AioContextId,
-    /// Submitter-only scratch: the iocb pointer array of the current `io_submit`.
+    /// POLLED mode: every iocb carries IOCB_FLAG_RESFD with this eventfd, so each
+    /// completion makes it readable.
+    event_fd: Option<RawFd>,
+    /// Submit-role scratch: the iocb pointer array of the current `io_submit`.
     iocb_ptrs: UnsafeCell<Vec<*mut Iocb>>,
-    /// Completer-only scratch: the `io_getevents` result array.
+    /// Reap-role scratch: the `io_getevents` result array.
     events: UnsafeCell<Vec<kernel::IoEvent>>,
-    /// Completer-only: the context's completion ring, read without a syscall when it
+    /// Reap role only: the context's completion ring, read without a syscall when it
     /// holds completions (`None` if its layout is not the one we know). Lives no longer
     /// than `id`: both go in `drop`.
     ring: Option<CompletionRing>,
+    /// Whether `reap` takes completions from `ring` (not under valgrind, which does not
+    /// know the ring's true size nor that reaping it wrote the read buffers).
+    reap_from_ring: bool,
     /// The fork generation of the process that created `id` (see `sys::fork`).
     generation: u64,
 }
 
-// SAFETY: `id` is a plain integer the kernel synchronizes; `iocb_ptrs` is touched only on
-// the submitter thread (`submit`), `events` and `ring` only on the completer thread
-// (`reap`, `completions_ready`), per the `Driver` contract, so none of them is ever
-// accessed from two threads.
+// SAFETY: `id` and `event_fd` are plain integers; `iocb_ptrs` is touched only by the
+// submit role (`submit`), `events` and `ring` only by the reap role (`reap`,
+// `completions_ready`), and the `Driver` contract gives each role to one thread at a
+// time, so none of them is ever accessed from two threads at once.
 unsafe impl Sync for AioDriver {}
 // SAFETY: the raw pointers in `iocb_ptrs` are dead scratch between calls, and the ring
 // mapping belongs to the process, not to a thread; moving the driver to another thread
@@ -127,22 +134,30 @@ const MAX_EVENTS_PER_REAP: usize = 1024;
 impl Driver for AioDriver {
     type Slot = AioSlot;
 
-    fn open(depth: u32, batch: u32) -> Result<Self, Error> {
+    fn open(depth: u32, batch: u32, event_fd: Option<RawFd>) -> Result<Self, Error> {
         let id = kernel::io_setup(depth).map_err(|errno| Error::Kernel {
             call: "io_setup",
             errno,
         })?;
-        // Under valgrind, reap only through io_getevents (see `running_on_valgrind`).
-        let ring = if sys::valgrind::running_on_valgrind() {
-            None
-        } else {
-            // SAFETY: `id` is live; the ring is dropped with the driver, right before
-            // io_destroy unmaps it.
-            unsafe { CompletionRing::of_context(id) }
-        };
+        // SAFETY: `id` is live; the ring is dropped with the driver, right before
+        // io_destroy unmaps it.
+        let ring = unsafe { CompletionRing::of_context(id) };
+        if event_fd.is_some() && ring.is_none() {
+            // POLLED mode tells whether completions are ready from the ring (the eventfd
+            // alone can lose one between a reap and the reset of the fd).
+            let _ = kernel::io_destroy(id);
+            return Err(Error::Kernel {
+                call: "io_setup (completion ring of an unknown layout)",
+                errno: libc::EOPNOTSUPP,
+            });
+        }
         Ok(AioDriver {
             id,
+            event_fd,
             generation: sys::fork::generation(),
+            // Under valgrind, reap only through io_getevents (see `running_on_valgrind`);
+            // the ring's header stays readable for `completions_ready`.
+            reap_from_ring: !sys::valgrind::running_on_valgrind(),
             ring,
             iocb_ptrs: UnsafeCell::new(Vec::with_capacity(batch as usize)),
             events: UnsafeCell::new(vec![
@@ -152,8 +167,8 @@ impl Driver for AioDriver {
         })
     }
 
-    fn submit(&self, ctx: &IoContext<AioSlot>, batch: &[usize]) {
-        // SAFETY: only the submitter thread calls `submit` (Driver contract).
+    fn submit(&self, ctx: &IoContext<AioSlot>, batch: &[usize], busy: &mut impl FnMut()) {
+        // SAFETY: only the submit role calls `submit`, one thread at a time (Driver contract).
         let ptrs = unsafe { &mut *self.iocb_ptrs.get() };
         ptrs.clear();
         let base = ctx.slots_base();
@@ -175,6 +190,12 @@ impl Driver for AioDriver {
                 aio_nbytes: chunk.len,
                 aio_rw_flags: chunk.rw_flags,
                 aio_offset: chunk.offset as i64,
+                aio_flags: if self.event_fd.is_some() {
+                    kernel::IOCB_FLAG_RESFD
+                } else {
+                    0
+                },
+                aio_resfd: self.event_fd.unwrap_or(0) as u32,
                 ..Iocb::default()
             };
             // `AioSlot` is repr(C) with the iocb at offset 0, so the slot pointer is the
@@ -191,11 +212,11 @@ impl Driver for AioDriver {
             // buffer is the caller's, valid until its callback by the ioeng_submit
             // contract — which runs only after that reap.
             match ctx.kernel_submit(|| unsafe { kernel::io_submit(self.id, pending) }) {
-                Ok(0) => ctx.wait_for_progress(),
+                Ok(0) => busy(),
                 Ok(accepted) => next += accepted,
                 Err(libc::EINTR) => {}
                 // The kernel is short of resources: wait for completions, then retry.
-                Err(libc::EAGAIN) => ctx.wait_for_progress(),
+                Err(libc::EAGAIN) => busy(),
                 // The first remaining iocb is bad (EBADF, EINVAL, ...): it alone fails.
                 Err(errno) => {
                     let index = batch[next];
@@ -220,17 +241,20 @@ impl Driver for AioDriver {
         self.ring.as_ref().map(CompletionRing::has_events)
     }
 
-    fn reap(&self, _ctx: &IoContext<AioSlot>, out: &mut Vec<(usize, i64)>) {
+    fn reap(&self, _ctx: &IoContext<AioSlot>, out: &mut Vec<(usize, i64)>, wait: bool) {
         // Completions already in the ring are taken without a syscall (as libaio's
         // user-space reap does); only an empty ring waits in io_getevents.
-        if let Some(ring) = &self.ring
+        if let Some(ring) = self.ring.as_ref().filter(|_| self.reap_from_ring)
             && ring.take(&mut |e: &kernel::IoEvent| out.push(slot_result(e))) > 0
         {
             return;
         }
-        // SAFETY: only the completer thread calls `reap` (Driver contract).
+        if !wait && self.completions_ready() == Some(false) {
+            return;
+        }
+        // SAFETY: only the reap role calls `reap`, one thread at a time (Driver contract).
         let events = unsafe { &mut *self.events.get() };
-        match kernel::io_getevents(self.id, 1, events) {
+        match kernel::io_getevents(self.id, usize::from(wait), events, wait) {
             Ok(n) => out.extend(events[..n].iter().map(slot_result)),
             Err(libc::EINTR) => {}
             Err(errno) => report_unexpected("io_getevents", errno),

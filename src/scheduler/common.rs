@@ -224,6 +224,7 @@ impl SubmitRound {
     }
 
     /// Whether a delayed resubmission is due now.
+    #[cfg(test)]
     pub(crate) fn retry_due(&self) -> bool {
         self.next_retry().is_some_and(|at| at <= Instant::now())
     }
@@ -285,7 +286,23 @@ impl SubmitRound {
         &mut self,
         ctx: &IoContext<S>,
         deadline: Option<Instant>,
+        await_slot: impl FnMut() -> bool,
+    ) {
+        self.fill_with(ctx, deadline, await_slot, true);
+    }
+
+    /// `fill` for a thread that must not block here because it frees slots itself (the
+    /// completer, the poller): with the budget exhausted it returns with `batch` empty.
+    pub(crate) fn fill_nonblocking<S: Slot>(&mut self, ctx: &IoContext<S>) {
+        self.fill_with(ctx, None, || false, false);
+    }
+
+    fn fill_with<S: Slot>(
+        &mut self,
+        ctx: &IoContext<S>,
+        deadline: Option<Instant>,
         mut await_slot: impl FnMut() -> bool,
+        block: bool,
     ) {
         let batch = ctx.batch;
         self.batch.clear();
@@ -319,6 +336,9 @@ impl SubmitRound {
                 if await_slot() {
                     continue;
                 }
+            }
+            if !block {
+                return;
             }
             // Wait for the completer to free a slot or hand one back for resubmission,
             // or for a delayed resubmission to fall due, whichever comes first; return

@@ -2,9 +2,10 @@
 //! queues, slots, budget, flags, counters — generic over the driver's slot type, and the
 //! `Slot` and `Driver` contracts a backend implements.
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::Thread;
@@ -15,7 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::common::{Budget, Counters, Queues};
 use super::tasks::{IoEvent, Outcome};
 use crate::error::Error;
-use crate::sys::monotonic_ns;
+use crate::sys::{EventFd, monotonic_ns};
 
 /// The slot index a driver reports for a completion that belongs to no slot (the CQE
 /// of an io_uring `ASYNC_CANCEL`): it only balances the in-flight count.
@@ -30,14 +31,19 @@ pub(crate) trait Slot: Default + Send {
     fn event_mut(&mut self) -> &mut Option<IoEvent>;
 }
 
-/// A kernel interface. Each method runs on exactly one of the two engine threads (except
-/// `open` and `register_buffers`, which run before any request), which is what lets a
-/// driver split its kernel object between them without locks.
+/// A kernel interface (`open` and `register_buffers` run before any request), split
+/// into two roles that may run on two threads at once without
+/// locks between them: the *submit role* (`submit`, `run_deferred`) and the *reap role*
+/// (`completions_ready`, `reap`). Each role is held by one thread at a time: in THREADS
+/// mode the submit role by whoever holds the engine's submit lock (the submitter, or the
+/// completer submitting what its callbacks queued), the reap role by the completer; in
+/// POLLED mode the polling thread holds both.
 pub(crate) trait Driver: Sized + Send + Sync + 'static {
     type Slot: Slot;
 
     /// Creates the kernel context for `depth` IOs in flight and `batch` per submit call.
-    fn open(depth: u32, batch: u32) -> Result<Self, Error>;
+    /// With `event_fd`, every completion also adds to that eventfd (POLLED mode).
+    fn open(depth: u32, batch: u32, event_fd: Option<RawFd>) -> Result<Self, Error>;
 
     /// Any thread, before the engine's first request: registers the buffers with the
     /// kernel for FIXED_BUF IO (io_uring), or does nothing (AIO only checks ranges).
@@ -45,36 +51,38 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
         Ok(())
     }
 
-    /// Submitter thread only: asks the kernel to stop the IOs of the slots in
+    /// Submit role: asks the kernel to stop the IOs of the slots in
     /// `targets` (each handed over once per occupant; they may have completed since).
     /// Every IO still completes exactly once, with `-ECANCELED` or its own result; a
     /// completion the request itself does not own is reported as [`CONTROL_INDEX`]
     /// and must have been published with [`IoContext::kernel_submit_control`].
     fn cancel(&self, _ctx: &IoContext<Self::Slot>, _targets: &[usize]) {}
 
-    /// Submitter thread only: hands the slots in `batch` (each holding an event) to the
-    /// kernel, in one call unless the kernel accepts only part of it. Every slot ends
-    /// either accepted (reported with [`IoContext::accepted`]) or finished with an error
-    /// (through [`IoContext::fail_unsubmitted`]).
-    fn submit(&self, ctx: &IoContext<Self::Slot>, batch: &[usize]);
+    /// Submit role: hands the slots in `batch` (each holding an event) to the kernel, in
+    /// one call unless the kernel accepts only part of it. Every slot ends either accepted
+    /// (reported with [`IoContext::kernel_submit`]) or finished with an error (through
+    /// [`IoContext::fail_unsubmitted`]). When the kernel is out of resources for now it
+    /// calls `busy`, which must let completions make progress, then retries.
+    fn submit(&self, ctx: &IoContext<Self::Slot>, batch: &[usize], busy: &mut impl FnMut());
 
-    /// Submitter thread only, while it has nothing to submit: runs kernel work that only
-    /// the submitting thread can run (io_uring task_work that posts completions).
+    /// Submit role, while it has nothing to submit: runs kernel work that only the
+    /// submitting thread can run (io_uring task_work that posts completions).
     /// Returns true if there was any.
     fn run_deferred(&self) -> bool {
         false
     }
 
-    /// Completer thread only: whether completions are ready to reap without entering
-    /// the kernel; `None` when the driver cannot tell cheaply (then the completer does
-    /// not poll for completions and waits in the kernel at once).
+    /// Reap role: whether completions are ready to reap without entering the kernel;
+    /// `None` when the driver cannot tell cheaply (then the completer does not poll for
+    /// completions and waits in the kernel at once).
     fn completions_ready(&self) -> Option<bool> {
         None
     }
 
-    /// Completer thread only: waits until at least one IO completed (or a signal
-    /// interrupted the wait) and appends `(slot index, res)` for each completion.
-    fn reap(&self, ctx: &IoContext<Self::Slot>, out: &mut Vec<(usize, i64)>);
+    /// Reap role: appends `(slot index, res)` for each completion there is. With `wait`,
+    /// first waits in the kernel until at least one IO completed (or a signal interrupted
+    /// the wait); without, never blocks.
+    fn reap(&self, ctx: &IoContext<Self::Slot>, out: &mut Vec<(usize, i64)>, wait: bool);
 }
 
 /// Everything the submitting threads and the two engine threads share.
@@ -135,8 +143,23 @@ pub(crate) struct IoContext<S> {
     /// of requests finished in the current batch.
     finishing: Mutex<Finishing>,
     pub(crate) counters: Counters,
-    /// (submitter, completer), set once both threads are spawned.
+    /// THREADS mode: (submitter, completer), set once both threads are spawned.
     threads: OnceLock<(Thread, Thread)>,
+    /// POLLED mode: the eventfd that is readable while `ioeng_poll` has work.
+    event: Option<EventFd>,
+    /// POLLED mode: true while the event fd is known to be signalled or a poller is
+    /// running (which sees new work without it), so a burst of submits writes it once.
+    signalled: AtomicBool,
+    /// POLLED mode: set when a submitting thread wrote the event fd; taken by the poller
+    /// to know that it must drain the fd.
+    written: AtomicBool,
+}
+
+thread_local! {
+    /// The context whose reaping thread this is (the THREADS completer, or a thread inside
+    /// `ioeng_poll`), as an address; 0 for none. A request pushed from there needs no
+    /// wake-up: that thread looks for submit work after every batch of callbacks.
+    static SERVING: Cell<usize> = const { Cell::new(0) };
 }
 
 // SAFETY: every field is Sync except `slots`; a slot is accessed only by the thread that
@@ -215,7 +238,20 @@ impl<S: Slot> IoContext<S> {
             finishing: Mutex::new(Finishing::default()),
             counters: Counters::default(),
             threads: OnceLock::new(),
+            event: None,
+            signalled: AtomicBool::new(false),
+            written: AtomicBool::new(false),
         }
+    }
+
+    /// POLLED mode: wake-ups go to `event` instead of to engine threads.
+    pub(crate) fn with_event_fd(mut self, event: EventFd) -> Self {
+        self.event = Some(event);
+        self
+    }
+
+    pub(crate) fn event_fd(&self) -> Option<&EventFd> {
+        self.event.as_ref()
     }
 
     /// The slot at `index`.
@@ -249,10 +285,83 @@ impl<S: Slot> IoContext<S> {
         self.threads.wait();
     }
 
-    fn wake_submitter(&self) {
-        if let Some((submitter, _)) = self.threads.get() {
+    /// Marks the calling thread as this context's reaping thread until the returned
+    /// guard drops (which restores the previous mark: a callback may poll another engine).
+    pub(crate) fn serve_here(&self) -> ServingGuard {
+        ServingGuard(SERVING.with(|s| s.replace(self as *const Self as usize)))
+    }
+
+    /// True on this context's reaping thread (see `serve_here`).
+    pub(crate) fn served_here(&self) -> bool {
+        SERVING.with(|s| s.get()) == self as *const Self as usize
+    }
+
+    /// Wakes the submitter thread, or in POLLED mode makes the event fd readable.
+    pub(crate) fn wake_submitter(&self) {
+        if let Some(event) = &self.event {
+            if !self.signalled.swap(true, Ordering::SeqCst) {
+                self.written.store(true, Ordering::Relaxed);
+                event.signal();
+            }
+        } else if let Some((submitter, _)) = self.threads.get() {
             submitter.unpark();
         }
+    }
+
+    /// There is new work for the submit step. Pushed from the reaping thread, nobody is
+    /// woken: that thread runs a submit step after its callbacks (see `served_here`).
+    fn notify_submit_work(&self) {
+        // Pairs with the fence in `rearm_event`: either the poller sees this work, or we
+        // see its `signalled = false` and signal.
+        fence(Ordering::SeqCst);
+        if !self.served_here() {
+            self.wake_submitter();
+        }
+    }
+
+    /// POLLED mode, by the poller: new work need not signal the event fd from now on (the
+    /// poller runs and will look for it).
+    pub(crate) fn poller_running(&self) {
+        self.signalled.store(true, Ordering::SeqCst);
+    }
+
+    /// POLLED mode, by the poller before it sleeps or returns: clears the event fd, then
+    /// tells whether there is work for a poll (`ready` covers what the driver can see), so
+    /// that no signal is lost in between. Afterwards the fd is readable again as soon as
+    /// new work arrives.
+    ///
+    /// The fd is drained *before* `signalled` is cleared: a submitter that sees the flag
+    /// clear signals after the drain, so the drain can never eat the only signal of work
+    /// that the check below might miss.
+    ///
+    /// `drain: false` skips the read when the caller knows nothing can have signalled the
+    /// fd since it last drained it (a stale count only costs a spurious wake-up).
+    pub(crate) fn rearm_event(&self, drain: bool, ready: impl FnOnce() -> bool) -> bool {
+        let Some(event) = &self.event else {
+            return true;
+        };
+        if drain {
+            event.drain();
+        }
+        self.signalled.store(false, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        ready() || self.has_submit_work_now()
+    }
+
+    /// POLLED mode: makes the event fd readable, whatever `signalled` says.
+    pub(crate) fn signal_event(&self) {
+        if let Some(event) = &self.event {
+            self.signalled.store(true, Ordering::SeqCst);
+            event.signal();
+        }
+    }
+
+    /// Submit work that a round can take now: queued requests with a free slot, or
+    /// resubmissions.
+    fn has_submit_work_now(&self) -> bool {
+        (self.queued() > 0 && !self.is_paused() && self.budget.has_slot_for_submitter())
+            || self.budget.has_resubmits()
+            || self.has_control_work()
     }
 
     fn wake_completer(&self) {
@@ -315,7 +424,7 @@ impl<S: Slot> IoContext<S> {
             // A submitter waiting for a slot must re-arm its timer.
             let _ = self.control_tx.try_send(());
         }
-        self.wake_submitter();
+        self.notify_submit_work();
         Ok(accepted)
     }
 
@@ -350,7 +459,7 @@ impl<S: Slot> IoContext<S> {
         self.bury(removed.into_iter().map(|event| (event, ecanceled)));
         if found > 0 {
             let _ = self.control_tx.try_send(());
-            self.wake_submitter();
+            self.notify_submit_work();
         }
         found
     }
@@ -418,7 +527,7 @@ impl<S: Slot> IoContext<S> {
 
     pub(crate) fn resume(&self) {
         self.paused.store(false, Ordering::Relaxed);
-        self.wake_submitter();
+        self.notify_submit_work();
     }
 
     /// Stops accepting and lets the submitter drain everything accepted, paused or not.
@@ -445,6 +554,27 @@ impl<S: Slot> IoContext<S> {
             cancelled: c.cancelled.load(Ordering::Relaxed),
             timed_out: c.timed_out.load(Ordering::Relaxed),
         }
+    }
+
+    /// POLLED mode: whether a submitting thread wrote the event fd since the last call.
+    pub(crate) fn take_written(&self) -> bool {
+        self.written.swap(false, Ordering::Relaxed)
+    }
+
+    /// Changes whenever kernel completions were taken (see `complete`).
+    pub(crate) fn reap_epoch(&self) -> u64 {
+        self.reap_epoch.load(Ordering::Relaxed)
+    }
+
+    /// Callbacks run so far.
+    pub(crate) fn completed(&self) -> u64 {
+        self.counters.completed.load(Ordering::Relaxed)
+    }
+
+    /// When a sleeping poller must wake by itself for the queues (the earliest queued
+    /// deadline); `None`: only for new work.
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        self.next_deadline()
     }
 
     // ---- submitter thread ---------------------------------------------------------
@@ -667,8 +797,8 @@ impl<S: Slot> IoContext<S> {
         self.settle_batch(&[(index, res)]);
     }
 
-    /// Waits (without spinning) until the completer reaped something, or briefly when
-    /// nothing is in flight; for kernel calls that failed with EAGAIN/EBUSY.
+    /// THREADS submitter: waits (without spinning) until the completer reaped something,
+    /// or briefly when nothing is in flight; for kernel calls that failed with EAGAIN/EBUSY.
     pub(crate) fn wait_for_progress(&self) {
         // Relaxed: the epoch only says "something changed"; no data hangs on it.
         let epoch = self.reap_epoch.load(Ordering::Relaxed);
@@ -760,7 +890,7 @@ impl<S: Slot> IoContext<S> {
             }
         }
         if resubmitted {
-            self.wake_submitter();
+            self.notify_submit_work();
         }
         self.count_finished(events);
         for (event, res) in events.drain(..) {
@@ -792,6 +922,15 @@ impl<S: Slot> IoContext<S> {
         for (event, res) in events {
             event.finish(res);
         }
+    }
+}
+
+/// Restores the previous `serve_here` mark when dropped.
+pub(crate) struct ServingGuard(usize);
+
+impl Drop for ServingGuard {
+    fn drop(&mut self) {
+        SERVING.with(|s| s.set(self.0));
     }
 }
 
@@ -975,14 +1114,14 @@ mod tests {
 
     impl Driver for NullDriver {
         type Slot = TestSlot;
-        fn open(_: u32, _: u32) -> Result<Self, Error> {
+        fn open(_: u32, _: u32, _: Option<RawFd>) -> Result<Self, Error> {
             Ok(NullDriver::default())
         }
-        fn submit(&self, _: &IoContext<TestSlot>, _: &[usize]) {}
+        fn submit(&self, _: &IoContext<TestSlot>, _: &[usize], _: &mut impl FnMut()) {}
         fn cancel(&self, _: &IoContext<TestSlot>, targets: &[usize]) {
             lock(&self.cancelled).extend_from_slice(targets);
         }
-        fn reap(&self, _: &IoContext<TestSlot>, _: &mut Vec<(usize, i64)>) {}
+        fn reap(&self, _: &IoContext<TestSlot>, _: &mut Vec<(usize, i64)>, _: bool) {}
     }
 
     fn tagged(tag: u64, deadline_ns: u64, offset: u64, log: &mut Vec<i64>) -> IoEvent {

@@ -1,33 +1,46 @@
-//! `Engine<D>`: one engine's lifecycle — open (driver + context + two threads), submit,
-//! close (drain, join, release the kernel context) — for one statically chosen driver.
+//! `Engine<D>`: one engine's lifecycle — open (driver + context, and in THREADS mode two
+//! threads), submit, close (drain, join or drive to the end, release the kernel
+//! context) — for one statically chosen driver.
 
 use std::cell::Cell;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use super::Config;
 use super::context::{Driver, IoContext, Stats};
+use super::polled::{self, PollError};
 use super::tasks::{Callback, IoEvent, IoRequest};
-use super::worker::{run_completer, run_submitter};
+use super::worker::{PollPolicy, SubmitRole, run_completer, run_submitter};
+use super::{Config, Mode};
 use crate::error::Error;
 use crate::sys;
 
-/// State the two engine threads share with the handle.
+/// State the engine's threads (or its poller) share with the handle.
 ///
 /// `driver` is declared first so it drops first: its kernel context is torn down (and, for
 /// AIO, `io_destroy` waits for any IO still in flight) before the slots in `ctx`, which
-/// the kernel may point into, are freed.
-struct Shared<D: Driver> {
-    driver: D,
-    ctx: IoContext<D::Slot>,
+/// the kernel may point into, are freed, and before the event fd in `ctx` is closed.
+pub(crate) struct Shared<D: Driver> {
+    pub(crate) driver: D,
+    pub(crate) ctx: IoContext<D::Slot>,
+    /// The submit role (see `Driver`): the THREADS submitter takes it for each step, the
+    /// completer when its callbacks queued work, a POLLED poller for the whole poll.
+    pub(crate) submit: Mutex<SubmitRole>,
+    pub(crate) policy: PollPolicy,
 }
 
 pub(crate) struct Engine<D: Driver> {
     shared: Arc<Shared<D>>,
-    /// (submitter, completer) until close joins them. Behind a lock so that close can
-    /// join through `&self`: the C handle stays in place, shared with callbacks that
+    mode: Mode,
+    /// THREADS: (submitter, completer) until close joins them. Behind a lock so that close
+    /// can join through `&self`: the C handle stays in place, shared with callbacks that
     /// still call ioeng_submit/ioeng_close on it, until both threads are gone.
     threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+    /// Set once close finished (or a forked child abandoned its copy): drop has nothing
+    /// left to drain.
+    finished: AtomicBool,
 }
 
 thread_local! {
@@ -39,23 +52,55 @@ thread_local! {
 
 impl<D: Driver> Engine<D> {
     pub(crate) fn open(config: &Config) -> Result<Self, Error> {
-        let driver = D::open(config.depth, config.batch)?;
-        let ctx = IoContext::new(
+        let event = match config.mode {
+            Mode::Threads => None,
+            Mode::Polled => {
+                Some(sys::EventFd::new().map_err(|err| Error::kernel("eventfd", &err))?)
+            }
+        };
+        let driver = D::open(config.depth, config.batch, event.as_ref().map(|e| e.raw()))?;
+        let mut ctx = IoContext::new(
             config.depth as usize,
             config.batch as usize,
             config.queue_capacity as usize,
             config.start_paused,
         );
-        let shared = Arc::new(Shared { driver, ctx });
+        if let Some(event) = event {
+            ctx = ctx.with_event_fd(event);
+        }
+        let shared = Arc::new(Shared {
+            driver,
+            ctx,
+            submit: Mutex::new(SubmitRole::new(
+                config.batch as usize,
+                config.depth as usize,
+            )),
+            policy: PollPolicy::new(config),
+        });
+        let engine = Engine {
+            shared,
+            mode: config.mode,
+            threads: Mutex::new(None),
+            finished: AtomicBool::new(false),
+        };
+        if config.mode == Mode::Threads {
+            engine.start_threads(config)?;
+        }
+        Ok(engine)
+    }
 
-        let for_submitter = Arc::clone(&shared);
+    /// Spawns (and pins, when configured) the submitter and completer threads. On failure
+    /// the threads already started are stopped and joined.
+    fn start_threads(&self, config: &Config) -> Result<(), Error> {
+        let shared = &self.shared;
+        let for_submitter = Arc::clone(shared);
         let submitter = sys::spawn_signals_blocked("ioeng-submit", move || {
-            engine_thread(|| run_submitter(&for_submitter.ctx, &for_submitter.driver))
+            engine_thread(|| run_submitter(&for_submitter))
         })
         .map_err(|err| Error::kernel("pthread_create", &err))?;
-        let for_completer = Arc::clone(&shared);
+        let for_completer = Arc::clone(shared);
         let completer = match sys::spawn_signals_blocked("ioeng-complete", move || {
-            engine_thread(|| run_completer(&for_completer.ctx, &for_completer.driver))
+            engine_thread(|| run_completer(&for_completer))
         }) {
             Ok(handle) => handle,
             Err(err) => {
@@ -65,16 +110,39 @@ impl<D: Driver> Engine<D> {
                 let me = submitter.thread().clone();
                 shared.ctx.set_threads(me.clone(), me);
                 let _ = submitter.join();
+                self.finished.store(true, Ordering::Relaxed);
                 return Err(Error::kernel("pthread_create", &err));
             }
         };
         shared
             .ctx
             .set_threads(submitter.thread().clone(), completer.thread().clone());
-        Ok(Engine {
-            shared,
-            threads: Mutex::new(Some((submitter, completer))),
-        })
+        // Pinned before they do any work: both wait for `set_threads`... and then find
+        // nothing accepted yet, so a refused CPU stops them with nothing to drain.
+        let pins = [
+            (
+                &submitter,
+                config.submitter_cpu,
+                "pthread_setaffinity_np(submitter)",
+            ),
+            (
+                &completer,
+                config.completer_cpu,
+                "pthread_setaffinity_np(completer)",
+            ),
+        ];
+        let refused = pins.into_iter().find_map(|(handle, cpu, call)| {
+            sys::pin_thread(handle, cpu?)
+                .err()
+                .map(|errno| Error::Kernel { call, errno })
+        });
+        *self.threads.lock().unwrap_or_else(PoisonError::into_inner) = Some((submitter, completer));
+        if let Some(err) = refused {
+            shared.ctx.begin_close();
+            self.finish_close();
+            return Err(err);
+        }
+        Ok(())
     }
 
     pub(crate) fn submit(&self, request: IoRequest, callback: Callback) -> Result<(), Error> {
@@ -113,43 +181,83 @@ impl<D: Driver> Engine<D> {
         self.shared.ctx.stats()
     }
 
+    /// POLLED mode: `ioeng_poll`.
+    pub(crate) fn poll(&self, min_complete: u64, timeout: Option<Duration>) -> Result<u64, Error> {
+        if self.mode != Mode::Polled {
+            return Err(Error::WrongMode);
+        }
+        polled::poll(&self.shared, min_complete, timeout).map_err(|err| match err {
+            PollError::Busy => Error::Busy,
+            PollError::Interrupted => Error::Kernel {
+                call: "ppoll",
+                errno: libc::EINTR,
+            },
+        })
+    }
+
+    /// POLLED mode: the event fd (`ioeng_event_fd`).
+    pub(crate) fn event_fd(&self) -> Result<RawFd, Error> {
+        match self.shared.ctx.event_fd() {
+            Some(event) => Ok(event.raw()),
+            None => Err(Error::WrongMode),
+        }
+    }
+
     /// First half of close: refuses when called from any engine's thread (it could wait
-    /// for itself, or for an engine that waits for it), otherwise stops accepting and
-    /// starts draining.
+    /// for itself, or for an engine that waits for it) or from inside this engine's
+    /// `ioeng_poll`, and in POLLED mode while another thread polls it; otherwise stops
+    /// accepting and starts draining.
     pub(crate) fn begin_close(&self) -> Result<(), Error> {
-        if ON_ENGINE_THREAD.get() {
+        let ctx = &self.shared.ctx;
+        if ON_ENGINE_THREAD.get() || ctx.served_here() {
             return Err(Error::CloseFromCallback);
         }
-        self.shared.ctx.begin_close();
+        if self.mode == Mode::Polled && self.shared.submit.try_lock().is_err() {
+            return Err(Error::Busy);
+        }
+        ctx.begin_close();
         Ok(())
     }
 
-    /// Second half of close: waits until every accepted request's callback ran and both
-    /// threads are gone. Takes `&self`: callbacks may use the engine meanwhile.
+    /// Second half of close: returns once every accepted request's callback ran — after
+    /// both threads are joined (THREADS), or after driving the engine to the end on this
+    /// thread (POLLED). Takes `&self`: callbacks may use the engine meanwhile.
     pub(crate) fn finish_close(&self) {
-        let threads = self
-            .threads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some((submitter, completer)) = threads {
-            // A worker panic is a libioeng bug; it has already been reported on stderr
-            // (and the process aborted), so there is nothing to recover here.
-            let _ = submitter.join();
-            let _ = completer.join();
+        match self.mode {
+            Mode::Threads => {
+                let threads = self
+                    .threads
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                if let Some((submitter, completer)) = threads {
+                    // A worker panic is a libioeng bug; it has already been reported on
+                    // stderr (and the process aborted): nothing to recover here.
+                    let _ = submitter.join();
+                    let _ = completer.join();
+                }
+            }
+            Mode::Polled => {
+                // `begin_close` refused a concurrent poller, so the role is free.
+                let drained = polled::drain(&self.shared);
+                debug_assert!(drained.is_ok());
+            }
         }
+        self.finished.store(true, Ordering::Relaxed);
     }
 
     /// Frees a forked child's copy of an engine: its threads exist only in the parent,
     /// so they are neither woken nor joined, no callback runs, and the kernel objects
     /// are left to the parent (the drivers' Drop skip them in a child).
     pub(crate) fn abandon_in_forked_child(self) {
+        self.finished.store(true, Ordering::Relaxed);
         let threads = self
             .threads
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         let Some(threads) = threads else {
+            // POLLED: no thread holds a reference; dropping frees the copy.
             return;
         };
         // No pthread call on threads that do not exist here.
@@ -174,9 +282,10 @@ impl<D: Driver> Engine<D> {
 }
 
 /// Runs an engine thread's loop, marked as an engine thread (see `ON_ENGINE_THREAD`);
-/// a panic there (an invariant of libioeng broken) aborts the process. Unwinding would end one of the two threads and leave the other, and
-/// `ioeng_close`, waiting forever for callbacks that can no longer come; a loud abort
-/// (the panic message is printed first) beats a silent hang or a lost callback.
+/// a panic there (an invariant of libioeng broken) aborts the process. Unwinding would
+/// end one of the two threads and leave the other, and `ioeng_close`, waiting forever
+/// for callbacks that can no longer come; a loud abort (the panic message is printed
+/// first) beats a silent hang or a lost callback.
 fn engine_thread(body: impl FnOnce()) {
     ON_ENGINE_THREAD.set(true);
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
@@ -186,15 +295,11 @@ fn engine_thread(body: impl FnOnce()) {
 }
 
 impl<D: Driver> Drop for Engine<D> {
-    /// Dropping without `begin_close` still drains: the kernel context (in `driver`) and
-    /// the slots it points into are freed only after both threads are gone.
+    /// Dropping without close still drains: the kernel context (in `driver`) and the
+    /// slots it points into are freed only after both threads are gone, or in POLLED
+    /// mode after this thread completed everything accepted.
     fn drop(&mut self) {
-        let running = self
-            .threads
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some();
-        if running {
+        if !*self.finished.get_mut() {
             self.shared.ctx.begin_close();
             self.finish_close();
         }

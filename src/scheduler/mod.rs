@@ -7,6 +7,7 @@ pub mod aio;
 pub(crate) mod common;
 pub(crate) mod context;
 pub(crate) mod engine;
+pub(crate) mod polled;
 pub mod tasks;
 pub mod uring;
 pub(crate) mod worker;
@@ -40,9 +41,6 @@ pub enum BackendKind {
 }
 
 /// A validated configuration (see `ioeng_config_t`).
-// `idle_poll` and the CPUs are validated now and applied by the engine threads' work
-// that follows the ABI freeze.
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct Config {
     pub backend: BackendChoice,
@@ -203,12 +201,6 @@ impl AnyEngine {
     /// Opens an engine. AUTO takes io_uring when the probe passed and the ring could be
     /// created, AIO otherwise; an explicit backend that cannot start is an error.
     pub fn open(config: &Config) -> Result<Self, Error> {
-        if config.mode == Mode::Polled {
-            return Err(Error::Kernel {
-                call: "IOENG_MODE_POLLED (not implemented yet)",
-                errno: libc::EOPNOTSUPP,
-            });
-        }
         let open_uring = || match uring_status() {
             Ok(()) => Engine::open(config).map(|e| AnyEngine(Backend::Uring(e))),
             Err(why) => Err(Error::Kernel {
@@ -249,6 +241,20 @@ impl AnyEngine {
     /// Registers buffers for FIXED_BUF requests (before the first request, once).
     pub fn register_buffers(&self, bufs: &[libc::iovec]) -> Result<(), Error> {
         on_engine!(self, engine => engine.register_buffers(bufs))
+    }
+
+    /// POLLED mode: runs the engine on this thread (see `ioeng_poll`).
+    pub fn poll(
+        &self,
+        min_complete: u64,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<u64, Error> {
+        on_engine!(self, engine => engine.poll(min_complete, timeout))
+    }
+
+    /// POLLED mode: the engine's event fd.
+    pub fn event_fd(&self) -> Result<std::os::fd::RawFd, Error> {
+        on_engine!(self, engine => engine.event_fd())
     }
 
     pub fn resume(&self) {

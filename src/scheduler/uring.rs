@@ -1,12 +1,14 @@
 //! The io_uring driver: `UringSlot` holds only the request (no iocb); the SQE's
 //! `user_data` is the slot index.
 //!
-//! How the two threads share one ring:
-//! - the submitter alone touches the SQ (`submission_shared`, push, sync) and calls
+//! How the two roles (see `Driver`) share one ring:
+//! - the submit role alone touches the SQ (`submission_shared`, push, sync) and calls
 //!   `io_uring_enter(to_submit = n, min_complete = 0, flags = 0)`, and while idle
 //!   `io_uring_enter(0, 0, GETEVENTS)` to run its pending task_work (`run_deferred`);
-//! - the completer alone touches the CQ (`completion_shared`, iterate, sync) and calls
-//!   `io_uring_enter(to_submit = 0, min_complete = 1, flags = GETEVENTS)`.
+//! - the reap role alone touches the CQ (`completion_shared`, iterate, sync) and calls
+//!   `io_uring_enter(to_submit = 0, min_complete = 1, flags = GETEVENTS)` to wait.
+//! - POLLED mode registers the engine's eventfd (`IORING_REGISTER_EVENTFD`): the kernel
+//!   adds to it for every CQE it posts.
 //!
 //! Each ring half has a single user-space producer/consumer, as the kernel's ring
 //! protocol assumes; `io_uring_enter` itself may run concurrently from two threads.
@@ -20,6 +22,7 @@
 //! index can equal; the completer reports it as [`CONTROL_INDEX`].
 
 use std::io;
+use std::os::fd::RawFd;
 
 use io_uring::{IoUring, opcode, squeue, types};
 
@@ -135,19 +138,24 @@ impl UringDriver {
 impl Driver for UringDriver {
     type Slot = UringSlot;
 
-    fn open(depth: u32, batch: u32) -> Result<Self, Error> {
+    fn open(depth: u32, batch: u32, event_fd: Option<RawFd>) -> Result<Self, Error> {
         let ring = build_ring(batch.next_power_of_two(), (2 * depth).next_power_of_two())
             .map_err(|err| Error::kernel("io_uring_setup", &err))?;
+        if let Some(fd) = event_fd {
+            ring.submitter()
+                .register_eventfd(fd)
+                .map_err(|err| Error::kernel("IORING_REGISTER_EVENTFD", &err))?;
+        }
         Ok(UringDriver {
             ring,
             valgrind: sys::valgrind::running_on_valgrind(),
         })
     }
 
-    fn submit(&self, ctx: &IoContext<UringSlot>, batch: &[usize]) {
+    fn submit(&self, ctx: &IoContext<UringSlot>, batch: &[usize], busy: &mut impl FnMut()) {
         {
-            // SAFETY: only the submitter thread calls `submit` (Driver contract), so this
-            // is the only SubmissionQueue of the ring in existence.
+            // SAFETY: only the submit role calls `submit`, one thread at a time (Driver
+            // contract), so this is the only SubmissionQueue of the ring in existence.
             let mut sq = unsafe { self.ring.submission_shared() };
             debug_assert!(sq.is_empty() && batch.len() <= sq.capacity());
             for &index in batch {
@@ -170,12 +178,12 @@ impl Driver for UringDriver {
             // SQEs that fail at submit time are consumed too and complete with a CQE
             // carrying -errno, so each consumed SQE is one CQE to reap.
             match ctx.kernel_submit(|| self.enter(left as u32, 0, 0)) {
-                Ok(0) => ctx.wait_for_progress(),
+                Ok(0) => busy(),
                 Ok(consumed) => left -= consumed.min(left),
                 Err(libc::EINTR) => {}
-                // Out of memory for requests, or the CQ is backed up: wait for the
-                // completer to make progress, then retry.
-                Err(libc::EAGAIN | libc::EBUSY) => ctx.wait_for_progress(),
+                // Out of memory for requests, or the CQ is backed up: let completions
+                // make progress, then retry.
+                Err(libc::EAGAIN | libc::EBUSY) => busy(),
                 Err(errno) => report_unexpected("io_uring_enter(submit)", errno),
             }
         }
@@ -219,8 +227,8 @@ impl Driver for UringDriver {
     }
 
     fn run_deferred(&self) -> bool {
-        // SAFETY: only the submitter thread calls `run_deferred` (Driver contract), so
-        // this is the only SubmissionQueue of the ring in existence.
+        // SAFETY: only the submit role calls `run_deferred`, one thread at a time (Driver
+        // contract), so this is the only SubmissionQueue of the ring in existence.
         let pending = unsafe { self.ring.submission_shared() }.taskrun();
         if pending {
             // GETEVENTS with min_complete 0 runs this thread's pending task_work (which
@@ -232,19 +240,19 @@ impl Driver for UringDriver {
     }
 
     fn completions_ready(&self) -> Option<bool> {
-        // SAFETY: only the completer thread calls `completions_ready` (Driver contract),
-        // so this is the only CompletionQueue of the ring in existence.
+        // SAFETY: only the reap role calls `completions_ready`, one thread at a time
+        // (Driver contract), so this is the only CompletionQueue of the ring in existence.
         let cq = unsafe { self.ring.completion_shared() };
         // Creating the queue view loads the kernel's tail (Acquire).
         Some(!cq.is_empty())
     }
 
-    fn reap(&self, ctx: &IoContext<UringSlot>, out: &mut Vec<(usize, i64)>) {
+    fn reap(&self, ctx: &IoContext<UringSlot>, out: &mut Vec<(usize, i64)>, wait: bool) {
         let first = out.len();
-        // SAFETY: only the completer thread calls `reap` (Driver contract), so this is
-        // the only CompletionQueue of the ring in existence.
+        // SAFETY: only the reap role calls `reap`, one thread at a time (Driver contract),
+        // so this is the only CompletionQueue of the ring in existence.
         let mut cq = unsafe { self.ring.completion_shared() };
-        if cq.is_empty() {
+        if cq.is_empty() && wait {
             match self.enter(0, 1, IORING_ENTER_GETEVENTS) {
                 Ok(_) | Err(libc::EINTR) => {}
                 Err(errno) => report_unexpected("io_uring_enter(wait)", errno),
@@ -265,7 +273,7 @@ impl Driver for UringDriver {
                 if index == CONTROL_INDEX {
                     continue;
                 }
-                // SAFETY: the completer holds every index it just reaped.
+                // SAFETY: the reap role holds every index it just reaped.
                 let slot = unsafe { ctx.slot_mut(index) };
                 if let Some(event) = &slot.event
                     && res > 0

@@ -15,6 +15,9 @@ pub(crate) const IOCB_CMD_FDSYNC: u16 = 3;
 pub(crate) const IOCB_CMD_PREADV: u16 = 7;
 pub(crate) const IOCB_CMD_PWRITEV: u16 = 8;
 
+/// `aio_flags` bit: on completion, add 1 to the eventfd in `aio_resfd`.
+pub(crate) const IOCB_FLAG_RESFD: u32 = 1 << 0;
+
 /// `struct iocb` (64 bytes). Field order is the little-endian one: `aio_key` comes
 /// before `aio_rw_flags` on x86_64 and aarch64.
 #[repr(C)]
@@ -263,13 +266,27 @@ pub(crate) unsafe fn io_cancel(id: AioContextId, iocb: *mut Iocb) -> Result<(), 
 
 /// `io_getevents(ctx, min_nr, nr, events, NULL)`: blocks until at least `min_nr` IOs
 /// completed; fills the front of `events` and returns how many.
+/// `io_getevents(ctx, min_nr, nr, events, timeout)`: with `wait`, blocks until at least
+/// `min_nr` IOs completed (NULL timeout), else returns at once (zero timeout); fills the
+/// front of `events` and returns how many.
 pub(crate) fn io_getevents(
     id: AioContextId,
     min_nr: usize,
     events: &mut [IoEvent],
+    wait: bool,
 ) -> Result<usize, i32> {
     debug_assert!(min_nr <= events.len());
-    // SAFETY: `events` is writable for `events.len()` entries; a NULL timeout means wait.
+    let mut zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let timeout = if wait {
+        std::ptr::null_mut()
+    } else {
+        &raw mut zero
+    };
+    // SAFETY: `events` is writable for `events.len()` entries; `timeout` is NULL (wait)
+    // or a live zero timespec.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_io_getevents,
@@ -277,7 +294,7 @@ pub(crate) fn io_getevents(
             min_nr as libc::c_long,
             events.len() as libc::c_long,
             events.as_mut_ptr(),
-            std::ptr::null_mut::<libc::timespec>(),
+            timeout,
         )
     };
     if rc < 0 {
@@ -334,7 +351,7 @@ mod tests {
             buf.fill(0);
             submit_read(id, fd, &mut buf, 50 + round);
             let mut events = [IoEvent::default(); 4];
-            assert_eq!(io_getevents(id, 1, &mut events), Ok(1));
+            assert_eq!(io_getevents(id, 1, &mut events, true), Ok(1));
             assert_eq!((events[0].data, events[0].res), (50 + round, 4096));
             assert!(!ring.has_events());
         }

@@ -82,3 +82,96 @@ pub(crate) fn report_unexpected(call: &str, errno: i32) {
     });
     std::thread::sleep(std::time::Duration::from_millis(1));
 }
+
+/// An eventfd (non-blocking, close-on-exec): the POLLED engine's readiness signal. The
+/// kernel adds to it for each completion (io_uring `IORING_REGISTER_EVENTFD`, AIO
+/// `IOCB_FLAG_RESFD`) and submitting threads add to it for new work.
+pub(crate) struct EventFd(std::os::fd::OwnedFd);
+
+impl EventFd {
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new fd we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+        Ok(EventFd(unsafe {
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        }))
+    }
+
+    pub(crate) fn raw(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+    }
+
+    /// Makes the fd readable. (EAGAIN, a counter at its maximum, is already readable.)
+    pub(crate) fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
+        let _ = unsafe { libc::write(self.raw(), (&raw const one).cast(), 8) };
+    }
+
+    /// Resets the counter to zero (no longer readable until the next signal).
+    pub(crate) fn drain(&self) {
+        let mut value: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64; EAGAIN (already zero) is fine.
+        let _ = unsafe { libc::read(self.raw(), (&raw mut value).cast(), 8) };
+    }
+
+    /// Sleeps in the kernel until the fd is readable or `timeout` passed (`None`: no
+    /// limit). `Err(EINTR)` when a signal interrupted the wait.
+    pub(crate) fn wait(&self, timeout: Option<std::time::Duration>) -> Result<(), i32> {
+        let mut pfd = libc::pollfd {
+            fd: self.raw(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
+        // SAFETY: one valid pollfd; `ts_ptr` is NULL or points to a live timespec; a NULL
+        // sigmask keeps the thread's mask.
+        let rc = unsafe { libc::ppoll(&mut pfd, 1, ts_ptr, std::ptr::null()) };
+        if rc < 0 { Err(last_errno()) } else { Ok(()) }
+    }
+}
+
+/// Pins the thread behind `handle` to `cpu` (`pthread_setaffinity_np`); the errno when
+/// the kernel refuses (EINVAL: offline or outside the allowed set).
+pub(crate) fn pin_thread<T>(handle: &JoinHandle<T>, cpu: usize) -> Result<(), i32> {
+    use std::os::unix::thread::JoinHandleExt;
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: cpu_set_t is plain bits; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu < CPU_SETSIZE` (checked above), so the bit lies inside `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: the pthread_t is live (the JoinHandle is not joined) and `set` is a valid
+    // cpu_set_t of the size passed.
+    let rc = unsafe {
+        libc::pthread_setaffinity_np(
+            handle.as_pthread_t(),
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &set,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(rc) }
+}
+
+/// How many CPUs the calling thread may run on (1 when that cannot be read).
+pub(crate) fn allowed_cpus() -> usize {
+    // SAFETY: cpu_set_t is plain bits; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is writable for the size passed; pid 0 is the calling thread.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return 1;
+    }
+    // SAFETY: `set` is an initialized cpu_set_t.
+    (unsafe { libc::CPU_COUNT(&set) }).max(1) as usize
+}

@@ -1,0 +1,530 @@
+/*
+ * test_poll: IOENG_MODE_POLLED semantics (ioeng_poll, ioeng_event_fd) and the THREADS
+ * mode configuration (CPU pinning, idle CPU use). Opens its engines itself, in the mode
+ * each check needs, on the backend of IOENG_TEST_BACKEND:
+ *  1. THREADS engine: ioeng_poll/ioeng_event_fd -> -EINVAL; bad mode / CPU -> -EINVAL.
+ *  2. min_complete: ioeng_poll(h, 8, -1) returns once 8 callbacks ran; (h, 0, 0) with
+ *     nothing to do returns 0.
+ *  3. A timeout does not spin: ioeng_poll(h, 1, 200 ms) on an idle engine returns 0 after
+ *     >= 200 ms having used < 20 ms of its thread's CPU (CLOCK_THREAD_CPUTIME_ID); a
+ *     submit from another thread ends an unlimited wait.
+ *  4. One poller: a second ioeng_poll (and ioeng_close) while one polls -> -EBUSY.
+ *  5. The event fd is readable after a submit and after a completion, and not after a
+ *     poll that left nothing to do.
+ *  6. Callbacks run on the polling thread and may submit (the follow-up completes in the
+ *     same poll); from a callback ioeng_poll -> -EBUSY and ioeng_close -> -EDEADLK.
+ *  7. ioeng_close drains on the calling thread: every callback ran there before it returned.
+ *  8. Same callback order and res as THREADS mode (depth = batch = 1, paused backlog of
+ *     HIGH/READ/WRITE, EOF read, closed fd).
+ *  9. submitter_cpu / completer_cpu pin the threads (Cpus_allowed_list in
+ *     /proc/self/task/(tid)/status), and an idle THREADS engine's threads use < 1% CPU.
+ */
+#include "test_util.h"
+
+#include <dirent.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+
+static ioeng_backend_t g_be;
+
+static ioeng_config_t cfg_for(ioeng_mode_t mode, uint32_t depth)
+{
+    ioeng_config_t c;
+    ioeng_config_init(&c);
+    c.backend = g_be;
+    c.mode = mode;
+    c.depth = depth;
+    return c;
+}
+
+/* A POLLED engine without the test driver thread: this test polls it itself. */
+static ioeng_t *open_polled(uint32_t depth, uint32_t paused)
+{
+    ioeng_config_t c = cfg_for(IOENG_MODE_POLLED, depth);
+    c.start_paused = paused;
+    ioeng_t *h = NULL;
+    int rc = ioeng_open(&c, &h);
+    CHECK(rc == 0 && h, "ioeng_open(POLLED) = %s", tu_errname(rc));
+    return h;
+}
+
+static int readable(int fd, int timeout_ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int n = poll(&p, 1, timeout_ms);
+    CHECK(n >= 0, "poll: %s", strerror(errno));
+    return n == 1 && (p.revents & POLLIN);
+}
+
+static uint64_t now_ns(clockid_t clk)
+{
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- callbacks that record what ran where -------------------------------- */
+
+typedef struct {
+    atomic_int n;
+    int64_t res[64];
+    int order[64];
+    pthread_t thread[64];
+} log_t;
+
+typedef struct {
+    log_t *log;
+    int id;
+} tagged_t;
+
+static void log_cb(void *ctx, int64_t res)
+{
+    tagged_t *t = ctx;
+    int i = atomic_fetch_add(&t->log->n, 1);
+    CHECK(i < 64, "too many callbacks");
+    t->log->res[i] = res;
+    t->log->order[i] = t->id;
+    t->log->thread[i] = pthread_self();
+}
+
+static void submit_tagged(ioeng_t *h, ioeng_req_t r, tagged_t *t)
+{
+    int rc = ioeng_submit(h, &r, log_cb, t);
+    CHECK(rc == 0, "ioeng_submit = %s", tu_errname(rc));
+}
+
+/* Polls until `log` has `n` entries (5 s at most). */
+static void poll_until(ioeng_t *h, log_t *log, int n)
+{
+    uint64_t end = now_ns(CLOCK_MONOTONIC) + 5000000000ull;
+    while (atomic_load(&log->n) < n) {
+        CHECK(now_ns(CLOCK_MONOTONIC) < end, "only %d of %d callbacks after 5 s", atomic_load(&log->n), n);
+        int rc = ioeng_poll(h, 1, 100000000);
+        CHECK(rc >= 0, "ioeng_poll = %s", tu_errname(rc));
+    }
+}
+
+/* ---- 1. wrong mode, bad config --------------------------------------------- */
+
+static void check_threads_mode_and_config(void)
+{
+    ioeng_config_t c = cfg_for(IOENG_MODE_THREADS, 8);
+    ioeng_t *h = NULL;
+    CHECK_EQ(ioeng_open(&c, &h), 0, "open THREADS");
+    CHECK_EQ(ioeng_poll(h, 0, 0), -EINVAL, "ioeng_poll on a THREADS engine");
+    CHECK_EQ(ioeng_event_fd(h), -EINVAL, "ioeng_event_fd on a THREADS engine");
+    CHECK_EQ(ioeng_close(h), 0, "close");
+    CHECK_EQ(ioeng_poll(NULL, 0, 0), -EINVAL, "ioeng_poll(NULL)");
+    CHECK_EQ(ioeng_event_fd(NULL), -EINVAL, "ioeng_event_fd(NULL)");
+
+    ioeng_t *p = open_polled(8, 0);
+    CHECK_EQ(ioeng_poll(p, 0, -2), -EINVAL, "timeout -2");
+    CHECK_EQ(ioeng_close(p), 0, "close");
+
+    ioeng_t *const sentinel = (ioeng_t *)(uintptr_t)0x5a5a5a50;
+    struct { const char *what; int mode, scpu, ccpu; } bad[] = {
+        {"mode 2", 2, -1, -1},
+        {"submitter_cpu -2", 0, -2, -1},
+        {"completer_cpu 1<<20", 0, -1, 1 << 20},
+        {"submitter_cpu 1023 (not online here)", 0, 1023, -1},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        c = cfg_for((ioeng_mode_t)bad[i].mode, 8);
+        c.submitter_cpu = bad[i].scpu;
+        c.completer_cpu = bad[i].ccpu;
+        h = sentinel;
+        int rc = ioeng_open(&c, &h);
+        CHECK(rc == -EINVAL, "ioeng_open(%s) = %s, expected -EINVAL", bad[i].what, tu_errname(rc));
+        CHECK(h == sentinel, "failed ioeng_open(%s) changed *out", bad[i].what);
+    }
+}
+
+/* ---- 2. min_complete, 3. timeouts -------------------------------------------- */
+
+static void check_min_complete_and_timeout(int fd, char *buf)
+{
+    ioeng_t *h = open_polled(32, 0);
+    log_t log = {0};
+    tagged_t tags[8];
+    for (int i = 0; i < 8; i++) {
+        tags[i] = (tagged_t){&log, i};
+        submit_tagged(h, tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf + i * 4096, 4096, 4096 * (uint64_t)i), &tags[i]);
+    }
+    CHECK_EQ(atomic_load(&log.n), 0, "no callback before ioeng_poll");
+    int rc = ioeng_poll(h, 8, -1);
+    CHECK(rc >= 8, "ioeng_poll(min 8) = %s", tu_errname(rc));
+    CHECK_EQ(atomic_load(&log.n), 8, "callbacks after ioeng_poll(min 8)");
+    for (int i = 0; i < 8; i++)
+        CHECK_EQ(log.res[i], 4096, "res of read %d", i);
+    CHECK_EQ(ioeng_poll(h, 0, 0), 0, "ioeng_poll(0, 0) with nothing to do");
+
+    uint64_t t0 = now_ns(CLOCK_MONOTONIC), c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+    rc = ioeng_poll(h, 1, 200000000);
+    uint64_t dt = now_ns(CLOCK_MONOTONIC) - t0, dc = now_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
+    CHECK_EQ(rc, 0, "ioeng_poll(1, 200 ms) on an idle engine");
+    CHECK(dt >= 200000000ull, "returned after %" PRIu64 " ns, before the 200 ms timeout", dt);
+    CHECK(dc < 20000000ull, "the 200 ms wait used %" PRIu64 " ns of CPU: it spins", dc);
+    printf("idle ioeng_poll(1, 200 ms): %.1f ms wall, %.3f ms CPU\n", dt / 1e6, dc / 1e6);
+    CHECK_EQ(ioeng_close(h), 0, "close");
+}
+
+typedef struct {
+    ioeng_t *h;
+    ioeng_req_t req;
+    tagged_t *tag;
+    int delay_ms;
+    atomic_int state; /* 1: polling */
+    int rc;
+} helper_t;
+
+static void *submit_later(void *arg)
+{
+    helper_t *a = arg;
+    usleep((useconds_t)a->delay_ms * 1000);
+    submit_tagged(a->h, a->req, a->tag);
+    return NULL;
+}
+
+static void *poll_for_500ms(void *arg)
+{
+    helper_t *a = arg;
+    atomic_store(&a->state, 1);
+    a->rc = ioeng_poll(a->h, 1, 500000000);
+    return NULL;
+}
+
+static void check_wake_by_submit_and_one_poller(int fd, char *buf)
+{
+    ioeng_t *h = open_polled(8, 0);
+    log_t log = {0};
+    tagged_t tag = {&log, 1};
+    helper_t a = {.h = h, .req = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf, 4096, 0), .tag = &tag, .delay_ms = 100};
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, submit_later, &a), 0, "pthread_create");
+    uint64_t c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+    int rc = ioeng_poll(h, 1, -1);
+    uint64_t dc = now_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
+    pthread_join(t, NULL);
+    CHECK_EQ(rc, 1, "unlimited ioeng_poll ended by another thread's submit");
+    CHECK(dc < 20000000ull, "waiting ~100 ms for a submit used %" PRIu64 " ns of CPU", dc);
+
+    /* A second poller and a close while one polls: -EBUSY. */
+    helper_t b = {.h = h};
+    CHECK_EQ(pthread_create(&t, NULL, poll_for_500ms, &b), 0, "pthread_create");
+    while (!atomic_load(&b.state))
+        usleep(1000);
+    int busy = 0, closed = 0;
+    for (int i = 0; i < 30 && !(busy && closed); i++) {
+        usleep(5000);
+        rc = ioeng_poll(h, 0, 0);
+        CHECK(rc == 0 || rc == -EBUSY, "second poller got %s", tu_errname(rc));
+        busy |= rc == -EBUSY;
+        if (rc == -EBUSY) {
+            rc = ioeng_close(h);
+            CHECK(rc == -EBUSY, "ioeng_close during another thread's poll = %s", tu_errname(rc));
+            closed = 1;
+        }
+    }
+    pthread_join(t, NULL);
+    CHECK(busy && closed, "never saw -EBUSY while another thread polled for 500 ms");
+    CHECK_EQ(b.rc, 0, "the first poller timed out normally");
+    CHECK_EQ(ioeng_close(h), 0, "close");
+}
+
+/* ---- 5. event fd ------------------------------------------------------------ */
+
+static void check_event_fd(int fd, char *buf)
+{
+    ioeng_t *h = open_polled(8, 0);
+    int efd = ioeng_event_fd(h);
+    CHECK(efd >= 0, "ioeng_event_fd = %s", tu_errname(efd));
+    CHECK_EQ(ioeng_event_fd(h), efd, "the same fd every time");
+    CHECK(!readable(efd, 0), "event fd readable on a fresh engine");
+    log_t log = {0};
+    tagged_t tag = {&log, 1};
+    submit_tagged(h, tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf, 4096, 0), &tag);
+    CHECK(readable(efd, 0), "event fd not readable after ioeng_submit");
+    poll_until(h, &log, 1);
+    CHECK_EQ(ioeng_poll(h, 0, 0), 0, "nothing left");
+    CHECK(!readable(efd, 0), "event fd readable with nothing to do");
+
+    /* Readable on completion: a READ that stays in the kernel until this test acts. */
+    int completion_seen = 0;
+    if (g_be == IOENG_BACKEND_URING) {
+        int p[2];
+        CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
+        tagged_t t2 = {&log, 2};
+        submit_tagged(h, tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, p[0], buf, 16, 0), &t2);
+        CHECK_EQ(ioeng_poll(h, 0, 0), 0, "pipe read pending");
+        CHECK(!readable(efd, 50), "event fd readable while the pipe read waits");
+        CHECK(write(p[1], "0123456789abcdef", 16) == 16, "write pipe");
+        CHECK(readable(efd, 5000), "event fd not readable after the pipe read completed");
+        CHECK_EQ(ioeng_poll(h, 0, 0), 1, "the completion's callback");
+        CHECK_EQ(log.res[1], 16, "pipe read res");
+        close(p[0]);
+        close(p[1]);
+        completion_seen = 1;
+    } else {
+        /* AIO: an 8 MiB O_DIRECT read on ext4, slow enough to outlast one poll pass. */
+        int dfd = tu_scratch(TU_EXT4, 1, NULL);
+        size_t big = 8u << 20;
+        char *dbuf = tu_alloc(big);
+        tu_pwrite_all(dfd, dbuf, big, 0);
+        for (int i = 0; i < 20 && !completion_seen; i++) {
+            tagged_t t2 = {&log, 2};
+            int before = atomic_load(&log.n);
+            submit_tagged(h, tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, dfd, dbuf, big, 0), &t2);
+            int rc = ioeng_poll(h, 0, 0);
+            CHECK(rc == 0 || rc == 1, "ioeng_poll = %s", tu_errname(rc));
+            if (rc == 0) {
+                CHECK(readable(efd, 5000), "event fd not readable after the O_DIRECT read completed");
+                CHECK_EQ(ioeng_poll(h, 1, 5000000000), 1, "the completion's callback");
+                completion_seen = 1;
+            }
+            CHECK_EQ(atomic_load(&log.n), before + 1, "one callback");
+            CHECK_EQ(log.res[before], (int64_t)big, "O_DIRECT read res");
+            atomic_store(&log.n, before); /* reuse the slot */
+        }
+        free(dbuf);
+        close(dfd);
+        CHECK(completion_seen, "an 8 MiB O_DIRECT read always completed within one poll pass");
+    }
+    CHECK(!readable(efd, 0), "event fd readable after everything completed");
+    CHECK_EQ(ioeng_close(h), 0, "close");
+}
+
+/* ---- 6. callbacks on the polling thread, submitting -------------------------- */
+
+static ioeng_t *g_h;
+static int g_fd;
+static char *g_buf;
+static pthread_t g_poller;
+static tagged_t g_follow;
+static atomic_int g_nested_checked;
+
+static void first_cb(void *ctx, int64_t res)
+{
+    log_cb(ctx, res);
+    CHECK(pthread_equal(pthread_self(), g_poller), "callback not on the polling thread");
+    CHECK_EQ(ioeng_poll(g_h, 0, 0), -EBUSY, "ioeng_poll from a callback of the same engine");
+    CHECK_EQ(ioeng_close(g_h), -EDEADLK, "ioeng_close from a callback");
+    ioeng_req_t r = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, g_fd, g_buf + 4096, 4096, 4096);
+    CHECK_EQ(ioeng_submit(g_h, &r, log_cb, &g_follow), 0, "submit from a callback");
+    atomic_store(&g_nested_checked, 1);
+}
+
+static void check_callbacks_on_poller(int fd, char *buf)
+{
+    g_h = open_polled(8, 0);
+    g_fd = fd;
+    g_buf = buf;
+    g_poller = pthread_self();
+    log_t log = {0};
+    tagged_t first = {&log, 1};
+    g_follow = (tagged_t){&log, 2};
+    ioeng_req_t r = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf, 4096, 0);
+    CHECK_EQ(ioeng_submit(g_h, &r, first_cb, &first), 0, "submit");
+    int rc = ioeng_poll(g_h, 2, 5000000000);
+    CHECK_EQ(rc, 2, "one poll ran the callback and the follow-up it submitted");
+    CHECK(atomic_load(&g_nested_checked), "first callback ran");
+    for (int i = 0; i < 2; i++) {
+        CHECK(pthread_equal(log.thread[i], pthread_self()), "callback %d not on the polling thread", i);
+        CHECK_EQ(log.res[i], 4096, "res %d", i);
+    }
+
+    /* 7. close drains on the calling thread. */
+    log_t clog = {0};
+    tagged_t tags[16];
+    for (int i = 0; i < 16; i++) {
+        tags[i] = (tagged_t){&clog, i};
+        submit_tagged(g_h, tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf + i * 4096, 4096, 4096 * (uint64_t)i), &tags[i]);
+    }
+    CHECK_EQ(atomic_load(&clog.n), 0, "nothing runs between polls");
+    CHECK_EQ(ioeng_close(g_h), 0, "close with 16 queued");
+    CHECK_EQ(atomic_load(&clog.n), 16, "callbacks run by ioeng_close");
+    for (int i = 0; i < 16; i++) {
+        CHECK(pthread_equal(clog.thread[i], pthread_self()), "close ran callback %d on another thread", i);
+        CHECK_EQ(clog.res[i], 4096, "res %d", i);
+    }
+}
+
+/* ---- 8. same order and res as THREADS ----------------------------------------- */
+
+static void run_backlog(ioeng_mode_t mode, int fd, char *buf, log_t *log, int closed_fd)
+{
+    ioeng_config_t c = cfg_for(mode, 1);
+    c.batch = 1;
+    c.start_paused = 1;
+    ioeng_t *h = NULL;
+    CHECK_EQ(ioeng_open(&c, &h), 0, "open");
+    static tagged_t tags[12];
+    struct { ioeng_op_t op; ioeng_prio_t prio; int fd; uint64_t off; } reqs[12] = {
+        {IOENG_OP_READ, IOENG_PRIO_NORMAL, 0, 0},      {IOENG_OP_WRITE, IOENG_PRIO_NORMAL, 0, 8192},
+        {IOENG_OP_READ, IOENG_PRIO_NORMAL, 0, 4096},   {IOENG_OP_WRITE, IOENG_PRIO_NORMAL, 0, 12288},
+        {IOENG_OP_READ, IOENG_PRIO_HIGH, 0, 0},        {IOENG_OP_FSYNC, IOENG_PRIO_NORMAL, 0, 0},
+        {IOENG_OP_READ, IOENG_PRIO_NORMAL, 0, 1 << 30}, {IOENG_OP_READ, IOENG_PRIO_NORMAL, 1, 0},
+        {IOENG_OP_WRITE, IOENG_PRIO_HIGH, 0, 16384},   {IOENG_OP_READ, IOENG_PRIO_NORMAL, 0, 8192},
+        {IOENG_OP_READ, IOENG_PRIO_NORMAL, 0, 65536 - 100}, {IOENG_OP_WRITE, IOENG_PRIO_NORMAL, 0, 20480},
+    };
+    for (int i = 0; i < 12; i++) {
+        tags[i] = (tagged_t){log, i};
+        submit_tagged(h, tu_req(reqs[i].op, reqs[i].prio, reqs[i].fd ? closed_fd : fd, buf + i * 4096, 4096, reqs[i].off), &tags[i]);
+    }
+    CHECK_EQ(ioeng_resume(h), 0, "resume");
+    if (mode == IOENG_MODE_POLLED)
+        poll_until(h, log, 12);
+    else
+        for (int i = 0; i < 5000 && atomic_load(&log->n) < 12; i++)
+            usleep(1000);
+    CHECK_EQ(atomic_load(&log->n), 12, "callbacks");
+    CHECK_EQ(ioeng_close(h), 0, "close");
+}
+
+static void check_same_as_threads(int fd, char *buf)
+{
+    int closed = tu_closed_fd(900);
+    static log_t a, b;
+    run_backlog(IOENG_MODE_THREADS, fd, buf, &a, closed);
+    run_backlog(IOENG_MODE_POLLED, fd, buf, &b, closed);
+    tu_check_still_closed(closed);
+    for (int i = 0; i < 12; i++) {
+        CHECK(a.order[i] == b.order[i] && a.res[i] == b.res[i],
+              "callback %d: THREADS request %d res %s, POLLED request %d res %s", i, a.order[i],
+              tu_errname(a.res[i]), b.order[i], tu_errname(b.res[i]));
+    }
+    CHECK_EQ(a.order[0], 4, "HIGH first");
+}
+
+/* ---- 9. pinning and idle CPU ------------------------------------------------- */
+
+/* Finds this process's thread named `name`; returns its tid or -1. */
+static int find_thread(const char *name)
+{
+    DIR *d = opendir("/proc/self/task");
+    CHECK(d, "opendir /proc/self/task: %s", strerror(errno));
+    struct dirent *e;
+    int found = -1;
+    while ((e = readdir(d)) && found < 0) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], comm[64] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof comm, f)) {
+            comm[strcspn(comm, "\n")] = 0;
+            if (strcmp(comm, name) == 0)
+                found = atoi(e->d_name);
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return found;
+}
+
+static void task_field(int tid, const char *file, const char *key, char *out, size_t n)
+{
+    char path[128], line[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/%s", tid, file);
+    FILE *f = fopen(path, "re");
+    CHECK(f, "open %s: %s", path, strerror(errno));
+    out[0] = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (!key || strncmp(line, key, strlen(key)) == 0) {
+            const char *v = key ? line + strlen(key) : line;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            snprintf(out, n, "%s", v);
+            out[strcspn(out, "\n")] = 0;
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static uint64_t task_runtime_ns(int tid)
+{
+    char v[512];
+    task_field(tid, "schedstat", NULL, v, sizeof v);
+    return strtoull(v, NULL, 10);
+}
+
+static void check_pinning_and_idle(int fd, char *buf)
+{
+    cpu_set_t set;
+    CHECK(sched_getaffinity(0, sizeof set, &set) == 0, "sched_getaffinity: %s", strerror(errno));
+    int first = -1, last = -1;
+    for (int i = 0; i < CPU_SETSIZE; i++)
+        if (CPU_ISSET(i, &set)) {
+            if (first < 0)
+                first = i;
+            last = i;
+        }
+    ioeng_config_t c = cfg_for(IOENG_MODE_THREADS, 8);
+    c.submitter_cpu = first;
+    c.completer_cpu = last;
+    ioeng_t *h = NULL;
+    CHECK_EQ(ioeng_open(&c, &h), 0, "open pinned");
+    /* A new thread names itself once it runs: look for a while. */
+    int st = -1, ct = -1;
+    for (int i = 0; i < 1000 && (st < 0 || ct < 0); i++) {
+        st = find_thread("ioeng-submit");
+        ct = find_thread("ioeng-complete");
+        if (st < 0 || ct < 0)
+            usleep(1000);
+    }
+    CHECK(st > 0 && ct > 0, "engine threads not found by name (%d, %d)", st, ct);
+    char sl[512], cl[512], want_s[16], want_c[16];
+    task_field(st, "status", "Cpus_allowed_list:", sl, sizeof sl);
+    task_field(ct, "status", "Cpus_allowed_list:", cl, sizeof cl);
+    snprintf(want_s, sizeof want_s, "%d", first);
+    snprintf(want_c, sizeof want_c, "%d", last);
+    CHECK(strcmp(sl, want_s) == 0, "submitter Cpus_allowed_list '%s', want '%s'", sl, want_s);
+    CHECK(strcmp(cl, want_c) == 0, "completer Cpus_allowed_list '%s', want '%s'", cl, want_c);
+
+    /* Some IO, then idle: both threads together under 1% of a CPU. */
+    log_t log = {0};
+    tagged_t tags[32];
+    for (int i = 0; i < 32; i++) {
+        tags[i] = (tagged_t){&log, i};
+        submit_tagged(h, tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf + (i % 16) * 4096, 4096, 0), &tags[i]);
+    }
+    for (int i = 0; i < 5000 && atomic_load(&log.n) < 32; i++)
+        usleep(1000);
+    CHECK_EQ(atomic_load(&log.n), 32, "callbacks");
+    usleep(20000);
+    uint64_t r0 = task_runtime_ns(st) + task_runtime_ns(ct);
+    usleep(500000);
+    uint64_t used = task_runtime_ns(st) + task_runtime_ns(ct) - r0;
+    CHECK(used < 5000000ull, "an idle THREADS engine used %" PRIu64 " ns of CPU in 500 ms (>= 1%%)", used);
+    printf("pinned submitter to CPU %s, completer to CPU %s; idle engine threads: %.3f ms CPU in 500 ms\n", sl, cl, used / 1e6);
+    CHECK_EQ(ioeng_close(h), 0, "close");
+}
+
+int main(void)
+{
+    tu_init("test_poll", 60);
+    g_be = tu_backend();
+    require_backend(g_be);
+    int fd = tu_scratch(TU_TMPFS, 0, NULL);
+    char *buf = tu_alloc(64 * 4096);
+    tu_fill(buf, 64 * 4096, 7);
+    tu_pwrite_all(fd, buf, 64 * 4096, 0);
+
+    check_threads_mode_and_config();
+    check_min_complete_and_timeout(fd, buf);
+    check_wake_by_submit_and_one_poller(fd, buf);
+    check_event_fd(fd, buf);
+    check_callbacks_on_poller(fd, buf);
+    check_same_as_threads(fd, buf);
+    check_pinning_and_idle(fd, buf);
+    printf("test_poll [%s]: OK: poll -EINVAL in THREADS, bad mode/CPU -EINVAL; min_complete; 200 ms timeout "
+           "without spinning; woken by another thread's submit; second poller/close -EBUSY; event fd on "
+           "submit and completion; callbacks on the poller, submitting, nested poll -EBUSY, close -EDEADLK; "
+           "close drains on the caller; same order+res as THREADS; CPU pinning; idle CPU < 1%%\n",
+           tu_backend_name(g_be));
+    free(buf);
+    return 0;
+}

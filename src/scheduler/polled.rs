@@ -1,0 +1,128 @@
+//! POLLED mode: no engine thread. `ioeng_poll` runs the same submit and reap steps as
+//! the THREADS loops (`super::worker`) on the caller's thread, and sleeps in the kernel on
+//! the engine's eventfd, which the kernel signals for every completion and submitting
+//! threads signal for new work.
+
+use std::time::{Duration, Instant};
+
+use super::context::{Driver, IoContext, Slot};
+use super::engine::Shared;
+use super::worker::{SubmitRole, reap_step, submit_ready};
+use crate::error::Error;
+
+/// Why a poll could not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PollError {
+    /// Another thread is polling this engine.
+    Busy,
+    /// A signal interrupted the wait before any callback ran.
+    Interrupted,
+}
+
+/// `ioeng_poll`: submit, reap and run callbacks until `min_complete` callbacks ran or
+/// `timeout` passed (`None`: no limit), sleeping in the kernel in between. Returns how
+/// many callbacks ran.
+pub(crate) fn poll<D: Driver>(
+    shared: &Shared<D>,
+    min_complete: u64,
+    timeout: Option<Duration>,
+) -> Result<u64, PollError> {
+    let (ctx, driver) = (&shared.ctx, &shared.driver);
+    // Holding the submit role makes this thread the one poller; it takes the reap role
+    // with it.
+    let Ok(mut held) = shared.submit.try_lock() else {
+        return Err(PollError::Busy);
+    };
+    let held = &mut *held;
+    let _serving = ctx.serve_here();
+    ctx.poller_running();
+    let start = Instant::now();
+    // A timeout too far in the future to represent is no limit.
+    let deadline = timeout.and_then(|t| start.checked_add(t));
+    let first = ctx.completed();
+    let ran = || ctx.completed() - first;
+    let result = loop {
+        submit_ready(ctx, driver, &mut held.round, &mut held.reaped);
+        driver.run_deferred();
+        let reaped = reap_step(ctx, driver, &mut held.reaped, false);
+        if reaped > 0 {
+            // Hand the kernel what the callbacks just submitted before deciding.
+            submit_ready(ctx, driver, &mut held.round, &mut held.reaped);
+        }
+        if ran() >= min_complete {
+            break Ok(ran());
+        }
+        if reaped > 0 {
+            continue;
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|at| at <= now) {
+            break Ok(ran());
+        }
+        if ctx.rearm_event(held.must_drain(ctx), || {
+            driver.completions_ready().unwrap_or(false)
+        }) {
+            ctx.poller_running();
+            continue;
+        }
+        // Wake by ourselves for a delayed resubmission (and, later, a queued deadline).
+        let wake_at = [deadline, held.round.next_retry(), ctx.next_wake()]
+            .into_iter()
+            .flatten()
+            .min();
+        let event = ctx.event_fd().expect("a POLLED engine has an event fd");
+        let waited = event.wait(wake_at.map(|at| at.saturating_duration_since(now)));
+        held.drained_at = None;
+        ctx.poller_running();
+        if waited.is_err() && ran() == 0 {
+            break Err(PollError::Interrupted);
+        }
+        if waited.is_err() {
+            break Ok(ran());
+        }
+    };
+    // Leave the event fd readable exactly when work for a poll remains.
+    if ctx.rearm_event(held.must_drain(ctx), || {
+        driver.completions_ready().unwrap_or(false)
+    }) {
+        ctx.signal_event();
+    }
+    result
+}
+
+impl SubmitRole {
+    /// Whether the event fd may hold a count: after completions were taken, a sleep on
+    /// the fd, or a submitting thread's signal since the last drain. Records the drain it
+    /// allows.
+    fn must_drain<S: Slot>(&mut self, ctx: &IoContext<S>) -> bool {
+        let epoch = ctx.reap_epoch();
+        let must = ctx.take_written() | (self.drained_at != Some(epoch));
+        self.drained_at = Some(epoch);
+        must
+    }
+}
+
+/// `ioeng_close` in POLLED mode, after `begin_close`: dispatches and completes everything
+/// accepted on the calling thread.
+pub(crate) fn drain<D: Driver>(shared: &Shared<D>) -> Result<(), Error> {
+    let (ctx, driver) = (&shared.ctx, &shared.driver);
+    let Ok(mut held) = shared.submit.try_lock() else {
+        return Err(Error::Busy);
+    };
+    let held = &mut *held;
+    let _serving = ctx.serve_here();
+    ctx.poller_running();
+    loop {
+        submit_ready(ctx, driver, &mut held.round, &mut held.reaped);
+        driver.run_deferred();
+        reap_step(ctx, driver, &mut held.reaped, ctx.kernel_has_work());
+        if ctx.drained_for_close() {
+            return Ok(());
+        }
+        if !ctx.kernel_has_work()
+            && let Some(at) = held.round.next_retry()
+        {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        }
+    }
+}
