@@ -648,14 +648,17 @@ int ioeng_close(struct ioeng *h);
  * may submit; what they submit goes to the kernel before this returns). Between passes
  * it sleeps in the kernel, never spinning, until at least `min_complete` callbacks ran
  * in this call or `timeout_ns` nanoseconds passed (0: never wait; -1: no limit; a
- * request queued from another thread, a completion, or a delayed internal retry falling
- * due wakes it). With `min_complete == 0` it makes one pass and returns.
+ * request queued from another thread, a completion, a cancel, a delayed internal retry
+ * or the earliest queued request's deadline falling due wakes it). Cancelled and
+ * timed-out requests get their callbacks here too. With `min_complete == 0` it makes
+ * one pass and returns.
  *
  * Returns the number of callbacks run (0 on timeout), or:
  *  -EINVAL  NULL `h`, a THREADS engine, or `timeout_ns < -1`;
  *  -EBUSY   another thread is in ioeng_poll() on `h` (one poller at a time), or a
  *           callback of this poll calls it again for the same engine;
- *  -EINTR   a signal interrupted the wait before any callback ran.
+ *  -EINTR   a signal interrupted the wait before any callback ran;
+ *  -ESRCH   `h` was inherited across fork() (see ioeng_t).
  * Thread-safe (any thread may poll, one at a time). On AIO, a request that the kernel
  * runs synchronously inside io_submit (see IOENG_BACKEND_AIO) blocks this call. On
  * io_uring, the kernel ties a request to the thread that submitted it (the poller): if
@@ -679,7 +682,8 @@ int ioeng_poll(struct ioeng *h, uint32_t min_complete, int64_t timeout_ns);
  * of -EAGAIN, nor for a queued request's deadline: those are handled in the next poll,
  * so a loop that waits only on this fd should also wake now and then (see
  * examples_c/epoll_loop.c). Valid until ioeng_close().
- * Returns the fd, or -EINVAL for NULL `h` or a THREADS engine. Thread-safe.
+ * Returns the fd, or -EINVAL for NULL `h` or a THREADS engine, or -ESRCH in a forked
+ * child. Thread-safe.
  *
  * # Safety
  * `h` is NULL or a live handle.

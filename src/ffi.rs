@@ -809,14 +809,17 @@ pub unsafe extern "C" fn ioeng_close(h: *mut Ioeng) -> c_int {
 /// may submit; what they submit goes to the kernel before this returns). Between passes
 /// it sleeps in the kernel, never spinning, until at least `min_complete` callbacks ran
 /// in this call or `timeout_ns` nanoseconds passed (0: never wait; -1: no limit; a
-/// request queued from another thread, a completion, or a delayed internal retry falling
-/// due wakes it). With `min_complete == 0` it makes one pass and returns.
+/// request queued from another thread, a completion, a cancel, a delayed internal retry
+/// or the earliest queued request's deadline falling due wakes it). Cancelled and
+/// timed-out requests get their callbacks here too. With `min_complete == 0` it makes
+/// one pass and returns.
 ///
 /// Returns the number of callbacks run (0 on timeout), or:
 ///  -EINVAL  NULL `h`, a THREADS engine, or `timeout_ns < -1`;
 ///  -EBUSY   another thread is in ioeng_poll() on `h` (one poller at a time), or a
 ///           callback of this poll calls it again for the same engine;
-///  -EINTR   a signal interrupted the wait before any callback ran.
+///  -EINTR   a signal interrupted the wait before any callback ran;
+///  -ESRCH   `h` was inherited across fork() (see ioeng_t).
 /// Thread-safe (any thread may poll, one at a time). On AIO, a request that the kernel
 /// runs synchronously inside io_submit (see IOENG_BACKEND_AIO) blocks this call. On
 /// io_uring, the kernel ties a request to the thread that submitted it (the poller): if
@@ -835,6 +838,9 @@ pub unsafe extern "C" fn ioeng_poll(h: *mut Ioeng, min_complete: u32, timeout_ns
         let timeout = u64::try_from(timeout_ns).ok().map(Duration::from_nanos);
         // SAFETY: non-NULL and live per the caller contract; only shared access is needed.
         let handle = unsafe { &*h };
+        if handle.inherited() {
+            return FORKED_CHILD;
+        }
         match handle.engine.poll(u64::from(min_complete), timeout) {
             Ok(ran) => ran.min(c_int::MAX as u64) as c_int,
             Err(err) => -err.errno(),
@@ -852,7 +858,8 @@ pub unsafe extern "C" fn ioeng_poll(h: *mut Ioeng, min_complete: u32, timeout_ns
 /// of -EAGAIN, nor for a queued request's deadline: those are handled in the next poll,
 /// so a loop that waits only on this fd should also wake now and then (see
 /// examples_c/epoll_loop.c). Valid until ioeng_close().
-/// Returns the fd, or -EINVAL for NULL `h` or a THREADS engine. Thread-safe.
+/// Returns the fd, or -EINVAL for NULL `h` or a THREADS engine, or -ESRCH in a forked
+/// child. Thread-safe.
 ///
 /// # Safety
 /// `h` is NULL or a live handle.
@@ -863,7 +870,11 @@ pub unsafe extern "C" fn ioeng_event_fd(h: *const Ioeng) -> c_int {
             return -libc::EINVAL;
         }
         // SAFETY: non-NULL and live per the caller contract.
-        match unsafe { &*h }.engine.event_fd() {
+        let handle = unsafe { &*h };
+        if handle.inherited() {
+            return FORKED_CHILD;
+        }
+        match handle.engine.event_fd() {
             Ok(fd) => fd,
             Err(err) => -err.errno(),
         }
