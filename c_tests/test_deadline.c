@@ -14,7 +14,7 @@
  */
 #include "test_util.h"
 
-enum { MAXN = 256 };
+enum { MAXN = 512 }; /* every request of every scenario has its own index (up to 258) */
 static int64_t results[MAXN];
 static uint64_t fired_at[MAXN];
 static uint64_t deadline_of[MAXN];

@@ -31,6 +31,7 @@ static int submit(ioeng_t *h, ioeng_op_t op, int fd, void *buf, uint64_t len, in
 static void child(ioeng_backend_t be, ioeng_t *busy, ioeng_t *paused, int zero)
 {
     tu_scratch_fork_child();
+    tu_pollers_fork_child();
     tu_waiter_init(&w); /* the parent's may have been locked at the fork */
     int before = callbacks;
     static int64_t r;

@@ -264,7 +264,9 @@ static tu_poller_t tu_pollers[TU_MAX_POLLERS];
 static pthread_mutex_t tu_pollers_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Waits for the engine's event fd (or the stop fd), then polls: min_complete 1 with a
- * 1 ms timeout, so ioeng_poll's own in-kernel wait is exercised too. */
+ * 1 ms timeout, so ioeng_poll's own in-kernel wait is exercised too. The wait on the fd
+ * ends after 1 ms as well: the fd does not fire for a delayed -EAGAIN retry or a queued
+ * deadline (see ioeng_event_fd), so a loop must poll now and then, as the header says. */
 static inline void *tu_poller_main(void *arg)
 {
     tu_poller_t *p = arg;
@@ -272,7 +274,7 @@ static inline void *tu_poller_main(void *arg)
     CHECK(efd >= 0, "ioeng_event_fd = %d", efd);
     for (;;) {
         struct pollfd fds[2] = {{.fd = efd, .events = POLLIN}, {.fd = p->stop_fd, .events = POLLIN}};
-        int n = poll(fds, 2, -1);
+        int n = poll(fds, 2, 1);
         CHECK(n >= 0 || errno == EINTR, "poll: %s", strerror(errno));
         if (fds[1].revents) {
             p->close_rc = ioeng_close(p->h);
@@ -281,6 +283,15 @@ static inline void *tu_poller_main(void *arg)
         int rc = ioeng_poll(p->h, 1, 1000000);
         CHECK(rc >= 0 || rc == -EINTR, "ioeng_poll = %d (%s)", rc, strerror(-rc));
     }
+}
+
+/* Call in a forked child: the parent's driver threads do not exist here (and may have
+ * held the lock at the fork), so the child starts with an empty registry. Otherwise a
+ * child engine allocated at a freed inherited handle's address would be taken for it. */
+static inline void tu_pollers_fork_child(void)
+{
+    pthread_mutex_init(&tu_pollers_lock, NULL);
+    memset(tu_pollers, 0, sizeof tu_pollers);
 }
 
 static inline void tu_poller_start(ioeng_t *h)
