@@ -15,14 +15,6 @@
 
 static tu_recs_t recs;
 
-static int cb_count;
-static void count_cb(void *ctx, int64_t res)
-{
-    (void)ctx;
-    (void)res;
-    __atomic_add_fetch(&cb_count, 1, __ATOMIC_SEQ_CST);
-}
-
 static void sub_fixed(ioeng_t *h, const char *what, ioeng_op_t op, int fd, void *buf, uint64_t len,
                       uint64_t off, uint32_t index, int64_t want)
 {
@@ -38,7 +30,7 @@ static int submit_fixed(ioeng_t *h, ioeng_op_t op, int fd, void *buf, uint64_t l
     ioeng_req_t q = tu_req(op, 0, fd, buf, len, 0);
     q.flags = IOENG_REQ_FIXED_BUF;
     q.buf_index = index;
-    return ioeng_submit(h, &q, count_cb, NULL);
+    return ioeng_submit(h, &q, tu_count_cb, NULL);
 }
 
 /* Child process: without CAP_IPC_LOCK and with RLIMIT_MEMLOCK = 64 KiB, registering
@@ -141,7 +133,7 @@ int main(void)
     CHECK(submit_fixed(h, IOENG_OP_READV, shm, &one, 1, 0) == -EINVAL, "READV + FIXED_BUF");
     CHECK(submit_fixed(h, IOENG_OP_WRITEV, shm, &one, 1, 0) == -EINVAL, "WRITEV + FIXED_BUF");
     tu_close(h);
-    CHECK(cb_count == 0, "%d callbacks for refused requests", cb_count);
+    CHECK(tu_counted == 0, "%d callbacks for refused requests", tu_counted);
 
     /* Registering after the first submit: -EBUSY. */
     h = tu_open(be, 4, 0, 0, 0);

@@ -10,14 +10,6 @@
 
 static tu_recs_t recs;
 
-static int cb_count;
-static void count_cb(void *ctx, int64_t res)
-{
-    (void)ctx;
-    (void)res;
-    __atomic_add_fetch(&cb_count, 1, __ATOMIC_SEQ_CST);
-}
-
 static void sub_flags(ioeng_t *h, const char *what, ioeng_req_t q, uint32_t flags, int64_t want)
 {
     CHECK(recs.n < TU_MAX_RECS, "too many");
@@ -101,11 +93,11 @@ int main(void)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ioeng_req_t q = tu_req(bad[i].op, 0, ext4, src, 4096, 0);
         q.flags = bad[i].flags;
-        int rc = ioeng_submit(h, &q, count_cb, NULL);
+        int rc = ioeng_submit(h, &q, tu_count_cb, NULL);
         CHECK(rc == -EINVAL, "%s: ioeng_submit = %s, want -EINVAL", bad[i].what, tu_errname(rc));
     }
     tu_close(h);
-    CHECK(cb_count == 0, "%d callbacks for refused requests", cb_count);
+    CHECK(tu_counted == 0, "%d callbacks for refused requests", tu_counted);
     CHECK(tu_recs_report(&recs, be) == 0, "wrong results (listed above)");
     printf("test_flags [%s]: OK: DSYNC/SYNC WRITE and WRITEV durable with full length, NOWAIT "
            "O_DIRECT read %s, NOWAIT on empty pipes -> -EAGAIN delivered (0 retries), %zu invalid "

@@ -310,6 +310,15 @@ static inline void tu_poller_start(ioeng_t *h)
     pthread_mutex_unlock(&tu_pollers_lock);
 }
 
+/* A callback that only counts its runs (any thread) in tu_counted. */
+static int tu_counted;
+static inline void tu_count_cb(void *ctx, int64_t res)
+{
+    (void)ctx;
+    (void)res;
+    __atomic_add_fetch(&tu_counted, 1, __ATOMIC_SEQ_CST);
+}
+
 /* Has the driver thread of `h` close it, joins it and returns ioeng_close's result;
  * -ENOENT when `h` has no driver thread or this is that thread (a callback). */
 static inline int tu_poller_close(ioeng_t *h)

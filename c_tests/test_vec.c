@@ -10,14 +10,6 @@
 
 static tu_recs_t recs;
 
-static int cb_count;
-static void count_cb(void *ctx, int64_t res)
-{
-    (void)ctx;
-    (void)res;
-    __atomic_add_fetch(&cb_count, 1, __ATOMIC_SEQ_CST);
-}
-
 /* Writes `len` bytes of `data` into a vector of `nseg` uneven segments, reads them back
  * into another vector, and compares. */
 static void round_trip(ioeng_t *h, int fd, int direct, const char *what)
@@ -150,12 +142,12 @@ int main(void)
     bad[4].q.flags = IOENG_REQ_DSYNC;
     bad[5].q.flags = IOENG_REQ_FIXED_BUF;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        int rc = ioeng_submit(h, &bad[i].q, count_cb, NULL);
+        int rc = ioeng_submit(h, &bad[i].q, tu_count_cb, NULL);
         CHECK(rc == bad[i].want, "%s: ioeng_submit = %s, want %s", bad[i].what, tu_errname(rc),
               tu_errname(bad[i].want));
     }
     tu_close(h);
-    CHECK(cb_count == 0, "%d callbacks for refused requests", cb_count);
+    CHECK(tu_counted == 0, "%d callbacks for refused requests", tu_counted);
     CHECK(tu_recs_report(&recs, be) == 0, "wrong results (listed above)");
     printf("test_vec [%s]: OK: WRITEV/READV round trips (ext4, O_DIRECT, tmpfs), pipe READV fed "
            "in 7 pieces (%" PRIu64 " continuations), IOV_MAX accepted, 7 bad vectors refused, "
