@@ -363,14 +363,8 @@ int main(int argc, char **argv)
     cfg.depth = opt.depth;
     /* Idle engine threads sleep at once by default: the event loop already batches, and
      * polling threads compete with the loop (and io_uring's workers) for the CPU, which
-     * costs more CPU per IO than the wake-ups save. Builds that read the bound only from
-     * the environment get it there too (unless the user set it). */
+     * costs more CPU per IO than the wake-ups save. */
     cfg.idle_poll_us = opt.idle_poll_us;
-    if (opt.idle_poll_us != IOENG_POLL_DEFAULT) {
-        char v[16];
-        snprintf(v, sizeof(v), "%u", opt.idle_poll_us == IOENG_POLL_NEVER ? 0u : opt.idle_poll_us);
-        setenv("IOENG_IDLE_POLL_US", v, 0);
-    }
     int rc = ioeng_open(&cfg, &eng);
     if (rc != 0)
         die("ioeng_open: %s", strerror(-rc));
