@@ -232,6 +232,45 @@ static void check_wake_by_submit_and_one_poller(int fd, char *buf)
     CHECK_EQ(ioeng_close(h), 0, "close");
 }
 
+/* io_uring: a poller waiting in the kernel for an IO in flight (a pipe read) is woken
+ * by another thread's submit, twice (the wake-up is re-armed), without spinning. */
+static void check_wake_with_io_in_flight(int fd, char *buf)
+{
+    if (g_be != IOENG_BACKEND_URING)
+        return; /* AIO runs a blocking pipe read inside io_submit: nothing stays in flight */
+    ioeng_t *h = open_polled(8, 0);
+    log_t log = {0};
+    int p[2];
+    CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
+    tagged_t pending = {&log, 0};
+    submit_tagged(h, tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, p[0], buf + 8192, 16, 0), &pending);
+    CHECK_EQ(ioeng_poll(h, 0, 0), 0, "pipe read in flight");
+    tagged_t tags[2] = {{&log, 1}, {&log, 2}};
+    for (int round = 0; round < 2; round++) {
+        helper_t a = {.h = h, .req = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf, 4096, 0),
+                      .tag = &tags[round], .delay_ms = 100};
+        pthread_t t;
+        CHECK_EQ(pthread_create(&t, NULL, submit_later, &a), 0, "pthread_create");
+        uint64_t t0 = now_ns(CLOCK_MONOTONIC), c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+        int rc = ioeng_poll(h, 1, 5000000000);
+        uint64_t dt = now_ns(CLOCK_MONOTONIC) - t0, dc = now_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
+        pthread_join(t, NULL);
+        CHECK_EQ(rc, 1, "round %d: poll with a pipe read in flight ended by another thread's submit", round);
+        CHECK(dt < 4000000000ull, "round %d: woken only after %" PRIu64 " ns", round, dt);
+        CHECK(dc < 20000000ull, "round %d: waiting ~100 ms used %" PRIu64 " ns of CPU", round, dc);
+        CHECK_EQ(log.order[round], round + 1, "round %d: the file read completed", round);
+        CHECK_EQ(log.res[round], 4096, "round %d: file read res", round);
+    }
+    CHECK_EQ(atomic_load(&log.n), 2, "the pipe read is still in flight");
+    CHECK(write(p[1], "0123456789abcdef", 16) == 16, "write pipe");
+    CHECK_EQ(ioeng_poll(h, 1, 5000000000), 1, "the pipe read completes");
+    CHECK_EQ(log.order[2], 0, "the pipe read completed last");
+    CHECK_EQ(log.res[2], 16, "pipe read res");
+    close(p[0]);
+    close(p[1]);
+    CHECK_EQ(ioeng_close(h), 0, "close");
+}
+
 /* ---- 5. event fd ------------------------------------------------------------ */
 
 static void check_event_fd(int fd, char *buf)
@@ -516,6 +555,7 @@ int main(void)
     check_threads_mode_and_config();
     check_min_complete_and_timeout(fd, buf);
     check_wake_by_submit_and_one_poller(fd, buf);
+    check_wake_with_io_in_flight(fd, buf);
     check_event_fd(fd, buf);
     check_callbacks_on_poller(fd, buf);
     check_same_as_threads(fd, buf);

@@ -79,6 +79,30 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
         None
     }
 
+    /// POLLED mode, by the poller (both roles) as it starts (`true`) and ends (`false`):
+    /// stops and restarts the kernel's signal of the event fd for each completion, so
+    /// that a running poller, which sees completions itself, is not woken for them.
+    /// `None`: this driver cannot (the kernel always signals, and the poller sleeps on
+    /// the fd). `Some(signalled)`: whether the kernel may have signalled the fd since
+    /// the last poll ended (meaningful for `true`).
+    fn quiet_event_fd(&self, _quiet: bool) -> Option<bool> {
+        None
+    }
+
+    /// POLLED mode, by the poller while the event fd is quiet and IO is in flight:
+    /// sleeps in the kernel until a completion, until the event fd becomes readable (a
+    /// thread queued work), or until `timeout` (`None`: no limit). `Err(EINTR)`: a
+    /// signal interrupted the wait. `None`: this driver cannot.
+    fn wait_event(&self, _timeout: Option<Duration>) -> Option<Result<(), i32>> {
+        None
+    }
+
+    /// POLLED mode, by the poller: whether `wait_event` saw the event fd readable since
+    /// the last call (it then holds a count to drain).
+    fn take_wake_fired(&self) -> bool {
+        false
+    }
+
     /// Reap role: appends `(slot index, res)` for each completion there is. With `wait`,
     /// first waits in the kernel until at least one IO completed (or a signal interrupted
     /// the wait); without, never blocks.

@@ -1,7 +1,9 @@
 //! POLLED mode: no engine thread. `ioeng_poll` runs the same submit and reap steps as
-//! the THREADS loops (`super::worker`) on the caller's thread, and sleeps in the kernel on
-//! the engine's eventfd, which the kernel signals for every completion and submitting
-//! threads signal for new work.
+//! the THREADS loops (`super::worker`) on the caller's thread, and sleeps in the kernel:
+//! in the driver's own wait while IO is in flight (io_uring: `io_uring_enter`, woken
+//! also when the engine's eventfd becomes readable), else on that eventfd, which the
+//! kernel signals for completions that arrive while nobody polls (and, on AIO, always)
+//! and submitting threads signal for new work.
 
 use std::time::{Duration, Instant};
 
@@ -36,11 +38,21 @@ pub(crate) fn poll<D: Driver>(
     let held = &mut *held;
     let _serving = ctx.serve_here();
     ctx.poller_running();
+    // While this thread polls, it sees completions itself: where the driver can, the
+    // kernel stops signalling the event fd for them, and the poller sleeps in the
+    // driver's own wait (`Driver::wait_event`) while IO is in flight.
+    let quiet = driver.quiet_event_fd(true);
+    // Quiet mode: whether the fd may hold a count that no flag below reports.
+    let mut fd_count = quiet.unwrap_or(false);
     let start = Instant::now();
     // A timeout too far in the future to represent is no limit.
     let deadline = timeout.and_then(|t| start.checked_add(t));
     let first = ctx.completed();
     let ran = || ctx.completed() - first;
+    let must_drain = |held: &mut SubmitRole, fd_count: &mut bool| match quiet {
+        Some(_) => std::mem::take(fd_count) | ctx.take_written() | driver.take_wake_fired(),
+        None => held.must_drain(ctx),
+    };
     let result = loop {
         submit_ready(ctx, driver, &mut held.round, &mut held.reaped);
         driver.run_deferred();
@@ -59,20 +71,31 @@ pub(crate) fn poll<D: Driver>(
         if deadline.is_some_and(|at| at <= now) {
             break Ok(ran());
         }
-        if ctx.rearm_event(held.must_drain(ctx), || {
+        if ctx.rearm_event(must_drain(held, &mut fd_count), || {
             driver.completions_ready().unwrap_or(false)
         }) {
             ctx.poller_running();
             continue;
         }
-        // Wake by ourselves for a delayed resubmission (and, later, a queued deadline).
+        // Wake by ourselves for a delayed resubmission or a queued deadline.
         let wake_at = [deadline, held.round.next_retry(), ctx.next_wake()]
             .into_iter()
             .flatten()
             .min();
-        let event = ctx.event_fd().expect("a POLLED engine has an event fd");
-        let waited = event.wait(wake_at.map(|at| at.saturating_duration_since(now)));
-        held.drained_at = None;
+        let sleep = wake_at.map(|at| at.saturating_duration_since(now));
+        let waited = match quiet {
+            Some(_) if ctx.kernel_has_work() => driver
+                .wait_event(sleep)
+                .expect("a driver that quiets the event fd waits for it"),
+            _ => {
+                let event = ctx.event_fd().expect("a POLLED engine has an event fd");
+                let waited = event.wait(sleep);
+                // The fd was readable (or the wait ended for another reason): drain next.
+                held.drained_at = None;
+                fd_count = true;
+                waited
+            }
+        };
         ctx.poller_running();
         if waited.is_err() && ran() == 0 {
             break Err(PollError::Interrupted);
@@ -81,8 +104,11 @@ pub(crate) fn poll<D: Driver>(
             break Ok(ran());
         }
     };
+    // From here on completions signal the fd again; the check below sees any that came
+    // while it was quiet.
+    driver.quiet_event_fd(false);
     // Leave the event fd readable exactly when work for a poll remains.
-    if ctx.rearm_event(held.must_drain(ctx), || {
+    if ctx.rearm_event(must_drain(held, &mut fd_count), || {
         driver.completions_ready().unwrap_or(false)
     }) {
         ctx.signal_event();

@@ -8,7 +8,10 @@
 //! - the reap role alone touches the CQ (`completion_shared`, iterate, sync) and calls
 //!   `io_uring_enter(to_submit = 0, min_complete = 1, flags = GETEVENTS)` to wait.
 //! - POLLED mode registers the engine's eventfd (`IORING_REGISTER_EVENTFD`): the kernel
-//!   adds to it for every CQE it posts.
+//!   adds to it for every CQE it posts while no poller runs. A running poller turns that
+//!   off (`IORING_CQ_EVENTFD_DISABLED`) and sleeps in `io_uring_enter` itself (see
+//!   `wait_event`), woken by a CQE or by a one-shot `POLL_ADD` on the eventfd, which
+//!   fires when another thread queues work and signals the fd.
 //!
 //! Each ring half has a single user-space producer/consumer, as the kernel's ring
 //! protocol assumes; `io_uring_enter` itself may run concurrently from two threads.
@@ -17,12 +20,17 @@
 //! (a round returns only when the kernel consumed every SQE it pushed), so pushing a
 //! batch never fails. The CQ has at least `2 * depth` entries: the budget keeps at most
 //! `depth` IOs (one SQE → one CQE each) unreaped, and at most one `ASYNC_CANCEL` per
-//! slot is outstanding (the context hands each slot's cancel over once), so the CQ
-//! cannot overflow. A cancel's own CQE carries [`CANCEL_USER_DATA`], which no slot
-//! index can equal; the completer reports it as [`CONTROL_INDEX`].
+//! slot is outstanding (the context hands each slot's cancel over once); POLLED mode
+//! adds one for the wake-up poll; so the CQ cannot overflow. A cancel's own CQE carries
+//! [`CANCEL_USER_DATA`], which no slot index can equal; the completer reports it as
+//! [`CONTROL_INDEX`]. The wake-up poll's CQE carries [`WAKE_USER_DATA`] and never
+//! leaves the driver. Control SQEs (cancels, the wake-up poll) are pushed and submitted
+//! by the submit role between rounds, so the SQ is still empty when a round starts.
 
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::time::Duration;
 
 use io_uring::{IoUring, opcode, squeue, types};
 
@@ -48,6 +56,17 @@ pub struct UringDriver {
     /// Under valgrind: tell memcheck what each READ wrote (it cannot see io_uring's
     /// asynchronous writes), so callers' buffers are not reported uninitialised.
     valgrind: bool,
+    /// POLLED mode on a kernel that can wait with a timeout (`IORING_FEAT_EXT_ARG`,
+    /// 5.11): the registered event fd, which the poller quiets and watches itself (see
+    /// `wait_event`). `None`: THREADS mode, or the poller sleeps on the fd instead.
+    quiet_fd: Option<RawFd>,
+    /// Whether the wake-up `POLL_ADD` on `quiet_fd` is in the kernel (armed by
+    /// `wait_event`, cleared when its CQE is reaped). Only the poller, which holds both
+    /// roles, touches it: Relaxed.
+    wake_armed: AtomicBool,
+    /// Set when the wake-up poll's CQE was reaped (the fd was readable, so it holds a
+    /// count the poller must drain); taken by `take_wake_fired`. Poller only: Relaxed.
+    wake_fired: AtomicBool,
 }
 
 /// Creates a ring with `sq_entries` SQEs and room for `cq_entries` completions.
@@ -77,6 +96,8 @@ pub(crate) fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring
 
 /// `user_data` of an `ASYNC_CANCEL` SQE (slot indices are below 32768).
 const CANCEL_USER_DATA: u64 = u64::MAX;
+/// `user_data` of the POLLED wake-up poll on the event fd.
+const WAKE_USER_DATA: u64 = u64::MAX - 1;
 
 fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
     let chunk = event.next_chunk();
@@ -133,22 +154,49 @@ impl UringDriver {
         };
         entered.map_err(|err| err.raw_os_error().unwrap_or(libc::EIO))
     }
+
+    /// Submit role, between rounds: hands every SQE in the SQ (control SQEs only) to
+    /// the kernel, so the next round starts with an empty SQ.
+    fn flush_control_sqes(&self) {
+        loop {
+            // SAFETY: the submit role's holder is the only SubmissionQueue user (Driver
+            // contract).
+            let left = unsafe { self.ring.submission_shared() }.len();
+            if left == 0 {
+                return;
+            }
+            match self.enter(left as u32, 0, 0) {
+                Ok(_) | Err(libc::EINTR) => {}
+                Err(libc::EAGAIN | libc::EBUSY) => std::thread::yield_now(),
+                Err(errno) => {
+                    report_unexpected("io_uring_enter(control)", errno);
+                    return;
+                }
+            }
+        }
+    }
 }
 
 impl Driver for UringDriver {
     type Slot = UringSlot;
 
     fn open(depth: u32, batch: u32, event_fd: Option<RawFd>) -> Result<Self, Error> {
-        let ring = build_ring(batch.next_power_of_two(), (2 * depth).next_power_of_two())
+        // One more CQE for the POLLED wake-up poll (see module docs).
+        let cq_entries = 2 * depth + u32::from(event_fd.is_some());
+        let ring = build_ring(batch.next_power_of_two(), cq_entries.next_power_of_two())
             .map_err(|err| Error::kernel("io_uring_setup", &err))?;
         if let Some(fd) = event_fd {
             ring.submitter()
                 .register_eventfd(fd)
                 .map_err(|err| Error::kernel("IORING_REGISTER_EVENTFD", &err))?;
         }
+        let quiet_fd = event_fd.filter(|_| ring.params().is_feature_ext_arg());
         Ok(UringDriver {
             ring,
             valgrind: sys::valgrind::running_on_valgrind(),
+            quiet_fd,
+            wake_armed: AtomicBool::new(false),
+            wake_fired: AtomicBool::new(false),
         })
     }
 
@@ -226,6 +274,73 @@ impl Driver for UringDriver {
         }
     }
 
+    fn quiet_event_fd(&self, quiet: bool) -> Option<bool> {
+        self.quiet_fd?;
+        // SAFETY: the poller holds the reap role (Driver contract), so this is the only
+        // CompletionQueue of the ring in existence.
+        let cq = unsafe { self.ring.completion_shared() };
+        if quiet {
+            cq.disable_eventfd();
+        } else {
+            cq.enable_eventfd();
+        }
+        // Store-load ordering against the kernel, which stores the CQ tail, then (after a
+        // full barrier: the wake-up of CQ waiters) reads the flag: either it signals the
+        // fd, or the check below (and the poller's look at the CQ) sees its CQE.
+        fence(Ordering::SeqCst);
+        // Outside a poll nobody reaps, so any CQE posted while the fd was loud is still in
+        // the CQ: if there is none, the kernel did not signal the fd.
+        let mut cq = cq;
+        cq.sync();
+        Some(!cq.is_empty())
+    }
+
+    fn take_wake_fired(&self) -> bool {
+        self.wake_fired.swap(false, Ordering::Relaxed)
+    }
+
+    fn wait_event(&self, timeout: Option<Duration>) -> Option<Result<(), i32>> {
+        let fd = self.quiet_fd?;
+        if !self.wake_armed.swap(true, Ordering::Relaxed) {
+            // SAFETY: the poller holds the submit role (Driver contract), so this is the
+            // only SubmissionQueue of the ring in existence; it is empty between rounds.
+            let mut sq = unsafe { self.ring.submission_shared() };
+            let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                .build()
+                .user_data(WAKE_USER_DATA);
+            // SAFETY: a POLL_ADD SQE references no memory; the kernel holds its own
+            // reference to the fd.
+            let pushed = unsafe { sq.push(&entry) };
+            pushed.expect("the SQ is empty between rounds");
+        }
+        let ts = timeout.map(|t| {
+            types::Timespec::new()
+                .sec(t.as_secs())
+                .nsec(t.subsec_nanos())
+        });
+        let mut args = types::SubmitArgs::new();
+        if let Some(ts) = &ts {
+            args = args.timespec(ts);
+        }
+        // Submits the wake-up poll if just armed, then sleeps until a CQE (an IO, a
+        // cancel or the wake-up poll), the timeout, or a signal. Pending task_work
+        // (COOP_TASKRUN) runs inside the wait, without an extra trip to user space.
+        let waited = match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(err) => match err.raw_os_error().unwrap_or(libc::EIO) {
+                libc::ETIME | libc::EAGAIN | libc::EBUSY => Ok(()),
+                libc::EINTR => Err(libc::EINTR),
+                errno => {
+                    report_unexpected("io_uring_enter(poll wait)", errno);
+                    Ok(())
+                }
+            },
+        };
+        // If the wait failed before the kernel took the poll, submit it now.
+        self.flush_control_sqes();
+        Some(waited)
+    }
+
     fn run_deferred(&self) -> bool {
         // SAFETY: only the submit role calls `run_deferred`, one thread at a time (Driver
         // contract), so this is the only SubmissionQueue of the ring in existence.
@@ -259,12 +374,17 @@ impl Driver for UringDriver {
             }
             cq.sync();
         }
-        out.extend((&mut cq).map(|cqe| {
+        out.extend((&mut cq).filter_map(|cqe| {
             let index = match cqe.user_data() {
                 CANCEL_USER_DATA => CONTROL_INDEX,
+                WAKE_USER_DATA => {
+                    self.wake_armed.store(false, Ordering::Relaxed);
+                    self.wake_fired.store(true, Ordering::Relaxed);
+                    return None;
+                }
                 data => data as usize,
             };
-            (index, i64::from(cqe.result()))
+            Some((index, i64::from(cqe.result())))
         }));
         // Dropping `cq` hands the consumed entries back to the kernel.
         drop(cq);
