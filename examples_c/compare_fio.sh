@@ -15,14 +15,17 @@
 #   6 shm-fixedbufs-qd32   job 1 with registered buffers: fio --fixedbufs=1 vs ioeng_bench
 #                          --fixedbufs (io_uring only: AIO has no registered buffers)
 #   7 shm-batch32-qd32     ioeng_bench only: job 1 reissuing in groups of 32 through
-#                          ioeng_submit_batch (--batch-submit 32) vs one ioeng_submit per IO
+#                          ioeng_submit_batch (--batch-submit 32) vs the same groups sent
+#                          with 32 ioeng_submit calls (--group-submit 32, row "-group32"),
+#                          and vs one ioeng_submit per IO at once (plain row)
 #   8 ext4-dsync-qd32      job 4 with durable writes: fio --sync=dsync (O_DSYNC) vs
 #                          ioeng_bench --dsync (RWF_DSYNC per write)
 # Engines: fio ioengine=io_uring vs ioeng_bench --backend uring in both modes (THREADS, and
 # POLLED: rows "ioeng-uring-polled"), fio ioengine=libaio vs ioeng_bench --backend aio likewise.
 # The ratio column is IOPS(libioeng) / IOPS(fio) for the same kernel interface; for job 3
 # (latency) it is p50(libioeng) / p50(fio), for job 5 p99(HIGH) / p99(NORMAL), for job 7
-# IOPS(batch) / IOPS(single submits).
+# IOPS(batch) / IOPS(the same groups as single submits), and IOPS(groups) / IOPS(single
+# submits at once).
 # CPU is measured the same way for every engine: the whole process (all its threads, io_uring's
 # io-wq workers included), user + system, from wait4() on the child. "IO/CPU-ms" is the IOs the
 # run completed per millisecond of that CPU; its ratio column compares it with fio's.
@@ -338,6 +341,9 @@ run_engine() {
             if [[ $be == *-batch32 ]]; then
                 be=${be%-batch32}
                 extra=(--batch-submit 32)
+            elif [[ $be == *-group32 ]]; then
+                be=${be%-group32}
+                extra=(--group-submit 32)
             fi
             if [[ $be == *-polled ]]; then be=${be%-polled}; mode=polled; fi
             if [[ $j == 5 ]]; then
@@ -378,7 +384,7 @@ for j in "${SEL[@]}"; do
         if [[ $j == 6 && $be == aio ]]; then
             continue  # registered buffers are an io_uring feature; fio has no libaio twin
         elif [[ $j == 7 ]]; then
-            units+=("ioeng-$be ioeng-$be-batch32")
+            units+=("ioeng-$be ioeng-$be-batch32 ioeng-$be-group32")
         elif [[ $j != 5 && $USE_FIO == 1 ]]; then
             units+=("fio-$([[ $be == uring ]] && echo io_uring || echo libaio) ioeng-$be ioeng-$be-polled")
         else
@@ -459,7 +465,10 @@ for job, eng in order:
     iops, p50, p99, cpu, per_cpu = (med(c) for c in cols)
     ratio = ""
     cpu_ratio = ""
-    if eng.endswith("-batch32") and (job, eng[:-8]) in runs:
+    if eng.endswith("-batch32") and (job, eng[:-8] + "-group32") in runs:
+        groups = runs[(job, eng[:-8] + "-group32")]
+        ratio = "vs group32 " + ratio_text((v[0], groups[r][0]) for r, v in by_round.items() if r in groups)
+    elif eng.endswith(("-batch32", "-group32")) and (job, eng[:-8]) in runs:
         single = runs[(job, eng[:-8])]
         ratio = "vs single " + ratio_text((v[0], single[r][0]) for r, v in by_round.items() if r in single)
     elif eng in partner and (job, partner[eng]) in runs:
@@ -489,7 +498,9 @@ for job, eng in order:
 PY
 echo
 echo "ratio: IOPS(libioeng) / IOPS(fio) on the same kernel interface; job 3: p50(libioeng) / p50(fio);"
-echo "job 5: p99(HIGH) / p99(NORMAL); job 7: IOPS(ioeng_submit_batch of 32) / IOPS(ioeng_submit)."
+echo "job 5: p99(HIGH) / p99(NORMAL); job 7: batch32 = IOPS(groups of 32 via ioeng_submit_batch) /"
+echo "IOPS(the same groups via 32 ioeng_submit calls, row group32); group32 / single: the cost of the"
+echo "grouping itself (the queue drains before each group) against one ioeng_submit per IO at once."
 echo "Ranges in brackets: lowest-highest per-round ratio."
 echo "latency: submit -> completion (fio lat_ns; ioeng_bench submit -> callback). cpu%: usr+sys of"
 echo "the whole process (all threads, io_uring's io-wq workers included; from wait4) as % of one CPU"

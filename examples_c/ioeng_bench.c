@@ -77,7 +77,8 @@ static struct {
     uint64_t seed;
     bool fixedbufs;         /* register the slot buffers, IOENG_REQ_FIXED_BUF */
     bool dsync;             /* IOENG_REQ_DSYNC on writes */
-    unsigned batch_submit;  /* 0: one ioeng_submit per IO; N: ioeng_submit_batch of N */
+    unsigned batch_submit;  /* 0: one ioeng_submit per IO; N: reissue in groups of N */
+    bool group_singles;     /* with batch_submit: a group goes out as N ioeng_submit calls */
     ioeng_mode_t mode;
     uint32_t idle_poll_us;
 } opt = {
@@ -134,6 +135,8 @@ static void usage(FILE *f)
 "                             ioeng_submit_batch() call (a group also goes out when\n"
 "                             nothing else of its job is in flight); default: one\n"
 "                             ioeng_submit() per IO, at once\n"
+"  --group-submit N           the same groups of N as --batch-submit, each sent with N\n"
+"                             ioeng_submit() calls: the baseline for ioeng_submit_batch()\n"
 "  -h, --help\n"
 "\n"
 "Sizes take k/m/g/t suffixes (powers of 1024). Latency is measured from just before\n"
@@ -215,7 +218,7 @@ static unsigned parse_uint(const char *name, const char *s, unsigned lo, unsigne
 enum {
     OPT_BACKEND = 256, OPT_RW, OPT_RWMIX, OPT_BS, OPT_IODEPTH, OPT_ENGDEPTH, OPT_BATCH, OPT_QCAP, OPT_SIZE,
     OPT_RUNTIME, OPT_RAMP, OPT_DIRECT, OPT_NUMJOBS, OPT_PRIOMIX, OPT_FILENAME, OPT_OUTFMT, OPT_SEED, OPT_CHECK,
-    OPT_FIXEDBUFS, OPT_DSYNC, OPT_BATCHSUB,
+    OPT_FIXEDBUFS, OPT_DSYNC, OPT_BATCHSUB, OPT_GROUPSUB,
     OPT_MODE, OPT_IDLEPOLL,
 };
 
@@ -252,6 +255,8 @@ static void parse_args(int argc, char **argv)
         { "dsync", optional_argument, 0, OPT_DSYNC },
         { "batch-submit", required_argument, 0, OPT_BATCHSUB },
         { "batch_submit", required_argument, 0, OPT_BATCHSUB },
+        { "group-submit", required_argument, 0, OPT_GROUPSUB },
+        { "group_submit", required_argument, 0, OPT_GROUPSUB },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -338,7 +343,14 @@ static void parse_args(int argc, char **argv)
         case OPT_CHECK: opt.check_serial = true; break;
         case OPT_FIXEDBUFS: opt.fixedbufs = !optarg || parse_uint("--fixedbufs", optarg, 0, 1); break;
         case OPT_DSYNC: opt.dsync = !optarg || parse_uint("--dsync", optarg, 0, 1); break;
-        case OPT_BATCHSUB: opt.batch_submit = parse_uint("--batch-submit", optarg, 1, MAX_IODEPTH); break;
+        case OPT_BATCHSUB:
+            opt.batch_submit = parse_uint("--batch-submit", optarg, 1, MAX_IODEPTH);
+            opt.group_singles = false;
+            break;
+        case OPT_GROUPSUB:
+            opt.batch_submit = parse_uint("--group-submit", optarg, 1, MAX_IODEPTH);
+            opt.group_singles = true;
+            break;
         case 'h': usage(stdout); exit(0);
         case '?':
         default:
@@ -634,7 +646,8 @@ static inline int issue(struct slot *s, uint64_t now)
 }
 
 /* --batch-submit, from a callback: sends the job's waiting group with one
- * ioeng_submit_batch(); slots it did not accept go to the retry list (-EAGAIN) or fail. */
+ * ioeng_submit_batch() (--group-submit: one ioeng_submit() per slot, stopping at the
+ * first refusal); slots not accepted go to the retry list (-EAGAIN) or fail. */
 static void flush_group(struct job *j, uint64_t now)
 {
     unsigned n = j->ngroup;
@@ -645,7 +658,17 @@ static void flush_group(struct job *j, uint64_t now)
     }
     j->ngroup = 0;
     atomic_fetch_add_explicit(&j->in_engine, n, memory_order_relaxed);
-    int rc = ioeng_submit_batch(g.eng, j->group_reqs, n, on_complete, j->group_ctxs);
+    int rc;
+    if (opt.group_singles) {
+        unsigned i = 0;
+        rc = 0;
+        while (i < n && (rc = ioeng_submit(g.eng, &j->group_reqs[i], on_complete, j->group_ctxs[i])) == 0)
+            i++;
+        if (i == n || i > 0)
+            rc = (int)i;
+    } else {
+        rc = ioeng_submit_batch(g.eng, j->group_reqs, n, on_complete, j->group_ctxs);
+    }
     unsigned accepted = rc > 0 ? (unsigned)rc : 0;
     if (accepted == n)
         return;
@@ -993,11 +1016,11 @@ static void report_json(const struct result *r)
     printf("\"kernel_submit_calls\":%" PRIu64 ",\"resubmits\":%" PRIu64 ",\"batch\":%u,"
            "\"size\":%" PRIu64 ",\"rwmixread\":%u,\"prio_mix\":%g,\"ramp_time_s\":%g,"
            "\"errors\":%" PRIu64 ",\"eagain_fallbacks\":%" PRIu64 ",\"interrupted\":%s,"
-           "\"version\":\"%s\",\"fixedbufs\":%d,\"dsync\":%d,\"batch_submit\":%u,\"filename\":",
+           "\"version\":\"%s\",\"fixedbufs\":%d,\"dsync\":%d,\"batch_submit\":%u,\"group_singles\":%s,\"filename\":",
            r->submit_calls, r->resubmits, opt.batch, opt.size, opt.rwmixread, opt.prio_mix,
            opt.ramp_time, (uint64_t)atomic_load(&g.errors), (uint64_t)atomic_load(&g.eagain_fallbacks),
            interrupted ? "true" : "false", ioeng_version(), opt.fixedbufs, opt.dsync,
-           opt.batch_submit);
+           opt.batch_submit, opt.group_singles ? "true" : "false");
     json_string(r->path);
     printf(",\"lat_us\":{");
     bool first = true;
@@ -1028,7 +1051,7 @@ static void report_normal(const struct result *r)
     if (opt.ramp_time > 0) printf(" ramp_time=%gs", opt.ramp_time);
     if (opt.fixedbufs) printf(" fixedbufs=1");
     if (opt.dsync) printf(" dsync=1");
-    if (opt.batch_submit) printf(" batch-submit=%u", opt.batch_submit);
+    if (opt.batch_submit) printf(" %s=%u", opt.group_singles ? "group-submit" : "batch-submit", opt.batch_submit);
     printf("%s\n", interrupted ? "  (interrupted)" : "");
     printf("  IOPS=%.1f, BW=%.1fMiB/s, ios=%" PRIu64 " in %.2fs\n", r->iops, r->mib_s, r->ios, r->elapsed);
     printf("  cpu: usr=%.1f%%, sys=%.1f%% of wall time (100%% = one CPU)\n", r->usr_pct, r->sys_pct);
