@@ -25,6 +25,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 
 static ioeng_backend_t g_be;
 
@@ -176,12 +177,31 @@ typedef struct {
     int delay_ms;
     atomic_int state; /* 1: polling */
     int rc;
+    pid_t poller_tid;    /* nonzero: record the poller's syscall before submitting */
+    long poller_syscall; /* what /proc/self/task/<tid>/syscall said, -1 unknown */
 } helper_t;
+
+/* The syscall number thread `tid` of this process sleeps in, or -1. */
+static long syscall_of(pid_t tid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long nr = -1;
+    if (!fgets(line, sizeof line, f) || sscanf(line, "%ld", &nr) != 1)
+        nr = -1;
+    fclose(f);
+    return nr;
+}
 
 static void *submit_later(void *arg)
 {
     helper_t *a = arg;
     usleep((useconds_t)a->delay_ms * 1000);
+    if (a->poller_tid)
+        a->poller_syscall = syscall_of(a->poller_tid);
     submit_tagged(a->h, a->req, a->tag);
     return NULL;
 }
@@ -232,12 +252,46 @@ static void check_wake_by_submit_and_one_poller(int fd, char *buf)
     CHECK_EQ(ioeng_close(h), 0, "close");
 }
 
+/* Whether the poller should wait inside io_uring_enter (kernel >= 5.11: EXT_ARG; not
+ * under valgrind, where libioeng sleeps on the event fd instead); prints why not. */
+static int expect_wait_in_io_uring_enter(void)
+{
+    const char *preload = getenv("LD_PRELOAD");
+    if (preload && strstr(preload, "vgpreload")) {
+        printf("not checking where the poller sleeps: valgrind (libioeng sleeps on the event fd)\n");
+        return 0;
+    }
+    struct utsname u;
+    int major = 0, minor = 0;
+    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2 || major * 100 + minor < 511) {
+        printf("not checking where the poller sleeps: kernel %s has no IORING_FEAT_EXT_ARG (5.11)\n", u.release);
+        return 0;
+    }
+    return 1;
+}
+
+static void on_sigusr1(int sig)
+{
+    (void)sig;
+}
+
+static void *signal_later(void *arg)
+{
+    pthread_t *target = arg;
+    usleep(100000);
+    pthread_kill(*target, SIGUSR1);
+    return NULL;
+}
+
 /* io_uring: a poller waiting in the kernel for an IO in flight (a pipe read) is woken
- * by another thread's submit, twice (the wake-up is re-armed), without spinning. */
+ * by another thread's submit, twice (the wake-up is re-armed), without spinning, and it
+ * waits inside io_uring_enter; a signal ends such a wait with -EINTR, also in the poll
+ * that arms the wake-up. */
 static void check_wake_with_io_in_flight(int fd, char *buf)
 {
     if (g_be != IOENG_BACKEND_URING)
         return; /* AIO runs a blocking pipe read inside io_submit: nothing stays in flight */
+    int check_syscall = expect_wait_in_io_uring_enter();
     ioeng_t *h = open_polled(8, 0);
     log_t log = {0};
     int p[2];
@@ -248,7 +302,7 @@ static void check_wake_with_io_in_flight(int fd, char *buf)
     tagged_t tags[2] = {{&log, 1}, {&log, 2}};
     for (int round = 0; round < 2; round++) {
         helper_t a = {.h = h, .req = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf, 4096, 0),
-                      .tag = &tags[round], .delay_ms = 100};
+                      .tag = &tags[round], .delay_ms = 100, .poller_tid = (pid_t)syscall(SYS_gettid)};
         pthread_t t;
         CHECK_EQ(pthread_create(&t, NULL, submit_later, &a), 0, "pthread_create");
         uint64_t t0 = now_ns(CLOCK_MONOTONIC), c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
@@ -257,6 +311,8 @@ static void check_wake_with_io_in_flight(int fd, char *buf)
         pthread_join(t, NULL);
         CHECK_EQ(rc, 1, "round %d: poll with a pipe read in flight ended by another thread's submit", round);
         CHECK(dt < 4000000000ull, "round %d: woken only after %" PRIu64 " ns", round, dt);
+        if (check_syscall)
+            CHECK_EQ(a.poller_syscall, (long)SYS_io_uring_enter, "round %d: the poller's syscall while waiting", round);
         CHECK(dc < 20000000ull, "round %d: waiting ~100 ms used %" PRIu64 " ns of CPU", round, dc);
         CHECK_EQ(log.order[round], round + 1, "round %d: the file read completed", round);
         CHECK_EQ(log.res[round], 4096, "round %d: file read res", round);
@@ -266,6 +322,32 @@ static void check_wake_with_io_in_flight(int fd, char *buf)
     CHECK_EQ(ioeng_poll(h, 1, 5000000000), 1, "the pipe read completes");
     CHECK_EQ(log.order[2], 0, "the pipe read completed last");
     CHECK_EQ(log.res[2], 16, "pipe read res");
+
+    /* A signal during such a wait: -EINTR, in the poll that arms the wake-up (a fresh
+     * engine) and in the next one. */
+    ioeng_t *h2 = open_polled(8, 0);
+    log_t log2 = {0};
+    tagged_t pending2 = {&log2, 0};
+    submit_tagged(h2, tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, p[0], buf + 8192, 16, 0), &pending2);
+    struct sigaction sa = {.sa_handler = on_sigusr1}, old;
+    sigemptyset(&sa.sa_mask);
+    CHECK(sigaction(SIGUSR1, &sa, &old) == 0, "sigaction: %s", strerror(errno));
+    pthread_t self = pthread_self();
+    for (int round = 0; round < 2; round++) {
+        pthread_t t;
+        CHECK_EQ(pthread_create(&t, NULL, signal_later, &self), 0, "pthread_create");
+        uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+        int rc = ioeng_poll(h2, 1, 3000000000);
+        uint64_t dt = now_ns(CLOCK_MONOTONIC) - t0;
+        pthread_join(t, NULL);
+        CHECK_EQ(rc, -EINTR, "round %d: a signal during the wait for a pipe read", round);
+        CHECK(dt < 2000000000ull, "round %d: -EINTR only after %" PRIu64 " ns", round, dt);
+    }
+    CHECK(sigaction(SIGUSR1, &old, NULL) == 0, "sigaction: %s", strerror(errno));
+    CHECK(write(p[1], "0123456789abcdef", 16) == 16, "write pipe");
+    CHECK_EQ(ioeng_poll(h2, 1, 5000000000), 1, "the pipe read completes");
+    CHECK_EQ(log2.res[0], 16, "pipe read res");
+    CHECK_EQ(ioeng_close(h2), 0, "close");
     close(p[0]);
     close(p[1]);
     CHECK_EQ(ioeng_close(h), 0, "close");

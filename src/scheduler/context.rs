@@ -82,8 +82,8 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
     /// POLLED mode, by the poller (both roles) as it starts (`true`) and ends (`false`):
     /// stops and restarts the kernel's signal of the event fd for each completion, so
     /// that a running poller, which sees completions itself, is not woken for them.
-    /// `None`: this driver cannot (the kernel always signals, and the poller sleeps on
-    /// the fd). `Some(signalled)`: whether the kernel may have signalled the fd since
+    /// `None`: this driver cannot, at least for this poll (the kernel signals, and the
+    /// poller sleeps on the fd; the answer to `false` is then ignored). `Some(signalled)`: whether the kernel may have signalled the fd since
     /// the last poll ended (meaningful for `true`).
     fn quiet_event_fd(&self, _quiet: bool) -> Option<bool> {
         None
@@ -174,8 +174,8 @@ pub(crate) struct IoContext<S> {
     /// POLLED mode: true while the event fd is known to be signalled or a poller is
     /// running (which sees new work without it), so a burst of submits writes it once.
     signalled: AtomicBool,
-    /// POLLED mode: set when a submitting thread wrote the event fd; taken by the poller
-    /// to know that it must drain the fd.
+    /// POLLED mode: set after a submitting thread (or a poller leaving work behind) wrote
+    /// the event fd; taken by the poller to know that it must drain the fd.
     written: AtomicBool,
 }
 
@@ -324,8 +324,10 @@ impl<S: Slot> IoContext<S> {
     pub(crate) fn wake_submitter(&self) {
         if let Some(event) = &self.event {
             if !self.signalled.swap(true, Ordering::SeqCst) {
-                self.written.store(true, Ordering::Relaxed);
                 event.signal();
+                // After the write, so that a poller that takes the flag drains a count
+                // that is already there.
+                self.written.store(true, Ordering::Release);
             }
         } else if let Some((submitter, _)) = self.threads.get() {
             submitter.unpark();
@@ -377,6 +379,8 @@ impl<S: Slot> IoContext<S> {
         if let Some(event) = &self.event {
             self.signalled.store(true, Ordering::SeqCst);
             event.signal();
+            // The next poll must drain it (see `take_written`).
+            self.written.store(true, Ordering::Release);
         }
     }
 
@@ -580,9 +584,11 @@ impl<S: Slot> IoContext<S> {
         }
     }
 
-    /// POLLED mode: whether a submitting thread wrote the event fd since the last call.
+    /// POLLED mode: whether the event fd was written (by a submitting thread, or by a
+    /// poller leaving work behind) since the last call.
     pub(crate) fn take_written(&self) -> bool {
-        self.written.swap(false, Ordering::Relaxed)
+        // Acquire pairs with the Release after the write: a drain that follows reads it.
+        self.written.swap(false, Ordering::Acquire)
     }
 
     /// Changes whenever kernel completions were taken (see `complete`).

@@ -41,7 +41,8 @@ pub(crate) fn poll<D: Driver>(
     // While this thread polls, it sees completions itself: where the driver can, the
     // kernel stops signalling the event fd for them, and the poller sleeps in the
     // driver's own wait (`Driver::wait_event`) while IO is in flight.
-    let quiet = driver.quiet_event_fd(true);
+    let quiet_guard = QuietEventFd::new(driver);
+    let quiet = quiet_guard.quiet;
     // Quiet mode: whether the fd may hold a count that no flag below reports.
     let mut fd_count = quiet.unwrap_or(false);
     let start = Instant::now();
@@ -106,7 +107,7 @@ pub(crate) fn poll<D: Driver>(
     };
     // From here on completions signal the fd again; the check below sees any that came
     // while it was quiet.
-    driver.quiet_event_fd(false);
+    drop(quiet_guard);
     // Leave the event fd readable exactly when work for a poll remains.
     if ctx.rearm_event(must_drain(held, &mut fd_count), || {
         driver.completions_ready().unwrap_or(false)
@@ -114,6 +115,32 @@ pub(crate) fn poll<D: Driver>(
         ctx.signal_event();
     }
     result
+}
+
+/// Keeps the kernel from signalling the event fd for completions while a poll runs (see
+/// `Driver::quiet_event_fd`), and lets it signal again when the poll ends, also when a
+/// panic unwinds it (the FFI turns that into -EIO and the engine lives on).
+struct QuietEventFd<'a, D: Driver> {
+    driver: &'a D,
+    /// What `quiet_event_fd(true)` answered; `None`: the fd stays loud.
+    quiet: Option<bool>,
+}
+
+impl<'a, D: Driver> QuietEventFd<'a, D> {
+    fn new(driver: &'a D) -> Self {
+        QuietEventFd {
+            driver,
+            quiet: driver.quiet_event_fd(true),
+        }
+    }
+}
+
+impl<D: Driver> Drop for QuietEventFd<'_, D> {
+    fn drop(&mut self) {
+        if self.quiet.is_some() {
+            self.driver.quiet_event_fd(false);
+        }
+    }
 }
 
 impl SubmitRole {

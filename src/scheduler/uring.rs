@@ -29,7 +29,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::time::Duration;
 
 use io_uring::{IoUring, opcode, squeue, types};
@@ -58,12 +58,18 @@ pub struct UringDriver {
     valgrind: bool,
     /// POLLED mode on a kernel that can wait with a timeout (`IORING_FEAT_EXT_ARG`,
     /// 5.11): the registered event fd, which the poller quiets and watches itself (see
-    /// `wait_event`). `None`: THREADS mode, or the poller sleeps on the fd instead.
+    /// `wait_event`). `None`: THREADS mode, or the poller sleeps on the fd instead (also
+    /// under valgrind, which runs no other thread while one sleeps in io_uring_enter, so
+    /// a submitting thread could never wake the poller).
     quiet_fd: Option<RawFd>,
     /// Whether the wake-up `POLL_ADD` on `quiet_fd` is in the kernel (armed by
     /// `wait_event`, cleared when its CQE is reaped). Only the poller, which holds both
     /// roles, touches it: Relaxed.
     wake_armed: AtomicBool,
+    /// `pthread_self()` of the thread that armed the wake-up poll. The kernel posts the
+    /// poll's CQE from task_work of that thread, so only that thread may rely on it to be
+    /// woken; another poller sleeps on the event fd until the poll is gone. Poller only.
+    armed_by: AtomicUsize,
     /// Set when the wake-up poll's CQE was reaped (the fd was readable, so it holds a
     /// count the poller must drain); taken by `take_wake_fired`. Poller only: Relaxed.
     wake_fired: AtomicBool,
@@ -98,6 +104,14 @@ pub(crate) fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring
 const CANCEL_USER_DATA: u64 = u64::MAX;
 /// `user_data` of the POLLED wake-up poll on the event fd.
 const WAKE_USER_DATA: u64 = u64::MAX - 1;
+/// The kernel's largest CQ (`IORING_MAX_CQ_ENTRIES`).
+const MAX_CQ_ENTRIES: u32 = 65536;
+
+/// This thread, as `armed_by` records it.
+fn this_thread() -> usize {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as usize }
+}
 
 fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
     let chunk = event.next_chunk();
@@ -165,13 +179,11 @@ impl UringDriver {
             if left == 0 {
                 return;
             }
+            // Retried until the SQ is empty: a round must start with an empty SQ.
             match self.enter(left as u32, 0, 0) {
                 Ok(_) | Err(libc::EINTR) => {}
                 Err(libc::EAGAIN | libc::EBUSY) => std::thread::yield_now(),
-                Err(errno) => {
-                    report_unexpected("io_uring_enter(control)", errno);
-                    return;
-                }
+                Err(errno) => report_unexpected("io_uring_enter(control)", errno),
             }
         }
     }
@@ -181,21 +193,28 @@ impl Driver for UringDriver {
     type Slot = UringSlot;
 
     fn open(depth: u32, batch: u32, event_fd: Option<RawFd>) -> Result<Self, Error> {
-        // One more CQE for the POLLED wake-up poll (see module docs).
-        let cq_entries = 2 * depth + u32::from(event_fd.is_some());
-        let ring = build_ring(batch.next_power_of_two(), cq_entries.next_power_of_two())
+        // One more CQE for the POLLED wake-up poll (see module docs), within the kernel's
+        // limit: at the largest depth the extra CQE relies on IORING_FEAT_NODROP (5.5,
+        // older than the EXT_ARG that POLLED waits need), which keeps an overflowing CQE
+        // until the next io_uring_enter(GETEVENTS).
+        let cq_entries = (2 * depth + u32::from(event_fd.is_some()))
+            .next_power_of_two()
+            .min(MAX_CQ_ENTRIES);
+        let ring = build_ring(batch.next_power_of_two(), cq_entries)
             .map_err(|err| Error::kernel("io_uring_setup", &err))?;
         if let Some(fd) = event_fd {
             ring.submitter()
                 .register_eventfd(fd)
                 .map_err(|err| Error::kernel("IORING_REGISTER_EVENTFD", &err))?;
         }
-        let quiet_fd = event_fd.filter(|_| ring.params().is_feature_ext_arg());
+        let valgrind = sys::valgrind::running_on_valgrind();
+        let quiet_fd = event_fd.filter(|_| ring.params().is_feature_ext_arg() && !valgrind);
         Ok(UringDriver {
             ring,
-            valgrind: sys::valgrind::running_on_valgrind(),
+            valgrind,
             quiet_fd,
             wake_armed: AtomicBool::new(false),
+            armed_by: AtomicUsize::new(0),
             wake_fired: AtomicBool::new(false),
         })
     }
@@ -276,6 +295,13 @@ impl Driver for UringDriver {
 
     fn quiet_event_fd(&self, quiet: bool) -> Option<bool> {
         self.quiet_fd?;
+        if quiet
+            && self.wake_armed.load(Ordering::Relaxed)
+            && self.armed_by.load(Ordering::Relaxed) != this_thread()
+        {
+            // Another thread's wake-up poll could not wake this one (see `armed_by`).
+            return None;
+        }
         // SAFETY: the poller holds the reap role (Driver contract), so this is the only
         // CompletionQueue of the ring in existence.
         let cq = unsafe { self.ring.completion_shared() };
@@ -285,8 +311,12 @@ impl Driver for UringDriver {
             cq.enable_eventfd();
         }
         // Store-load ordering against the kernel, which stores the CQ tail, then (after a
-        // full barrier: the wake-up of CQ waiters) reads the flag: either it signals the
-        // fd, or the check below (and the poller's look at the CQ) sees its CQE.
+        // full barrier: the wake-up of CQ waiters, or the completion lock on 6.0–6.5)
+        // reads the flag: either it signals the fd, or the check below (and the poller's
+        // look at the CQ) sees its CQE. The kernel does not document that barrier; were
+        // it missing, a completion at the very end of a poll would not make the fd
+        // readable, and a loop that also wakes now and then (as ioeng_event_fd asks, for
+        // deadlines and retries) would find it at its next wake-up.
         fence(Ordering::SeqCst);
         // Outside a poll nobody reaps, so any CQE posted while the fd was loud is still in
         // the CQ: if there is none, the kernel did not signal the fd.
@@ -302,16 +332,22 @@ impl Driver for UringDriver {
     fn wait_event(&self, timeout: Option<Duration>) -> Option<Result<(), i32>> {
         let fd = self.quiet_fd?;
         if !self.wake_armed.swap(true, Ordering::Relaxed) {
-            // SAFETY: the poller holds the submit role (Driver contract), so this is the
-            // only SubmissionQueue of the ring in existence; it is empty between rounds.
-            let mut sq = unsafe { self.ring.submission_shared() };
-            let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
-                .build()
-                .user_data(WAKE_USER_DATA);
-            // SAFETY: a POLL_ADD SQE references no memory; the kernel holds its own
-            // reference to the fd.
-            let pushed = unsafe { sq.push(&entry) };
-            pushed.expect("the SQ is empty between rounds");
+            {
+                // SAFETY: the poller holds the submit role (Driver contract), so this is
+                // the only SubmissionQueue of the ring in existence; empty between rounds.
+                let mut sq = unsafe { self.ring.submission_shared() };
+                let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                    .build()
+                    .user_data(WAKE_USER_DATA);
+                // SAFETY: a POLL_ADD SQE references no memory; the kernel holds its own
+                // reference to the fd.
+                let pushed = unsafe { sq.push(&entry) };
+                pushed.expect("the SQ is empty between rounds");
+            }
+            // Submitted on its own: an io_uring_enter that submits returns the count and
+            // drops the wait's -EINTR, which ioeng_poll must report.
+            self.flush_control_sqes();
+            self.armed_by.store(this_thread(), Ordering::Relaxed);
         }
         let ts = timeout.map(|t| {
             types::Timespec::new()
@@ -322,9 +358,9 @@ impl Driver for UringDriver {
         if let Some(ts) = &ts {
             args = args.timespec(ts);
         }
-        // Submits the wake-up poll if just armed, then sleeps until a CQE (an IO, a
-        // cancel or the wake-up poll), the timeout, or a signal. Pending task_work
-        // (COOP_TASKRUN) runs inside the wait, without an extra trip to user space.
+        // The SQ is empty: sleeps until a CQE (an IO, a cancel or the wake-up poll), the
+        // timeout, or a signal. Pending task_work (COOP_TASKRUN) runs inside the wait,
+        // without an extra trip to user space.
         let waited = match self.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => Ok(()),
             Err(err) => match err.raw_os_error().unwrap_or(libc::EIO) {
@@ -336,8 +372,6 @@ impl Driver for UringDriver {
                 }
             },
         };
-        // If the wait failed before the kernel took the poll, submit it now.
-        self.flush_control_sqes();
         Some(waited)
     }
 
