@@ -3,7 +3,7 @@
 #
 #   bash examples_c/compare_fio.sh [--quick] [--runtime S] [--size SIZE] [--jobs 1,2,5]
 #                                  [--repeat N] [--backends uring,aio] [--no-fio] [--dir DIR]
-#                                  [--shm-dir DIR] [--no-build]
+#                                  [--shm-dir DIR] [--no-build] [--ioeng-args ARGS]
 #
 # Jobs (all O_DIRECT, 4 KiB, one job/thread, same file for every engine):
 #   1 shm-randread-qd32    randread  QD32  on a tmpfs file (/dev/shm): CPU-bound, measures overhead
@@ -48,6 +48,7 @@ REPEAT=1
 BACKENDS="uring,aio"
 JOBS="1,2,3,4,5"
 USE_FIO=1
+IOENG_ARGS=''
 EXT4_DIR=""
 SHM_DIR=/dev/shm
 BUILD=1
@@ -66,6 +67,7 @@ Options:
   --dir DIR       directory for the ext4 file (default: first ext4 of /var/tmp, /tmp)
   --shm-dir DIR   directory for the tmpfs file (default /dev/shm)
   --no-build      do not run make first (use the existing ioeng_bench)
+  --ioeng-args ARGS  extra ioeng_bench options for every libioeng run, e.g. "--batch 4"
 EOF
 }
 
@@ -90,6 +92,8 @@ while [[ $# -gt 0 ]]; do
         --backends) [[ $# -ge 2 ]] || die "--backends needs a value"; BACKENDS=$2; shift 2 ;;
         --backends=*) BACKENDS=${1#*=}; shift ;;
         --no-build) BUILD=0; shift ;;
+        --ioeng-args) [[ $# -ge 2 ]] || die "--ioeng-args needs a value"; IOENG_ARGS=$2; shift 2 ;;
+        --ioeng-args=*) IOENG_ARGS=${1#*=}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
@@ -290,10 +294,10 @@ run_fio() {  # run_fio JOB ENGINE FILE OUT -> 0 if OUT is valid fio JSON
 run_ioeng() {  # run_ioeng JOB BACKEND FILE OUT [extra args] -> 0 if OUT is valid JSON
     local j=$1 be=$2 file=$3 out=$4
     shift 4
-    echo "  ioeng_bench --backend $be $* ..." >&2
+    echo "  ioeng_bench --backend $be $IOENG_ARGS $* ..." >&2
     if ! timed "$out.cpu" "$BENCH" --backend "$be" --rw "$(job_rw "$j")" --bs $BS --iodepth "$(job_qd "$j")" --direct 1 \
             --numjobs 1 --size "$SIZE_BYTES" --runtime "${RUNTIME_MS}ms" --filename "$file" \
-            --output-format json $(job_ioeng_args "$j") "$@" >"$out" 2>"$out.log" ||
+            --output-format json $(job_ioeng_args "$j") $IOENG_ARGS "$@" >"$out" 2>"$out.log" ||
             [[ -z $(jget "$out" backend 2>/dev/null) ]]; then
         echo "compare_fio.sh: ioeng_bench --backend $be failed for job $j:" >&2
         tail -n 5 "$out.log" >&2 || true
@@ -376,7 +380,7 @@ except (ValueError, ZeroDivisionError):
 
 # --- run -----------------------------------------------------------------------------------------
 echo "runtime ${RUNTIME}s per run, $REPEAT round(s) per job, size $SIZE, bs $BS, O_DIRECT;" \
-     "ext4 file: ${EXT4_FILE:-none}; tmpfs file: ${SHM_FILE:-none}" >&2
+     "ext4 file: ${EXT4_FILE:-none}; tmpfs file: ${SHM_FILE:-none}${IOENG_ARGS:+; ioeng_bench $IOENG_ARGS}" >&2
 for j in "${SEL[@]}"; do
     # A unit is one backend: its fio counterpart and ioeng_bench, run back to back.
     units=()
