@@ -26,6 +26,7 @@
 #include <stdatomic.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 
 static ioeng_backend_t g_be;
 
@@ -353,6 +354,67 @@ static void check_wake_with_io_in_flight(int fd, char *buf)
     CHECK_EQ(ioeng_close(h), 0, "close");
 }
 
+typedef struct {
+    ioeng_t *h;
+    atomic_int armed; /* 1: polled once (the wake-up is armed), now sleeping */
+} armer_t;
+
+/* Polls once, so that this thread arms io_uring's wake-up poll, then sleeps 1.5 s
+ * uninterruptibly outside the engine: vfork() suspends it until the child exits, and
+ * the kernel runs its task_work (which posts the wake-up poll's CQE) only after that.
+ * (An interruptible sleep would be cut short by the task_work notification.) */
+static void *arm_then_sleep(void *arg)
+{
+    armer_t *a = arg;
+    int rc = ioeng_poll(a->h, 1, 20000000); /* waits 20 ms in the kernel: arms */
+    CHECK_EQ(rc, 0, "arming poll");
+    atomic_store(&a->armed, 1);
+    pid_t pid = vfork();
+    if (pid == 0) {
+        struct timespec ts = {1, 500000000};
+        nanosleep(&ts, NULL);
+        _exit(0);
+    }
+    CHECK(pid > 0, "vfork: %s", strerror(errno));
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
+    return NULL;
+}
+
+/* io_uring: the wake-up poll armed by another thread must not delay this poller: a
+ * submit from a third thread ends its wait at once, not when the arming thread wakes. */
+static void check_wake_armed_by_another_thread(int fd, char *buf)
+{
+    if (g_be != IOENG_BACKEND_URING)
+        return;
+    ioeng_t *h = open_polled(8, 0);
+    log_t log = {0};
+    int p[2];
+    CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
+    tagged_t pending = {&log, 0}, tag = {&log, 1};
+    submit_tagged(h, tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, p[0], buf + 8192, 16, 0), &pending);
+    armer_t arm = {.h = h};
+    pthread_t armer, submitter;
+    CHECK_EQ(pthread_create(&armer, NULL, arm_then_sleep, &arm), 0, "pthread_create");
+    while (!atomic_load(&arm.armed))
+        usleep(1000);
+    helper_t a = {.h = h, .req = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf, 4096, 0), .tag = &tag,
+                  .delay_ms = 100};
+    CHECK_EQ(pthread_create(&submitter, NULL, submit_later, &a), 0, "pthread_create");
+    uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+    int rc = ioeng_poll(h, 1, 5000000000);
+    uint64_t dt = now_ns(CLOCK_MONOTONIC) - t0;
+    pthread_join(submitter, NULL);
+    CHECK_EQ(rc, 1, "poll ended by another thread's submit");
+    CHECK(dt < 1000000000ull, "woken after %" PRIu64 " ns: it waited for the arming thread", dt);
+    pthread_join(armer, NULL);
+    CHECK(write(p[1], "0123456789abcdef", 16) == 16, "write pipe");
+    CHECK_EQ(ioeng_poll(h, 1, 5000000000), 1, "the pipe read completes");
+    close(p[0]);
+    close(p[1]);
+    CHECK_EQ(ioeng_close(h), 0, "close");
+}
+
 /* ---- 5. event fd ------------------------------------------------------------ */
 
 static void check_event_fd(int fd, char *buf)
@@ -638,6 +700,7 @@ int main(void)
     check_min_complete_and_timeout(fd, buf);
     check_wake_by_submit_and_one_poller(fd, buf);
     check_wake_with_io_in_flight(fd, buf);
+    check_wake_armed_by_another_thread(fd, buf);
     check_event_fd(fd, buf);
     check_callbacks_on_poller(fd, buf);
     check_same_as_threads(fd, buf);
