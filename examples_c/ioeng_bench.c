@@ -664,7 +664,7 @@ static void flush_group(struct job *j, uint64_t now)
         rc = 0;
         while (i < n && (rc = ioeng_submit(g.eng, &j->group_reqs[i], on_complete, j->group_ctxs[i])) == 0)
             i++;
-        if (i == n || i > 0)
+        if (i > 0)
             rc = (int)i;
     } else {
         rc = ioeng_submit_batch(g.eng, j->group_reqs, n, on_complete, j->group_ctxs);

@@ -289,6 +289,17 @@ impl Ioeng {
     }
 }
 
+/// The engine behind `h`, or `None` for a forked child's copy (the call then returns
+/// [`FORKED_CHILD`]).
+///
+/// # Safety
+/// `h` is non-NULL and live (the caller contract of every function that takes it).
+unsafe fn engine_of<'a>(h: *const Ioeng) -> Option<&'a AnyEngine> {
+    // SAFETY: non-NULL and live per this function's contract; only shared access is needed.
+    let handle = unsafe { &*h };
+    (!handle.inherited()).then_some(&handle.engine)
+}
+
 /// Runs `body`, turning a panic (a bug in libioeng) into -EIO instead of unwinding into C.
 fn guard(body: impl FnOnce() -> c_int) -> c_int {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(-libc::EIO)
@@ -503,16 +514,15 @@ pub unsafe extern "C" fn ioeng_submit(
         let (Some(cb), false, false) = (cb, h.is_null(), req.is_null()) else {
             return -libc::EINVAL;
         };
-        // SAFETY: non-NULL and live per the caller contract; only shared access is needed.
-        let handle = unsafe { &*h };
-        if handle.inherited() {
+        // SAFETY: non-NULL (checked above) and live per the caller contract.
+        let Some(engine) = (unsafe { engine_of(h) }) else {
             return FORKED_CHILD;
-        }
+        };
         // SAFETY: non-NULL and readable per the caller contract.
         let req = unsafe { &*req };
         // SAFETY: the caller vouches for a vector's iovec array (ioeng_req_t contract).
-        let result = unsafe { request_from_c(&handle.engine, req) }
-            .and_then(|request| handle.engine.submit(request, Callback::new(cb, ctx)));
+        let result = unsafe { request_from_c(engine, req) }
+            .and_then(|request| engine.submit(request, Callback::new(cb, ctx)));
         to_errno(result)
     })
 }
@@ -554,12 +564,10 @@ pub unsafe extern "C" fn ioeng_submit_batch(
         if reqs.is_null() || n > i32::MAX as u32 {
             return -libc::EINVAL;
         }
-        // SAFETY: non-NULL and live per the caller contract.
-        let handle = unsafe { &*h };
-        if handle.inherited() {
+        // SAFETY: non-NULL (checked above) and live per the caller contract.
+        let Some(engine) = (unsafe { engine_of(h) }) else {
             return FORKED_CHILD;
-        }
-        let engine = &handle.engine;
+        };
         // SAFETY: non-NULL and readable for `n` requests per the caller contract.
         let reqs = unsafe { std::slice::from_raw_parts(reqs, n as usize) };
         let mut batch = Vec::with_capacity(reqs.len());
@@ -617,12 +625,11 @@ pub unsafe extern "C" fn ioeng_cancel(h: *mut Ioeng, tag: u64) -> c_int {
         if h.is_null() || tag == 0 {
             return -libc::EINVAL;
         }
-        // SAFETY: non-NULL and live per the caller contract.
-        let handle = unsafe { &*h };
-        if handle.inherited() {
+        // SAFETY: non-NULL (checked above) and live per the caller contract.
+        let Some(engine) = (unsafe { engine_of(h) }) else {
             return FORKED_CHILD;
-        }
-        let found = handle.engine.cancel(tag);
+        };
+        let found = engine.cancel(tag);
         found.min(i32::MAX as usize) as c_int
     })
 }
@@ -658,12 +665,10 @@ pub unsafe extern "C" fn ioeng_register_buffers(
         if h.is_null() || iov.is_null() || n == 0 || n > MAX_REGISTERED_BUFFERS {
             return -libc::EINVAL;
         }
-        // SAFETY: non-NULL and live per the caller contract.
-        let handle = unsafe { &*h };
-        if handle.inherited() {
+        // SAFETY: non-NULL (checked above) and live per the caller contract.
+        let Some(engine) = (unsafe { engine_of(h) }) else {
             return FORKED_CHILD;
-        }
-        let engine = &handle.engine;
+        };
         // SAFETY: non-NULL and readable for `n` iovecs per the caller contract.
         let bufs = unsafe { std::slice::from_raw_parts(iov, n as usize) };
         to_errno(engine.register_buffers(bufs))
@@ -681,12 +686,11 @@ pub unsafe extern "C" fn ioeng_resume(h: *mut Ioeng) -> c_int {
         if h.is_null() {
             return -libc::EINVAL;
         }
-        // SAFETY: non-NULL and live per the caller contract.
-        let handle = unsafe { &*h };
-        if handle.inherited() {
+        // SAFETY: non-NULL (checked above) and live per the caller contract.
+        let Some(engine) = (unsafe { engine_of(h) }) else {
             return FORKED_CHILD;
-        }
-        handle.engine.resume();
+        };
+        engine.resume();
         0
     })
 }
@@ -703,12 +707,11 @@ pub unsafe extern "C" fn ioeng_stats(h: *const Ioeng, out: *mut IoengStats) -> c
         if h.is_null() || out.is_null() {
             return -libc::EINVAL;
         }
-        // SAFETY: non-NULL and live per the caller contract.
-        let handle = unsafe { &*h };
-        if handle.inherited() {
+        // SAFETY: non-NULL (checked above) and live per the caller contract.
+        let Some(engine) = (unsafe { engine_of(h) }) else {
             return FORKED_CHILD;
-        }
-        let stats = handle.engine.stats();
+        };
+        let stats = engine.stats();
         let snapshot = IoengStats {
             submitted: stats.submitted,
             completed: stats.completed,
@@ -836,12 +839,11 @@ pub unsafe extern "C" fn ioeng_poll(h: *mut Ioeng, min_complete: u32, timeout_ns
             return -libc::EINVAL;
         }
         let timeout = u64::try_from(timeout_ns).ok().map(Duration::from_nanos);
-        // SAFETY: non-NULL and live per the caller contract; only shared access is needed.
-        let handle = unsafe { &*h };
-        if handle.inherited() {
+        // SAFETY: non-NULL (checked above) and live per the caller contract.
+        let Some(engine) = (unsafe { engine_of(h) }) else {
             return FORKED_CHILD;
-        }
-        match handle.engine.poll(u64::from(min_complete), timeout) {
+        };
+        match engine.poll(u64::from(min_complete), timeout) {
             Ok(ran) => ran.min(c_int::MAX as u64) as c_int,
             Err(err) => -err.errno(),
         }
@@ -870,12 +872,11 @@ pub unsafe extern "C" fn ioeng_event_fd(h: *const Ioeng) -> c_int {
         if h.is_null() {
             return -libc::EINVAL;
         }
-        // SAFETY: non-NULL and live per the caller contract.
-        let handle = unsafe { &*h };
-        if handle.inherited() {
+        // SAFETY: non-NULL (checked above) and live per the caller contract.
+        let Some(engine) = (unsafe { engine_of(h) }) else {
             return FORKED_CHILD;
-        }
-        match handle.engine.event_fd() {
+        };
+        match engine.event_fd() {
             Ok(fd) => fd,
             Err(err) => -err.errno(),
         }
