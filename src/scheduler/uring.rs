@@ -318,6 +318,10 @@ impl Driver for UringDriver {
         // readable, and a loop that also wakes now and then (as ioeng_event_fd asks, for
         // deadlines and retries) would find it at its next wake-up.
         fence(Ordering::SeqCst);
+        if !quiet {
+            // The answer only matters as a poll starts.
+            return Some(false);
+        }
         // Outside a poll nobody reaps, so any CQE posted while the fd was loud is still in
         // the CQ: if there is none, the kernel did not signal the fd.
         let mut cq = cq;
