@@ -764,6 +764,20 @@ static int issue_or_park(struct job *j, struct slot *s, bool park_only)
     return rc;
 }
 
+/* Issues a detached retry list in order. Once one is refused, the queue is still full:
+ * the rest are parked for the next round. Returns whether any was refused. */
+static bool issue_list(struct job *j, struct slot *list)
+{
+    bool refused = false;
+    while (list) {
+        struct slot *s = list;
+        list = s->next;
+        if (issue_or_park(j, s, refused) == -EAGAIN)
+            refused = true;
+    }
+    return refused;
+}
+
 /* POLLED mode: this job's thread is the engine's only driver. It polls (callbacks run
  * here and issue each slot's next request) and re-issues slots refused with -EAGAIN,
  * until the run stops and every slot is back. */
@@ -780,13 +794,7 @@ static void poll_loop(struct job *j)
             if (atomic_load(&j->outstanding) == 0)
                 return;
         }
-        bool refused = false;
-        while (list) {
-            struct slot *s = list;
-            list = s->next;
-            if (issue_or_park(j, s, refused) == -EAGAIN)
-                refused = true;
-        }
+        issue_list(j, list);
         int rc = ioeng_poll(g.eng, 1, 10000000);
         if (rc < 0 && rc != -EINTR)
             die("ioeng_poll: %s", strerror(-rc));
@@ -834,15 +842,7 @@ static void *job_main(void *arg)
         struct slot *list = j->retry;
         j->retry = NULL;
         pthread_mutex_unlock(&j->lock);
-        bool refused = false;
-        while (list) {
-            struct slot *s = list;
-            list = s->next;
-            /* Once refused, the queue is still full: park the rest for the next round. */
-            if (issue_or_park(j, s, refused) == -EAGAIN)
-                refused = true;
-        }
-        if (refused) {
+        if (issue_list(j, list)) {
             /* Let completions drain the queue a little before retrying. */
             struct timespec ts = { 0, 20000 };
             nanosleep(&ts, NULL);
