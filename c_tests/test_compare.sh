@@ -73,3 +73,19 @@ for key in checks:
         assert re.match("^" + ranged, rows[key][8]), f"{key}: IO/CPU-ms ratio '{rows[key][8]}'"
 print(f"test_compare [{backend}]: OK: {len(expected)} rows, ratios {[rows[k][5] for k in checks]}")
 PY
+
+# --cpus: every run confined to one CPU this process may use; a CPU outside that set is
+# refused before anything runs.
+cpu=$(python3 -c 'import os; print(max(os.sched_getaffinity(0)))')
+out=$(bash "$here/../examples_c/compare_fio.sh" --no-build --backends "$backend" --jobs 3 \
+        --runtime 0.2 --size 4m --cpus "$cpu" "${dir_args[@]}" 2>&1) ||
+    { rc=$?; echo "$out"; echo "FAIL: compare_fio.sh --cpus $cpu exited $rc"; exit 1; }
+echo "$out" | grep -q "on CPUs $cpu" || { echo "$out"; echo "FAIL: --cpus not in the run header"; exit 1; }
+pinned_rows=$(echo "$out" | grep -cE "^ *(3 [^|]*)?\| *ioeng-$backend(-polled)? *\| *[0-9]" || true)
+[ "$pinned_rows" -eq 2 ] || { echo "$out"; echo "FAIL: expected 2 libioeng rows with IOPS under --cpus, got $pinned_rows"; exit 1; }
+bad=$(python3 -c 'import os; print(max(os.sched_getaffinity(0)) + 1000)')
+if out=$(bash "$here/../examples_c/compare_fio.sh" --no-build --jobs 3 --cpus "$bad" 2>&1); then
+    echo "$out"; echo "FAIL: --cpus $bad accepted"; exit 1
+fi
+echo "$out" | grep -q "CPU $bad is not available" || { echo "$out"; echo "FAIL: no clear error for --cpus $bad"; exit 1; }
+echo "test_compare [$backend]: OK: --cpus $cpu runs pinned, --cpus $bad refused"

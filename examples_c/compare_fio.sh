@@ -3,7 +3,7 @@
 #
 #   bash examples_c/compare_fio.sh [--quick] [--runtime S] [--size SIZE] [--jobs 1,2,5]
 #                                  [--repeat N] [--backends uring,aio] [--no-fio] [--dir DIR]
-#                                  [--shm-dir DIR] [--no-build] [--ioeng-args ARGS]
+#                                  [--shm-dir DIR] [--no-build] [--ioeng-args ARGS] [--cpus LIST]
 #
 # Jobs (all O_DIRECT, 4 KiB, one job/thread, same file for every engine):
 #   1 shm-randread-qd32    randread  QD32  on a tmpfs file (/dev/shm): CPU-bound, measures overhead
@@ -36,6 +36,10 @@
 # with a different backend each round (so drift such as a disk cache warming up favours
 # neither side of a ratio), and the table shows medians: ratios are the median of the
 # per-round ratios, with their min-max range.
+# With --cpus LIST every fio and ioeng_bench run is confined to those CPUs (sched_setaffinity
+# before exec, so every thread of the run inherits it): both sides then get the same place
+# (unpinned, where the scheduler puts the IO thread relative to the CPU that takes the disk's
+# interrupts is luck, per run), or a database's share of the machine (--cpus 1: one core).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -49,12 +53,13 @@ BACKENDS="uring,aio"
 JOBS="1,2,3,4,5"
 USE_FIO=1
 IOENG_ARGS=''
+CPUS=''
 EXT4_DIR=""
 SHM_DIR=/dev/shm
 BUILD=1
 
 usage() {
-    sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -n 's/^# \{0,1\}//p'
     cat <<'EOF'
 Options:
   --runtime S     seconds per run (default 10; fractions allowed)
@@ -68,6 +73,7 @@ Options:
   --shm-dir DIR   directory for the tmpfs file (default /dev/shm)
   --no-build      do not run make first (use the existing ioeng_bench)
   --ioeng-args ARGS  extra ioeng_bench options for every libioeng run, e.g. "--batch 4"
+  --cpus LIST     run fio and ioeng_bench only on these CPUs, e.g. 1 or 0,1 (default: any)
 EOF
 }
 
@@ -94,6 +100,8 @@ while [[ $# -gt 0 ]]; do
         --no-build) BUILD=0; shift ;;
         --ioeng-args) [[ $# -ge 2 ]] || die "--ioeng-args needs a value"; IOENG_ARGS=$2; shift 2 ;;
         --ioeng-args=*) IOENG_ARGS=${1#*=}; shift ;;
+        --cpus) [[ $# -ge 2 ]] || die "--cpus needs a value"; CPUS=$2; shift 2 ;;
+        --cpus=*) CPUS=${1#*=}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
@@ -141,6 +149,14 @@ parse_list() {
 declare -a SEL=() BES=()
 parse_list SEL --jobs "$JOBS" '^[1-8]$' "numbers 1..8 separated by commas" "a job"
 parse_list BES --backends "$BACKENDS" '^(uring|aio)$' "uring and/or aio" "a backend"
+if [[ -n $CPUS ]]; then
+    declare -a CPU_LIST=()
+    parse_list CPU_LIST --cpus "$CPUS" '^[0-9]+$' "CPU numbers separated by commas" "a CPU"
+    for c in "${CPU_LIST[@]}"; do
+        python3 -c 'import os, sys; sys.exit(int(sys.argv[1]) not in os.sched_getaffinity(0))' "$c" ||
+            die "--cpus: CPU $c is not available to this process (allowed: $(taskset -pc $$ 2>/dev/null | sed 's/.*: //'))"
+    done
+fi
 
 # Job table: name fs rw bs iodepth
 job_name() { case $1 in 1) echo shm-randread-qd32 ;; 2) echo ext4-randread-qd128 ;; 3) echo ext4-randread-qd1 ;;
@@ -241,18 +257,21 @@ RESULTS=$WORK/results.tsv   # one line per run: job engine round iops p50 p99 cp
 : >"$RESULTS"
 record() { local IFS=$'\t'; echo "$*" >>"$RESULTS"; }
 
-# timed OUT.cpu CMD...: runs CMD as a child and writes "cpu_seconds wall_seconds" of the whole
-# child process (wait4 rusage: user + system over all its threads) to OUT.cpu.
+# timed OUT.cpu CMD...: runs CMD as a child (on the --cpus CPUs, if given) and writes
+# "cpu_seconds wall_seconds" of the whole child process (wait4 rusage: user + system over all
+# its threads) to OUT.cpu.
 timed() {
     local cpu_out=$1
     shift
-    python3 - "$cpu_out" "$@" <<'PY'
+    python3 - "$cpu_out" "$CPUS" "$@" <<'PY'
 import os, sys, time
-out, argv = sys.argv[1], sys.argv[2:]
+out, cpus, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 t0 = time.monotonic()
 pid = os.fork()
 if pid == 0:
     try:
+        if cpus:
+            os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
         os.execvp(argv[0], argv)
     finally:
         os._exit(127)
@@ -380,7 +399,7 @@ except (ValueError, ZeroDivisionError):
 
 # --- run -----------------------------------------------------------------------------------------
 echo "runtime ${RUNTIME}s per run, $REPEAT round(s) per job, size $SIZE, bs $BS, O_DIRECT;" \
-     "ext4 file: ${EXT4_FILE:-none}; tmpfs file: ${SHM_FILE:-none}${IOENG_ARGS:+; ioeng_bench $IOENG_ARGS}" >&2
+     "ext4 file: ${EXT4_FILE:-none}; tmpfs file: ${SHM_FILE:-none}${IOENG_ARGS:+; ioeng_bench $IOENG_ARGS}${CPUS:+; on CPUs $CPUS}" >&2
 for j in "${SEL[@]}"; do
     # A unit is one backend: its fio counterpart and ioeng_bench, run back to back.
     units=()
