@@ -170,6 +170,41 @@ static inline int rel_count_dir(const char *path)
 static inline int rel_count_fds(void) { return rel_count_dir("/proc/self/fd") - 1; }
 static inline int rel_count_threads(void) { return rel_count_dir("/proc/self/task"); }
 
+/* Prints each open fd and what it names, for a failed fd count. */
+static inline void rel_dump_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || atoi(e->d_name) == dirfd(d))
+            continue;
+        char path[300], target[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        target[n > 0 ? n : 0] = 0;
+        printf("    fd %s -> %s\n", e->d_name, target);
+    }
+    closedir(d);
+}
+
+/* The fd count once it equals `want`, or after 200 ms: the last count, with every open fd
+ * printed. An engine thread that just started opens files for a moment: its first malloc
+ * makes glibc size its arenas with get_nprocs(), which reads /sys/devices/system/cpu/online
+ * (or /proc/stat). Those are gone within microseconds; a leaked fd never goes. */
+static inline int rel_count_fds_settled(int want)
+{
+    int n = rel_count_fds();
+    for (int k = 0; k < 200 && n != want; k++) {
+        rel_sleep_us(1000);
+        n = rel_count_fds();
+    }
+    if (n != want)
+        rel_dump_fds();
+    return n;
+}
+
 /* Reads /proc/self/task/<tid>/comm into `out` (empty string if the thread is gone). */
 static inline void rel_thread_comm(pid_t tid, char *out, size_t n)
 {
