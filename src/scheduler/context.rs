@@ -129,11 +129,15 @@ pub(crate) struct IoContext<S> {
     has_cancel_requests: AtomicBool,
     /// Per slot, readable by any thread: the tag of a tagged request occupying it
     /// (0 otherwise), a generation bumped at each tagged dispatch (so a stale cancel
-    /// never hits the next occupant), and whether a cancel was handed to the driver.
-    /// Written only for tagged requests: untagged traffic never touches them.
+    /// never hits the next occupant), and the generation of the occupant whose cancel
+    /// was handed to the driver. Written only for tagged requests: untagged traffic
+    /// never touches them. The cancel mark names its occupant rather than being a flag
+    /// that a completion resets, because the submit role may mark a request that the
+    /// completer finishes at that very moment: the mark then names a request that is
+    /// gone and matches no later occupant.
     slot_tags: Box<[AtomicU64]>,
     slot_gens: Box<[AtomicU64]>,
-    slot_cancel: Box<[AtomicBool]>,
+    slot_cancelled: Box<[AtomicU64]>,
     /// Wakes a submitter that waits for a free slot (cancel, earlier deadline).
     control_tx: Sender<()>,
     control_rx: Receiver<()>,
@@ -245,7 +249,8 @@ impl<S: Slot> IoContext<S> {
             has_cancel_requests: AtomicBool::new(false),
             slot_tags: (0..depth).map(|_| AtomicU64::new(0)).collect(),
             slot_gens: (0..depth).map(|_| AtomicU64::new(0)).collect(),
-            slot_cancel: (0..depth).map(|_| AtomicBool::new(false)).collect(),
+            // Generation 0 is no tagged occupant's (the first tagged dispatch makes 1).
+            slot_cancelled: (0..depth).map(|_| AtomicU64::new(0)).collect(),
             control_tx,
             control_rx,
             registered: OnceLock::new(),
@@ -451,6 +456,12 @@ impl<S: Slot> IoContext<S> {
         if earlier_deadline {
             // A submitter waiting for a slot must re-arm its timer.
             let _ = self.control_tx.try_send(());
+            if self.event.is_none() {
+                // So must one asleep in `park`, also when this push comes from the
+                // completer's callbacks, which wake nobody (see `notify_submit_work`):
+                // the completer's own submit step expires nothing later on.
+                self.wake_submitter();
+            }
         }
         self.notify_submit_work();
         Ok(accepted)
@@ -696,10 +707,12 @@ impl<S: Slot> IoContext<S> {
                 .into_iter()
                 .filter(|&(index, tag, generation)| {
                     // Only this thread fills slots, so the occupant checked here is the
-                    // one the driver cancels.
+                    // one the driver cancels, or (finished meanwhile by the completer) no
+                    // request: the kernel then finds nothing to cancel.
                     self.slot_tags[index].load(Ordering::Relaxed) == tag
                         && self.slot_gens[index].load(Ordering::Relaxed) == generation
-                        && !self.slot_cancel[index].swap(true, Ordering::Relaxed)
+                        && self.slot_cancelled[index].swap(generation, Ordering::Relaxed)
+                            != generation
                 })
                 .map(|(index, _, _)| index)
                 .collect();
@@ -718,7 +731,11 @@ impl<S: Slot> IoContext<S> {
     /// Whether the submitter must finish the request in slot `index` with -ECANCELED
     /// instead of issuing its next IO.
     pub(crate) fn cancel_requested(&self, index: usize) -> bool {
-        self.slot_cancel[index].load(Ordering::Relaxed)
+        // The caller holds the slot, so its occupant is live: its tag is set if it has
+        // one, and its generation is the one a cancel of it recorded.
+        self.slot_tags[index].load(Ordering::Relaxed) != 0
+            && self.slot_cancelled[index].load(Ordering::Relaxed)
+                == self.slot_gens[index].load(Ordering::Relaxed)
     }
 
     /// Runs one fairness round into the held `slots`; returns how many it filled.
@@ -912,7 +929,6 @@ impl<S: Slot> IoContext<S> {
                     if event.tag() != 0 {
                         // Before the callback: a cancel from now on no longer counts it.
                         self.slot_tags[index].store(0, Ordering::Relaxed);
-                        self.slot_cancel[index].store(false, Ordering::Relaxed);
                     }
                     events.push((slot.take().expect("checked above"), res));
                     slots.push(index);
@@ -1201,6 +1217,50 @@ mod tests {
         assert!(log.iter().all(|&res| res == ecanceled));
         let stats = ctx.stats();
         assert_eq!((stats.cancelled, stats.completed), (4, 4));
+    }
+
+    #[test]
+    fn a_cancel_mark_applies_to_its_occupant_only() {
+        // The submit role may mark a request for cancel just as the completer finishes
+        // it. The mark must then name nobody: neither the untagged request that reuses
+        // the slot (its second IO is reissued, not failed with -ECANCELED) nor the next
+        // tagged one (whose own cancel must still reach the driver).
+        let mut log = Vec::new();
+        let driver = NullDriver::default();
+        let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
+        let (eagain, ecanceled) = (-i64::from(libc::EAGAIN), -i64::from(libc::ECANCELED));
+        let mut round = SubmitRound::new(ctx.batch);
+        ctx.push(tagged(7, 0, 0, &mut log)).unwrap();
+        round.fill(&ctx, None, || false);
+        let index = round.batch[0];
+        assert_eq!(ctx.cancel(7), 1);
+        ctx.service(&driver);
+        assert_eq!(*lock(&driver.cancelled), [index]);
+        // The kernel finished it before the cancel took effect: the mark outlives it.
+        ctx.complete(&[(index, 1)]);
+        assert_eq!(log, [1]);
+        ctx.push(tagged(0, 0, 1, &mut log)).unwrap();
+        round.fill(&ctx, None, || false);
+        assert_eq!(offsets(&ctx, &round.batch), [1]);
+        ctx.complete(&[(index, eagain)]);
+        round.fill(&ctx, None, || false);
+        assert_eq!(round.batch, [index], "the untagged request is reissued");
+        ctx.complete(&[(index, 1)]);
+        assert_eq!(log, [1, 1]);
+        ctx.push(tagged(8, 0, 2, &mut log)).unwrap();
+        round.fill(&ctx, None, || false);
+        ctx.complete(&[(index, eagain)]);
+        round.fill(&ctx, None, || false);
+        assert_eq!(round.batch, [index], "the next tagged request is reissued");
+        assert_eq!(ctx.cancel(8), 1);
+        ctx.service(&driver);
+        assert_eq!(
+            *lock(&driver.cancelled),
+            [index, index],
+            "its cancel reaches the driver"
+        );
+        ctx.complete(&[(index, ecanceled)]);
+        assert_eq!(log, [1, 1, ecanceled]);
     }
 
     #[test]
