@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::context::{Driver, IoContext, Stats};
 use super::polled::{self, PollError};
 use super::tasks::{Callback, IoEvent, IoRequest};
-use super::worker::{PollPolicy, SubmitRole, run_completer, run_submitter};
+use super::worker::{PollPolicy, SubmitRole, run_completer, run_submitter, try_lock};
 use super::{Config, Mode};
 use crate::error::Error;
 use crate::sys;
@@ -212,7 +212,7 @@ impl<D: Driver> Engine<D> {
         if ON_ENGINE_THREAD.get() || ctx.served_here() {
             return Err(Error::CloseFromCallback);
         }
-        if self.mode == Mode::Polled && self.shared.submit.try_lock().is_err() {
+        if self.mode == Mode::Polled && try_lock(&self.shared.submit).is_none() {
             return Err(Error::Busy);
         }
         ctx.begin_close();

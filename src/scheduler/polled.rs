@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::context::{Driver, IoContext, Slot};
 use super::engine::Shared;
-use super::worker::{SubmitRole, reap_step, submit_ready};
+use super::worker::{SubmitRole, reap_step, submit_ready, try_lock};
 use crate::error::Error;
 
 /// Why a poll could not run.
@@ -32,7 +32,7 @@ pub(crate) fn poll<D: Driver>(
     let (ctx, driver) = (&shared.ctx, &shared.driver);
     // Holding the submit role makes this thread the one poller; it takes the reap role
     // with it.
-    let Ok(mut held) = shared.submit.try_lock() else {
+    let Some(mut held) = try_lock(&shared.submit) else {
         return Err(PollError::Busy);
     };
     let held = &mut *held;
@@ -159,7 +159,7 @@ impl SubmitRole {
 /// accepted on the calling thread.
 pub(crate) fn drain<D: Driver>(shared: &Shared<D>) -> Result<(), Error> {
     let (ctx, driver) = (&shared.ctx, &shared.driver);
-    let Ok(mut held) = shared.submit.try_lock() else {
+    let Some(mut held) = try_lock(&shared.submit) else {
         return Err(Error::Busy);
     };
     let held = &mut *held;

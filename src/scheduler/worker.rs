@@ -4,7 +4,7 @@
 //! thread). POLLED mode (`super::polled`) drives the same steps from `ioeng_poll`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use super::common::SubmitRound;
@@ -134,6 +134,17 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// `Mutex::try_lock` that, like `lock`, takes a poisoned lock: `None` only while another
+/// thread holds it. A poll that panicked (the FFI turns that into -EIO) must not leave
+/// the engine answering -EBUSY to every later poll and to close.
+pub(crate) fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
 /// Submit step (submit role): one fairness round into free slots, and one kernel submit
 /// call for it. `slot_wait` is given only by the THREADS submitter, which may block in the
 /// round until the completer frees a slot; everyone else gets an empty round when the
@@ -233,12 +244,7 @@ pub(crate) fn run_submitter<D: Driver>(shared: &Shared<D>) {
         }
         let deadline = ctx.next_deadline();
         let due = || next_retry.is_some_and(|at| at <= Instant::now());
-        let deferred = || {
-            shared
-                .submit
-                .try_lock()
-                .is_ok_and(|_| driver.run_deferred())
-        };
+        let deferred = || try_lock(&shared.submit).is_some_and(|_| driver.run_deferred());
         if idle.poll(|| deferred() || ctx.has_submit_work() || due() || ctx.control_due(deadline)) {
             continue;
         }
@@ -301,7 +307,7 @@ fn submit_after_callbacks<D: Driver>(shared: &Shared<D>, reaped: &mut Vec<(usize
     if !ctx.has_submit_work() {
         return;
     }
-    let Ok(mut role) = shared.submit.try_lock() else {
+    let Some(mut role) = try_lock(&shared.submit) else {
         ctx.wake_submitter();
         return;
     };
@@ -321,6 +327,25 @@ mod tests {
             max,
             polling: AtomicBool::new(false),
         }
+    }
+
+    #[test]
+    fn try_lock_takes_a_poisoned_lock_but_not_a_held_one() {
+        let role = Mutex::new(0);
+        let _ = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let _held = role.lock().unwrap();
+                    panic!("a poll panicked while holding the submit role");
+                })
+                .join()
+        });
+        assert!(role.is_poisoned());
+        let held = try_lock(&role).expect("a poisoned role is free to take");
+        std::thread::scope(|scope| {
+            scope.spawn(|| assert!(try_lock(&role).is_none(), "held by this thread"));
+        });
+        drop(held);
     }
 
     #[test]
