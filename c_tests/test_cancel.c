@@ -6,10 +6,14 @@
  *  - a request between kernel IOs (an empty O_NONBLOCK pipe read being retried, holding
  *    the only slot) is cancelled on both backends, together with a queued one;
  *  - ioeng_cancel from a callback cancels the queued rest of a tag (no deadlock);
+ *  - a pipe read cancelled after part of it arrived gets those bytes as its result
+ *    (they left the pipe and cannot go back), on both backends;
  *  - io_uring: an in-flight blocked pipe read completes with -ECANCELED (ASYNC_CANCEL).
  * Exactly one callback per request throughout; stats.cancelled counts them.
  */
 #include "test_util.h"
+
+#include <sys/ioctl.h>
 
 static tu_recs_t recs;
 
@@ -132,6 +136,35 @@ int main(void)
           tu_errname(cancel_from_cb.res));
     tu_close(h);
 
+    /* 2c. A read of 8 bytes from a pipe holding 3, cancelled once those 3 left the pipe
+     *     and the rest is awaited (on AIO retried, on io_uring in the kernel). */
+    int sp[2];
+    CHECK(pipe2(sp, O_NONBLOCK | O_CLOEXEC) == 0, "pipe2");
+    char sbuf[8] = {0};
+    CHECK(write(sp[1], "xyz", 3) == 3, "pipe write");
+    h = tu_open(be, 1, 0, 0, 0);
+    base = recs.n;
+    sub(h, "READ 8 of a pipe holding 3, cancelled after them, tag 50",
+        tagged(IOENG_OP_READ, sp[0], sbuf, 8, 0, 50), 3);
+    int left = 3, continued = 0;
+    for (int i = 0; i < 2000 && !(left == 0 && continued); i++) {
+        CHECK(ioctl(sp[0], FIONREAD, &left) == 0, "FIONREAD: %s", strerror(errno));
+        continued = tu_stats(h).resubmits >= 1;
+        usleep(1000);
+    }
+    CHECK(left == 0 && continued, "the pipe read should have taken 3 bytes and be continuing");
+    CHECK(recs.r[base].fired == 0, "the partial pipe read completed before the cancel");
+    n = ioeng_cancel(h, 50);
+    CHECK(n == 1, "ioeng_cancel(50) = %d, want 1", n);
+    tu_waiter_wait(&recs.w, (uint64_t)base + 1, 10);
+    CHECK(memcmp(sbuf, "xyz", 3) == 0, "the 3 bytes taken from the pipe");
+    s = tu_wait_idle(h, 1);
+    CHECK(s.cancelled == 0, "a callback with bytes counted as cancelled (%" PRIu64 ")",
+          s.cancelled);
+    tu_close(h);
+    close(sp[0]);
+    close(sp[1]);
+
     /* 3. io_uring: an in-flight read of an empty blocking pipe. */
     const char *inflight = "in-flight blocking pipe read not tried (AIO would block io_submit)";
     if (be == IOENG_BACKEND_URING) {
@@ -163,7 +196,7 @@ int main(void)
     CHECK(tu_recs_report(&recs, be) == 0, "wrong results (listed above)");
     printf("test_cancel [%s]: OK: 41 queued cancelled on a paused engine with 0 kernel submit "
            "calls (%" PRIu64 " after resume, for the others); retrying slot + queued cancelled; "
-           "5 cancelled from a callback; "
+           "5 cancelled from a callback; a partial pipe read cancelled -> its 3 bytes; "
            "%s\n",
            tu_backend_name(be), paused_calls, inflight);
     return 0;

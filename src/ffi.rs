@@ -255,7 +255,8 @@ pub struct IoengStats {
     pub resubmits: u64,
     /// Callbacks that got -ECANCELED.
     pub cancelled: u64,
-    /// Callbacks that got -ETIMEDOUT (deadline passed while queued).
+    /// Requests whose deadline passed while queued (their callbacks get -ETIMEDOUT; a
+    /// kernel's own -ETIMEDOUT, e.g. from a socket, is not counted).
     pub timed_out: u64,
     /// Zero; room for later counters.
     pub reserved: [u64; 6],
@@ -611,7 +612,9 @@ pub unsafe extern "C" fn ioeng_submit_batch(
 ///    io_cancel) and complete with -ECANCELED, or with their normal result when the
 ///    kernel had finished them or cannot stop them (most AIO file IO, and any IO the
 ///    kernel is already running). A request between two kernel IOs (a short transfer
-///    being continued) completes with -ECANCELED.
+///    being continued) completes with -ECANCELED, except on a pipe or socket that
+///    already moved bytes for it: those cannot be moved back, so, like read(2) and
+///    write(2), its callback gets their count.
 ///
 /// The callbacks run on an engine thread, never inside this call, so it may be called
 /// from a callback. Requests submitted after this returns are not affected.

@@ -685,6 +685,9 @@ impl<S: Slot> IoContext<S> {
             let next = waiting.deadlines.peek().map_or(NO_DEADLINE, |r| r.0);
             self.earliest_deadline.store(next, Ordering::Relaxed);
         }
+        // Counted here, not from the callbacks' res: a kernel's own -ETIMEDOUT (a socket
+        // read after a TCP timeout) is no deadline of ours.
+        Counters::add(&self.counters.timed_out, expired.len() as u64);
         let etimedout = -i64::from(libc::ETIMEDOUT);
         self.bury(expired.into_iter().map(|event| (event, etimedout)));
     }
@@ -954,8 +957,6 @@ impl<S: Slot> IoContext<S> {
         for &(_, res) in events {
             if res == -i64::from(libc::ECANCELED) {
                 Counters::add(&self.counters.cancelled, 1);
-            } else if res == -i64::from(libc::ETIMEDOUT) {
-                Counters::add(&self.counters.timed_out, 1);
             }
         }
     }
@@ -1297,6 +1298,10 @@ mod tests {
         );
         ctx.service(&driver);
         assert_eq!(log, [etimedout, etimedout, etimedout]);
+        // The kernel's own -ETIMEDOUT (a socket's) is no expired deadline.
+        ctx.complete(&[(round.batch[0], etimedout)]);
+        assert_eq!(log.len(), 4);
+        assert_eq!(ctx.stats().timed_out, 3);
     }
 
     #[test]
