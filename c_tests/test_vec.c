@@ -2,7 +2,8 @@
  * READV/WRITEV (ABI v1): round trips on ext4 (buffered and O_DIRECT) and tmpfs; a READV
  * from a pipe fed in pieces (short transfers continued across segment boundaries); the
  * caller's iovec array is never written; IOV_MAX segments accepted, IOV_MAX + 1 and the
- * other bad vectors refused at submit with no callback.
+ * other bad vectors refused at submit with no callback; empty segments before a 3 GiB one
+ * (to /dev/null) stepped over.
  */
 #include <sys/uio.h>
 
@@ -125,6 +126,22 @@ int main(void)
     tu_waiter_wait(&recs.w, base + 2, 20);
     CHECK(memcmp(bsrc, bdst, IOV_MAX) == 0, "IOV_MAX round trip differs");
 
+    /* Empty segments before one above the kernel's per-call maximum (3 GiB to /dev/null,
+     * which reads none of it): the empty ones are stepped over, the big one is split. A
+     * run of only empty segments would move 0 bytes and be reissued forever. */
+    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    CHECK(devnull >= 0, "open /dev/null: %s", strerror(errno));
+    const uint64_t three_gib = 3ull << 30;
+    struct iovec empty_first[2] = { { bsrc, 0 }, { bsrc, three_gib } };
+    struct iovec empty_between[3] = { { bsrc, 4096 }, { bsrc, 0 }, { bsrc, three_gib } };
+    base = recs.w.count;
+    tu_recs_sub(h, &recs, "WRITEV [0, 3 GiB] to /dev/null", IOENG_OP_WRITEV, IOENG_PRIO_NORMAL,
+                devnull, empty_first, 2, 0, (int64_t)three_gib);
+    tu_recs_sub(h, &recs, "WRITEV [4096, 0, 3 GiB] to /dev/null", IOENG_OP_WRITEV,
+                IOENG_PRIO_NORMAL, devnull, empty_between, 3, 0, (int64_t)three_gib + 4096);
+    tu_waiter_wait(&recs.w, base + 2, 20);
+    close(devnull);
+
     /* Refused at submit, no callback. */
     struct {
         const char *what;
@@ -150,8 +167,8 @@ int main(void)
     CHECK(tu_counted == 0, "%d callbacks for refused requests", tu_counted);
     CHECK(tu_recs_report(&recs, be) == 0, "wrong results (listed above)");
     printf("test_vec [%s]: OK: WRITEV/READV round trips (ext4, O_DIRECT, tmpfs), pipe READV fed "
-           "in 7 pieces (%" PRIu64 " continuations), IOV_MAX accepted, 7 bad vectors refused, "
-           "iovec arrays untouched\n",
+           "in 7 pieces (%" PRIu64 " continuations), IOV_MAX accepted, empty segments before a "
+           "3 GiB one, 7 bad vectors refused, iovec arrays untouched\n",
            tu_backend_name(be), after.resubmits - before.resubmits);
     return 0;
 }

@@ -491,6 +491,8 @@ impl IoEvent {
             }
             Op::Readv | Op::Writev => self.vector_chunk(&mut chunk),
         }
+        // A kernel IO of 0 bytes reports no progress; only a 0-byte request may issue one.
+        debug_assert!(!req.op.transfers() || chunk.bytes > 0 || req.total == 0);
         chunk
     }
 
@@ -499,12 +501,19 @@ impl IoEvent {
     /// transfer) or one segment alone exceeds the maximum, a plain IO of that segment.
     fn vector_chunk(&self, chunk: &mut Chunk) {
         let count = self.request.len as usize;
-        let (base, first_len) = self.segment(self.seg);
+        let mut seg = self.seg;
         if self.seg_done == 0 {
+            // Empty segments move nothing: start at the first one that does, else a run
+            // of empty segments before one above the maximum would move 0 bytes, again
+            // and again. (`advance_cursor` steps over them as it moves the cursor.) Only
+            // an all-empty rest, i.e. a request of 0 bytes, keeps its last segment.
+            while seg + 1 < count && self.segment(seg).1 == 0 {
+                seg += 1;
+            }
             let mut n = 0;
             let mut bytes = 0u64;
-            while self.seg + n < count {
-                let (_, seg_len) = self.segment(self.seg + n);
+            while seg + n < count {
+                let (_, seg_len) = self.segment(seg + n);
                 if bytes + seg_len > MAX_KERNEL_IO {
                     break;
                 }
@@ -516,12 +525,13 @@ impl IoEvent {
                 chunk.buf = self
                     .request
                     .buf
-                    .wrapping_add(self.seg * size_of::<libc::iovec>());
+                    .wrapping_add(seg * size_of::<libc::iovec>());
                 chunk.len = n as u64;
                 chunk.bytes = bytes;
                 return;
             }
         }
+        let (base, first_len) = self.segment(seg);
         chunk.op = self.request.op.flat();
         chunk.buf = base.wrapping_add(self.seg_done as usize);
         chunk.len = (first_len - self.seg_done).min(MAX_KERNEL_IO);
@@ -1020,6 +1030,53 @@ mod tests {
             ev.settle((3 * g - MAX_KERNEL_IO) as i64),
             Outcome::Done(5 * g as i64)
         );
+    }
+
+    #[test]
+    fn empty_segments_before_one_above_the_maximum_are_stepped_over() {
+        let big = 3u64 << 30;
+        // Empty segments first, then one segment above the maximum.
+        let iovs = iov(&[(0x1000, 0), (0x1000, 0), (0x2000, big)]);
+        let mut ev = vector(Op::Writev, &iovs);
+        let c = ev.next_chunk();
+        assert_eq!(
+            (c.op, c.buf as usize, c.bytes),
+            (Op::Write, 0x2000, MAX_KERNEL_IO)
+        );
+        assert_eq!(ev.settle(MAX_KERNEL_IO as i64), Outcome::Resubmit);
+        let c = ev.next_chunk();
+        assert_eq!((c.op, c.bytes), (Op::Write, big - MAX_KERNEL_IO));
+        assert_eq!(
+            ev.settle((big - MAX_KERNEL_IO) as i64),
+            Outcome::Done(big as i64)
+        );
+        // The cursor comes to rest on an empty segment after a run.
+        let iovs = iov(&[(0x1000, 4096), (0x1000, 0), (0x2000, big), (0x3000, 0)]);
+        let mut ev = vector(Op::Readv, &iovs);
+        let c = ev.next_chunk();
+        assert_eq!((c.op, c.len, c.bytes), (Op::Readv, 2, 4096));
+        assert_eq!(ev.settle(4096), Outcome::Resubmit);
+        let c = ev.next_chunk();
+        assert_eq!(
+            (c.op, c.buf as usize, c.bytes),
+            (Op::Read, 0x2000, MAX_KERNEL_IO)
+        );
+        assert_eq!(ev.settle(MAX_KERNEL_IO as i64), Outcome::Resubmit);
+        let c = ev.next_chunk();
+        assert_eq!(
+            (c.op, c.bytes, c.offset),
+            (Op::Read, big - MAX_KERNEL_IO, 4096 + MAX_KERNEL_IO)
+        );
+        assert_eq!(
+            ev.settle((big - MAX_KERNEL_IO) as i64),
+            Outcome::Done((big + 4096) as i64)
+        );
+        // A request of only empty segments is one kernel IO of 0 bytes.
+        let iovs = iov(&[(0x1000, 0), (0x2000, 0)]);
+        let mut ev = vector(Op::Readv, &iovs);
+        let c = ev.next_chunk();
+        assert_eq!((c.op, c.len, c.bytes), (Op::Readv, 1, 0));
+        assert_eq!(ev.settle(0), Outcome::Done(0));
     }
 
     #[test]
