@@ -1,7 +1,8 @@
 /*
  * Per-request flags (ABI v1): DSYNC and SYNC writes (WRITE and WRITEV) complete with the
  * full length and the data is there; NOWAIT's -EAGAIN reaches the callback (a READ of an
- * empty pipe, blocking and O_NONBLOCK) instead of being retried; every invalid
+ * empty pipe, blocking and O_NONBLOCK) instead of being retried, and a NOWAIT buffered
+ * ext4 write gets -EAGAIN on both backends; every invalid
  * combination is refused at submit with -EINVAL and no callback.
  */
 #include <sys/uio.h>
@@ -73,6 +74,16 @@ int main(void)
               IOENG_REQ_NOWAIT, 3);
     tu_waiter_wait(&recs.w, 8, 30);
 
+    /* NOWAIT on a buffered ext4 write, which ext4 will not do without blocking: io_uring
+     * says -EAGAIN ("retry without NOWAIT"), and AIO must say the same, not the
+     * -EOPNOTSUPP the kernel's AIO path passes through. (4096, if a kernel learns to do
+     * it.) */
+    sub_flags(h, "WRITE NOWAIT ext4 buffered", tu_req(IOENG_OP_WRITE, 0, ext4, src, 4096, 0),
+              IOENG_REQ_NOWAIT, -EAGAIN);
+    tu_waiter_wait(&recs.w, 9, 30);
+    if (recs.r[8].res == 4096)
+        recs.r[8].want = 4096;
+
     /* Invalid combinations: -EINVAL at submit, no callback. */
     struct {
         const char *what;
@@ -100,8 +111,9 @@ int main(void)
     CHECK(tu_counted == 0, "%d callbacks for refused requests", tu_counted);
     CHECK(tu_recs_report(&recs, be) == 0, "wrong results (listed above)");
     printf("test_flags [%s]: OK: DSYNC/SYNC WRITE and WRITEV durable with full length, NOWAIT "
-           "O_DIRECT read %s, NOWAIT on empty pipes -> -EAGAIN delivered (0 retries), %zu invalid "
-           "combinations -> -EINVAL\n",
-           tu_backend_name(be), tu_errname(recs.r[4].res), sizeof bad / sizeof bad[0]);
+           "O_DIRECT read %s, NOWAIT on empty pipes -> -EAGAIN delivered (0 retries), NOWAIT "
+           "buffered ext4 write %s, %zu invalid combinations -> -EINVAL\n",
+           tu_backend_name(be), tu_errname(recs.r[4].res), tu_errname(recs.r[8].res),
+           sizeof bad / sizeof bad[0]);
     return 0;
 }

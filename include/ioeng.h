@@ -409,7 +409,10 @@ struct ioeng_stats {
 
 /**
  * RWF_NOWAIT: the kernel fails with -EAGAIN instead of blocking; that -EAGAIN reaches the
- * callback instead of being retried.
+ * callback instead of being retried. Also -EAGAIN, on both backends, for a write the
+ * filesystem will not do without blocking at all (a buffered ext4 write; the kernel's
+ * AIO path says -EOPNOTSUPP there, io_uring -EAGAIN). A file without NOWAIT support
+ * (e.g. tmpfs) gives -EOPNOTSUPP.
  */
 #define IOENG_REQ_NOWAIT (1 << 2)
 

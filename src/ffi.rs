@@ -58,7 +58,10 @@ pub const IOENG_REQ_DSYNC: IoengReqFlags = 1 << 0;
 /// RWF_SYNC: like DSYNC, and all metadata too (as after fsync).
 pub const IOENG_REQ_SYNC: IoengReqFlags = 1 << 1;
 /// RWF_NOWAIT: the kernel fails with -EAGAIN instead of blocking; that -EAGAIN reaches the
-/// callback instead of being retried.
+/// callback instead of being retried. Also -EAGAIN, on both backends, for a write the
+/// filesystem will not do without blocking at all (a buffered ext4 write; the kernel's
+/// AIO path says -EOPNOTSUPP there, io_uring -EAGAIN). A file without NOWAIT support
+/// (e.g. tmpfs) gives -EOPNOTSUPP.
 pub const IOENG_REQ_NOWAIT: IoengReqFlags = 1 << 2;
 /// Use the registered buffer `buf_index` (see ioeng_register_buffers()); `[buf, buf+len)`
 /// must lie inside it. READ/WRITE only.

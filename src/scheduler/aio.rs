@@ -241,7 +241,29 @@ impl Driver for AioDriver {
         self.ring.as_ref().map(CompletionRing::has_events)
     }
 
-    fn reap(&self, _ctx: &IoContext<AioSlot>, out: &mut Vec<(usize, i64)>, wait: bool) {
+    fn reap(&self, ctx: &IoContext<AioSlot>, out: &mut Vec<(usize, i64)>, wait: bool) {
+        let first = out.len();
+        self.take_completions(out, wait);
+        for (index, res) in &mut out[first..] {
+            if *res == -i64::from(libc::EOPNOTSUPP) {
+                // SAFETY: the reap role holds every index it just reaped.
+                let slot = unsafe { ctx.slot_mut(*index) };
+                if slot.event.as_ref().is_some_and(IoEvent::is_nowait_write) {
+                    // io_uring answers a NOWAIT write that the filesystem will not do
+                    // without blocking (ext4's buffered path says -EOPNOTSUPP) with
+                    // -EAGAIN, "retry without NOWAIT"; AIO passes -EOPNOTSUPP through.
+                    // A file with no NOWAIT support at all is refused at submit, with
+                    // -EOPNOTSUPP on both backends, and does not come this way.
+                    *res = -i64::from(libc::EAGAIN);
+                }
+            }
+        }
+    }
+}
+
+impl AioDriver {
+    /// Reap role: appends the completions there are; with `wait`, first waits for one.
+    fn take_completions(&self, out: &mut Vec<(usize, i64)>, wait: bool) {
         // Completions already in the ring are taken without a syscall (as libaio's
         // user-space reap does); only an empty ring waits in io_getevents.
         if let Some(ring) = self.ring.as_ref().filter(|_| self.reap_from_ring)

@@ -554,6 +554,12 @@ impl IoEvent {
         }
     }
 
+    /// A WRITE/WRITEV with `IOENG_REQ_NOWAIT`.
+    pub(crate) fn is_nowait_write(&self) -> bool {
+        let op = self.request.op;
+        op.transfers() && !op.reads() && self.request.flags.has(Flags::NOWAIT)
+    }
+
     /// The caller's tag (0 = none).
     pub fn tag(&self) -> u64 {
         self.request.tag
