@@ -1,8 +1,10 @@
 /*
  * (=) The same `res` on every kind of fd: for READ, WRITE and FSYNC on a regular file,
  * an O_DIRECT file, a pipe, a stream and a datagram socket, an eventfd, /dev/null, /dev/zero, /dev/full, an
- * inotify fd (a READ of one event and a bigger one: a short read is a message), /proc files, a directory and a loop block device (root only; otherwise
- * skipped with the reason printed), the callback's `res` on AIO and on io_uring equals
+ * inotify fd (a READ of one event and a bigger one: a short read is a message), /proc files,
+ * /dev/kmsg (one record per READ: a character device without a position hands out
+ * messages), a directory and a loop block device (root only; otherwise skipped with the
+ * reason printed; so is /dev/kmsg when it cannot be opened), the callback's `res` on AIO and on io_uring equals
  * what read(2)/write(2)/fsync(2) return on a freshly set up fd, and the bytes read are
  * the same. Each cell gets its own fresh fd (pipes, eventfds and inotify fds change as
  * they are read). The table is printed.
@@ -126,6 +128,15 @@ static int c_version(int op)
     return must(open("/proc/version", O_RDONLY | O_CLOEXEC), "/proc/version");
 }
 
+/* The kernel log, read-only: a fresh reader starts at the oldest record, and a READ
+ * gets one record (a message: its short read must not be continued). */
+static char kmsg_skip[128];   /* "" when /dev/kmsg can be read */
+static int c_kmsg(int op)
+{
+    (void)op;
+    return must(open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC), "/dev/kmsg");
+}
+
 static int c_dir(int op)
 {
     (void)op;
@@ -158,6 +169,7 @@ static const fdkind_t kinds[] = {
     { "inotify fd, big READ", c_inotify, { LEN, 8 } },
     { "/proc/self/pagemap", c_pagemap, { 8, 8 } },
     { "/proc/version", c_version, { LEN, 8 } },
+    { "/dev/kmsg", c_kmsg, { LEN, 8 } },
     { "directory", c_dir, { 16, 16 } },
     { "loop block device", c_loop, { LEN, LEN } },
 };
@@ -240,6 +252,11 @@ int main(void)
     snprintf(dirpath, sizeof dirpath, "%s/ioeng-sameres-XXXXXX", tu_dir_for(TU_EXT4));
     CHECK(mkdtemp(dirpath), "mkdtemp: %s", strerror(errno));
     setup_loop();
+    int kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (kmsg < 0)
+        snprintf(kmsg_skip, sizeof kmsg_skip, "open /dev/kmsg: %s", strerror(errno));
+    else
+        close(kmsg);
 
     ioeng_t *eng[NMETHODS] = { NULL, NULL, NULL };
     eng[AIO] = tu_open(IOENG_BACKEND_AIO, 8, 0, 0, 0);
@@ -266,6 +283,10 @@ int main(void)
         const fdkind_t *kind = &kinds[k];
         if (kind->open == c_loop && !loopdev[0]) {
             printf("%-22s  SKIPPED: %s\n", kind->name, loop_skip);
+            continue;
+        }
+        if (kind->open == c_kmsg && kmsg_skip[0]) {
+            printf("%-22s  SKIPPED: %s\n", kind->name, kmsg_skip);
             continue;
         }
         for (int o = 0; o < 3; o++) {

@@ -275,7 +275,9 @@ struct ioeng_req {
  * (when nothing was moved) or the bytes moved before the kernel would have blocked.
  * READ at end of file: for a stream, when the peer shut down or the writer closed. On
  * message-oriented fds (datagram/seqpacket sockets, inotify, eventfd, signalfd,
- * timerfd) a READ is one read(2): a short result is a whole message, returned as it is.
+ * timerfd, and character devices without a position other than ttys: /dev/fuse,
+ * /dev/kmsg, tun, input events) a READ or WRITE is one read(2)/write(2): a short result
+ * is a whole message, returned as it is.
  * Streams (pipes, sockets, ttys): bytes already moved cannot be moved back, so when a
  * READ or WRITE fails after moving some bytes, `res` is the count moved (as read(2)/
  * write(2) report it: a WRITE to a pipe whose reader took 64 KiB and closed → 65536,

@@ -4,13 +4,16 @@
 /// How a file treats positions and short transfers (see `kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FdKind {
-    /// Has a position (regular file, block device, most character devices).
+    /// Has a position (regular file, block device, a character device that can tell
+    /// its position: /dev/null, /dev/zero, memory and flash devices).
     File,
     /// A byte stream without a position: pipe, FIFO, stream socket, tty.
     Stream,
-    /// One message per read without a position: datagram and seqpacket sockets, and
-    /// anonymous-inode fds (inotify, eventfd, signalfd, timerfd, ...). A short transfer
-    /// there is a message boundary, which read(2) reports as it is.
+    /// One message per read without a position: datagram and seqpacket sockets,
+    /// anonymous-inode fds (inotify, eventfd, signalfd, timerfd, ...), and character
+    /// devices without a position other than ttys (/dev/fuse, /dev/kmsg, tun, input
+    /// events). A short transfer there is a message boundary, which read(2) reports as
+    /// it is; continuing it would wait for the next message and glue the two together.
     Message,
 }
 
@@ -52,11 +55,17 @@ pub(crate) fn kind(fd: i32) -> FdKind {
         }
         _ => {
             // SAFETY: lseek on any integer is harmless; SEEK_CUR with 0 moves nothing.
-            let rc = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
-            if rc < 0 && super::last_errno() == libc::ESPIPE {
+            if unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) } >= 0 {
+                return FdKind::File;
+            }
+            // No position (ESPIPE, or EINVAL from /dev/kmsg, which seeks only by
+            // record): a terminal is a byte stream, every other such device hands out
+            // whole records.
+            // SAFETY: isatty only queries the fd (TCGETS).
+            if unsafe { libc::isatty(fd) } == 1 {
                 FdKind::Stream
             } else {
-                FdKind::File
+                FdKind::Message
             }
         }
     }
