@@ -108,10 +108,12 @@ pub(crate) fn poll<D: Driver>(
     // From here on completions signal the fd again; the check below sees any that came
     // while it was quiet.
     drop(quiet_guard);
-    // Leave the event fd readable exactly when work for a poll remains.
-    if ctx.rearm_event(must_drain(held, &mut fd_count), || {
-        driver.completions_ready().unwrap_or(false)
-    }) {
+    // Leave the event fd readable exactly when work for a poll remains. A poll that ran
+    // no callback also drains a count that no flag accounts for: the kernel may signal a
+    // completion's eventfd after the poll that reaped it, and a level-triggered loop
+    // would otherwise spin on the fd until new work came.
+    let drain = must_drain(held, &mut fd_count) | (ran() == 0);
+    if ctx.rearm_event(drain, || driver.completions_ready().unwrap_or(false)) {
         ctx.signal_event();
     }
     result
