@@ -456,14 +456,16 @@ impl<S: Slot> IoContext<S> {
         if earlier_deadline {
             // A submitter waiting for a slot must re-arm its timer.
             let _ = self.control_tx.try_send(());
-            if self.event.is_none() {
-                // So must one asleep in `park`, also when this push comes from the
-                // completer's callbacks, which wake nobody (see `notify_submit_work`):
-                // the completer's own submit step expires nothing later on.
-                self.wake_submitter();
-            }
         }
-        self.notify_submit_work();
+        if earlier_deadline && self.event.is_none() {
+            // So must one asleep in `park`, also when this push comes from the
+            // completer's callbacks, which otherwise wake nobody (see
+            // `notify_submit_work`): the completer's own submit step expires nothing
+            // later on.
+            self.wake_submitter();
+        } else {
+            self.notify_submit_work();
+        }
         Ok(accepted)
     }
 
