@@ -1038,45 +1038,46 @@ mod tests {
         );
     }
 
+    /// Expects the next two IOs of `ev` to move its segment at `buf` of `len` bytes (above
+    /// the maximum) at file offset `offset`: a plain IO of the maximum, then one of the
+    /// rest, after which the request finishes with `total`.
+    fn expect_big_segment(ev: &mut IoEvent, buf: usize, offset: u64, len: u64, total: u64) {
+        let op = ev.request.op.flat();
+        let c = ev.next_chunk();
+        assert_eq!(
+            (c.op, c.buf as usize, c.bytes, c.offset),
+            (op, buf, MAX_KERNEL_IO, offset)
+        );
+        assert_eq!(ev.settle(MAX_KERNEL_IO as i64), Outcome::Resubmit);
+        let c = ev.next_chunk();
+        assert_eq!(
+            (c.op, c.buf as usize, c.bytes, c.offset),
+            (
+                op,
+                buf + MAX_KERNEL_IO as usize,
+                len - MAX_KERNEL_IO,
+                offset + MAX_KERNEL_IO
+            )
+        );
+        assert_eq!(
+            ev.settle((len - MAX_KERNEL_IO) as i64),
+            Outcome::Done(total as i64)
+        );
+    }
+
     #[test]
     fn empty_segments_before_one_above_the_maximum_are_stepped_over() {
         let big = 3u64 << 30;
         // Empty segments first, then one segment above the maximum.
         let iovs = iov(&[(0x1000, 0), (0x1000, 0), (0x2000, big)]);
-        let mut ev = vector(Op::Writev, &iovs);
-        let c = ev.next_chunk();
-        assert_eq!(
-            (c.op, c.buf as usize, c.bytes),
-            (Op::Write, 0x2000, MAX_KERNEL_IO)
-        );
-        assert_eq!(ev.settle(MAX_KERNEL_IO as i64), Outcome::Resubmit);
-        let c = ev.next_chunk();
-        assert_eq!((c.op, c.bytes), (Op::Write, big - MAX_KERNEL_IO));
-        assert_eq!(
-            ev.settle((big - MAX_KERNEL_IO) as i64),
-            Outcome::Done(big as i64)
-        );
+        expect_big_segment(&mut vector(Op::Writev, &iovs), 0x2000, 0, big, big);
         // The cursor comes to rest on an empty segment after a run.
         let iovs = iov(&[(0x1000, 4096), (0x1000, 0), (0x2000, big), (0x3000, 0)]);
         let mut ev = vector(Op::Readv, &iovs);
         let c = ev.next_chunk();
         assert_eq!((c.op, c.len, c.bytes), (Op::Readv, 2, 4096));
         assert_eq!(ev.settle(4096), Outcome::Resubmit);
-        let c = ev.next_chunk();
-        assert_eq!(
-            (c.op, c.buf as usize, c.bytes),
-            (Op::Read, 0x2000, MAX_KERNEL_IO)
-        );
-        assert_eq!(ev.settle(MAX_KERNEL_IO as i64), Outcome::Resubmit);
-        let c = ev.next_chunk();
-        assert_eq!(
-            (c.op, c.bytes, c.offset),
-            (Op::Read, big - MAX_KERNEL_IO, 4096 + MAX_KERNEL_IO)
-        );
-        assert_eq!(
-            ev.settle((big - MAX_KERNEL_IO) as i64),
-            Outcome::Done((big + 4096) as i64)
-        );
+        expect_big_segment(&mut ev, 0x2000, 4096, big, big + 4096);
         // A request of only empty segments is one kernel IO of 0 bytes.
         let iovs = iov(&[(0x1000, 0), (0x2000, 0)]);
         let mut ev = vector(Op::Readv, &iovs);
