@@ -10,7 +10,9 @@
  *     submit from another thread ends an unlimited wait.
  *  4. One poller: a second ioeng_poll (and ioeng_close) while one polls -> -EBUSY.
  *  5. The event fd is readable after a submit and after a completion, and not after a
- *     poll that left nothing to do, also when it held a count no work accounts for.
+ *     poll that left nothing to do, also when it held a count no work accounts for; it
+ *     stays readable across polls that each leave a completion ready (callbacks
+ *     resubmitting), also after a poll that slept before its callback ran.
  *  6. Callbacks run on the polling thread and may submit (the follow-up completes in the
  *     same poll); from a callback ioeng_poll -> -EBUSY and ioeng_close -> -EDEADLK.
  *  7. ioeng_close drains on the calling thread: every callback ran there before it returned.
@@ -486,6 +488,76 @@ static void check_event_fd(int fd, char *buf)
     CHECK_EQ(ioeng_close(h), 0, "close");
 }
 
+/* A chain of 16-byte pipe reads: each callback submits the next until `left` is 0. */
+typedef struct {
+    ioeng_t *h;
+    int rfd;
+    int left;
+    atomic_int done;
+    char buf[16];
+} chain_t;
+
+static void chain_cb(void *ctx, int64_t res)
+{
+    chain_t *c = ctx;
+    CHECK_EQ(res, 16, "chained pipe read res");
+    atomic_fetch_add(&c->done, 1);
+    if (c->left > 0) {
+        c->left--;
+        ioeng_req_t r = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, c->rfd, c->buf, 16, 0);
+        int rc = ioeng_submit(c->h, &r, chain_cb, c);
+        CHECK(rc == 0, "follow-up ioeng_submit = %s", tu_errname(rc));
+    }
+}
+
+static void *write_pipe_later(void *arg)
+{
+    usleep(100 * 1000);
+    CHECK(write(*(int *)arg, "0123456789abcdef0123456789abcdef", 32) == 32, "write pipe");
+    return NULL;
+}
+
+/* A poll that returns with a completion ready leaves the fd readable; the next such poll
+ * may rely on that count instead of writing again, but only while no poll drained it. */
+static void check_event_fd_left_readable(void)
+{
+    ioeng_t *h = open_polled(8, 0);
+    int efd = ioeng_event_fd(h);
+    int p[2];
+    CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
+    chain_t c = {.h = h, .rfd = p[0], .left = 4};
+
+    /* Data waits in the pipe: every follow-up completes inside the poll that submits it,
+     * and that poll returns (min_complete 1) with its completion ready. */
+    CHECK(write(p[1], "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", 80) == 80,
+          "fill pipe");
+    ioeng_req_t r = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, p[0], c.buf, 16, 0);
+    CHECK_EQ(ioeng_submit(h, &r, chain_cb, &c), 0, "first chained read");
+    for (int i = 1; i <= 4; i++) {
+        CHECK_EQ(ioeng_poll(h, 1, 5000000000), 1, "poll %d: one callback", i);
+        CHECK_EQ(atomic_load(&c.done), i, "callbacks after poll %d", i);
+        CHECK(readable(efd, 0), "event fd not readable after poll %d left a completion ready", i);
+    }
+    CHECK_EQ(ioeng_poll(h, 1, 5000000000), 1, "the last chained read");
+    CHECK(!readable(efd, 0), "event fd readable after the chain ended");
+
+    /* The first read waits for data, so the poll drains the fd and sleeps; its callback
+     * then submits a read whose completion is ready when the poll returns. */
+    c.left = 1;
+    CHECK_EQ(ioeng_submit(h, &r, chain_cb, &c), 0, "read of the empty pipe");
+    pthread_t writer;
+    CHECK(pthread_create(&writer, NULL, write_pipe_later, &p[1]) == 0, "pthread_create");
+    CHECK_EQ(ioeng_poll(h, 1, 5000000000), 1, "woken by the pipe read's completion");
+    CHECK(readable(efd, 0), "event fd not readable after a poll that slept left a completion ready");
+    CHECK_EQ(ioeng_poll(h, 1, 5000000000), 1, "the follow-up read");
+    CHECK(!readable(efd, 0), "event fd readable after the follow-up");
+    pthread_join(writer, NULL);
+    CHECK_EQ(atomic_load(&c.done), 7, "callbacks of the two chains");
+    CHECK_EQ(ioeng_close(h), 0, "close");
+    close(p[0]);
+    close(p[1]);
+}
+
 /* ---- 6. callbacks on the polling thread, submitting -------------------------- */
 
 static ioeng_t *g_h;
@@ -711,12 +783,13 @@ int main(void)
     check_wake_with_io_in_flight(fd, buf);
     check_wake_armed_by_another_thread(fd, buf);
     check_event_fd(fd, buf);
+    check_event_fd_left_readable();
     check_callbacks_on_poller(fd, buf);
     check_same_as_threads(fd, buf);
     check_pinning_and_idle(fd, buf);
     printf("test_poll [%s]: OK: poll -EINVAL in THREADS, bad mode/CPU -EINVAL; min_complete; 200 ms timeout "
            "without spinning; woken by another thread's submit; second poller/close -EBUSY; event fd on "
-           "submit and completion; callbacks on the poller, submitting, nested poll -EBUSY, close -EDEADLK; "
+           "submit and completion, kept across polls leaving work; callbacks on the poller, submitting, nested poll -EBUSY, close -EDEADLK; "
            "close drains on the caller; same order+res as THREADS; CPU pinning; idle CPU < 1%%\n",
            tu_backend_name(g_be));
     free(buf);

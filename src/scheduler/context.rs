@@ -7,13 +7,14 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::common::{Budget, Counters, Queues};
+use super::locks::lock;
 use super::tasks::{IoEvent, Outcome};
 use crate::error::Error;
 use crate::sys::{EventFd, monotonic_ns};
@@ -230,12 +231,6 @@ pub struct Stats {
     pub timed_out: u64,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock only means a panic elsewhere; the protected data stays consistent
-    // because no code panics while holding these locks.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl<S: Slot> IoContext<S> {
     pub(crate) fn new(depth: usize, batch: usize, queue_capacity: usize, paused: bool) -> Self {
         debug_assert!(depth > 0 && batch > 0 && batch <= depth);
@@ -376,6 +371,12 @@ impl<S: Slot> IoContext<S> {
         }
         self.signalled.store(false, Ordering::SeqCst);
         fence(Ordering::SeqCst);
+        self.has_work_for_poll(ready)
+    }
+
+    /// POLLED mode: whether a poll would find work now (`ready` covers what the driver
+    /// can see), without touching the event fd.
+    pub(crate) fn has_work_for_poll(&self, ready: impl FnOnce() -> bool) -> bool {
         ready() || self.has_submit_work_now()
     }
 

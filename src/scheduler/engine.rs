@@ -5,14 +5,15 @@
 use std::cell::Cell;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::context::{Driver, IoContext, Stats};
+use super::locks::{lock, try_lock};
 use super::polled::{self, PollError};
 use super::tasks::{Callback, IoEvent, IoRequest};
-use super::worker::{PollPolicy, SubmitRole, run_completer, run_submitter, try_lock};
+use super::worker::{PollPolicy, SubmitRole, run_completer, run_submitter};
 use super::{Config, Mode};
 use crate::error::Error;
 use crate::sys;
@@ -136,7 +137,7 @@ impl<D: Driver> Engine<D> {
                 .err()
                 .map(|errno| Error::Kernel { call, errno })
         });
-        *self.threads.lock().unwrap_or_else(PoisonError::into_inner) = Some((submitter, completer));
+        *lock(&self.threads) = Some((submitter, completer));
         if let Some(err) = refused {
             shared.ctx.begin_close();
             self.finish_close();
@@ -225,11 +226,7 @@ impl<D: Driver> Engine<D> {
     pub(crate) fn finish_close(&self) {
         match self.mode {
             Mode::Threads => {
-                let threads = self
-                    .threads
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
+                let threads = lock(&self.threads).take();
                 if let Some((submitter, completer)) = threads {
                     // A worker panic is a libioeng bug; it has already been reported on
                     // stderr (and the process aborted): nothing to recover here.
@@ -251,11 +248,7 @@ impl<D: Driver> Engine<D> {
     /// are left to the parent (the drivers' Drop skip them in a child).
     pub(crate) fn abandon_in_forked_child(self) {
         self.finished.store(true, Ordering::Relaxed);
-        let threads = self
-            .threads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let threads = lock(&self.threads).take();
         let Some(threads) = threads else {
             // POLLED: no thread holds a reference; dropping frees the copy.
             return;

@@ -7,6 +7,7 @@ pub mod aio;
 pub(crate) mod common;
 pub(crate) mod context;
 pub(crate) mod engine;
+pub(crate) mod locks;
 pub(crate) mod polled;
 pub mod tasks;
 pub mod uring;

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::context::{Driver, IoContext, Slot};
 use super::engine::Shared;
-use super::worker::{SubmitRole, reap_step, submit_ready, try_lock};
+use super::locks::try_lock;
+use super::worker::{SubmitRole, reap_step, submit_ready};
 use crate::error::Error;
 
 /// Why a poll could not run.
@@ -72,9 +73,8 @@ pub(crate) fn poll<D: Driver>(
         if deadline.is_some_and(|at| at <= now) {
             break Ok(ran());
         }
-        if ctx.rearm_event(must_drain(held, &mut fd_count), || {
-            driver.completions_ready().unwrap_or(false)
-        }) {
+        let drain = must_drain(held, &mut fd_count);
+        if held.rearm_event(ctx, drain, || driver.completions_ready().unwrap_or(false)) {
             ctx.poller_running();
             continue;
         }
@@ -108,13 +108,21 @@ pub(crate) fn poll<D: Driver>(
     // From here on completions signal the fd again; the check below sees any that came
     // while it was quiet.
     drop(quiet_guard);
+    let ready = || driver.completions_ready().unwrap_or(false);
+    // Under load a poll returns with completions ready nearly every time: the fd that
+    // the last such poll wrote still says so, and `signalled` (set by `poller_running`)
+    // keeps submitters from writing it again. A later poll drains it before it sleeps.
+    if held.left_readable && ctx.has_work_for_poll(ready) {
+        return result;
+    }
     // Leave the event fd readable exactly when work for a poll remains. A poll that ran
     // no callback also drains a count that no flag accounts for: the kernel may signal a
     // completion's eventfd after the poll that reaped it, and a level-triggered loop
     // would otherwise spin on the fd until new work came.
     let drain = must_drain(held, &mut fd_count) | (ran() == 0);
-    if ctx.rearm_event(drain, || driver.completions_ready().unwrap_or(false)) {
+    if held.rearm_event(ctx, drain, ready) {
         ctx.signal_event();
+        held.left_readable = true;
     }
     result
 }
@@ -149,6 +157,19 @@ impl SubmitRole {
     /// Whether the event fd may hold a count: after completions were taken, a sleep on
     /// the fd, or a submitting thread's signal since the last drain. Records the drain it
     /// allows.
+    /// `IoContext::rearm_event` by the poller, which records a drain.
+    fn rearm_event<S: Slot>(
+        &mut self,
+        ctx: &IoContext<S>,
+        drain: bool,
+        ready: impl FnOnce() -> bool,
+    ) -> bool {
+        if drain {
+            self.left_readable = false;
+        }
+        ctx.rearm_event(drain, ready)
+    }
+
     fn must_drain<S: Slot>(&mut self, ctx: &IoContext<S>) -> bool {
         let epoch = ctx.reap_epoch();
         let must = ctx.take_written() | (self.drained_at != Some(epoch));

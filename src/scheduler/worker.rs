@@ -4,12 +4,12 @@
 //! thread). POLLED mode (`super::polled`) drives the same steps from `ioeng_poll`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use super::common::SubmitRound;
 use super::context::{Driver, IoContext};
 use super::engine::Shared;
+use super::locks::{lock, try_lock};
 use super::{Config, IdlePoll};
 use crate::sys;
 
@@ -116,6 +116,11 @@ pub(crate) struct SubmitRole {
     /// slept on the fd since; unchanged, nothing signalled the fd and the next drain can
     /// be skipped (one read syscall less per wait at low queue depth).
     pub(crate) drained_at: Option<u64>,
+    /// POLLED: a poll returned with work left and wrote the event fd, and no poll has
+    /// drained it since. Only pollers drain the fd (callers must not read it) and the
+    /// kernel only adds to it, so it surely holds a count: a poll that again returns with
+    /// work left can leave it as it is (two syscalls less per poll under load).
+    pub(crate) left_readable: bool,
 }
 
 impl SubmitRole {
@@ -124,24 +129,8 @@ impl SubmitRole {
             round: SubmitRound::new(batch),
             reaped: Vec::with_capacity(depth),
             drained_at: None,
+            left_readable: false,
         }
-    }
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock only means a panic elsewhere (which aborts the process on engine
-    // threads); the round's state stays consistent between steps.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// `Mutex::try_lock` that, like `lock`, takes a poisoned lock: `None` only while another
-/// thread holds it. A poll that panicked (the FFI turns that into -EIO) must not leave
-/// the engine answering -EBUSY to every later poll and to close.
-pub(crate) fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
-    match mutex.try_lock() {
-        Ok(guard) => Some(guard),
-        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-        Err(TryLockError::WouldBlock) => None,
     }
 }
 
@@ -327,25 +316,6 @@ mod tests {
             max,
             polling: AtomicBool::new(false),
         }
-    }
-
-    #[test]
-    fn try_lock_takes_a_poisoned_lock_but_not_a_held_one() {
-        let role = Mutex::new(0);
-        let _ = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let _held = role.lock().unwrap();
-                    panic!("a poll panicked while holding the submit role");
-                })
-                .join()
-        });
-        assert!(role.is_poisoned());
-        let held = try_lock(&role).expect("a poisoned role is free to take");
-        std::thread::scope(|scope| {
-            scope.spawn(|| assert!(try_lock(&role).is_none(), "held by this thread"));
-        });
-        drop(held);
     }
 
     #[test]
