@@ -864,7 +864,7 @@ pub unsafe extern "C" fn ioeng_poll(h: *mut Ioeng, min_complete: u32, timeout_ns
 /// kernel signals it for each completion (io_uring IORING_REGISTER_EVENTFD, AIO
 /// IOCB_FLAG_RESFD; on io_uring only while no thread is inside ioeng_poll(), which
 /// sees completions itself); ioeng_submit() from any thread signals it; ioeng_poll()
-/// resets it and leaves it readable only when work remains. It may be readable with nothing to do
+/// leaves it readable only when work remains. It may be readable with nothing to do
 /// (a spurious wake-up: ioeng_poll then returns 0). It does not fire for a delayed retry
 /// of -EAGAIN, nor for a queued request's deadline: those are handled in the next poll,
 /// so a loop that waits only on this fd should also wake now and then (see

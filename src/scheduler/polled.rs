@@ -154,9 +154,6 @@ impl<D: Driver> Drop for QuietEventFd<'_, D> {
 }
 
 impl SubmitRole {
-    /// Whether the event fd may hold a count: after completions were taken, a sleep on
-    /// the fd, or a submitting thread's signal since the last drain. Records the drain it
-    /// allows.
     /// `IoContext::rearm_event` by the poller, which records a drain.
     fn rearm_event<S: Slot>(
         &mut self,
@@ -170,6 +167,9 @@ impl SubmitRole {
         ctx.rearm_event(drain, ready)
     }
 
+    /// Whether the event fd may hold a count: after completions were taken, a sleep on
+    /// the fd, or a submitting thread's signal since the last drain. Records the drain it
+    /// allows.
     fn must_drain<S: Slot>(&mut self, ctx: &IoContext<S>) -> bool {
         let epoch = ctx.reap_epoch();
         let must = ctx.take_written() | (self.drained_at != Some(epoch));
