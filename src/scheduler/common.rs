@@ -18,11 +18,20 @@ pub(crate) struct Queues<T> {
     high: VecDeque<T>,
     read: VecDeque<T>,
     write: VecDeque<T>,
-    /// Rounds so far in which READ/WRITE had room. Even: READ goes first, odd: WRITE.
-    /// Rounds that HIGH filled alone do not count: otherwise HIGH traffic in step with
-    /// the parity (e.g. one HIGH per completion at depth 1) would always consume the
-    /// READ-first rounds and starve READ.
-    round: u64,
+    /// How far READ is ahead of WRITE in dispatches while both are backlogged: the class
+    /// behind goes first. A class cannot bank credit while it is not backlogged: the
+    /// count restarts at 0 when a round starts with one queue empty, and a class whose
+    /// queue a round emptied keeps no credit. With rounds of equal room this is DESIGN
+    /// §2's alternation (a READ-first round puts READ ahead by `room`, the WRITE-first
+    /// round after it evens the count); unlike a round parity alone it also halves the
+    /// dispatches when the room varies from round to round (`depth` not a multiple of
+    /// `batch`: full rounds and a short one per refill, where a parity hands one class
+    /// every full round). Its magnitude stays within the largest room.
+    read_lead: i64,
+    /// Who goes first on a tie: flips every round in which READ/WRITE had room (rounds
+    /// HIGH fills alone do not count: HIGH traffic in step with the rounds would otherwise
+    /// always take the READ-first ones).
+    read_first_on_tie: bool,
 }
 
 impl<T> Default for Queues<T> {
@@ -31,7 +40,8 @@ impl<T> Default for Queues<T> {
             high: VecDeque::new(),
             read: VecDeque::new(),
             write: VecDeque::new(),
-            round: 0,
+            read_lead: 0,
+            read_first_on_tie: true,
         }
     }
 }
@@ -78,23 +88,45 @@ impl<T> Queues<T> {
     }
 
     /// One dispatch round of DESIGN §2: HIGH first until empty or `room` is reached, then
-    /// READ and WRITE drained greedily in this round's order. Hands each chosen item to
-    /// `take` in dispatch order and returns how many it took.
+    /// READ and WRITE drained greedily, the one behind first (see `read_lead`). Hands each
+    /// chosen item to `take` in dispatch order and returns how many it took.
     pub(crate) fn take_round(&mut self, room: usize, mut take: impl FnMut(T)) -> usize {
         let mut taken = drain_into(&mut self.high, room, &mut take);
         if taken == room {
             return taken;
         }
-        let read_first = self.round.is_multiple_of(2);
-        self.round += 1;
-        let (first, second) = if read_first {
-            (&mut self.read, &mut self.write)
+        let tie_read = self.read_first_on_tie;
+        self.read_first_on_tie = !tie_read;
+        if self.read.is_empty() || self.write.is_empty() {
+            // No contest: whichever has requests takes the room, and nobody is behind.
+            self.read_lead = 0;
+            taken += drain_into(&mut self.read, room - taken, &mut take);
+            return taken + drain_into(&mut self.write, room - taken, &mut take);
+        }
+        let read_first = self.read_lead < 0 || (self.read_lead == 0 && tie_read);
+        let (reads, writes) = if read_first {
+            let reads = drain_into(&mut self.read, room - taken, &mut take);
+            (
+                reads,
+                drain_into(&mut self.write, room - taken - reads, &mut take),
+            )
         } else {
-            (&mut self.write, &mut self.read)
+            let writes = drain_into(&mut self.write, room - taken, &mut take);
+            (
+                drain_into(&mut self.read, room - taken - writes, &mut take),
+                writes,
+            )
         };
-        taken += drain_into(first, room - taken, &mut take);
-        taken += drain_into(second, room - taken, &mut take);
-        taken
+        debug_assert!(reads + writes <= room && room <= i64::MAX as usize);
+        self.read_lead += reads as i64 - writes as i64;
+        // A class that got all it asked for was not backlogged: it keeps no credit.
+        if self.read.is_empty() {
+            self.read_lead = self.read_lead.max(0);
+        }
+        if self.write.is_empty() {
+            self.read_lead = self.read_lead.min(0);
+        }
+        taken + reads + writes
     }
 }
 
@@ -410,9 +442,10 @@ mod tests {
     fn read_and_write_alternate_which_goes_first() {
         let mut q = queues_with(&[(Read, "r0"), (Read, "r1"), (Write, "w0"), (Write, "w1")]);
         assert_eq!(round(&mut q, 3), ["r0", "r1", "w0"]);
-        let mut q2 = queues_with(&[(Read, "r0"), (Read, "r1"), (Write, "w0"), (Write, "w1")]);
-        q2.round = 1;
-        assert_eq!(round(&mut q2, 3), ["w0", "w1", "r0"]);
+        // READ is now ahead by one: WRITE goes first.
+        q.push(Read, "r2");
+        q.push(Write, "w2");
+        assert_eq!(round(&mut q, 3), ["w1", "w2", "r2"]);
     }
 
     #[test]
@@ -444,6 +477,68 @@ mod tests {
             }
         }
         assert_eq!((reads, writes), (2000, 2000));
+    }
+
+    /// Dispatches of READ and WRITE, both saturated, over `rounds` rounds whose room
+    /// cycles through `rooms` (a refill of `depth = m * batch + r` slots: m full rounds and
+    /// one of r).
+    fn shares(rooms: &[usize], rounds: usize) -> (usize, usize) {
+        let mut q = Queues::default();
+        for _ in 0..rounds * 16 {
+            q.push(Read, "r");
+            q.push(Write, "w");
+        }
+        let (mut reads, mut writes) = (0, 0);
+        for &room in rooms.iter().cycle().take(rounds) {
+            for item in round(&mut q, room) {
+                if item == "r" {
+                    reads += 1;
+                } else {
+                    writes += 1;
+                }
+            }
+        }
+        (reads, writes)
+    }
+
+    #[test]
+    fn saturated_read_and_write_share_dispatches_equally_when_the_room_varies() {
+        // depth 17, batch 16: a round parity gave READ 16 of every 17 dispatches.
+        let (reads, writes) = shares(&[16, 1], 1000);
+        assert!(reads.abs_diff(writes) <= 16, "{reads} vs {writes}");
+        // depth 3, batch 2: a parity gave 2:1.
+        let (reads, writes) = shares(&[2, 1], 999);
+        assert!(reads.abs_diff(writes) <= 2, "{reads} vs {writes}");
+        for rooms in [&[4, 4, 3][..], &[5, 2, 7, 1], &[8]] {
+            let (reads, writes) = shares(rooms, 1000);
+            assert!(
+                reads.abs_diff(writes) <= 8,
+                "{rooms:?}: {reads} vs {writes}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_class_that_empties_builds_no_credit() {
+        // READ gets one request per round while WRITE is backlogged: it is served every
+        // other round (WRITE-first rounds fill the room), and that small share must not
+        // become a debt WRITE pays once READ is backlogged too.
+        let mut q = Queues::default();
+        for _ in 0..1000 {
+            q.push(Write, "w");
+        }
+        let mut order = String::new();
+        for _ in 0..10 {
+            q.push(Read, "r");
+            order.extend(round(&mut q, 4));
+        }
+        // As with a round parity: READ's waiting request goes first in READ-first rounds.
+        assert_eq!(order, "rwwwwwww".to_owned() + &"rrwwwwww".repeat(4));
+        for _ in 0..100 {
+            q.push(Read, "r");
+        }
+        let next: String = (0..8).flat_map(|_| round(&mut q, 4)).collect();
+        assert_eq!(next.matches('r').count(), 16, "{next}");
     }
 
     #[test]
