@@ -1,11 +1,15 @@
 /*
  * (f) fork(): an engine belongs to the process that opened it (DESIGN §5.9). In a
  * forked child every call on an inherited handle returns -ESRCH and runs no callback;
- * ioeng_close there frees the child's copy and returns 0, printing nothing and leaving
- * the parent's threads and kernel objects alone: afterwards the parent's engines
+ * ioeng_close there releases the child's copy and returns 0, printing nothing and leaving
+ * the parent's threads and kernel objects alone (also when the parent's engine is busy
+ * at the fork: 100 children must each close within 5 s and close the copy's fds):
+ * afterwards the parent's engines
  * (one busy with a pending read, one paused with queued requests) work and close
  * normally. The child can open and use an engine of its own.
  */
+#include <dirent.h>
+#include <stdatomic.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 
@@ -43,6 +47,7 @@ static void child(ioeng_backend_t be, ioeng_t *busy, ioeng_t *paused, int zero)
     CHECK_EQ(ioeng_stats(busy, &st), -ESRCH, "stats in the child");
     ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, zero, buf, 4, 0);
     CHECK_EQ(ioeng_submit_batch(busy, &q, 1, on_done, NULL), -ESRCH, "submit_batch in the child");
+    CHECK_EQ(ioeng_submit_batch(busy, &q, 0, on_done, NULL), -ESRCH, "empty submit_batch in the child");
     CHECK_EQ(ioeng_cancel(busy, 7), -ESRCH, "cancel in the child");
     struct iovec iov = { buf, sizeof buf };
     CHECK_EQ(ioeng_register_buffers(paused, &iov, 1), -ESRCH, "register_buffers in the child");
@@ -59,6 +64,83 @@ static void child(ioeng_backend_t be, ioeng_t *busy, ioeng_t *paused, int zero)
     CHECK_EQ(r, 16, "READ on the child's own engine");
     tu_close(mine);
     _exit(0);
+}
+
+/* ---- children of a busy process ---------------------------------------------- */
+/* At the fork the parent's engine threads (or poller) may hold the engine's locks; the
+ * child's close must not wait for them, and it closes the child's copies of the
+ * engine's fds (an io_uring ring at least). */
+static ioeng_t *churn_h;
+static int churn_zero;
+static atomic_int churn_stop;
+static char churn_buf[16][512];
+
+static void churn_cb(void *ctx, int64_t res)
+{
+    CHECK_EQ(res, 512, "churn read");
+    if (atomic_load(&churn_stop)) {
+        tu_waiter_add(&w, 1);
+        return;
+    }
+    ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, churn_zero, ctx, 512, 0);
+    q.tag = 1;
+    CHECK_EQ(ioeng_submit(churn_h, &q, churn_cb, ctx), 0, "churn resubmit");
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    CHECK(d != NULL, "opendir /proc/self/fd");
+    int n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+static void close_in_children_of_a_busy_process(ioeng_backend_t be, int zero)
+{
+    churn_zero = zero;
+    atomic_store(&churn_stop, 0);
+    tu_waiter_init(&w);
+    churn_h = tu_open(be, 8, 0, 0, 0);
+    for (int i = 0; i < 16; i++)
+        churn_cb(churn_buf[i], 512);
+    int min_closed = 1 << 30;
+    for (int i = 0; i < 100; i++) {
+        int fds[2];
+        CHECK(pipe(fds) == 0, "pipe");
+        pid_t pid = fork();
+        CHECK(pid >= 0, "fork: %s", strerror(errno));
+        if (pid == 0) {
+            alarm(5); /* a hang in close ends the child with SIGALRM */
+            int before = count_fds();
+            int rc = ioeng_close(churn_h);
+            int closed = before - count_fds();
+            (void)!write(fds[1], &closed, sizeof closed);
+            _exit(rc == 0 ? 0 : 1);
+        }
+        int status, closed = -1;
+        CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "[%s] child %d: close of a busy engine's copy %s (status %#x)",
+              tu_backend_name(be), i,
+              WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM ? "hung" : "failed", status);
+        CHECK(read(fds[0], &closed, sizeof closed) == (ssize_t)sizeof closed, "read pipe");
+        close(fds[0]);
+        close(fds[1]);
+        if (closed < min_closed)
+            min_closed = closed;
+    }
+    /* io_uring: the ring (and the POLLED event fd); AIO has only the POLLED event fd. */
+    int want = (be == IOENG_BACKEND_URING) + (tu_mode() == IOENG_MODE_POLLED);
+    CHECK(min_closed >= want, "[%s] the child's close closed %d fds, expected at least %d",
+          tu_backend_name(be), min_closed, want);
+    atomic_store(&churn_stop, 1);
+    tu_waiter_wait(&w, 16, 10);
+    tu_close(churn_h);
+    printf("100 children of a busy engine closed their copies (at least %d fds each)\n",
+           min_closed);
 }
 
 int main(void)
@@ -123,7 +205,9 @@ int main(void)
     CHECK_EQ(r2, 64, "READ after the child closed its copy");
     tu_close(busy);
     tu_close(paused);
-    printf("test_fork [%s]: child: -ESRCH from submit/submit_batch/cancel/register_buffers/resume/stats, close frees its copy "
-           "silently; parent's engines unaffected\n", tu_backend_name(be));
+    close_in_children_of_a_busy_process(be, zero);
+    printf("test_fork [%s]: child: -ESRCH from submit/submit_batch/cancel/register_buffers/resume/stats, close releases its copy "
+           "silently, also while the parent's engine is busy, and closes its fds; parent's engines unaffected\n",
+           tu_backend_name(be));
     return 0;
 }

@@ -118,8 +118,8 @@ typedef struct ioeng_stats ioeng_stats_t;
  * An engine belongs to the process that opened it. In a child created by fork() (which
  * copies the handle but not the engine's threads or kernel objects), every call on an
  * inherited handle returns -ESRCH and runs no callback, except ioeng_close(), which
- * frees the child's copy (returning 0) without touching the parent's engine, and
- * ioeng_backend(), which still reports the backend. Requests pending at the fork
+ * releases the child's copy (returning 0, without blocking) without touching the
+ * parent's engine, and ioeng_backend(), which still reports the backend. Requests pending at the fork
  * belong to the parent; the child gets no callback for them.
  */
 struct ioeng;
@@ -524,7 +524,8 @@ int ioeng_submit(struct ioeng *h, const struct ioeng_req *req, ioeng_cb_t cb, vo
  * were accepted (each of them gets exactly one callback; the others none), or, when
  * the first one is refused, its -errno (the same as ioeng_submit() would give). So an
  * invalid request at index k > 0 returns k. The queues filling up (-EAGAIN) or close
- * beginning (-ESHUTDOWN) also end the prefix. `n == 0` returns 0.
+ * beginning (-ESHUTDOWN) also end the prefix. `n == 0` returns 0 (after the checks of
+ * `h` and `cb`).
  *  -EINVAL      NULL `h` or `cb`; NULL `reqs` with `n > 0`; `n` above INT32_MAX;
  *               or request 0 invalid (see ioeng_submit());
  *  -ESRCH       `h` was inherited across fork() (see ioeng_t).
@@ -640,9 +641,11 @@ const char *ioeng_uring_unavailable_reason(void);
  * ioeng_poll() on `h` (nothing is done in these cases and `h` stays valid). Callbacks
  * that run during the drain may still call ioeng_submit() (-ESHUTDOWN) or ioeng_close()
  * (-EDEADLK) on `h`; apart from them, the caller must ensure no other call on `h` is
- * running or follows. In a forked child: frees the child's copy of the handle and
+ * running or follows. In a forked child: releases the child's copy of the handle and
  * returns 0, touching none of the parent's threads or kernel objects and running no
- * callback.
+ * callback. It closes the copy's file descriptors but leaves its memory in place until
+ * the child exits or execs: the parent's threads may have held the copy's locks at the
+ * fork, so freeing it could block forever.
  *
  * # Safety
  * `h` is NULL or a live handle that no other thread uses during or after the call.

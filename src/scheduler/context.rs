@@ -274,6 +274,12 @@ impl<S: Slot> IoContext<S> {
         self
     }
 
+    /// Closes the POLLED event fd (a forked child's copy, see
+    /// `Engine::abandon_in_forked_child`).
+    pub(crate) fn close_event_fd(&mut self) {
+        self.event = None;
+    }
+
     pub(crate) fn event_fd(&self) -> Option<&EventFd> {
         self.event.as_ref()
     }

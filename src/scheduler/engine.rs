@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -243,33 +243,42 @@ impl<D: Driver> Engine<D> {
         self.finished.store(true, Ordering::Relaxed);
     }
 
-    /// Frees a forked child's copy of an engine: its threads exist only in the parent,
-    /// so they are neither woken nor joined, no callback runs, and the kernel objects
-    /// are left to the parent (the drivers' Drop skip them in a child).
+    /// Releases a forked child's copy of an engine. Its threads exist only in the parent,
+    /// so they are neither woken nor joined, and no callback runs. No destructor of the
+    /// copy runs either: the parent's threads may have held its locks (the channels'
+    /// wakers, the queues' mutex) at the fork, and nobody here would ever release them,
+    /// so dropping could block for good. Only the copy's file descriptors are closed
+    /// (close(2) takes no lock in this process), so that the child does not keep the
+    /// parent's ring, and the buffers registered with it, alive; the memory stays until
+    /// the child exits or execs.
     pub(crate) fn abandon_in_forked_child(self) {
-        self.finished.store(true, Ordering::Relaxed);
-        let threads = lock(&self.threads).take();
-        let Some(threads) = threads else {
-            // POLLED: no thread holds a reference; dropping frees the copy.
-            return;
-        };
-        // No pthread call on threads that do not exist here.
-        std::mem::forget(threads);
-        let shared = Arc::clone(&self.shared);
-        drop(self);
+        let mut this = std::mem::ManuallyDrop::new(self);
+        // `get_mut` takes no lock: `this` is ours alone.
+        let had_threads = this
+            .threads
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        let shared = &mut this.shared;
         // Each parent thread's closure holds a clone that will never drop in this
         // process. Only when exactly those two are left besides ours is it known who
-        // holds what; otherwise the copy is leaked, which is harmless.
-        if Arc::strong_count(&shared) == 3 {
+        // holds what; otherwise the descriptors stay open too, which is harmless.
+        if had_threads && Arc::strong_count(shared) == 3 {
             for _ in 0..2 {
                 // SAFETY: the count is 3: ours and the two held by threads that do not
                 // exist in this process (fork copies only the calling thread), so no
                 // code will ever use or drop those two; ours keeps the value alive.
-                unsafe { Arc::decrement_strong_count(Arc::as_ptr(&shared)) };
+                unsafe { Arc::decrement_strong_count(Arc::as_ptr(shared)) };
             }
-            drop(shared);
-        } else {
-            std::mem::forget(shared);
+        }
+        if let Some(shared) = Arc::get_mut(shared) {
+            shared.ctx.close_event_fd();
+            // SAFETY: `shared` is the only reference to the driver in this process (the
+            // count is 1 and this thread is the only one), and the `Arc` is never dropped
+            // (`this` is ManuallyDrop), so the driver is dropped exactly once, here. Its
+            // Drop takes no lock: io_uring unmaps and closes its ring; AIO leaves the
+            // context to the parent (contexts are not inherited).
+            unsafe { std::ptr::drop_in_place(&mut shared.driver) };
         }
     }
 }

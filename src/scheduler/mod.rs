@@ -285,7 +285,7 @@ impl AnyEngine {
         on_engine!(self, engine => engine.finish_close())
     }
 
-    /// Frees a forked child's copy without touching the parent's threads or kernel
+    /// Releases a forked child's copy without touching the parent's threads or kernel
     /// objects, and without running a callback.
     pub fn abandon_in_forked_child(self) {
         match self.0 {
