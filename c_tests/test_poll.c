@@ -15,6 +15,8 @@
  *     resubmitting), also after a poll that slept before its callback ran.
  *  6. Callbacks run on the polling thread and may submit (the follow-up completes in the
  *     same poll); from a callback ioeng_poll -> -EBUSY and ioeng_close -> -EDEADLK.
+ *     A callback may close another engine, POLLED (drained on this thread) or THREADS:
+ *     0; the nested callbacks closing the first engine get -EBUSY.
  *  7. ioeng_close drains on the calling thread: every callback ran there before it returned.
  *  8. Same callback order and res as THREADS mode (depth = batch = 1, paused backlog of
  *     HIGH/READ/WRITE, EOF read, closed fd).
@@ -564,6 +566,56 @@ static void check_event_fd_left_readable(void)
     close(p[1]);
 }
 
+/* ---- 6b. a POLLED callback closes other engines -------------------------------- */
+static ioeng_t *g_outer, *g_inner_polled, *g_inner_threads;
+static int g_close_polled_rc = 1, g_close_threads_rc = 1, g_reclose_rc = 1;
+static pthread_t g_inner_cb_thread;
+static int g_inner_done;
+
+static void inner_cb(void *ctx, int64_t res)
+{
+    (void)ctx;
+    CHECK_EQ(res, 16, "inner read");
+    g_inner_cb_thread = pthread_self();
+    /* Nested in the outer engine's callback: the outer poll holds that engine. */
+    g_reclose_rc = ioeng_close(g_outer);
+    __atomic_add_fetch(&g_inner_done, 1, __ATOMIC_SEQ_CST);
+}
+
+static void inner_threads_cb(void *ctx, int64_t res)
+{
+    (void)ctx;
+    CHECK_EQ(res, 16, "inner THREADS read");
+    __atomic_add_fetch(&g_inner_done, 1, __ATOMIC_SEQ_CST);
+}
+
+static void outer_cb(void *ctx, int64_t res)
+{
+    (void)ctx;
+    CHECK_EQ(res, 16, "outer read");
+    g_close_polled_rc = ioeng_close(g_inner_polled);
+    g_close_threads_rc = ioeng_close(g_inner_threads);
+}
+
+static void check_close_other_from_callback(int fd, char *buf)
+{
+    g_outer = open_polled(4, 0);
+    g_inner_polled = open_polled(4, 0);
+    ioeng_config_t c = cfg_for(IOENG_MODE_THREADS, 4);
+    CHECK_EQ(ioeng_open(&c, &g_inner_threads), 0, "open THREADS engine");
+    ioeng_req_t r = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf, 16, 0);
+    CHECK_EQ(ioeng_submit(g_inner_polled, &r, inner_cb, NULL), 0, "inner submit");
+    CHECK_EQ(ioeng_submit(g_inner_threads, &r, inner_threads_cb, NULL), 0, "inner THREADS submit");
+    CHECK_EQ(ioeng_submit(g_outer, &r, outer_cb, NULL), 0, "outer submit");
+    CHECK_EQ(ioeng_poll(g_outer, 1, 5000000000), 1, "the outer callback");
+    CHECK_EQ(g_close_polled_rc, 0, "close of another POLLED engine from a callback");
+    CHECK_EQ(g_close_threads_rc, 0, "close of a THREADS engine from a POLLED callback");
+    CHECK_EQ(__atomic_load_n(&g_inner_done, __ATOMIC_SEQ_CST), 2, "both closed engines' callbacks ran first");
+    CHECK(pthread_equal(g_inner_cb_thread, pthread_self()), "the closed POLLED engine drained on this thread");
+    CHECK_EQ(g_reclose_rc, -EBUSY, "closing the outer engine from the nested callback");
+    CHECK_EQ(ioeng_close(g_outer), 0, "close the outer engine");
+}
+
 /* ---- 6. callbacks on the polling thread, submitting -------------------------- */
 
 static ioeng_t *g_h;
@@ -791,11 +843,12 @@ int main(void)
     check_event_fd(fd, buf);
     check_event_fd_left_readable();
     check_callbacks_on_poller(fd, buf);
+    check_close_other_from_callback(fd, buf);
     check_same_as_threads(fd, buf);
     check_pinning_and_idle(fd, buf);
     printf("test_poll [%s]: OK: poll -EINVAL in THREADS, bad mode/CPU -EINVAL; min_complete; 200 ms timeout "
            "without spinning; woken by another thread's submit; second poller/close -EBUSY; event fd on "
-           "submit and completion, kept across polls leaving work; callbacks on the poller, submitting, nested poll -EBUSY, close -EDEADLK; "
+           "submit and completion, kept across polls leaving work; callbacks on the poller, submitting, nested poll -EBUSY, close -EDEADLK, close of other engines 0; "
            "close drains on the caller; same order+res as THREADS; CPU pinning; idle CPU < 1%%\n",
            tu_backend_name(g_be));
     free(buf);

@@ -37,7 +37,7 @@
  *  - fork(): an engine belongs to the process that opened it. A forked child
  *    inherits the handle but not the engine's threads or kernel objects; there
  *    calls on the inherited handle return a negative errno (-ESRCH; details at
- *    ioeng_t) and run no callback, and ioeng_close() frees only the child's copy.
+ *    ioeng_t) and run no callback, and ioeng_close() only releases the child's copy.
  *    Open a new engine in the child.
  *  - CPU affinity: the engine threads start with the CPU mask (and scheduling
  *    policy, priority and cgroup) of the thread that called ioeng_open(), unless
@@ -635,10 +635,13 @@ const char *ioeng_uring_unavailable_reason(void);
  * returns, even on a paused engine), joins both engine threads (THREADS) or drives the
  * engine on the calling thread, running the callbacks there (POLLED), releases the
  * kernel context (io_destroy / ring) and the event fd, and frees `h`. Returns 0;
- * -EINVAL for NULL `h`; -EDEADLK when called from a callback of any engine, or any
- * other engine thread (two engines whose callbacks closed each other would otherwise
- * wait for each other forever); -EBUSY (POLLED) while another thread is inside
- * ioeng_poll() on `h` (nothing is done in these cases and `h` stays valid). Callbacks
+ * -EINVAL for NULL `h`; -EDEADLK when called from a callback of `h`, or from any thread
+ * of a THREADS engine (its callbacks included: two engines whose callbacks closed each
+ * other would otherwise wait for each other forever); -EBUSY (POLLED) while another
+ * thread is inside ioeng_poll() on `h`, or this thread is, from a callback of another
+ * engine that `h`'s callback is closing (nothing is done in these cases and `h` stays
+ * valid). A callback of a POLLED engine may close another engine: that close drains it
+ * there and returns 0. Callbacks
  * that run during the drain may still call ioeng_submit() (-ESHUTDOWN) or ioeng_close()
  * (-EDEADLK) on `h`; apart from them, the caller must ensure no other call on `h` is
  * running or follows. In a forked child: releases the child's copy of the handle and

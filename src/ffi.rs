@@ -772,10 +772,13 @@ pub extern "C" fn ioeng_uring_unavailable_reason() -> *const c_char {
 /// returns, even on a paused engine), joins both engine threads (THREADS) or drives the
 /// engine on the calling thread, running the callbacks there (POLLED), releases the
 /// kernel context (io_destroy / ring) and the event fd, and frees `h`. Returns 0;
-/// -EINVAL for NULL `h`; -EDEADLK when called from a callback of any engine, or any
-/// other engine thread (two engines whose callbacks closed each other would otherwise
-/// wait for each other forever); -EBUSY (POLLED) while another thread is inside
-/// ioeng_poll() on `h` (nothing is done in these cases and `h` stays valid). Callbacks
+/// -EINVAL for NULL `h`; -EDEADLK when called from a callback of `h`, or from any thread
+/// of a THREADS engine (its callbacks included: two engines whose callbacks closed each
+/// other would otherwise wait for each other forever); -EBUSY (POLLED) while another
+/// thread is inside ioeng_poll() on `h`, or this thread is, from a callback of another
+/// engine that `h`'s callback is closing (nothing is done in these cases and `h` stays
+/// valid). A callback of a POLLED engine may close another engine: that close drains it
+/// there and returns 0. Callbacks
 /// that run during the drain may still call ioeng_submit() (-ESHUTDOWN) or ioeng_close()
 /// (-EDEADLK) on `h`; apart from them, the caller must ensure no other call on `h` is
 /// running or follows. In a forked child: releases the child's copy of the handle and
