@@ -1,5 +1,6 @@
 /*
- * Registered buffers (ABI v1): ioeng_register_buffers once before the first submit;
+ * Registered buffers (ABI v1): ioeng_register_buffers once before the first submit
+ * (a NULL, empty or over-1-GiB buffer is -EINVAL on both backends);
  * FIXED_BUF READ/WRITE round trips (io_uring READ_FIXED/WRITE_FIXED, AIO plain IO) on
  * ext4 O_DIRECT and tmpfs, including a sub-range of a buffer; range, index, vector and
  * registration errors refused synchronously; a memlock refusal (io_uring, without
@@ -10,6 +11,8 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+
+#include <sys/mman.h>
 
 #include "test_util.h"
 
@@ -89,6 +92,28 @@ int main(void)
     CHECK(ioeng_register_buffers(h, iov, 0) == -EINVAL, "n = 0");
     CHECK(IOENG_MAX_REGISTERED_BUFFERS == 16384, "IOENG_MAX_REGISTERED_BUFFERS");
     CHECK(ioeng_register_buffers(h, iov, IOENG_MAX_REGISTERED_BUFFERS + 1) == -EINVAL, "n = 16385");
+    {
+        /* io_uring's limits, refused alike on both backends before the kernel sees
+         * them: NULL, empty, above 1 GiB (mapped, so the kernel would not say EFAULT). */
+        size_t big = (1ul << 30) + 4096;
+        void *m = mmap(NULL, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        CHECK(m != MAP_FAILED, "mmap 1 GiB + 4 KiB");
+        struct iovec bad[4][2] = {
+            { iov[0], { NULL, 4096 } },
+            { iov[0], { bufs[1], 0 } },
+            { iov[0], { NULL, 0 } },
+            { iov[0], { m, big } },
+        };
+        const char *what[4] = { "a NULL buffer", "an empty buffer", "{NULL, 0}", "a buffer above 1 GiB" };
+        for (int i = 0; i < 4; i++) {
+            int bad_rc = ioeng_register_buffers(h, bad[i], 2);
+            CHECK(bad_rc == -EINVAL, "registering %s = %s, want -EINVAL", what[i], tu_errname(bad_rc));
+        }
+        struct iovec gib = { m, 1ul << 30 };
+        int gib_rc = ioeng_register_buffers(h, &gib, 0);
+        CHECK(gib_rc == -EINVAL, "n = 0 with a 1 GiB buffer");
+        munmap(m, big);
+    }
     int rc = ioeng_register_buffers(h, iov, NB);
     CHECK(rc == 0, "ioeng_register_buffers = %s", tu_errname(rc));
     CHECK(ioeng_register_buffers(h, iov, NB) == -EBUSY, "second registration must be -EBUSY");

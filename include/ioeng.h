@@ -577,11 +577,14 @@ int ioeng_cancel(struct ioeng *h, uint64_t tag);
  *
  * Once per engine, before its first ioeng_submit()/ioeng_submit_batch(). Returns 0, or:
  *  -EINVAL      NULL `h` or `iov`; `n` outside 1..=16384 (IOENG_MAX_REGISTERED_BUFFERS);
- *               the kernel refused a buffer (e.g. one above 1 GiB, or NULL);
+ *               a buffer that is NULL, empty or above 1 GiB (io_uring's limits,
+ *               checked on both backends before anything else);
  *  -EBUSY       buffers already registered, or a request was already submitted;
  *  -ESRCH       `h` was inherited across fork() (see ioeng_t);
- *  -ENOMEM, -EPERM, -EFAULT  the kernel refused the registration (locked-memory limit,
- *               RLIMIT_MEMLOCK, bad address). Nothing is registered then, the engine
+ *  -ENOMEM, -EPERM, -EFAULT  io_uring refused the registration (locked-memory limit,
+ *               RLIMIT_MEMLOCK, memory not mapped; AIO, which pins nothing, accepts
+ *               those and a FIXED_BUF request there gets -EFAULT from its IO). Nothing
+ *               is registered then, the engine
  *               stays usable without FIXED_BUF, and registering may be tried again.
  *
  * `iov` (the array) is copied; the buffers stay owned by the caller and must remain

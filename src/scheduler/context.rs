@@ -231,6 +231,9 @@ pub struct Stats {
     pub timed_out: u64,
 }
 
+/// The largest buffer io_uring registers (`SZ_1G` in io_uring/rsrc.c).
+const MAX_REGISTERED_BUFFER: usize = 1 << 30;
+
 impl<S: Slot> IoContext<S> {
     pub(crate) fn new(depth: usize, batch: usize, queue_capacity: usize, paused: bool) -> Self {
         debug_assert!(depth > 0 && batch > 0 && batch <= depth);
@@ -556,6 +559,20 @@ impl<S: Slot> IoContext<S> {
         bufs: &[libc::iovec],
         register: impl FnOnce(&[libc::iovec]) -> Result<(), i32>,
     ) -> Result<(), Error> {
+        // io_uring's own rules for a registered buffer (non-NULL, 1 byte to 1 GiB), checked
+        // here so that both backends refuse the same tables with the same error, before
+        // the kernel pins anything.
+        let bad = bufs.iter().any(|iov| {
+            iov.iov_base.is_null()
+                || iov.iov_len == 0
+                || iov.iov_len > MAX_REGISTERED_BUFFER
+                || (iov.iov_base as usize).checked_add(iov.iov_len).is_none()
+        });
+        if bad {
+            return Err(Error::InvalidArgument(
+                "registered buffers must be non-NULL and 1 byte to 1 GiB long",
+            ));
+        }
         // Holding the queue lock keeps a first request from slipping in meanwhile.
         let _waiting = lock(&self.queues);
         if self.counters.submitted.load(Ordering::Relaxed) != 0 || self.registered.get().is_some() {
