@@ -11,6 +11,8 @@
  *  - io_uring: an in-flight blocked pipe read completes with -ECANCELED (ASYNC_CANCEL).
  * Exactly one callback per request throughout; stats.cancelled counts them.
  */
+#include <stdatomic.h>
+
 #include "test_util.h"
 
 #include <sys/ioctl.h>
@@ -38,6 +40,15 @@ static ioeng_req_t tagged(ioeng_op_t op, int fd, void *buf, uint64_t len, uint64
     ioeng_req_t q = tu_req(op, 0, fd, buf, len, off);
     q.tag = tag;
     return q;
+}
+
+static atomic_int inflight_fired;
+
+static void count_cb(void *ctx, int64_t res)
+{
+    (void)ctx;
+    CHECK(res == -ECANCELED, "cancelled pipe read: %s", tu_errname(res));
+    atomic_fetch_add(&inflight_fired, 1);
 }
 
 static void sub(ioeng_t *h, const char *what, ioeng_req_t q, int64_t want)
@@ -190,7 +201,36 @@ int main(void)
         CHECK(s.cancelled == 1 && s.in_flight == 0, "cancelled %" PRIu64 " in_flight %" PRIu64,
               s.cancelled, s.in_flight);
         tu_close(h);
-        inflight = "in-flight blocked pipe read -> -ECANCELED (ASYNC_CANCEL)";
+
+        /* The ASYNC_CANCEL itself is no request's IO: stats.in_flight never counts it
+         * (at depth 1 it would read 2 while a cancel's completion waits to be reaped
+         * and the next read is already in the kernel). */
+        ioeng_t *h1 = tu_open(be, 1, 1, 0, 0);
+        uint64_t max_in_flight = 0;
+        for (int round = 0; round < 300; round++) {
+            int fired_before = atomic_load(&inflight_fired);
+            ioeng_req_t q = tagged(IOENG_OP_READ, bp[0], pbuf, 8, 0, 31);
+            CHECK_EQ(ioeng_submit(h1, &q, count_cb, NULL), 0, "submit pipe read %d", round);
+            uint64_t seen = 0;
+            for (int i = 0; i < 2000000 && seen == 0; i++) {
+                seen = tu_stats(h1).in_flight;
+                if (seen > max_in_flight)
+                    max_in_flight = seen;
+            }
+            CHECK(seen >= 1, "round %d: the pipe read never reached the kernel", round);
+            CHECK_EQ(ioeng_cancel(h1, 31), 1, "cancel round %d", round);
+            for (int i = 0; i < 20000000 && atomic_load(&inflight_fired) == fired_before; i++) {
+                uint64_t now = tu_stats(h1).in_flight;
+                if (now > max_in_flight)
+                    max_in_flight = now;
+            }
+            CHECK(atomic_load(&inflight_fired) > fired_before, "round %d: no callback", round);
+        }
+        tu_close(h1);
+        CHECK(max_in_flight <= 1, "stats.in_flight reached %" PRIu64 " at depth 1 with cancels",
+              max_in_flight);
+        inflight = "in-flight blocked pipe read -> -ECANCELED (ASYNC_CANCEL); in_flight <= depth "
+                   "across 300 cancels at depth 1";
     }
     usleep(20000);
     CHECK(tu_recs_report(&recs, be) == 0, "wrong results (listed above)");

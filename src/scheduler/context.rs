@@ -165,6 +165,10 @@ pub(crate) struct IoContext<S> {
     /// never overstates what the kernel holds: the completer only waits in the kernel
     /// while it is positive, and then an IO is really there to wait for.
     kernel_in_flight: AtomicIsize,
+    /// Control IOs (io_uring `ASYNC_CANCEL`) the kernel accepted and the completer has not
+    /// yet reaped; like `kernel_in_flight`, which counts requests' IOs only (what
+    /// `Stats::in_flight` reports: at most `depth`).
+    control_in_flight: AtomicIsize,
     /// Bumped after every reap; the submitter waits for it to move on EAGAIN.
     reap_epoch: AtomicU64,
     /// Serializes callbacks (the completer runs them, and the submitter runs the rare
@@ -261,6 +265,7 @@ impl<S: Slot> IoContext<S> {
             closing: AtomicBool::new(false),
             submitter_exited: AtomicBool::new(false),
             kernel_in_flight: AtomicIsize::new(0),
+            control_in_flight: AtomicIsize::new(0),
             reap_epoch: AtomicU64::new(0),
             finishing: Mutex::new(Finishing::default()),
             counters: Counters::default(),
@@ -858,7 +863,7 @@ impl<S: Slot> IoContext<S> {
         if let Ok(accepted) = result
             && accepted > 0
         {
-            self.kernel_in_flight
+            self.control_in_flight
                 .fetch_add(accepted as isize, Ordering::Relaxed);
             self.wake_completer();
         }
@@ -898,6 +903,7 @@ impl<S: Slot> IoContext<S> {
     /// Whether the completer may block in the kernel: only while an IO is there.
     pub(crate) fn kernel_has_work(&self) -> bool {
         self.kernel_in_flight.load(Ordering::Relaxed) > 0
+            || self.control_in_flight.load(Ordering::Relaxed) > 0
     }
 
     pub(crate) fn submitter_has_exited(&self) -> bool {
@@ -909,18 +915,22 @@ impl<S: Slot> IoContext<S> {
         if reaped.is_empty() {
             return;
         }
-        self.kernel_in_flight
-            .fetch_sub(reaped.len() as isize, Ordering::Relaxed);
         if reaped.iter().any(|&(index, _)| index == CONTROL_INDEX) {
             // Cold path: an in-flight cancel was issued. Its own completion only
-            // balanced the in-flight count above.
+            // balances its count.
             let slots: Vec<_> = reaped
                 .iter()
                 .copied()
                 .filter(|&(index, _)| index != CONTROL_INDEX)
                 .collect();
+            self.control_in_flight
+                .fetch_sub((reaped.len() - slots.len()) as isize, Ordering::Relaxed);
+            self.kernel_in_flight
+                .fetch_sub(slots.len() as isize, Ordering::Relaxed);
             self.settle_batch(&slots);
         } else {
+            self.kernel_in_flight
+                .fetch_sub(reaped.len() as isize, Ordering::Relaxed);
             self.settle_batch(reaped);
         }
         self.reap_epoch.fetch_add(1, Ordering::Relaxed);
