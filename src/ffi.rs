@@ -221,7 +221,8 @@ pub struct IoengConfig {
     /// THREADS: pin the submitter thread to this CPU; -1 (the default) inherits the
     /// CPU mask of the thread that called ioeng_open(). A CPU the thread may not run on
     /// (offline, outside the cpuset) makes ioeng_open() fail with the kernel's -errno
-    /// (-EINVAL); one at or above CPU_SETSIZE gives -EINVAL. Ignored in POLLED mode.
+    /// (-EINVAL); one at or above CPU_SETSIZE, or below -1, gives -EINVAL (also in
+    /// POLLED mode, which otherwise ignores it).
     pub submitter_cpu: i32,
     /// THREADS: pin the completer thread to this CPU; -1 (the default) inherits.
     pub completer_cpu: i32,
@@ -277,8 +278,11 @@ const _: () = assert!(std::mem::offset_of!(IoengStats, timed_out) == 72);
 /// copies the handle but not the engine's threads or kernel objects), every call on an
 /// inherited handle returns -ESRCH and runs no callback, except ioeng_close(), which
 /// releases the child's copy (returning 0, without blocking) without touching the
-/// parent's engine, and ioeng_backend(), which still reports the backend. Requests pending at the fork
-/// belong to the parent; the child gets no callback for them.
+/// parent's engine, and ioeng_backend(), which still reports the backend. Requests
+/// pending at the fork belong to the parent; the child gets no callback for them. The
+/// child is recognised through pthread_atfork(): a fork() child is; one made by a raw
+/// clone() or syscall(SYS_fork), which run no fork handlers, is not (do not use the
+/// handle there).
 pub struct Ioeng {
     engine: AnyEngine,
     /// `sys::fork::generation()` at open; another value means a forked child's copy.
@@ -649,7 +653,8 @@ pub unsafe extern "C" fn ioeng_cancel(h: *mut Ioeng, tag: u64) -> c_int {
 /// AIO only records them (FIXED_BUF then runs as plain READ/WRITE). On both, the range
 /// of each FIXED_BUF request is checked at submit.
 ///
-/// Once per engine, before its first ioeng_submit()/ioeng_submit_batch(). Returns 0, or:
+/// Once per engine, before its first accepted request (ioeng_submit() or
+/// ioeng_submit_batch(); a refused one does not count). Returns 0, or:
 ///  -EINVAL      NULL `h` or `iov`; `n` outside 1..=16384 (IOENG_MAX_REGISTERED_BUFFERS);
 ///               a buffer that is NULL, empty or above 1 GiB (io_uring's limits,
 ///               checked on both backends before anything else);
@@ -900,7 +905,8 @@ pub unsafe extern "C" fn ioeng_event_fd(h: *const Ioeng) -> c_int {
     })
 }
 
-/// Library version, e.g. "0.1.0". Static string; do not free.
+/// Library version, e.g. "1.0.0" (IOENG_VERSION_MAJOR.MINOR.PATCH of the library
+/// actually loaded). Static string; do not free.
 #[unsafe(no_mangle)]
 pub extern "C" fn ioeng_version() -> *const c_char {
     const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
