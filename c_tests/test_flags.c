@@ -2,9 +2,15 @@
  * Per-request flags (ABI v1): DSYNC and SYNC writes (WRITE and WRITEV) complete with the
  * full length and the data is there; NOWAIT's -EAGAIN reaches the callback (a READ of an
  * empty pipe, blocking and O_NONBLOCK) instead of being retried, and a NOWAIT buffered
- * ext4 write gets -EAGAIN on both backends; every invalid
+ * ext4 write gets -EAGAIN on both backends; on files without read_iter/write_iter
+ * (eventfd, /dev/full, timerfd, signalfd) both backends give write(2)'s result, NOWAIT
+ * -EAGAIN unless the fd is O_NONBLOCK, and never wait for a readiness that cannot come; every invalid
  * combination is refused at submit with -EINVAL and no callback.
  */
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <sys/uio.h>
 
 #include "test_util.h"
@@ -101,6 +107,37 @@ int main(void)
         { "WRITE unknown bit 31", IOENG_OP_WRITE, 1u << 31 },
         { "WRITE FIXED_BUF, nothing registered", IOENG_OP_WRITE, IOENG_REQ_FIXED_BUF },
     };
+    /* Files without read_iter/write_iter: AIO's io_submit refuses them and libioeng does
+     * the transfer once itself, as io_uring does: DSYNC/SYNC mean nothing there (write(2)'s
+     * result), NOWAIT gives -EAGAIN on a blocking fd, and a file that cannot be written at all (timerfd,
+     * signalfd) gives write(2)'s -EINVAL at once instead of waiting to become writable. */
+    static uint64_t one = 1;
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int befd = eventfd(0, EFD_CLOEXEC);
+    int full = open("/dev/full", O_WRONLY | O_CLOEXEC);
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    sigset_t usr2;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    int sfd = signalfd(-1, &usr2, SFD_CLOEXEC);
+    CHECK(efd >= 0 && befd >= 0 && full >= 0 && tfd >= 0 && sfd >= 0, "eventfd/dev/full/timerfd/signalfd");
+    sub_flags(h, "eventfd WRITE DSYNC", tu_req(IOENG_OP_WRITE, 0, efd, &one, 8, 0), IOENG_REQ_DSYNC, 8);
+    sub_flags(h, "eventfd WRITE SYNC", tu_req(IOENG_OP_WRITE, 0, efd, &one, 8, 0), IOENG_REQ_SYNC, 8);
+    sub_flags(h, "O_NONBLOCK eventfd WRITE NOWAIT", tu_req(IOENG_OP_WRITE, 0, efd, &one, 8, 0),
+              IOENG_REQ_NOWAIT, 8);
+    sub_flags(h, "blocking eventfd WRITE NOWAIT", tu_req(IOENG_OP_WRITE, 0, befd, &one, 8, 0),
+              IOENG_REQ_NOWAIT, -EAGAIN);
+    sub_flags(h, "/dev/full WRITE DSYNC", tu_req(IOENG_OP_WRITE, 0, full, src, 16, 0), IOENG_REQ_DSYNC,
+              -ENOSPC);
+    sub_flags(h, "timerfd WRITE", tu_req(IOENG_OP_WRITE, 0, tfd, &one, 8, 0), 0, -EINVAL);
+    sub_flags(h, "signalfd WRITE", tu_req(IOENG_OP_WRITE, 0, sfd, src, 128, 0), 0, -EINVAL);
+    tu_waiter_wait(&recs.w, (uint64_t)recs.n, 10);
+    close(efd);
+    close(befd);
+    close(full);
+    close(tfd);
+    close(sfd);
+
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ioeng_req_t q = tu_req(bad[i].op, 0, ext4, src, 4096, 0);
         q.flags = bad[i].flags;
@@ -112,7 +149,8 @@ int main(void)
     CHECK(tu_recs_report(&recs, be) == 0, "wrong results (listed above)");
     printf("test_flags [%s]: OK: DSYNC/SYNC WRITE and WRITEV durable with full length, NOWAIT "
            "O_DIRECT read %s, NOWAIT on empty pipes -> -EAGAIN delivered (0 retries), NOWAIT "
-           "buffered ext4 write %s, %zu invalid combinations -> -EINVAL\n",
+           "buffered ext4 write %s, eventfd//dev/full DSYNC/SYNC/NOWAIT and timerfd/signalfd "
+           "writes as write(2), %zu invalid combinations -> -EINVAL\n",
            tu_backend_name(be), tu_errname(recs.r[4].res), tu_errname(recs.r[8].res),
            sizeof bad / sizeof bad[0]);
     return 0;

@@ -83,7 +83,8 @@ fn opcode(op: Op) -> u16 {
 /// path the transfer is done once with preadv2/pwritev2 and the iocb's RWF flags (at
 /// the current position on a file without one), as io_uring would — but only when
 /// `poll(fd, 0)` says it will not block the submitter; otherwise the answer is EAGAIN,
-/// which the engine retries with its usual backoff until the fd is ready.
+/// which the engine retries with its usual backoff until the fd is ready, unless the
+/// file cannot do that transfer at all (then read(2)/write(2)'s errno).
 fn refused_result(errno: i32, iocb: *const Iocb) -> i64 {
     // SAFETY: `iocb` points into the slot array and the kernel refused it, so nobody else
     // reads or writes it now.
@@ -111,20 +112,37 @@ fn refused_result(errno: i32, iocb: *const Iocb) -> i64 {
     };
     match sys::fd::ready_now(fd, write) {
         Err(errno) => -i64::from(errno),
-        Ok(false) => -i64::from(libc::EAGAIN),
-        // SAFETY: the iocb was built from the request's next chunk: its buffers (and,
-        // vectored, its iovec array) are valid for the transfer until the callback,
-        // which has not run.
-        Ok(true) => unsafe {
-            sys::fd::transfer_once(
-                write,
-                fd,
-                iov,
-                count,
-                iocb.aio_offset as u64,
-                iocb.aio_rw_flags,
-            )
+        // Not ready, or never: a file without that operation (a timerfd written) is
+        // never ready for it, and would be retried forever.
+        Ok(false) => match sys::fd::transfer_possible(fd, write) {
+            Ok(()) => -i64::from(libc::EAGAIN),
+            Err(errno) => -i64::from(errno),
         },
+        Ok(true) => {
+            let transfer = |rw_flags| {
+                // SAFETY: the iocb was built from the request's next chunk: its buffers
+                // (and, vectored, its iovec array) are valid for the transfer until the
+                // callback, which has not run.
+                unsafe {
+                    sys::fd::transfer_once(write, fd, iov, count, iocb.aio_offset as u64, rw_flags)
+                }
+            };
+            let flags = iocb.aio_rw_flags;
+            match transfer(flags) {
+                // A file without read_iter/write_iter (eventfd, /dev/full) takes no RWF
+                // flag through preadv2/pwritev2, moving nothing. io_uring runs such files
+                // without them: DSYNC/SYNC mean nothing there, and NOWAIT gives -EAGAIN
+                // unless the fd is O_NONBLOCK (then the plain transfer cannot block).
+                res if res == -i64::from(libc::EOPNOTSUPP) && flags != 0 => {
+                    if flags & libc::RWF_NOWAIT != 0 && !sys::fd::is_nonblocking(fd) {
+                        -i64::from(libc::EAGAIN)
+                    } else {
+                        transfer(0)
+                    }
+                }
+                res => res,
+            }
+        }
     }
 }
 

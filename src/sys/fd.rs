@@ -91,6 +91,34 @@ pub(crate) fn ready_now(fd: i32, write: bool) -> Result<bool, i32> {
     Ok(rc > 0 && pfd.revents != 0)
 }
 
+/// Whether `fd` was opened (or set) O_NONBLOCK; false when that cannot be read.
+pub(crate) fn is_nonblocking(fd: i32) -> bool {
+    // SAFETY: F_GETFL takes no pointer.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_NONBLOCK != 0
+}
+
+/// Whether read(2)/write(2) on `fd` could ever transfer in that direction: a
+/// zero-length readv/writev, which never blocks and moves nothing, fails (-EINVAL)
+/// for a file without that operation (timerfd or signalfd written, say), which no
+/// amount of waiting for readiness would change, and -EBADF for the wrong open mode.
+pub(crate) fn transfer_possible(fd: i32, write: bool) -> Result<(), i32> {
+    let none: *const libc::iovec = std::ptr::null();
+    // SAFETY: zero iovecs: the kernel reads no iovec and touches no buffer.
+    let rc = unsafe {
+        if write {
+            libc::writev(fd, none, 0)
+        } else {
+            libc::readv(fd, none, 0)
+        }
+    };
+    if rc < 0 {
+        Err(super::last_errno())
+    } else {
+        Ok(())
+    }
+}
+
 /// One `preadv2`/`pwritev2` over `iov[..count]` at `offset` with the request's RWF
 /// flags (`rw_flags`), or at the current position (offset -1, i.e. readv(2)/writev(2))
 /// when the file has none (ESPIPE) — the way io_uring treats an offset on such files.
