@@ -104,18 +104,17 @@ impl<T> Queues<T> {
             return taken + drain_into(&mut self.write, room - taken, &mut take);
         }
         let read_first = self.read_lead < 0 || (self.read_lead == 0 && tie_read);
-        let (reads, writes) = if read_first {
-            let reads = drain_into(&mut self.read, room - taken, &mut take);
-            (
-                reads,
-                drain_into(&mut self.write, room - taken - reads, &mut take),
-            )
+        let (first, second) = if read_first {
+            (&mut self.read, &mut self.write)
         } else {
-            let writes = drain_into(&mut self.write, room - taken, &mut take);
-            (
-                drain_into(&mut self.read, room - taken - writes, &mut take),
-                writes,
-            )
+            (&mut self.write, &mut self.read)
+        };
+        let by_first = drain_into(first, room - taken, &mut take);
+        let by_second = drain_into(second, room - taken - by_first, &mut take);
+        let (reads, writes) = if read_first {
+            (by_first, by_second)
+        } else {
+            (by_second, by_first)
         };
         debug_assert!(reads + writes <= room && room <= i64::MAX as usize);
         self.read_lead += reads as i64 - writes as i64;
