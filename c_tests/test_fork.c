@@ -8,7 +8,6 @@
  * (one busy with a pending read, one paused with queued requests) work and close
  * normally. The child can open and use an engine of its own.
  */
-#include <dirent.h>
 #include <stdatomic.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -87,17 +86,6 @@ static void churn_cb(void *ctx, int64_t res)
     CHECK_EQ(ioeng_submit(churn_h, &q, churn_cb, ctx), 0, "churn resubmit");
 }
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    CHECK(d != NULL, "opendir /proc/self/fd");
-    int n = 0;
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
-}
-
 static void close_in_children_of_a_busy_process(ioeng_backend_t be, int zero)
 {
     churn_zero = zero;
@@ -114,9 +102,9 @@ static void close_in_children_of_a_busy_process(ioeng_backend_t be, int zero)
         CHECK(pid >= 0, "fork: %s", strerror(errno));
         if (pid == 0) {
             alarm(5); /* a hang in close ends the child with SIGALRM */
-            int before = count_fds();
+            int before = tu_count_fds();
             int rc = ioeng_close(churn_h);
-            int closed = before - count_fds();
+            int closed = before - tu_count_fds();
             (void)!write(fds[1], &closed, sizeof closed);
             _exit(rc == 0 ? 0 : 1);
         }

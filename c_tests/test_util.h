@@ -22,6 +22,7 @@
 #ifndef IOENG_TEST_UTIL_H
 #define IOENG_TEST_UTIL_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -640,6 +641,23 @@ static inline uint64_t tu_splitmix64(uint64_t *state)
 
 /* splitmix64 as a stateless mixer: seeding and cheap hashing. */
 static inline uint64_t tu_mix64(uint64_t x) { return tu_splitmix64(&x); }
+
+/* Counts entries of a /proc directory (fds, tasks). */
+static inline int tu_count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    CHECK(d != NULL, "opendir(%s): %s", path, strerror(errno));
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* fds open now, not counting the one opendir() uses to list them. */
+static inline int tu_count_fds(void) { return tu_count_dir("/proc/self/fd") - 1; }
 
 /* Fills `buf` with bytes that depend only on (seed, len). */
 static inline void tu_fill(void *buf, size_t len, uint64_t seed)

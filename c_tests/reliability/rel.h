@@ -152,23 +152,9 @@ static inline void rel_fill_random(rel_rng_t *r, void *buf, size_t len)
     }
 }
 
-/* Counts entries of a /proc directory (fds, tasks). */
-static inline int rel_count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    CHECK(d != NULL, "opendir(%s): %s", path, strerror(errno));
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
-/* fds open now, not counting the one opendir() uses to list them. */
-static inline int rel_count_fds(void) { return rel_count_dir("/proc/self/fd") - 1; }
-static inline int rel_count_threads(void) { return rel_count_dir("/proc/self/task"); }
+/* fds open now, and threads of this process. */
+static inline int rel_count_fds(void) { return tu_count_fds(); }
+static inline int rel_count_threads(void) { return tu_count_dir("/proc/self/task"); }
 
 /* Prints each open fd and what it names, for a failed fd count. */
 static inline void rel_dump_fds(void)
