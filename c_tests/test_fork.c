@@ -131,6 +131,147 @@ static void close_in_children_of_a_busy_process(ioeng_backend_t be, int zero)
            min_closed);
 }
 
+/* ---- fork() inside a callback ---------------------------------------------------- */
+/* A callback forks. In the child (which is a copy of the engine thread, or of the POLLED
+ * caller) it opens, uses and closes an engine of its own, then returns from the
+ * callback. libioeng must not run the parent's engine there: THREADS ends the child
+ * with _exit(0); POLLED makes the child's ioeng_poll return -ESRCH. No parent callback
+ * may run in the child, and the parent's engine goes on untouched. */
+static ioeng_t *fk_h;
+static int fk_zero, fk_report[2];
+static pid_t fk_parent, fk_child;
+static atomic_int fk_stop, fk_forked;
+static char fk_buf[8][512];
+static _Atomic int64_t fk_mine_res;
+
+static void fk_report_byte(char c) { (void)!write(fk_report[1], &c, 1); }
+
+static void fk_mine_cb(void *ctx, int64_t res)
+{
+    (void)ctx;
+    atomic_store(&fk_mine_res, res);
+}
+
+static void fk_cb(void *ctx, int64_t res)
+{
+    if (getpid() != fk_parent) {
+        fk_report_byte('X'); /* a parent's callback ran in the child */
+        return;
+    }
+    CHECK_EQ(res, 512, "fork-in-callback churn read");
+    int expected = 0;
+    if (ctx == fk_buf[0] && atomic_compare_exchange_strong(&fk_forked, &expected, 1)) {
+        fflush(stdout);
+        fflush(stderr);
+        pid_t pid = fork();
+        CHECK(pid >= 0, "fork in a callback: %s", strerror(errno));
+        if (pid == 0) {
+            /* An engine of its own, opened and closed from inside the callback. */
+            ioeng_config_t cfg;
+            ioeng_config_init(&cfg);
+            cfg.backend = tu_backend();
+            ioeng_t *mine = NULL;
+            if (ioeng_open(&cfg, &mine) != 0) {
+                fk_report_byte('O');
+                _exit(2);
+            }
+            atomic_store(&fk_mine_res, INT64_MIN);
+            ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fk_zero, fk_buf[7], 16, 0);
+            if (ioeng_submit(mine, &q, fk_mine_cb, NULL) != 0)
+                fk_report_byte('S');
+            for (int i = 0; i < 5000 && atomic_load(&fk_mine_res) == INT64_MIN; i++)
+                usleep(1000);
+            fk_report_byte(atomic_load(&fk_mine_res) == 16 ? 'R' : 'r');
+            fk_report_byte(ioeng_close(mine) == 0 ? 'C' : 'D');
+            return; /* back into libioeng, in the child */
+        }
+        fk_child = pid;
+    }
+    if (atomic_load(&fk_stop)) {
+        tu_waiter_add(&w, 1);
+        return;
+    }
+    ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fk_zero, ctx, 512, 0);
+    CHECK_EQ(ioeng_submit(fk_h, &q, fk_cb, ctx), 0, "churn resubmit");
+}
+
+static void fork_in_callback(int zero)
+{
+    fk_zero = zero;
+    fk_parent = getpid();
+    atomic_store(&fk_stop, 0);
+    atomic_store(&fk_forked, 0);
+    tu_waiter_init(&w);
+    CHECK(pipe(fk_report) == 0, "pipe");
+    ioeng_config_t cfg;
+    ioeng_config_init(&cfg);
+    cfg.backend = tu_backend();
+    cfg.mode = tu_mode();
+    cfg.depth = 4;
+    CHECK_EQ(ioeng_open(&cfg, &fk_h), 0, "open");
+    for (int i = 0; i < 6; i++) {
+        ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, zero, fk_buf[i], 512, 0);
+        CHECK_EQ(ioeng_submit(fk_h, &q, fk_cb, fk_buf[i]), 0, "submit");
+    }
+    int polled = tu_mode() == IOENG_MODE_POLLED;
+    int child_poll_rc = 1;
+    for (int i = 0; i < 2000 && !fk_child; i++) {
+        if (polled) {
+            int rc = ioeng_poll(fk_h, 1, 1000000);
+            if (getpid() != fk_parent) {
+                /* The child, back from the forking callback. */
+                child_poll_rc = rc;
+                fk_report_byte(rc == -ESRCH ? 'E' : 'P');
+                _exit(rc == -ESRCH ? 0 : 3);
+            }
+            CHECK(rc >= 0, "ioeng_poll: %d", rc);
+        } else {
+            usleep(1000);
+        }
+    }
+    (void)child_poll_rc;
+    CHECK(fk_child > 0, "no callback forked");
+    /* The parent keeps its engine busy while the child runs. */
+    int status = 0;
+    for (int i = 0; i < 6000; i++) {
+        if (polled)
+            CHECK(ioeng_poll(fk_h, 0, 0) >= 0, "poll");
+        pid_t got = waitpid(fk_child, &status, WNOHANG);
+        CHECK(got >= 0, "waitpid: %s", strerror(errno));
+        if (got == fk_child)
+            break;
+        usleep(1000);
+        if (i == 5999) {
+            /* (An engine thread blocks signals, so the child's alarm cannot end it.) */
+            kill(fk_child, SIGKILL);
+            waitpid(fk_child, &status, 0);
+            CHECK(0, "the child forked in a callback was still running after 6 s");
+        }
+    }
+    close(fk_report[1]);
+    char report[64] = {0};
+    ssize_t n = read(fk_report[0], report, sizeof report - 1);
+    close(fk_report[0]);
+    CHECK(n > 0, "the child reported nothing");
+    CHECK(!strchr(report, 'X'), "a parent's callback ran in the child (report '%s')", report);
+    CHECK(strchr(report, 'R') && strchr(report, 'C'),
+          "the child's own engine: READ and close from inside the callback (report '%s': "
+          "R/r read ok/bad, C/D close 0/failed)", report);
+    if (polled)
+        CHECK(strchr(report, 'E'), "the child's ioeng_poll after the callback: not -ESRCH "
+              "(report '%s')", report);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "the child returning from the forking callback: status %#x", status);
+    atomic_store(&fk_stop, 1);
+    for (int i = 0; polled && i < 5000 && tu_waiter_get(&w) < 6; i++)
+        CHECK(ioeng_poll(fk_h, 1, 1000000) >= 0, "poll");
+    tu_waiter_wait(&w, 6, 10);
+    CHECK_EQ(ioeng_close(fk_h), 0, "close in the parent");
+    printf("fork in a %s callback: the child's own engine opened/read/closed (0), the child "
+           "ran no parent callback and %s; the parent's engine went on\n",
+           tu_mode_name(), polled ? "its ioeng_poll returned -ESRCH" : "ended with _exit(0)");
+}
+
 int main(void)
 {
     tu_init("test_fork", 60);
@@ -194,8 +335,10 @@ int main(void)
     tu_close(busy);
     tu_close(paused);
     close_in_children_of_a_busy_process(be, zero);
+    fork_in_callback(zero);
     printf("test_fork [%s]: child: -ESRCH from submit/submit_batch/cancel/register_buffers/resume/stats, close releases its copy "
-           "silently, also while the parent's engine is busy, and closes its fds; parent's engines unaffected\n",
+           "silently, also while the parent's engine is busy, and closes its fds; parent's engines unaffected; "
+           "fork inside a callback\n",
            tu_backend_name(be));
     return 0;
 }

@@ -48,15 +48,18 @@
  *    thread; changing it afterwards does not affect an open engine.
  *  - Engine threads block asynchronous signals; your handlers run on your threads.
  *  - ThreadSanitizer: libioeng is not instrumented, so TSan cannot see its
- *    internal synchronization. libioeng annotates it instead: under TSan
- *    (found at run time with dlsym("__tsan_acquire"/"__tsan_release")),
- *    everything a thread did before ioeng_submit() happens-before the request's
- *    callback, and each callback happens-before the next one, so a correct
- *    program gets no false race report (real races in your code still are).
- *    The two functions must be visible to dlsym: they are with gcc's default
- *    shared libtsan (tested by `make test`); check other setups with
- *    `nm -D your_program | grep __tsan_acquire`. With gcc -static-libtsan link
- *    with -Wl,--export-dynamic-symbol=__tsan_acquire,--export-dynamic-symbol=__tsan_release,
+ *    internal synchronization. libioeng annotates it instead, under TSan (its
+ *    runtime found at run time with dlsym: __tsan_acquire, __tsan_release,
+ *    __tsan_ignore_thread_begin, __tsan_ignore_thread_end): everything a thread
+ *    did before ioeng_submit() happens-before the request's callback, each
+ *    callback happens-before the next one, and libioeng's own memory traffic is
+ *    hidden from TSan (callbacks are checked as usual). So a correct program gets
+ *    no false race report from any function (`make test` runs submit, submit_batch,
+ *    cancel, deadlines and POLLED mode under TSan), and real races in your code,
+ *    also between two threads that both submit, are still reported.
+ *    dlsym finds the runtime with gcc's default shared libtsan (`ldd your_program`
+ *    lists libtsan.so). With gcc -static-libtsan link with
+ *    -Wl,--export-dynamic-symbol=__tsan_acquire,--export-dynamic-symbol=__tsan_release,--export-dynamic-symbol=__tsan_ignore_thread_begin,--export-dynamic-symbol=__tsan_ignore_thread_end
  *    or run with TSAN_OPTIONS=suppressions=<prefix>/share/ioeng/tsan.supp (blunt:
  *    it hides every race whose stack passes through libioeng.so).
  */
@@ -124,6 +127,14 @@ typedef struct ioeng_stats ioeng_stats_t;
  * child is recognised through pthread_atfork(): a fork() child is; one made by a raw
  * clone() or syscall(SYS_fork), which run no fork handlers, is not (do not use the
  * handle there).
+ *
+ * fork() inside a callback: the child is a copy of the thread running the callback
+ * (an engine thread, or the thread in ioeng_poll()/ioeng_close()), but not an engine
+ * thread of its own process: it may open, use and close engines of its own (no
+ * -EDEADLK). It should exec or _exit() before returning from the callback. If it
+ * returns, libioeng runs nothing of the parent's engine in it (an io_uring ring is
+ * memory shared with the parent): in THREADS mode the child ends with _exit(0); in
+ * POLLED mode the ioeng_poll() or ioeng_close() that ran the callback returns -ESRCH.
  */
 struct ioeng;
 
@@ -677,10 +688,13 @@ int ioeng_close(struct ioeng *h);
  *
  * Returns the number of callbacks run (0 on timeout), or:
  *  -EINVAL  NULL `h`, a THREADS engine, or `timeout_ns < -1`;
- *  -EBUSY   another thread is in ioeng_poll() on `h` (one poller at a time), or a
- *           callback of this poll calls it again for the same engine;
+ *  -EBUSY   another thread is in ioeng_poll() on `h` (one poller at a time), a
+ *           callback of this poll calls it again for the same engine, or
+ *           ioeng_close() of `h` has begun (a contract violation, answered rather
+ *           than crashing: close drains on its own thread);
  *  -EINTR   a signal interrupted the wait before any callback ran;
- *  -ESRCH   `h` was inherited across fork() (see ioeng_t).
+ *  -ESRCH   `h` was inherited across fork(), or in the child of a callback that
+ *           forked and returned (see ioeng_t).
  * Thread-safe (any thread may poll, one at a time). On AIO, a request that the kernel
  * runs synchronously inside io_submit (see IOENG_BACKEND_AIO) blocks this call. On
  * io_uring, the kernel ties a request to the thread that submitted it (the poller): if

@@ -283,6 +283,14 @@ const _: () = assert!(std::mem::offset_of!(IoengStats, timed_out) == 72);
 /// child is recognised through pthread_atfork(): a fork() child is; one made by a raw
 /// clone() or syscall(SYS_fork), which run no fork handlers, is not (do not use the
 /// handle there).
+///
+/// fork() inside a callback: the child is a copy of the thread running the callback
+/// (an engine thread, or the thread in ioeng_poll()/ioeng_close()), but not an engine
+/// thread of its own process: it may open, use and close engines of its own (no
+/// -EDEADLK). It should exec or _exit() before returning from the callback. If it
+/// returns, libioeng runs nothing of the parent's engine in it (an io_uring ring is
+/// memory shared with the parent): in THREADS mode the child ends with _exit(0); in
+/// POLLED mode the ioeng_poll() or ioeng_close() that ran the callback returns -ESRCH.
 pub struct Ioeng {
     engine: AnyEngine,
     /// `sys::fork::generation()` at open; another value means a forked child's copy.
@@ -311,8 +319,18 @@ unsafe fn engine_of<'a>(h: *const Ioeng) -> Option<&'a AnyEngine> {
 }
 
 /// Runs `body`, turning a panic (a bug in libioeng) into -EIO instead of unwinding into C.
+/// A child that a callback forked and that returned from the callback leaves the call
+/// it was in with -ESRCH (see `sys::fork::after_callback`). Under TSan, libioeng's own
+/// memory traffic is hidden from it meanwhile (`tsan::Ignored`).
 fn guard(body: impl FnOnce() -> c_int) -> c_int {
-    catch_unwind(AssertUnwindSafe(body)).unwrap_or(-libc::EIO)
+    let _ignored = crate::tsan::Ignored::new();
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
+        if payload.is::<crate::sys::fork::ForkedInCallback>() {
+            FORKED_CHILD
+        } else {
+            -libc::EIO
+        }
+    })
 }
 
 fn to_errno(result: Result<(), Error>) -> c_int {
@@ -841,10 +859,13 @@ pub unsafe extern "C" fn ioeng_close(h: *mut Ioeng) -> c_int {
 ///
 /// Returns the number of callbacks run (0 on timeout), or:
 ///  -EINVAL  NULL `h`, a THREADS engine, or `timeout_ns < -1`;
-///  -EBUSY   another thread is in ioeng_poll() on `h` (one poller at a time), or a
-///           callback of this poll calls it again for the same engine;
+///  -EBUSY   another thread is in ioeng_poll() on `h` (one poller at a time), a
+///           callback of this poll calls it again for the same engine, or
+///           ioeng_close() of `h` has begun (a contract violation, answered rather
+///           than crashing: close drains on its own thread);
 ///  -EINTR   a signal interrupted the wait before any callback ran;
-///  -ESRCH   `h` was inherited across fork() (see ioeng_t).
+///  -ESRCH   `h` was inherited across fork(), or in the child of a callback that
+///           forked and returned (see ioeng_t).
 /// Thread-safe (any thread may poll, one at a time). On AIO, a request that the kernel
 /// runs synchronously inside io_submit (see IOENG_BACKEND_AIO) blocks this call. On
 /// io_uring, the kernel ties a request to the thread that submitted it (the poller): if

@@ -14,6 +14,7 @@
 
 pub(crate) mod error;
 pub mod ffi;
+mod race_hooks;
 pub(crate) mod scheduler;
 mod sys;
 mod tsan;

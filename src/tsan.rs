@@ -16,16 +16,24 @@
 //! and each callback happens-before the next one. One address serves every engine: this
 //! orders callbacks of different engines too, which is more than the engine promises, so
 //! TSan can miss a race between two engines' callbacks but never reports a false one.
+//! Besides, libioeng's own memory traffic is hidden from TSan (see `Ignored`): its heap
+//! buffers move between threads under std mutexes, which TSan cannot see.
 //! Without TSan each hook costs one atomic load and a branch.
 
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::sync::OnceLock;
 
 type Hook = unsafe extern "C" fn(*mut c_void);
 
+/// `__tsan_ignore_thread_begin` / `_end`: `void f(void)`.
+type Plain = unsafe extern "C" fn();
+
 struct Hooks {
     acquire: Hook,
     release: Hook,
+    /// Absent from older runtimes; then nothing is ignored.
+    ignore: Option<(Plain, Plain)>,
 }
 
 /// The synchronization object TSan keys its happens-before clock on (any stable address
@@ -46,15 +54,78 @@ fn lookup(name: &std::ffi::CStr) -> Option<Hook> {
     Some(unsafe { std::mem::transmute::<*mut c_void, Hook>(p) })
 }
 
+fn lookup_plain(name: &std::ffi::CStr) -> Option<Plain> {
+    let p = lookup(name)?;
+    // SAFETY: the TSan runtime defines both ignore functions as `void f(void)`
+    // (sanitizer/tsan_interface.h).
+    Some(unsafe { std::mem::transmute::<Hook, Plain>(p) })
+}
+
 fn hooks() -> Option<&'static Hooks> {
     HOOKS
         .get_or_init(|| {
             Some(Hooks {
                 acquire: lookup(c"__tsan_acquire")?,
                 release: lookup(c"__tsan_release")?,
+                ignore: lookup_plain(c"__tsan_ignore_thread_begin")
+                    .zip(lookup_plain(c"__tsan_ignore_thread_end")),
             })
         })
         .as_ref()
+}
+
+thread_local! {
+    /// How many `Ignored` scopes this thread is in (each one ignore level in TSan).
+    static IGNORING: Cell<u32> = const { Cell::new(0) };
+}
+
+/// While alive, TSan ignores this thread's memory accesses, which in this uninstrumented
+/// library are only the allocator's and libc's intercepted calls: the heap buffers of
+/// libioeng's queues and lists, handed between threads under `std::sync::Mutex` (a futex
+/// TSan cannot see), would otherwise look unsynchronised. Memory allocated while ignored
+/// has its shadow cleared, so freeing it later on another thread is no race either.
+/// Every C entry point and every engine thread runs in one; `Callback::invoke` lifts it
+/// for the callback, which is the user's code.
+pub(crate) struct Ignored(());
+
+impl Ignored {
+    pub(crate) fn new() -> Self {
+        if let Some((begin, _)) = hooks().and_then(|h| h.ignore) {
+            IGNORING.with(|n| n.set(n.get() + 1));
+            // SAFETY: a TSan runtime function without arguments.
+            unsafe { begin() }
+        }
+        Ignored(())
+    }
+}
+
+impl Drop for Ignored {
+    fn drop(&mut self) {
+        if let Some((_, end)) = hooks().and_then(|h| h.ignore) {
+            IGNORING.with(|n| n.set(n.get() - 1));
+            // SAFETY: as in `new`, which began the level this ends.
+            unsafe { end() }
+        }
+    }
+}
+
+/// Runs `f` (a callback) with every `Ignored` level of this thread lifted.
+pub(crate) fn unignored<R>(f: impl FnOnce() -> R) -> R {
+    let Some((begin, end)) = hooks().and_then(|h| h.ignore) else {
+        return f();
+    };
+    let depth = IGNORING.with(|n| n.replace(0));
+    for _ in 0..depth {
+        // SAFETY: ends a level this thread began (`Ignored::new`).
+        unsafe { end() }
+    }
+    let result = f();
+    for _ in 0..depth {
+        // SAFETY: as above.
+        unsafe { begin() }
+    }
+    IGNORING.with(|n| n.set(depth));
+    result
 }
 
 fn sync_addr() -> *mut c_void {

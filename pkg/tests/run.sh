@@ -10,7 +10,8 @@
 #       - a static link (pkg-config --static, libioeng.a; the binary must not need libioeng.so);
 #       - CMake find_package(ioeng) (CMAKE_PREFIX_PATH into the DESTDIR): examples_c/example.cpp
 #         (C++ RAII wrapper) on ioeng::ioeng, and consumer.c on ioeng::ioeng_static;
-#       - ThreadSanitizer: tsan_callbacks.c built with gcc -fsanitize=thread must report no
+#       - ThreadSanitizer: tsan_callbacks.c (and tsan_features.c: deadlines, cancel,
+#         submit_batch, both modes) built with gcc -fsanitize=thread must report no
 #         race when correct, and must report the race of its deliberately racy variant.
 #  3. `make uninstall` removes every installed file; a second install with LIBDIR=.../lib64
 #     and another PREFIX is found by pkg-config and CMake there.
@@ -214,17 +215,38 @@ tsan_racy() { # BACKEND: the racy control must be reported
     echo "racy control: exit $rc, expected a data race report (exit 66)"
     return 1
 }
+tsan_features() { # BACKEND MODE: deadlines, cancel, submit_batch; no report, exit 0
+    local out
+    out=$(tsan_run env IOENG_TEST_BACKEND="$1" IOENG_TEST_MODE="$2" "$work/tsan_features") ||
+        { printf '%s\n' "$out" | tail -n 60; return 1; }
+    if grep -q 'ThreadSanitizer' <<<"$out"; then printf '%s\n' "$out" | head -n 60; return 1; fi
+    printf '%s\n' "$out" | tail -n 1
+}
 if tsan_build tsan; then
     for b in $backends; do
         check "TSan: correct program, no race reported [$b]" tsan_clean "$b" tsan
         check "TSan: racy control is reported [$b]" tsan_racy "$b"
     done
+    # shellcheck disable=SC2086
+    if gcc -std=c11 -Wall -Wextra -Werror -O1 -g -fsanitize=thread -pthread "$here/tsan_features.c" \
+        -o "$work/tsan_features" $pc_flags -Wl,-rpath,"$libdir"; then
+        for b in $backends; do
+            for m in threads polled; do
+                check "TSan: deadlines, cancel, submit_batch, callbacks that submit: no race [$b $m]" \
+                    tsan_features "$b" "$m"
+            done
+        done
+    else
+        fail "build pkg/tests/tsan_features.c with -fsanitize=thread"
+    fi
     # gcc -static-libtsan does not export the TSan interface, so libioeng's dlsym cannot
     # find it: export the two functions, or fall back to the installed suppression file.
     if tsan_build tsan_static_exp -static-libtsan \
-        -Wl,--export-dynamic-symbol=__tsan_acquire -Wl,--export-dynamic-symbol=__tsan_release &&
+        -Wl,--export-dynamic-symbol=__tsan_acquire -Wl,--export-dynamic-symbol=__tsan_release \
+        -Wl,--export-dynamic-symbol=__tsan_ignore_thread_begin \
+        -Wl,--export-dynamic-symbol=__tsan_ignore_thread_end &&
         tsan_build tsan_static -static-libtsan; then
-        check "TSan -static-libtsan with exported __tsan_acquire/release, no race [aio]" tsan_clean aio tsan_static_exp
+        check "TSan -static-libtsan with the four __tsan_* functions exported, no race [aio]" tsan_clean aio tsan_static_exp
         check "TSan -static-libtsan with share/ioeng/tsan.supp, no race [aio]" tsan_clean aio tsan_static \
             TSAN_OPTIONS="suppressions=$dest$prefix/share/ioeng/tsan.supp"
     else

@@ -1,6 +1,6 @@
 //! The scheduling layer both backends share: the three queues, the fairness rule, the
-//! slot budget and `poll_queues_and_batch`. Nothing here knows which kernel interface
-//! runs underneath.
+//! slot budget and the submitter's round (`SubmitRound::fill`). Nothing here knows which
+//! kernel interface runs underneath.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -11,22 +11,123 @@ use crossbeam_channel::{Receiver, Sender, at, never, select};
 use super::context::{IoContext, Slot};
 use super::tasks::QueueClass;
 
-/// The HIGH, READ and WRITE queues plus the fairness state (DESIGN §2).
+/// One queue (HIGH, READ or WRITE) in arrival order, whose items can also be taken out
+/// of the middle in O(1) by their position (for deadline expiry, which must not scan).
+///
+/// Every item pushed gets the next *position* (a sequence number that never repeats in
+/// this lane). An item taken out of the middle leaves a hole that dispatch steps over;
+/// holes at the front are dropped at once and a lane with no live item holds no hole,
+/// so holes never outnumber the live items behind them by more than one burst of
+/// removals.
+pub(crate) struct Lane<T> {
+    items: VecDeque<Option<T>>,
+    /// The position of `items[0]`: how many items (and holes) left from the front.
+    head: u64,
+    /// Items that are `Some`.
+    live: usize,
+}
+
+impl<T> Default for Lane<T> {
+    fn default() -> Self {
+        Lane {
+            items: VecDeque::new(),
+            head: 0,
+            live: 0,
+        }
+    }
+}
+
+impl<T> Lane<T> {
+    /// Appends `item`; returns its position.
+    fn push(&mut self, item: T) -> u64 {
+        let position = self.head + self.items.len() as u64;
+        self.items.push_back(Some(item));
+        self.live += 1;
+        position
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        while let Some(front) = self.items.pop_front() {
+            self.head += 1;
+            if let Some(item) = front {
+                self.live -= 1;
+                return Some(item);
+            }
+        }
+        None
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// The item at `position` if it is still queued.
+    fn get(&self, position: u64) -> Option<&T> {
+        let index = usize::try_from(position.checked_sub(self.head)?).ok()?;
+        self.items.get(index)?.as_ref()
+    }
+
+    /// Takes the item at `position` out if it is still queued.
+    fn take(&mut self, position: u64) -> Option<T> {
+        let index = usize::try_from(position.checked_sub(self.head)?).ok()?;
+        let item = self.items.get_mut(index)?.take()?;
+        self.live -= 1;
+        self.drop_holes();
+        Some(item)
+    }
+
+    /// Takes out every item for which `pred` holds, in order.
+    fn remove_where(&mut self, pred: &mut impl FnMut(&T) -> bool, out: &mut impl FnMut(T)) {
+        if self.live == 0 {
+            return;
+        }
+        for entry in self.items.iter_mut() {
+            if entry.as_ref().is_some_and(&mut *pred) {
+                out(entry.take().expect("checked above"));
+                self.live -= 1;
+            }
+        }
+        self.drop_holes();
+    }
+
+    /// Drops the holes at the front (all of them when nothing is live).
+    fn drop_holes(&mut self) {
+        if self.live == 0 {
+            self.head += self.items.len() as u64;
+            self.items.clear();
+            return;
+        }
+        while self.items.front().is_some_and(Option::is_none) {
+            self.items.pop_front();
+            self.head += 1;
+        }
+    }
+}
+
+/// Where a queued item stands: its queue and its position there (see [`Lane`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct QueuePosition {
+    class: QueueClass,
+    position: u64,
+}
+
+/// The HIGH, READ and WRITE queues plus the fairness state (docs/ARCHITECTURE.md,
+/// "Fairness").
 ///
 /// Generic over the queued item so the rule can be unit-tested with plain labels.
 pub(crate) struct Queues<T> {
-    high: VecDeque<T>,
-    read: VecDeque<T>,
-    write: VecDeque<T>,
+    high: Lane<T>,
+    read: Lane<T>,
+    write: Lane<T>,
     /// How far READ is ahead of WRITE in dispatches while both are backlogged: the class
     /// behind goes first. A class cannot bank credit while it is not backlogged: the
     /// count restarts at 0 when a round starts with one queue empty, and a class whose
-    /// queue a round emptied keeps no credit. With rounds of equal room this is DESIGN
-    /// §2's alternation (a READ-first round puts READ ahead by `room`, the WRITE-first
-    /// round after it evens the count); unlike a round parity alone it also halves the
-    /// dispatches when the room varies from round to round (`depth` not a multiple of
-    /// `batch`: full rounds and a short one per refill, where a parity hands one class
-    /// every full round). Its magnitude stays within the largest room.
+    /// queue a round emptied keeps no credit. With rounds of equal room this is the
+    /// original rule's alternation (a READ-first round puts READ ahead by `room`, the
+    /// WRITE-first round after it evens the count); unlike a round parity alone it also
+    /// halves the dispatches when the room varies from round to round (`depth` not a
+    /// multiple of `batch`: full rounds and a short one per refill, where a parity hands
+    /// one class every full round). Its magnitude stays within the largest room.
     read_lead: i64,
     /// Who goes first on a tie: flips every round in which READ/WRITE had room (rounds
     /// HIGH fills alone do not count: HIGH traffic in step with the rounds would otherwise
@@ -37,9 +138,9 @@ pub(crate) struct Queues<T> {
 impl<T> Default for Queues<T> {
     fn default() -> Self {
         Queues {
-            high: VecDeque::new(),
-            read: VecDeque::new(),
-            write: VecDeque::new(),
+            high: Lane::default(),
+            read: Lane::default(),
+            write: Lane::default(),
             read_lead: 0,
             read_first_on_tie: true,
         }
@@ -47,49 +148,63 @@ impl<T> Default for Queues<T> {
 }
 
 impl<T> Queues<T> {
-    pub(crate) fn push(&mut self, class: QueueClass, item: T) {
+    fn lane(&self, class: QueueClass) -> &Lane<T> {
         match class {
-            QueueClass::High => self.high.push_back(item),
-            QueueClass::Read => self.read.push_back(item),
-            QueueClass::Write => self.write.push_back(item),
+            QueueClass::High => &self.high,
+            QueueClass::Read => &self.read,
+            QueueClass::Write => &self.write,
         }
     }
 
+    fn lane_mut(&mut self, class: QueueClass) -> &mut Lane<T> {
+        match class {
+            QueueClass::High => &mut self.high,
+            QueueClass::Read => &mut self.read,
+            QueueClass::Write => &mut self.write,
+        }
+    }
+
+    /// Queues `item` at the back of its class; returns where it stands.
+    pub(crate) fn push(&mut self, class: QueueClass, item: T) -> QueuePosition {
+        let position = self.lane_mut(class).push(item);
+        QueuePosition { class, position }
+    }
+
+    /// The item at `at` while it is queued (`None` once dispatched or removed).
+    pub(crate) fn get(&self, at: QueuePosition) -> Option<&T> {
+        self.lane(at.class).get(at.position)
+    }
+
+    /// Takes the item at `at` out of its queue, if it is still there. O(1) amortized.
+    pub(crate) fn take(&mut self, at: QueuePosition) -> Option<T> {
+        self.lane_mut(at.class).take(at.position)
+    }
+
     /// Removes every item for which `pred` holds (any queue, keeping the order of the
-    /// rest) and hands it to `out`. O(queued); only cancel and deadline expiry use it.
+    /// rest) and hands it to `out`. O(queued); cancel uses it.
     pub(crate) fn remove_where(
         &mut self,
         mut pred: impl FnMut(&T) -> bool,
         mut out: impl FnMut(T),
     ) {
-        for queue in [&mut self.high, &mut self.read, &mut self.write] {
-            if !queue.iter().any(&mut pred) {
-                continue;
-            }
-            let mut kept = VecDeque::with_capacity(queue.len());
-            for item in queue.drain(..) {
-                if pred(&item) {
-                    out(item);
-                } else {
-                    kept.push_back(item);
-                }
-            }
-            *queue = kept;
+        for lane in [&mut self.high, &mut self.read, &mut self.write] {
+            lane.remove_where(&mut pred, &mut out);
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.high.len() + self.read.len() + self.write.len()
+        self.high.live + self.read.live + self.write.live
     }
 
     /// (HIGH, READ, WRITE) lengths.
     pub(crate) fn lens(&self) -> (usize, usize, usize) {
-        (self.high.len(), self.read.len(), self.write.len())
+        (self.high.live, self.read.live, self.write.live)
     }
 
-    /// One dispatch round of DESIGN §2: HIGH first until empty or `room` is reached, then
-    /// READ and WRITE drained greedily, the one behind first (see `read_lead`). Hands each
-    /// chosen item to `take` in dispatch order and returns how many it took.
+    /// One dispatch round of the fairness rule: HIGH first until empty or `room` is
+    /// reached, then READ and WRITE drained greedily, the one behind first (see
+    /// `read_lead`). Hands each chosen item to `take` in dispatch order and returns how
+    /// many it took.
     pub(crate) fn take_round(&mut self, room: usize, mut take: impl FnMut(T)) -> usize {
         let mut taken = drain_into(&mut self.high, room, &mut take);
         if taken == room {
@@ -129,10 +244,14 @@ impl<T> Queues<T> {
     }
 }
 
-/// Pops up to `room` items from the front of `queue` into `take`; returns how many.
-fn drain_into<T>(queue: &mut VecDeque<T>, room: usize, take: &mut impl FnMut(T)) -> usize {
-    let n = room.min(queue.len());
-    queue.drain(..n).for_each(&mut *take);
+/// Pops up to `room` items from the front of `lane` into `take`; returns how many.
+fn drain_into<T>(lane: &mut Lane<T>, room: usize, take: &mut impl FnMut(T)) -> usize {
+    let mut n = 0;
+    while n < room {
+        let Some(item) = lane.pop_front() else { break };
+        take(item);
+        n += 1;
+    }
     n
 }
 
@@ -563,6 +682,29 @@ mod tests {
         let mut q = queues_with(&[(Read, "r0"), (Write, "w0")]);
         assert!(round(&mut q, 0).is_empty());
         assert_eq!(round(&mut q, 1), ["r0"]);
+    }
+
+    #[test]
+    fn items_taken_from_the_middle_leave_holes_that_dispatch_steps_over() {
+        let mut q = Queues::default();
+        let at: Vec<_> = ["r0", "r1", "r2", "r3"]
+            .into_iter()
+            .map(|name| q.push(Read, name))
+            .collect();
+        let w0 = q.push(Write, "w0");
+        assert_eq!(q.take(at[1]), Some("r1"));
+        assert_eq!(q.take(at[1]), None, "taken once");
+        assert_eq!(q.get(at[2]), Some(&"r2"));
+        assert_eq!(q.lens(), (0, 3, 1));
+        assert_eq!(round(&mut q, 2), ["r0", "r2"]);
+        assert_eq!(q.get(at[0]), None, "dispatched");
+        assert_eq!(q.take(w0), Some("w0"));
+        // Cancel-style removal keeps the positions of the rest valid.
+        q.remove_where(|&name| name == "r3", |_| {});
+        assert_eq!(q.len(), 0);
+        let r4 = q.push(Read, "r4");
+        assert_eq!(q.get(r4), Some(&"r4"));
+        assert_eq!(round(&mut q, 8), ["r4"]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Mutex, OnceLock};
@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::common::{Budget, Counters, Queues};
+use super::common::{Budget, Counters, QueuePosition, Queues};
 use super::locks::lock;
 use super::tasks::{IoEvent, Outcome};
 use crate::error::Error;
+use crate::race_hooks::{self, Point};
 use crate::sys::{EventFd, monotonic_ns};
 
 /// The slot index a driver reports for a completion that belongs to no slot (the CQE
@@ -121,8 +122,11 @@ pub(crate) struct IoContext<S> {
     /// deadline never read the clock or arm a timer.
     earliest_deadline: AtomicU64,
     /// Requests removed from the queues by cancel or expiry, with their `res`, waiting
-    /// for the submitter (or poller) to run their callbacks on an engine thread.
-    dead: Mutex<Vec<(IoEvent, i64)>>,
+    /// for the submitter (or poller) to run their callbacks on an engine thread. Each
+    /// stays here until its callback starts, so that a cancel still counts it.
+    dead: Mutex<VecDeque<(IoEvent, i64)>>,
+    /// `dead.len()`, written only under the `dead` lock, read without it as a hint that
+    /// `service` has work (a stale zero is fixed by the wake-up that follows every push).
     dead_count: AtomicUsize,
     /// In-flight cancels asked for by `cancel`: `(slot index, tag, generation)`, which
     /// the submitter checks against the slot before asking the kernel.
@@ -200,17 +204,81 @@ thread_local! {
 // its contents (`S: Send`) may move between them with the index.
 unsafe impl<S: Send> Sync for IoContext<S> {}
 
-/// The queues and, for requests with a deadline, a min-heap of those deadlines.
+/// The queues and, for requests with a deadline, a min-heap of those deadlines with
+/// where each request stands in its queue.
 ///
-/// The heap is not updated when such a request is dispatched or cancelled (that would
-/// cost a search); stale entries only cause a harmless early expiry scan, and the whole
-/// heap is dropped whenever no request with a deadline is queued any more.
+/// Expiry pops the heap and takes each due request straight out of its queue (O(log n)
+/// per expired request; no scan). A request that leaves the queue otherwise (dispatch,
+/// cancel) leaves its heap entry behind, stale: nothing is paid for it at dispatch
+/// beyond dropping stale entries that reach the top. Stale entries are dropped when they
+/// come due, all at once when no queued request has a deadline, and by a sweep once they
+/// outnumber the live ones (so memory stays within twice the live entries).
 #[derive(Default)]
 struct Waiting {
     queues: Queues<IoEvent>,
-    deadlines: BinaryHeap<Reverse<u64>>,
-    /// Queued requests that have a deadline.
+    deadlines: BinaryHeap<Reverse<(u64, QueuePosition)>>,
+    /// Queued requests that have a deadline (the live heap entries).
     with_deadline: usize,
+}
+
+/// Stale heap entries tolerated beyond the live ones before a sweep.
+const STALE_DEADLINE_SLACK: usize = 64;
+
+impl Waiting {
+    /// Queues `event`, recording its deadline; returns the deadline (0: none).
+    fn push(&mut self, event: IoEvent) -> u64 {
+        let deadline = event.request.deadline_ns;
+        let at = self.queues.push(event.request.class(), event);
+        if deadline != 0 {
+            self.deadlines.push(Reverse((deadline, at)));
+            self.with_deadline += 1;
+        }
+        deadline
+    }
+
+    /// Takes out the queued requests whose deadline is at or before `now`.
+    fn expire(&mut self, now: u64) -> Vec<IoEvent> {
+        let mut expired = Vec::new();
+        while let Some(&Reverse((deadline, at))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(event) = self.queues.take(at) {
+                debug_assert_eq!(event.request.deadline_ns, deadline);
+                expired.push(event);
+            }
+        }
+        self.forget_deadlines(expired.len());
+        expired
+    }
+
+    /// `n` queued requests with a deadline left the queues (by any way).
+    fn forget_deadlines(&mut self, n: usize) {
+        self.with_deadline -= n;
+        if self.with_deadline == 0 {
+            self.deadlines.clear();
+            return;
+        }
+        if self.deadlines.len() > 2 * self.with_deadline + STALE_DEADLINE_SLACK {
+            let queues = &self.queues;
+            self.deadlines
+                .retain(|&Reverse((_, at))| queues.get(at).is_some());
+            debug_assert_eq!(self.deadlines.len(), self.with_deadline);
+        }
+        // Keep the top live, so that the timer is armed for a request that still waits.
+        while let Some(&Reverse((_, at))) = self.deadlines.peek() {
+            if self.queues.get(at).is_some() {
+                break;
+            }
+            self.deadlines.pop();
+        }
+    }
+
+    /// The earliest deadline of a queued request, or `NO_DEADLINE`.
+    fn earliest(&self) -> u64 {
+        self.deadlines.peek().map_or(NO_DEADLINE, |r| r.0.0)
+    }
 }
 
 /// Requests settled in one batch, waiting for their callbacks and slot release.
@@ -245,7 +313,7 @@ impl<S: Slot> IoContext<S> {
         IoContext {
             queues: Mutex::new(Waiting::default()),
             earliest_deadline: AtomicU64::new(NO_DEADLINE),
-            dead: Mutex::new(Vec::new()),
+            dead: Mutex::new(VecDeque::new()),
             dead_count: AtomicUsize::new(0),
             cancel_requests: Mutex::new(Vec::new()),
             has_cancel_requests: AtomicBool::new(false),
@@ -448,16 +516,11 @@ impl<S: Slot> IoContext<S> {
                     refusal = Some(Error::QueueFull);
                     break;
                 }
-                let deadline = event.request.deadline_ns;
-                if deadline != 0 {
-                    waiting.deadlines.push(Reverse(deadline));
-                    waiting.with_deadline += 1;
-                    if deadline < self.earliest_deadline.load(Ordering::Relaxed) {
-                        self.earliest_deadline.store(deadline, Ordering::Relaxed);
-                        earlier_deadline = true;
-                    }
+                let deadline = waiting.push(event);
+                if deadline != 0 && deadline < self.earliest_deadline.load(Ordering::Relaxed) {
+                    self.earliest_deadline.store(deadline, Ordering::Relaxed);
+                    earlier_deadline = true;
                 }
-                waiting.queues.push(event.request.class(), event);
                 accepted += 1;
             }
             // Counted under the lock, before the submitter can see the requests, so a
@@ -491,12 +554,20 @@ impl<S: Slot> IoContext<S> {
         debug_assert!(tag != 0);
         let mut removed = Vec::new();
         let mut in_slots = Vec::new();
+        let dead_found;
         {
             let mut waiting = lock(&self.queues);
             waiting
                 .queues
                 .remove_where(|event| event.tag() == tag, |event| removed.push(event));
             self.forget_removed(&mut waiting, &removed);
+            // Cancelled or timed out already, callback not yet started: still counted
+            // (its callback keeps the result it has). Under the queue lock, so that a
+            // request moving from the queues to `dead` is seen in one place or the other.
+            dead_found = lock(&self.dead)
+                .iter()
+                .filter(|(event, _)| event.tag() == tag)
+                .count();
             // Under the queue lock, dispatch cannot move a request from the queues into
             // a slot meanwhile: each one is counted exactly once.
             for (index, slot_tag) in self.slot_tags.iter().enumerate() {
@@ -506,7 +577,7 @@ impl<S: Slot> IoContext<S> {
                 }
             }
         }
-        let found = removed.len() + in_slots.len();
+        let found = removed.len() + in_slots.len() + dead_found;
         if !in_slots.is_empty() {
             lock(&self.cancel_requests).extend(in_slots);
             self.has_cancel_requests.store(true, Ordering::Release);
@@ -520,7 +591,7 @@ impl<S: Slot> IoContext<S> {
         found
     }
 
-    /// Bookkeeping after requests left the queues other than by dispatch.
+    /// Bookkeeping after requests left the queues by cancel.
     fn forget_removed(&self, waiting: &mut Waiting, removed: &[IoEvent]) {
         if removed.is_empty() {
             return;
@@ -538,18 +609,29 @@ impl<S: Slot> IoContext<S> {
         if n == 0 {
             return;
         }
-        waiting.with_deadline -= n;
-        if waiting.with_deadline == 0 {
-            waiting.deadlines.clear();
-            self.earliest_deadline.store(NO_DEADLINE, Ordering::Relaxed);
-        }
+        waiting.forget_deadlines(n);
+        self.earliest_deadline
+            .store(waiting.earliest(), Ordering::Relaxed);
     }
 
     /// Hands events removed from the queues to the engine thread that runs callbacks.
+    /// Whoever calls this makes sure a `service` follows: `cancel` wakes the engine,
+    /// and expiry happens inside a submit step, which services its own dead (see
+    /// `worker::submit_step`).
     fn bury(&self, events: impl Iterator<Item = (IoEvent, i64)>) {
         let mut dead = lock(&self.dead);
         dead.extend(events);
+        // Under the lock, like every write of the count: it always equals the length.
         self.dead_count.store(dead.len(), Ordering::Release);
+    }
+
+    /// The next request waiting in `dead` for its callback, taken out under the lock
+    /// together with the count (so that a concurrent `bury` is never overwritten).
+    fn pop_dead(&self) -> Option<(IoEvent, i64)> {
+        let mut dead = lock(&self.dead);
+        let next = dead.pop_front();
+        self.dead_count.store(dead.len(), Ordering::Relaxed);
+        next
     }
 
     /// The registered buffers, if any.
@@ -607,6 +689,12 @@ impl<S: Slot> IoContext<S> {
             self.closing.store(true, Ordering::Relaxed);
         }
         self.resume();
+    }
+
+    /// Whether close began. Relaxed: read by a poller holding the submit role, which
+    /// close held while it set the flag.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -694,33 +782,23 @@ impl<S: Slot> IoContext<S> {
         Some(Instant::now() + Duration::from_nanos(earliest.saturating_sub(now)))
     }
 
-    /// Times out queued requests whose deadline passed (under the queue lock).
-    fn expire_locked(&self, waiting: &mut Waiting, now: u64) {
-        let mut expired = Vec::new();
-        waiting.queues.remove_where(
-            |event| {
-                let deadline = event.request.deadline_ns;
-                deadline != 0 && deadline <= now
-            },
-            |event| expired.push(event),
-        );
-        while waiting
-            .deadlines
-            .peek()
-            .is_some_and(|&Reverse(deadline)| deadline <= now)
-        {
-            waiting.deadlines.pop();
+    /// Times out queued requests whose deadline passed (under the queue lock): O(log n)
+    /// per expired request. Returns whether any expired.
+    fn expire_locked(&self, waiting: &mut Waiting, now: u64) -> bool {
+        let expired = waiting.expire(now);
+        self.earliest_deadline
+            .store(waiting.earliest(), Ordering::Relaxed);
+        if expired.is_empty() {
+            return false;
         }
-        self.forget_removed(waiting, &expired);
-        if waiting.with_deadline > 0 {
-            let next = waiting.deadlines.peek().map_or(NO_DEADLINE, |r| r.0);
-            self.earliest_deadline.store(next, Ordering::Relaxed);
-        }
+        self.queued.fetch_sub(expired.len(), Ordering::Relaxed);
         // Counted here, not from the callbacks' res: a kernel's own -ETIMEDOUT (a socket
         // read after a TCP timeout) is no deadline of ours.
         Counters::add(&self.counters.timed_out, expired.len() as u64);
+        race_hooks::at(Point::ExpiredBeforeBury);
         let etimedout = -i64::from(libc::ETIMEDOUT);
         self.bury(expired.into_iter().map(|event| (event, etimedout)));
+        true
     }
 
     /// The engine thread's housekeeping, in THREADS mode on the submitter before every
@@ -731,8 +809,10 @@ impl<S: Slot> IoContext<S> {
     pub(crate) fn service<D: Driver<Slot = S>>(&self, driver: &D) -> Option<Instant> {
         let earliest = self.earliest_deadline.load(Ordering::Relaxed);
         if earliest != NO_DEADLINE && earliest <= monotonic_ns() {
-            let mut waiting = lock(&self.queues);
-            self.expire_locked(&mut waiting, monotonic_ns());
+            let expired = self.expire_locked(&mut lock(&self.queues), monotonic_ns());
+            if expired {
+                race_hooks::at(Point::ServiceExpired);
+            }
         }
         if self.has_cancel_requests.load(Ordering::Acquire) {
             self.has_cancel_requests.store(false, Ordering::Relaxed);
@@ -754,12 +834,23 @@ impl<S: Slot> IoContext<S> {
                 driver.cancel(self, &targets);
             }
         }
-        if self.dead_count.load(Ordering::Acquire) != 0 {
-            let events = std::mem::take(&mut *lock(&self.dead));
-            self.dead_count.store(0, Ordering::Relaxed);
-            self.finish_events(events);
-        }
+        self.finish_dead();
         self.next_deadline()
+    }
+
+    /// Runs the callbacks of cancelled and timed-out requests (`dead`), one at a time
+    /// with every other callback of the engine, including any buried meanwhile (also
+    /// by those callbacks). Costs one relaxed load when there are none.
+    pub(crate) fn finish_dead(&self) {
+        if self.dead_count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        race_hooks::at(Point::ServiceTookDead);
+        let _finishing = lock(&self.finishing);
+        while let Some((event, res)) = self.pop_dead() {
+            self.count_finished_one(res);
+            event.finish(res);
+        }
     }
 
     /// Whether the submitter must finish the request in slot `index` with -ECANCELED
@@ -915,6 +1006,7 @@ impl<S: Slot> IoContext<S> {
         if reaped.is_empty() {
             return;
         }
+        race_hooks::at(Point::Reaped);
         if reaped.iter().any(|&(index, _)| index == CONTROL_INDEX) {
             // Cold path: an in-flight cancel was issued. Its own completion only
             // balances its count.
@@ -965,10 +1057,6 @@ impl<S: Slot> IoContext<S> {
                     resubmitted = true;
                 }
                 Outcome::Done(res) => {
-                    if event.tag() != 0 {
-                        // Before the callback: a cancel from now on no longer counts it.
-                        self.slot_tags[index].store(0, Ordering::Relaxed);
-                    }
                     events.push((slot.take().expect("checked above"), res));
                     slots.push(index);
                 }
@@ -978,7 +1066,12 @@ impl<S: Slot> IoContext<S> {
             self.notify_submit_work();
         }
         self.count_finished(events);
-        for (event, res) in events.drain(..) {
+        for ((event, res), &index) in events.drain(..).zip(slots.iter()) {
+            if event.tag() != 0 {
+                // Right before its callback: until then a cancel still counts it (its
+                // result is final, so the kernel finds nothing left to stop).
+                self.slot_tags[index].store(0, Ordering::Relaxed);
+            }
             event.finish(res);
         }
         for index in slots.drain(..) {
@@ -997,13 +1090,10 @@ impl<S: Slot> IoContext<S> {
         }
     }
 
-    /// Runs the callbacks of requests that never got a slot (cancelled, timed out),
-    /// one at a time with every other callback of the engine.
-    fn finish_events(&self, events: Vec<(IoEvent, i64)>) {
-        let _finishing = lock(&self.finishing);
-        self.count_finished(&events);
-        for (event, res) in events {
-            event.finish(res);
+    fn count_finished_one(&self, res: i64) {
+        Counters::add(&self.counters.completed, 1);
+        if res == -i64::from(libc::ECANCELED) {
+            Counters::add(&self.counters.cancelled, 1);
         }
     }
 }
@@ -1338,6 +1428,58 @@ mod tests {
         ctx.complete(&[(round.batch[0], etimedout)]);
         assert_eq!(log.len(), 4);
         assert_eq!(ctx.stats().timed_out, 3);
+    }
+
+    #[test]
+    fn cancel_counts_a_timed_out_request_until_its_callback_starts() {
+        let mut log = Vec::new();
+        let ctx = IoContext::<TestSlot>::new(1, 1, 0, true);
+        ctx.push(tagged(9, 1, 0, &mut log)).unwrap();
+        assert!(ctx.expire_locked(&mut lock(&ctx.queues), monotonic_ns()));
+        assert!(log.is_empty(), "expired, callback not yet run");
+        assert_eq!(ctx.cancel(9), 1, "still accepted and not completed");
+        ctx.finish_dead();
+        let etimedout = -i64::from(libc::ETIMEDOUT);
+        assert_eq!(log, [etimedout], "the callback keeps its -ETIMEDOUT");
+        assert_eq!(ctx.cancel(9), 0);
+        let stats = ctx.stats();
+        assert_eq!((stats.timed_out, stats.cancelled), (1, 0));
+    }
+
+    #[test]
+    fn expiry_takes_due_requests_out_of_the_middle_and_stale_deadlines_stay_bounded() {
+        let mut log = Vec::new();
+        let ctx = IoContext::<TestSlot>::new(1, 1, 0, true);
+        let far = monotonic_ns() + 3_600_000_000_000;
+        // 1000 far deadlines, with a due one in the middle of the queue.
+        for offset in 0..1000 {
+            let deadline = if offset == 500 { 1 } else { far + offset };
+            ctx.push(tagged(0, deadline, offset, &mut log)).unwrap();
+        }
+        assert!(ctx.expire_locked(&mut lock(&ctx.queues), monotonic_ns()));
+        ctx.finish_dead();
+        assert_eq!(log, [-i64::from(libc::ETIMEDOUT)]);
+        assert_eq!(ctx.queued(), 999);
+        // Dispatching leaves stale heap entries behind; they never outgrow the live ones
+        // by more than the slack, and the timer stays armed for a queued request.
+        let mut waiting = lock(&ctx.queues);
+        let mut taken = Vec::new();
+        for _ in 0..990 {
+            waiting.queues.take_round(1, |event| taken.push(event));
+            waiting.forget_deadlines(1);
+            assert!(waiting.deadlines.len() <= 2 * waiting.with_deadline + STALE_DEADLINE_SLACK);
+        }
+        assert_eq!(waiting.with_deadline, 9);
+        assert_eq!(
+            taken[500].request.offset, 501,
+            "the expired one was skipped"
+        );
+        let top = waiting.deadlines.peek().expect("armed").0;
+        assert!(
+            waiting.queues.get(top.1).is_some(),
+            "the top is a queued request"
+        );
+        assert_eq!(waiting.earliest(), far + 991);
     }
 
     #[test]

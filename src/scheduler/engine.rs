@@ -2,7 +2,6 @@
 //! threads), submit, close (drain, join or drive to the end, release the kernel
 //! context) — for one statically chosen driver.
 
-use std::cell::Cell;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,6 +15,7 @@ use super::tasks::{Callback, IoEvent, IoRequest};
 use super::worker::{PollPolicy, SubmitRole, run_completer, run_submitter};
 use super::{Config, Mode};
 use crate::error::Error;
+use crate::race_hooks::{self, Point};
 use crate::sys;
 
 /// State the engine's threads (or its poller) share with the handle.
@@ -42,13 +42,6 @@ pub(crate) struct Engine<D: Driver> {
     /// Set once close finished (or a forked child abandoned its copy): drop has nothing
     /// left to drain.
     finished: AtomicBool,
-}
-
-thread_local! {
-    /// True on every engine thread of every engine (DESIGN §5.9): ioeng_close there
-    /// would wait for an engine thread — its own, or one of another engine that may be
-    /// closing this one — so it refuses with EDEADLK.
-    static ON_ENGINE_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
 impl<D: Driver> Engine<D> {
@@ -210,11 +203,20 @@ impl<D: Driver> Engine<D> {
     /// accepting and starts draining.
     pub(crate) fn begin_close(&self) -> Result<(), Error> {
         let ctx = &self.shared.ctx;
-        if ON_ENGINE_THREAD.get() || ctx.served_here() {
+        // On any engine thread of any engine, close would wait for an engine thread — its
+        // own, or one of another engine that may be closing this one.
+        if sys::fork::on_engine_thread() || ctx.served_here() {
             return Err(Error::CloseFromCallback);
         }
-        if self.mode == Mode::Polled && try_lock(&self.shared.submit).is_none() {
-            return Err(Error::Busy);
+        if self.mode == Mode::Polled {
+            // Closing is marked while this thread holds the poller's role, so a poll
+            // either ran before (and the role was busy: -EBUSY here) or starts after and
+            // sees the close (-EBUSY there); the drain never finds the role taken for good.
+            let Some(_role) = try_lock(&self.shared.submit) else {
+                return Err(Error::Busy);
+            };
+            ctx.begin_close();
+            return Ok(());
         }
         ctx.begin_close();
         Ok(())
@@ -235,9 +237,8 @@ impl<D: Driver> Engine<D> {
                 }
             }
             Mode::Polled => {
-                // `begin_close` refused a concurrent poller, so the role is free.
-                let drained = polled::drain(&self.shared);
-                debug_assert!(drained.is_ok());
+                race_hooks::at(Point::PolledCloseChecked);
+                polled::drain(&self.shared);
             }
         }
         self.finished.store(true, Ordering::Relaxed);
@@ -283,13 +284,13 @@ impl<D: Driver> Engine<D> {
     }
 }
 
-/// Runs an engine thread's loop, marked as an engine thread (see `ON_ENGINE_THREAD`);
+/// Runs an engine thread's loop, marked as an engine thread (`sys::fork::on_engine_thread`);
 /// a panic there (an invariant of libioeng broken) aborts the process. Unwinding would
 /// end one of the two threads and leave the other, and `ioeng_close`, waiting forever
 /// for callbacks that can no longer come; a loud abort (the panic message is printed
 /// first) beats a silent hang or a lost callback.
 fn engine_thread(body: impl FnOnce()) {
-    ON_ENGINE_THREAD.set(true);
+    sys::fork::mark_engine_thread();
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
         eprintln!("libioeng: an engine thread panicked; aborting to avoid losing callbacks");
         std::process::abort();

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::context::{Driver, IoContext, Slot};
 use super::engine::Shared;
-use super::locks::try_lock;
+use super::locks::{lock, try_lock};
 use super::worker::{SubmitRole, reap_step, submit_ready};
-use crate::error::Error;
 
 /// Why a poll could not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +35,11 @@ pub(crate) fn poll<D: Driver>(
     let Some(mut held) = try_lock(&shared.submit) else {
         return Err(PollError::Busy);
     };
+    if ctx.is_closing() {
+        // Close runs (or ran) its drain on another thread: a poll now breaks the
+        // contract, and gets the answer it gets while a poll runs.
+        return Err(PollError::Busy);
+    }
     let held = &mut *held;
     let _serving = ctx.serve_here();
     ctx.poller_running();
@@ -134,6 +138,9 @@ struct QuietEventFd<'a, D: Driver> {
     driver: &'a D,
     /// What `quiet_event_fd(true)` answered; `None`: the fd stays loud.
     quiet: Option<bool>,
+    /// The fork generation at the start: a child forked by a callback unwinds through
+    /// here and must not write the ring's flags, which it shares with the parent.
+    generation: u64,
 }
 
 impl<'a, D: Driver> QuietEventFd<'a, D> {
@@ -141,13 +148,14 @@ impl<'a, D: Driver> QuietEventFd<'a, D> {
         QuietEventFd {
             driver,
             quiet: driver.quiet_event_fd(true),
+            generation: crate::sys::fork::generation(),
         }
     }
 }
 
 impl<D: Driver> Drop for QuietEventFd<'_, D> {
     fn drop(&mut self) {
-        if self.quiet.is_some() {
+        if self.quiet.is_some() && crate::sys::fork::generation() == self.generation {
             self.driver.quiet_event_fd(false);
         }
     }
@@ -179,12 +187,11 @@ impl SubmitRole {
 }
 
 /// `ioeng_close` in POLLED mode, after `begin_close`: dispatches and completes everything
-/// accepted on the calling thread.
-pub(crate) fn drain<D: Driver>(shared: &Shared<D>) -> Result<(), Error> {
+/// accepted on the calling thread. A poll that took the role after `begin_close` lets go
+/// of it at once (see `poll`), so waiting for the role here is brief.
+pub(crate) fn drain<D: Driver>(shared: &Shared<D>) {
     let (ctx, driver) = (&shared.ctx, &shared.driver);
-    let Some(mut held) = try_lock(&shared.submit) else {
-        return Err(Error::Busy);
-    };
+    let mut held = lock(&shared.submit);
     let held = &mut *held;
     let _serving = ctx.serve_here();
     ctx.poller_running();
@@ -193,7 +200,7 @@ pub(crate) fn drain<D: Driver>(shared: &Shared<D>) -> Result<(), Error> {
         driver.run_deferred();
         reap_step(ctx, driver, &mut held.reaped, ctx.kernel_has_work());
         if ctx.drained_for_close() {
-            return Ok(());
+            return;
         }
         if !ctx.kernel_has_work()
             && let Some(at) = held.round.next_retry()

@@ -114,11 +114,17 @@ impl Callback {
 
     /// Runs the callback once; consuming `self` makes "exactly once" a type-level fact.
     pub(crate) fn invoke(self, res: i64) {
-        crate::tsan::acquire();
-        // SAFETY: `func` is the caller's callback and `ctx` its own argument, as given to
-        // ioeng_submit; the header makes the callee's soundness the caller's contract.
-        unsafe { (self.func)(self.ctx, res) };
-        crate::tsan::release();
+        let generation = crate::sys::fork::generation();
+        // The callback is the user's code: TSan checks it (see `tsan::Ignored`).
+        crate::tsan::unignored(|| {
+            crate::tsan::acquire();
+            // SAFETY: `func` is the caller's callback and `ctx` its own argument, as given
+            // to ioeng_submit; the header makes the callee's soundness the caller's contract.
+            unsafe { (self.func)(self.ctx, res) };
+            crate::tsan::release();
+        });
+        // A callback that forked and returned in the child goes no further there.
+        crate::sys::fork::after_callback(generation);
     }
 }
 
@@ -344,7 +350,7 @@ impl IoRequest {
 }
 
 /// The three queues of DESIGN §1.1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum QueueClass {
     High,
     Read,

@@ -11,6 +11,7 @@ use super::context::{Driver, IoContext};
 use super::engine::Shared;
 use super::locks::{lock, try_lock};
 use super::{Config, IdlePoll};
+use crate::race_hooks::{self, Point};
 use crate::sys;
 
 /// Default upper bound on how long an idle engine thread polls before it sleeps: a few
@@ -149,6 +150,7 @@ pub(crate) fn submit_step<D: Driver>(
     // Housekeeping first: expire queued requests whose deadline passed, hand in-flight
     // cancels to the driver, run the callbacks of cancelled and timed-out requests.
     let deadline = ctx.service(driver);
+    race_hooks::at(Point::AfterService);
     match slot_wait {
         Some(slot_wait) => {
             round.fill(ctx, deadline, || {
@@ -163,6 +165,11 @@ pub(crate) fn submit_step<D: Driver>(
         }
         None => round.fill_nonblocking(ctx),
     }
+    // The round may have timed out queued requests (a deadline passing since `service`):
+    // their callbacks run here, by the holder of the submit role that expired them. Left
+    // for later, they could wait for good: a submitter that read "no deadline" after the
+    // expiry and "nothing dead" before it sleeps without a timeout.
+    ctx.finish_dead();
     if round.batch.is_empty() {
         return 0;
     }
@@ -231,6 +238,7 @@ pub(crate) fn run_submitter<D: Driver>(shared: &Shared<D>) {
         if ctx.drained_for_close() {
             break;
         }
+        race_hooks::at(Point::SubmitterIdle);
         let deadline = ctx.next_deadline();
         let due = || next_retry.is_some_and(|at| at <= Instant::now());
         let deferred = || try_lock(&shared.submit).is_some_and(|_| driver.run_deferred());

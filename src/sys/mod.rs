@@ -44,7 +44,11 @@ where
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
-    let spawned = Builder::new().name(name.to_owned()).spawn(body);
+    // An engine thread runs libioeng's code only (callbacks lift this: `tsan::unignored`).
+    let spawned = Builder::new().name(name.to_owned()).spawn(move || {
+        let _ignored = crate::tsan::Ignored::new();
+        body()
+    });
     // SAFETY: `previous` was filled by the successful pthread_sigmask call above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, previous.as_ptr(), std::ptr::null_mut()) };
     spawned

@@ -1,0 +1,422 @@
+/*
+ * Races made to happen on every run (docs/ARCHITECTURE.md, "Testing races").
+ *
+ * Linked against a test build of libioeng with the race-hooks cargo feature, which
+ * calls the function registered with ioeng_debug_race_hook() at named points inside
+ * the engine (src/race_hooks.rs). At those points this test does what another thread
+ * would do by bad luck, so each scenario below replays one interleaving exactly:
+ *
+ *  lost_dead_callback   (both modes) the engine thread takes the cancelled/timed-out
+ *                       requests to run their callbacks; right then another cancel
+ *                       adds one more. Its callback must still run (it used to be lost:
+ *                       the waiting count was reset after the lock was released).
+ *  cancel_counts_expired (both modes) a request timed out but its callback has not run:
+ *                       ioeng_cancel() counts it, and the callback stays -ETIMEDOUT.
+ *  completer_expiry     (THREADS) the completer times out the last queued request with
+ *                       a deadline during its own dispatch while the submitter decides
+ *                       to sleep: the -ETIMEDOUT callback must not wait for an unrelated
+ *                       wake-up.
+ *  poll_during_close    (POLLED) a poll that starts after close checked for pollers
+ *                       gets -EBUSY; close drains every callback itself.
+ *
+ * IOENG_TEST_BACKEND=aio|uring, IOENG_TEST_MODE=threads|polled.
+ */
+#include <stdatomic.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+#include "test_util.h"
+
+/* The test-build entry point (not in ioeng.h) and its points (src/race_hooks.rs). */
+typedef void (*race_hook_t)(void *ctx, uint32_t point);
+void ioeng_debug_race_hook(race_hook_t hook, void *ctx);
+enum {
+    P_SERVICE_TOOK_DEAD = 1,
+    P_AFTER_SERVICE = 2,
+    P_EXPIRED_BEFORE_BURY = 3,
+    P_SERVICE_EXPIRED = 4,
+    P_SUBMITTER_IDLE = 5,
+    P_POLLED_CLOSE_CHECKED = 6,
+    P_REAPED = 7,
+};
+
+#define MAX_REQS 8
+struct slot {
+    _Atomic int calls;
+    _Atomic int64_t res;
+    _Atomic uint64_t at_ns;
+};
+static struct slot slots[MAX_REQS];
+static ioeng_t *h;
+static int zero_fd;
+static char bufs[MAX_REQS][64];
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void on_done(void *ctx, int64_t res)
+{
+    struct slot *s = ctx;
+    atomic_store(&s->res, res);
+    atomic_store(&s->at_ns, now_ns());
+    atomic_fetch_add(&s->calls, 1);
+}
+
+static void reset_slots(void)
+{
+    for (int i = 0; i < MAX_REQS; i++) {
+        atomic_store(&slots[i].calls, 0);
+        atomic_store(&slots[i].res, INT64_MIN);
+        atomic_store(&slots[i].at_ns, 0);
+    }
+}
+
+static ioeng_t *open_engine(void)
+{
+    ioeng_config_t cfg;
+    ioeng_config_init(&cfg);
+    cfg.backend = tu_backend();
+    cfg.depth = 1;
+    cfg.mode = tu_mode();
+    cfg.idle_poll_us = IOENG_POLL_NEVER; /* sleep at once: the interleavings below rely on it */
+    ioeng_t *e = NULL;
+    int rc = ioeng_open(&cfg, &e);
+    CHECK(rc == 0, "ioeng_open: %d", rc);
+    return e;
+}
+
+static void submit(int i, int fd, uint64_t tag, uint64_t deadline_ns)
+{
+    ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, bufs[i], 1, 0);
+    q.tag = tag;
+    q.deadline_ns = deadline_ns;
+    CHECK_EQ(ioeng_submit(h, &q, on_done, &slots[i]), 0, "submit %d", i);
+}
+
+/* Runs the engine until request i's callback ran or `sec` passed (POLLED: polls here). */
+static int wait_for(int i, double sec)
+{
+    uint64_t end = now_ns() + (uint64_t)(sec * 1e9);
+    while (atomic_load(&slots[i].calls) == 0 && now_ns() < end) {
+        if (tu_mode() == IOENG_MODE_POLLED) {
+            int rc = ioeng_poll(h, 1, 10 * 1000 * 1000);
+            CHECK(rc >= 0, "ioeng_poll: %d", rc);
+        } else {
+            usleep(1000);
+        }
+    }
+    return atomic_load(&slots[i].calls);
+}
+
+/* The read of an empty pipe that holds the engine's only slot. Linux AIO would run a
+ * blocking pipe's read inside io_submit (stalling the engine thread, or the poll), so on
+ * AIO the pipe is O_NONBLOCK and the slot is held by the engine's -EAGAIN retries. */
+static int blocker[2];
+static void start_blocker(int i)
+{
+    int nonblock = tu_backend() == IOENG_BACKEND_AIO ? O_NONBLOCK : 0;
+    CHECK(pipe2(blocker, nonblock) == 0, "pipe");
+    submit(i, blocker[0], 0, 0);
+    uint64_t end = now_ns() + 5000000000u;
+    for (;;) {
+        if (tu_mode() == IOENG_MODE_POLLED)
+            CHECK(ioeng_poll(h, 0, 0) >= 0, "poll");
+        ioeng_stats_t st;
+        CHECK_EQ(ioeng_stats(h, &st), 0, "stats");
+        if (st.queued_read == 0)
+            break;
+        CHECK(now_ns() < end, "the blocker was never dispatched");
+        usleep(1000);
+    }
+}
+
+static void release_blocker(void)
+{
+    CHECK(write(blocker[1], "x", 1) == 1, "write pipe");
+}
+
+static void close_engine(int nreqs)
+{
+    ioeng_debug_race_hook(NULL, NULL);
+    CHECK_EQ(ioeng_close(h), 0, "close");
+    for (int i = 0; i < nreqs; i++)
+        CHECK_EQ(atomic_load(&slots[i].calls), 1, "request %d: callbacks", i);
+    if (blocker[0] > 0) {
+        close(blocker[0]);
+        close(blocker[1]);
+        blocker[0] = blocker[1] = -1;
+    }
+}
+
+static int thread_is(const char *name)
+{
+    char me[16] = {0};
+    prctl(PR_GET_NAME, me);
+    return strcmp(me, name) == 0;
+}
+
+/* ---- lost_dead_callback -------------------------------------------------------- */
+static _Atomic int phase;
+static _Atomic int hook_rc = INT32_MIN;
+
+static void hook_lost_dead(void *ctx, uint32_t point)
+{
+    (void)ctx;
+    int one = 1;
+    if (point == P_SERVICE_TOOK_DEAD && atomic_compare_exchange_strong(&phase, &one, 2))
+        atomic_store(&hook_rc, ioeng_cancel(h, 22)); /* request 2 joins the dead list now */
+}
+
+static void lost_dead_callback(void)
+{
+    reset_slots();
+    h = open_engine();
+    start_blocker(0);
+    submit(1, zero_fd, 11, 0);
+    submit(2, zero_fd, 22, 0);
+    atomic_store(&phase, 1);
+    ioeng_debug_race_hook(hook_lost_dead, NULL);
+    CHECK_EQ(ioeng_cancel(h, 11), 1, "cancel request 1");
+    CHECK(wait_for(1, 5) == 1, "request 1's callback");
+    CHECK(wait_for(2, 2) == 1,
+          "request 2, cancelled while its engine thread ran the cancelled callbacks, lost its "
+          "callback (hook ran: %d, its cancel: %d)",
+          atomic_load(&phase) == 2, atomic_load(&hook_rc));
+    CHECK_EQ(atomic_load(&phase), 2, "the hook ran");
+    CHECK_EQ(atomic_load(&hook_rc), 1, "the cancel inside the window found request 2");
+    CHECK_EQ(atomic_load(&slots[1].res), -ECANCELED, "request 1");
+    CHECK_EQ(atomic_load(&slots[2].res), -ECANCELED, "request 2");
+    release_blocker();
+    CHECK(wait_for(0, 5) == 1, "blocker");
+    close_engine(3);
+    printf("lost_dead_callback: a cancel while the engine ran the dead callbacks: callback ran\n");
+}
+
+/* ---- cancel_counts_expired ----------------------------------------------------- */
+static void hook_cancel_expired(void *ctx, uint32_t point)
+{
+    (void)ctx;
+    int one = 1;
+    if (point == P_SERVICE_EXPIRED && atomic_compare_exchange_strong(&phase, &one, 2))
+        atomic_store(&hook_rc, ioeng_cancel(h, 33));
+}
+
+static void cancel_counts_expired(void)
+{
+    reset_slots();
+    h = open_engine();
+    start_blocker(0);
+    atomic_store(&phase, 1);
+    atomic_store(&hook_rc, INT32_MIN);
+    ioeng_debug_race_hook(hook_cancel_expired, NULL);
+    submit(1, zero_fd, 33, now_ns() + 20 * 1000 * 1000);
+    CHECK(wait_for(1, 5) == 1, "the request with a deadline");
+    CHECK_EQ(atomic_load(&phase), 2, "the hook ran");
+    CHECK_EQ(atomic_load(&hook_rc), 1,
+             "ioeng_cancel of a timed-out request whose callback had not run");
+    CHECK_EQ(atomic_load(&slots[1].res), -ETIMEDOUT, "its callback keeps -ETIMEDOUT");
+    ioeng_stats_t st;
+    CHECK_EQ(ioeng_stats(h, &st), 0, "stats");
+    CHECK(st.timed_out == 1 && st.cancelled == 0, "stats: timed_out %llu cancelled %llu",
+          (unsigned long long)st.timed_out, (unsigned long long)st.cancelled);
+    release_blocker();
+    CHECK(wait_for(0, 5) == 1, "blocker");
+    close_engine(2);
+    printf("cancel_counts_expired: ioeng_cancel counted the expired request, callback -ETIMEDOUT\n");
+}
+
+/* ---- completer_expiry (THREADS) -------------------------------------------------- */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static _Atomic pid_t submitter_tid;
+static _Atomic int submitter_left;
+static uint64_t deadline2;
+
+static void set_phase(int p)
+{
+    pthread_mutex_lock(&mu);
+    atomic_store(&phase, p);
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+}
+
+static int wait_phase(int p, int sec)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += sec;
+    pthread_mutex_lock(&mu);
+    while (atomic_load(&phase) < p && pthread_cond_timedwait(&cv, &mu, &until) == 0)
+        ;
+    pthread_mutex_unlock(&mu);
+    return atomic_load(&phase) >= p;
+}
+
+static char thread_state(pid_t tid)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return '?';
+    char *got = fgets(line, sizeof line, f);
+    fclose(f);
+    char *paren = got ? strrchr(line, ')') : NULL;
+    return paren && paren[1] == ' ' ? paren[2] : '?';
+}
+
+static void hook_completer_expiry(void *ctx, uint32_t point)
+{
+    (void)ctx;
+    int p = atomic_load(&phase);
+    if (point == P_REAPED && p < 2 && thread_is("ioeng-complete")) {
+        /* The completion of request 0 is held here, so its slot stays busy (on either
+         * backend) until the submitter went idle. */
+        CHECK(wait_phase(2, 10), "the submitter never went idle after the first deadline");
+    } else if (point == P_SUBMITTER_IDLE && p == 1 && thread_is("ioeng-submit")) {
+        /* The submitter left its step (the first deadline's timer fired): hold it here,
+         * outside the submit role, until the completer is inside its expiry. */
+        atomic_store(&submitter_tid, (pid_t)syscall(SYS_gettid));
+        set_phase(2);
+        CHECK(wait_phase(4, 10), "the completer never reached its expiry");
+        atomic_store(&submitter_left, 1);
+    } else if (point == P_AFTER_SERVICE && p == 2 && thread_is("ioeng-complete")) {
+        /* The completer's housekeeping is done (it timed out request 1); let the second
+         * deadline pass before its round, so that the round's own check expires it. */
+        set_phase(3);
+        while (now_ns() <= deadline2 + 1000000)
+            usleep(1000);
+    } else if (point == P_EXPIRED_BEFORE_BURY && p == 3 && thread_is("ioeng-complete")) {
+        /* Request 2 left the queues and the timer is disarmed; let the submitter decide
+         * now, and go on only once it sleeps. */
+        set_phase(4);
+        uint64_t end = now_ns() + 5000000000u;
+        while (!atomic_load(&submitter_left) && now_ns() < end)
+            usleep(100);
+        while (thread_state(atomic_load(&submitter_tid)) != 'S' && now_ns() < end)
+            usleep(100);
+        usleep(20 * 1000);
+        set_phase(5);
+    }
+}
+
+static void completer_expiry(void)
+{
+    reset_slots();
+    h = open_engine();
+    atomic_store(&phase, 0);
+    atomic_store(&submitter_left, 0);
+    ioeng_debug_race_hook(hook_completer_expiry, NULL);
+    submit(0, zero_fd, 0, 0); /* its completion is held at P_REAPED */
+    uint64_t end = now_ns() + 5000000000u;
+    for (ioeng_stats_t st = {0}; st.queued_read != 0 || st.submitted == 0;) {
+        CHECK_EQ(ioeng_stats(h, &st), 0, "stats");
+        CHECK(now_ns() < end, "request 0 was never dispatched");
+        usleep(1000);
+    }
+    /* One batch, one wake-up: the submitter consumes it and waits in its round (no free
+     * slot) until the first deadline's timer ends the round. */
+    uint64_t t0 = now_ns();
+    deadline2 = t0 + 150 * 1000 * 1000;
+    ioeng_req_t q[2] = {tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, zero_fd, bufs[1], 1, 0),
+                        tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, zero_fd, bufs[2], 1, 0)};
+    q[0].deadline_ns = t0 + 50 * 1000 * 1000;
+    q[1].deadline_ns = deadline2;
+    void *ctxs[2] = {&slots[1], &slots[2]};
+    CHECK_EQ(ioeng_submit_batch(h, q, 2, on_done, ctxs), 2, "submit_batch");
+    /* After the push: the submitter's step that follows it waits until the first
+     * deadline, so the next time it goes idle is at that deadline. */
+    set_phase(1);
+    /* Then the completer settles request 0, frees the slot and runs a submit step. */
+    CHECK(wait_phase(5, 10), "the interleaving did not happen (phase %d)", atomic_load(&phase));
+    CHECK(wait_for(1, 2) == 1, "request 1's callback");
+    CHECK_EQ(atomic_load(&slots[1].res), -ETIMEDOUT, "request 1");
+    int got = wait_for(2, 1);
+    CHECK(got == 1,
+          "request 2 timed out in the completer's round, but its -ETIMEDOUT callback did not "
+          "come within 1 s (the submitter sleeps without a timeout)");
+    CHECK_EQ(atomic_load(&slots[2].res), -ETIMEDOUT, "request 2");
+    double late_ms = (double)(atomic_load(&slots[2].at_ns) - deadline2) / 1e6;
+    CHECK(late_ms < 500, "request 2's callback came %.1f ms after its deadline", late_ms);
+    CHECK(wait_for(0, 5) == 1, "request 0");
+    close_engine(3);
+    printf("completer_expiry: the completer's round timed out the last deadline while the "
+           "submitter went to sleep: callback %.1f ms after the deadline (hook delays incl.)\n",
+           late_ms);
+}
+
+/* ---- poll_during_close (POLLED) ---------------------------------------------------- */
+static _Atomic int poll_rc = INT32_MIN;
+static void *poller(void *arg)
+{
+    (void)arg;
+    atomic_store(&poll_rc, ioeng_poll(h, 1, 300 * 1000 * 1000));
+    return NULL;
+}
+
+static void hook_poll_during_close(void *ctx, uint32_t point)
+{
+    (void)ctx;
+    int one = 1;
+    if (point == P_POLLED_CLOSE_CHECKED && atomic_compare_exchange_strong(&phase, &one, 2)) {
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, poller, NULL) == 0, "pthread_create");
+        pthread_join(t, NULL);
+    }
+}
+
+static void poll_during_close(void)
+{
+    reset_slots();
+    h = open_engine();
+    for (int i = 0; i < 4; i++)
+        submit(i, zero_fd, 0, 0);
+    atomic_store(&phase, 1);
+    ioeng_debug_race_hook(hook_poll_during_close, NULL);
+    CHECK_EQ(ioeng_close(h), 0, "close");
+    ioeng_debug_race_hook(NULL, NULL);
+    CHECK_EQ(atomic_load(&phase), 2, "the hook ran");
+    CHECK_EQ(atomic_load(&poll_rc), -EBUSY, "a poll started while close drains");
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(atomic_load(&slots[i].calls), 1, "request %d: callbacks", i);
+        CHECK_EQ(atomic_load(&slots[i].res), 1, "request %d", i);
+    }
+    printf("poll_during_close: a poll started inside close got -EBUSY; close ran all 4 callbacks\n");
+}
+
+/* With arguments, runs only the scenarios named (to check one fix at a time). */
+static int wanted(int argc, char **argv, const char *name)
+{
+    if (argc < 2)
+        return 1;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    tu_init("test_races", 60);
+    require_backend(tu_backend());
+    zero_fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    CHECK(zero_fd >= 0, "open /dev/zero");
+    int threads = tu_mode() == IOENG_MODE_THREADS;
+    if (wanted(argc, argv, "lost_dead_callback"))
+        lost_dead_callback();
+    if (wanted(argc, argv, "cancel_counts_expired"))
+        cancel_counts_expired();
+    if (threads && wanted(argc, argv, "completer_expiry"))
+        completer_expiry();
+    if (!threads && wanted(argc, argv, "poll_during_close"))
+        poll_during_close();
+    printf("test_races [%s %s]: OK: lost_dead_callback, cancel_counts_expired, %s "
+           "(completer_expiry is THREADS-only, poll_during_close POLLED-only)\n",
+           tu_backend_name(tu_backend()), tu_mode_name(),
+           threads ? "completer_expiry" : "poll_during_close");
+    return 0;
+}
