@@ -302,6 +302,10 @@ struct ioeng_req {
  * files with a position) give, for any fd the kernel can read or write: AIO does the
  * transfer once with preadv2/pwritev2 where the kernel has no AIO path for the file
  * (/dev/full, eventfd writes, inotify, /proc files, directories), without blocking.
+ * A file that cannot do the transfer at all (a READ or WRITE of an epoll fd or a
+ * pidfd) gets read(2)'s -EINVAL on both: io_uring, which would wait for readiness
+ * forever, has such a request probed after 50–100 ms in flight and cancelled. (Not
+ * covered: a WRITE of a fanotify fd or /dev/kmsg waits on io_uring.)
  * Short transfers, -EAGAIN and -EINTR never reach it: they are issued again (after 4
  * -EAGAIN/-EINTR in a row, with a delay growing from 10 µs to 1 ms, so an fd that stays
  * unready — an empty O_NONBLOCK pipe on AIO — costs about one retry per ms, not a busy

@@ -15,6 +15,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::common::{Budget, Counters, QueuePosition, Queues};
 use super::locks::lock;
+use super::stuck::StuckTransfers;
 use super::tasks::{IoEvent, Outcome};
 use crate::error::Error;
 use crate::race_hooks::{self, Point};
@@ -29,6 +30,10 @@ const NO_DEADLINE: u64 = u64::MAX;
 
 /// Per-request storage a driver keeps for an IO while the kernel may touch it.
 pub(crate) trait Slot: Default + Send {
+    /// Whether this backend may hold a transfer forever that read(2) would refuse (see
+    /// `super::stuck`), so in-flight transfers must be swept.
+    const PROBE_STUCK_TRANSFERS: bool = false;
+
     /// The request occupying this slot (`None` while the slot is free).
     fn event_mut(&mut self) -> &mut Option<IoEvent>;
 }
@@ -180,6 +185,8 @@ pub(crate) struct IoContext<S> {
     /// of requests finished in the current batch.
     finishing: Mutex<Finishing>,
     pub(crate) counters: Counters,
+    /// Backends that may hold a transfer forever (`Slot::PROBE_STUCK_TRANSFERS`).
+    stuck: Option<StuckTransfers>,
     /// THREADS mode: (submitter, completer), set once both threads are spawned.
     threads: OnceLock<(Thread, Thread)>,
     /// POLLED mode: the eventfd that is readable while `ioeng_poll` has work.
@@ -299,6 +306,11 @@ pub struct Stats {
     pub timed_out: u64,
 }
 
+/// The `Instant` at CLOCK_MONOTONIC `ns` (both clocks are CLOCK_MONOTONIC).
+fn instant_of(ns: u64) -> Instant {
+    Instant::now() + Duration::from_nanos(ns.saturating_sub(monotonic_ns()))
+}
+
 /// The largest buffer io_uring registers (`SZ_1G` in io_uring/rsrc.c).
 const MAX_REGISTERED_BUFFER: usize = 1 << 30;
 
@@ -333,6 +345,7 @@ impl<S: Slot> IoContext<S> {
             reap_epoch: AtomicU64::new(0),
             finishing: Mutex::new(Finishing::default()),
             counters: Counters::default(),
+            stuck: S::PROBE_STUCK_TRANSFERS.then(|| StuckTransfers::new(depth)),
             threads: OnceLock::new(),
             event: None,
             signalled: AtomicBool::new(false),
@@ -727,10 +740,19 @@ impl<S: Slot> IoContext<S> {
         self.counters.completed.load(Ordering::Relaxed)
     }
 
-    /// When a sleeping poller must wake by itself for the queues (the earliest queued
-    /// deadline); `None`: only for new work.
+    /// When an engine thread or a sleeping poller must wake by itself: the earliest
+    /// queued deadline, or the next sweep of in-flight transfers (see `stuck`) while IO
+    /// is in flight; `None`: only for new work.
     pub(crate) fn next_wake(&self) -> Option<Instant> {
-        self.next_deadline()
+        let deadline = self.next_deadline();
+        let Some(stuck) = &self.stuck else {
+            return deadline;
+        };
+        if self.kernel_in_flight.load(Ordering::Relaxed) <= 0 {
+            return deadline;
+        }
+        let sweep = instant_of(stuck.next_sweep_ns());
+        Some(deadline.map_or(sweep, |d| d.min(sweep)))
     }
 
     // ---- submitter thread ---------------------------------------------------------
@@ -774,8 +796,7 @@ impl<S: Slot> IoContext<S> {
         if earliest == NO_DEADLINE {
             return None;
         }
-        let now = monotonic_ns();
-        Some(Instant::now() + Duration::from_nanos(earliest.saturating_sub(now)))
+        Some(instant_of(earliest))
     }
 
     /// Times out queued requests whose deadline passed (under the queue lock): O(log n)
@@ -830,8 +851,17 @@ impl<S: Slot> IoContext<S> {
                 driver.cancel(self, &targets);
             }
         }
+        if let Some(stuck) = &self.stuck
+            && self.kernel_in_flight.load(Ordering::Relaxed) > 0
+        {
+            let mut targets = Vec::new();
+            stuck.sweep(monotonic_ns(), &mut targets);
+            if !targets.is_empty() {
+                driver.cancel(self, &targets);
+            }
+        }
         self.finish_dead();
-        self.next_deadline()
+        self.next_wake()
     }
 
     /// Runs the callbacks of cancelled and timed-out requests (`dead`), one at a time
@@ -881,6 +911,9 @@ impl<S: Slot> IoContext<S> {
                 self.slot_tags[index].store(tag, Ordering::Relaxed);
             }
             with_deadline += usize::from(event.request.deadline_ns != 0);
+            if let Some(stuck) = &self.stuck {
+                stuck.dispatched(index, &event);
+            }
             // SAFETY: the submitter took `index` from the free channel and holds it.
             let slot = unsafe { self.slot_mut(index) };
             debug_assert!(
@@ -1046,6 +1079,10 @@ impl<S: Slot> IoContext<S> {
                 debug_assert!(false, "completion for an empty slot {index}");
                 continue;
             };
+            let res = match &self.stuck {
+                Some(stuck) => stuck.result(index, res),
+                None => res,
+            };
             match event.settle(res) {
                 Outcome::Resubmit => {
                     Counters::add(&self.counters.resubmits, 1);
@@ -1053,6 +1090,9 @@ impl<S: Slot> IoContext<S> {
                     resubmitted = true;
                 }
                 Outcome::Done(res) => {
+                    if let Some(stuck) = &self.stuck {
+                        stuck.finished(index);
+                    }
                     events.push((slot.take().expect("checked above"), res));
                     slots.push(index);
                 }

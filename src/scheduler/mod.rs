@@ -9,6 +9,7 @@ pub(crate) mod context;
 pub(crate) mod engine;
 pub(crate) mod locks;
 pub(crate) mod polled;
+pub(crate) mod stuck;
 pub mod tasks;
 pub mod uring;
 pub(crate) mod worker;

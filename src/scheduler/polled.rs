@@ -198,7 +198,28 @@ pub(crate) fn drain<D: Driver>(shared: &Shared<D>) {
     loop {
         submit_ready(ctx, driver, &mut held.round, &mut held.reaped);
         driver.run_deferred();
-        reap_step(ctx, driver, &mut held.reaped, ctx.kernel_has_work());
+        let in_flight = ctx.kernel_has_work();
+        match ctx.next_wake() {
+            // A timer (a queued deadline, a sweep of in-flight transfers) must not wait
+            // for a completion that may never come.
+            Some(at) if in_flight => {
+                if reap_step(ctx, driver, &mut held.reaped, false) == 0 {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if driver.wait_event(Some(left)).is_none() {
+                        reap_step(ctx, driver, &mut held.reaped, true);
+                    } else if driver.take_wake_fired()
+                        && let Some(event) = ctx.event_fd()
+                    {
+                        // The wait also ends when the event fd is readable; drained, it
+                        // does not end the next one at once.
+                        event.drain();
+                    }
+                }
+            }
+            _ => {
+                reap_step(ctx, driver, &mut held.reaped, in_flight);
+            }
+        }
         if ctx.drained_for_close() {
             return;
         }

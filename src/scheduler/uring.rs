@@ -46,6 +46,9 @@ pub struct UringSlot {
 }
 
 impl Slot for UringSlot {
+    // io_uring waits for readiness on files that can never transfer (see `stuck`).
+    const PROBE_STUCK_TRANSFERS: bool = true;
+
     fn event_mut(&mut self) -> &mut Option<IoEvent> {
         &mut self.event
     }

@@ -239,7 +239,7 @@ pub(crate) fn run_submitter<D: Driver>(shared: &Shared<D>) {
             break;
         }
         race_hooks::at(Point::SubmitterIdle);
-        let deadline = ctx.next_deadline();
+        let deadline = ctx.next_wake();
         let due = || next_retry.is_some_and(|at| at <= Instant::now());
         let deferred = || try_lock(&shared.submit).is_some_and(|_| driver.run_deferred());
         if idle.poll(|| deferred() || ctx.has_submit_work() || due() || ctx.control_due(deadline)) {

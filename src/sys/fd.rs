@@ -99,19 +99,32 @@ pub(crate) fn is_nonblocking(fd: i32) -> bool {
 }
 
 /// Whether read(2)/write(2) on `fd` could ever transfer in that direction: a
-/// zero-length readv/writev, which never blocks and moves nothing, fails (-EINVAL)
-/// for a file without that operation (timerfd or signalfd written, say), which no
-/// amount of waiting for readiness would change, and -EBADF for the wrong open mode.
+/// zero-length preadv/pwritev (readv/writev where the file has no position), which
+/// never blocks and moves nothing, fails (-EINVAL) for a file without that operation
+/// (an epoll fd or pidfd read, a timerfd or signalfd written), which no amount of
+/// waiting for readiness would change, and -EBADF for the wrong open mode. The
+/// positional call first: it takes no file-position lock, which a blocking read(2) by
+/// another thread on the same open file could hold.
 pub(crate) fn transfer_possible(fd: i32, write: bool) -> Result<(), i32> {
     let none: *const libc::iovec = std::ptr::null();
     // SAFETY: zero iovecs: the kernel reads no iovec and touches no buffer.
-    let rc = unsafe {
+    let mut rc = unsafe {
         if write {
-            libc::writev(fd, none, 0)
+            libc::pwritev(fd, none, 0, 0)
         } else {
-            libc::readv(fd, none, 0)
+            libc::preadv(fd, none, 0, 0)
         }
     };
+    if rc < 0 && super::last_errno() == libc::ESPIPE {
+        // SAFETY: as above.
+        rc = unsafe {
+            if write {
+                libc::writev(fd, none, 0)
+            } else {
+                libc::readv(fd, none, 0)
+            }
+        };
+    }
     if rc < 0 {
         Err(super::last_errno())
     } else {
