@@ -3,19 +3,20 @@
 //! `Slot` and `Driver` contracts a backend implements.
 
 use std::cell::{Cell, UnsafeCell};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::common::{Budget, Counters, QueuePosition, Queues};
+use super::cancel::Cancels;
+use super::common::{Budget, Counters};
+use super::flight::InFlight;
 use super::locks::lock;
 use super::stuck::StuckTransfers;
+use super::waiting::{NO_DEADLINE, Waiting, WaitingQueues};
 use super::tasks::{IoEvent, Outcome};
 use crate::error::Error;
 use crate::race_hooks::{self, Point};
@@ -25,8 +26,6 @@ use crate::sys::{EventFd, monotonic_ns};
 /// of an io_uring `ASYNC_CANCEL`): it only balances the in-flight count.
 pub(crate) const CONTROL_INDEX: usize = usize::MAX;
 
-/// "No deadline" in `earliest_deadline`.
-const NO_DEADLINE: u64 = u64::MAX;
 
 /// Per-request storage a driver keeps for an IO while the kernel may touch it.
 pub(crate) trait Slot: Default + Send {
@@ -118,45 +117,15 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
 
 /// Everything the submitting threads and the two engine threads share.
 pub(crate) struct IoContext<S> {
-    /// The three queues and the deadlines of what waits in them. Callers push, the
-    /// submitter pops; cancel and expiry remove. The lock is never held while a
-    /// callback or a syscall runs (except buffer registration, before any request).
-    queues: Mutex<Waiting>,
-    /// The earliest deadline in `Waiting::deadlines` (CLOCK_MONOTONIC ns), or
-    /// `NO_DEADLINE`: read without the lock so that engines whose requests carry no
-    /// deadline never read the clock or arm a timer.
-    earliest_deadline: AtomicU64,
-    /// Requests removed from the queues by cancel or expiry, with their `res`, waiting
-    /// for the submitter (or poller) to run their callbacks on an engine thread. Each
-    /// stays here until its callback starts, so that a cancel still counts it.
-    dead: Mutex<VecDeque<(IoEvent, i64)>>,
-    /// `dead.len()`, written only under the `dead` lock, read without it as a hint that
-    /// `service` has work (a stale zero is fixed by the wake-up that follows every push).
-    dead_count: AtomicUsize,
-    /// In-flight cancels asked for by `cancel`: `(slot index, tag, generation)`, which
-    /// the submitter checks against the slot before asking the kernel.
-    cancel_requests: Mutex<Vec<(usize, u64, u64)>>,
-    has_cancel_requests: AtomicBool,
-    /// Per slot, readable by any thread: the tag of a tagged request occupying it
-    /// (0 otherwise), a generation bumped at each tagged dispatch (so a stale cancel
-    /// never hits the next occupant), and the generation of the occupant whose cancel
-    /// was handed to the driver. Written only for tagged requests: untagged traffic
-    /// never touches them. The cancel mark names its occupant rather than being a flag
-    /// that a completion resets, because the submit role may mark a request that the
-    /// completer finishes at that very moment: the mark then names a request that is
-    /// gone and matches no later occupant.
-    slot_tags: Box<[AtomicU64]>,
-    slot_gens: Box<[AtomicU64]>,
-    slot_cancelled: Box<[AtomicU64]>,
+    /// What waits to be dispatched (see `WaitingQueues`).
+    waiting: WaitingQueues,
+    /// Cancelled and timed-out requests, and cancel marks (see `Cancels`).
+    cancels: Cancels,
     /// Wakes a submitter that waits for a free slot (cancel, earlier deadline).
     control_tx: Sender<()>,
     control_rx: Receiver<()>,
     /// `(base, len)` of the registered buffers, set once before the first request.
     registered: OnceLock<Box<[(usize, usize)]>>,
-    /// Requests in `queues`; written under the lock, read without it by the submitter
-    /// as a hint of how many slots it will need.
-    queued: AtomicUsize,
-    queue_capacity: usize,
     /// Slot storage, indexed by the budget's slot indices. Slot `i` may be touched only
     /// by whoever holds index `i` (see `Budget`). Contiguous, so AIO can hand the kernel
     /// pointers into it.
@@ -166,20 +135,8 @@ pub(crate) struct IoContext<S> {
     paused: AtomicBool,
     /// Set (under the queue lock) when close begins; from then on nothing is accepted.
     closing: AtomicBool,
-    /// Set by the submitter as it exits; the completer stops once it sees this and no IO
-    /// is left in the kernel.
-    submitter_exited: AtomicBool,
-    /// IOs the kernel accepted and the completer has not yet reaped. Briefly negative
-    /// when a completion is reaped before the submitter published its acceptance, so it
-    /// never overstates what the kernel holds: the completer only waits in the kernel
-    /// while it is positive, and then an IO is really there to wait for.
-    kernel_in_flight: AtomicIsize,
-    /// Control IOs (io_uring `ASYNC_CANCEL`) the kernel accepted and the completer has not
-    /// yet reaped; like `kernel_in_flight`, which counts requests' IOs only (what
-    /// `Stats::in_flight` reports: at most `depth`).
-    control_in_flight: AtomicIsize,
-    /// Bumped after every reap; the submitter waits for it to move on EAGAIN.
-    reap_epoch: AtomicU64,
+    /// What the kernel holds (see `InFlight`).
+    flight: InFlight,
     /// Serializes callbacks (the completer runs them, and the submitter runs the rare
     /// ones for requests the kernel refused at submit time) and guards the scratch list
     /// of requests finished in the current batch.
@@ -210,79 +167,6 @@ thread_local! {
 // holds its index in the budget protocol, so no slot is ever shared between threads, and
 // its contents (`S: Send`) may move between them with the index.
 unsafe impl<S: Send> Sync for IoContext<S> {}
-
-/// The queues and, for requests with a deadline, a min-heap of those deadlines with
-/// where each request stands in its queue.
-///
-/// Expiry pops the heap and takes each due request straight out of its queue (O(log n)
-/// per expired request; no scan). A request that leaves the queue otherwise (dispatch,
-/// cancel) leaves its heap entry behind, stale: nothing is paid for it at dispatch.
-/// Stale entries are dropped when they come due, all at once when no queued request has
-/// a deadline, and by a sweep once they outnumber the live ones (so memory stays within
-/// twice the live entries).
-#[derive(Default)]
-struct Waiting {
-    queues: Queues<IoEvent>,
-    deadlines: BinaryHeap<Reverse<(u64, QueuePosition)>>,
-    /// Queued requests that have a deadline (the live heap entries).
-    with_deadline: usize,
-}
-
-/// Stale heap entries tolerated beyond the live ones before a sweep.
-const STALE_DEADLINE_SLACK: usize = 64;
-
-impl Waiting {
-    /// Queues `event`, recording its deadline; returns the deadline (0: none).
-    fn push(&mut self, event: IoEvent) -> u64 {
-        let deadline = event.request.deadline_ns;
-        let at = self.queues.push(event.request.class(), event);
-        if deadline != 0 {
-            self.deadlines.push(Reverse((deadline, at)));
-            self.with_deadline += 1;
-        }
-        deadline
-    }
-
-    /// Takes out the queued requests whose deadline is at or before `now`.
-    fn expire(&mut self, now: u64) -> Vec<IoEvent> {
-        let mut expired = Vec::new();
-        while let Some(&Reverse((deadline, at))) = self.deadlines.peek() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop();
-            if let Some(event) = self.queues.take(at) {
-                debug_assert_eq!(event.request.deadline_ns, deadline);
-                expired.push(event);
-            }
-        }
-        self.forget_deadlines(expired.len());
-        expired
-    }
-
-    /// `n` queued requests with a deadline left the queues (by any way).
-    fn forget_deadlines(&mut self, n: usize) {
-        self.with_deadline -= n;
-        if self.with_deadline == 0 {
-            self.deadlines.clear();
-            return;
-        }
-        // Amortized O(1) per stale entry: a sweep of the heap once stale entries
-        // outnumber live ones. A stale top is left alone: at worst it arms the timer
-        // early, and that expiry pops it and finds nothing.
-        if self.deadlines.len() > 2 * self.with_deadline + STALE_DEADLINE_SLACK {
-            let queues = &self.queues;
-            self.deadlines
-                .retain(|&Reverse((_, at))| queues.get(at).is_some());
-            debug_assert_eq!(self.deadlines.len(), self.with_deadline);
-        }
-    }
-
-    /// The earliest deadline of a queued request, or `NO_DEADLINE`.
-    fn earliest(&self) -> u64 {
-        self.deadlines.peek().map_or(NO_DEADLINE, |r| r.0.0)
-    }
-}
 
 /// Requests settled in one batch, waiting for their callbacks and slot release.
 #[derive(Default)]
@@ -319,30 +203,17 @@ impl<S: Slot> IoContext<S> {
         debug_assert!(depth > 0 && batch > 0 && batch <= depth);
         let (control_tx, control_rx) = crossbeam_channel::bounded(1);
         IoContext {
-            queues: Mutex::new(Waiting::default()),
-            earliest_deadline: AtomicU64::new(NO_DEADLINE),
-            dead: Mutex::new(VecDeque::new()),
-            dead_count: AtomicUsize::new(0),
-            cancel_requests: Mutex::new(Vec::new()),
-            has_cancel_requests: AtomicBool::new(false),
-            slot_tags: (0..depth).map(|_| AtomicU64::new(0)).collect(),
-            slot_gens: (0..depth).map(|_| AtomicU64::new(0)).collect(),
-            // Generation 0 is no tagged occupant's (the first tagged dispatch makes 1).
-            slot_cancelled: (0..depth).map(|_| AtomicU64::new(0)).collect(),
+            waiting: WaitingQueues::new(queue_capacity),
+            cancels: Cancels::new(depth),
             control_tx,
             control_rx,
             registered: OnceLock::new(),
-            queued: AtomicUsize::new(0),
-            queue_capacity,
             slots: (0..depth).map(|_| UnsafeCell::new(S::default())).collect(),
             budget: Budget::new(depth),
             batch,
             paused: AtomicBool::new(paused),
             closing: AtomicBool::new(false),
-            submitter_exited: AtomicBool::new(false),
-            kernel_in_flight: AtomicIsize::new(0),
-            control_in_flight: AtomicIsize::new(0),
-            reap_epoch: AtomicU64::new(0),
+            flight: InFlight::default(),
             finishing: Mutex::new(Finishing::default()),
             counters: Counters::default(),
             stuck: S::PROBE_STUCK_TRANSFERS.then(|| StuckTransfers::new(depth)),
@@ -513,7 +384,7 @@ impl<S: Slot> IoContext<S> {
         let mut refusal = None;
         let mut earlier_deadline = false;
         {
-            let mut waiting = lock(&self.queues);
+            let mut waiting = lock(&self.waiting.lock);
             for event in events {
                 // Checked under the queue lock so that close, which sets `closing` under
                 // the same lock, sees every request accepted before it.
@@ -521,13 +392,13 @@ impl<S: Slot> IoContext<S> {
                     refusal = Some(Error::ShuttingDown);
                     break;
                 }
-                if self.queue_capacity != 0 && waiting.queues.len() >= self.queue_capacity {
+                if self.waiting.capacity != 0 && waiting.queues.len() >= self.waiting.capacity {
                     refusal = Some(Error::QueueFull);
                     break;
                 }
                 let deadline = waiting.push(event);
-                if deadline != 0 && deadline < self.earliest_deadline.load(Ordering::Relaxed) {
-                    self.earliest_deadline.store(deadline, Ordering::Relaxed);
+                if deadline != 0 && deadline < self.waiting.earliest_deadline.load(Ordering::Relaxed) {
+                    self.waiting.earliest_deadline.store(deadline, Ordering::Relaxed);
                     earlier_deadline = true;
                 }
                 accepted += 1;
@@ -535,7 +406,7 @@ impl<S: Slot> IoContext<S> {
             // Counted under the lock, before the submitter can see the requests, so a
             // callback never observes `completed > submitted`.
             Counters::add(&self.counters.submitted, accepted as u64);
-            self.queued.fetch_add(accepted, Ordering::Relaxed);
+            self.waiting.queued.fetch_add(accepted, Ordering::Relaxed);
         }
         if accepted == 0 {
             return Err(refusal.unwrap_or(Error::InvalidArgument("empty batch")));
@@ -565,7 +436,7 @@ impl<S: Slot> IoContext<S> {
         let mut in_slots = Vec::new();
         let dead_found;
         {
-            let mut waiting = lock(&self.queues);
+            let mut waiting = lock(&self.waiting.lock);
             waiting
                 .queues
                 .remove_where(|event| event.tag() == tag, |event| removed.push(event));
@@ -573,26 +444,26 @@ impl<S: Slot> IoContext<S> {
             // Cancelled or timed out already, callback not yet started: still counted
             // (its callback keeps the result it has). Under the queue lock, so that a
             // request moving from the queues to `dead` is seen in one place or the other.
-            dead_found = lock(&self.dead)
+            dead_found = lock(&self.cancels.dead)
                 .iter()
                 .filter(|(event, _)| event.tag() == tag)
                 .count();
             // Under the queue lock, dispatch cannot move a request from the queues into
             // a slot meanwhile: each one is counted exactly once.
-            for (index, slot_tag) in self.slot_tags.iter().enumerate() {
+            for (index, slot_tag) in self.cancels.slot_tags.iter().enumerate() {
                 if slot_tag.load(Ordering::Relaxed) == tag {
-                    let generation = self.slot_gens[index].load(Ordering::Relaxed);
+                    let generation = self.cancels.slot_gens[index].load(Ordering::Relaxed);
                     in_slots.push((index, tag, generation));
                 }
             }
         }
         let found = removed.len() + in_slots.len() + dead_found;
         if !in_slots.is_empty() {
-            lock(&self.cancel_requests).extend(in_slots);
-            self.has_cancel_requests.store(true, Ordering::Release);
+            lock(&self.cancels.cancel_requests).extend(in_slots);
+            self.cancels.has_cancel_requests.store(true, Ordering::Release);
         }
         let ecanceled = -i64::from(libc::ECANCELED);
-        self.bury(removed.into_iter().map(|event| (event, ecanceled)));
+        self.cancels.bury(removed.into_iter().map(|event| (event, ecanceled)));
         if found > 0 {
             let _ = self.control_tx.try_send(());
             self.notify_submit_work();
@@ -605,7 +476,7 @@ impl<S: Slot> IoContext<S> {
         if removed.is_empty() {
             return;
         }
-        self.queued.fetch_sub(removed.len(), Ordering::Relaxed);
+        self.waiting.queued.fetch_sub(removed.len(), Ordering::Relaxed);
         let with_deadline = removed
             .iter()
             .filter(|e| e.request.deadline_ns != 0)
@@ -619,28 +490,8 @@ impl<S: Slot> IoContext<S> {
             return;
         }
         waiting.forget_deadlines(n);
-        self.earliest_deadline
+        self.waiting.earliest_deadline
             .store(waiting.earliest(), Ordering::Relaxed);
-    }
-
-    /// Hands events removed from the queues to the engine thread that runs callbacks.
-    /// Whoever calls this makes sure a `service` follows: `cancel` wakes the engine,
-    /// and expiry happens inside a submit step, which services its own dead (see
-    /// `worker::submit_step`).
-    fn bury(&self, events: impl Iterator<Item = (IoEvent, i64)>) {
-        let mut dead = lock(&self.dead);
-        dead.extend(events);
-        // Under the lock, like every write of the count: it always equals the length.
-        self.dead_count.store(dead.len(), Ordering::Release);
-    }
-
-    /// The next request waiting in `dead` for its callback, taken out under the lock
-    /// together with the count (so that a concurrent `bury` is never overwritten).
-    fn pop_dead(&self) -> Option<(IoEvent, i64)> {
-        let mut dead = lock(&self.dead);
-        let next = dead.pop_front();
-        self.dead_count.store(dead.len(), Ordering::Relaxed);
-        next
     }
 
     /// The registered buffers, if any.
@@ -670,7 +521,7 @@ impl<S: Slot> IoContext<S> {
             ));
         }
         // Holding the queue lock keeps a first request from slipping in meanwhile.
-        let _waiting = lock(&self.queues);
+        let _waiting = lock(&self.waiting.lock);
         if self.counters.submitted.load(Ordering::Relaxed) != 0 || self.registered.get().is_some() {
             return Err(Error::Busy);
         }
@@ -694,7 +545,7 @@ impl<S: Slot> IoContext<S> {
     /// Stops accepting and lets the submitter drain everything accepted, paused or not.
     pub(crate) fn begin_close(&self) {
         {
-            let _queues = lock(&self.queues);
+            let _queues = lock(&self.waiting.lock);
             self.closing.store(true, Ordering::Relaxed);
         }
         self.resume();
@@ -707,12 +558,12 @@ impl<S: Slot> IoContext<S> {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        let (high, read, write) = lock(&self.queues).queues.lens();
+        let (high, read, write) = lock(&self.waiting.lock).queues.lens();
         let c = &self.counters;
         Stats {
             submitted: c.submitted.load(Ordering::Relaxed),
             completed: c.completed.load(Ordering::Relaxed),
-            in_flight: self.kernel_in_flight.load(Ordering::Relaxed).max(0) as u64,
+            in_flight: self.flight.kernel.load(Ordering::Relaxed).max(0) as u64,
             queued_high: high as u64,
             queued_read: read as u64,
             queued_write: write as u64,
@@ -732,7 +583,7 @@ impl<S: Slot> IoContext<S> {
 
     /// Changes whenever kernel completions were taken (see `complete`).
     pub(crate) fn reap_epoch(&self) -> u64 {
-        self.reap_epoch.load(Ordering::Relaxed)
+        self.flight.reap_epoch.load(Ordering::Relaxed)
     }
 
     /// Callbacks run so far.
@@ -748,7 +599,7 @@ impl<S: Slot> IoContext<S> {
         let Some(stuck) = &self.stuck else {
             return deadline;
         };
-        if self.kernel_in_flight.load(Ordering::Relaxed) <= 0 {
+        if self.flight.kernel.load(Ordering::Relaxed) <= 0 {
             return deadline;
         }
         let sweep = instant_of(stuck.next_sweep_ns());
@@ -762,7 +613,7 @@ impl<S: Slot> IoContext<S> {
     }
 
     pub(crate) fn queued(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+        self.waiting.queued.load(Ordering::Relaxed)
     }
 
     /// Whether a round would find something to submit (polled while idle; a stale answer
@@ -775,8 +626,8 @@ impl<S: Slot> IoContext<S> {
 
     /// Cancels or dead requests wait for the engine thread (see `service`).
     fn has_control_work(&self) -> bool {
-        self.dead_count.load(Ordering::Relaxed) != 0
-            || self.has_cancel_requests.load(Ordering::Relaxed)
+        self.cancels.dead_count.load(Ordering::Relaxed) != 0
+            || self.cancels.has_cancel_requests.load(Ordering::Relaxed)
     }
 
     /// Whether `service` has work now: cancels, dead requests, or `deadline` (the one
@@ -792,7 +643,7 @@ impl<S: Slot> IoContext<S> {
 
     /// When the earliest queued deadline falls due (`None`: no queued request has one).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let earliest = self.earliest_deadline.load(Ordering::Relaxed);
+        let earliest = self.waiting.earliest_deadline.load(Ordering::Relaxed);
         if earliest == NO_DEADLINE {
             return None;
         }
@@ -803,18 +654,18 @@ impl<S: Slot> IoContext<S> {
     /// per expired request. Returns whether any expired.
     fn expire_locked(&self, waiting: &mut Waiting, now: u64) -> bool {
         let expired = waiting.expire(now);
-        self.earliest_deadline
+        self.waiting.earliest_deadline
             .store(waiting.earliest(), Ordering::Relaxed);
         if expired.is_empty() {
             return false;
         }
-        self.queued.fetch_sub(expired.len(), Ordering::Relaxed);
+        self.waiting.queued.fetch_sub(expired.len(), Ordering::Relaxed);
         // Counted here, not from the callbacks' res: a kernel's own -ETIMEDOUT (a socket
         // read after a TCP timeout) is no deadline of ours.
         Counters::add(&self.counters.timed_out, expired.len() as u64);
         race_hooks::at(Point::ExpiredBeforeBury);
         let etimedout = -i64::from(libc::ETIMEDOUT);
-        self.bury(expired.into_iter().map(|event| (event, etimedout)));
+        self.cancels.bury(expired.into_iter().map(|event| (event, etimedout)));
         true
     }
 
@@ -824,25 +675,25 @@ impl<S: Slot> IoContext<S> {
     /// cancelled and timed-out requests. Returns when the next queued deadline falls due,
     /// for the caller's wait. Costs two relaxed loads when there is nothing to do.
     pub(crate) fn service<D: Driver<Slot = S>>(&self, driver: &D) -> Option<Instant> {
-        let earliest = self.earliest_deadline.load(Ordering::Relaxed);
+        let earliest = self.waiting.earliest_deadline.load(Ordering::Relaxed);
         if earliest != NO_DEADLINE && earliest <= monotonic_ns() {
-            let expired = self.expire_locked(&mut lock(&self.queues), monotonic_ns());
+            let expired = self.expire_locked(&mut lock(&self.waiting.lock), monotonic_ns());
             if expired {
                 race_hooks::at(Point::ServiceExpired);
             }
         }
-        if self.has_cancel_requests.load(Ordering::Acquire) {
-            self.has_cancel_requests.store(false, Ordering::Relaxed);
-            let requests = std::mem::take(&mut *lock(&self.cancel_requests));
+        if self.cancels.has_cancel_requests.load(Ordering::Acquire) {
+            self.cancels.has_cancel_requests.store(false, Ordering::Relaxed);
+            let requests = std::mem::take(&mut *lock(&self.cancels.cancel_requests));
             let targets: Vec<usize> = requests
                 .into_iter()
                 .filter(|&(index, tag, generation)| {
                     // Only this thread fills slots, so the occupant checked here is the
                     // one the driver cancels, or (finished meanwhile by the completer) no
                     // request: the kernel then finds nothing to cancel.
-                    self.slot_tags[index].load(Ordering::Relaxed) == tag
-                        && self.slot_gens[index].load(Ordering::Relaxed) == generation
-                        && self.slot_cancelled[index].swap(generation, Ordering::Relaxed)
+                    self.cancels.slot_tags[index].load(Ordering::Relaxed) == tag
+                        && self.cancels.slot_gens[index].load(Ordering::Relaxed) == generation
+                        && self.cancels.slot_cancelled[index].swap(generation, Ordering::Relaxed)
                             != generation
                 })
                 .map(|(index, _, _)| index)
@@ -852,7 +703,7 @@ impl<S: Slot> IoContext<S> {
             }
         }
         if let Some(stuck) = &self.stuck
-            && self.kernel_in_flight.load(Ordering::Relaxed) > 0
+            && self.flight.kernel.load(Ordering::Relaxed) > 0
         {
             let mut targets = Vec::new();
             stuck.sweep(monotonic_ns(), &mut targets);
@@ -868,12 +719,12 @@ impl<S: Slot> IoContext<S> {
     /// with every other callback of the engine, including any buried meanwhile (also
     /// by those callbacks). Costs one relaxed load when there are none.
     pub(crate) fn finish_dead(&self) {
-        if self.dead_count.load(Ordering::Acquire) == 0 {
+        if self.cancels.dead_count.load(Ordering::Acquire) == 0 {
             return;
         }
         race_hooks::at(Point::ServiceTookDead);
         let _finishing = lock(&self.finishing);
-        while let Some((event, res)) = self.pop_dead() {
+        while let Some((event, res)) = self.cancels.pop_dead() {
             self.count_finished_one(res);
             event.finish(res);
         }
@@ -884,17 +735,17 @@ impl<S: Slot> IoContext<S> {
     pub(crate) fn cancel_requested(&self, index: usize) -> bool {
         // The caller holds the slot, so its occupant is live: its tag is set if it has
         // one, and its generation is the one a cancel of it recorded.
-        self.slot_tags[index].load(Ordering::Relaxed) != 0
-            && self.slot_cancelled[index].load(Ordering::Relaxed)
-                == self.slot_gens[index].load(Ordering::Relaxed)
+        self.cancels.slot_tags[index].load(Ordering::Relaxed) != 0
+            && self.cancels.slot_cancelled[index].load(Ordering::Relaxed)
+                == self.cancels.slot_gens[index].load(Ordering::Relaxed)
     }
 
     /// Runs one fairness round into the held `slots`; returns how many it filled.
     pub(crate) fn dispatch_round(&self, slots: &[usize], out: &mut Vec<usize>) -> usize {
-        let mut waiting = lock(&self.queues);
+        let mut waiting = lock(&self.waiting.lock);
         // A request whose deadline passed must not reach the kernel, even if the
         // submitter had no time to expire it yet.
-        let earliest = self.earliest_deadline.load(Ordering::Relaxed);
+        let earliest = self.waiting.earliest_deadline.load(Ordering::Relaxed);
         if earliest != NO_DEADLINE {
             let now = monotonic_ns();
             if earliest <= now {
@@ -907,8 +758,8 @@ impl<S: Slot> IoContext<S> {
             let &index = next.next().expect("take_round respects room");
             let tag = event.tag();
             if tag != 0 {
-                self.slot_gens[index].fetch_add(1, Ordering::Relaxed);
-                self.slot_tags[index].store(tag, Ordering::Relaxed);
+                self.cancels.slot_gens[index].fetch_add(1, Ordering::Relaxed);
+                self.cancels.slot_tags[index].store(tag, Ordering::Relaxed);
             }
             with_deadline += usize::from(event.request.deadline_ns != 0);
             if let Some(stuck) = &self.stuck {
@@ -923,17 +774,17 @@ impl<S: Slot> IoContext<S> {
             *slot.event_mut() = Some(event);
             out.push(index);
         });
-        self.queued.fetch_sub(taken, Ordering::Relaxed);
+        self.waiting.queued.fetch_sub(taken, Ordering::Relaxed);
         self.forget_deadlines(&mut waiting, with_deadline);
         taken
     }
 
     /// True once close began and nothing is queued, in flight or waiting to be resubmitted.
     pub(crate) fn drained_for_close(&self) -> bool {
-        let _queues = lock(&self.queues);
+        let _queues = lock(&self.waiting.lock);
         if !self.closing.load(Ordering::Relaxed)
             || self.queued() != 0
-            || self.dead_count.load(Ordering::Acquire) != 0
+            || self.cancels.dead_count.load(Ordering::Acquire) != 0
         {
             return false;
         }
@@ -962,7 +813,7 @@ impl<S: Slot> IoContext<S> {
             Ok(accepted) if accepted > 0 => {
                 // Relaxed: this count only gates whether the completer waits in the
                 // kernel; what the slots hold reaches it through the kernel's completion.
-                self.kernel_in_flight
+                self.flight.kernel
                     .fetch_add(accepted as isize, Ordering::Relaxed);
                 self.wake_completer();
             }
@@ -983,7 +834,7 @@ impl<S: Slot> IoContext<S> {
         if let Ok(accepted) = result
             && accepted > 0
         {
-            self.control_in_flight
+            self.flight.control
                 .fetch_add(accepted as isize, Ordering::Relaxed);
             self.wake_completer();
         }
@@ -1002,10 +853,10 @@ impl<S: Slot> IoContext<S> {
     /// or briefly when nothing is in flight; for kernel calls that failed with EAGAIN/EBUSY.
     pub(crate) fn wait_for_progress(&self) {
         // Relaxed: the epoch only says "something changed"; no data hangs on it.
-        let epoch = self.reap_epoch.load(Ordering::Relaxed);
+        let epoch = self.flight.reap_epoch.load(Ordering::Relaxed);
         for _ in 0..10 {
             std::thread::park_timeout(Duration::from_micros(100));
-            if self.reap_epoch.load(Ordering::Relaxed) != epoch {
+            if self.flight.reap_epoch.load(Ordering::Relaxed) != epoch {
                 return;
             }
         }
@@ -1014,7 +865,7 @@ impl<S: Slot> IoContext<S> {
     pub(crate) fn mark_submitter_exited(&self) {
         // Release: pairs with the completer's Acquire load, so a completer that sees the
         // submitter gone also sees every `kernel_in_flight` increment it made.
-        self.submitter_exited.store(true, Ordering::Release);
+        self.flight.submitter_exited.store(true, Ordering::Release);
         self.wake_completer();
     }
 
@@ -1022,12 +873,12 @@ impl<S: Slot> IoContext<S> {
 
     /// Whether the completer may block in the kernel: only while an IO is there.
     pub(crate) fn kernel_has_work(&self) -> bool {
-        self.kernel_in_flight.load(Ordering::Relaxed) > 0
-            || self.control_in_flight.load(Ordering::Relaxed) > 0
+        self.flight.kernel.load(Ordering::Relaxed) > 0
+            || self.flight.control.load(Ordering::Relaxed) > 0
     }
 
     pub(crate) fn submitter_has_exited(&self) -> bool {
-        self.submitter_exited.load(Ordering::Acquire)
+        self.flight.submitter_exited.load(Ordering::Acquire)
     }
 
     /// Settles a reaped batch: resubmits or finishes each request, running callbacks.
@@ -1044,17 +895,17 @@ impl<S: Slot> IoContext<S> {
                 .copied()
                 .filter(|&(index, _)| index != CONTROL_INDEX)
                 .collect();
-            self.control_in_flight
+            self.flight.control
                 .fetch_sub((reaped.len() - slots.len()) as isize, Ordering::Relaxed);
-            self.kernel_in_flight
+            self.flight.kernel
                 .fetch_sub(slots.len() as isize, Ordering::Relaxed);
             self.settle_batch(&slots);
         } else {
-            self.kernel_in_flight
+            self.flight.kernel
                 .fetch_sub(reaped.len() as isize, Ordering::Relaxed);
             self.settle_batch(reaped);
         }
-        self.reap_epoch.fetch_add(1, Ordering::Relaxed);
+        self.flight.reap_epoch.fetch_add(1, Ordering::Relaxed);
         // See `drained_for_close`: orders our slot releases before the `closing` check.
         fence(Ordering::SeqCst);
         if self.closing.load(Ordering::Relaxed) {
@@ -1106,7 +957,7 @@ impl<S: Slot> IoContext<S> {
             if event.tag() != 0 {
                 // Right before its callback: until then a cancel still counts it (its
                 // result is final, so the kernel finds nothing left to stop).
-                self.slot_tags[index].store(0, Ordering::Relaxed);
+                self.cancels.slot_tags[index].store(0, Ordering::Relaxed);
             }
             event.finish(res);
         }
@@ -1145,9 +996,10 @@ impl Drop for ServingGuard {
 
 #[cfg(test)]
 mod tests {
-    use super::super::common::SubmitRound;
+    use super::super::round::SubmitRound;
     use super::super::tasks::{Callback, FIRST_RETRY_DELAY, FREE_RETRIES, IoRequest, Op, Priority};
     use super::*;
+    use crate::scheduler::waiting::STALE_DEADLINE_SLACK;
     use std::ffi::c_void;
     use std::time::Instant;
 
@@ -1212,7 +1064,7 @@ mod tests {
         // A short transfer goes back to the submitter ahead of new requests.
         ctx.complete(&[(first[1], 0)]);
         assert_eq!(log, [1, 0], "EOF read finished with 0 bytes");
-        ctx.kernel_in_flight.store(0, Ordering::Relaxed);
+        ctx.flight.kernel.store(0, Ordering::Relaxed);
         let stats = ctx.stats();
         assert_eq!(
             (stats.submitted, stats.completed, stats.queued_read),
@@ -1471,7 +1323,7 @@ mod tests {
         let mut log = Vec::new();
         let ctx = IoContext::<TestSlot>::new(1, 1, 0, true);
         ctx.push(tagged(9, 1, 0, &mut log)).unwrap();
-        assert!(ctx.expire_locked(&mut lock(&ctx.queues), monotonic_ns()));
+        assert!(ctx.expire_locked(&mut lock(&ctx.waiting.lock), monotonic_ns()));
         assert!(log.is_empty(), "expired, callback not yet run");
         assert_eq!(ctx.cancel(9), 1, "still accepted and not completed");
         ctx.finish_dead();
@@ -1492,13 +1344,13 @@ mod tests {
             let deadline = if offset == 500 { 1 } else { far + offset };
             ctx.push(tagged(0, deadline, offset, &mut log)).unwrap();
         }
-        assert!(ctx.expire_locked(&mut lock(&ctx.queues), monotonic_ns()));
+        assert!(ctx.expire_locked(&mut lock(&ctx.waiting.lock), monotonic_ns()));
         ctx.finish_dead();
         assert_eq!(log, [-i64::from(libc::ETIMEDOUT)]);
         assert_eq!(ctx.queued(), 999);
         // Dispatching leaves stale heap entries behind; they never outgrow the live ones
         // by more than the slack, and the timer stays armed for a queued request.
-        let mut waiting = lock(&ctx.queues);
+        let mut waiting = lock(&ctx.waiting.lock);
         let mut taken = Vec::new();
         for _ in 0..990 {
             waiting.queues.take_round(1, |event| taken.push(event));

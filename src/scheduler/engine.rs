@@ -8,29 +8,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::config::{Config, Mode};
 use super::context::{Driver, IoContext, Stats};
+use super::idle::PollPolicy;
 use super::locks::{lock, try_lock};
 use super::polled::{self, PollError};
+use super::shared::{Shared, SubmitRole};
 use super::tasks::{Callback, IoEvent, IoRequest};
-use super::worker::{PollPolicy, SubmitRole, run_completer, run_submitter};
-use super::{Config, Mode};
+use super::worker::{run_completer, run_submitter};
 use crate::error::Error;
 use crate::race_hooks::{self, Point};
 use crate::sys;
-
-/// State the engine's threads (or its poller) share with the handle.
-///
-/// `driver` is declared first so it drops first: its kernel context is torn down (and, for
-/// AIO, `io_destroy` waits for any IO still in flight) before the slots in `ctx`, which
-/// the kernel may point into, are freed, and before the event fd in `ctx` is closed.
-pub(crate) struct Shared<D: Driver> {
-    pub(crate) driver: D,
-    pub(crate) ctx: IoContext<D::Slot>,
-    /// The submit role (see `Driver`): the THREADS submitter takes it for each step, the
-    /// completer when its callbacks queued work, a POLLED poller for the whole poll.
-    pub(crate) submit: Mutex<SubmitRole>,
-    pub(crate) policy: PollPolicy,
-}
 
 pub(crate) struct Engine<D: Driver> {
     shared: Arc<Shared<D>>,

@@ -4,14 +4,22 @@
 //! monomorphized copies of the same scheduler and worker loops.
 
 pub mod aio;
+pub(crate) mod cancel;
 pub(crate) mod common;
+pub mod config;
 pub(crate) mod context;
 pub(crate) mod engine;
+pub(crate) mod flight;
+pub(crate) mod idle;
 pub(crate) mod locks;
 pub(crate) mod polled;
+pub(crate) mod round;
+pub(crate) mod shared;
+pub(crate) mod steps;
 pub(crate) mod stuck;
 pub mod tasks;
 pub mod uring;
+pub(crate) mod waiting;
 pub(crate) mod worker;
 
 use std::ffi::{CStr, CString};
@@ -19,6 +27,7 @@ use std::ffi::{CStr, CString};
 use io_uring::{opcode, register::Probe};
 use once_cell::sync::{Lazy, OnceCell};
 
+pub use config::{BackendChoice, BackendKind, Config, IdlePoll, Mode};
 pub use context::Stats;
 use engine::Engine;
 use tasks::{Callback, IoRequest};
@@ -26,60 +35,6 @@ use tasks::{Callback, IoRequest};
 use crate::error::Error;
 use aio::AioDriver;
 use uring::UringDriver;
-
-/// Which backend the caller asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendChoice {
-    Auto,
-    Aio,
-    Uring,
-}
-
-/// Which backend an engine runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    Aio,
-    Uring,
-}
-
-/// A validated configuration (see `ioeng_config_t`).
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub backend: BackendChoice,
-    /// 1..=32768 IOs in flight.
-    pub depth: u32,
-    /// 1..=depth IOs per kernel submit call.
-    pub batch: u32,
-    /// 0 = unbounded.
-    pub queue_capacity: u32,
-    pub start_paused: bool,
-    pub mode: Mode,
-    pub idle_poll: IdlePoll,
-    /// CPU to pin the submitter thread to (THREADS mode); `None` inherits.
-    pub submitter_cpu: Option<usize>,
-    /// CPU to pin the completer thread to (THREADS mode); `None` inherits.
-    pub completer_cpu: Option<usize>,
-}
-
-/// Who drives the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// A submitter and a completer thread.
-    Threads,
-    /// No engine thread: the caller's `ioeng_poll`.
-    Polled,
-}
-
-/// How long an idle engine thread polls before it sleeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdlePoll {
-    /// The engine's own policy.
-    Default,
-    /// Never: sleep at once.
-    Never,
-    /// At most this long.
-    Max(std::time::Duration),
-}
 
 /// Why io_uring cannot be used here: the errno and a sentence for humans.
 struct UringUnavailable {

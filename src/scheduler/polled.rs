@@ -8,9 +8,9 @@
 use std::time::{Duration, Instant};
 
 use super::context::{Driver, IoContext, Slot};
-use super::engine::Shared;
 use super::locks::{lock, try_lock};
-use super::worker::{SubmitRole, reap_step, submit_ready};
+use super::shared::{Shared, SubmitRole};
+use super::steps::{reap_step, submit_ready};
 
 /// Why a poll could not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

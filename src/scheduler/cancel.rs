@@ -1,0 +1,71 @@
+//! Requests that end without (more) kernel IO: cancelled or timed out while queued (the
+//! `dead` list, whose callbacks the engine thread runs), and the marks that let a cancel
+//! reach a request in a slot (docs/ARCHITECTURE.md, "Cancel").
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use super::locks::lock;
+use super::tasks::IoEvent;
+
+pub(crate) struct Cancels {
+    /// Requests removed from the queues by cancel or expiry, with their `res`, waiting
+    /// for the submitter (or poller) to run their callbacks on an engine thread. Each
+    /// stays here until its callback starts, so that a cancel still counts it.
+    pub(crate) dead: Mutex<VecDeque<(IoEvent, i64)>>,
+    /// `dead.len()`, written only under the `dead` lock, read without it as a hint that
+    /// `service` has work (a stale zero is fixed by the wake-up that follows every push).
+    pub(crate) dead_count: AtomicUsize,
+    /// In-flight cancels asked for by `cancel`: `(slot index, tag, generation)`, which
+    /// the submitter checks against the slot before asking the kernel.
+    pub(crate) cancel_requests: Mutex<Vec<(usize, u64, u64)>>,
+    pub(crate) has_cancel_requests: AtomicBool,
+    /// Per slot, readable by any thread: the tag of a tagged request occupying it
+    /// (0 otherwise), a generation bumped at each tagged dispatch (so a stale cancel
+    /// never hits the next occupant), and the generation of the occupant whose cancel
+    /// was handed to the driver. Written only for tagged requests: untagged traffic
+    /// never touches them. The cancel mark names its occupant rather than being a flag
+    /// that a completion resets, because the submit role may mark a request that the
+    /// completer finishes at that very moment: the mark then names a request that is
+    /// gone and matches no later occupant.
+    pub(crate) slot_tags: Box<[AtomicU64]>,
+    pub(crate) slot_gens: Box<[AtomicU64]>,
+    pub(crate) slot_cancelled: Box<[AtomicU64]>,
+}
+
+impl Cancels {
+    pub(crate) fn new(depth: usize) -> Self {
+        let per_slot = || (0..depth).map(|_| AtomicU64::new(0)).collect();
+        Cancels {
+            dead: Mutex::new(VecDeque::new()),
+            dead_count: AtomicUsize::new(0),
+            cancel_requests: Mutex::new(Vec::new()),
+            has_cancel_requests: AtomicBool::new(false),
+            slot_tags: per_slot(),
+            slot_gens: per_slot(),
+            // Generation 0 is no tagged occupant's (the first tagged dispatch makes 1).
+            slot_cancelled: per_slot(),
+        }
+    }
+
+    /// Hands events removed from the queues to the engine thread that runs callbacks.
+    /// Whoever calls this makes sure a `service` follows: `cancel` wakes the engine,
+    /// and expiry happens inside a submit step, which services its own dead (see
+    /// `worker::submit_step`).
+    pub(crate) fn bury(&self, events: impl Iterator<Item = (IoEvent, i64)>) {
+        let mut dead = lock(&self.dead);
+        dead.extend(events);
+        // Under the lock, like every write of the count: it always equals the length.
+        self.dead_count.store(dead.len(), Ordering::Release);
+    }
+
+    /// The next request waiting in `dead` for its callback, taken out under the lock
+    /// together with the count (so that a concurrent `bury` is never overwritten).
+    pub(crate) fn pop_dead(&self) -> Option<(IoEvent, i64)> {
+        let mut dead = lock(&self.dead);
+        let next = dead.pop_front();
+        self.dead_count.store(dead.len(), Ordering::Relaxed);
+        next
+    }
+}

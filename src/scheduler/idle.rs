@@ -1,0 +1,168 @@
+//! How an idle engine thread waits for its next piece of work (THREADS mode): poll for
+//! about as long as work recently took to arrive, or sleep at once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::config::{Config, IdlePoll};
+use crate::sys;
+
+/// Default upper bound on how long an idle engine thread polls before it sleeps: a few
+/// times what a sleep and its wake-up cost on a VM (a futex wake plus a scheduler round
+/// trip, 10–30 µs). Work that takes longer than this to arrive is not worth a spinning
+/// core: the sleep adds only a small fraction to that wait.
+const DEFAULT_MAX_POLL: Duration = Duration::from_micros(50);
+/// Shortest poll; also the first one.
+const MIN_POLL: Duration = Duration::from_micros(10);
+
+/// When an idle engine thread may poll instead of sleeping (THREADS mode). Read from the
+/// configuration at open; shared by the engine's two threads.
+pub(crate) struct PollPolicy {
+    /// Longest poll; zero = never poll.
+    max: Duration,
+    /// Held by the one engine thread polling right now: the other one sleeps instead of
+    /// taking a second core away from the application and from io_uring's io-wq workers.
+    polling: AtomicBool,
+}
+
+impl PollPolicy {
+    pub(crate) fn new(config: &Config) -> Self {
+        let max = match config.idle_poll {
+            IdlePoll::Never => Duration::ZERO,
+            IdlePoll::Max(max) => max,
+            // On a single CPU a polling thread only delays the thread it waits for.
+            IdlePoll::Default if sys::allowed_cpus() < 2 => Duration::ZERO,
+            IdlePoll::Default => DEFAULT_MAX_POLL,
+        };
+        PollPolicy {
+            max,
+            polling: AtomicBool::new(false),
+        }
+    }
+}
+
+/// How an idle engine thread waits for its next piece of work.
+///
+/// Sleeping costs a futex wake-up plus a scheduler round trip on the thread that hands
+/// over the work. So an idle thread may first poll, yielding the CPU on every turn, for
+/// about as long as work recently took to arrive: the poll grows to cover the gaps it
+/// observes, up to the policy's `max`. When work arrives later than `max`, polling would
+/// have been wasted, and the thread sleeps at once until gaps are short again (a gap is
+/// measured from the start of the idle period, sleep included). Only one thread of the
+/// engine polls at a time (see `PollPolicy::polling`).
+pub(crate) struct IdleWait<'a> {
+    policy: &'a PollPolicy,
+    limit: Duration,
+    idle_since: Option<Instant>,
+}
+
+impl<'a> IdleWait<'a> {
+    pub(crate) fn new(policy: &'a PollPolicy) -> Self {
+        IdleWait {
+            policy,
+            limit: MIN_POLL.min(policy.max),
+            idle_since: None,
+        }
+    }
+
+    /// Polls `ready` for up to the current limit; true as soon as it holds.
+    pub(crate) fn poll(&mut self, mut ready: impl FnMut() -> bool) -> bool {
+        let start = *self.idle_since.get_or_insert_with(Instant::now);
+        if ready() {
+            return true;
+        }
+        if self.limit.is_zero() || self.policy.polling.swap(true, Ordering::Acquire) {
+            return false;
+        }
+        let found = loop {
+            if ready() {
+                break true;
+            }
+            if start.elapsed() >= self.limit {
+                break false;
+            }
+            std::thread::yield_now();
+        };
+        self.policy.polling.store(false, Ordering::Release);
+        found
+    }
+
+    /// Work arrived: adapt the limit to how long it took.
+    pub(crate) fn work_arrived(&mut self) {
+        let Some(since) = self.idle_since.take() else {
+            return;
+        };
+        let gap = since.elapsed();
+        self.limit = if gap > self.policy.max {
+            Duration::ZERO
+        } else {
+            (gap + gap / 4).clamp(MIN_POLL, self.policy.max)
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(max: Duration) -> PollPolicy {
+        PollPolicy {
+            max,
+            polling: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn never_polls_with_a_zero_limit() {
+        let never = policy(Duration::ZERO);
+        let mut wait = IdleWait::new(&never);
+        let mut asked = 0;
+        assert!(!wait.poll(|| {
+            asked += 1;
+            false
+        }));
+        assert_eq!(asked, 1, "checked once, no polling");
+    }
+
+    #[test]
+    fn stops_polling_after_a_gap_longer_than_the_limit_and_resumes_after_short_ones() {
+        let p = policy(Duration::from_micros(200));
+        let mut wait = IdleWait::new(&p);
+        assert_eq!(wait.limit, MIN_POLL);
+        // Work after 2 ms: far longer than the limit, so the next idle period sleeps at once.
+        assert!(!wait.poll(|| false));
+        std::thread::sleep(Duration::from_millis(2));
+        wait.work_arrived();
+        assert_eq!(wait.limit, Duration::ZERO);
+        let mut asked = 0;
+        assert!(!wait.poll(|| {
+            asked += 1;
+            false
+        }));
+        assert_eq!(asked, 1);
+        // Work that arrives quickly again (measured from the idle start) brings polling back.
+        wait.work_arrived();
+        assert!(wait.limit >= MIN_POLL && wait.limit <= p.max);
+    }
+
+    #[test]
+    fn only_one_thread_polls_at_a_time() {
+        let p = policy(Duration::from_millis(50));
+        p.polling.store(true, Ordering::Relaxed); // another engine thread is polling
+        let mut wait = IdleWait::new(&p);
+        let started = Instant::now();
+        let mut asked = 0;
+        assert!(!wait.poll(|| {
+            asked += 1;
+            false
+        }));
+        assert_eq!(asked, 1, "the second thread sleeps instead of polling");
+        assert!(started.elapsed() < Duration::from_millis(5));
+        p.polling.store(false, Ordering::Relaxed);
+        assert!(!wait.poll(|| false));
+        assert!(
+            !p.polling.load(Ordering::Relaxed),
+            "the token is released after polling"
+        );
+    }
+}

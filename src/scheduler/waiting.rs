@@ -1,0 +1,113 @@
+//! What waits to be dispatched: the three queues (`common::Queues`) and the deadlines
+//! of the requests in them (docs/ARCHITECTURE.md, "Deadlines").
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+
+use super::common::{QueuePosition, Queues};
+use super::tasks::IoEvent;
+
+/// "No deadline" in `WaitingQueues::earliest_deadline`.
+pub(crate) const NO_DEADLINE: u64 = u64::MAX;
+
+/// The queues with what submitting threads read without their lock.
+pub(crate) struct WaitingQueues {
+    /// Callers push, the submitter pops; cancel and expiry remove. Never held while a
+    /// callback or a syscall runs (except buffer registration, before any request).
+    pub(crate) lock: Mutex<Waiting>,
+    /// The earliest deadline in `Waiting::deadlines` (CLOCK_MONOTONIC ns), or
+    /// `NO_DEADLINE`: read without the lock so that engines whose requests carry no
+    /// deadline never read the clock or arm a timer.
+    pub(crate) earliest_deadline: AtomicU64,
+    /// Requests queued; written under the lock, read without it by the submitter as a
+    /// hint of how many slots it will need.
+    pub(crate) queued: AtomicUsize,
+    /// Most requests queued at once; 0 = unbounded.
+    pub(crate) capacity: usize,
+}
+
+impl WaitingQueues {
+    pub(crate) fn new(capacity: usize) -> Self {
+        WaitingQueues {
+            lock: Mutex::new(Waiting::default()),
+            earliest_deadline: AtomicU64::new(NO_DEADLINE),
+            queued: AtomicUsize::new(0),
+            capacity,
+        }
+    }
+}
+
+/// The queues and, for requests with a deadline, a min-heap of those deadlines with
+/// where each request stands in its queue.
+///
+/// Expiry pops the heap and takes each due request straight out of its queue (O(log n)
+/// per expired request; no scan). A request that leaves the queue otherwise (dispatch,
+/// cancel) leaves its heap entry behind, stale: nothing is paid for it at dispatch.
+/// Stale entries are dropped when they come due, all at once when no queued request has
+/// a deadline, and by a sweep once they outnumber the live ones (so memory stays within
+/// twice the live entries).
+#[derive(Default)]
+pub(crate) struct Waiting {
+    pub(crate) queues: Queues<IoEvent>,
+    pub(crate) deadlines: BinaryHeap<Reverse<(u64, QueuePosition)>>,
+    /// Queued requests that have a deadline (the live heap entries).
+    pub(crate) with_deadline: usize,
+}
+
+/// Stale heap entries tolerated beyond the live ones before a sweep.
+pub(crate) const STALE_DEADLINE_SLACK: usize = 64;
+
+impl Waiting {
+    /// Queues `event`, recording its deadline; returns the deadline (0: none).
+    pub(crate) fn push(&mut self, event: IoEvent) -> u64 {
+        let deadline = event.request.deadline_ns;
+        let at = self.queues.push(event.request.class(), event);
+        if deadline != 0 {
+            self.deadlines.push(Reverse((deadline, at)));
+            self.with_deadline += 1;
+        }
+        deadline
+    }
+
+    /// Takes out the queued requests whose deadline is at or before `now`.
+    pub(crate) fn expire(&mut self, now: u64) -> Vec<IoEvent> {
+        let mut expired = Vec::new();
+        while let Some(&Reverse((deadline, at))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(event) = self.queues.take(at) {
+                debug_assert_eq!(event.request.deadline_ns, deadline);
+                expired.push(event);
+            }
+        }
+        self.forget_deadlines(expired.len());
+        expired
+    }
+
+    /// `n` queued requests with a deadline left the queues (by any way).
+    pub(crate) fn forget_deadlines(&mut self, n: usize) {
+        self.with_deadline -= n;
+        if self.with_deadline == 0 {
+            self.deadlines.clear();
+            return;
+        }
+        // Amortized O(1) per stale entry: a sweep of the heap once stale entries
+        // outnumber live ones. A stale top is left alone: at worst it arms the timer
+        // early, and that expiry pops it and finds nothing.
+        if self.deadlines.len() > 2 * self.with_deadline + STALE_DEADLINE_SLACK {
+            let queues = &self.queues;
+            self.deadlines
+                .retain(|&Reverse((_, at))| queues.get(at).is_some());
+            debug_assert_eq!(self.deadlines.len(), self.with_deadline);
+        }
+    }
+
+    /// The earliest deadline of a queued request, or `NO_DEADLINE`.
+    pub(crate) fn earliest(&self) -> u64 {
+        self.deadlines.peek().map_or(NO_DEADLINE, |r| r.0.0)
+    }
+}
