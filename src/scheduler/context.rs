@@ -596,13 +596,15 @@ impl<S: Slot> IoContext<S> {
     /// is in flight; `None`: only for new work.
     pub(crate) fn next_wake(&self) -> Option<Instant> {
         let deadline = self.next_deadline();
-        let Some(stuck) = &self.stuck else {
+        let sweep = match &self.stuck {
+            Some(stuck) if self.flight.kernel.load(Ordering::Relaxed) > 0 => {
+                stuck.next_sweep_ns()
+            }
+            _ => None,
+        };
+        let Some(sweep) = sweep.map(instant_of) else {
             return deadline;
         };
-        if self.flight.kernel.load(Ordering::Relaxed) <= 0 {
-            return deadline;
-        }
-        let sweep = instant_of(stuck.next_sweep_ns());
         Some(deadline.map_or(sweep, |d| d.min(sweep)))
     }
 

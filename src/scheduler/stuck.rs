@@ -24,6 +24,9 @@ pub(crate) const SWEEP_INTERVAL_NS: u64 = 50_000_000;
 /// `transfer` value of a slot without a transfer in flight.
 const NONE: u64 = 0;
 
+/// `next_sweep_ns` while nothing needs a sweep.
+const NO_SWEEP: u64 = u64::MAX;
+
 pub(crate) struct StuckTransfers {
     /// Per slot: `(fd << 2) | write << 1 | 1` while a READ/WRITE(V) is dispatched there,
     /// else `NONE`. Written by the dispatching and the settling thread (each holding the
@@ -34,7 +37,9 @@ pub(crate) struct StuckTransfers {
     serial: Box<[AtomicU64]>,
     /// Submit role only (the sweep).
     sweep: Mutex<Sweep>,
-    /// CLOCK_MONOTONIC ns of the next sweep (read for wake-up timers).
+    /// CLOCK_MONOTONIC ns of the next sweep (read for wake-up timers); `NO_SWEEP` while
+    /// every transfer in flight has been probed, so an engine waiting for a slow pipe
+    /// or socket sleeps undisturbed after that one probe. Written by the submit role only.
     next_sweep_ns: AtomicU64,
     /// `(slot, serial, errno)` of transfers the sweep cancelled: their -ECANCELED becomes
     /// `-errno`.
@@ -59,7 +64,7 @@ impl StuckTransfers {
                 seen: vec![u64::MAX; depth],
                 probed: vec![u64::MAX; depth],
             }),
-            next_sweep_ns: AtomicU64::new(0),
+            next_sweep_ns: AtomicU64::new(NO_SWEEP),
             failed: Mutex::new(Vec::new()),
             has_failed: AtomicBool::new(false),
         }
@@ -78,6 +83,10 @@ impl StuckTransfers {
         let fd = event.request.fd as u32 as u64;
         self.serial[index].fetch_add(1, Relaxed);
         self.transfer[index].store((fd << 2) | (write << 1) | 1, Relaxed);
+        if self.next_sweep_ns.load(Relaxed) == NO_SWEEP {
+            // The next `service` records it; the sweep after that probes it.
+            self.next_sweep_ns.store(0, Relaxed);
+        }
     }
 
     /// The holder of slot `index`, as its request finishes.
@@ -85,9 +94,10 @@ impl StuckTransfers {
         self.transfer[index].store(NONE, Relaxed);
     }
 
-    /// When the next sweep is due (CLOCK_MONOTONIC ns).
-    pub(crate) fn next_sweep_ns(&self) -> u64 {
-        self.next_sweep_ns.load(Relaxed)
+    /// When the next sweep is due (CLOCK_MONOTONIC ns); `None` while none is needed.
+    pub(crate) fn next_sweep_ns(&self) -> Option<u64> {
+        let at = self.next_sweep_ns.load(Relaxed);
+        (at != NO_SWEEP).then_some(at)
     }
 
     /// Submit role, while IO is in flight: at most every `SWEEP_INTERVAL_NS`, probes the
@@ -101,11 +111,17 @@ impl StuckTransfers {
             .store(now_ns + SWEEP_INTERVAL_NS, Relaxed);
         let mut sweep = lock(&self.sweep);
         let Sweep { seen, probed } = &mut *sweep;
+        let mut unprobed = false;
         for index in 0..self.transfer.len() {
             let transfer = self.transfer[index].load(Relaxed);
             let serial = self.serial[index].load(Relaxed);
             let old = std::mem::replace(&mut seen[index], serial);
-            if transfer == NONE || old != serial || probed[index] == serial {
+            if transfer == NONE || probed[index] == serial {
+                continue;
+            }
+            if old != serial {
+                // In flight since this sweep only: probed at the next one.
+                unprobed = true;
                 continue;
             }
             probed[index] = serial;
@@ -115,6 +131,9 @@ impl StuckTransfers {
                 self.has_failed.store(true, Relaxed);
                 cancel.push(index);
             }
+        }
+        if !unprobed {
+            self.next_sweep_ns.store(NO_SWEEP, Relaxed);
         }
     }
 
@@ -164,6 +183,7 @@ mod tests {
         stuck.dispatched(0, &read_of(epoll));
         stuck.dispatched(1, &read_of(pipe_read.as_raw_fd()));
         let mut cancel = Vec::new();
+        assert_eq!(stuck.next_sweep_ns(), Some(0), "a dispatch arms the sweep");
         stuck.sweep(0, &mut cancel);
         assert!(
             cancel.is_empty(),
@@ -177,6 +197,7 @@ mod tests {
             [0],
             "the epoll READ cannot happen; the pipe READ can"
         );
+        assert_eq!(stuck.next_sweep_ns(), None, "all probed: no more wake-ups");
         stuck.sweep(2 * SWEEP_INTERVAL_NS, &mut cancel);
         assert_eq!(cancel, [0], "each request is probed once");
         let ecanceled = -i64::from(libc::ECANCELED);
@@ -187,6 +208,11 @@ mod tests {
         stuck.finished(0);
         stuck.dispatched(0, &read_of(epoll));
         cancel.clear();
+        assert_eq!(
+            stuck.next_sweep_ns(),
+            Some(0),
+            "a new transfer re-arms the sweep"
+        );
         stuck.sweep(3 * SWEEP_INTERVAL_NS, &mut cancel);
         stuck.sweep(4 * SWEEP_INTERVAL_NS, &mut cancel);
         assert_eq!(cancel, [0]);
