@@ -30,7 +30,7 @@ PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 CMAKEDIR     ?= $(LIBDIR)/cmake/ioeng
 DESTDIR      ?=
 
-.PHONY: all lib demo bench test test-rust test-c test-install check-header check-msrv \
+.PHONY: all lib demo bench test test-rust test-c test-install check-header check-msrv check-layers \
         install uninstall clean FORCE
 
 all: lib
@@ -75,7 +75,7 @@ demo: lib
 # declared minimum Rust version is consistent, Rust unit + integration tests, C tests on
 # both backends (with reliability, valgrind, ASan), then install into a temporary DESTDIR
 # and build/run consumers against it (pkg-config, CMake, static, C++ wrapper, TSan).
-test: check-header check-msrv test-rust test-c test-install
+test: check-header check-msrv check-layers test-rust test-c test-install
 
 test-rust:
 	$(CARGO) test
@@ -104,6 +104,10 @@ check-header:
 	[ "$$(readlink $(STAGE)/$(SONAME))" = $(SOFILE) ] && [ "$$(readlink $(STAGE)/libioeng.so)" = $(SONAME) ] \
 	  || { echo "$(STAGE): links are not libioeng.so -> $(SONAME) -> $(SOFILE)"; exit 1; }; \
 	echo "check-header: include/ioeng.h current; $(SOFILE) exports only $$n ioeng_* functions @IOENG_1.0; soname $(SONAME)"
+
+# No module of src/ uses one of a higher layer (docs/ARCHITECTURE.md, "Layers").
+check-layers:
+	bash pkg/check_layers.sh
 
 # The minimum Rust version: see pkg/check_msrv.sh for what this does and does not prove.
 check-msrv:

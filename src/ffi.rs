@@ -235,6 +235,10 @@ pub struct IoengConfig {
 }
 
 const _: () = assert!(std::mem::size_of::<IoengConfig>() == 52);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, backend) == 0);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, depth) == 4);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, batch) == 8);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, queue_capacity) == 12);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, start_paused) == 16);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, mode) == 20);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, idle_poll_us) == 24);
@@ -273,8 +277,17 @@ pub struct IoengStats {
 }
 
 const _: () = assert!(std::mem::size_of::<IoengStats>() == 128);
+const _: () = assert!(std::mem::offset_of!(IoengStats, submitted) == 0);
+const _: () = assert!(std::mem::offset_of!(IoengStats, completed) == 8);
+const _: () = assert!(std::mem::offset_of!(IoengStats, in_flight) == 16);
+const _: () = assert!(std::mem::offset_of!(IoengStats, queued_high) == 24);
+const _: () = assert!(std::mem::offset_of!(IoengStats, queued_read) == 32);
+const _: () = assert!(std::mem::offset_of!(IoengStats, queued_write) == 40);
+const _: () = assert!(std::mem::offset_of!(IoengStats, kernel_submit_calls) == 48);
+const _: () = assert!(std::mem::offset_of!(IoengStats, resubmits) == 56);
 const _: () = assert!(std::mem::offset_of!(IoengStats, cancelled) == 64);
 const _: () = assert!(std::mem::offset_of!(IoengStats, timed_out) == 72);
+const _: () = assert!(std::mem::offset_of!(IoengStats, reserved) == 80);
 
 /// An engine. Opaque; created by ioeng_open(), freed by ioeng_close().
 ///

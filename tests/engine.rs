@@ -1,4 +1,5 @@
-//! End-to-end tests through the C ABI on real files, on every available backend.
+//! End-to-end tests through the C ABI on real files, on every available backend, in both
+//! modes.
 
 mod common;
 
@@ -10,10 +11,11 @@ const TMPFS_DIR: &str = "/dev/shm";
 
 #[test]
 fn write_then_read_back_direct_and_buffered() {
-    for (backend, name) in backends() {
+    for setup in backends() {
+        let name = setup.to_string();
         for (dir, direct) in [(EXT4_DIR, true), (TMPFS_DIR, false), (TMPFS_DIR, true)] {
-            let engine = Engine::with(backend);
-            assert_eq!(engine.backend(), backend);
+            let engine = Engine::with(setup);
+            assert_eq!(engine.backend(), setup.backend);
             let file = Scratch::new(dir, direct);
             let blocks = 64usize;
             let block = 16 * 1024;
@@ -53,8 +55,8 @@ fn write_then_read_back_direct_and_buffered() {
 #[test]
 fn eof_errors_and_fsync_give_the_documented_res() {
     let mut per_backend = Vec::new();
-    for (backend, _) in backends() {
-        let engine = Engine::with(backend);
+    for setup in backends() {
+        let engine = Engine::with(setup);
         let file = Scratch::new(TMPFS_DIR, false);
         let mut data = vec![0u8; 10_000];
         fill_pattern(&mut data, 3);
@@ -99,7 +101,7 @@ fn eof_errors_and_fsync_give_the_documented_res() {
         assert_eq!(
             results,
             [1808, 0, 0, 10_000, ebadf, einval, einval, 0, 0, ebadf],
-            "backend {backend}"
+            "{setup}"
         );
         per_backend.push(results);
         engine.close();
@@ -124,8 +126,8 @@ fn synchronous_errors() {
     cfg.backend = IOENG_BACKEND_AIO;
     cfg.reserved[3] = 1;
     assert_eq!(Engine::open(&cfg).err(), Some(-libc::EINVAL));
-    for (backend, _) in backends() {
-        let mut cfg = config(backend);
+    for setup in backends() {
+        let mut cfg = config_for(setup);
         cfg.queue_capacity = 2;
         cfg.start_paused = 1;
         let engine = Engine::open(&cfg).unwrap();

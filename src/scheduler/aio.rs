@@ -6,7 +6,8 @@
 use std::cell::UnsafeCell;
 use std::os::fd::RawFd;
 
-use super::context::{Driver, IoContext, Slot};
+use super::context::{IoContext, Slot};
+use super::driver::Driver;
 use super::tasks::{IoEvent, Op};
 use crate::error::Error;
 use crate::sys::aio::{self as kernel, AioContextId, CompletionRing, Iocb};

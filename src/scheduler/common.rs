@@ -3,7 +3,6 @@
 //! kernel interface runs underneath.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -335,24 +334,6 @@ impl Budget {
     /// Submitter: slots handed back for their request's next IO (to wait on).
     pub(crate) fn resubmissions(&self) -> &Receiver<usize> {
         &self.resubmit_rx
-    }
-}
-
-/// Counters behind `ioeng_stats`. Relaxed: each is a monotonic tally read for reporting,
-/// never used to order other memory.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) submitted: AtomicU64,
-    pub(crate) completed: AtomicU64,
-    pub(crate) kernel_submit_calls: AtomicU64,
-    pub(crate) resubmits: AtomicU64,
-    pub(crate) cancelled: AtomicU64,
-    pub(crate) timed_out: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
     }
 }
 

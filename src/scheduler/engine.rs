@@ -9,11 +9,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::config::{Config, Mode};
-use super::context::{Driver, IoContext, Stats};
+use super::context::IoContext;
+use super::driver::Driver;
 use super::idle::PollPolicy;
 use super::locks::{lock, try_lock};
 use super::polled::{self, PollError};
 use super::shared::{Shared, SubmitRole};
+use super::stats::Stats;
 use super::tasks::{Callback, IoEvent, IoRequest};
 use super::worker::{run_completer, run_submitter};
 use crate::error::Error;
@@ -22,7 +24,6 @@ use crate::sys;
 
 pub(crate) struct Engine<D: Driver> {
     shared: Arc<Shared<D>>,
-    mode: Mode,
     /// THREADS: (submitter, completer) until close joins them. Behind a lock so that close
     /// can join through `&self`: the C handle stays in place, shared with callbacks that
     /// still call ioeng_submit/ioeng_close on it, until both threads are gone.
@@ -61,7 +62,6 @@ impl<D: Driver> Engine<D> {
         });
         let engine = Engine {
             shared,
-            mode: config.mode,
             threads: Mutex::new(None),
             finished: AtomicBool::new(false),
         };
@@ -90,7 +90,7 @@ impl<D: Driver> Engine<D> {
                 // it its own handle twice: with nothing accepted it exits at once.
                 shared.ctx.begin_close();
                 let me = submitter.thread().clone();
-                shared.ctx.set_threads(me.clone(), me);
+                shared.ctx.wakeup().set_threads(me.clone(), me);
                 let _ = submitter.join();
                 self.finished.store(true, Ordering::Relaxed);
                 return Err(Error::kernel("pthread_create", &err));
@@ -98,6 +98,7 @@ impl<D: Driver> Engine<D> {
         };
         shared
             .ctx
+            .wakeup()
             .set_threads(submitter.thread().clone(), completer.thread().clone());
         // Pinned before they do any work: both wait for `set_threads`... and then find
         // nothing accepted yet, so a refused CPU stops them with nothing to drain.
@@ -165,7 +166,7 @@ impl<D: Driver> Engine<D> {
 
     /// POLLED mode: `ioeng_poll`.
     pub(crate) fn poll(&self, min_complete: u64, timeout: Option<Duration>) -> Result<u64, Error> {
-        if self.mode != Mode::Polled {
+        if self.shared.ctx.mode() != Mode::Polled {
             return Err(Error::WrongMode);
         }
         polled::poll(&self.shared, min_complete, timeout).map_err(|err| match err {
@@ -196,7 +197,7 @@ impl<D: Driver> Engine<D> {
         if sys::fork::on_engine_thread() || ctx.served_here() {
             return Err(Error::CloseFromCallback);
         }
-        if self.mode == Mode::Polled {
+        if self.shared.ctx.mode() == Mode::Polled {
             // Closing is marked while this thread holds the poller's role, so a poll
             // either ran before (and the role was busy: -EBUSY here) or starts after and
             // sees the close (-EBUSY there); the drain never finds the role taken for good.
@@ -214,7 +215,7 @@ impl<D: Driver> Engine<D> {
     /// both threads are joined (THREADS), or after driving the engine to the end on this
     /// thread (POLLED). Takes `&self`: callbacks may use the engine meanwhile.
     pub(crate) fn finish_close(&self) {
-        match self.mode {
+        match self.shared.ctx.mode() {
             Mode::Threads => {
                 let threads = lock(&self.threads).take();
                 if let Some((submitter, completer)) = threads {

@@ -8,18 +8,23 @@ pub(crate) mod cancel;
 pub(crate) mod common;
 pub mod config;
 pub(crate) mod context;
+pub(crate) mod driver;
 pub(crate) mod engine;
 pub(crate) mod flight;
 pub(crate) mod idle;
 pub(crate) mod locks;
 pub(crate) mod polled;
+pub(crate) mod registered;
 pub(crate) mod round;
 pub(crate) mod shared;
+pub(crate) mod slot;
+pub(crate) mod stats;
 pub(crate) mod steps;
 pub(crate) mod stuck;
 pub mod tasks;
 pub mod uring;
 pub(crate) mod waiting;
+pub(crate) mod wakeup;
 pub(crate) mod worker;
 
 use std::ffi::{CStr, CString};
@@ -28,8 +33,8 @@ use io_uring::{opcode, register::Probe};
 use once_cell::sync::{Lazy, OnceCell};
 
 pub use config::{BackendChoice, BackendKind, Config, IdlePoll, Mode};
-pub use context::Stats;
 use engine::Engine;
+pub use stats::Stats;
 use tasks::{Callback, IoRequest};
 
 use crate::error::Error;

@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::context::{Driver, IoContext, Slot};
+use super::context::{IoContext, Slot};
+use super::driver::Driver;
 use super::locks::{lock, try_lock};
 use super::shared::{Shared, SubmitRole};
 use super::steps::{reap_step, submit_ready};
@@ -42,7 +43,7 @@ pub(crate) fn poll<D: Driver>(
     }
     let held = &mut *held;
     let _serving = ctx.serve_here();
-    ctx.poller_running();
+    ctx.wakeup().poller_running();
     // While this thread polls, it sees completions itself: where the driver can, the
     // kernel stops signalling the event fd for them, and the poller sleeps in the
     // driver's own wait (`Driver::wait_event`) while IO is in flight.
@@ -56,7 +57,9 @@ pub(crate) fn poll<D: Driver>(
     let first = ctx.completed();
     let ran = || ctx.completed() - first;
     let must_drain = |held: &mut SubmitRole, fd_count: &mut bool| match quiet {
-        Some(_) => std::mem::take(fd_count) | ctx.take_written() | driver.take_wake_fired(),
+        Some(_) => {
+            std::mem::take(fd_count) | ctx.wakeup().take_written() | driver.take_wake_fired()
+        }
         None => held.must_drain(ctx),
     };
     let result = loop {
@@ -79,7 +82,7 @@ pub(crate) fn poll<D: Driver>(
         }
         let drain = must_drain(held, &mut fd_count);
         if held.rearm_event(ctx, drain, || driver.completions_ready().unwrap_or(false)) {
-            ctx.poller_running();
+            ctx.wakeup().poller_running();
             continue;
         }
         // Wake by ourselves for a delayed resubmission or a queued deadline.
@@ -101,7 +104,7 @@ pub(crate) fn poll<D: Driver>(
                 waited
             }
         };
-        ctx.poller_running();
+        ctx.wakeup().poller_running();
         if waited.is_err() && ran() == 0 {
             break Err(PollError::Interrupted);
         }
@@ -125,7 +128,7 @@ pub(crate) fn poll<D: Driver>(
     // would otherwise spin on the fd until new work came.
     let drain = must_drain(held, &mut fd_count) | (ran() == 0);
     if held.rearm_event(ctx, drain, ready) {
-        ctx.signal_event();
+        ctx.wakeup().signal_event();
         held.left_readable = true;
     }
     result
@@ -180,7 +183,7 @@ impl SubmitRole {
     /// allows.
     fn must_drain<S: Slot>(&mut self, ctx: &IoContext<S>) -> bool {
         let epoch = ctx.reap_epoch();
-        let must = ctx.take_written() | (self.drained_at != Some(epoch));
+        let must = ctx.wakeup().take_written() | (self.drained_at != Some(epoch));
         self.drained_at = Some(epoch);
         must
     }
@@ -194,7 +197,7 @@ pub(crate) fn drain<D: Driver>(shared: &Shared<D>) {
     let mut held = lock(&shared.submit);
     let held = &mut *held;
     let _serving = ctx.serve_here();
-    ctx.poller_running();
+    ctx.wakeup().poller_running();
     loop {
         submit_ready(ctx, driver, &mut held.round, &mut held.reaped);
         driver.run_deferred();

@@ -154,6 +154,8 @@ impl SubmitRound {
             // for control work (a cancel, a queued deadline) so the caller runs it.
             let due = self.next_retry().map_or_else(never, at);
             let expiry = deadline.map_or_else(never, at);
+            let control = ctx.wakeup().waiting_submitter_rx().cloned();
+            let control = control.unwrap_or_else(never);
             select! {
                 recv(budget.free_slots()) -> index => self.slots.extend(index),
                 recv(budget.resubmissions()) -> index => {
@@ -163,7 +165,7 @@ impl SubmitRound {
                     continue;
                 }
                 recv(due) -> _ => continue,
-                recv(ctx.control_rx()) -> _ => return,
+                recv(control) -> _ => return,
                 recv(expiry) -> _ => return,
             }
             // Completions free slots in bursts: take the rest of the burst into this round.

@@ -3,7 +3,8 @@
 
 use std::sync::Mutex;
 
-use super::context::{Driver, IoContext};
+use super::context::IoContext;
+use super::driver::Driver;
 use super::idle::PollPolicy;
 use super::round::SubmitRound;
 

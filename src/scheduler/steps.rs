@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use super::context::{Driver, IoContext};
+use super::context::IoContext;
+use super::driver::Driver;
 use super::idle::IdleWait;
 use super::round::SubmitRound;
 use crate::race_hooks::{self, Point};
@@ -23,7 +24,7 @@ pub(crate) fn submit_step<D: Driver>(
 ) -> usize {
     // Housekeeping first: expire queued requests whose deadline passed, hand in-flight
     // cancels to the driver, run the callbacks of cancelled and timed-out requests.
-    let deadline = ctx.service(driver);
+    let deadline = ctx.service(|targets| driver.cancel(ctx, targets));
     race_hooks::at(Point::AfterService);
     match slot_wait {
         Some(slot_wait) => {

@@ -128,7 +128,8 @@ impl Callback {
     }
 }
 
-/// A request as C describes it, before validation (`ioeng_req_t` minus the enums).
+/// A request as C describes it, before validation (`ioeng_req_t` minus the enums); the
+/// fields of a validated `IoRequest` too.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestSpec {
     pub op: Op,
@@ -162,24 +163,28 @@ impl RequestSpec {
     }
 }
 
-/// A validated request, as accepted by `submit`.
+/// A validated request, as accepted by `submit`: its fields (read through `Deref`) are
+/// the spec's, normalized (FSYNC: no buffer, length or offset; `buf_index` 0 without
+/// FIXED_BUF), plus what validation computed.
 #[derive(Debug, Clone, Copy)]
 pub struct IoRequest {
-    pub op: Op,
-    pub priority: Priority,
-    pub fd: i32,
-    /// READ/WRITE: the buffer. READV/WRITEV: the caller's `iovec` array (never written).
-    pub buf: *mut u8,
-    /// READ/WRITE: bytes. READV/WRITEV: iovec count.
-    pub len: u64,
-    pub offset: u64,
+    spec: RequestSpec,
     /// Bytes the whole request moves (READ/WRITE: `len`; vectors: the sum; sync: 0).
     pub total: u64,
-    pub flags: Flags,
-    pub tag: u64,
-    /// CLOCK_MONOTONIC ns; 0 = none.
-    pub deadline_ns: u64,
-    pub buf_index: u32,
+}
+
+impl std::ops::Deref for IoRequest {
+    type Target = RequestSpec;
+
+    fn deref(&self) -> &RequestSpec {
+        &self.spec
+    }
+}
+
+impl std::ops::DerefMut for IoRequest {
+    fn deref_mut(&mut self) -> &mut RequestSpec {
+        &mut self.spec
+    }
 }
 
 // SAFETY: `buf` is caller-owned memory that the contract keeps valid until the callback;
@@ -234,15 +239,13 @@ impl IoRequest {
     ) -> Result<Self, Error> {
         let RequestSpec {
             op,
-            priority,
             fd,
             buf,
             len,
             offset,
             flags,
-            tag,
-            deadline_ns,
             buf_index,
+            ..
         } = *spec;
         if flags.0 & !Flags::KNOWN != 0 {
             return Err(Error::InvalidArgument("unknown flag"));
@@ -293,22 +296,20 @@ impl IoRequest {
             Some(end) if end <= i64::MAX as u64 => {}
             _ => return Err(Error::InvalidArgument("offset + len exceeds INT64_MAX")),
         }
+        let buf_index = if flags.has(Flags::FIXED_BUF) {
+            buf_index
+        } else {
+            0
+        };
         let request = IoRequest {
-            op,
-            priority,
-            fd,
-            buf,
-            len,
-            offset,
-            total,
-            flags,
-            tag,
-            deadline_ns,
-            buf_index: if flags.has(Flags::FIXED_BUF) {
-                buf_index
-            } else {
-                0
+            spec: RequestSpec {
+                buf,
+                len,
+                offset,
+                buf_index,
+                ..*spec
             },
+            total,
         };
         request.check_fixed(registered)?;
         if fd < 0 {
@@ -349,7 +350,7 @@ impl IoRequest {
     }
 }
 
-/// The three queues of DESIGN §1.1.
+/// The three queues (docs/ARCHITECTURE.md, "Fairness").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum QueueClass {
     High,

@@ -34,7 +34,8 @@ use std::time::Duration;
 
 use io_uring::{IoUring, opcode, squeue, types};
 
-use super::context::{CONTROL_INDEX, Driver, IoContext, Slot};
+use super::context::{CONTROL_INDEX, IoContext, Slot};
+use super::driver::Driver;
 use super::tasks::{IoEvent, Op};
 use crate::error::Error;
 use crate::sys::{self, IORING_ENTER_GETEVENTS, report_unexpected};

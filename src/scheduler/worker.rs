@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::context::Driver;
+use super::driver::Driver;
 use super::idle::IdleWait;
 use super::locks::{lock, try_lock};
 use super::shared::Shared;
@@ -14,7 +14,7 @@ use crate::race_hooks::{self, Point};
 /// Submitter loop (THREADS): submit steps; idle, it polls or sleeps per the policy.
 pub(crate) fn run_submitter<D: Driver>(shared: &Shared<D>) {
     let (ctx, driver) = (&shared.ctx, &shared.driver);
-    ctx.wait_for_threads();
+    ctx.wakeup().wait_for_threads();
     let mut idle = IdleWait::new(&shared.policy);
     // Waiting for the completer to free a slot has its own gaps, so its own adaptation.
     let mut slot_wait = IdleWait::new(&shared.policy);
@@ -65,7 +65,7 @@ pub(crate) fn run_submitter<D: Driver>(shared: &Shared<D>) {
 /// callbacks queued (so a callback that submits costs no hand-off to the submitter).
 pub(crate) fn run_completer<D: Driver>(shared: &Shared<D>) {
     let (ctx, driver) = (&shared.ctx, &shared.driver);
-    ctx.wait_for_threads();
+    ctx.wakeup().wait_for_threads();
     let _serving = ctx.serve_here();
     let mut reaped = Vec::with_capacity(ctx.budget_depth());
     // Waiting for the submitter to hand the kernel work, and waiting for the kernel to

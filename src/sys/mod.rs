@@ -72,6 +72,12 @@ pub(crate) fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The `Instant` at CLOCK_MONOTONIC `ns` (`Instant` reads CLOCK_MONOTONIC too).
+pub(crate) fn instant_of(ns: u64) -> std::time::Instant {
+    let from_now = ns.saturating_sub(monotonic_ns());
+    std::time::Instant::now() + std::time::Duration::from_nanos(from_now)
+}
+
 /// `IORING_ENTER_GETEVENTS`: make `io_uring_enter` wait for `min_complete` completions.
 pub(crate) const IORING_ENTER_GETEVENTS: u32 = 1;
 

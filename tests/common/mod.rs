@@ -1,23 +1,49 @@
-//! Helpers for the integration tests: engines of each backend through the C ABI, a
-//! completion recorder, scratch files on ext4 (/tmp here) and tmpfs (/dev/shm).
+//! Helpers for the integration tests: engines of each backend and mode through the C ABI
+//! (a POLLED engine gets a thread that polls it), a completion recorder, scratch files on
+//! ext4 (/tmp here) and tmpfs (/dev/shm).
 #![allow(dead_code)]
 
 use std::ffi::{CStr, c_void};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ioeng::ffi::*;
 
-/// Backends the tests run on. io_uring is skipped loudly when unavailable, unless
-/// IOENG_REQUIRE_URING=1, which turns the skip into a failure (CI).
-pub fn backends() -> Vec<(IoengBackend, &'static str)> {
-    let mut list = vec![(IOENG_BACKEND_AIO, "aio")];
+/// A backend and a mode to run a test on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setup {
+    pub backend: IoengBackend,
+    pub mode: IoengMode,
+}
+
+impl std::fmt::Display for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = if self.backend == IOENG_BACKEND_AIO {
+            "aio"
+        } else {
+            "uring"
+        };
+        let mode = if self.mode == IOENG_MODE_POLLED {
+            "polled"
+        } else {
+            "threads"
+        };
+        write!(f, "{backend} {mode}")
+    }
+}
+
+/// Backend × mode pairs the tests run on. io_uring is skipped loudly when unavailable,
+/// unless IOENG_REQUIRE_URING=1, which turns the skip into a failure (CI).
+pub fn backends() -> Vec<Setup> {
+    let mut list = vec![IOENG_BACKEND_AIO];
     let reason = ioeng_uring_unavailable_reason();
     if reason.is_null() {
-        list.push((IOENG_BACKEND_URING, "uring"));
+        list.push(IOENG_BACKEND_URING);
     } else {
         // SAFETY: a non-NULL result is a static NUL-terminated string.
         let why = unsafe { CStr::from_ptr(reason) }.to_string_lossy();
@@ -27,14 +53,36 @@ pub fn backends() -> Vec<(IoengBackend, &'static str)> {
         );
         eprintln!("SKIP io_uring half of this test: io_uring unavailable: {why}");
     }
-    list
+    let modes = [IOENG_MODE_THREADS, IOENG_MODE_POLLED];
+    list.into_iter()
+        .flat_map(|backend| modes.map(|mode| Setup { backend, mode }))
+        .collect()
 }
 
-pub struct Engine(pub *mut Ioeng);
+/// An open engine; a POLLED one with the thread that polls it.
+pub struct Engine(pub *mut Ioeng, Option<Poller>);
+
+/// Polls a POLLED engine until stopped (as an application's event loop would).
+pub struct Poller {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// The handle, sendable to the poller thread (which stops before the handle is closed).
+struct Handle(*mut Ioeng);
+// SAFETY: ioeng_poll may be called from any thread; close waits for the poller to stop.
+unsafe impl Send for Handle {}
 // SAFETY: the handle is thread-safe for everything but close, which takes `self`.
 unsafe impl Send for Engine {}
 // SAFETY: as above.
 unsafe impl Sync for Engine {}
+
+/// The default configuration for `setup`.
+pub fn config_for(setup: Setup) -> IoengConfig {
+    let mut cfg = config(setup.backend);
+    cfg.mode = setup.mode;
+    cfg
+}
 
 pub fn config(backend: IoengBackend) -> IoengConfig {
     let mut cfg = std::mem::MaybeUninit::uninit();
@@ -51,11 +99,27 @@ impl Engine {
         let mut handle = std::ptr::null_mut();
         // SAFETY: valid config and out pointer.
         let rc = unsafe { ioeng_open(cfg, &mut handle) };
-        if rc == 0 { Ok(Engine(handle)) } else { Err(rc) }
+        if rc != 0 {
+            return Err(rc);
+        }
+        let poller = (cfg.mode == IOENG_MODE_POLLED).then(|| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (h, flag) = (Handle(handle), Arc::clone(&stop));
+            let thread = std::thread::spawn(move || {
+                let h = h;
+                while !flag.load(Ordering::Acquire) {
+                    // SAFETY: live handle until close, which stops this thread first.
+                    let rc = unsafe { ioeng_poll(h.0, 1, 1_000_000) };
+                    assert!(rc >= 0 || rc == -libc::EINTR, "ioeng_poll: {rc}");
+                }
+            });
+            Poller { stop, thread }
+        });
+        Ok(Engine(handle, poller))
     }
 
-    pub fn with(backend: IoengBackend) -> Engine {
-        Engine::open(&config(backend)).expect("ioeng_open")
+    pub fn with(setup: Setup) -> Engine {
+        Engine::open(&config_for(setup)).expect("ioeng_open")
     }
 
     /// Submits; the result lands in `done` under `tag`.
@@ -88,7 +152,12 @@ impl Engine {
         assert_eq!(unsafe { ioeng_resume(self.0) }, 0);
     }
 
+    /// Closes (a POLLED engine after its poller stopped: close drains on this thread).
     pub fn close(self) {
+        if let Some(poller) = self.1 {
+            poller.stop.store(true, Ordering::Release);
+            poller.thread.join().expect("the poller thread");
+        }
         // SAFETY: live handle, not used afterwards.
         assert_eq!(unsafe { ioeng_close(self.0) }, 0);
     }

@@ -1,0 +1,397 @@
+//! Unit tests of `IoContext` (no kernel: `TestSlot` and a recording cancel).
+
+use super::super::round::SubmitRound;
+use super::super::tasks::{Callback, FIRST_RETRY_DELAY, FREE_RETRIES, IoRequest, Op, Priority};
+use super::*;
+use crate::scheduler::waiting::STALE_DEADLINE_SLACK;
+use std::ffi::c_void;
+use std::time::Instant;
+
+#[derive(Default)]
+struct TestSlot(Option<IoEvent>);
+impl Slot for TestSlot {
+    fn event_mut(&mut self) -> &mut Option<IoEvent> {
+        &mut self.0
+    }
+}
+
+unsafe extern "C" fn record(ctx: *mut c_void, res: i64) {
+    // SAFETY: the tests pass a live `Vec<i64>` as ctx.
+    unsafe { (*ctx.cast::<Vec<i64>>()).push(res) };
+}
+
+fn event(op: Op, prio: Priority, tag: u64, log: &mut Vec<i64>) -> IoEvent {
+    let req = IoRequest::new(op, prio, 0, 8 as *mut u8, 1, tag).unwrap();
+    IoEvent::new(req, Callback::new(record, (log as *mut Vec<i64>).cast()))
+}
+
+fn offsets(ctx: &IoContext<TestSlot>, batch: &[usize]) -> Vec<u64> {
+    let offset_of = |index: usize| {
+        // SAFETY: the test thread plays the submitter and holds every index in `batch`.
+        let slot = unsafe { ctx.slot_mut(index) };
+        slot.0.as_ref().expect("dispatched").request.offset
+    };
+    batch.iter().map(|&i| offset_of(i)).collect()
+}
+
+#[test]
+fn batches_respect_budget_batch_size_and_priority() {
+    let mut log = Vec::new();
+    let ctx = IoContext::<TestSlot>::new(4, 3, 0, false);
+    for tag in 0..4 {
+        ctx.push(event(Op::Read, Priority::Normal, tag, &mut log))
+            .unwrap();
+    }
+    ctx.push(event(Op::Write, Priority::Normal, 10, &mut log))
+        .unwrap();
+    ctx.push(event(Op::Read, Priority::High, 20, &mut log))
+        .unwrap();
+    let mut round = SubmitRound::new(ctx.batch);
+    round.fill(&ctx, None, || false);
+    assert_eq!(
+        offsets(&ctx, &round.batch),
+        [20, 0, 1],
+        "HIGH first, then READ (round 0)"
+    );
+    let first = round.batch.clone();
+    round.fill(&ctx, None, || false);
+    assert_eq!(
+        offsets(&ctx, &round.batch),
+        [10],
+        "one slot left; round 1 is WRITE first"
+    );
+    // Budget exhausted: completing one request frees exactly one slot.
+    ctx.complete(&[(first[0], 1)]);
+    assert_eq!(log, [1]);
+    round.fill(&ctx, None, || false);
+    assert_eq!(offsets(&ctx, &round.batch), [2]);
+    // A short transfer goes back to the submitter ahead of new requests.
+    ctx.complete(&[(first[1], 0)]);
+    assert_eq!(log, [1, 0], "EOF read finished with 0 bytes");
+    ctx.flight.kernel.store(0, Ordering::Relaxed);
+    let stats = ctx.stats();
+    assert_eq!(
+        (stats.submitted, stats.completed, stats.queued_read),
+        (6, 2, 1)
+    );
+}
+
+/// A context with a budget of one slot and READs at offsets 0 and 1 queued.
+fn one_slot_two_reads_queued(log: &mut Vec<i64>) -> IoContext<TestSlot> {
+    let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
+    for tag in 0..2 {
+        ctx.push(event(Op::Read, Priority::Normal, tag, log))
+            .unwrap();
+    }
+    ctx
+}
+
+#[test]
+fn exhausted_budget_polls_for_a_slot_before_blocking() {
+    let mut log = Vec::new();
+    let ctx = one_slot_two_reads_queued(&mut log);
+    let mut round = SubmitRound::new(ctx.batch);
+    round.fill(&ctx, None, || panic!("a slot was free: no wait"));
+    assert_eq!(offsets(&ctx, &round.batch), [0]);
+    let in_flight = round.batch[0];
+    // The only slot is in flight and a request is queued: the round asks `await_slot`
+    // once; the completion arriving during that poll frees the slot for this round.
+    let mut asked = 0;
+    round.fill(&ctx, None, || {
+        asked += 1;
+        ctx.complete(&[(in_flight, 1)]);
+        true
+    });
+    assert_eq!(asked, 1);
+    assert_eq!(log, [1]);
+    assert_eq!(offsets(&ctx, &round.batch), [1]);
+    // Nothing queued: an exhausted budget is not waited for.
+    round.fill(&ctx, None, || panic!("nothing to dispatch: no wait"));
+    assert!(round.batch.is_empty());
+}
+
+#[test]
+fn exhausted_budget_blocks_until_the_completer_frees_a_slot() {
+    let mut log = Vec::new();
+    let ctx = one_slot_two_reads_queued(&mut log);
+    let mut round = SubmitRound::new(ctx.batch);
+    round.fill(&ctx, None, || false);
+    let in_flight = round.batch[0];
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            ctx.complete(&[(in_flight, 1)]);
+        });
+        // The poll finds nothing (`|| false`): the round blocks until the slot is free.
+        round.fill(&ctx, None, || false);
+    });
+    assert_eq!(offsets(&ctx, &round.batch), [1]);
+    assert_eq!(log, [1]);
+}
+
+#[test]
+fn repeated_eagain_resubmissions_wait_until_due() {
+    let mut log = Vec::new();
+    let eagain = -i64::from(libc::EAGAIN);
+    let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
+    ctx.push(event(Op::Read, Priority::Normal, 0, &mut log))
+        .unwrap();
+    let mut round = SubmitRound::new(ctx.batch);
+    round.fill(&ctx, None, || false);
+    let index = round.batch[0];
+    for _ in 0..FREE_RETRIES {
+        ctx.complete(&[(index, eagain)]);
+        round.fill(&ctx, None, || false);
+        assert_eq!(round.batch, [index], "the first retries go out at once");
+    }
+    // Backing off: with nothing else to do the round returns empty and says when.
+    ctx.complete(&[(index, eagain)]);
+    round.fill(&ctx, None, || panic!("nothing queued: no wait"));
+    assert!(round.batch.is_empty());
+    let due = round.next_retry().expect("a delayed resubmission");
+    while !round.retry_due() {
+        std::thread::sleep(Duration::from_micros(5));
+    }
+    assert!(Instant::now() >= due);
+    round.fill(&ctx, None, || false);
+    assert_eq!(round.batch, [index]);
+    assert_eq!(round.next_retry(), None);
+    // Backing off with a request queued behind the held slot: the round blocks
+    // until the retry is due, then issues it (the queued request still waits).
+    ctx.push(event(Op::Read, Priority::Normal, 1, &mut log))
+        .unwrap();
+    let before = Instant::now();
+    ctx.complete(&[(index, eagain)]);
+    round.fill(&ctx, None, || false);
+    assert!(before.elapsed() >= FIRST_RETRY_DELAY);
+    assert_eq!(offsets(&ctx, &round.batch), [0]);
+    ctx.complete(&[(index, 1)]);
+    assert_eq!(log, [1], "retries never reach the callback");
+    round.fill(&ctx, None, || false);
+    assert_eq!(offsets(&ctx, &round.batch), [1]);
+}
+
+/// Records what `service` asks the driver to cancel (no kernel involved).
+#[derive(Default)]
+struct NullDriver {
+    cancelled: Mutex<Vec<usize>>,
+}
+
+impl NullDriver {
+    fn cancel(&self) -> impl FnMut(&[usize]) + '_ {
+        |targets| lock(&self.cancelled).extend_from_slice(targets)
+    }
+}
+
+fn tagged(tag: u64, deadline_ns: u64, offset: u64, log: &mut Vec<i64>) -> IoEvent {
+    let mut req = IoRequest::new(Op::Read, Priority::Normal, 0, 8 as *mut u8, 1, offset).unwrap();
+    req.tag = tag;
+    req.deadline_ns = deadline_ns;
+    IoEvent::new(req, Callback::new(record, (log as *mut Vec<i64>).cast()))
+}
+
+#[test]
+fn cancel_finishes_queued_requests_on_the_engine_thread_and_asks_the_driver_for_slots() {
+    let mut log = Vec::new();
+    let driver = NullDriver::default();
+    let ctx = IoContext::<TestSlot>::new(2, 2, 0, false);
+    for offset in 0..4 {
+        ctx.push(tagged(7 + offset % 2, 0, offset, &mut log))
+            .unwrap();
+    }
+    let mut round = SubmitRound::new(ctx.batch);
+    round.fill(&ctx, None, || false);
+    assert_eq!(
+        offsets(&ctx, &round.batch),
+        [0, 1],
+        "tags 7 and 8 in the slots"
+    );
+    // Tag 7: one in a slot (offset 0), one queued (offset 2).
+    assert_eq!(ctx.cancel(7), 2);
+    assert!(log.is_empty(), "no callback inside cancel");
+    assert_eq!(ctx.stats().queued_read, 1);
+    ctx.service(driver.cancel());
+    let ecanceled = -i64::from(libc::ECANCELED);
+    assert_eq!(log, [ecanceled], "the queued one, on the engine thread");
+    assert_eq!(*lock(&driver.cancelled), [round.batch[0]]);
+    // The kernel answers -ECANCELED for the slot; a second cancel finds only tag 8.
+    ctx.complete(&[(round.batch[0], ecanceled)]);
+    assert_eq!(log, [ecanceled, ecanceled]);
+    assert_eq!(ctx.cancel(7), 0);
+    assert_eq!(ctx.cancel(8), 2);
+    ctx.service(driver.cancel());
+    assert_eq!(*lock(&driver.cancelled), [round.batch[0], round.batch[1]]);
+    // A cancelled request between kernel IOs finishes instead of being reissued.
+    ctx.complete(&[(round.batch[1], -i64::from(libc::EAGAIN))]);
+    round.fill(&ctx, None, || false);
+    assert!(round.batch.is_empty());
+    assert_eq!(log.len(), 4);
+    assert!(log.iter().all(|&res| res == ecanceled));
+    let stats = ctx.stats();
+    assert_eq!((stats.cancelled, stats.completed), (4, 4));
+}
+
+#[test]
+fn a_cancel_mark_applies_to_its_occupant_only() {
+    // The submit role may mark a request for cancel just as the completer finishes
+    // it. The mark must then name nobody: neither the untagged request that reuses
+    // the slot (its second IO is reissued, not failed with -ECANCELED) nor the next
+    // tagged one (whose own cancel must still reach the driver).
+    let mut log = Vec::new();
+    let driver = NullDriver::default();
+    let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
+    let (eagain, ecanceled) = (-i64::from(libc::EAGAIN), -i64::from(libc::ECANCELED));
+    let mut round = SubmitRound::new(ctx.batch);
+    ctx.push(tagged(7, 0, 0, &mut log)).unwrap();
+    round.fill(&ctx, None, || false);
+    let index = round.batch[0];
+    assert_eq!(ctx.cancel(7), 1);
+    ctx.service(driver.cancel());
+    assert_eq!(*lock(&driver.cancelled), [index]);
+    // The kernel finished it before the cancel took effect: the mark outlives it.
+    ctx.complete(&[(index, 1)]);
+    assert_eq!(log, [1]);
+    ctx.push(tagged(0, 0, 1, &mut log)).unwrap();
+    round.fill(&ctx, None, || false);
+    assert_eq!(offsets(&ctx, &round.batch), [1]);
+    ctx.complete(&[(index, eagain)]);
+    round.fill(&ctx, None, || false);
+    assert_eq!(round.batch, [index], "the untagged request is reissued");
+    ctx.complete(&[(index, 1)]);
+    assert_eq!(log, [1, 1]);
+    ctx.push(tagged(8, 0, 2, &mut log)).unwrap();
+    round.fill(&ctx, None, || false);
+    ctx.complete(&[(index, eagain)]);
+    round.fill(&ctx, None, || false);
+    assert_eq!(round.batch, [index], "the next tagged request is reissued");
+    assert_eq!(ctx.cancel(8), 1);
+    ctx.service(driver.cancel());
+    assert_eq!(
+        *lock(&driver.cancelled),
+        [index, index],
+        "its cancel reaches the driver"
+    );
+    ctx.complete(&[(index, ecanceled)]);
+    assert_eq!(log, [1, 1, ecanceled]);
+}
+
+#[test]
+fn deadlines_expire_queued_requests_only() {
+    let mut log = Vec::new();
+    let driver = NullDriver::default();
+    let ctx = IoContext::<TestSlot>::new(1, 1, 0, true);
+    assert_eq!(ctx.next_deadline(), None, "no deadline: no timer");
+    let now = monotonic_ns();
+    ctx.push(tagged(0, now + 20_000_000, 0, &mut log)).unwrap();
+    ctx.push(tagged(0, 1, 1, &mut log)).unwrap();
+    ctx.push(tagged(0, 0, 2, &mut log)).unwrap();
+    let due = ctx.next_deadline().expect("armed");
+    assert!(due <= Instant::now(), "the past deadline is due at once");
+    ctx.service(driver.cancel());
+    let etimedout = -i64::from(libc::ETIMEDOUT);
+    assert_eq!(log, [etimedout]);
+    let due = ctx.next_deadline().expect("the 20 ms one");
+    assert!(due > Instant::now() + Duration::from_millis(10));
+    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    ctx.service(driver.cancel());
+    assert_eq!(log, [etimedout, etimedout]);
+    assert_eq!(ctx.next_deadline(), None, "none left with a deadline");
+    assert_eq!(ctx.stats().timed_out, 2);
+    // A request whose deadline passed is not dispatched even before `service` ran.
+    ctx.push(tagged(0, 1, 3, &mut log)).unwrap();
+    ctx.resume();
+    let mut round = SubmitRound::new(ctx.batch);
+    round.fill(&ctx, None, || false);
+    assert_eq!(
+        offsets(&ctx, &round.batch),
+        [2],
+        "the expired one was skipped"
+    );
+    ctx.service(driver.cancel());
+    assert_eq!(log, [etimedout, etimedout, etimedout]);
+    // The kernel's own -ETIMEDOUT (a socket's) is no expired deadline.
+    ctx.complete(&[(round.batch[0], etimedout)]);
+    assert_eq!(log.len(), 4);
+    assert_eq!(ctx.stats().timed_out, 3);
+}
+
+#[test]
+fn cancel_counts_a_timed_out_request_until_its_callback_starts() {
+    let mut log = Vec::new();
+    let ctx = IoContext::<TestSlot>::new(1, 1, 0, true);
+    ctx.push(tagged(9, 1, 0, &mut log)).unwrap();
+    assert!(ctx.expire_locked(&mut lock(&ctx.waiting.lock), monotonic_ns()));
+    assert!(log.is_empty(), "expired, callback not yet run");
+    assert_eq!(ctx.cancel(9), 1, "still accepted and not completed");
+    ctx.finish_dead();
+    let etimedout = -i64::from(libc::ETIMEDOUT);
+    assert_eq!(log, [etimedout], "the callback keeps its -ETIMEDOUT");
+    assert_eq!(ctx.cancel(9), 0);
+    let stats = ctx.stats();
+    assert_eq!((stats.timed_out, stats.cancelled), (1, 0));
+}
+
+#[test]
+fn expiry_takes_due_requests_out_of_the_middle_and_stale_deadlines_stay_bounded() {
+    let mut log = Vec::new();
+    let ctx = IoContext::<TestSlot>::new(1, 1, 0, true);
+    let far = monotonic_ns() + 3_600_000_000_000;
+    // 1000 far deadlines, with a due one in the middle of the queue.
+    for offset in 0..1000 {
+        let deadline = if offset == 500 { 1 } else { far + offset };
+        ctx.push(tagged(0, deadline, offset, &mut log)).unwrap();
+    }
+    assert!(ctx.expire_locked(&mut lock(&ctx.waiting.lock), monotonic_ns()));
+    ctx.finish_dead();
+    assert_eq!(log, [-i64::from(libc::ETIMEDOUT)]);
+    assert_eq!(ctx.queued(), 999);
+    // Dispatching leaves stale heap entries behind; they never outgrow the live ones
+    // by more than the slack, and the timer stays armed for a queued request.
+    let mut waiting = lock(&ctx.waiting.lock);
+    let mut taken = Vec::new();
+    for _ in 0..990 {
+        waiting.queues.take_round(1, |event| taken.push(event));
+        waiting.forget_deadlines(1);
+        assert!(waiting.deadlines.len() <= 2 * waiting.with_deadline + STALE_DEADLINE_SLACK);
+    }
+    assert_eq!(waiting.with_deadline, 9);
+    assert_eq!(
+        taken[500].request.offset, 501,
+        "the expired one was skipped"
+    );
+    // The timer may be armed early for a stale entry, never late for a queued one.
+    assert!(waiting.earliest() <= far + 991);
+    let due = waiting.expire(far + 990);
+    assert!(due.is_empty(), "stale entries only");
+    assert_eq!(waiting.earliest(), far + 991);
+}
+
+#[test]
+fn paused_context_dispatches_nothing_and_capacity_is_enforced() {
+    let mut log = Vec::new();
+    let ctx = IoContext::<TestSlot>::new(2, 2, 2, true);
+    ctx.push(event(Op::Read, Priority::Normal, 0, &mut log))
+        .unwrap();
+    ctx.push(event(Op::Read, Priority::Normal, 1, &mut log))
+        .unwrap();
+    let third = ctx.push(event(Op::Read, Priority::Normal, 2, &mut log));
+    assert_eq!(third, Err(Error::QueueFull));
+    let mut round = SubmitRound::new(ctx.batch);
+    round.fill(&ctx, None, || false);
+    assert!(round.batch.is_empty());
+    ctx.begin_close();
+    assert_eq!(
+        ctx.push(event(Op::Read, Priority::Normal, 3, &mut log)),
+        Err(Error::ShuttingDown)
+    );
+    round.fill(&ctx, None, || false);
+    assert_eq!(
+        offsets(&ctx, &round.batch),
+        [0, 1],
+        "close resumes a paused engine"
+    );
+    assert!(!ctx.drained_for_close());
+    ctx.complete(&[(round.batch[0], 1), (round.batch[1], 1)]);
+    assert!(ctx.drained_for_close());
+    assert_eq!(log, [1, 1]);
+}

@@ -1,0 +1,86 @@
+//! The contract a kernel interface implements for the scheduler: `Driver` (the two
+//! drivers are `aio::AioDriver` and `uring::UringDriver`).
+
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use super::context::{IoContext, Slot};
+use crate::error::Error;
+
+/// A kernel interface (`open` and `register_buffers` run before any request), split
+/// into two roles that may run on two threads at once without
+/// locks between them: the *submit role* (`submit`, `run_deferred`) and the *reap role*
+/// (`completions_ready`, `reap`). Each role is held by one thread at a time: in THREADS
+/// mode the submit role by whoever holds the engine's submit lock (the submitter, or the
+/// completer submitting what its callbacks queued), the reap role by the completer; in
+/// POLLED mode the polling thread holds both.
+pub(crate) trait Driver: Sized + Send + Sync + 'static {
+    type Slot: Slot;
+
+    /// Creates the kernel context for `depth` IOs in flight and `batch` per submit call.
+    /// With `event_fd`, every completion also adds to that eventfd (POLLED mode).
+    fn open(depth: u32, batch: u32, event_fd: Option<RawFd>) -> Result<Self, Error>;
+
+    /// Any thread, before the engine's first request: registers the buffers with the
+    /// kernel for FIXED_BUF IO (io_uring), or does nothing (AIO only checks ranges).
+    fn register_buffers(&self, _bufs: &[libc::iovec]) -> Result<(), i32> {
+        Ok(())
+    }
+
+    /// Submit role: asks the kernel to stop the IOs of the slots in
+    /// `targets` (each handed over once per occupant; they may have completed since).
+    /// Every IO still completes exactly once, with `-ECANCELED` or its own result; a
+    /// completion the request itself does not own is reported as [`super::context::CONTROL_INDEX`]
+    /// and must have been published with [`IoContext::kernel_submit_control`].
+    fn cancel(&self, _ctx: &IoContext<Self::Slot>, _targets: &[usize]) {}
+
+    /// Submit role: hands the slots in `batch` (each holding an event) to the kernel, in
+    /// one call unless the kernel accepts only part of it. Every slot ends either accepted
+    /// (reported with [`IoContext::kernel_submit`]) or finished with an error (through
+    /// [`IoContext::fail_unsubmitted`]). When the kernel is out of resources for now it
+    /// calls `busy`, which must let completions make progress, then retries.
+    fn submit(&self, ctx: &IoContext<Self::Slot>, batch: &[usize], busy: &mut impl FnMut());
+
+    /// Submit role, while it has nothing to submit: runs kernel work that only the
+    /// submitting thread can run (io_uring task_work that posts completions).
+    /// Returns true if there was any.
+    fn run_deferred(&self) -> bool {
+        false
+    }
+
+    /// Reap role: whether completions are ready to reap without entering the kernel;
+    /// `None` when the driver cannot tell cheaply (then the completer does not poll for
+    /// completions and waits in the kernel at once).
+    fn completions_ready(&self) -> Option<bool> {
+        None
+    }
+
+    /// POLLED mode, by the poller (both roles) as it starts (`true`) and ends (`false`):
+    /// stops and restarts the kernel's signal of the event fd for each completion, so
+    /// that a running poller, which sees completions itself, is not woken for them.
+    /// `None`: this driver cannot, at least for this poll (the kernel signals, and the
+    /// poller sleeps on the fd; the answer to `false` is then ignored). `Some(signalled)`: whether the kernel may have signalled the fd since
+    /// the last poll ended (meaningful for `true`).
+    fn quiet_event_fd(&self, _quiet: bool) -> Option<bool> {
+        None
+    }
+
+    /// POLLED mode, by the poller while the event fd is quiet and IO is in flight:
+    /// sleeps in the kernel until a completion, until the event fd becomes readable (a
+    /// thread queued work), or until `timeout` (`None`: no limit). `Err(EINTR)`: a
+    /// signal interrupted the wait. `None`: this driver cannot.
+    fn wait_event(&self, _timeout: Option<Duration>) -> Option<Result<(), i32>> {
+        None
+    }
+
+    /// POLLED mode, by the poller: whether `wait_event` saw the event fd readable since
+    /// the last call (it then holds a count to drain).
+    fn take_wake_fired(&self) -> bool {
+        false
+    }
+
+    /// Reap role: appends `(slot index, res)` for each completion there is. With `wait`,
+    /// first waits in the kernel until at least one IO completed (or a signal interrupted
+    /// the wait); without, never blocks.
+    fn reap(&self, ctx: &IoContext<Self::Slot>, out: &mut Vec<(usize, i64)>, wait: bool);
+}

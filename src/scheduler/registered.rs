@@ -1,0 +1,61 @@
+//! Buffers registered for FIXED_BUF requests (`ioeng_register_buffers`): checked by
+//! io_uring's rules on both backends, recorded once, before the first request.
+
+use std::sync::OnceLock;
+
+use crate::error::Error;
+
+/// The largest buffer io_uring registers (`SZ_1G` in io_uring/rsrc.c).
+const MAX_REGISTERED_BUFFER: usize = 1 << 30;
+
+/// `(base, len)` of each registered buffer, set once.
+#[derive(Default)]
+pub(crate) struct Registered(OnceLock<Box<[(usize, usize)]>>);
+
+impl Registered {
+    /// io_uring's own rules for a registered buffer (non-NULL, 1 byte to 1 GiB), checked
+    /// for both backends so that they refuse the same tables with the same error, before
+    /// the kernel pins anything.
+    pub(crate) fn check(bufs: &[libc::iovec]) -> Result<(), Error> {
+        let bad = bufs.iter().any(|iov| {
+            iov.iov_base.is_null()
+                || iov.iov_len == 0
+                || iov.iov_len > MAX_REGISTERED_BUFFER
+                || (iov.iov_base as usize).checked_add(iov.iov_len).is_none()
+        });
+        if bad {
+            return Err(Error::InvalidArgument(
+                "registered buffers must be non-NULL and 1 byte to 1 GiB long",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records `bufs` after `register` (the driver's registration) succeeded; only once,
+    /// and only before the first request (`Busy` otherwise).
+    pub(crate) fn record(
+        &self,
+        bufs: &[libc::iovec],
+        first_request_accepted: bool,
+        register: impl FnOnce(&[libc::iovec]) -> Result<(), i32>,
+    ) -> Result<(), Error> {
+        if first_request_accepted || self.0.get().is_some() {
+            return Err(Error::Busy);
+        }
+        register(bufs).map_err(|errno| Error::Kernel {
+            call: "IORING_REGISTER_BUFFERS",
+            errno,
+        })?;
+        let table = bufs
+            .iter()
+            .map(|iov| (iov.iov_base as usize, iov.iov_len))
+            .collect();
+        let _ = self.0.set(table);
+        Ok(())
+    }
+
+    /// The registered buffers, if any.
+    pub(crate) fn table(&self) -> Option<&[(usize, usize)]> {
+        self.0.get().map(|b| &b[..])
+    }
+}

@@ -1,0 +1,222 @@
+//! How new work reaches whoever drives the engine, and the one place that knows the
+//! engine's mode: THREADS unparks the engine threads; POLLED makes the event fd readable
+//! for the caller's loop (docs/ARCHITECTURE.md, "Threads and roles").
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::thread::Thread;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::config::Mode;
+use crate::sys::EventFd;
+
+pub(crate) enum Wakeup {
+    Threads(ThreadsWake),
+    Polled(PolledWake),
+}
+
+pub(crate) struct ThreadsWake {
+    /// (submitter, completer), set once both threads are spawned.
+    threads: OnceLock<(Thread, Thread)>,
+    /// Wakes a submitter that waits for a free slot (a cancel, an earlier deadline).
+    control_tx: Sender<()>,
+    control_rx: Receiver<()>,
+}
+
+pub(crate) struct PolledWake {
+    /// Readable while `ioeng_poll` has work. `None` only in a forked child's copy, whose
+    /// fd was closed (`Engine::abandon_in_forked_child`).
+    event: Option<EventFd>,
+    /// True while the event fd is known to be signalled or a poller is running (which
+    /// sees new work without it), so a burst of submits writes it once.
+    signalled: AtomicBool,
+    /// Set after a submitting thread (or a poller leaving work behind) wrote the event
+    /// fd; taken by the poller to know that it must drain the fd.
+    written: AtomicBool,
+}
+
+impl Wakeup {
+    pub(crate) fn threads() -> Self {
+        let (control_tx, control_rx) = crossbeam_channel::bounded(1);
+        Wakeup::Threads(ThreadsWake {
+            threads: OnceLock::new(),
+            control_tx,
+            control_rx,
+        })
+    }
+
+    pub(crate) fn polled(event: EventFd) -> Self {
+        Wakeup::Polled(PolledWake {
+            event: Some(event),
+            signalled: AtomicBool::new(false),
+            written: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn mode(&self) -> Mode {
+        match self {
+            Wakeup::Threads(_) => Mode::Threads,
+            Wakeup::Polled(_) => Mode::Polled,
+        }
+    }
+
+    /// POLLED mode: the event fd.
+    pub(crate) fn event_fd(&self) -> Option<&EventFd> {
+        match self {
+            Wakeup::Polled(p) => p.event.as_ref(),
+            Wakeup::Threads(_) => None,
+        }
+    }
+
+    /// Closes the POLLED event fd (a forked child's copy).
+    pub(crate) fn close_event_fd(&mut self) {
+        if let Wakeup::Polled(p) = self {
+            p.event = None;
+        }
+    }
+
+    /// THREADS mode, once both engine threads exist.
+    pub(crate) fn set_threads(&self, submitter: Thread, completer: Thread) {
+        if let Wakeup::Threads(t) = self {
+            let _ = t.threads.set((submitter, completer));
+        }
+    }
+
+    /// THREADS mode: blocks until `set_threads` ran; engine threads call this first.
+    pub(crate) fn wait_for_threads(&self) {
+        if let Wakeup::Threads(t) = self {
+            t.threads.wait();
+        }
+    }
+
+    /// Wakes the submitter thread, or in POLLED mode makes the event fd readable.
+    pub(crate) fn wake_submitter(&self) {
+        match self {
+            Wakeup::Polled(p) => {
+                if !p.signalled.swap(true, Ordering::SeqCst) {
+                    p.signal();
+                }
+            }
+            Wakeup::Threads(t) => {
+                if let Some((submitter, _)) = t.threads.get() {
+                    submitter.unpark();
+                }
+            }
+        }
+    }
+
+    /// THREADS mode: wakes the completer (the kernel took IO, or close waits for it).
+    pub(crate) fn wake_completer(&self) {
+        if let Wakeup::Threads(t) = self
+            && let Some((_, completer)) = t.threads.get()
+        {
+            completer.unpark();
+        }
+    }
+
+    /// THREADS mode: ends a submitter's wait for a slot, so that it runs its
+    /// housekeeping (a cancel arrived, or an earlier deadline needs a new timer).
+    pub(crate) fn wake_waiting_submitter(&self) {
+        if let Wakeup::Threads(t) = self {
+            let _ = t.control_tx.try_send(());
+        }
+    }
+
+    /// THREADS mode: what `wake_waiting_submitter` sends, for the submitter's wait.
+    pub(crate) fn waiting_submitter_rx(&self) -> Option<&Receiver<()>> {
+        match self {
+            Wakeup::Threads(t) => Some(&t.control_rx),
+            Wakeup::Polled(_) => None,
+        }
+    }
+
+    /// POLLED mode, by the poller: new work need not signal the event fd from now on (the
+    /// poller runs and will look for it).
+    pub(crate) fn poller_running(&self) {
+        if let Wakeup::Polled(p) = self {
+            p.signalled.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// POLLED mode, by the poller before it sleeps or returns: drains the event fd (if
+    /// `drain`) and clears `signalled`, so that the next submit writes the fd again; the
+    /// caller then checks for work (`IoContext::rearm_event`). False in THREADS mode.
+    ///
+    /// The fd is drained *before* `signalled` is cleared: a submitter that sees the flag
+    /// clear signals after the drain, so the drain can never eat the only signal of work
+    /// that the caller's check might miss. The fence pairs with the one in
+    /// `IoContext::notify_submit_work`: either the poller's check sees that work, or the
+    /// submitter sees `signalled == false` and signals.
+    pub(crate) fn rearm(&self, drain: bool) -> bool {
+        let Wakeup::Polled(p) = self else {
+            return false;
+        };
+        if drain && let Some(event) = &p.event {
+            event.drain();
+        }
+        p.signalled.store(false, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        true
+    }
+
+    /// POLLED mode: makes the event fd readable, whatever `signalled` says.
+    pub(crate) fn signal_event(&self) {
+        if let Wakeup::Polled(p) = self {
+            p.signalled.store(true, Ordering::SeqCst);
+            p.signal();
+        }
+    }
+
+    /// POLLED mode: whether the event fd was written (by a submitting thread, or by a
+    /// poller leaving work behind) since the last call.
+    pub(crate) fn take_written(&self) -> bool {
+        match self {
+            // Acquire pairs with the Release after the write: a drain that follows reads it.
+            Wakeup::Polled(p) => p.written.swap(false, Ordering::Acquire),
+            Wakeup::Threads(_) => false,
+        }
+    }
+}
+
+thread_local! {
+    /// The engine whose reaping thread this is (the THREADS completer, or a thread inside
+    /// `ioeng_poll`), by the address of its `Wakeup`; 0 for none. A request pushed from
+    /// there needs no wake-up: that thread looks for submit work after every batch of
+    /// callbacks.
+    static SERVING: Cell<usize> = const { Cell::new(0) };
+}
+
+impl Wakeup {
+    /// Marks the calling thread as this engine's reaping thread until the returned guard
+    /// drops (which restores the previous mark: a callback may poll another engine).
+    pub(crate) fn serve_here(&self) -> ServingGuard {
+        ServingGuard(SERVING.with(|s| s.replace(self as *const Self as usize)))
+    }
+
+    /// True on this engine's reaping thread (see `serve_here`).
+    pub(crate) fn served_here(&self) -> bool {
+        SERVING.with(|s| s.get()) == self as *const Self as usize
+    }
+}
+
+/// Restores the previous `serve_here` mark when dropped.
+pub(crate) struct ServingGuard(usize);
+
+impl Drop for ServingGuard {
+    fn drop(&mut self) {
+        SERVING.with(|s| s.set(self.0));
+    }
+}
+
+impl PolledWake {
+    fn signal(&self) {
+        if let Some(event) = &self.event {
+            event.signal();
+        }
+        // After the write, so that a poller that takes the flag drains a count that is
+        // already there.
+        self.written.store(true, Ordering::Release);
+    }
+}
