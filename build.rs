@@ -14,6 +14,7 @@ fn main() {
     let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let header_path = crate_dir.join("include").join("ioeng.h");
     println!("cargo:rerun-if-changed=src/ffi.rs");
+    println!("cargo:rerun-if-changed=src/abi.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=include/ioeng.h");
     // No rerun-if-env-changed=IOENG_CHECK_HEADER on purpose: toggling it would rebuild the
@@ -25,8 +26,10 @@ fn main() {
     let mut generated = Vec::new();
     cbindgen::Builder::new()
         .with_config(config)
-        // Only the FFI module is the C interface; nothing else is parsed.
+        // Only the FFI module and the structs it shares with the scheduler are the C
+        // interface; nothing else is parsed.
         .with_src(crate_dir.join("src").join("ffi.rs"))
+        .with_src(crate_dir.join("src").join("abi.rs"))
         .generate()
         .expect("cbindgen failed to generate include/ioeng.h")
         .write(&mut generated);

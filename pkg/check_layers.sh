@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 layers=(
-    "error tsan race_hooks sys"
+    "abi error tsan race_hooks sys"
     "config locks tasks"
     "common slot stuck registered idle"
     "waiting cancel flight stats wakeup"

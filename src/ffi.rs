@@ -11,6 +11,7 @@ use std::ffi::{CStr, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
+pub use crate::abi::IoengStats;
 use crate::error::Error;
 use crate::scheduler::tasks::{
     Callback, Flags, IoRequest, MAX_REGISTERED_BUFFERS, Op, Priority, RequestSpec,
@@ -245,49 +246,6 @@ const _: () = assert!(std::mem::offset_of!(IoengConfig, idle_poll_us) == 24);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, submitter_cpu) == 28);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, completer_cpu) == 32);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, reserved) == 36);
-
-/// Counters, read with ioeng_stats(). Each is exact when the engine is idle; while IO runs
-/// they are read one by one and need not be mutually consistent.
-#[repr(C)]
-#[derive(Default)]
-pub struct IoengStats {
-    /// Requests accepted by ioeng_submit().
-    pub submitted: u64,
-    /// Callbacks invoked (counted as each one starts).
-    pub completed: u64,
-    /// IOs in the kernel now.
-    pub in_flight: u64,
-    /// Requests waiting in the HIGH queue.
-    pub queued_high: u64,
-    /// Requests waiting in the READ queue.
-    pub queued_read: u64,
-    /// Requests waiting in the WRITE queue.
-    pub queued_write: u64,
-    /// io_submit / io_uring_enter calls that submitted at least one IO.
-    pub kernel_submit_calls: u64,
-    /// Kernel IOs issued again: short reads/writes before EOF, -EAGAIN/-EINTR.
-    pub resubmits: u64,
-    /// Callbacks that got -ECANCELED.
-    pub cancelled: u64,
-    /// Requests whose deadline passed while queued (their callbacks get -ETIMEDOUT; a
-    /// kernel's own -ETIMEDOUT, e.g. from a socket, is not counted).
-    pub timed_out: u64,
-    /// Zero; room for later counters.
-    pub reserved: [u64; 6],
-}
-
-const _: () = assert!(std::mem::size_of::<IoengStats>() == 128);
-const _: () = assert!(std::mem::offset_of!(IoengStats, submitted) == 0);
-const _: () = assert!(std::mem::offset_of!(IoengStats, completed) == 8);
-const _: () = assert!(std::mem::offset_of!(IoengStats, in_flight) == 16);
-const _: () = assert!(std::mem::offset_of!(IoengStats, queued_high) == 24);
-const _: () = assert!(std::mem::offset_of!(IoengStats, queued_read) == 32);
-const _: () = assert!(std::mem::offset_of!(IoengStats, queued_write) == 40);
-const _: () = assert!(std::mem::offset_of!(IoengStats, kernel_submit_calls) == 48);
-const _: () = assert!(std::mem::offset_of!(IoengStats, resubmits) == 56);
-const _: () = assert!(std::mem::offset_of!(IoengStats, cancelled) == 64);
-const _: () = assert!(std::mem::offset_of!(IoengStats, timed_out) == 72);
-const _: () = assert!(std::mem::offset_of!(IoengStats, reserved) == 80);
 
 /// An engine. Opaque; created by ioeng_open(), freed by ioeng_close().
 ///
@@ -763,20 +721,7 @@ pub unsafe extern "C" fn ioeng_stats(h: *const Ioeng, out: *mut IoengStats) -> c
         let Some(engine) = (unsafe { engine_of(h) }) else {
             return FORKED_CHILD;
         };
-        let stats = engine.stats();
-        let snapshot = IoengStats {
-            submitted: stats.submitted,
-            completed: stats.completed,
-            in_flight: stats.in_flight,
-            queued_high: stats.queued_high,
-            queued_read: stats.queued_read,
-            queued_write: stats.queued_write,
-            kernel_submit_calls: stats.kernel_submit_calls,
-            resubmits: stats.resubmits,
-            cancelled: stats.cancelled,
-            timed_out: stats.timed_out,
-            reserved: [0; 6],
-        };
+        let snapshot = engine.stats();
         // SAFETY: non-NULL and writable per the caller contract.
         unsafe { out.write(snapshot) };
         0

@@ -15,6 +15,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod abi;
 pub(crate) mod error;
 pub mod ffi;
 mod race_hooks;

@@ -1,6 +1,10 @@
-//! The counters behind `ioeng_stats` and the snapshot read from them.
+//! The counters behind `ioeng_stats` and the snapshot read from them (the C struct
+//! itself, `abi::IoengStats`).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A snapshot of an engine's counters (each read individually).
+pub use crate::abi::IoengStats as Stats;
 
 /// Counters behind `ioeng_stats`. Relaxed: each is a monotonic tally read for reporting,
 /// never used to order other memory.
@@ -33,21 +37,7 @@ impl Counters {
             resubmits: self.resubmits.load(Relaxed),
             cancelled: self.cancelled.load(Relaxed),
             timed_out: self.timed_out.load(Relaxed),
+            reserved: [0; 6],
         }
     }
-}
-
-/// Stats as read at one moment (each field individually).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    pub submitted: u64,
-    pub completed: u64,
-    pub in_flight: u64,
-    pub queued_high: u64,
-    pub queued_read: u64,
-    pub queued_write: u64,
-    pub kernel_submit_calls: u64,
-    pub resubmits: u64,
-    pub cancelled: u64,
-    pub timed_out: u64,
 }
