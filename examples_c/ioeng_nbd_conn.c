@@ -17,9 +17,6 @@
 
 #include "ioeng_nbd.h"
 
-static struct conn *work_head;      /* connections to flush / resume / check this round */
-static struct conn *graveyard;      /* dead, no requests: freed at the end of the round */
-
 /* ======================================================================== */
 /* Connections: output                                                      */
 /* ======================================================================== */
@@ -36,7 +33,7 @@ void conn_update_events(struct conn *c)
     if (ev == c->events)
         return;
     struct epoll_event e = { .events = ev, .data.ptr = c };
-    if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &e) != 0)
+    if (epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &e) != 0)
         die("epoll_ctl MOD: %s", strerror(errno));
     c->events = ev;
 }
@@ -46,8 +43,8 @@ void conn_touch(struct conn *c)
     if (c->in_work)
         return;
     c->in_work = true;
-    c->work_next = work_head;
-    work_head = c;
+    c->work_next = c->srv->work_head;
+    c->srv->work_head = c;
 }
 
 static void out_release(struct out *o)
@@ -65,7 +62,7 @@ void conn_fail(struct conn *c)
     if (c->dead)
         return;
     c->dead = true;
-    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    epoll_ctl(c->srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
     while (c->oq_head) {
@@ -181,7 +178,7 @@ static void handle_request_header(struct conn *c, const uint8_t *h)
 {
     if (get32(h) != NBD_REQUEST_MAGIC) {
         logmsg("conn %u: bad request magic 0x%08x; closing", c->id, get32(h));
-        st.malformed_closes++;
+        c->srv->stats.malformed_closes++;
         conn_fail(c);
         return;
     }
@@ -191,7 +188,7 @@ static void handle_request_header(struct conn *c, const uint8_t *h)
     memcpy(r->cookie, h + 8, 8);
     r->off = get64(h + 16);
     r->len = get32(h + 24);
-    st.cmds[r->type < NBD_CMD_COUNT ? r->type : NBD_CMD_COUNT]++;
+    c->srv->stats.cmds[r->type < NBD_CMD_COUNT ? r->type : NBD_CMD_COUNT]++;
 
     if (r->type == NBD_CMD_DISC) {
         /* No reply; finish what is in flight, then close. */
@@ -202,7 +199,7 @@ static void handle_request_header(struct conn *c, const uint8_t *h)
     }
     /* After SIGTERM/SIGINT, requests read from now on get NBD_ESHUTDOWN (the client
      * then disconnects); the ones read before still run. */
-    uint32_t err = stopping ? NBD_ESHUTDOWN : check_request(r);
+    uint32_t err = c->srv->stopping ? NBD_ESHUTDOWN : check_request(r);
     if (r->type == NBD_CMD_WRITE) {
         /* The payload follows whatever we answer: receive it, or read and drop it. */
         if (err == NBD_ESHUTDOWN && r->len > MAX_PAYLOAD)
@@ -263,7 +260,7 @@ static void conn_parse(struct conn *c)
             c->rpos += 4;
             if (f & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
                 logmsg("conn %u: unknown client flags 0x%x; closing", c->id, f);
-                st.malformed_closes++;
+                c->srv->stats.malformed_closes++;
                 conn_fail(c);
                 return;
             }
@@ -280,7 +277,7 @@ static void conn_parse(struct conn *c)
                 return;
             if (get64(p) != NBD_IHAVEOPT) {
                 logmsg("conn %u: bad option magic; closing", c->id);
-                st.malformed_closes++;
+                c->srv->stats.malformed_closes++;
                 conn_fail(c);
                 return;
             }
@@ -289,7 +286,7 @@ static void conn_parse(struct conn *c)
             c->rpos += 16;
             if (c->optlen > OPT_MAX) {
                 if (c->opt == NBD_OPT_EXPORT_NAME) { /* cannot answer it with an error */
-                    st.malformed_closes++;
+                    c->srv->stats.malformed_closes++;
                     conn_fail(c);
                     return;
                 }
@@ -411,7 +408,7 @@ void conn_readable(struct conn *c)
              * only is closed; requests it has in the engine finish and are dropped. */
             if (n == 0) {
                 logmsg("conn %u: closed in the middle of a message; closing", c->id);
-                st.malformed_closes++;
+                c->srv->stats.malformed_closes++;
             }
             conn_fail(c);
             return;
@@ -433,10 +430,10 @@ void conn_free(struct conn *c)
     if (c->prev)
         c->prev->next = c->next;
     else
-        conns = c->next;
+        c->srv->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    nconns--;
+    c->srv->nconns--;
     free(c->rbuf);
     free(c->optbuf);
     free(c);
@@ -455,27 +452,27 @@ static void conn_work(struct conn *c)
             conn_flush(c);
     }
     /* Closing (DISC, ABORT, EOF), or shutting down and idle at a message boundary. */
-    if (!c->dead && (c->closing || (stopping && c->transmission && at_boundary(c))) &&
+    if (!c->dead && (c->closing || (c->srv->stopping && c->transmission && at_boundary(c))) &&
         c->nreq == 0 && !c->oq_head)
         conn_fail(c);
     if (c->dead && c->nreq == 0 && !c->in_grave) {
         c->in_grave = true;
-        c->grave_next = graveyard;
-        graveyard = c;
+        c->grave_next = c->srv->graveyard;
+        c->srv->graveyard = c;
     }
 }
 
-void run_work(void)
+void run_work(struct server *srv)
 {
-    while (work_head) {
-        struct conn *c = work_head;
-        work_head = c->work_next;
+    while (srv->work_head) {
+        struct conn *c = srv->work_head;
+        srv->work_head = c->work_next;
         c->in_work = false;
         conn_work(c);
     }
-    while (graveyard) {
-        struct conn *c = graveyard;
-        graveyard = c->grave_next;
+    while (srv->graveyard) {
+        struct conn *c = srv->graveyard;
+        srv->graveyard = c->grave_next;
         conn_free(c);
     }
 }
