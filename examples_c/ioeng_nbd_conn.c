@@ -246,120 +246,143 @@ static void payload_done(struct conn *c)
     start_io(r);
 }
 
-/* Consumes buffered input. Returns when it needs more bytes, or stops reading. */
+/* One step of the handshake states (client flags, option headers, option data, options
+ * too long to keep). Returns false when it needs more bytes or has stopped reading. */
+static bool parse_handshake(struct conn *c, const uint8_t *p, size_t avail)
+{
+    switch (c->st) {
+    case ST_HS_FLAGS: {
+        if (avail < 4)
+            return false;
+        uint32_t f = get32(p);
+        c->rpos += 4;
+        if (f & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
+            logmsg("conn %u: unknown client flags 0x%x; closing", c->id, f);
+            c->srv->stats.malformed_closes++;
+            conn_fail(c);
+            return false;
+        }
+        c->no_zeroes = (f & NBD_FLAG_C_NO_ZEROES) != 0;
+        c->st = ST_OPT_HDR;
+        return true;
+    }
+    case ST_OPT_HDR:
+        if (conn_over_limit(c)) {
+            conn_pause(c);
+            return false;
+        }
+        if (avail < 16)
+            return false;
+        if (get64(p) != NBD_IHAVEOPT) {
+            logmsg("conn %u: bad option magic; closing", c->id);
+            c->srv->stats.malformed_closes++;
+            conn_fail(c);
+            return false;
+        }
+        c->opt = get32(p + 8);
+        c->optlen = get32(p + 12);
+        c->rpos += 16;
+        if (c->optlen > OPT_MAX) {
+            if (c->opt == NBD_OPT_EXPORT_NAME) { /* cannot answer it with an error */
+                c->srv->stats.malformed_closes++;
+                conn_fail(c);
+                return false;
+            }
+            c->skip_left = c->optlen;
+            c->st = ST_OPT_SKIP;
+            return true;
+        }
+        free(c->optbuf);
+        c->optbuf = malloc(c->optlen ? c->optlen : 1);
+        if (!c->optbuf)
+            die("out of memory");
+        c->optgot = 0;
+        c->st = ST_OPT_DATA;
+        return true;
+    case ST_OPT_DATA: {
+        size_t n = c->optlen - c->optgot;
+        if (n > avail)
+            n = avail;
+        memcpy(c->optbuf + c->optgot, p, n);
+        c->optgot += (uint32_t)n;
+        c->rpos += n;
+        if (c->optgot < c->optlen)
+            return false;
+        c->st = ST_OPT_HDR;
+        handle_option(c, c->opt, c->optbuf, c->optlen);
+        return true;
+    }
+    case ST_OPT_SKIP: {
+        size_t n = c->skip_left < avail ? (size_t)c->skip_left : avail;
+        c->skip_left -= n;
+        c->rpos += n;
+        if (c->skip_left)
+            return false;
+        c->st = ST_OPT_HDR;
+        opt_reply(c, c->opt, NBD_REP_ERR_TOO_BIG, NULL, 0);
+        return true;
+    }
+    default:
+        return false; /* not a handshake state (c->transmission says which) */
+    }
+}
+
+/* One step of the transmission states (request headers, write payloads, payloads being
+ * dropped). Returns false when it needs more bytes or has stopped reading. */
+static bool parse_transmission(struct conn *c, const uint8_t *p, size_t avail)
+{
+    switch (c->st) {
+    case ST_REQ_HDR:
+        if (conn_over_limit(c)) {
+            conn_pause(c);
+            return false;
+        }
+        if (avail < NBD_REQ_HDR_LEN)
+            return false;
+        c->rpos += NBD_REQ_HDR_LEN;
+        handle_request_header(c, p);
+        return true;
+    case ST_PAYLOAD: {
+        struct req *r = c->cur;
+        size_t n = r->len - c->got;
+        if (n > avail)
+            n = avail;
+        memcpy((uint8_t *)r->buf + c->got, p, n);
+        c->got += n;
+        c->rpos += n;
+        if (c->got < r->len)
+            return false;
+        payload_done(c);
+        return true;
+    }
+    case ST_DISCARD: {
+        size_t n = c->skip_left < avail ? (size_t)c->skip_left : avail;
+        c->skip_left -= n;
+        c->rpos += n;
+        if (c->skip_left)
+            return false;
+        struct req *r = c->cur;
+        c->cur = NULL;
+        c->st = ST_REQ_HDR;
+        reply(r);
+        return true;
+    }
+    default:
+        return false; /* not a transmission state (c->transmission says which) */
+    }
+}
+
+/* Consumes buffered input. Returns when it needs more bytes, or stops reading.
+ * enter_transmission() moves a connection from the handshake states to ST_REQ_HDR. */
 static void conn_parse(struct conn *c)
 {
     while (!c->dead && !c->closing && !c->paused) {
         size_t avail = c->rlen - c->rpos;
-        uint8_t *p = c->rbuf + c->rpos;
-        switch (c->st) {
-        case ST_HS_FLAGS: {
-            if (avail < 4)
-                return;
-            uint32_t f = get32(p);
-            c->rpos += 4;
-            if (f & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
-                logmsg("conn %u: unknown client flags 0x%x; closing", c->id, f);
-                c->srv->stats.malformed_closes++;
-                conn_fail(c);
-                return;
-            }
-            c->no_zeroes = (f & NBD_FLAG_C_NO_ZEROES) != 0;
-            c->st = ST_OPT_HDR;
-            break;
-        }
-        case ST_OPT_HDR:
-            if (conn_over_limit(c)) {
-                conn_pause(c);
-                return;
-            }
-            if (avail < 16)
-                return;
-            if (get64(p) != NBD_IHAVEOPT) {
-                logmsg("conn %u: bad option magic; closing", c->id);
-                c->srv->stats.malformed_closes++;
-                conn_fail(c);
-                return;
-            }
-            c->opt = get32(p + 8);
-            c->optlen = get32(p + 12);
-            c->rpos += 16;
-            if (c->optlen > OPT_MAX) {
-                if (c->opt == NBD_OPT_EXPORT_NAME) { /* cannot answer it with an error */
-                    c->srv->stats.malformed_closes++;
-                    conn_fail(c);
-                    return;
-                }
-                c->skip_left = c->optlen;
-                c->st = ST_OPT_SKIP;
-                break;
-            }
-            free(c->optbuf);
-            c->optbuf = malloc(c->optlen ? c->optlen : 1);
-            if (!c->optbuf)
-                die("out of memory");
-            c->optgot = 0;
-            c->st = ST_OPT_DATA;
-            break;
-        case ST_OPT_DATA: {
-            size_t n = c->optlen - c->optgot;
-            if (n > avail)
-                n = avail;
-            memcpy(c->optbuf + c->optgot, p, n);
-            c->optgot += (uint32_t)n;
-            c->rpos += n;
-            if (c->optgot < c->optlen)
-                return;
-            c->st = ST_OPT_HDR;
-            handle_option(c, c->opt, c->optbuf, c->optlen);
-            break;
-        }
-        case ST_OPT_SKIP: {
-            size_t n = c->skip_left < avail ? (size_t)c->skip_left : avail;
-            c->skip_left -= n;
-            c->rpos += n;
-            if (c->skip_left)
-                return;
-            c->st = ST_OPT_HDR;
-            opt_reply(c, c->opt, NBD_REP_ERR_TOO_BIG, NULL, 0);
-            break;
-        }
-        case ST_REQ_HDR:
-            if (conn_over_limit(c)) {
-                conn_pause(c);
-                return;
-            }
-            if (avail < NBD_REQ_HDR_LEN)
-                return;
-            c->rpos += NBD_REQ_HDR_LEN;
-            handle_request_header(c, p);
-            break;
-        case ST_PAYLOAD: {
-            struct req *r = c->cur;
-            size_t n = r->len - c->got;
-            if (n > avail)
-                n = avail;
-            memcpy((uint8_t *)r->buf + c->got, p, n);
-            c->got += n;
-            c->rpos += n;
-            if (c->got < r->len)
-                return;
-            payload_done(c);
-            break;
-        }
-        case ST_DISCARD: {
-            size_t n = c->skip_left < avail ? (size_t)c->skip_left : avail;
-            c->skip_left -= n;
-            c->rpos += n;
-            if (c->skip_left)
-                return;
-            struct req *r = c->cur;
-            c->cur = NULL;
-            c->st = ST_REQ_HDR;
-            reply(r);
-            break;
-        }
-        }
+        const uint8_t *p = c->rbuf + c->rpos;
+        bool more = c->transmission ? parse_transmission(c, p, avail)
+                                    : parse_handshake(c, p, avail);
+        if (!more)
+            return;
     }
 }
 
