@@ -98,26 +98,13 @@ void die(const char *fmt, ...)
     exit(1);
 }
 
-struct nbd_opts opt = { .name = "", .bind = "127.0.0.1", .backend = IOENG_BACKEND_AUTO,
-                        .depth = 128, .port = 10809, .idle_poll_us = IOENG_POLL_NEVER };
-struct nbd_export ex = { .fd_buf = -1, .fd_direct = -1 };
-struct nbd_stats st;
-ioeng_t *eng;
-int epfd = -1, evfd = -1;
-void *zero_buf;
-bool dsync_ok;
-bool stopping;
-struct conn *conns;
-unsigned nconns;
+/* epoll data for the non-client fds: only their addresses matter (no state). */
+static char tag_listen, tag_signal, tag_event;
 
-static int sigfd = -1, lfd = -1;
-static struct timespec stop_at;
-static char tag_listen, tag_signal, tag_event; /* epoll data for the non-client fds */
-
-static void accept_all(void)
+static void accept_all(struct server *srv)
 {
     for (;;) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -125,8 +112,8 @@ static void accept_all(void)
                 logmsg("accept: %s", strerror(errno));
             return;
         }
-        if (nconns >= MAX_CONNS) {
-            logmsg("too many connections (%u); refusing one", nconns);
+        if (srv->nconns >= MAX_CONNS) {
+            logmsg("too many connections (%u); refusing one", srv->nconns);
             close(fd);
             continue;
         }
@@ -136,19 +123,20 @@ static void accept_all(void)
         uint8_t *rb = malloc(RBUF_SIZE);
         if (!c || !rb)
             die("out of memory");
+        c->srv = srv;
         c->fd = fd;
         c->rbuf = rb;
-        c->id = (unsigned)++st.conns;
+        c->id = (unsigned)++srv->stats.conns;
         c->st = ST_HS_FLAGS;
         c->events = EPOLLIN;
         struct epoll_event e = { .events = EPOLLIN, .data.ptr = c };
-        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &e) != 0)
+        if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &e) != 0)
             die("epoll_ctl ADD: %s", strerror(errno));
-        c->next = conns;
-        if (conns)
-            conns->prev = c;
-        conns = c;
-        nconns++;
+        c->next = srv->conns;
+        if (srv->conns)
+            srv->conns->prev = c;
+        srv->conns = c;
+        srv->nconns++;
         uint8_t g[18];
         put64(g, NBD_MAGIC);
         put64(g + 8, NBD_IHAVEOPT);
@@ -157,23 +145,23 @@ static void accept_all(void)
     }
 }
 
-static void begin_shutdown(void)
+static void begin_shutdown(struct server *srv)
 {
-    if (stopping) {
+    if (srv->stopping) {
         logmsg("second signal: dropping every connection now");
-        for (struct conn *c = conns; c; c = c->next)
+        for (struct conn *c = srv->conns; c; c = c->next)
             conn_fail(c);
         return;
     }
-    stopping = true;
-    clock_gettime(CLOCK_MONOTONIC, &stop_at);
+    srv->stopping = true;
+    clock_gettime(CLOCK_MONOTONIC, &srv->stop_at);
     logmsg("signal: no new connections; finishing in-flight requests");
-    epoll_ctl(epfd, EPOLL_CTL_DEL, lfd, NULL);
-    close(lfd);
-    lfd = -1;
+    epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->lfd, NULL);
+    close(srv->lfd);
+    srv->lfd = -1;
     /* Connections still negotiating are closed. The others are closed as soon as
      * they are idle: every request read so far answered, nothing half received. */
-    for (struct conn *c = conns; c; c = c->next) {
+    for (struct conn *c = srv->conns; c; c = c->next) {
         if (!c->transmission)
             conn_fail(c);
         else
@@ -185,62 +173,65 @@ static void begin_shutdown(void)
 /* Setup                                                                    */
 /* ======================================================================== */
 
-static void open_export(void)
+static void open_export(struct server *srv)
 {
-    int mode = opt.read_only ? O_RDONLY : O_RDWR;
-    ex.fd_buf = open(opt.path, mode | O_CLOEXEC);
-    if (ex.fd_buf < 0)
-        die("open %s: %s", opt.path, strerror(errno));
+    const struct nbd_opts *opt = &srv->opt;
+    struct nbd_export *ex = &srv->ex;
+    int mode = opt->read_only ? O_RDONLY : O_RDWR;
+    ex->fd_buf = open(opt->path, mode | O_CLOEXEC);
+    if (ex->fd_buf < 0)
+        die("open %s: %s", opt->path, strerror(errno));
     struct stat sb;
-    if (fstat(ex.fd_buf, &sb) != 0)
-        die("fstat %s: %s", opt.path, strerror(errno));
+    if (fstat(ex->fd_buf, &sb) != 0)
+        die("fstat %s: %s", opt->path, strerror(errno));
     if (S_ISBLK(sb.st_mode)) {
-        if (ioctl(ex.fd_buf, BLKGETSIZE64, &ex.size) != 0)
-            die("BLKGETSIZE64 %s: %s", opt.path, strerror(errno));
+        if (ioctl(ex->fd_buf, BLKGETSIZE64, &ex->size) != 0)
+            die("BLKGETSIZE64 %s: %s", opt->path, strerror(errno));
     } else if (S_ISREG(sb.st_mode)) {
-        ex.size = (uint64_t)sb.st_size;
+        ex->size = (uint64_t)sb.st_size;
     } else {
-        die("%s: not a regular file or block device", opt.path);
+        die("%s: not a regular file or block device", opt->path);
     }
-    if (!opt.no_direct) {
-        ex.fd_direct = open(opt.path, mode | O_CLOEXEC | O_DIRECT);
-        if (ex.fd_direct < 0)
-            logmsg("O_DIRECT open of %s failed (%s); every request is buffered", opt.path,
+    if (!opt->no_direct) {
+        ex->fd_direct = open(opt->path, mode | O_CLOEXEC | O_DIRECT);
+        if (ex->fd_direct < 0)
+            logmsg("O_DIRECT open of %s failed (%s); every request is buffered", opt->path,
                    strerror(errno));
     }
-    ex.dio_align = 4096;
+    ex->dio_align = 4096;
 #ifdef STATX_DIOALIGN
     struct statx sx;
-    if (ex.fd_direct >= 0 && statx(ex.fd_direct, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
+    if (ex->fd_direct >= 0 && statx(ex->fd_direct, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
         (sx.stx_mask & STATX_DIOALIGN) && sx.stx_dio_offset_align > 0 &&
         sx.stx_dio_mem_align <= BUF_ALIGN)
-        ex.dio_align = sx.stx_dio_offset_align;
+        ex->dio_align = sx.stx_dio_offset_align;
 #endif
-    ex.tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
-                NBD_FLAG_CAN_MULTI_CONN;
-    if (opt.read_only)
-        ex.tflags |= NBD_FLAG_READ_ONLY;
+    ex->tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+                 NBD_FLAG_CAN_MULTI_CONN;
+    if (opt->read_only)
+        ex->tflags |= NBD_FLAG_READ_ONLY;
     else
-        ex.tflags |= NBD_FLAG_SEND_WRITE_ZEROES;
+        ex->tflags |= NBD_FLAG_SEND_WRITE_ZEROES;
 }
 
-static void open_listener(void)
+static void open_listener(struct server *srv)
 {
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port) };
-    if (inet_pton(AF_INET, opt.bind, &a.sin_addr) != 1)
-        die("--bind %s: not an IPv4 address", opt.bind);
-    lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (lfd < 0)
+    struct nbd_opts *opt = &srv->opt;
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)opt->port) };
+    if (inet_pton(AF_INET, opt->bind, &a.sin_addr) != 1)
+        die("--bind %s: not an IPv4 address", opt->bind);
+    srv->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (srv->lfd < 0)
         die("socket: %s", strerror(errno));
     int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(lfd, (struct sockaddr *)&a, sizeof(a)) != 0)
-        die("bind %s:%d: %s", opt.bind, opt.port, strerror(errno));
-    if (listen(lfd, 128) != 0)
+    setsockopt(srv->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(srv->lfd, (struct sockaddr *)&a, sizeof(a)) != 0)
+        die("bind %s:%d: %s", opt->bind, opt->port, strerror(errno));
+    if (listen(srv->lfd, 128) != 0)
         die("listen: %s", strerror(errno));
     socklen_t al = sizeof(a);
-    getsockname(lfd, (struct sockaddr *)&a, &al);
-    opt.port = ntohs(a.sin_port);
+    getsockname(srv->lfd, (struct sockaddr *)&a, &al);
+    opt->port = ntohs(a.sin_port);
 }
 
 static void usage(FILE *f)
@@ -260,7 +251,7 @@ static void usage(FILE *f)
             "Prints \"listening on ADDR:PORT\" on stdout when ready. SIGINT/SIGTERM stop it.\n");
 }
 
-static void parse_args(int argc, char **argv)
+static void parse_args(struct nbd_opts *opt, int argc, char **argv)
 {
     static const struct option lo[] = {
         { "backend", required_argument, NULL, 'b' }, { "depth", required_argument, NULL, 'd' },
@@ -276,11 +267,11 @@ static void parse_args(int argc, char **argv)
         switch (ch) {
         case 'b':
             if (!strcmp(optarg, "aio"))
-                opt.backend = IOENG_BACKEND_AIO;
+                opt->backend = IOENG_BACKEND_AIO;
             else if (!strcmp(optarg, "uring"))
-                opt.backend = IOENG_BACKEND_URING;
+                opt->backend = IOENG_BACKEND_URING;
             else if (!strcmp(optarg, "auto"))
-                opt.backend = IOENG_BACKEND_AUTO;
+                opt->backend = IOENG_BACKEND_AUTO;
             else
                 die("--backend: aio, uring or auto");
             break;
@@ -288,35 +279,35 @@ static void parse_args(int argc, char **argv)
             unsigned long v = strtoul(optarg, &end, 10);
             if (*end || v < 1 || v > IOENG_MAX_DEPTH)
                 die("--depth: 1..%d", IOENG_MAX_DEPTH);
-            opt.depth = (unsigned)v;
+            opt->depth = (unsigned)v;
             break;
         }
         case 'p': {
             unsigned long v = strtoul(optarg, &end, 10);
             if (*end || v > 65535)
                 die("--port: 0..65535");
-            opt.port = (int)v;
+            opt->port = (int)v;
             break;
         }
-        case 'B': opt.bind = optarg; break;
-        case 'r': opt.read_only = true; break;
+        case 'B': opt->bind = optarg; break;
+        case 'r': opt->read_only = true; break;
         case 'n':
             if (strlen(optarg) > NBD_MAX_STRING)
                 die("--name: at most %u bytes", NBD_MAX_STRING);
-            opt.name = optarg;
+            opt->name = optarg;
             break;
-        case 'D': opt.no_direct = true; break;
-        case 'v': opt.verbose = true; break;
+        case 'D': opt->no_direct = true; break;
+        case 'v': opt->verbose = true; break;
         case 'i':
             if (!strcmp(optarg, "never")) {
-                opt.idle_poll_us = IOENG_POLL_NEVER;
+                opt->idle_poll_us = IOENG_POLL_NEVER;
             } else if (!strcmp(optarg, "default")) {
-                opt.idle_poll_us = IOENG_POLL_DEFAULT;
+                opt->idle_poll_us = IOENG_POLL_DEFAULT;
             } else {
                 unsigned long v = strtoul(optarg, &end, 10);
                 if (*end || v < 1 || v > 1000000)
                     die("--idle-poll-us: never, default or 1..1000000");
-                opt.idle_poll_us = (uint32_t)v;
+                opt->idle_poll_us = (uint32_t)v;
             }
             break;
         case 'h': usage(stdout); exit(0);
@@ -327,19 +318,170 @@ static void parse_args(int argc, char **argv)
         usage(stderr);
         exit(2);
     }
-    opt.path = argv[optind];
+    opt->path = argv[optind];
 }
 
-static double since_stop(void)
+static double since_stop(const struct server *srv)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - stop_at.tv_sec) + (double)(now.tv_nsec - stop_at.tv_nsec) / 1e9;
+    return (double)(now.tv_sec - srv->stop_at.tv_sec) +
+           (double)(now.tv_nsec - srv->stop_at.tv_nsec) / 1e9;
+}
+
+/* The engine as the options say, then whether it takes IOENG_REQ_DSYNC. */
+static void open_engine(struct server *srv)
+{
+    ioeng_config_t cfg;
+    ioeng_config_init(&cfg);
+    cfg.backend = srv->opt.backend;
+    cfg.depth = srv->opt.depth;
+    /* Idle engine threads sleep at once by default: the event loop already batches, and
+     * polling threads compete with the loop (and io_uring's workers) for the CPU, which
+     * costs more CPU per IO than the wake-ups save. */
+    cfg.idle_poll_us = srv->opt.idle_poll_us;
+    int rc = ioeng_open(&cfg, &srv->eng);
+    if (rc != 0)
+        die("ioeng_open: %s", strerror(-rc));
+    probe_dsync(srv);
+}
+
+/* epoll over the listener, a signalfd for the (blocked) signals in `ss` and the
+ * completion eventfd. */
+static void open_loop_fds(struct server *srv, const sigset_t *ss)
+{
+    srv->epfd = epoll_create1(EPOLL_CLOEXEC);
+    srv->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    srv->sigfd = signalfd(-1, ss, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (srv->epfd < 0 || srv->evfd < 0 || srv->sigfd < 0)
+        die("epoll/eventfd/signalfd: %s", strerror(errno));
+    struct epoll_event e = { .events = EPOLLIN, .data.ptr = &tag_listen };
+    epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->lfd, &e);
+    e.data.ptr = &tag_signal;
+    epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->sigfd, &e);
+    e.data.ptr = &tag_event;
+    epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->evfd, &e);
+}
+
+static void announce(const struct server *srv)
+{
+    const struct nbd_opts *opt = &srv->opt;
+    logmsg("exporting %s (%" PRIu64 " bytes%s), backend %s, depth %u, O_DIRECT %s (align %u), "
+           "FUA via %s, idle poll %s",
+           opt->path, srv->ex.size, opt->read_only ? ", read-only" : "",
+           ioeng_backend(srv->eng) == IOENG_BACKEND_URING ? "uring" : "aio", opt->depth,
+           srv->ex.fd_direct >= 0 ? "on" : "off", srv->ex.dio_align,
+           srv->dsync_ok ? "IOENG_REQ_DSYNC" : "WRITE+FDATASYNC",
+           opt->idle_poll_us == IOENG_POLL_NEVER ? "never"
+           : opt->idle_poll_us == IOENG_POLL_DEFAULT ? "default" : "bounded");
+    printf("listening on %s:%d\n", opt->bind, opt->port);
+    fflush(stdout);
+}
+
+/* One epoll event: `p` is a tag or a connection. */
+static void handle_event(struct server *srv, void *p, uint32_t events)
+{
+    if (p == &tag_listen) {
+        accept_all(srv);
+    } else if (p == &tag_event) {
+        drain_completions(srv);
+    } else if (p == &tag_signal) {
+        struct signalfd_siginfo si;
+        while (read(srv->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+            begin_shutdown(srv);
+    } else {
+        struct conn *c = p;
+        if (c->dead)
+            return;
+        if (events & (EPOLLHUP | EPOLLERR)) {
+            /* Reset or fully closed: no reply can be delivered any more (and
+             * these stay reported even while EPOLLIN is off). A peer that only
+             * half-closed shows up as a 0-byte read instead. */
+            conn_fail(c);
+            return;
+        }
+        if (events & EPOLLIN)
+            conn_readable(c);
+        if (!c->dead && (events & EPOLLOUT))
+            conn_touch(c);
+    }
+}
+
+/* The event loop: until stopping and every connection is gone, or the shutdown grace is
+ * over. */
+static void serve(struct server *srv)
+{
+    struct epoll_event evs[64];
+    while (!srv->stopping || srv->conns) {
+        if (srv->stopping && since_stop(srv) > SHUTDOWN_GRACE_S) {
+            logmsg("shutdown grace of %d s over: dropping %u connection(s)", SHUTDOWN_GRACE_S,
+                   srv->nconns);
+            for (struct conn *c = srv->conns; c; c = c->next)
+                conn_fail(c);
+            run_work(srv);
+            break;
+        }
+        int n = epoll_wait(srv->epfd, evs, 64, srv->stopping ? 100 : -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die("epoll_wait: %s", strerror(errno));
+        }
+        for (int i = 0; i < n; i++)
+            handle_event(srv, evs[i].data.ptr, evs[i].events);
+        run_work(srv);
+    }
+}
+
+/* Every connection is gone; close the engine (it completes whatever is left, e.g.
+ * requests of connections dropped by the grace timeout), free those requests and the
+ * rest, and print the counters. */
+static void finish(struct server *srv)
+{
+    int rc = ioeng_close(srv->eng);
+    if (rc != 0)
+        logmsg("ioeng_close: %s", strerror(-rc));
+    struct req *left = atomic_exchange(&srv->done_head, NULL);
+    while (left) {
+        struct req *nx = left->next;
+        free(left->buf);
+        free(left);
+        left = nx;
+    }
+    while (srv->conns) {
+        struct conn *c = srv->conns;
+        conn_free(c);
+    }
+    free_pool(srv);
+    const struct nbd_stats *st = &srv->stats;
+    logmsg("stats: conns=%" PRIu64 " read=%" PRIu64 " write=%" PRIu64 " flush=%" PRIu64
+           " write_zeroes=%" PRIu64 " disc=%" PRIu64 " other=%" PRIu64 " error_replies=%" PRIu64
+           " fua_dsync=%" PRIu64 " fua_fallback=%" PRIu64 " malformed_closes=%" PRIu64
+           " bytes_read=%" PRIu64 " bytes_written=%" PRIu64,
+           st->conns, st->cmds[NBD_CMD_READ], st->cmds[NBD_CMD_WRITE], st->cmds[NBD_CMD_FLUSH],
+           st->cmds[NBD_CMD_WRITE_ZEROES], st->cmds[NBD_CMD_DISC],
+           st->cmds[NBD_CMD_TRIM] + st->cmds[NBD_CMD_CACHE] + st->cmds[NBD_CMD_COUNT], st->errors,
+           st->fua_dsync, st->fua_fallback, st->malformed_closes, st->bytes_read, st->bytes_written);
+    close(srv->ex.fd_buf);
+    if (srv->ex.fd_direct >= 0)
+        close(srv->ex.fd_direct);
+    close(srv->epfd);
+    close(srv->evfd);
+    close(srv->sigfd);
+    free(srv->zero_buf);
 }
 
 int main(int argc, char **argv)
 {
-    parse_args(argc, argv);
+    /* The one server; it outlives the engine (closed in finish()), whose completer
+     * thread reaches it through the requests. */
+    struct server srv = {
+        .opt = { .name = "", .bind = "127.0.0.1", .backend = IOENG_BACKEND_AUTO, .depth = 128,
+                 .port = 10809, .idle_poll_us = IOENG_POLL_NEVER },
+        .ex = { .fd_buf = -1, .fd_direct = -1 },
+        .epfd = -1, .evfd = -1, .sigfd = -1, .lfd = -1,
+    };
+    parse_args(&srv.opt, argc, argv);
 
     /* Block the signals before any thread exists (the engine's threads inherit the
      * mask): they arrive only through the signalfd. */
@@ -351,125 +493,15 @@ int main(int argc, char **argv)
         die("sigprocmask: %s", strerror(errno));
     signal(SIGPIPE, SIG_IGN);
 
-    if (posix_memalign(&zero_buf, BUF_ALIGN, ZERO_CHUNK) != 0)
+    if (posix_memalign(&srv.zero_buf, BUF_ALIGN, ZERO_CHUNK) != 0)
         die("out of memory");
-    memset(zero_buf, 0, ZERO_CHUNK);
-    open_export();
-    open_listener();
-
-    ioeng_config_t cfg;
-    ioeng_config_init(&cfg);
-    cfg.backend = opt.backend;
-    cfg.depth = opt.depth;
-    /* Idle engine threads sleep at once by default: the event loop already batches, and
-     * polling threads compete with the loop (and io_uring's workers) for the CPU, which
-     * costs more CPU per IO than the wake-ups save. */
-    cfg.idle_poll_us = opt.idle_poll_us;
-    int rc = ioeng_open(&cfg, &eng);
-    if (rc != 0)
-        die("ioeng_open: %s", strerror(-rc));
-    probe_dsync();
-
-    epfd = epoll_create1(EPOLL_CLOEXEC);
-    evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    sigfd = signalfd(-1, &ss, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (epfd < 0 || evfd < 0 || sigfd < 0)
-        die("epoll/eventfd/signalfd: %s", strerror(errno));
-    struct epoll_event e = { .events = EPOLLIN, .data.ptr = &tag_listen };
-    epoll_ctl(epfd, EPOLL_CTL_ADD, lfd, &e);
-    e.data.ptr = &tag_signal;
-    epoll_ctl(epfd, EPOLL_CTL_ADD, sigfd, &e);
-    e.data.ptr = &tag_event;
-    epoll_ctl(epfd, EPOLL_CTL_ADD, evfd, &e);
-
-    logmsg("exporting %s (%" PRIu64 " bytes%s), backend %s, depth %u, O_DIRECT %s (align %u), "
-           "FUA via %s, idle poll %s",
-           opt.path, ex.size, opt.read_only ? ", read-only" : "",
-           ioeng_backend(eng) == IOENG_BACKEND_URING ? "uring" : "aio", opt.depth,
-           ex.fd_direct >= 0 ? "on" : "off", ex.dio_align,
-           dsync_ok ? "IOENG_REQ_DSYNC" : "WRITE+FDATASYNC",
-           opt.idle_poll_us == IOENG_POLL_NEVER ? "never"
-           : opt.idle_poll_us == IOENG_POLL_DEFAULT ? "default" : "bounded");
-    printf("listening on %s:%d\n", opt.bind, opt.port);
-    fflush(stdout);
-
-    struct epoll_event evs[64];
-    while (!stopping || conns) {
-        if (stopping && since_stop() > SHUTDOWN_GRACE_S) {
-            logmsg("shutdown grace of %d s over: dropping %u connection(s)", SHUTDOWN_GRACE_S,
-                   nconns);
-            for (struct conn *c = conns; c; c = c->next)
-                conn_fail(c);
-            run_work();
-            break;
-        }
-        int n = epoll_wait(epfd, evs, 64, stopping ? 100 : -1);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            die("epoll_wait: %s", strerror(errno));
-        }
-        for (int i = 0; i < n; i++) {
-            void *p = evs[i].data.ptr;
-            if (p == &tag_listen) {
-                accept_all();
-            } else if (p == &tag_event) {
-                drain_completions();
-            } else if (p == &tag_signal) {
-                struct signalfd_siginfo si;
-                while (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-                    begin_shutdown();
-            } else {
-                struct conn *c = p;
-                if (c->dead)
-                    continue;
-                if (evs[i].events & (EPOLLHUP | EPOLLERR)) {
-                    /* Reset or fully closed: no reply can be delivered any more (and
-                     * these stay reported even while EPOLLIN is off). A peer that only
-                     * half-closed shows up as a 0-byte read instead. */
-                    conn_fail(c);
-                    continue;
-                }
-                if (evs[i].events & EPOLLIN)
-                    conn_readable(c);
-                if (!c->dead && (evs[i].events & EPOLLOUT))
-                    conn_touch(c);
-            }
-        }
-        run_work();
-    }
-
-    /* Every connection is gone; close the engine (it completes whatever is left, e.g.
-     * requests of connections dropped by the grace timeout) and free those requests. */
-    rc = ioeng_close(eng);
-    if (rc != 0)
-        logmsg("ioeng_close: %s", strerror(-rc));
-    struct req *left = atomic_exchange(&done_head, NULL);
-    while (left) {
-        struct req *nx = left->next;
-        free(left->buf);
-        free(left);
-        left = nx;
-    }
-    while (conns) {
-        struct conn *c = conns;
-        conn_free(c);
-    }
-    free_pool();
-    logmsg("stats: conns=%" PRIu64 " read=%" PRIu64 " write=%" PRIu64 " flush=%" PRIu64
-           " write_zeroes=%" PRIu64 " disc=%" PRIu64 " other=%" PRIu64 " error_replies=%" PRIu64
-           " fua_dsync=%" PRIu64 " fua_fallback=%" PRIu64 " malformed_closes=%" PRIu64
-           " bytes_read=%" PRIu64 " bytes_written=%" PRIu64,
-           st.conns, st.cmds[NBD_CMD_READ], st.cmds[NBD_CMD_WRITE], st.cmds[NBD_CMD_FLUSH],
-           st.cmds[NBD_CMD_WRITE_ZEROES], st.cmds[NBD_CMD_DISC],
-           st.cmds[NBD_CMD_TRIM] + st.cmds[NBD_CMD_CACHE] + st.cmds[NBD_CMD_COUNT], st.errors,
-           st.fua_dsync, st.fua_fallback, st.malformed_closes, st.bytes_read, st.bytes_written);
-    close(ex.fd_buf);
-    if (ex.fd_direct >= 0)
-        close(ex.fd_direct);
-    close(epfd);
-    close(evfd);
-    close(sigfd);
-    free(zero_buf);
+    memset(srv.zero_buf, 0, ZERO_CHUNK);
+    open_export(&srv);
+    open_listener(&srv);
+    open_engine(&srv);
+    open_loop_fds(&srv, &ss);
+    announce(&srv);
+    serve(&srv);
+    finish(&srv);
     return 0;
 }

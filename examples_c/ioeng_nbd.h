@@ -5,7 +5,8 @@
  *   ioeng_nbd_handshake.c  option haggling (fixed newstyle)
  *   ioeng_nbd_io.c         requests: checks, buffers, libioeng submission, replies
  * Everything here is used by the event-loop thread only, except where a comment says
- * otherwise (struct req's atomics and done_head, touched by the engine's completer).
+ * otherwise (struct req's atomics, struct server's done_head and evfd, and struct
+ * conn's srv, touched by the engine's completer).
  */
 #ifndef IOENG_NBD_H
 #define IOENG_NBD_H
@@ -14,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "ioeng.h"
 #include "ioeng_nbd_proto.h"
@@ -92,6 +94,7 @@ enum cstate { ST_HS_FLAGS, ST_OPT_HDR, ST_OPT_DATA, ST_OPT_SKIP, ST_REQ_HDR, ST_
               ST_DISCARD };
 
 struct conn {
+    struct server *srv;  /* set at accept, never changed: the completer thread reads it too */
     int fd;
     unsigned id;
     enum cstate st;
@@ -114,18 +117,27 @@ struct conn {
     struct conn *grave_next;   /* graveyard */
 };
 
-extern struct nbd_opts opt;
-extern struct nbd_export ex;
-extern struct nbd_stats st;
-extern ioeng_t *eng;
-extern int epfd, evfd;
-extern void *zero_buf;        /* ZERO_CHUNK zero bytes, 4096-aligned, never written */
-extern bool dsync_ok;         /* the engine accepts IOENG_REQ_DSYNC */
-extern bool stopping;         /* SIGINT/SIGTERM seen */
-extern struct conn *conns;    /* all live connections */
-extern unsigned nconns;
-/* Completion stack: pushed by the engine's completer thread, drained by the loop. */
-extern _Atomic(struct req *) done_head;
+/* The server: everything its files share, passed explicitly (a struct server * argument,
+ * or c->srv from a connection, r->conn->srv from a request). */
+struct server {
+    struct nbd_opts opt;
+    struct nbd_export ex;
+    struct nbd_stats stats;
+    ioeng_t *eng;
+    int epfd, evfd, sigfd, lfd;
+    void *zero_buf;               /* ZERO_CHUNK zero bytes, 4096-aligned, never written */
+    bool dsync_ok;                /* the engine accepts IOENG_REQ_DSYNC */
+    bool stopping;                /* SIGINT/SIGTERM seen */
+    struct timespec stop_at;      /* when stopping began (the shutdown grace runs from it) */
+    struct conn *conns;           /* all live connections */
+    unsigned nconns;
+    struct conn *work_head;       /* connections to flush / resume / check this round */
+    struct conn *graveyard;       /* dead, no requests: freed at the end of the round */
+    struct req *free_reqs;        /* request pool */
+    unsigned nfree_reqs;
+    /* Completion stack: pushed by the engine's completer thread, drained by the loop. */
+    _Atomic(struct req *) done_head;
+};
 
 /* ioeng_nbd.c */
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -139,9 +151,9 @@ uint32_t check_request(const struct req *r);
 void reply(struct req *r);
 void reply_err(struct req *r, uint32_t err);
 void start_io(struct req *r);
-void drain_completions(void);
-void probe_dsync(void);
-void free_pool(void);
+void drain_completions(struct server *srv);
+void probe_dsync(struct server *srv);
+void free_pool(struct server *srv);
 
 /* ioeng_nbd_conn.c */
 void conn_touch(struct conn *c);
@@ -151,7 +163,7 @@ void conn_send_copy(struct conn *c, const void *hdr, size_t hlen, const void *da
 void conn_enqueue(struct conn *c, struct out *o);
 void conn_readable(struct conn *c);
 void conn_free(struct conn *c);
-void run_work(void);
+void run_work(struct server *srv);
 
 /* ioeng_nbd_handshake.c */
 void handle_option(struct conn *c, uint32_t optv, const uint8_t *d, uint32_t len);

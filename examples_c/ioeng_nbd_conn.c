@@ -17,9 +17,6 @@
 
 #include "ioeng_nbd.h"
 
-static struct conn *work_head;      /* connections to flush / resume / check this round */
-static struct conn *graveyard;      /* dead, no requests: freed at the end of the round */
-
 /* ======================================================================== */
 /* Connections: output                                                      */
 /* ======================================================================== */
@@ -36,7 +33,7 @@ void conn_update_events(struct conn *c)
     if (ev == c->events)
         return;
     struct epoll_event e = { .events = ev, .data.ptr = c };
-    if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &e) != 0)
+    if (epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &e) != 0)
         die("epoll_ctl MOD: %s", strerror(errno));
     c->events = ev;
 }
@@ -46,8 +43,8 @@ void conn_touch(struct conn *c)
     if (c->in_work)
         return;
     c->in_work = true;
-    c->work_next = work_head;
-    work_head = c;
+    c->work_next = c->srv->work_head;
+    c->srv->work_head = c;
 }
 
 static void out_release(struct out *o)
@@ -65,7 +62,7 @@ void conn_fail(struct conn *c)
     if (c->dead)
         return;
     c->dead = true;
-    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    epoll_ctl(c->srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
     while (c->oq_head) {
@@ -181,7 +178,7 @@ static void handle_request_header(struct conn *c, const uint8_t *h)
 {
     if (get32(h) != NBD_REQUEST_MAGIC) {
         logmsg("conn %u: bad request magic 0x%08x; closing", c->id, get32(h));
-        st.malformed_closes++;
+        c->srv->stats.malformed_closes++;
         conn_fail(c);
         return;
     }
@@ -191,7 +188,7 @@ static void handle_request_header(struct conn *c, const uint8_t *h)
     memcpy(r->cookie, h + 8, 8);
     r->off = get64(h + 16);
     r->len = get32(h + 24);
-    st.cmds[r->type < NBD_CMD_COUNT ? r->type : NBD_CMD_COUNT]++;
+    c->srv->stats.cmds[r->type < NBD_CMD_COUNT ? r->type : NBD_CMD_COUNT]++;
 
     if (r->type == NBD_CMD_DISC) {
         /* No reply; finish what is in flight, then close. */
@@ -202,7 +199,7 @@ static void handle_request_header(struct conn *c, const uint8_t *h)
     }
     /* After SIGTERM/SIGINT, requests read from now on get NBD_ESHUTDOWN (the client
      * then disconnects); the ones read before still run. */
-    uint32_t err = stopping ? NBD_ESHUTDOWN : check_request(r);
+    uint32_t err = c->srv->stopping ? NBD_ESHUTDOWN : check_request(r);
     if (r->type == NBD_CMD_WRITE) {
         /* The payload follows whatever we answer: receive it, or read and drop it. */
         if (err == NBD_ESHUTDOWN && r->len > MAX_PAYLOAD)
@@ -249,120 +246,143 @@ static void payload_done(struct conn *c)
     start_io(r);
 }
 
-/* Consumes buffered input. Returns when it needs more bytes, or stops reading. */
+/* One step of the handshake states (client flags, option headers, option data, options
+ * too long to keep). Returns false when it needs more bytes or has stopped reading. */
+static bool parse_handshake(struct conn *c, const uint8_t *p, size_t avail)
+{
+    switch (c->st) {
+    case ST_HS_FLAGS: {
+        if (avail < 4)
+            return false;
+        uint32_t f = get32(p);
+        c->rpos += 4;
+        if (f & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
+            logmsg("conn %u: unknown client flags 0x%x; closing", c->id, f);
+            c->srv->stats.malformed_closes++;
+            conn_fail(c);
+            return false;
+        }
+        c->no_zeroes = (f & NBD_FLAG_C_NO_ZEROES) != 0;
+        c->st = ST_OPT_HDR;
+        return true;
+    }
+    case ST_OPT_HDR:
+        if (conn_over_limit(c)) {
+            conn_pause(c);
+            return false;
+        }
+        if (avail < 16)
+            return false;
+        if (get64(p) != NBD_IHAVEOPT) {
+            logmsg("conn %u: bad option magic; closing", c->id);
+            c->srv->stats.malformed_closes++;
+            conn_fail(c);
+            return false;
+        }
+        c->opt = get32(p + 8);
+        c->optlen = get32(p + 12);
+        c->rpos += 16;
+        if (c->optlen > OPT_MAX) {
+            if (c->opt == NBD_OPT_EXPORT_NAME) { /* cannot answer it with an error */
+                c->srv->stats.malformed_closes++;
+                conn_fail(c);
+                return false;
+            }
+            c->skip_left = c->optlen;
+            c->st = ST_OPT_SKIP;
+            return true;
+        }
+        free(c->optbuf);
+        c->optbuf = malloc(c->optlen ? c->optlen : 1);
+        if (!c->optbuf)
+            die("out of memory");
+        c->optgot = 0;
+        c->st = ST_OPT_DATA;
+        return true;
+    case ST_OPT_DATA: {
+        size_t n = c->optlen - c->optgot;
+        if (n > avail)
+            n = avail;
+        memcpy(c->optbuf + c->optgot, p, n);
+        c->optgot += (uint32_t)n;
+        c->rpos += n;
+        if (c->optgot < c->optlen)
+            return false;
+        c->st = ST_OPT_HDR;
+        handle_option(c, c->opt, c->optbuf, c->optlen);
+        return true;
+    }
+    case ST_OPT_SKIP: {
+        size_t n = c->skip_left < avail ? (size_t)c->skip_left : avail;
+        c->skip_left -= n;
+        c->rpos += n;
+        if (c->skip_left)
+            return false;
+        c->st = ST_OPT_HDR;
+        opt_reply(c, c->opt, NBD_REP_ERR_TOO_BIG, NULL, 0);
+        return true;
+    }
+    default:
+        return false; /* not a handshake state (c->transmission says which) */
+    }
+}
+
+/* One step of the transmission states (request headers, write payloads, payloads being
+ * dropped). Returns false when it needs more bytes or has stopped reading. */
+static bool parse_transmission(struct conn *c, const uint8_t *p, size_t avail)
+{
+    switch (c->st) {
+    case ST_REQ_HDR:
+        if (conn_over_limit(c)) {
+            conn_pause(c);
+            return false;
+        }
+        if (avail < NBD_REQ_HDR_LEN)
+            return false;
+        c->rpos += NBD_REQ_HDR_LEN;
+        handle_request_header(c, p);
+        return true;
+    case ST_PAYLOAD: {
+        struct req *r = c->cur;
+        size_t n = r->len - c->got;
+        if (n > avail)
+            n = avail;
+        memcpy((uint8_t *)r->buf + c->got, p, n);
+        c->got += n;
+        c->rpos += n;
+        if (c->got < r->len)
+            return false;
+        payload_done(c);
+        return true;
+    }
+    case ST_DISCARD: {
+        size_t n = c->skip_left < avail ? (size_t)c->skip_left : avail;
+        c->skip_left -= n;
+        c->rpos += n;
+        if (c->skip_left)
+            return false;
+        struct req *r = c->cur;
+        c->cur = NULL;
+        c->st = ST_REQ_HDR;
+        reply(r);
+        return true;
+    }
+    default:
+        return false; /* not a transmission state (c->transmission says which) */
+    }
+}
+
+/* Consumes buffered input. Returns when it needs more bytes, or stops reading.
+ * enter_transmission() moves a connection from the handshake states to ST_REQ_HDR. */
 static void conn_parse(struct conn *c)
 {
     while (!c->dead && !c->closing && !c->paused) {
         size_t avail = c->rlen - c->rpos;
-        uint8_t *p = c->rbuf + c->rpos;
-        switch (c->st) {
-        case ST_HS_FLAGS: {
-            if (avail < 4)
-                return;
-            uint32_t f = get32(p);
-            c->rpos += 4;
-            if (f & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
-                logmsg("conn %u: unknown client flags 0x%x; closing", c->id, f);
-                st.malformed_closes++;
-                conn_fail(c);
-                return;
-            }
-            c->no_zeroes = (f & NBD_FLAG_C_NO_ZEROES) != 0;
-            c->st = ST_OPT_HDR;
-            break;
-        }
-        case ST_OPT_HDR:
-            if (conn_over_limit(c)) {
-                conn_pause(c);
-                return;
-            }
-            if (avail < 16)
-                return;
-            if (get64(p) != NBD_IHAVEOPT) {
-                logmsg("conn %u: bad option magic; closing", c->id);
-                st.malformed_closes++;
-                conn_fail(c);
-                return;
-            }
-            c->opt = get32(p + 8);
-            c->optlen = get32(p + 12);
-            c->rpos += 16;
-            if (c->optlen > OPT_MAX) {
-                if (c->opt == NBD_OPT_EXPORT_NAME) { /* cannot answer it with an error */
-                    st.malformed_closes++;
-                    conn_fail(c);
-                    return;
-                }
-                c->skip_left = c->optlen;
-                c->st = ST_OPT_SKIP;
-                break;
-            }
-            free(c->optbuf);
-            c->optbuf = malloc(c->optlen ? c->optlen : 1);
-            if (!c->optbuf)
-                die("out of memory");
-            c->optgot = 0;
-            c->st = ST_OPT_DATA;
-            break;
-        case ST_OPT_DATA: {
-            size_t n = c->optlen - c->optgot;
-            if (n > avail)
-                n = avail;
-            memcpy(c->optbuf + c->optgot, p, n);
-            c->optgot += (uint32_t)n;
-            c->rpos += n;
-            if (c->optgot < c->optlen)
-                return;
-            c->st = ST_OPT_HDR;
-            handle_option(c, c->opt, c->optbuf, c->optlen);
-            break;
-        }
-        case ST_OPT_SKIP: {
-            size_t n = c->skip_left < avail ? (size_t)c->skip_left : avail;
-            c->skip_left -= n;
-            c->rpos += n;
-            if (c->skip_left)
-                return;
-            c->st = ST_OPT_HDR;
-            opt_reply(c, c->opt, NBD_REP_ERR_TOO_BIG, NULL, 0);
-            break;
-        }
-        case ST_REQ_HDR:
-            if (conn_over_limit(c)) {
-                conn_pause(c);
-                return;
-            }
-            if (avail < NBD_REQ_HDR_LEN)
-                return;
-            c->rpos += NBD_REQ_HDR_LEN;
-            handle_request_header(c, p);
-            break;
-        case ST_PAYLOAD: {
-            struct req *r = c->cur;
-            size_t n = r->len - c->got;
-            if (n > avail)
-                n = avail;
-            memcpy((uint8_t *)r->buf + c->got, p, n);
-            c->got += n;
-            c->rpos += n;
-            if (c->got < r->len)
-                return;
-            payload_done(c);
-            break;
-        }
-        case ST_DISCARD: {
-            size_t n = c->skip_left < avail ? (size_t)c->skip_left : avail;
-            c->skip_left -= n;
-            c->rpos += n;
-            if (c->skip_left)
-                return;
-            struct req *r = c->cur;
-            c->cur = NULL;
-            c->st = ST_REQ_HDR;
-            reply(r);
-            break;
-        }
-        }
+        const uint8_t *p = c->rbuf + c->rpos;
+        bool more = c->transmission ? parse_transmission(c, p, avail)
+                                    : parse_handshake(c, p, avail);
+        if (!more)
+            return;
     }
 }
 
@@ -411,7 +431,7 @@ void conn_readable(struct conn *c)
              * only is closed; requests it has in the engine finish and are dropped. */
             if (n == 0) {
                 logmsg("conn %u: closed in the middle of a message; closing", c->id);
-                st.malformed_closes++;
+                c->srv->stats.malformed_closes++;
             }
             conn_fail(c);
             return;
@@ -433,10 +453,10 @@ void conn_free(struct conn *c)
     if (c->prev)
         c->prev->next = c->next;
     else
-        conns = c->next;
+        c->srv->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    nconns--;
+    c->srv->nconns--;
     free(c->rbuf);
     free(c->optbuf);
     free(c);
@@ -455,27 +475,27 @@ static void conn_work(struct conn *c)
             conn_flush(c);
     }
     /* Closing (DISC, ABORT, EOF), or shutting down and idle at a message boundary. */
-    if (!c->dead && (c->closing || (stopping && c->transmission && at_boundary(c))) &&
+    if (!c->dead && (c->closing || (c->srv->stopping && c->transmission && at_boundary(c))) &&
         c->nreq == 0 && !c->oq_head)
         conn_fail(c);
     if (c->dead && c->nreq == 0 && !c->in_grave) {
         c->in_grave = true;
-        c->grave_next = graveyard;
-        graveyard = c;
+        c->grave_next = c->srv->graveyard;
+        c->srv->graveyard = c;
     }
 }
 
-void run_work(void)
+void run_work(struct server *srv)
 {
-    while (work_head) {
-        struct conn *c = work_head;
-        work_head = c->work_next;
+    while (srv->work_head) {
+        struct conn *c = srv->work_head;
+        srv->work_head = c->work_next;
         c->in_work = false;
         conn_work(c);
     }
-    while (graveyard) {
-        struct conn *c = graveyard;
-        graveyard = c->grave_next;
+    while (srv->graveyard) {
+        struct conn *c = srv->graveyard;
+        srv->graveyard = c->grave_next;
         conn_free(c);
     }
 }

@@ -33,9 +33,9 @@ void enter_transmission(struct conn *c)
     c->optbuf = NULL;
 }
 
-static bool name_matches(const uint8_t *name, uint32_t len)
+static bool name_matches(const struct server *srv, const uint8_t *name, uint32_t len)
 {
-    return len == strlen(opt.name) && memcmp(name, opt.name, len) == 0;
+    return len == strlen(srv->opt.name) && memcmp(name, srv->opt.name, len) == 0;
 }
 
 /* NBD_OPT_INFO / NBD_OPT_GO. */
@@ -55,7 +55,7 @@ static void opt_info_go(struct conn *c, uint32_t optv, const uint8_t *d, uint32_
         opt_reply(c, optv, NBD_REP_ERR_INVALID, NULL, 0);
         return;
     }
-    if (!name_matches(d + 4, nlen)) {
+    if (!name_matches(c->srv, d + 4, nlen)) {
         static const char msg[] = "unknown export name";
         opt_reply(c, optv, NBD_REP_ERR_UNKNOWN, msg, sizeof(msg) - 1);
         return;
@@ -66,8 +66,8 @@ static void opt_info_go(struct conn *c, uint32_t optv, const uint8_t *d, uint32_
             want_name = true;
     uint8_t b[14];
     put16(b, NBD_INFO_EXPORT);
-    put64(b + 2, ex.size);
-    put16(b + 10, ex.tflags);
+    put64(b + 2, c->srv->ex.size);
+    put16(b + 10, c->srv->ex.tflags);
     opt_reply(c, optv, NBD_REP_INFO, b, 12);
     /* Our constraints are the defaults; saying so helps clients pick request sizes. */
     put16(b, NBD_INFO_BLOCK_SIZE);
@@ -76,12 +76,12 @@ static void opt_info_go(struct conn *c, uint32_t optv, const uint8_t *d, uint32_
     put32(b + 10, MAX_PAYLOAD);
     opt_reply(c, optv, NBD_REP_INFO, b, 14);
     if (want_name) {
-        size_t n = strlen(opt.name);
+        size_t n = strlen(c->srv->opt.name);
         uint8_t *nb = malloc(2 + n);
         if (!nb)
             die("out of memory");
         put16(nb, NBD_INFO_NAME);
-        memcpy(nb + 2, opt.name, n);
+        memcpy(nb + 2, c->srv->opt.name, n);
         opt_reply(c, optv, NBD_REP_INFO, nb, (uint32_t)(2 + n));
         free(nb);
     }
@@ -94,14 +94,14 @@ void handle_option(struct conn *c, uint32_t optv, const uint8_t *d, uint32_t len
 {
     switch (optv) {
     case NBD_OPT_EXPORT_NAME: {
-        if (!name_matches(d, len)) {
+        if (!name_matches(c->srv, d, len)) {
             logmsg("conn %u: NBD_OPT_EXPORT_NAME for an unknown export; closing", c->id);
             conn_fail(c); /* the spec's only way to refuse EXPORT_NAME */
             return;
         }
         uint8_t b[10 + 124] = { 0 };
-        put64(b, ex.size);
-        put16(b + 8, ex.tflags);
+        put64(b, c->srv->ex.size);
+        put16(b + 8, c->srv->ex.tflags);
         conn_send_copy(c, b, c->no_zeroes ? 10 : sizeof(b), NULL, 0);
         enter_transmission(c);
         return;
@@ -116,12 +116,12 @@ void handle_option(struct conn *c, uint32_t optv, const uint8_t *d, uint32_t len
             opt_reply(c, optv, NBD_REP_ERR_INVALID, NULL, 0);
             return;
         }
-        size_t n = strlen(opt.name);
+        size_t n = strlen(c->srv->opt.name);
         uint8_t *b = malloc(4 + n);
         if (!b)
             die("out of memory");
         put32(b, (uint32_t)n);
-        memcpy(b + 4, opt.name, n);
+        memcpy(b + 4, c->srv->opt.name, n);
         opt_reply(c, optv, NBD_REP_SERVER, b, (uint32_t)(4 + n));
         free(b);
         opt_reply(c, optv, NBD_REP_ACK, NULL, 0);

@@ -14,20 +14,17 @@
 
 #include "ioeng_nbd.h"
 
-static struct req *free_reqs;
-static unsigned nfree_reqs;
-_Atomic(struct req *) done_head;
-
 /* ======================================================================== */
 /* Requests and buffers                                                     */
 /* ======================================================================== */
 
 struct req *req_get(struct conn *c)
 {
-    struct req *r = free_reqs;
+    struct server *srv = c->srv;
+    struct req *r = srv->free_reqs;
     if (r) {
-        free_reqs = r->next;
-        nfree_reqs--;
+        srv->free_reqs = r->next;
+        srv->nfree_reqs--;
     } else {
         r = calloc(1, sizeof(*r));
         if (!r)
@@ -64,20 +61,21 @@ bool req_reserve(struct req *r, size_t len)
 void req_put(struct req *r)
 {
     struct conn *c = r->conn;
+    struct server *srv = c->srv;
     c->nreq--;
     c->nbytes -= r->cap;
     r->conn = NULL;
-    if (r->cap > POOL_KEEP_CAP || nfree_reqs >= POOL_KEEP_N) {
+    if (r->cap > POOL_KEEP_CAP || srv->nfree_reqs >= POOL_KEEP_N) {
         free(r->buf);
         r->buf = NULL;
         r->cap = 0;
     }
-    if (nfree_reqs >= POOL_KEEP_N) {
+    if (srv->nfree_reqs >= POOL_KEEP_N) {
         free(r);
     } else {
-        r->next = free_reqs;
-        free_reqs = r;
-        nfree_reqs++;
+        r->next = srv->free_reqs;
+        srv->free_reqs = r;
+        srv->nfree_reqs++;
     }
     conn_touch(c); /* may resume reading, or finish closing */
 }
@@ -101,9 +99,10 @@ static uint32_t errno_to_nbd(int e)
 void reply(struct req *r)
 {
     struct conn *c = r->conn;
+    struct server *srv = c->srv;
     if (r->err) {
-        st.errors++;
-        if (opt.verbose)
+        srv->stats.errors++;
+        if (srv->opt.verbose)
             logmsg("conn %u: error %u for type %u flags 0x%x offset %" PRIu64 " length %u",
                    c->id, r->err, r->type, r->flags, r->off, r->len);
     }
@@ -115,7 +114,7 @@ void reply(struct req *r)
                            .data = data ? r->buf : NULL, .dlen = data ? r->len : 0,
                            .owner = r };
     if (data)
-        st.bytes_read += r->len;
+        srv->stats.bytes_read += r->len;
     conn_enqueue(c, &r->out);
 }
 
@@ -131,16 +130,18 @@ void reply_err(struct req *r, uint32_t err)
 
 static void push_done(struct req *r)
 {
-    struct req *old = atomic_load_explicit(&done_head, memory_order_relaxed);
+    /* r->conn (and its srv) stays put while the request is in the engine. */
+    struct server *srv = r->conn->srv;
+    struct req *old = atomic_load_explicit(&srv->done_head, memory_order_relaxed);
     do {
         r->next = old;
-    } while (!atomic_compare_exchange_weak_explicit(&done_head, &old, r, memory_order_release,
+    } while (!atomic_compare_exchange_weak_explicit(&srv->done_head, &old, r, memory_order_release,
                                                     memory_order_relaxed));
     if (!old) {
         /* The stack was empty, so the loop may be asleep: wake it. A write to an
          * eventfd only fails on counter overflow, which cannot happen with 1s. */
         uint64_t one = 1;
-        ssize_t w = write(evfd, &one, sizeof(one));
+        ssize_t w = write(srv->evfd, &one, sizeof(one));
         (void)w;
     }
 }
@@ -168,9 +169,9 @@ static void req_unref(struct req *r)
         io_finished(r);
 }
 
-static bool aligned_for_direct(uint64_t off, uint64_t len)
+static bool aligned_for_direct(const struct nbd_export *ex, uint64_t off, uint64_t len)
 {
-    return ex.fd_direct >= 0 && off % ex.dio_align == 0 && len % ex.dio_align == 0;
+    return ex->fd_direct >= 0 && off % ex->dio_align == 0 && len % ex->dio_align == 0;
 }
 
 /* Submits op over [off, off+len) in pieces of at most `chunk` bytes from `buf` (which,
@@ -179,23 +180,24 @@ static bool aligned_for_direct(uint64_t off, uint64_t len)
 static void submit_pieces(struct req *r, uint32_t op, void *buf, uint64_t off, uint64_t len,
                           uint64_t chunk, bool same_buf, uint32_t flags)
 {
-    int fd = aligned_for_direct(off, len) ? ex.fd_direct : ex.fd_buf;
+    struct server *srv = r->conn->srv;
+    int fd = aligned_for_direct(&srv->ex, off, len) ? srv->ex.fd_direct : srv->ex.fd_buf;
     for (uint64_t done = 0; done < len;) {
         uint64_t n = len - done < chunk ? len - done : chunk;
         ioeng_req_t q = { .op = op, .prio = IOENG_PRIO_NORMAL, .fd = fd, .flags = flags,
                           .buf = (uint8_t *)buf + (same_buf ? 0 : done), .len = n,
                           .offset = off + done };
         atomic_fetch_add(&r->pending, 1);
-        int rc = ioeng_submit(eng, &q, on_io_done, r);
+        int rc = ioeng_submit(srv->eng, &q, on_io_done, r);
         if (rc == -EINVAL && (flags & IOENG_REQ_DSYNC)) {
             /* The engine refuses RWF_DSYNC (an interface without flags): fall back to
              * WRITE + FDATASYNC from now on. */
             logmsg("engine refused IOENG_REQ_DSYNC at submit; FUA now uses WRITE + FDATASYNC");
-            dsync_ok = false;
+            srv->dsync_ok = false;
             flags &= ~(uint32_t)IOENG_REQ_DSYNC;
             r->need_sync = true;
             q.flags = flags;
-            rc = ioeng_submit(eng, &q, on_io_done, r);
+            rc = ioeng_submit(srv->eng, &q, on_io_done, r);
         }
         if (rc != 0) {
             atomic_fetch_sub(&r->pending, 1);
@@ -209,10 +211,11 @@ static void submit_pieces(struct req *r, uint32_t op, void *buf, uint64_t off, u
 
 static void submit_sync(struct req *r)
 {
+    struct server *srv = r->conn->srv;
     atomic_store(&r->pending, 1);
-    ioeng_req_t q = { .op = IOENG_OP_FDATASYNC, .prio = IOENG_PRIO_NORMAL, .fd = ex.fd_buf };
+    ioeng_req_t q = { .op = IOENG_OP_FDATASYNC, .prio = IOENG_PRIO_NORMAL, .fd = srv->ex.fd_buf };
     atomic_fetch_add(&r->pending, 1);
-    int rc = ioeng_submit(eng, &q, on_io_done, r);
+    int rc = ioeng_submit(srv->eng, &q, on_io_done, r);
     if (rc != 0) {
         atomic_fetch_sub(&r->pending, 1);
         atomic_store(&r->ioerr, (int64_t)rc);
@@ -223,10 +226,11 @@ static void submit_sync(struct req *r)
 /* Starts a checked request. */
 void start_io(struct req *r)
 {
+    struct server *srv = r->conn->srv;
     bool fua = (r->flags & NBD_CMD_FLAG_FUA) != 0;
     uint32_t wflags = 0;
     if (fua && r->type != NBD_CMD_READ && r->type != NBD_CMD_FLUSH) {
-        if (dsync_ok) {
+        if (srv->dsync_ok) {
             wflags = IOENG_REQ_DSYNC;
         } else {
             r->need_sync = true;
@@ -241,12 +245,12 @@ void start_io(struct req *r)
         submit_pieces(r, IOENG_OP_WRITE, r->buf, r->off, r->len, r->len, false, wflags);
         break;
     case NBD_CMD_WRITE_ZEROES:
-        submit_pieces(r, IOENG_OP_WRITE, zero_buf, r->off, r->len, ZERO_CHUNK, true, wflags);
+        submit_pieces(r, IOENG_OP_WRITE, srv->zero_buf, r->off, r->len, ZERO_CHUNK, true, wflags);
         break;
     case NBD_CMD_FLUSH: {
-        ioeng_req_t q = { .op = IOENG_OP_FDATASYNC, .prio = IOENG_PRIO_NORMAL, .fd = ex.fd_buf };
+        ioeng_req_t q = { .op = IOENG_OP_FDATASYNC, .prio = IOENG_PRIO_NORMAL, .fd = srv->ex.fd_buf };
         atomic_fetch_add(&r->pending, 1);
-        int rc = ioeng_submit(eng, &q, on_io_done, r);
+        int rc = ioeng_submit(srv->eng, &q, on_io_done, r);
         if (rc != 0) {
             atomic_fetch_sub(&r->pending, 1);
             atomic_store(&r->ioerr, (int64_t)rc);
@@ -256,9 +260,9 @@ void start_io(struct req *r)
     }
     if (fua && (r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES)) {
         if (r->need_sync)
-            st.fua_fallback++;
+            srv->stats.fua_fallback++;
         else
-            st.fua_dsync++;
+            srv->stats.fua_dsync++;
     }
     req_unref(r);
 }
@@ -273,7 +277,7 @@ static void io_finished(struct req *r)
         return;
     }
     if (e == 0 && (r->type == NBD_CMD_WRITE))
-        st.bytes_written += r->len;
+        r->conn->srv->stats.bytes_written += r->len;
     if (r->conn->dead) {
         req_put(r);
         return;
@@ -282,12 +286,12 @@ static void io_finished(struct req *r)
     reply(r);
 }
 
-void drain_completions(void)
+void drain_completions(struct server *srv)
 {
     uint64_t v;
-    ssize_t n = read(evfd, &v, sizeof(v)); /* reset before draining: no lost wake-up */
+    ssize_t n = read(srv->evfd, &v, sizeof(v)); /* reset before draining: no lost wake-up */
     (void)n;
-    struct req *list = atomic_exchange_explicit(&done_head, NULL, memory_order_acquire);
+    struct req *list = atomic_exchange_explicit(&srv->done_head, NULL, memory_order_acquire);
     struct req *rev = NULL; /* oldest first */
     while (list) {
         struct req *nx = list->next;
@@ -303,36 +307,39 @@ void drain_completions(void)
     }
 }
 
-/* Whether the engine takes IOENG_REQ_DSYNC: one 4 KiB DSYNC write to a memfd. */
-static struct {
+/* The DSYNC probe's result, written by its callback on the engine's completer thread. */
+struct probe {
     atomic_int done;
     int64_t res;
-} probe;
+};
 
 static void probe_cb(void *ctx, int64_t res)
 {
-    (void)ctx;
-    probe.res = res;
-    atomic_store(&probe.done, 1);
+    struct probe *probe = ctx;
+    probe->res = res;
+    atomic_store(&probe->done, 1);
 }
 
-void probe_dsync(void)
+/* Whether the engine takes IOENG_REQ_DSYNC: one 4 KiB DSYNC write to a memfd. Sets
+ * srv->dsync_ok. */
+void probe_dsync(struct server *srv)
 {
+    struct probe probe = { 0 };
     int fd = memfd_create("ioeng_nbd_dsync_probe", MFD_CLOEXEC);
     if (fd < 0) {
         logmsg("memfd_create: %s; FUA uses WRITE + FDATASYNC", strerror(errno));
         return;
     }
     ioeng_req_t q = { .op = IOENG_OP_WRITE, .prio = IOENG_PRIO_NORMAL, .fd = fd,
-                      .flags = IOENG_REQ_DSYNC, .buf = zero_buf, .len = 4096 };
-    int rc = ioeng_submit(eng, &q, probe_cb, NULL);
+                      .flags = IOENG_REQ_DSYNC, .buf = srv->zero_buf, .len = 4096 };
+    int rc = ioeng_submit(srv->eng, &q, probe_cb, &probe);
     if (rc == 0) {
         for (int i = 0; i < 10000 && !atomic_load(&probe.done); i++)
             nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
         if (!atomic_load(&probe.done))
             die("DSYNC probe write did not complete in 10 s");
-        dsync_ok = probe.res == 4096;
-        if (!dsync_ok)
+        srv->dsync_ok = probe.res == 4096;
+        if (!srv->dsync_ok)
             logmsg("DSYNC probe write gave %" PRId64 "; FUA uses WRITE + FDATASYNC", probe.res);
     } else {
         logmsg("engine refuses IOENG_REQ_DSYNC (%s); FUA uses WRITE + FDATASYNC",
@@ -344,13 +351,14 @@ void probe_dsync(void)
 /* Checks a request header; returns 0 or the NBD error to reply. */
 uint32_t check_request(const struct req *r)
 {
+    const struct server *srv = r->conn->srv;
     uint16_t allowed;
     switch (r->type) {
     case NBD_CMD_READ: allowed = NBD_CMD_FLAG_FUA; break;
     case NBD_CMD_WRITE: allowed = NBD_CMD_FLAG_FUA; break;
     case NBD_CMD_FLUSH: allowed = NBD_CMD_FLAG_FUA; break;
     case NBD_CMD_WRITE_ZEROES:
-        if (opt.read_only)
+        if (srv->opt.read_only)
             return NBD_EINVAL; /* not advertised on a read-only export */
         allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE;
         break;
@@ -362,18 +370,18 @@ uint32_t check_request(const struct req *r)
         return (r->off || r->len) ? NBD_EINVAL : 0;
     if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) && r->len > MAX_PAYLOAD)
         return NBD_EINVAL;
-    if (r->type != NBD_CMD_READ && opt.read_only)
+    if (r->type != NBD_CMD_READ && srv->opt.read_only)
         return NBD_EPERM;
-    if (r->off > ex.size || r->len > ex.size - r->off)
+    if (r->off > srv->ex.size || r->len > srv->ex.size - r->off)
         return r->type == NBD_CMD_READ ? NBD_EINVAL : NBD_ENOSPC;
     return 0;
 }
 
-void free_pool(void)
+void free_pool(struct server *srv)
 {
-    while (free_reqs) {
-        struct req *r = free_reqs;
-        free_reqs = r->next;
+    while (srv->free_reqs) {
+        struct req *r = srv->free_reqs;
+        srv->free_reqs = r->next;
         free(r->buf);
         free(r);
     }

@@ -1,0 +1,344 @@
+/*
+ * ioeng_bench_opts.c - ioeng_bench's options: --help, value parsing and the checks
+ * across options (see ioeng_bench.h for the other files).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ioeng_bench.h"
+
+const char *const rw_names[6] = { "read", "write", "randread", "randwrite", "randrw", "rw" };
+
+struct bench_opts opt = {
+    .backend = IOENG_BACKEND_AUTO,
+    .rw = RW_RANDREAD,
+    .rwmixread = 50,
+    .bs = 4096,
+    .iodepth = 32,
+    .size = 1ull << 30,
+    .runtime = 10.0,
+    .direct = 1,
+    .numjobs = 1,
+    .seed = 0x10e9b3c4d5e6f708ull,
+};
+
+const char *prog = "ioeng_bench";
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: %s [options]\n"
+"fio-like closed-loop benchmark of libioeng.\n"
+"\n"
+"  --backend aio|uring|auto   engine backend (default auto)\n"
+"  --mode threads|polled      engine mode (default threads); polled: the one job thread\n"
+"                             submits and drives the engine with ioeng_poll() (--numjobs 1)\n"
+"  --idle-poll-us N|never     THREADS: idle_poll_us, how long idle engine threads poll\n"
+"                             (default: the engine's policy)\n"
+"  --rw MODE                  read|write|randread|randwrite|randrw|rw (default randread)\n"
+"  --rwmixread N              percent reads for randrw/rw, 0..100 (default 50)\n"
+"  --bs SIZE                  block size, e.g. 4k, 64k, 1m (default 4k)\n"
+"  --iodepth N                requests kept outstanding, total over jobs (default 32)\n"
+"  --engine-depth N           engine in-flight budget, 1..%u (default min(iodepth, %u))\n"
+"  --batch N                  max IOs per kernel submit call (default 0 = engine depth)\n"
+"  --queue-capacity N         engine queue limit, 0 = unbounded (default 0)\n"
+"  --size SIZE                file size / region used (default 1g)\n"
+"  --runtime T                measured run time, e.g. 10, 0.5, 3s, 500ms (default 10s)\n"
+"  --ramp_time T              run this long before measuring (default 0)\n"
+"  --direct 0|1               O_DIRECT (default 1)\n"
+"  --numjobs N                submitting threads sharing one engine (default 1);\n"
+"                             each keeps iodepth/numjobs requests outstanding\n"
+"  --prio-mix F               fraction 0..1 of requests sent IOENG_PRIO_HIGH (default 0)\n"
+"  --filename PATH            file or block device; default: a scratch file in $TMPDIR\n"
+"                             or /tmp, filled with data and removed at exit. A missing\n"
+"                             file is created, filled and removed; a regular file smaller\n"
+"                             than --size is extended and filled (and kept).\n"
+"  --output-format normal|json\n"
+"  --seed N                   PRNG seed (default fixed)\n"
+"  --check-serial             verify that callbacks never overlap (costs 2 atomics/IO)\n"
+"  --fixedbufs[=0|1]          register the IO buffers (ioeng_register_buffers) and send\n"
+"                             IOENG_REQ_FIXED_BUF requests (io_uring READ/WRITE_FIXED)\n"
+"  --dsync[=0|1]              writes carry IOENG_REQ_DSYNC (durable at completion)\n"
+"  --batch-submit N           reissue completed slots in groups of N with one\n"
+"                             ioeng_submit_batch() call (a group also goes out when\n"
+"                             nothing else of its job is in flight); default: one\n"
+"                             ioeng_submit() per IO, at once\n"
+"  --group-submit N           the same groups of N as --batch-submit, each sent with N\n"
+"                             ioeng_submit() calls: the baseline for ioeng_submit_batch()\n"
+"  -h, --help\n"
+"\n"
+"Sizes take k/m/g/t suffixes (powers of 1024). Latency is measured from just before\n"
+"ioeng_submit() to the start of the completion callback.\n",
+            prog, IOENG_MAX_DEPTH, IOENG_MAX_DEPTH);
+}
+_Noreturn void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(2); /* atexit handlers remove the scratch file */
+}
+
+/* "4k", "1m", "1g", "512", "1.5m", "4KiB" -> bytes (powers of 1024, like fio). */
+static bool parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !(v > 0) || isspace((unsigned char)*s))
+        return false;
+    double mul = 1;
+    switch (tolower((unsigned char)*end)) {
+    case 'k': mul = 1024.0; end++; break;
+    case 'm': mul = 1024.0 * 1024; end++; break;
+    case 'g': mul = 1024.0 * 1024 * 1024; end++; break;
+    case 't': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    case 'p': mul = 1024.0 * 1024 * 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (mul > 1 && tolower((unsigned char)*end) == 'i')
+        end++;
+    if (tolower((unsigned char)*end) == 'b')
+        end++;
+    if (*end)
+        return false;
+    double bytes = v * mul;
+    if (bytes >= 18446744073709551616.0 || bytes != floor(bytes))
+        return false;
+    *out = (uint64_t)bytes;
+    return *out > 0;
+}
+
+/* "10", "0.5", "3s", "500ms", "2m", "1h" -> seconds. */
+static bool parse_time(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !(v >= 0) || isinf(v) || isspace((unsigned char)*s))
+        return false;
+    double mul;
+    if (!*end || !strcmp(end, "s")) mul = 1;
+    else if (!strcmp(end, "ms")) mul = 1e-3;
+    else if (!strcmp(end, "us")) mul = 1e-6;
+    else if (!strcmp(end, "m")) mul = 60;
+    else if (!strcmp(end, "h")) mul = 3600;
+    else return false;
+    *out = v * mul;
+    return true;
+}
+
+static unsigned parse_uint(const char *name, const char *s, unsigned lo, unsigned hi)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (end == s || *end || errno || *s == '-' || v < lo || v > hi)
+        die("%s: expected an integer in %u..%u, got '%s'", name, lo, hi, s);
+    return (unsigned)v;
+}
+
+enum {
+    OPT_BACKEND = 256, OPT_RW, OPT_RWMIX, OPT_BS, OPT_IODEPTH, OPT_ENGDEPTH, OPT_BATCH, OPT_QCAP, OPT_SIZE,
+    OPT_RUNTIME, OPT_RAMP, OPT_DIRECT, OPT_NUMJOBS, OPT_PRIOMIX, OPT_FILENAME, OPT_OUTFMT, OPT_SEED, OPT_CHECK,
+    OPT_FIXEDBUFS, OPT_DSYNC, OPT_BATCHSUB, OPT_GROUPSUB,
+    OPT_MODE, OPT_IDLEPOLL,
+};
+
+static const struct option long_opts[] = {
+    { "backend", required_argument, 0, OPT_BACKEND },
+    { "mode", required_argument, 0, OPT_MODE },
+    { "idle-poll-us", required_argument, 0, OPT_IDLEPOLL },
+    { "rw", required_argument, 0, OPT_RW },
+    { "readwrite", required_argument, 0, OPT_RW },
+    { "rwmixread", required_argument, 0, OPT_RWMIX },
+    { "bs", required_argument, 0, OPT_BS },
+    { "blocksize", required_argument, 0, OPT_BS },
+    { "iodepth", required_argument, 0, OPT_IODEPTH },
+    { "engine-depth", required_argument, 0, OPT_ENGDEPTH },
+    { "engine_depth", required_argument, 0, OPT_ENGDEPTH },
+    { "batch", required_argument, 0, OPT_BATCH },
+    { "queue-capacity", required_argument, 0, OPT_QCAP },
+    { "size", required_argument, 0, OPT_SIZE },
+    { "runtime", required_argument, 0, OPT_RUNTIME },
+    { "ramp_time", required_argument, 0, OPT_RAMP },
+    { "ramp-time", required_argument, 0, OPT_RAMP },
+    { "direct", required_argument, 0, OPT_DIRECT },
+    { "numjobs", required_argument, 0, OPT_NUMJOBS },
+    { "prio-mix", required_argument, 0, OPT_PRIOMIX },
+    { "prio_mix", required_argument, 0, OPT_PRIOMIX },
+    { "filename", required_argument, 0, OPT_FILENAME },
+    { "output-format", required_argument, 0, OPT_OUTFMT },
+    { "output_format", required_argument, 0, OPT_OUTFMT },
+    { "seed", required_argument, 0, OPT_SEED },
+    { "check-serial", no_argument, 0, OPT_CHECK },
+    { "fixedbufs", optional_argument, 0, OPT_FIXEDBUFS },
+    { "dsync", optional_argument, 0, OPT_DSYNC },
+    { "batch-submit", required_argument, 0, OPT_BATCHSUB },
+    { "batch_submit", required_argument, 0, OPT_BATCHSUB },
+    { "group-submit", required_argument, 0, OPT_GROUPSUB },
+    { "group_submit", required_argument, 0, OPT_GROUPSUB },
+    { "help", no_argument, 0, 'h' },
+    { 0, 0, 0, 0 },
+};
+
+/* --engine-depth was given: otherwise it follows --iodepth (check_args). */
+static bool engine_depth_given;
+
+static ioeng_mode_t parse_mode(const char *arg)
+{
+    if (!strcmp(arg, "threads")) return IOENG_MODE_THREADS;
+    if (!strcmp(arg, "polled")) return IOENG_MODE_POLLED;
+    die("--mode: expected threads or polled, got '%s'", arg);
+}
+
+static ioeng_backend_t parse_backend(const char *arg)
+{
+    if (!strcmp(arg, "aio")) return IOENG_BACKEND_AIO;
+    if (!strcmp(arg, "uring") || !strcmp(arg, "io_uring")) return IOENG_BACKEND_URING;
+    if (!strcmp(arg, "auto")) return IOENG_BACKEND_AUTO;
+    die("--backend: expected aio, uring or auto, got '%s'", arg);
+}
+
+static enum rw_mode parse_rw(const char *arg)
+{
+    for (unsigned i = 0; i < sizeof rw_names / sizeof rw_names[0]; i++) {
+        if (!strcmp(arg, rw_names[i]))
+            return (enum rw_mode)i;
+    }
+    if (!strcmp(arg, "readwrite"))
+        return RW_RW;
+    die("--rw: expected read, write, randread, randwrite, randrw or rw, got '%s'", arg);
+}
+
+static bool parse_json(const char *arg)
+{
+    if (!strcmp(arg, "json")) return true;
+    if (!strcmp(arg, "normal")) return false;
+    die("--output-format: expected normal or json, got '%s'", arg);
+}
+
+static double parse_prio_mix(const char *arg)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(arg, &end);
+    if (end == arg || *end || errno || !(v >= 0 && v <= 1))
+        die("--prio-mix: expected a fraction between 0 and 1, got '%s'", arg);
+    return v;
+}
+
+static uint64_t parse_seed(const char *arg)
+{
+    char *end;
+    errno = 0;
+    uint64_t v = strtoull(arg, &end, 0);
+    if (end == arg || *end || errno) die("--seed: expected an integer, got '%s'", arg);
+    return v;
+}
+
+/* One option `c` (getopt_long's value) with its argument; exits on a bad value. */
+static void parse_opt(int c, const char *arg, char **argv)
+{
+    switch (c) {
+    case OPT_MODE: opt.mode = parse_mode(arg); break;
+    case OPT_IDLEPOLL:
+        opt.idle_poll_us = !strcmp(arg, "never") ? IOENG_POLL_NEVER
+                                                  : parse_uint("--idle-poll-us", arg, 0, UINT32_MAX - 1);
+        break;
+    case OPT_BACKEND: opt.backend = parse_backend(arg); break;
+    case OPT_RW: opt.rw = parse_rw(arg); break;
+    case OPT_RWMIX: opt.rwmixread = parse_uint("--rwmixread", arg, 0, 100); break;
+    case OPT_BS:
+        if (!parse_size(arg, &opt.bs) || opt.bs > (1ull << 30))
+            die("--bs: expected a size between 1 and 1g (e.g. 4k, 1m), got '%s'", arg);
+        break;
+    case OPT_IODEPTH: opt.iodepth = parse_uint("--iodepth", arg, 1, MAX_IODEPTH); break;
+    case OPT_ENGDEPTH:
+        opt.engine_depth = parse_uint("--engine-depth", arg, 1, IOENG_MAX_DEPTH);
+        engine_depth_given = true;
+        break;
+    case OPT_BATCH: opt.batch = parse_uint("--batch", arg, 0, IOENG_MAX_DEPTH); break;
+    case OPT_QCAP: opt.queue_capacity = parse_uint("--queue-capacity", arg, 0, UINT32_MAX); break;
+    case OPT_SIZE:
+        if (!parse_size(arg, &opt.size))
+            die("--size: expected a size such as 256m or 1g, got '%s'", arg);
+        opt.size_given = true;
+        break;
+    case OPT_RUNTIME:
+        if (!parse_time(arg, &opt.runtime) || opt.runtime <= 0 || opt.runtime > 1e7)
+            die("--runtime: expected a positive time such as 10, 0.5, 3s or 500ms, got '%s'", arg);
+        break;
+    case OPT_RAMP:
+        if (!parse_time(arg, &opt.ramp_time) || opt.ramp_time > 1e7)
+            die("--ramp_time: expected a time such as 2 or 500ms, got '%s'", arg);
+        break;
+    case OPT_DIRECT: opt.direct = (int)parse_uint("--direct", arg, 0, 1); break;
+    case OPT_NUMJOBS: opt.numjobs = parse_uint("--numjobs", arg, 1, MAX_NUMJOBS); break;
+    case OPT_PRIOMIX: opt.prio_mix = parse_prio_mix(arg); break;
+    case OPT_FILENAME:
+        if (!*arg) die("--filename: empty path");
+        opt.filename = arg;
+        break;
+    case OPT_OUTFMT: opt.json = parse_json(arg); break;
+    case OPT_SEED: opt.seed = parse_seed(arg); break;
+    case OPT_CHECK: opt.check_serial = true; break;
+    case OPT_FIXEDBUFS: opt.fixedbufs = !arg || parse_uint("--fixedbufs", arg, 0, 1); break;
+    case OPT_DSYNC: opt.dsync = !arg || parse_uint("--dsync", arg, 0, 1); break;
+    case OPT_BATCHSUB:
+        opt.batch_submit = parse_uint("--batch-submit", arg, 1, MAX_IODEPTH);
+        opt.group_singles = false;
+        break;
+    case OPT_GROUPSUB:
+        opt.batch_submit = parse_uint("--group-submit", arg, 1, MAX_IODEPTH);
+        opt.group_singles = true;
+        break;
+    case 'h': usage(stdout); exit(0);
+    case '?':
+    default:
+        if (optopt)
+            die("option '%s' needs a value or takes none (see --help)", argv[optind - 1]);
+        die("unknown option '%s' (see --help)", argv[optind - 1]);
+    }
+}
+
+/* Rules across options, once all are known; fills in the default engine depth. */
+static void check_args(void)
+{
+    if (opt.numjobs > opt.iodepth)
+        die("--numjobs (%u) must not exceed --iodepth (%u): each job keeps at least one request outstanding",
+            opt.numjobs, opt.iodepth);
+    if (opt.mode == IOENG_MODE_POLLED && opt.numjobs != 1)
+        die("--mode polled runs one job thread, which drives the engine (--numjobs 1)");
+    if (!engine_depth_given)
+        opt.engine_depth = opt.iodepth < IOENG_MAX_DEPTH ? opt.iodepth : IOENG_MAX_DEPTH;
+    if (opt.batch > opt.engine_depth)
+        die("--batch (%u) must not exceed the engine depth (%u)", opt.batch, opt.engine_depth);
+    if (opt.size < opt.bs)
+        die("--size (%" PRIu64 ") is smaller than --bs (%" PRIu64 ")", opt.size, opt.bs);
+    if (opt.direct && opt.bs % 512)
+        die("--bs %" PRIu64 " is not a multiple of 512, which O_DIRECT requires (use --direct 0)", opt.bs);
+    if ((uint64_t)opt.iodepth * opt.bs > (64ull << 30))
+        die("--iodepth x --bs needs %" PRIu64 " MiB of buffers; that is too much",
+            (uint64_t)opt.iodepth * opt.bs >> 20);
+}
+
+void parse_args(int argc, char **argv)
+{
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1)
+        parse_opt(c, optarg, argv);
+    if (optind < argc)
+        die("unexpected argument '%s' (see --help)", argv[optind]);
+    check_args();
+}

@@ -1,0 +1,198 @@
+/*
+ * ioeng_bench_report.c - what ioeng_bench prints: the progress line, the result in
+ * normal or JSON form with latency percentiles from the histograms, and the failure
+ * summary that sets the exit status. See ioeng_bench.h for the other files.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <string.h>
+
+#include "ioeng_bench.h"
+
+static const char *const class_names[NCLASS] = { "normal_read", "normal_write", "high_read", "high_write" };
+
+static uint64_t h_low(unsigned i)
+{
+    if (i < H_SUB)
+        return i;
+    unsigned shift = (i - H_SUB) / H_HALF + 1;
+    return ((uint64_t)((i - H_SUB) % H_HALF) + H_HALF) << shift;
+}
+
+static uint64_t h_width(unsigned i)
+{
+    return i < H_SUB ? 1 : 1ull << ((i - H_SUB) / H_HALF + 1);
+}
+/* Value at percentile p (0..100): middle of the bucket holding the ceil(p% * count)-th
+ * sample, clamped to the exact min/max. */
+static double h_percentile(const struct hist *h, double p)
+{
+    if (!h->count)
+        return 0;
+    uint64_t rank = (uint64_t)ceil(p / 100.0 * (double)h->count);
+    if (rank < 1) rank = 1;
+    uint64_t seen = 0;
+    for (unsigned i = 0; i < H_BUCKETS; i++) {
+        seen += h->b[i];
+        if (seen >= rank) {
+            double v = (double)h_low(i) + (double)(h_width(i) - 1) / 2.0;
+            if (v < (double)h->min) v = (double)h->min;
+            if (v > (double)h->max) v = (double)h->max;
+            return v;
+        }
+    }
+    return (double)h->max;
+}
+const char *backend_str(ioeng_backend_t b)
+{
+    return b == IOENG_BACKEND_AIO ? "aio" : b == IOENG_BACKEND_URING ? "uring" : "auto";
+}
+
+static void json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+static const double pcts[] = { 50, 90, 99, 99.9 };
+static const char *const pct_keys[] = { "p50", "p90", "p99", "p99.9" };
+
+static void report_json(const struct result *r)
+{
+    printf("{\"backend\":\"%s\",\"mode\":\"%s\",\"rw\":\"%s\",\"bs\":%" PRIu64 ",\"iodepth\":%u,\"engine_depth\":%u,"
+           "\"numjobs\":%u,\"direct\":%d,\"runtime_s\":%.3f,\"iops\":%.1f,\"mib_s\":%.2f,"
+           "\"ios\":%" PRIu64 ",\"cpu_usr_pct\":%.2f,\"cpu_sys_pct\":%.2f,\"ios_per_submit\":%.3f,",
+           backend_str(r->backend), opt.mode == IOENG_MODE_POLLED ? "polled" : "threads",
+           rw_names[opt.rw], opt.bs, opt.iodepth, opt.engine_depth, opt.numjobs, opt.direct, r->elapsed, r->iops, r->mib_s, r->ios, r->usr_pct, r->sys_pct,
+           r->ios_per_submit);
+    printf("\"kernel_submit_calls\":%" PRIu64 ",\"resubmits\":%" PRIu64 ",\"batch\":%u,"
+           "\"size\":%" PRIu64 ",\"rwmixread\":%u,\"prio_mix\":%g,\"ramp_time_s\":%g,"
+           "\"errors\":%" PRIu64 ",\"eagain_fallbacks\":%" PRIu64 ",\"interrupted\":%s,"
+           "\"version\":\"%s\",\"fixedbufs\":%d,\"dsync\":%d,\"batch_submit\":%u,\"group_singles\":%s,\"filename\":",
+           r->submit_calls, r->resubmits, opt.batch, opt.size, opt.rwmixread, opt.prio_mix,
+           opt.ramp_time, (uint64_t)atomic_load(&g.errors), (uint64_t)atomic_load(&g.eagain_fallbacks),
+           interrupted ? "true" : "false", ioeng_version(), opt.fixedbufs, opt.dsync,
+           opt.batch_submit, opt.group_singles ? "true" : "false");
+    json_string(r->path);
+    printf(",\"lat_us\":{");
+    bool first = true;
+    for (unsigned c = 0; c < NCLASS; c++) {
+        const struct hist *h = &hist[c];
+        if (!h->count)
+            continue;
+        printf("%s\"%s\":{\"min\":%.3f,\"avg\":%.3f", first ? "" : ",", class_names[c],
+               (double)h->min / 1e3, (double)h->sum / (double)h->count / 1e3);
+        for (unsigned k = 0; k < sizeof pcts / sizeof pcts[0]; k++)
+            printf(",\"%s\":%.3f", pct_keys[k], h_percentile(h, pcts[k]) / 1e3);
+        printf(",\"max\":%.3f,\"count\":%" PRIu64 "}", (double)h->max / 1e3, h->count);
+        first = false;
+    }
+    printf("}}\n");
+}
+
+static void report_normal(const struct result *r)
+{
+    printf("ioeng_bench (libioeng %s): backend=%s mode=%s rw=%s bs=%" PRIu64 " iodepth=%u engine_depth=%u "
+           "numjobs=%u direct=%d\n",
+           ioeng_version(), backend_str(r->backend), opt.mode == IOENG_MODE_POLLED ? "polled" : "threads",
+           rw_names[opt.rw], opt.bs, opt.iodepth,
+           opt.engine_depth, opt.numjobs, opt.direct);
+    printf("  file=%s size=%.1fMiB", r->path, (double)opt.size / 1048576.0);
+    if (opt.rw == RW_RANDRW || opt.rw == RW_RW) printf(" rwmixread=%u", opt.rwmixread);
+    if (opt.prio_mix > 0) printf(" prio-mix=%g", opt.prio_mix);
+    if (opt.ramp_time > 0) printf(" ramp_time=%gs", opt.ramp_time);
+    if (opt.fixedbufs) printf(" fixedbufs=1");
+    if (opt.dsync) printf(" dsync=1");
+    if (opt.batch_submit) printf(" %s=%u", opt.group_singles ? "group-submit" : "batch-submit", opt.batch_submit);
+    printf("%s\n", interrupted ? "  (interrupted)" : "");
+    printf("  IOPS=%.1f, BW=%.1fMiB/s, ios=%" PRIu64 " in %.2fs\n", r->iops, r->mib_s, r->ios, r->elapsed);
+    printf("  cpu: usr=%.1f%%, sys=%.1f%% of wall time (100%% = one CPU)\n", r->usr_pct, r->sys_pct);
+    printf("  kernel submit calls=%" PRIu64 ", IOs per submit=%.2f, resubmits=%" PRIu64, r->submit_calls,
+           r->ios_per_submit, r->resubmits);
+    if (atomic_load(&g.eagain_fallbacks))
+        printf(", -EAGAIN fallbacks=%" PRIu64, (uint64_t)atomic_load(&g.eagain_fallbacks));
+    printf("\n  completion latency (usec, submit -> callback):\n");
+    printf("    %-13s %10s %9s %9s %9s %9s %9s %9s %9s\n", "class", "count", "min", "avg", "p50", "p90",
+           "p99", "p99.9", "max");
+    for (unsigned c = 0; c < NCLASS; c++) {
+        const struct hist *h = &hist[c];
+        if (!h->count)
+            continue;
+        printf("    %-13s %10" PRIu64 " %9.2f %9.2f", class_names[c], h->count, (double)h->min / 1e3,
+               (double)h->sum / (double)h->count / 1e3);
+        for (unsigned k = 0; k < sizeof pcts / sizeof pcts[0]; k++)
+            printf(" %9.2f", h_percentile(h, pcts[k]) / 1e3);
+        printf(" %9.2f\n", (double)h->max / 1e3);
+    }
+}
+static double tv_sec(struct timeval tv)
+{
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+/* The measured phase's figures, from the samples taken at its start and its end. */
+void make_result(struct result *r, const struct sample *a, const struct sample *b)
+{
+    r->elapsed = (double)(b->t - a->t) / 1e9;
+    for (unsigned c = 0; c < NCLASS; c++)
+        r->ios += hist[c].count;
+    r->iops = r->elapsed > 0 ? (double)r->ios / r->elapsed : 0;
+    r->mib_s = r->iops * (double)opt.bs / 1048576.0;
+    r->usr_pct = r->elapsed > 0 ? 100.0 * (tv_sec(b->ru.ru_utime) - tv_sec(a->ru.ru_utime)) / r->elapsed : 0;
+    r->sys_pct = r->elapsed > 0 ? 100.0 * (tv_sec(b->ru.ru_stime) - tv_sec(a->ru.ru_stime)) / r->elapsed : 0;
+    r->submit_calls = b->st.kernel_submit_calls - a->st.kernel_submit_calls;
+    r->completed_delta = b->st.completed - a->st.completed;
+    r->ios_per_submit = r->submit_calls ? (double)r->completed_delta / (double)r->submit_calls : 0;
+    r->resubmits = b->st.resubmits - a->st.resubmits;
+}
+
+void report(const struct result *r)
+{
+    if (opt.json) report_json(r);
+    else report_normal(r);
+    fflush(stdout);
+}
+
+void progress(bool tty, const char *phase, double t, double total, const ioeng_stats_t *a,
+              const ioeng_stats_t *b, double dt)
+{
+    if (!tty)
+        return;
+    double iops = dt > 0 ? (double)(b->completed - a->completed) / dt : 0;
+    fprintf(stderr, "\r[%s %s] %-4s %5.1f/%.1fs  IOPS %9.0f  %8.1f MiB/s  in_flight %4" PRIu64
+            "  queued %5" PRIu64 "\033[K",
+            prog, backend_str(ioeng_backend(g.eng)), phase, t, total, iops,
+            iops * (double)opt.bs / 1048576.0, b->in_flight, b->queued_high + b->queued_read + b->queued_write);
+    fflush(stderr);
+}
+/* Prints what failed (IO errors, overlapping callbacks) to stderr; returns the exit
+ * status so far: 1 if anything did, else 0. */
+int error_status(void)
+{
+    int status = 0;
+    uint64_t nerr = atomic_load(&g.errors);
+    if (nerr) {
+        int e = atomic_load(&g.first_error);
+        if (e < 0)
+            fprintf(stderr, "%s: %" PRIu64 " failed IOs/submits; first: %s%s\n", prog, nerr, strerror(-e),
+                    e == -EINVAL && opt.direct
+                        ? " (O_DIRECT needs bs and offsets aligned to the device's logical block size)"
+                        : "");
+        else
+            fprintf(stderr, "%s: %" PRIu64 " failed IOs; first: short transfer of %d of %" PRIu64 " bytes\n",
+                    prog, nerr, e, opt.bs);
+        status = 1;
+    }
+    if (atomic_load(&g.overlaps)) {
+        fprintf(stderr, "%s: LIBRARY BUG: %" PRIu64 " callbacks overlapped another callback\n", prog,
+                (uint64_t)atomic_load(&g.overlaps));
+        status = 1;
+    }
+    return status;
+}
