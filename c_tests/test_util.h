@@ -790,4 +790,35 @@ static inline int tu_recs_report(const tu_recs_t *l, ioeng_backend_t be)
     return bad;
 }
 
+/* The frame of a test made of recorded requests (test_flags, test_vec): tu_init(name),
+ * the backend of IOENG_TEST_BACKEND (skipped if unavailable), l's waiter, an engine of
+ * depth 16 and two ext4 scratch files, buffered and O_DIRECT. */
+typedef struct {
+    ioeng_backend_t be;
+    ioeng_t *h;
+    int ext4, direct;
+} tu_recs_test_t;
+
+static inline tu_recs_test_t tu_recs_begin(const char *name, tu_recs_t *l)
+{
+    tu_recs_test_t t;
+    tu_init(name, 0);
+    t.be = tu_backend();
+    require_backend(t.be);
+    tu_waiter_init(&l->w);
+    t.h = tu_open(t.be, 16, 0, 0, 0);
+    t.ext4 = tu_scratch(TU_EXT4, 0, NULL);
+    t.direct = tu_scratch(TU_EXT4, 1, NULL);
+    return t;
+}
+
+/* Closes the engine; fails the test if a refused request (submitted with tu_count_cb)
+ * got a callback or a recorded one is wrong (listed by tu_recs_report). */
+static inline void tu_recs_end(tu_recs_test_t *t, const tu_recs_t *l)
+{
+    tu_close(t->h);
+    CHECK(tu_counted == 0, "%d callbacks for refused requests", tu_counted);
+    CHECK(tu_recs_report(l, t->be) == 0, "wrong results (listed above)");
+}
+
 #endif /* IOENG_TEST_UTIL_H */
