@@ -790,7 +790,7 @@ static inline int tu_recs_report(const tu_recs_t *l, ioeng_backend_t be)
     return bad;
 }
 
-/* The frame of a test made of recorded requests (test_flags, test_vec): tu_init(name),
+/* The frame of a test made of recorded requests (test_flags, test_vectored_io): tu_init(name),
  * the backend of IOENG_TEST_BACKEND (skipped if unavailable), l's waiter, an engine of
  * depth 16 and two ext4 scratch files, buffered and O_DIRECT. */
 typedef struct {

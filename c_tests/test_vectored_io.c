@@ -70,7 +70,7 @@ static void *feed_pieces(void *arg)
 
 int main(void)
 {
-    tu_recs_test_t t = tu_recs_begin("test_vec", &recs);
+    tu_recs_test_t t = tu_recs_begin("test_vectored_io", &recs);
     ioeng_backend_t be = t.be;
     ioeng_t *h = t.h;
     int ext4 = t.ext4, direct = t.direct;
@@ -160,7 +160,7 @@ int main(void)
               tu_errname(bad[i].want));
     }
     tu_recs_end(&t, &recs);
-    printf("test_vec [%s]: OK: WRITEV/READV round trips (ext4, O_DIRECT, tmpfs), pipe READV fed "
+    printf("test_vectored_io [%s]: OK: WRITEV/READV round trips (ext4, O_DIRECT, tmpfs), pipe READV fed "
            "in 7 pieces (%" PRIu64 " continuations), IOV_MAX accepted, empty segments before a "
            "3 GiB one, 7 bad vectors refused, iovec arrays untouched\n",
            tu_backend_name(be), after.resubmits - before.resubmits);

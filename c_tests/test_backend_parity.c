@@ -90,7 +90,7 @@ static void record_sums(int run)
 
 int main(void)
 {
-    tu_init("test_same", 120);
+    tu_init("test_backend_parity", 120);
     require_backend(IOENG_BACKEND_URING);
     const ioeng_backend_t B[2] = {IOENG_BACKEND_AIO, IOENG_BACKEND_URING};
 
@@ -256,11 +256,11 @@ int main(void)
     close(vfd);
 
     if (mismatches) {
-        fprintf(stderr, "FAIL test_same: %d mismatch(es) between AIO and io_uring or against the "
+        fprintf(stderr, "FAIL test_backend_parity: %d mismatch(es) between AIO and io_uring or against the "
                 "contract (listed above)\n", mismatches);
         return 1;
     }
-    printf("test_same [aio+uring]: OK: 4 fairness scenarios + %d-request mixed batch (EOF, closed "
+    printf("test_backend_parity [aio+uring]: OK: 4 fairness scenarios + %d-request mixed batch (EOF, closed "
            "fd, misaligned O_DIRECT, fsync, write/read, wrong-mode fd, EFAULT, EFBIG, pipe, dir "
            "read %s, half-faulting read %s) give identical order, res and data on AIO and "
            "io_uring, ordered and at depth 16\n", nmix, tu_errname(dres), tu_errname(hres));
