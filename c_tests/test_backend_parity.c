@@ -1,8 +1,9 @@
 /*
- * (j) Identical behaviour of the two backends (DESIGN §1.1 and §3: "Both backends give
- * the same res for the same request"). In ONE process the same requests run on AIO
- * and on io_uring, and the callback sequence and every res must be identical (and,
- * where the contract fixes it, equal to the documented value):
+ * Identical behaviour of the two backends ("Both backends give the same `res`": see
+ * ioeng_cb_t in include/ioeng.h, and "Layers" in docs/ARCHITECTURE.md). In ONE
+ * process the same requests run on AIO and on io_uring, and the callback sequence and
+ * every res must be identical (and, where the contract fixes it, equal to the
+ * documented value):
  *  A. the four fairness scenarios of test_order (depth = batch = 1, paused);
  *  B. a mixed batch, ordered (depth = batch = 1, paused): EOF reads, closed fd,
  *     misaligned O_DIRECT, fsync/fdatasync, normal write/read, wrong-mode fds,

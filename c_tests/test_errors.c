@@ -1,5 +1,5 @@
 /*
- * (d) Every synchronous error of the C interface, with exact return values, and the
+ * Every synchronous error of the C interface, with exact return values, and the
  * rule "return < 0 => the callback never runs" (callbacks are counted).
  */
 #include "test_util.h"

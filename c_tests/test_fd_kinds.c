@@ -1,5 +1,5 @@
 /*
- * (=) The same `res` on every kind of fd: for READ, WRITE and FSYNC on a regular file,
+ * The same `res` on every kind of fd: for READ, WRITE and FSYNC on a regular file,
  * an O_DIRECT file, a pipe, a stream and a datagram socket, an eventfd, /dev/null, /dev/zero, /dev/full, an
  * inotify fd (a READ of one event and a bigger one: a short read is a message), /proc files,
  * /dev/kmsg (one record per READ: a character device without a position hands out

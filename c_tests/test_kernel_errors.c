@@ -1,5 +1,5 @@
 /*
- * (e) Kernel errors come back through the callback as -errno (never a crash, never a
+ * Kernel errors come back through the callback as -errno (never a crash, never a
  * synchronous error from ioeng_submit):
  *  - fd number of a file that was opened and closed (number kept unused) -> -EBADF
  *  - misaligned O_DIRECT on ext4 (buffer + 1, len 100, offset 1)         -> -EINVAL
