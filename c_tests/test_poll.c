@@ -34,12 +34,7 @@ static ioeng_backend_t g_be;
 
 static ioeng_config_t cfg_for(ioeng_mode_t mode, uint32_t depth)
 {
-    ioeng_config_t c;
-    ioeng_config_init(&c);
-    c.backend = g_be;
-    c.mode = mode;
-    c.depth = depth;
-    return c;
+    return tu_config(g_be, mode, depth);
 }
 
 /* A POLLED engine without the test driver thread: this test polls it itself. */
@@ -705,10 +700,8 @@ int main(void)
     tu_init("test_poll", 60);
     g_be = tu_backend();
     require_backend(g_be);
-    int fd = tu_scratch(TU_TMPFS, 0, NULL);
-    char *buf = tu_alloc(64 * 4096);
-    tu_fill(buf, 64 * 4096, 7);
-    tu_pwrite_all(fd, buf, 64 * 4096, 0);
+    char *buf;
+    int fd = tu_scratch_filled(64 * 4096, 7, &buf);
 
     check_threads_mode();
     check_min_complete_and_timeout(fd, buf);

@@ -15,12 +15,7 @@ static ioeng_backend_t g_be;
 
 static ioeng_config_t cfg_for(ioeng_mode_t mode, uint32_t depth)
 {
-    ioeng_config_t c;
-    ioeng_config_init(&c);
-    c.backend = g_be;
-    c.mode = mode;
-    c.depth = depth;
-    return c;
+    return tu_config(g_be, mode, depth);
 }
 
 /* ---- 1. bad mode, bad CPU ---------------------------------------------------- */
@@ -156,10 +151,8 @@ int main(void)
     tu_init("test_threads_policy", 60);
     g_be = tu_backend();
     require_backend(g_be);
-    int fd = tu_scratch(TU_TMPFS, 0, NULL);
-    char *buf = tu_alloc(64 * 4096);
-    tu_fill(buf, 64 * 4096, 7);
-    tu_pwrite_all(fd, buf, 64 * 4096, 0);
+    char *buf;
+    int fd = tu_scratch_filled(64 * 4096, 7, &buf);
 
     check_bad_config();
     check_pinning_and_idle(fd, buf);

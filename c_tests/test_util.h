@@ -722,6 +722,30 @@ static inline const char *tu_errname(int64_t res)
     }
 }
 
+/* The config of an engine a test opens itself (not through tu_open): `be`, `mode`,
+ * `depth`, the rest default. */
+static inline ioeng_config_t tu_config(ioeng_backend_t be, ioeng_mode_t mode, uint32_t depth)
+{
+    ioeng_config_t c;
+    ioeng_config_init(&c);
+    c.backend = be;
+    c.mode = mode;
+    c.depth = depth;
+    return c;
+}
+
+/* A tmpfs scratch file of `len` bytes of tu_fill(seed) data; *buf_out gets a buffer of
+ * `len` bytes holding the same data. */
+static inline int tu_scratch_filled(size_t len, uint64_t seed, char **buf_out)
+{
+    int fd = tu_scratch(TU_TMPFS, 0, NULL);
+    char *buf = tu_alloc(len);
+    tu_fill(buf, len, seed);
+    tu_pwrite_all(fd, buf, len, 0);
+    *buf_out = buf;
+    return fd;
+}
+
 /* ------------------------------------------------------------------ */
 /* Recorded requests: each callback stores its res and counts on a waiter. */
 /* ------------------------------------------------------------------ */
