@@ -1,5 +1,5 @@
 /*
- * Ordered-scenario runner shared by test_order and test_same.
+ * Ordered-scenario runner shared by test_order and test_backend_parity.
  *
  * A scenario is a list of labelled requests submitted by one thread into an engine
  * opened with depth = batch = 1 and start_paused = 1; after ioeng_resume() the

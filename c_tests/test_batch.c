@@ -1,5 +1,5 @@
 /*
- * (c) Batching visible in ioeng_stats: 1000 requests queued on a paused engine,
+ * Batching visible in ioeng_stats: 1000 requests queued on a paused engine,
  * then resumed. Depth 1024 / batch 128 (everything fits): exactly ceil(1000/128) = 8
  * kernel submit calls. Depth 128 (batch = depth): well below 1000 (<= 500). Depth 128 /
  * batch 16: at least ceil(1000/16) = 63 (a call never carries more than `batch`).

@@ -1,5 +1,5 @@
 /*
- * (g) Callback chain: each callback submits the next request from inside the callback,
+ * Callback chain: each callback submits the next request from inside the callback,
  * 10 000 links. All must run, in order, each exactly once, with correct results and
  * data; ioeng_close() then returns 0. A second run drives 4 chains concurrently
  * (2 500 links each) to exercise callback-side submits racing each other.

@@ -1,5 +1,5 @@
 /*
- * (h) ioeng_close() semantics:
+ * ioeng_close() semantics (see ioeng_close in include/ioeng.h):
  *  1. paused engine with 10 000 queued requests, closed without resume: returns 0 and
  *     every callback (with correct res) ran before it returned;
  *  2. a callback calling ioeng_submit() during close gets -ESHUTDOWN (and no extra

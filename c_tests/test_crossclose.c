@@ -1,5 +1,6 @@
 /*
- * (x) ioeng_close from a callback of ANY engine returns -EDEADLK (DESIGN §5.9). Two
+ * THREADS mode: ioeng_close from a callback of ANY engine returns -EDEADLK (see
+ * ioeng_close in include/ioeng.h). Two
  * engines whose callbacks close each other would otherwise wait for each other forever:
  * A's callback joins B's completer, which sits in B's callback joining A's completer.
  * The interleaving is forced with a barrier: both callbacks are running when both call

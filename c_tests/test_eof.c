@@ -1,5 +1,5 @@
 /*
- * (f) EOF and short reads. A 10000-byte file (tmpfs buffered, ext4 buffered, ext4
+ * EOF and short reads. A 10000-byte file (tmpfs buffered, ext4 buffered, ext4
  * O_DIRECT): read 4096 at 8192 -> 1808; read at 10000 -> 0; at 20000 -> 0;
  * 16384 at 0 -> 10000; bytes verified. Plus requests above the kernel's per-call
  * maximum (0x7ffff000): a 2 GiB + 12 KiB read of a sparse 2 GiB + 4 KiB tmpfs file

@@ -1,35 +1,8 @@
 /*
- * (d) Every synchronous error of the C interface, with exact return values, and the
+ * Every synchronous error of the C interface, with exact return values, and the
  * rule "return < 0 => the callback never runs" (callbacks are counted).
  */
 #include "test_util.h"
-
-#include <stddef.h>
-
-/* The version-1 ABI, as C sees it: the same sizes and offsets src/ffi.rs asserts. */
-_Static_assert(sizeof(ioeng_req_t) == 64, "ioeng_req_t is 64 bytes");
-_Static_assert(offsetof(ioeng_req_t, flags) == 12, "ioeng_req_t.flags");
-_Static_assert(offsetof(ioeng_req_t, buf) == 16, "ioeng_req_t.buf");
-_Static_assert(offsetof(ioeng_req_t, len) == 24, "ioeng_req_t.len");
-_Static_assert(offsetof(ioeng_req_t, offset) == 32, "ioeng_req_t.offset");
-_Static_assert(offsetof(ioeng_req_t, tag) == 40, "ioeng_req_t.tag");
-_Static_assert(offsetof(ioeng_req_t, deadline_ns) == 48, "ioeng_req_t.deadline_ns");
-_Static_assert(offsetof(ioeng_req_t, buf_index) == 56, "ioeng_req_t.buf_index");
-_Static_assert(offsetof(ioeng_req_t, reserved) == 60, "ioeng_req_t.reserved");
-_Static_assert(sizeof(ioeng_config_t) == 52, "ioeng_config_t is 52 bytes");
-_Static_assert(offsetof(ioeng_config_t, mode) == 20, "ioeng_config_t.mode");
-_Static_assert(offsetof(ioeng_config_t, idle_poll_us) == 24, "ioeng_config_t.idle_poll_us");
-_Static_assert(offsetof(ioeng_config_t, submitter_cpu) == 28, "ioeng_config_t.submitter_cpu");
-_Static_assert(offsetof(ioeng_config_t, completer_cpu) == 32, "ioeng_config_t.completer_cpu");
-_Static_assert(offsetof(ioeng_config_t, reserved) == 36, "ioeng_config_t.reserved");
-_Static_assert(sizeof(ioeng_stats_t) == 128, "ioeng_stats_t is 128 bytes");
-_Static_assert(offsetof(ioeng_stats_t, cancelled) == 64, "ioeng_stats_t.cancelled");
-_Static_assert(offsetof(ioeng_stats_t, timed_out) == 72, "ioeng_stats_t.timed_out");
-
-/* Named structs can be forward-declared, and agree with the typedefs. */
-struct ioeng_req;
-struct ioeng;
-_Static_assert(sizeof(struct ioeng_req) == sizeof(ioeng_req_t), "struct ioeng_req");
 
 static tu_waiter_t w;
 static int64_t total_cbs;

@@ -26,14 +26,10 @@ static void sub_flags(ioeng_t *h, const char *what, ioeng_req_t q, uint32_t flag
 
 int main(void)
 {
-    tu_init("test_flags", 0);
-    ioeng_backend_t be = tu_backend();
-    require_backend(be);
-    tu_waiter_init(&recs.w);
-    ioeng_t *h = tu_open(be, 16, 0, 0, 0);
-
-    int ext4 = tu_scratch(TU_EXT4, 0, NULL);
-    int direct = tu_scratch(TU_EXT4, 1, NULL);
+    tu_recs_test_t t = tu_recs_begin("test_flags", &recs);
+    ioeng_backend_t be = t.be;
+    ioeng_t *h = t.h;
+    int ext4 = t.ext4, direct = t.direct;
     unsigned char *src = tu_alloc(65536), *dst = tu_alloc(65536);
     tu_fill(src, 65536, 5);
 
@@ -144,9 +140,7 @@ int main(void)
         int rc = ioeng_submit(h, &q, tu_count_cb, NULL);
         CHECK(rc == -EINVAL, "%s: ioeng_submit = %s, want -EINVAL", bad[i].what, tu_errname(rc));
     }
-    tu_close(h);
-    CHECK(tu_counted == 0, "%d callbacks for refused requests", tu_counted);
-    CHECK(tu_recs_report(&recs, be) == 0, "wrong results (listed above)");
+    tu_recs_end(&t, &recs);
     printf("test_flags [%s]: OK: DSYNC/SYNC WRITE and WRITEV durable with full length, NOWAIT "
            "O_DIRECT read %s, NOWAIT on empty pipes -> -EAGAIN delivered (0 retries), NOWAIT "
            "buffered ext4 write %s, eventfd//dev/full DSYNC/SYNC/NOWAIT and timerfd/signalfd "

@@ -1,5 +1,6 @@
 /*
- * (f) fork(): an engine belongs to the process that opened it (DESIGN §5.9). In a
+ * fork(): an engine belongs to the process that opened it (docs/ARCHITECTURE.md,
+ * "Fork"). In a
  * forked child every call on an inherited handle returns -ESRCH and runs no callback;
  * ioeng_close there releases the child's copy and returns 0, printing nothing and leaving
  * the parent's threads and kernel objects alone (also when the parent's engine is busy

@@ -1,5 +1,5 @@
 /*
- * (i) FSYNC and FDATASYNC: res 0 on ext4 (buffered and O_DIRECT), tmpfs and an
+ * FSYNC and FDATASYNC: res 0 on ext4 (buffered and O_DIRECT), tmpfs and an
  * O_RDONLY ext4 fd, NORMAL and HIGH, after engine writes and many at once;
  * -EBADF on a closed fd; -EINVAL on a pipe (no fsync method).
  */

@@ -1,5 +1,5 @@
 /*
- * (n) An fd that keeps returning EAGAIN: a READ of an empty O_NONBLOCK pipe never
+ * An fd that keeps returning EAGAIN: a READ of an empty O_NONBLOCK pipe never
  * surfaces -EAGAIN. It stays pending while the engine serves other requests, its
  * retries back off instead of spinning (AIO gets EAGAIN back at once; io_uring waits
  * for the pipe itself), ioeng_close waits for it, and it completes with the data once a

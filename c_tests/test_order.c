@@ -1,5 +1,6 @@
 /*
- * (b) Priority + fairness order (DESIGN §2) with depth = batch = 1, start_paused = 1.
+ * Priority + fairness order (docs/ARCHITECTURE.md, "Fairness") with depth = batch = 1,
+ * start_paused = 1.
  * Each dispatch round takes HIGH first; READ and WRITE alternate which goes first by a
  * counter of the rounds in which READ/WRITE had room (rounds HIGH filled alone do not
  * count), round 0 = READ. A HIGH request arriving in step with that parity (one per
@@ -139,8 +140,8 @@ static void high_in_step_case(ioeng_backend_t be, int fd)
 
 /* ---- saturated READ and WRITE when depth is not a multiple of batch ----------- */
 /* Each refill of the slots is then full rounds plus a short one; the READ/WRITE share
- * must still be half each (DESIGN §2), not decided by which class the short round falls
- * to. */
+ * must still be half each (docs/ARCHITECTURE.md, "Fairness"), not decided by which
+ * class the short round falls to. */
 #define UNEVEN_N 1000
 static atomic_int uneven_done, uneven_reads_early;
 static tu_waiter_t uneven_w;

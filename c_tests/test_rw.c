@@ -1,5 +1,5 @@
 /*
- * (a) Write-then-read-back with checksums from 4 submitting threads, each owning
+ * Write-then-read-back with checksums from 4 submitting threads, each owning
  * its own region of the file, on ext4 with O_DIRECT and on tmpfs buffered.
  * Requests are 4 KiB..256 KiB, 4 KiB aligned, some HIGH priority. The written
  * data is checked twice: with plain pread() and through the engine's READs.

@@ -1,5 +1,5 @@
 /*
- * (k) io_uring blocked by seccomp: AUTO falls back to AIO, an explicit URING request
+ * io_uring blocked by seccomp: AUTO falls back to AIO, an explicit URING request
  * fails with -EPERM (never a silent switch).
  *
  * The parent re-execs /proc/self/exe as a child (the library caches its io_uring probe

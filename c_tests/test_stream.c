@@ -1,5 +1,5 @@
 /*
- * (s) Streams lose no byte: READ and WRITE on a pipe and on a stream socketpair, the
+ * Streams lose no byte: READ and WRITE on a pipe and on a stream socketpair, the
  * engine's end blocking and O_NONBLOCK, with the peer's data arriving in pieces, the
  * peer shutting down mid-request, a slow reader, and a reader that goes away. Every
  * byte is checked. A continuation of a short transfer on a stream must not carry a

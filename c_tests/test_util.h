@@ -722,6 +722,30 @@ static inline const char *tu_errname(int64_t res)
     }
 }
 
+/* The config of an engine a test opens itself (not through tu_open): `be`, `mode`,
+ * `depth`, the rest default. */
+static inline ioeng_config_t tu_config(ioeng_backend_t be, ioeng_mode_t mode, uint32_t depth)
+{
+    ioeng_config_t c;
+    ioeng_config_init(&c);
+    c.backend = be;
+    c.mode = mode;
+    c.depth = depth;
+    return c;
+}
+
+/* A tmpfs scratch file of `len` bytes of tu_fill(seed) data; *buf_out gets a buffer of
+ * `len` bytes holding the same data. */
+static inline int tu_scratch_filled(size_t len, uint64_t seed, char **buf_out)
+{
+    int fd = tu_scratch(TU_TMPFS, 0, NULL);
+    char *buf = tu_alloc(len);
+    tu_fill(buf, len, seed);
+    tu_pwrite_all(fd, buf, len, 0);
+    *buf_out = buf;
+    return fd;
+}
+
 /* ------------------------------------------------------------------ */
 /* Recorded requests: each callback stores its res and counts on a waiter. */
 /* ------------------------------------------------------------------ */
@@ -788,6 +812,37 @@ static inline int tu_recs_report(const tu_recs_t *l, ioeng_backend_t be)
         }
     }
     return bad;
+}
+
+/* The frame of a test made of recorded requests (test_flags, test_vectored_io): tu_init(name),
+ * the backend of IOENG_TEST_BACKEND (skipped if unavailable), l's waiter, an engine of
+ * depth 16 and two ext4 scratch files, buffered and O_DIRECT. */
+typedef struct {
+    ioeng_backend_t be;
+    ioeng_t *h;
+    int ext4, direct;
+} tu_recs_test_t;
+
+static inline tu_recs_test_t tu_recs_begin(const char *name, tu_recs_t *l)
+{
+    tu_recs_test_t t;
+    tu_init(name, 0);
+    t.be = tu_backend();
+    require_backend(t.be);
+    tu_waiter_init(&l->w);
+    t.h = tu_open(t.be, 16, 0, 0, 0);
+    t.ext4 = tu_scratch(TU_EXT4, 0, NULL);
+    t.direct = tu_scratch(TU_EXT4, 1, NULL);
+    return t;
+}
+
+/* Closes the engine; fails the test if a refused request (submitted with tu_count_cb)
+ * got a callback or a recorded one is wrong (listed by tu_recs_report). */
+static inline void tu_recs_end(tu_recs_test_t *t, const tu_recs_t *l)
+{
+    tu_close(t->h);
+    CHECK(tu_counted == 0, "%d callbacks for refused requests", tu_counted);
+    CHECK(tu_recs_report(l, t->be) == 0, "wrong results (listed above)");
 }
 
 #endif /* IOENG_TEST_UTIL_H */

@@ -70,14 +70,10 @@ static void *feed_pieces(void *arg)
 
 int main(void)
 {
-    tu_init("test_vec", 0);
-    ioeng_backend_t be = tu_backend();
-    require_backend(be);
-    tu_waiter_init(&recs.w);
-    ioeng_t *h = tu_open(be, 16, 0, 0, 0);
-
-    int ext4 = tu_scratch(TU_EXT4, 0, NULL);
-    int direct = tu_scratch(TU_EXT4, 1, NULL);
+    tu_recs_test_t t = tu_recs_begin("test_vectored_io", &recs);
+    ioeng_backend_t be = t.be;
+    ioeng_t *h = t.h;
+    int ext4 = t.ext4, direct = t.direct;
     int shm = tu_scratch(TU_TMPFS, 0, NULL);
     round_trip(h, ext4, 0, "WRITEV/READV ext4 buffered");
     round_trip(h, direct, 1, "WRITEV/READV ext4 O_DIRECT");
@@ -163,10 +159,8 @@ int main(void)
         CHECK(rc == bad[i].want, "%s: ioeng_submit = %s, want %s", bad[i].what, tu_errname(rc),
               tu_errname(bad[i].want));
     }
-    tu_close(h);
-    CHECK(tu_counted == 0, "%d callbacks for refused requests", tu_counted);
-    CHECK(tu_recs_report(&recs, be) == 0, "wrong results (listed above)");
-    printf("test_vec [%s]: OK: WRITEV/READV round trips (ext4, O_DIRECT, tmpfs), pipe READV fed "
+    tu_recs_end(&t, &recs);
+    printf("test_vectored_io [%s]: OK: WRITEV/READV round trips (ext4, O_DIRECT, tmpfs), pipe READV fed "
            "in 7 pieces (%" PRIu64 " continuations), IOV_MAX accepted, empty segments before a "
            "3 GiB one, 7 bad vectors refused, iovec arrays untouched\n",
            tu_backend_name(be), after.resubmits - before.resubmits);

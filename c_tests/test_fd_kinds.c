@@ -1,5 +1,5 @@
 /*
- * (=) The same `res` on every kind of fd: for READ, WRITE and FSYNC on a regular file,
+ * The same `res` on every kind of fd: for READ, WRITE and FSYNC on a regular file,
  * an O_DIRECT file, a pipe, a stream and a datagram socket, an eventfd, /dev/null, /dev/zero, /dev/full, an
  * inotify fd (a READ of one event and a bigger one: a short read is a message), /proc files,
  * /dev/kmsg (one record per READ: a character device without a position hands out
@@ -244,12 +244,12 @@ static void teardown_loop(void)
 
 int main(void)
 {
-    tu_init("test_sameres", 120);
+    tu_init("test_fd_kinds", 120);
     ioeng_backend_t be = tu_backend();
     require_backend(be);
     tu_waiter_init(&w);
 
-    snprintf(dirpath, sizeof dirpath, "%s/ioeng-sameres-XXXXXX", tu_dir_for(TU_EXT4));
+    snprintf(dirpath, sizeof dirpath, "%s/ioeng-fd-kinds-XXXXXX", tu_dir_for(TU_EXT4));
     CHECK(mkdtemp(dirpath), "mkdtemp: %s", strerror(errno));
     setup_loop();
     int kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -372,7 +372,7 @@ int main(void)
     unlink(path);
     rmdir(dirpath);
     CHECK(bad == 0, "%d of %d cells differ from read(2)/write(2)/fsync(2) (marked '!=')", bad, cells);
-    printf("test_sameres [%s]: %d engine results equal read(2)/write(2)/fsync(2)%s\n",
+    printf("test_fd_kinds [%s]: %d engine results equal read(2)/write(2)/fsync(2)%s\n",
            tu_backend_name(be), cells, loopdev[0] ? "" : " (no loop device)");
     return 0;
 }

@@ -73,7 +73,7 @@ static int memlock_child(void)
 
 int main(void)
 {
-    tu_init("test_fixed", 0);
+    tu_init("test_fixed_buffers", 0);
     ioeng_backend_t be = tu_backend();
     require_backend(be);
     tu_waiter_init(&recs.w);
@@ -185,7 +185,7 @@ int main(void)
               status);
         memlock = "memlock refusal returned and engine usable";
     }
-    printf("test_fixed [%s]: OK: %d buffers registered, FIXED_BUF round trips (O_DIRECT, tmpfs "
+    printf("test_fixed_buffers [%s]: OK: %d buffers registered, FIXED_BUF round trips (O_DIRECT, tmpfs "
            "sub-range), 8 range/index/vector errors and -EBUSY cases refused; %s\n",
            tu_backend_name(be), NB, memlock);
     return 0;

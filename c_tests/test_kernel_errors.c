@@ -1,5 +1,5 @@
 /*
- * (e) Kernel errors come back through the callback as -errno (never a crash, never a
+ * Kernel errors come back through the callback as -errno (never a crash, never a
  * synchronous error from ioeng_submit):
  *  - fd number of a file that was opened and closed (number kept unused) -> -EBADF
  *  - misaligned O_DIRECT on ext4 (buffer + 1, len 100, offset 1)         -> -EINVAL
@@ -27,7 +27,7 @@ static void kernel_agrees_einval(int fd, void *buf, size_t len, off_t off, const
 
 int main(void)
 {
-    tu_init("test_kerr", 0);
+    tu_init("test_kernel_errors", 0);
     ioeng_backend_t be = tu_backend();
     require_backend(be);
     tu_waiter_init(&recs.w);
@@ -131,7 +131,7 @@ int main(void)
     close(wofd);
     close(dfd);
     close(tfd);
-    printf("test_kerr [%s]: OK: %d requests: closed fd -> -EBADF (R/W/FSYNC/FDATASYNC), misaligned "
+    printf("test_kernel_errors [%s]: OK: %d requests: closed fd -> -EBADF (R/W/FSYNC/FDATASYNC), misaligned "
            "O_DIRECT on ext4 -> -EINVAL (buf+1, len 100, offset 1; R and W), wrong-mode fd -> "
            "-EBADF, PROT_NONE buffer -> -EFAULT; engine keeps working; failed writes wrote "
            "nothing\n", tu_backend_name(be), recs.n);

@@ -1,8 +1,9 @@
 /*
- * (j) Identical behaviour of the two backends (DESIGN §1.1 and §3: "Both backends give
- * the same res for the same request"). In ONE process the same requests run on AIO
- * and on io_uring, and the callback sequence and every res must be identical (and,
- * where the contract fixes it, equal to the documented value):
+ * Identical behaviour of the two backends ("Both backends give the same `res`": see
+ * ioeng_cb_t in include/ioeng.h, and "Layers" in docs/ARCHITECTURE.md). In ONE
+ * process the same requests run on AIO and on io_uring, and the callback sequence and
+ * every res must be identical (and, where the contract fixes it, equal to the
+ * documented value):
  *  A. the four fairness scenarios of test_order (depth = batch = 1, paused);
  *  B. a mixed batch, ordered (depth = batch = 1, paused): EOF reads, closed fd,
  *     misaligned O_DIRECT, fsync/fdatasync, normal write/read, wrong-mode fds,
@@ -90,7 +91,7 @@ static void record_sums(int run)
 
 int main(void)
 {
-    tu_init("test_same", 120);
+    tu_init("test_backend_parity", 120);
     require_backend(IOENG_BACKEND_URING);
     const ioeng_backend_t B[2] = {IOENG_BACKEND_AIO, IOENG_BACKEND_URING};
 
@@ -256,11 +257,11 @@ int main(void)
     close(vfd);
 
     if (mismatches) {
-        fprintf(stderr, "FAIL test_same: %d mismatch(es) between AIO and io_uring or against the "
+        fprintf(stderr, "FAIL test_backend_parity: %d mismatch(es) between AIO and io_uring or against the "
                 "contract (listed above)\n", mismatches);
         return 1;
     }
-    printf("test_same [aio+uring]: OK: 4 fairness scenarios + %d-request mixed batch (EOF, closed "
+    printf("test_backend_parity [aio+uring]: OK: 4 fairness scenarios + %d-request mixed batch (EOF, closed "
            "fd, misaligned O_DIRECT, fsync, write/read, wrong-mode fd, EFAULT, EFBIG, pipe, dir "
            "read %s, half-faulting read %s) give identical order, res and data on AIO and "
            "io_uring, ordered and at depth 16\n", nmix, tu_errname(dres), tu_errname(hres));

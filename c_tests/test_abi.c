@@ -1,0 +1,114 @@
+/*
+ * The version-1 ABI as C sees it, checked at compile time: the size of every public
+ * struct of include/ioeng.h and the offset of each of its fields (the same sizes and
+ * offsets src/ffi.rs asserts), the width of the enum-like typedefs, the values of the
+ * backend, mode, op, priority and flag constants and of the limits, and the version
+ * macros. This file failing to compile is the failure; at run time it only checks that
+ * ioeng_version() is the version the header names, and prints OK.
+ */
+#include "test_util.h"
+
+#include <stddef.h>
+
+/* ioeng_req_t: one request, 64 bytes. */
+_Static_assert(sizeof(ioeng_req_t) == 64, "ioeng_req_t is 64 bytes");
+_Static_assert(offsetof(ioeng_req_t, op) == 0, "ioeng_req_t.op");
+_Static_assert(offsetof(ioeng_req_t, prio) == 4, "ioeng_req_t.prio");
+_Static_assert(offsetof(ioeng_req_t, fd) == 8, "ioeng_req_t.fd");
+_Static_assert(offsetof(ioeng_req_t, flags) == 12, "ioeng_req_t.flags");
+_Static_assert(offsetof(ioeng_req_t, buf) == 16, "ioeng_req_t.buf");
+_Static_assert(offsetof(ioeng_req_t, len) == 24, "ioeng_req_t.len");
+_Static_assert(offsetof(ioeng_req_t, offset) == 32, "ioeng_req_t.offset");
+_Static_assert(offsetof(ioeng_req_t, tag) == 40, "ioeng_req_t.tag");
+_Static_assert(offsetof(ioeng_req_t, deadline_ns) == 48, "ioeng_req_t.deadline_ns");
+_Static_assert(offsetof(ioeng_req_t, buf_index) == 56, "ioeng_req_t.buf_index");
+_Static_assert(offsetof(ioeng_req_t, reserved) == 60, "ioeng_req_t.reserved");
+
+/* ioeng_config_t: 52 bytes, 4-byte fields only. */
+_Static_assert(sizeof(ioeng_config_t) == 52, "ioeng_config_t is 52 bytes");
+_Static_assert(offsetof(ioeng_config_t, backend) == 0, "ioeng_config_t.backend");
+_Static_assert(offsetof(ioeng_config_t, depth) == 4, "ioeng_config_t.depth");
+_Static_assert(offsetof(ioeng_config_t, batch) == 8, "ioeng_config_t.batch");
+_Static_assert(offsetof(ioeng_config_t, queue_capacity) == 12, "ioeng_config_t.queue_capacity");
+_Static_assert(offsetof(ioeng_config_t, start_paused) == 16, "ioeng_config_t.start_paused");
+_Static_assert(offsetof(ioeng_config_t, mode) == 20, "ioeng_config_t.mode");
+_Static_assert(offsetof(ioeng_config_t, idle_poll_us) == 24, "ioeng_config_t.idle_poll_us");
+_Static_assert(offsetof(ioeng_config_t, submitter_cpu) == 28, "ioeng_config_t.submitter_cpu");
+_Static_assert(offsetof(ioeng_config_t, completer_cpu) == 32, "ioeng_config_t.completer_cpu");
+_Static_assert(offsetof(ioeng_config_t, reserved) == 36, "ioeng_config_t.reserved");
+_Static_assert(sizeof(((ioeng_config_t *)0)->reserved) == 16, "ioeng_config_t.reserved is uint32_t[4]");
+
+/* ioeng_stats_t: 128 bytes of uint64_t. */
+_Static_assert(sizeof(ioeng_stats_t) == 128, "ioeng_stats_t is 128 bytes");
+_Static_assert(offsetof(ioeng_stats_t, submitted) == 0, "ioeng_stats_t.submitted");
+_Static_assert(offsetof(ioeng_stats_t, completed) == 8, "ioeng_stats_t.completed");
+_Static_assert(offsetof(ioeng_stats_t, in_flight) == 16, "ioeng_stats_t.in_flight");
+_Static_assert(offsetof(ioeng_stats_t, queued_high) == 24, "ioeng_stats_t.queued_high");
+_Static_assert(offsetof(ioeng_stats_t, queued_read) == 32, "ioeng_stats_t.queued_read");
+_Static_assert(offsetof(ioeng_stats_t, queued_write) == 40, "ioeng_stats_t.queued_write");
+_Static_assert(offsetof(ioeng_stats_t, kernel_submit_calls) == 48, "ioeng_stats_t.kernel_submit_calls");
+_Static_assert(offsetof(ioeng_stats_t, resubmits) == 56, "ioeng_stats_t.resubmits");
+_Static_assert(offsetof(ioeng_stats_t, cancelled) == 64, "ioeng_stats_t.cancelled");
+_Static_assert(offsetof(ioeng_stats_t, timed_out) == 72, "ioeng_stats_t.timed_out");
+_Static_assert(offsetof(ioeng_stats_t, reserved) == 80, "ioeng_stats_t.reserved");
+_Static_assert(sizeof(((ioeng_stats_t *)0)->reserved) == 48, "ioeng_stats_t.reserved is uint64_t[6]");
+
+/* Named structs can be forward-declared, and agree with the typedefs. */
+struct ioeng_req;
+struct ioeng;
+_Static_assert(sizeof(struct ioeng_req) == sizeof(ioeng_req_t), "struct ioeng_req");
+_Static_assert(sizeof(struct ioeng_config) == sizeof(ioeng_config_t), "struct ioeng_config");
+_Static_assert(sizeof(struct ioeng_stats) == sizeof(ioeng_stats_t), "struct ioeng_stats");
+
+/* Enum-like typedefs are 32-bit. */
+_Static_assert(sizeof(ioeng_backend_t) == 4, "ioeng_backend_t is 32-bit");
+_Static_assert(sizeof(ioeng_mode_t) == 4, "ioeng_mode_t is 32-bit");
+_Static_assert(sizeof(ioeng_op_t) == 4, "ioeng_op_t is 32-bit");
+_Static_assert(sizeof(ioeng_prio_t) == 4, "ioeng_prio_t is 32-bit");
+_Static_assert(sizeof(ioeng_req_flags_t) == 4, "ioeng_req_flags_t is 32-bit");
+
+/* Constant values. */
+_Static_assert(IOENG_BACKEND_AUTO == 0, "IOENG_BACKEND_AUTO");
+_Static_assert(IOENG_BACKEND_AIO == 1, "IOENG_BACKEND_AIO");
+_Static_assert(IOENG_BACKEND_URING == 2, "IOENG_BACKEND_URING");
+_Static_assert(IOENG_MODE_THREADS == 0, "IOENG_MODE_THREADS");
+_Static_assert(IOENG_MODE_POLLED == 1, "IOENG_MODE_POLLED");
+_Static_assert(IOENG_OP_READ == 0, "IOENG_OP_READ");
+_Static_assert(IOENG_OP_WRITE == 1, "IOENG_OP_WRITE");
+_Static_assert(IOENG_OP_FSYNC == 2, "IOENG_OP_FSYNC");
+_Static_assert(IOENG_OP_FDATASYNC == 3, "IOENG_OP_FDATASYNC");
+_Static_assert(IOENG_OP_READV == 4, "IOENG_OP_READV");
+_Static_assert(IOENG_OP_WRITEV == 5, "IOENG_OP_WRITEV");
+_Static_assert(IOENG_PRIO_NORMAL == 0, "IOENG_PRIO_NORMAL");
+_Static_assert(IOENG_PRIO_HIGH == 1, "IOENG_PRIO_HIGH");
+_Static_assert(IOENG_REQ_DSYNC == 1, "IOENG_REQ_DSYNC");
+_Static_assert(IOENG_REQ_SYNC == 2, "IOENG_REQ_SYNC");
+_Static_assert(IOENG_REQ_NOWAIT == 4, "IOENG_REQ_NOWAIT");
+_Static_assert(IOENG_REQ_FIXED_BUF == 8, "IOENG_REQ_FIXED_BUF");
+_Static_assert(IOENG_REQ_KNOWN_FLAGS == 0xf, "IOENG_REQ_KNOWN_FLAGS");
+_Static_assert(IOENG_POLL_DEFAULT == 0, "IOENG_POLL_DEFAULT");
+_Static_assert(IOENG_POLL_NEVER == UINT32_MAX, "IOENG_POLL_NEVER");
+_Static_assert(IOENG_MAX_DEPTH == 32768, "IOENG_MAX_DEPTH");
+_Static_assert(IOENG_MAX_REGISTERED_BUFFERS == 16384, "IOENG_MAX_REGISTERED_BUFFERS");
+
+/* Version macros: ABI version 1. */
+_Static_assert(IOENG_VERSION_MAJOR == 1, "IOENG_VERSION_MAJOR");
+_Static_assert(IOENG_VERSION_MINOR >= 0, "IOENG_VERSION_MINOR");
+_Static_assert(IOENG_VERSION_PATCH >= 0, "IOENG_VERSION_PATCH");
+
+#define TU_STR_(x) #x
+#define TU_STR(x) TU_STR_(x)
+
+int main(void)
+{
+    tu_init("test_abi", 0);
+    const char *want =
+        TU_STR(IOENG_VERSION_MAJOR) "." TU_STR(IOENG_VERSION_MINOR) "." TU_STR(IOENG_VERSION_PATCH);
+    const char *v = ioeng_version();
+    CHECK(v && strcmp(v, want) == 0, "ioeng_version() = '%s', the header says %s", v ? v : "(null)",
+          want);
+    printf("test_abi [%s]: OK: sizes and field offsets of ioeng_req_t, ioeng_config_t, ioeng_stats_t, "
+           "constant values and version %s checked at compile time\n",
+           tu_backend_name(tu_backend()), v);
+    return 0;
+}
