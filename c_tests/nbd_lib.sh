@@ -1,11 +1,25 @@
-# Sourced by test_nbd.sh and test_nbd_fio.sh: start/stop examples_c/ioeng_nbd servers on
+# Sourced by test_nbd.sh and test_nbd_fio.sh (after setting `here`, the c_tests dir):
+# their common setup (`nbd_setup`), and start/stop of examples_c/ioeng_nbd servers on
 # 127.0.0.1 (port 0: the kernel picks a free port, so parallel runs never clash), with
-# bounded waits, and kill every server this script started when it exits.
-# Needs: here (c_tests dir), backend, work (scratch dir, removed by the caller's trap).
+# bounded waits; every server this script started is killed when it exits.
 nbd_bin="${IOENG_NBD_BIN:-$here/../examples_c/ioeng_nbd}"
 nbd_pids=()
 
 nbd_fail() { echo "FAIL: $*"; exit 1; }
+
+# nbd_setup NAME: the backend (IOENG_TEST_BACKEND), the library dir, the io_uring guard,
+# scratch dirs $work (ext4: IOENG_TEST_DIR, /var/tmp or /tmp) and $shm (tmpfs) named after
+# NAME and removed on exit with every server, and a built server binary.
+nbd_setup() {
+    backend="${IOENG_TEST_BACKEND:-aio}"
+    export LIBDIR="${LIBDIR:-$here/../target/lib}"
+    . "$here/uring_guard.sh"
+    local dir="${IOENG_TEST_DIR:-$( [ -d /var/tmp ] && echo /var/tmp || echo /tmp)}"
+    work=$(mktemp -d "$dir/$1.XXXXXX")
+    shm=$(mktemp -d "/dev/shm/$1.XXXXXX")
+    trap 'nbd_kill_all; rm -rf "$work" "$shm"' EXIT
+    [ -x "$nbd_bin" ] || nbd_fail "$nbd_bin not built (make -C examples_c ioeng_nbd)"
+}
 
 # Tools a test needs; missing ones fail under CI (where .ci/run installs them) and
 # otherwise skip loudly.

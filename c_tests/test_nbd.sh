@@ -14,16 +14,9 @@
 #  6. SIGTERM with 64 reads in flight: every one answered, exit 0; the file holds the data
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-backend="${IOENG_TEST_BACKEND:-aio}"
-export LIBDIR="${LIBDIR:-$here/../target/lib}"
-. "$here/uring_guard.sh"
-dir="${IOENG_TEST_DIR:-$( [ -d /var/tmp ] && echo /var/tmp || echo /tmp)}"
-work=$(mktemp -d "$dir/ioeng_nbd_test.XXXXXX")
-shm=$(mktemp -d /dev/shm/ioeng_nbd_test.XXXXXX)
 . "$here/nbd_lib.sh"
-trap 'nbd_kill_all; rm -rf "$work" "$shm"' EXIT
+nbd_setup ioeng_nbd_test
 nbd_require qemu-io qemu-img python3
-[ -x "$nbd_bin" ] || nbd_fail "$nbd_bin not built (make -C examples_c ioeng_nbd)"
 client="$here/nbd_client.py"
 T="timeout -k 5 60"
 

@@ -8,16 +8,9 @@
 #     keeps serving (the verified data is checked once more), then exits 0 on SIGTERM
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-backend="${IOENG_TEST_BACKEND:-aio}"
-export LIBDIR="${LIBDIR:-$here/../target/lib}"
-. "$here/uring_guard.sh"
-dir="${IOENG_TEST_DIR:-$( [ -d /var/tmp ] && echo /var/tmp || echo /tmp)}"
-work=$(mktemp -d "$dir/ioeng_nbd_fio.XXXXXX")
-shm=$(mktemp -d /dev/shm/ioeng_nbd_fio.XXXXXX)
 . "$here/nbd_lib.sh"
-trap 'nbd_kill_all; rm -rf "$work" "$shm"' EXIT
+nbd_setup ioeng_nbd_fio
 nbd_require fio
-[ -x "$nbd_bin" ] || nbd_fail "$nbd_bin not built (make -C examples_c ioeng_nbd)"
 fio --enghelp=nbd 2>&1 | grep -q uri || nbd_fail "this fio has no nbd engine (fio --enghelp=nbd)"
 
 # fio with the nbd engine; 2 jobs = 2 connections, each on its own 16 MiB region.
