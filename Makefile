@@ -1,6 +1,6 @@
 # Top-level entry points. `make test` is the command README.md and .ci/run use.
 #
-#   make                 build target/lib/: libioeng.so.1.0.0 (+ links libioeng.so.1, libioeng.so)
+#   make                 build target/lib/: libioeng.so.1.1.0 (+ links libioeng.so.1, libioeng.so)
 #                        and libioeng.a; tests and examples link against this directory
 #   make demo            build and run the C example and a short benchmark (fresh clone is fine)
 #   make test            every test (see `test` below)
@@ -88,7 +88,7 @@ test-install: lib
 
 # Fails when include/ioeng.h differs from what cbindgen generates from src/ffi.rs, or when
 # the shared library exports anything but ioeng_* (all at version IOENG_1.0), lacks its
-# soname, or the links are not libioeng.so -> libioeng.so.1 -> libioeng.so.1.0.0.
+# soname, or the links are not libioeng.so -> libioeng.so.1 -> libioeng.so.1.1.0.
 check-header:
 	IOENG_CHECK_HEADER=1 $(CARGO) build --release
 	@$(MAKE) --no-print-directory lib >/dev/null

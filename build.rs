@@ -4,7 +4,7 @@
 //! rewriting a header that differs from the generated one, so CI catches a stale commit.
 //!
 //! The shared library is not linked by rustc (there is no cdylib crate type): the top-level
-//! Makefile links `target/lib/libioeng.so.1.0.0` from the staticlib with the version script
+//! Makefile links `target/lib/libioeng.so.1.1.0` from the staticlib with the version script
 //! `pkg/ioeng.map`, because rustc gives every cdylib its own anonymous version script, which
 //! cannot carry the `IOENG_1.0` symbol versions (see the Makefile).
 

@@ -22,7 +22,10 @@ _Static_assert(offsetof(ioeng_req_t, offset) == 32, "ioeng_req_t.offset");
 _Static_assert(offsetof(ioeng_req_t, tag) == 40, "ioeng_req_t.tag");
 _Static_assert(offsetof(ioeng_req_t, deadline_ns) == 48, "ioeng_req_t.deadline_ns");
 _Static_assert(offsetof(ioeng_req_t, buf_index) == 56, "ioeng_req_t.buf_index");
-_Static_assert(offsetof(ioeng_req_t, reserved) == 60, "ioeng_req_t.reserved");
+_Static_assert(offsetof(ioeng_req_t, class_id) == 60, "ioeng_req_t.class_id");
+_Static_assert(sizeof(((ioeng_req_t *)0)->class_id) == 2, "ioeng_req_t.class_id is uint16_t");
+_Static_assert(offsetof(ioeng_req_t, reserved) == 62, "ioeng_req_t.reserved");
+_Static_assert(sizeof(((ioeng_req_t *)0)->reserved) == 2, "ioeng_req_t.reserved is uint16_t");
 
 /* ioeng_config_t: 52 bytes, 4-byte fields only. */
 _Static_assert(sizeof(ioeng_config_t) == 52, "ioeng_config_t is 52 bytes");
@@ -85,7 +88,8 @@ _Static_assert(IOENG_REQ_DSYNC == 1, "IOENG_REQ_DSYNC");
 _Static_assert(IOENG_REQ_SYNC == 2, "IOENG_REQ_SYNC");
 _Static_assert(IOENG_REQ_NOWAIT == 4, "IOENG_REQ_NOWAIT");
 _Static_assert(IOENG_REQ_FIXED_BUF == 8, "IOENG_REQ_FIXED_BUF");
-_Static_assert(IOENG_REQ_KNOWN_FLAGS == 0xf, "IOENG_REQ_KNOWN_FLAGS");
+_Static_assert(IOENG_REQ_SHORT_OK == 16, "IOENG_REQ_SHORT_OK");
+_Static_assert(IOENG_REQ_KNOWN_FLAGS == 0x1f, "IOENG_REQ_KNOWN_FLAGS");
 _Static_assert(IOENG_POLL_DEFAULT == 0, "IOENG_POLL_DEFAULT");
 _Static_assert(IOENG_POLL_NEVER == UINT32_MAX, "IOENG_POLL_NEVER");
 _Static_assert(IOENG_MAX_DEPTH == 32768, "IOENG_MAX_DEPTH");

@@ -157,6 +157,12 @@ static int test_submit(ioeng_backend_t be, int fd, int *accepted_out)
     expect_submit(h, &q, cb, -EINVAL, "prio 5", &refused);
     q = good; q.prio = 2;
     expect_submit(h, &q, cb, -EINVAL, "prio 2", &refused);
+    q = good; q.reserved = 1;
+    expect_submit(h, &q, cb, -EINVAL, "reserved 1", &refused);
+    q = good; q.class_id = 1;
+    expect_submit(h, &q, cb, -EINVAL, "class_id 1 (no class open)", &refused);
+    q = good; q.class_id = UINT16_MAX;
+    expect_submit(h, &q, cb, -EINVAL, "class_id 0xffff", &refused);
     q = good; q.buf = NULL;
     expect_submit(h, &q, cb, -EINVAL, "READ NULL buf", &refused);
     q = good; q.op = IOENG_OP_WRITE; q.buf = NULL;

@@ -4,12 +4,14 @@
  * empty pipe, blocking and O_NONBLOCK) instead of being retried, and a NOWAIT buffered
  * ext4 write gets -EAGAIN on both backends; on files without read_iter/write_iter
  * (eventfd, /dev/full, timerfd, signalfd) both backends give write(2)'s result, NOWAIT
- * -EAGAIN unless the fd is O_NONBLOCK, and never wait for a readiness that cannot come; every invalid
+ * -EAGAIN unless the fd is O_NONBLOCK, and never wait for a readiness that cannot come; SHORT_OK
+ * READ/READV of a socket or pipe completes with what has arrived; every invalid
  * combination is refused at submit with -EINVAL and no callback.
  */
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <sys/uio.h>
 
@@ -86,6 +88,37 @@ int main(void)
     if (recs.r[8].res == 4096)
         recs.r[8].want = 4096;
 
+    /* SHORT_OK: a READ of a socket or pipe that holds 100 bytes completes with them, as
+     * read(2) would, instead of waiting for the full 4096 (which never come here); READV
+     * too; a short WRITE would likewise complete as it is. Without the flag such a READ
+     * is continued (test_stream). */
+    int sp[2], sp2[2], spp[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0 &&
+          socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp2) == 0 &&
+          pipe2(spp, O_CLOEXEC) == 0, "socketpair/pipe");
+    CHECK(write(sp[1], src, 100) == 100 && write(sp2[1], src, 100) == 100 &&
+          write(spp[1], src, 100) == 100, "write 100 bytes");
+    static unsigned char sbuf[3][4096];
+    struct iovec sv[2] = { { sbuf[1], 60 }, { sbuf[1] + 60, 4036 } };
+    sub_flags(h, "READ SHORT_OK socket with 100 bytes", tu_req(IOENG_OP_READ, 0, sp[0], sbuf[0], 4096, 0),
+              IOENG_REQ_SHORT_OK, 100);
+    sub_flags(h, "READV SHORT_OK socket with 100 bytes", tu_req(IOENG_OP_READV, 0, sp2[0], sv, 2, 0),
+              IOENG_REQ_SHORT_OK, 100);
+    sub_flags(h, "READ SHORT_OK pipe with 100 bytes", tu_req(IOENG_OP_READ, 0, spp[0], sbuf[2], 4096, 0),
+              IOENG_REQ_SHORT_OK, 100);
+    tu_waiter_wait(&recs.w, 12, 30);
+    for (int i = 0; i < 3; i++)
+        CHECK(memcmp(sbuf[i], src, 100) == 0, "SHORT_OK read %d: data differs", i);
+    /* A file read that the kernel completes in full is not short. */
+    sub_flags(h, "READ SHORT_OK ext4 file", tu_req(IOENG_OP_READ, 0, ext4, dst, 16384, 0),
+              IOENG_REQ_SHORT_OK, 16384);
+    tu_waiter_wait(&recs.w, 13, 30);
+    for (int i = 0; i < 2; i++) {
+        close(sp[i]);
+        close(sp2[i]);
+        close(spp[i]);
+    }
+
     /* Invalid combinations: -EINVAL at submit, no callback. */
     struct {
         const char *what;
@@ -99,7 +132,8 @@ int main(void)
         { "READ DSYNC", IOENG_OP_READ, IOENG_REQ_DSYNC },
         { "READ SYNC", IOENG_OP_READ, IOENG_REQ_SYNC },
         { "READ SYNC|NOWAIT", IOENG_OP_READ, IOENG_REQ_SYNC | IOENG_REQ_NOWAIT },
-        { "WRITE unknown bit 4", IOENG_OP_WRITE, 1u << 4 },
+        { "WRITE unknown bit 5", IOENG_OP_WRITE, 1u << 5 },
+        { "FSYNC SHORT_OK", IOENG_OP_FSYNC, IOENG_REQ_SHORT_OK },
         { "WRITE unknown bit 31", IOENG_OP_WRITE, 1u << 31 },
         { "WRITE FIXED_BUF, nothing registered", IOENG_OP_WRITE, IOENG_REQ_FIXED_BUF },
     };
@@ -144,7 +178,8 @@ int main(void)
     printf("test_flags [%s]: OK: DSYNC/SYNC WRITE and WRITEV durable with full length, NOWAIT "
            "O_DIRECT read %s, NOWAIT on empty pipes -> -EAGAIN delivered (0 retries), NOWAIT "
            "buffered ext4 write %s, eventfd//dev/full DSYNC/SYNC/NOWAIT and timerfd/signalfd "
-           "writes as write(2), %zu invalid combinations -> -EINVAL\n",
+           "writes as write(2), SHORT_OK socket/pipe READ(V) -> what arrived, %zu invalid "
+           "combinations -> -EINVAL\n",
            tu_backend_name(be), tu_errname(recs.r[4].res), tu_errname(recs.r[8].res),
            sizeof bad / sizeof bad[0]);
     return 0;

@@ -5,6 +5,9 @@
  * ioeng::ioeng (libioeng.so.1) or ioeng::ioeng_static (libioeng.a). Every function is
  * exported at symbol version IOENG_1.0; IOENG_VERSION_MAJOR/MINOR/PATCH give the
  * version compiled against, ioeng_version() the one running.
+ * Version 1.1 adds, without changing any size or offset: ioeng_req_t.class_id (carved
+ * from reserved; 0 is 1.0's behaviour) and IOENG_REQ_SHORT_OK. A 1.0 library refuses
+ * that flag and a non-zero class_id with -EINVAL; a 1.0 program runs unchanged on 1.1.
  *
  * Conventions (liburing style):
  *  - Functions return 0 on success or a negative errno (-EINVAL, -EBADF, ...).
@@ -103,7 +106,7 @@ typedef struct ioeng_stats ioeng_stats_t;
 /**
  * See IOENG_VERSION_MAJOR.
  */
-#define IOENG_VERSION_MINOR 0
+#define IOENG_VERSION_MINOR 1
 
 /**
  * See IOENG_VERSION_MAJOR.
@@ -277,9 +280,15 @@ struct ioeng_req {
    */
   uint32_t buf_index;
   /**
+   * Since 1.1 (was part of `reserved`): the request's IO class; 0 = the default class,
+   * which is all a 1.0 program uses. No other class can be opened in this release, so
+   * any other value gives -EINVAL.
+   */
+  uint16_t class_id;
+  /**
    * Must be zero (-EINVAL otherwise).
    */
-  uint32_t reserved;
+  uint16_t reserved;
 };
 
 /**
@@ -444,9 +453,18 @@ struct ioeng_stats {
 #define IOENG_REQ_FIXED_BUF (1 << 3)
 
 /**
+ * Since 1.1. A short READ/WRITE (READV/WRITEV) completes as the kernel left it, like
+ * read(2)/recv(2), instead of being continued: for sockets and pipes, "whatever has
+ * arrived" (at least one byte; a READ at end of file or of a stream still gives 0).
+ * -EAGAIN/-EINTR are still retried, and a transfer above the kernel's per-call maximum
+ * is still split (a full part is not short).
+ */
+#define IOENG_REQ_SHORT_OK (1 << 4)
+
+/**
  * Every flag this version knows; any other bit gives -EINVAL.
  */
-#define IOENG_REQ_KNOWN_FLAGS (((IOENG_REQ_DSYNC | IOENG_REQ_SYNC) | IOENG_REQ_NOWAIT) | IOENG_REQ_FIXED_BUF)
+#define IOENG_REQ_KNOWN_FLAGS ((((IOENG_REQ_DSYNC | IOENG_REQ_SYNC) | IOENG_REQ_NOWAIT) | IOENG_REQ_FIXED_BUF) | IOENG_REQ_SHORT_OK)
 
 /**
  * A submitter and a completer thread per engine; callbacks run on an engine thread.
@@ -732,7 +750,7 @@ int ioeng_poll(struct ioeng *h, uint32_t min_complete, int64_t timeout_ns);
 int ioeng_event_fd(const struct ioeng *h);
 
 /**
- * Library version, e.g. "1.0.0" (IOENG_VERSION_MAJOR.MINOR.PATCH of the library
+ * Library version, e.g. "1.1.0" (IOENG_VERSION_MAJOR.MINOR.PATCH of the library
  * actually loaded). Static string; do not free.
  */
 const char *ioeng_version(void);

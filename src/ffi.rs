@@ -67,14 +67,21 @@ pub const IOENG_REQ_NOWAIT: IoengReqFlags = 1 << 2;
 /// Use the registered buffer `buf_index` (see ioeng_register_buffers()); `[buf, buf+len)`
 /// must lie inside it. READ/WRITE only.
 pub const IOENG_REQ_FIXED_BUF: IoengReqFlags = 1 << 3;
+/// Since 1.1. A short READ/WRITE (READV/WRITEV) completes as the kernel left it, like
+/// read(2)/recv(2), instead of being continued: for sockets and pipes, "whatever has
+/// arrived" (at least one byte; a READ at end of file or of a stream still gives 0).
+/// -EAGAIN/-EINTR are still retried, and a transfer above the kernel's per-call maximum
+/// is still split (a full part is not short).
+pub const IOENG_REQ_SHORT_OK: IoengReqFlags = 1 << 4;
 /// Every flag this version knows; any other bit gives -EINVAL.
 pub const IOENG_REQ_KNOWN_FLAGS: IoengReqFlags =
-    IOENG_REQ_DSYNC | IOENG_REQ_SYNC | IOENG_REQ_NOWAIT | IOENG_REQ_FIXED_BUF;
+    IOENG_REQ_DSYNC | IOENG_REQ_SYNC | IOENG_REQ_NOWAIT | IOENG_REQ_FIXED_BUF | IOENG_REQ_SHORT_OK;
 
 const _: () = assert!(IOENG_REQ_DSYNC == Flags::DSYNC);
 const _: () = assert!(IOENG_REQ_SYNC == Flags::SYNC);
 const _: () = assert!(IOENG_REQ_NOWAIT == Flags::NOWAIT);
 const _: () = assert!(IOENG_REQ_FIXED_BUF == Flags::FIXED_BUF);
+const _: () = assert!(IOENG_REQ_SHORT_OK == Flags::SHORT_OK);
 const _: () = assert!(IOENG_REQ_KNOWN_FLAGS == Flags::KNOWN);
 
 /// Most buffers ioeng_register_buffers() takes.
@@ -101,7 +108,7 @@ pub const IOENG_POLL_NEVER: u32 = u32::MAX;
 /// Library version (semantic versioning); ioeng_version() returns the same as a string.
 pub const IOENG_VERSION_MAJOR: u32 = 1;
 /// See IOENG_VERSION_MAJOR.
-pub const IOENG_VERSION_MINOR: u32 = 0;
+pub const IOENG_VERSION_MINOR: u32 = 1;
 /// See IOENG_VERSION_MAJOR.
 pub const IOENG_VERSION_PATCH: u32 = 0;
 
@@ -154,8 +161,12 @@ pub struct IoengReq {
     pub deadline_ns: u64,
     /// With IOENG_REQ_FIXED_BUF: index into the buffers given to ioeng_register_buffers().
     pub buf_index: u32,
+    /// Since 1.1 (was part of `reserved`): the request's IO class; 0 = the default class,
+    /// which is all a 1.0 program uses. No other class can be opened in this release, so
+    /// any other value gives -EINVAL.
+    pub class_id: u16,
     /// Must be zero (-EINVAL otherwise).
-    pub reserved: u32,
+    pub reserved: u16,
 }
 
 const _: () = assert!(std::mem::size_of::<IoengReq>() == 64);
@@ -169,7 +180,8 @@ const _: () = assert!(std::mem::offset_of!(IoengReq, offset) == 32);
 const _: () = assert!(std::mem::offset_of!(IoengReq, tag) == 40);
 const _: () = assert!(std::mem::offset_of!(IoengReq, deadline_ns) == 48);
 const _: () = assert!(std::mem::offset_of!(IoengReq, buf_index) == 56);
-const _: () = assert!(std::mem::offset_of!(IoengReq, reserved) == 60);
+const _: () = assert!(std::mem::offset_of!(IoengReq, class_id) == 60);
+const _: () = assert!(std::mem::offset_of!(IoengReq, reserved) == 62);
 
 /// Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
 /// EOF); WRITE → `len`; READV/WRITEV → the same over the whole vector; FSYNC/FDATASYNC →
@@ -459,6 +471,9 @@ unsafe fn request_from_c(engine: &AnyEngine, req: &IoengReq) -> Result<IoRequest
     };
     if req.reserved != 0 {
         return Err(Error::InvalidArgument("reserved must be zero"));
+    }
+    if req.class_id != 0 {
+        return Err(Error::InvalidArgument("no IO class with this class_id"));
     }
     let priority = match req.prio {
         IOENG_PRIO_NORMAL => Priority::Normal,
@@ -888,7 +903,7 @@ pub unsafe extern "C" fn ioeng_event_fd(h: *const Ioeng) -> c_int {
     })
 }
 
-/// Library version, e.g. "1.0.0" (IOENG_VERSION_MAJOR.MINOR.PATCH of the library
+/// Library version, e.g. "1.1.0" (IOENG_VERSION_MAJOR.MINOR.PATCH of the library
 /// actually loaded). Static string; do not free.
 #[unsafe(no_mangle)]
 pub extern "C" fn ioeng_version() -> *const c_char {

@@ -17,7 +17,8 @@
  * already past (-ETIMEDOUT in the callback), and each invalid combination with its
  * errno: unknown flag bits, flags on FSYNC/FDATASYNC, DSYNC/SYNC on READ/READV,
  * FIXED_BUF on READV/WRITEV, FIXED_BUF outside the buffer or with a bad index, iovec
- * count 0 or above IOV_MAX, NULL iovec array, iovec lengths overflowing, reserved != 0.
+ * count 0 or above IOV_MAX, NULL iovec array, iovec lengths overflowing, reserved != 0,
+ * class_id != 0 (no IO class can be opened in this release).
  *
  * For every call the expected synchronous return is computed from the header's
  * documented checks, in this precedence (the header lists EINVAL before EBADF and does
@@ -138,7 +139,7 @@ static int expected_sync(int h_null, int req_null, int cb_null, const ioeng_req_
 {
     if (h_null || req_null || cb_null)
         return -EINVAL;
-    if (q->op > IOENG_OP_WRITEV || q->prio > IOENG_PRIO_HIGH || q->reserved)
+    if (q->op > IOENG_OP_WRITEV || q->prio > IOENG_PRIO_HIGH || q->reserved || q->class_id)
         return -EINVAL;
     int sync = q->op == IOENG_OP_FSYNC || q->op == IOENG_OP_FDATASYNC;
     int vec = q->op == IOENG_OP_READV || q->op == IOENG_OP_WRITEV;
@@ -300,11 +301,14 @@ static void gen_v1_case(rel_rng_t *r, ioeng_req_t *q, int *kind, int *need_buf, 
         q->op = write ? IOENG_OP_WRITEV : IOENG_OP_READV;
         q->buf = g_huge_iov;
         q->len = 2;
-    } else if (c < 96) { /* reserved != 0 */
+    } else if (c < 96) { /* reserved != 0, or a class_id no class has */
         q->op = (uint32_t)write;
         q->buf = g_pool;
         q->len = 1;
-        q->reserved = (uint32_t)rel_rand(r) | 1;
+        if (rel_rand(r) & 1)
+            q->reserved = (uint16_t)(rel_rand(r) | 1);
+        else
+            q->class_id = (uint16_t)(rel_rand(r) | 1);
     } else { /* random mix of v1 fields; fds never open, accepted ones end in -EBADF */
         q->op = (uint32_t)(rel_rand(r) % 7);
         q->flags = (uint32_t)(rel_rand(r) % 32);

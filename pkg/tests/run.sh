@@ -2,7 +2,7 @@
 # `make test-install` (part of `make test`): libioeng as an installed system library.
 #
 #  1. `make install` into a temporary DESTDIR (PREFIX=/usr/local), then checks the installed
-#     files, the links libioeng.so -> libioeng.so.1 -> libioeng.so.1.0.0, the soname
+#     files, the links libioeng.so -> libioeng.so.1 -> libioeng.so.$version, the soname
 #     (readelf) and that exactly the header's functions are exported at IOENG_1.0 (objdump -T).
 #  2. Builds consumers against the installed tree only (no source-tree include or library
 #     path; checked) and runs them:
@@ -20,6 +20,9 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# The version, from Cargo.toml like the Makefile: the real file is libioeng.so.$version.
+version=$(sed -n 's/^version = "\([0-9.]*\)"/\1/p' "$root/Cargo.toml" | head -n 1)
+sofile=libioeng.so.$version
 work=$(mktemp -d /tmp/ioeng_install_test.XXXXXX)
 [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$work"' EXIT
 npass=0
@@ -48,27 +51,27 @@ pass "make install DESTDIR=$dest"
 
 # ---- 1. installed files, links, soname, symbol versions -------------------------------
 installed_files() {
-    for f in "$incdir/ioeng.h" "$libdir/libioeng.so.1.0.0" "$libdir/libioeng.a" \
+    for f in "$incdir/ioeng.h" "$libdir/$sofile" "$libdir/libioeng.a" \
         "$libdir/pkgconfig/ioeng.pc" "$libdir/cmake/ioeng/ioengConfig.cmake" \
         "$libdir/cmake/ioeng/ioengConfigVersion.cmake" "$dest$prefix/share/ioeng/tsan.supp"; do
         [ -f "$f" ] && [ ! -L "$f" ] || { echo "missing (or a link): $f"; return 1; }
     done
-    [ "$(readlink "$libdir/libioeng.so.1")" = libioeng.so.1.0.0 ] || { echo "libioeng.so.1 -> $(readlink "$libdir/libioeng.so.1")"; return 1; }
+    [ "$(readlink "$libdir/libioeng.so.1")" = "$sofile" ] || { echo "libioeng.so.1 -> $(readlink "$libdir/libioeng.so.1")"; return 1; }
     [ "$(readlink "$libdir/libioeng.so")" = libioeng.so.1 ] || { echo "libioeng.so -> $(readlink "$libdir/libioeng.so")"; return 1; }
-    echo "header, libioeng.so.1.0.0 + links libioeng.so.1 and libioeng.so, libioeng.a, ioeng.pc, CMake package, tsan.supp"
+    echo "header, $sofile + links libioeng.so.1 and libioeng.so, libioeng.a, ioeng.pc, CMake package, tsan.supp"
 }
 check "installed files and links" installed_files
 
 soname() {
     local s
-    s=$(readelf -d "$libdir/libioeng.so.1.0.0" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+    s=$(readelf -d "$libdir/$sofile" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
     [ "$s" = libioeng.so.1 ] || { echo "soname '$s'"; return 1; }
     echo "readelf: SONAME libioeng.so.1"
 }
 check "soname" soname
 
 symbol_versions() {
-    local so=$libdir/libioeng.so.1.0.0 dyn header_fns exported bad
+    local so=$libdir/$sofile dyn header_fns exported bad
     dyn=$(objdump -T "$so") || return 1
     # Defined dynamic symbols: everything but UND entries and the version node itself.
     exported=$(printf '%s\n' "$dyn" | awk '/^[0-9a-f]+ / && $0 !~ /\*UND\*/ && $NF != "IOENG_1.0" {print $(NF-1), $NF}' | sort)
@@ -97,7 +100,7 @@ CFLAGS_STRICT=(-std=c11 -Wall -Wextra -Werror -O2 -g -pthread)
 
 build_pkgconfig() {
     no_source_paths "$pc_flags" || return 1
-    [ "$pc_version" = 1.0.0 ] || { echo "pkg-config --modversion: $pc_version"; return 1; }
+    [ "$pc_version" = "$version" ] || { echo "pkg-config --modversion: $pc_version"; return 1; }
     case "$pc_flags" in *"-I$incdir"*"-L$libdir"*) ;; *) echo "flags not into DESTDIR: $pc_flags"; return 1 ;; esac
     # shellcheck disable=SC2086
     gcc "${CFLAGS_STRICT[@]}" "$here/consumer.c" -o "$work/consumer_pc" $pc_flags -Wl,-rpath,"$libdir" &&
@@ -140,14 +143,14 @@ cmake_build() {
     cmake -S "$here/cmake" -B "$b" -DCMAKE_PREFIX_PATH="$dest$prefix" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DCMAKE_EXPORT_COMPILE_COMMANDS=ON -DIOENG_EXAMPLE_CPP="$root/examples_c/example.cpp" \
         -DIOENG_CONSUMER_C="$here/consumer.c" >"$work/cmake.log" 2>&1 || { cat "$work/cmake.log"; return 1; }
-    grep -q "ioeng 1.0.0 from $libdir/cmake/ioeng" "$work/cmake.log" || { cat "$work/cmake.log"; return 1; }
+    grep -q "ioeng $version from $libdir/cmake/ioeng" "$work/cmake.log" || { cat "$work/cmake.log"; return 1; }
     cmake --build "$b" -- VERBOSE=1 >"$work/cmake-build.log" 2>&1 || { tail -n 40 "$work/cmake-build.log"; return 1; }
     # Compile and link lines: include and library paths only into the DESTDIR.
     local paths
     paths=$(grep -oE -- '(-I|-isystem |-L|-Wl,-rpath,)[^ ]*|[^ ]*libioeng[^ ]*' "$b/compile_commands.json" \
         "$b/CMakeFiles/example_cpp.dir/link.txt" "$b/CMakeFiles/consumer_static.dir/link.txt" | sort -u)
     no_source_paths "$paths" || return 1
-    grep -q "$libdir/libioeng.so.1.0.0" "$b/CMakeFiles/example_cpp.dir/link.txt" &&
+    grep -q "$libdir/$sofile" "$b/CMakeFiles/example_cpp.dir/link.txt" &&
         grep -q "$libdir/libioeng.a" "$b/CMakeFiles/consumer_static.dir/link.txt" ||
         { echo "link lines:"; cat "$b"/CMakeFiles/*/link.txt; return 1; }
     echo "find_package(ioeng 1.0) from $libdir/cmake/ioeng: example_cpp (ioeng::ioeng), consumer_static (ioeng::ioeng_static)"
@@ -269,7 +272,7 @@ check "make uninstall" uninstall
 other_layout() {
     local d=$work/dest2 l=/opt/ioeng/lib64
     make -s -C "$root" install DESTDIR="$d" PREFIX=/opt/ioeng LIBDIR=$l >/dev/null || return 1
-    [ -f "$d$l/libioeng.so.1.0.0" ] && [ -f "$d/opt/ioeng/include/ioeng.h" ] || { find "$d"; return 1; }
+    [ -f "$d$l/$sofile" ] && [ -f "$d/opt/ioeng/include/ioeng.h" ] || { find "$d"; return 1; }
     local flags
     flags=$(PKG_CONFIG_LIBDIR=$d$l/pkgconfig PKG_CONFIG_SYSROOT_DIR=$d pkg-config --cflags --libs ioeng)
     flags=$(echo $flags) # pkg-config ends with a space
@@ -279,7 +282,7 @@ other_layout() {
     # (Debian's CMake does not search lib64 by itself, hence ioeng_DIR.)
     cmake -S "$work/cm2" -B "$work/cm2/b" -Dioeng_DIR="$d$l/cmake/ioeng" >"$work/cm2.log" 2>&1 || { cat "$work/cm2.log"; return 1; }
     grep -q "INC=$d/opt/ioeng/include STATIC=$d$l/libioeng.a" "$work/cm2.log" || { cat "$work/cm2.log"; return 1; }
-    echo "pkg-config and CMake find lib64 layout; find_package(ioeng 2) rejects 1.0.0"
+    echo "pkg-config and CMake find lib64 layout; find_package(ioeng 2) rejects $version"
 }
 check "install PREFIX=/opt/ioeng LIBDIR=/opt/ioeng/lib64" other_layout
 

@@ -62,7 +62,9 @@ impl Flags {
     pub const SYNC: u32 = 1 << 1;
     pub const NOWAIT: u32 = 1 << 2;
     pub const FIXED_BUF: u32 = 1 << 3;
-    pub const KNOWN: u32 = Self::DSYNC | Self::SYNC | Self::NOWAIT | Self::FIXED_BUF;
+    pub const SHORT_OK: u32 = 1 << 4;
+    pub const KNOWN: u32 =
+        Self::DSYNC | Self::SYNC | Self::NOWAIT | Self::FIXED_BUF | Self::SHORT_OK;
 
     pub fn has(self, bit: u32) -> bool {
         self.0 & bit != 0
@@ -637,7 +639,9 @@ impl IoEvent {
                 if op.is_vectored() {
                     self.advance_cursor(moved);
                 }
-                if self.done == self.request.total {
+                if self.done == self.request.total
+                    || (moved < chunk_len && self.request.flags.has(Flags::SHORT_OK))
+                {
                     return Outcome::Done(self.done as i64);
                 }
                 if self.position == Position::Unknown {
@@ -815,6 +819,21 @@ mod tests {
     }
 
     #[test]
+    fn short_ok_finishes_a_short_transfer_as_the_kernel_left_it() {
+        for op in [Op::Read, Op::Write] {
+            let mut ev = event(op, 10_000);
+            ev.request.flags = Flags(Flags::SHORT_OK);
+            assert_eq!(ev.settle(-i64::from(libc::EAGAIN)), Outcome::Resubmit);
+            assert_eq!(ev.settle(4096), Outcome::Done(4096), "{op:?}");
+        }
+        // A part of a split transfer that moved in full is not short.
+        let mut ev = event(Op::Read, MAX_KERNEL_IO + 10);
+        ev.request.flags = Flags(Flags::SHORT_OK);
+        assert_eq!(ev.settle(MAX_KERNEL_IO as i64), Outcome::Resubmit);
+        assert_eq!(ev.settle(3), Outcome::Done(MAX_KERNEL_IO as i64 + 3));
+    }
+
+    #[test]
     fn read_at_eof_returns_bytes_so_far() {
         let mut ev = event(Op::Read, 8192);
         assert_eq!(ev.settle(1808), Outcome::Resubmit);
@@ -908,7 +927,12 @@ mod tests {
             flags: Flags(flags),
             ..spec(op, buf, if op == Op::Fsync { 0 } else { 1 })
         };
-        assert!(refused(with(Op::Read, 1 << 4)), "unknown bit");
+        assert!(refused(with(Op::Read, 1 << 5)), "unknown bit");
+        assert!(!refused(with(Op::Read, Flags::SHORT_OK)));
+        assert!(
+            refused(with(Op::Fsync, Flags::SHORT_OK)),
+            "no flags on FSYNC"
+        );
         assert!(refused(with(Op::Fsync, Flags::NOWAIT)));
         assert!(refused(with(Op::Fdatasync, Flags::DSYNC)));
         assert!(refused(with(Op::Read, Flags::DSYNC)));

@@ -215,6 +215,7 @@ pub fn req(op: IoengOp, fd: i32, buf: *mut u8, len: u64, offset: u64) -> IoengRe
         tag: 0,
         deadline_ns: 0,
         buf_index: 0,
+        class_id: 0,
         reserved: 0,
     }
 }
