@@ -398,15 +398,22 @@ impl<S: Slot> IoContext<S> {
     /// queued deadline, or the next sweep of in-flight transfers (see `stuck`) while IO
     /// is in flight; `None`: only for new work.
     pub(crate) fn next_wake(&self) -> Option<Instant> {
-        let deadline = self.next_deadline();
+        self.next_wake_ns().map(instant_of)
+    }
+
+    /// `next_wake` as CLOCK_MONOTONIC ns, read without a clock (the submit step's hot path
+    /// converts it to an `Instant` only when it is about to block).
+    pub(crate) fn next_wake_ns(&self) -> Option<u64> {
+        let earliest = self.waiting.earliest_deadline.load(Ordering::Relaxed);
+        let deadline = (earliest != NO_DEADLINE).then_some(earliest);
         let sweep = match &self.stuck {
             Some(stuck) if self.flight.kernel.load(Ordering::Relaxed) > 0 => stuck.next_sweep_ns(),
             _ => None,
         };
-        let Some(sweep) = sweep.map(instant_of) else {
-            return deadline;
-        };
-        Some(deadline.map_or(sweep, |d| d.min(sweep)))
+        match (deadline, sweep) {
+            (Some(d), Some(s)) => Some(d.min(s)),
+            (d, s) => d.or(s),
+        }
     }
 
     // ---- submitter thread ---------------------------------------------------------
@@ -433,19 +440,10 @@ impl<S: Slot> IoContext<S> {
             || self.cancels.has_cancel_requests.load(Ordering::Relaxed)
     }
 
-    /// Whether `service` has work now: cancels, dead requests, or `deadline` (the one
-    /// `service` returned) has come.
-    pub(crate) fn control_due(&self, deadline: Option<Instant>) -> bool {
-        self.has_control_work() || deadline.is_some_and(|at| at <= Instant::now())
-    }
-
-    /// When the earliest queued deadline falls due (`None`: no queued request has one).
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let earliest = self.waiting.earliest_deadline.load(Ordering::Relaxed);
-        if earliest == NO_DEADLINE {
-            return None;
-        }
-        Some(instant_of(earliest))
+    /// Whether `service` has work now: cancels, dead requests, or `wake_ns` (what
+    /// `service` returned, CLOCK_MONOTONIC ns) has come.
+    pub(crate) fn control_due(&self, wake_ns: Option<u64>) -> bool {
+        self.has_control_work() || wake_ns.is_some_and(|at| at <= monotonic_ns())
     }
 
     /// Times out queued requests whose deadline passed (under the queue lock): O(log n)
@@ -477,7 +475,7 @@ impl<S: Slot> IoContext<S> {
     /// cancelled and timed-out requests. Returns when the next queued deadline falls due,
     /// for the caller's wait. Costs two relaxed loads when there is nothing to do.
     /// `cancel` hands in-flight requests (slot indices) to the driver's cancel.
-    pub(crate) fn service(&self, mut cancel: impl FnMut(&[usize])) -> Option<Instant> {
+    pub(crate) fn service(&self, mut cancel: impl FnMut(&[usize])) -> Option<u64> {
         let earliest = self.waiting.earliest_deadline.load(Ordering::Relaxed);
         if earliest != NO_DEADLINE && earliest <= monotonic_ns() {
             let expired = self.expire_locked(&mut lock(&self.waiting.lock), monotonic_ns());
@@ -517,7 +515,7 @@ impl<S: Slot> IoContext<S> {
             }
         }
         self.finish_dead();
-        self.next_wake()
+        self.next_wake_ns()
     }
 
     /// Runs the callbacks of cancelled and timed-out requests (`dead`), one at a time

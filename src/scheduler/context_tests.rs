@@ -280,22 +280,22 @@ fn deadlines_expire_queued_requests_only() {
     let mut log = Vec::new();
     let driver = NullDriver::default();
     let ctx = IoContext::<TestSlot>::new(1, 1, 0, true);
-    assert_eq!(ctx.next_deadline(), None, "no deadline: no timer");
+    assert_eq!(ctx.next_wake(), None, "no deadline: no timer");
     let now = monotonic_ns();
     ctx.push(tagged(0, now + 20_000_000, 0, &mut log)).unwrap();
     ctx.push(tagged(0, 1, 1, &mut log)).unwrap();
     ctx.push(tagged(0, 0, 2, &mut log)).unwrap();
-    let due = ctx.next_deadline().expect("armed");
+    let due = ctx.next_wake().expect("armed");
     assert!(due <= Instant::now(), "the past deadline is due at once");
     ctx.service(driver.cancel());
     let etimedout = -i64::from(libc::ETIMEDOUT);
     assert_eq!(log, [etimedout]);
-    let due = ctx.next_deadline().expect("the 20 ms one");
+    let due = ctx.next_wake().expect("the 20 ms one");
     assert!(due > Instant::now() + Duration::from_millis(10));
     std::thread::sleep(due.saturating_duration_since(Instant::now()));
     ctx.service(driver.cancel());
     assert_eq!(log, [etimedout, etimedout]);
-    assert_eq!(ctx.next_deadline(), None, "none left with a deadline");
+    assert_eq!(ctx.next_wake(), None, "none left with a deadline");
     assert_eq!(ctx.stats().timed_out, 2);
     // A request whose deadline passed is not dispatched even before `service` ran.
     ctx.push(tagged(0, 1, 3, &mut log)).unwrap();

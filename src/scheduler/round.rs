@@ -6,6 +6,7 @@ use std::time::Instant;
 use crossbeam_channel::{at, never, select};
 
 use super::context::{IoContext, Slot};
+use crate::sys::instant_of;
 
 /// The submitter's working set, kept across rounds so that rounds do not allocate.
 pub(crate) struct SubmitRound {
@@ -94,7 +95,7 @@ impl SubmitRound {
     pub(crate) fn fill<S: Slot>(
         &mut self,
         ctx: &IoContext<S>,
-        deadline: Option<Instant>,
+        deadline: Option<u64>,
         await_slot: impl FnMut() -> bool,
     ) {
         self.fill_with(ctx, deadline, await_slot, true);
@@ -109,7 +110,7 @@ impl SubmitRound {
     fn fill_with<S: Slot>(
         &mut self,
         ctx: &IoContext<S>,
-        deadline: Option<Instant>,
+        deadline: Option<u64>,
         mut await_slot: impl FnMut() -> bool,
         block: bool,
     ) {
@@ -153,7 +154,7 @@ impl SubmitRound {
             // or for a delayed resubmission to fall due, whichever comes first; return
             // for control work (a cancel, a queued deadline) so the caller runs it.
             let due = self.next_retry().map_or_else(never, at);
-            let expiry = deadline.map_or_else(never, at);
+            let expiry = deadline.map(instant_of).map_or_else(never, at);
             let control = ctx.wakeup().waiting_submitter_rx().cloned();
             let control = control.unwrap_or_else(never);
             select! {

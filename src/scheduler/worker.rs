@@ -10,6 +10,7 @@ use super::locks::{lock, try_lock};
 use super::shared::Shared;
 use super::steps::{reap_step, submit_ready, submit_step};
 use crate::race_hooks::{self, Point};
+use crate::sys::instant_of;
 
 /// Submitter loop (THREADS): submit steps; idle, it polls or sleeps per the policy.
 pub(crate) fn run_submitter<D: Driver>(shared: &Shared<D>) {
@@ -39,16 +40,17 @@ pub(crate) fn run_submitter<D: Driver>(shared: &Shared<D>) {
             break;
         }
         race_hooks::at(Point::SubmitterIdle);
-        let deadline = ctx.next_wake();
+        let wake_ns = ctx.next_wake_ns();
         let due = || next_retry.is_some_and(|at| at <= Instant::now());
         let deferred = || try_lock(&shared.submit).is_some_and(|_| driver.run_deferred());
-        if idle.poll(|| deferred() || ctx.has_submit_work() || due() || ctx.control_due(deadline)) {
+        if idle.poll(|| deferred() || ctx.has_submit_work() || due() || ctx.control_due(wake_ns)) {
             continue;
         }
         // Nothing to do: sleep until a push, resume, resubmission, cancel or close unparks
         // us, or until a delayed resubmission or the earliest queued deadline falls due
         // (expiring it is this thread's job). A wake-up that raced ahead of this park
         // leaves a token, so none is lost.
+        let deadline = wake_ns.map(instant_of);
         let wake_at = match (next_retry, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
