@@ -55,10 +55,12 @@ $(STAGE)/$(SOFILE): $(RUSTA) pkg/ioeng.map
 	  -Wl,--no-undefined -Wl,--gc-sections -Wl,-z,relro -Wl,-z,now $$syms $(RUSTA) $(LIBS_PRIVATE)
 	mv -f $@.tmp $@
 
-$(STAGE)/$(SONAME): | $(STAGE)/$(SOFILE)
+# Normal prerequisites (make follows the links): a link left by an older version of the
+# library (libioeng.so.1 -> libioeng.so.1.0.0) points at an older file and is renewed.
+$(STAGE)/$(SONAME): $(STAGE)/$(SOFILE)
 	ln -sfn $(SOFILE) $@
 
-$(STAGE)/libioeng.so: | $(STAGE)/$(SONAME)
+$(STAGE)/libioeng.so: $(STAGE)/$(SONAME)
 	ln -sfn $(SONAME) $@
 
 $(STAGE)/libioeng.a: $(RUSTA)

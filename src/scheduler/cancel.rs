@@ -52,7 +52,7 @@ impl Cancels {
     /// Hands events removed from the queues to the engine thread that runs callbacks.
     /// Whoever calls this makes sure a `service` follows: `cancel` wakes the engine,
     /// and expiry happens inside a submit step, which services its own dead (see
-    /// `worker::submit_step`).
+    /// `steps::submit_step`).
     pub(crate) fn bury(&self, events: impl Iterator<Item = (IoEvent, i64)>) {
         let mut dead = lock(&self.dead);
         dead.extend(events);
