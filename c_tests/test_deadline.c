@@ -23,17 +23,10 @@ static uint64_t fired_at[MAXN];
 static uint64_t deadline_of[MAXN];
 static tu_waiter_t waiter;
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void timed_cb(void *ctx, int64_t res)
 {
     size_t i = (size_t)(uintptr_t)ctx;
-    fired_at[i] = now_ns();
+    fired_at[i] = tu_now_ns();
     results[i] = res;
     tu_waiter_add(&waiter, 1);
 }
@@ -56,7 +49,7 @@ static void submit_from_cb(void *ctx, int64_t res)
     timed_cb(ctx, res);
     ioeng_req_t pq = tu_req(IOENG_OP_READ, 0, from_cb.pipe_fd, from_cb.pipe_buf, 4, 0);
     int rc = ioeng_submit(from_cb.h, &pq, timed_cb, (void *)(uintptr_t)from_cb.pipe_idx);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = tu_now_ns();
     for (int i = 0; i < FROM_CB_N && rc == 0; i++) {
         int k = from_cb.first + i;
         ioeng_req_t q = tu_req(IOENG_OP_READ, 0, from_cb.shm, from_cb.rbuf, 512, 0);
@@ -119,7 +112,7 @@ int main(void)
 
     /* 1. 200 deadlines behind a paused engine, plus 5 requests without deadline. */
     h = tu_open(be, 4, 0, 0, 1);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = tu_now_ns();
     for (int i = 0; i < 200; i++) {
         ioeng_req_t q = tu_req(i % 2 ? IOENG_OP_READ : IOENG_OP_WRITE, (ioeng_prio_t)(i % 3 == 0),
                                shm, i % 2 ? rbuf : data, 512, (uint64_t)(i % 64) * 512);
@@ -161,7 +154,7 @@ int main(void)
     CHECK(ioeng_submit(h, &pq, timed_cb, (void *)(uintptr_t)pipe_idx) == 0, "submit pipe read");
     usleep(20000);
     int busy_first = idx;
-    t0 = now_ns();
+    t0 = tu_now_ns();
     for (int i = 0; i < 50; i++) {
         ioeng_req_t q = tu_req(IOENG_OP_READ, 0, shm, rbuf, 512, 0);
         q.deadline_ns = t0 + 2000000ull + (uint64_t)((i * 7) % 50) * 18000000ull / 49;
@@ -184,7 +177,7 @@ int main(void)
     deadline_of[past] = 1;
     CHECK(ioeng_submit(h, &q, timed_cb, (void *)(uintptr_t)past) == 0, "submit past deadline");
     int future = idx++;
-    q.deadline_ns = now_ns() + 10ull * 1000000000ull;
+    q.deadline_ns = tu_now_ns() + 10ull * 1000000000ull;
     CHECK(ioeng_submit(h, &q, timed_cb, (void *)(uintptr_t)future) == 0, "submit future deadline");
     tu_waiter_wait(&waiter, 205 + 53, 10);
     CHECK(results[past] == -ETIMEDOUT, "past deadline: %s", tu_errname(results[past]));

@@ -17,18 +17,11 @@ struct rec {
     uint64_t at_ns;
 };
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void on_done(void *ctx, int64_t res)
 {
     struct rec *r = ctx;
     r->res = res;
-    r->at_ns = now_ns();
+    r->at_ns = tu_now_ns();
     tu_waiter_add(&w, 1);
 }
 
@@ -79,7 +72,7 @@ int main(void)
     ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, p[0], buf, 5, 0);
     CHECK_EQ(ioeng_submit(h, &q, on_done, &recs[N]), 0, "submit pipe read");
 
-    uint64_t t0 = now_ns();
+    uint64_t t0 = tu_now_ns();
     for (int i = 0; i < N; i++) {
         q = tu_req(cases[i].op, IOENG_PRIO_NORMAL, cases[i].fd, buf, sizeof buf, 0);
         if (cases[i].op == IOENG_OP_READV) {
@@ -109,9 +102,9 @@ int main(void)
     q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, ep, buf, sizeof buf, 0);
     static struct rec last;
     CHECK_EQ(ioeng_submit(h, &q, on_done, &last), 0, "submit before close");
-    uint64_t c0 = now_ns();
+    uint64_t c0 = tu_now_ns();
     tu_close(h);
-    double close_ms = (double)(now_ns() - c0) / 1e6;
+    double close_ms = (double)(tu_now_ns() - c0) / 1e6;
     CHECK_EQ(last.res, -EINVAL, "the epoll READ in flight at close");
     CHECK(close_ms < 1000, "close took %.0f ms", close_ms);
     printf("test_never_transfer [%s %s]: OK: epoll READ/WRITE/READV, pidfd READ/WRITE give "

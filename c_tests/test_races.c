@@ -51,18 +51,11 @@ static ioeng_t *h;
 static int zero_fd;
 static char bufs[MAX_REQS][64];
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void on_done(void *ctx, int64_t res)
 {
     struct slot *s = ctx;
     atomic_store(&s->res, res);
-    atomic_store(&s->at_ns, now_ns());
+    atomic_store(&s->at_ns, tu_now_ns());
     atomic_fetch_add(&s->calls, 1);
 }
 
@@ -100,8 +93,8 @@ static void submit(int i, int fd, uint64_t tag, uint64_t deadline_ns)
 /* Runs the engine until request i's callback ran or `sec` passed (POLLED: polls here). */
 static int wait_for(int i, double sec)
 {
-    uint64_t end = now_ns() + (uint64_t)(sec * 1e9);
-    while (atomic_load(&slots[i].calls) == 0 && now_ns() < end) {
+    uint64_t end = tu_now_ns() + (uint64_t)(sec * 1e9);
+    while (atomic_load(&slots[i].calls) == 0 && tu_now_ns() < end) {
         if (tu_mode() == IOENG_MODE_POLLED) {
             int rc = ioeng_poll(h, 1, 10 * 1000 * 1000);
             CHECK(rc >= 0, "ioeng_poll: %d", rc);
@@ -121,7 +114,7 @@ static void start_blocker(int i)
     int nonblock = tu_backend() == IOENG_BACKEND_AIO ? O_NONBLOCK : 0;
     CHECK(pipe2(blocker, nonblock) == 0, "pipe");
     submit(i, blocker[0], 0, 0);
-    uint64_t end = now_ns() + 5000000000u;
+    uint64_t end = tu_now_ns() + 5000000000u;
     for (;;) {
         if (tu_mode() == IOENG_MODE_POLLED)
             CHECK(ioeng_poll(h, 0, 0) >= 0, "poll");
@@ -129,7 +122,7 @@ static void start_blocker(int i)
         CHECK_EQ(ioeng_stats(h, &st), 0, "stats");
         if (st.queued_read == 0)
             break;
-        CHECK(now_ns() < end, "the blocker was never dispatched");
+        CHECK(tu_now_ns() < end, "the blocker was never dispatched");
         usleep(1000);
     }
 }
@@ -213,7 +206,7 @@ static void cancel_counts_expired(void)
     atomic_store(&phase, 1);
     atomic_store(&hook_rc, INT32_MIN);
     ioeng_debug_race_hook(hook_cancel_expired, NULL);
-    submit(1, zero_fd, 33, now_ns() + 20 * 1000 * 1000);
+    submit(1, zero_fd, 33, tu_now_ns() + 20 * 1000 * 1000);
     CHECK(wait_for(1, 5) == 1, "the request with a deadline");
     CHECK_EQ(atomic_load(&phase), 2, "the hook ran");
     CHECK_EQ(atomic_load(&hook_rc), 1,
@@ -288,16 +281,16 @@ static void hook_completer_expiry(void *ctx, uint32_t point)
         /* The completer's housekeeping is done (it timed out request 1); let the second
          * deadline pass before its round, so that the round's own check expires it. */
         set_phase(3);
-        while (now_ns() <= deadline2 + 1000000)
+        while (tu_now_ns() <= deadline2 + 1000000)
             usleep(1000);
     } else if (point == P_EXPIRED_BEFORE_BURY && p == 3 && thread_is("ioeng-complete")) {
         /* Request 2 left the queues and the timer is disarmed; let the submitter decide
          * now, and go on only once it sleeps. */
         set_phase(4);
-        uint64_t end = now_ns() + 5000000000u;
-        while (!atomic_load(&submitter_left) && now_ns() < end)
+        uint64_t end = tu_now_ns() + 5000000000u;
+        while (!atomic_load(&submitter_left) && tu_now_ns() < end)
             usleep(100);
-        while (thread_state(atomic_load(&submitter_tid)) != 'S' && now_ns() < end)
+        while (thread_state(atomic_load(&submitter_tid)) != 'S' && tu_now_ns() < end)
             usleep(100);
         usleep(20 * 1000);
         set_phase(5);
@@ -312,15 +305,15 @@ static void completer_expiry(void)
     atomic_store(&submitter_left, 0);
     ioeng_debug_race_hook(hook_completer_expiry, NULL);
     submit(0, zero_fd, 0, 0); /* its completion is held at P_REAPED */
-    uint64_t end = now_ns() + 5000000000u;
+    uint64_t end = tu_now_ns() + 5000000000u;
     for (ioeng_stats_t st = {0}; st.queued_read != 0 || st.submitted == 0;) {
         CHECK_EQ(ioeng_stats(h, &st), 0, "stats");
-        CHECK(now_ns() < end, "request 0 was never dispatched");
+        CHECK(tu_now_ns() < end, "request 0 was never dispatched");
         usleep(1000);
     }
     /* One batch, one wake-up: the submitter consumes it and waits in its round (no free
      * slot) until the first deadline's timer ends the round. */
-    uint64_t t0 = now_ns();
+    uint64_t t0 = tu_now_ns();
     deadline2 = t0 + 150 * 1000 * 1000;
     ioeng_req_t q[2] = {tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, zero_fd, bufs[1], 1, 0),
                         tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, zero_fd, bufs[2], 1, 0)};

@@ -659,6 +659,14 @@ static inline int tu_count_dir(const char *path)
 /* fds open now, not counting the one opendir() uses to list them. */
 static inline int tu_count_fds(void) { return tu_count_dir("/proc/self/fd") - 1; }
 
+/* CLOCK_MONOTONIC now in ns: the clock of ioeng_req_t.deadline_ns. */
+static inline uint64_t tu_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* Fills `buf` with bytes that depend only on (seed, len). */
 static inline void tu_fill(void *buf, size_t len, uint64_t seed)
 {
