@@ -428,6 +428,19 @@ struct ioeng_stats {
 #define IOENG_OP_WRITEV 5
 
 /**
+ * Since 1.1: fallocate(2) of `fd` over `offset`..`offset + len`, mode (FALLOC_FL_*) in
+ * `buf_index`; `buf` ignored; no flags. Goes to the WRITE queue. Gives fallocate's result.
+ */
+#define IOENG_OP_FALLOCATE 6
+
+/**
+ * Since 1.1: sync_file_range(2) of `fd` over `offset`..`offset + len` (len 0 = to the end
+ * of the file), flags (SYNC_FILE_RANGE_*) in `buf_index`; `buf` ignored; no flags. Goes to
+ * the WRITE queue. Gives sync_file_range's result.
+ */
+#define IOENG_OP_SYNC_FILE_RANGE 7
+
+/**
  * RWF_DSYNC: this WRITE/WRITEV is durable (data + needed metadata) when its callback runs.
  */
 #define IOENG_REQ_DSYNC (1 << 0)

@@ -51,6 +51,13 @@ pub const IOENG_OP_FDATASYNC: IoengOp = 3;
 pub const IOENG_OP_READV: IoengOp = 4;
 /// Gather write (pwritev2): `buf` is a `const struct iovec *`, `len` the iovec count.
 pub const IOENG_OP_WRITEV: IoengOp = 5;
+/// Since 1.1: fallocate(2) of `fd` over `offset`..`offset + len`, mode (FALLOC_FL_*) in
+/// `buf_index`; `buf` ignored; no flags. Goes to the WRITE queue. Gives fallocate's result.
+pub const IOENG_OP_FALLOCATE: IoengOp = 6;
+/// Since 1.1: sync_file_range(2) of `fd` over `offset`..`offset + len` (len 0 = to the end
+/// of the file), flags (SYNC_FILE_RANGE_*) in `buf_index`; `buf` ignored; no flags. Goes to
+/// the WRITE queue. Gives sync_file_range's result.
+pub const IOENG_OP_SYNC_FILE_RANGE: IoengOp = 7;
 
 /// Per-request flags (`IOENG_REQ_*`, or-ed into `ioeng_req_t.flags`).
 pub type IoengReqFlags = u32;
