@@ -14,9 +14,16 @@ pub(crate) const IOCB_CMD_FDSYNC: u16 = 3;
 /// `aio_buf` is a `const struct iovec *`, `aio_nbytes` its count.
 pub(crate) const IOCB_CMD_PREADV: u16 = 7;
 pub(crate) const IOCB_CMD_PWRITEV: u16 = 8;
+/// Waits for readiness: `aio_buf` holds the poll event mask (POLLIN, ...), the completion's
+/// `res` the events that fired. Unlike a transfer it can be cancelled with `io_cancel`.
+#[allow(dead_code)] // used by the stream and timer paths of interface 1.1
+pub(crate) const IOCB_CMD_POLL: u16 = 5;
 
 /// `aio_flags` bit: on completion, add 1 to the eventfd in `aio_resfd`.
 pub(crate) const IOCB_FLAG_RESFD: u32 = 1 << 0;
+/// `aio_flags` bit: `aio_reqprio` carries an IOPRIO_PRIO_VALUE for this request.
+#[allow(dead_code)] // used by IO classes (kernel_ioprio)
+pub(crate) const IOCB_FLAG_IOPRIO: u32 = 1 << 1;
 
 /// `struct iocb` (64 bytes). Field order is the little-endian one: `aio_key` comes
 /// before `aio_rw_flags` on x86_64 and aarch64.
