@@ -474,6 +474,8 @@ unsafe fn request_from_c(engine: &AnyEngine, req: &IoengReq) -> Result<IoRequest
         IOENG_OP_FDATASYNC => Op::Fdatasync,
         IOENG_OP_READV => Op::Readv,
         IOENG_OP_WRITEV => Op::Writev,
+        IOENG_OP_FALLOCATE => Op::Fallocate,
+        IOENG_OP_SYNC_FILE_RANGE => Op::SyncFileRange,
         _ => return Err(Error::InvalidArgument("unknown op")),
     };
     if req.reserved != 0 {
