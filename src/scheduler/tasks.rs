@@ -116,9 +116,10 @@ impl Flags {
 pub const MAX_KERNEL_IO: u64 = 0x7fff_f000;
 
 /// The longest range one SYNC_FILE_RANGE kernel call covers: an io_uring SQE's length
-/// is 32 bits, so a longer range is synced in pieces of this size (page-aligned, so no
-/// page is in two pieces), one after the other, by the continuation path of a short
-/// transfer. Both backends split alike; the result is 0 only if every piece gave 0.
+/// is 32 bits, so a longer range is synced in pieces of this size (a multiple of the
+/// page size), one after the other, by the continuation path of a short transfer, and
+/// only as far as the file has data (see `IoEvent::settle`). Both backends split alike;
+/// the result is 0 only if every piece gave 0.
 pub const MAX_SYNC_RANGE_PIECE: u64 = 0xffff_f000;
 
 /// Most `iovec` entries in one READV/WRITEV (`IOV_MAX`, `UIO_MAXIOV` in the kernel).
@@ -669,9 +670,15 @@ impl IoEvent {
             res
         } else if op == Op::SyncFileRange {
             // One piece of the range synced (see `MAX_SYNC_RANGE_PIECE`); the next one
-            // goes like a short transfer's continuation.
+            // goes like a short transfer's continuation, unless the rest lies wholly past
+            // the file's data, where there is no page to write or wait for (a range to
+            // INT64_MAX must not take 2^31 kernel calls). Asked at each continuation, so
+            // a file that grew since the request was queued is covered.
             self.done += self.next_chunk().len;
-            if self.done < self.request.len {
+            let rest = self.request.offset + self.done;
+            if self.done < self.request.len
+                && crate::sys::range::data_end(self.request.fd).is_none_or(|end| rest < end)
+            {
                 return Outcome::Resubmit;
             }
             return Outcome::Done(0);
@@ -1190,11 +1197,37 @@ mod tests {
         assert_eq!(ev.next_chunk().rw_flags, libc::RWF_NOWAIT);
     }
 
+    /// An unlinked scratch file (in the ext4 temp dir) of `size` bytes, sparse.
+    fn sparse_file(size: u64) -> std::fs::File {
+        let path = std::env::temp_dir().join(format!(
+            "ioeng-tasks-{}-{size}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("scratch file");
+        let _ = std::fs::remove_file(&path);
+        file.set_len(size).expect("set_len");
+        file
+    }
+
+    /// A 6 GiB sparse file, open for the whole test run.
+    fn big_fd() -> i32 {
+        static FILE: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+        std::os::fd::AsRawFd::as_raw_fd(FILE.get_or_init(|| sparse_file(6 << 30)))
+    }
+
     fn command(op: Op, offset: u64, len: u64, arg: u32, flags: u32) -> Result<IoRequest, Error> {
         let s = RequestSpec {
             flags: Flags(flags),
             buf_index: arg,
             offset,
+            fd: big_fd(),
             ..spec(op, 0x1000 as *mut u8, len)
         };
         // SAFETY: not vectored.
@@ -1328,6 +1361,34 @@ mod tests {
         let to_end = command(Op::SyncFileRange, 8192, 0, flags, 0).unwrap();
         let mut ev = IoEvent::new(to_end, Callback::new(ignore, std::ptr::null_mut()));
         assert_eq!((ev.next_chunk().offset, ev.next_chunk().len), (8192, 0));
+        assert_eq!(ev.settle(0), Outcome::Done(0));
+    }
+
+    #[test]
+    fn a_sync_range_stops_where_the_files_data_ends() {
+        let flags = libc::SYNC_FILE_RANGE_WRITE;
+        let max = i64::MAX as u64;
+        // To INT64_MAX on the 6 GiB file: two pieces reach past its end, no more.
+        let req = command(Op::SyncFileRange, 0, max, flags, 0).unwrap();
+        let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        assert_eq!(ev.settle(0), Outcome::Resubmit);
+        assert_eq!(ev.next_chunk().offset, MAX_SYNC_RANGE_PIECE);
+        assert_eq!(ev.settle(0), Outcome::Done(0), "8 GiB - 8 KiB > 6 GiB");
+        // A small file: the first piece covers it all.
+        let small = sparse_file(8192);
+        let s = RequestSpec {
+            buf_index: flags,
+            fd: std::os::fd::AsRawFd::as_raw_fd(&small),
+            ..spec(Op::SyncFileRange, std::ptr::null_mut(), max)
+        };
+        // SAFETY: not vectored.
+        let req = unsafe { IoRequest::from_spec(&s, None) }.unwrap();
+        let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        assert_eq!(ev.settle(0), Outcome::Done(0));
+        // A file that grew meanwhile is covered to its new end.
+        let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        small.set_len(5 << 30).unwrap();
+        assert_eq!(ev.settle(0), Outcome::Resubmit);
         assert_eq!(ev.settle(0), Outcome::Done(0));
     }
 

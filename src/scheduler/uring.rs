@@ -518,11 +518,25 @@ mod tests {
         }
     }
 
-    fn event(op: Op, offset: u64, len: u64, arg: u32) -> IoEvent {
+    /// An unlinked 6 GiB sparse file in the temp dir (a sync range stops at its end).
+    fn big_file() -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("ioeng-uring-sqe-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("scratch file");
+        let _ = std::fs::remove_file(&path);
+        file.set_len(6 << 30).expect("set_len");
+        file
+    }
+
+    fn event(op: Op, fd: i32, offset: u64, len: u64, arg: u32) -> IoEvent {
         let spec = RequestSpec {
             op,
             priority: Priority::Normal,
-            fd: 7,
+            fd,
             buf: std::ptr::null_mut(),
             len,
             offset,
@@ -539,7 +553,7 @@ mod tests {
     #[test]
     fn fallocate_sqe_carries_mode_range_and_a_64_bit_length() {
         let mode = (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u32;
-        let ev = event(Op::Fallocate, 1 << 20, 5 << 30, mode);
+        let ev = event(Op::Fallocate, 7, 1 << 20, 5 << 30, mode);
         let want = Sqe {
             opcode: opcode::Fallocate::CODE,
             fd: 7,
@@ -558,11 +572,13 @@ mod tests {
             | libc::SYNC_FILE_RANGE_WRITE
             | libc::SYNC_FILE_RANGE_WAIT_AFTER;
         let len = 5u64 << 30;
-        let mut ev = event(Op::SyncFileRange, 4096, len, flags);
+        let file = big_file();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let mut ev = event(Op::SyncFileRange, fd, 4096, len, flags);
         let first = sqe(&entry_for(9, &ev));
         let want = Sqe {
             opcode: opcode::SyncFileRange::CODE,
-            fd: 7,
+            fd,
             off: 4096,
             addr: 0,
             len: MAX_SYNC_RANGE_PIECE as u32,
@@ -582,9 +598,9 @@ mod tests {
         );
         assert_eq!(ev.settle(0), Outcome::Done(0));
         // Below 4 GiB: one SQE with the whole length; 0 (to the end of the file) stays 0.
-        let ev = event(Op::SyncFileRange, 0, 12345, flags);
+        let ev = event(Op::SyncFileRange, fd, 0, 12345, flags);
         assert_eq!(sqe(&entry_for(1, &ev)).len, 12345);
-        let ev = event(Op::SyncFileRange, 0, 0, flags);
+        let ev = event(Op::SyncFileRange, fd, 0, 0, flags);
         assert_eq!(sqe(&entry_for(1, &ev)).len, 0);
     }
 }
