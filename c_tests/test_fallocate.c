@@ -432,6 +432,39 @@ static void mixed(const fcfg_t *c)
     tu_waiter_destroy(&l.w);
 }
 
+/* One kernel round with commands between requests that AIO's io_submit refuses (a
+ * closed fd): each request gets its own result (the refused iocb names its slot). */
+static void round_with_refusals(void)
+{
+    static tu_recs_t l;
+    memset(&l, 0, sizeof l);
+    tu_waiter_init(&l.w);
+    ioeng_t *h = tu_open(be, 16, 0, 0, 1 /* paused: one round */);
+    int fd = tu_scratch(TU_EXT4, 0, NULL);
+    int closed = tu_closed_fd(900);
+    char *buf = tu_alloc(4096);
+    for (int k = 0; k < 3; k++) {
+        ioeng_req_t q = cmd(IOENG_OP_FALLOCATE, fd, (uint64_t)k * 8192, 4096, 0);
+        tu_rec_submit(h, &l.r[l.n++], &l.w, "FALLOCATE", q, 0);
+        tu_recs_sub(h, &l, "READ closed fd", IOENG_OP_READ, IOENG_PRIO_NORMAL, closed, buf, 4096,
+                    0, -EBADF);
+        tu_recs_sub(h, &l, "FSYNC", IOENG_OP_FSYNC, IOENG_PRIO_NORMAL, fd, NULL, 0, 0, 0);
+        q = cmd(IOENG_OP_SYNC_FILE_RANGE, closed, 0, 4096, SYNC_FILE_RANGE_WRITE);
+        tu_rec_submit(h, &l.r[l.n++], &l.w, "SYNC_FILE_RANGE closed fd", q, -EBADF);
+        tu_recs_sub(h, &l, "WRITE closed fd", IOENG_OP_WRITE, IOENG_PRIO_NORMAL, closed, buf,
+                    4096, 0, -EBADF);
+    }
+    CHECK_EQ(ioeng_resume(h), 0, "resume");
+    tu_waiter_wait(&l.w, (uint64_t)l.n, 30);
+    tu_close(h);
+    tu_check_still_closed(closed);
+    CHECK(tu_recs_report(&l, be) == 0, "a round with refusals: wrong results (listed above)");
+    CHECK_EQ(st(fd).st_size, 2 * 8192 + 4096, "the FALLOCATEs");
+    close(fd);
+    free(buf);
+    tu_waiter_destroy(&l.w);
+}
+
 /* ---- the AIO helper thread --------------------------------------------------------- */
 
 /* The tid of this process's thread named `comm` (15 characters at most), or 0. */
@@ -657,6 +690,7 @@ int main(void)
     other_files(h);
     tu_close(h);
     refusals();
+    round_with_refusals();
     for (int i = 0; i < ncfg; i++)
         mixed(&cfgs[i]);
     helper_lifecycle(IOENG_MODE_THREADS);

@@ -262,7 +262,11 @@ impl Driver for AioDriver {
                 Err(libc::EAGAIN) => busy(),
                 // The first remaining iocb is bad (EBADF, EINVAL, ...): it alone fails.
                 Err(errno) => {
-                    let index = batch[next];
+                    // `ptrs` leaves out the helper's commands, so it is not parallel to
+                    // `batch`: the iocb names its slot.
+                    // SAFETY: the iocb was filled above and the kernel refused it, so
+                    // nobody else reads or writes it now.
+                    let index = unsafe { (*ptrs[next]).aio_data } as usize;
                     ctx.fail_unsubmitted(index, refused_result(errno, ptrs[next]));
                     next += 1;
                 }
