@@ -357,7 +357,8 @@ struct ioeng_stats {
    */
   uint64_t queued_write;
   /**
-   * io_submit / io_uring_enter calls that submitted at least one IO.
+   * io_submit / io_uring_enter calls that submitted at least one IO (on AIO, handing
+   * FALLOCATE/SYNC_FILE_RANGE commands to the engine's helper thread counts as one).
    */
   uint64_t kernel_submit_calls;
   /**
