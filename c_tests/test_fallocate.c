@@ -10,7 +10,9 @@
  *    pipe; a range of 5 GiB on a sparse file (io_uring's 32-bit SQE length: two pieces,
  *    seen as one resubmit) and one to INT64_MAX (stops at the file's end);
  *  - any IOENG_REQ_* flag, offset + len above INT64_MAX, fd < 0: synchronous error, no
- *    callback; a queued command can be cancelled;
+ *    callback; a queued command can be cancelled; cancels of queued and in-flight
+ *    commands: one callback each (0 or -ECANCELED); one kernel round mixing commands with
+ *    requests AIO's io_submit refuses (closed fd): each request gets its own result;
  *  - a mix of FALLOCATE/SYNC_FILE_RANGE (NORMAL and HIGH) with READs and WRITEs in flight;
  *  - the AIO helper thread: started at the first command (not at open, not in POLLED's
  *    ioeng_poll), named ioeng-aio-helper, all asynchronous signals blocked; a POLLED
@@ -432,6 +434,53 @@ static void mixed(const fcfg_t *c)
     tu_waiter_destroy(&l.w);
 }
 
+/* Cancels that land while commands are queued or in flight (on AIO: with the helper):
+ * exactly one callback each, with the syscall's 0 or -ECANCELED. */
+static int cancel_seen[2];
+static void cancel_cb(void *ctx, int64_t res)
+{
+    int *fired = ctx;
+    __atomic_add_fetch(fired, 1, __ATOMIC_SEQ_CST);
+    CHECK(res == 0 || res == -ECANCELED, "cancelled command: res %s", tu_errname(res));
+    __atomic_add_fetch(&cancel_seen[res == 0 ? 0 : 1], 1, __ATOMIC_SEQ_CST);
+}
+
+static void cancel_commands(void)
+{
+    enum { N = 64 };
+    static int fired[N];
+    memset(fired, 0, sizeof fired);
+    cancel_seen[0] = cancel_seen[1] = 0;
+    ioeng_t *h = tu_open(be, 4, 0, 0, 0);
+    int fd = tu_scratch(TU_EXT4, 0, NULL);
+    char *buf = tu_alloc(1 * MiB);
+    tu_fill(buf, 1 * MiB, 5);
+    for (int round = 0; round < 4; round++) {
+        tu_pwrite_all(fd, buf, 1 * MiB, 0); /* dirty again: the syncs have work */
+        for (int i = 0; i < N / 4; i++) {
+            int k = round * (N / 4) + i;
+            ioeng_req_t q = i % 2 ? cmd(IOENG_OP_SYNC_FILE_RANGE, fd, 0, 1 * MiB,
+                                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                            SYNC_FILE_RANGE_WAIT_AFTER)
+                                  : cmd(IOENG_OP_FALLOCATE, fd, 2 * MiB + (uint64_t)k * 4096,
+                                        4096, FALLOC_FL_KEEP_SIZE);
+            q.tag = 500 + (uint64_t)round;
+            CHECK_EQ(ioeng_submit(h, &q, cancel_cb, &fired[k]), 0, "submit");
+        }
+        if (round % 2)
+            usleep(200); /* some in flight by now */
+        int found = ioeng_cancel(h, 500 + (uint64_t)round);
+        CHECK(found >= 0 && found <= N / 4, "cancel found %d", found);
+    }
+    tu_wait_idle(h, N);
+    tu_close(h);
+    for (int k = 0; k < N; k++)
+        CHECK_EQ(fired[k], 1, "command %d: callbacks", k);
+    printf("cancel of commands: %d ran (0), %d cancelled\n", cancel_seen[0], cancel_seen[1]);
+    close(fd);
+    free(buf);
+}
+
 /* One kernel round with commands between requests that AIO's io_submit refuses (a
  * closed fd): each request gets its own result (the refused iocb names its slot). */
 static void round_with_refusals(void)
@@ -691,6 +740,7 @@ int main(void)
     tu_close(h);
     refusals();
     round_with_refusals();
+    cancel_commands();
     for (int i = 0; i < ncfg; i++)
         mixed(&cfgs[i]);
     helper_lifecycle(IOENG_MODE_THREADS);
