@@ -595,9 +595,32 @@ static void helper_lifecycle(ioeng_mode_t mode)
         usleep(20000);
         CHECK(!thread_named(HELPER_COMM), "polled: a helper before any poll");
         CHECK_EQ(poll_res, INT64_MIN, "polled: a callback before any poll");
+        uint64_t t0 = tu_now_ns();
         int n = ioeng_poll(h, 1, 10 * 1000000000ll);
+        uint64_t took = tu_now_ns() - t0;
         CHECK_EQ(n, 1, "polled: ioeng_poll with a timeout returns the FALLOCATE's completion");
+        CHECK(took < 2000000000ull, "polled: the completion took %" PRIu64 " ms to wake the poll",
+              took / 1000000);
         CHECK(pthread_equal(poll_cb_thread, pthread_self()), "polled: callback off the poller");
+        /* Outside any poll, a command's completion makes the event fd readable (the
+         * stand-in iocb carries IOCB_FLAG_RESFD): one pass hands over a sync of 32 MiB of
+         * dirty data, which takes far longer than the pass, then only the fd is watched. */
+        int big = tu_scratch(TU_EXT4, 0, NULL);
+        char *dirty = tu_alloc(32 * MiB);
+        tu_fill(dirty, 32 * MiB, 6);
+        tu_pwrite_all(big, dirty, 32 * MiB, 0);
+        free(dirty);
+        q = cmd(IOENG_OP_SYNC_FILE_RANGE, big, 0, 32 * MiB,
+                SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+        poll_res = INT64_MIN;
+        CHECK_EQ(ioeng_submit(h, &q, poll_cb, NULL), 0, "submit");
+        CHECK_EQ(ioeng_poll(h, 0, 0), 0, "one pass: the sync is handed over, not done");
+        CHECK_EQ(poll_res, INT64_MIN, "polled: the 32 MiB sync finished within one pass");
+        struct pollfd pfd = {.fd = ioeng_event_fd(h), .events = POLLIN};
+        CHECK_EQ(poll(&pfd, 1, 10000), 1, "polled: the event fd did not become readable");
+        CHECK_EQ(ioeng_poll(h, 1, 0), 1, "polled: the readable fd's completion");
+        CHECK_EQ(poll_res, 0, "polled: SYNC_FILE_RANGE res");
+        close(big);
     } else {
         for (int i = 0; i < 10000 && poll_res == INT64_MIN; i++)
             usleep(1000);
