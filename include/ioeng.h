@@ -296,9 +296,10 @@ struct ioeng_req {
 /**
  * Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
  * EOF); WRITE → `len`; READV/WRITEV → the same over the whole vector; FSYNC/FDATASYNC/
- * FALLOCATE/SYNC_FILE_RANGE → 0; -ECANCELED after ioeng_cancel(); -ETIMEDOUT when `deadline_ns` passed while the
- * request was queued; failure → -errno from the kernel. With IOENG_REQ_NOWAIT, -EAGAIN
- * (when nothing was moved) or the bytes moved before the kernel would have blocked.
+ * FALLOCATE/SYNC_FILE_RANGE → 0; -ECANCELED after ioeng_cancel(); -ETIMEDOUT when
+ * `deadline_ns` passed while the request was queued; failure → -errno from the kernel.
+ * With IOENG_REQ_NOWAIT, -EAGAIN (when nothing was moved) or the bytes moved before the
+ * kernel would have blocked.
  * READ at end of file: for a stream, when the peer shut down or the writer closed. On
  * message-oriented fds (datagram/seqpacket sockets, inotify, eventfd, signalfd,
  * timerfd, and character devices without a position other than ttys: /dev/fuse,
@@ -500,9 +501,9 @@ struct ioeng_stats {
  * No engine thread (one exception: on AIO, the helper thread of FALLOCATE and
  * SYNC_FILE_RANGE, see IOENG_BACKEND_AIO): the caller drives the engine with ioeng_poll()
  * (from any thread, one at a time), which dispatches, submits, reaps and runs the
- * callbacks on the calling
- * thread; ioeng_event_fd() tells an epoll/poll loop when to call it. Nothing happens
- * between polls: ioeng_submit() only queues. For thread-per-core programs and event loops.
+ * callbacks on the calling thread; ioeng_event_fd() tells an epoll/poll loop when to call
+ * it. Nothing happens between polls: ioeng_submit() only queues. For thread-per-core
+ * programs and event loops.
  */
 #define IOENG_MODE_POLLED 1
 
