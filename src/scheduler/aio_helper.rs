@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use super::locks::lock;
 use super::tasks::Op;
+use crate::race_hooks::{self, Point};
 use crate::sys::aio::{self as kernel, AioContextId, Iocb};
 use crate::sys::{self, report_unexpected};
 
@@ -165,6 +166,7 @@ fn run(queue: &Queue, id: AioContextId) {
             }
         };
         let res = job.run();
+        race_hooks::at(Point::HelperRan);
         // SAFETY: this thread holds the slot (see the module docs): nobody else writes
         // its iocb, and the kernel does not read it before the io_submit below.
         unsafe { (*job.iocb).aio_data = stand_in_data(job.index, res) };
