@@ -241,8 +241,8 @@ struct ioeng_req {
    */
   int32_t fd;
   /**
-   * IOENG_REQ_* bits; an unknown bit gives -EINVAL. Flags on FSYNC/FDATASYNC, and
-   * DSYNC/SYNC on READ/READV, give -EINVAL.
+   * IOENG_REQ_* bits; an unknown bit gives -EINVAL. Flags on FSYNC/FDATASYNC/
+   * FALLOCATE/SYNC_FILE_RANGE, and DSYNC/SYNC on READ/READV, give -EINVAL.
    */
   ioeng_req_flags_t flags;
   /**
@@ -256,6 +256,7 @@ struct ioeng_req {
   /**
    * READ/WRITE: bytes, > 0. READV/WRITEV: iovec count, 1..=IOV_MAX. Transfers above
    * the kernel's per-call maximum (0x7ffff000 bytes) are split internally.
+   * FALLOCATE/SYNC_FILE_RANGE: the length of the range, passed on as it is.
    */
   uint64_t len;
   /**
@@ -277,6 +278,7 @@ struct ioeng_req {
   uint64_t deadline_ns;
   /**
    * With IOENG_REQ_FIXED_BUF: index into the buffers given to ioeng_register_buffers().
+   * FALLOCATE: the mode (FALLOC_FL_*). SYNC_FILE_RANGE: the flags (SYNC_FILE_RANGE_*).
    */
   uint32_t buf_index;
   /**
@@ -293,10 +295,11 @@ struct ioeng_req {
 
 /**
  * Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
- * EOF); WRITE → `len`; READV/WRITEV → the same over the whole vector; FSYNC/FDATASYNC →
- * 0; -ECANCELED after ioeng_cancel(); -ETIMEDOUT when `deadline_ns` passed while the
- * request was queued; failure → -errno from the kernel. With IOENG_REQ_NOWAIT, -EAGAIN
- * (when nothing was moved) or the bytes moved before the kernel would have blocked.
+ * EOF); WRITE → `len`; READV/WRITEV → the same over the whole vector; FSYNC/FDATASYNC/
+ * FALLOCATE/SYNC_FILE_RANGE → 0; -ECANCELED after ioeng_cancel(); -ETIMEDOUT when
+ * `deadline_ns` passed while the request was queued; failure → -errno from the kernel.
+ * With IOENG_REQ_NOWAIT, -EAGAIN (when nothing was moved) or the bytes moved before the
+ * kernel would have blocked.
  * READ at end of file: for a stream, when the peer shut down or the writer closed. On
  * message-oriented fds (datagram/seqpacket sockets, inotify, eventfd, signalfd,
  * timerfd, and character devices without a position other than ttys: /dev/fuse,
@@ -355,7 +358,8 @@ struct ioeng_stats {
    */
   uint64_t queued_write;
   /**
-   * io_submit / io_uring_enter calls that submitted at least one IO.
+   * io_submit / io_uring_enter calls that submitted at least one IO (on AIO, handing
+   * FALLOCATE/SYNC_FILE_RANGE commands to the engine's helper thread counts as one).
    */
   uint64_t kernel_submit_calls;
   /**
@@ -388,7 +392,10 @@ struct ioeng_stats {
  * engine's submitting thread, and a READ of a blocking pipe or socket stops that thread
  * (and every other request of the engine) until data arrives. In IOENG_MODE_POLLED the
  * submitting thread is the one in ioeng_poll(): such a request blocks ioeng_poll itself
- * (and so the caller's event loop). io_uring has neither limit.
+ * (and so the caller's event loop). io_uring has neither limit. FALLOCATE and
+ * SYNC_FILE_RANGE, which Linux AIO has no command for, run on one helper thread of the
+ * engine, in POLLED mode too: started by the first of them (never at open), it blocks
+ * asynchronous signals and is joined by ioeng_close().
  */
 #define IOENG_BACKEND_AIO 1
 
@@ -429,14 +436,20 @@ struct ioeng_stats {
 
 /**
  * Since 1.1: fallocate(2) of `fd` over `offset`..`offset + len`, mode (FALLOC_FL_*) in
- * `buf_index`; `buf` ignored; no flags. Goes to the WRITE queue. Gives fallocate's result.
+ * `buf_index`; `buf` ignored; no flags. Goes to the WRITE queue. Gives fallocate's result:
+ * 0, or the kernel's -errno for whatever it refuses (an unsupported mode: -EOPNOTSUPP;
+ * `len` 0: -EINVAL); only `offset + len` above INT64_MAX is refused at submit.
  */
 #define IOENG_OP_FALLOCATE 6
 
 /**
  * Since 1.1: sync_file_range(2) of `fd` over `offset`..`offset + len` (len 0 = to the end
  * of the file), flags (SYNC_FILE_RANGE_*) in `buf_index`; `buf` ignored; no flags. Goes to
- * the WRITE queue. Gives sync_file_range's result.
+ * the WRITE queue. Gives sync_file_range's result (0, or the kernel's -errno, e.g. -EINVAL
+ * for unknown flags). A range of 4 GiB or more is synced in pieces of less than 4 GiB, one
+ * after the other, as far as the file's (or block device's) data reaches (io_uring's
+ * length field is 32 bits; both backends do the same); `res` is 0 only if every piece
+ * gave 0, else the first error.
  */
 #define IOENG_OP_SYNC_FILE_RANGE 7
 
@@ -485,15 +498,18 @@ struct ioeng_stats {
 #define IOENG_MODE_THREADS 0
 
 /**
- * No engine thread: the caller drives the engine with ioeng_poll() (from any thread, one
- * at a time), which dispatches, submits, reaps and runs the callbacks on the calling
- * thread; ioeng_event_fd() tells an epoll/poll loop when to call it. Nothing happens
- * between polls: ioeng_submit() only queues. For thread-per-core programs and event loops.
+ * No engine thread (one exception: on AIO, the helper thread of FALLOCATE and
+ * SYNC_FILE_RANGE, see IOENG_BACKEND_AIO): the caller drives the engine with ioeng_poll()
+ * (from any thread, one at a time), which dispatches, submits, reaps and runs the
+ * callbacks on the calling thread; ioeng_event_fd() tells an epoll/poll loop when to call
+ * it. Nothing happens between polls: ioeng_submit() only queues. For thread-per-core
+ * programs and event loops.
  */
 #define IOENG_MODE_POLLED 1
 
 /**
- * READ goes to the READ queue; WRITE, FSYNC and FDATASYNC go to the WRITE queue.
+ * READ and READV go to the READ queue; WRITE, WRITEV, FSYNC, FDATASYNC, FALLOCATE and
+ * SYNC_FILE_RANGE go to the WRITE queue.
  */
 #define IOENG_PRIO_NORMAL 0
 
@@ -547,8 +563,9 @@ int ioeng_open(const struct ioeng_config *cfg, struct ioeng **out);
  *  -EINVAL      NULL `h`, `req` or `cb`; unknown op or prio; READ/WRITE with NULL
  *               `buf` or `len == 0`; READV/WRITEV with NULL `buf`, an iovec count
  *               outside 1..=IOV_MAX or iovec lengths summing above INT64_MAX;
- *               `offset` + bytes above INT64_MAX; an unknown flag bit; any flag on
- *               FSYNC/FDATASYNC; DSYNC or SYNC on READ/READV; FIXED_BUF on
+ *               `offset` + bytes (FALLOCATE/SYNC_FILE_RANGE: + `len`) above
+ *               INT64_MAX; an unknown flag bit; any flag on FSYNC/FDATASYNC/
+ *               FALLOCATE/SYNC_FILE_RANGE; DSYNC or SYNC on READ/READV; FIXED_BUF on
  *               READV/WRITEV, without registered buffers, with `buf_index` out of
  *               range or `[buf, buf+len)` not inside that buffer; `reserved` not 0;
  *  -EBADF       `fd < 0`;

@@ -4,6 +4,7 @@
 //! monomorphized copies of the same scheduler and worker loops.
 
 pub mod aio;
+pub(crate) mod aio_helper;
 pub(crate) mod cancel;
 pub(crate) mod common;
 pub mod config;
@@ -123,6 +124,8 @@ fn probe_uring() -> Result<(), UringUnavailable> {
         (opcode::Read::CODE, "IORING_OP_READ"),
         (opcode::Write::CODE, "IORING_OP_WRITE"),
         (opcode::Fsync::CODE, "IORING_OP_FSYNC"),
+        (opcode::Fallocate::CODE, "IORING_OP_FALLOCATE"),
+        (opcode::SyncFileRange::CODE, "IORING_OP_SYNC_FILE_RANGE"),
     ] {
         if !probe.is_supported(code) {
             return Err(unavailable(

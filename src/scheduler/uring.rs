@@ -120,8 +120,9 @@ fn this_thread() -> usize {
 fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
     let chunk = event.next_chunk();
     let fd = types::Fd(chunk.fd);
-    // `chunk.len <= MAX_KERNEL_IO < 2^31` (bytes) or `<= IOV_MAX` (iovecs), so the
-    // 32-bit SQE length cannot truncate.
+    // `chunk.len <= MAX_KERNEL_IO < 2^31` (bytes), `<= IOV_MAX` (iovecs) or, for a
+    // SYNC_FILE_RANGE piece, `<= MAX_SYNC_RANGE_PIECE < 2^32`, so the 32-bit SQE length
+    // cannot truncate (FALLOCATE's 64-bit length does not go there).
     let len = chunk.len as u32;
     let (offset, rw_flags) = (chunk.offset, chunk.rw_flags);
     let entry = match (chunk.op, chunk.fixed) {
@@ -155,6 +156,16 @@ fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
         (Op::Fsync, _) => opcode::Fsync::new(fd).build(),
         (Op::Fdatasync, _) => opcode::Fsync::new(fd)
             .flags(types::FsyncFlags::DATASYNC)
+            .build(),
+        // The range's length goes in the SQE's 64-bit `addr`, the mode in `len`.
+        (Op::Fallocate, _) => opcode::Fallocate::new(fd, chunk.len)
+            .offset(offset)
+            .mode(chunk.range_arg as i32)
+            .build(),
+        // One piece of at most MAX_SYNC_RANGE_PIECE < 2^32 bytes (see `next_chunk`).
+        (Op::SyncFileRange, _) => opcode::SyncFileRange::new(fd, len)
+            .offset(offset)
+            .flags(chunk.range_arg)
             .build(),
     };
     entry.user_data(index as u64)
@@ -463,5 +474,133 @@ impl Driver for UringDriver {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::tasks::{
+        Callback, Flags, IoRequest, MAX_SYNC_RANGE_PIECE, Outcome, Priority, RequestSpec,
+    };
+
+    unsafe extern "C" fn ignore(_: *mut std::ffi::c_void, _: i64) {}
+
+    /// The kernel's `io_uring_sqe` fields these ops use, read from the built entry.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Sqe {
+        opcode: u8,
+        fd: i32,
+        off: u64,
+        addr: u64,
+        len: u32,
+        op_flags: u32,
+        user_data: u64,
+    }
+
+    fn sqe(entry: &squeue::Entry) -> Sqe {
+        const _: () = assert!(size_of::<squeue::Entry>() == 64);
+        // SAFETY: `Entry` is a repr(C) wrapper of the kernel's 64-byte `io_uring_sqe`
+        // (size checked above); any bytes are valid for a [u8; 64].
+        let b: [u8; 64] = unsafe { std::ptr::from_ref(entry).cast::<[u8; 64]>().read() };
+        let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().unwrap());
+        // include/uapi/linux/io_uring.h: opcode 0, fd 4, off 8, addr 16, len 24, the op's
+        // flags (sync_range_flags, ...) 28, user_data 32.
+        Sqe {
+            opcode: b[0],
+            fd: u32_at(4) as i32,
+            off: u64_at(8),
+            addr: u64_at(16),
+            len: u32_at(24),
+            op_flags: u32_at(28),
+            user_data: u64_at(32),
+        }
+    }
+
+    /// An unlinked 6 GiB sparse file in the temp dir (a sync range stops at its end).
+    fn big_file() -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("ioeng-uring-sqe-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("scratch file");
+        let _ = std::fs::remove_file(&path);
+        file.set_len(6 << 30).expect("set_len");
+        file
+    }
+
+    fn event(op: Op, fd: i32, offset: u64, len: u64, arg: u32) -> IoEvent {
+        let spec = RequestSpec {
+            op,
+            priority: Priority::Normal,
+            fd,
+            buf: std::ptr::null_mut(),
+            len,
+            offset,
+            flags: Flags::default(),
+            tag: 0,
+            deadline_ns: 0,
+            buf_index: arg,
+        };
+        // SAFETY: not vectored.
+        let req = unsafe { IoRequest::from_spec(&spec, None) }.unwrap();
+        IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()))
+    }
+
+    #[test]
+    fn fallocate_sqe_carries_mode_range_and_a_64_bit_length() {
+        let mode = (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u32;
+        let ev = event(Op::Fallocate, 7, 1 << 20, 5 << 30, mode);
+        let want = Sqe {
+            opcode: opcode::Fallocate::CODE,
+            fd: 7,
+            off: 1 << 20,
+            addr: 5 << 30,
+            len: mode,
+            op_flags: 0,
+            user_data: 3,
+        };
+        assert_eq!(sqe(&entry_for(3, &ev)), want);
+    }
+
+    #[test]
+    fn sync_file_range_sqes_split_a_range_of_4_gib_or_more() {
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        let len = 5u64 << 30;
+        let file = big_file();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let mut ev = event(Op::SyncFileRange, fd, 4096, len, flags);
+        let first = sqe(&entry_for(9, &ev));
+        let want = Sqe {
+            opcode: opcode::SyncFileRange::CODE,
+            fd,
+            off: 4096,
+            addr: 0,
+            len: MAX_SYNC_RANGE_PIECE as u32,
+            op_flags: flags,
+            user_data: 9,
+        };
+        assert_eq!(first, want);
+        assert_eq!(ev.settle(0), Outcome::Resubmit);
+        let second = sqe(&entry_for(9, &ev));
+        assert_eq!(
+            (second.off, u64::from(second.len), second.op_flags),
+            (
+                4096 + MAX_SYNC_RANGE_PIECE,
+                len - MAX_SYNC_RANGE_PIECE,
+                flags
+            )
+        );
+        assert_eq!(ev.settle(0), Outcome::Done(0));
+        // Below 4 GiB: one SQE with the whole length; 0 (to the end of the file) stays 0.
+        let ev = event(Op::SyncFileRange, fd, 0, 12345, flags);
+        assert_eq!(sqe(&entry_for(1, &ev)).len, 12345);
+        let ev = event(Op::SyncFileRange, fd, 0, 0, flags);
+        assert_eq!(sqe(&entry_for(1, &ev)).len, 0);
     }
 }
