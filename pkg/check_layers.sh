@@ -13,7 +13,7 @@ layers=(
     "common slot stuck registered idle"
     "waiting cancel flight stats wakeup"
     "context"
-    "driver round"
+    "driver round aio_timer"
     "aio uring shared steps"
     "worker polled"
     "engine"

@@ -149,13 +149,17 @@ fn repeated_eagain_resubmissions_wait_until_due() {
     round.fill(&ctx, None, || panic!("nothing queued: no wait"));
     assert!(round.batch.is_empty());
     let due = round.next_retry().expect("a delayed resubmission");
+    // The engine's one timer function sees it (the POLLED event fd's timer, the
+    // threads' sleeps, ioeng_next_timeout_ns).
+    assert_eq!(ctx.next_wake_ns(), Some(due));
     while !round.retry_due() {
         std::thread::sleep(Duration::from_micros(5));
     }
-    assert!(Instant::now() >= due);
+    assert!(crate::sys::monotonic_ns() >= due);
     round.fill(&ctx, None, || false);
     assert_eq!(round.batch, [index]);
     assert_eq!(round.next_retry(), None);
+    assert_eq!(ctx.next_wake_ns(), None, "issued: no timer left");
     // Backing off with a request queued behind the held slot: the round blocks
     // until the retry is due, then issues it (the queued request still waits).
     ctx.push(event(Op::Read, Priority::Normal, 1, &mut log))
