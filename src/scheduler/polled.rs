@@ -133,7 +133,12 @@ pub(crate) fn poll<D: Driver>(
         // "Timers"). Armed after the fd is loud again, so the timer's completion signals
         // it, and after `rearm_event`: a push that moved a deadline earlier since then
         // sees `signalled` clear and signals the fd; one before is seen here.
-        held.arm_timer(ctx, driver);
+        if !held.arm_timer(ctx, driver) {
+            // The kernel refused the timer for now: the loop polls again, which retries,
+            // rather than missing the deadline.
+            ctx.wakeup().signal_event();
+            held.left_readable = true;
+        }
     }
     result
 }
@@ -206,20 +211,22 @@ impl SubmitRole {
     /// earlier than the armed one or the armed one fired: an engine without timers never
     /// pays a syscall for this, one with deadlines one per earlier deadline or firing.
     /// A timer armed for a time that is no longer needed (its request was dispatched
-    /// or cancelled) fires anyway: one spurious wake-up.
-    fn arm_timer<D: Driver>(&mut self, ctx: &IoContext<D::Slot>, driver: &D) {
+    /// or cancelled) fires anyway: one spurious wake-up. False when the kernel refused.
+    fn arm_timer<D: Driver>(&mut self, ctx: &IoContext<D::Slot>, driver: &D) -> bool {
         if driver.take_timer_fired() {
             self.timer_at = None;
         }
         let Some(due) = ctx.next_wake_ns() else {
-            return;
+            return true;
         };
         if self.timer_at.is_some_and(|armed| armed <= due) {
-            return;
+            return true;
         }
-        if driver.arm_timer(due) {
+        let armed = driver.arm_timer(due);
+        if armed {
             self.timer_at = Some(due);
         }
+        armed
     }
 
     /// Whether the event fd may hold a count: after completions were taken, a sleep on
