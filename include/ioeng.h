@@ -781,8 +781,8 @@ int ioeng_event_fd(const struct ioeng *h);
  * request's deadline, a delayed retry of -EAGAIN, or (io_uring, while IO is in flight)
  * the engine's check for transfers that can never happen (at most every 50 ms, until
  * each in-flight transfer was checked once); -1 when there is none (only new work or
- * completions end the wait). The event fd fires by itself at that time, so a loop that
- * waits on the fd needs neither. The answer is exact only between polls: while a
+ * completions end the wait). The event fd fires by itself at that time: a loop that
+ * waits on the fd needs neither this call nor a timer. Exact only between polls: while a
  * thread is inside ioeng_poll(), that thread serves the engine (and the fd may be quiet).
  * Returns -EINVAL for a NULL `h` or a THREADS engine (its engine threads keep the
  * timers; there is no fd to wait on and nothing for the caller to schedule), -ESRCH in
