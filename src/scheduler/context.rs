@@ -447,6 +447,15 @@ impl<S: Slot> IoContext<S> {
             .store(at_ns.unwrap_or(NO_DEADLINE), Ordering::Relaxed);
     }
 
+    /// Submit role (`SubmitRound`), as it delays one more resubmission to `at_ns`: O(1)
+    /// where `set_next_retry` scans (a burst of retries at a large depth).
+    pub(crate) fn lower_next_retry(&self, at_ns: u64) {
+        // Only the submit role writes it: a load and a store, no read-modify-write.
+        if at_ns < self.next_retry_ns.load(Ordering::Relaxed) {
+            self.next_retry_ns.store(at_ns, Ordering::Relaxed);
+        }
+    }
+
     /// When a class held by its rate limit has tokens again (CLOCK_MONOTONIC ns). The
     /// hook for the IO classes (DESIGN §6.1): none until they exist.
     fn next_refill_ns(&self) -> Option<u64> {

@@ -52,7 +52,7 @@ impl SubmitRound {
         match retry_at {
             Some(at) if at > monotonic_ns() => {
                 self.delayed.push((at, index));
-                ctx.set_next_retry(self.next_retry());
+                ctx.lower_next_retry(at);
             }
             _ => self.batch.push(index),
         }
