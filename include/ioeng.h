@@ -761,10 +761,10 @@ int ioeng_poll(struct ioeng *h, uint32_t min_complete, int64_t timeout_ns);
  * ioeng_poll() leaves it readable only when work remains. So a paused engine's fd
  * stays quiet until a deadline fires. It may be readable with nothing to do (a
  * spurious wake-up, e.g. the timer of a request that was cancelled or dispatched
- * meanwhile: ioeng_poll then returns 0). On io_uring the kernel posts the timer's
- * completion from work queued to the thread whose ioeng_poll() armed it: that thread
- * must not stay blocked outside the kernel's reach (an epoll_wait() is fine; it may
- * return EINTR for it). Valid until ioeng_close().
+ * meanwhile: ioeng_poll then returns 0). On io_uring the kernel posts completions
+ * (the timer's too) through work queued to the thread that submitted them, the one in
+ * ioeng_poll(): a blocking call of that thread, such as epoll_wait(), may return EINTR
+ * for it; retry it, as for a signal. Valid until ioeng_close().
  * Returns the fd, or -EINVAL for NULL `h` or a THREADS engine, or -ESRCH in a forked
  * child. Thread-safe.
  *
