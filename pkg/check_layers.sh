@@ -13,7 +13,7 @@ layers=(
     "common slot stuck registered idle"
     "waiting cancel flight stats wakeup"
     "context"
-    "driver round aio_helper"
+    "driver round aio_helper aio_timer"
     "aio uring shared steps"
     "worker polled"
     "engine"

@@ -331,13 +331,13 @@ unsafe fn engine_of<'a>(h: *const Ioeng) -> Option<&'a AnyEngine> {
 /// A child that a callback forked and that returned from the callback leaves the call
 /// it was in with -ESRCH (see `sys::fork::after_callback`). Under TSan, libioeng's own
 /// memory traffic is hidden from it meanwhile (`tsan::Ignored`).
-fn guard(body: impl FnOnce() -> c_int) -> c_int {
+fn guard<T: From<c_int>>(body: impl FnOnce() -> T) -> T {
     let _ignored = crate::tsan::Ignored::new();
     catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
         if payload.is::<crate::sys::fork::ForkedInCallback>() {
-            FORKED_CHILD
+            FORKED_CHILD.into()
         } else {
-            -libc::EIO
+            (-libc::EIO).into()
         }
     })
 }
@@ -857,7 +857,8 @@ pub unsafe extern "C" fn ioeng_close(h: *mut Ioeng) -> c_int {
 /// request queued from another thread, a completion, a cancel, a delayed internal retry
 /// or the earliest queued request's deadline falling due wakes it). Cancelled and
 /// timed-out requests get their callbacks here too. With `min_complete == 0` it makes
-/// one pass and returns.
+/// one pass and returns. Returning with nothing to do now, it leaves the event fd quiet
+/// and arms the engine's timer for it (see ioeng_event_fd(), ioeng_next_timeout_ns()).
 ///
 /// Returns the number of callbacks run (0 on timeout), or:
 ///  -EINVAL  NULL `h`, a THREADS engine, or `timeout_ns < -1`;
@@ -896,16 +897,26 @@ pub unsafe extern "C" fn ioeng_poll(h: *mut Ioeng, min_complete: u32, timeout_ns
 }
 
 /// POLLED mode: an eventfd, owned by the engine (do not close or read it), that is
-/// readable while there is work for ioeng_poll(): requests queued, or completions ready.
-/// Add it to epoll/poll/select and call ioeng_poll(h, 0, 0) when it is readable. The
-/// kernel signals it for each completion (io_uring IORING_REGISTER_EVENTFD, AIO
-/// IOCB_FLAG_RESFD; on io_uring only while no thread is inside ioeng_poll(), which
-/// sees completions itself); ioeng_submit() from any thread signals it; ioeng_poll()
-/// leaves it readable only when work remains. It may be readable with nothing to do
-/// (a spurious wake-up: ioeng_poll then returns 0). It does not fire for a delayed retry
-/// of -EAGAIN, nor for a queued request's deadline: those are handled in the next poll,
-/// so a loop that waits only on this fd should also wake now and then (see
-/// examples_c/epoll_loop.c). Valid until ioeng_close().
+/// readable while ioeng_poll() can make progress now: completions are ready, queued
+/// requests may be dispatched (not paused, a slot free), or a timer is due: a queued
+/// request's deadline passed, or a delayed retry of -EAGAIN is due. Add it to
+/// epoll/poll/select and call ioeng_poll(h, 0, 0) when it is readable; the loop needs
+/// no timer of its own for the engine (see examples_c/epoll_loop.c). The kernel signals
+/// it for each completion (io_uring IORING_REGISTER_EVENTFD, AIO IOCB_FLAG_RESFD; on
+/// io_uring only while no thread is inside ioeng_poll(), which sees completions
+/// itself); ioeng_submit() from any thread signals it (on a paused engine only for a
+/// request whose deadline is earlier than any queued one); an engine-owned kernel timer
+/// (io_uring IORING_OP_TIMEOUT, AIO a timerfd watched with IOCB_CMD_POLL) signals it
+/// when the earliest deadline or retry falls due (on io_uring also for the check of
+/// transfers that can never happen, see ioeng_next_timeout_ns()), armed by ioeng_poll()
+/// as it returns;
+/// ioeng_poll() leaves it readable only when work remains. So a paused engine's fd
+/// stays quiet until a deadline fires. It may be readable with nothing to do (a
+/// spurious wake-up, e.g. the timer of a request that was cancelled or dispatched
+/// meanwhile: ioeng_poll then returns 0). On io_uring the kernel posts completions
+/// (the timer's too) through work queued to the thread that submitted them, the one in
+/// ioeng_poll(): a blocking call of that thread, such as epoll_wait(), may return EINTR
+/// for it; retry it, as for a signal. Valid until ioeng_close().
 /// Returns the fd, or -EINVAL for NULL `h` or a THREADS engine, or -ESRCH in a forked
 /// child. Thread-safe.
 ///
@@ -924,6 +935,39 @@ pub unsafe extern "C" fn ioeng_event_fd(h: *const Ioeng) -> c_int {
         match engine.event_fd() {
             Ok(fd) => fd,
             Err(err) => -err.errno(),
+        }
+    })
+}
+
+/// Since 1.1. POLLED mode: how long an event loop may sleep before ioeng_poll() has
+/// work, for loops that want a timeout rather than (or next to) the event fd: 0 when
+/// the event fd is readable (progress is possible now: call ioeng_poll()) or a timer is
+/// due; else the nanoseconds from now until the engine's earliest timer: a queued
+/// request's deadline, a delayed retry of -EAGAIN, or (io_uring, while IO is in flight)
+/// the engine's check for transfers that can never happen (at most every 50 ms, until
+/// each in-flight transfer was checked once); -1 when there is none (only new work or
+/// completions end the wait). The event fd fires by itself at that time: a loop that
+/// waits on the fd needs neither this call nor a timer. Exact only between polls: while a
+/// thread is inside ioeng_poll(), that thread serves the engine (and the fd may be quiet).
+/// Returns -EINVAL for a NULL `h` or a THREADS engine (its engine threads keep the
+/// timers; there is no fd to wait on and nothing for the caller to schedule), -ESRCH in
+/// a forked child; errors are below -1. Thread-safe; may be called from a callback.
+///
+/// # Safety
+/// `h` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_next_timeout_ns(h: *const Ioeng) -> i64 {
+    guard(|| {
+        if h.is_null() {
+            return -i64::from(libc::EINVAL);
+        }
+        // SAFETY: non-NULL (checked above) and live per the caller contract.
+        let Some(engine) = (unsafe { engine_of(h) }) else {
+            return i64::from(FORKED_CHILD);
+        };
+        match engine.next_timeout_ns() {
+            Ok(ns) => ns,
+            Err(err) => -i64::from(err.errno()),
         }
     })
 }

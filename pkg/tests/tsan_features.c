@@ -318,6 +318,10 @@ static void check_stats(const char *phase, uint64_t timed_out, uint64_t cancelle
     ioeng_stats_t st;
     if (ioeng_stats(eng, &st) != 0)
         DIE("ioeng_stats");
+    /* 1.1, from a thread that is not the poller: -EINVAL in THREADS mode, else >= -1. */
+    int64_t next = ioeng_next_timeout_ns(eng);
+    if (next < -1 && next != -EINVAL)
+        DIE("%s: ioeng_next_timeout_ns %lld", phase, (long long)next);
     if (st.timed_out != timed_out || st.cancelled != cancelled || st.completed != st.submitted)
         DIE("%s: stats timed_out %llu (want %llu), cancelled %llu (want %llu), "
             "completed %llu of %llu",

@@ -7,6 +7,7 @@ use std::cell::UnsafeCell;
 use std::os::fd::RawFd;
 
 use super::aio_helper::{self, Helper, Job};
+use super::aio_timer::AioTimer;
 use super::context::{IoContext, Slot};
 use super::driver::Driver;
 use super::tasks::{Chunk, IoEvent, Op};
@@ -53,6 +54,8 @@ pub struct AioDriver {
     reap_from_ring: bool,
     /// The fork generation of the process that created `id` (see `sys::fork`).
     generation: u64,
+    /// POLLED mode: the timer that makes the event fd readable (see `aio_timer`).
+    timer: Option<AioTimer>,
 }
 
 // SAFETY: `id` and `event_fd` are plain integers; `iocb_ptrs` and `helper` are touched
@@ -168,10 +171,20 @@ impl Driver for AioDriver {
     type Slot = AioSlot;
 
     fn open(depth: u32, batch: u32, event_fd: Option<RawFd>) -> Result<Self, Error> {
-        let id = kernel::io_setup(depth).map_err(|errno| Error::Kernel {
-            call: "io_setup",
-            errno,
+        // POLLED: room for the timer's poll too.
+        let id = kernel::io_setup(depth + u32::from(event_fd.is_some())).map_err(|errno| {
+            Error::Kernel {
+                call: "io_setup",
+                errno,
+            }
         })?;
+        let timer = match event_fd.map(AioTimer::new).transpose() {
+            Ok(timer) => timer,
+            Err(err) => {
+                let _ = kernel::io_destroy(id);
+                return Err(err);
+            }
+        };
         // SAFETY: `id` is live; the ring is dropped with the driver, right before
         // io_destroy unmaps it.
         let ring = unsafe { CompletionRing::of_context(id) };
@@ -198,6 +211,7 @@ impl Driver for AioDriver {
                 kernel::IoEvent::default();
                 (depth as usize).min(MAX_EVENTS_PER_REAP)
             ]),
+            timer,
         })
     }
 
@@ -288,9 +302,21 @@ impl Driver for AioDriver {
         self.ring.as_ref().map(CompletionRing::has_events)
     }
 
+    fn arm_timer(&self, at_ns: u64) -> bool {
+        self.timer.as_ref().is_some_and(|t| t.arm(self.id, at_ns))
+    }
+
+    fn take_timer_fired(&self) -> bool {
+        self.timer.as_ref().is_some_and(AioTimer::take_fired)
+    }
+
     fn reap(&self, ctx: &IoContext<AioSlot>, out: &mut Vec<(usize, i64)>, wait: bool) {
         let first = out.len();
         self.take_completions(out, wait);
+        if let Some(timer) = &self.timer {
+            // The timer's completion is the driver's own.
+            out.retain(|&(index, _)| !timer.take_completion(index as u64));
+        }
         for (index, res) in &mut out[first..] {
             if *res == -i64::from(libc::EOPNOTSUPP) {
                 // SAFETY: the reap role holds every index it just reaped.

@@ -5,6 +5,7 @@
 
 pub mod aio;
 pub(crate) mod aio_helper;
+pub(crate) mod aio_timer;
 pub(crate) mod cancel;
 pub(crate) mod common;
 pub mod config;
@@ -220,6 +221,11 @@ impl AnyEngine {
     /// POLLED mode: the engine's event fd.
     pub fn event_fd(&self) -> Result<std::os::fd::RawFd, Error> {
         on_engine!(self, engine => engine.event_fd())
+    }
+
+    /// POLLED mode: how long the caller's loop may sleep (see `ioeng_next_timeout_ns`).
+    pub fn next_timeout_ns(&self) -> Result<i64, Error> {
+        on_engine!(self, engine => engine.next_timeout_ns())
     }
 
     pub fn resume(&self) {

@@ -5,7 +5,7 @@
 //! the `res` a caller sees is the same on every backend.
 
 use std::ffi::c_void;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::sys::fd::FdKind;
@@ -482,8 +482,9 @@ pub struct IoEvent {
     seg_done: u64,
     /// `EAGAIN`/`EINTR` results in a row (reset by any other result).
     retry_streak: u32,
-    /// Set with a resubmission that must wait: the earliest time to issue it.
-    retry_at: Option<Instant>,
+    /// Set with a resubmission that must wait: the earliest time to issue it
+    /// (CLOCK_MONOTONIC ns, the clock of every engine timer: see `IoContext::next_wake_ns`).
+    retry_at: Option<u64>,
     /// Asked (`sys::fd::kind`) at the first continuation or at an ESPIPE, never before.
     position: Position,
 }
@@ -623,8 +624,9 @@ impl IoEvent {
         self.request.tag
     }
 
-    /// For a resubmission: the earliest time the submitter may issue it (`None`: now).
-    pub fn retry_at(&self) -> Option<Instant> {
+    /// For a resubmission: the earliest time the submitter may issue it, CLOCK_MONOTONIC
+    /// ns (`None`: now).
+    pub fn retry_at(&self) -> Option<u64> {
         self.retry_at
     }
 
@@ -647,7 +649,8 @@ impl IoEvent {
         }
         if eagain || res == -i64::from(libc::EINTR) {
             self.retry_streak = self.retry_streak.saturating_add(1);
-            self.retry_at = Self::retry_delay(self.retry_streak).map(|d| Instant::now() + d);
+            self.retry_at = Self::retry_delay(self.retry_streak)
+                .map(|d| crate::sys::monotonic_ns() + d.as_nanos() as u64);
             return Outcome::Resubmit;
         }
         self.retry_streak = 0;
@@ -927,10 +930,10 @@ mod tests {
         }
         let mut delays = Vec::new();
         for _ in 0..12 {
-            let before = Instant::now();
+            let before = crate::sys::monotonic_ns();
             assert_eq!(ev.settle(-i64::from(libc::EINTR)), Outcome::Resubmit);
             let at = ev.retry_at().expect("a delayed retry");
-            delays.push(at.duration_since(before));
+            delays.push(Duration::from_nanos(at - before));
         }
         assert!(delays[0] >= FIRST_RETRY_DELAY && delays[0] < MAX_RETRY_DELAY);
         assert!(

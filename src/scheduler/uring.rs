@@ -26,6 +26,16 @@
 //! [`CONTROL_INDEX`]. The wake-up poll's CQE carries [`WAKE_USER_DATA`] and never
 //! leaves the driver. Control SQEs (cancels, the wake-up poll) are pushed and submitted
 //! by the submit role between rounds, so the SQ is still empty when a round starts.
+//!
+//! POLLED mode's timer (`arm_timer`, docs/ARCHITECTURE.md "Timers"): one
+//! `IORING_OP_TIMEOUT` at an absolute CLOCK_MONOTONIC time, user_data
+//! [`TIMER_USER_DATA`]; its CQE, posted while no poller runs, signals the registered
+//! event fd like any CQE. A new earlier time updates it in place (`TIMEOUT_REMOVE` with
+//! `IORING_TIMEOUT_UPDATE`, 5.11, whose own CQE carries [`TIMER_UPDATE_USER_DATA`] and
+//! comes only on failure where the kernel can skip it, 5.17).
+//! Both CQEs stay inside the driver. The CQ has room for three more CQEs in POLLED mode:
+//! the wake-up poll, the timer and one update (an update is issued only at the end of a
+//! poll, and every poll reaps what the last one left).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -77,6 +87,12 @@ pub struct UringDriver {
     /// Set when the wake-up poll's CQE was reaped (the fd was readable, so it holds a
     /// count the poller must drain); taken by `take_wake_fired`. Poller only: Relaxed.
     wake_fired: AtomicBool,
+    /// Whether the POLLED timer's `TIMEOUT` is in the kernel (set by `arm_timer`, cleared
+    /// when its CQE is reaped). Poller only: Relaxed.
+    timer_armed: AtomicBool,
+    /// Set when the timer's CQE (it fired) was reaped; taken by `take_timer_fired`.
+    /// Poller only: Relaxed.
+    timer_fired: AtomicBool,
 }
 
 /// Creates a ring with `sq_entries` SQEs and room for `cq_entries` completions.
@@ -108,6 +124,10 @@ pub(crate) fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring
 const CANCEL_USER_DATA: u64 = u64::MAX;
 /// `user_data` of the POLLED wake-up poll on the event fd.
 const WAKE_USER_DATA: u64 = u64::MAX - 1;
+/// `user_data` of the POLLED timer (`arm_timer`).
+const TIMER_USER_DATA: u64 = u64::MAX - 2;
+/// `user_data` of an update of the POLLED timer.
+const TIMER_UPDATE_USER_DATA: u64 = u64::MAX - 3;
 /// The kernel's largest CQ (`IORING_MAX_CQ_ENTRIES`).
 const MAX_CQ_ENTRIES: u32 = 65536;
 
@@ -208,11 +228,11 @@ impl Driver for UringDriver {
     type Slot = UringSlot;
 
     fn open(depth: u32, batch: u32, event_fd: Option<RawFd>) -> Result<Self, Error> {
-        // One more CQE for the POLLED wake-up poll (see module docs), within the kernel's
-        // limit: at the largest depth the extra CQE relies on IORING_FEAT_NODROP (5.5,
-        // older than the EXT_ARG that POLLED waits need), which keeps an overflowing CQE
-        // until the next io_uring_enter(GETEVENTS).
-        let cq_entries = (2 * depth + u32::from(event_fd.is_some()))
+        // Three more CQEs in POLLED mode: the wake-up poll, the timer and its update (see
+        // module docs), within the kernel's limit: at the largest depth the extra CQEs rely
+        // on IORING_FEAT_NODROP (5.5, older than the EXT_ARG that POLLED waits need), which
+        // keeps an overflowing CQE until the next io_uring_enter(GETEVENTS).
+        let cq_entries = (2 * depth + 3 * u32::from(event_fd.is_some()))
             .next_power_of_two()
             .min(MAX_CQ_ENTRIES);
         let ring = build_ring(batch.next_power_of_two(), cq_entries)
@@ -231,6 +251,8 @@ impl Driver for UringDriver {
             wake_armed: AtomicBool::new(false),
             armed_by: AtomicUsize::new(0),
             wake_fired: AtomicBool::new(false),
+            timer_armed: AtomicBool::new(false),
+            timer_fired: AtomicBool::new(false),
         })
     }
 
@@ -348,6 +370,50 @@ impl Driver for UringDriver {
         self.wake_fired.swap(false, Ordering::Relaxed)
     }
 
+    fn arm_timer(&self, at_ns: u64) -> bool {
+        let ts = types::Timespec::new()
+            .sec(at_ns / 1_000_000_000)
+            .nsec((at_ns % 1_000_000_000) as u32);
+        let update = self.timer_armed.swap(true, Ordering::Relaxed);
+        let entry = if update {
+            // If the timer fired meanwhile, the update finds nothing (-ENOENT) and the
+            // fired CQE, still in the CQ, keeps the fd readable (it was signalled, or the
+            // poll's last check sees the CQE): the next poll re-arms.
+            let entry = opcode::TimeoutUpdate::new(TIMER_USER_DATA, &ts)
+                .flags(types::TimeoutFlags::ABS)
+                .build()
+                .user_data(TIMER_UPDATE_USER_DATA);
+            // A successful update posts no CQE (5.17), which would signal the event fd:
+            // one spurious wake-up per earlier deadline.
+            if self.ring.params().is_feature_skip_cqe_on_success() {
+                entry.flags(squeue::Flags::SKIP_SUCCESS)
+            } else {
+                entry
+            }
+        } else {
+            // count 0: a pure timer, not counting completions.
+            opcode::Timeout::new(&ts)
+                .flags(types::TimeoutFlags::ABS)
+                .build()
+                .user_data(TIMER_USER_DATA)
+        };
+        {
+            // SAFETY: the poller holds the submit role (Driver contract), so this is the
+            // only SubmissionQueue of the ring in existence; empty between rounds.
+            let mut sq = unsafe { self.ring.submission_shared() };
+            // SAFETY: the SQE points at `ts`, which the kernel copies when it takes the
+            // SQE, inside `flush_control_sqes` below, while `ts` lives.
+            let pushed = unsafe { sq.push(&entry) };
+            pushed.expect("the SQ is empty between rounds");
+        }
+        self.flush_control_sqes();
+        true
+    }
+
+    fn take_timer_fired(&self) -> bool {
+        self.timer_fired.swap(false, Ordering::Relaxed)
+    }
+
     fn wait_event(&self, timeout: Option<Duration>) -> Option<Result<(), i32>> {
         let fd = self.quiet_fd?;
         if !self.wake_armed.swap(true, Ordering::Relaxed) {
@@ -435,6 +501,13 @@ impl Driver for UringDriver {
                     self.wake_fired.store(true, Ordering::Relaxed);
                     return None;
                 }
+                // The timer's CQE comes only when it fired (-ETIME): updates keep it.
+                TIMER_USER_DATA => {
+                    self.timer_armed.store(false, Ordering::Relaxed);
+                    self.timer_fired.store(true, Ordering::Relaxed);
+                    return None;
+                }
+                TIMER_UPDATE_USER_DATA => return None,
                 data => data as usize,
             };
             Some((index, i64::from(cqe.result())))

@@ -5,6 +5,7 @@ pub(crate) mod aio;
 pub(crate) mod fd;
 pub(crate) mod fork;
 pub(crate) mod range;
+pub(crate) mod timerfd;
 pub(crate) mod valgrind;
 
 use std::io;
@@ -128,6 +129,18 @@ impl EventFd {
         let mut value: u64 = 0;
         // SAFETY: reads 8 bytes into a live u64; EAGAIN (already zero) is fine.
         let _ = unsafe { libc::read(self.raw(), (&raw mut value).cast(), 8) };
+    }
+
+    /// Whether the fd is readable now (a zero-timeout poll; the count stays).
+    pub(crate) fn is_readable(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.raw(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no timeout: poll only writes `revents`.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        rc > 0 && pfd.revents & libc::POLLIN != 0
     }
 
     /// Sleeps in the kernel until the fd is readable or `timeout` passed (`None`: no
