@@ -10,6 +10,10 @@ send what real clients never do (malformed, out-of-range, oversized, truncated r
   nbd_client.py abandon PORT           pipelined writes and reads, then a reset (RST)
   nbd_client.py flood PORT PID         options sent without reading replies: memory stays bounded
   nbd_client.py serve-check PORT       one verified write + read (the server still serves)
+  nbd_client.py mixed PORT ROUNDS SEED concurrent non-overlapping writes of mixed alignment
+                                       (pairs sharing a 4 KiB page, 1 B to 256 KiB at every
+                                       offset, FUA or not, FLUSH), each batch read back and
+                                       compared byte for byte with what was acknowledged
 
 Every socket operation has a timeout; any failed check raises and exits non-zero.
 """
@@ -424,6 +428,106 @@ def cmd_serve_check(port):
     print("nbd_client serve-check: OK")
 
 
+def cmd_mixed(port, rounds, seed):
+    """Acknowledged writes must be readable, whatever mix of alignments was in flight. A
+    batch is sent whole (every request pipelined, in random order), then every reply is
+    collected (all must succeed), then the region is read back and compared with the
+    model. Writes in a batch never overlap, but share pages: that is the case where an
+    O_DIRECT write and a buffered write of the same page used to collide."""
+    rnd = random.Random(seed)
+    c = Conn(port)
+    size, tflags = c.connect_go()
+    region = min(size, 8 << 20)
+    model = bytearray()
+    for off in range(0, region, 1 << 20):
+        err, d = c.call(CMD_READ, off, min(1 << 20, region - off))
+        check(err == 0, "initial read")
+        model += d
+    cookie = 1
+    bad_total = errors = 0
+    for rnd_i in range(rounds):
+        writes = []  # (off, data, flags)
+        taken = []  # intervals used in this batch
+
+        def free(o, n):
+            return all(o + n <= a or b <= o for a, b in taken)
+
+        # Pairs on one page: a 512-aligned half and an unaligned rest.
+        for page in rnd.sample(range(region // 4096), 48):
+            p = page * 4096
+            split = rnd.randrange(1, 8) * 512
+            if not free(p, 4096):
+                continue
+            writes.append((p, rnd.randbytes(split), 0))
+            tail = 4096 - split - rnd.randrange(1, 64)
+            writes.append((p + split, rnd.randbytes(tail), rnd.choice((0, FLAG_FUA))))
+            taken.append((p, p + 4096))
+        # Anything: 1 B to 256 KiB at any offset, biased to small and to page edges.
+        for _ in range(96):
+            n = rnd.choice((rnd.randrange(1, 600), rnd.randrange(1, 9000), rnd.randrange(1, 256 << 10)))
+            o = rnd.randrange(0, region - n)
+            if rnd.random() < 0.5:
+                o = (o & ~4095) + rnd.choice((0, 512, 4096 - 1, rnd.randrange(4096)))
+                o = min(o, region - n)
+            if free(o, n):
+                taken.append((o, o + n))
+                writes.append((o, rnd.randbytes(n), rnd.choice((0, 0, FLAG_FUA))))
+        # WRITE_ZEROES (an int: its length), up to 2 MiB at any offset.
+        for _ in range(12):
+            n = rnd.choice((rnd.randrange(1, 9000), rnd.randrange(1, 2 << 20)))
+            o = rnd.randrange(0, region - n)
+            if free(o, n):
+                taken.append((o, o + n))
+                writes.append((o, n, rnd.choice((0, FLAG_FUA, FLAG_NO_HOLE))))
+        rnd.shuffle(writes)
+        msg = bytearray()
+        of_cookie = {}
+        for i, (o, d, fl) in enumerate(writes):
+            if isinstance(d, int):  # WRITE_ZEROES of d bytes
+                msg += struct.pack(">IHHQQI", REQ_MAGIC, fl, CMD_WZ, cookie, o, d)
+            else:
+                msg += struct.pack(">IHHQQI", REQ_MAGIC, fl, CMD_WRITE, cookie, o, len(d)) + d
+            c.pending[cookie] = 0
+            of_cookie[cookie] = i
+            cookie += 1
+            if i == len(writes) // 2:
+                msg += struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_FLUSH, cookie, 0, 0)
+                c.pending[cookie] = 0
+                cookie += 1
+        c.s.sendall(msg)
+        failed = []
+        for _ in range(len(writes) + 1):
+            ck, err, _ = c.reply()
+            if err:
+                errors += 1
+                print(f"round {rnd_i}: error {err} for a " +
+                      ("write" if ck in of_cookie else "flush"))
+                if ck in of_cookie:
+                    failed.append(writes[of_cookie[ck]])
+        for o, d, _ in writes:
+            if isinstance(d, int):
+                d = bytes(d)
+            model[o:o + len(d)] = d
+        back = bytearray()
+        for off in range(0, region, 1 << 20):
+            err, d = c.call(CMD_READ, off, min(1 << 20, region - off))
+            check(err == 0, "read back")
+            back += d
+        for o, d, _ in failed:  # not acknowledged: either content is fine
+            n = d if isinstance(d, int) else len(d)
+            model[o:o + n] = back[o:o + n]
+        if back != model:
+            bad = [i for i in range(0, region, 512) if back[i:i + 512] != model[i:i + 512]]
+            bad_total += len(bad)
+            print(f"round {rnd_i}: {len(bad)} of {region // 512} 512-byte sectors differ "
+                  f"from what was acknowledged (first at {bad[0]})")
+            model[:] = back  # count each round's losses separately
+    c.disc()
+    check(bad_total == 0 and errors == 0,
+          f"acknowledged writes lost: {bad_total} sectors differ; {errors} error replies")
+    print(f"nbd_client mixed: OK ({rounds} rounds, every acknowledged byte read back)")
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "protocol":
@@ -436,6 +540,8 @@ def main():
         cmd_abandon(int(args[0]))
     elif cmd == "flood":
         cmd_flood(int(args[0]), int(args[1]))
+    elif cmd == "mixed":
+        cmd_mixed(int(args[0]), int(args[1]), int(args[2]))
     elif cmd == "serve-check":
         cmd_serve_check(int(args[0]))
     else:

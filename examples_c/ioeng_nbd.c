@@ -30,12 +30,15 @@
  * (atomics). The push onto the completion stack (release) and the loop's exchange
  * (acquire) hand it back.
  *
- * The export is opened twice when the file system allows: with O_DIRECT for requests
- * whose offset and length are multiples of the direct-IO alignment (statx
- * STATX_DIOALIGN, else 4096; buffers are 4096-aligned), and buffered for the rest.
- * The kernel keeps the two coherent (direct IO writes back and invalidates cached pages
- * of its range). FUA writes use IOENG_REQ_DSYNC when the engine accepts it (probed at
- * start on a memfd), otherwise WRITE then FDATASYNC before the reply. FLUSH is one
+ * One IO path per file: with O_DIRECT when the file system allows (not --no-direct,
+ * and the size is a multiple of the direct-IO alignment: statx STATX_DIOALIGN, else
+ * 4096), every READ and WRITE goes through the O_DIRECT descriptor; otherwise every one
+ * is buffered. Mixing the two on one page loses acknowledged writes (the kernel cannot
+ * invalidate a cached page a buffered write dirtied beside a direct write). Unaligned
+ * requests on the direct descriptor read the rounded-out range, and writes are a
+ * read-modify-write of their edge blocks, serialised against overlapping writes
+ * (ioeng_nbd_io.c, "Write ordering"). FUA writes use IOENG_REQ_DSYNC when the engine
+ * accepts it (probed at start on a memfd), otherwise WRITE then FDATASYNC before the reply. FLUSH is one
  * FDATASYNC (per inode, so it covers both descriptors and every connection: hence
  * NBD_FLAG_CAN_MULTI_CONN).
  *
@@ -206,6 +209,13 @@ static void open_export(struct server *srv)
         sx.stx_dio_mem_align <= BUF_ALIGN)
         ex->dio_align = sx.stx_dio_offset_align;
 #endif
+    if (ex->fd_direct >= 0 && ex->size % ex->dio_align != 0) {
+        /* The last block is partial: a direct RMW of it would extend the file. */
+        logmsg("size of %s is not a multiple of %u; every request is buffered", opt->path,
+               ex->dio_align);
+        close(ex->fd_direct);
+        ex->fd_direct = -1;
+    }
     ex->tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
                  NBD_FLAG_CAN_MULTI_CONN;
     if (opt->read_only)
@@ -452,6 +462,7 @@ static void finish(struct server *srv)
         struct conn *c = srv->conns;
         conn_free(c);
     }
+    free_waiting_writes(srv);
     free_pool(srv);
     const struct nbd_stats *st = &srv->stats;
     logmsg("stats: conns=%" PRIu64 " read=%" PRIu64 " write=%" PRIu64 " flush=%" PRIu64

@@ -48,8 +48,9 @@ struct nbd_opts {
 };
 
 struct nbd_export {
-    int fd_buf;          /* buffered descriptor: every request may use it */
-    int fd_direct;       /* O_DIRECT descriptor or -1 */
+    int fd_buf;          /* buffered descriptor: the only one when fd_direct is -1 */
+    int fd_direct;       /* O_DIRECT descriptor or -1; when open, every READ and WRITE
+                          * uses it (one IO path per file: see ioeng_nbd_io.c) */
     uint32_t dio_align;  /* offset/length alignment for fd_direct */
     uint64_t size;
     uint16_t tflags;     /* transmission flags */
@@ -73,6 +74,9 @@ struct out {
     struct req *owner;   /* released when sent; NULL: the item was malloc'ed, free it */
 };
 
+/* Phases of a request on the direct descriptor whose edges are not aligned. */
+enum rphase { PH_IO, PH_EDGE_READ };
+
 struct req {
     struct req *next;    /* free list, or the completion stack while pushed */
     struct conn *conn;
@@ -83,6 +87,20 @@ struct req {
     uint32_t err;        /* NBD error for the reply */
     void *buf;
     size_t cap;
+    /* Layout (req_layout): the request's data is at buf + boff; [lo, hi) is the range
+     * the IO covers on the file (off..off+len rounded out to dio_align on the direct
+     * descriptor). `rmw`: a write whose edges must be read, merged and written whole;
+     * ebuf holds those edge blocks (2 x dio_align). */
+    uint64_t lo, hi;
+    size_t boff;
+    uint8_t *ebuf;
+    bool rmw;
+    enum rphase phase;
+    uint64_t rd_piece;   /* expected length of each read piece (short read -> EIO) */
+    /* Write range list (struct server wl_*): writes in flight or waiting for an
+     * overlapping read-modify-write. */
+    struct req *wprev, *wnext;
+    bool in_wl, waiting;
     bool need_sync;      /* FUA without DSYNC: FDATASYNC after the write */
     atomic_uint pending; /* callbacks still due (+1 while the loop is still submitting) */
     _Atomic int64_t ioerr; /* first -errno seen by a callback */
@@ -135,6 +153,10 @@ struct server {
     struct conn *graveyard;       /* dead, no requests: freed at the end of the round */
     struct req *free_reqs;        /* request pool */
     unsigned nfree_reqs;
+    /* Writes on the direct descriptor, in arrival order: running, or waiting because a
+     * read-modify-write overlaps (ioeng_nbd_io.c, "Write ordering"). */
+    struct req *wl_head, *wl_tail;
+    unsigned wl_rmw, wl_waiting;  /* how many of them are RMW, and waiting */
     /* Completion stack: pushed by the engine's completer thread, drained by the loop. */
     _Atomic(struct req *) done_head;
 };
@@ -146,6 +168,8 @@ void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* ioeng_nbd_io.c */
 struct req *req_get(struct conn *c);
 bool req_reserve(struct req *r, size_t len);
+bool req_layout(struct req *r);
+void free_waiting_writes(struct server *srv);
 void req_put(struct req *r);
 uint32_t check_request(const struct req *r);
 void reply(struct req *r);

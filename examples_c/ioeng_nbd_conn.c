@@ -204,7 +204,7 @@ static void handle_request_header(struct conn *c, const uint8_t *h)
         /* The payload follows whatever we answer: receive it, or read and drop it. */
         if (err == NBD_ESHUTDOWN && r->len > MAX_PAYLOAD)
             err = NBD_EINVAL;
-        if (err == 0 && r->len > 0 && !req_reserve(r, r->len))
+        if (err == 0 && r->len > 0 && !req_layout(r))
             err = NBD_ENOMEM;
         if (r->len == 0) {
             reply_err(r, err); /* nothing to write */
@@ -230,7 +230,7 @@ static void handle_request_header(struct conn *c, const uint8_t *h)
             reply(r); /* the spec leaves a zero length unspecified: succeed, no data */
             return;
         }
-        if (r->type == NBD_CMD_READ && !req_reserve(r, r->len)) {
+        if (!req_layout(r)) {
             reply_err(r, NBD_ENOMEM);
             return;
         }
@@ -347,7 +347,7 @@ static bool parse_transmission(struct conn *c, const uint8_t *p, size_t avail)
         size_t n = r->len - c->got;
         if (n > avail)
             n = avail;
-        memcpy((uint8_t *)r->buf + c->got, p, n);
+        memcpy((uint8_t *)r->buf + r->boff + c->got, p, n);
         c->got += n;
         c->rpos += n;
         if (c->got < r->len)
@@ -401,7 +401,7 @@ void conn_readable(struct conn *c)
         if (c->st == ST_PAYLOAD && c->rpos == c->rlen && c->cur->len - c->got >= RBUF_SIZE / 4) {
             /* Large payload: receive straight into the request's buffer. */
             struct req *r = c->cur;
-            n = recv(c->fd, (uint8_t *)r->buf + c->got, r->len - c->got, MSG_DONTWAIT);
+            n = recv(c->fd, (uint8_t *)r->buf + r->boff + c->got, r->len - c->got, MSG_DONTWAIT);
             if (n > 0) {
                 c->got += (size_t)n;
                 if (c->got == r->len)
