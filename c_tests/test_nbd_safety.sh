@@ -7,6 +7,15 @@
 #     byte, on ext4 with O_DIRECT, ext4 --no-direct and tmpfs; no error reply (FUA writes
 #     and FLUSH used to get EIO), and no "Page cache invalidation failure" for the export
 #     in the kernel log (when the log is readable)
+#  2. 256 connections that send nothing fill the connection limit: a real client is
+#     refused meanwhile and served once --handshake-timeout (2 s here) closed them
+#  3. 16 connections x 128 unread 1 MiB reads + one of 8 x 32 MiB reads: RSS stays under
+#     --max-buffer-bytes (64 MiB here) + 48 MiB, every reply arrives, RSS falls once the
+#     clients leave
+#  4. accept4 failing with EMFILE (server RLIMIT_NOFILE 48, 80 connections): no busy loop,
+#     and the server serves again once they are gone
+#  (oversized WRITEs, 32 MiB + 4 KiB and 0xfffffff0: EINVAL and disconnect, are in
+#  test_nbd.sh's protocol run; the fuzz target in test_nbd_fuzz.sh)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/nbd_lib.sh"
@@ -48,4 +57,33 @@ nbd_bin=$plain_bin
     echo "NOTE: dmesg not readable here; only the data was checked"
 echo "mixed-alignment writers: every acknowledged byte read back (ext4 O_DIRECT, ext4 buffered, tmpfs, ASan)"
 
-echo "test_nbd_safety [$backend]: OK"
+# --- 2. idle connections --------------------------------------------------------------
+truncate -s 64M "$work/idle.img"
+nbd_start I --handshake-timeout 2 "$work/idle.img"
+$T python3 "$client" idle "$NBD_PORT" 256 2
+nbd_stop I "$NBD_PID"
+[ "$(nbd_stat I handshake_timeouts)" -ge 256 ] || nbd_fail "handshake timeouts not counted"
+[ "$(nbd_stat I refused_conns)" -ge 1 ] || nbd_fail "refused connections not counted"
+echo "idle connections: closed by the handshake timeout; nobody locked out"
+
+# --- 3. memory cap ----------------------------------------------------------------------
+truncate -s 64M "$shm/mem.img"
+nbd_start R --max-buffer-bytes 64M "$shm/mem.img"
+$T python3 "$client" memory "$NBD_PORT" "$NBD_PID" 64
+nbd_stop R "$NBD_PID"
+[ "$(nbd_stat R trims)" -ge 1 ] || nbd_fail "the idle server never trimmed its memory"
+echo "memory: capped under load, given back when idle"
+
+# --- 4. accept4 out of descriptors ------------------------------------------------------
+printf '#!/bin/sh\nulimit -n 48 && exec "%s" "$@"\n' "$nbd_bin" >"$work/lowfd.sh"
+chmod +x "$work/lowfd.sh"
+plain_bin=$nbd_bin
+nbd_bin=$work/lowfd.sh
+nbd_start E "$work/idle.img"
+nbd_bin=$plain_bin
+$T python3 "$client" emfile "$NBD_PORT" "$NBD_PID" 80
+nbd_stop E "$NBD_PID"
+[ "$(nbd_stat E accept_pauses)" -ge 1 ] || nbd_fail "accept4 never failed: the fd limit did not apply"
+echo "EMFILE: accepting paused, no spin, served afterwards"
+
+echo "test_nbd_safety [$backend]: OK: no acknowledged write lost (mixed alignment, ext4 direct/buffered, tmpfs, ASan), idle connections time out, memory capped and returned, no accept spin"

@@ -62,6 +62,7 @@ void conn_fail(struct conn *c)
     if (c->dead)
         return;
     c->dead = true;
+    conn_hs_unlink(c);
     epoll_ctl(c->srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
@@ -174,6 +175,33 @@ static void conn_pause(struct conn *c)
     conn_update_events(c);
 }
 
+/* Whether a request holding `need` more buffer bytes may be taken now: within the
+ * connection's byte limit and the server's (--max-buffer-bytes), except that a
+ * connection holding nothing may always take one, and so may anyone while the server
+ * holds nothing: each limit is passed by at most one request. Otherwise the connection
+ * pauses; for the server's limit, until req_put() frees room (conns_wake_paused). */
+static bool conn_room_for(struct conn *c, size_t need)
+{
+    struct server *srv = c->srv;
+    uint64_t conn_max = CONN_MAX_BYTES < srv->opt.max_buf ? CONN_MAX_BYTES : srv->opt.max_buf;
+    if (c->nreq && c->nbytes + need > conn_max)
+        return false; /* resumed by this connection's own req_put */
+    if (srv->buf_bytes && srv->buf_bytes + need > srv->opt.max_buf) {
+        srv->buf_waiters = true;
+        return false;
+    }
+    return true;
+}
+
+/* Room freed in max_buf: every connection paused may try again (conn_work). */
+void conns_wake_paused(struct server *srv)
+{
+    srv->buf_waiters = false;
+    for (struct conn *c = srv->conns; c; c = c->next)
+        if (c->paused && !c->dead)
+            conn_touch(c);
+}
+
 static void handle_request_header(struct conn *c, const uint8_t *h)
 {
     if (get32(h) != NBD_REQUEST_MAGIC) {
@@ -200,10 +228,18 @@ static void handle_request_header(struct conn *c, const uint8_t *h)
     /* After SIGTERM/SIGINT, requests read from now on get NBD_ESHUTDOWN (the client
      * then disconnects); the ones read before still run. */
     uint32_t err = c->srv->stopping ? NBD_ESHUTDOWN : check_request(r);
+    if (r->type == NBD_CMD_WRITE && r->len > MAX_PAYLOAD) {
+        /* Reading (up to 4 GiB of) payload to stay in step is not worth it: answer
+         * EINVAL and disconnect, as qemu-nbd does. */
+        logmsg("conn %u: WRITE of %u bytes (more than %u); closing", c->id, r->len, MAX_PAYLOAD);
+        c->srv->stats.malformed_closes++;
+        reply_err(r, NBD_EINVAL);
+        c->closing = true;
+        conn_update_events(c);
+        return;
+    }
     if (r->type == NBD_CMD_WRITE) {
         /* The payload follows whatever we answer: receive it, or read and drop it. */
-        if (err == NBD_ESHUTDOWN && r->len > MAX_PAYLOAD)
-            err = NBD_EINVAL;
         if (err == 0 && r->len > 0 && !req_layout(r))
             err = NBD_ENOMEM;
         if (r->len == 0) {
@@ -339,6 +375,10 @@ static bool parse_transmission(struct conn *c, const uint8_t *p, size_t avail)
         }
         if (avail < NBD_REQ_HDR_LEN)
             return false;
+        if (!conn_room_for(c, req_need(c->srv, p))) {
+            conn_pause(c); /* the header stays unread until there is room */
+            return false;
+        }
         c->rpos += NBD_REQ_HDR_LEN;
         handle_request_header(c, p);
         return true;
@@ -448,8 +488,26 @@ void conn_readable(struct conn *c)
 /* Connections: lifecycle                                                   */
 /* ======================================================================== */
 
+/* Leaves the handshake list (negotiated, or dead). */
+void conn_hs_unlink(struct conn *c)
+{
+    if (!c->in_hs)
+        return;
+    struct server *srv = c->srv;
+    if (c->hs_prev)
+        c->hs_prev->hs_next = c->hs_next;
+    else
+        srv->hs_head = c->hs_next;
+    if (c->hs_next)
+        c->hs_next->hs_prev = c->hs_prev;
+    else
+        srv->hs_tail = c->hs_prev;
+    c->in_hs = false;
+}
+
 void conn_free(struct conn *c)
 {
+    conn_hs_unlink(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -468,6 +526,7 @@ static void conn_work(struct conn *c)
     if (!c->dead && c->oq_head)
         conn_flush(c);
     if (!c->dead && c->paused && !conn_over_limit(c)) {
+        /* Resume; conn_parse() pauses again if the next request still has no room. */
         c->paused = false;
         conn_update_events(c);
         conn_parse(c);

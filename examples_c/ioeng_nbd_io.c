@@ -25,6 +25,7 @@ struct req *req_get(struct conn *c)
     if (r) {
         srv->free_reqs = r->next;
         srv->nfree_reqs--;
+        srv->pool_bytes -= r->cap;
     } else {
         r = calloc(1, sizeof(*r));
         if (!r)
@@ -43,6 +44,9 @@ struct req *req_get(struct conn *c)
     atomic_store(&r->pending, 0);
     c->nreq++;
     c->nbytes += r->cap;
+    srv->live_reqs++;
+    srv->buf_bytes += r->cap;
+    srv->trim_at_ns = 0;
     return r;
 }
 
@@ -55,8 +59,10 @@ bool req_reserve(struct req *r, size_t len)
     void *p;
     if (posix_memalign(&p, BUF_ALIGN, cap) != 0)
         return false;
-    if (r->conn)
+    if (r->conn) {
         r->conn->nbytes += cap - r->cap;
+        r->conn->srv->buf_bytes += cap - r->cap;
+    }
     free(r->buf);
     r->buf = p;
     r->cap = cap;
@@ -102,8 +108,13 @@ void req_put(struct req *r)
     struct server *srv = c->srv;
     c->nreq--;
     c->nbytes -= r->cap;
+    srv->live_reqs--;
+    srv->buf_bytes -= r->cap;
     r->conn = NULL;
-    if (r->cap > POOL_KEEP_CAP || srv->nfree_reqs >= POOL_KEEP_N) {
+    /* The pool is bounded in requests and bytes, so a burst of big requests does not
+     * stay resident. */
+    if (r->cap > POOL_KEEP_CAP || srv->nfree_reqs >= POOL_KEEP_N ||
+        srv->pool_bytes + r->cap > POOL_KEEP_BYTES) {
         free(r->buf);
         r->buf = NULL;
         r->cap = 0;
@@ -114,7 +125,12 @@ void req_put(struct req *r)
         r->next = srv->free_reqs;
         srv->free_reqs = r;
         srv->nfree_reqs++;
+        srv->pool_bytes += r->cap;
     }
+    if (!srv->live_reqs)
+        srv->trim_at_ns = now_ns() + IDLE_TRIM_MS * 1000000ull;
+    if (srv->buf_waiters)
+        conns_wake_paused(srv); /* room freed in max_buf */
     conn_touch(c); /* may resume reading, or finish closing */
 }
 
@@ -616,4 +632,23 @@ void free_pool(struct server *srv)
         free(r->buf);
         free(r);
     }
+    srv->nfree_reqs = 0;
+    srv->pool_bytes = 0;
+}
+
+/* The buffer bytes the request in header `hdr` (28 bytes, not yet consumed) will hold:
+ * an upper bound of req_layout's reservation, so the per-connection and server limits
+ * can be checked before the request is taken (0 for requests without a buffer, and for
+ * those refused without one). */
+size_t req_need(const struct server *srv, const uint8_t *hdr)
+{
+    uint16_t type = get16(hdr + 6);
+    uint32_t len = get32(hdr + 24);
+    if (get32(hdr) != NBD_REQUEST_MAGIC || len > MAX_PAYLOAD || len == 0)
+        return 0;
+    if (type == NBD_CMD_READ || type == NBD_CMD_WRITE)
+        return (size_t)len + 2 * (size_t)srv->ex.dio_align + 2 * BUF_ALIGN;
+    if (type == NBD_CMD_WRITE_ZEROES)
+        return 2 * (size_t)srv->ex.dio_align + BUF_ALIGN;
+    return 0;
 }
