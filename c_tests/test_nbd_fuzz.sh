@@ -21,7 +21,7 @@ log=$(mktemp /tmp/ioeng_nbd_fuzz_log.XXXXXX)
 trap 'rm -f "$log"' EXIT
 if ! IOENG_TEST_BACKEND=$backend make -s -C "$here/../examples_c" fuzz-nbd FUZZ_SECONDS="$secs" >"$log" 2>&1; then
     grep -v '^"' "$log" | tail -n 60
-    nbd_fail "the fuzz target failed (the crashing input is printed above as base64/hex)"
+    nbd_fail "the fuzz target failed (the input is in $(grep -o '/tmp/ioeng_nbd_fuzz-[a-z]*-[0-9a-f]*' "$log" | head -n 1))"
 fi
 grep -q 'Done [0-9]* runs' "$log" || { tail -n 30 "$log"; nbd_fail "no 'Done N runs' line from libFuzzer"; }
 runs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log")
