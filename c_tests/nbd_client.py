@@ -478,6 +478,17 @@ def cmd_mixed(port, rounds, seed):
             tail = 4096 - split - rnd.randrange(1, 64)
             writes.append((p + split, rnd.randbytes(tail), rnd.choice((0, FLAG_FUA))))
             taken.append((p, p + 4096))
+        # Pairs inside one 512-byte sector, both unaligned: on the direct descriptor both
+        # are read-modify-writes of that sector (the second must wait for the first).
+        for sec in rnd.sample(range(region // 512), 8):
+            b = sec * 512
+            a1 = rnd.randrange(1, 200)
+            a2 = a1 + rnd.randrange(1, 100)
+            e2 = rnd.randrange(a2 + 1, 511)
+            if free(b, 512):
+                writes.append((b + 1, rnd.randbytes(a1), rnd.choice((0, FLAG_FUA))))
+                writes.append((b + a2, rnd.randbytes(e2 - a2), 0))
+                taken.append((b, b + 512))
         # Anything: 1 B to 256 KiB at any offset, biased to small and to page edges.
         for _ in range(96):
             n = rnd.choice((rnd.randrange(1, 600), rnd.randrange(1, 9000), rnd.randrange(1, 256 << 10)))

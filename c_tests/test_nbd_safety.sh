@@ -41,6 +41,12 @@ mixed() { # NAME FILE ARGS...: 100 rounds against a fresh server
     [ "$(nbd_stat "$name" error_replies)" = 0 ] || nbd_fail "$name: error replies"
 }
 mixed M1 "$work/mixed.img"
+if grep -q 'O_DIRECT on' "$work/M1.err"; then
+    # The cases the fix is about did happen: read-modify-writes, and writes that waited
+    # for an overlapping one.
+    [ "$(nbd_stat M1 rmw_writes)" -gt 1000 ] && [ "$(nbd_stat M1 write_waits)" -gt 0 ] ||
+        nbd_fail "M1: rmw_writes=$(nbd_stat M1 rmw_writes) write_waits=$(nbd_stat M1 write_waits)"
+fi
 grep -q 'O_DIRECT on' "$work/M1.err" || echo "NOTE: ext4 export without O_DIRECT: $(grep -m1 buffered "$work/M1.err")"
 [ "$(dmesg_hits "$work/mixed.img")" = 0 ] || nbd_fail "kernel logged a direct/buffered IO collision on $work/mixed.img"
 mixed M2 "$work/mixed_nd.img" --no-direct

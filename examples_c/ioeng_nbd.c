@@ -92,8 +92,12 @@
 
 #include "ioeng_nbd.h"
 
+bool nbd_quiet; /* logmsg() prints nothing (the fuzz target's millions of sessions) */
+
 void logmsg(const char *fmt, ...)
 {
+    if (nbd_quiet)
+        return;
     va_list ap;
     va_start(ap, fmt);
     fputs("ioeng_nbd: ", stderr);
@@ -596,12 +600,14 @@ void server_finish(struct server *srv)
            " write_zeroes=%" PRIu64 " disc=%" PRIu64 " other=%" PRIu64 " error_replies=%" PRIu64
            " fua_dsync=%" PRIu64 " fua_fallback=%" PRIu64 " malformed_closes=%" PRIu64
            " bytes_read=%" PRIu64 " bytes_written=%" PRIu64 " handshake_timeouts=%" PRIu64
-           " refused_conns=%" PRIu64 " accept_pauses=%" PRIu64 " trims=%" PRIu64,
+           " refused_conns=%" PRIu64 " accept_pauses=%" PRIu64 " trims=%" PRIu64
+           " rmw_writes=%" PRIu64 " write_waits=%" PRIu64,
            st->conns, st->cmds[NBD_CMD_READ], st->cmds[NBD_CMD_WRITE], st->cmds[NBD_CMD_FLUSH],
            st->cmds[NBD_CMD_WRITE_ZEROES], st->cmds[NBD_CMD_DISC],
            st->cmds[NBD_CMD_TRIM] + st->cmds[NBD_CMD_CACHE] + st->cmds[NBD_CMD_COUNT], st->errors,
            st->fua_dsync, st->fua_fallback, st->malformed_closes, st->bytes_read, st->bytes_written,
-           st->hs_timeouts, st->refused_conns, st->accept_pauses, st->trims);
+           st->hs_timeouts, st->refused_conns, st->accept_pauses, st->trims, st->rmw_writes,
+           st->write_waits);
     close(srv->ex.fd_buf);
     if (srv->ex.fd_direct >= 0)
         close(srv->ex.fd_direct);

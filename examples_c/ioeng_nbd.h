@@ -71,6 +71,7 @@ struct nbd_stats {
     uint64_t conns, cmds[NBD_CMD_COUNT + 1], errors, fua_dsync, fua_fallback;
     uint64_t bytes_read, bytes_written, malformed_closes;
     uint64_t hs_timeouts, refused_conns, accept_pauses, trims;
+    uint64_t rmw_writes, write_waits; /* read-modify-writes; writes that waited for one */
 };
 
 struct conn;
@@ -189,6 +190,7 @@ void server_finish(struct server *srv);
 uint64_t now_ns(void);
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+extern bool nbd_quiet;
 
 /* ioeng_nbd_io.c */
 struct req *req_get(struct conn *c);

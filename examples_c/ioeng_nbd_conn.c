@@ -193,6 +193,16 @@ static bool conn_room_for(struct conn *c, size_t need)
     return true;
 }
 
+/* Whether a paused connection's next request (when its header is already buffered) now
+ * has room; checked before resuming, so connections still short of room stay paused
+ * without two epoll_ctl calls each time some room is freed. */
+static bool conn_next_has_room(struct conn *c)
+{
+    if (!c->transmission || c->st != ST_REQ_HDR || c->rlen - c->rpos < NBD_REQ_HDR_LEN)
+        return true;
+    return conn_room_for(c, req_need(c->srv, c->rbuf + c->rpos));
+}
+
 /* Room freed in max_buf: every connection paused may try again (conn_work). */
 void conns_wake_paused(struct server *srv)
 {
@@ -525,8 +535,7 @@ static void conn_work(struct conn *c)
 {
     if (!c->dead && c->oq_head)
         conn_flush(c);
-    if (!c->dead && c->paused && !conn_over_limit(c)) {
-        /* Resume; conn_parse() pauses again if the next request still has no room. */
+    if (!c->dead && c->paused && !conn_over_limit(c) && conn_next_has_room(c)) {
         c->paused = false;
         conn_update_events(c);
         conn_parse(c);

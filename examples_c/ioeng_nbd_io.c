@@ -312,6 +312,8 @@ static bool wl_acquire(struct req *r)
     r->waiting = blocked;
     srv->wl_rmw += r->rmw;
     srv->wl_waiting += blocked;
+    srv->stats.rmw_writes += r->rmw;
+    srv->stats.write_waits += blocked;
     return !blocked;
 }
 

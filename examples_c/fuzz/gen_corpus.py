@@ -41,6 +41,12 @@ def main(out):
                                 req(WRITE, 4096 + 512, 512, 0, b"\x22" * 512, cookie=2) +
                                 req(READ, 999, 3333, cookie=3) +
                                 req(WZ, 5000, 70000, NO_HOLE, cookie=4) + req(DISC)),
+        "go_rmw_overlap": session(2, 0, req(WRITE, 100, 50, 0, b"\x01" * 50) +
+                                  req(WRITE, 200, 50, FUA, b"\x02" * 50, cookie=2) +
+                                  req(WZ, 120, 1000, 0, cookie=3) +
+                                  req(WRITE, 0, 4096, 0, b"\x03" * 4096, cookie=4) +
+                                  req(WRITE, 130, 10, 0, b"\x04" * 10, cookie=5) +
+                                  req(READ, 90, 200, cookie=6) + req(DISC)),
         "go_bad": session(2, 0, req(READ, 1 << 20, 4096) + req(TRIM, 0, 4096, cookie=2) +
                           req(CACHE, cookie=3) + req(WRITE, 0, 16, 1 << 9, b"\0" * 16, cookie=4) +
                           req(99, cookie=5) + req(READ, 0, (32 << 20) + 1, cookie=6) +

@@ -61,6 +61,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     sigemptyset(&none);
     server_open(&srv, &none);
     unlink(path); /* the server holds it open */
+    /* Quiet from now on (IOENG_NBD_FUZZ_LOG=1 keeps the server's messages). */
+    const char *log = getenv("IOENG_NBD_FUZZ_LOG");
+    nbd_quiet = !(log && !strcmp(log, "1"));
     return 0;
 }
 
