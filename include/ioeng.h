@@ -619,6 +619,34 @@ int ioeng_submit_batch(struct ioeng *h,
 int ioeng_cancel(struct ioeng *h, uint64_t tag);
 
 /**
+ * Since 1.1. Cancels every accepted request whose callback has not yet started, tagged
+ * or not (tag 0 included), as ioeng_cancel() does for one tag: queued ones (also on a
+ * paused engine) complete with -ECANCELED without reaching the kernel; ones handed to
+ * the kernel are asked to stop and complete with -ECANCELED or, when the kernel had
+ * finished them or cannot stop them, their normal result (a stream that already moved
+ * bytes for one: their count); ones already cancelled or timed out keep their result.
+ * Returns how many there were: the requests accepted and not yet called back when the
+ * call took the queue lock (0 if none; capped at INT_MAX), -EINVAL for NULL `h`, or
+ * -ESRCH in a forked child.
+ *
+ * A request waiting for a stream (pipe, FIFO, socket, tty) is stopped on both backends
+ * (io_uring ASYNC_CANCEL; AIO waits for streams with a cancellable IOCB_CMD_POLL), so
+ * ioeng_cancel_all() then ioeng_close() returns promptly whatever is in flight: only
+ * IO that the kernel is running on a file (which finishes by itself) is waited for.
+ *
+ * The callbacks run on an engine thread (THREADS) or in the next ioeng_poll()/
+ * ioeng_close() (POLLED), never inside this call, so it may be called from a callback.
+ * Requests submitted after this returns are not affected; a request submitted by
+ * another thread during the call is either cancelled or not affected. Thread-safe; the
+ * callbacks own nothing new (each request's memory is the caller's until its callback,
+ * as always). Costs a scan of the queues and of `depth` slots.
+ *
+ * # Safety
+ * `h` is NULL or a live handle.
+ */
+int ioeng_cancel_all(struct ioeng *h);
+
+/**
  * Registers `n` buffers for requests with IOENG_REQ_FIXED_BUF (`buf_index` = position
  * in `iov`). io_uring registers them with the kernel (IORING_REGISTER_BUFFERS: pinned
  * once instead of on every IO) and runs FIXED_BUF requests as READ_FIXED/WRITE_FIXED;

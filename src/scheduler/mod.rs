@@ -200,6 +200,11 @@ impl AnyEngine {
         on_engine!(self, engine => engine.cancel(tag))
     }
 
+    /// Cancels every accepted request, tagged or not; returns how many were pending.
+    pub fn cancel_all(&self) -> usize {
+        on_engine!(self, engine => engine.cancel_all())
+    }
+
     /// Registers buffers for FIXED_BUF requests (before the first request, once).
     pub fn register_buffers(&self, bufs: &[libc::iovec]) -> Result<(), Error> {
         on_engine!(self, engine => engine.register_buffers(bufs))
