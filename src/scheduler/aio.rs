@@ -6,11 +6,13 @@
 use std::cell::UnsafeCell;
 use std::os::fd::RawFd;
 
+use super::aio_stream::{NextIo, PIPE_BUF, StreamState};
 use super::context::{IoContext, Slot};
 use super::driver::Driver;
-use super::tasks::{IoEvent, Op};
+use super::tasks::{Chunk, Flags, IoEvent, Op, RESUBMIT_NOW};
 use crate::error::Error;
 use crate::sys::aio::{self as kernel, AioContextId, CompletionRing, Iocb};
+use crate::sys::fd::FdKind;
 use crate::sys::{self, report_unexpected};
 
 /// One in-flight AIO request. `repr(C)` with the iocb first, so a slot's address is its
@@ -37,6 +39,10 @@ pub struct AioDriver {
     event_fd: Option<RawFd>,
     /// Submit-role scratch: the iocb pointer array of the current `io_submit`.
     iocb_ptrs: UnsafeCell<Vec<*mut Iocb>>,
+    /// Submit-role scratch: the kinds of the fds classified in the current `submit`
+    /// (an fd cannot change files while requests on it are live, so one answer serves
+    /// the whole round).
+    kinds: UnsafeCell<Vec<(i32, FdKind)>>,
     /// Reap-role scratch: the `io_getevents` result array.
     events: UnsafeCell<Vec<kernel::IoEvent>>,
     /// Reap role only: the context's completion ring, read without a syscall when it
@@ -50,8 +56,8 @@ pub struct AioDriver {
     generation: u64,
 }
 
-// SAFETY: `id` and `event_fd` are plain integers; `iocb_ptrs` is touched only by the
-// submit role (`submit`), `events` and `ring` only by the reap role (`reap`,
+// SAFETY: `id` and `event_fd` are plain integers; `iocb_ptrs` and `kinds` are touched
+// only by the submit role (`submit`), `events` and `ring` only by the reap role (`reap`,
 // `completions_ready`), and the `Driver` contract gives each role to one thread at a
 // time, so none of them is ever accessed from two threads at once.
 unsafe impl Sync for AioDriver {}
@@ -147,6 +153,29 @@ fn refused_result(errno: i32, iocb: *const Iocb) -> i64 {
     }
 }
 
+/// A write to a blocking file without `RWF_NOWAIT`, after poll said writable: at most
+/// [`PIPE_BUF`] bytes of the chunk's first non-empty segment (a pipe buffer page is free,
+/// so that much does not wait; the rest is continued like any short write).
+fn cap_write(iocb: &mut Iocb, chunk: &Chunk) {
+    match chunk.op {
+        Op::Write => iocb.aio_nbytes = chunk.len.min(PIPE_BUF),
+        Op::Writev => {
+            for i in 0..chunk.len as usize {
+                // SAFETY: a WRITEV chunk is a run of `len` iovecs inside the caller's
+                // array, valid and unchanged until the callback (ioeng_req_t contract).
+                let seg = unsafe { chunk.buf.cast::<libc::iovec>().add(i).read_unaligned() };
+                if seg.iov_len > 0 {
+                    iocb.aio_lio_opcode = kernel::IOCB_CMD_PWRITE;
+                    iocb.aio_buf = seg.iov_base as u64;
+                    iocb.aio_nbytes = (seg.iov_len as u64).min(PIPE_BUF);
+                    return;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Longest `io_getevents` result array; larger depths are reaped in several calls.
 const MAX_EVENTS_PER_REAP: usize = 1024;
 
@@ -179,6 +208,7 @@ impl Driver for AioDriver {
             reap_from_ring: !sys::valgrind::running_on_valgrind(),
             ring,
             iocb_ptrs: UnsafeCell::new(Vec::with_capacity(batch as usize)),
+            kinds: UnsafeCell::new(Vec::new()),
             events: UnsafeCell::new(vec![
                 kernel::IoEvent::default();
                 (depth as usize).min(MAX_EVENTS_PER_REAP)
@@ -190,32 +220,30 @@ impl Driver for AioDriver {
         // SAFETY: only the submit role calls `submit`, one thread at a time (Driver contract).
         let ptrs = unsafe { &mut *self.iocb_ptrs.get() };
         ptrs.clear();
+        // SAFETY: as for `ptrs`.
+        let kinds = unsafe { &mut *self.kinds.get() };
+        kinds.clear();
         let base = ctx.slots_base();
         for &index in batch {
             // SAFETY: the submitter holds every index of `batch`.
             let slot = unsafe { ctx.slot_mut(index) };
-            let chunk = slot
+            let event = slot
                 .event
-                .as_ref()
-                .expect("a dispatched slot holds a request")
-                .next_chunk();
+                .as_mut()
+                .expect("a dispatched slot holds a request");
+            let iocb = match self.stream_iocb(event, kinds) {
+                Ok(Some(iocb)) => iocb,
+                Ok(None) => self.iocb(&event.next_chunk()),
+                Err(res) => {
+                    // Settled without the kernel (a stream that is not ready, or an
+                    // error); the slot stays ours until then.
+                    ctx.fail_unsubmitted(index, res);
+                    continue;
+                }
+            };
             slot.iocb = Iocb {
                 aio_data: index as u64,
-                aio_lio_opcode: opcode(chunk.op),
-                aio_fildes: chunk.fd as u32,
-                // Vectors: the iovec run inside the caller's array, and its count.
-                // FIXED_BUF needs nothing here: AIO only checks it at submit.
-                aio_buf: chunk.buf as u64,
-                aio_nbytes: chunk.len,
-                aio_rw_flags: chunk.rw_flags,
-                aio_offset: chunk.offset as i64,
-                aio_flags: if self.event_fd.is_some() {
-                    kernel::IOCB_FLAG_RESFD
-                } else {
-                    0
-                },
-                aio_resfd: self.event_fd.unwrap_or(0) as u32,
-                ..Iocb::default()
+                ..iocb
             };
             // `AioSlot` is repr(C) with the iocb at offset 0, so the slot pointer is the
             // iocb pointer; derived from the array base, not from the `&mut` above.
@@ -238,8 +266,10 @@ impl Driver for AioDriver {
                 Err(libc::EAGAIN) => busy(),
                 // The first remaining iocb is bad (EBADF, EINVAL, ...): it alone fails.
                 Err(errno) => {
-                    let index = batch[next];
-                    ctx.fail_unsubmitted(index, refused_result(errno, ptrs[next]));
+                    // SAFETY: the kernel refused the iocb, so only we read it.
+                    let index = unsafe { (*ptrs[next]).aio_data } as usize;
+                    let res = Self::refused(ctx, index, errno, ptrs[next]);
+                    ctx.fail_unsubmitted(index, res);
                     next += 1;
                 }
             }
@@ -264,23 +294,159 @@ impl Driver for AioDriver {
         let first = out.len();
         self.take_completions(out, wait);
         for (index, res) in &mut out[first..] {
-            if *res == -i64::from(libc::EOPNOTSUPP) {
-                // SAFETY: the reap role holds every index it just reaped.
-                let slot = unsafe { ctx.slot_mut(*index) };
-                if slot.event.as_ref().is_some_and(IoEvent::is_nowait_write) {
-                    // io_uring answers a NOWAIT write that the filesystem will not do
-                    // without blocking (ext4's buffered path says -EOPNOTSUPP) with
-                    // -EAGAIN, "retry without NOWAIT"; AIO passes -EOPNOTSUPP through.
-                    // A file with no NOWAIT support at all is refused at submit, with
-                    // -EOPNOTSUPP on both backends, and does not come this way.
-                    *res = -i64::from(libc::EAGAIN);
+            // SAFETY: the reap role holds every index it just reaped.
+            let slot = unsafe { ctx.slot_mut(*index) };
+            if let Some(event) = slot.event.as_mut()
+                && StreamState(event.driver_state).is_stream()
+            {
+                let user_nowait = event.request.flags.has(Flags::NOWAIT);
+                let (again, state) = StreamState(event.driver_state).completed(*res, user_nowait);
+                event.driver_state = state.0;
+                if again.is_some() {
+                    // The readiness poll ended, or a try found nothing: go again.
+                    *res = RESUBMIT_NOW;
                 }
+                continue;
+            }
+            if *res == -i64::from(libc::EOPNOTSUPP)
+                && slot.event.as_ref().is_some_and(IoEvent::is_nowait_write)
+            {
+                // io_uring answers a NOWAIT write that the filesystem will not do
+                // without blocking (ext4's buffered path says -EOPNOTSUPP) with
+                // -EAGAIN, "retry without NOWAIT"; AIO passes -EOPNOTSUPP through.
+                // A file with no NOWAIT support at all is refused at submit, with
+                // -EOPNOTSUPP on both backends, and does not come this way.
+                *res = -i64::from(libc::EAGAIN);
             }
         }
     }
 }
 
 impl AioDriver {
+    /// The transfer iocb of `chunk` (without `aio_data`, which `submit` sets).
+    fn iocb(&self, chunk: &Chunk) -> Iocb {
+        Iocb {
+            aio_lio_opcode: opcode(chunk.op),
+            aio_fildes: chunk.fd as u32,
+            // Vectors: the iovec run inside the caller's array, and its count.
+            // FIXED_BUF needs nothing here: AIO only checks it at submit.
+            aio_buf: chunk.buf as u64,
+            aio_nbytes: chunk.len,
+            aio_rw_flags: chunk.rw_flags,
+            aio_offset: chunk.offset as i64,
+            aio_flags: if self.event_fd.is_some() {
+                kernel::IOCB_FLAG_RESFD
+            } else {
+                0
+            },
+            aio_resfd: self.event_fd.unwrap_or(0) as u32,
+            ..Iocb::default()
+        }
+    }
+
+    /// Submit role: the next iocb of a transfer on a file without a position (see
+    /// `aio_stream`), `Ok(None)` for any other request (the plain iocb of its chunk),
+    /// or `Err(res)` when the request is settled without the kernel this time.
+    fn stream_iocb(
+        &self,
+        event: &mut IoEvent,
+        kinds: &mut Vec<(i32, FdKind)>,
+    ) -> Result<Option<Iocb>, i64> {
+        let op = event.request.op;
+        if !op.transfers() {
+            return Ok(None);
+        }
+        let mut state = StreamState(event.driver_state);
+        if !state.classified() {
+            let stream = event.classify(|fd| match kinds.iter().find(|(f, _)| *f == fd) {
+                Some(&(_, kind)) => kind,
+                None => {
+                    let kind = sys::fd::kind(fd);
+                    kinds.push((fd, kind));
+                    kind
+                }
+            });
+            state = state.classify(stream);
+            event.driver_state = state.0;
+        }
+        if !state.is_stream() {
+            return Ok(None);
+        }
+        let fd = event.request.fd;
+        let write = !op.reads();
+        let nonblocking = || sys::fd::is_nonblocking(fd);
+        let (mut io, mut next) = state.next(nonblocking);
+        if io == NextIo::Probe {
+            // No AIO poll for this file: ask poll(2), which does not block.
+            match sys::fd::ready_now(fd, write) {
+                Err(errno) => return Err(-i64::from(errno)),
+                Ok(false) => {
+                    // Not ready, or never (a file without that operation): -EAGAIN is
+                    // retried with the engine's backoff.
+                    return Err(match sys::fd::transfer_possible(fd, write) {
+                        Ok(()) => -i64::from(libc::EAGAIN),
+                        Err(errno) => -i64::from(errno),
+                    });
+                }
+                Ok(true) => (io, next) = next.probed_ready().next(nonblocking),
+            }
+        }
+        event.driver_state = next.0;
+        let chunk = event.next_chunk();
+        let mut iocb = self.iocb(&chunk);
+        match io {
+            NextIo::Poll => {
+                iocb.aio_lio_opcode = kernel::IOCB_CMD_POLL;
+                // The poll iocb takes the event mask in aio_buf and nothing else.
+                let events = if write { libc::POLLOUT } else { libc::POLLIN };
+                iocb.aio_buf = events as u64;
+                iocb.aio_nbytes = 0;
+                iocb.aio_offset = 0;
+                iocb.aio_rw_flags = 0;
+            }
+            NextIo::Transfer { nowait, capped } => {
+                if nowait {
+                    iocb.aio_rw_flags |= libc::RWF_NOWAIT;
+                }
+                if capped && write {
+                    cap_write(&mut iocb, &chunk);
+                }
+            }
+            NextIo::Probe => unreachable!("a ready probe is followed by the transfer"),
+        }
+        Ok(Some(iocb))
+    }
+
+    /// Submit role: the `res` for the iocb of slot `index` that `io_submit` refused with
+    /// `errno` (a stream request may learn what its file cannot do and go again).
+    fn refused(ctx: &IoContext<AioSlot>, index: usize, errno: i32, iocb: *mut Iocb) -> i64 {
+        // SAFETY: the submitter holds `index`: the kernel refused its iocb.
+        let slot = unsafe { ctx.slot_mut(index) };
+        if let Some(event) = slot.event.as_mut()
+            && StreamState(event.driver_state).is_stream()
+        {
+            let state = StreamState(event.driver_state);
+            let (fd, write) = (event.request.fd, !event.request.op.reads());
+            let user_nowait = event.request.flags.has(Flags::NOWAIT);
+            match state.refused(errno, user_nowait, || sys::fd::transfer_possible(fd, write)) {
+                Ok(Some(next)) => {
+                    event.driver_state = next.0;
+                    return RESUBMIT_NOW;
+                }
+                Ok(None) if !user_nowait => {
+                    // The fallback transfer (a file without read_iter/write_iter, such
+                    // as an eventfd written) runs only when poll says ready; without
+                    // the RWF_NOWAIT we added, as the caller asked.
+                    // SAFETY: `iocb` is this slot's, refused by the kernel: ours alone.
+                    unsafe { (*iocb).aio_rw_flags &= !libc::RWF_NOWAIT };
+                }
+                Ok(None) => {}
+                Err(errno) => return -i64::from(errno),
+            }
+        }
+        refused_result(errno, iocb)
+    }
+
     /// Reap role: appends the completions there are; with `wait`, first waits for one.
     fn take_completions(&self, out: &mut Vec<(usize, i64)>, wait: bool) {
         // Completions already in the ring are taken without a syscall (as libaio's

@@ -4,6 +4,7 @@
 //! monomorphized copies of the same scheduler and worker loops.
 
 pub mod aio;
+pub(crate) mod aio_stream;
 pub(crate) mod cancel;
 pub(crate) mod common;
 pub mod config;

@@ -28,11 +28,11 @@ impl Op {
         matches!(self, Op::Readv | Op::Writev)
     }
 
-    fn reads(self) -> bool {
+    pub(crate) fn reads(self) -> bool {
         matches!(self, Op::Read | Op::Readv)
     }
 
-    fn transfers(self) -> bool {
+    pub(crate) fn transfers(self) -> bool {
         !matches!(self, Op::Fsync | Op::Fdatasync)
     }
 
@@ -402,6 +402,11 @@ pub const FREE_RETRIES: u32 = 4;
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_micros(10);
 pub const MAX_RETRY_DELAY: Duration = Duration::from_millis(1);
 
+/// A "result" a driver passes to [`IoEvent::settle`] when a step of its own ended (the
+/// AIO driver's wait for a stream's readiness): issue the request's next IO at once. It
+/// is no kernel result: nothing moved, and no retry backoff applies.
+pub const RESUBMIT_NOW: i64 = i64::MIN;
+
 /// Whether a request's file has a position, which decides where a continuation goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Position {
@@ -443,8 +448,12 @@ pub struct IoEvent {
     retry_streak: u32,
     /// Set with a resubmission that must wait: the earliest time to issue it.
     retry_at: Option<Instant>,
-    /// Asked (`sys::fd::kind`) at the first continuation or at an ESPIPE, never before.
+    /// Asked (`sys::fd::kind`) at the first continuation or at an ESPIPE, or by a
+    /// driver that needs it before the first IO (`classify`).
     position: Position,
+    /// The driver's own per-request state (0 when accepted); the AIO driver keeps what
+    /// it learned about a stream here (`aio_stream::StreamState`).
+    pub(crate) driver_state: u8,
 }
 
 impl IoEvent {
@@ -458,6 +467,7 @@ impl IoEvent {
             retry_streak: 0,
             retry_at: None,
             position: Position::Unknown,
+            driver_state: 0,
         }
     }
 
@@ -563,6 +573,20 @@ impl IoEvent {
         }
     }
 
+    /// Whether the request's file has no position (stream or message fd), asking the
+    /// kernel now if nobody did yet; `kind` gives the answer (`sys::fd::kind`, which a
+    /// driver may memoize per fd for a round).
+    pub(crate) fn classify(&mut self, kind: impl FnOnce(i32) -> FdKind) -> bool {
+        if self.position == Position::Unknown {
+            self.position = match kind(self.request.fd) {
+                FdKind::File => Position::File,
+                FdKind::Stream => Position::Stream,
+                FdKind::Message => Position::Message,
+            };
+        }
+        matches!(self.position, Position::Stream | Position::Message)
+    }
+
     /// A WRITE/WRITEV with `IOENG_REQ_NOWAIT`.
     pub(crate) fn is_nowait_write(&self) -> bool {
         let op = self.request.op;
@@ -588,6 +612,11 @@ impl IoEvent {
 
     /// Folds one kernel result (`res` of the last chunk) into the request.
     pub fn settle(&mut self, res: i64) -> Outcome {
+        if res == RESUBMIT_NOW {
+            self.retry_streak = 0;
+            self.retry_at = None;
+            return Outcome::Resubmit;
+        }
         let eagain = res == -i64::from(libc::EAGAIN);
         if eagain && self.request.flags.has(Flags::NOWAIT) {
             // NOWAIT: the caller asked to hear about it. Bytes an earlier IO of this
