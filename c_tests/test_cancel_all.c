@@ -10,7 +10,9 @@
  *  3. silent stream READs never block: POLLED, every ioeng_submit and ioeng_poll(h, 0, 0)
  *     takes at most 1 ms while 50 of them wait; THREADS, a concurrent tmpfs READ still
  *     completes promptly; then the peers write in pieces and every READ gets the right
- *     bytes in order, with and without IOENG_REQ_SHORT_OK.
+ *     bytes in order, with and without IOENG_REQ_SHORT_OK;
+ *  4. blocking WRITEs to a FIFO and a pty (no RWF_NOWAIT: AIO writes them in pieces once
+ *     poll says writable) read slowly by a thread: every byte arrives, in order.
  * Runs on both backends and both modes (run.sh); the AIO rows are the point of 3.
  */
 #include "test_util.h"
@@ -594,6 +596,72 @@ static void never_blocks_threads(ioeng_backend_t be, char *summary, size_t cap)
     CHECK(max_lat < 50ull * 1000 * 1000, "a tmpfs READ took %.3f ms", max_lat / 1e6);
 }
 
+/* ------------------------------------------------------------------ */
+/* 4. WRITEs to a slow reader on files without RWF_NOWAIT (FIFO, pty).  */
+/* ------------------------------------------------------------------ */
+
+#define SLOW_LEN (256 * 1024)
+
+typedef struct {
+    int fd;
+    size_t len;
+    unsigned char *got;
+} slow_reader_t;
+
+/* Reads `len` bytes in small pieces with pauses (so the writer meets a full buffer). */
+static void *slow_reader(void *arg)
+{
+    slow_reader_t *r = arg;
+    size_t have = 0;
+    while (have < r->len) {
+        size_t want = r->len - have < 3000 ? r->len - have : 3000;
+        ssize_t n = read(r->fd, r->got + have, want);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+            usleep(200);
+            continue;
+        }
+        CHECK(n > 0, "slow reader: read = %zd (%s)", n, n < 0 ? strerror(errno) : "EOF");
+        have += (size_t)n;
+        if (have % 30000 < 3000)
+            usleep(2000);
+    }
+    return NULL;
+}
+
+/* A blocking WRITE of 256 KiB to a FIFO and to a raw pty, read slowly by a thread: the
+ * bytes arrive complete and in order (on AIO these go in pieces after readiness). */
+static void slow_writes(ioeng_backend_t be)
+{
+    ioeng_t *h = tu_open(be, 16, 0, 0, 0);
+    for (int k = 0; k < 2; k++) {
+        int p[2];
+        if (k == 0) {
+            fifo_pair(p, 0, 9);
+        } else {
+            int m[2];
+            pty_pair(m, 0);
+            p[0] = m[0]; /* the master reads what the slave writes */
+            p[1] = m[1];
+        }
+        keep(p[0]), keep(p[1]);
+        unsigned char *data = (unsigned char *)buf(SLOW_LEN);
+        tu_fill(data, SLOW_LEN, 31 + (uint64_t)k);
+        slow_reader_t r = {p[0], SLOW_LEN, (unsigned char *)buf(SLOW_LEN)};
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, slow_reader, &r) == 0, "pthread_create");
+        uint64_t before = tu_waiter_get(&w);
+        rq_t *q = submit(h, k ? "blocking pty WRITE to a slow reader" :
+                                "blocking FIFO WRITE to a slow reader",
+                         IOENG_OP_WRITE, p[1], data, SLOW_LEN, 0, 0, 0, ALLOW_FULL);
+        tu_waiter_wait(&w, before + 1, 30);
+        CHECK(pthread_join(t, NULL) == 0, "pthread_join");
+        CHECK(q->res == SLOW_LEN, "%s: res %s", q->what, tu_errname(q->res));
+        CHECK(memcmp(r.got, data, SLOW_LEN) == 0, "%s: the reader got other bytes", q->what);
+    }
+    tu_close(h);
+    close_all();
+}
+
 int main(void)
 {
     tu_init("test_cancel_all", 120);
@@ -604,6 +672,7 @@ int main(void)
 
     double ms = mix(be);
     paused(be);
+    slow_writes(be);
     char summary[512];
     if (tu_mode() == IOENG_MODE_POLLED)
         never_blocks_polled(be, summary, sizeof summary);
@@ -612,7 +681,8 @@ int main(void)
     printf("test_cancel_all [%s %s]: OK: cancel_all + close over pipes, FIFOs, unix/TCP "
            "sockets, ptys (blocking and O_NONBLOCK) and ext4/tmpfs files in %.1f ms; paused: "
            "20 queued -> -ECANCELED, 0 kernel calls; NULL -> -EINVAL; %s; data in order with "
-           "and without SHORT_OK\n",
+           "and without SHORT_OK; blocking FIFO and pty WRITEs of 256 KiB to slow readers arrive in "
+           "order\n",
            tu_backend_name(be), tu_mode_name(), ms, summary);
     return 0;
 }
