@@ -278,13 +278,14 @@ static double mix(ioeng_backend_t be)
         submit(h, what, IOENG_OP_READ, m[0], buf(SBUF), SBUF, 0, tag++ % 2 * 7, 0, ALLOW_CANCELED);
         snprintf(what, sizeof what, "pty slave %s READ", mode);
         submit(h, what, IOENG_OP_READ, m[1], buf(SBUF), SBUF, 0, tag++ % 2 * 7, 0, ALLOW_CANCELED);
-        /* And a WRITE bigger than a pty buffers, to a master nobody reads: O_NONBLOCK
-         * only. A blocking tty has no RWF_NOWAIT and no AIO poll; once poll(2) says
-         * writable, the engine writes a piece (4096 bytes), and n_tty_write waits for
-         * room when the tty has less: on AIO inside io_submit, on io_uring inside
-         * io_uring_enter (io_uring/rw.c runs it inline: no FMODE_NOWAIT but pollable).
-         * A known limit on both backends (docs/ARCHITECTURE.md, "Streams on AIO"). */
-        if (nb) {
+        /* And a WRITE bigger than a pty buffers, to a master nobody reads. A blocking tty
+         * has no RWF_NOWAIT and no AIO poll: AIO writes it, once poll(2) says writable,
+         * through a non-blocking twin (reopened from /proc/self/fd). io_uring issues a
+         * tty write inline in io_uring_enter once poll says writable (io_uring/rw.c:
+         * no FMODE_NOWAIT but pollable), and n_tty_write then waits for room on the
+         * submitting thread, which no cancel reaches: blocking only on AIO (a limit of
+         * the io_uring backend, see docs/ARCHITECTURE.md, "Streams on AIO"). */
+        if (nb || be == IOENG_BACKEND_AIO) {
             int o[2];
             pty_pair(o, nb);
             keep(o[0]), keep(o[1]);

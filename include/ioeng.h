@@ -393,9 +393,11 @@ struct ioeng_stats {
  * blocking (RWF_NOWAIT) and, when nothing can move, waits for readiness in the kernel
  * (IOCB_CMD_POLL, which cancel stops), so a silent peer delays only its own request.
  * Ttys and FIFOs opened read-write, which AIO cannot poll, are asked with poll(2) and
- * retried with the -EAGAIN backoff (see ioeng_cb_t). One case remains: a WRITE to a
- * blocking tty with less room than a 4096-byte piece waits for the tty's reader (as on
- * io_uring, which runs such a write inline).
+ * retried with the -EAGAIN backoff (see ioeng_cb_t); a blocking tty is then read or
+ * written through a non-blocking second open of it (/proc/self/fd). One case remains:
+ * a pty master cannot be opened twice, so a WRITE to a blocking pty master with less
+ * room than a 4096-byte piece waits for the slave's reader (io_uring, which runs any
+ * tty write inline once poll says writable, waits there for every blocking tty).
  */
 #define IOENG_BACKEND_AIO 1
 
@@ -640,7 +642,7 @@ int ioeng_cancel(struct ioeng *h, uint64_t tag);
  * (io_uring ASYNC_CANCEL; AIO waits for streams with a cancellable IOCB_CMD_POLL, or
  * between two tries), so ioeng_cancel_all() then ioeng_close() returns promptly (well
  * within a second) whatever is in flight: only IO that the kernel is running on a file,
- * which finishes by itself, is waited for (and a WRITE to a blocking tty that is full:
+ * which finishes by itself, is waited for (and a WRITE to a blocking tty that is full,
  * see IOENG_BACKEND_AIO).
  *
  * The callbacks run on an engine thread (THREADS) or in the next ioeng_poll()/

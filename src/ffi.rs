@@ -35,9 +35,11 @@ pub const IOENG_BACKEND_AUTO: IoengBackend = 0;
 /// blocking (RWF_NOWAIT) and, when nothing can move, waits for readiness in the kernel
 /// (IOCB_CMD_POLL, which cancel stops), so a silent peer delays only its own request.
 /// Ttys and FIFOs opened read-write, which AIO cannot poll, are asked with poll(2) and
-/// retried with the -EAGAIN backoff (see ioeng_cb_t). One case remains: a WRITE to a
-/// blocking tty with less room than a 4096-byte piece waits for the tty's reader (as on
-/// io_uring, which runs such a write inline).
+/// retried with the -EAGAIN backoff (see ioeng_cb_t); a blocking tty is then read or
+/// written through a non-blocking second open of it (/proc/self/fd). One case remains:
+/// a pty master cannot be opened twice, so a WRITE to a blocking pty master with less
+/// room than a 4096-byte piece waits for the slave's reader (io_uring, which runs any
+/// tty write inline once poll says writable, waits there for every blocking tty).
 pub const IOENG_BACKEND_AIO: IoengBackend = 1;
 /// io_uring.
 pub const IOENG_BACKEND_URING: IoengBackend = 2;
@@ -683,7 +685,7 @@ pub unsafe extern "C" fn ioeng_cancel(h: *mut Ioeng, tag: u64) -> c_int {
 /// (io_uring ASYNC_CANCEL; AIO waits for streams with a cancellable IOCB_CMD_POLL, or
 /// between two tries), so ioeng_cancel_all() then ioeng_close() returns promptly (well
 /// within a second) whatever is in flight: only IO that the kernel is running on a file,
-/// which finishes by itself, is waited for (and a WRITE to a blocking tty that is full:
+/// which finishes by itself, is waited for (and a WRITE to a blocking tty that is full,
 /// see IOENG_BACKEND_AIO).
 ///
 /// The callbacks run on an engine thread (THREADS) or in the next ioeng_poll()/

@@ -4,7 +4,7 @@
 //! `io_getevents`.
 
 use std::cell::UnsafeCell;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use super::aio_stream::{NextIo, PIPE_BUF, StreamState};
 use super::context::{IoContext, Slot};
@@ -393,6 +393,18 @@ impl AioDriver {
         }
         event.driver_state = next.0;
         let chunk = event.next_chunk();
+        if let NextIo::Transfer { capped: true, .. } = io
+            && let Some(twin) = sys::fd::nonblocking_tty_twin(fd, write)
+        {
+            // A blocking tty, ready: once through a non-blocking twin, so that a tty with
+            // less room than the piece (or whose input another reader took) answers
+            // -EAGAIN instead of holding this thread.
+            let res = Self::transfer_on(twin.as_raw_fd(), &chunk, write);
+            let user_nowait = event.request.flags.has(Flags::NOWAIT);
+            let (again, after) = next.completed(res, user_nowait);
+            event.driver_state = after.0;
+            return Err(if again.is_some() { RESUBMIT_NOW } else { res });
+        }
         let mut iocb = self.iocb(&chunk);
         match io {
             NextIo::Poll => {
@@ -415,6 +427,22 @@ impl AioDriver {
             NextIo::Probe => unreachable!("a ready probe is followed by the transfer"),
         }
         Ok(Some(iocb))
+    }
+
+    /// One non-blocking transfer of `chunk` on `fd` (a tty's twin), on this thread.
+    fn transfer_on(fd: RawFd, chunk: &Chunk, write: bool) -> i64 {
+        let one = libc::iovec {
+            iov_base: chunk.buf.cast(),
+            iov_len: chunk.len as usize,
+        };
+        let (iov, count) = match chunk.op {
+            // READV/WRITEV: `buf` is the iovec run, `len` its count.
+            Op::Readv | Op::Writev => (chunk.buf as *const libc::iovec, chunk.len as i32),
+            _ => (&raw const one, 1),
+        };
+        // SAFETY: the chunk was built from the request, whose buffers (and, vectored, its
+        // iovec array) are valid for the transfer until the callback, which has not run.
+        unsafe { sys::fd::transfer_once(write, fd, iov, count, chunk.offset, 0) }
     }
 
     /// Submit role: the `res` for the iocb of slot `index` that `io_submit` refused with

@@ -167,7 +167,9 @@ impl StreamState {
 /// The next IO of a stream request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NextIo {
-    /// The transfer; `nowait`: with `RWF_NOWAIT`; `capped`: at most [`PIPE_BUF`] bytes.
+    /// The transfer; `nowait`: with `RWF_NOWAIT`; `capped`: on a blocking file after
+    /// readiness, so a write goes in pieces of at most [`PIPE_BUF`] bytes (a tty's goes
+    /// whole through a non-blocking twin instead, see `sys::fd::nonblocking_tty_twin`).
     Transfer { nowait: bool, capped: bool },
     /// An `IOCB_CMD_POLL` for the direction of the transfer.
     Poll,
