@@ -82,6 +82,8 @@ _Static_assert(IOENG_OP_FSYNC == 2, "IOENG_OP_FSYNC");
 _Static_assert(IOENG_OP_FDATASYNC == 3, "IOENG_OP_FDATASYNC");
 _Static_assert(IOENG_OP_READV == 4, "IOENG_OP_READV");
 _Static_assert(IOENG_OP_WRITEV == 5, "IOENG_OP_WRITEV");
+_Static_assert(IOENG_OP_FALLOCATE == 6, "IOENG_OP_FALLOCATE");
+_Static_assert(IOENG_OP_SYNC_FILE_RANGE == 7, "IOENG_OP_SYNC_FILE_RANGE");
 _Static_assert(IOENG_PRIO_NORMAL == 0, "IOENG_PRIO_NORMAL");
 _Static_assert(IOENG_PRIO_HIGH == 1, "IOENG_PRIO_HIGH");
 _Static_assert(IOENG_REQ_DSYNC == 1, "IOENG_REQ_DSYNC");

@@ -13,7 +13,7 @@ layers=(
     "common slot stuck registered idle aio_stream"
     "waiting cancel flight stats wakeup"
     "context"
-    "driver round"
+    "driver round aio_helper aio_timer"
     "aio uring shared steps"
     "worker polled"
     "engine"

@@ -4,7 +4,9 @@
 //! monomorphized copies of the same scheduler and worker loops.
 
 pub mod aio;
+pub(crate) mod aio_helper;
 pub(crate) mod aio_stream;
+pub(crate) mod aio_timer;
 pub(crate) mod cancel;
 pub(crate) mod common;
 pub mod config;
@@ -124,6 +126,8 @@ fn probe_uring() -> Result<(), UringUnavailable> {
         (opcode::Read::CODE, "IORING_OP_READ"),
         (opcode::Write::CODE, "IORING_OP_WRITE"),
         (opcode::Fsync::CODE, "IORING_OP_FSYNC"),
+        (opcode::Fallocate::CODE, "IORING_OP_FALLOCATE"),
+        (opcode::SyncFileRange::CODE, "IORING_OP_SYNC_FILE_RANGE"),
     ] {
         if !probe.is_supported(code) {
             return Err(unavailable(
@@ -223,6 +227,11 @@ impl AnyEngine {
     /// POLLED mode: the engine's event fd.
     pub fn event_fd(&self) -> Result<std::os::fd::RawFd, Error> {
         on_engine!(self, engine => engine.event_fd())
+    }
+
+    /// POLLED mode: how long the caller's loop may sleep (see `ioeng_next_timeout_ns`).
+    pub fn next_timeout_ns(&self) -> Result<i64, Error> {
+        on_engine!(self, engine => engine.next_timeout_ns())
     }
 
     pub fn resume(&self) {
