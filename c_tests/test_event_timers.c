@@ -11,13 +11,15 @@
  *               (deadlines submitted latest-first, so the timer moves earlier twice);
  *               before the first, ioeng_next_timeout_ns() gives the time left (within
  *               3 ms); 0 whenever epoll_wait said readable;
- *  - depth 1:   a READ of an empty O_NONBLOCK pipe in front and a file READ queued
+ *  - depth 1:   a READ of an empty O_NONBLOCK stream in front and a file READ queued
  *               behind it with a deadline: the deadline expires on time, and data
- *               written to the pipe by another thread is read within the bound. On AIO
- *               the kernel says -EAGAIN at once and the engine retries with its backoff
+ *               written to the stream by another thread is read within the bound. On
+ *               AIO the stream is a pty: AIO waits for pipes and sockets with a poll
+ *               iocb, but cannot poll a tty (its poll uses two wait queues), so the
+ *               kernel says -EAGAIN at once and the engine retries with its backoff
  *               (tasks.rs FREE_RETRIES, up to 1 ms apart), each delayed retry woken by
  *               the timer: ioeng_next_timeout_ns() stays at most 1 ms while only retries
- *               are pending, and the retries are counted. io_uring waits for the pipe
+ *               are pending, and the retries are counted. io_uring waits for a pipe
  *               itself (it never says -EAGAIN for a pollable file, 6.x): the READ is in
  *               flight, the deadline behind it fires by the timer, and
  *               ioeng_next_timeout_ns() is at most the 50 ms check of in-flight
@@ -37,6 +39,7 @@
  */
 #include <sys/epoll.h>
 #include <sys/wait.h>
+#include <termios.h>
 
 #include "test_util.h"
 
@@ -288,19 +291,32 @@ static void *writer_main(void *arg)
     nanosleep(&ts, NULL);
     static const char data[16] = "0123456789abcdef";
     __atomic_store_n(&w->wrote_at, tu_now_ns(), __ATOMIC_RELEASE);
-    CHECK(write(w->fd, data, sizeof data) == (ssize_t)sizeof data, "pipe write");
+    CHECK(write(w->fd, data, sizeof data) == (ssize_t)sizeof data, "stream write");
     return NULL;
 }
 
-/* Depth 1: an O_NONBLOCK pipe READ in front (AIO: -EAGAIN retries; io_uring: in
- * flight), a file READ with a deadline queued behind it; another thread writes the pipe
- * later. */
+/* Depth 1: an O_NONBLOCK stream READ in front (AIO: a pty, -EAGAIN retries; io_uring:
+ * a pipe, in flight), a file READ with a deadline queued behind it; another thread
+ * writes the stream later. */
 static int depth1(int polled, int file, char *buf)
 {
     int aio = tu_backend() == IOENG_BACKEND_AIO;
-    const char *kind = aio ? "pipe READ retrying" : "pipe READ in flight";
+    const char *kind = aio ? "pty READ retrying" : "pipe READ in flight";
     int p[2];
-    CHECK(pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0, "pipe2");
+    if (aio) {
+        /* p[0] the master (read), p[1] the slave (written), raw: bytes pass unchanged. */
+        p[0] = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+        CHECK(p[0] >= 0 && grantpt(p[0]) == 0 && unlockpt(p[0]) == 0, "posix_openpt: %s",
+              strerror(errno));
+        p[1] = open(ptsname(p[0]), O_RDWR | O_NOCTTY | O_CLOEXEC);
+        CHECK(p[1] >= 0, "open the pty slave: %s", strerror(errno));
+        struct termios t;
+        CHECK(tcgetattr(p[1], &t) == 0, "tcgetattr: %s", strerror(errno));
+        cfmakeraw(&t);
+        CHECK(tcsetattr(p[1], TCSANOW, &t) == 0, "tcsetattr: %s", strerror(errno));
+    } else {
+        CHECK(pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0, "pipe2");
+    }
     tu_waiter_t w;
     tu_waiter_init(&w);
     ioeng_t *h = NULL;
@@ -326,7 +342,7 @@ static int depth1(int polled, int file, char *buf)
     if (polled) {
         while (!rec_done(&rf))
             loop_turn(&l);
-        /* Until the write: only retries (or, blocking, the in-flight READ) remain. */
+        /* Until the write: only retries (or, on io_uring, the in-flight READ) remain. */
         while (!rec_done(&rp)) {
             int64_t t = ioeng_next_timeout_ns(h);
             if (t > 0 && !__atomic_load_n(&wr.wrote_at, __ATOMIC_ACQUIRE)) {
@@ -344,13 +360,15 @@ static int depth1(int polled, int file, char *buf)
     char what[80];
     snprintf(what, sizeof what, "deadline +80 ms behind a %s", kind);
     int on_time = check_late(what, &rf, t0 + 80 * MS, -ETIMEDOUT);
-    on_time &= check_late("pipe READ after the write", &rp, wr.wrote_at, 16);
+    on_time &= check_late(aio ? "pty READ after the write" : "pipe READ after the write", &rp,
+                          wr.wrote_at, 16);
     ioeng_stats_t st;
     CHECK_EQ(ioeng_stats(h, &st), 0, "ioeng_stats");
     printf("  resubmits %" PRIu64 "\n", st.resubmits);
     if (aio)
-        CHECK(st.resubmits > 20, "AIO gives -EAGAIN for an empty O_NONBLOCK pipe: the "
-              "engine must have retried with its backoff (%" PRIu64 " resubmits)", st.resubmits);
+        CHECK(st.resubmits > 20, "AIO gives -EAGAIN for an empty O_NONBLOCK pty it cannot "
+              "poll: the engine must have retried with its backoff (%" PRIu64 " resubmits)",
+              st.resubmits);
     if (polled) {
         if (samples) {
             printf("  while retrying: ioeng_next_timeout_ns at most %.3f ms (%u samples)\n",

@@ -406,6 +406,9 @@ static void hook_helper_cancel_close(void *ctx, uint32_t point)
         atomic_compare_exchange_strong(&phase, &one, 2)) {
         atomic_store(&cancel_found, ioeng_cancel(h, 42));
         CHECK(pthread_create(&closer_tid, NULL, closer, NULL) == 0, "pthread_create");
+        /* Only now may the main thread join closer_tid (phase 2 alone came too early:
+         * it joined an unset thread id and read close's result before close ran). */
+        atomic_store(&phase, 3);
         usleep(100 * 1000); /* close runs meanwhile, and must wait for this slot */
         atomic_store(&calls_while_held, atomic_load(&slots[0].calls));
         CHECK_EQ(atomic_load(&closed_rc), INT32_MIN, "close returned while the helper held a slot");
@@ -425,9 +428,9 @@ static void helper_cancel_close(void)
     if (tu_mode() == IOENG_MODE_POLLED)
         CHECK(ioeng_poll(h, 0, 0) >= 0, "poll: hands the FALLOCATE over");
     uint64_t end = tu_now_ns() + 10000000000ull;
-    while (atomic_load(&phase) != 2 && tu_now_ns() < end)
+    while (atomic_load(&phase) != 3 && tu_now_ns() < end)
         usleep(1000);
-    CHECK_EQ(atomic_load(&phase), 2, "the helper never reached its hook");
+    CHECK_EQ(atomic_load(&phase), 3, "the helper never reached its hook");
     pthread_join(closer_tid, NULL);
     ioeng_debug_race_hook(NULL, NULL);
     CHECK_EQ(atomic_load(&closed_rc), 0, "close");

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 layers=(
     "abi error tsan race_hooks sys"
     "config locks tasks"
-    "common slot stuck registered idle"
+    "common slot stuck registered idle aio_stream"
     "waiting cancel flight stats wakeup"
     "context"
     "driver round aio_helper aio_timer"

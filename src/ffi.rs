@@ -28,14 +28,21 @@ pub type IoengBackend = u32;
 /// Use io_uring when a ring can be created and read/write/fsync are supported, else Linux AIO.
 pub const IOENG_BACKEND_AUTO: IoengBackend = 0;
 /// Linux AIO (io_setup/io_submit/io_getevents). Asynchronous only for O_DIRECT on
-/// regular files and block devices: a buffered READ/WRITE runs inside io_submit on the
-/// engine's submitting thread, and a READ of a blocking pipe or socket stops that thread
-/// (and every other request of the engine) until data arrives. In IOENG_MODE_POLLED the
-/// submitting thread is the one in ioeng_poll(): such a request blocks ioeng_poll itself
-/// (and so the caller's event loop). io_uring has neither limit. FALLOCATE and
-/// SYNC_FILE_RANGE, which Linux AIO has no command for, run on one helper thread of the
-/// engine, in POLLED mode too: started by the first of them (never at open), it blocks
-/// asynchronous signals and is joined by ioeng_close().
+/// regular files and block devices: a buffered READ/WRITE of a regular file may still run
+/// inside io_submit on the engine's submitting thread (in IOENG_MODE_POLLED, inside
+/// ioeng_poll()), for as long as the filesystem takes. Streams (pipes, FIFOs, sockets,
+/// ttys, blocking or not) never block there (since 1.1): a transfer is tried without
+/// blocking (RWF_NOWAIT) and, when nothing can move, waits for readiness in the kernel
+/// (IOCB_CMD_POLL, which cancel stops), so a silent peer delays only its own request.
+/// Ttys and FIFOs opened read-write, which AIO cannot poll, are asked with poll(2) and
+/// retried with the -EAGAIN backoff (see ioeng_cb_t); a blocking tty is then read or
+/// written through a non-blocking second open of it (/proc/self/fd). One case remains:
+/// a pty master cannot be opened twice, so a WRITE to a blocking pty master with less
+/// room than a 4096-byte piece waits for the slave's reader (io_uring, which runs any
+/// tty write inline once poll says writable, waits there for every blocking tty).
+/// FALLOCATE and SYNC_FILE_RANGE, which Linux AIO has no command for, run on one helper
+/// thread of the engine, in POLLED mode too: started by the first of them (never at
+/// open), it blocks asynchronous signals and is joined by ioeng_close().
 pub const IOENG_BACKEND_AIO: IoengBackend = 1;
 /// io_uring.
 pub const IOENG_BACKEND_URING: IoengBackend = 2;
@@ -230,8 +237,10 @@ const _: () = assert!(std::mem::offset_of!(IoengReq, reserved) == 62);
 /// covered: a WRITE of a fanotify fd or /dev/kmsg waits on io_uring.)
 /// Short transfers, -EAGAIN and -EINTR never reach it: they are issued again (after 4
 /// -EAGAIN/-EINTR in a row, with a delay growing from 10 µs to 1 ms, so an fd that stays
-/// unready — an empty O_NONBLOCK pipe on AIO — costs about one retry per ms, not a busy
-/// CPU; such a request keeps its callback, and ioeng_close, waiting until the fd is ready).
+/// unready and that the kernel cannot wait for — a tty on AIO — costs about one retry per
+/// ms, not a busy CPU; pipes and sockets wait in the kernel on both backends; such a
+/// request keeps its callback, and ioeng_close, waiting until the fd is ready, unless it
+/// is cancelled: see ioeng_cancel_all()).
 /// THREADS mode: runs on an engine thread, one callback at a time per engine. POLLED mode:
 /// runs on the thread inside ioeng_poll() or ioeng_close(). A callback may submit; it must
 /// not block (that stalls every completion of its engine), throw (C++) or longjmp.
@@ -680,6 +689,49 @@ pub unsafe extern "C" fn ioeng_cancel(h: *mut Ioeng, tag: u64) -> c_int {
     })
 }
 
+/// Since 1.1. Cancels every accepted request whose callback has not yet started, tagged
+/// or not (tag 0 included), as ioeng_cancel() does for one tag: queued ones (also on a
+/// paused engine) complete with -ECANCELED without reaching the kernel; ones handed to
+/// the kernel are asked to stop and complete with -ECANCELED or, when the kernel had
+/// finished them or cannot stop them, their normal result (a stream that already moved
+/// bytes for one: their count); ones already cancelled or timed out keep their result.
+/// Returns how many there were: the requests accepted and not yet called back when the
+/// call took the queue lock (0 if none; capped at INT_MAX), -EINVAL for NULL `h`, or
+/// -ESRCH in a forked child.
+///
+/// A request waiting for a stream (pipe, FIFO, socket, tty) is stopped on both backends
+/// (io_uring ASYNC_CANCEL; AIO waits for streams with a cancellable IOCB_CMD_POLL, or
+/// between two tries), so ioeng_cancel_all() then ioeng_close() returns promptly (well
+/// within a second) whatever is in flight: only IO that the kernel is running on a file,
+/// which finishes by itself, is waited for (and a WRITE to a blocking tty that is full,
+/// see IOENG_BACKEND_AIO).
+///
+/// The callbacks run on an engine thread (THREADS) or in the next ioeng_poll()/
+/// ioeng_close() (POLLED), never inside this call, so it may be called from a callback.
+/// Requests submitted
+/// after this returns are not affected; one submitted by another thread during the call
+/// is either cancelled or not affected. Thread-safe: any thread may call it, also while
+/// another is in ioeng_poll() or ioeng_submit(). It takes no ownership: each request's
+/// memory stays the caller's until its callback, as always. Costs a scan of the queues
+/// and of `depth` slots.
+///
+/// # Safety
+/// `h` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_cancel_all(h: *mut Ioeng) -> c_int {
+    guard(|| {
+        if h.is_null() {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-NULL (checked above) and live per the caller contract.
+        let Some(engine) = (unsafe { engine_of(h) }) else {
+            return FORKED_CHILD;
+        };
+        let found = engine.cancel_all();
+        found.min(i32::MAX as usize) as c_int
+    })
+}
+
 /// Registers `n` buffers for requests with IOENG_REQ_FIXED_BUF (`buf_index` = position
 /// in `iov`). io_uring registers them with the kernel (IORING_REGISTER_BUFFERS: pinned
 /// once instead of on every IO) and runs FIXED_BUF requests as READ_FIXED/WRITE_FIXED;
@@ -814,6 +866,8 @@ pub extern "C" fn ioeng_uring_unavailable_reason() -> *const c_char {
 /// callback. It closes the copy's file descriptors but leaves its memory in place until
 /// the child exits or execs: the parent's threads may have held the copy's locks at the
 /// fork, so freeing it could block forever.
+/// Close waits for every accepted request, also one that waits for a silent stream peer:
+/// call ioeng_cancel_all() first to end those at once.
 ///
 /// # Safety
 /// `h` is NULL or a live handle that no other thread uses during or after the call.
@@ -870,7 +924,8 @@ pub unsafe extern "C" fn ioeng_close(h: *mut Ioeng) -> c_int {
 ///  -ESRCH   `h` was inherited across fork(), or in the child of a callback that
 ///           forked and returned (see ioeng_t).
 /// Thread-safe (any thread may poll, one at a time). On AIO, a request that the kernel
-/// runs synchronously inside io_submit (see IOENG_BACKEND_AIO) blocks this call. On
+/// runs synchronously inside io_submit (buffered regular-file IO, see IOENG_BACKEND_AIO)
+/// runs inside this call; a stream never blocks it. On
 /// io_uring, the kernel ties a request to the thread that submitted it (the poller): if
 /// that thread exits while a request still waits for a stream (pipe, socket), the kernel
 /// cancels the request and its callback gets -ECANCELED; keep the polling thread alive

@@ -1,7 +1,7 @@
 /*
  * ThreadSanitizer and libioeng beyond plain submits: a correct program that uses deadlines,
- * ioeng_cancel, ioeng_submit_batch with ctxs and callbacks that submit must run without a
- * race report. Built like tsan_callbacks.c (gcc -fsanitize=thread against the library).
+ * ioeng_cancel, ioeng_cancel_all, ioeng_submit_batch with ctxs and callbacks that submit
+ * must run without a race report. Built like tsan_callbacks.c (gcc -fsanitize=thread against the library).
  *
  *   phase "paused":  an engine opened with start_paused; requests whose deadline passes
  *                    while the engine is paused (-ETIMEDOUT), requests with a far deadline
@@ -19,6 +19,9 @@
  *                    with a deadline that passes before ioeng_resume).
  *   phase "commands": FALLOCATE and SYNC_FILE_RANGE (on AIO: run by the engine's helper
  *                    thread), each of whose callbacks submits the job's write.
+ *   phase "cancel_all": depth 1, ioeng_cancel_all from another thread while untagged
+ *                    writes wait behind an untagged read of an empty blocking pipe
+ *                    (all -ECANCELED).
  *
  * Every write whose callback sees it done submits, from the callback, a read of the same
  * block, whose callback compares the data. Each job's fields are plain memory: the main
@@ -480,6 +483,67 @@ static void phase_blocker(int fd)
            done, done, to, cancelled, blocker_cancelled ? "cancelled" : "completed");
 }
 
+/* ioeng_cancel_all from another thread while untagged writes wait behind a blocking pipe
+ * read in the only slot (both backends wait for the pipe in the kernel, AIO with a poll
+ * iocb). Depth 1, so that no write completes first: its callback's follow-up read,
+ * queued before the cancel, would be cancelled too. */
+static void *cancel_all_thread(void *p)
+{
+    *(int *)p = ioeng_cancel_all(eng);
+    return NULL;
+}
+
+static void phase_cancel_all(int fd)
+{
+    enum { N = 60 };
+    open_engine(1, 0);
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) != 0)
+        DIE("pipe2: %s", strerror(errno));
+    int first = next_job;
+    struct job *b = new_job(pfd[0], EXPECT_CANCELED);
+    ioeng_req_t req = {0};
+    req.op = IOENG_OP_READ;
+    req.fd = pfd[0];
+    req.buf = b->rbuf;
+    req.len = 1;
+    outstanding_add(1);
+    int rc = ioeng_submit(eng, &req, on_blocker, b);
+    if (rc != 0)
+        DIE("submit blocker: %s", strerror(-rc));
+    for (int tries = 0;; tries++) {
+        ioeng_stats_t st;
+        ioeng_stats(eng, &st);
+        if (st.queued_read == 0)
+            break;
+        if (tries == 5000)
+            DIE("cancel_all: blocker never dispatched");
+        sleep_ms(1);
+    }
+    for (int i = 0; i < N; i++)
+        submit_write(new_job(fd, EXPECT_CANCELED), 0, 0);
+    int n = -1;
+    pthread_t t;
+    if (pthread_create(&t, NULL, cancel_all_thread, &n) != 0)
+        DIE("pthread_create canceller");
+    pthread_join(t, NULL);
+    if (n != N + 1)
+        DIE("cancel_all: found %d of %d", n, N + 1);
+    wait_all("cancel_all");
+    int done, to, cancelled;
+    tally(first + 1, next_job, &done, &to, &cancelled);
+    if (to != 0 || done != 0 || cancelled != N)
+        DIE("cancel_all: %d done, %d timed out, %d cancelled", done, to, cancelled);
+    if (b->calls != 1 || b->res != -ECANCELED)
+        DIE("cancel_all: blocker %d callbacks, res %lld", b->calls, (long long)b->res);
+    check_stats("cancel_all", 0, (uint64_t)cancelled + 1);
+    close_engine();
+    close(pfd[0]);
+    close(pfd[1]);
+    printf("cancel_all: found %d; %d done (+%d reads), %d cancelled, blocking pipe read "
+           "cancelled\n", n, done, done, cancelled);
+}
+
 /* ioeng_submit_batch with ctxs while another thread cancels part of it. */
 static void phase_batch(int fd)
 {
@@ -662,14 +726,16 @@ int main(int argc, char **argv)
                   {"blocker", phase_blocker},
                   {"batch", phase_batch},
                   {"threads", phase_threads},
-                  {"commands", phase_commands}};
+                  {"commands", phase_commands},
+                  {"cancel_all", phase_cancel_all}};
     int nphases = (int)(sizeof phases / sizeof phases[0]);
     for (int a = 1; a < argc; a++) {
         int known = 0;
         for (int p = 0; p < nphases; p++)
             known |= strcmp(argv[a], phases[p].name) == 0;
         if (!known)
-            DIE("unknown phase %s (paused, blocker, batch, threads, commands)", argv[a]);
+            DIE("unknown phase %s (paused, blocker, batch, threads, commands, cancel_all)",
+                argv[a]);
     }
     for (int p = 0; p < nphases; p++) {
         int run = argc == 1;

@@ -4,15 +4,17 @@
 //! `io_getevents`.
 
 use std::cell::UnsafeCell;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use super::aio_helper::{self, Helper, Job};
+use super::aio_stream::{NextIo, PIPE_BUF, StreamState};
 use super::aio_timer::AioTimer;
 use super::context::{IoContext, Slot};
 use super::driver::Driver;
-use super::tasks::{Chunk, IoEvent, Op};
+use super::tasks::{Chunk, Flags, IoEvent, Op, RESUBMIT_NOW};
 use crate::error::Error;
 use crate::sys::aio::{self as kernel, AioContextId, CompletionRing, Iocb};
+use crate::sys::fd::FdKind;
 use crate::sys::{self, report_unexpected};
 
 /// One in-flight AIO request. `repr(C)` with the iocb first, so a slot's address is its
@@ -40,6 +42,10 @@ pub struct AioDriver {
     event_fd: Option<RawFd>,
     /// Submit-role scratch: the iocb pointer array of the current `io_submit`.
     iocb_ptrs: UnsafeCell<Vec<*mut Iocb>>,
+    /// Submit-role scratch: the kinds of the fds classified in the current `submit`
+    /// (an fd cannot change files while requests on it are live, so one answer serves
+    /// the whole round).
+    kinds: UnsafeCell<Vec<(i32, FdKind)>>,
     /// Submit role (and `drop`): the helper thread for the commands AIO has no iocb for,
     /// started by the first of them (see `aio_helper`).
     helper: UnsafeCell<Option<Helper>>,
@@ -58,9 +64,9 @@ pub struct AioDriver {
     timer: Option<AioTimer>,
 }
 
-// SAFETY: `id` and `event_fd` are plain integers; `iocb_ptrs` and `helper` are touched
-// only by the submit role (`submit`; `helper` also by `drop`, which has the driver to
-// itself), `events` and `ring` only by the reap role (`reap`,
+// SAFETY: `id` and `event_fd` are plain integers; `iocb_ptrs`, `kinds` and `helper` are
+// touched only by the submit role (`submit`; `helper` also by `drop`, which has the
+// driver to itself), `events` and `ring` only by the reap role (`reap`,
 // `completions_ready`), and the `Driver` contract gives each role to one thread at a
 // time, so none of them is ever accessed from two threads at once.
 unsafe impl Sync for AioDriver {}
@@ -164,6 +170,29 @@ fn refused_result(errno: i32, iocb: *const Iocb) -> i64 {
     }
 }
 
+/// A write to a blocking file without `RWF_NOWAIT`, after poll said writable: at most
+/// [`PIPE_BUF`] bytes of the chunk's first non-empty segment (a pipe buffer page is free,
+/// so that much does not wait; the rest is continued like any short write).
+fn cap_write(iocb: &mut Iocb, chunk: &Chunk) {
+    match chunk.op {
+        Op::Write => iocb.aio_nbytes = chunk.len.min(PIPE_BUF),
+        Op::Writev => {
+            for i in 0..chunk.len as usize {
+                // SAFETY: a WRITEV chunk is a run of `len` iovecs inside the caller's
+                // array, valid and unchanged until the callback (ioeng_req_t contract).
+                let seg = unsafe { chunk.buf.cast::<libc::iovec>().add(i).read_unaligned() };
+                if seg.iov_len > 0 {
+                    iocb.aio_lio_opcode = kernel::IOCB_CMD_PWRITE;
+                    iocb.aio_buf = seg.iov_base as u64;
+                    iocb.aio_nbytes = (seg.iov_len as u64).min(PIPE_BUF);
+                    return;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Longest `io_getevents` result array; larger depths are reaped in several calls.
 const MAX_EVENTS_PER_REAP: usize = 1024;
 
@@ -206,6 +235,7 @@ impl Driver for AioDriver {
             reap_from_ring: !sys::valgrind::running_on_valgrind(),
             ring,
             iocb_ptrs: UnsafeCell::new(Vec::with_capacity(batch as usize)),
+            kinds: UnsafeCell::new(Vec::new()),
             helper: UnsafeCell::new(None),
             events: UnsafeCell::new(vec![
                 kernel::IoEvent::default();
@@ -219,38 +249,36 @@ impl Driver for AioDriver {
         // SAFETY: only the submit role calls `submit`, one thread at a time (Driver contract).
         let ptrs = unsafe { &mut *self.iocb_ptrs.get() };
         ptrs.clear();
+        // SAFETY: as for `ptrs`.
+        let kinds = unsafe { &mut *self.kinds.get() };
+        kinds.clear();
         // Allocates only when the batch holds a command for the helper.
         let mut jobs = Vec::new();
         let base = ctx.slots_base();
         for &index in batch {
             // SAFETY: the submitter holds every index of `batch`.
             let slot = unsafe { ctx.slot_mut(index) };
-            let chunk = slot
+            let event = slot
                 .event
-                .as_ref()
-                .expect("a dispatched slot holds a request")
-                .next_chunk();
-            if runs_on_helper(chunk.op) {
-                jobs.push((index, chunk));
+                .as_mut()
+                .expect("a dispatched slot holds a request");
+            if runs_on_helper(event.request.op) {
+                jobs.push((index, event.next_chunk()));
                 continue;
             }
+            let iocb = match self.stream_iocb(event, kinds) {
+                Ok(Some(iocb)) => iocb,
+                Ok(None) => self.iocb(&event.next_chunk()),
+                Err(res) => {
+                    // Settled without the kernel (a stream that is not ready, or an
+                    // error); the slot stays ours until then.
+                    ctx.fail_unsubmitted(index, res);
+                    continue;
+                }
+            };
             slot.iocb = Iocb {
                 aio_data: index as u64,
-                aio_lio_opcode: opcode(chunk.op),
-                aio_fildes: chunk.fd as u32,
-                // Vectors: the iovec run inside the caller's array, and its count.
-                // FIXED_BUF needs nothing here: AIO only checks it at submit.
-                aio_buf: chunk.buf as u64,
-                aio_nbytes: chunk.len,
-                aio_rw_flags: chunk.rw_flags,
-                aio_offset: chunk.offset as i64,
-                aio_flags: if self.event_fd.is_some() {
-                    kernel::IOCB_FLAG_RESFD
-                } else {
-                    0
-                },
-                aio_resfd: self.event_fd.unwrap_or(0) as u32,
-                ..Iocb::default()
+                ..iocb
             };
             // `AioSlot` is repr(C) with the iocb at offset 0, so the slot pointer is the
             // iocb pointer; derived from the array base, not from the `&mut` above.
@@ -276,12 +304,14 @@ impl Driver for AioDriver {
                 Err(libc::EAGAIN) => busy(),
                 // The first remaining iocb is bad (EBADF, EINVAL, ...): it alone fails.
                 Err(errno) => {
-                    // `ptrs` leaves out the helper's commands, so it is not parallel to
-                    // `batch`: the iocb names its slot.
+                    // `ptrs` leaves out the helper's commands and the streams settled
+                    // without the kernel, so it is not parallel to `batch`: the iocb
+                    // names its slot.
                     // SAFETY: the iocb was filled above and the kernel refused it, so
                     // nobody else reads or writes it now.
                     let index = unsafe { (*ptrs[next]).aio_data } as usize;
-                    ctx.fail_unsubmitted(index, refused_result(errno, ptrs[next]));
+                    let res = Self::refused(ctx, index, errno, ptrs[next]);
+                    ctx.fail_unsubmitted(index, res);
                     next += 1;
                 }
             }
@@ -318,17 +348,29 @@ impl Driver for AioDriver {
             out.retain(|&(index, _)| !timer.take_completion(index as u64));
         }
         for (index, res) in &mut out[first..] {
-            if *res == -i64::from(libc::EOPNOTSUPP) {
-                // SAFETY: the reap role holds every index it just reaped.
-                let slot = unsafe { ctx.slot_mut(*index) };
-                if slot.event.as_ref().is_some_and(IoEvent::is_nowait_write) {
-                    // io_uring answers a NOWAIT write that the filesystem will not do
-                    // without blocking (ext4's buffered path says -EOPNOTSUPP) with
-                    // -EAGAIN, "retry without NOWAIT"; AIO passes -EOPNOTSUPP through.
-                    // A file with no NOWAIT support at all is refused at submit, with
-                    // -EOPNOTSUPP on both backends, and does not come this way.
-                    *res = -i64::from(libc::EAGAIN);
+            // SAFETY: the reap role holds every index it just reaped.
+            let slot = unsafe { ctx.slot_mut(*index) };
+            if let Some(event) = slot.event.as_mut()
+                && StreamState(event.driver_state).is_stream()
+            {
+                let user_nowait = event.request.flags.has(Flags::NOWAIT);
+                let (again, state) = StreamState(event.driver_state).completed(*res, user_nowait);
+                event.driver_state = state.0;
+                if again.is_some() {
+                    // The readiness poll ended, or a try found nothing: go again.
+                    *res = RESUBMIT_NOW;
                 }
+                continue;
+            }
+            if *res == -i64::from(libc::EOPNOTSUPP)
+                && slot.event.as_ref().is_some_and(IoEvent::is_nowait_write)
+            {
+                // io_uring answers a NOWAIT write that the filesystem will not do
+                // without blocking (ext4's buffered path says -EOPNOTSUPP) with
+                // -EAGAIN, "retry without NOWAIT"; AIO passes -EOPNOTSUPP through.
+                // A file with no NOWAIT support at all is refused at submit, with
+                // -EOPNOTSUPP on both backends, and does not come this way.
+                *res = -i64::from(libc::EAGAIN);
             }
         }
     }
@@ -393,6 +435,158 @@ impl AioDriver {
             helper.push(jobs);
             Ok(n)
         });
+    }
+
+    /// The transfer iocb of `chunk` (without `aio_data`, which `submit` sets).
+    fn iocb(&self, chunk: &Chunk) -> Iocb {
+        Iocb {
+            aio_lio_opcode: opcode(chunk.op),
+            aio_fildes: chunk.fd as u32,
+            // Vectors: the iovec run inside the caller's array, and its count.
+            // FIXED_BUF needs nothing here: AIO only checks it at submit.
+            aio_buf: chunk.buf as u64,
+            aio_nbytes: chunk.len,
+            aio_rw_flags: chunk.rw_flags,
+            aio_offset: chunk.offset as i64,
+            aio_flags: if self.event_fd.is_some() {
+                kernel::IOCB_FLAG_RESFD
+            } else {
+                0
+            },
+            aio_resfd: self.event_fd.unwrap_or(0) as u32,
+            ..Iocb::default()
+        }
+    }
+
+    /// Submit role: the next iocb of a transfer on a file without a position (see
+    /// `aio_stream`), `Ok(None)` for any other request (the plain iocb of its chunk),
+    /// or `Err(res)` when the request is settled without the kernel this time.
+    fn stream_iocb(
+        &self,
+        event: &mut IoEvent,
+        kinds: &mut Vec<(i32, FdKind)>,
+    ) -> Result<Option<Iocb>, i64> {
+        let op = event.request.op;
+        if !op.transfers() {
+            return Ok(None);
+        }
+        let mut state = StreamState(event.driver_state);
+        if !state.classified() {
+            let stream = event.classify(|fd| match kinds.iter().find(|(f, _)| *f == fd) {
+                Some(&(_, kind)) => kind,
+                None => {
+                    let kind = sys::fd::kind(fd);
+                    kinds.push((fd, kind));
+                    kind
+                }
+            });
+            state = state.classify(stream);
+            event.driver_state = state.0;
+        }
+        if !state.is_stream() {
+            return Ok(None);
+        }
+        let fd = event.request.fd;
+        let write = !op.reads();
+        let nonblocking = || sys::fd::is_nonblocking(fd);
+        let (mut io, mut next) = state.next(nonblocking);
+        if io == NextIo::Probe {
+            // No AIO poll for this file: ask poll(2), which does not block.
+            match sys::fd::ready_now(fd, write) {
+                Err(errno) => return Err(-i64::from(errno)),
+                Ok(false) => {
+                    // Not ready, or never (a file without that operation): -EAGAIN is
+                    // retried with the engine's backoff.
+                    return Err(match sys::fd::transfer_possible(fd, write) {
+                        Ok(()) => -i64::from(libc::EAGAIN),
+                        Err(errno) => -i64::from(errno),
+                    });
+                }
+                Ok(true) => (io, next) = next.probed_ready().next(nonblocking),
+            }
+        }
+        event.driver_state = next.0;
+        let chunk = event.next_chunk();
+        if let NextIo::Transfer { capped: true, .. } = io
+            && let Some(twin) = sys::fd::nonblocking_tty_twin(fd, write)
+        {
+            // A blocking tty, ready: once through a non-blocking twin, so that a tty with
+            // less room than the piece (or whose input another reader took) answers
+            // -EAGAIN instead of holding this thread.
+            let res = Self::transfer_on(twin.as_raw_fd(), &chunk, write);
+            let user_nowait = event.request.flags.has(Flags::NOWAIT);
+            let (again, after) = next.completed(res, user_nowait);
+            event.driver_state = after.0;
+            return Err(if again.is_some() { RESUBMIT_NOW } else { res });
+        }
+        let mut iocb = self.iocb(&chunk);
+        match io {
+            NextIo::Poll => {
+                iocb.aio_lio_opcode = kernel::IOCB_CMD_POLL;
+                // The poll iocb takes the event mask in aio_buf and nothing else.
+                let events = if write { libc::POLLOUT } else { libc::POLLIN };
+                iocb.aio_buf = events as u64;
+                iocb.aio_nbytes = 0;
+                iocb.aio_offset = 0;
+                iocb.aio_rw_flags = 0;
+            }
+            NextIo::Transfer { nowait, capped } => {
+                if nowait {
+                    iocb.aio_rw_flags |= libc::RWF_NOWAIT;
+                }
+                if capped && write {
+                    cap_write(&mut iocb, &chunk);
+                }
+            }
+            NextIo::Probe => unreachable!("a ready probe is followed by the transfer"),
+        }
+        Ok(Some(iocb))
+    }
+
+    /// One non-blocking transfer of `chunk` on `fd` (a tty's twin), on this thread.
+    fn transfer_on(fd: RawFd, chunk: &Chunk, write: bool) -> i64 {
+        let one = libc::iovec {
+            iov_base: chunk.buf.cast(),
+            iov_len: chunk.len as usize,
+        };
+        let (iov, count) = match chunk.op {
+            // READV/WRITEV: `buf` is the iovec run, `len` its count.
+            Op::Readv | Op::Writev => (chunk.buf as *const libc::iovec, chunk.len as i32),
+            _ => (&raw const one, 1),
+        };
+        // SAFETY: the chunk was built from the request, whose buffers (and, vectored, its
+        // iovec array) are valid for the transfer until the callback, which has not run.
+        unsafe { sys::fd::transfer_once(write, fd, iov, count, chunk.offset, 0) }
+    }
+
+    /// Submit role: the `res` for the iocb of slot `index` that `io_submit` refused with
+    /// `errno` (a stream request may learn what its file cannot do and go again).
+    fn refused(ctx: &IoContext<AioSlot>, index: usize, errno: i32, iocb: *mut Iocb) -> i64 {
+        // SAFETY: the submitter holds `index`: the kernel refused its iocb.
+        let slot = unsafe { ctx.slot_mut(index) };
+        if let Some(event) = slot.event.as_mut()
+            && StreamState(event.driver_state).is_stream()
+        {
+            let state = StreamState(event.driver_state);
+            let (fd, write) = (event.request.fd, !event.request.op.reads());
+            let user_nowait = event.request.flags.has(Flags::NOWAIT);
+            match state.refused(errno, user_nowait, || sys::fd::transfer_possible(fd, write)) {
+                Ok(Some(next)) => {
+                    event.driver_state = next.0;
+                    return RESUBMIT_NOW;
+                }
+                Ok(None) if !user_nowait => {
+                    // The fallback transfer (a file without read_iter/write_iter, such
+                    // as an eventfd written) runs only when poll says ready; without
+                    // the RWF_NOWAIT we added, as the caller asked.
+                    // SAFETY: `iocb` is this slot's, refused by the kernel: ours alone.
+                    unsafe { (*iocb).aio_rw_flags &= !libc::RWF_NOWAIT };
+                }
+                Ok(None) => {}
+                Err(errno) => return -i64::from(errno),
+            }
+        }
+        refused_result(errno, iocb)
     }
 
     /// Reap role: appends the completions there are; with `wait`, first waits for one.

@@ -9,6 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use super::locks::lock;
 use super::tasks::IoEvent;
 
+/// The tag of a cancel request from `cancel_all`: whatever the occupant's tag (a real
+/// tag is never compared with it: `cancel` matches tags, `cancel_all` generations).
+pub(crate) const ANY_TAG: u64 = 0;
+
 pub(crate) struct Cancels {
     /// Requests removed from the queues by cancel or expiry, with their `res`, waiting
     /// for the submitter (or poller) to run their callbacks on an engine thread. Each
@@ -17,20 +21,24 @@ pub(crate) struct Cancels {
     /// `dead.len()`, written only under the `dead` lock, read without it as a hint that
     /// `service` has work (a stale zero is fixed by the wake-up that follows every push).
     pub(crate) dead_count: AtomicUsize,
-    /// In-flight cancels asked for by `cancel`: `(slot index, tag, generation)`, which
-    /// the submitter checks against the slot before asking the kernel.
+    /// In-flight cancels asked for by `cancel` and `cancel_all`: `(slot index, tag,
+    /// generation)`, which the submitter checks against the slot before asking the
+    /// kernel; tag [`ANY_TAG`] (from `cancel_all`) matches the occupant whatever its tag.
     pub(crate) cancel_requests: Mutex<Vec<(usize, u64, u64)>>,
     pub(crate) has_cancel_requests: AtomicBool,
     /// Per slot, readable by any thread: the tag of a tagged request occupying it
-    /// (0 otherwise), a generation bumped at each tagged dispatch (so a stale cancel
-    /// never hits the next occupant), and the generation of the occupant whose cancel
-    /// was handed to the driver. Written only for tagged requests: untagged traffic
-    /// never touches them. The cancel mark names its occupant rather than being a flag
-    /// that a completion resets, because the submit role may mark a request that the
-    /// completer finishes at that very moment: the mark then names a request that is
-    /// gone and matches no later occupant.
+    /// (0 otherwise), a generation bumped at each dispatch (so a stale cancel never
+    /// hits the next occupant), the generation of the occupant whose callback has not
+    /// started (0: none; what `cancel_all` looks for, tagged or not), and the
+    /// generation of the occupant whose cancel was handed to the driver. The cancel
+    /// mark names its occupant rather than being a flag that a completion resets,
+    /// because the submit role may mark a request that the completer finishes at that
+    /// very moment: the mark then names a request that is gone and matches no later
+    /// occupant. Untagged traffic costs three relaxed stores per request (two at
+    /// dispatch, one before the callback), into arrays only the engine threads write.
     pub(crate) slot_tags: Box<[AtomicU64]>,
     pub(crate) slot_gens: Box<[AtomicU64]>,
+    pub(crate) slot_live: Box<[AtomicU64]>,
     pub(crate) slot_cancelled: Box<[AtomicU64]>,
 }
 
@@ -44,7 +52,8 @@ impl Cancels {
             has_cancel_requests: AtomicBool::new(false),
             slot_tags: per_slot(),
             slot_gens: per_slot(),
-            // Generation 0 is no tagged occupant's (the first tagged dispatch makes 1).
+            slot_live: per_slot(),
+            // Generation 0 is no occupant's (the first dispatch makes 1).
             slot_cancelled: per_slot(),
         }
     }

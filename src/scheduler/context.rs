@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
-use super::cancel::Cancels;
+use super::cancel::{ANY_TAG, Cancels};
 use super::common::Budget;
 use super::config::Mode;
 use super::flight::InFlight;
@@ -309,6 +309,43 @@ impl<S: Slot> IoContext<S> {
                 }
             }
         }
+        self.request_cancels(removed, in_slots, dead_found)
+    }
+
+    /// Cancels every accepted, not yet completed request, tagged or not (as `cancel`
+    /// does for one tag): queued ones complete with -ECANCELED, those in a slot are
+    /// asked to stop, those in `dead` keep their result. Returns how many there were.
+    pub(crate) fn cancel_all(&self) -> usize {
+        let mut removed = Vec::new();
+        let mut in_slots = Vec::new();
+        let dead_found;
+        {
+            let mut waiting = lock(&self.waiting.lock);
+            waiting
+                .queues
+                .remove_where(|_| true, |event| removed.push(event));
+            self.forget_removed(&mut waiting, &removed);
+            // As in `cancel`: under the queue lock, a request is in the queues, in
+            // `dead` or in a slot, and seen exactly once.
+            dead_found = lock(&self.cancels.dead).len();
+            for (index, live) in self.cancels.slot_live.iter().enumerate() {
+                let generation = live.load(Ordering::Relaxed);
+                if generation != 0 {
+                    in_slots.push((index, ANY_TAG, generation));
+                }
+            }
+        }
+        self.request_cancels(removed, in_slots, dead_found)
+    }
+
+    /// The end of `cancel` and `cancel_all`: hands the in-slot cancels to the submit
+    /// role, buries the removed requests and wakes the engine; returns the count.
+    fn request_cancels(
+        &self,
+        removed: Vec<IoEvent>,
+        in_slots: Vec<(usize, u64, u64)>,
+        dead_found: usize,
+    ) -> usize {
         let found = removed.len() + in_slots.len() + dead_found;
         if !in_slots.is_empty() {
             lock(&self.cancels.cancel_requests).extend(in_slots);
@@ -540,8 +577,14 @@ impl<S: Slot> IoContext<S> {
                     // Only this thread fills slots, so the occupant checked here is the
                     // one the driver cancels, or (finished meanwhile by the completer) no
                     // request: the kernel then finds nothing to cancel.
-                    self.cancels.slot_tags[index].load(Ordering::Relaxed) == tag
-                        && self.cancels.slot_gens[index].load(Ordering::Relaxed) == generation
+                    let occupant = if tag == ANY_TAG {
+                        self.cancels.slot_live[index].load(Ordering::Relaxed)
+                    } else if self.cancels.slot_tags[index].load(Ordering::Relaxed) == tag {
+                        self.cancels.slot_gens[index].load(Ordering::Relaxed)
+                    } else {
+                        0
+                    };
+                    occupant == generation
                         && self.cancels.slot_cancelled[index].swap(generation, Ordering::Relaxed)
                             != generation
                 })
@@ -582,11 +625,10 @@ impl<S: Slot> IoContext<S> {
     /// Whether the submitter must finish the request in slot `index` with -ECANCELED
     /// instead of issuing its next IO.
     pub(crate) fn cancel_requested(&self, index: usize) -> bool {
-        // The caller holds the slot, so its occupant is live: its tag is set if it has
-        // one, and its generation is the one a cancel of it recorded.
-        self.cancels.slot_tags[index].load(Ordering::Relaxed) != 0
-            && self.cancels.slot_cancelled[index].load(Ordering::Relaxed)
-                == self.cancels.slot_gens[index].load(Ordering::Relaxed)
+        // The caller holds the slot, so its occupant is live and its generation is the
+        // one a cancel of it recorded (never 0: the first dispatch makes 1).
+        self.cancels.slot_cancelled[index].load(Ordering::Relaxed)
+            == self.cancels.slot_gens[index].load(Ordering::Relaxed)
     }
 
     /// Runs one fairness round into the held `slots`; returns how many it filled.
@@ -606,8 +648,11 @@ impl<S: Slot> IoContext<S> {
         let taken = waiting.queues.take_round(slots.len(), |event| {
             let &index = next.next().expect("take_round respects room");
             let tag = event.tag();
+            // Only the submit role writes the generation: no read-modify-write needed.
+            let generation = self.cancels.slot_gens[index].load(Ordering::Relaxed) + 1;
+            self.cancels.slot_gens[index].store(generation, Ordering::Relaxed);
+            self.cancels.slot_live[index].store(generation, Ordering::Relaxed);
             if tag != 0 {
-                self.cancels.slot_gens[index].fetch_add(1, Ordering::Relaxed);
                 self.cancels.slot_tags[index].store(tag, Ordering::Relaxed);
             }
             with_deadline += usize::from(event.request.deadline_ns != 0);
@@ -808,9 +853,10 @@ impl<S: Slot> IoContext<S> {
         }
         self.count_finished(events);
         for ((event, res), &index) in events.drain(..).zip(slots.iter()) {
+            // Right before its callback: until then a cancel still counts it (its
+            // result is final, so the kernel finds nothing left to stop).
+            self.cancels.slot_live[index].store(0, Ordering::Relaxed);
             if event.tag() != 0 {
-                // Right before its callback: until then a cancel still counts it (its
-                // result is final, so the kernel finds nothing left to stop).
                 self.cancels.slot_tags[index].store(0, Ordering::Relaxed);
             }
             event.finish(res);

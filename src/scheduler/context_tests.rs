@@ -236,6 +236,51 @@ fn cancel_finishes_queued_requests_on_the_engine_thread_and_asks_the_driver_for_
 }
 
 #[test]
+fn cancel_all_reaches_untagged_requests_in_slots_and_spares_later_ones() {
+    let mut log = Vec::new();
+    let driver = NullDriver::default();
+    let ctx = IoContext::<TestSlot>::new(2, 2, 0, false);
+    ctx.push(tagged(0, 0, 0, &mut log)).unwrap();
+    ctx.push(tagged(0, 0, 1, &mut log)).unwrap();
+    let mut round = SubmitRound::new(ctx.batch);
+    round.fill(&ctx, None, || false);
+    let slots = round.batch.clone();
+    assert_eq!(
+        offsets(&ctx, &slots),
+        [0, 1],
+        "two untagged requests in the slots"
+    );
+    ctx.push(tagged(7, 0, 2, &mut log)).unwrap();
+    ctx.push(tagged(0, 0, 3, &mut log)).unwrap();
+    // Two in slots (untagged), two queued (tagged and not).
+    assert_eq!(ctx.cancel_all(), 4);
+    assert!(log.is_empty(), "no callback inside cancel_all");
+    ctx.service(driver.cancel());
+    let ecanceled = -i64::from(libc::ECANCELED);
+    assert_eq!(log, [ecanceled, ecanceled], "the queued ones");
+    assert_eq!(*lock(&driver.cancelled), slots, "both slots asked to stop");
+    // One finished before the cancel took effect (it keeps its result); the other is
+    // between two kernel IOs and finishes instead of being reissued.
+    ctx.complete(&[(slots[0], 1), (slots[1], -i64::from(libc::EAGAIN))]);
+    round.fill(&ctx, None, || false);
+    assert!(round.batch.is_empty());
+    assert_eq!(log, [ecanceled, ecanceled, 1, ecanceled]);
+    assert_eq!(ctx.cancel_all(), 0, "nothing left");
+    // A request accepted afterwards, in a slot an old mark named, is not affected.
+    ctx.push(tagged(0, 0, 4, &mut log)).unwrap();
+    round.fill(&ctx, None, || false);
+    let later = round.batch[0];
+    ctx.complete(&[(later, -i64::from(libc::EAGAIN))]);
+    round.fill(&ctx, None, || false);
+    assert_eq!(round.batch, [later], "reissued, not cancelled");
+    ctx.complete(&[(later, 1)]);
+    assert_eq!(log.len(), 5);
+    assert_eq!(log[4], 1);
+    let stats = ctx.stats();
+    assert_eq!((stats.cancelled, stats.completed), (3, 5));
+}
+
+#[test]
 fn a_cancel_mark_applies_to_its_occupant_only() {
     // The submit role may mark a request for cancel just as the completer finishes
     // it. The mark must then name nobody: neither the untagged request that reuses

@@ -149,6 +149,10 @@ impl<D: Driver> Engine<D> {
         self.shared.ctx.cancel(tag)
     }
 
+    pub(crate) fn cancel_all(&self) -> usize {
+        self.shared.ctx.cancel_all()
+    }
+
     pub(crate) fn register_buffers(&self, bufs: &[libc::iovec]) -> Result<(), Error> {
         let shared = &*self.shared;
         shared

@@ -5,6 +5,7 @@
 
 pub mod aio;
 pub(crate) mod aio_helper;
+pub(crate) mod aio_stream;
 pub(crate) mod aio_timer;
 pub(crate) mod cancel;
 pub(crate) mod common;
@@ -202,6 +203,11 @@ impl AnyEngine {
     /// Cancels the requests tagged `tag` (non-zero); returns how many were pending.
     pub fn cancel(&self, tag: u64) -> usize {
         on_engine!(self, engine => engine.cancel(tag))
+    }
+
+    /// Cancels every accepted request, tagged or not; returns how many were pending.
+    pub fn cancel_all(&self) -> usize {
+        on_engine!(self, engine => engine.cancel_all())
     }
 
     /// Registers buffers for FIXED_BUF requests (before the first request, once).

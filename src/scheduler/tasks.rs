@@ -33,7 +33,7 @@ impl Op {
         matches!(self, Op::Readv | Op::Writev)
     }
 
-    fn reads(self) -> bool {
+    pub(crate) fn reads(self) -> bool {
         matches!(self, Op::Read | Op::Readv)
     }
 
@@ -433,14 +433,20 @@ pub enum Outcome {
 /// Retries after `EAGAIN`/`EINTR` that go back to the kernel at once; after these, each
 /// further retry in a row waits [`FIRST_RETRY_DELAY`], doubling up to [`MAX_RETRY_DELAY`].
 ///
-/// Regular files practically never return `EAGAIN`; a non-blocking pipe or socket with
-/// no data does, on AIO for as long as it stays empty (io_uring waits for readiness
-/// instead). Retrying that at once kept a CPU busy with hundreds of thousands of
+/// Regular files practically never return `EAGAIN`; a non-blocking file the kernel cannot
+/// wait for does, for as long as it stays unready (on AIO a tty: pipes and sockets wait
+/// in a poll iocb, see `aio_stream`; io_uring waits for readiness itself). Retrying that
+/// at once kept a CPU busy with hundreds of thousands of
 /// `io_submit` calls a second; the backoff bounds the cost at about one retry per
 /// millisecond, at the price of up to that much latency once data arrives.
 pub const FREE_RETRIES: u32 = 4;
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_micros(10);
 pub const MAX_RETRY_DELAY: Duration = Duration::from_millis(1);
+
+/// A "result" a driver passes to [`IoEvent::settle`] when a step of its own ended (the
+/// AIO driver's wait for a stream's readiness): issue the request's next IO at once. It
+/// is no kernel result: nothing moved, and no retry backoff applies.
+pub const RESUBMIT_NOW: i64 = i64::MIN;
 
 /// Whether a request's file has a position, which decides where a continuation goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -485,8 +491,12 @@ pub struct IoEvent {
     /// Set with a resubmission that must wait: the earliest time to issue it
     /// (CLOCK_MONOTONIC ns, the clock of every engine timer: see `IoContext::next_wake_ns`).
     retry_at: Option<u64>,
-    /// Asked (`sys::fd::kind`) at the first continuation or at an ESPIPE, never before.
+    /// Asked (`sys::fd::kind`) at the first continuation or at an ESPIPE, or by a
+    /// driver that needs it before the first IO (`classify`).
     position: Position,
+    /// The driver's own per-request state (0 when accepted); the AIO driver keeps what
+    /// it learned about a stream here (`aio_stream::StreamState`).
+    pub(crate) driver_state: u8,
 }
 
 impl IoEvent {
@@ -500,6 +510,7 @@ impl IoEvent {
             retry_streak: 0,
             retry_at: None,
             position: Position::Unknown,
+            driver_state: 0,
         }
     }
 
@@ -613,6 +624,20 @@ impl IoEvent {
         }
     }
 
+    /// Whether the request's file has no position (stream or message fd), asking the
+    /// kernel now if nobody did yet; `kind` gives the answer (`sys::fd::kind`, which a
+    /// driver may memoize per fd for a round).
+    pub(crate) fn classify(&mut self, kind: impl FnOnce(i32) -> FdKind) -> bool {
+        if self.position == Position::Unknown {
+            self.position = match kind(self.request.fd) {
+                FdKind::File => Position::File,
+                FdKind::Stream => Position::Stream,
+                FdKind::Message => Position::Message,
+            };
+        }
+        matches!(self.position, Position::Stream | Position::Message)
+    }
+
     /// A WRITE/WRITEV with `IOENG_REQ_NOWAIT`.
     pub(crate) fn is_nowait_write(&self) -> bool {
         let op = self.request.op;
@@ -639,6 +664,11 @@ impl IoEvent {
 
     /// Folds one kernel result (`res` of the last chunk) into the request.
     pub fn settle(&mut self, res: i64) -> Outcome {
+        if res == RESUBMIT_NOW {
+            self.retry_streak = 0;
+            self.retry_at = None;
+            return Outcome::Resubmit;
+        }
         let eagain = res == -i64::from(libc::EAGAIN);
         if eagain && self.request.flags.has(Flags::NOWAIT) {
             // NOWAIT: the caller asked to hear about it. Bytes an earlier IO of this

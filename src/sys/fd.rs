@@ -98,6 +98,38 @@ pub(crate) fn is_nonblocking(fd: i32) -> bool {
     flags >= 0 && flags & libc::O_NONBLOCK != 0
 }
 
+/// For a blocking tty: a second open file description of the same terminal, O_NONBLOCK
+/// (through /proc/self/fd), on which a transfer cannot wait for the peer; the caller's
+/// fd and its flags stay untouched. `None` for anything else, and for a pty master,
+/// which cannot be reopened (that would open a new pty), or when /proc is missing.
+pub(crate) fn nonblocking_tty_twin(fd: i32, write: bool) -> Option<std::os::fd::OwnedFd> {
+    // SAFETY: isatty only queries the fd (TCGETS).
+    if unsafe { libc::isatty(fd) } != 1 {
+        return None;
+    }
+    let mut pty_number: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes one unsigned int into valid storage; it succeeds only on a
+    // pty master.
+    if unsafe { libc::ioctl(fd, libc::TIOCGPTN, &raw mut pty_number) } == 0 {
+        return None;
+    }
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).ok()?;
+    let access = if write {
+        libc::O_WRONLY
+    } else {
+        libc::O_RDONLY
+    };
+    // SAFETY: a NUL-terminated path; O_NOCTTY: never becomes our controlling terminal.
+    let twin = unsafe {
+        libc::open(
+            path.as_ptr(),
+            access | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    // SAFETY: a successful open returns a new fd that nothing else owns.
+    (twin >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(twin) })
+}
+
 /// Whether read(2)/write(2) on `fd` could ever transfer in that direction: a
 /// zero-length preadv/pwritev (readv/writev where the file has no position), which
 /// never blocks and moves nothing, fails (-EINVAL) for a file without that operation
