@@ -558,8 +558,11 @@ static pid_t thread_named(const char *comm)
 
 #define HELPER_COMM "ioeng-aio-helpe" /* "ioeng-aio-helper", cut to 15 characters */
 
-/* This process's threads, not counting io_uring's io-wq workers ("iou-wrk-*", "iou-sqp-*"),
- * which the kernel starts for FALLOCATE/SYNC_FILE_RANGE and ends on its own schedule. */
+/* This process's threads, not counting io_uring's io-wq workers, which the kernel starts
+ * for FALLOCATE/SYNC_FILE_RANGE and ends on its own schedule. They are known by the
+ * PF_IO_WORKER bit of their task flags (the 9th field of /proc/<tid>/stat), not by their
+ * name: a new worker carries its creator's name until it renames itself "iou-wrk-*". */
+#define TASK_PF_IO_WORKER 0x10u
 static int user_threads(void)
 {
     DIR *d = opendir("/proc/self/task");
@@ -569,14 +572,21 @@ static int user_threads(void)
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
             continue;
-        char path[300], name[32] = {0};
-        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        char path[300], line[1024] = {0};
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
         FILE *f = fopen(path, "re");
         if (!f)
             continue; /* the thread is gone */
-        if (fgets(name, sizeof name, f) && strncmp(name, "iou-", 4) != 0)
-            n++;
+        size_t len = fread(line, 1, sizeof line - 1, f);
         fclose(f);
+        line[len] = 0;
+        /* After "(comm)": state ppid pgrp session tty_nr tpgid flags. */
+        const char *p = strrchr(line, ')');
+        unsigned flags = 0;
+        CHECK(p != NULL && sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %u", &flags) == 1,
+              "cannot parse %s", path);
+        if (!(flags & TASK_PF_IO_WORKER))
+            n++;
     }
     closedir(d);
     return n;
