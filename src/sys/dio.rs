@@ -93,7 +93,10 @@ pub(crate) fn sysfs_lbs(major: u32, minor: u32) -> Option<u32> {
     .iter()
     .find_map(|path| {
         let mut text = String::new();
-        std::fs::File::open(path).ok()?.read_to_string(&mut text).ok()?;
+        std::fs::File::open(path)
+            .ok()?
+            .read_to_string(&mut text)
+            .ok()?;
         text.trim().parse::<u32>().ok().filter(|&n| n > 0)
     })
 }
@@ -141,7 +144,10 @@ mod tests {
         let file = std::fs::File::open("/proc/self/exe").unwrap();
         let stx = statx_fd(file.as_raw_fd()).unwrap();
         let expected = sysfs_lbs(stx.dev_major, stx.dev_minor).unwrap_or(DEFAULT_ALIGN);
-        assert_eq!(fallback(file.as_raw_fd(), &stx, false), (expected, expected));
+        assert_eq!(
+            fallback(file.as_raw_fd(), &stx, false),
+            (expected, expected)
+        );
         assert!(expected.is_power_of_two() && expected >= 512);
     }
 
