@@ -4,7 +4,9 @@
 #                        and libioeng.a; tests and examples link against this directory
 #   make demo            build and run the C example and a short benchmark (fresh clone is fine)
 #   make test            every test (see `test` below)
-#   make install         PREFIX=/usr/local LIBDIR=$(PREFIX)/lib INCLUDEDIR=$(PREFIX)/include DESTDIR=
+#   make install         PREFIX=/usr/local LIBDIR=$(PREFIX)/lib INCLUDEDIR=$(PREFIX)/include
+#                        MANDIR=$(PREFIX)/share/man DESTDIR=; stripped libraries
+#   make install-debug   the shared library's debug info (LIBDIR/.debug/, same variables)
 #   make uninstall       removes what `make install` installed (same variables)
 CARGO ?= cargo
 CC    ?= cc
@@ -18,8 +20,12 @@ SONAME  := libioeng.so.$(MAJOR)
 # Build output used by c_tests/, examples_c/ and make install.
 STAGE   := target/lib
 RUSTA   := target/release/libioeng.a
-# What a program linking libioeng.a statically also needs (rustc --print native-static-libs).
-LIBS_PRIVATE := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+# What a program linking libioeng.a statically also needs (rustc --print native-static-libs
+# minus -lgcc_s: gcc's driver adds the unwinder itself, libgcc_s as needed in a dynamic link
+# and libgcc_eh in a `gcc -static` one, where an explicit -lgcc_s cannot be satisfied).
+LIBS_PRIVATE := -lutil -lrt -lpthread -lm -ldl -lc
+# The shared library is linked by `cc -shared`, which gets libgcc_s explicitly.
+SO_LIBS := -lgcc_s $(LIBS_PRIVATE)
 
 # Installation directories (GNU conventions).
 PREFIX       ?= /usr/local
@@ -28,10 +34,18 @@ INCLUDEDIR   ?= $(PREFIX)/include
 DATADIR      ?= $(PREFIX)/share
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 CMAKEDIR     ?= $(LIBDIR)/cmake/ioeng
+MANDIR       ?= $(DATADIR)/man
 DESTDIR      ?=
+# Installed copies: the shared library stripped (--strip-unneeded) with a .gnu_debuglink
+# to its debug info, which `make install-debug` installs as LIBDIR/.debug/$(SOFILE).debug
+# (where gdb looks for a debuglink next to the library); libioeng.a without debug info
+# and without rustc's embedded LLVM bitcode (.llvmbc, only for cross-language LTO).
+DIST         := $(STAGE)/dist
+MAN3         := $(wildcard man/man3/*.3)
+MAN7         := $(wildcard man/man7/*.7)
 
 .PHONY: all lib demo bench test test-rust test-c test-install check-header check-msrv check-layers \
-        install uninstall clean FORCE
+        check-man dist install install-debug uninstall clean FORCE
 
 all: lib
 
@@ -52,7 +66,7 @@ $(STAGE)/$(SOFILE): $(RUSTA) pkg/ioeng.map
 	@syms=$$(readelf -sW $(RUSTA) 2>/dev/null | awk '$$4 == "FUNC" && $$5 == "GLOBAL" && $$7 != "UND" && $$8 ~ /^ioeng_/ { print "-Wl,-u," $$8 }' | sort -u); \
 	[ -n "$$syms" ] || { echo "no ioeng_* functions found in $(RUSTA)"; exit 1; }; \
 	set -x; $(CC) -shared -o $@.tmp -Wl,-soname,$(SONAME) -Wl,--version-script=pkg/ioeng.map \
-	  -Wl,--no-undefined -Wl,--gc-sections -Wl,-z,relro -Wl,-z,now $$syms $(RUSTA) $(LIBS_PRIVATE)
+	  -Wl,--no-undefined -Wl,--gc-sections -Wl,-z,relro -Wl,-z,now $$syms $(RUSTA) $(SO_LIBS)
 	mv -f $@.tmp $@
 
 # Normal prerequisites (make follows the links): a link left by an older version of the
@@ -111,14 +125,24 @@ check-layers:
 check-msrv:
 	bash pkg/check_msrv.sh
 
-install: $(if $(wildcard $(STAGE)/$(SOFILE)),,lib)
+# The stripped copies `make install` installs (from whatever target/lib holds: `make
+# install` does not rebuild a built tree, so `sudo make install` runs no cargo as root).
+dist: $(if $(wildcard $(STAGE)/$(SOFILE)),,lib)
+	@mkdir -p $(DIST)
+	objcopy --only-keep-debug $(STAGE)/$(SOFILE) $(DIST)/$(SOFILE).debug
+	strip --strip-unneeded -o $(DIST)/$(SOFILE) $(STAGE)/$(SOFILE)
+	cd $(DIST) && objcopy --add-gnu-debuglink=$(SOFILE).debug $(SOFILE)
+	cp -f $(STAGE)/libioeng.a $(DIST)/libioeng.a
+	strip --strip-debug -R .llvmbc -R .llvmcmd $(DIST)/libioeng.a
+
+install: dist
 	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
-	  $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(DATADIR)/ioeng
-	install -m 644 include/ioeng.h $(DESTDIR)$(INCLUDEDIR)/ioeng.h
-	install -m 755 $(STAGE)/$(SOFILE) $(DESTDIR)$(LIBDIR)/$(SOFILE)
+	  $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(DATADIR)/ioeng $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man7
+	install -m 644 include/ioeng.h include/ioeng.hpp $(DESTDIR)$(INCLUDEDIR)/
+	install -m 755 $(DIST)/$(SOFILE) $(DESTDIR)$(LIBDIR)/$(SOFILE)
 	ln -sfn $(SOFILE) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sfn $(SONAME) $(DESTDIR)$(LIBDIR)/libioeng.so
-	install -m 644 $(STAGE)/libioeng.a $(DESTDIR)$(LIBDIR)/libioeng.a
+	install -m 644 $(DIST)/libioeng.a $(DESTDIR)$(LIBDIR)/libioeng.a
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
 	  -e 's|@VERSION@|$(VERSION)|g' -e 's|@LIBS_PRIVATE@|$(LIBS_PRIVATE)|g' \
 	  pkg/ioeng.pc.in >$(DESTDIR)$(PKGCONFIGDIR)/ioeng.pc
@@ -130,14 +154,23 @@ install: $(if $(wildcard $(STAGE)/$(SOFILE)),,lib)
 	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@MAJOR@|$(MAJOR)|g' \
 	  pkg/ioengConfigVersion.cmake.in >$(DESTDIR)$(CMAKEDIR)/ioengConfigVersion.cmake
 	install -m 644 pkg/tsan.supp $(DESTDIR)$(DATADIR)/ioeng/tsan.supp
-	@echo "installed libioeng $(VERSION) into $(DESTDIR)$(PREFIX) (libdir $(LIBDIR))"
+	install -m 644 $(MAN3) $(DESTDIR)$(MANDIR)/man3/
+	install -m 644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/
+	@echo "installed libioeng $(VERSION) into $(DESTDIR)$(PREFIX) (libdir $(LIBDIR)); debug info: make install-debug"
+
+# The debug info of the installed libioeng.so, where gdb finds it through the debuglink.
+install-debug: dist
+	install -d $(DESTDIR)$(LIBDIR)/.debug
+	install -m 644 $(DIST)/$(SOFILE).debug $(DESTDIR)$(LIBDIR)/.debug/$(SOFILE).debug
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/ioeng.h $(DESTDIR)$(LIBDIR)/$(SOFILE) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 	  $(DESTDIR)$(LIBDIR)/libioeng.so $(DESTDIR)$(LIBDIR)/libioeng.a $(DESTDIR)$(PKGCONFIGDIR)/ioeng.pc \
 	  $(DESTDIR)$(CMAKEDIR)/ioengConfig.cmake $(DESTDIR)$(CMAKEDIR)/ioengConfigVersion.cmake \
-	  $(DESTDIR)$(DATADIR)/ioeng/tsan.supp
-	-rmdir $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(DATADIR)/ioeng 2>/dev/null
+	  $(DESTDIR)$(DATADIR)/ioeng/tsan.supp $(DESTDIR)$(INCLUDEDIR)/ioeng.hpp \
+	  $(DESTDIR)$(LIBDIR)/.debug/$(SOFILE).debug \
+	  $(addprefix $(DESTDIR)$(MANDIR)/man3/,$(notdir $(MAN3))) $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(MAN7)))
+	-rmdir $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(DATADIR)/ioeng $(DESTDIR)$(LIBDIR)/.debug 2>/dev/null
 
 clean:
 	$(CARGO) clean
