@@ -87,11 +87,12 @@ demo: lib
 	$(MAKE) -C examples_c all demo
 	bash examples_c/compare_fio.sh --quick --no-build
 
-# Every test: the header is current and the library exports only ioeng_* at their versions, the
+# Every test: the header is current and the library exports only ioeng_* at their versions,
+# the man pages match the exported functions and lint clean, the
 # declared minimum Rust version is consistent, Rust unit + integration tests, C tests on
 # both backends (with reliability, valgrind, ASan), then install into a temporary DESTDIR
 # and build/run consumers against it (pkg-config, CMake, static, C++ wrapper, TSan).
-test: check-header check-msrv check-layers test-rust test-c test-install
+test: check-header check-man check-msrv check-layers test-rust test-c test-install
 
 test-rust:
 	$(CARGO) test
@@ -116,6 +117,10 @@ check-header:
 	[ "$$(readlink $(STAGE)/$(SONAME))" = $(SOFILE) ] && [ "$$(readlink $(STAGE)/libioeng.so)" = $(SONAME) ] \
 	  || { echo "$(STAGE): links are not libioeng.so -> $(SONAME) -> $(SOFILE)"; exit 1; }; \
 	echo "check-header: include/ioeng.h current; $(SOFILE) exports $$syms; soname $(SONAME)"
+
+# One man page per exported function, `mandoc -T lint` clean (pkg/check_man.sh).
+check-man: lib
+	@bash pkg/check_man.sh man $(STAGE)/$(SOFILE)
 
 # No module of src/ uses one of a higher layer (docs/ARCHITECTURE.md, "Layers").
 check-layers:

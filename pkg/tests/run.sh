@@ -103,13 +103,7 @@ check "stripped libraries, separate debug info" stripped
 
 # One man page per exported function (section 3), libioeng(7); mandoc -T lint says nothing.
 man_pages() {
-    local pages exported lint
-    pages=$(find "$mandir/man3" -name '*.3' -printf '%f\n' | sed 's/\.3$//' | sort)
-    exported=$(objdump -T "$libdir/$sofile" | awk '/^[0-9a-f]+ / && $0 !~ /\*UND\*/ && $NF ~ /^ioeng_/ {print $NF}' | sort)
-    [ "$pages" = "$exported" ] || { echo "man3 pages:"; echo "$pages"; echo "exported:"; echo "$exported"; return 1; }
-    lint=$(mandoc -T lint "$mandir"/man3/*.3 "$mandir"/man7/*.7 2>&1)
-    [ -z "$lint" ] || { echo "$lint"; return 1; }
-    echo "$(wc -l <<<"$pages") section-3 pages = the exported functions; libioeng(7); mandoc -T lint clean"
+    bash "$root/pkg/check_man.sh" "$mandir" "$libdir/$sofile"
 }
 check "installed man pages" man_pages
 
