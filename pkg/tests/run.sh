@@ -16,6 +16,7 @@
 #         libioeng and dynamic libc (pkg-config --variable=static_libs);
 #       - ioeng.hpp: c_tests/test_hpp.cpp as C++17 and C++20 under ASan and TSan, every
 #         backend x mode;
+#       - examples_c/wal_writer.cpp (README "First hour"), every backend x mode;
 #       - ThreadSanitizer: tsan_callbacks.c (and tsan_features.c: deadlines, cancel,
 #         submit_batch, both modes) built with gcc -fsanitize=thread must report no
 #         race when correct, and must report the race of its deliberately racy variant.
@@ -344,6 +345,20 @@ for std in c++17 c++20; do
         fi
     done
 done
+
+# ---- 2f. README's "First hour": examples_c/wal_writer.cpp from the installed tree ------
+# shellcheck disable=SC2086
+if g++ -std=c++17 -Wall -Wextra -Werror -pedantic -O2 -g -pthread "$root/examples_c/wal_writer.cpp" \
+    -o "$work/wal_writer" $pc_flags -Wl,-rpath,"$libdir" 2>"$work/wal_writer.log"; then
+    for b in $backends; do
+        for m in "" --polled; do
+            check "README First hour: wal_writer --backend $b $m (ext4 /tmp)" "$work/wal_writer" --backend "$b" $m /tmp
+        done
+    done
+else
+    fail "build examples_c/wal_writer.cpp against the installed ioeng.hpp"
+    tail -n 20 "$work/wal_writer.log" | sed 's/^/    | /'
+fi
 
 # ---- 3. uninstall; a second layout (PREFIX=/opt/ioeng LIBDIR=/opt/ioeng/lib64) ---------
 uninstall() {
