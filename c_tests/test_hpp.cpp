@@ -2,7 +2,8 @@
 // threads|polled). Self-contained (no test_util.h): pkg/tests/run.sh builds it from the
 // installed tree too, as C++17 and C++20 under ASan and TSan.
 //  - lambdas with captures run exactly once and are destroyed after their callback (a
-//    tracker counts live callables), submitted from 4 threads at once;
+//    tracker counts live callables), submitted from 4 threads at once (which also call
+//    ioeng_dio_alignment and ioeng_backend_name);
 //  - WRITEV+DSYNC, HIGH READ, READV, FDATASYNC built with ioeng_cpp::* builders on ext4 and
 //    tmpfs give the right results and bytes;
 //  - submit_batch with one callable: a batch whose request k is invalid returns k, the
@@ -91,6 +92,11 @@ void lambdas_from_threads(ioeng_cpp::engine &eng, const char *dir)
     std::vector<std::thread> threads;
     for (int t = 0; t < kThreads; t++)
         threads.emplace_back([&, t] {
+            // The 1.1 helpers from several threads at once (TSan: no report).
+            uint32_t mem = 0, off = 0;
+            if (ioeng_dio_alignment(fd, &mem, &off) != 0 || mem == 0 || off == 0 ||
+                eng.backend_name() == nullptr)
+                bad++;
             for (int i = 0; i < kPer; i++) {
                 auto buf = std::make_shared<std::vector<char>>(kSize, char('a' + t));
                 uint64_t off = uint64_t(t * kPer + i) * kSize;
