@@ -62,7 +62,7 @@ static void test_open(ioeng_backend_t be, int fd)
     CHECK_EQ(c.queue_capacity, 0, "default queue_capacity");
     CHECK_EQ(c.start_paused, 0, "default start_paused");
     CHECK_EQ(c.mode, IOENG_MODE_THREADS, "default mode");
-    CHECK_EQ(c.idle_poll_us, IOENG_POLL_DEFAULT, "default idle_poll_us");
+    CHECK_EQ(c.idle_poll_us, IOENG_IDLE_POLL_DEFAULT, "default idle_poll_us");
     CHECK_EQ(c.submitter_cpu, -1, "default submitter_cpu");
     CHECK_EQ(c.completer_cpu, -1, "default completer_cpu");
     for (int i = 0; i < 4; i++)

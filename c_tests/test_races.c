@@ -80,7 +80,7 @@ static ioeng_t *open_engine(void)
     cfg.backend = tu_backend();
     cfg.depth = 1;
     cfg.mode = tu_mode();
-    cfg.idle_poll_us = IOENG_POLL_NEVER; /* sleep at once: the interleavings below rely on it */
+    cfg.idle_poll_us = IOENG_IDLE_POLL_NEVER; /* sleep at once: the interleavings below rely on it */
     ioeng_t *e = NULL;
     int rc = ioeng_open(&cfg, &e);
     CHECK(rc == 0, "ioeng_open: %d", rc);

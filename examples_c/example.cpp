@@ -1,19 +1,15 @@
-// example.cpp - libioeng from C++: a small RAII wrapper and a program that uses it.
+// example.cpp - libioeng from C++ with the installed C++17 header <ioeng.hpp>.
 //
 //   example_cpp [--backend aio|uring|auto]
 //
-// The wrapper (namespace ioeng_cpp) is the part worth copying:
-//  - Engine owns an ioeng_t*: ioeng_open in the constructor (throws std::system_error),
-//    ioeng_close in the destructor (which first runs every pending callback).
-//  - submit() takes any callable (a lambda with captures, std::function, ...). It is moved
-//    to the heap, handed to C as the ctx pointer and freed after it ran exactly once.
-//  - The C callback is a noexcept trampoline: an exception thrown by the callable never
-//    unwinds through libioeng's C frames (undefined behaviour); it is caught on the engine
-//    thread and rethrown on the user's thread by rethrow_callback_error().
+// ioeng_cpp::engine owns the engine (closed by its destructor); submit() takes lambdas,
+// which live on the heap until their callback ran; an exception a callback throws is
+// caught by ioeng.hpp's noexcept trampoline and rethrown on this thread by the next engine
+// call or rethrow() (see the top of ioeng.hpp for exactly when).
 //
 // Build (installed libioeng):  g++ -std=c++17 example.cpp $(pkg-config --cflags --libs ioeng)
 // or CMake: find_package(ioeng) + target_link_libraries(app PRIVATE ioeng::ioeng).
-#include <ioeng.h>
+#include <ioeng.hpp>
 
 #include <atomic>
 #include <cerrno>
@@ -33,110 +29,7 @@
 
 #include <unistd.h>
 
-namespace ioeng_cpp {
-
-class Engine {
-public:
-    using Callback = std::function<void(int64_t res)>;
-
-    // cfg nullptr = defaults. Throws std::system_error with the errno of ioeng_open.
-    explicit Engine(const ioeng_config_t *cfg = nullptr) : state_(new State)
-    {
-        int rc = ioeng_open(cfg, &h_);
-        if (rc != 0)
-            throw std::system_error(-rc, std::generic_category(), "ioeng_open");
-    }
-
-    // Runs every pending callback, joins the engine threads, frees the engine. Must not
-    // run inside one of this engine's callbacks (ioeng_close would return -EDEADLK).
-    ~Engine() { close(); }
-
-    // The same, now; idempotent. Afterwards submit() returns -EINVAL and
-    // rethrow_callback_error() still reports what the callbacks threw.
-    void close() noexcept
-    {
-        if (h_) {
-            int rc = ioeng_close(h_);
-            if (rc != 0) // -EDEADLK: closed inside its own callback, a program bug
-                std::fprintf(stderr, "ioeng_close: %s\n", std::strerror(-rc));
-            h_ = nullptr;
-        }
-    }
-
-    Engine(const Engine &) = delete;
-    Engine &operator=(const Engine &) = delete;
-    Engine(Engine &&other) noexcept
-        : h_(std::exchange(other.h_, nullptr)), state_(std::move(other.state_))
-    {
-    }
-    Engine &operator=(Engine &&other) noexcept
-    {
-        if (this != &other) {
-            close();
-            h_ = std::exchange(other.h_, nullptr);
-            state_ = std::move(other.state_);
-        }
-        return *this;
-    }
-
-    // Queues one request. 0: `fn(res)` runs exactly once on an engine thread. < 0
-    // (-errno, as ioeng_submit; -ENOMEM if the callable could not be stored): it never
-    // runs. Never throws; callable from any thread, including from a callback.
-    template <typename F> int submit(const ioeng_req_t &req, F &&fn) noexcept
-    {
-        std::unique_ptr<Pending> p;
-        try {
-            p.reset(new Pending{Callback(std::forward<F>(fn)), state_.get()});
-        } catch (...) {
-            return -ENOMEM;
-        }
-        int rc = ioeng_submit(h_, &req, &Engine::trampoline, p.get());
-        if (rc == 0)
-            p.release(); // the trampoline owns it now
-        return rc;
-    }
-
-    // Rethrows (on the calling thread) the first exception a callback threw, if any.
-    void rethrow_callback_error()
-    {
-        std::exception_ptr e;
-        {
-            std::lock_guard<std::mutex> g(state_->lock);
-            e = std::exchange(state_->error, nullptr);
-        }
-        if (e)
-            std::rethrow_exception(e);
-    }
-
-    ioeng_t *get() const noexcept { return h_; }
-
-private:
-    // Heap-allocated so that a moved Engine keeps the address pending callbacks point to.
-    struct State {
-        std::mutex lock;
-        std::exception_ptr error;
-    };
-    struct Pending {
-        Callback fn;
-        State *state;
-    };
-
-    // The only function libioeng calls: never lets an exception reach the C frames.
-    static void trampoline(void *ctx, int64_t res) noexcept
-    {
-        std::unique_ptr<Pending> p(static_cast<Pending *>(ctx));
-        try {
-            p->fn(res);
-        } catch (...) {
-            std::lock_guard<std::mutex> g(p->state->lock);
-            if (!p->state->error)
-                p->state->error = std::current_exception();
-        }
-    }
-
-    ioeng_t *h_ = nullptr;
-    std::unique_ptr<State> state_;
-};
+namespace {
 
 // Counts outstanding callbacks; wait() returns when all ran.
 class Latch {
@@ -164,31 +57,16 @@ private:
     unsigned pending_ = 0;
 };
 
-} // namespace ioeng_cpp
+} // namespace
 
 namespace {
 
 constexpr unsigned kBlocks = 32;
 constexpr size_t kBlockSize = 4096;
 
-ioeng_req_t make_req(ioeng_op_t op, int fd, void *buf, size_t len, uint64_t offset)
-{
-    ioeng_req_t req{};
-    req.op = op;
-    req.prio = IOENG_PRIO_NORMAL;
-    req.fd = fd;
-    req.buf = buf;
-    req.len = len;
-    req.offset = offset;
-    return req;
-}
-
 int run(ioeng_backend_t backend)
 {
-    ioeng_config_t cfg;
-    ioeng_config_init(&cfg);
-    cfg.backend = backend;
-    ioeng_cpp::Engine engine(&cfg);
+    ioeng_cpp::engine engine(ioeng_cpp::config().with_backend(backend));
 
     char path[] = "/tmp/ioeng_example_cpp_XXXXXX";
     int fd = mkstemp(path);
@@ -198,12 +76,12 @@ int run(ioeng_backend_t backend)
 
     // Write kBlocks blocks; each buffer is owned by its callback's lambda (shared_ptr),
     // so it lives exactly until the request finished.
-    ioeng_cpp::Latch latch;
+    Latch latch;
     std::atomic<unsigned> errors{0};
     for (unsigned i = 0; i < kBlocks; i++) {
         auto buf = std::make_shared<std::vector<char>>(kBlockSize, static_cast<char>('A' + i % 26));
         latch.add();
-        int rc = engine.submit(make_req(IOENG_OP_WRITE, fd, buf->data(), buf->size(), i * kBlockSize),
+        int rc = engine.submit(ioeng_cpp::write(fd, buf->data(), buf->size(), i * kBlockSize),
                                [buf, &latch, &errors](int64_t res) {
                                    if (res != static_cast<int64_t>(kBlockSize))
                                        errors++;
@@ -219,7 +97,7 @@ int run(ioeng_backend_t backend)
     for (unsigned i = 0; i < kBlocks; i++) {
         latch.add();
         int rc = engine.submit(
-            make_req(IOENG_OP_READ, fd, back.data() + i * kBlockSize, kBlockSize, i * kBlockSize),
+            ioeng_cpp::read(fd, back.data() + i * kBlockSize, kBlockSize, i * kBlockSize),
             [&latch, &errors](int64_t res) {
                 if (res != static_cast<int64_t>(kBlockSize))
                     errors++;
@@ -234,17 +112,19 @@ int run(ioeng_backend_t backend)
             errors++;
 
     // A callback that throws: the trampoline catches it on the engine thread, and the
-    // exception surfaces here once the callback ran (close() waits for that).
+    // exception surfaces here once the callback ran (close() waits for that; rethrow()
+    // still has it afterwards).
     static char one[1];
-    int rc = engine.submit(make_req(IOENG_OP_READ, fd, one, 1, 0),
+    int rc = engine.submit(ioeng_cpp::read(fd, one, 1, 0),
                            [](int64_t) { throw std::runtime_error("thrown inside a callback"); });
     if (rc != 0)
         throw std::system_error(-rc, std::generic_category(), "ioeng_submit");
-    const char *name = ioeng_backend(engine.get()) == IOENG_BACKEND_URING ? "io_uring" : "aio";
-    engine.close();
+    const char *name = engine.backend_name();
+    if (int closed = engine.close(); closed != 0)
+        throw std::system_error(-closed, std::generic_category(), "ioeng_close");
     std::string caught;
     try {
-        engine.rethrow_callback_error();
+        engine.rethrow();
     } catch (const std::runtime_error &e) {
         caught = e.what();
     }

@@ -252,7 +252,7 @@ static void parse_opt(int c, const char *arg, char **argv)
     switch (c) {
     case OPT_MODE: opt.mode = parse_mode(arg); break;
     case OPT_IDLEPOLL:
-        opt.idle_poll_us = !strcmp(arg, "never") ? IOENG_POLL_NEVER
+        opt.idle_poll_us = !strcmp(arg, "never") ? IOENG_IDLE_POLL_NEVER
                                                   : parse_uint("--idle-poll-us", arg, 0, UINT32_MAX - 1);
         break;
     case OPT_BACKEND: opt.backend = parse_backend(arg); break;

@@ -360,9 +360,9 @@ static void parse_args(struct nbd_opts *opt, int argc, char **argv)
         case 'v': opt->verbose = true; break;
         case 'i':
             if (!strcmp(optarg, "never")) {
-                opt->idle_poll_us = IOENG_POLL_NEVER;
+                opt->idle_poll_us = IOENG_IDLE_POLL_NEVER;
             } else if (!strcmp(optarg, "default")) {
-                opt->idle_poll_us = IOENG_POLL_DEFAULT;
+                opt->idle_poll_us = IOENG_IDLE_POLL_DEFAULT;
             } else {
                 unsigned long v = strtoul(optarg, &end, 10);
                 if (*end || v < 1 || v > 1000000)
@@ -460,8 +460,8 @@ static void announce(const struct server *srv)
            ioeng_backend(srv->eng) == IOENG_BACKEND_URING ? "uring" : "aio", opt->depth,
            srv->ex.fd_direct >= 0 ? "on" : "off", srv->ex.dio_align,
            srv->dsync_ok ? "IOENG_REQ_DSYNC" : "WRITE+FDATASYNC",
-           opt->idle_poll_us == IOENG_POLL_NEVER ? "never"
-           : opt->idle_poll_us == IOENG_POLL_DEFAULT ? "default" : "bounded");
+           opt->idle_poll_us == IOENG_IDLE_POLL_NEVER ? "never"
+           : opt->idle_poll_us == IOENG_IDLE_POLL_DEFAULT ? "default" : "bounded");
     printf("listening on %s:%d\n", opt->bind, opt->port);
     fflush(stdout);
 }
@@ -641,7 +641,7 @@ int main(int argc, char **argv)
      * thread reaches it through the requests. */
     struct server srv = {
         .opt = { .name = "", .bind = "127.0.0.1", .backend = IOENG_BACKEND_AUTO, .depth = 128,
-                 .port = 10809, .idle_poll_us = IOENG_POLL_NEVER, .max_conns = DEF_MAX_CONNS,
+                 .port = 10809, .idle_poll_us = IOENG_IDLE_POLL_NEVER, .max_conns = DEF_MAX_CONNS,
                  .hs_timeout_s = DEF_HS_TIMEOUT_S, .max_buf = DEF_MAX_BUF },
         .ex = { .fd_buf = -1, .fd_direct = -1 },
         .epfd = -1, .evfd = -1, .sigfd = -1, .lfd = -1,

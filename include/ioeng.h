@@ -1,13 +1,22 @@
 /*
  * libioeng: Linux AIO / io_uring IO engine with one scheduler.
  *
- * Linking: `pkg-config --cflags --libs ioeng`, or CMake `find_package(ioeng)` with
- * ioeng::ioeng (libioeng.so.1) or ioeng::ioeng_static (libioeng.a). Every function is
- * exported at symbol version IOENG_1.0; IOENG_VERSION_MAJOR/MINOR/PATCH give the
- * version compiled against, ioeng_version() the one running.
- * Version 1.1 adds, without changing any size or offset: ioeng_req_t.class_id (carved
- * from reserved; 0 is 1.0's behaviour) and IOENG_REQ_SHORT_OK. A 1.0 library refuses
- * that flag and a non-zero class_id with -EINVAL; a 1.0 program runs unchanged on 1.1.
+ * Linking: `pkg-config --cflags --libs ioeng` (static: `pkg-config --static --libs
+ * ioeng`, see README), or CMake `find_package(ioeng)` with ioeng::ioeng
+ * (libioeng.so.1) or ioeng::ioeng_static (libioeng.a). C++: ioeng.hpp (C++17) wraps
+ * this header. Manual: libioeng(7) and one page per function (man 3 ioeng_open).
+ * IOENG_VERSION_MAJOR/MINOR/PATCH give the version compiled against, ioeng_version()
+ * the one running.
+ *
+ * Versions: functions of 1.0 are exported at symbol version IOENG_1.0, those added in
+ * 1.1 (their comments say "Since 1.1") at IOENG_1.1, so a program using one fails to
+ * load on a 1.0 library ("version IOENG_1.1 not found") instead of failing at the call.
+ * 1.1 changes no size or offset: ioeng_req_t.class_id is carved from reserved (0 is
+ * 1.0's behaviour), IOENG_REQ_SHORT_OK and the FALLOCATE/SYNC_FILE_RANGE ops are new
+ * (a 1.0 library refuses them with -EINVAL); a 1.0 program runs unchanged on 1.1. The
+ * static inline request builders (ioeng_req_read() ...) at the end of this header are
+ * compiled into your program and need no 1.1 symbol. IOENG_POLL_DEFAULT/NEVER are
+ * deprecated 1.0 names of IOENG_IDLE_POLL_DEFAULT/NEVER.
  *
  * Conventions (liburing style):
  *  - Functions return 0 on success or a negative errno (-EINVAL, -EBADF, ...).
@@ -17,21 +26,26 @@
  *    the kernel's IO error for that request.
  *  - ioeng_submit() returning 0 means the callback will run exactly once;
  *    returning < 0 means it never runs.
- *  - Everything except ioeng_close() may be called from any number of
- *    threads at once.
+ *  - Threads: every function may be called from any thread, and on one engine any
+ *    number of threads may be inside any of them at once, with two exceptions:
+ *    ioeng_poll() admits one caller per engine at a time (a second one gets -EBUSY at
+ *    once; it does not wait), and ioeng_close() must be the last call on a handle (no
+ *    other call may run during or after it; see there).
  *  - Enumerated fields are fixed-width integers so that the ABI does not
  *    depend on the compiler's enum size; values outside the listed
  *    constants are rejected with -EINVAL.
  *
  * Callbacks:
- *  - They run on one of the engine's threads, one at a time per engine, never
- *    on the thread that called ioeng_submit(). A callback may call
- *    ioeng_submit() (never blocks there); ioeng_close() from a callback
- *    returns -EDEADLK.
- *  - A callback must return normally: it must not throw a C++ exception (wrap
- *    its body in try/catch; see examples_c/example.cpp) nor longjmp/siglongjmp
- *    out of it. Unwinding or jumping through libioeng's frames is undefined
- *    behaviour.
+ *  - Where they run: IOENG_MODE_THREADS: on the engine's completer thread, never on a
+ *    thread of yours (so never on the thread that called ioeng_submit()).
+ *    IOENG_MODE_POLLED: inside ioeng_poll() or ioeng_close(), on the thread that called
+ *    it, which may well be the thread that submitted (never inside ioeng_submit(),
+ *    ioeng_submit_batch() or ioeng_cancel() themselves). In both modes one at a time
+ *    per engine. A callback may call ioeng_submit() (never blocks there);
+ *    ioeng_close() from a callback returns -EDEADLK.
+ *  - A callback must return normally: it must not throw a C++ exception nor
+ *    longjmp/siglongjmp out of it. Unwinding or jumping through libioeng's frames is
+ *    undefined behaviour. ioeng.hpp's lambdas catch and carry exceptions for you.
  *  - A callback that blocks (a lock held elsewhere, a sleep, synchronous IO)
  *    stalls every completion of its engine until it returns. Hand long work to
  *    your own threads.
@@ -46,9 +60,8 @@
  *    policy, priority and cgroup) of the thread that called ioeng_open(), unless
  *    ioeng_config_t.submitter_cpu / completer_cpu pin them. Call ioeng_open() from
  *    the thread whose placement the engine should share.
- *  - Configuration (ioeng_config_t, and IOENG_* environment variables such as
- *    IOENG_IDLE_POLL_US) is read in ioeng_open(), never later from an engine
- *    thread; changing it afterwards does not affect an open engine.
+ *  - Configuration (ioeng_config_t) is read in ioeng_open(), never later; changing it
+ *    afterwards does not affect an open engine. libioeng reads no environment variable.
  *  - Engine threads block asynchronous signals; your handlers run on your threads.
  *  - ThreadSanitizer: libioeng is not instrumented, so TSan cannot see its
  *    internal synchronization. libioeng annotates it instead, under TSan (its
@@ -57,14 +70,19 @@
  *    did before ioeng_submit() happens-before the request's callback, each
  *    callback happens-before the next one, and libioeng's own memory traffic is
  *    hidden from TSan (callbacks are checked as usual). So a correct program gets
- *    no false race report from any function (`make test` runs submit, submit_batch,
- *    cancel, deadlines and POLLED mode under TSan), and real races in your code,
- *    also between two threads that both submit, are still reported.
- *    dlsym finds the runtime with gcc's default shared libtsan (`ldd your_program`
- *    lists libtsan.so). With gcc -static-libtsan link with
+ *    no false race report from any function, 1.0 or 1.1 (`make test` runs submit,
+ *    submit_batch, cancel, deadlines, POLLED mode and ioeng.hpp under TSan), and real
+ *    races in your code, also between two threads that both submit, are still reported.
+ *    dlsym finds the runtime when it is a shared library (gcc's default: check with
+ *    `ldd your_program | grep libtsan`, which must list libtsan.so) or when the
+ *    program exports the four functions. A statically linked runtime (gcc
+ *    -static-libtsan) exports nothing by itself (`nm -D your_program | grep __tsan_`
+ *    prints nothing: then libioeng cannot see TSan, and TSan reports false races
+ *    inside libioeng); link it with
  *    -Wl,--export-dynamic-symbol=__tsan_acquire,--export-dynamic-symbol=__tsan_release,--export-dynamic-symbol=__tsan_ignore_thread_begin,--export-dynamic-symbol=__tsan_ignore_thread_end
- *    or run with TSAN_OPTIONS=suppressions=<prefix>/share/ioeng/tsan.supp (blunt:
- *    it hides every race whose stack passes through libioeng.so).
+ *    (then `nm -D --defined-only your_program | grep __tsan_` lists the four), or run
+ *    with TSAN_OPTIONS=suppressions=<prefix>/share/ioeng/tsan.supp (blunt: it hides
+ *    every race whose stack passes through libioeng.so).
  */
 
 #ifndef IOENG_H
@@ -75,6 +93,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/uio.h>
+#include <time.h>
 typedef struct ioeng ioeng_t;
 typedef struct ioeng_req ioeng_req_t;
 typedef struct ioeng_config ioeng_config_t;
@@ -87,16 +106,18 @@ typedef struct ioeng_stats ioeng_stats_t;
 #define IOENG_MAX_REGISTERED_BUFFERS 16384
 
 /**
- * `idle_poll_us`: let the engine choose how long idle threads poll: up to 50 µs, only
- * while work recently arrived within that time, one engine thread at a time, and never
- * on a thread allowed a single CPU.
+ * `ioeng_config_t.idle_poll_us` (THREADS mode; nothing to do with ioeng_poll()): let the
+ * engine choose how long idle threads poll: up to 50 µs, only while work recently
+ * arrived within that time, one engine thread at a time, and never on a thread allowed
+ * a single CPU. Since 1.1; 1.0 called it IOENG_POLL_DEFAULT (still defined, deprecated).
  */
-#define IOENG_POLL_DEFAULT 0
+#define IOENG_IDLE_POLL_DEFAULT 0
 
 /**
- * `idle_poll_us`: idle engine threads never poll; they sleep at once.
+ * `ioeng_config_t.idle_poll_us`: idle engine threads never poll; they sleep at once.
+ * Since 1.1; 1.0 called it IOENG_POLL_NEVER (still defined, deprecated).
  */
-#define IOENG_POLL_NEVER UINT32_MAX
+#define IOENG_IDLE_POLL_NEVER UINT32_MAX
 
 /**
  * Library version (semantic versioning); ioeng_version() returns the same as a string.
@@ -182,7 +203,7 @@ struct ioeng_config {
   /**
    * THREADS: how long an idle engine thread polls before it sleeps, in µs (polling saves
    * a wake-up when work arrives within that time, and burns a CPU meanwhile);
-   * IOENG_POLL_DEFAULT (0) lets the engine decide, IOENG_POLL_NEVER never polls.
+   * IOENG_IDLE_POLL_DEFAULT (0) lets the engine decide, IOENG_IDLE_POLL_NEVER never polls.
    * Ignored in POLLED mode (ioeng_poll never spins).
    */
   uint32_t idle_poll_us;
@@ -221,9 +242,11 @@ typedef uint32_t ioeng_req_flags_t;
 
 /**
  * One IO request (64 bytes; the layout is frozen from version 1 on). Copied by
- * ioeng_submit(); the struct itself need not outlive the call. Zero-initialize it
- * (`ioeng_req_t req = {0};` or designated initializers): zero means "none" for every
- * optional field.
+ * ioeng_submit(); the struct itself need not outlive the call. Build it with the
+ * ioeng_req_*() builders at the end of this header (since 1.1; every field they do not
+ * take is zero), then set `prio`, `flags`, `tag`, `deadline_ns` as needed: zero means
+ * "none" for every optional field. By hand, zero it first: `ioeng_req_t req = {0};` in
+ * C, `ioeng_req_t req{};` in C++ (where `= {0}` warns with -Wmissing-field-initializers).
  */
 struct ioeng_req {
   /**
@@ -247,7 +270,10 @@ struct ioeng_req {
   ioeng_req_flags_t flags;
   /**
    * READ/WRITE: caller-owned memory of `len` bytes. READV/WRITEV: a caller-owned
-   * `const struct iovec *` array of `len` entries. Memory (the array and every buffer
+   * `const struct iovec *` array of `len` entries. Not `const` for ABI reasons only:
+   * for WRITE/WRITEV (and the iovec array of READV) the engine never writes through
+   * it, so a const buffer may be cast; ioeng_req_write()/ioeng_req_writev()/
+   * ioeng_req_readv() take `const` pointers and do that cast. Memory (the array and every buffer
    * it names) must stay valid (and, for reads, untouched) until the callback ran; the
    * engine never writes to the iovec array. O_DIRECT alignment is the caller's
    * business: a misaligned request completes with -EINVAL in the callback.
@@ -596,6 +622,9 @@ int ioeng_submit(struct ioeng *h, const struct ioeng_req *req, ioeng_cb_t cb, vo
  * waking the engine at most once for the whole batch.
  *
  * Request `i` gets `cb(ctxs[i], res)`; `ctxs == NULL` means every ctx is NULL.
+ * `ctxs` is `void *const *` (the engine only reads the array; each ctx is handed to
+ * the callback as `void *`): C++ code holding `const void *` contexts casts once with
+ * const_cast, as ioeng.hpp does; no copy is needed.
  * Validates in order and accepts the longest valid prefix: returns how many requests
  * were accepted (each of them gets exactly one callback; the others none), or, when
  * the first one is refused, its -errno (the same as ioeng_submit() would give). So an
@@ -635,14 +664,17 @@ int ioeng_submit_batch(struct ioeng *h,
  *    already moved bytes for it: those cannot be moved back, so, like read(2) and
  *    write(2), its callback gets their count.
  *
- * The callbacks run on an engine thread, never inside this call, so it may be called
- * from a callback. Requests submitted after this returns are not affected.
+ * The callbacks never run inside this call (so it may be called from a callback, and
+ * with your own locks held): THREADS mode runs them on the engine's completer thread,
+ * POLLED mode in the next ioeng_poll() or ioeng_close(), on whichever thread calls it,
+ * possibly the one that called ioeng_cancel(). Requests submitted after this returns are not affected.
  * Thread-safe. Costs a scan of the queues and of `depth` slots.
  *
  * # Safety
  * `h` is NULL or a live handle.
  */
-int ioeng_cancel(struct ioeng *h, uint64_t tag);
+int ioeng_cancel(struct ioeng *h,
+                 uint64_t tag);
 
 /**
  * Since 1.1. Cancels every accepted request whose callback has not yet started, tagged
@@ -732,6 +764,38 @@ int ioeng_stats(const struct ioeng *h, struct ioeng_stats *out);
  * `h` is NULL or a live handle.
  */
 ioeng_backend_t ioeng_backend(const struct ioeng *h);
+
+/**
+ * Since 1.1. The name of the backend this engine runs: "aio" or "io_uring" (static
+ * strings; do not free). NULL for a NULL `h`. Like ioeng_backend(), it also answers on
+ * a handle inherited across fork(). Thread-safe.
+ *
+ * # Safety
+ * `h` is NULL or a live handle.
+ */
+const char *ioeng_backend_name(const struct ioeng *h);
+
+/**
+ * Since 1.1. The alignment O_DIRECT IO on `fd` needs: buffers at multiples of
+ * `*mem_align` bytes in memory, offsets and lengths multiples of `*offset_align`. From
+ * statx(2) STATX_DIOALIGN where the kernel reports it (Linux 6.1+ for files on ext4,
+ * xfs, f2fs, btrfs; 6.11+ for block devices); else the logical block size of the block
+ * device (BLKSSZGET for a block device, /sys/dev/block/MAJ:MIN/queue/logical_block_size
+ * for a file on one); else 4096. `fd` need not be open with O_DIRECT: the answer is
+ * what an O_DIRECT fd of the same file would need. Returns 0 and fills both, or (both
+ * left unchanged):
+ *  -EINVAL      NULL `mem_align` or `offset_align`;
+ *  -EBADF       `fd` is not an open file descriptor;
+ *  -EOPNOTSUPP  the file cannot do O_DIRECT IO: the kernel reports no direct-IO support
+ *               for it (e.g. tmpfs before Linux 6.6), or it is not a regular file or a
+ *               block device (a pipe, socket, tty, directory);
+ *  other -errno from statx(2).
+ * Needs no engine; thread-safe; one statx call (plus a sysfs read on old kernels).
+ *
+ * # Safety
+ * `mem_align` and `offset_align` are NULL or writable.
+ */
+int ioeng_dio_alignment(int fd, uint32_t *mem_align, uint32_t *offset_align);
 
 /**
  * Why IOENG_BACKEND_AUTO does not use io_uring on this machine, e.g.
@@ -865,3 +929,130 @@ const char *ioeng_version(void);
 #endif  // __cplusplus
 
 #endif  /* IOENG_H */
+
+/* (cbindgen puts this after the include guard's #endif, hence a guard of its own.) */
+#ifndef IOENG_H_HELPERS
+#define IOENG_H_HELPERS
+
+/*
+ * Request builders (since 1.1; static inline, so they need no 1.1 library symbol).
+ * Each returns a request with the given fields set, `op` set, and every other field
+ * zero: prio NORMAL, no flags, tag 0, no deadline, class 0. Set those afterwards:
+ *
+ *     ioeng_req_t r = ioeng_req_writev(fd, iov, 2, tail);
+ *     r.flags = IOENG_REQ_DSYNC;
+ *     r.deadline_ns = ioeng_deadline_in_ns(50 * 1000 * 1000);
+ *
+ * The write builders take `const` buffers and cast the const away into `buf`, which the
+ * engine never writes through for a WRITE, WRITEV or an iovec array.
+ */
+#ifdef __cplusplus
+#define IOENG_UNCONST_(p) const_cast<void *>(static_cast<const void *>(p))
+#else
+#define IOENG_UNCONST_(p) ((void *)(uintptr_t)(const void *)(p))
+#endif
+
+static inline ioeng_req_t ioeng_req_make_(ioeng_op_t op, int fd, void *buf, uint64_t len,
+                                          uint64_t offset)
+{
+    ioeng_req_t r;
+    r.op = op;
+    r.prio = IOENG_PRIO_NORMAL;
+    r.fd = fd;
+    r.flags = 0;
+    r.buf = buf;
+    r.len = len;
+    r.offset = offset;
+    r.tag = 0;
+    r.deadline_ns = 0;
+    r.buf_index = 0;
+    r.class_id = 0;
+    r.reserved = 0;
+    return r;
+}
+
+/** READ `len` bytes at `offset` into `buf`. */
+static inline ioeng_req_t ioeng_req_read(int fd, void *buf, uint64_t len, uint64_t offset)
+{
+    return ioeng_req_make_(IOENG_OP_READ, fd, buf, len, offset);
+}
+
+/** WRITE `len` bytes of `buf` at `offset`. */
+static inline ioeng_req_t ioeng_req_write(int fd, const void *buf, uint64_t len,
+                                          uint64_t offset)
+{
+    return ioeng_req_make_(IOENG_OP_WRITE, fd, IOENG_UNCONST_(buf), len, offset);
+}
+
+/** READV into the `iovcnt` buffers of `iov` (the array stays yours until the callback). */
+static inline ioeng_req_t ioeng_req_readv(int fd, const struct iovec *iov, uint32_t iovcnt,
+                                          uint64_t offset)
+{
+    return ioeng_req_make_(IOENG_OP_READV, fd, IOENG_UNCONST_(iov), iovcnt, offset);
+}
+
+/** WRITEV of the `iovcnt` buffers of `iov`. */
+static inline ioeng_req_t ioeng_req_writev(int fd, const struct iovec *iov, uint32_t iovcnt,
+                                           uint64_t offset)
+{
+    return ioeng_req_make_(IOENG_OP_WRITEV, fd, IOENG_UNCONST_(iov), iovcnt, offset);
+}
+
+/** FSYNC of `fd`. */
+static inline ioeng_req_t ioeng_req_fsync(int fd)
+{
+    return ioeng_req_make_(IOENG_OP_FSYNC, fd, NULL, 0, 0);
+}
+
+/** FDATASYNC of `fd`. */
+static inline ioeng_req_t ioeng_req_fdatasync(int fd)
+{
+    return ioeng_req_make_(IOENG_OP_FDATASYNC, fd, NULL, 0, 0);
+}
+
+/** FALLOCATE of `offset`..`offset + len` with `mode` (FALLOC_FL_*; goes in buf_index). */
+static inline ioeng_req_t ioeng_req_fallocate(int fd, uint32_t mode, uint64_t offset,
+                                              uint64_t len)
+{
+    ioeng_req_t r = ioeng_req_make_(IOENG_OP_FALLOCATE, fd, NULL, len, offset);
+    r.buf_index = mode;
+    return r;
+}
+
+/** SYNC_FILE_RANGE of `offset`..`offset + len` with `flags` (SYNC_FILE_RANGE_*; goes in
+ *  buf_index, not in `flags`, which takes only IOENG_REQ_* bits). */
+static inline ioeng_req_t ioeng_req_sync_file_range(int fd, uint64_t offset, uint64_t len,
+                                                    uint32_t flags)
+{
+    ioeng_req_t r = ioeng_req_make_(IOENG_OP_SYNC_FILE_RANGE, fd, NULL, len, offset);
+    r.buf_index = flags;
+    return r;
+}
+
+/*
+ * ioeng_deadline_in_ns(ns): CLOCK_MONOTONIC now + `ns`, for ioeng_req_t.deadline_ns
+ * (saturating at UINT64_MAX instead of wrapping). It calls clock_gettime(), so it is
+ * defined where <time.h> declares CLOCK_MONOTONIC: always in C++ and in GNU C (gcc's
+ * default), and in strict ISO C (-std=c99/c11) once _POSIX_C_SOURCE >= 199309L (or
+ * _GNU_SOURCE) is defined before the first #include.
+ */
+#ifdef CLOCK_MONOTONIC
+static inline uint64_t ioeng_deadline_in_ns(uint64_t ns)
+{
+    struct timespec ts;
+    uint64_t now;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
+    return ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
+}
+#endif
+
+/*
+ * Deprecated 1.0 names of the idle-poll constants, which belong to
+ * ioeng_config_t.idle_poll_us (THREADS mode) and not to ioeng_poll(). Still defined so
+ * 1.0 code compiles unchanged; new code uses IOENG_IDLE_POLL_DEFAULT/NEVER.
+ */
+#define IOENG_POLL_DEFAULT IOENG_IDLE_POLL_DEFAULT
+#define IOENG_POLL_NEVER IOENG_IDLE_POLL_NEVER
+
+#endif /* IOENG_H_HELPERS */

@@ -123,12 +123,14 @@ pub const IOENG_MODE_THREADS: IoengMode = 0;
 /// programs and event loops.
 pub const IOENG_MODE_POLLED: IoengMode = 1;
 
-/// `idle_poll_us`: let the engine choose how long idle threads poll: up to 50 µs, only
-/// while work recently arrived within that time, one engine thread at a time, and never
-/// on a thread allowed a single CPU.
-pub const IOENG_POLL_DEFAULT: u32 = 0;
-/// `idle_poll_us`: idle engine threads never poll; they sleep at once.
-pub const IOENG_POLL_NEVER: u32 = u32::MAX;
+/// `ioeng_config_t.idle_poll_us` (THREADS mode; nothing to do with ioeng_poll()): let the
+/// engine choose how long idle threads poll: up to 50 µs, only while work recently
+/// arrived within that time, one engine thread at a time, and never on a thread allowed
+/// a single CPU. Since 1.1; 1.0 called it IOENG_POLL_DEFAULT (still defined, deprecated).
+pub const IOENG_IDLE_POLL_DEFAULT: u32 = 0;
+/// `ioeng_config_t.idle_poll_us`: idle engine threads never poll; they sleep at once.
+/// Since 1.1; 1.0 called it IOENG_POLL_NEVER (still defined, deprecated).
+pub const IOENG_IDLE_POLL_NEVER: u32 = u32::MAX;
 
 /// Library version (semantic versioning); ioeng_version() returns the same as a string.
 pub const IOENG_VERSION_MAJOR: u32 = 1;
@@ -149,9 +151,11 @@ pub const IOENG_PRIO_HIGH: IoengPrio = 1;
 pub const IOENG_MAX_DEPTH: u32 = 32768;
 
 /// One IO request (64 bytes; the layout is frozen from version 1 on). Copied by
-/// ioeng_submit(); the struct itself need not outlive the call. Zero-initialize it
-/// (`ioeng_req_t req = {0};` or designated initializers): zero means "none" for every
-/// optional field.
+/// ioeng_submit(); the struct itself need not outlive the call. Build it with the
+/// ioeng_req_*() builders at the end of this header (since 1.1; every field they do not
+/// take is zero), then set `prio`, `flags`, `tag`, `deadline_ns` as needed: zero means
+/// "none" for every optional field. By hand, zero it first: `ioeng_req_t req = {0};` in
+/// C, `ioeng_req_t req{};` in C++ (where `= {0}` warns with -Wmissing-field-initializers).
 #[repr(C)]
 pub struct IoengReq {
     /// IOENG_OP_*; anything else gives -EINVAL.
@@ -166,7 +170,10 @@ pub struct IoengReq {
     /// FALLOCATE/SYNC_FILE_RANGE, and DSYNC/SYNC on READ/READV, give -EINVAL.
     pub flags: IoengReqFlags,
     /// READ/WRITE: caller-owned memory of `len` bytes. READV/WRITEV: a caller-owned
-    /// `const struct iovec *` array of `len` entries. Memory (the array and every buffer
+    /// `const struct iovec *` array of `len` entries. Not `const` for ABI reasons only:
+    /// for WRITE/WRITEV (and the iovec array of READV) the engine never writes through
+    /// it, so a const buffer may be cast; ioeng_req_write()/ioeng_req_writev()/
+    /// ioeng_req_readv() take `const` pointers and do that cast. Memory (the array and every buffer
     /// it names) must stay valid (and, for reads, untouched) until the callback ran; the
     /// engine never writes to the iovec array. O_DIRECT alignment is the caller's
     /// business: a misaligned request completes with -EINVAL in the callback.
@@ -263,7 +270,7 @@ pub struct IoengConfig {
     pub mode: IoengMode,
     /// THREADS: how long an idle engine thread polls before it sleeps, in µs (polling saves
     /// a wake-up when work arrives within that time, and burns a CPU meanwhile);
-    /// IOENG_POLL_DEFAULT (0) lets the engine decide, IOENG_POLL_NEVER never polls.
+    /// IOENG_IDLE_POLL_DEFAULT (0) lets the engine decide, IOENG_IDLE_POLL_NEVER never polls.
     /// Ignored in POLLED mode (ioeng_poll never spins).
     pub idle_poll_us: u32,
     /// THREADS: pin the submitter thread to this CPU; -1 (the default) inherits the
@@ -375,7 +382,7 @@ pub unsafe extern "C" fn ioeng_config_init(cfg: *mut IoengConfig) {
         queue_capacity: 0,
         start_paused: 0,
         mode: IOENG_MODE_THREADS,
-        idle_poll_us: IOENG_POLL_DEFAULT,
+        idle_poll_us: IOENG_IDLE_POLL_DEFAULT,
         submitter_cpu: -1,
         completer_cpu: -1,
         reserved: [0; 4],
@@ -412,8 +419,8 @@ fn config_from_c(cfg: &IoengConfig) -> Result<Config, Error> {
         _ => return Err(Error::InvalidArgument("unknown mode")),
     };
     let idle_poll = match cfg.idle_poll_us {
-        IOENG_POLL_DEFAULT => IdlePoll::Default,
-        IOENG_POLL_NEVER => IdlePoll::Never,
+        IOENG_IDLE_POLL_DEFAULT => IdlePoll::Default,
+        IOENG_IDLE_POLL_NEVER => IdlePoll::Never,
         us => IdlePoll::Max(Duration::from_micros(u64::from(us))),
     };
     let cpu = |cpu: i32| match cpu {
@@ -583,6 +590,9 @@ pub unsafe extern "C" fn ioeng_submit(
 /// waking the engine at most once for the whole batch.
 ///
 /// Request `i` gets `cb(ctxs[i], res)`; `ctxs == NULL` means every ctx is NULL.
+/// `ctxs` is `void *const *` (the engine only reads the array; each ctx is handed to
+/// the callback as `void *`): C++ code holding `const void *` contexts casts once with
+/// const_cast, as ioeng.hpp does; no copy is needed.
 /// Validates in order and accepts the longest valid prefix: returns how many requests
 /// were accepted (each of them gets exactly one callback; the others none), or, when
 /// the first one is refused, its -errno (the same as ioeng_submit() would give). So an
@@ -668,8 +678,10 @@ pub unsafe extern "C" fn ioeng_submit_batch(
 ///    already moved bytes for it: those cannot be moved back, so, like read(2) and
 ///    write(2), its callback gets their count.
 ///
-/// The callbacks run on an engine thread, never inside this call, so it may be called
-/// from a callback. Requests submitted after this returns are not affected.
+/// The callbacks never run inside this call (so it may be called from a callback, and
+/// with your own locks held): THREADS mode runs them on the engine's completer thread,
+/// POLLED mode in the next ioeng_poll() or ioeng_close(), on whichever thread calls it,
+/// possibly the one that called ioeng_cancel(). Requests submitted after this returns are not affected.
 /// Thread-safe. Costs a scan of the queues and of `depth` slots.
 ///
 /// # Safety
@@ -835,6 +847,68 @@ pub unsafe extern "C" fn ioeng_backend(h: *const Ioeng) -> IoengBackend {
         BackendKind::Aio => IOENG_BACKEND_AIO,
         BackendKind::Uring => IOENG_BACKEND_URING,
     }
+}
+
+/// Since 1.1. The name of the backend this engine runs: "aio" or "io_uring" (static
+/// strings; do not free). NULL for a NULL `h`. Like ioeng_backend(), it also answers on
+/// a handle inherited across fork(). Thread-safe.
+///
+/// # Safety
+/// `h` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_backend_name(h: *const Ioeng) -> *const c_char {
+    let _ignored = crate::tsan::Ignored::new();
+    // SAFETY: forwarded from this function's contract.
+    match unsafe { ioeng_backend(h) } {
+        IOENG_BACKEND_AIO => c"aio".as_ptr(),
+        IOENG_BACKEND_URING => c"io_uring".as_ptr(),
+        _ => std::ptr::null(),
+    }
+}
+
+/// Since 1.1. The alignment O_DIRECT IO on `fd` needs: buffers at multiples of
+/// `*mem_align` bytes in memory, offsets and lengths multiples of `*offset_align`. From
+/// statx(2) STATX_DIOALIGN where the kernel reports it (Linux 6.1+ for files on ext4,
+/// xfs, f2fs, btrfs; 6.11+ for block devices); else the logical block size of the block
+/// device (BLKSSZGET for a block device, /sys/dev/block/MAJ:MIN/queue/logical_block_size
+/// for a file on one); else 4096. `fd` need not be open with O_DIRECT: the answer is
+/// what an O_DIRECT fd of the same file would need. Returns 0 and fills both, or (both
+/// left unchanged):
+///  -EINVAL      NULL `mem_align` or `offset_align`;
+///  -EBADF       `fd` is not an open file descriptor;
+///  -EOPNOTSUPP  the file cannot do O_DIRECT IO: the kernel reports no direct-IO support
+///               for it (e.g. tmpfs before Linux 6.6), or it is not a regular file or a
+///               block device (a pipe, socket, tty, directory);
+///  other -errno from statx(2).
+/// Needs no engine; thread-safe; one statx call (plus a sysfs read on old kernels).
+///
+/// # Safety
+/// `mem_align` and `offset_align` are NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_dio_alignment(
+    fd: c_int,
+    mem_align: *mut u32,
+    offset_align: *mut u32,
+) -> c_int {
+    guard(|| {
+        if mem_align.is_null() || offset_align.is_null() {
+            return -libc::EINVAL;
+        }
+        if fd < 0 {
+            return -libc::EBADF;
+        }
+        match crate::sys::dio::alignment(fd) {
+            Ok((mem, offset)) => {
+                // SAFETY: both non-NULL (checked above) and writable per the caller contract.
+                unsafe {
+                    mem_align.write(mem);
+                    offset_align.write(offset);
+                }
+                0
+            }
+            Err(errno) => -errno,
+        }
+    })
 }
 
 /// Why IOENG_BACKEND_AUTO does not use io_uring on this machine, e.g.

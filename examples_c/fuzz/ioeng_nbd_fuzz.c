@@ -48,7 +48,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     const char *be = getenv("IOENG_TEST_BACKEND");
     srv.opt = (struct nbd_opts){
         .path = path, .name = "", .bind = "127.0.0.1", .depth = 64, .port = 0,
-        .idle_poll_us = IOENG_POLL_NEVER, .max_conns = 4, .hs_timeout_s = 10,
+        .idle_poll_us = IOENG_IDLE_POLL_NEVER, .max_conns = 4, .hs_timeout_s = 10,
         .max_buf = 2u << 20, /* small: back-pressure is part of what is fuzzed */
         .backend = be && !strcmp(be, "aio")     ? IOENG_BACKEND_AIO
                    : be && !strcmp(be, "uring") ? IOENG_BACKEND_URING

@@ -3,13 +3,20 @@
 #
 #  1. `make install` into a temporary DESTDIR (PREFIX=/usr/local), then checks the installed
 #     files, the links libioeng.so -> libioeng.so.1 -> libioeng.so.$version, the soname
-#     (readelf) and that exactly the header's functions are exported at IOENG_1.0 (objdump -T).
+#     (readelf); that exactly the header's functions are exported, the 1.0 header's at
+#     IOENG_1.0 and the others at IOENG_1.1 (pkg/check_symbols.sh); that the libraries are
+#     stripped (the .so under 1 MiB, debug info in LIBDIR/.debug by make install-debug);
+#     one man page per exported function, mandoc -T lint clean.
 #  2. Builds consumers against the installed tree only (no source-tree include or library
 #     path; checked) and runs them:
 #       - gcc + pkg-config (PKG_CONFIG_LIBDIR/PKG_CONFIG_SYSROOT_DIR into the DESTDIR);
-#       - a static link (pkg-config --static, libioeng.a; the binary must not need libioeng.so);
 #       - CMake find_package(ioeng) (CMAKE_PREFIX_PATH into the DESTDIR): examples_c/example.cpp
 #         (C++ RAII wrapper) on ioeng::ioeng, and consumer.c on ioeng::ioeng_static;
+#       - a fully static program (gcc -static + pkg-config --static), and one with static
+#         libioeng and dynamic libc (pkg-config --variable=static_libs);
+#       - ioeng.hpp: c_tests/test_hpp.cpp as C++17 and C++20 under ASan and TSan, every
+#         backend x mode;
+#       - examples_c/wal_writer.cpp (README "First hour"), every backend x mode;
 #       - ThreadSanitizer: tsan_callbacks.c (and tsan_features.c: deadlines, cancel,
 #         submit_batch, both modes) built with gcc -fsanitize=thread must report no
 #         race when correct, and must report the race of its deliberately racy variant.
@@ -45,20 +52,22 @@ dest=$work/dest
 prefix=/usr/local
 libdir=$dest$prefix/lib
 incdir=$dest$prefix/include
-make -s -C "$root" install DESTDIR="$dest" >"$work/install.log" 2>&1 ||
-    { cat "$work/install.log"; echo "FAIL  make install"; exit 1; }
-pass "make install DESTDIR=$dest"
+mandir=$dest$prefix/share/man
+make -s -C "$root" install install-debug DESTDIR="$dest" >"$work/install.log" 2>&1 ||
+    { cat "$work/install.log"; echo "FAIL  make install install-debug"; exit 1; }
+pass "make install install-debug DESTDIR=$dest"
 
 # ---- 1. installed files, links, soname, symbol versions -------------------------------
 installed_files() {
-    for f in "$incdir/ioeng.h" "$libdir/$sofile" "$libdir/libioeng.a" \
+    for f in "$incdir/ioeng.h" "$incdir/ioeng.hpp" "$libdir/$sofile" "$libdir/libioeng.a" \
         "$libdir/pkgconfig/ioeng.pc" "$libdir/cmake/ioeng/ioengConfig.cmake" \
-        "$libdir/cmake/ioeng/ioengConfigVersion.cmake" "$dest$prefix/share/ioeng/tsan.supp"; do
+        "$libdir/cmake/ioeng/ioengConfigVersion.cmake" "$dest$prefix/share/ioeng/tsan.supp" \
+        "$mandir/man7/libioeng.7"; do
         [ -f "$f" ] && [ ! -L "$f" ] || { echo "missing (or a link): $f"; return 1; }
     done
     [ "$(readlink "$libdir/libioeng.so.1")" = "$sofile" ] || { echo "libioeng.so.1 -> $(readlink "$libdir/libioeng.so.1")"; return 1; }
     [ "$(readlink "$libdir/libioeng.so")" = libioeng.so.1 ] || { echo "libioeng.so -> $(readlink "$libdir/libioeng.so")"; return 1; }
-    echo "header, $sofile + links libioeng.so.1 and libioeng.so, libioeng.a, ioeng.pc, CMake package, tsan.supp"
+    echo "headers ioeng.h + ioeng.hpp, $sofile + links libioeng.so.1 and libioeng.so, libioeng.a, ioeng.pc, CMake package, tsan.supp, man pages"
 }
 check "installed files and links" installed_files
 
@@ -71,19 +80,33 @@ soname() {
 check "soname" soname
 
 symbol_versions() {
-    local so=$libdir/$sofile dyn header_fns exported bad
-    dyn=$(objdump -T "$so") || return 1
-    # Defined dynamic symbols: everything but UND entries and the version node itself.
-    exported=$(printf '%s\n' "$dyn" | awk '/^[0-9a-f]+ / && $0 !~ /\*UND\*/ && $NF != "IOENG_1.0" {print $(NF-1), $NF}' | sort)
-    bad=$(printf '%s\n' "$exported" | awk '$1 != "IOENG_1.0" || $2 !~ /^ioeng_/')
-    [ -z "$bad" ] || { echo "exported outside ioeng_*@IOENG_1.0:"; echo "$bad"; return 1; }
-    # Declarations start in column 0 with their return type (mentions in comments do not).
-    header_fns=$(grep -E '^[a-z].*[ *]ioeng_[a-z_]*\(' "$incdir/ioeng.h" | grep -oE 'ioeng_[a-z_]*\(' | tr -d '(' | sort -u)
-    [ "$(printf '%s\n' "$exported" | awk '{print $2}')" = "$header_fns" ] ||
-        { echo "exported:"; echo "$exported"; echo "declared in ioeng.h:"; echo "$header_fns"; return 1; }
-    echo "objdump -T: exactly the $(printf '%s\n' "$header_fns" | wc -l) functions of ioeng.h, all at IOENG_1.0"
+    bash "$root/pkg/check_symbols.sh" "$libdir/$sofile" "$incdir/ioeng.h" "$root/c_tests/abi-1.0/ioeng.h"
 }
 check "symbol versions" symbol_versions
+
+# Installed libraries are stripped; the shared one is under 1 MB and points to its debug
+# info (make install-debug), which gdb finds in LIBDIR/.debug.
+stripped() {
+    local so=$libdir/$sofile size sections link
+    size=$(stat -c %s "$so")
+    [ "$size" -lt 1048576 ] || { echo "$sofile is $size bytes (limit 1 MiB)"; return 1; }
+    sections=$(readelf -SW "$so")
+    if grep -q '\.debug_info\|\.symtab' <<<"$sections"; then echo "$sofile not stripped"; return 1; fi
+    link=$(readelf -p .gnu_debuglink "$so" 2>/dev/null | sed -n 's/.*\] *\([^ ]*\.debug\)$/\1/p')
+    [ "$link" = "$sofile.debug" ] || { echo "debuglink '$link'"; return 1; }
+    readelf -SW "$libdir/.debug/$sofile.debug" | grep -q '\.debug_info' || { echo "no debug info in .debug/$sofile.debug"; return 1; }
+    if readelf -SW "$libdir/libioeng.a" 2>/dev/null | grep -q '\.debug_info\|\.llvmbc'; then
+        echo "libioeng.a keeps debug info or bitcode"; return 1
+    fi
+    echo "$sofile $((size / 1024)) KiB stripped, debuglink -> .debug/$sofile.debug; libioeng.a $(( $(stat -c %s "$libdir/libioeng.a") / 1024 )) KiB without debug info"
+}
+check "stripped libraries, separate debug info" stripped
+
+# One man page per exported function (section 3), libioeng(7); mandoc -T lint says nothing.
+man_pages() {
+    bash "$root/pkg/check_man.sh" "$mandir" "$libdir/$sofile"
+}
+check "installed man pages" man_pages
 
 # Nothing from the source tree may appear on a consumer's include or library path.
 no_source_paths() {
@@ -118,24 +141,46 @@ run_pkgconfig() {
 }
 check "run pkg-config consumer (loads the installed libioeng.so.1)" run_pkgconfig
 
-# ---- 2b. static link -------------------------------------------------------------------
+# ---- 2b. static links ------------------------------------------------------------------
+# Fully static: gcc -static with pkg-config --static (there -lioeng is libioeng.a).
 build_static() {
     local libs
-    libs=$(pkg-config --static --libs ioeng | sed 's/-lioeng\b/-l:libioeng.a/')
+    libs=$(pkg-config --static --libs ioeng)
     no_source_paths "$libs" || return 1
+    case "$libs" in *gcc_s*) echo "pkg-config --static: $libs (-lgcc_s breaks gcc -static)"; return 1 ;; esac
     # shellcheck disable=SC2086
-    gcc "${CFLAGS_STRICT[@]}" "$here/consumer.c" -o "$work/consumer_static" $(pkg-config --cflags ioeng) $libs &&
-        echo "gcc consumer.c \$(pkg-config --cflags ioeng) $libs"
+    gcc -static "${CFLAGS_STRICT[@]}" "$here/consumer.c" -o "$work/consumer_static" $(pkg-config --cflags ioeng) $libs 2>"$work/static.log" ||
+        { cat "$work/static.log"; return 1; }
+    echo "gcc -static consumer.c \$(pkg-config --cflags --static --libs ioeng) -> $libs"
 }
-check "build static (libioeng.a, Libs.private)" build_static
+check "build fully static (gcc -static, pkg-config --static)" build_static
 run_static() {
-    local deps syms
-    deps=$(ldd "$work/consumer_static") && syms=$(nm "$work/consumer_static") || return 1
-    if grep -q libioeng <<<"$deps"; then echo "$deps"; return 1; fi
+    local dyn syms
+    dyn=$(readelf -dW "$work/consumer_static") && syms=$(nm "$work/consumer_static") || return 1
+    if grep -q NEEDED <<<"$dyn"; then echo "not static:"; echo "$dyn"; return 1; fi
     grep -q ' T ioeng_open$' <<<"$syms" || { echo "ioeng_open not linked in"; return 1; }
     "$work/consumer_static"
 }
-check "run static consumer (no libioeng.so needed)" run_static
+check "run fully static consumer" run_static
+# Static libioeng, dynamic libc: the static_libs variable (libioeng.a by path + Libs.private).
+build_mixed() {
+    local libs
+    libs=$(pkg-config --variable=static_libs ioeng)
+    no_source_paths "$libs" || return 1
+    case "$libs" in "$libdir/libioeng.a "*) ;; *) echo "static_libs: $libs"; return 1 ;; esac
+    # shellcheck disable=SC2086
+    gcc "${CFLAGS_STRICT[@]}" "$here/consumer.c" -o "$work/consumer_mixed" $(pkg-config --cflags ioeng) $libs &&
+        echo "gcc consumer.c \$(pkg-config --cflags ioeng) \$(pkg-config --variable=static_libs ioeng)"
+}
+check "build with static libioeng, dynamic libc (static_libs)" build_mixed
+run_mixed() {
+    local deps syms
+    deps=$(ldd "$work/consumer_mixed") && syms=$(nm "$work/consumer_mixed") || return 1
+    if grep -q libioeng <<<"$deps"; then echo "$deps"; return 1; fi
+    grep -q ' T ioeng_open$' <<<"$syms" || { echo "ioeng_open not linked in"; return 1; }
+    "$work/consumer_mixed"
+}
+check "run static-libioeng consumer (no libioeng.so needed)" run_mixed
 
 # ---- 2c. CMake find_package ------------------------------------------------------------
 cmake_build() {
@@ -257,6 +302,62 @@ if tsan_build tsan; then
     fi
 else
     fail "build TSan program (gcc -fsanitize=thread; needs libtsan)"
+fi
+
+# What the header tells users to check: a shared TSan runtime shows in ldd; a static one
+# exports the four functions only when linked with the --export-dynamic-symbol flags.
+tsan_header_checks() {
+    local deps exp plain
+    deps=$(ldd "$work/tsan") && exp=$(nm -D --defined-only "$work/tsan_static_exp") &&
+        plain=$(nm -D --defined-only "$work/tsan_static") || return 1
+    grep -q 'libtsan\.so' <<<"$deps" || { echo "ldd tsan: no libtsan.so"; echo "$deps"; return 1; }
+    [ "$(grep -c ' __tsan_\(acquire\|release\|ignore_thread_begin\|ignore_thread_end\)$' <<<"$exp")" = 4 ] ||
+        { echo "nm -D tsan_static_exp:"; grep __tsan_ <<<"$exp"; return 1; }
+    if grep -q __tsan_ <<<"$plain"; then echo "nm -D tsan_static lists __tsan_*"; return 1; fi
+    echo "ldd lists libtsan.so; nm -D finds the 4 exported functions, and none without the flags"
+}
+if [ -x "$work/tsan" ] && [ -x "$work/tsan_static_exp" ] && [ -x "$work/tsan_static" ]; then
+    check "TSan checks the header recommends give what it says" tsan_header_checks
+fi
+
+# ---- 2e. ioeng.hpp: C++17 and C++20 under ASan and TSan ---------------------------------
+hpp_run() { # BINARY BACKEND MODE: no sanitizer report, exit 0 (77 = io_uring unavailable)
+    local out
+    out=$(tsan_run env IOENG_TEST_BACKEND="$2" IOENG_TEST_MODE="$3" "$work/$1") ||
+        { printf '%s\n' "$out" | tail -n 60; return 1; }
+    if grep -q 'Sanitizer' <<<"$out"; then printf '%s\n' "$out" | head -n 60; return 1; fi
+    printf '%s\n' "$out" | tail -n 1
+}
+for std in c++17 c++20; do
+    for san in address thread; do
+        bin=test_hpp_${std#c++}_$san
+        # shellcheck disable=SC2086
+        if g++ -std=$std -Wall -Wextra -Werror -pedantic -O1 -g -fsanitize=$san -pthread \
+            "$root/c_tests/test_hpp.cpp" -o "$work/$bin" $pc_flags -Wl,-rpath,"$libdir" 2>"$work/$bin.log"; then
+            for b in $backends; do
+                for m in threads polled; do
+                    check "ioeng.hpp $std -fsanitize=$san [$b $m]" hpp_run "$bin" "$b" "$m"
+                done
+            done
+        else
+            fail "build c_tests/test_hpp.cpp -std=$std -fsanitize=$san against the installed ioeng.hpp"
+            tail -n 20 "$work/$bin.log" | sed 's/^/    | /'
+        fi
+    done
+done
+
+# ---- 2f. README's "First hour": examples_c/wal_writer.cpp from the installed tree ------
+# shellcheck disable=SC2086
+if g++ -std=c++17 -Wall -Wextra -Werror -pedantic -O2 -g -pthread "$root/examples_c/wal_writer.cpp" \
+    -o "$work/wal_writer" $pc_flags -Wl,-rpath,"$libdir" 2>"$work/wal_writer.log"; then
+    for b in $backends; do
+        for m in "" --polled; do
+            check "README First hour: wal_writer --backend $b $m (ext4 /tmp)" "$work/wal_writer" --backend "$b" $m /tmp
+        done
+    done
+else
+    fail "build examples_c/wal_writer.cpp against the installed ioeng.hpp"
+    tail -n 20 "$work/wal_writer.log" | sed 's/^/    | /'
 fi
 
 # ---- 3. uninstall; a second layout (PREFIX=/opt/ioeng LIBDIR=/opt/ioeng/lib64) ---------

@@ -2,6 +2,7 @@
 //! called; the drivers above build safe-ish operations on these.
 
 pub(crate) mod aio;
+pub(crate) mod dio;
 pub(crate) mod fd;
 pub(crate) mod fork;
 pub(crate) mod range;

@@ -1,0 +1,386 @@
+// ioeng.hpp - C++17 interface to libioeng (installed next to ioeng.h; header-only over the C
+// ABI, so it links with the same -lioeng / ioeng::ioeng and adds no symbol of its own).
+//
+//   ioeng_cpp::engine eng(ioeng_cpp::config().with_backend(IOENG_BACKEND_URING));
+//   int rc = eng.submit(ioeng_cpp::writev(fd, iov, 2, tail).with_flags(IOENG_REQ_DSYNC),
+//                       [&](int64_t res) { on_commit(res); });
+//
+// What it adds to ioeng.h:
+//  - engine: owns an ioeng_t (RAII). Move-only. The destructor closes it; close() does the
+//    same now and returns ioeng_close()'s result (0 or -errno).
+//  - submit() takes any callable `void(int64_t res)` (a lambda with captures, a
+//    std::function, ...): it is moved to the heap, owned by the engine until its callback
+//    ran, and destroyed right after it, on the thread that ran the callback. libioeng calls
+//    a noexcept trampoline, never the callable itself.
+//  - Exceptions: a callable that throws does not unwind into libioeng (undefined behaviour
+//    for a C callback). The trampoline catches the exception on the thread that ran the
+//    callback (an engine thread in THREADS mode; the thread in poll() or close() in
+//    POLLED mode) and stores it in the engine. The next call on any thread of submit(),
+//    submit_batch(), submit_batch_raw(), cancel(), resume(), register_buffers(),
+//    poll() (when it starts and again when it returns: so in POLLED mode the exception of
+//    a callback that poll() ran comes out of that poll(), after every other callback of
+//    that poll ran) or rethrow() takes it out and throws it on that thread, before doing
+//    anything else; exactly one caller gets it. Until then, an exception of another
+//    callback is dropped (dropped_exceptions() counts them): the first one is kept. The
+//    request whose callable threw is complete all the same; the engine keeps running.
+//    close() and the destructor never throw; after close(), rethrow() still throws what
+//    the callbacks (also those run by close's drain) left; the destructor discards it.
+//  - Request builders returning ioeng_cpp::request (an ioeng_req_t with chainable setters),
+//    made by the C builders of ioeng.h: read, write, readv, writev, fsync, fdatasync,
+//    fallocate, sync_file_range; config: an ioeng_config_t initialised by
+//    ioeng_config_init() with chainable setters.
+//  - The one const_cast: ioeng_submit_batch() takes `void *const *ctxs` (the engine only
+//    reads the array, and hands each ctx to the callback as `void *`). submit_batch_raw()
+//    takes `const void *const *` and casts it once; libioeng never writes through a ctx,
+//    so the cast is safe as long as your callback does not write through one that points
+//    to a const object.
+//
+// Threads, fork, blocking: as ioeng.h says for the C calls each method makes. Methods may
+// run on any number of threads at once, except close(), move-assignment and destruction,
+// which must be the last use of the engine (and must not run inside one of its own
+// callbacks: the destructor then calls std::terminate, since freeing the engine under
+// a running callback could only crash later). In a forked child the callables of the
+// parent's pending requests are never run nor freed (the child's copy of them leaks).
+#ifndef IOENG_HPP
+#define IOENG_HPP
+
+#include "ioeng.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+#if __cplusplus < 201703L
+#error "ioeng.hpp needs C++17 (ioeng.h alone works from C++11)"
+#endif
+
+namespace ioeng_cpp {
+
+// An ioeng_req_t (same size and layout) with chainable setters for the optional fields.
+struct request : ioeng_req_t {
+    request() noexcept : ioeng_req_t() {}
+    request(const ioeng_req_t &r) noexcept : ioeng_req_t(r) {}
+
+    request &with_prio(ioeng_prio_t p) noexcept { prio = p; return *this; }
+    request &high() noexcept { return with_prio(IOENG_PRIO_HIGH); }
+    // Or-ed into `flags` (IOENG_REQ_*).
+    request &with_flags(uint32_t f) noexcept { flags |= f; return *this; }
+    request &with_tag(uint64_t t) noexcept { tag = t; return *this; }
+    // Absolute CLOCK_MONOTONIC nanoseconds (0 = none).
+    request &with_deadline_at(uint64_t monotonic_ns) noexcept
+    {
+        deadline_ns = monotonic_ns;
+        return *this;
+    }
+    // From now (ioeng_deadline_in_ns: saturating; negative durations count as 0).
+    template <class Rep, class Period>
+    request &with_deadline_in(std::chrono::duration<Rep, Period> d) noexcept
+    {
+        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+        deadline_ns = ioeng_deadline_in_ns(ns > 0 ? static_cast<uint64_t>(ns) : 0);
+        return *this;
+    }
+    request &with_class(uint16_t id) noexcept { class_id = id; return *this; }
+};
+static_assert(sizeof(request) == sizeof(ioeng_req_t) && std::is_standard_layout_v<request>,
+              "ioeng_cpp::request must stay an ioeng_req_t");
+
+inline request read(int fd, void *buf, uint64_t len, uint64_t offset) noexcept
+{
+    return ioeng_req_read(fd, buf, len, offset);
+}
+inline request write(int fd, const void *buf, uint64_t len, uint64_t offset) noexcept
+{
+    return ioeng_req_write(fd, buf, len, offset);
+}
+inline request readv(int fd, const struct iovec *iov, uint32_t iovcnt, uint64_t offset) noexcept
+{
+    return ioeng_req_readv(fd, iov, iovcnt, offset);
+}
+inline request writev(int fd, const struct iovec *iov, uint32_t iovcnt, uint64_t offset) noexcept
+{
+    return ioeng_req_writev(fd, iov, iovcnt, offset);
+}
+inline request fsync(int fd) noexcept { return ioeng_req_fsync(fd); }
+inline request fdatasync(int fd) noexcept { return ioeng_req_fdatasync(fd); }
+inline request fallocate(int fd, uint32_t mode, uint64_t offset, uint64_t len) noexcept
+{
+    return ioeng_req_fallocate(fd, mode, offset, len);
+}
+inline request sync_file_range(int fd, uint64_t offset, uint64_t len, uint32_t flags) noexcept
+{
+    return ioeng_req_sync_file_range(fd, offset, len, flags);
+}
+
+// An ioeng_config_t holding ioeng_config_init()'s defaults, with chainable setters.
+struct config : ioeng_config_t {
+    config() noexcept : ioeng_config_t() { ioeng_config_init(this); }
+
+    config &with_backend(ioeng_backend_t b) noexcept { backend = b; return *this; }
+    config &with_depth(uint32_t d) noexcept { depth = d; return *this; }
+    config &with_batch(uint32_t b) noexcept { batch = b; return *this; }
+    config &with_queue_capacity(uint32_t c) noexcept { queue_capacity = c; return *this; }
+    config &paused(bool p = true) noexcept { start_paused = p ? 1 : 0; return *this; }
+    config &with_mode(ioeng_mode_t m) noexcept { mode = m; return *this; }
+    config &polled() noexcept { return with_mode(IOENG_MODE_POLLED); }
+    // IOENG_IDLE_POLL_DEFAULT, IOENG_IDLE_POLL_NEVER or µs (THREADS mode).
+    config &with_idle_poll_us(uint32_t us) noexcept { idle_poll_us = us; return *this; }
+    config &with_cpus(int32_t submitter, int32_t completer) noexcept
+    {
+        submitter_cpu = submitter;
+        completer_cpu = completer;
+        return *this;
+    }
+};
+static_assert(sizeof(config) == sizeof(ioeng_config_t), "ioeng_cpp::config must stay an ioeng_config_t");
+
+namespace detail {
+
+// Per engine, on the heap so a moved engine keeps the address its callables point to.
+struct state {
+    std::mutex lock;
+    std::exception_ptr error;
+    size_t dropped = 0;
+
+    void store(std::exception_ptr e) noexcept
+    {
+        std::lock_guard<std::mutex> g(lock);
+        if (error)
+            dropped++;
+        else
+            error = std::move(e);
+    }
+    std::exception_ptr take() noexcept
+    {
+        std::lock_guard<std::mutex> g(lock);
+        return std::exchange(error, nullptr);
+    }
+};
+
+template <class F> struct single {
+    F fn;
+    state *st;
+
+    static void trampoline(void *ctx, int64_t res) noexcept
+    {
+        std::unique_ptr<single> self(static_cast<single *>(ctx));
+        try {
+            self->fn(res);
+        } catch (...) {
+            self->st->store(std::current_exception());
+        }
+    }
+};
+
+// One callable for a batch; each request's ctx is its slot. The submitter holds one
+// reference until it knows how many requests were accepted.
+template <class F> struct batch {
+    struct slot {
+        batch *owner;
+        uint32_t index;
+    };
+    F fn;
+    state *st;
+    std::atomic<uint64_t> refs;
+    std::unique_ptr<slot[]> slots;
+    std::unique_ptr<void *[]> ctxs;
+
+    batch(F &&f, state *s, uint32_t n)
+        : fn(std::move(f)), st(s), refs(uint64_t{n} + 1), slots(new slot[n]), ctxs(new void *[n])
+    {
+        for (uint32_t i = 0; i < n; i++) {
+            slots[i] = slot{this, i};
+            ctxs[i] = &slots[i];
+        }
+    }
+    void unref(uint64_t k) noexcept
+    {
+        if (refs.fetch_sub(k, std::memory_order_acq_rel) == k)
+            delete this;
+    }
+    static void trampoline(void *ctx, int64_t res) noexcept
+    {
+        slot *s = static_cast<slot *>(ctx);
+        batch *b = s->owner;
+        try {
+            b->fn(s->index, res);
+        } catch (...) {
+            b->st->store(std::current_exception());
+        }
+        b->unref(1);
+    }
+};
+
+} // namespace detail
+
+class engine {
+public:
+    // No engine (valid() is false); assign an opened one to it.
+    engine() noexcept = default;
+
+    // ioeng_open(); throws std::system_error with its errno (e.g. EINVAL, EPERM).
+    explicit engine(const ioeng_config_t &cfg) : state_(new detail::state)
+    {
+        int rc = ioeng_open(&cfg, &h_);
+        if (rc != 0)
+            throw std::system_error(-rc, std::generic_category(), "ioeng_open");
+    }
+
+    engine(const engine &) = delete;
+    engine &operator=(const engine &) = delete;
+    engine(engine &&o) noexcept : h_(std::exchange(o.h_, nullptr)), state_(std::move(o.state_)) {}
+    engine &operator=(engine &&o) noexcept
+    {
+        if (this != &o) {
+            close_or_terminate();
+            h_ = std::exchange(o.h_, nullptr);
+            state_ = std::move(o.state_);
+        }
+        return *this;
+    }
+    ~engine() { close_or_terminate(); }
+
+    // ioeng_close(): runs every pending callback, stops and frees the engine. Returns 0
+    // (the engine is gone; valid() is false; again: 0), or -errno with the engine still
+    // open (-EDEADLK: called from a callback of a THREADS engine; -EBUSY: POLLED engine
+    // being polled). Never throws; a stored callback exception stays for rethrow().
+    int close() noexcept
+    {
+        if (!h_)
+            return 0;
+        int rc = ioeng_close(h_);
+        if (rc == 0)
+            h_ = nullptr;
+        return rc;
+    }
+
+    bool valid() const noexcept { return h_ != nullptr; }
+    ioeng_t *native_handle() const noexcept { return h_; }
+
+    // ioeng_submit() with a callable `void(int64_t res)`. 0: it runs exactly once (then
+    // is destroyed); < 0 (-errno of ioeng_submit, -EINVAL without an engine): it never
+    // runs and is destroyed here. Throws a stored callback exception first (see above),
+    // or std::bad_alloc.
+    template <class F> int submit(const ioeng_req_t &r, F &&fn)
+    {
+        rethrow();
+        using op = detail::single<std::decay_t<F>>;
+        std::unique_ptr<op> p(new op{std::forward<F>(fn), state_.get()});
+        int rc = ioeng_submit(h_, &r, &op::trampoline, p.get());
+        if (rc == 0)
+            p.release(); // the trampoline owns it now
+        return rc;
+    }
+
+    // ioeng_submit_batch() of `n` requests sharing one callable `void(uint32_t i, int64_t
+    // res)` (i = index in `reqs`). Returns how many were accepted (each gets exactly one
+    // call), or the first request's -errno. The callable is destroyed after the last
+    // accepted request's call (or here, if none was accepted).
+    template <class F> int submit_batch(const ioeng_req_t *reqs, uint32_t n, F &&fn)
+    {
+        rethrow();
+        if (n == 0)
+            return ioeng_submit_batch(h_, reqs, 0, &noop, nullptr);
+        using b = detail::batch<std::decay_t<F>>;
+        std::decay_t<F> f(std::forward<F>(fn));
+        b *state = new b(std::move(f), state_.get(), n);
+        int rc = ioeng_submit_batch(h_, reqs, n, &b::trampoline, state->ctxs.get());
+        uint64_t accepted = rc > 0 ? static_cast<uint64_t>(rc) : 0;
+        state->unref(uint64_t{n} - accepted + 1); // the refused ones and the submitter's
+        return rc;
+    }
+
+    // ioeng_submit_batch() with a plain C callback and const contexts: the one const_cast
+    // of this header (see the top).
+    int submit_batch_raw(const ioeng_req_t *reqs, uint32_t n, ioeng_cb_t cb,
+                         const void *const *ctxs)
+    {
+        rethrow();
+        return ioeng_submit_batch(h_, reqs, n, cb, const_cast<void *const *>(ctxs));
+    }
+
+    int cancel(uint64_t tag)
+    {
+        rethrow();
+        return ioeng_cancel(h_, tag);
+    }
+
+    int resume()
+    {
+        rethrow();
+        return ioeng_resume(h_);
+    }
+
+    int register_buffers(const struct iovec *iov, uint32_t n)
+    {
+        rethrow();
+        return ioeng_register_buffers(h_, iov, n);
+    }
+
+    // ioeng_poll() (POLLED mode): the number of callbacks run, or -errno. Throws a stored
+    // callback exception when it starts and, for callbacks it ran, when it returns.
+    int poll(uint32_t min_complete, int64_t timeout_ns)
+    {
+        rethrow();
+        int rc = ioeng_poll(h_, min_complete, timeout_ns);
+        rethrow();
+        return rc;
+    }
+    template <class Rep, class Period>
+    int poll(uint32_t min_complete, std::chrono::duration<Rep, Period> timeout)
+    {
+        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
+        return poll(min_complete, static_cast<int64_t>(ns < 0 ? 0 : ns));
+    }
+
+    // Throws the stored callback exception, if any (and clears it).
+    void rethrow()
+    {
+        if (!state_)
+            return;
+        if (std::exception_ptr e = state_->take())
+            std::rethrow_exception(e);
+    }
+    // Callback exceptions dropped because an earlier one had not been rethrown yet.
+    size_t dropped_exceptions() const noexcept
+    {
+        if (!state_)
+            return 0;
+        std::lock_guard<std::mutex> g(state_->lock);
+        return state_->dropped;
+    }
+
+    int event_fd() const noexcept { return ioeng_event_fd(h_); }
+    int stats(ioeng_stats_t &out) const noexcept { return ioeng_stats(h_, &out); }
+    ioeng_backend_t backend() const noexcept { return ioeng_backend(h_); }
+    const char *backend_name() const noexcept { return ioeng_backend_name(h_); }
+
+private:
+    static void noop(void *, int64_t) noexcept {}
+
+    void close_or_terminate() noexcept
+    {
+        int rc = close();
+        if (rc != 0) {
+            // Freeing the state now would leave running callbacks a dangling pointer.
+            std::fprintf(stderr, "ioeng_cpp::engine destroyed while it cannot close: %s\n",
+                         std::strerror(-rc));
+            std::terminate();
+        }
+    }
+
+    ioeng_t *h_ = nullptr;
+    std::unique_ptr<detail::state> state_;
+};
+
+} // namespace ioeng_cpp
+
+#endif // IOENG_HPP
