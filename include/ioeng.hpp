@@ -313,6 +313,13 @@ public:
         return ioeng_cancel(h_, tag);
     }
 
+    // ioeng_cancel_all(): every accepted request, tagged or not; the count, or -errno.
+    int cancel_all()
+    {
+        rethrow();
+        return ioeng_cancel_all(h_);
+    }
+
     int resume()
     {
         rethrow();
@@ -359,6 +366,9 @@ public:
     }
 
     int event_fd() const noexcept { return ioeng_event_fd(h_); }
+    // ioeng_next_timeout_ns() (POLLED mode): 0 when the event fd is readable, else ns to the
+    // earliest timer, -1 if none, -errno on error.
+    int64_t next_timeout_ns() const noexcept { return ioeng_next_timeout_ns(h_); }
     int stats(ioeng_stats_t &out) const noexcept { return ioeng_stats(h_, &out); }
     ioeng_backend_t backend() const noexcept { return ioeng_backend(h_); }
     const char *backend_name() const noexcept { return ioeng_backend_name(h_); }
