@@ -5,12 +5,14 @@
 
 pub mod aio;
 pub(crate) mod cancel;
+pub(crate) mod classes;
 pub(crate) mod common;
 pub mod config;
 pub(crate) mod context;
 pub(crate) mod driver;
 pub(crate) mod engine;
 pub(crate) mod flight;
+pub(crate) mod histogram;
 pub(crate) mod idle;
 pub(crate) mod locks;
 pub(crate) mod polled;
@@ -22,6 +24,7 @@ pub(crate) mod stats;
 pub(crate) mod steps;
 pub(crate) mod stuck;
 pub mod tasks;
+pub(crate) mod token_bucket;
 pub mod uring;
 pub(crate) mod waiting;
 pub(crate) mod wakeup;
