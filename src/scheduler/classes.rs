@@ -22,7 +22,7 @@
 //!   throttled time banks no credit.
 
 use super::common::{QueuePosition, Queues};
-use super::tasks::QueueClass;
+use super::tasks::{IoEvent, QueueClass};
 use super::token_bucket::TokenBucket;
 use crate::error::Error;
 
@@ -47,6 +47,17 @@ const VSCALE: u128 = 1 << 20;
 /// FDATASYNC, FALLOCATE, SYNC_FILE_RANGE), for its cost and for `bytes_per_sec_limit`.
 pub(crate) trait Costed {
     fn bytes(&self) -> u64;
+}
+
+impl Costed for IoEvent {
+    /// What the request moves (0 for the ops that move no data: cost 1).
+    fn bytes(&self) -> u64 {
+        if self.request.op.transfers() {
+            self.request.total
+        } else {
+            0
+        }
+    }
 }
 
 /// A validated `ioeng_class_config_t`.
@@ -243,8 +254,9 @@ impl<T: Costed> ClassQueues<T> {
         usize::from(id) < self.classes.len()
     }
 
-    pub(crate) fn count(&self) -> usize {
-        self.classes.len()
+    /// Whether anything but class 0's 1.0 order is in play (see the module comment).
+    pub(crate) fn is_classed(&self) -> bool {
+        self.classed
     }
 
     /// New settings for class `id` (which exists), from the next round on.
@@ -259,6 +271,7 @@ impl<T: Costed> ClassQueues<T> {
         self.refill_at = NEVER;
     }
 
+    #[cfg(test)]
     pub(crate) fn config(&self, id: u16) -> ClassConfig {
         self.classes[usize::from(id)].config
     }

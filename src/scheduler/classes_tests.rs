@@ -104,12 +104,12 @@ fn backlogged_shares(
     let refill = |q: &mut ClassQueues<It>,
                   pushed: &mut Vec<usize>,
                   size: &mut dyn FnMut(usize, usize) -> u64| {
-        for class in 0..weights.len() {
+        for (class, count) in pushed.iter_mut().enumerate() {
             while q.class_len(class as u16) < 2 {
-                let bytes = size(class, pushed[class]);
-                let kind = if pushed[class] % 3 == 0 { Write } else { Read };
+                let bytes = size(class, *count);
+                let kind = if count.is_multiple_of(3) { Write } else { Read };
                 q.push(class as u16, kind, It(class as u16, bytes, 0));
-                pushed[class] += 1;
+                *count += 1;
             }
         }
     };

@@ -350,7 +350,9 @@ fn expiry_takes_due_requests_out_of_the_middle_and_stale_deadlines_stay_bounded(
     let mut waiting = lock(&ctx.waiting.lock);
     let mut taken = Vec::new();
     for _ in 0..990 {
-        waiting.queues.take_round(1, |event| taken.push(event));
+        waiting
+            .queues
+            .take_round(1, || 0, |event, _| taken.push(event));
         waiting.forget_deadlines(1);
         assert!(waiting.deadlines.len() <= 2 * waiting.with_deadline + STALE_DEADLINE_SLACK);
     }

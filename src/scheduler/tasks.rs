@@ -32,7 +32,7 @@ impl Op {
         matches!(self, Op::Read | Op::Readv)
     }
 
-    fn transfers(self) -> bool {
+    pub(crate) fn transfers(self) -> bool {
         !matches!(self, Op::Fsync | Op::Fdatasync)
     }
 
@@ -144,6 +144,9 @@ pub struct RequestSpec {
     pub tag: u64,
     pub deadline_ns: u64,
     pub buf_index: u32,
+    /// The IO class (§6.1); 0 = the default class. Checked against the open classes
+    /// before the request is built.
+    pub class_id: u16,
 }
 
 impl RequestSpec {
@@ -161,6 +164,7 @@ impl RequestSpec {
             tag: 0,
             deadline_ns: 0,
             buf_index: 0,
+            class_id: 0,
         }
     }
 }
@@ -379,6 +383,8 @@ pub struct Chunk {
     pub rw_flags: i32,
     /// Registered buffer index (FIXED_BUF requests).
     pub fixed: Option<u16>,
+    /// IOPRIO_PRIO_VALUE for the kernel (its class's `kernel_ioprio`); 0 = none.
+    pub ioprio: u16,
 }
 
 /// What the completer does after a kernel result.
@@ -445,6 +451,11 @@ pub struct IoEvent {
     retry_at: Option<Instant>,
     /// Asked (`sys::fd::kind`) at the first continuation or at an ESPIPE, never before.
     position: Position,
+    /// Its class's kernel ioprio, set when it is dispatched (0 = none).
+    pub(crate) ioprio: u16,
+    /// CLOCK_MONOTONIC ns when it was queued, for the class latency histograms; 0 when
+    /// they are off (no clock is read for it then).
+    pub(crate) queued_ns: u64,
 }
 
 impl IoEvent {
@@ -458,6 +469,8 @@ impl IoEvent {
             retry_streak: 0,
             retry_at: None,
             position: Position::Unknown,
+            ioprio: 0,
+            queued_ns: 0,
         }
     }
 
@@ -488,6 +501,7 @@ impl IoEvent {
                 .flags
                 .has(Flags::FIXED_BUF)
                 .then_some(req.buf_index as u16),
+            ioprio: self.ioprio,
         };
         match req.op {
             Op::Fsync | Op::Fdatasync => {}

@@ -36,6 +36,7 @@ impl TokenBucket {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn rate(&self) -> u64 {
         self.rate
     }

@@ -124,33 +124,42 @@ fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
     // 32-bit SQE length cannot truncate.
     let len = chunk.len as u32;
     let (offset, rw_flags) = (chunk.offset, chunk.rw_flags);
+    // The class's kernel_ioprio (0: none, the kernel then uses the task's); FSYNC and
+    // FDATASYNC take none.
+    let ioprio = chunk.ioprio;
     let entry = match (chunk.op, chunk.fixed) {
         (Op::Read, Some(buf_index)) => opcode::ReadFixed::new(fd, chunk.buf, len, buf_index)
             .offset(offset)
             .rw_flags(rw_flags)
+            .ioprio(ioprio)
             .build(),
         (Op::Write, Some(buf_index)) => {
             opcode::WriteFixed::new(fd, chunk.buf.cast_const(), len, buf_index)
                 .offset(offset)
                 .rw_flags(rw_flags)
+                .ioprio(ioprio)
                 .build()
         }
         (Op::Read, None) => opcode::Read::new(fd, chunk.buf, len)
             .offset(offset)
             .rw_flags(rw_flags)
+            .ioprio(ioprio)
             .build(),
         (Op::Write, None) => opcode::Write::new(fd, chunk.buf, len)
             .offset(offset)
             .rw_flags(rw_flags)
+            .ioprio(ioprio)
             .build(),
         // The iovec run lives in the caller's array; the kernel only reads it.
         (Op::Readv, _) => opcode::Readv::new(fd, chunk.buf.cast_const().cast(), len)
             .offset(offset)
             .rw_flags(rw_flags)
+            .ioprio(ioprio)
             .build(),
         (Op::Writev, _) => opcode::Writev::new(fd, chunk.buf.cast_const().cast(), len)
             .offset(offset)
             .rw_flags(rw_flags)
+            .ioprio(ioprio)
             .build(),
         (Op::Fsync, _) => opcode::Fsync::new(fd).build(),
         (Op::Fdatasync, _) => opcode::Fsync::new(fd)
@@ -462,6 +471,37 @@ impl Driver for UringDriver {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::tasks::{Callback, IoRequest, Priority};
+
+    unsafe extern "C" fn ignore(_: *mut std::ffi::c_void, _: i64) {}
+
+    /// The SQE's `ioprio` (offset 2 of the kernel's 64-byte `io_uring_sqe`).
+    fn sqe_ioprio(entry: squeue::Entry) -> u16 {
+        // SAFETY: `squeue::Entry` is repr(C) around the kernel's 64-byte io_uring_sqe,
+        // so its bytes are the SQE's.
+        let bytes: [u8; 64] = unsafe { std::mem::transmute(entry) };
+        u16::from_ne_bytes([bytes[2], bytes[3]])
+    }
+
+    #[test]
+    fn the_class_ioprio_reaches_the_sqe() {
+        let buf = 0x1000 as *mut u8;
+        for (op, ioprio) in [
+            (Op::Read, (3 << 13) as u16),
+            (Op::Write, (2 << 13) | 7),
+            (Op::Read, 0),
+        ] {
+            let req = IoRequest::new(op, Priority::Normal, 0, buf, 4096, 0).unwrap();
+            let mut event = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+            event.ioprio = ioprio;
+            assert_eq!(sqe_ioprio(entry_for(1, &event)), ioprio);
         }
     }
 }
