@@ -12,6 +12,114 @@ use super::histogram::Histogram;
 use super::tasks::{IoEvent, Op, Priority};
 use crate::abi::IoengClassStats;
 
+/// Sums of one run of requests (see `ClassStats::recorder`).
+#[derive(Default)]
+struct Tally {
+    reads: u64,
+    writes: u64,
+    others: u64,
+    bytes_read: u64,
+    bytes_written: u64,
+    in_flight: i64,
+}
+
+impl Tally {
+    fn add_to(&self, entry: &Entry) {
+        let add = |counter: &AtomicU64, n: u64| {
+            if n != 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        };
+        add(&entry.reads, self.reads);
+        add(&entry.writes, self.writes);
+        add(&entry.others, self.others);
+        add(&entry.bytes_read, self.bytes_read);
+        add(&entry.bytes_written, self.bytes_written);
+        if self.in_flight != 0 {
+            entry.in_flight.fetch_add(self.in_flight, Relaxed);
+        }
+    }
+}
+
+/// Records dispatches and callbacks into `ClassStats`; adds what it summed when the run
+/// of (class, HIGH?) changes and when dropped.
+pub(crate) struct Recorder<'a> {
+    stats: &'a ClassStats,
+    /// The clock for latencies (read by the caller once per batch; 0 when off).
+    now_ns: u64,
+    key: Option<(u16, bool)>,
+    tally: Tally,
+}
+
+impl Recorder<'_> {
+    fn switch_to(&mut self, event: &IoEvent) {
+        let key = (
+            event.request.class_id,
+            event.request.priority == Priority::High,
+        );
+        if self.key != Some(key) {
+            self.flush();
+            self.key = Some(key);
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some((class, high)) = self.key.take() {
+            let tally = std::mem::take(&mut self.tally);
+            tally.add_to(&self.stats.entries[usize::from(class)]);
+            if high {
+                tally.add_to(&self.stats.entries[HIGH_ENTRY]);
+            }
+        }
+    }
+
+    /// `event` was placed in a slot.
+    pub(crate) fn dispatched(&mut self, event: &IoEvent) {
+        self.switch_to(event);
+        self.tally.in_flight += 1;
+    }
+
+    /// `event`'s callback is about to run with `res`; `dispatched`: it had a slot (it
+    /// was not cancelled or timed out while queued).
+    pub(crate) fn finished(&mut self, event: &IoEvent, res: i64, dispatched: bool) {
+        self.switch_to(event);
+        let tally = &mut self.tally;
+        if dispatched {
+            tally.in_flight -= 1;
+        }
+        let moved = u64::try_from(res).unwrap_or(0);
+        match event.request.op {
+            Op::Read | Op::Readv => {
+                tally.reads += 1;
+                tally.bytes_read += moved;
+            }
+            Op::Write | Op::Writev => {
+                tally.writes += 1;
+                tally.bytes_written += moved;
+            }
+            _ => tally.others += 1,
+        }
+        if self.stats.latency && event.queued_ns != 0 {
+            let ns = self.now_ns.saturating_sub(event.queued_ns);
+            let own = &self.stats.entries[usize::from(event.request.class_id)];
+            let high =
+                (event.request.priority == Priority::High).then(|| &self.stats.entries[HIGH_ENTRY]);
+            for entry in std::iter::once(own).chain(high) {
+                if let Some(histogram) = entry.latency.get() {
+                    histogram.record(ns);
+                    entry.max_ns.fetch_max(ns, Relaxed);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Recorder<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// The entry of `IOENG_CLASS_HIGH`.
 pub(crate) const HIGH_ENTRY: usize = MAX_CLASSES;
 
@@ -56,51 +164,17 @@ impl ClassStats {
         }
     }
 
-    fn entries_of(&self, event: &IoEvent) -> impl Iterator<Item = &Entry> {
-        let own = &self.entries[usize::from(event.request.class_id)];
-        let high = (event.request.priority == Priority::High).then(|| &self.entries[HIGH_ENTRY]);
-        std::iter::once(own).chain(high)
-    }
-
-    /// `event` was placed in a slot.
-    pub(crate) fn dispatched(&self, event: &IoEvent) {
-        for entry in self.entries_of(event) {
-            entry.in_flight.fetch_add(1, Relaxed);
+    /// A recorder for a batch of dispatches or callbacks: it sums them per run of
+    /// requests of one class and priority and adds each sum once, so the engine without
+    /// classes pays a few atomic adds per batch, not per request.
+    pub(crate) fn recorder(&self, now_ns: u64) -> Recorder<'_> {
+        Recorder {
+            stats: self,
+            now_ns,
+            key: None,
+            tally: Tally::default(),
         }
     }
-
-    /// `event`'s callback is about to run with `res`; `dispatched`: it had a slot (not
-    /// cancelled or timed out while queued). `now_ns`: the clock, read once per batch
-    /// by the caller when latency statistics are on.
-    pub(crate) fn finished(&self, event: &IoEvent, res: i64, dispatched: bool, now_ns: u64) {
-        let latency =
-            (self.latency && event.queued_ns != 0).then(|| now_ns.saturating_sub(event.queued_ns));
-        let op = event.request.op;
-        for entry in self.entries_of(event) {
-            if dispatched {
-                entry.in_flight.fetch_sub(1, Relaxed);
-            }
-            let moved = u64::try_from(res).unwrap_or(0);
-            match op {
-                Op::Read | Op::Readv => {
-                    entry.reads.fetch_add(1, Relaxed);
-                    entry.bytes_read.fetch_add(moved, Relaxed);
-                }
-                Op::Write | Op::Writev => {
-                    entry.writes.fetch_add(1, Relaxed);
-                    entry.bytes_written.fetch_add(moved, Relaxed);
-                }
-                _ => {
-                    entry.others.fetch_add(1, Relaxed);
-                }
-            }
-            if let (Some(ns), Some(histogram)) = (latency, entry.latency.get()) {
-                histogram.record(ns);
-                entry.max_ns.fetch_max(ns, Relaxed);
-            }
-        }
-    }
-
     /// The counters of `entry` into `out` (queued and throttled time are the caller's),
     /// zeroing them with `reset` (in-flight is a state, not a counter: kept).
     pub(crate) fn read(&self, entry: usize, reset: bool, out: &mut IoengClassStats) {

@@ -589,7 +589,7 @@ impl<S: Slot> IoContext<S> {
         let now = self.latency_clock();
         while let Some((event, res)) = self.cancels.pop_dead() {
             self.count_finished_one(res);
-            self.class_stats.finished(&event, res, false, now);
+            self.class_stats.recorder(now).finished(&event, res, false);
             event.finish(res);
         }
     }
@@ -618,7 +618,7 @@ impl<S: Slot> IoContext<S> {
         }
         let mut next = slots.iter();
         let mut with_deadline = 0;
-        let class_stats = &self.class_stats;
+        let mut class_stats = self.class_stats.recorder(0);
         let taken = waiting
             .queues
             .take_round(slots.len(), monotonic_ns, |mut event, ioprio| {
@@ -847,12 +847,12 @@ impl<S: Slot> IoContext<S> {
     /// waited for its callbacks reads stats that already include them.
     fn count_finished(&self, events: &[(IoEvent, i64)]) {
         Counters::add(&self.counters.completed, events.len() as u64);
-        let now = self.latency_clock();
+        let mut class_stats = self.class_stats.recorder(self.latency_clock());
         for (event, res) in events {
             if *res == -i64::from(libc::ECANCELED) {
                 Counters::add(&self.counters.cancelled, 1);
             }
-            self.class_stats.finished(event, *res, true, now);
+            class_stats.finished(event, *res, true);
         }
     }
 
