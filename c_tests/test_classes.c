@@ -216,6 +216,31 @@ static void high_limit_case(ioeng_backend_t be, int fd)
     tu_close(h);
 }
 
+/* POLLED, polled by this thread alone with no timeout: ioeng_poll must wake by itself
+ * at each refill of a limited class (nothing else happens meanwhile). */
+static void polled_refill_case(ioeng_backend_t be, int fd)
+{
+    rec_reset();
+    ioeng_config_t cfg = tu_config(be, IOENG_MODE_POLLED, 4);
+    ioeng_t *h = NULL;
+    CHECK(ioeng_open(&cfg, &h) == 0, "open POLLED");
+    ioeng_class_config_t c = class_cfg(100);
+    c.iops_limit = 50;
+    uint16_t id = open_class(h, c);
+    double t0 = now_s();
+    for (int i = 0; i < 10; i++)
+        submit(h, IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf4k, 4096, 0, id, 0);
+    int ran = 0;
+    while (ran < 10) {
+        int rc = ioeng_poll(h, 10 - (uint32_t)ran, -1);
+        CHECK(rc > 0, "ioeng_poll = %s", tu_errname(rc));
+        ran += rc;
+    }
+    double took = now_s() - t0;
+    CHECK(took >= 0.17 && took < 5, "10 requests at 50 IOPS through ioeng_poll(-1): %.3f s", took);
+    CHECK(ioeng_close(h) == 0, "close");
+}
+
 /* ------------------------------------------------------------------ */
 
 static void update_case(ioeng_backend_t be, int fd)
@@ -458,6 +483,7 @@ int main(void)
     double bps = limit_case(be, zero, 0, 0, 16 << 20, 131072, 100, "/dev/zero 128k reads at 16 MiB/s");
     double wbps = limit_case(be, fd, 1, 0, 8 << 20, 131072, 60, "tmpfs 128k writes at 8 MiB/s");
     high_limit_case(be, fd);
+    polled_refill_case(be, fd);
     update_case(be, fd);
     deadline_cancel_case(be, zero);
     stats_case(be, fd);
@@ -467,7 +493,7 @@ int main(void)
     printf("test_classes [%s %s]: OK: cost shares within one request at depth 1 (300:100, "
            "4k vs 128k, 1:10000); normal_min_percent 10 within +-1; limits %.0f IOPS/2000, "
            "%.1f/16 MiB/s read, %.1f/8 MiB/s write, HIGH included; live update; deadline + cancel "
-           "of held requests; HIGH stats, percentiles, reset; kernel ioprio; bad input\n",
+           "of held requests; ioeng_poll wakes at refills; HIGH stats, percentiles, reset; kernel ioprio; bad input\n",
            tu_backend_name(be), tu_mode_name(), iops, bps / (1 << 20), wbps / (1 << 20));
     return 0;
 }

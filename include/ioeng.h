@@ -493,7 +493,8 @@ struct ioeng_class_stats {
    */
   uint64_t in_flight;
   /**
-   * Time the class was held by its iops/bytes limits, in ns.
+   * Time the class was held by its iops/bytes limits, in ns (0 for IOENG_CLASS_HIGH:
+   * limits belong to classes).
    */
   uint64_t throttled_ns;
   /**

@@ -65,7 +65,8 @@ pub struct IoengClassStats {
     pub queued: u64,
     /// Requests of the class in the kernel now.
     pub in_flight: u64,
-    /// Time the class was held by its iops/bytes limits, in ns.
+    /// Time the class was held by its iops/bytes limits, in ns (0 for IOENG_CLASS_HIGH:
+    /// limits belong to classes).
     pub throttled_ns: u64,
     /// Latency percentiles (queued by ioeng_submit → callback start), in ns: bucket
     /// values (within 3 %) clamped to `max_ns`; 0 when nothing completed or when
