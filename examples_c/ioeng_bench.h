@@ -60,6 +60,7 @@ struct bench_opts {
     bool group_singles;     /* with batch_submit: a group goes out as N ioeng_submit calls */
     ioeng_mode_t mode;
     uint32_t idle_poll_us;
+    uint32_t latency_stats; /* ioeng_config_t.latency_stats (IO class histograms) */
 };
 
 extern struct bench_opts opt;

@@ -41,6 +41,8 @@ static void usage(FILE *f)
 "                             submits and drives the engine with ioeng_poll() (--numjobs 1)\n"
 "  --idle-poll-us N|never     THREADS: idle_poll_us, how long idle engine threads poll\n"
 "                             (default: the engine's policy)\n"
+"  --latency-stats 0|1|2      ioeng_config_t.latency_stats: per-class latency histograms\n"
+"                             (0 = the engine's default, 1 = on, 2 = off)\n"
 "  --rw MODE                  read|write|randread|randwrite|randrw|rw (default randread)\n"
 "  --rwmixread N              percent reads for randrw/rw, 0..100 (default 50)\n"
 "  --bs SIZE                  block size, e.g. 4k, 64k, 1m (default 4k)\n"
@@ -151,13 +153,14 @@ enum {
     OPT_BACKEND = 256, OPT_RW, OPT_RWMIX, OPT_BS, OPT_IODEPTH, OPT_ENGDEPTH, OPT_BATCH, OPT_QCAP, OPT_SIZE,
     OPT_RUNTIME, OPT_RAMP, OPT_DIRECT, OPT_NUMJOBS, OPT_PRIOMIX, OPT_FILENAME, OPT_OUTFMT, OPT_SEED, OPT_CHECK,
     OPT_FIXEDBUFS, OPT_DSYNC, OPT_BATCHSUB, OPT_GROUPSUB,
-    OPT_MODE, OPT_IDLEPOLL,
+    OPT_MODE, OPT_IDLEPOLL, OPT_LATSTATS,
 };
 
 static const struct option long_opts[] = {
     { "backend", required_argument, 0, OPT_BACKEND },
     { "mode", required_argument, 0, OPT_MODE },
     { "idle-poll-us", required_argument, 0, OPT_IDLEPOLL },
+    { "latency-stats", required_argument, 0, OPT_LATSTATS },
     { "rw", required_argument, 0, OPT_RW },
     { "readwrite", required_argument, 0, OPT_RW },
     { "rwmixread", required_argument, 0, OPT_RWMIX },
@@ -255,6 +258,7 @@ static void parse_opt(int c, const char *arg, char **argv)
         opt.idle_poll_us = !strcmp(arg, "never") ? IOENG_POLL_NEVER
                                                   : parse_uint("--idle-poll-us", arg, 0, UINT32_MAX - 1);
         break;
+    case OPT_LATSTATS: opt.latency_stats = parse_uint("--latency-stats", arg, 0, 2); break;
     case OPT_BACKEND: opt.backend = parse_backend(arg); break;
     case OPT_RW: opt.rw = parse_rw(arg); break;
     case OPT_RWMIX: opt.rwmixread = parse_uint("--rwmixread", arg, 0, 100); break;

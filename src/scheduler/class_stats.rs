@@ -107,7 +107,10 @@ impl Recorder<'_> {
             for entry in std::iter::once(own).chain(high) {
                 if let Some(histogram) = entry.latency.get() {
                     histogram.record(ns);
-                    entry.max_ns.fetch_max(ns, Relaxed);
+                    // A read first: a new maximum is rare, an atomic RMW per request not.
+                    if ns > entry.max_ns.load(Relaxed) {
+                        entry.max_ns.fetch_max(ns, Relaxed);
+                    }
                 }
             }
         }
