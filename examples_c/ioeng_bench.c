@@ -110,6 +110,9 @@ static void fill_new_file(int fd, const char *path)
 
 static bool reads_only(void)
 {
+    for (unsigned i = 0; i < opt.njob_classes; i++)
+        if (opt.job_classes[i].rw != RW_READ && opt.job_classes[i].rw != RW_RANDREAD)
+            return false;
     return opt.rw == RW_READ || opt.rw == RW_RANDREAD;
 }
 
@@ -262,10 +265,14 @@ static void run_phases(struct sample *a, struct sample *b)
     getrusage(RUSAGE_SELF, &a->ru);
     ioeng_stats(g.eng, &a->st);
     a->t = now_ns();
+    for (unsigned i = 0; i < opt.njob_classes; i++)
+        ioeng_class_stats(g.eng, g.jobs[i].class_id, &g.jobs[i].cstats, IOENG_STATS_RESET);
     atomic_store(&g.recording, true);
     prev = a->st;
     run_phase(tty, "run", a->t, opt.runtime, &prev);
     atomic_store(&g.recording, false);
+    for (unsigned i = 0; i < opt.njob_classes; i++)
+        ioeng_class_stats(g.eng, g.jobs[i].class_id, &g.jobs[i].cstats, 0);
     b->t = now_ns();
     ioeng_stats(g.eng, &b->st);
     getrusage(RUSAGE_SELF, &b->ru);
