@@ -437,7 +437,13 @@ impl<S: Slot> IoContext<S> {
     /// converts it to an `Instant` only when it is about to block).
     pub(crate) fn next_wake_ns(&self) -> Option<u64> {
         let earliest = self.waiting.earliest_deadline.load(Ordering::Relaxed);
-        let deadline = match self.earliest_refill_ns() {
+        // A refill that came while every slot is busy is no reason to wake: nothing
+        // could be dispatched, and a wake time in the past would spin the slot wait and
+        // the poller until a completion frees a slot (which wakes them anyway).
+        let refill = self
+            .earliest_refill_ns()
+            .filter(|&at| self.budget.has_slot_for_submitter() || at > monotonic_ns());
+        let deadline = match refill {
             Some(refill) => Some(refill.min(earliest)),
             None => (earliest != NO_DEADLINE).then_some(earliest),
         };

@@ -476,3 +476,45 @@ fn held_requests_neither_spin_the_engine_nor_let_it_sleep_past_their_refill() {
     assert!(ctx.class_stats(Some(id + 1), false).is_err());
     assert_eq!(log.len(), 12);
 }
+
+#[test]
+fn a_refill_while_every_slot_is_busy_is_no_reason_to_wake() {
+    let mut log = Vec::new();
+    let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
+    // 100 IOPS: a burst of one request, then one per 10 ms.
+    let id = ctx
+        .class_open(ClassConfig::new(100, -1, 100, 0).unwrap())
+        .unwrap();
+    for tag in 0..3 {
+        ctx.push(event_in(id, Priority::Normal, tag, &mut log))
+            .unwrap();
+    }
+    let mut round = SubmitRound::new(ctx.batch);
+    round.fill(&ctx, None, || false);
+    assert_eq!(round.batch.len(), 1);
+    let refill = ctx.earliest_refill_ns().expect("held");
+    assert_eq!(
+        ctx.next_wake_ns(),
+        Some(refill),
+        "in the future: wake for it"
+    );
+    std::thread::sleep(Duration::from_nanos(
+        refill.saturating_sub(monotonic_ns()) + 1000,
+    ));
+    // Due, but the one slot is busy: no wake time in the past (the waits would spin);
+    // the completion that frees the slot is what wakes the engine.
+    assert_eq!(ctx.next_wake_ns(), None);
+    assert!(!ctx.control_due(ctx.next_wake_ns()));
+    ctx.complete(&[(round.batch[0], 1)]);
+    assert_eq!(ctx.next_wake_ns(), Some(refill));
+    round.fill(&ctx, None, || false);
+    assert_eq!(round.batch.len(), 1);
+    ctx.complete(&[(round.batch[0], 1)]);
+    let mut rest = SubmitRound::new(1);
+    while log.len() < 3 {
+        rest.fill(&ctx, None, || false);
+        for &index in &rest.batch {
+            ctx.complete(&[(index, 1)]);
+        }
+    }
+}
