@@ -10,6 +10,15 @@ send what real clients never do (malformed, out-of-range, oversized, truncated r
   nbd_client.py abandon PORT           pipelined writes and reads, then a reset (RST)
   nbd_client.py flood PORT PID         options sent without reading replies: memory stays bounded
   nbd_client.py serve-check PORT       one verified write + read (the server still serves)
+  nbd_client.py idle PORT N TIMEOUT     N idle connections (the limit) lock nobody out
+                                       after the handshake timeout
+  nbd_client.py memory PORT PID CAP    unread reads on 17 connections: RSS stays under
+                                       CAP MiB + a bound, falls when they leave
+  nbd_client.py emfile PORT PID N      N connections beyond the server's fd limit: no spin
+  nbd_client.py mixed PORT ROUNDS SEED concurrent non-overlapping writes of mixed alignment
+                                       (pairs sharing a 4 KiB page, 1 B to 256 KiB at every
+                                       offset, FUA or not, FLUSH), each batch read back and
+                                       compared byte for byte with what was acknowledged
 
 Every socket operation has a timeout; any failed check raises and exits non-zero.
 """
@@ -236,7 +245,6 @@ def test_transmission(port, path):
         ("read offset overflow", CMD_READ, 0, (1 << 64) - 4096, 8192, b"", EINVAL),
         ("oversized read", CMD_READ, 0, 0, (32 << 20) + 1, b"", EINVAL),
         ("write past the end", CMD_WRITE, 0, size - 100, 4096, b"\xee" * 4096, ENOSPC),
-        ("oversized write", CMD_WRITE, 0, 0, (32 << 20) + 4096, b"\xee" * ((32 << 20) + 4096), EINVAL),
         ("unknown command", 42, 0, 0, 4096, b"", EINVAL),
         ("TRIM (not advertised)", CMD_TRIM, 0, 0, 4096, b"", EINVAL),
         ("CACHE (not advertised)", CMD_CACHE, 0, 0, 4096, b"", EINVAL),
@@ -283,6 +291,18 @@ def test_transmission(port, path):
     check(sorted(order) == [9000 + i for i in range(len(slots))], "every read answered once")
     reordered = order != sorted(order)
     c.disc()
+
+    # A WRITE longer than 32 MiB: EINVAL, then the server disconnects (as qemu-nbd)
+    # instead of reading up to 4 GiB of payload.
+    snapshot = file_read(path, 0, 1 << 20)
+    for length in ((32 << 20) + 4096, 0xFFFFFFF0):
+        c = Conn(port)
+        c.connect_go()
+        c.request(CMD_WRITE, 77, 0, length, 0, b"\xee" * 65536)
+        cookie, err, _ = c.reply()
+        check(cookie == 77 and err == EINVAL, f"WRITE of {length:#x} bytes: error {err}, expected EINVAL")
+        check(c.is_closed(), f"WRITE of {length:#x} bytes: the server disconnects")
+    check(file_read(path, 0, 1 << 20) == snapshot, "file unchanged by oversized writes")
 
     # A bad magic number closes that connection only.
     c = Conn(port)
@@ -424,6 +444,220 @@ def cmd_serve_check(port):
     print("nbd_client serve-check: OK")
 
 
+def cmd_mixed(port, rounds, seed):
+    """Acknowledged writes must be readable, whatever mix of alignments was in flight. A
+    batch is sent whole (every request pipelined, in random order), then every reply is
+    collected (all must succeed), then the region is read back and compared with the
+    model. Writes in a batch never overlap, but share pages: that is the case where an
+    O_DIRECT write and a buffered write of the same page used to collide."""
+    rnd = random.Random(seed)
+    c = Conn(port)
+    size, tflags = c.connect_go()
+    region = min(size, 8 << 20)
+    model = bytearray()
+    for off in range(0, region, 1 << 20):
+        err, d = c.call(CMD_READ, off, min(1 << 20, region - off))
+        check(err == 0, "initial read")
+        model += d
+    cookie = 1
+    bad_total = errors = 0
+    for rnd_i in range(rounds):
+        writes = []  # (off, data, flags)
+        taken = []  # intervals used in this batch
+
+        def free(o, n):
+            return all(o + n <= a or b <= o for a, b in taken)
+
+        # Pairs on one page: a 512-aligned half and an unaligned rest.
+        for page in rnd.sample(range(region // 4096), 48):
+            p = page * 4096
+            split = rnd.randrange(1, 8) * 512
+            if not free(p, 4096):
+                continue
+            writes.append((p, rnd.randbytes(split), 0))
+            tail = 4096 - split - rnd.randrange(1, 64)
+            writes.append((p + split, rnd.randbytes(tail), rnd.choice((0, FLAG_FUA))))
+            taken.append((p, p + 4096))
+        # Pairs inside one 512-byte sector, both unaligned: on the direct descriptor both
+        # are read-modify-writes of that sector (the second must wait for the first).
+        for sec in rnd.sample(range(region // 512), 8):
+            b = sec * 512
+            a1 = rnd.randrange(1, 200)
+            a2 = a1 + rnd.randrange(1, 100)
+            e2 = rnd.randrange(a2 + 1, 511)
+            if free(b, 512):
+                writes.append((b + 1, rnd.randbytes(a1), rnd.choice((0, FLAG_FUA))))
+                writes.append((b + a2, rnd.randbytes(e2 - a2), 0))
+                taken.append((b, b + 512))
+        # Anything: 1 B to 256 KiB at any offset, biased to small and to page edges.
+        for _ in range(96):
+            n = rnd.choice((rnd.randrange(1, 600), rnd.randrange(1, 9000), rnd.randrange(1, 256 << 10)))
+            o = rnd.randrange(0, region - n)
+            if rnd.random() < 0.5:
+                o = (o & ~4095) + rnd.choice((0, 512, 4096 - 1, rnd.randrange(4096)))
+                o = min(o, region - n)
+            if free(o, n):
+                taken.append((o, o + n))
+                writes.append((o, rnd.randbytes(n), rnd.choice((0, 0, FLAG_FUA))))
+        # WRITE_ZEROES (an int: its length), up to 2 MiB at any offset.
+        for _ in range(12):
+            n = rnd.choice((rnd.randrange(1, 9000), rnd.randrange(1, 2 << 20)))
+            o = rnd.randrange(0, region - n)
+            if free(o, n):
+                taken.append((o, o + n))
+                writes.append((o, n, rnd.choice((0, FLAG_FUA, FLAG_NO_HOLE))))
+        # Reads (unaligned too) of ranges no write of the batch touches: the model holds
+        # their content already.
+        reads = []
+        for _ in range(24):
+            n = rnd.randrange(1, 64 << 10)
+            o = rnd.randrange(0, region - n)
+            if free(o, n):
+                taken.append((o, o + n))
+                reads.append((o, n))
+        rnd.shuffle(writes)
+        msg = bytearray()
+        of_cookie = {}
+        of_read = {}
+        for o, n in reads:
+            msg += struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, cookie, o, n)
+            c.pending[cookie] = n
+            of_read[cookie] = (o, n)
+            cookie += 1
+        for i, (o, d, fl) in enumerate(writes):
+            if isinstance(d, int):  # WRITE_ZEROES of d bytes
+                msg += struct.pack(">IHHQQI", REQ_MAGIC, fl, CMD_WZ, cookie, o, d)
+            else:
+                msg += struct.pack(">IHHQQI", REQ_MAGIC, fl, CMD_WRITE, cookie, o, len(d)) + d
+            c.pending[cookie] = 0
+            of_cookie[cookie] = i
+            cookie += 1
+            if i == len(writes) // 2:
+                msg += struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_FLUSH, cookie, 0, 0)
+                c.pending[cookie] = 0
+                cookie += 1
+        c.s.sendall(msg)
+        failed = []
+        for _ in range(len(writes) + len(reads) + 1):
+            ck, err, data = c.reply()
+            if ck in of_read:
+                o, n = of_read[ck]
+                check(err == 0 and data == model[o:o + n],
+                      f"round {rnd_i}: read of {n} bytes at {o} (error {err})")
+                continue
+            if err:
+                errors += 1
+                print(f"round {rnd_i}: error {err} for a " +
+                      ("write" if ck in of_cookie else "flush"))
+                if ck in of_cookie:
+                    failed.append(writes[of_cookie[ck]])
+        for o, d, _ in writes:
+            if isinstance(d, int):
+                d = bytes(d)
+            model[o:o + len(d)] = d
+        back = bytearray()
+        for off in range(0, region, 1 << 20):
+            err, d = c.call(CMD_READ, off, min(1 << 20, region - off))
+            check(err == 0, "read back")
+            back += d
+        for o, d, _ in failed:  # not acknowledged: either content is fine
+            n = d if isinstance(d, int) else len(d)
+            model[o:o + n] = back[o:o + n]
+        if back != model:
+            bad = [i for i in range(0, region, 512) if back[i:i + 512] != model[i:i + 512]]
+            bad_total += len(bad)
+            print(f"round {rnd_i}: {len(bad)} of {region // 512} 512-byte sectors differ "
+                  f"from what was acknowledged (first at {bad[0]})")
+            model[:] = back  # count each round's losses separately
+    c.disc()
+    check(bad_total == 0 and errors == 0,
+          f"acknowledged writes lost: {bad_total} sectors differ; {errors} error replies")
+    print(f"nbd_client mixed: OK ({rounds} rounds, every acknowledged byte read back)")
+
+
+def cmd_idle(port, n, timeout_s):
+    """n connections that never send a byte fill the connection limit; a real client is
+    refused meanwhile, and served once the handshake timeout closed them."""
+    idle = [Conn(port) for _ in range(n)]
+    for c in idle:  # every one got its greeting: accepted, counted
+        c.recv_exact(18)
+    late = Conn(port)
+    check(late.is_closed(), "a connection beyond --max-connections is closed at once")
+    t0 = time.time()
+    for c in idle:
+        c.s.settimeout(timeout_s + 10)
+        check(c.is_closed(), "an idle connection is closed by the handshake timeout")
+    waited = time.time() - t0
+    check(waited < timeout_s + 5, f"idle connections closed after {waited:.1f} s")
+    cmd_serve_check(port)
+    for c in idle:
+        c.s.close()
+    print(f"nbd_client idle: OK ({n} idle connections closed after {waited:.1f} s; then served)")
+
+
+def cmd_memory(port, pid, cap_mib):
+    """16 connections x 128 pipelined 1 MiB reads whose replies are not read, and one
+    connection of 8 x 32 MiB reads: the server's RSS stays under the cap plus a bound
+    (it stops reading requests), every reply then arrives, and RSS falls again once the
+    clients are gone (pool freed, heap trimmed)."""
+    base = rss_kib(pid)
+    conns = []
+    for i in range(16):
+        c = Conn(port, rcvbuf=65536)
+        c.connect_go()
+        msg = b"".join(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, k, (k % 48) << 20, 1 << 20)
+                       for k in range(128))
+        c.s.sendall(msg)
+        c.pending.update({k: 1 << 20 for k in range(128)})
+        conns.append(c)
+    big = Conn(port, rcvbuf=65536)
+    big.connect_go()
+    big.s.sendall(b"".join(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, k, (k % 2) << 25, 32 << 20)
+                           for k in range(8)))
+    big.pending.update({k: 32 << 20 for k in range(8)})
+    conns.append(big)
+    peak = 0
+    for _ in range(30):  # 3 s: the server takes what the cap lets it take
+        peak = max(peak, rss_kib(pid))
+        time.sleep(0.1)
+    bound = (cap_mib + 48) * 1024
+    check(peak < bound, f"server RSS {peak} KiB with {cap_mib} MiB cap (bound {bound} KiB)")
+    for c in conns:  # back-pressure is no deadlock: every reply arrives
+        while c.pending:
+            _, err, data = c.reply()
+            check(err == 0, "read under memory pressure")
+        c.disc()
+    time.sleep(2.5)  # idle: pool freed, heap trimmed (after 1 s)
+    after = rss_kib(pid)
+    check(after < base + 24 * 1024, f"server RSS {after} KiB after the clients left (was {base} KiB)")
+    print(f"nbd_client memory: OK (RSS {base} -> peak {peak} -> {after} KiB, cap {cap_mib} MiB)")
+
+
+def cpu_s(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cmd_emfile(port, pid, n):
+    """More connections than the server has descriptors (its RLIMIT_NOFILE is low): the
+    listener stays readable, but the server must not spin on it."""
+    conns = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        conns.append(s)
+    time.sleep(0.3)
+    c0 = cpu_s(pid)
+    time.sleep(2)
+    used = cpu_s(pid) - c0
+    check(used < 0.3, f"server used {used:.2f} s of CPU in 2 s with accept4 failing (spinning)")
+    for s in conns:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    time.sleep(0.5)
+    cmd_serve_check(port)
+    print(f"nbd_client emfile: OK ({n} connections beyond the fd limit: {used:.2f} s CPU in 2 s; then served)")
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "protocol":
@@ -436,6 +670,14 @@ def main():
         cmd_abandon(int(args[0]))
     elif cmd == "flood":
         cmd_flood(int(args[0]), int(args[1]))
+    elif cmd == "mixed":
+        cmd_mixed(int(args[0]), int(args[1]), int(args[2]))
+    elif cmd == "idle":
+        cmd_idle(int(args[0]), int(args[1]), float(args[2]))
+    elif cmd == "memory":
+        cmd_memory(int(args[0]), int(args[1]), int(args[2]))
+    elif cmd == "emfile":
+        cmd_emfile(int(args[0]), int(args[1]), int(args[2]))
     elif cmd == "serve-check":
         cmd_serve_check(int(args[0]))
     else:

@@ -155,8 +155,8 @@ static int test_submit(ioeng_backend_t be, int fd, int *accepted_out)
     expect_submit(h, &good, NULL, -EINVAL, "NULL cb", &refused);
     q = good; q.op = 9;
     expect_submit(h, &q, cb, -EINVAL, "op 9", &refused);
-    q = good; q.op = 6;
-    expect_submit(h, &q, cb, -EINVAL, "op 6", &refused);
+    q = good; q.op = 8; /* the first after IOENG_OP_SYNC_FILE_RANGE */
+    expect_submit(h, &q, cb, -EINVAL, "op 8", &refused);
     q = good; q.op = UINT32_MAX;
     expect_submit(h, &q, cb, -EINVAL, "op UINT32_MAX", &refused);
     q = good; q.prio = 5;

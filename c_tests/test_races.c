@@ -18,6 +18,10 @@
  *                       wake-up.
  *  poll_during_close    (POLLED) a poll that starts after close checked for pollers
  *                       gets -EBUSY; close drains every callback itself.
+ *  helper_cancel_close  (AIO, both modes) the helper thread ran a FALLOCATE and has not
+ *                       yet submitted its stand-in: right then the request is cancelled
+ *                       and ioeng_close starts on another thread. Close must wait for the
+ *                       helper, and the one callback gets the syscall's 0.
  *
  * IOENG_TEST_BACKEND=aio|uring, IOENG_TEST_MODE=threads|polled.
  */
@@ -38,6 +42,7 @@ enum {
     P_SUBMITTER_IDLE = 5,
     P_POLLED_CLOSE_CHECKED = 6,
     P_REAPED = 7,
+    P_HELPER_RAN = 8,
 };
 
 #define MAX_REQS 8
@@ -381,6 +386,62 @@ static void poll_during_close(void)
     printf("poll_during_close: a poll started inside close got -EBUSY; close ran all 4 callbacks\n");
 }
 
+/* ---- helper_cancel_close (AIO) ------------------------------------------------------ */
+static _Atomic int closed_rc = INT32_MIN;
+static _Atomic int cancel_found = -1;
+static _Atomic int calls_while_held = -1;
+static void *closer(void *arg)
+{
+    (void)arg;
+    atomic_store(&closed_rc, ioeng_close(h));
+    return NULL;
+}
+static pthread_t closer_tid;
+
+static void hook_helper_cancel_close(void *ctx, uint32_t point)
+{
+    (void)ctx;
+    int one = 1;
+    if (point == P_HELPER_RAN && thread_is("ioeng-aio-helpe") &&
+        atomic_compare_exchange_strong(&phase, &one, 2)) {
+        atomic_store(&cancel_found, ioeng_cancel(h, 42));
+        CHECK(pthread_create(&closer_tid, NULL, closer, NULL) == 0, "pthread_create");
+        usleep(100 * 1000); /* close runs meanwhile, and must wait for this slot */
+        atomic_store(&calls_while_held, atomic_load(&slots[0].calls));
+        CHECK_EQ(atomic_load(&closed_rc), INT32_MIN, "close returned while the helper held a slot");
+    }
+}
+
+static void helper_cancel_close(void)
+{
+    reset_slots();
+    h = open_engine();
+    int fd = tu_scratch(TU_EXT4, 0, NULL);
+    ioeng_req_t q = tu_req(IOENG_OP_FALLOCATE, IOENG_PRIO_NORMAL, fd, NULL, 65536, 0);
+    q.tag = 42;
+    atomic_store(&phase, 1);
+    ioeng_debug_race_hook(hook_helper_cancel_close, NULL);
+    CHECK_EQ(ioeng_submit(h, &q, on_done, &slots[0]), 0, "submit");
+    if (tu_mode() == IOENG_MODE_POLLED)
+        CHECK(ioeng_poll(h, 0, 0) >= 0, "poll: hands the FALLOCATE over");
+    uint64_t end = tu_now_ns() + 10000000000ull;
+    while (atomic_load(&phase) != 2 && tu_now_ns() < end)
+        usleep(1000);
+    CHECK_EQ(atomic_load(&phase), 2, "the helper never reached its hook");
+    pthread_join(closer_tid, NULL);
+    ioeng_debug_race_hook(NULL, NULL);
+    CHECK_EQ(atomic_load(&closed_rc), 0, "close");
+    CHECK_EQ(atomic_load(&cancel_found), 1, "cancel found the command in its slot");
+    CHECK_EQ(atomic_load(&calls_while_held), 0, "a callback while the helper held the slot");
+    CHECK_EQ(atomic_load(&slots[0].calls), 1, "callbacks");
+    CHECK_EQ(atomic_load(&slots[0].res), 0, "the syscall's result, not -ECANCELED");
+    struct stat st;
+    CHECK(fstat(fd, &st) == 0 && st.st_size == 65536, "the FALLOCATE ran");
+    close(fd);
+    printf("helper_cancel_close: a cancel and a close while the helper held the slot: close "
+           "waited, one callback with the syscall's 0\n");
+}
+
 /* With arguments, runs only the scenarios named (to check one fix at a time). */
 static int wanted(int argc, char **argv, const char *name)
 {
@@ -407,9 +468,14 @@ int main(int argc, char **argv)
         completer_expiry();
     if (!threads && wanted(argc, argv, "poll_during_close"))
         poll_during_close();
-    printf("test_races [%s %s]: OK: lost_dead_callback, cancel_counts_expired, %s "
-           "(completer_expiry is THREADS-only, poll_during_close POLLED-only)\n",
+    int aio = tu_backend() == IOENG_BACKEND_AIO;
+    if (aio && wanted(argc, argv, "helper_cancel_close"))
+        helper_cancel_close();
+    printf("test_races [%s %s]: OK: lost_dead_callback, cancel_counts_expired, %s%s "
+           "(completer_expiry is THREADS-only, poll_during_close POLLED-only, "
+           "helper_cancel_close AIO-only)\n",
            tu_backend_name(tu_backend()), tu_mode_name(),
-           threads ? "completer_expiry" : "poll_during_close");
+           threads ? "completer_expiry" : "poll_during_close",
+           aio ? ", helper_cancel_close" : "");
     return 0;
 }

@@ -4,6 +4,7 @@
 #   bash examples_c/compare_fio.sh [--quick] [--runtime S] [--size SIZE] [--jobs 1,2,5]
 #                                  [--repeat N] [--backends uring,aio] [--no-fio] [--dir DIR]
 #                                  [--shm-dir DIR] [--no-build] [--ioeng-args ARGS] [--cpus LIST]
+#                                  [--t-io-uring PATH]
 #
 # Jobs (all O_DIRECT, 4 KiB, one job/thread, same file for every engine):
 #   1 shm-randread-qd32    randread  QD32  on a tmpfs file (/dev/shm): CPU-bound, measures overhead
@@ -36,6 +37,13 @@
 # with a different backend each round (so drift such as a disk cache warming up favours
 # neither side of a ratio), and the table shows medians: ratios are the median of the
 # per-round ratios, with their min-max range.
+# With --t-io-uring PATH (fio's t/io_uring, built from fio's source: ./configure && make
+# t/io_uring), the randread jobs (1, 2, 3, 6) also run the peak-IOPS reference for io_uring,
+# `t/io_uring -d QD -s min(QD,8) -c min(QD,8) -p0 -B1 -F1 -n1 -r T FILE` (fixed buffers,
+# registered files, batched submit and reap), in the io_uring unit of each round. Its IOPS is
+# the median of its per-second lines; its IO/CPU-ms is that IOPS x its wall time over its whole
+# process CPU (t/io_uring prints no IO count). The last column compares each libioeng row's
+# IO/CPU-ms with t/io_uring's in the same round.
 # With --cpus LIST every fio and ioeng_bench run is confined to those CPUs (sched_setaffinity
 # before exec, so every thread of the run inherits it): both sides then get the same place
 # (unpinned, where the scheduler puts the IO thread relative to the CPU that takes the disk's
@@ -57,6 +65,7 @@ CPUS=''
 EXT4_DIR=""
 SHM_DIR=/dev/shm
 BUILD=1
+T_IO_URING=''
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -n 's/^# \{0,1\}//p'
@@ -74,6 +83,7 @@ Options:
   --no-build      do not run make first (use the existing ioeng_bench)
   --ioeng-args ARGS  extra ioeng_bench options for every libioeng run, e.g. "--batch 4"
   --cpus LIST     run fio and ioeng_bench only on these CPUs, e.g. 1 or 0,1 (default: any)
+  --t-io-uring PATH  also run fio's t/io_uring (the io_uring peak-IOPS tool) on jobs 1, 2, 3, 6
 EOF
 }
 
@@ -102,6 +112,8 @@ while [[ $# -gt 0 ]]; do
         --ioeng-args=*) IOENG_ARGS=${1#*=}; shift ;;
         --cpus) [[ $# -ge 2 ]] || die "--cpus needs a value"; CPUS=$2; shift 2 ;;
         --cpus=*) CPUS=${1#*=}; shift ;;
+        --t-io-uring) [[ $# -ge 2 ]] || die "--t-io-uring needs a value"; T_IO_URING=$2; shift 2 ;;
+        --t-io-uring=*) T_IO_URING=${1#*=}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
@@ -112,6 +124,9 @@ if [[ $QUICK == 1 ]]; then
 fi
 RUNTIME=${RUNTIME:-10}
 SIZE=${SIZE:-1g}
+if [[ -n $T_IO_URING ]]; then
+    [[ -x $T_IO_URING ]] || die "--t-io-uring: '$T_IO_URING' is not an executable (build it in fio's source: ./configure && make t/io_uring)"
+fi
 
 # --- validate -------------------------------------------------------------------------------
 [[ $RUNTIME =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--runtime: expected seconds such as 10 or 0.5, got '$RUNTIME'"
@@ -325,6 +340,35 @@ run_ioeng() {  # run_ioeng JOB BACKEND FILE OUT [extra args] -> 0 if OUT is vali
     LIBVER=$(jget "$out" version)
 }
 
+# run_t_io_uring JOB FILE OUT -> prints "iops cpu% io_per_cpu_ms"; 1 if it failed. Whole
+# seconds only (-r); the per-second "IOPS=..." lines, median.
+run_t_io_uring() {
+    local j=$1 file=$2 out=$3 qd secs batch
+    qd=$(job_qd "$j")
+    batch=$((qd < 8 ? qd : 8))
+    secs=$(( (RUNTIME_MS + 999) / 1000 ))
+    echo "  t/io_uring -d $qd -s $batch -c $batch -p0 -B1 -F1 -n1 -r $secs ..." >&2
+    if ! timed "$out.cpu" "$T_IO_URING" -d "$qd" -s "$batch" -c "$batch" -p0 -B1 -F1 -n1 -r "$secs" "$file" \
+            >"$out" 2>&1; then
+        echo "compare_fio.sh: t/io_uring failed for job $j:" >&2
+        tail -n 5 "$out" >&2 || true
+        return 1
+    fi
+    python3 - "$out" "$out.cpu" <<'PY'
+import re, statistics, sys
+rates = []
+for line in open(sys.argv[1]):
+    m = re.match(r"IOPS=([0-9.]+)([KM]?),", line)
+    if m:
+        rates.append(float(m.group(1)) * {"": 1, "K": 1e3, "M": 1e6}[m.group(2)])
+cpu, wall = map(float, open(sys.argv[2]).read().split())
+if not rates or cpu <= 0:
+    sys.exit(1)
+iops = statistics.median(rates)
+print("%s %s %s" % (iops, 100.0 * cpu / wall, iops * wall / (cpu * 1000.0)))
+PY
+}
+
 # fio: section read or write, lat_ns percentiles (clat_ns if lat is missing), ns -> us
 fio_row() {  # fio_row OUT SECTION -> prints "iops p50 p99"
     local out=$1 sec=$2 kind p50 p99
@@ -356,6 +400,14 @@ run_engine() {
                 read -r iops p50 p99 <<<"$(fio_row "$out" "$sec")"
                 record "$j" "$eng" "$r" "$iops" "$p50" "$p99" \
                     $(cpu_cols "$out.cpu" "$(jget "$out" "jobs/0/$sec/total_ios")")
+            else
+                record "$j" "$eng" "$r" - - - - -
+            fi ;;
+        t-io_uring)
+            local tcols
+            if tcols=$(run_t_io_uring "$j" "$file" "$out"); then
+                read -r iops cpu cnt <<<"$tcols"
+                record "$j" "$eng" "$r" "$iops" - - "$cpu" "$cnt"
             else
                 record "$j" "$eng" "$r" - - - - -
             fi ;;
@@ -413,6 +465,9 @@ for j in "${SEL[@]}"; do
         else
             units+=("ioeng-$be ioeng-$be-polled")
         fi
+        if [[ -n $T_IO_URING && $be == uring && $(job_rw "$j") == randread && $j != 5 && $j != 7 ]]; then
+            units[-1]+=" t-io_uring"
+        fi
     done
     n=${#units[@]}
     for ((r = 1; r <= REPEAT; r++)); do
@@ -421,7 +476,7 @@ for j in "${SEL[@]}"; do
         # rounds and second in even ones, so slow drift favours neither side of a ratio.
         for ((k = 0; k < n; k++)); do
             read -r -a pair <<<"${units[(k + r - 1) % n]}"
-            if ((r % 2 == 0 && ${#pair[@]} == 3)); then pair=("${pair[1]}" "${pair[2]}" "${pair[0]}"); fi
+            if ((r % 2 == 0 && ${#pair[@]} >= 3)); then pair=("${pair[@]:1}" "${pair[0]}"); fi
             for eng in "${pair[@]}"; do
                 run_engine "$j" "$r" "$eng"
             done
@@ -477,10 +532,11 @@ def ratio_text(pairs):
 
 partner = {"ioeng-uring": "fio-io_uring", "ioeng-aio": "fio-libaio",
            "ioeng-uring-polled": "fio-io_uring", "ioeng-aio-polled": "fio-libaio"}
-fmt_row = "%-24s | %-25s | %10s | %9s | %9s | %-26s | %5s | %9s | %-22s"
+with_t = any(eng == "t-io_uring" for _, eng in order)
+fmt_row = "%-24s | %-25s | %10s | %9s | %9s | %-26s | %5s | %9s | %-22s" + (" | %-22s" if with_t else "%s")
 print(fmt_row % ("job", "engine", "IOPS", "p50 us", "p99 us", "ratio ioeng/fio", "cpu%",
-                 "IO/CPU-ms", "IO/CPU-ms ioeng/fio"))
-print("+".join("-" * n for n in (25, 27, 12, 11, 11, 28, 7, 11, 23)))
+                 "IO/CPU-ms", "IO/CPU-ms ioeng/fio", "IO/CPU-ms ioeng/t_io" if with_t else ""))
+print("+".join("-" * n for n in (25, 27, 12, 11, 11, 28, 7, 11, 23) + ((23,) if with_t else ())))
 prev = None
 for job, eng in order:
     by_round = runs[(job, eng)]
@@ -515,9 +571,13 @@ for job, eng in order:
     if failed:
         ratio = (ratio + " " if ratio else "") + "[%d failed]" % failed
     show_cpu = not eng.endswith(" NORMAL")
+    t_ratio = ""
+    if eng.startswith("ioeng-uring") and (job, "t-io_uring") in runs:
+        t_runs = runs[(job, "t-io_uring")]
+        t_ratio = ratio_text((v[4], t_runs[r][4]) for r, v in by_round.items() if r in t_runs)
     print(fmt_row % (label, eng, fmt(iops, "%.0f"), fmt(p50, "%.1f"), fmt(p99, "%.1f"), ratio,
                      fmt(cpu, "%.0f") if show_cpu else "", fmt(per_cpu, "%.1f") if show_cpu else "",
-                     cpu_ratio))
+                     cpu_ratio, t_ratio))
 PY
 echo
 echo "ratio: IOPS(libioeng) / IOPS(fio) on the same kernel interface; job 3: p50(libioeng) / p50(fio);"
@@ -529,3 +589,8 @@ echo "latency: submit -> completion (fio lat_ns; ioeng_bench submit -> callback)
 echo "the whole process (all threads, io_uring's io-wq workers included; from wait4) as % of one CPU"
 echo "over its wall time; IO/CPU-ms: IOs completed per CPU-millisecond (higher is better); its ratio"
 echo "column: median of per-round ratios to fio's. *-polled rows: IOENG_MODE_POLLED (one thread)."
+if [[ -n $T_IO_URING ]]; then
+    echo "t-io_uring: fio's t/io_uring (fixed buffers, registered files, batch min(QD,8)); IOPS = median"
+    echo "of its per-second lines, IO/CPU-ms = IOPS x wall / CPU; last column: libioeng's IO/CPU-ms over"
+    echo "t/io_uring's in the same round (median of per-round ratios)."
+fi

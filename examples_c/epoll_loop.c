@@ -4,7 +4,9 @@
  *   epoll_loop [--backend aio|uring|auto] [--seconds S] [FILE]
  *
  * One thread, no engine threads: an epoll loop serves libioeng's event fd next to a
- * timerfd that ticks every 100 ms (standing in for the rest of a program's events). The
+ * timerfd that ticks every 100 ms (standing in for the rest of a program's events; the
+ * engine needs no timer of its own: its event fd also fires when a queued request's
+ * deadline or a delayed retry falls due, see ioeng_event_fd() in ioeng.h). The
  * loop keeps 32 random 4 KiB reads of FILE in flight: each completion callback (run by
  * ioeng_poll() on this thread) checks the data and issues the next read. Each tick prints
  * progress. After S seconds (default 2) it stops issuing, closes the engine (which drains
@@ -192,8 +194,6 @@ int main(int argc, char **argv)
                 clock_gettime(CLOCK_MONOTONIC, &now);
                 double t = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
                 printf("tick %2u: %.1f s, %" PRIu64 " reads done, %u in flight\n", ticks, t, done, outstanding);
-                /* Deadlines and -EAGAIN retries are handled in a poll: give them one per tick. */
-                ioeng_poll(eng, 0, 0);
                 if (t >= seconds)
                     stopping = true;
             }

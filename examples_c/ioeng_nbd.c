@@ -3,6 +3,7 @@
  *
  *   ioeng_nbd [--backend aio|uring|auto] [--depth N] [--port N] [--bind ADDR]
  *             [--read-only] [--name NAME] [--no-direct] [--idle-poll-us N|never|default]
+ *             [--handshake-timeout S] [--max-connections N] [--max-buffer-bytes N[KMG]]
  *             [--verbose] FILE|BLOCKDEV
  *
  * Files: this one (options, setup, accept, event loop, shutdown), ioeng_nbd_conn.c
@@ -30,19 +31,32 @@
  * (atomics). The push onto the completion stack (release) and the loop's exchange
  * (acquire) hand it back.
  *
- * The export is opened twice when the file system allows: with O_DIRECT for requests
- * whose offset and length are multiples of the direct-IO alignment (statx
- * STATX_DIOALIGN, else 4096; buffers are 4096-aligned), and buffered for the rest.
- * The kernel keeps the two coherent (direct IO writes back and invalidates cached pages
- * of its range). FUA writes use IOENG_REQ_DSYNC when the engine accepts it (probed at
- * start on a memfd), otherwise WRITE then FDATASYNC before the reply. FLUSH is one
+ * One IO path per file: with O_DIRECT when the file system allows (not --no-direct,
+ * and the size is a multiple of the direct-IO alignment: statx STATX_DIOALIGN, else
+ * 4096), every READ and WRITE goes through the O_DIRECT descriptor; otherwise every one
+ * is buffered. Mixing the two on one page loses acknowledged writes (the kernel cannot
+ * invalidate a cached page a buffered write dirtied beside a direct write). Unaligned
+ * requests on the direct descriptor read the rounded-out range, and writes are a
+ * read-modify-write of their edge blocks, serialised against overlapping writes
+ * (ioeng_nbd_io.c, "Write ordering"). FUA writes use IOENG_REQ_DSYNC when the engine
+ * accepts it (probed at start on a memfd), otherwise WRITE then FDATASYNC before the reply. FLUSH is one
  * FDATASYNC (per inode, so it covers both descriptors and every connection: hence
  * NBD_FLAG_CAN_MULTI_CONN).
  *
- * Bad input: a request out of range, too long (> 32 MiB payload), with unknown flags or
- * of an unknown type gets an error reply (a WRITE's payload is read and dropped first,
- * so the stream stays in step); a bad magic number or a connection that ends in the
- * middle of a message closes that connection only. SIGINT/SIGTERM: stop accepting,
+ * Bad input: a request out of range, a READ too long (> 32 MiB), one with unknown flags
+ * or of an unknown type gets an error reply (a WRITE's payload is read and dropped
+ * first, so the stream stays in step); a WRITE longer than 32 MiB gets EINVAL and the
+ * connection is closed (as qemu-nbd); a bad magic number or a connection that ends in
+ * the middle of a message closes that connection only.
+ *
+ * Limits (abuse must not lock others out or take unbounded memory): at most
+ * --max-connections (default 256) connections, each closed if still negotiating after
+ * --handshake-timeout (default 10 s, as qemu-nbd); request buffers held by the whole
+ * server are capped by --max-buffer-bytes (default 256 MiB): a request header is not
+ * consumed while its buffer would pass the cap or its connection's limit (back-pressure:
+ * that socket is not read). The request pool is bounded, and after 1 s without a request
+ * it is freed and the heap trimmed. If accept4 runs out of descriptors or memory the
+ * listener is left alone for 100 ms (it stays readable: retrying at once would spin). SIGINT/SIGTERM: stop accepting,
  * close connections still negotiating, answer requests read from then on with
  * NBD_ESHUTDOWN (the client must then disconnect), send every in-flight reply, close
  * each connection once it is idle (after at most 30 s regardless), close the engine,
@@ -54,6 +68,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <linux/fs.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -77,8 +92,12 @@
 
 #include "ioeng_nbd.h"
 
+bool nbd_quiet; /* logmsg() prints nothing (the fuzz target's millions of sessions) */
+
 void logmsg(const char *fmt, ...)
 {
+    if (nbd_quiet)
+        return;
     va_list ap;
     va_start(ap, fmt);
     fputs("ioeng_nbd: ", stderr);
@@ -98,6 +117,13 @@ void die(const char *fmt, ...)
     exit(1);
 }
 
+uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
 /* epoll data for the non-client fds: only their addresses matter (no state). */
 static char tag_listen, tag_signal, tag_event;
 
@@ -108,12 +134,20 @@ static void accept_all(struct server *srv)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                logmsg("accept: %s", strerror(errno));
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            /* EMFILE, ENFILE, ENOBUFS, ENOMEM, ...: the pending connection stays queued
+             * and the listener readable; stop watching it for a while instead of
+             * spinning (serve() resumes it). */
+            logmsg("accept: %s; not accepting for %d ms", strerror(errno), ACCEPT_PAUSE_MS);
+            srv->stats.accept_pauses++;
+            epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->lfd, NULL);
+            srv->accept_resume_ns = now_ns() + ACCEPT_PAUSE_MS * 1000000ull;
             return;
         }
-        if (srv->nconns >= MAX_CONNS) {
+        if (srv->nconns >= srv->opt.max_conns) {
             logmsg("too many connections (%u); refusing one", srv->nconns);
+            srv->stats.refused_conns++;
             close(fd);
             continue;
         }
@@ -137,6 +171,16 @@ static void accept_all(struct server *srv)
             srv->conns->prev = c;
         srv->conns = c;
         srv->nconns++;
+        if (srv->opt.hs_timeout_s) { /* same timeout for all: the list stays sorted */
+            c->hs_deadline_ns = now_ns() + srv->opt.hs_timeout_s * 1000000000ull;
+            c->in_hs = true;
+            c->hs_prev = srv->hs_tail;
+            if (srv->hs_tail)
+                srv->hs_tail->hs_next = c;
+            else
+                srv->hs_head = c;
+            srv->hs_tail = c;
+        }
         uint8_t g[18];
         put64(g, NBD_MAGIC);
         put64(g + 8, NBD_IHAVEOPT);
@@ -159,6 +203,7 @@ static void begin_shutdown(struct server *srv)
     epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->lfd, NULL);
     close(srv->lfd);
     srv->lfd = -1;
+    srv->accept_resume_ns = 0;
     /* Connections still negotiating are closed. The others are closed as soon as
      * they are idle: every request read so far answered, nothing half received. */
     for (struct conn *c = srv->conns; c; c = c->next) {
@@ -206,6 +251,13 @@ static void open_export(struct server *srv)
         sx.stx_dio_mem_align <= BUF_ALIGN)
         ex->dio_align = sx.stx_dio_offset_align;
 #endif
+    if (ex->fd_direct >= 0 && ex->size % ex->dio_align != 0) {
+        /* The last block is partial: a direct RMW of it would extend the file. */
+        logmsg("size of %s is not a multiple of %u; every request is buffered", opt->path,
+               ex->dio_align);
+        close(ex->fd_direct);
+        ex->fd_direct = -1;
+    }
     ex->tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
                  NBD_FLAG_CAN_MULTI_CONN;
     if (opt->read_only)
@@ -248,6 +300,11 @@ static void usage(FILE *f)
             "  --verbose                 log every error reply\n"
             "  --idle-poll-us N|never|default  how long idle engine threads poll before\n"
             "                            sleeping (default never: least CPU per IO)\n"
+            "  --handshake-timeout S     close connections still negotiating after S seconds\n"
+            "                            (default 10; 0 = never)\n"
+            "  --max-connections N       connections at once (default 256)\n"
+            "  --max-buffer-bytes N[KMG] request buffers held by the whole server; reading\n"
+            "                            requests pauses above it (default 256M)\n"
             "Prints \"listening on ADDR:PORT\" on stdout when ready. SIGINT/SIGTERM stop it.\n");
 }
 
@@ -259,6 +316,9 @@ static void parse_args(struct nbd_opts *opt, int argc, char **argv)
         { "read-only", no_argument, NULL, 'r' },     { "name", required_argument, NULL, 'n' },
         { "no-direct", no_argument, NULL, 'D' },     { "help", no_argument, NULL, 'h' },
         { "verbose", no_argument, NULL, 'v' },       { "idle-poll-us", required_argument, NULL, 'i' },
+        { "handshake-timeout", required_argument, NULL, 'T' },
+        { "max-connections", required_argument, NULL, 'C' },
+        { "max-buffer-bytes", required_argument, NULL, 'M' },
         { NULL, 0, NULL, 0 }
     };
     int ch;
@@ -310,6 +370,34 @@ static void parse_args(struct nbd_opts *opt, int argc, char **argv)
                 opt->idle_poll_us = (uint32_t)v;
             }
             break;
+        case 'T': {
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end || v > 3600)
+                die("--handshake-timeout: 0..3600 seconds");
+            opt->hs_timeout_s = (unsigned)v;
+            break;
+        }
+        case 'C': {
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end || v < 1 || v > 65536)
+                die("--max-connections: 1..65536");
+            opt->max_conns = (unsigned)v;
+            break;
+        }
+        case 'M': {
+            unsigned long long v = strtoull(optarg, &end, 10);
+            unsigned shift = 0;
+            if (*end == 'K' || *end == 'k')
+                shift = 10, end++;
+            else if (*end == 'M' || *end == 'm')
+                shift = 20, end++;
+            else if (*end == 'G' || *end == 'g')
+                shift = 30, end++;
+            if (*end || v < 1 || v > (1ull << 40) >> shift || (v << shift) < (1ull << 20))
+                die("--max-buffer-bytes: 1M..1T (suffix K, M or G)");
+            opt->max_buf = v << shift;
+            break;
+        }
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -407,11 +495,70 @@ static void handle_event(struct server *srv, void *p, uint32_t events)
     }
 }
 
+/* Timers of the loop, run after each round: handshake timeouts, the accept pause, the
+ * idle trim. Returns the epoll_wait timeout until the next one (ms, -1: none). */
+static int run_timers(struct server *srv)
+{
+    uint64_t now = now_ns(), next = UINT64_MAX;
+    while (srv->hs_head && srv->hs_head->hs_deadline_ns <= now) {
+        struct conn *c = srv->hs_head;
+        logmsg("conn %u: handshake not done in %u s; closing", c->id, srv->opt.hs_timeout_s);
+        srv->stats.hs_timeouts++;
+        conn_fail(c); /* unlinks it */
+    }
+    if (srv->hs_head)
+        next = srv->hs_head->hs_deadline_ns;
+    if (srv->accept_resume_ns && srv->lfd >= 0) {
+        if (srv->accept_resume_ns <= now) {
+            srv->accept_resume_ns = 0;
+            struct epoll_event e = { .events = EPOLLIN, .data.ptr = &tag_listen };
+            epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->lfd, &e);
+        } else if (srv->accept_resume_ns < next) {
+            next = srv->accept_resume_ns;
+        }
+    }
+    if (srv->trim_at_ns) {
+        if (srv->trim_at_ns <= now) {
+            /* Idle: give the memory of the last burst back. */
+            srv->trim_at_ns = 0;
+            free_pool(srv);
+            malloc_trim(0);
+            srv->stats.trims++;
+        } else if (srv->trim_at_ns < next) {
+            next = srv->trim_at_ns;
+        }
+    }
+    if (next == UINT64_MAX)
+        return -1;
+    uint64_t ms = (next - now + 999999) / 1000000;
+    return ms > 60000 ? 60000 : (int)ms;
+}
+
+/* One round of the event loop: waits at most `timeout` ms (-1: no limit) for events,
+ * handles them and the deferred work, runs the timers. Returns the wait for the next
+ * round (the next timer). */
+int server_round(struct server *srv, int timeout)
+{
+    struct epoll_event evs[64];
+    int n = epoll_wait(srv->epfd, evs, 64, timeout);
+    if (n < 0) {
+        if (errno != EINTR)
+            die("epoll_wait: %s", strerror(errno));
+        n = 0;
+    }
+    for (int i = 0; i < n; i++)
+        handle_event(srv, evs[i].data.ptr, evs[i].events);
+    run_work(srv);
+    timeout = run_timers(srv);
+    run_work(srv); /* connections the timers closed */
+    return timeout;
+}
+
 /* The event loop: until stopping and every connection is gone, or the shutdown grace is
  * over. */
 static void serve(struct server *srv)
 {
-    struct epoll_event evs[64];
+    int timeout = -1;
     while (!srv->stopping || srv->conns) {
         if (srv->stopping && since_stop(srv) > SHUTDOWN_GRACE_S) {
             logmsg("shutdown grace of %d s over: dropping %u connection(s)", SHUTDOWN_GRACE_S,
@@ -421,22 +568,16 @@ static void serve(struct server *srv)
             run_work(srv);
             break;
         }
-        int n = epoll_wait(srv->epfd, evs, 64, srv->stopping ? 100 : -1);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            die("epoll_wait: %s", strerror(errno));
-        }
-        for (int i = 0; i < n; i++)
-            handle_event(srv, evs[i].data.ptr, evs[i].events);
-        run_work(srv);
+        if (srv->stopping && (timeout < 0 || timeout > 100))
+            timeout = 100;
+        timeout = server_round(srv, timeout);
     }
 }
 
 /* Every connection is gone; close the engine (it completes whatever is left, e.g.
  * requests of connections dropped by the grace timeout), free those requests and the
  * rest, and print the counters. */
-static void finish(struct server *srv)
+void server_finish(struct server *srv)
 {
     int rc = ioeng_close(srv->eng);
     if (rc != 0)
@@ -452,16 +593,21 @@ static void finish(struct server *srv)
         struct conn *c = srv->conns;
         conn_free(c);
     }
+    free_waiting_writes(srv);
     free_pool(srv);
     const struct nbd_stats *st = &srv->stats;
     logmsg("stats: conns=%" PRIu64 " read=%" PRIu64 " write=%" PRIu64 " flush=%" PRIu64
            " write_zeroes=%" PRIu64 " disc=%" PRIu64 " other=%" PRIu64 " error_replies=%" PRIu64
            " fua_dsync=%" PRIu64 " fua_fallback=%" PRIu64 " malformed_closes=%" PRIu64
-           " bytes_read=%" PRIu64 " bytes_written=%" PRIu64,
+           " bytes_read=%" PRIu64 " bytes_written=%" PRIu64 " handshake_timeouts=%" PRIu64
+           " refused_conns=%" PRIu64 " accept_pauses=%" PRIu64 " trims=%" PRIu64
+           " rmw_writes=%" PRIu64 " write_waits=%" PRIu64,
            st->conns, st->cmds[NBD_CMD_READ], st->cmds[NBD_CMD_WRITE], st->cmds[NBD_CMD_FLUSH],
            st->cmds[NBD_CMD_WRITE_ZEROES], st->cmds[NBD_CMD_DISC],
            st->cmds[NBD_CMD_TRIM] + st->cmds[NBD_CMD_CACHE] + st->cmds[NBD_CMD_COUNT], st->errors,
-           st->fua_dsync, st->fua_fallback, st->malformed_closes, st->bytes_read, st->bytes_written);
+           st->fua_dsync, st->fua_fallback, st->malformed_closes, st->bytes_read, st->bytes_written,
+           st->hs_timeouts, st->refused_conns, st->accept_pauses, st->trims, st->rmw_writes,
+           st->write_waits);
     close(srv->ex.fd_buf);
     if (srv->ex.fd_direct >= 0)
         close(srv->ex.fd_direct);
@@ -471,13 +617,32 @@ static void finish(struct server *srv)
     free(srv->zero_buf);
 }
 
+/* Everything the loop needs: the zero buffer, the export, the listener, the engine, the
+ * epoll set (with a signalfd for `ss`). */
+void server_open(struct server *srv, const sigset_t *ss)
+{
+    /* Buffers above 1 MiB (beyond the pool's) come from mmap and go back to the kernel
+     * when freed: a fixed threshold, where glibc would raise it after the first free and
+     * keep later bursts on the heap. */
+    mallopt(M_MMAP_THRESHOLD, POOL_KEEP_CAP + BUF_ALIGN);
+    if (posix_memalign(&srv->zero_buf, BUF_ALIGN, ZERO_CHUNK) != 0)
+        die("out of memory");
+    memset(srv->zero_buf, 0, ZERO_CHUNK);
+    open_export(srv);
+    open_listener(srv);
+    open_engine(srv);
+    open_loop_fds(srv, ss);
+}
+
+#ifndef IOENG_NBD_NO_MAIN /* the fuzz target (fuzz/ioeng_nbd_fuzz.c) has its own */
 int main(int argc, char **argv)
 {
     /* The one server; it outlives the engine (closed in finish()), whose completer
      * thread reaches it through the requests. */
     struct server srv = {
         .opt = { .name = "", .bind = "127.0.0.1", .backend = IOENG_BACKEND_AUTO, .depth = 128,
-                 .port = 10809, .idle_poll_us = IOENG_POLL_NEVER },
+                 .port = 10809, .idle_poll_us = IOENG_POLL_NEVER, .max_conns = DEF_MAX_CONNS,
+                 .hs_timeout_s = DEF_HS_TIMEOUT_S, .max_buf = DEF_MAX_BUF },
         .ex = { .fd_buf = -1, .fd_direct = -1 },
         .epfd = -1, .evfd = -1, .sigfd = -1, .lfd = -1,
     };
@@ -492,16 +657,10 @@ int main(int argc, char **argv)
     if (sigprocmask(SIG_BLOCK, &ss, NULL) != 0)
         die("sigprocmask: %s", strerror(errno));
     signal(SIGPIPE, SIG_IGN);
-
-    if (posix_memalign(&srv.zero_buf, BUF_ALIGN, ZERO_CHUNK) != 0)
-        die("out of memory");
-    memset(srv.zero_buf, 0, ZERO_CHUNK);
-    open_export(&srv);
-    open_listener(&srv);
-    open_engine(&srv);
-    open_loop_fds(&srv, &ss);
+    server_open(&srv, &ss);
     announce(&srv);
     serve(&srv);
-    finish(&srv);
+    server_finish(&srv);
     return 0;
 }
+#endif

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -26,11 +27,17 @@
 #define OPT_MAX         (64u << 10)  /* option data kept; longer options are skipped */
 #define ZERO_CHUNK      (1u << 20)   /* WRITE_ZEROES is written in chunks of this */
 #define CONN_MAX_REQS   512u         /* stop reading a connection at this many requests ... */
-#define CONN_MAX_BYTES  (128ull << 20) /* ... or this many buffered bytes */
+#define CONN_MAX_BYTES  (128ull << 20) /* ... or when one more would pass this many buffered
+                                          bytes (or --max-buffer-bytes, if lower) */
 #define HS_MAX_BYTES    (1u << 20)   /* ... or this many bytes of unsent option replies */
-#define MAX_CONNS       256u
-#define POOL_KEEP_CAP   (1u << 20)   /* request buffers up to this size are reused */
-#define POOL_KEEP_N     2048u
+#define DEF_MAX_CONNS   256u         /* --max-connections */
+#define DEF_HS_TIMEOUT_S 10u         /* --handshake-timeout (as qemu-nbd) */
+#define DEF_MAX_BUF     (256ull << 20) /* --max-buffer-bytes: request buffers, all connections */
+#define POOL_KEEP_CAP   (1u << 20)   /* request buffers up to this size are reused ... */
+#define POOL_KEEP_N     64u          /* ... at most this many requests ... */
+#define POOL_KEEP_BYTES (8u << 20)   /* ... holding at most this many bytes */
+#define IDLE_TRIM_MS    1000         /* no request for this long: free the pool, trim the heap */
+#define ACCEPT_PAUSE_MS 100          /* accept4 out of fds/memory: stop accepting this long */
 #define MAX_IOV         64
 #define SHUTDOWN_GRACE_S 30
 
@@ -45,11 +52,15 @@ struct nbd_opts {
     bool no_direct;
     bool verbose;
     uint32_t idle_poll_us;
+    unsigned max_conns;      /* connections beyond this are closed at accept */
+    unsigned hs_timeout_s;   /* a connection still negotiating after this is closed; 0: never */
+    uint64_t max_buf;        /* request buffer bytes held by the whole server (back-pressure) */
 };
 
 struct nbd_export {
-    int fd_buf;          /* buffered descriptor: every request may use it */
-    int fd_direct;       /* O_DIRECT descriptor or -1 */
+    int fd_buf;          /* buffered descriptor: the only one when fd_direct is -1 */
+    int fd_direct;       /* O_DIRECT descriptor or -1; when open, every READ and WRITE
+                          * uses it (one IO path per file: see ioeng_nbd_io.c) */
     uint32_t dio_align;  /* offset/length alignment for fd_direct */
     uint64_t size;
     uint16_t tflags;     /* transmission flags */
@@ -59,6 +70,8 @@ struct nbd_export {
 struct nbd_stats {
     uint64_t conns, cmds[NBD_CMD_COUNT + 1], errors, fua_dsync, fua_fallback;
     uint64_t bytes_read, bytes_written, malformed_closes;
+    uint64_t hs_timeouts, refused_conns, accept_pauses, trims;
+    uint64_t rmw_writes, write_waits; /* read-modify-writes; writes that waited for one */
 };
 
 struct conn;
@@ -73,6 +86,9 @@ struct out {
     struct req *owner;   /* released when sent; NULL: the item was malloc'ed, free it */
 };
 
+/* Phases of a request on the direct descriptor whose edges are not aligned. */
+enum rphase { PH_IO, PH_EDGE_READ };
+
 struct req {
     struct req *next;    /* free list, or the completion stack while pushed */
     struct conn *conn;
@@ -83,6 +99,20 @@ struct req {
     uint32_t err;        /* NBD error for the reply */
     void *buf;
     size_t cap;
+    /* Layout (req_layout): the request's data is at buf + boff; [lo, hi) is the range
+     * the IO covers on the file (off..off+len rounded out to dio_align on the direct
+     * descriptor). `rmw`: a write whose edges must be read, merged and written whole;
+     * ebuf holds those edge blocks (2 x dio_align). */
+    uint64_t lo, hi;
+    size_t boff;
+    uint8_t *ebuf;
+    bool rmw;
+    enum rphase phase;
+    uint64_t rd_piece;   /* expected length of each read piece (short read -> EIO) */
+    /* Write range list (struct server wl_*): writes in flight or waiting for an
+     * overlapping read-modify-write. */
+    struct req *wprev, *wnext;
+    bool in_wl, waiting;
     bool need_sync;      /* FUA without DSYNC: FDATASYNC after the write */
     atomic_uint pending; /* callbacks still due (+1 while the loop is still submitting) */
     _Atomic int64_t ioerr; /* first -errno seen by a callback */
@@ -115,6 +145,9 @@ struct conn {
     struct conn *prev, *next;  /* all connections */
     struct conn *work_next;    /* work list */
     struct conn *grave_next;   /* graveyard */
+    struct conn *hs_prev, *hs_next; /* still negotiating, oldest first (handshake timeout) */
+    bool in_hs;
+    uint64_t hs_deadline_ns;   /* CLOCK_MONOTONIC */
 };
 
 /* The server: everything its files share, passed explicitly (a struct server * argument,
@@ -135,17 +168,36 @@ struct server {
     struct conn *graveyard;       /* dead, no requests: freed at the end of the round */
     struct req *free_reqs;        /* request pool */
     unsigned nfree_reqs;
+    size_t pool_bytes;            /* buffer bytes in the pool */
+    unsigned live_reqs;           /* requests out of the pool */
+    uint64_t buf_bytes;           /* their buffer bytes (capped by opt.max_buf) */
+    bool buf_waiters;             /* a connection paused for lack of room in max_buf */
+    uint64_t trim_at_ns;          /* idle since: free the pool at this time (0: not due) */
+    uint64_t accept_resume_ns;    /* accepting paused until then (0: not paused) */
+    struct conn *hs_head, *hs_tail; /* connections negotiating, oldest first */
+    /* Writes on the direct descriptor, in arrival order: running, or waiting because a
+     * read-modify-write overlaps (ioeng_nbd_io.c, "Write ordering"). */
+    struct req *wl_head, *wl_tail;
+    unsigned wl_rmw, wl_waiting;  /* how many of them are RMW, and waiting */
     /* Completion stack: pushed by the engine's completer thread, drained by the loop. */
     _Atomic(struct req *) done_head;
 };
 
 /* ioeng_nbd.c */
+void server_open(struct server *srv, const sigset_t *ss);
+int server_round(struct server *srv, int timeout);
+void server_finish(struct server *srv);
+uint64_t now_ns(void);
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+extern bool nbd_quiet;
 
 /* ioeng_nbd_io.c */
 struct req *req_get(struct conn *c);
 bool req_reserve(struct req *r, size_t len);
+bool req_layout(struct req *r);
+size_t req_need(const struct server *srv, const uint8_t *hdr);
+void free_waiting_writes(struct server *srv);
 void req_put(struct req *r);
 uint32_t check_request(const struct req *r);
 void reply(struct req *r);
@@ -163,6 +215,8 @@ void conn_send_copy(struct conn *c, const void *hdr, size_t hlen, const void *da
 void conn_enqueue(struct conn *c, struct out *o);
 void conn_readable(struct conn *c);
 void conn_free(struct conn *c);
+void conn_hs_unlink(struct conn *c);
+void conns_wake_paused(struct server *srv);
 void run_work(struct server *srv);
 
 /* ioeng_nbd_handshake.c */

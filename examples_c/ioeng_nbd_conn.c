@@ -62,6 +62,7 @@ void conn_fail(struct conn *c)
     if (c->dead)
         return;
     c->dead = true;
+    conn_hs_unlink(c);
     epoll_ctl(c->srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
@@ -174,6 +175,43 @@ static void conn_pause(struct conn *c)
     conn_update_events(c);
 }
 
+/* Whether a request holding `need` more buffer bytes may be taken now: within the
+ * connection's byte limit and the server's (--max-buffer-bytes), except that a
+ * connection holding nothing may always take one, and so may anyone while the server
+ * holds nothing: each limit is passed by at most one request. Otherwise the connection
+ * pauses; for the server's limit, until req_put() frees room (conns_wake_paused). */
+static bool conn_room_for(struct conn *c, size_t need)
+{
+    struct server *srv = c->srv;
+    uint64_t conn_max = CONN_MAX_BYTES < srv->opt.max_buf ? CONN_MAX_BYTES : srv->opt.max_buf;
+    if (c->nreq && c->nbytes + need > conn_max)
+        return false; /* resumed by this connection's own req_put */
+    if (srv->buf_bytes && srv->buf_bytes + need > srv->opt.max_buf) {
+        srv->buf_waiters = true;
+        return false;
+    }
+    return true;
+}
+
+/* Whether a paused connection's next request (when its header is already buffered) now
+ * has room; checked before resuming, so connections still short of room stay paused
+ * without two epoll_ctl calls each time some room is freed. */
+static bool conn_next_has_room(struct conn *c)
+{
+    if (!c->transmission || c->st != ST_REQ_HDR || c->rlen - c->rpos < NBD_REQ_HDR_LEN)
+        return true;
+    return conn_room_for(c, req_need(c->srv, c->rbuf + c->rpos));
+}
+
+/* Room freed in max_buf: every connection paused may try again (conn_work). */
+void conns_wake_paused(struct server *srv)
+{
+    srv->buf_waiters = false;
+    for (struct conn *c = srv->conns; c; c = c->next)
+        if (c->paused && !c->dead)
+            conn_touch(c);
+}
+
 static void handle_request_header(struct conn *c, const uint8_t *h)
 {
     if (get32(h) != NBD_REQUEST_MAGIC) {
@@ -200,11 +238,19 @@ static void handle_request_header(struct conn *c, const uint8_t *h)
     /* After SIGTERM/SIGINT, requests read from now on get NBD_ESHUTDOWN (the client
      * then disconnects); the ones read before still run. */
     uint32_t err = c->srv->stopping ? NBD_ESHUTDOWN : check_request(r);
+    if (r->type == NBD_CMD_WRITE && r->len > MAX_PAYLOAD) {
+        /* Reading (up to 4 GiB of) payload to stay in step is not worth it: answer
+         * EINVAL and disconnect, as qemu-nbd does. */
+        logmsg("conn %u: WRITE of %u bytes (more than %u); closing", c->id, r->len, MAX_PAYLOAD);
+        c->srv->stats.malformed_closes++;
+        reply_err(r, NBD_EINVAL);
+        c->closing = true;
+        conn_update_events(c);
+        return;
+    }
     if (r->type == NBD_CMD_WRITE) {
         /* The payload follows whatever we answer: receive it, or read and drop it. */
-        if (err == NBD_ESHUTDOWN && r->len > MAX_PAYLOAD)
-            err = NBD_EINVAL;
-        if (err == 0 && r->len > 0 && !req_reserve(r, r->len))
+        if (err == 0 && r->len > 0 && !req_layout(r))
             err = NBD_ENOMEM;
         if (r->len == 0) {
             reply_err(r, err); /* nothing to write */
@@ -230,7 +276,7 @@ static void handle_request_header(struct conn *c, const uint8_t *h)
             reply(r); /* the spec leaves a zero length unspecified: succeed, no data */
             return;
         }
-        if (r->type == NBD_CMD_READ && !req_reserve(r, r->len)) {
+        if (!req_layout(r)) {
             reply_err(r, NBD_ENOMEM);
             return;
         }
@@ -339,6 +385,10 @@ static bool parse_transmission(struct conn *c, const uint8_t *p, size_t avail)
         }
         if (avail < NBD_REQ_HDR_LEN)
             return false;
+        if (!conn_room_for(c, req_need(c->srv, p))) {
+            conn_pause(c); /* the header stays unread until there is room */
+            return false;
+        }
         c->rpos += NBD_REQ_HDR_LEN;
         handle_request_header(c, p);
         return true;
@@ -347,7 +397,7 @@ static bool parse_transmission(struct conn *c, const uint8_t *p, size_t avail)
         size_t n = r->len - c->got;
         if (n > avail)
             n = avail;
-        memcpy((uint8_t *)r->buf + c->got, p, n);
+        memcpy((uint8_t *)r->buf + r->boff + c->got, p, n);
         c->got += n;
         c->rpos += n;
         if (c->got < r->len)
@@ -401,7 +451,7 @@ void conn_readable(struct conn *c)
         if (c->st == ST_PAYLOAD && c->rpos == c->rlen && c->cur->len - c->got >= RBUF_SIZE / 4) {
             /* Large payload: receive straight into the request's buffer. */
             struct req *r = c->cur;
-            n = recv(c->fd, (uint8_t *)r->buf + c->got, r->len - c->got, MSG_DONTWAIT);
+            n = recv(c->fd, (uint8_t *)r->buf + r->boff + c->got, r->len - c->got, MSG_DONTWAIT);
             if (n > 0) {
                 c->got += (size_t)n;
                 if (c->got == r->len)
@@ -448,8 +498,26 @@ void conn_readable(struct conn *c)
 /* Connections: lifecycle                                                   */
 /* ======================================================================== */
 
+/* Leaves the handshake list (negotiated, or dead). */
+void conn_hs_unlink(struct conn *c)
+{
+    if (!c->in_hs)
+        return;
+    struct server *srv = c->srv;
+    if (c->hs_prev)
+        c->hs_prev->hs_next = c->hs_next;
+    else
+        srv->hs_head = c->hs_next;
+    if (c->hs_next)
+        c->hs_next->hs_prev = c->hs_prev;
+    else
+        srv->hs_tail = c->hs_prev;
+    c->in_hs = false;
+}
+
 void conn_free(struct conn *c)
 {
+    conn_hs_unlink(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -467,7 +535,7 @@ static void conn_work(struct conn *c)
 {
     if (!c->dead && c->oq_head)
         conn_flush(c);
-    if (!c->dead && c->paused && !conn_over_limit(c)) {
+    if (!c->dead && c->paused && !conn_over_limit(c) && conn_next_has_room(c)) {
         c->paused = false;
         conn_update_events(c);
         conn_parse(c);

@@ -29,6 +29,7 @@ void enter_transmission(struct conn *c)
 {
     c->transmission = true;
     c->st = ST_REQ_HDR;
+    conn_hs_unlink(c); /* the handshake timeout no longer applies */
     free(c->optbuf);
     c->optbuf = NULL;
 }

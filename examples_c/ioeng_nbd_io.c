@@ -25,6 +25,7 @@ struct req *req_get(struct conn *c)
     if (r) {
         srv->free_reqs = r->next;
         srv->nfree_reqs--;
+        srv->pool_bytes -= r->cap;
     } else {
         r = calloc(1, sizeof(*r));
         if (!r)
@@ -34,10 +35,18 @@ struct req *req_get(struct conn *c)
     r->conn = c;
     r->err = 0;
     r->need_sync = false;
+    r->boff = 0;
+    r->ebuf = NULL;
+    r->rmw = false;
+    r->phase = PH_IO;
+    r->in_wl = r->waiting = false;
     atomic_store(&r->ioerr, 0);
     atomic_store(&r->pending, 0);
     c->nreq++;
     c->nbytes += r->cap;
+    srv->live_reqs++;
+    srv->buf_bytes += r->cap;
+    srv->trim_at_ns = 0;
     return r;
 }
 
@@ -50,11 +59,46 @@ bool req_reserve(struct req *r, size_t len)
     void *p;
     if (posix_memalign(&p, BUF_ALIGN, cap) != 0)
         return false;
-    if (r->conn)
+    if (r->conn) {
         r->conn->nbytes += cap - r->cap;
+        r->conn->srv->buf_bytes += cap - r->cap;
+    }
     free(r->buf);
     r->buf = p;
     r->cap = cap;
+    return true;
+}
+
+/* Where a request's data goes and what range of the file its IO covers; reserves its
+ * buffer. On the direct descriptor a READ or WRITE whose offset or length is not a
+ * multiple of dio_align covers [lo, hi), the range rounded out to dio_align: a READ reads
+ * all of it and replies from buf + boff; a WRITE receives its payload at buf + boff, reads
+ * the partial edge blocks into ebuf, copies their outside bytes around the payload and
+ * writes [lo, hi) (read-modify-write). An unaligned WRITE_ZEROES only needs ebuf. Returns
+ * false when out of memory. */
+bool req_layout(struct req *r)
+{
+    const struct nbd_export *ex = &r->conn->srv->ex;
+    uint64_t a = ex->dio_align, end = r->off + r->len;
+    r->lo = r->off;
+    r->hi = end;
+    r->boff = 0;
+    r->ebuf = NULL;
+    r->rmw = false;
+    bool data = r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE;
+    if (ex->fd_direct < 0 || (r->off % a == 0 && r->len % a == 0))
+        return !data || req_reserve(r, r->len);
+    r->lo = r->off / a * a;
+    r->hi = (end + a - 1) / a * a;
+    r->boff = (size_t)(r->off - r->lo);
+    size_t span = (size_t)(r->hi - r->lo);
+    if (r->type == NBD_CMD_READ)
+        return req_reserve(r, span);
+    r->rmw = true;
+    size_t eoff = data ? (span + BUF_ALIGN - 1) / BUF_ALIGN * BUF_ALIGN : 0;
+    if (!req_reserve(r, eoff + 2 * a))
+        return false;
+    r->ebuf = (uint8_t *)r->buf + eoff;
     return true;
 }
 
@@ -64,8 +108,13 @@ void req_put(struct req *r)
     struct server *srv = c->srv;
     c->nreq--;
     c->nbytes -= r->cap;
+    srv->live_reqs--;
+    srv->buf_bytes -= r->cap;
     r->conn = NULL;
-    if (r->cap > POOL_KEEP_CAP || srv->nfree_reqs >= POOL_KEEP_N) {
+    /* The pool is bounded in requests and bytes, so a burst of big requests does not
+     * stay resident. */
+    if (r->cap > POOL_KEEP_CAP || srv->nfree_reqs >= POOL_KEEP_N ||
+        srv->pool_bytes + r->cap > POOL_KEEP_BYTES) {
         free(r->buf);
         r->buf = NULL;
         r->cap = 0;
@@ -76,7 +125,12 @@ void req_put(struct req *r)
         r->next = srv->free_reqs;
         srv->free_reqs = r;
         srv->nfree_reqs++;
+        srv->pool_bytes += r->cap;
     }
+    if (!srv->live_reqs)
+        srv->trim_at_ns = now_ns() + IDLE_TRIM_MS * 1000000ull;
+    if (srv->buf_waiters)
+        conns_wake_paused(srv); /* room freed in max_buf */
     conn_touch(c); /* may resume reading, or finish closing */
 }
 
@@ -111,7 +165,8 @@ void reply(struct req *r)
     memcpy(r->rhdr + 8, r->cookie, 8);
     bool data = r->type == NBD_CMD_READ && r->err == 0;
     r->out = (struct out){ .hdr = r->rhdr, .hlen = NBD_REPLY_HDR_LEN,
-                           .data = data ? r->buf : NULL, .dlen = data ? r->len : 0,
+                           .data = data ? (uint8_t *)r->buf + r->boff : NULL,
+                           .dlen = data ? r->len : 0,
                            .owner = r };
     if (data)
         srv->stats.bytes_read += r->len;
@@ -150,7 +205,7 @@ static void push_done(struct req *r)
 static void on_io_done(void *ctx, int64_t res)
 {
     struct req *r = ctx;
-    if (res >= 0 && r->type == NBD_CMD_READ && (uint64_t)res != r->len)
+    if (res >= 0 && r->rd_piece && (uint64_t)res != r->rd_piece)
         res = -EIO; /* short read: the file shrank under us */
     if (res < 0) {
         int64_t zero = 0;
@@ -169,11 +224,6 @@ static void req_unref(struct req *r)
         io_finished(r);
 }
 
-static bool aligned_for_direct(const struct nbd_export *ex, uint64_t off, uint64_t len)
-{
-    return ex->fd_direct >= 0 && off % ex->dio_align == 0 && len % ex->dio_align == 0;
-}
-
 /* Submits op over [off, off+len) in pieces of at most `chunk` bytes from `buf` (which,
  * when `same_buf`, is reused for every piece). The caller holds one reference in
  * `pending`; every accepted piece adds one. */
@@ -181,7 +231,9 @@ static void submit_pieces(struct req *r, uint32_t op, void *buf, uint64_t off, u
                           uint64_t chunk, bool same_buf, uint32_t flags)
 {
     struct server *srv = r->conn->srv;
-    int fd = aligned_for_direct(&srv->ex, off, len) ? srv->ex.fd_direct : srv->ex.fd_buf;
+    /* One descriptor per export (see "Write ordering"): callers pass aligned ranges
+     * whenever it is the direct one. */
+    int fd = srv->ex.fd_direct >= 0 ? srv->ex.fd_direct : srv->ex.fd_buf;
     for (uint64_t done = 0; done < len;) {
         uint64_t n = len - done < chunk ? len - done : chunk;
         ioeng_req_t q = { .op = op, .prio = IOENG_PRIO_NORMAL, .fd = fd, .flags = flags,
@@ -223,29 +275,204 @@ static void submit_sync(struct req *r)
     req_unref(r);
 }
 
-/* Starts a checked request. */
-void start_io(struct req *r)
+/* ------------------------------------------------------------------------ */
+/* Write ordering                                                           */
+/* ------------------------------------------------------------------------ */
+/* The export is never written through two paths: mixing O_DIRECT and buffered writes on
+ * one page lets the kernel's invalidation of cached pages after a direct write fail
+ * ("Page cache invalidation failure on direct I/O"), which loses acknowledged data and
+ * turns later fsyncs into EIO. So with a direct descriptor every request uses it, and a
+ * write not aligned to dio_align is a read-modify-write of its edge blocks. That RMW must
+ * not run beside another write to the same blocks (it would write back the stale edge it
+ * read): writes are listed in arrival order, and a write overlapping an earlier listed
+ * write, where either of the two is an RMW, waits until that one is done. Aligned writes
+ * with no RMW in the list skip the scan: the fast path costs one list insert. */
+
+static bool wl_conflict(const struct req *a, const struct req *b)
+{
+    return (a->rmw || b->rmw) && a->lo < b->hi && b->lo < a->hi;
+}
+
+/* Lists a write; returns whether it may start now. */
+static bool wl_acquire(struct req *r)
 {
     struct server *srv = r->conn->srv;
-    bool fua = (r->flags & NBD_CMD_FLAG_FUA) != 0;
-    uint32_t wflags = 0;
-    if (fua && r->type != NBD_CMD_READ && r->type != NBD_CMD_FLUSH) {
-        if (srv->dsync_ok) {
-            wflags = IOENG_REQ_DSYNC;
-        } else {
-            r->need_sync = true;
+    bool blocked = false;
+    if (r->rmw || srv->wl_rmw)
+        for (const struct req *e = srv->wl_head; e && !blocked; e = e->wnext)
+            blocked = wl_conflict(e, r);
+    r->wnext = NULL;
+    r->wprev = srv->wl_tail;
+    if (srv->wl_tail)
+        srv->wl_tail->wnext = r;
+    else
+        srv->wl_head = r;
+    srv->wl_tail = r;
+    r->in_wl = true;
+    r->waiting = blocked;
+    srv->wl_rmw += r->rmw;
+    srv->wl_waiting += blocked;
+    srv->stats.rmw_writes += r->rmw;
+    srv->stats.write_waits += blocked;
+    return !blocked;
+}
+
+static void dispatch(struct req *r);
+
+/* Unlists a finished write and starts the waiting writes it no longer blocks. */
+static void wl_release(struct req *r)
+{
+    struct server *srv = r->conn->srv;
+    if (r->wprev)
+        r->wprev->wnext = r->wnext;
+    else
+        srv->wl_head = r->wnext;
+    if (r->wnext)
+        r->wnext->wprev = r->wprev;
+    else
+        srv->wl_tail = r->wprev;
+    r->in_wl = false;
+    srv->wl_rmw -= r->rmw;
+    if (!srv->wl_waiting)
+        return;
+    /* Decide first, dispatch after: a dispatch may finish (and unlist) at once. */
+    struct req *go = NULL, **tail = &go;
+    for (struct req *e = srv->wl_head; e; e = e->wnext) {
+        if (!e->waiting)
+            continue;
+        bool blocked = false;
+        for (const struct req *f = srv->wl_head; f != e && !blocked; f = f->wnext)
+            blocked = wl_conflict(f, e);
+        if (!blocked) {
+            e->waiting = false;
+            srv->wl_waiting--;
+            e->next = NULL;
+            *tail = e;
+            tail = &e->next;
         }
     }
+    while (go) {
+        struct req *nx = go->next;
+        go->next = NULL;
+        dispatch(go);
+        go = nx;
+    }
+}
+
+/* Frees writes still waiting when the server gives up on them (shutdown grace over). */
+void free_waiting_writes(struct server *srv)
+{
+    for (struct req *e = srv->wl_head; e;) {
+        struct req *nx = e->wnext;
+        if (e->waiting) {
+            free(e->buf);
+            free(e);
+        }
+        e = nx;
+    }
+    srv->wl_head = srv->wl_tail = NULL;
+}
+
+/* The partial edge blocks of [lo, hi): the first when off is not aligned, the last when
+ * the end is not (possibly the same block). */
+static void edge_blocks(const struct req *r, uint64_t a, uint64_t *head, uint64_t *tail)
+{
+    *head = r->off != r->lo ? r->lo : UINT64_MAX;
+    *tail = r->off + r->len != r->hi ? r->hi - a : UINT64_MAX;
+}
+
+/* Phase 1 of an RMW: read the edge blocks into ebuf (head at 0, tail at a). */
+static void submit_edge_reads(struct req *r)
+{
+    uint64_t a = r->conn->srv->ex.dio_align, h, t;
+    edge_blocks(r, a, &h, &t);
+    r->phase = PH_EDGE_READ;
+    r->rd_piece = a;
+    if (h != UINT64_MAX)
+        submit_pieces(r, IOENG_OP_READ, r->ebuf, h, a, a, false, 0);
+    if (t != UINT64_MAX && t != h)
+        submit_pieces(r, IOENG_OP_READ, r->ebuf + a, t, a, a, false, 0);
+}
+
+/* The edge block holding file offset `at` (head or tail) in ebuf. */
+static uint8_t *edge_at(const struct req *r, uint64_t a, uint64_t at)
+{
+    uint64_t h, t;
+    edge_blocks(r, a, &h, &t);
+    return h != UINT64_MAX && at < h + a ? r->ebuf : r->ebuf + a;
+}
+
+/* Phase 2 of an RMW: merge the edges and write. */
+static void submit_rmw_writes(struct req *r, uint32_t wflags)
+{
+    struct server *srv = r->conn->srv;
+    uint64_t a = srv->ex.dio_align, end = r->off + r->len, h, t;
+    edge_blocks(r, a, &h, &t);
+    r->phase = PH_IO;
+    r->rd_piece = 0;
+    uint8_t *b = r->buf;
+    if (r->type == NBD_CMD_WRITE) {
+        /* Around the payload (at b + boff): the edges' bytes outside the request. */
+        if (h != UINT64_MAX)
+            memcpy(b, r->ebuf, r->boff);
+        if (t != UINT64_MAX)
+            memcpy(b + (end - r->lo), edge_at(r, a, t) + (end - t), r->hi - end);
+        submit_pieces(r, IOENG_OP_WRITE, b, r->lo, r->hi - r->lo, r->hi - r->lo, false, wflags);
+        return;
+    }
+    /* WRITE_ZEROES: zero the request's part of each edge block, write them, and the
+     * aligned middle from the zero buffer. */
+    uint64_t mid_lo = r->off, mid_hi = end;
+    if (h != UINT64_MAX) {
+        uint64_t stop = end < h + a ? end : h + a;
+        memset(r->ebuf + (r->off - h), 0, stop - r->off);
+        submit_pieces(r, IOENG_OP_WRITE, r->ebuf, h, a, a, false, wflags);
+        mid_lo = h + a;
+    }
+    if (t != UINT64_MAX) {
+        if (t != h) {
+            memset(r->ebuf + a, 0, end - t);
+            submit_pieces(r, IOENG_OP_WRITE, r->ebuf + a, t, a, a, false, wflags);
+        }
+        mid_hi = t;
+    }
+    if (mid_lo < mid_hi)
+        submit_pieces(r, IOENG_OP_WRITE, srv->zero_buf, mid_lo, mid_hi - mid_lo, ZERO_CHUNK, true,
+                      wflags);
+}
+
+static uint32_t write_flags(struct req *r)
+{
+    bool fua = (r->flags & NBD_CMD_FLAG_FUA) != 0;
+    if (!fua || r->type == NBD_CMD_READ || r->type == NBD_CMD_FLUSH)
+        return 0;
+    if (r->conn->srv->dsync_ok)
+        return IOENG_REQ_DSYNC;
+    r->need_sync = true;
+    return 0;
+}
+
+/* Submits a request whose turn it is (its write range is free). */
+static void dispatch(struct req *r)
+{
+    struct server *srv = r->conn->srv;
+    uint32_t wflags = write_flags(r);
     atomic_store(&r->pending, 1);
+    r->rd_piece = 0;
     switch (r->type) {
     case NBD_CMD_READ:
-        submit_pieces(r, IOENG_OP_READ, r->buf, r->off, r->len, r->len, false, 0);
+        r->rd_piece = r->hi - r->lo;
+        submit_pieces(r, IOENG_OP_READ, r->buf, r->lo, r->hi - r->lo, r->hi - r->lo, false, 0);
         break;
     case NBD_CMD_WRITE:
-        submit_pieces(r, IOENG_OP_WRITE, r->buf, r->off, r->len, r->len, false, wflags);
-        break;
     case NBD_CMD_WRITE_ZEROES:
-        submit_pieces(r, IOENG_OP_WRITE, srv->zero_buf, r->off, r->len, ZERO_CHUNK, true, wflags);
+        if (r->rmw)
+            submit_edge_reads(r);
+        else if (r->type == NBD_CMD_WRITE)
+            submit_pieces(r, IOENG_OP_WRITE, r->buf, r->off, r->len, r->len, false, wflags);
+        else
+            submit_pieces(r, IOENG_OP_WRITE, srv->zero_buf, r->off, r->len, ZERO_CHUNK, true,
+                          wflags);
         break;
     case NBD_CMD_FLUSH: {
         ioeng_req_t q = { .op = IOENG_OP_FDATASYNC, .prio = IOENG_PRIO_NORMAL, .fd = srv->ex.fd_buf };
@@ -258,7 +485,8 @@ void start_io(struct req *r)
         break;
     }
     }
-    if (fua && (r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES)) {
+    if (r->flags & NBD_CMD_FLAG_FUA &&
+        (r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES)) {
         if (r->need_sync)
             srv->stats.fua_fallback++;
         else
@@ -267,15 +495,36 @@ void start_io(struct req *r)
     req_unref(r);
 }
 
+/* Starts a checked request (req_layout done): writes on the direct descriptor wait
+ * their turn in the write list first. */
+void start_io(struct req *r)
+{
+    struct server *srv = r->conn->srv;
+    bool write = r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES;
+    if (write && srv->ex.fd_direct >= 0 && !wl_acquire(r))
+        return; /* wl_release() dispatches it */
+    dispatch(r);
+}
+
 /* Every piece of a request is back (called on the loop thread). */
 static void io_finished(struct req *r)
 {
     int64_t e = atomic_load(&r->ioerr);
+    if (e == 0 && r->phase == PH_EDGE_READ) {
+        /* Edges read: merge and write (the FUA flag, or need_sync, still applies). */
+        atomic_store(&r->pending, 1);
+        submit_rmw_writes(r, r->need_sync ? 0 : write_flags(r));
+        req_unref(r);
+        return;
+    }
+    r->phase = PH_IO;
     if (e == 0 && r->need_sync) {
         r->need_sync = false;
         submit_sync(r);
         return;
     }
+    if (r->in_wl)
+        wl_release(r);
     if (e == 0 && (r->type == NBD_CMD_WRITE))
         r->conn->srv->stats.bytes_written += r->len;
     if (r->conn->dead) {
@@ -385,4 +634,23 @@ void free_pool(struct server *srv)
         free(r->buf);
         free(r);
     }
+    srv->nfree_reqs = 0;
+    srv->pool_bytes = 0;
+}
+
+/* The buffer bytes the request in header `hdr` (28 bytes, not yet consumed) will hold:
+ * an upper bound of req_layout's reservation, so the per-connection and server limits
+ * can be checked before the request is taken (0 for requests without a buffer, and for
+ * those refused without one). */
+size_t req_need(const struct server *srv, const uint8_t *hdr)
+{
+    uint16_t type = get16(hdr + 6);
+    uint32_t len = get32(hdr + 24);
+    if (get32(hdr) != NBD_REQUEST_MAGIC || len > MAX_PAYLOAD || len == 0)
+        return 0;
+    if (type == NBD_CMD_READ || type == NBD_CMD_WRITE)
+        return (size_t)len + 2 * (size_t)srv->ex.dio_align + 2 * BUF_ALIGN;
+    if (type == NBD_CMD_WRITE_ZEROES)
+        return 2 * (size_t)srv->ex.dio_align + BUF_ALIGN;
+    return 0;
 }

@@ -289,8 +289,8 @@ struct ioeng_req {
    */
   int32_t fd;
   /**
-   * IOENG_REQ_* bits; an unknown bit gives -EINVAL. Flags on FSYNC/FDATASYNC, and
-   * DSYNC/SYNC on READ/READV, give -EINVAL.
+   * IOENG_REQ_* bits; an unknown bit gives -EINVAL. Flags on FSYNC/FDATASYNC/
+   * FALLOCATE/SYNC_FILE_RANGE, and DSYNC/SYNC on READ/READV, give -EINVAL.
    */
   ioeng_req_flags_t flags;
   /**
@@ -304,6 +304,7 @@ struct ioeng_req {
   /**
    * READ/WRITE: bytes, > 0. READV/WRITEV: iovec count, 1..=IOV_MAX. Transfers above
    * the kernel's per-call maximum (0x7ffff000 bytes) are split internally.
+   * FALLOCATE/SYNC_FILE_RANGE: the length of the range, passed on as it is.
    */
   uint64_t len;
   /**
@@ -325,6 +326,7 @@ struct ioeng_req {
   uint64_t deadline_ns;
   /**
    * With IOENG_REQ_FIXED_BUF: index into the buffers given to ioeng_register_buffers().
+   * FALLOCATE: the mode (FALLOC_FL_*). SYNC_FILE_RANGE: the flags (SYNC_FILE_RANGE_*).
    */
   uint32_t buf_index;
   /**
@@ -341,10 +343,11 @@ struct ioeng_req {
 
 /**
  * Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
- * EOF); WRITE → `len`; READV/WRITEV → the same over the whole vector; FSYNC/FDATASYNC →
- * 0; -ECANCELED after ioeng_cancel(); -ETIMEDOUT when `deadline_ns` passed while the
- * request was queued; failure → -errno from the kernel. With IOENG_REQ_NOWAIT, -EAGAIN
- * (when nothing was moved) or the bytes moved before the kernel would have blocked.
+ * EOF); WRITE → `len`; READV/WRITEV → the same over the whole vector; FSYNC/FDATASYNC/
+ * FALLOCATE/SYNC_FILE_RANGE → 0; -ECANCELED after ioeng_cancel(); -ETIMEDOUT when
+ * `deadline_ns` passed while the request was queued; failure → -errno from the kernel.
+ * With IOENG_REQ_NOWAIT, -EAGAIN (when nothing was moved) or the bytes moved before the
+ * kernel would have blocked.
  * READ at end of file: for a stream, when the peer shut down or the writer closed. On
  * message-oriented fds (datagram/seqpacket sockets, inotify, eventfd, signalfd,
  * timerfd, and character devices without a position other than ttys: /dev/fuse,
@@ -403,7 +406,8 @@ struct ioeng_stats {
    */
   uint64_t queued_write;
   /**
-   * io_submit / io_uring_enter calls that submitted at least one IO.
+   * io_submit / io_uring_enter calls that submitted at least one IO (on AIO, handing
+   * FALLOCATE/SYNC_FILE_RANGE commands to the engine's helper thread counts as one).
    */
   uint64_t kernel_submit_calls;
   /**
@@ -527,7 +531,10 @@ struct ioeng_class_stats {
  * engine's submitting thread, and a READ of a blocking pipe or socket stops that thread
  * (and every other request of the engine) until data arrives. In IOENG_MODE_POLLED the
  * submitting thread is the one in ioeng_poll(): such a request blocks ioeng_poll itself
- * (and so the caller's event loop). io_uring has neither limit.
+ * (and so the caller's event loop). io_uring has neither limit. FALLOCATE and
+ * SYNC_FILE_RANGE, which Linux AIO has no command for, run on one helper thread of the
+ * engine, in POLLED mode too: started by the first of them (never at open), it blocks
+ * asynchronous signals and is joined by ioeng_close().
  */
 #define IOENG_BACKEND_AIO 1
 
@@ -568,14 +575,20 @@ struct ioeng_class_stats {
 
 /**
  * Since 1.1: fallocate(2) of `fd` over `offset`..`offset + len`, mode (FALLOC_FL_*) in
- * `buf_index`; `buf` ignored; no flags. Goes to the WRITE queue. Gives fallocate's result.
+ * `buf_index`; `buf` ignored; no flags. Goes to the WRITE queue. Gives fallocate's result:
+ * 0, or the kernel's -errno for whatever it refuses (an unsupported mode: -EOPNOTSUPP;
+ * `len` 0: -EINVAL); only `offset + len` above INT64_MAX is refused at submit.
  */
 #define IOENG_OP_FALLOCATE 6
 
 /**
  * Since 1.1: sync_file_range(2) of `fd` over `offset`..`offset + len` (len 0 = to the end
  * of the file), flags (SYNC_FILE_RANGE_*) in `buf_index`; `buf` ignored; no flags. Goes to
- * the WRITE queue. Gives sync_file_range's result.
+ * the WRITE queue. Gives sync_file_range's result (0, or the kernel's -errno, e.g. -EINVAL
+ * for unknown flags). A range of 4 GiB or more is synced in pieces of less than 4 GiB, one
+ * after the other, as far as the file's (or block device's) data reaches (io_uring's
+ * length field is 32 bits; both backends do the same); `res` is 0 only if every piece
+ * gave 0, else the first error.
  */
 #define IOENG_OP_SYNC_FILE_RANGE 7
 
@@ -624,15 +637,18 @@ struct ioeng_class_stats {
 #define IOENG_MODE_THREADS 0
 
 /**
- * No engine thread: the caller drives the engine with ioeng_poll() (from any thread, one
- * at a time), which dispatches, submits, reaps and runs the callbacks on the calling
- * thread; ioeng_event_fd() tells an epoll/poll loop when to call it. Nothing happens
- * between polls: ioeng_submit() only queues. For thread-per-core programs and event loops.
+ * No engine thread (one exception: on AIO, the helper thread of FALLOCATE and
+ * SYNC_FILE_RANGE, see IOENG_BACKEND_AIO): the caller drives the engine with ioeng_poll()
+ * (from any thread, one at a time), which dispatches, submits, reaps and runs the
+ * callbacks on the calling thread; ioeng_event_fd() tells an epoll/poll loop when to call
+ * it. Nothing happens between polls: ioeng_submit() only queues. For thread-per-core
+ * programs and event loops.
  */
 #define IOENG_MODE_POLLED 1
 
 /**
- * READ goes to the READ queue; WRITE, FSYNC and FDATASYNC go to the WRITE queue.
+ * READ and READV go to the READ queue; WRITE, WRITEV, FSYNC, FDATASYNC, FALLOCATE and
+ * SYNC_FILE_RANGE go to the WRITE queue.
  */
 #define IOENG_PRIO_NORMAL 0
 
@@ -686,8 +702,9 @@ int ioeng_open(const struct ioeng_config *cfg, struct ioeng **out);
  *  -EINVAL      NULL `h`, `req` or `cb`; unknown op or prio; READ/WRITE with NULL
  *               `buf` or `len == 0`; READV/WRITEV with NULL `buf`, an iovec count
  *               outside 1..=IOV_MAX or iovec lengths summing above INT64_MAX;
- *               `offset` + bytes above INT64_MAX; an unknown flag bit; any flag on
- *               FSYNC/FDATASYNC; DSYNC or SYNC on READ/READV; FIXED_BUF on
+ *               `offset` + bytes (FALLOCATE/SYNC_FILE_RANGE: + `len`) above
+ *               INT64_MAX; an unknown flag bit; any flag on FSYNC/FDATASYNC/
+ *               FALLOCATE/SYNC_FILE_RANGE; DSYNC or SYNC on READ/READV; FIXED_BUF on
  *               READV/WRITEV, without registered buffers, with `buf_index` out of
  *               range or `[buf, buf+len)` not inside that buffer; `reserved` not 0;
  *  -EBADF       `fd < 0`;
@@ -907,7 +924,8 @@ int ioeng_close(struct ioeng *h);
  * request queued from another thread, a completion, a cancel, a delayed internal retry
  * or the earliest queued request's deadline falling due wakes it). Cancelled and
  * timed-out requests get their callbacks here too. With `min_complete == 0` it makes
- * one pass and returns.
+ * one pass and returns. Returning with nothing to do now, it leaves the event fd quiet
+ * and arms the engine's timer for it (see ioeng_event_fd(), ioeng_next_timeout_ns()).
  *
  * Returns the number of callbacks run (0 on timeout), or:
  *  -EINVAL  NULL `h`, a THREADS engine, or `timeout_ns < -1`;
@@ -932,16 +950,26 @@ int ioeng_poll(struct ioeng *h, uint32_t min_complete, int64_t timeout_ns);
 
 /**
  * POLLED mode: an eventfd, owned by the engine (do not close or read it), that is
- * readable while there is work for ioeng_poll(): requests queued, or completions ready.
- * Add it to epoll/poll/select and call ioeng_poll(h, 0, 0) when it is readable. The
- * kernel signals it for each completion (io_uring IORING_REGISTER_EVENTFD, AIO
- * IOCB_FLAG_RESFD; on io_uring only while no thread is inside ioeng_poll(), which
- * sees completions itself); ioeng_submit() from any thread signals it; ioeng_poll()
- * leaves it readable only when work remains. It may be readable with nothing to do
- * (a spurious wake-up: ioeng_poll then returns 0). It does not fire for a delayed retry
- * of -EAGAIN, nor for a queued request's deadline: those are handled in the next poll,
- * so a loop that waits only on this fd should also wake now and then (see
- * examples_c/epoll_loop.c). Valid until ioeng_close().
+ * readable while ioeng_poll() can make progress now: completions are ready, queued
+ * requests may be dispatched (not paused, a slot free), or a timer is due: a queued
+ * request's deadline passed, or a delayed retry of -EAGAIN is due. Add it to
+ * epoll/poll/select and call ioeng_poll(h, 0, 0) when it is readable; the loop needs
+ * no timer of its own for the engine (see examples_c/epoll_loop.c). The kernel signals
+ * it for each completion (io_uring IORING_REGISTER_EVENTFD, AIO IOCB_FLAG_RESFD; on
+ * io_uring only while no thread is inside ioeng_poll(), which sees completions
+ * itself); ioeng_submit() from any thread signals it (on a paused engine only for a
+ * request whose deadline is earlier than any queued one); an engine-owned kernel timer
+ * (io_uring IORING_OP_TIMEOUT, AIO a timerfd watched with IOCB_CMD_POLL) signals it
+ * when the earliest deadline or retry falls due (on io_uring also for the check of
+ * transfers that can never happen, see ioeng_next_timeout_ns()), armed by ioeng_poll()
+ * as it returns;
+ * ioeng_poll() leaves it readable only when work remains. So a paused engine's fd
+ * stays quiet until a deadline fires. It may be readable with nothing to do (a
+ * spurious wake-up, e.g. the timer of a request that was cancelled or dispatched
+ * meanwhile: ioeng_poll then returns 0). On io_uring the kernel posts completions
+ * (the timer's too) through work queued to the thread that submitted them, the one in
+ * ioeng_poll(): a blocking call of that thread, such as epoll_wait(), may return EINTR
+ * for it; retry it, as for a signal. Valid until ioeng_close().
  * Returns the fd, or -EINVAL for NULL `h` or a THREADS engine, or -ESRCH in a forked
  * child. Thread-safe.
  *
@@ -949,6 +977,26 @@ int ioeng_poll(struct ioeng *h, uint32_t min_complete, int64_t timeout_ns);
  * `h` is NULL or a live handle.
  */
 int ioeng_event_fd(const struct ioeng *h);
+
+/**
+ * Since 1.1. POLLED mode: how long an event loop may sleep before ioeng_poll() has
+ * work, for loops that want a timeout rather than (or next to) the event fd: 0 when
+ * the event fd is readable (progress is possible now: call ioeng_poll()) or a timer is
+ * due; else the nanoseconds from now until the engine's earliest timer: a queued
+ * request's deadline, a delayed retry of -EAGAIN, or (io_uring, while IO is in flight)
+ * the engine's check for transfers that can never happen (at most every 50 ms, until
+ * each in-flight transfer was checked once); -1 when there is none (only new work or
+ * completions end the wait). The event fd fires by itself at that time: a loop that
+ * waits on the fd needs neither this call nor a timer. Exact only between polls: while a
+ * thread is inside ioeng_poll(), that thread serves the engine (and the fd may be quiet).
+ * Returns -EINVAL for a NULL `h` or a THREADS engine (its engine threads keep the
+ * timers; there is no fd to wait on and nothing for the caller to schedule), -ESRCH in
+ * a forked child; errors are below -1. Thread-safe; may be called from a callback.
+ *
+ * # Safety
+ * `h` is NULL or a live handle.
+ */
+int64_t ioeng_next_timeout_ns(const struct ioeng *h);
 
 /**
  * Library version, e.g. "1.1.0" (IOENG_VERSION_MAJOR.MINOR.PATCH of the library

@@ -14,7 +14,7 @@ layers=(
     "classes"
     "waiting cancel flight stats class_stats wakeup"
     "context"
-    "driver round"
+    "driver round aio_helper aio_timer"
     "aio uring shared steps"
     "worker polled"
     "engine"

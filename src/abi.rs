@@ -19,7 +19,8 @@ pub struct IoengStats {
     pub queued_read: u64,
     /// Requests waiting in the WRITE queue.
     pub queued_write: u64,
-    /// io_submit / io_uring_enter calls that submitted at least one IO.
+    /// io_submit / io_uring_enter calls that submitted at least one IO (on AIO, handing
+    /// FALLOCATE/SYNC_FILE_RANGE commands to the engine's helper thread counts as one).
     pub kernel_submit_calls: u64,
     /// Kernel IOs issued again: short reads/writes before EOF, -EAGAIN/-EINTR.
     pub resubmits: u64,

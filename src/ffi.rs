@@ -34,7 +34,10 @@ pub const IOENG_BACKEND_AUTO: IoengBackend = 0;
 /// engine's submitting thread, and a READ of a blocking pipe or socket stops that thread
 /// (and every other request of the engine) until data arrives. In IOENG_MODE_POLLED the
 /// submitting thread is the one in ioeng_poll(): such a request blocks ioeng_poll itself
-/// (and so the caller's event loop). io_uring has neither limit.
+/// (and so the caller's event loop). io_uring has neither limit. FALLOCATE and
+/// SYNC_FILE_RANGE, which Linux AIO has no command for, run on one helper thread of the
+/// engine, in POLLED mode too: started by the first of them (never at open), it blocks
+/// asynchronous signals and is joined by ioeng_close().
 pub const IOENG_BACKEND_AIO: IoengBackend = 1;
 /// io_uring.
 pub const IOENG_BACKEND_URING: IoengBackend = 2;
@@ -54,11 +57,17 @@ pub const IOENG_OP_READV: IoengOp = 4;
 /// Gather write (pwritev2): `buf` is a `const struct iovec *`, `len` the iovec count.
 pub const IOENG_OP_WRITEV: IoengOp = 5;
 /// Since 1.1: fallocate(2) of `fd` over `offset`..`offset + len`, mode (FALLOC_FL_*) in
-/// `buf_index`; `buf` ignored; no flags. Goes to the WRITE queue. Gives fallocate's result.
+/// `buf_index`; `buf` ignored; no flags. Goes to the WRITE queue. Gives fallocate's result:
+/// 0, or the kernel's -errno for whatever it refuses (an unsupported mode: -EOPNOTSUPP;
+/// `len` 0: -EINVAL); only `offset + len` above INT64_MAX is refused at submit.
 pub const IOENG_OP_FALLOCATE: IoengOp = 6;
 /// Since 1.1: sync_file_range(2) of `fd` over `offset`..`offset + len` (len 0 = to the end
 /// of the file), flags (SYNC_FILE_RANGE_*) in `buf_index`; `buf` ignored; no flags. Goes to
-/// the WRITE queue. Gives sync_file_range's result.
+/// the WRITE queue. Gives sync_file_range's result (0, or the kernel's -errno, e.g. -EINVAL
+/// for unknown flags). A range of 4 GiB or more is synced in pieces of less than 4 GiB, one
+/// after the other, as far as the file's (or block device's) data reaches (io_uring's
+/// length field is 32 bits; both backends do the same); `res` is 0 only if every piece
+/// gave 0, else the first error.
 pub const IOENG_OP_SYNC_FILE_RANGE: IoengOp = 7;
 
 /// Per-request flags (`IOENG_REQ_*`, or-ed into `ioeng_req_t.flags`).
@@ -101,10 +110,12 @@ const _: () = assert!(IOENG_MAX_REGISTERED_BUFFERS == MAX_REGISTERED_BUFFERS);
 pub type IoengMode = u32;
 /// A submitter and a completer thread per engine; callbacks run on an engine thread.
 pub const IOENG_MODE_THREADS: IoengMode = 0;
-/// No engine thread: the caller drives the engine with ioeng_poll() (from any thread, one
-/// at a time), which dispatches, submits, reaps and runs the callbacks on the calling
-/// thread; ioeng_event_fd() tells an epoll/poll loop when to call it. Nothing happens
-/// between polls: ioeng_submit() only queues. For thread-per-core programs and event loops.
+/// No engine thread (one exception: on AIO, the helper thread of FALLOCATE and
+/// SYNC_FILE_RANGE, see IOENG_BACKEND_AIO): the caller drives the engine with ioeng_poll()
+/// (from any thread, one at a time), which dispatches, submits, reaps and runs the
+/// callbacks on the calling thread; ioeng_event_fd() tells an epoll/poll loop when to call
+/// it. Nothing happens between polls: ioeng_submit() only queues. For thread-per-core
+/// programs and event loops.
 pub const IOENG_MODE_POLLED: IoengMode = 1;
 
 /// `idle_poll_us`: let the engine choose how long idle threads poll: up to 50 µs, only
@@ -139,7 +150,8 @@ pub const IOENG_VERSION_PATCH: u32 = 0;
 
 /// Priority (`IOENG_PRIO_*`).
 pub type IoengPrio = u32;
-/// READ goes to the READ queue; WRITE, FSYNC and FDATASYNC go to the WRITE queue.
+/// READ and READV go to the READ queue; WRITE, WRITEV, FSYNC, FDATASYNC, FALLOCATE and
+/// SYNC_FILE_RANGE go to the WRITE queue.
 pub const IOENG_PRIO_NORMAL: IoengPrio = 0;
 /// Strict priority queue: dispatched before any queued NORMAL request.
 pub const IOENG_PRIO_HIGH: IoengPrio = 1;
@@ -161,8 +173,8 @@ pub struct IoengReq {
     /// (closing it earlier gives -EBADF in the callback, or IO on whatever file reuses the
     /// number).
     pub fd: i32,
-    /// IOENG_REQ_* bits; an unknown bit gives -EINVAL. Flags on FSYNC/FDATASYNC, and
-    /// DSYNC/SYNC on READ/READV, give -EINVAL.
+    /// IOENG_REQ_* bits; an unknown bit gives -EINVAL. Flags on FSYNC/FDATASYNC/
+    /// FALLOCATE/SYNC_FILE_RANGE, and DSYNC/SYNC on READ/READV, give -EINVAL.
     pub flags: IoengReqFlags,
     /// READ/WRITE: caller-owned memory of `len` bytes. READV/WRITEV: a caller-owned
     /// `const struct iovec *` array of `len` entries. Memory (the array and every buffer
@@ -172,6 +184,7 @@ pub struct IoengReq {
     pub buf: *mut c_void,
     /// READ/WRITE: bytes, > 0. READV/WRITEV: iovec count, 1..=IOV_MAX. Transfers above
     /// the kernel's per-call maximum (0x7ffff000 bytes) are split internally.
+    /// FALLOCATE/SYNC_FILE_RANGE: the length of the range, passed on as it is.
     pub len: u64,
     /// Byte offset in the file. Streams (pipes, FIFOs, sockets, ttys: files where lseek
     /// fails with ESPIPE) have no position and ignore it: a short transfer on a stream
@@ -185,6 +198,7 @@ pub struct IoengReq {
     /// the kernel) at this time completes with -ETIMEDOUT.
     pub deadline_ns: u64,
     /// With IOENG_REQ_FIXED_BUF: index into the buffers given to ioeng_register_buffers().
+    /// FALLOCATE: the mode (FALLOC_FL_*). SYNC_FILE_RANGE: the flags (SYNC_FILE_RANGE_*).
     pub buf_index: u32,
     /// Since 1.1 (was part of `reserved`): the request's IO class; 0 = the default class,
     /// which is all a 1.0 program uses; else an id from ioeng_class_open() on this
@@ -209,10 +223,11 @@ const _: () = assert!(std::mem::offset_of!(IoengReq, class_id) == 60);
 const _: () = assert!(std::mem::offset_of!(IoengReq, reserved) == 62);
 
 /// Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
-/// EOF); WRITE → `len`; READV/WRITEV → the same over the whole vector; FSYNC/FDATASYNC →
-/// 0; -ECANCELED after ioeng_cancel(); -ETIMEDOUT when `deadline_ns` passed while the
-/// request was queued; failure → -errno from the kernel. With IOENG_REQ_NOWAIT, -EAGAIN
-/// (when nothing was moved) or the bytes moved before the kernel would have blocked.
+/// EOF); WRITE → `len`; READV/WRITEV → the same over the whole vector; FSYNC/FDATASYNC/
+/// FALLOCATE/SYNC_FILE_RANGE → 0; -ECANCELED after ioeng_cancel(); -ETIMEDOUT when
+/// `deadline_ns` passed while the request was queued; failure → -errno from the kernel.
+/// With IOENG_REQ_NOWAIT, -EAGAIN (when nothing was moved) or the bytes moved before the
+/// kernel would have blocked.
 /// READ at end of file: for a stream, when the peer shut down or the writer closed. On
 /// message-oriented fds (datagram/seqpacket sockets, inotify, eventfd, signalfd,
 /// timerfd, and character devices without a position other than ttys: /dev/fuse,
@@ -344,13 +359,13 @@ unsafe fn engine_of<'a>(h: *const Ioeng) -> Option<&'a AnyEngine> {
 /// A child that a callback forked and that returned from the callback leaves the call
 /// it was in with -ESRCH (see `sys::fork::after_callback`). Under TSan, libioeng's own
 /// memory traffic is hidden from it meanwhile (`tsan::Ignored`).
-fn guard(body: impl FnOnce() -> c_int) -> c_int {
+fn guard<T: From<c_int>>(body: impl FnOnce() -> T) -> T {
     let _ignored = crate::tsan::Ignored::new();
     catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
         if payload.is::<crate::sys::fork::ForkedInCallback>() {
-            FORKED_CHILD
+            FORKED_CHILD.into()
         } else {
-            -libc::EIO
+            (-libc::EIO).into()
         }
     })
 }
@@ -514,6 +529,8 @@ unsafe fn request_from_c(engine: &AnyEngine, req: &IoengReq) -> Result<IoRequest
         IOENG_OP_FDATASYNC => Op::Fdatasync,
         IOENG_OP_READV => Op::Readv,
         IOENG_OP_WRITEV => Op::Writev,
+        IOENG_OP_FALLOCATE => Op::Fallocate,
+        IOENG_OP_SYNC_FILE_RANGE => Op::SyncFileRange,
         _ => return Err(Error::InvalidArgument("unknown op")),
     };
     if req.reserved != 0 {
@@ -554,8 +571,9 @@ unsafe fn request_from_c(engine: &AnyEngine, req: &IoengReq) -> Result<IoRequest
 ///  -EINVAL      NULL `h`, `req` or `cb`; unknown op or prio; READ/WRITE with NULL
 ///               `buf` or `len == 0`; READV/WRITEV with NULL `buf`, an iovec count
 ///               outside 1..=IOV_MAX or iovec lengths summing above INT64_MAX;
-///               `offset` + bytes above INT64_MAX; an unknown flag bit; any flag on
-///               FSYNC/FDATASYNC; DSYNC or SYNC on READ/READV; FIXED_BUF on
+///               `offset` + bytes (FALLOCATE/SYNC_FILE_RANGE: + `len`) above
+///               INT64_MAX; an unknown flag bit; any flag on FSYNC/FDATASYNC/
+///               FALLOCATE/SYNC_FILE_RANGE; DSYNC or SYNC on READ/READV; FIXED_BUF on
 ///               READV/WRITEV, without registered buffers, with `buf_index` out of
 ///               range or `[buf, buf+len)` not inside that buffer; `reserved` not 0;
 ///  -EBADF       `fd < 0`;
@@ -1056,7 +1074,8 @@ pub unsafe extern "C" fn ioeng_close(h: *mut Ioeng) -> c_int {
 /// request queued from another thread, a completion, a cancel, a delayed internal retry
 /// or the earliest queued request's deadline falling due wakes it). Cancelled and
 /// timed-out requests get their callbacks here too. With `min_complete == 0` it makes
-/// one pass and returns.
+/// one pass and returns. Returning with nothing to do now, it leaves the event fd quiet
+/// and arms the engine's timer for it (see ioeng_event_fd(), ioeng_next_timeout_ns()).
 ///
 /// Returns the number of callbacks run (0 on timeout), or:
 ///  -EINVAL  NULL `h`, a THREADS engine, or `timeout_ns < -1`;
@@ -1095,16 +1114,26 @@ pub unsafe extern "C" fn ioeng_poll(h: *mut Ioeng, min_complete: u32, timeout_ns
 }
 
 /// POLLED mode: an eventfd, owned by the engine (do not close or read it), that is
-/// readable while there is work for ioeng_poll(): requests queued, or completions ready.
-/// Add it to epoll/poll/select and call ioeng_poll(h, 0, 0) when it is readable. The
-/// kernel signals it for each completion (io_uring IORING_REGISTER_EVENTFD, AIO
-/// IOCB_FLAG_RESFD; on io_uring only while no thread is inside ioeng_poll(), which
-/// sees completions itself); ioeng_submit() from any thread signals it; ioeng_poll()
-/// leaves it readable only when work remains. It may be readable with nothing to do
-/// (a spurious wake-up: ioeng_poll then returns 0). It does not fire for a delayed retry
-/// of -EAGAIN, nor for a queued request's deadline: those are handled in the next poll,
-/// so a loop that waits only on this fd should also wake now and then (see
-/// examples_c/epoll_loop.c). Valid until ioeng_close().
+/// readable while ioeng_poll() can make progress now: completions are ready, queued
+/// requests may be dispatched (not paused, a slot free), or a timer is due: a queued
+/// request's deadline passed, or a delayed retry of -EAGAIN is due. Add it to
+/// epoll/poll/select and call ioeng_poll(h, 0, 0) when it is readable; the loop needs
+/// no timer of its own for the engine (see examples_c/epoll_loop.c). The kernel signals
+/// it for each completion (io_uring IORING_REGISTER_EVENTFD, AIO IOCB_FLAG_RESFD; on
+/// io_uring only while no thread is inside ioeng_poll(), which sees completions
+/// itself); ioeng_submit() from any thread signals it (on a paused engine only for a
+/// request whose deadline is earlier than any queued one); an engine-owned kernel timer
+/// (io_uring IORING_OP_TIMEOUT, AIO a timerfd watched with IOCB_CMD_POLL) signals it
+/// when the earliest deadline or retry falls due (on io_uring also for the check of
+/// transfers that can never happen, see ioeng_next_timeout_ns()), armed by ioeng_poll()
+/// as it returns;
+/// ioeng_poll() leaves it readable only when work remains. So a paused engine's fd
+/// stays quiet until a deadline fires. It may be readable with nothing to do (a
+/// spurious wake-up, e.g. the timer of a request that was cancelled or dispatched
+/// meanwhile: ioeng_poll then returns 0). On io_uring the kernel posts completions
+/// (the timer's too) through work queued to the thread that submitted them, the one in
+/// ioeng_poll(): a blocking call of that thread, such as epoll_wait(), may return EINTR
+/// for it; retry it, as for a signal. Valid until ioeng_close().
 /// Returns the fd, or -EINVAL for NULL `h` or a THREADS engine, or -ESRCH in a forked
 /// child. Thread-safe.
 ///
@@ -1123,6 +1152,39 @@ pub unsafe extern "C" fn ioeng_event_fd(h: *const Ioeng) -> c_int {
         match engine.event_fd() {
             Ok(fd) => fd,
             Err(err) => -err.errno(),
+        }
+    })
+}
+
+/// Since 1.1. POLLED mode: how long an event loop may sleep before ioeng_poll() has
+/// work, for loops that want a timeout rather than (or next to) the event fd: 0 when
+/// the event fd is readable (progress is possible now: call ioeng_poll()) or a timer is
+/// due; else the nanoseconds from now until the engine's earliest timer: a queued
+/// request's deadline, a delayed retry of -EAGAIN, or (io_uring, while IO is in flight)
+/// the engine's check for transfers that can never happen (at most every 50 ms, until
+/// each in-flight transfer was checked once); -1 when there is none (only new work or
+/// completions end the wait). The event fd fires by itself at that time: a loop that
+/// waits on the fd needs neither this call nor a timer. Exact only between polls: while a
+/// thread is inside ioeng_poll(), that thread serves the engine (and the fd may be quiet).
+/// Returns -EINVAL for a NULL `h` or a THREADS engine (its engine threads keep the
+/// timers; there is no fd to wait on and nothing for the caller to schedule), -ESRCH in
+/// a forked child; errors are below -1. Thread-safe; may be called from a callback.
+///
+/// # Safety
+/// `h` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_next_timeout_ns(h: *const Ioeng) -> i64 {
+    guard(|| {
+        if h.is_null() {
+            return -i64::from(libc::EINVAL);
+        }
+        // SAFETY: non-NULL (checked above) and live per the caller contract.
+        let Some(engine) = (unsafe { engine_of(h) }) else {
+            return i64::from(FORKED_CHILD);
+        };
+        match engine.next_timeout_ns() {
+            Ok(ns) => ns,
+            Err(err) => -i64::from(err.errno()),
         }
     })
 }

@@ -32,6 +32,9 @@ pub(crate) enum Point {
     PolledCloseChecked = 6,
     /// Completions were reaped and are about to be settled (their slots are still busy).
     Reaped = 7,
+    /// The AIO helper thread ran a command and is about to submit its stand-in iocb (it
+    /// holds the slot; no lock held).
+    HelperRan = 8,
 }
 
 #[cfg(feature = "race-hooks")]

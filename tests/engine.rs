@@ -136,7 +136,7 @@ fn synchronous_errors() {
         let p = byte.as_mut_ptr();
         let file = Scratch::new(TMPFS_DIR, false);
         let mut bad_op = req(IOENG_OP_READ, file.fd(), p, 1, 0);
-        bad_op.op = 6;
+        bad_op.op = 8; // the first after IOENG_OP_SYNC_FILE_RANGE
         let mut bad_prio = req(IOENG_OP_READ, file.fd(), p, 1, 0);
         bad_prio.prio = 2;
         let einval = -libc::EINVAL;

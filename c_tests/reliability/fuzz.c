@@ -28,7 +28,8 @@
  * documented checks, in this precedence (the header lists EINVAL before EBADF and does
  * not spell out an order; this is also the library's observed order):
  *   NULL h/req/cb -> unknown op -> unknown prio -> READ/WRITE: NULL buf, len 0,
- *   offset + len > INT64_MAX -> -EINVAL;  then fd < 0 -> -EBADF;  then queue full ->
+ *   offset + len > INT64_MAX (FALLOCATE/SYNC_FILE_RANGE: any flag, offset + len above
+ *   INT64_MAX) -> -EINVAL;  then fd < 0 -> -EBADF;  then queue full ->
  *   -EAGAIN (only allowed when our outstanding count >= queue_capacity);  else 0.
  * For accepted requests the expected callback res is modelled: READ of the known file
  * -> min(len, size - offset) (0 at/after EOF) with the data checked, WRITE -> len,
@@ -146,9 +147,17 @@ static int expected_sync(int h_null, int req_null, int cb_null, const ioeng_req_
 {
     if (h_null || req_null || cb_null)
         return -EINVAL;
-    if (q->op > IOENG_OP_WRITEV || q->prio > IOENG_PRIO_HIGH || q->reserved ||
+    if (q->op > IOENG_OP_SYNC_FILE_RANGE || q->prio > IOENG_PRIO_HIGH || q->reserved ||
         q->class_id > g_nclasses)
         return -EINVAL;
+    /* FALLOCATE/SYNC_FILE_RANGE: no flags, offset + len <= INT64_MAX; the kernel judges
+     * the rest (buf is ignored, len 0 is the kernel's to refuse). */
+    int range = q->op == IOENG_OP_FALLOCATE || q->op == IOENG_OP_SYNC_FILE_RANGE;
+    if (range) {
+        if (q->flags || q->offset > M || q->len > M - q->offset)
+            return -EINVAL;
+        return q->fd < 0 ? -EBADF : 0;
+    }
     int sync = q->op == IOENG_OP_FSYNC || q->op == IOENG_OP_FDATASYNC;
     int vec = q->op == IOENG_OP_READV || q->op == IOENG_OP_WRITEV;
     int reads = q->op == IOENG_OP_READ || q->op == IOENG_OP_READV;
@@ -318,7 +327,7 @@ static void gen_v1_case(rel_rng_t *r, ioeng_req_t *q, int *kind, int *need_buf, 
         else
             q->class_id = (uint16_t)(4 + rel_rand(r) % (UINT16_MAX - 3));
     } else { /* random mix of v1 fields; fds never open, accepted ones end in -EBADF */
-        q->op = (uint32_t)(rel_rand(r) % 7);
+        q->op = (uint32_t)(rel_rand(r) % 9); /* 8: unknown */
         q->flags = (uint32_t)(rel_rand(r) % 32);
         int fds[] = {-1, INT32_MIN, g_closed};
         q->fd = fds[rel_rand(r) % 3];
@@ -387,8 +396,8 @@ static void gen_case(rel_rng_t *r, ioeng_req_t *q, int *hn, int *qn, int *cn, in
         *kind = E_ZERO;
     } else if (c < 58) { /* bad op */
         q->op = (uint32_t)rel_rand(r);
-        if (q->op <= IOENG_OP_WRITEV)
-            q->op += IOENG_OP_WRITEV + 1;
+        if (q->op <= IOENG_OP_SYNC_FILE_RANGE)
+            q->op += IOENG_OP_SYNC_FILE_RANGE + 1;
         q->fd = g_rfd;
         q->buf = g_pool;
         q->len = 1;

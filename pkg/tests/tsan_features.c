@@ -17,6 +17,8 @@
  *                    done), and a main-thread cancel of a tag with nothing pending.
  *   phase "threads": four threads submitting at once into a paused engine (some requests
  *                    with a deadline that passes before ioeng_resume).
+ *   phase "commands": FALLOCATE and SYNC_FILE_RANGE (on AIO: run by the engine's helper
+ *                    thread), each of whose callbacks submits the job's write.
  *
  * Every write whose callback sees it done submits, from the callback, a read of the same
  * block, whose callback compares the data. Each job's fields are plain memory: the main
@@ -43,7 +45,7 @@
 #include <ioeng.h>
 
 #define BS 4096
-#define NJOBS 320
+#define NJOBS 400
 
 /* Tags (non-zero; each phase uses its own). */
 #define TAG_PAUSED_CANCEL 11
@@ -70,6 +72,7 @@ struct job {
     /* Written by the callbacks, read by main after waiting. */
     int calls;       /* callbacks of the write (or blocker read) */
     int read_calls;  /* callbacks of the follow-up read */
+    int cmd_calls;   /* callbacks of the command before the write (phase "commands") */
     int64_t res;
     long checked;    /* input seen by the callback */
     char buf[BS];    /* filled by main before the write */
@@ -315,6 +318,10 @@ static void check_stats(const char *phase, uint64_t timed_out, uint64_t cancelle
     ioeng_stats_t st;
     if (ioeng_stats(eng, &st) != 0)
         DIE("ioeng_stats");
+    /* 1.1, from a thread that is not the poller: -EINVAL in THREADS mode, else >= -1. */
+    int64_t next = ioeng_next_timeout_ns(eng);
+    if (next < -1 && next != -EINVAL)
+        DIE("%s: ioeng_next_timeout_ns %lld", phase, (long long)next);
     if (st.timed_out != timed_out || st.cancelled != cancelled || st.completed != st.submitted)
         DIE("%s: stats timed_out %llu (want %llu), cancelled %llu (want %llu), "
             "completed %llu of %llu",
@@ -581,6 +588,57 @@ static void phase_threads(int fd)
            to);
 }
 
+/* A FALLOCATE/SYNC_FILE_RANGE done: plain reads of what main wrote, then the job's write. */
+static void on_command(void *ctx, int64_t res)
+{
+    struct job *j = ctx;
+    callbacks_run++;
+    j->cmd_calls++;
+    if (j->input != j->id * 7 + 1)
+        DIE("job %d: command saw input %d", j->id, j->input);
+    if (res != 0)
+        DIE("job %d: command res %lld", j->id, (long long)res);
+    submit_write(j, 0, 0);
+    outstanding_add(-1);
+}
+
+static void phase_commands(int fd)
+{
+    open_engine(8, 0);
+    int first = next_job;
+    for (int i = 0; i < 64; i++) {
+        struct job *j = new_job(fd, EXPECT_DONE);
+        ioeng_req_t req = {0};
+        req.fd = fd;
+        if (i % 2 == 0) {
+            req.op = IOENG_OP_FALLOCATE;
+            req.buf_index = 1; /* FALLOC_FL_KEEP_SIZE */
+            req.offset = (64 + (uint64_t)i) * 65536;
+            req.len = 65536;
+        } else {
+            req.op = IOENG_OP_SYNC_FILE_RANGE;
+            req.buf_index = 2; /* SYNC_FILE_RANGE_WRITE */
+            req.len = 1 << 20;
+        }
+        outstanding_add(1);
+        int rc = ioeng_submit(eng, &req, on_command, j);
+        if (rc != 0)
+            DIE("submit command %d: %s", i, strerror(-rc));
+    }
+    wait_all("commands");
+    int done, to, cancelled;
+    tally(first, next_job, &done, &to, &cancelled);
+    for (int i = first; i < next_job; i++)
+        if (jobs[i].cmd_calls != 1)
+            DIE("job %d: %d command callbacks", i, jobs[i].cmd_calls);
+    if (done != next_job - first)
+        DIE("commands: %d of %d writes done", done, next_job - first);
+    check_stats("commands", 0, 0);
+    close_engine();
+    printf("commands: %d FALLOCATE/SYNC_FILE_RANGE, each followed by a write and a read\n",
+           next_job - first);
+}
+
 int main(int argc, char **argv)
 {
     const char *be = getenv("IOENG_TEST_BACKEND");
@@ -603,14 +661,15 @@ int main(int argc, char **argv)
     } phases[] = {{"paused", phase_paused},
                   {"blocker", phase_blocker},
                   {"batch", phase_batch},
-                  {"threads", phase_threads}};
+                  {"threads", phase_threads},
+                  {"commands", phase_commands}};
     int nphases = (int)(sizeof phases / sizeof phases[0]);
     for (int a = 1; a < argc; a++) {
         int known = 0;
         for (int p = 0; p < nphases; p++)
             known |= strcmp(argv[a], phases[p].name) == 0;
         if (!known)
-            DIE("unknown phase %s (paused, blocker, batch, threads)", argv[a]);
+            DIE("unknown phase %s (paused, blocker, batch, threads, commands)", argv[a]);
     }
     for (int p = 0; p < nphases; p++) {
         int run = argc == 1;
@@ -622,7 +681,7 @@ int main(int argc, char **argv)
 
     long expect = 0;
     for (int i = 0; i < next_job; i++)
-        expect += jobs[i].calls + jobs[i].read_calls;
+        expect += jobs[i].calls + jobs[i].read_calls + jobs[i].cmd_calls;
     if (callbacks_run != expect)
         DIE("callback counter %ld, expected %ld", callbacks_run, expect);
     close(fd);

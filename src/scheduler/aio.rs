@@ -6,6 +6,8 @@
 use std::cell::UnsafeCell;
 use std::os::fd::RawFd;
 
+use super::aio_helper::{self, Helper, Job};
+use super::aio_timer::AioTimer;
 use super::context::{IoContext, Slot};
 use super::driver::Driver;
 use super::tasks::{Chunk, IoEvent, Op};
@@ -14,7 +16,8 @@ use crate::sys::aio::{self as kernel, AioContextId, CompletionRing, Iocb};
 use crate::sys::{self, report_unexpected};
 
 /// One in-flight AIO request. `repr(C)` with the iocb first, so a slot's address is its
-/// iocb's address and the array of slots is the array the kernel reads iocbs from.
+/// iocb's address and the array of slots is the array the kernel reads iocbs from. For
+/// FALLOCATE and SYNC_FILE_RANGE the iocb is the helper's stand-in (see `aio_helper`).
 #[repr(C)]
 #[derive(Default)]
 pub struct AioSlot {
@@ -37,6 +40,9 @@ pub struct AioDriver {
     event_fd: Option<RawFd>,
     /// Submit-role scratch: the iocb pointer array of the current `io_submit`.
     iocb_ptrs: UnsafeCell<Vec<*mut Iocb>>,
+    /// Submit role (and `drop`): the helper thread for the commands AIO has no iocb for,
+    /// started by the first of them (see `aio_helper`).
+    helper: UnsafeCell<Option<Helper>>,
     /// Reap-role scratch: the `io_getevents` result array.
     events: UnsafeCell<Vec<kernel::IoEvent>>,
     /// Reap role only: the context's completion ring, read without a syscall when it
@@ -48,10 +54,13 @@ pub struct AioDriver {
     reap_from_ring: bool,
     /// The fork generation of the process that created `id` (see `sys::fork`).
     generation: u64,
+    /// POLLED mode: the timer that makes the event fd readable (see `aio_timer`).
+    timer: Option<AioTimer>,
 }
 
-// SAFETY: `id` and `event_fd` are plain integers; `iocb_ptrs` is touched only by the
-// submit role (`submit`), `events` and `ring` only by the reap role (`reap`,
+// SAFETY: `id` and `event_fd` are plain integers; `iocb_ptrs` and `helper` are touched
+// only by the submit role (`submit`; `helper` also by `drop`, which has the driver to
+// itself), `events` and `ring` only by the reap role (`reap`,
 // `completions_ready`), and the `Driver` contract gives each role to one thread at a
 // time, so none of them is ever accessed from two threads at once.
 unsafe impl Sync for AioDriver {}
@@ -60,9 +69,15 @@ unsafe impl Sync for AioDriver {}
 // moves nothing the kernel or another thread still uses.
 unsafe impl Send for AioDriver {}
 
-/// `(slot index, res)` of a completion: `aio_data` carries the slot index.
+/// `(slot index, res)` of a completion: `aio_data` carries the slot index (and, for a
+/// helper's stand-in, the result of its command).
 fn slot_result(event: &kernel::IoEvent) -> (usize, i64) {
-    (event.data as usize, event.res)
+    aio_helper::stand_in_result(event.data, event.res)
+}
+
+/// Whether AIO has no iocb for `op`, so the helper thread runs it.
+fn runs_on_helper(op: Op) -> bool {
+    matches!(op, Op::Fallocate | Op::SyncFileRange)
 }
 
 /// `aio_flags`: RESFD in POLLED mode; IOPRIO when the request's class has a kernel
@@ -83,6 +98,8 @@ fn opcode(op: Op) -> u16 {
         Op::Fdatasync => kernel::IOCB_CMD_FDSYNC,
         Op::Readv => kernel::IOCB_CMD_PREADV,
         Op::Writev => kernel::IOCB_CMD_PWRITEV,
+        // The stand-in's 0-byte read (see `aio_helper`).
+        Op::Fallocate | Op::SyncFileRange => kernel::IOCB_CMD_PREAD,
     }
 }
 
@@ -164,10 +181,20 @@ impl Driver for AioDriver {
     type Slot = AioSlot;
 
     fn open(depth: u32, batch: u32, event_fd: Option<RawFd>) -> Result<Self, Error> {
-        let id = kernel::io_setup(depth).map_err(|errno| Error::Kernel {
-            call: "io_setup",
-            errno,
+        // POLLED: room for the timer's poll too.
+        let id = kernel::io_setup(depth + u32::from(event_fd.is_some())).map_err(|errno| {
+            Error::Kernel {
+                call: "io_setup",
+                errno,
+            }
         })?;
+        let timer = match event_fd.map(AioTimer::new).transpose() {
+            Ok(timer) => timer,
+            Err(err) => {
+                let _ = kernel::io_destroy(id);
+                return Err(err);
+            }
+        };
         // SAFETY: `id` is live; the ring is dropped with the driver, right before
         // io_destroy unmaps it.
         let ring = unsafe { CompletionRing::of_context(id) };
@@ -189,10 +216,12 @@ impl Driver for AioDriver {
             reap_from_ring: !sys::valgrind::running_on_valgrind(),
             ring,
             iocb_ptrs: UnsafeCell::new(Vec::with_capacity(batch as usize)),
+            helper: UnsafeCell::new(None),
             events: UnsafeCell::new(vec![
                 kernel::IoEvent::default();
                 (depth as usize).min(MAX_EVENTS_PER_REAP)
             ]),
+            timer,
         })
     }
 
@@ -200,6 +229,8 @@ impl Driver for AioDriver {
         // SAFETY: only the submit role calls `submit`, one thread at a time (Driver contract).
         let ptrs = unsafe { &mut *self.iocb_ptrs.get() };
         ptrs.clear();
+        // Allocates only when the batch holds a command for the helper.
+        let mut jobs = Vec::new();
         let base = ctx.slots_base();
         for &index in batch {
             // SAFETY: the submitter holds every index of `batch`.
@@ -209,6 +240,10 @@ impl Driver for AioDriver {
                 .as_ref()
                 .expect("a dispatched slot holds a request")
                 .next_chunk();
+            if runs_on_helper(chunk.op) {
+                jobs.push((index, chunk));
+                continue;
+            }
             slot.iocb = Iocb {
                 aio_data: index as u64,
                 aio_lio_opcode: opcode(chunk.op),
@@ -228,6 +263,9 @@ impl Driver for AioDriver {
             // iocb pointer; derived from the array base, not from the `&mut` above.
             ptrs.push(base.wrapping_add(index).cast::<Iocb>());
         }
+        if !jobs.is_empty() {
+            self.hand_to_helper(ctx, jobs);
+        }
 
         let mut next = 0;
         while next < ptrs.len() {
@@ -245,7 +283,11 @@ impl Driver for AioDriver {
                 Err(libc::EAGAIN) => busy(),
                 // The first remaining iocb is bad (EBADF, EINVAL, ...): it alone fails.
                 Err(errno) => {
-                    let index = batch[next];
+                    // `ptrs` leaves out the helper's commands, so it is not parallel to
+                    // `batch`: the iocb names its slot.
+                    // SAFETY: the iocb was filled above and the kernel refused it, so
+                    // nobody else reads or writes it now.
+                    let index = unsafe { (*ptrs[next]).aio_data } as usize;
                     ctx.fail_unsubmitted(index, refused_result(errno, ptrs[next]));
                     next += 1;
                 }
@@ -267,9 +309,21 @@ impl Driver for AioDriver {
         self.ring.as_ref().map(CompletionRing::has_events)
     }
 
+    fn arm_timer(&self, at_ns: u64) -> bool {
+        self.timer.as_ref().is_some_and(|t| t.arm(self.id, at_ns))
+    }
+
+    fn take_timer_fired(&self) -> bool {
+        self.timer.as_ref().is_some_and(AioTimer::take_fired)
+    }
+
     fn reap(&self, ctx: &IoContext<AioSlot>, out: &mut Vec<(usize, i64)>, wait: bool) {
         let first = out.len();
         self.take_completions(out, wait);
+        if let Some(timer) = &self.timer {
+            // The timer's completion is the driver's own.
+            out.retain(|&(index, _)| !timer.take_completion(index as u64));
+        }
         for (index, res) in &mut out[first..] {
             if *res == -i64::from(libc::EOPNOTSUPP) {
                 // SAFETY: the reap role holds every index it just reaped.
@@ -288,6 +342,66 @@ impl Driver for AioDriver {
 }
 
 impl AioDriver {
+    /// Submit role: builds each command's stand-in iocb in its slot and hands the slots
+    /// to the helper thread (started now if this is the first command), counting them
+    /// as in flight; if the thread cannot be started, the commands fail with the errno
+    /// (`EAGAIN`: retried like any `-EAGAIN`, which tries to start it again).
+    fn hand_to_helper(&self, ctx: &IoContext<AioSlot>, jobs: Vec<(usize, Chunk)>) {
+        // SAFETY: only the submit role calls this, one thread at a time (Driver contract).
+        let helper = unsafe { &mut *self.helper.get() };
+        if helper.is_none() {
+            match Helper::start(self.id) {
+                Ok(started) => *helper = Some(started),
+                Err(errno) => {
+                    for (index, _) in jobs {
+                        ctx.fail_unsubmitted(index, -i64::from(errno));
+                    }
+                    return;
+                }
+            }
+        }
+        let helper = helper.as_ref().expect("started above");
+        let base = ctx.slots_base();
+        let jobs: Vec<Job> = jobs
+            .into_iter()
+            .map(|(index, chunk)| {
+                let iocb = base.wrapping_add(index).cast::<Iocb>();
+                // SAFETY: the submitter holds `index`; `iocb` is its slot's iocb (the slot
+                // is repr(C) with the iocb first), derived from the array base.
+                unsafe {
+                    iocb.write(Iocb {
+                        aio_data: index as u64,
+                        aio_lio_opcode: kernel::IOCB_CMD_PREAD,
+                        aio_fildes: helper.null_fd() as u32,
+                        aio_flags: if self.event_fd.is_some() {
+                            kernel::IOCB_FLAG_RESFD
+                        } else {
+                            0
+                        },
+                        aio_resfd: self.event_fd.unwrap_or(0) as u32,
+                        ..Iocb::default()
+                    });
+                }
+                Job {
+                    iocb,
+                    index,
+                    op: chunk.op,
+                    fd: chunk.fd,
+                    offset: chunk.offset,
+                    len: chunk.len,
+                    arg: chunk.range_arg,
+                }
+            })
+            .collect();
+        let n = jobs.len();
+        // Counted as one submit call whose IOs the kernel took: the completer waits for
+        // their completions (the stand-ins) as for any IO.
+        let _ = ctx.kernel_submit(|| {
+            helper.push(jobs);
+            Ok(n)
+        });
+    }
+
     /// Reap role: appends the completions there are; with `wait`, first waits for one.
     fn take_completions(&self, out: &mut Vec<(usize, i64)>, wait: bool) {
         // Completions already in the ring are taken without a syscall (as libaio's
@@ -317,6 +431,9 @@ impl Drop for AioDriver {
         if self.generation != sys::fork::generation() {
             return;
         }
+        // Joins the helper thread (idle after a drained close) before the context it
+        // submits to goes away.
+        drop(self.helper.get_mut().take());
         // Waits for anything still in flight (nothing, after a drained close).
         let _ = kernel::io_destroy(self.id);
     }

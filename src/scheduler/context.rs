@@ -58,6 +58,9 @@ pub(crate) struct IoContext<S> {
     stuck: Option<StuckTransfers>,
     /// Who is woken for new work, and how: the engine's mode (see `Wakeup`).
     wakeup: Wakeup,
+    /// CLOCK_MONOTONIC ns of the earliest delayed resubmission (`NO_DEADLINE`: none),
+    /// published by the submit role (`SubmitRound`) for `next_wake_ns`.
+    next_retry_ns: AtomicU64,
     /// Per-class counters and histograms (see `ClassStats`).
     class_stats: ClassStats,
     /// Bit `i`: class `i` exists (bit 0 always). Classes are never closed, so a request
@@ -108,6 +111,7 @@ impl<S: Slot> IoContext<S> {
             counters: Counters::default(),
             stuck: S::PROBE_STUCK_TRANSFERS.then(|| StuckTransfers::new(depth)),
             wakeup: Wakeup::threads(),
+            next_retry_ns: AtomicU64::new(NO_DEADLINE),
             class_stats: ClassStats::new(latency_stats),
             open_classes: AtomicU64::new(1),
         }
@@ -290,6 +294,16 @@ impl<S: Slot> IoContext<S> {
             // `notify_submit_work`): the completer's own submit step expires nothing
             // later on.
             self.wake_submitter();
+        } else if !earlier_deadline && self.mode() == Mode::Polled && {
+            // Pairs with the fence in `resume` (`notify_submit_work`): either we see
+            // `paused` cleared, or resume's signal (or the poller it leaves it to) comes
+            // after this push and sees it.
+            fence(Ordering::SeqCst);
+            self.is_paused()
+        } {
+            // POLLED and paused: a poll could not dispatch it, so the event fd stays
+            // quiet (DESIGN §6.3; `resume` signals it). An earlier deadline does signal:
+            // the poller must move its timer (`polled::arm_timer`).
         } else {
             self.notify_submit_work();
         }
@@ -426,35 +440,62 @@ impl<S: Slot> IoContext<S> {
         self.counters.completed.load(Ordering::Relaxed)
     }
 
-    /// When an engine thread or a sleeping poller must wake by itself: the earliest
-    /// queued deadline, or the next sweep of in-flight transfers (see `stuck`) while IO
-    /// is in flight; `None`: only for new work.
+    /// `next_wake_ns` as an `Instant`, for a thread about to sleep.
     pub(crate) fn next_wake(&self) -> Option<Instant> {
         self.next_wake_ns().map(instant_of)
     }
 
-    /// `next_wake` as CLOCK_MONOTONIC ns, read without a clock (the submit step's hot path
-    /// converts it to an `Instant` only when it is about to block).
+    /// The engine's timers, in one place (docs/ARCHITECTURE.md, "Timers"): when the
+    /// holder of the submit role must act by itself although no new work arrives, in
+    /// CLOCK_MONOTONIC ns; `None`: only for new work. The earliest of
+    /// - a queued request's deadline (`Waiting`),
+    /// - a delayed resubmission after repeated `EAGAIN` (`SubmitRound`),
+    /// - a throttled class's token refill (`next_refill_ns`),
+    /// - the sweep of in-flight transfers (`stuck`), while IO is in flight.
+    ///
+    /// The THREADS submitter sleeps until then, a poller inside `ioeng_poll` too, and
+    /// between polls the POLLED event fd's timer fires then (`polled::arm_timer`);
+    /// `ioeng_next_timeout_ns` reports it. Read without a clock, in a few relaxed loads
+    /// (the submit step's hot path converts it only when it is about to block).
     pub(crate) fn next_wake_ns(&self) -> Option<u64> {
-        let earliest = self.waiting.earliest_deadline.load(Ordering::Relaxed);
-        // A refill that came while every slot is busy is no reason to wake: nothing
-        // could be dispatched, and a wake time in the past would spin the slot wait and
-        // the poller until a completion frees a slot (which wakes them anyway).
-        let refill = self
-            .earliest_refill_ns()
-            .filter(|&at| self.budget.has_slot_for_submitter() || at > monotonic_ns());
-        let deadline = match refill {
-            Some(refill) => Some(refill.min(earliest)),
-            None => (earliest != NO_DEADLINE).then_some(earliest),
-        };
         let sweep = match &self.stuck {
             Some(stuck) if self.flight.kernel.load(Ordering::Relaxed) > 0 => stuck.next_sweep_ns(),
             _ => None,
         };
-        match (deadline, sweep) {
-            (Some(d), Some(s)) => Some(d.min(s)),
-            (d, s) => d.or(s),
+        let earliest = self
+            .waiting
+            .earliest_deadline
+            .load(Ordering::Relaxed)
+            .min(self.next_retry_ns.load(Ordering::Relaxed))
+            .min(self.next_refill_ns().unwrap_or(NO_DEADLINE))
+            .min(sweep.unwrap_or(NO_DEADLINE));
+        (earliest != NO_DEADLINE).then_some(earliest)
+    }
+
+    /// Submit role (`SubmitRound`), whenever its delayed resubmissions change: the
+    /// earliest one's time, for `next_wake_ns`.
+    pub(crate) fn set_next_retry(&self, at_ns: Option<u64>) {
+        self.next_retry_ns
+            .store(at_ns.unwrap_or(NO_DEADLINE), Ordering::Relaxed);
+    }
+
+    /// Submit role (`SubmitRound`), as it delays one more resubmission to `at_ns`: O(1)
+    /// where `set_next_retry` scans (a burst of retries at a large depth).
+    pub(crate) fn lower_next_retry(&self, at_ns: u64) {
+        // Only the submit role writes it: a load and a store, no read-modify-write.
+        if at_ns < self.next_retry_ns.load(Ordering::Relaxed) {
+            self.next_retry_ns.store(at_ns, Ordering::Relaxed);
         }
+    }
+
+    /// When a class held by its rate limit has tokens again (CLOCK_MONOTONIC ns), as a
+    /// wake time: `earliest_refill_ns`, except that a refill already due while every
+    /// slot is busy is none (nothing could be dispatched, and a wake time in the past
+    /// would spin the slot wait and the poller; the completion that frees a slot wakes
+    /// them anyway). A clock read only while requests are held.
+    fn next_refill_ns(&self) -> Option<u64> {
+        self.earliest_refill_ns()
+            .filter(|&at| self.budget.has_slot_for_submitter() || at > monotonic_ns())
     }
 
     // ---- submitter thread ---------------------------------------------------------

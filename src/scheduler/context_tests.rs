@@ -149,13 +149,17 @@ fn repeated_eagain_resubmissions_wait_until_due() {
     round.fill(&ctx, None, || panic!("nothing queued: no wait"));
     assert!(round.batch.is_empty());
     let due = round.next_retry().expect("a delayed resubmission");
+    // The engine's one timer function sees it (the POLLED event fd's timer, the
+    // threads' sleeps, ioeng_next_timeout_ns).
+    assert_eq!(ctx.next_wake_ns(), Some(due));
     while !round.retry_due() {
         std::thread::sleep(Duration::from_micros(5));
     }
-    assert!(Instant::now() >= due);
+    assert!(crate::sys::monotonic_ns() >= due);
     round.fill(&ctx, None, || false);
     assert_eq!(round.batch, [index]);
     assert_eq!(round.next_retry(), None);
+    assert_eq!(ctx.next_wake_ns(), None, "issued: no timer left");
     // Backing off with a request queued behind the held slot: the round blocks
     // until the retry is due, then issues it (the queued request still waits).
     ctx.push(event(Op::Read, Priority::Normal, 1, &mut log))
@@ -396,6 +400,40 @@ fn paused_context_dispatches_nothing_and_capacity_is_enforced() {
     ctx.complete(&[(round.batch[0], 1), (round.batch[1], 1)]);
     assert!(ctx.drained_for_close());
     assert_eq!(log, [1, 1]);
+}
+
+#[test]
+fn polled_next_timeout_is_the_fd_then_the_earliest_timer() {
+    use super::super::polled::next_timeout_ns;
+    let mut log = Vec::new();
+    let threads = IoContext::<TestSlot>::new(2, 1, 0, true);
+    assert_eq!(next_timeout_ns(&threads), None, "THREADS: no event fd");
+    let event = EventFd::new().expect("eventfd");
+    let ctx = IoContext::<TestSlot>::new(2, 1, 0, true).with_event_fd(event);
+    assert_eq!(next_timeout_ns(&ctx), Some(-1), "nothing pending");
+    // Paused, a deadline 200 ms away, earlier than any: the push signals the fd (the
+    // poller must move its timer), so a poll has work now.
+    let due = monotonic_ns() + 200_000_000;
+    ctx.push(tagged(1, due, 0, &mut log)).unwrap();
+    assert_eq!(next_timeout_ns(&ctx), Some(0), "the fd is readable");
+    // A poll that finds nothing to do drains it: then the time left.
+    assert!(
+        !ctx.rearm_event(true, || false),
+        "paused: no work for a poll"
+    );
+    let left = next_timeout_ns(&ctx).expect("POLLED");
+    assert!(left > 150_000_000 && left <= 200_000_000, "{left} ns left");
+    // Paused, no deadline: the fd stays quiet, the timer stays the deadline's.
+    ctx.push(tagged(2, 0, 1, &mut log)).unwrap();
+    assert!(
+        ctx.event_fd().is_some_and(|e| !e.is_readable()),
+        "paused: quiet"
+    );
+    assert!(next_timeout_ns(&ctx).expect("POLLED") > 150_000_000);
+    // Resume: the queued requests can go now.
+    ctx.resume();
+    assert_eq!(next_timeout_ns(&ctx), Some(0), "resumed: readable");
+    assert!(log.is_empty());
 }
 
 fn event_in(class_id: u16, prio: Priority, tag: u64, log: &mut Vec<i64>) -> IoEvent {

@@ -79,6 +79,22 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
         false
     }
 
+    /// POLLED mode, by the poller (both roles): makes the event fd readable at
+    /// CLOCK_MONOTONIC `at_ns` (at once if that passed), through a completion of the
+    /// driver's own that `reap` keeps to itself: replaces the time of a timer still
+    /// armed. Returns false when the kernel refused (the poller then tries again at the
+    /// end of its next poll). Costs a syscall: the poller calls it only when the time
+    /// moves earlier or the timer fired (`take_timer_fired`).
+    fn arm_timer(&self, _at_ns: u64) -> bool {
+        false
+    }
+
+    /// POLLED mode, by the poller: whether `reap` took the timer's completion since the
+    /// last call (the timer is then disarmed).
+    fn take_timer_fired(&self) -> bool {
+        false
+    }
+
     /// Reap role: appends `(slot index, res)` for each completion there is. With `wait`,
     /// first waits in the kernel until at least one IO completed (or a signal interrupted
     /// the wait); without, never blocks.

@@ -206,6 +206,11 @@ impl<D: Driver> Engine<D> {
         }
     }
 
+    /// POLLED mode: `ioeng_next_timeout_ns` (see `polled::next_timeout_ns`).
+    pub(crate) fn next_timeout_ns(&self) -> Result<i64, Error> {
+        polled::next_timeout_ns(&self.shared.ctx).ok_or(Error::WrongMode)
+    }
+
     /// First half of close: refuses when called from any engine's thread (it could wait
     /// for itself, or for an engine that waits for it) or from inside this engine's
     /// `ioeng_poll`, and in POLLED mode while another thread polls it; otherwise stops

@@ -4,6 +4,8 @@
 //! monomorphized copies of the same scheduler and worker loops.
 
 pub mod aio;
+pub(crate) mod aio_helper;
+pub(crate) mod aio_timer;
 pub(crate) mod cancel;
 pub(crate) mod class_stats;
 pub(crate) mod classes;
@@ -128,6 +130,8 @@ fn probe_uring() -> Result<(), UringUnavailable> {
         (opcode::Read::CODE, "IORING_OP_READ"),
         (opcode::Write::CODE, "IORING_OP_WRITE"),
         (opcode::Fsync::CODE, "IORING_OP_FSYNC"),
+        (opcode::Fallocate::CODE, "IORING_OP_FALLOCATE"),
+        (opcode::SyncFileRange::CODE, "IORING_OP_SYNC_FILE_RANGE"),
     ] {
         if !probe.is_supported(code) {
             return Err(unavailable(
@@ -222,6 +226,11 @@ impl AnyEngine {
     /// POLLED mode: the engine's event fd.
     pub fn event_fd(&self) -> Result<std::os::fd::RawFd, Error> {
         on_engine!(self, engine => engine.event_fd())
+    }
+
+    /// POLLED mode: how long the caller's loop may sleep (see `ioeng_next_timeout_ns`).
+    pub fn next_timeout_ns(&self) -> Result<i64, Error> {
+        on_engine!(self, engine => engine.next_timeout_ns())
     }
 
     pub fn resume(&self) {

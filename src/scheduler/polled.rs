@@ -85,11 +85,9 @@ pub(crate) fn poll<D: Driver>(
             ctx.wakeup().poller_running();
             continue;
         }
-        // Wake by ourselves for a delayed resubmission or a queued deadline.
-        let wake_at = [deadline, held.round.next_retry(), ctx.next_wake()]
-            .into_iter()
-            .flatten()
-            .min();
+        // Wake by ourselves for the engine's timers (a delayed resubmission, a queued
+        // deadline, ...).
+        let wake_at = [deadline, ctx.next_wake()].into_iter().flatten().min();
         let sleep = wake_at.map(|at| at.saturating_duration_since(now));
         let waited = match quiet {
             Some(_) if ctx.kernel_has_work() => driver
@@ -130,8 +128,37 @@ pub(crate) fn poll<D: Driver>(
     if held.rearm_event(ctx, drain, ready) {
         ctx.wakeup().signal_event();
         held.left_readable = true;
+    } else {
+        // Quiet until new work, or until the engine's next timer (docs/ARCHITECTURE.md,
+        // "Timers"). Armed after the fd is loud again, so the timer's completion signals
+        // it, and after `rearm_event`: a push that moved a deadline earlier since then
+        // sees `signalled` clear and signals the fd; one before is seen here.
+        if !held.arm_timer(ctx, driver) {
+            // The kernel refused the timer for now: the loop polls again, which retries,
+            // rather than missing the deadline.
+            ctx.wakeup().signal_event();
+            held.left_readable = true;
+        }
     }
     result
+}
+
+/// `ioeng_next_timeout_ns`, any thread: 0 when the event fd is readable (a poll has
+/// work now) or a timer is due; else the ns until the engine's next timer
+/// (`IoContext::next_wake_ns`), which the event fd's timer fires for; -1 when there is
+/// none. `None` in THREADS mode (no event fd). The fd is asked, not the engine's state:
+/// it is what the caller's loop waits on, so the two never disagree.
+pub(crate) fn next_timeout_ns<S: Slot>(ctx: &IoContext<S>) -> Option<i64> {
+    let event = ctx.event_fd()?;
+    if event.is_readable() {
+        return Some(0);
+    }
+    Some(match ctx.next_wake_ns() {
+        None => -1,
+        Some(at) => at
+            .saturating_sub(crate::sys::monotonic_ns())
+            .min(i64::MAX as u64) as i64,
+    })
 }
 
 /// Keeps the kernel from signalling the event fd for completions while a poll runs (see
@@ -176,6 +203,30 @@ impl SubmitRole {
             self.left_readable = false;
         }
         ctx.rearm_event(drain, ready)
+    }
+
+    /// POLLED, by a poller about to return: makes the event fd readable when the
+    /// engine's earliest timer (`IoContext::next_wake_ns`) falls due, through the
+    /// driver's timer (`Driver::arm_timer`). The kernel is asked only when that time moved
+    /// earlier than the armed one or the armed one fired: an engine without timers never
+    /// pays a syscall for this, one with deadlines one per earlier deadline or firing.
+    /// A timer armed for a time that is no longer needed (its request was dispatched
+    /// or cancelled) fires anyway: one spurious wake-up. False when the kernel refused.
+    fn arm_timer<D: Driver>(&mut self, ctx: &IoContext<D::Slot>, driver: &D) -> bool {
+        if driver.take_timer_fired() {
+            self.timer_at = None;
+        }
+        let Some(due) = ctx.next_wake_ns() else {
+            return true;
+        };
+        if self.timer_at.is_some_and(|armed| armed <= due) {
+            return true;
+        }
+        let armed = driver.arm_timer(due);
+        if armed {
+            self.timer_at = Some(due);
+        }
+        armed
     }
 
     /// Whether the event fd may hold a count: after completions were taken, a sleep on
@@ -229,7 +280,9 @@ pub(crate) fn drain<D: Driver>(shared: &Shared<D>) {
         if !ctx.kernel_has_work()
             && let Some(at) = held.round.next_retry()
         {
-            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            std::thread::sleep(
+                crate::sys::instant_of(at).saturating_duration_since(Instant::now()),
+            );
         }
     }
 }

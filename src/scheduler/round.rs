@@ -1,12 +1,10 @@
 //! The submitter's round: resubmissions first, then new requests by the fairness rule into
 //! free slots, blocking (THREADS submitter only) while the budget is exhausted.
 
-use std::time::Instant;
-
 use crossbeam_channel::{at, never, select};
 
 use super::context::{IoContext, Slot};
-use crate::sys::instant_of;
+use crate::sys::{instant_of, monotonic_ns};
 
 /// The submitter's working set, kept across rounds so that rounds do not allocate.
 pub(crate) struct SubmitRound {
@@ -15,8 +13,10 @@ pub(crate) struct SubmitRound {
     /// Free slots taken from the budget for this round's new requests.
     slots: Vec<usize>,
     /// Resubmissions backing off after repeated `EAGAIN` (see `tasks::FREE_RETRIES`):
-    /// `(not before, slot index)`. The submitter holds these slots until it issues them.
-    delayed: Vec<(Instant, usize)>,
+    /// `(not before, slot index)`, CLOCK_MONOTONIC ns. The submitter holds these slots
+    /// until it issues them. The earliest time is published to the context
+    /// (`IoContext::set_next_retry`) whenever the list changes, for the engine's timers.
+    delayed: Vec<(u64, usize)>,
 }
 
 impl SubmitRound {
@@ -28,15 +28,15 @@ impl SubmitRound {
         }
     }
 
-    /// When the earliest delayed resubmission falls due.
-    pub(crate) fn next_retry(&self) -> Option<Instant> {
+    /// When the earliest delayed resubmission falls due (CLOCK_MONOTONIC ns).
+    pub(crate) fn next_retry(&self) -> Option<u64> {
         self.delayed.iter().map(|&(at, _)| at).min()
     }
 
     /// Whether a delayed resubmission is due now.
     #[cfg(test)]
     pub(crate) fn retry_due(&self) -> bool {
-        self.next_retry().is_some_and(|at| at <= Instant::now())
+        self.next_retry().is_some_and(|at| at <= monotonic_ns())
     }
 
     /// A slot handed back for resubmission: into this round, or kept back until due
@@ -50,7 +50,10 @@ impl SubmitRound {
         let slot = unsafe { ctx.slot_mut(index) };
         let retry_at = slot.event_mut().as_ref().and_then(|event| event.retry_at());
         match retry_at {
-            Some(at) if at > Instant::now() => self.delayed.push((at, index)),
+            Some(at) if at > monotonic_ns() => {
+                self.delayed.push((at, index));
+                ctx.lower_next_retry(at);
+            }
             _ => self.batch.push(index),
         }
     }
@@ -58,7 +61,8 @@ impl SubmitRound {
     /// Moves due resubmissions, then those waiting in the channel, into the batch.
     fn take_resubmits<S: Slot>(&mut self, ctx: &IoContext<S>, batch: usize) {
         if !self.delayed.is_empty() {
-            let now = Instant::now();
+            let now = monotonic_ns();
+            let before = self.delayed.len();
             let mut i = 0;
             while i < self.delayed.len() && self.batch.len() < batch {
                 if self.delayed[i].0 <= now {
@@ -71,6 +75,9 @@ impl SubmitRound {
                 } else {
                     i += 1;
                 }
+            }
+            if self.delayed.len() != before {
+                ctx.set_next_retry(self.next_retry());
             }
         }
         while self.batch.len() < batch {
@@ -153,7 +160,7 @@ impl SubmitRound {
             // Wait for the completer to free a slot or hand one back for resubmission,
             // or for a delayed resubmission to fall due, whichever comes first; return
             // for control work (a cancel, a queued deadline) so the caller runs it.
-            let due = self.next_retry().map_or_else(never, at);
+            let due = self.next_retry().map(instant_of).map_or_else(never, at);
             let expiry = deadline.map(instant_of).map_or_else(never, at);
             let control = ctx.wakeup().waiting_submitter_rx().cloned();
             let control = control.unwrap_or_else(never);

@@ -36,6 +36,9 @@ pub(crate) struct SubmitRole {
     /// kernel only adds to it, so it surely holds a count: a poll that again returns with
     /// work left can leave it as it is (two syscalls less per poll under load).
     pub(crate) left_readable: bool,
+    /// POLLED: when the driver's timer is armed to fire (CLOCK_MONOTONIC ns); `None`: not
+    /// armed, or it fired (see `polled`, `arm_timer`).
+    pub(crate) timer_at: Option<u64>,
 }
 
 impl SubmitRole {
@@ -45,6 +48,7 @@ impl SubmitRole {
             reaped: Vec::with_capacity(depth),
             drained_at: None,
             left_readable: false,
+            timer_at: None,
         }
     }
 }

@@ -75,7 +75,7 @@ impl StuckTransfers {
         let write = match event.request.op {
             Op::Read | Op::Readv => 0,
             Op::Write | Op::Writev => 1,
-            Op::Fsync | Op::Fdatasync => {
+            Op::Fsync | Op::Fdatasync | Op::Fallocate | Op::SyncFileRange => {
                 self.transfer[index].store(NONE, Relaxed);
                 return;
             }

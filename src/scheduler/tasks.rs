@@ -5,7 +5,7 @@
 //! the `res` a caller sees is the same on every backend.
 
 use std::ffi::c_void;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::sys::fd::FdKind;
@@ -21,6 +21,11 @@ pub enum Op {
     Readv,
     /// Gather write: `buf` is the caller's `iovec` array, `len` its count.
     Writev,
+    /// fallocate(2) of `offset..offset + len`; the mode (FALLOC_FL_*) in `buf_index`.
+    Fallocate,
+    /// sync_file_range(2) of `offset..offset + len` (`len` 0: to the end of the file);
+    /// the flags (SYNC_FILE_RANGE_*) in `buf_index`.
+    SyncFileRange,
 }
 
 impl Op {
@@ -32,8 +37,27 @@ impl Op {
         matches!(self, Op::Read | Op::Readv)
     }
 
+    /// Whether the op moves data (READ, WRITE and their vectors). FSYNC, FDATASYNC,
+    /// FALLOCATE and SYNC_FILE_RANGE do not: they take no flags, no buffer, complete
+    /// with 0 or `-errno`, and count as one unit of work whatever their range (the cost
+    /// of 1 in DESIGN.md §6.1).
     pub(crate) fn transfers(self) -> bool {
-        !matches!(self, Op::Fsync | Op::Fdatasync)
+        !self.is_file_command()
+    }
+
+    /// A command on the file itself rather than a transfer: FSYNC, FDATASYNC, FALLOCATE,
+    /// SYNC_FILE_RANGE (the complement of [`Op::transfers`]).
+    pub(crate) fn is_file_command(self) -> bool {
+        matches!(
+            self,
+            Op::Fsync | Op::Fdatasync | Op::Fallocate | Op::SyncFileRange
+        )
+    }
+
+    /// Whether `buf_index` is the command's argument (FALLOCATE's mode, SYNC_FILE_RANGE's
+    /// flags) rather than a registered buffer's index.
+    pub(crate) fn takes_range_arg(self) -> bool {
+        matches!(self, Op::Fallocate | Op::SyncFileRange)
     }
 
     /// The non-vectored op moving the same direction (for single-segment chunks).
@@ -90,6 +114,13 @@ impl Flags {
 /// down to a page). Larger requests are split into kernel IOs of at most this size, so
 /// both backends split identically (an io_uring SQE length is only 32 bits anyway).
 pub const MAX_KERNEL_IO: u64 = 0x7fff_f000;
+
+/// The longest range one SYNC_FILE_RANGE kernel call covers: an io_uring SQE's length
+/// is 32 bits, so a longer range is synced in pieces of this size (a multiple of the
+/// page size), one after the other, by the continuation path of a short transfer, and
+/// only as far as the file has data (see `IoEvent::settle`). Both backends split alike;
+/// the result is 0 only if every piece gave 0.
+pub const MAX_SYNC_RANGE_PIECE: u64 = 0xffff_f000;
 
 /// Most `iovec` entries in one READV/WRITEV (`IOV_MAX`, `UIO_MAXIOV` in the kernel).
 pub const IOV_MAX: u64 = 1024;
@@ -175,7 +206,8 @@ impl RequestSpec {
 #[derive(Debug, Clone, Copy)]
 pub struct IoRequest {
     spec: RequestSpec,
-    /// Bytes the whole request moves (READ/WRITE: `len`; vectors: the sum; sync: 0).
+    /// Bytes the whole request moves (READ/WRITE: `len`; vectors: the sum; file
+    /// commands: 0).
     pub total: u64,
 }
 
@@ -256,8 +288,10 @@ impl IoRequest {
         if flags.0 & !Flags::KNOWN != 0 {
             return Err(Error::InvalidArgument("unknown flag"));
         }
-        if !op.transfers() && flags.0 != 0 {
-            return Err(Error::InvalidArgument("FSYNC/FDATASYNC take no flags"));
+        if op.is_file_command() && flags.0 != 0 {
+            return Err(Error::InvalidArgument(
+                "FSYNC/FDATASYNC/FALLOCATE/SYNC_FILE_RANGE take no flags",
+            ));
         }
         if op.reads() && flags.has(Flags::DSYNC | Flags::SYNC) {
             return Err(Error::InvalidArgument("DSYNC/SYNC on a read"));
@@ -295,14 +329,18 @@ impl IoRequest {
             }
             // fsync ignores the range; normalize so nothing stale reaches the kernel.
             Op::Fsync | Op::Fdatasync => (0, 0, std::ptr::null_mut(), 0),
+            // The range goes to the kernel as given (len 0 included: fallocate refuses
+            // it, sync_file_range reads it as "to the end"); `buf` is ignored.
+            Op::Fallocate | Op::SyncFileRange => (len, offset, std::ptr::null_mut(), 0),
         };
         // The kernel takes offsets as loff_t (i64); refuse what it could not address
         // rather than let a chunk's offset wrap negative.
-        match offset.checked_add(total) {
+        let end = if op.takes_range_arg() { len } else { total };
+        match offset.checked_add(end) {
             Some(end) if end <= i64::MAX as u64 => {}
             _ => return Err(Error::InvalidArgument("offset + len exceeds INT64_MAX")),
         }
-        let buf_index = if flags.has(Flags::FIXED_BUF) {
+        let buf_index = if flags.has(Flags::FIXED_BUF) || op.takes_range_arg() {
             buf_index
         } else {
             0
@@ -383,6 +421,8 @@ pub struct Chunk {
     pub rw_flags: i32,
     /// Registered buffer index (FIXED_BUF requests).
     pub fixed: Option<u16>,
+    /// FALLOCATE: the mode; SYNC_FILE_RANGE: the flags; 0 for the other ops.
+    pub range_arg: u32,
     /// IOPRIO_PRIO_VALUE for the kernel (its class's `kernel_ioprio`); 0 = none.
     pub ioprio: u16,
 }
@@ -439,7 +479,8 @@ pub struct IoEvent {
     pub request: IoRequest,
     callback: Callback,
     /// Bytes already transferred by earlier kernel IOs; `done < request.total` while
-    /// the event is in flight for a transfer.
+    /// the event is in flight for a transfer. SYNC_FILE_RANGE: the part of the range
+    /// already synced.
     done: u64,
     /// Vectors: the segment the next IO starts in, and the bytes of it already moved.
     /// A cursor over the caller's array, which is never modified.
@@ -447,8 +488,9 @@ pub struct IoEvent {
     seg_done: u64,
     /// `EAGAIN`/`EINTR` results in a row (reset by any other result).
     retry_streak: u32,
-    /// Set with a resubmission that must wait: the earliest time to issue it.
-    retry_at: Option<Instant>,
+    /// Set with a resubmission that must wait: the earliest time to issue it
+    /// (CLOCK_MONOTONIC ns, the clock of every engine timer: see `IoContext::next_wake_ns`).
+    retry_at: Option<u64>,
     /// Asked (`sys::fd::kind`) at the first continuation or at an ESPIPE, never before.
     position: Position,
     /// Its class's kernel ioprio, set when it is dispatched (0 = none).
@@ -501,10 +543,18 @@ impl IoEvent {
                 .flags
                 .has(Flags::FIXED_BUF)
                 .then_some(req.buf_index as u16),
+            range_arg: if req.op.takes_range_arg() {
+                req.buf_index
+            } else {
+                0
+            },
             ioprio: self.ioprio,
         };
         match req.op {
             Op::Fsync | Op::Fdatasync => {}
+            Op::Fallocate => chunk.len = req.len,
+            // `done` counts the range already synced; `len` 0 (to the end) is one piece.
+            Op::SyncFileRange => chunk.len = (req.len - self.done).min(MAX_SYNC_RANGE_PIECE),
             Op::Read | Op::Write => {
                 // `wrapping_add` keeps this safe code; `done <= len` and the caller's
                 // buffer spans `len` bytes, so the pointer stays inside it.
@@ -588,8 +638,9 @@ impl IoEvent {
         self.request.tag
     }
 
-    /// For a resubmission: the earliest time the submitter may issue it (`None`: now).
-    pub fn retry_at(&self) -> Option<Instant> {
+    /// For a resubmission: the earliest time the submitter may issue it, CLOCK_MONOTONIC
+    /// ns (`None`: now).
+    pub fn retry_at(&self) -> Option<u64> {
         self.retry_at
     }
 
@@ -612,7 +663,8 @@ impl IoEvent {
         }
         if eagain || res == -i64::from(libc::EINTR) {
             self.retry_streak = self.retry_streak.saturating_add(1);
-            self.retry_at = Self::retry_delay(self.retry_streak).map(|d| Instant::now() + d);
+            self.retry_at = Self::retry_delay(self.retry_streak)
+                .map(|d| crate::sys::monotonic_ns() + d.as_nanos() as u64);
             return Outcome::Resubmit;
         }
         self.retry_streak = 0;
@@ -633,6 +685,20 @@ impl IoEvent {
         }
         let failed = if res < 0 {
             res
+        } else if op == Op::SyncFileRange {
+            // One piece of the range synced (see `MAX_SYNC_RANGE_PIECE`); the next one
+            // goes like a short transfer's continuation, unless the rest lies wholly past
+            // the file's data, where there is no page to write or wait for (a range to
+            // INT64_MAX must not take 2^31 kernel calls). Asked at each continuation, so
+            // a file that grew since the request was queued is covered.
+            self.done += self.next_chunk().len;
+            let rest = self.request.offset + self.done;
+            if self.done < self.request.len
+                && crate::sys::range::data_end(self.request.fd).is_none_or(|end| rest < end)
+            {
+                return Outcome::Resubmit;
+            }
+            return Outcome::Done(0);
         } else if !op.transfers() {
             return Outcome::Done(0);
         } else {
@@ -878,10 +944,10 @@ mod tests {
         }
         let mut delays = Vec::new();
         for _ in 0..12 {
-            let before = Instant::now();
+            let before = crate::sys::monotonic_ns();
             assert_eq!(ev.settle(-i64::from(libc::EINTR)), Outcome::Resubmit);
             let at = ev.retry_at().expect("a delayed retry");
-            delays.push(at.duration_since(before));
+            delays.push(Duration::from_nanos(at - before));
         }
         assert!(delays[0] >= FIRST_RETRY_DELAY && delays[0] < MAX_RETRY_DELAY);
         assert!(
@@ -1146,6 +1212,201 @@ mod tests {
         assert_eq!(ev.settle(40), Outcome::Resubmit);
         assert_eq!(ev.settle(eagain), Outcome::Done(40), "bytes moved are kept");
         assert_eq!(ev.next_chunk().rw_flags, libc::RWF_NOWAIT);
+    }
+
+    /// An unlinked scratch file (in the ext4 temp dir) of `size` bytes, sparse.
+    fn sparse_file(size: u64) -> std::fs::File {
+        let path = std::env::temp_dir().join(format!(
+            "ioeng-tasks-{}-{size}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("scratch file");
+        let _ = std::fs::remove_file(&path);
+        file.set_len(size).expect("set_len");
+        file
+    }
+
+    /// A 6 GiB sparse file, open for the whole test run.
+    fn big_fd() -> i32 {
+        static FILE: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+        std::os::fd::AsRawFd::as_raw_fd(FILE.get_or_init(|| sparse_file(6 << 30)))
+    }
+
+    fn command(op: Op, offset: u64, len: u64, arg: u32, flags: u32) -> Result<IoRequest, Error> {
+        let s = RequestSpec {
+            flags: Flags(flags),
+            buf_index: arg,
+            offset,
+            fd: big_fd(),
+            ..spec(op, 0x1000 as *mut u8, len)
+        };
+        // SAFETY: not vectored.
+        unsafe { IoRequest::from_spec(&s, None) }
+    }
+
+    #[test]
+    fn range_commands_are_validated_and_keep_their_argument() {
+        let max = i64::MAX as u64;
+        for op in [Op::Fallocate, Op::SyncFileRange] {
+            assert!(!op.transfers() && op.is_file_command() && op.takes_range_arg());
+            let req = command(op, 4096, 8192, 0x11, 0).unwrap();
+            assert_eq!(
+                (req.offset, req.len, req.buf_index, req.total),
+                (4096, 8192, 0x11, 0)
+            );
+            assert!(req.buf.is_null(), "buf is ignored");
+            assert_eq!(req.class(), QueueClass::Write);
+            // Whatever the mode, flags or length: the kernel's to judge (len 0 included).
+            assert!(command(op, 0, 0, u32::MAX, 0).is_ok());
+            assert!(command(op, max - 10, 10, 0, 0).is_ok());
+            for flag in [
+                Flags::DSYNC,
+                Flags::SYNC,
+                Flags::NOWAIT,
+                Flags::FIXED_BUF,
+                Flags::SHORT_OK,
+            ] {
+                assert!(matches!(
+                    command(op, 0, 1, 0, flag),
+                    Err(Error::InvalidArgument(_))
+                ));
+            }
+            assert!(matches!(
+                command(op, max - 10, 11, 0, 0),
+                Err(Error::InvalidArgument(_))
+            ));
+            assert!(matches!(
+                command(op, u64::MAX, 0, 0, 0),
+                Err(Error::InvalidArgument(_))
+            ));
+            let bad_fd = RequestSpec {
+                fd: -1,
+                ..spec(op, std::ptr::null_mut(), 1)
+            };
+            // SAFETY: not vectored.
+            let refused = unsafe { IoRequest::from_spec(&bad_fd, None) };
+            assert!(matches!(refused, Err(Error::BadFd)));
+            let high = RequestSpec {
+                priority: Priority::High,
+                ..spec(op, std::ptr::null_mut(), 1)
+            };
+            // SAFETY: not vectored.
+            let high = unsafe { IoRequest::from_spec(&high, None) }.unwrap();
+            assert_eq!(high.class(), QueueClass::High);
+        }
+        for op in [Op::Fsync, Op::Fdatasync] {
+            assert!(!op.transfers() && op.is_file_command() && !op.takes_range_arg());
+        }
+        for op in [Op::Read, Op::Write, Op::Readv, Op::Writev] {
+            assert!(op.transfers() && !op.is_file_command() && !op.takes_range_arg());
+        }
+    }
+
+    #[test]
+    fn fallocate_is_one_kernel_call_with_its_result() {
+        let mode = (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u32;
+        let req = command(Op::Fallocate, 1 << 20, 5 << 30, mode, 0).unwrap();
+        let ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        let c = ev.next_chunk();
+        assert_eq!(
+            (c.op, c.offset, c.len, c.range_arg),
+            (Op::Fallocate, 1 << 20, 5 << 30, mode)
+        );
+        assert_eq!((c.fixed, c.rw_flags, c.bytes), (None, 0, 0));
+        let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        assert_eq!(ev.settle(0), Outcome::Done(0));
+        let eopnotsupp = -i64::from(libc::EOPNOTSUPP);
+        let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        assert_eq!(ev.settle(eopnotsupp), Outcome::Done(eopnotsupp));
+        let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        assert_eq!(
+            ev.settle(-i64::from(libc::EINTR)),
+            Outcome::Resubmit,
+            "retried"
+        );
+        assert_eq!(ev.next_chunk().len, 5 << 30);
+        assert_eq!(ev.settle(0), Outcome::Done(0));
+    }
+
+    #[test]
+    fn a_sync_range_of_4_gib_or_more_goes_in_pieces() {
+        let flags = libc::SYNC_FILE_RANGE_WRITE;
+        let len = 5u64 << 30;
+        let req = command(Op::SyncFileRange, 4096, len, flags, 0).unwrap();
+        let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        let c = ev.next_chunk();
+        assert_eq!(
+            (c.op, c.offset, c.len, c.range_arg),
+            (Op::SyncFileRange, 4096, MAX_SYNC_RANGE_PIECE, flags)
+        );
+        assert_eq!(ev.settle(0), Outcome::Resubmit);
+        let c = ev.next_chunk();
+        assert_eq!(
+            (c.offset, c.len),
+            (4096 + MAX_SYNC_RANGE_PIECE, len - MAX_SYNC_RANGE_PIECE)
+        );
+        assert_eq!(ev.settle(0), Outcome::Done(0));
+        // Just below 4 GiB: one piece. Exactly 4 GiB: two.
+        let one = command(Op::SyncFileRange, 0, (1 << 32) - 1, flags, 0).unwrap();
+        let mut ev = IoEvent::new(one, Callback::new(ignore, std::ptr::null_mut()));
+        assert!(ev.next_chunk().len <= u64::from(u32::MAX));
+        assert_eq!(
+            ev.settle(0),
+            Outcome::Resubmit,
+            "2^32 - 1 > the page-aligned piece"
+        );
+        assert_eq!(ev.next_chunk().len, (1 << 32) - 1 - MAX_SYNC_RANGE_PIECE);
+        assert_eq!(ev.settle(0), Outcome::Done(0));
+        let small = command(Op::SyncFileRange, 0, MAX_SYNC_RANGE_PIECE, flags, 0).unwrap();
+        let mut ev = IoEvent::new(small, Callback::new(ignore, std::ptr::null_mut()));
+        assert_eq!(ev.settle(0), Outcome::Done(0));
+        // A failing piece ends the request with its error.
+        let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        assert_eq!(ev.settle(0), Outcome::Resubmit);
+        assert_eq!(
+            ev.settle(-i64::from(libc::EIO)),
+            Outcome::Done(-i64::from(libc::EIO))
+        );
+        // len 0 (to the end of the file): one call with len 0.
+        let to_end = command(Op::SyncFileRange, 8192, 0, flags, 0).unwrap();
+        let mut ev = IoEvent::new(to_end, Callback::new(ignore, std::ptr::null_mut()));
+        assert_eq!((ev.next_chunk().offset, ev.next_chunk().len), (8192, 0));
+        assert_eq!(ev.settle(0), Outcome::Done(0));
+    }
+
+    #[test]
+    fn a_sync_range_stops_where_the_files_data_ends() {
+        let flags = libc::SYNC_FILE_RANGE_WRITE;
+        let max = i64::MAX as u64;
+        // To INT64_MAX on the 6 GiB file: two pieces reach past its end, no more.
+        let req = command(Op::SyncFileRange, 0, max, flags, 0).unwrap();
+        let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        assert_eq!(ev.settle(0), Outcome::Resubmit);
+        assert_eq!(ev.next_chunk().offset, MAX_SYNC_RANGE_PIECE);
+        assert_eq!(ev.settle(0), Outcome::Done(0), "8 GiB - 8 KiB > 6 GiB");
+        // A small file: the first piece covers it all.
+        let small = sparse_file(8192);
+        let s = RequestSpec {
+            buf_index: flags,
+            fd: std::os::fd::AsRawFd::as_raw_fd(&small),
+            ..spec(Op::SyncFileRange, std::ptr::null_mut(), max)
+        };
+        // SAFETY: not vectored.
+        let req = unsafe { IoRequest::from_spec(&s, None) }.unwrap();
+        let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        assert_eq!(ev.settle(0), Outcome::Done(0));
+        // A file that grew meanwhile is covered to its new end.
+        let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        small.set_len(5 << 30).unwrap();
+        assert_eq!(ev.settle(0), Outcome::Resubmit);
+        assert_eq!(ev.settle(0), Outcome::Done(0));
     }
 
     #[test]

@@ -26,6 +26,16 @@
 //! [`CONTROL_INDEX`]. The wake-up poll's CQE carries [`WAKE_USER_DATA`] and never
 //! leaves the driver. Control SQEs (cancels, the wake-up poll) are pushed and submitted
 //! by the submit role between rounds, so the SQ is still empty when a round starts.
+//!
+//! POLLED mode's timer (`arm_timer`, docs/ARCHITECTURE.md "Timers"): one
+//! `IORING_OP_TIMEOUT` at an absolute CLOCK_MONOTONIC time, user_data
+//! [`TIMER_USER_DATA`]; its CQE, posted while no poller runs, signals the registered
+//! event fd like any CQE. A new earlier time updates it in place (`TIMEOUT_REMOVE` with
+//! `IORING_TIMEOUT_UPDATE`, 5.11, whose own CQE carries [`TIMER_UPDATE_USER_DATA`] and
+//! comes only on failure where the kernel can skip it, 5.17).
+//! Both CQEs stay inside the driver. The CQ has room for three more CQEs in POLLED mode:
+//! the wake-up poll, the timer and one update (an update is issued only at the end of a
+//! poll, and every poll reaps what the last one left).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -77,6 +87,12 @@ pub struct UringDriver {
     /// Set when the wake-up poll's CQE was reaped (the fd was readable, so it holds a
     /// count the poller must drain); taken by `take_wake_fired`. Poller only: Relaxed.
     wake_fired: AtomicBool,
+    /// Whether the POLLED timer's `TIMEOUT` is in the kernel (set by `arm_timer`, cleared
+    /// when its CQE is reaped). Poller only: Relaxed.
+    timer_armed: AtomicBool,
+    /// Set when the timer's CQE (it fired) was reaped; taken by `take_timer_fired`.
+    /// Poller only: Relaxed.
+    timer_fired: AtomicBool,
 }
 
 /// Creates a ring with `sq_entries` SQEs and room for `cq_entries` completions.
@@ -108,6 +124,10 @@ pub(crate) fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring
 const CANCEL_USER_DATA: u64 = u64::MAX;
 /// `user_data` of the POLLED wake-up poll on the event fd.
 const WAKE_USER_DATA: u64 = u64::MAX - 1;
+/// `user_data` of the POLLED timer (`arm_timer`).
+const TIMER_USER_DATA: u64 = u64::MAX - 2;
+/// `user_data` of an update of the POLLED timer.
+const TIMER_UPDATE_USER_DATA: u64 = u64::MAX - 3;
 /// The kernel's largest CQ (`IORING_MAX_CQ_ENTRIES`).
 const MAX_CQ_ENTRIES: u32 = 65536;
 
@@ -120,8 +140,9 @@ fn this_thread() -> usize {
 fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
     let chunk = event.next_chunk();
     let fd = types::Fd(chunk.fd);
-    // `chunk.len <= MAX_KERNEL_IO < 2^31` (bytes) or `<= IOV_MAX` (iovecs), so the
-    // 32-bit SQE length cannot truncate.
+    // `chunk.len <= MAX_KERNEL_IO < 2^31` (bytes), `<= IOV_MAX` (iovecs) or, for a
+    // SYNC_FILE_RANGE piece, `<= MAX_SYNC_RANGE_PIECE < 2^32`, so the 32-bit SQE length
+    // cannot truncate (FALLOCATE's 64-bit length does not go there).
     let len = chunk.len as u32;
     let (offset, rw_flags) = (chunk.offset, chunk.rw_flags);
     // The class's kernel_ioprio (0: none, the kernel then uses the task's); FSYNC and
@@ -165,6 +186,16 @@ fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
         (Op::Fdatasync, _) => opcode::Fsync::new(fd)
             .flags(types::FsyncFlags::DATASYNC)
             .build(),
+        // The range's length goes in the SQE's 64-bit `addr`, the mode in `len`.
+        (Op::Fallocate, _) => opcode::Fallocate::new(fd, chunk.len)
+            .offset(offset)
+            .mode(chunk.range_arg as i32)
+            .build(),
+        // One piece of at most MAX_SYNC_RANGE_PIECE < 2^32 bytes (see `next_chunk`).
+        (Op::SyncFileRange, _) => opcode::SyncFileRange::new(fd, len)
+            .offset(offset)
+            .flags(chunk.range_arg)
+            .build(),
     };
     entry.user_data(index as u64)
 }
@@ -206,11 +237,11 @@ impl Driver for UringDriver {
     type Slot = UringSlot;
 
     fn open(depth: u32, batch: u32, event_fd: Option<RawFd>) -> Result<Self, Error> {
-        // One more CQE for the POLLED wake-up poll (see module docs), within the kernel's
-        // limit: at the largest depth the extra CQE relies on IORING_FEAT_NODROP (5.5,
-        // older than the EXT_ARG that POLLED waits need), which keeps an overflowing CQE
-        // until the next io_uring_enter(GETEVENTS).
-        let cq_entries = (2 * depth + u32::from(event_fd.is_some()))
+        // Three more CQEs in POLLED mode: the wake-up poll, the timer and its update (see
+        // module docs), within the kernel's limit: at the largest depth the extra CQEs rely
+        // on IORING_FEAT_NODROP (5.5, older than the EXT_ARG that POLLED waits need), which
+        // keeps an overflowing CQE until the next io_uring_enter(GETEVENTS).
+        let cq_entries = (2 * depth + 3 * u32::from(event_fd.is_some()))
             .next_power_of_two()
             .min(MAX_CQ_ENTRIES);
         let ring = build_ring(batch.next_power_of_two(), cq_entries)
@@ -229,6 +260,8 @@ impl Driver for UringDriver {
             wake_armed: AtomicBool::new(false),
             armed_by: AtomicUsize::new(0),
             wake_fired: AtomicBool::new(false),
+            timer_armed: AtomicBool::new(false),
+            timer_fired: AtomicBool::new(false),
         })
     }
 
@@ -346,6 +379,50 @@ impl Driver for UringDriver {
         self.wake_fired.swap(false, Ordering::Relaxed)
     }
 
+    fn arm_timer(&self, at_ns: u64) -> bool {
+        let ts = types::Timespec::new()
+            .sec(at_ns / 1_000_000_000)
+            .nsec((at_ns % 1_000_000_000) as u32);
+        let update = self.timer_armed.swap(true, Ordering::Relaxed);
+        let entry = if update {
+            // If the timer fired meanwhile, the update finds nothing (-ENOENT) and the
+            // fired CQE, still in the CQ, keeps the fd readable (it was signalled, or the
+            // poll's last check sees the CQE): the next poll re-arms.
+            let entry = opcode::TimeoutUpdate::new(TIMER_USER_DATA, &ts)
+                .flags(types::TimeoutFlags::ABS)
+                .build()
+                .user_data(TIMER_UPDATE_USER_DATA);
+            // A successful update posts no CQE (5.17), which would signal the event fd:
+            // one spurious wake-up per earlier deadline.
+            if self.ring.params().is_feature_skip_cqe_on_success() {
+                entry.flags(squeue::Flags::SKIP_SUCCESS)
+            } else {
+                entry
+            }
+        } else {
+            // count 0: a pure timer, not counting completions.
+            opcode::Timeout::new(&ts)
+                .flags(types::TimeoutFlags::ABS)
+                .build()
+                .user_data(TIMER_USER_DATA)
+        };
+        {
+            // SAFETY: the poller holds the submit role (Driver contract), so this is the
+            // only SubmissionQueue of the ring in existence; empty between rounds.
+            let mut sq = unsafe { self.ring.submission_shared() };
+            // SAFETY: the SQE points at `ts`, which the kernel copies when it takes the
+            // SQE, inside `flush_control_sqes` below, while `ts` lives.
+            let pushed = unsafe { sq.push(&entry) };
+            pushed.expect("the SQ is empty between rounds");
+        }
+        self.flush_control_sqes();
+        true
+    }
+
+    fn take_timer_fired(&self) -> bool {
+        self.timer_fired.swap(false, Ordering::Relaxed)
+    }
+
     fn wait_event(&self, timeout: Option<Duration>) -> Option<Result<(), i32>> {
         let fd = self.quiet_fd?;
         if !self.wake_armed.swap(true, Ordering::Relaxed) {
@@ -433,6 +510,13 @@ impl Driver for UringDriver {
                     self.wake_fired.store(true, Ordering::Relaxed);
                     return None;
                 }
+                // The timer's CQE comes only when it fired (-ETIME): updates keep it.
+                TIMER_USER_DATA => {
+                    self.timer_armed.store(false, Ordering::Relaxed);
+                    self.timer_fired.store(true, Ordering::Relaxed);
+                    return None;
+                }
+                TIMER_UPDATE_USER_DATA => return None,
                 data => data as usize,
             };
             Some((index, i64::from(cqe.result())))
@@ -478,16 +562,82 @@ impl Driver for UringDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::tasks::{Callback, IoRequest, Priority};
+    use crate::scheduler::tasks::{
+        Callback, Flags, IoRequest, MAX_SYNC_RANGE_PIECE, Outcome, Priority, RequestSpec,
+    };
 
     unsafe extern "C" fn ignore(_: *mut std::ffi::c_void, _: i64) {}
 
-    /// The SQE's `ioprio` (offset 2 of the kernel's 64-byte `io_uring_sqe`).
-    fn sqe_ioprio(entry: squeue::Entry) -> u16 {
-        // SAFETY: `squeue::Entry` is repr(C) around the kernel's 64-byte io_uring_sqe,
-        // so its bytes are the SQE's.
-        let bytes: [u8; 64] = unsafe { std::mem::transmute(entry) };
-        u16::from_ne_bytes([bytes[2], bytes[3]])
+    /// The kernel's `io_uring_sqe` fields these ops use, read from the built entry.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Sqe {
+        opcode: u8,
+        fd: i32,
+        off: u64,
+        addr: u64,
+        len: u32,
+        op_flags: u32,
+        user_data: u64,
+    }
+
+    fn sqe(entry: &squeue::Entry) -> Sqe {
+        const _: () = assert!(size_of::<squeue::Entry>() == 64);
+        // SAFETY: `Entry` is a repr(C) wrapper of the kernel's 64-byte `io_uring_sqe`
+        // (size checked above); any bytes are valid for a [u8; 64].
+        let b: [u8; 64] = unsafe { std::ptr::from_ref(entry).cast::<[u8; 64]>().read() };
+        let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().unwrap());
+        // include/uapi/linux/io_uring.h: opcode 0, fd 4, off 8, addr 16, len 24, the op's
+        // flags (sync_range_flags, ...) 28, user_data 32.
+        Sqe {
+            opcode: b[0],
+            fd: u32_at(4) as i32,
+            off: u64_at(8),
+            addr: u64_at(16),
+            len: u32_at(24),
+            op_flags: u32_at(28),
+            user_data: u64_at(32),
+        }
+    }
+
+    /// An unlinked 6 GiB sparse file in the temp dir (a sync range stops at its end).
+    fn big_file() -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("ioeng-uring-sqe-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("scratch file");
+        let _ = std::fs::remove_file(&path);
+        file.set_len(6 << 30).expect("set_len");
+        file
+    }
+
+    fn event(op: Op, fd: i32, offset: u64, len: u64, arg: u32) -> IoEvent {
+        let spec = RequestSpec {
+            op,
+            priority: Priority::Normal,
+            fd,
+            buf: std::ptr::null_mut(),
+            len,
+            offset,
+            flags: Flags::default(),
+            tag: 0,
+            deadline_ns: 0,
+            buf_index: arg,
+            class_id: 0,
+        };
+        // SAFETY: not vectored.
+        let req = unsafe { IoRequest::from_spec(&spec, None) }.unwrap();
+        IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()))
+    }
+
+    /// The SQE's `ioprio` (offset 2 of `io_uring_sqe`).
+    fn sqe_ioprio(entry: &squeue::Entry) -> u16 {
+        // SAFETY: as in `sqe`: a repr(C) wrapper of the 64-byte `io_uring_sqe`.
+        let b: [u8; 64] = unsafe { std::ptr::from_ref(entry).cast::<[u8; 64]>().read() };
+        u16::from_ne_bytes([b[2], b[3]])
     }
 
     #[test]
@@ -501,7 +651,61 @@ mod tests {
             let req = IoRequest::new(op, Priority::Normal, 0, buf, 4096, 0).unwrap();
             let mut event = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
             event.ioprio = ioprio;
-            assert_eq!(sqe_ioprio(entry_for(1, &event)), ioprio);
+            assert_eq!(sqe_ioprio(&entry_for(1, &event)), ioprio);
         }
+    }
+
+    #[test]
+    fn fallocate_sqe_carries_mode_range_and_a_64_bit_length() {
+        let mode = (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u32;
+        let ev = event(Op::Fallocate, 7, 1 << 20, 5 << 30, mode);
+        let want = Sqe {
+            opcode: opcode::Fallocate::CODE,
+            fd: 7,
+            off: 1 << 20,
+            addr: 5 << 30,
+            len: mode,
+            op_flags: 0,
+            user_data: 3,
+        };
+        assert_eq!(sqe(&entry_for(3, &ev)), want);
+    }
+
+    #[test]
+    fn sync_file_range_sqes_split_a_range_of_4_gib_or_more() {
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        let len = 5u64 << 30;
+        let file = big_file();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let mut ev = event(Op::SyncFileRange, fd, 4096, len, flags);
+        let first = sqe(&entry_for(9, &ev));
+        let want = Sqe {
+            opcode: opcode::SyncFileRange::CODE,
+            fd,
+            off: 4096,
+            addr: 0,
+            len: MAX_SYNC_RANGE_PIECE as u32,
+            op_flags: flags,
+            user_data: 9,
+        };
+        assert_eq!(first, want);
+        assert_eq!(ev.settle(0), Outcome::Resubmit);
+        let second = sqe(&entry_for(9, &ev));
+        assert_eq!(
+            (second.off, u64::from(second.len), second.op_flags),
+            (
+                4096 + MAX_SYNC_RANGE_PIECE,
+                len - MAX_SYNC_RANGE_PIECE,
+                flags
+            )
+        );
+        assert_eq!(ev.settle(0), Outcome::Done(0));
+        // Below 4 GiB: one SQE with the whole length; 0 (to the end of the file) stays 0.
+        let ev = event(Op::SyncFileRange, fd, 0, 12345, flags);
+        assert_eq!(sqe(&entry_for(1, &ev)).len, 12345);
+        let ev = event(Op::SyncFileRange, fd, 0, 0, flags);
+        assert_eq!(sqe(&entry_for(1, &ev)).len, 0);
     }
 }

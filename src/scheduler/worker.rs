@@ -21,7 +21,7 @@ pub(crate) fn run_submitter<D: Driver>(shared: &Shared<D>) {
     let mut slot_wait = IdleWait::new(&shared.policy);
     let mut wait_for_progress = || ctx.wait_for_progress();
     loop {
-        let next_retry = {
+        {
             let round = &mut lock(&shared.submit).round;
             let submitted = submit_step(
                 ctx,
@@ -34,28 +34,22 @@ pub(crate) fn run_submitter<D: Driver>(shared: &Shared<D>) {
                 idle.work_arrived();
                 continue;
             }
-            round.next_retry()
-        };
+        }
         if ctx.drained_for_close() {
             break;
         }
         race_hooks::at(Point::SubmitterIdle);
+        // Every timer (a delayed resubmission, a queued deadline, ...): `next_wake_ns`.
         let wake_ns = ctx.next_wake_ns();
-        let due = || next_retry.is_some_and(|at| at <= Instant::now());
         let deferred = || try_lock(&shared.submit).is_some_and(|_| driver.run_deferred());
-        if idle.poll(|| deferred() || ctx.has_submit_work() || due() || ctx.control_due(wake_ns)) {
+        if idle.poll(|| deferred() || ctx.has_submit_work() || ctx.control_due(wake_ns)) {
             continue;
         }
         // Nothing to do: sleep until a push, resume, resubmission, cancel or close unparks
         // us, or until a delayed resubmission or the earliest queued deadline falls due
         // (expiring it is this thread's job). A wake-up that raced ahead of this park
         // leaves a token, so none is lost.
-        let deadline = wake_ns.map(instant_of);
-        let wake_at = match (next_retry, deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        match wake_at {
+        match wake_ns.map(instant_of) {
             Some(at) => std::thread::park_timeout(at.saturating_duration_since(Instant::now())),
             None => std::thread::park(),
         }

@@ -4,6 +4,8 @@
 pub(crate) mod aio;
 pub(crate) mod fd;
 pub(crate) mod fork;
+pub(crate) mod range;
+pub(crate) mod timerfd;
 pub(crate) mod valgrind;
 
 use std::io;
@@ -129,6 +131,18 @@ impl EventFd {
         let _ = unsafe { libc::read(self.raw(), (&raw mut value).cast(), 8) };
     }
 
+    /// Whether the fd is readable now (a zero-timeout poll; the count stays).
+    pub(crate) fn is_readable(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.raw(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no timeout: poll only writes `revents`.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        rc > 0 && pfd.revents & libc::POLLIN != 0
+    }
+
     /// Sleeps in the kernel until the fd is readable or `timeout` passed (`None`: no
     /// limit). `Err(EINTR)` when a signal interrupted the wait.
     pub(crate) fn wait(&self, timeout: Option<std::time::Duration>) -> Result<(), i32> {
@@ -184,4 +198,25 @@ pub(crate) fn allowed_cpus() -> usize {
     }
     // SAFETY: `set` is an initialized cpu_set_t.
     (unsafe { libc::CPU_COUNT(&set) }).max(1) as usize
+}
+
+/// The read end of a new pipe whose write end is already closed (close-on-exec): a file
+/// on which a read of 0 bytes completes at once, on every kernel and through every
+/// interface (pipe_read: "null read succeeds"). The AIO helper's stand-in iocbs read it.
+pub(crate) fn null_read_fd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 returns.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else; each is
+    // wrapped once, and dropping the write end closes it.
+    let (read, _write) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    Ok(read)
 }
