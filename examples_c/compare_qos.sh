@@ -9,6 +9,9 @@
 #                job: the writer's bytes/s (target +- 5 %) and the reader's IOPS
 #   3  latency   (ext4 only) foreground 4k randread QD4 weight 900 against background
 #                128k randwrite QD64 weight 100: foreground p99 and IOPS, background MB/s
+#   4  guard     4k randread QD64, 90 % HIGH (--prio-mix 0.9), normal_min_percent 10:
+#                NORMAL's percent of the completions (target 10 +- 1), at the engine
+#                depth and at depth 1 (libioeng only: fio has no such rule)
 #
 # fio: ioengine io_uring or libaio as --backend, jobs in one flow group (flow_id=1,
 # flow=<weight>) for 1a/1b/3, rate=20000000 on the writer for 2. fio has no engine queue:
@@ -17,13 +20,13 @@
 # engine can be ordered by it.
 #
 # usage: compare_qos.sh [--rounds N] [--runtime S] [--backend aio|uring] [--depth N]
-#                       [--cases "1a 1b 2 3"] [--fs shm|ext4|both] [--no-fio]
+#                       [--cases "1a 1b 2 3 4"] [--fs shm|ext4|both] [--no-fio]
 # Files: /dev/shm/ioeng-qos (tmpfs, buffered, 256 MiB, removed at exit) and
 # ${IOENG_TEST_DIR:-/var/tmp}/ioeng-qos (ext4, O_DIRECT, 1 GiB, kept for the next run).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BENCH=$HERE/ioeng_bench
-ROUNDS=5 RUNTIME=8 BACKEND=uring DEPTH=8 CASES="1a 1b 2 3" FS=both USE_FIO=1
+ROUNDS=5 RUNTIME=8 BACKEND=uring DEPTH=8 CASES="1a 1b 2 3 4" FS=both USE_FIO=1
 while [ $# -gt 0 ]; do
     case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -60,6 +63,15 @@ case_jobs() {
 }
 
 run_ioeng() {  # CASE FILE DIRECT -> JSON on stdout
+    if [ "$1" = 4 ]; then
+        local d
+        for d in "$DEPTH" 1; do
+            "$BENCH" --backend "$BACKEND" --engine-depth "$d" --iodepth 64 --rw randread --bs 4k \
+                --runtime "$RUNTIME" --direct "$3" --filename "$2" --size "$(size_of "$2")" \
+                --prio-mix 0.9 --normal-min-percent 10 --output-format json
+        done | python3 -c 'import json,sys; print(json.dumps([json.loads(l) for l in sys.stdin]))'
+        return
+    fi
     local args=() IFS=';' spec
     for spec in $(case_jobs "$1"); do
         IFS=' ' read -r rw bs qd w extra <<<"$spec"
@@ -95,6 +107,11 @@ figures() {  # CASE TOOL FILE
 import json, sys
 case, tool, path = sys.argv[1:4]
 d = json.load(open(path))
+if case == "4":
+    pct = [100 * r["lat_us"]["normal_read"]["count"] /
+           (r["lat_us"]["normal_read"]["count"] + r["lat_us"]["high_read"]["count"]) for r in d]
+    print("%.2f %.2f" % tuple(pct))
+    sys.exit(0)
 def jobs():
     if tool == "ioeng":
         for j in d["job_classes"]:
@@ -126,6 +143,7 @@ header() {
     1b) echo "cost ratio 4k:128k at 1:1 (target 1.0)" ;;
     2) echo "writer bytes/s (limit 20000000), reader IOPS" ;;
     3) echo "fg p99 us, fg IOPS, bg MB/s" ;;
+    4) echo "NORMAL % of completions at depth $DEPTH and 1 (target 10)" ;;
     esac
 }
 
@@ -148,7 +166,7 @@ for fs in shm ext4; do
     for c in $CASES; do
         [ "$c" = 3 ] && [ $fs = shm ] && continue
         for tool in ioeng fio; do
-            [ $tool = fio ] && [ $USE_FIO = 0 ] && continue
+            [ $tool = fio ] && { [ $USE_FIO = 0 ] || [ "$c" = 4 ]; } && continue
             for r in $(seq 1 "$ROUNDS"); do
                 out=$TMP/$fs.$c.$tool.$r.json
                 if [ $tool = ioeng ]; then run_ioeng "$c" "$file" $direct >"$out"; else run_fio "$c" "$file" $direct >"$out"; fi

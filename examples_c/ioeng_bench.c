@@ -203,6 +203,7 @@ static ioeng_backend_t open_engine(void)
     cfg.mode = opt.mode;
     cfg.idle_poll_us = opt.idle_poll_us;
     cfg.latency_stats = opt.latency_stats;
+    cfg.normal_min_percent = opt.normal_min_percent;
     int rc = ioeng_open(&cfg, &g.eng);
     if (rc < 0) {
         const char *why = opt.backend == IOENG_BACKEND_URING ? ioeng_uring_unavailable_reason() : NULL;

@@ -70,6 +70,7 @@ struct bench_opts {
     ioeng_mode_t mode;
     uint32_t idle_poll_us;
     uint32_t latency_stats; /* ioeng_config_t.latency_stats (IO class histograms) */
+    uint32_t normal_min_percent; /* ioeng_config_t.normal_min_percent (starvation guard) */
     struct job_class job_classes[MAX_JOB_CLASSES];
     unsigned njob_classes;  /* 0: every job in class 0 with the global options */
 };

@@ -49,6 +49,8 @@ static void usage(FILE *f)
 "                             the job's own rw, bs and queue depth (qd on all or none; their\n"
 "                             sum is the iodepth). Reports per-job IOPS, bandwidth and\n"
 "                             latency next to ioeng_class_stats()\n"
+"  --normal-min-percent N     ioeng_config_t.normal_min_percent, 0..50: NORMAL's share of\n"
+"                             the dispatches while HIGH requests also wait (--prio-mix)\n"
 "  --rw MODE                  read|write|randread|randwrite|randrw|rw (default randread)\n"
 "  --rwmixread N              percent reads for randrw/rw, 0..100 (default 50)\n"
 "  --bs SIZE                  block size, e.g. 4k, 64k, 1m (default 4k)\n"
@@ -159,7 +161,7 @@ enum {
     OPT_BACKEND = 256, OPT_RW, OPT_RWMIX, OPT_BS, OPT_IODEPTH, OPT_ENGDEPTH, OPT_BATCH, OPT_QCAP, OPT_SIZE,
     OPT_RUNTIME, OPT_RAMP, OPT_DIRECT, OPT_NUMJOBS, OPT_PRIOMIX, OPT_FILENAME, OPT_OUTFMT, OPT_SEED, OPT_CHECK,
     OPT_FIXEDBUFS, OPT_DSYNC, OPT_BATCHSUB, OPT_GROUPSUB,
-    OPT_MODE, OPT_IDLEPOLL, OPT_LATSTATS, OPT_JOBCLASS,
+    OPT_MODE, OPT_IDLEPOLL, OPT_LATSTATS, OPT_JOBCLASS, OPT_NORMALMIN,
 };
 
 static const struct option long_opts[] = {
@@ -168,6 +170,7 @@ static const struct option long_opts[] = {
     { "idle-poll-us", required_argument, 0, OPT_IDLEPOLL },
     { "latency-stats", required_argument, 0, OPT_LATSTATS },
     { "job-class", required_argument, 0, OPT_JOBCLASS },
+    { "normal-min-percent", required_argument, 0, OPT_NORMALMIN },
     { "rw", required_argument, 0, OPT_RW },
     { "readwrite", required_argument, 0, OPT_RW },
     { "rwmixread", required_argument, 0, OPT_RWMIX },
@@ -310,6 +313,7 @@ static void parse_opt(int c, const char *arg, char **argv)
         break;
     case OPT_LATSTATS: opt.latency_stats = parse_uint("--latency-stats", arg, 0, 2); break;
     case OPT_JOBCLASS: parse_job_class(arg); break;
+    case OPT_NORMALMIN: opt.normal_min_percent = parse_uint("--normal-min-percent", arg, 0, 50); break;
     case OPT_BACKEND: opt.backend = parse_backend(arg); break;
     case OPT_RW: opt.rw = parse_rw(arg); break;
     case OPT_RWMIX: opt.rwmixread = parse_uint("--rwmixread", arg, 0, 100); break;
