@@ -241,6 +241,37 @@ static void polled_refill_case(ioeng_backend_t be, int fd)
     CHECK(ioeng_close(h) == 0, "close");
 }
 
+/* POLLED, driven by an epoll-style loop on the event fd alone (DESIGN §6.3): the fd must
+ * become readable by itself at each refill of a limited class. A wait on the fd that
+ * times out (2 s) while requests are held would mean a lost refill. */
+static void eventfd_refill_case(ioeng_backend_t be, int fd)
+{
+    rec_reset();
+    ioeng_config_t cfg = tu_config(be, IOENG_MODE_POLLED, 4);
+    ioeng_t *h = NULL;
+    CHECK(ioeng_open(&cfg, &h) == 0, "open POLLED");
+    ioeng_class_config_t c = class_cfg(100);
+    c.iops_limit = 50;
+    uint16_t id = open_class(h, c);
+    int efd = ioeng_event_fd(h);
+    CHECK(efd >= 0, "ioeng_event_fd = %d", efd);
+    double t0 = now_s();
+    for (int i = 0; i < 6; i++)
+        submit(h, IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf4k, 4096, 0, id, 0);
+    int wakes = 0;
+    while (rec_n < 6) {
+        struct pollfd p = {.fd = efd, .events = POLLIN};
+        int n = poll(&p, 1, 2000);
+        CHECK(n == 1, "the event fd stayed quiet for 2 s with %d of 6 requests done", rec_n);
+        wakes++;
+        int rc = ioeng_poll(h, 0, 0);
+        CHECK(rc >= 0, "ioeng_poll = %s", tu_errname(rc));
+    }
+    double took = now_s() - t0;
+    CHECK(took >= 0.09 && took < 5, "6 requests at 50 IOPS through the event fd: %.3f s", took);
+    CHECK(ioeng_close(h) == 0, "close");
+}
+
 /* ------------------------------------------------------------------ */
 
 static void update_case(ioeng_backend_t be, int fd)
@@ -484,6 +515,7 @@ int main(void)
     double wbps = limit_case(be, fd, 1, 0, 8 << 20, 131072, 60, "tmpfs 128k writes at 8 MiB/s");
     high_limit_case(be, fd);
     polled_refill_case(be, fd);
+    eventfd_refill_case(be, fd);
     update_case(be, fd);
     deadline_cancel_case(be, zero);
     stats_case(be, fd);
@@ -493,7 +525,7 @@ int main(void)
     printf("test_classes [%s %s]: OK: cost shares within one request at depth 1 (300:100, "
            "4k vs 128k, 1:10000); normal_min_percent 10 within +-1; limits %.0f IOPS/2000, "
            "%.1f/16 MiB/s read, %.1f/8 MiB/s write, HIGH included; live update; deadline + cancel "
-           "of held requests; ioeng_poll wakes at refills; HIGH stats, percentiles, reset; kernel ioprio; bad input\n",
+           "of held requests; ioeng_poll and the event fd wake at refills; HIGH stats, percentiles, reset; kernel ioprio; bad input\n",
            tu_backend_name(be), tu_mode_name(), iops, bps / (1 << 20), wbps / (1 << 20));
     return 0;
 }
