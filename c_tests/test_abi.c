@@ -38,8 +38,26 @@ _Static_assert(offsetof(ioeng_config_t, mode) == 20, "ioeng_config_t.mode");
 _Static_assert(offsetof(ioeng_config_t, idle_poll_us) == 24, "ioeng_config_t.idle_poll_us");
 _Static_assert(offsetof(ioeng_config_t, submitter_cpu) == 28, "ioeng_config_t.submitter_cpu");
 _Static_assert(offsetof(ioeng_config_t, completer_cpu) == 32, "ioeng_config_t.completer_cpu");
-_Static_assert(offsetof(ioeng_config_t, reserved) == 36, "ioeng_config_t.reserved");
-_Static_assert(sizeof(((ioeng_config_t *)0)->reserved) == 16, "ioeng_config_t.reserved is uint32_t[4]");
+/* 1.1 carved normal_min_percent and latency_stats from reserved[0..2]. */
+_Static_assert(offsetof(ioeng_config_t, normal_min_percent) == 36, "ioeng_config_t.normal_min_percent");
+_Static_assert(offsetof(ioeng_config_t, latency_stats) == 40, "ioeng_config_t.latency_stats");
+_Static_assert(offsetof(ioeng_config_t, reserved) == 44, "ioeng_config_t.reserved");
+_Static_assert(sizeof(((ioeng_config_t *)0)->reserved) == 8, "ioeng_config_t.reserved is uint32_t[2]");
+
+/* 1.1 IO classes. */
+_Static_assert(sizeof(ioeng_class_config_t) == 56, "ioeng_class_config_t is 56 bytes");
+_Static_assert(offsetof(ioeng_class_config_t, weight) == 0, "ioeng_class_config_t.weight");
+_Static_assert(offsetof(ioeng_class_config_t, kernel_ioprio) == 4, "ioeng_class_config_t.kernel_ioprio");
+_Static_assert(offsetof(ioeng_class_config_t, iops_limit) == 8, "ioeng_class_config_t.iops_limit");
+_Static_assert(offsetof(ioeng_class_config_t, bytes_per_sec_limit) == 16, "ioeng_class_config_t.bytes_per_sec_limit");
+_Static_assert(offsetof(ioeng_class_config_t, reserved) == 24, "ioeng_class_config_t.reserved");
+_Static_assert(sizeof(ioeng_class_stats_t) == 160, "ioeng_class_stats_t is 160 bytes");
+_Static_assert(offsetof(ioeng_class_stats_t, queued) == 40, "ioeng_class_stats_t.queued");
+_Static_assert(offsetof(ioeng_class_stats_t, throttled_ns) == 56, "ioeng_class_stats_t.throttled_ns");
+_Static_assert(offsetof(ioeng_class_stats_t, p50_ns) == 64, "ioeng_class_stats_t.p50_ns");
+_Static_assert(offsetof(ioeng_class_stats_t, max_ns) == 96, "ioeng_class_stats_t.max_ns");
+_Static_assert(offsetof(ioeng_class_stats_t, reserved) == 104, "ioeng_class_stats_t.reserved");
+_Static_assert(IOENG_CLASS_HIGH == 0xFFFF, "IOENG_CLASS_HIGH");
 
 /* ioeng_stats_t: 128 bytes of uint64_t. */
 _Static_assert(sizeof(ioeng_stats_t) == 128, "ioeng_stats_t is 128 bytes");

@@ -65,7 +65,9 @@ static void test_open(ioeng_backend_t be, int fd)
     CHECK_EQ(c.idle_poll_us, IOENG_IDLE_POLL_DEFAULT, "default idle_poll_us");
     CHECK_EQ(c.submitter_cpu, -1, "default submitter_cpu");
     CHECK_EQ(c.completer_cpu, -1, "default completer_cpu");
-    for (int i = 0; i < 4; i++)
+    CHECK_EQ(c.normal_min_percent, 0, "default normal_min_percent");
+    CHECK_EQ(c.latency_stats, IOENG_LATENCY_STATS_DEFAULT, "default latency_stats");
+    for (int i = 0; i < 2; i++)
         CHECK_EQ(c.reserved[i], 0, "default reserved[%d]", i);
     ioeng_config_init(NULL); /* ignored, must not crash */
 
@@ -84,10 +86,14 @@ static void test_open(ioeng_backend_t be, int fd)
     expect_open_fails(&c, -EINVAL, "backend 7");
     c = base_cfg(be); c.backend = 3;
     expect_open_fails(&c, -EINVAL, "backend 3");
-    c = base_cfg(be); c.reserved[3] = 1;
-    expect_open_fails(&c, -EINVAL, "reserved[3]=1");
+    c = base_cfg(be); c.reserved[1] = 1;
+    expect_open_fails(&c, -EINVAL, "reserved[1]=1");
     c = base_cfg(be); c.reserved[0] = 0x80000000u;
     expect_open_fails(&c, -EINVAL, "reserved[0]!=0");
+    c = base_cfg(be); c.normal_min_percent = 51;
+    expect_open_fails(&c, -EINVAL, "normal_min_percent 51");
+    c = base_cfg(be); c.latency_stats = 3;
+    expect_open_fails(&c, -EINVAL, "latency_stats 3");
     c = base_cfg(be); c.mode = 2;
     expect_open_fails(&c, -EINVAL, "mode=2");
     c = base_cfg(be); c.start_paused = 2;

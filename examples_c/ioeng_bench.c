@@ -110,6 +110,9 @@ static void fill_new_file(int fd, const char *path)
 
 static bool reads_only(void)
 {
+    for (unsigned i = 0; i < opt.njob_classes; i++)
+        if (opt.job_classes[i].rw != RW_READ && opt.job_classes[i].rw != RW_RANDREAD)
+            return false;
     return opt.rw == RW_READ || opt.rw == RW_RANDREAD;
 }
 
@@ -199,6 +202,8 @@ static ioeng_backend_t open_engine(void)
     cfg.queue_capacity = opt.queue_capacity;
     cfg.mode = opt.mode;
     cfg.idle_poll_us = opt.idle_poll_us;
+    cfg.latency_stats = opt.latency_stats;
+    cfg.normal_min_percent = opt.normal_min_percent;
     int rc = ioeng_open(&cfg, &g.eng);
     if (rc < 0) {
         const char *why = opt.backend == IOENG_BACKEND_URING ? ioeng_uring_unavailable_reason() : NULL;
@@ -261,10 +266,14 @@ static void run_phases(struct sample *a, struct sample *b)
     getrusage(RUSAGE_SELF, &a->ru);
     ioeng_stats(g.eng, &a->st);
     a->t = now_ns();
+    for (unsigned i = 0; i < opt.njob_classes; i++)
+        ioeng_class_stats(g.eng, g.jobs[i].class_id, &g.jobs[i].cstats, IOENG_STATS_RESET);
     atomic_store(&g.recording, true);
     prev = a->st;
     run_phase(tty, "run", a->t, opt.runtime, &prev);
     atomic_store(&g.recording, false);
+    for (unsigned i = 0; i < opt.njob_classes; i++)
+        ioeng_class_stats(g.eng, g.jobs[i].class_id, &g.jobs[i].cstats, 0);
     b->t = now_ns();
     ioeng_stats(g.eng, &b->st);
     getrusage(RUSAGE_SELF, &b->ru);

@@ -34,6 +34,15 @@
 enum rw_mode { RW_READ, RW_WRITE, RW_RANDREAD, RW_RANDWRITE, RW_RANDRW, RW_RW };
 extern const char *const rw_names[6];
 
+/* --job-class: one job thread in its own IO class (ioeng_class_open). */
+#define MAX_JOB_CLASSES 63u
+struct job_class {
+    ioeng_class_config_t cfg; /* weight, kernel_ioprio, iops_limit, bytes_per_sec_limit */
+    enum rw_mode rw;          /* default: --rw */
+    uint64_t bs;              /* 0: --bs */
+    unsigned qd;              /* requests outstanding; 0: --iodepth split evenly */
+};
+
 struct bench_opts {
     ioeng_backend_t backend;
     enum rw_mode rw;
@@ -60,6 +69,10 @@ struct bench_opts {
     bool group_singles;     /* with batch_submit: a group goes out as N ioeng_submit calls */
     ioeng_mode_t mode;
     uint32_t idle_poll_us;
+    uint32_t latency_stats; /* ioeng_config_t.latency_stats (IO class histograms) */
+    uint32_t normal_min_percent; /* ioeng_config_t.normal_min_percent (starvation guard) */
+    struct job_class job_classes[MAX_JOB_CLASSES];
+    unsigned njob_classes;  /* 0: every job in class 0 with the global options */
 };
 
 extern struct bench_opts opt;
@@ -161,6 +174,14 @@ struct slot {
 /* One submitting thread and its share of the slots. */
 struct job {
     unsigned id;
+    /* What it issues: the global options, or its --job-class. */
+    enum rw_mode rw;
+    uint64_t bs, nblocks;
+    uint16_t class_id;
+    /* Measured phase, by callbacks (one at a time): completions, bytes, latency. */
+    uint64_t ios, bytes;
+    struct hist lat;
+    ioeng_class_stats_t cstats; /* its class over the measured phase (--job-class) */
     pthread_t thread;
     unsigned nslots;
     struct slot *slots;

@@ -17,16 +17,16 @@
 struct hist hist[NCLASS];
 struct bench_state g;
 
-static inline bool is_random(void)
+static inline bool is_random(const struct job *j)
 {
-    return opt.rw == RW_RANDREAD || opt.rw == RW_RANDWRITE || opt.rw == RW_RANDRW;
+    return j->rw == RW_RANDREAD || j->rw == RW_RANDWRITE || j->rw == RW_RANDRW;
 }
 
 /* Choose the slot's next request: op, priority, offset. */
 static inline void prepare(struct job *j, struct slot *s)
 {
     bool read;
-    switch (opt.rw) {
+    switch (j->rw) {
     case RW_READ:
     case RW_RANDREAD: read = true; break;
     case RW_WRITE:
@@ -34,17 +34,17 @@ static inline void prepare(struct job *j, struct slot *s)
     default: read = xrand_below(&j->rng, 100) < opt.rwmixread; break;
     }
     uint64_t block;
-    if (is_random()) {
-        block = xrand_below(&j->rng, g.nblocks);
+    if (is_random(j)) {
+        block = xrand_below(&j->rng, j->nblocks);
     } else {
         block = j->seq_off;
-        if (++j->seq_off >= g.nblocks)
+        if (++j->seq_off >= j->nblocks)
             j->seq_off = 0;
     }
     bool high = g.prio_all || (g.prio_thresh && xrand(&j->rng) < g.prio_thresh);
     s->req.op = read ? IOENG_OP_READ : IOENG_OP_WRITE;
     s->req.prio = high ? IOENG_PRIO_HIGH : IOENG_PRIO_NORMAL;
-    s->req.offset = block * opt.bs;
+    s->req.offset = block * j->bs;
     s->req.flags = (opt.fixedbufs ? IOENG_REQ_FIXED_BUF : 0) |
                    (opt.dsync && !read ? IOENG_REQ_DSYNC : 0);
 }
@@ -140,6 +140,10 @@ static inline void record(const struct slot *s, int64_t res, uint64_t now)
     } else if (atomic_load_explicit(&g.recording, memory_order_relaxed)) {
         unsigned c = (s->req.prio == IOENG_PRIO_HIGH ? 2 : 0) + (s->req.op == IOENG_OP_WRITE);
         h_add(&hist[c], now - s->t_submit);
+        struct job *j = s->job;
+        j->ios++;
+        j->bytes += (uint64_t)res;
+        h_add(&j->lat, now - s->t_submit);
     }
 }
 
@@ -320,26 +324,42 @@ static void init_job(struct job *j, unsigned i, uint64_t *seed, unsigned *next_s
 {
     j->id = i;
     j->nslots = opt.iodepth / opt.numjobs + (i < opt.iodepth % opt.numjobs);
+    j->rw = opt.rw;
+    j->bs = opt.bs;
+    j->lat.min = UINT64_MAX;
+    if (opt.njob_classes) {
+        const struct job_class *jc = &opt.job_classes[i];
+        if (jc->qd)
+            j->nslots = jc->qd;
+        j->rw = jc->rw;
+        if (jc->bs)
+            j->bs = jc->bs;
+        int rc = ioeng_class_open(g.eng, &jc->cfg, &j->class_id);
+        if (rc < 0)
+            die("ioeng_class_open(job %u): %s", i, strerror(-rc));
+    }
+    j->nblocks = opt.size / j->bs;
     j->slots = &g.slots[*next_slot];
     *next_slot += j->nslots;
     j->rng = splitmix64(seed) | 1;
-    j->seq_off = g.nblocks * i / opt.numjobs;
+    j->seq_off = j->nblocks * i / opt.numjobs;
     pthread_mutex_init(&j->lock, NULL);
     pthread_cond_init(&j->cond, NULL);
     for (unsigned k = 0; k < j->nslots; k++) {
         struct slot *s = &j->slots[k];
         void *buf;
-        if (posix_memalign(&buf, ALIGN, opt.bs))
-            die("out of memory for %u buffers of %" PRIu64 " bytes", opt.iodepth, opt.bs);
+        if (posix_memalign(&buf, ALIGN, j->bs))
+            die("out of memory for %u buffers of %" PRIu64 " bytes", opt.iodepth, j->bs);
         /* Write data: something other than zeros. */
-        for (uint64_t b = 0; b + 8 <= opt.bs; b += 8) {
+        for (uint64_t b = 0; b + 8 <= j->bs; b += 8) {
             uint64_t v = splitmix64(seed);
             memcpy((char *)buf + b, &v, 8);
         }
         s->job = j;
         s->req.fd = g.fd;
         s->req.buf = buf;
-        s->req.len = opt.bs;
+        s->req.len = j->bs;
+        s->req.class_id = j->class_id;
         s->req.buf_index = (uint32_t)(s - g.slots);
     }
     if (opt.batch_submit) {
@@ -369,7 +389,7 @@ void setup_jobs(void)
         if (!iov)
             die("out of memory");
         for (unsigned i = 0; i < opt.iodepth; i++)
-            iov[i] = (struct iovec){ g.slots[i].req.buf, opt.bs };
+            iov[i] = (struct iovec){ g.slots[i].req.buf, g.slots[i].req.len };
         int rc = ioeng_register_buffers(g.eng, iov, opt.iodepth);
         if (rc < 0)
             die("ioeng_register_buffers(%u x %" PRIu64 " bytes): %s", opt.iodepth, opt.bs,

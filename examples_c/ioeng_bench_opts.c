@@ -41,6 +41,16 @@ static void usage(FILE *f)
 "                             submits and drives the engine with ioeng_poll() (--numjobs 1)\n"
 "  --idle-poll-us N|never     THREADS: idle_poll_us, how long idle engine threads poll\n"
 "                             (default: the engine's policy)\n"
+"  --latency-stats 0|1|2      ioeng_config_t.latency_stats: per-class latency histograms\n"
+"                             (0 = the engine's default, 1 = on, 2 = off)\n"
+"  --job-class SPEC           one job thread in its own IO class (repeat: one per job;\n"
+"                             sets --numjobs). SPEC = WEIGHT[,iops=N][,bps=N][,ioprio=N]\n"
+"                             [,rw=MODE][,bs=SIZE][,qd=N]: ioeng_class_config_t fields, and\n"
+"                             the job's own rw, bs and queue depth (qd on all or none; their\n"
+"                             sum is the iodepth). Reports per-job IOPS, bandwidth and\n"
+"                             latency next to ioeng_class_stats()\n"
+"  --normal-min-percent N     ioeng_config_t.normal_min_percent, 0..50: NORMAL's share of\n"
+"                             the dispatches while HIGH requests also wait (--prio-mix)\n"
 "  --rw MODE                  read|write|randread|randwrite|randrw|rw (default randread)\n"
 "  --rwmixread N              percent reads for randrw/rw, 0..100 (default 50)\n"
 "  --bs SIZE                  block size, e.g. 4k, 64k, 1m (default 4k)\n"
@@ -151,13 +161,16 @@ enum {
     OPT_BACKEND = 256, OPT_RW, OPT_RWMIX, OPT_BS, OPT_IODEPTH, OPT_ENGDEPTH, OPT_BATCH, OPT_QCAP, OPT_SIZE,
     OPT_RUNTIME, OPT_RAMP, OPT_DIRECT, OPT_NUMJOBS, OPT_PRIOMIX, OPT_FILENAME, OPT_OUTFMT, OPT_SEED, OPT_CHECK,
     OPT_FIXEDBUFS, OPT_DSYNC, OPT_BATCHSUB, OPT_GROUPSUB,
-    OPT_MODE, OPT_IDLEPOLL,
+    OPT_MODE, OPT_IDLEPOLL, OPT_LATSTATS, OPT_JOBCLASS, OPT_NORMALMIN,
 };
 
 static const struct option long_opts[] = {
     { "backend", required_argument, 0, OPT_BACKEND },
     { "mode", required_argument, 0, OPT_MODE },
     { "idle-poll-us", required_argument, 0, OPT_IDLEPOLL },
+    { "latency-stats", required_argument, 0, OPT_LATSTATS },
+    { "job-class", required_argument, 0, OPT_JOBCLASS },
+    { "normal-min-percent", required_argument, 0, OPT_NORMALMIN },
     { "rw", required_argument, 0, OPT_RW },
     { "readwrite", required_argument, 0, OPT_RW },
     { "rwmixread", required_argument, 0, OPT_RWMIX },
@@ -246,6 +259,49 @@ static uint64_t parse_seed(const char *arg)
     return v;
 }
 
+/* --job-class WEIGHT[,iops=N][,bps=N][,ioprio=N][,rw=MODE][,bs=SIZE][,qd=N] */
+static void parse_job_class(const char *arg)
+{
+    if (opt.njob_classes == MAX_JOB_CLASSES)
+        die("--job-class: at most %u (one IO class each)", MAX_JOB_CLASSES);
+    struct job_class *jc = &opt.job_classes[opt.njob_classes++];
+    memset(jc, 0, sizeof *jc);
+    ioeng_class_config_init(&jc->cfg);
+    jc->rw = (enum rw_mode)-1; /* --rw, filled in by check_args */
+    char copy[256];
+    if (strlen(arg) >= sizeof copy)
+        die("--job-class: too long: '%s'", arg);
+    strcpy(copy, arg);
+    char *save = NULL;
+    char *tok = strtok_r(copy, ",", &save);
+    if (!tok)
+        die("--job-class: expected WEIGHT[,key=value...], got '%s'", arg);
+    jc->cfg.weight = parse_uint("--job-class weight", tok, 1, 10000);
+    while ((tok = strtok_r(NULL, ",", &save))) {
+        char *eq = strchr(tok, '=');
+        if (!eq)
+            die("--job-class: expected key=value, got '%s'", tok);
+        *eq = 0;
+        const char *k = tok, *v = eq + 1;
+        if (!strcmp(k, "iops")) {
+            if (!parse_size(v, &jc->cfg.iops_limit)) die("--job-class iops: bad value '%s'", v);
+        } else if (!strcmp(k, "bps")) {
+            if (!parse_size(v, &jc->cfg.bytes_per_sec_limit)) die("--job-class bps: bad value '%s'", v);
+        } else if (!strcmp(k, "ioprio")) {
+            jc->cfg.kernel_ioprio = (int32_t)parse_uint("--job-class ioprio", v, 0, 0xffff);
+        } else if (!strcmp(k, "rw")) {
+            jc->rw = parse_rw(v);
+        } else if (!strcmp(k, "bs")) {
+            if (!parse_size(v, &jc->bs) || jc->bs == 0 || jc->bs > (1ull << 30))
+                die("--job-class bs: expected a size up to 1g, got '%s'", v);
+        } else if (!strcmp(k, "qd")) {
+            jc->qd = parse_uint("--job-class qd", v, 1, MAX_IODEPTH);
+        } else {
+            die("--job-class: unknown key '%s' (iops, bps, ioprio, rw, bs, qd)", k);
+        }
+    }
+}
+
 /* One option `c` (getopt_long's value) with its argument; exits on a bad value. */
 static void parse_opt(int c, const char *arg, char **argv)
 {
@@ -255,6 +311,9 @@ static void parse_opt(int c, const char *arg, char **argv)
         opt.idle_poll_us = !strcmp(arg, "never") ? IOENG_IDLE_POLL_NEVER
                                                   : parse_uint("--idle-poll-us", arg, 0, UINT32_MAX - 1);
         break;
+    case OPT_LATSTATS: opt.latency_stats = parse_uint("--latency-stats", arg, 0, 2); break;
+    case OPT_JOBCLASS: parse_job_class(arg); break;
+    case OPT_NORMALMIN: opt.normal_min_percent = parse_uint("--normal-min-percent", arg, 0, 50); break;
     case OPT_BACKEND: opt.backend = parse_backend(arg); break;
     case OPT_RW: opt.rw = parse_rw(arg); break;
     case OPT_RWMIX: opt.rwmixread = parse_uint("--rwmixread", arg, 0, 100); break;
@@ -314,6 +373,28 @@ static void parse_opt(int c, const char *arg, char **argv)
 /* Rules across options, once all are known; fills in the default engine depth. */
 static void check_args(void)
 {
+    if (opt.njob_classes) {
+        /* One job per class; their qd= sum to the iodepth when every one has it. */
+        unsigned with_qd = 0, sum = 0;
+        opt.numjobs = opt.njob_classes;
+        for (unsigned i = 0; i < opt.njob_classes; i++) {
+            struct job_class *jc = &opt.job_classes[i];
+            if ((int)jc->rw < 0)
+                jc->rw = opt.rw;
+            uint64_t bs = jc->bs ? jc->bs : opt.bs;
+            if (opt.size < bs || (opt.direct && bs % 512))
+                die("--job-class %u: bs %" PRIu64 " must be at most --size and, with O_DIRECT, a "
+                    "multiple of 512", i, bs);
+            if (jc->qd) {
+                with_qd++;
+                sum += jc->qd;
+            }
+        }
+        if (with_qd && with_qd != opt.njob_classes)
+            die("--job-class: give qd= to every job or to none");
+        if (with_qd)
+            opt.iodepth = sum;
+    }
     if (opt.numjobs > opt.iodepth)
         die("--numjobs (%u) must not exceed --iodepth (%u): each job keeps at least one request outstanding",
             opt.numjobs, opt.iodepth);

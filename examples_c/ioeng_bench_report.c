@@ -93,7 +93,33 @@ static void report_json(const struct result *r)
         printf(",\"max\":%.3f,\"count\":%" PRIu64 "}", (double)h->max / 1e3, h->count);
         first = false;
     }
-    printf("}}\n");
+    printf("}");
+    if (opt.njob_classes) {
+        printf(",\"job_classes\":[");
+        for (unsigned i = 0; i < opt.njob_classes; i++) {
+            const struct job *j = &g.jobs[i];
+            const ioeng_class_stats_t *cs = &j->cstats;
+            const ioeng_class_config_t *cfg = &opt.job_classes[i].cfg;
+            printf("%s{\"job\":%u,\"class_id\":%u,\"weight\":%u,\"iops_limit\":%" PRIu64
+                   ",\"bytes_per_sec_limit\":%" PRIu64 ",\"kernel_ioprio\":%d,\"rw\":\"%s\",\"bs\":%" PRIu64
+                   ",\"qd\":%u,\"ios\":%" PRIu64 ",\"iops\":%.1f,\"mib_s\":%.2f",
+                   i ? "," : "", i, j->class_id, cfg->weight, cfg->iops_limit, cfg->bytes_per_sec_limit,
+                   cfg->kernel_ioprio, rw_names[j->rw], j->bs, j->nslots, j->ios,
+                   r->elapsed > 0 ? (double)j->ios / r->elapsed : 0,
+                   r->elapsed > 0 ? (double)j->bytes / r->elapsed / 1048576.0 : 0);
+            printf(",\"lat_us\":{");
+            for (unsigned k = 0; k < sizeof pcts / sizeof pcts[0]; k++)
+                printf("%s\"%s\":%.3f", k ? "," : "", pct_keys[k], h_percentile(&j->lat, pcts[k]) / 1e3);
+            printf("},\"class_stats\":{\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
+                   ",\"throttled_ms\":%.3f,\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f,\"p99.9_us\":%.3f,"
+                   "\"max_us\":%.3f}}",
+                   cs->reads, cs->writes, (double)cs->throttled_ns / 1e6, (double)cs->p50_ns / 1e3,
+                   (double)cs->p90_ns / 1e3, (double)cs->p99_ns / 1e3, (double)cs->p999_ns / 1e3,
+                   (double)cs->max_ns / 1e3);
+        }
+        printf("]");
+    }
+    printf("}\n");
 }
 
 static void report_normal(const struct result *r)
@@ -130,6 +156,25 @@ static void report_normal(const struct result *r)
             printf(" %9.2f", h_percentile(h, pcts[k]) / 1e3);
         printf(" %9.2f\n", (double)h->max / 1e3);
     }
+    if (!opt.njob_classes)
+        return;
+    printf("  jobs in IO classes (bench: its own per-request latency; class: ioeng_class_stats,\n"
+           "  latency 0 unless --latency-stats 1), usec:\n");
+    printf("    %3s %5s %6s %-9s %7s %4s %10s %9s %9s %9s %9s | %9s %9s %9s %11s\n", "job", "class",
+           "weight", "rw", "bs", "qd", "IOPS", "MiB/s", "p50", "p99", "p99.9", "cls p50", "cls p99",
+           "cls p99.9", "throttled%");
+    for (unsigned i = 0; i < opt.njob_classes; i++) {
+        const struct job *j = &g.jobs[i];
+        const ioeng_class_stats_t *cs = &j->cstats;
+        printf("    %3u %5u %6u %-9s %7" PRIu64 " %4u %10.1f %9.1f %9.2f %9.2f %9.2f | %9.2f %9.2f %9.2f %10.1f%%\n",
+               i, j->class_id, opt.job_classes[i].cfg.weight, rw_names[j->rw], j->bs, j->nslots,
+               r->elapsed > 0 ? (double)j->ios / r->elapsed : 0,
+               r->elapsed > 0 ? (double)j->bytes / r->elapsed / 1048576.0 : 0,
+               h_percentile(&j->lat, 50) / 1e3, h_percentile(&j->lat, 99) / 1e3,
+               h_percentile(&j->lat, 99.9) / 1e3, (double)cs->p50_ns / 1e3, (double)cs->p99_ns / 1e3,
+               (double)cs->p999_ns / 1e3,
+               r->elapsed > 0 ? 100.0 * (double)cs->throttled_ns / 1e9 / r->elapsed : 0);
+    }
 }
 static double tv_sec(struct timeval tv)
 {
@@ -144,6 +189,12 @@ void make_result(struct result *r, const struct sample *a, const struct sample *
         r->ios += hist[c].count;
     r->iops = r->elapsed > 0 ? (double)r->ios / r->elapsed : 0;
     r->mib_s = r->iops * (double)opt.bs / 1048576.0;
+    if (opt.njob_classes) {
+        uint64_t bytes = 0;
+        for (unsigned i = 0; i < opt.numjobs; i++)
+            bytes += g.jobs[i].bytes;
+        r->mib_s = r->elapsed > 0 ? (double)bytes / r->elapsed / 1048576.0 : 0;
+    }
     r->usr_pct = r->elapsed > 0 ? 100.0 * (tv_sec(b->ru.ru_utime) - tv_sec(a->ru.ru_utime)) / r->elapsed : 0;
     r->sys_pct = r->elapsed > 0 ? 100.0 * (tv_sec(b->ru.ru_stime) - tv_sec(a->ru.ru_stime)) / r->elapsed : 0;
     r->submit_calls = b->st.kernel_submit_calls - a->st.kernel_submit_calls;

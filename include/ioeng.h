@@ -18,6 +18,9 @@
  * compiled into your program and need no 1.1 symbol. IOENG_POLL_DEFAULT/NEVER are
  * deprecated 1.0 names of IOENG_IDLE_POLL_DEFAULT/NEVER.
  *
+ * IO classes (1.1): ioeng_class_open() and friends, ioeng_config_t.normal_min_percent
+ * and latency_stats (carved from reserved; 0 is 1.0's behaviour).
+ *
  * Conventions (liburing style):
  *  - Functions return 0 on success or a negative errno (-EINVAL, -EBADF, ...).
  *  - -EIO returned by a call (not passed to a callback) means libioeng caught a bug of
@@ -98,6 +101,8 @@ typedef struct ioeng ioeng_t;
 typedef struct ioeng_req ioeng_req_t;
 typedef struct ioeng_config ioeng_config_t;
 typedef struct ioeng_stats ioeng_stats_t;
+typedef struct ioeng_class_config ioeng_class_config_t;
+typedef struct ioeng_class_stats ioeng_class_stats_t;
 
 
 /**
@@ -118,6 +123,38 @@ typedef struct ioeng_stats ioeng_stats_t;
  * Since 1.1; 1.0 called it IOENG_POLL_NEVER (still defined, deprecated).
  */
 #define IOENG_IDLE_POLL_NEVER UINT32_MAX
+
+/**
+ * `latency_stats`: the engine's default (off: the histograms' clock reads are not
+ * free on the most CPU-bound jobs).
+ */
+#define IOENG_LATENCY_STATS_DEFAULT 0
+
+/**
+ * `latency_stats`: keep per-class latency histograms.
+ */
+#define IOENG_LATENCY_STATS_ON 1
+
+/**
+ * `latency_stats`: no histograms (percentiles read 0).
+ */
+#define IOENG_LATENCY_STATS_OFF 2
+
+/**
+ * ioeng_class_stats() `id`: every HIGH request, whatever its class (a HIGH request
+ * counts there and in its own class).
+ */
+#define IOENG_CLASS_HIGH 65535
+
+/**
+ * ioeng_class_stats() `flags`: read, then zero the counters and the histogram.
+ */
+#define IOENG_STATS_RESET 1
+
+/**
+ * Most IO classes an engine has: class 0 and ids 1..=63 from ioeng_class_open().
+ */
+#define IOENG_MAX_CLASSES 64
 
 /**
  * Library version (semantic versioning); ioeng_version() returns the same as a string.
@@ -220,9 +257,21 @@ struct ioeng_config {
    */
   int32_t completer_cpu;
   /**
+   * Since 1.1: 0 (default) = HIGH is strict priority; 1..=50 = while both HIGH and
+   * NORMAL requests wait, NORMAL gets this percent of the dispatches (over any n
+   * such dispatches floor(p·n/100) ± 1); above 50 gives -EINVAL.
+   */
+  uint32_t normal_min_percent;
+  /**
+   * Since 1.1: per-class latency histograms for ioeng_class_stats(): 0 = the
+   * engine's default (off), 1 = on, 2 = off; anything else gives -EINVAL. The
+   * counters are always kept.
+   */
+  uint32_t latency_stats;
+  /**
    * Must be zero.
    */
-  uint32_t reserved[4];
+  uint32_t reserved[2];
 };
 
 /**
@@ -309,8 +358,8 @@ struct ioeng_req {
   uint32_t buf_index;
   /**
    * Since 1.1 (was part of `reserved`): the request's IO class; 0 = the default class,
-   * which is all a 1.0 program uses. No other class can be opened in this release, so
-   * any other value gives -EINVAL.
+   * which is all a 1.0 program uses; else an id from ioeng_class_open() on this
+   * engine. Any other value gives -EINVAL.
    */
   uint16_t class_id;
   /**
@@ -407,6 +456,97 @@ struct ioeng_stats {
    * Zero; room for later counters.
    */
   uint64_t reserved[6];
+};
+
+/**
+ * An IO class's settings (since 1.1). Initialize with ioeng_class_config_init(), then
+ * change fields.
+ */
+struct ioeng_class_config {
+  /**
+   * Share of the NORMAL dispatches while the class has requests waiting, 1..=10000
+   * (default 100): classes get dispatch cost (1 + bytes/65536 per request) in
+   * proportion to their weights. 0 or above 10000 gives -EINVAL.
+   */
+  uint32_t weight;
+  /**
+   * -1 (default) = none; else IOPRIO_PRIO_VALUE(class, level) with class RT (1),
+   * BE (2) or IDLE (3) and level 0..7, given to the kernel with each request
+   * (io_uring sqe ioprio, AIO IOCB_FLAG_IOPRIO); RT needs CAP_SYS_ADMIN (else the
+   * requests complete with -EPERM). Anything else gives -EINVAL.
+   */
+  int32_t kernel_ioprio;
+  /**
+   * Most requests per second (HIGH ones included); 0 (default) = no limit.
+   */
+  uint64_t iops_limit;
+  /**
+   * Most bytes per second (HIGH ones included); 0 (default) = no limit. Bursts up
+   * to 10 ms of the rate, or one request when that is larger.
+   */
+  uint64_t bytes_per_sec_limit;
+  /**
+   * Must be zero.
+   */
+  uint64_t reserved[4];
+};
+
+/**
+ * One IO class's statistics, read with ioeng_class_stats() (since 1.1). Counters count
+ * callbacks (a request that was cancelled or timed out counts too, with the bytes it
+ * moved: none); each is exact when the engine is idle.
+ */
+struct ioeng_class_stats {
+  /**
+   * Completed READ and READV requests.
+   */
+  uint64_t reads;
+  /**
+   * Completed WRITE and WRITEV requests.
+   */
+  uint64_t writes;
+  /**
+   * Completed requests of the other ops (FSYNC, FDATASYNC, ...).
+   */
+  uint64_t others;
+  /**
+   * Bytes moved by the completed reads.
+   */
+  uint64_t bytes_read;
+  /**
+   * Bytes moved by the completed writes.
+   */
+  uint64_t bytes_written;
+  /**
+   * Requests of the class waiting in the engine now.
+   */
+  uint64_t queued;
+  /**
+   * Requests of the class in the kernel now.
+   */
+  uint64_t in_flight;
+  /**
+   * Time the class was held by its iops/bytes limits, in ns (0 for IOENG_CLASS_HIGH:
+   * limits belong to classes).
+   */
+  uint64_t throttled_ns;
+  /**
+   * Latency percentiles (queued by ioeng_submit → callback start), in ns: bucket
+   * values (within 3 %) clamped to `max_ns`; 0 when nothing completed or when
+   * `latency_stats` is off.
+   */
+  uint64_t p50_ns;
+  uint64_t p90_ns;
+  uint64_t p99_ns;
+  uint64_t p999_ns;
+  /**
+   * The largest latency seen (0 with `latency_stats` off).
+   */
+  uint64_t max_ns;
+  /**
+   * Zero; room for later counters.
+   */
+  uint64_t reserved[7];
 };
 
 /**
@@ -755,6 +895,55 @@ int ioeng_resume(struct ioeng *h);
  * `h` is NULL or a live handle; `out` is NULL or writable.
  */
 int ioeng_stats(const struct ioeng *h, struct ioeng_stats *out);
+
+/**
+ * Fills `c` with the defaults: weight 100, no kernel ioprio, no limits. NULL is ignored.
+ *
+ * # Safety
+ * `c` is NULL or points to writable memory for one ioeng_class_config_t.
+ */
+void ioeng_class_config_init(struct ioeng_class_config *c);
+
+/**
+ * Opens an IO class (since 1.1) and stores its id (1..=63) in `*out_id`; requests
+ * name it in `class_id`. Classes live as long as the engine. Returns 0, or:
+ *  -EINVAL  NULL `h`, `c` or `out_id`; weight 0 or above 10000; a bad
+ *           `kernel_ioprio`; `reserved` not zero;
+ *  -ENOSPC  63 classes are open already;
+ *  -ESRCH   `h` was inherited across fork().
+ * Thread-safe; may be called from a callback.
+ *
+ * # Safety
+ * `h` is NULL or a live handle; `c` is NULL or readable; `out_id` is NULL or writable.
+ */
+int ioeng_class_open(struct ioeng *h, const struct ioeng_class_config *c, uint16_t *out_id);
+
+/**
+ * Changes class `id` (0, or one opened) to the settings in `*c` (since 1.1), from the
+ * next dispatch round on; requests already queued follow the new settings. Class 0
+ * starts as ioeng_class_config_init() gives. Returns 0, or -EINVAL (NULL `h` or `c`, an
+ * unknown `id`, a bad config as for ioeng_class_open()), or -ESRCH in a forked child.
+ * Thread-safe; may be called from a callback.
+ *
+ * # Safety
+ * `h` is NULL or a live handle; `c` is NULL or readable.
+ */
+int ioeng_class_update(struct ioeng *h, uint16_t id, const struct ioeng_class_config *c);
+
+/**
+ * Copies the statistics of class `id` (0, one opened, or IOENG_CLASS_HIGH) into `*out`
+ * (since 1.1); with `flags` IOENG_STATS_RESET, also zeroes its counters, throttled
+ * time and histogram (`queued` and `in_flight` are states and stay). Returns 0, or
+ * -EINVAL (NULL `h` or `out`, an unknown `id`, an unknown flag), or -ESRCH in a forked
+ * child. Thread-safe; may be called from a callback.
+ *
+ * # Safety
+ * `h` is NULL or a live handle; `out` is NULL or writable.
+ */
+int ioeng_class_stats(const struct ioeng *h,
+                      uint16_t id,
+                      struct ioeng_class_stats *out,
+                      uint32_t flags);
 
 /**
  * The backend this engine runs: IOENG_BACKEND_AIO or IOENG_BACKEND_URING (never AUTO).

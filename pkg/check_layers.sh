@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 
 layers=(
     "abi error tsan race_hooks sys"
-    "config locks tasks"
+    "config locks tasks token_bucket histogram"
     "common slot stuck registered idle aio_stream"
-    "waiting cancel flight stats wakeup"
+    "classes"
+    "waiting cancel flight stats class_stats wakeup"
     "context"
     "driver round aio_helper aio_timer"
     "aio uring shared steps"

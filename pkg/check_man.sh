@@ -20,8 +20,12 @@ if [ "$pages" != "$exported" ]; then
     fail=1
 fi
 [ -f "$mandir/man7/libioeng.7" ] || { echo "missing $mandir/man7/libioeng.7"; fail=1; }
-lint=$(mandoc -T lint "$mandir"/man3/*.3 "$mandir"/man7/*.7 2>&1 |
+# stdout (the lint messages) and stderr (e.g. a stale mandoc.db) are read one after the
+# other: through one pipe, a stderr line can land inside a buffered stdout line.
+errs=$(mktemp)
+lint=$({ mandoc -T lint "$mandir"/man3/*.3 "$mandir"/man7/*.7 2>"$errs"; cat "$errs"; } |
     grep -v 'STYLE: referenced manual not found\|mandoc\.db' || true)
+rm -f "$errs"
 [ -z "$lint" ] || { echo "mandoc -T lint:"; echo "$lint"; fail=1; }
 missing=$(grep -h '^\.Xr \(ioeng_[a-z_0-9]*\|libioeng\) [0-9]' "$mandir"/man3/*.3 "$mandir"/man7/*.7 |
     awk '{print $2 "." $3}' | sort -u | while read -r ref; do

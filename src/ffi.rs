@@ -11,13 +11,15 @@ use std::ffi::{CStr, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-pub use crate::abi::IoengStats;
+pub use crate::abi::{IoengClassStats, IoengStats};
 use crate::error::Error;
+use crate::scheduler::classes::{DEFAULT_WEIGHT, MAX_NORMAL_MIN_PERCENT};
 use crate::scheduler::tasks::{
     Callback, Flags, IoRequest, MAX_REGISTERED_BUFFERS, Op, Priority, RequestSpec,
 };
 use crate::scheduler::{
-    AnyEngine, BackendChoice, BackendKind, Config, IdlePoll, Mode, uring_unavailable_reason,
+    AnyEngine, BackendChoice, BackendKind, ClassConfig, Config, IdlePoll, Mode,
+    uring_unavailable_reason,
 };
 
 /// `CPU_SETSIZE` of glibc's `cpu_set_t`: the CPUs a thread can be pinned to.
@@ -132,6 +134,22 @@ pub const IOENG_IDLE_POLL_DEFAULT: u32 = 0;
 /// Since 1.1; 1.0 called it IOENG_POLL_NEVER (still defined, deprecated).
 pub const IOENG_IDLE_POLL_NEVER: u32 = u32::MAX;
 
+/// `latency_stats`: the engine's default (off: the histograms' clock reads are not
+/// free on the most CPU-bound jobs).
+pub const IOENG_LATENCY_STATS_DEFAULT: u32 = 0;
+/// `latency_stats`: keep per-class latency histograms.
+pub const IOENG_LATENCY_STATS_ON: u32 = 1;
+/// `latency_stats`: no histograms (percentiles read 0).
+pub const IOENG_LATENCY_STATS_OFF: u32 = 2;
+
+/// ioeng_class_stats() `id`: every HIGH request, whatever its class (a HIGH request
+/// counts there and in its own class).
+pub const IOENG_CLASS_HIGH: u16 = 0xFFFF;
+/// ioeng_class_stats() `flags`: read, then zero the counters and the histogram.
+pub const IOENG_STATS_RESET: u32 = 1;
+/// Most IO classes an engine has: class 0 and ids 1..=63 from ioeng_class_open().
+pub const IOENG_MAX_CLASSES: u32 = 64;
+
 /// Library version (semantic versioning); ioeng_version() returns the same as a string.
 pub const IOENG_VERSION_MAJOR: u32 = 1;
 /// See IOENG_VERSION_MAJOR.
@@ -197,8 +215,8 @@ pub struct IoengReq {
     /// FALLOCATE: the mode (FALLOC_FL_*). SYNC_FILE_RANGE: the flags (SYNC_FILE_RANGE_*).
     pub buf_index: u32,
     /// Since 1.1 (was part of `reserved`): the request's IO class; 0 = the default class,
-    /// which is all a 1.0 program uses. No other class can be opened in this release, so
-    /// any other value gives -EINVAL.
+    /// which is all a 1.0 program uses; else an id from ioeng_class_open() on this
+    /// engine. Any other value gives -EINVAL.
     pub class_id: u16,
     /// Must be zero (-EINVAL otherwise).
     pub reserved: u16,
@@ -281,8 +299,16 @@ pub struct IoengConfig {
     pub submitter_cpu: i32,
     /// THREADS: pin the completer thread to this CPU; -1 (the default) inherits.
     pub completer_cpu: i32,
+    /// Since 1.1: 0 (default) = HIGH is strict priority; 1..=50 = while both HIGH and
+    /// NORMAL requests wait, NORMAL gets this percent of the dispatches (over any n
+    /// such dispatches floor(p·n/100) ± 1); above 50 gives -EINVAL.
+    pub normal_min_percent: u32,
+    /// Since 1.1: per-class latency histograms for ioeng_class_stats(): 0 = the
+    /// engine's default (off), 1 = on, 2 = off; anything else gives -EINVAL. The
+    /// counters are always kept.
+    pub latency_stats: u32,
     /// Must be zero.
-    pub reserved: [u32; 4],
+    pub reserved: [u32; 2],
 }
 
 const _: () = assert!(std::mem::size_of::<IoengConfig>() == 52);
@@ -295,7 +321,9 @@ const _: () = assert!(std::mem::offset_of!(IoengConfig, mode) == 20);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, idle_poll_us) == 24);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, submitter_cpu) == 28);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, completer_cpu) == 32);
-const _: () = assert!(std::mem::offset_of!(IoengConfig, reserved) == 36);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, normal_min_percent) == 36);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, latency_stats) == 40);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, reserved) == 44);
 
 /// An engine. Opaque; created by ioeng_open(), freed by ioeng_close().
 ///
@@ -385,7 +413,9 @@ pub unsafe extern "C" fn ioeng_config_init(cfg: *mut IoengConfig) {
         idle_poll_us: IOENG_IDLE_POLL_DEFAULT,
         submitter_cpu: -1,
         completer_cpu: -1,
-        reserved: [0; 4],
+        normal_min_percent: 0,
+        latency_stats: IOENG_LATENCY_STATS_DEFAULT,
+        reserved: [0; 2],
     };
     // SAFETY: the caller guarantees a non-NULL `cfg` is writable for one IoengConfig;
     // `write` does not read the (possibly uninitialized) old value.
@@ -423,6 +453,14 @@ fn config_from_c(cfg: &IoengConfig) -> Result<Config, Error> {
         IOENG_IDLE_POLL_NEVER => IdlePoll::Never,
         us => IdlePoll::Max(Duration::from_micros(u64::from(us))),
     };
+    if cfg.normal_min_percent > MAX_NORMAL_MIN_PERCENT {
+        return Err(Error::InvalidArgument("normal_min_percent must be 0..=50"));
+    }
+    let latency_stats = match cfg.latency_stats {
+        IOENG_LATENCY_STATS_DEFAULT | IOENG_LATENCY_STATS_OFF => false,
+        IOENG_LATENCY_STATS_ON => true,
+        _ => return Err(Error::InvalidArgument("latency_stats must be 0, 1 or 2")),
+    };
     let cpu = |cpu: i32| match cpu {
         -1 => Ok(None),
         0..CPU_SETSIZE => Ok(Some(cpu as usize)),
@@ -438,6 +476,8 @@ fn config_from_c(cfg: &IoengConfig) -> Result<Config, Error> {
         idle_poll,
         submitter_cpu: cpu(cfg.submitter_cpu)?,
         completer_cpu: cpu(cfg.completer_cpu)?,
+        normal_min_percent: cfg.normal_min_percent,
+        latency_stats,
     })
 }
 
@@ -512,7 +552,7 @@ unsafe fn request_from_c(engine: &AnyEngine, req: &IoengReq) -> Result<IoRequest
     if req.reserved != 0 {
         return Err(Error::InvalidArgument("reserved must be zero"));
     }
-    if req.class_id != 0 {
+    if !engine.class_exists(req.class_id) {
         return Err(Error::InvalidArgument("no IO class with this class_id"));
     }
     let priority = match req.prio {
@@ -531,6 +571,7 @@ unsafe fn request_from_c(engine: &AnyEngine, req: &IoengReq) -> Result<IoRequest
         tag: req.tag,
         deadline_ns: req.deadline_ns,
         buf_index: req.buf_index,
+        class_id: req.class_id,
     };
     // SAFETY: forwarded from this function's contract.
     unsafe { IoRequest::from_spec(&spec, engine.registered_buffers()) }
@@ -829,6 +870,182 @@ pub unsafe extern "C" fn ioeng_stats(h: *const Ioeng, out: *mut IoengStats) -> c
         // SAFETY: non-NULL and writable per the caller contract.
         unsafe { out.write(snapshot) };
         0
+    })
+}
+
+/// An IO class's settings (since 1.1). Initialize with ioeng_class_config_init(), then
+/// change fields.
+#[repr(C)]
+pub struct IoengClassConfig {
+    /// Share of the NORMAL dispatches while the class has requests waiting, 1..=10000
+    /// (default 100): classes get dispatch cost (1 + bytes/65536 per request) in
+    /// proportion to their weights. 0 or above 10000 gives -EINVAL.
+    pub weight: u32,
+    /// -1 (default) = none; else IOPRIO_PRIO_VALUE(class, level) with class RT (1),
+    /// BE (2) or IDLE (3) and level 0..7, given to the kernel with each request
+    /// (io_uring sqe ioprio, AIO IOCB_FLAG_IOPRIO); RT needs CAP_SYS_ADMIN (else the
+    /// requests complete with -EPERM). Anything else gives -EINVAL.
+    pub kernel_ioprio: i32,
+    /// Most requests per second (HIGH ones included); 0 (default) = no limit.
+    pub iops_limit: u64,
+    /// Most bytes per second (HIGH ones included); 0 (default) = no limit. Bursts up
+    /// to 10 ms of the rate, or one request when that is larger.
+    pub bytes_per_sec_limit: u64,
+    /// Must be zero.
+    pub reserved: [u64; 4],
+}
+
+const _: () = assert!(std::mem::size_of::<IoengClassConfig>() == 56);
+const _: () = assert!(std::mem::offset_of!(IoengClassConfig, weight) == 0);
+const _: () = assert!(std::mem::offset_of!(IoengClassConfig, kernel_ioprio) == 4);
+const _: () = assert!(std::mem::offset_of!(IoengClassConfig, iops_limit) == 8);
+const _: () = assert!(std::mem::offset_of!(IoengClassConfig, bytes_per_sec_limit) == 16);
+const _: () = assert!(std::mem::offset_of!(IoengClassConfig, reserved) == 24);
+
+/// Fills `c` with the defaults: weight 100, no kernel ioprio, no limits. NULL is ignored.
+///
+/// # Safety
+/// `c` is NULL or points to writable memory for one ioeng_class_config_t.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_class_config_init(c: *mut IoengClassConfig) {
+    if c.is_null() {
+        return;
+    }
+    let defaults = IoengClassConfig {
+        weight: DEFAULT_WEIGHT,
+        kernel_ioprio: -1,
+        iops_limit: 0,
+        bytes_per_sec_limit: 0,
+        reserved: [0; 4],
+    };
+    // SAFETY: the caller guarantees a non-NULL `c` is writable for one config; `write`
+    // does not read the (possibly uninitialized) old value.
+    unsafe { c.write(defaults) };
+}
+
+/// Validates a C class config.
+fn class_config_from_c(c: &IoengClassConfig) -> Result<ClassConfig, Error> {
+    if c.reserved.iter().any(|&word| word != 0) {
+        return Err(Error::InvalidArgument("reserved fields must be zero"));
+    }
+    ClassConfig::new(
+        c.weight,
+        c.kernel_ioprio,
+        c.iops_limit,
+        c.bytes_per_sec_limit,
+    )
+}
+
+/// The engine behind a non-NULL `h` and the config behind `c`, or the -errno to return.
+///
+/// # Safety
+/// `h` is NULL or live; `c` is NULL or readable.
+unsafe fn class_call<'a>(
+    h: *const Ioeng,
+    c: *const IoengClassConfig,
+) -> Result<(&'a AnyEngine, ClassConfig), c_int> {
+    if h.is_null() || c.is_null() {
+        return Err(-libc::EINVAL);
+    }
+    // SAFETY: non-NULL (checked above) and live per the caller contract.
+    let engine = unsafe { engine_of(h) }.ok_or(FORKED_CHILD)?;
+    // SAFETY: non-NULL and readable per the caller contract.
+    let config = class_config_from_c(unsafe { &*c }).map_err(|err| -err.errno())?;
+    Ok((engine, config))
+}
+
+/// Opens an IO class (since 1.1) and stores its id (1..=63) in `*out_id`; requests
+/// name it in `class_id`. Classes live as long as the engine. Returns 0, or:
+///  -EINVAL  NULL `h`, `c` or `out_id`; weight 0 or above 10000; a bad
+///           `kernel_ioprio`; `reserved` not zero;
+///  -ENOSPC  63 classes are open already;
+///  -ESRCH   `h` was inherited across fork().
+/// Thread-safe; may be called from a callback.
+///
+/// # Safety
+/// `h` is NULL or a live handle; `c` is NULL or readable; `out_id` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_class_open(
+    h: *mut Ioeng,
+    c: *const IoengClassConfig,
+    out_id: *mut u16,
+) -> c_int {
+    guard(|| {
+        if out_id.is_null() {
+            return -libc::EINVAL;
+        }
+        // SAFETY: forwarded from this function's contract.
+        let (engine, config) = match unsafe { class_call(h, c) } {
+            Ok(found) => found,
+            Err(errno) => return errno,
+        };
+        match engine.class_open(config) {
+            Some(id) => {
+                // SAFETY: non-NULL and writable per the caller contract.
+                unsafe { out_id.write(id) };
+                0
+            }
+            None => -libc::ENOSPC,
+        }
+    })
+}
+
+/// Changes class `id` (0, or one opened) to the settings in `*c` (since 1.1), from the
+/// next dispatch round on; requests already queued follow the new settings. Class 0
+/// starts as ioeng_class_config_init() gives. Returns 0, or -EINVAL (NULL `h` or `c`, an
+/// unknown `id`, a bad config as for ioeng_class_open()), or -ESRCH in a forked child.
+/// Thread-safe; may be called from a callback.
+///
+/// # Safety
+/// `h` is NULL or a live handle; `c` is NULL or readable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_class_update(
+    h: *mut Ioeng,
+    id: u16,
+    c: *const IoengClassConfig,
+) -> c_int {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let (engine, config) = match unsafe { class_call(h, c) } {
+            Ok(found) => found,
+            Err(errno) => return errno,
+        };
+        to_errno(engine.class_update(id, config))
+    })
+}
+
+/// Copies the statistics of class `id` (0, one opened, or IOENG_CLASS_HIGH) into `*out`
+/// (since 1.1); with `flags` IOENG_STATS_RESET, also zeroes its counters, throttled
+/// time and histogram (`queued` and `in_flight` are states and stay). Returns 0, or
+/// -EINVAL (NULL `h` or `out`, an unknown `id`, an unknown flag), or -ESRCH in a forked
+/// child. Thread-safe; may be called from a callback.
+///
+/// # Safety
+/// `h` is NULL or a live handle; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_class_stats(
+    h: *const Ioeng,
+    id: u16,
+    out: *mut IoengClassStats,
+    flags: u32,
+) -> c_int {
+    guard(|| {
+        if h.is_null() || out.is_null() || flags & !IOENG_STATS_RESET != 0 {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-NULL (checked above) and live per the caller contract.
+        let Some(engine) = (unsafe { engine_of(h) }) else {
+            return FORKED_CHILD;
+        };
+        let which = (id != IOENG_CLASS_HIGH).then_some(id);
+        match engine.class_stats(which, flags & IOENG_STATS_RESET != 0) {
+            Ok(stats) => {
+                // SAFETY: non-NULL and writable per the caller contract.
+                unsafe { out.write(stats) };
+                0
+            }
+            Err(err) => -err.errno(),
+        }
     })
 }
 

@@ -124,7 +124,7 @@ fn synchronous_errors() {
     cfg.backend = 3;
     assert_eq!(Engine::open(&cfg).err(), Some(-libc::EINVAL));
     cfg.backend = IOENG_BACKEND_AIO;
-    cfg.reserved[3] = 1;
+    cfg.reserved[1] = 1;
     assert_eq!(Engine::open(&cfg).err(), Some(-libc::EINVAL));
     for setup in backends() {
         let mut cfg = config_for(setup);

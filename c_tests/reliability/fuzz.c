@@ -18,7 +18,11 @@
  * errno: unknown flag bits, flags on FSYNC/FDATASYNC, DSYNC/SYNC on READ/READV,
  * FIXED_BUF on READV/WRITEV, FIXED_BUF outside the buffer or with a bad index, iovec
  * count 0 or above IOV_MAX, NULL iovec array, iovec lengths overflowing, reserved != 0,
- * class_id != 0 (no IO class can be opened in this release).
+ * a class_id no class has.
+ *
+ * IO classes: the main engine opens three (weights 100, 300 and 50, the last also limited
+ * to 100,000 IOPS with a kernel ioprio), and half the cases name one of the four classes
+ * (0..3) at random; so the storm runs through the weighted, rate-limited dispatch.
  *
  * For every call the expected synchronous return is computed from the header's
  * documented checks, in this precedence (the header lists EINVAL before EBADF and does
@@ -136,12 +140,15 @@ static void on_cb(void *ctx, int64_t res)
 }
 
 /* The header's synchronous checks: every -EINVAL condition, then fd < 0 -> -EBADF. */
+/* IO classes open on the engine the cases go to (ids 1..g_nclasses). */
+static unsigned g_nclasses;
+
 static int expected_sync(int h_null, int req_null, int cb_null, const ioeng_req_t *q)
 {
     if (h_null || req_null || cb_null)
         return -EINVAL;
     if (q->op > IOENG_OP_SYNC_FILE_RANGE || q->prio > IOENG_PRIO_HIGH || q->reserved ||
-        q->class_id)
+        q->class_id > g_nclasses)
         return -EINVAL;
     /* FALLOCATE/SYNC_FILE_RANGE: no flags, offset + len <= INT64_MAX; the kernel judges
      * the rest (buf is ignored, len 0 is the kernel's to refuse). */
@@ -318,7 +325,7 @@ static void gen_v1_case(rel_rng_t *r, ioeng_req_t *q, int *kind, int *need_buf, 
         if (rel_rand(r) & 1)
             q->reserved = (uint16_t)(rel_rand(r) | 1);
         else
-            q->class_id = (uint16_t)(rel_rand(r) | 1);
+            q->class_id = (uint16_t)(4 + rel_rand(r) % (UINT16_MAX - 3));
     } else { /* random mix of v1 fields; fds never open, accepted ones end in -EBADF */
         q->op = (uint32_t)(rel_rand(r) % 9); /* 8: unknown */
         q->flags = (uint32_t)(rel_rand(r) % 32);
@@ -343,6 +350,8 @@ static void gen_case(rel_rng_t *r, ioeng_req_t *q, int *hn, int *qn, int *cn, in
     *need_buf = 0;
     *kind = -1;
     q->prio = rel_rand(r) & 1;
+    if (g_nclasses && (rel_rand(r) & 1))
+        q->class_id = (uint16_t)(rel_rand(r) % (g_nclasses + 1));
     if (rel_rand(r) % 100 < 30) {
         gen_v1_case(r, q, kind, need_buf, nseg, vbytes);
         if (*need_buf == 1)
@@ -583,6 +592,20 @@ int main(void)
     int reg = ioeng_register_buffers(g_eng, &pool_iov, 1);
     CHECK(reg == 0, "ioeng_register_buffers(pool) = %d", reg);
     g_registered = 1;
+    uint32_t weights[] = {100, 300, 50};
+    for (unsigned k = 0; k < 3; k++) {
+        ioeng_class_config_t cc;
+        ioeng_class_config_init(&cc);
+        cc.weight = weights[k];
+        if (k == 2) {
+            cc.iops_limit = 100000;
+            cc.kernel_ioprio = (2 << 13) | 4; /* IOPRIO_CLASS_BE, level 4 */
+        }
+        uint16_t id = 0;
+        int orc = ioeng_class_open(g_eng, &cc, &id);
+        CHECK(orc == 0 && id == k + 1, "ioeng_class_open = %d (id %u)", orc, id);
+    }
+    g_nclasses = 3;
     double t0 = rel_now();
     for (uint64_t i = 0; i < n; i++) {
         struct rec *r = &g_rec[i];

@@ -12,6 +12,10 @@
  * carry a unique tag that is cancelled right after submit (res -ECANCELED or the data)
  * or a deadline 0..3 ms ahead (res -ETIMEDOUT or the data).
  *
+ * IO classes: the engine opens three (weights 100, 400 and 25; the last limited to
+ * 400 MB/s and 20,000 IOPS, so it is held by its limits now and then, cancels and
+ * deadlines included), and each request names one of the four classes (0..3) at random.
+ *
  * Runs twice: an O_DIRECT file on ext4 (IOENG_TEST_DIR; sizes, offsets and buffers 4096-aligned)
  * and a buffered file on tmpfs (/dev/shm; unaligned sizes, offsets and buffers).
  *
@@ -192,7 +196,8 @@ static int start_one(struct worker *w, int s)
     sl->may_cancel = sl->may_time_out = 0;
     static const uint32_t ops[] = {IOENG_OP_READ, IOENG_OP_WRITE, IOENG_OP_FSYNC, IOENG_OP_FDATASYNC};
     ioeng_req_t req = {.op = ops[kind], .prio = sl->prio, .fd = g_fd,
-                       .buf = kind <= K_WRITE ? sl->buf : NULL, .len = len, .offset = off};
+                       .buf = kind <= K_WRITE ? sl->buf : NULL, .len = len, .offset = off,
+                       .class_id = (uint16_t)(rel_rand(&w->rng) % 4)};
     if (kind <= K_WRITE) {
         unsigned v = (unsigned)(rel_rand(&w->rng) % 12);
         if (v < 3) { /* READV/WRITEV over 1..8 uneven contiguous segments */
@@ -419,6 +424,19 @@ static void run_file(ioeng_backend_t be, enum tu_fs fs, int direct, double secon
             regs[t * MAXOUT + s] = (struct iovec){ g_w[t].slots[s].base, MAXLEN + BUF_SLACK };
     int reg = ioeng_register_buffers(g_eng, regs, NTHREADS * MAXOUT);
     CHECK(reg == 0, "ioeng_register_buffers(%d slot buffers) = %d", NTHREADS * MAXOUT, reg);
+    static const uint32_t weights[] = {100, 400, 25};
+    for (unsigned k = 0; k < 3; k++) {
+        ioeng_class_config_t cc;
+        ioeng_class_config_init(&cc);
+        cc.weight = weights[k];
+        if (k == 2) {
+            cc.bytes_per_sec_limit = 400000000;
+            cc.iops_limit = 20000;
+        }
+        uint16_t id = 0;
+        int orc = ioeng_class_open(g_eng, &cc, &id);
+        CHECK(orc == 0 && id == k + 1, "ioeng_class_open = %d (id %u)", orc, id);
+    }
     atomic_store(&g_cancelled_reads, 0);
     atomic_store(&g_timed_out_reads, 0);
     double t0 = rel_now();
@@ -450,6 +468,19 @@ static void run_file(ioeng_backend_t be, enum tu_fs fs, int direct, double secon
     }
     CHECK_EQ(atomic_load(&g_verified_reads), reads, "every read verified exactly once");
     REL_CHECK_IDLE_STATS(g_eng, accepted);
+    /* Every callback counted in exactly one class, none left queued or in flight. */
+    uint64_t by_class = 0, throttled_ns = 0;
+    for (uint16_t id = 0; id <= 3; id++) {
+        ioeng_class_stats_t cs;
+        CHECK(ioeng_class_stats(g_eng, id, &cs, 0) == 0, "class %u stats", id);
+        CHECK(cs.queued == 0 && cs.in_flight == 0, "class %u: queued %" PRIu64 " in flight %" PRIu64,
+              id, cs.queued, cs.in_flight);
+        by_class += cs.reads + cs.writes + cs.others;
+        throttled_ns += cs.throttled_ns;
+    }
+    CHECK_EQ(by_class, accepted, "class counters sum to the callbacks");
+    printf("figure: %s [%s]: class 3 held by its limits for %.1f ms\n", what,
+           tu_backend_name(be), (double)throttled_ns / 1e6);
     CHECK(reads > 0 && writes > 0 && syncs > 0, "mix incomplete: r=%" PRIu64 " w=%" PRIu64
           " s=%" PRIu64, reads, writes, syncs);
 

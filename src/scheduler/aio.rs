@@ -86,6 +86,16 @@ fn runs_on_helper(op: Op) -> bool {
     matches!(op, Op::Fallocate | Op::SyncFileRange)
 }
 
+/// `aio_flags`: RESFD in POLLED mode; IOPRIO when the request's class has a kernel
+/// ioprio (for transfers: the kernel reads `aio_reqprio` only there).
+fn iocb_flags(resfd: bool, chunk: &Chunk) -> u32 {
+    let mut flags = if resfd { kernel::IOCB_FLAG_RESFD } else { 0 };
+    if chunk.ioprio != 0 && chunk.op.transfers() {
+        flags |= kernel::IOCB_FLAG_IOPRIO;
+    }
+    flags
+}
+
 fn opcode(op: Op) -> u16 {
     match op {
         Op::Read => kernel::IOCB_CMD_PREAD,
@@ -448,11 +458,8 @@ impl AioDriver {
             aio_nbytes: chunk.len,
             aio_rw_flags: chunk.rw_flags,
             aio_offset: chunk.offset as i64,
-            aio_flags: if self.event_fd.is_some() {
-                kernel::IOCB_FLAG_RESFD
-            } else {
-                0
-            },
+            aio_flags: iocb_flags(self.event_fd.is_some(), chunk),
+            aio_reqprio: chunk.ioprio as i16,
             aio_resfd: self.event_fd.unwrap_or(0) as u32,
             ..Iocb::default()
         }
@@ -623,5 +630,39 @@ impl Drop for AioDriver {
         drop(self.helper.get_mut().take());
         // Waits for anything still in flight (nothing, after a drained close).
         let _ = kernel::io_destroy(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::tasks::{Callback, IoRequest, Priority};
+
+    unsafe extern "C" fn ignore(_: *mut std::ffi::c_void, _: i64) {}
+
+    #[test]
+    fn the_class_ioprio_reaches_the_iocb() {
+        let buf = 0x1000 as *mut u8;
+        let chunk = |op, ioprio| {
+            let len = if op == Op::Fsync { 0 } else { 4096 };
+            let req = IoRequest::new(op, Priority::Normal, 0, buf, len, 0).unwrap();
+            let mut event = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+            event.ioprio = ioprio;
+            event.next_chunk()
+        };
+        let idle = 3 << 13;
+        let c = chunk(Op::Read, idle);
+        assert_eq!(c.ioprio, idle);
+        assert_eq!(iocb_flags(false, &c), kernel::IOCB_FLAG_IOPRIO);
+        assert_eq!(
+            iocb_flags(true, &c),
+            kernel::IOCB_FLAG_IOPRIO | kernel::IOCB_FLAG_RESFD
+        );
+        assert_eq!(iocb_flags(false, &chunk(Op::Write, 0)), 0);
+        assert_eq!(
+            iocb_flags(false, &chunk(Op::Fsync, idle)),
+            0,
+            "fsync takes none"
+        );
     }
 }

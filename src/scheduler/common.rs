@@ -58,6 +58,14 @@ impl<T> Lane<T> {
         self.live == 0
     }
 
+    /// The item `pop_front` would return (holes may sit at the front after a pop).
+    fn front(&self) -> Option<&T> {
+        if self.live == 0 {
+            return None;
+        }
+        self.items.iter().find_map(Option::as_ref)
+    }
+
     /// The item at `position` if it is still queued.
     fn get(&self, position: u64) -> Option<&T> {
         let index = usize::try_from(position.checked_sub(self.head)?).ok()?;
@@ -238,6 +246,70 @@ impl<T> Queues<T> {
             self.read_lead = self.read_lead.min(0);
         }
         taken + reads + writes
+    }
+}
+
+/// One request at a time, for the class scheduler (`classes`), which chooses among many
+/// `Queues` per dispatch: HIGH first in arrival order, then READ and WRITE by the rule of
+/// `take_round` applied per request (the one behind in `read_lead` goes; on a tie the
+/// round's `read_first_on_tie`, flipped by `end_normal_round` once per round in which the
+/// class dispatched). With one dispatch per round this is `take_round`'s order exactly.
+impl<T> Queues<T> {
+    pub(crate) fn front_high(&self) -> Option<&T> {
+        self.high.front()
+    }
+
+    pub(crate) fn pop_high(&mut self) -> Option<T> {
+        self.high.pop_front()
+    }
+
+    /// Which of READ and WRITE goes next; `None` when both are empty.
+    fn next_normal(&self) -> Option<QueueClass> {
+        match (self.read.is_empty(), self.write.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some(QueueClass::Read),
+            (true, false) => Some(QueueClass::Write),
+            (false, false) => {
+                let read_first =
+                    self.read_lead < 0 || (self.read_lead == 0 && self.read_first_on_tie);
+                Some(if read_first {
+                    QueueClass::Read
+                } else {
+                    QueueClass::Write
+                })
+            }
+        }
+    }
+
+    pub(crate) fn front_normal(&self) -> Option<&T> {
+        self.lane(self.next_normal()?).front()
+    }
+
+    pub(crate) fn has_normal(&self) -> bool {
+        !self.read.is_empty() || !self.write.is_empty()
+    }
+
+    pub(crate) fn pop_normal(&mut self) -> Option<T> {
+        let lane = self.next_normal()?;
+        if self.read.is_empty() || self.write.is_empty() {
+            // No contest: nobody is behind.
+            self.read_lead = 0;
+            return self.lane_mut(lane).pop_front();
+        }
+        let item = self.lane_mut(lane).pop_front();
+        self.read_lead += if lane == QueueClass::Read { 1 } else { -1 };
+        // As in `take_round`: a queue that emptied keeps no credit.
+        if self.read.is_empty() {
+            self.read_lead = self.read_lead.max(0);
+        }
+        if self.write.is_empty() {
+            self.read_lead = self.read_lead.min(0);
+        }
+        item
+    }
+
+    pub(crate) fn end_normal_round(&mut self) {
+        self.read_first_on_tie = !self.read_first_on_tie;
     }
 }
 

@@ -33,6 +33,11 @@ pub struct Config {
     pub submitter_cpu: Option<usize>,
     /// CPU to pin the completer thread to (THREADS mode); `None` inherits.
     pub completer_cpu: Option<usize>,
+    /// 0..=50: NORMAL's share of dispatches while HIGH also waits (§6.1); 0 = strict.
+    pub normal_min_percent: u32,
+    /// Keep per-class latency histograms (a clock read per submit batch and per
+    /// completion batch).
+    pub latency_stats: bool,
 }
 
 /// Who drives the engine.

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use super::cancel::{ANY_TAG, Cancels};
+use super::class_stats::{ClassStats, HIGH_ENTRY};
+use super::classes::{ClassConfig, MAX_CLASSES};
 use super::common::Budget;
 use super::config::Mode;
 use super::flight::InFlight;
@@ -19,6 +21,7 @@ use super::stuck::StuckTransfers;
 use super::tasks::{IoEvent, Outcome};
 use super::waiting::{NO_DEADLINE, Waiting, WaitingQueues};
 use super::wakeup::{ServingGuard, Wakeup};
+use crate::abi::IoengClassStats;
 use crate::error::Error;
 use crate::race_hooks::{self, Point};
 use crate::sys::{EventFd, instant_of, monotonic_ns};
@@ -58,6 +61,11 @@ pub(crate) struct IoContext<S> {
     /// CLOCK_MONOTONIC ns of the earliest delayed resubmission (`NO_DEADLINE`: none),
     /// published by the submit role (`SubmitRound`) for `next_wake_ns`.
     next_retry_ns: AtomicU64,
+    /// Per-class counters and histograms (see `ClassStats`).
+    class_stats: ClassStats,
+    /// Bit `i`: class `i` exists (bit 0 always). Classes are never closed, so a request
+    /// validated against it stays valid; read without the queue lock at submit.
+    open_classes: AtomicU64,
 }
 
 // SAFETY: every field is Sync except `slots`; a slot is accessed only by the thread that
@@ -73,10 +81,24 @@ struct Finishing {
 }
 
 impl<S: Slot> IoContext<S> {
+    #[cfg(test)]
     pub(crate) fn new(depth: usize, batch: usize, queue_capacity: usize, paused: bool) -> Self {
+        Self::with_classes(depth, batch, queue_capacity, paused, 0, false)
+    }
+
+    /// `new` with the class settings of the configuration (§6.1): the starvation guard's
+    /// `normal_min_percent` and whether latency histograms are kept.
+    pub(crate) fn with_classes(
+        depth: usize,
+        batch: usize,
+        queue_capacity: usize,
+        paused: bool,
+        normal_min_percent: u32,
+        latency_stats: bool,
+    ) -> Self {
         debug_assert!(depth > 0 && batch > 0 && batch <= depth);
         IoContext {
-            waiting: WaitingQueues::new(queue_capacity),
+            waiting: WaitingQueues::new(queue_capacity, normal_min_percent),
             cancels: Cancels::new(depth),
             registered: Registered::default(),
             slots: (0..depth).map(|_| UnsafeCell::new(S::default())).collect(),
@@ -90,6 +112,8 @@ impl<S: Slot> IoContext<S> {
             stuck: S::PROBE_STUCK_TRANSFERS.then(|| StuckTransfers::new(depth)),
             wakeup: Wakeup::threads(),
             next_retry_ns: AtomicU64::new(NO_DEADLINE),
+            class_stats: ClassStats::new(latency_stats),
+            open_classes: AtomicU64::new(1),
         }
     }
 
@@ -195,7 +219,7 @@ impl<S: Slot> IoContext<S> {
     /// Submit work that a round can take now: queued requests with a free slot, or
     /// resubmissions.
     fn has_submit_work_now(&self) -> bool {
-        (self.queued() > 0 && !self.is_paused() && self.budget.has_slot_for_submitter())
+        (self.dispatchable() > 0 && !self.is_paused() && self.budget.has_slot_for_submitter())
             || self.budget.has_resubmits()
             || self.has_control_work()
     }
@@ -221,9 +245,16 @@ impl<S: Slot> IoContext<S> {
         let mut accepted = 0;
         let mut refusal = None;
         let mut earlier_deadline = false;
+        // One clock read per batch, only with latency statistics on.
+        let queued_ns = if self.class_stats.latency_on() {
+            monotonic_ns()
+        } else {
+            0
+        };
         {
             let mut waiting = lock(&self.waiting.lock);
-            for event in events {
+            for mut event in events {
+                event.queued_ns = queued_ns;
                 // Checked under the queue lock so that close, which sets `closing` under
                 // the same lock, sees every request accepted before it.
                 if self.closing.load(Ordering::Relaxed) {
@@ -293,6 +324,7 @@ impl<S: Slot> IoContext<S> {
                 .queues
                 .remove_where(|event| event.tag() == tag, |event| removed.push(event));
             self.forget_removed(&mut waiting, &removed);
+            self.waiting.publish_held(&waiting);
             // Cancelled or timed out already, callback not yet started: still counted
             // (its callback keeps the result it has). Under the queue lock, so that a
             // request moving from the queues to `dead` is seen in one place or the other.
@@ -493,10 +525,14 @@ impl<S: Slot> IoContext<S> {
         }
     }
 
-    /// When a class held by its rate limit has tokens again (CLOCK_MONOTONIC ns). The
-    /// hook for the IO classes (DESIGN §6.1): none until they exist.
+    /// When a class held by its rate limit has tokens again (CLOCK_MONOTONIC ns), as a
+    /// wake time: `earliest_refill_ns`, except that a refill already due while every
+    /// slot is busy is none (nothing could be dispatched, and a wake time in the past
+    /// would spin the slot wait and the poller; the completion that frees a slot wakes
+    /// them anyway). A clock read only while requests are held.
     fn next_refill_ns(&self) -> Option<u64> {
-        None
+        self.earliest_refill_ns()
+            .filter(|&at| self.budget.has_slot_for_submitter() || at > monotonic_ns())
     }
 
     // ---- submitter thread ---------------------------------------------------------
@@ -509,10 +545,33 @@ impl<S: Slot> IoContext<S> {
         self.waiting.queued.load(Ordering::Relaxed)
     }
 
+    /// When a class that its limits hold has tokens again (CLOCK_MONOTONIC ns); `None`
+    /// when no queued request is held. Part of `next_wake_ns`, so every sleeping engine
+    /// thread or poller wakes by itself then.
+    pub(crate) fn earliest_refill_ns(&self) -> Option<u64> {
+        if self.waiting.held.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let at = self.waiting.refill_ns.load(Ordering::Relaxed);
+        (at != NO_DEADLINE).then_some(at)
+    }
+
+    /// Queued requests a round may dispatch: all but those their class's limits hold
+    /// until their refill time (a clock read only while some are held).
+    pub(crate) fn dispatchable(&self) -> usize {
+        let queued = self.queued();
+        match self.earliest_refill_ns() {
+            Some(at) if at > monotonic_ns() => {
+                queued.saturating_sub(self.waiting.held.load(Ordering::Relaxed))
+            }
+            _ => queued,
+        }
+    }
+
     /// Whether a round would find something to submit (polled while idle; a stale answer
     /// only costs a park that the next wake-up ends).
     pub(crate) fn has_submit_work(&self) -> bool {
-        (self.queued() > 0 && !self.is_paused())
+        (self.dispatchable() > 0 && !self.is_paused())
             || self.budget.has_resubmits()
             || self.has_control_work()
     }
@@ -539,6 +598,7 @@ impl<S: Slot> IoContext<S> {
         if expired.is_empty() {
             return false;
         }
+        self.waiting.publish_held(waiting);
         self.waiting
             .queued
             .fetch_sub(expired.len(), Ordering::Relaxed);
@@ -616,8 +676,10 @@ impl<S: Slot> IoContext<S> {
         }
         race_hooks::at(Point::ServiceTookDead);
         let _finishing = lock(&self.finishing);
+        let now = self.latency_clock();
         while let Some((event, res)) = self.cancels.pop_dead() {
             self.count_finished_one(res);
+            self.class_stats.recorder(now).finished(&event, res, false);
             event.finish(res);
         }
     }
@@ -645,31 +707,39 @@ impl<S: Slot> IoContext<S> {
         }
         let mut next = slots.iter();
         let mut with_deadline = 0;
-        let taken = waiting.queues.take_round(slots.len(), |event| {
-            let &index = next.next().expect("take_round respects room");
-            let tag = event.tag();
-            // Only the submit role writes the generation: no read-modify-write needed.
-            let generation = self.cancels.slot_gens[index].load(Ordering::Relaxed) + 1;
-            self.cancels.slot_gens[index].store(generation, Ordering::Relaxed);
-            self.cancels.slot_live[index].store(generation, Ordering::Relaxed);
-            if tag != 0 {
-                self.cancels.slot_tags[index].store(tag, Ordering::Relaxed);
-            }
-            with_deadline += usize::from(event.request.deadline_ns != 0);
-            if let Some(stuck) = &self.stuck {
-                stuck.dispatched(index, &event);
-            }
-            // SAFETY: the submitter took `index` from the free channel and holds it.
-            let slot = unsafe { self.slot_mut(index) };
-            debug_assert!(
-                slot.event_mut().is_none(),
-                "free slot still holds a request"
-            );
-            *slot.event_mut() = Some(event);
-            out.push(index);
-        });
+        let mut class_stats = self.class_stats.recorder(0);
+        let taken = waiting
+            .queues
+            .take_round(slots.len(), monotonic_ns, |mut event, ioprio| {
+                let &index = next.next().expect("take_round respects room");
+                event.ioprio = ioprio;
+                class_stats.dispatched(&event);
+                let tag = event.tag();
+                // Only the submit role writes the generation: no read-modify-write needed.
+                let generation = self.cancels.slot_gens[index].load(Ordering::Relaxed) + 1;
+                self.cancels.slot_gens[index].store(generation, Ordering::Relaxed);
+                self.cancels.slot_live[index].store(generation, Ordering::Relaxed);
+                if tag != 0 {
+                    self.cancels.slot_tags[index].store(tag, Ordering::Relaxed);
+                }
+                with_deadline += usize::from(event.request.deadline_ns != 0);
+                if let Some(stuck) = &self.stuck {
+                    stuck.dispatched(index, &event);
+                }
+                // SAFETY: the submitter took `index` from the free channel and holds it.
+                let slot = unsafe { self.slot_mut(index) };
+                debug_assert!(
+                    slot.event_mut().is_none(),
+                    "free slot still holds a request"
+                );
+                *slot.event_mut() = Some(event);
+                out.push(index);
+            });
         self.waiting.queued.fetch_sub(taken, Ordering::Relaxed);
         self.forget_deadlines(&mut waiting, with_deadline);
+        if waiting.queues.is_classed() {
+            self.waiting.publish_held(&waiting);
+        }
         taken
     }
 
@@ -870,10 +940,22 @@ impl<S: Slot> IoContext<S> {
     /// waited for its callbacks reads stats that already include them.
     fn count_finished(&self, events: &[(IoEvent, i64)]) {
         Counters::add(&self.counters.completed, events.len() as u64);
-        for &(_, res) in events {
-            if res == -i64::from(libc::ECANCELED) {
+        let mut class_stats = self.class_stats.recorder(self.latency_clock());
+        for (event, res) in events {
+            if *res == -i64::from(libc::ECANCELED) {
                 Counters::add(&self.counters.cancelled, 1);
             }
+            class_stats.finished(event, *res, true);
+        }
+    }
+
+    /// The clock for latency statistics: read once per batch of callbacks, and only
+    /// when they are on.
+    fn latency_clock(&self) -> u64 {
+        if self.class_stats.latency_on() {
+            monotonic_ns()
+        } else {
+            0
         }
     }
 
@@ -882,6 +964,66 @@ impl<S: Slot> IoContext<S> {
         if res == -i64::from(libc::ECANCELED) {
             Counters::add(&self.counters.cancelled, 1);
         }
+    }
+}
+
+/// IO classes (§6.1): the operations behind `ioeng_class_*`.
+impl<S: Slot> IoContext<S> {
+    /// Whether a request may name class `id`. One relaxed load.
+    pub(crate) fn class_exists(&self, id: u16) -> bool {
+        usize::from(id) < MAX_CLASSES && self.open_classes.load(Ordering::Acquire) >> id & 1 != 0
+    }
+
+    /// Opens a class; `None` when all 63 are open.
+    pub(crate) fn class_open(&self, config: ClassConfig) -> Option<u16> {
+        let mut waiting = lock(&self.waiting.lock);
+        let id = waiting.queues.open(config, monotonic_ns()).ok()?;
+        self.class_stats.enable(usize::from(id));
+        // Release: a request naming `id` finds the class in the queues.
+        self.open_classes.fetch_or(1 << id, Ordering::Release);
+        Some(id)
+    }
+
+    /// New settings for an existing class, from the next dispatch round on.
+    pub(crate) fn class_update(&self, id: u16, config: ClassConfig) -> Result<(), Error> {
+        {
+            let mut waiting = lock(&self.waiting.lock);
+            if !waiting.queues.exists(id) {
+                return Err(Error::InvalidArgument("no IO class with this id"));
+            }
+            waiting.queues.update(id, config, monotonic_ns());
+            self.waiting.publish_held(&waiting);
+        }
+        // Raised limits may let held requests go now.
+        self.wakeup.wake_waiting_submitter();
+        self.notify_submit_work();
+        Ok(())
+    }
+
+    /// Statistics of class `id`, or of every HIGH request with `None`; zeroes the
+    /// counters and histogram with `reset`. `Err` for a class that does not exist.
+    pub(crate) fn class_stats(
+        &self,
+        id: Option<u16>,
+        reset: bool,
+    ) -> Result<IoengClassStats, Error> {
+        let mut out = IoengClassStats::default();
+        {
+            let mut waiting = lock(&self.waiting.lock);
+            match id {
+                Some(id) if !waiting.queues.exists(id) => {
+                    return Err(Error::InvalidArgument("no IO class with this id"));
+                }
+                Some(id) => {
+                    out.queued = waiting.queues.class_len(id) as u64;
+                    out.throttled_ns = waiting.queues.throttled_ns(id, monotonic_ns(), reset);
+                }
+                None => out.queued = waiting.queues.lens().0 as u64,
+            }
+        }
+        let entry = id.map_or(HIGH_ENTRY, usize::from);
+        self.class_stats.read(entry, reset, &mut out);
+        Ok(out)
     }
 }
 

@@ -399,7 +399,9 @@ fn expiry_takes_due_requests_out_of_the_middle_and_stale_deadlines_stay_bounded(
     let mut waiting = lock(&ctx.waiting.lock);
     let mut taken = Vec::new();
     for _ in 0..990 {
-        waiting.queues.take_round(1, |event| taken.push(event));
+        waiting
+            .queues
+            .take_round(1, || 0, |event, _| taken.push(event));
         waiting.forget_deadlines(1);
         assert!(waiting.deadlines.len() <= 2 * waiting.with_deadline + STALE_DEADLINE_SLACK);
     }
@@ -477,4 +479,125 @@ fn polled_next_timeout_is_the_fd_then_the_earliest_timer() {
     ctx.resume();
     assert_eq!(next_timeout_ns(&ctx), Some(0), "resumed: readable");
     assert!(log.is_empty());
+}
+
+fn event_in(class_id: u16, prio: Priority, tag: u64, log: &mut Vec<i64>) -> IoEvent {
+    let mut event = event(Op::Read, prio, tag, log);
+    event.request.class_id = class_id;
+    event
+}
+
+#[test]
+fn held_requests_neither_spin_the_engine_nor_let_it_sleep_past_their_refill() {
+    let mut log = Vec::new();
+    let ctx = IoContext::<TestSlot>::new(8, 8, 0, false);
+    // 1000 IOPS: a burst of 10, then one per ms.
+    let limited = ClassConfig::new(100, 3 << 13, 1000, 0).unwrap();
+    let id = ctx.class_open(limited).unwrap();
+    assert!(ctx.class_exists(id) && !ctx.class_exists(id + 1));
+    for tag in 0..12 {
+        ctx.push(event_in(id, Priority::High, tag, &mut log))
+            .unwrap();
+    }
+    let mut round = SubmitRound::new(ctx.batch);
+    round.fill(&ctx, None, || false);
+    assert_eq!(round.batch.len(), 8);
+    for &index in &round.batch {
+        // SAFETY: the test thread plays the submitter and holds every index in `batch`.
+        let slot = unsafe { ctx.slot_mut(index) };
+        assert_eq!(
+            slot.0.as_ref().unwrap().ioprio,
+            3 << 13,
+            "the class's kernel ioprio"
+        );
+    }
+    let stats = ctx.class_stats(Some(id), false).unwrap();
+    assert_eq!((stats.in_flight, stats.queued), (8, 4));
+    let high = ctx.class_stats(None, false).unwrap();
+    assert_eq!(
+        (high.in_flight, high.queued),
+        (8, 4),
+        "HIGH counts them too"
+    );
+    ctx.complete(&round.batch.iter().map(|&i| (i, 1)).collect::<Vec<_>>());
+    round.fill(&ctx, None, || false);
+    assert_eq!(round.batch.len(), 2, "the rest of the burst");
+    ctx.complete(&round.batch.iter().map(|&i| (i, 1)).collect::<Vec<_>>());
+    round.fill(&ctx, None, || false);
+    assert!(round.batch.is_empty(), "held");
+    // Nothing to do until the refill, and the engine's wake-up is set for it.
+    assert_eq!(ctx.queued(), 2);
+    assert_eq!(ctx.dispatchable(), 0);
+    assert!(!ctx.has_submit_work());
+    let wake = ctx.next_wake_ns().expect("a refill to wake for");
+    assert_eq!(Some(wake), ctx.earliest_refill_ns());
+    let now = monotonic_ns();
+    assert!(wake > now && wake <= now + 1_000_000, "{wake} vs {now}");
+    // Past it, the next round takes one.
+    std::thread::sleep(Duration::from_nanos(
+        wake.saturating_sub(monotonic_ns()) + 1000,
+    ));
+    assert_eq!(ctx.dispatchable(), 2);
+    round.fill(&ctx, None, || false);
+    assert_eq!(round.batch.len(), 1);
+    ctx.complete(&round.batch.iter().map(|&i| (i, 1)).collect::<Vec<_>>());
+    // Lifting the limit lets the last one go at once.
+    ctx.class_update(id, ClassConfig::new(100, -1, 0, 0).unwrap())
+        .unwrap();
+    assert_eq!(ctx.dispatchable(), 1);
+    round.fill(&ctx, None, || false);
+    assert_eq!(round.batch.len(), 1);
+    ctx.complete(&round.batch.iter().map(|&i| (i, 1)).collect::<Vec<_>>());
+    let stats = ctx.class_stats(Some(id), true).unwrap();
+    assert_eq!(
+        (stats.reads, stats.bytes_read, stats.in_flight),
+        (12, 12, 0)
+    );
+    assert!(stats.throttled_ns > 0);
+    let stats = ctx.class_stats(Some(id), false).unwrap();
+    assert_eq!((stats.reads, stats.throttled_ns), (0, 0), "reset");
+    assert!(ctx.class_stats(Some(id + 1), false).is_err());
+    assert_eq!(log.len(), 12);
+}
+
+#[test]
+fn a_refill_while_every_slot_is_busy_is_no_reason_to_wake() {
+    let mut log = Vec::new();
+    let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
+    // 100 IOPS: a burst of one request, then one per 10 ms.
+    let id = ctx
+        .class_open(ClassConfig::new(100, -1, 100, 0).unwrap())
+        .unwrap();
+    for tag in 0..3 {
+        ctx.push(event_in(id, Priority::Normal, tag, &mut log))
+            .unwrap();
+    }
+    let mut round = SubmitRound::new(ctx.batch);
+    round.fill(&ctx, None, || false);
+    assert_eq!(round.batch.len(), 1);
+    let refill = ctx.earliest_refill_ns().expect("held");
+    assert_eq!(
+        ctx.next_wake_ns(),
+        Some(refill),
+        "in the future: wake for it"
+    );
+    std::thread::sleep(Duration::from_nanos(
+        refill.saturating_sub(monotonic_ns()) + 1000,
+    ));
+    // Due, but the one slot is busy: no wake time in the past (the waits would spin);
+    // the completion that frees the slot is what wakes the engine.
+    assert_eq!(ctx.next_wake_ns(), None);
+    assert!(!ctx.control_due(ctx.next_wake_ns()));
+    ctx.complete(&[(round.batch[0], 1)]);
+    assert_eq!(ctx.next_wake_ns(), Some(refill));
+    round.fill(&ctx, None, || false);
+    assert_eq!(round.batch.len(), 1);
+    ctx.complete(&[(round.batch[0], 1)]);
+    let mut rest = SubmitRound::new(1);
+    while log.len() < 3 {
+        rest.fill(&ctx, None, || false);
+        for &index in &rest.batch {
+            ctx.complete(&[(index, 1)]);
+        }
+    }
 }

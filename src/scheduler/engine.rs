@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::classes::ClassConfig;
 use super::config::{Config, Mode};
 use super::context::IoContext;
 use super::driver::Driver;
@@ -18,6 +19,7 @@ use super::shared::{Shared, SubmitRole};
 use super::stats::Stats;
 use super::tasks::{Callback, IoEvent, IoRequest};
 use super::worker::{run_completer, run_submitter};
+use crate::abi::IoengClassStats as ClassStats;
 use crate::error::Error;
 use crate::race_hooks::{self, Point};
 use crate::sys;
@@ -42,11 +44,13 @@ impl<D: Driver> Engine<D> {
             }
         };
         let driver = D::open(config.depth, config.batch, event.as_ref().map(|e| e.raw()))?;
-        let mut ctx = IoContext::new(
+        let mut ctx = IoContext::with_classes(
             config.depth as usize,
             config.batch as usize,
             config.queue_capacity as usize,
             config.start_paused,
+            config.normal_min_percent,
+            config.latency_stats,
         );
         if let Some(event) = event {
             ctx = ctx.with_event_fd(event);
@@ -166,6 +170,22 @@ impl<D: Driver> Engine<D> {
 
     pub(crate) fn stats(&self) -> Stats {
         self.shared.ctx.stats()
+    }
+
+    pub(crate) fn class_exists(&self, id: u16) -> bool {
+        self.shared.ctx.class_exists(id)
+    }
+
+    pub(crate) fn class_open(&self, config: ClassConfig) -> Option<u16> {
+        self.shared.ctx.class_open(config)
+    }
+
+    pub(crate) fn class_update(&self, id: u16, config: ClassConfig) -> Result<(), Error> {
+        self.shared.ctx.class_update(id, config)
+    }
+
+    pub(crate) fn class_stats(&self, id: Option<u16>, reset: bool) -> Result<ClassStats, Error> {
+        self.shared.ctx.class_stats(id, reset)
     }
 
     /// POLLED mode: `ioeng_poll`.

@@ -8,12 +8,15 @@ pub(crate) mod aio_helper;
 pub(crate) mod aio_stream;
 pub(crate) mod aio_timer;
 pub(crate) mod cancel;
+pub(crate) mod class_stats;
+pub(crate) mod classes;
 pub(crate) mod common;
 pub mod config;
 pub(crate) mod context;
 pub(crate) mod driver;
 pub(crate) mod engine;
 pub(crate) mod flight;
+pub(crate) mod histogram;
 pub(crate) mod idle;
 pub(crate) mod locks;
 pub(crate) mod polled;
@@ -25,6 +28,7 @@ pub(crate) mod stats;
 pub(crate) mod steps;
 pub(crate) mod stuck;
 pub mod tasks;
+pub(crate) mod token_bucket;
 pub mod uring;
 pub(crate) mod waiting;
 pub(crate) mod wakeup;
@@ -35,6 +39,7 @@ use std::ffi::{CStr, CString};
 use io_uring::{opcode, register::Probe};
 use once_cell::sync::{Lazy, OnceCell};
 
+pub(crate) use classes::ClassConfig;
 pub use config::{BackendChoice, BackendKind, Config, IdlePoll, Mode};
 use engine::Engine;
 pub use stats::Stats;
@@ -240,6 +245,30 @@ impl AnyEngine {
 
     pub fn stats(&self) -> Stats {
         on_engine!(self, engine => engine.stats())
+    }
+
+    /// Whether a request may name IO class `id` (0, or one opened).
+    pub fn class_exists(&self, id: u16) -> bool {
+        on_engine!(self, engine => engine.class_exists(id))
+    }
+
+    /// Opens an IO class; `None` when all 63 are open.
+    pub(crate) fn class_open(&self, config: ClassConfig) -> Option<u16> {
+        on_engine!(self, engine => engine.class_open(config))
+    }
+
+    /// New settings for IO class `id` (0 included), from the next dispatch round on.
+    pub(crate) fn class_update(&self, id: u16, config: ClassConfig) -> Result<(), Error> {
+        on_engine!(self, engine => engine.class_update(id, config))
+    }
+
+    /// Class `id`'s statistics (`None`: every HIGH request), zeroed with `reset`.
+    pub fn class_stats(
+        &self,
+        id: Option<u16>,
+        reset: bool,
+    ) -> Result<crate::abi::IoengClassStats, Error> {
+        on_engine!(self, engine => engine.class_stats(id, reset))
     }
 
     pub fn backend(&self) -> BackendKind {

@@ -133,7 +133,7 @@ impl SubmitRound {
             }
             // Only this thread removes from the queues, so at least `wanted` stay queued
             // until we take them below: no slot is ever taken in vain.
-            let wanted = (batch - self.batch.len()).min(ctx.queued());
+            let wanted = (batch - self.batch.len()).min(ctx.dispatchable());
             if wanted == 0 {
                 return;
             }

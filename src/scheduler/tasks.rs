@@ -175,6 +175,9 @@ pub struct RequestSpec {
     pub tag: u64,
     pub deadline_ns: u64,
     pub buf_index: u32,
+    /// The IO class (§6.1); 0 = the default class. Checked against the open classes
+    /// before the request is built.
+    pub class_id: u16,
 }
 
 impl RequestSpec {
@@ -192,6 +195,7 @@ impl RequestSpec {
             tag: 0,
             deadline_ns: 0,
             buf_index: 0,
+            class_id: 0,
         }
     }
 }
@@ -419,6 +423,8 @@ pub struct Chunk {
     pub fixed: Option<u16>,
     /// FALLOCATE: the mode; SYNC_FILE_RANGE: the flags; 0 for the other ops.
     pub range_arg: u32,
+    /// IOPRIO_PRIO_VALUE for the kernel (its class's `kernel_ioprio`); 0 = none.
+    pub ioprio: u16,
 }
 
 /// What the completer does after a kernel result.
@@ -497,6 +503,11 @@ pub struct IoEvent {
     /// The driver's own per-request state (0 when accepted); the AIO driver keeps what
     /// it learned about a stream here (`aio_stream::StreamState`).
     pub(crate) driver_state: u8,
+    /// Its class's kernel ioprio, set when it is dispatched (0 = none).
+    pub(crate) ioprio: u16,
+    /// CLOCK_MONOTONIC ns when it was queued, for the class latency histograms; 0 when
+    /// they are off (no clock is read for it then).
+    pub(crate) queued_ns: u64,
 }
 
 impl IoEvent {
@@ -511,6 +522,8 @@ impl IoEvent {
             retry_at: None,
             position: Position::Unknown,
             driver_state: 0,
+            ioprio: 0,
+            queued_ns: 0,
         }
     }
 
@@ -546,6 +559,7 @@ impl IoEvent {
             } else {
                 0
             },
+            ioprio: self.ioprio,
         };
         match req.op {
             Op::Fsync | Op::Fdatasync => {}

@@ -145,33 +145,42 @@ fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
     // cannot truncate (FALLOCATE's 64-bit length does not go there).
     let len = chunk.len as u32;
     let (offset, rw_flags) = (chunk.offset, chunk.rw_flags);
+    // The class's kernel_ioprio (0: none, the kernel then uses the task's); FSYNC and
+    // FDATASYNC take none.
+    let ioprio = chunk.ioprio;
     let entry = match (chunk.op, chunk.fixed) {
         (Op::Read, Some(buf_index)) => opcode::ReadFixed::new(fd, chunk.buf, len, buf_index)
             .offset(offset)
             .rw_flags(rw_flags)
+            .ioprio(ioprio)
             .build(),
         (Op::Write, Some(buf_index)) => {
             opcode::WriteFixed::new(fd, chunk.buf.cast_const(), len, buf_index)
                 .offset(offset)
                 .rw_flags(rw_flags)
+                .ioprio(ioprio)
                 .build()
         }
         (Op::Read, None) => opcode::Read::new(fd, chunk.buf, len)
             .offset(offset)
             .rw_flags(rw_flags)
+            .ioprio(ioprio)
             .build(),
         (Op::Write, None) => opcode::Write::new(fd, chunk.buf, len)
             .offset(offset)
             .rw_flags(rw_flags)
+            .ioprio(ioprio)
             .build(),
         // The iovec run lives in the caller's array; the kernel only reads it.
         (Op::Readv, _) => opcode::Readv::new(fd, chunk.buf.cast_const().cast(), len)
             .offset(offset)
             .rw_flags(rw_flags)
+            .ioprio(ioprio)
             .build(),
         (Op::Writev, _) => opcode::Writev::new(fd, chunk.buf.cast_const().cast(), len)
             .offset(offset)
             .rw_flags(rw_flags)
+            .ioprio(ioprio)
             .build(),
         (Op::Fsync, _) => opcode::Fsync::new(fd).build(),
         (Op::Fdatasync, _) => opcode::Fsync::new(fd)
@@ -617,10 +626,33 @@ mod tests {
             tag: 0,
             deadline_ns: 0,
             buf_index: arg,
+            class_id: 0,
         };
         // SAFETY: not vectored.
         let req = unsafe { IoRequest::from_spec(&spec, None) }.unwrap();
         IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()))
+    }
+
+    /// The SQE's `ioprio` (offset 2 of `io_uring_sqe`).
+    fn sqe_ioprio(entry: &squeue::Entry) -> u16 {
+        // SAFETY: as in `sqe`: a repr(C) wrapper of the 64-byte `io_uring_sqe`.
+        let b: [u8; 64] = unsafe { std::ptr::from_ref(entry).cast::<[u8; 64]>().read() };
+        u16::from_ne_bytes([b[2], b[3]])
+    }
+
+    #[test]
+    fn the_class_ioprio_reaches_the_sqe() {
+        let buf = 0x1000 as *mut u8;
+        for (op, ioprio) in [
+            (Op::Read, (3 << 13) as u16),
+            (Op::Write, (2 << 13) | 7),
+            (Op::Read, 0),
+        ] {
+            let req = IoRequest::new(op, Priority::Normal, 0, buf, 4096, 0).unwrap();
+            let mut event = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+            event.ioprio = ioprio;
+            assert_eq!(sqe_ioprio(&entry_for(1, &event)), ioprio);
+        }
     }
 
     #[test]

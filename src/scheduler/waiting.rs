@@ -1,12 +1,13 @@
-//! What waits to be dispatched: the three queues (`common::Queues`) and the deadlines
-//! of the requests in them (docs/ARCHITECTURE.md, "Deadlines").
+//! What waits to be dispatched: the queues of every IO class (`classes::ClassQueues`,
+//! class 0 being the three queues of `common::Queues`) and the deadlines of the requests
+//! in them (docs/ARCHITECTURE.md, "Deadlines").
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use super::common::{QueuePosition, Queues};
+use super::classes::{ClassPosition, ClassQueues};
 use super::tasks::IoEvent;
 
 /// "No deadline" in `WaitingQueues::earliest_deadline`.
@@ -26,16 +27,33 @@ pub(crate) struct WaitingQueues {
     pub(crate) queued: AtomicUsize,
     /// Most requests queued at once; 0 = unbounded.
     pub(crate) capacity: usize,
+    /// `ClassQueues::held` and `refill_at` as of the last change under the lock, read
+    /// without it: queued requests that their class's limits hold, and when the first
+    /// of them may go (so that the engine neither spins on them nor sleeps past that).
+    pub(crate) held: AtomicUsize,
+    pub(crate) refill_ns: AtomicU64,
 }
 
 impl WaitingQueues {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, normal_min_percent: u32) -> Self {
         WaitingQueues {
-            lock: Mutex::new(Waiting::default()),
+            lock: Mutex::new(Waiting {
+                queues: ClassQueues::new(normal_min_percent),
+                deadlines: BinaryHeap::new(),
+                with_deadline: 0,
+            }),
             earliest_deadline: AtomicU64::new(NO_DEADLINE),
             queued: AtomicUsize::new(0),
             capacity,
+            held: AtomicUsize::new(0),
+            refill_ns: AtomicU64::new(NO_DEADLINE),
         }
+    }
+
+    /// Publishes what the class limits hold after `waiting` changed (under the lock).
+    pub(crate) fn publish_held(&self, waiting: &Waiting) {
+        self.held.store(waiting.queues.held(), Relaxed);
+        self.refill_ns.store(waiting.queues.refill_at(), Relaxed);
     }
 }
 
@@ -48,10 +66,9 @@ impl WaitingQueues {
 /// Stale entries are dropped when they come due, all at once when no queued request has
 /// a deadline, and by a sweep once they outnumber the live ones (so memory stays within
 /// twice the live entries).
-#[derive(Default)]
 pub(crate) struct Waiting {
-    pub(crate) queues: Queues<IoEvent>,
-    pub(crate) deadlines: BinaryHeap<Reverse<(u64, QueuePosition)>>,
+    pub(crate) queues: ClassQueues<IoEvent>,
+    pub(crate) deadlines: BinaryHeap<Reverse<(u64, ClassPosition)>>,
     /// Queued requests that have a deadline (the live heap entries).
     pub(crate) with_deadline: usize,
 }
@@ -63,7 +80,9 @@ impl Waiting {
     /// Queues `event`, recording its deadline; returns the deadline (0: none).
     pub(crate) fn push(&mut self, event: IoEvent) -> u64 {
         let deadline = event.request.deadline_ns;
-        let at = self.queues.push(event.request.class(), event);
+        let at = self
+            .queues
+            .push(event.request.class_id, event.request.class(), event);
         if deadline != 0 {
             self.deadlines.push(Reverse((deadline, at)));
             self.with_deadline += 1;

@@ -22,7 +22,6 @@ pub(crate) const IOCB_CMD_POLL: u16 = 5;
 /// `aio_flags` bit: on completion, add 1 to the eventfd in `aio_resfd`.
 pub(crate) const IOCB_FLAG_RESFD: u32 = 1 << 0;
 /// `aio_flags` bit: `aio_reqprio` carries an IOPRIO_PRIO_VALUE for this request.
-#[allow(dead_code)] // used by IO classes (kernel_ioprio)
 pub(crate) const IOCB_FLAG_IOPRIO: u32 = 1 << 1;
 
 /// `struct iocb` (64 bytes). Field order is the little-endian one: `aio_key` comes
