@@ -280,7 +280,7 @@ if tsan_build tsan; then
         -o "$work/tsan_features" $pc_flags -Wl,-rpath,"$libdir"; then
         for b in $backends; do
             for m in threads polled; do
-                check "TSan: deadlines, cancel, cancel_all, submit_batch, callbacks that submit, FALLOCATE/SYNC_FILE_RANGE: no race [$b $m]" \
+                check "TSan: deadlines, cancel, cancel_all, submit_batch, callbacks that submit, FALLOCATE/SYNC_FILE_RANGE, IO classes and the 1.1 queries: no race [$b $m]" \
                     tsan_features "$b" "$m"
             done
         done

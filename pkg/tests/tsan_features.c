@@ -22,6 +22,12 @@
  *   phase "cancel_all": depth 1, ioeng_cancel_all from another thread while untagged
  *                    writes wait behind an untagged read of an empty blocking pipe
  *                    (all -ECANCELED).
+ *   phase "classes": latency statistics on; two IO classes opened (one limited to 4000
+ *                    IOPS), writes into both and class 0 from three threads while another
+ *                    thread updates the limited class live and reads every class's
+ *                    statistics (with and without IOENG_STATS_RESET), and the main thread
+ *                    asks ioeng_dio_alignment, ioeng_backend_name, ioeng_event_fd and
+ *                    ioeng_next_timeout_ns.
  *
  * Every write whose callback sees it done submits, from the callback, a read of the same
  * block, whose callback compares the data. Each job's fields are plain memory: the main
@@ -260,10 +266,13 @@ static void *poll_loop(void *arg)
     return NULL;
 }
 
+static uint32_t open_latency_stats; /* ioeng_config_t.latency_stats for open_engine */
+
 static void open_engine(uint32_t depth, int paused)
 {
     ioeng_config_t cfg;
     ioeng_config_init(&cfg);
+    cfg.latency_stats = open_latency_stats;
     const char *be = getenv("IOENG_TEST_BACKEND");
     if (be && strcmp(be, "aio") == 0)
         cfg.backend = IOENG_BACKEND_AIO;
@@ -703,6 +712,113 @@ static void phase_commands(int fd)
            next_job - first);
 }
 
+enum { CLASS_WRITERS = 3, PER_CLASS_WRITER = 32 };
+static uint16_t class_ids[3]; /* 0 and two opened; written before the threads start */
+static atomic_int classes_done;
+
+struct class_writer {
+    int first;
+    uint16_t class_id;
+};
+
+static void *class_writer_thread(void *p)
+{
+    struct class_writer *w = p;
+    for (int i = 0; i < PER_CLASS_WRITER; i++) {
+        struct job *j = &jobs[w->first + i];
+        ioeng_req_t req = write_req(j, 0, 0);
+        req.class_id = w->class_id;
+        outstanding_add(1);
+        int rc = ioeng_submit(eng, &req, on_write, j);
+        if (rc != 0)
+            DIE("submit class %u job %d: %s", w->class_id, j->id, strerror(-rc));
+    }
+    return NULL;
+}
+
+/* Live updates and statistics of every class while the writers run. */
+static void *class_admin_thread(void *p)
+{
+    (void)p;
+    int rounds = 0;
+    while (!atomic_load(&classes_done) || rounds < 10) {
+        ioeng_class_config_t c;
+        ioeng_class_config_init(&c);
+        c.weight = 100 + (uint32_t)(rounds % 5) * 100;
+        c.iops_limit = 4000 + (uint64_t)(rounds % 2) * 1000;
+        int rc = ioeng_class_update(eng, class_ids[2], &c);
+        if (rc != 0)
+            DIE("ioeng_class_update: %s", strerror(-rc));
+        uint16_t ids[4] = {class_ids[0], class_ids[1], class_ids[2], IOENG_CLASS_HIGH};
+        for (int k = 0; k < 4; k++) {
+            ioeng_class_stats_t st;
+            rc = ioeng_class_stats(eng, ids[k], &st, rounds % 3 == 0 ? IOENG_STATS_RESET : 0);
+            if (rc != 0)
+                DIE("ioeng_class_stats(%u): %s", ids[k], strerror(-rc));
+        }
+        rounds++;
+        sleep_ms(1);
+    }
+    return NULL;
+}
+
+static void phase_classes(int fd)
+{
+    open_latency_stats = IOENG_LATENCY_STATS_ON;
+    open_engine(4, 0);
+    open_latency_stats = 0;
+    ioeng_class_config_t c;
+    ioeng_class_config_init(&c);
+    c.weight = 300;
+    class_ids[0] = 0;
+    if (ioeng_class_open(eng, &c, &class_ids[1]) != 0)
+        DIE("ioeng_class_open");
+    c.weight = 100;
+    c.iops_limit = 4000;
+    if (ioeng_class_open(eng, &c, &class_ids[2]) != 0)
+        DIE("ioeng_class_open (limited)");
+    int first = next_job;
+    struct class_writer w[CLASS_WRITERS];
+    for (int k = 0; k < CLASS_WRITERS; k++) {
+        w[k].first = next_job;
+        w[k].class_id = class_ids[k];
+        for (int i = 0; i < PER_CLASS_WRITER; i++)
+            new_job(fd, EXPECT_DONE);
+    }
+    atomic_store(&classes_done, 0);
+    pthread_t admin, t[CLASS_WRITERS];
+    if (pthread_create(&admin, NULL, class_admin_thread, NULL) != 0)
+        DIE("pthread_create admin");
+    for (int k = 0; k < CLASS_WRITERS; k++)
+        if (pthread_create(&t[k], NULL, class_writer_thread, &w[k]) != 0)
+            DIE("pthread_create class writer");
+    uint32_t mem_align = 0, offset_align = 0;
+    int rc = ioeng_dio_alignment(fd, &mem_align, &offset_align);
+    if (rc != 0 || mem_align == 0 || offset_align == 0)
+        DIE("ioeng_dio_alignment: %d (%u, %u)", rc, mem_align, offset_align);
+    const char *name = ioeng_backend_name(eng);
+    if (!name || !*name)
+        DIE("ioeng_backend_name");
+    if (ioeng_event_fd(eng) < 0 && polled)
+        DIE("ioeng_event_fd");
+    (void)ioeng_next_timeout_ns(eng);
+    for (int k = 0; k < CLASS_WRITERS; k++)
+        pthread_join(t[k], NULL);
+    wait_all("classes");
+    atomic_store(&classes_done, 1);
+    pthread_join(admin, NULL);
+    int done, to, cancelled;
+    tally(first, next_job, &done, &to, &cancelled);
+    if (done != next_job - first)
+        DIE("classes: %d of %d writes done", done, next_job - first);
+    ioeng_class_stats_t st;
+    if (ioeng_class_stats(eng, class_ids[1], &st, 0) != 0)
+        DIE("ioeng_class_stats");
+    close_engine();
+    printf("classes: %d writes (+ reads) in class 0 and two opened, %s backend, live updates and "
+           "statistics from another thread\n", next_job - first, name);
+}
+
 int main(int argc, char **argv)
 {
     const char *be = getenv("IOENG_TEST_BACKEND");
@@ -727,14 +843,16 @@ int main(int argc, char **argv)
                   {"batch", phase_batch},
                   {"threads", phase_threads},
                   {"commands", phase_commands},
-                  {"cancel_all", phase_cancel_all}};
+                  {"cancel_all", phase_cancel_all},
+                  {"classes", phase_classes}};
     int nphases = (int)(sizeof phases / sizeof phases[0]);
     for (int a = 1; a < argc; a++) {
         int known = 0;
         for (int p = 0; p < nphases; p++)
             known |= strcmp(argv[a], phases[p].name) == 0;
         if (!known)
-            DIE("unknown phase %s (paused, blocker, batch, threads, commands, cancel_all)",
+            DIE("unknown phase %s (paused, blocker, batch, threads, commands, cancel_all, "
+                "classes)",
                 argv[a]);
     }
     for (int p = 0; p < nphases; p++) {
