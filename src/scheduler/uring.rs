@@ -191,6 +191,36 @@ fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
     entry.user_data(index as u64)
 }
 
+/// `IoEvent::driver_state` bits of the io_uring driver: `on_worker` asked, and its answer.
+const WORKER_ASKED: u8 = 1 << 0;
+const WORKER: u8 = 1 << 1;
+
+/// Whether the request's transfers go with `IOSQE_ASYNC`, i.e. on an io-wq worker, never
+/// in the submitting thread (docs/ARCHITECTURE.md, "Terminals on io_uring"): true for a
+/// terminal. io_uring issues a transfer on a pollable file without `FMODE_NOWAIT` inline
+/// once poll says ready, and a tty ignores `IOCB_NOWAIT`: `n_tty_write` on a blocking fd
+/// then waits in `io_uring_enter` until all of it is written, where no cancel reaches.
+/// On a worker the wait is interruptible by the cancel (io-wq notifies the worker), and
+/// a worker still waits for readiness with a poll, not a thread. Asked once per request
+/// (`isatty`, memoized per fd in `ttys` for one submit call); other requests pay nothing
+/// else.
+fn on_worker(event: &mut IoEvent, ttys: &mut Vec<(i32, bool)>) -> bool {
+    if event.driver_state & WORKER_ASKED == 0 {
+        let fd = event.request.fd;
+        let tty = event.request.op.transfers()
+            && match ttys.iter().find(|(f, _)| *f == fd) {
+                Some(&(_, tty)) => tty,
+                None => {
+                    let tty = sys::fd::is_tty(fd);
+                    ttys.push((fd, tty));
+                    tty
+                }
+            };
+        event.driver_state = WORKER_ASKED | if tty { WORKER } else { 0 };
+    }
+    event.driver_state & WORKER != 0
+}
+
 impl UringDriver {
     /// `io_uring_enter(to_submit, min_complete, flags)` without an argument struct.
     fn enter(&self, to_submit: u32, min_complete: u32, flags: u32) -> Result<usize, i32> {
@@ -262,17 +292,23 @@ impl Driver for UringDriver {
             // contract), so this is the only SubmissionQueue of the ring in existence.
             let mut sq = unsafe { self.ring.submission_shared() };
             debug_assert!(sq.is_empty() && batch.len() <= sq.capacity());
+            // `on_worker`'s answers for this call, per fd.
+            let mut ttys: Vec<(i32, bool)> = Vec::new();
             for &index in batch {
                 // SAFETY: the submitter holds every index of `batch`.
                 let slot = unsafe { ctx.slot_mut(index) };
                 let event = slot
                     .event
-                    .as_ref()
+                    .as_mut()
                     .expect("a dispatched slot holds a request");
+                let mut entry = entry_for(index, event);
+                if on_worker(event, &mut ttys) {
+                    entry = entry.flags(squeue::Flags::ASYNC);
+                }
                 // SAFETY: the SQE points at the caller's buffer, valid until its callback
                 // by the ioeng_submit contract; the callback runs only after the CQE is
                 // reaped, and the slot keeps the event untouched until then.
-                let pushed = unsafe { sq.push(&entry_for(index, event)) };
+                let pushed = unsafe { sq.push(&entry) };
                 pushed.expect("the SQ holds a whole batch (see module docs)");
             }
             // Dropping `sq` publishes the new tail to the kernel (Release store).
