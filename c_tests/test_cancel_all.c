@@ -161,6 +161,28 @@ static void pty_pair(int p[2], int nonblock)
     CHECK(tcsetattr(p[1], TCSANOW, &t) == 0, "tcsetattr: %s", strerror(errno));
 }
 
+/* Fills what side `side` of pty `p` writes into until it takes no more (the kernel moves
+ * its buffer in the background: fill again until nothing goes in), then reads 1 byte on
+ * the other side: a little room, less than 4096 bytes. Returns the bytes left unread. */
+static size_t pty_nearly_full(int p[2], int side)
+{
+    size_t total = 0;
+    for (;;) {
+        size_t n = fill(p[side]);
+        total += n;
+        if (n == 0)
+            break;
+        usleep(10 * 1000);
+    }
+    char one;
+    int fl = fcntl(p[1 - side], F_GETFL);
+    set_nonblock(p[1 - side], 1);
+    CHECK(read(p[1 - side], &one, 1) == 1, "pty read: %s", strerror(errno));
+    CHECK(fcntl(p[1 - side], F_SETFL, fl) == 0, "F_SETFL: %s", strerror(errno));
+    usleep(10 * 1000);
+    return total - 1;
+}
+
 static char fifo_path[PATH_MAX];
 
 /* A FIFO: f[0] read end, f[1] write end (opened without blocking, then set as asked). */
@@ -278,18 +300,25 @@ static double mix(ioeng_backend_t be)
         submit(h, what, IOENG_OP_READ, m[0], buf(SBUF), SBUF, 0, tag++ % 2 * 7, 0, ALLOW_CANCELED);
         snprintf(what, sizeof what, "pty slave %s READ", mode);
         submit(h, what, IOENG_OP_READ, m[1], buf(SBUF), SBUF, 0, tag++ % 2 * 7, 0, ALLOW_CANCELED);
-        /* And a WRITE bigger than a pty buffers, to a master nobody reads. A blocking tty
-         * has no RWF_NOWAIT and no AIO poll: AIO writes it, once poll(2) says writable,
-         * through a non-blocking twin (reopened from /proc/self/fd). io_uring issues a
-         * tty write inline in io_uring_enter once poll says writable (io_uring/rw.c:
-         * no FMODE_NOWAIT but pollable), and n_tty_write then waits for room on the
-         * submitting thread, which no cancel reaches: blocking only on AIO (a limit of
-         * the io_uring backend, see docs/ARCHITECTURE.md, "Streams on AIO"). */
-        for (int side = 0; side <= 1; side++) {
+        /* And WRITEs bigger than a pty buffers, to a side nobody reads. A blocking tty
+         * has no RWF_NOWAIT, no AIO poll and ignores IOCB_NOWAIT: AIO writes a slave,
+         * once poll(2) says writable, through a non-blocking twin (reopened from
+         * /proc/self/fd), and a master (which cannot be reopened) in pieces no larger
+         * than the room poll promises; io_uring runs both on an io-wq worker, where the
+         * cancel interrupts n_tty_write (docs/ARCHITECTURE.md, "Terminals"). Without
+         * that, the write waits inside io_submit / io_uring_enter and close hangs. */
+        /* Each side of an empty pty, and of one whose buffer is full but for a little
+         * room, where a piece larger than that room would wait (measured: 4096 bytes
+         * do). */
+        for (int k = 0; k < 4; k++) {
+            int side = k % 2, nearly_full = k >= 2;
             int o[2];
             pty_pair(o, nb);
             keep(o[0]), keep(o[1]);
-            snprintf(what, sizeof what, "pty %s %s WRITE 1 MiB", side ? "slave" : "master", mode);
+            if (nearly_full)
+                pty_nearly_full(o, side);
+            snprintf(what, sizeof what, "pty %s %s WRITE 1 MiB%s", side ? "slave" : "master",
+                     mode, nearly_full ? " (little room)" : "");
             submit(h, what, IOENG_OP_WRITE, o[side], buf(1 << 20), 1 << 20, 0, tag++ % 2 * 7, 0,
                    ALLOW_CANCELED | ALLOW_PARTIAL);
         }
@@ -692,6 +721,8 @@ static void late_reader(ioeng_backend_t be)
         int m[2];
         pty_pair(m, 0);
         keep(m[0]), keep(m[1]);
+        /* Full but for a little room, as in the mix: the reader first gets the filler. */
+        size_t pre = pty_nearly_full(m, side);
         unsigned char *data = (unsigned char *)buf(LATE_LEN);
         tu_fill(data, LATE_LEN, 71 + (uint64_t)side);
         uint64_t before = tu_waiter_get(&w);
@@ -713,7 +744,7 @@ static void late_reader(ioeng_backend_t be)
                   tu_errname(q->res));
         }
         uint64_t done_before = tu_waiter_get(&w);
-        slow_reader_t r = {m[1 - side], LATE_LEN, (unsigned char *)buf(LATE_LEN)};
+        slow_reader_t r = {m[1 - side], pre + LATE_LEN, (unsigned char *)buf(pre + LATE_LEN)};
         pthread_t t;
         uint64_t t0 = tu_now_ns();
         CHECK(pthread_create(&t, NULL, slow_reader, &r) == 0, "pthread_create");
@@ -722,7 +753,8 @@ static void late_reader(ioeng_backend_t be)
         double ms = (double)(tu_now_ns() - t0) / 1e6;
         CHECK(q->fired == 1 && q->res == LATE_LEN, "%s: res %s, %d callbacks", q->what,
               tu_errname(q->res), q->fired);
-        CHECK(memcmp(r.got, data, LATE_LEN) == 0, "%s: the reader got other bytes", q->what);
+        CHECK(memcmp(r.got + pre, data, LATE_LEN) == 0, "%s: the reader got other bytes",
+              q->what);
         /* Nothing more than the 1 MiB: the other side has no byte left. */
         set_nonblock(m[1 - side], 1);
         char extra;
