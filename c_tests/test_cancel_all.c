@@ -305,8 +305,9 @@ static double mix(ioeng_backend_t be)
          * once poll(2) says writable, through a non-blocking twin (reopened from
          * /proc/self/fd), and a master (which cannot be reopened) in pieces no larger
          * than the room poll promises; io_uring runs both on an io-wq worker, where the
-         * cancel interrupts n_tty_write (docs/ARCHITECTURE.md, "Terminals"). Without
-         * that, the write waits inside io_submit / io_uring_enter and close hangs. */
+         * cancel interrupts n_tty_write (docs/ARCHITECTURE.md, "Streams on AIO" 6 and
+         * "Terminals on io_uring"). Without that, the write waits inside io_submit or
+         * io_uring_enter, and close hangs. */
         /* Each side of an empty pty, and of one whose buffer is full but for a little
          * room, where a piece larger than that room would wait (measured: 4096 bytes
          * do). */

@@ -201,18 +201,18 @@ const WORKER: u8 = 1 << 1;
 /// once poll says ready, and a tty ignores `IOCB_NOWAIT`: `n_tty_write` on a blocking fd
 /// then waits in `io_uring_enter` until all of it is written, where no cancel reaches.
 /// On a worker the wait is interruptible by the cancel (io-wq notifies the worker), and
-/// a worker still waits for readiness with a poll, not a thread. Asked once per request
-/// (`isatty`, memoized per fd in `ttys` for one submit call); other requests pay nothing
-/// else.
-fn on_worker(event: &mut IoEvent, ttys: &mut Vec<(i32, bool)>) -> bool {
+/// a worker still waits for readiness with a poll, not a thread. Asked once per transfer
+/// request, with one `isatty`, which consecutive requests on the same fd within a submit
+/// call share (`last`: the last fd asked and its answer).
+fn on_worker(event: &mut IoEvent, last: &mut Option<(i32, bool)>) -> bool {
     if event.driver_state & WORKER_ASKED == 0 {
         let fd = event.request.fd;
         let tty = event.request.op.transfers()
-            && match ttys.iter().find(|(f, _)| *f == fd) {
-                Some(&(_, tty)) => tty,
-                None => {
+            && match *last {
+                Some((f, tty)) if f == fd => tty,
+                _ => {
                     let tty = sys::fd::is_tty(fd);
-                    ttys.push((fd, tty));
+                    *last = Some((fd, tty));
                     tty
                 }
             };
@@ -292,8 +292,8 @@ impl Driver for UringDriver {
             // contract), so this is the only SubmissionQueue of the ring in existence.
             let mut sq = unsafe { self.ring.submission_shared() };
             debug_assert!(sq.is_empty() && batch.len() <= sq.capacity());
-            // `on_worker`'s answers for this call, per fd.
-            let mut ttys: Vec<(i32, bool)> = Vec::new();
+            // `on_worker`'s last answer in this call.
+            let mut last_tty = None;
             for &index in batch {
                 // SAFETY: the submitter holds every index of `batch`.
                 let slot = unsafe { ctx.slot_mut(index) };
@@ -302,7 +302,7 @@ impl Driver for UringDriver {
                     .as_mut()
                     .expect("a dispatched slot holds a request");
                 let mut entry = entry_for(index, event);
-                if on_worker(event, &mut ttys) {
+                if on_worker(event, &mut last_tty) {
                     entry = entry.flags(squeue::Flags::ASYNC);
                 }
                 // SAFETY: the SQE points at the caller's buffer, valid until its callback
@@ -711,5 +711,52 @@ mod tests {
         assert_eq!(sqe(&entry_for(1, &ev)).len, 12345);
         let ev = event(Op::SyncFileRange, fd, 0, 0, flags);
         assert_eq!(sqe(&entry_for(1, &ev)).len, 0);
+    }
+
+    #[test]
+    fn tty_transfers_go_to_a_worker_and_others_do_not() {
+        use std::os::fd::AsRawFd;
+        // SAFETY: posix_openpt returns a new fd or -1.
+        let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+        assert!(master >= 0, "posix_openpt");
+        // SAFETY: `master` is ours, opened above; the OwnedFd closes it.
+        let master =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master) };
+        let file = big_file();
+        let mut byte = 0u8;
+        let buf: *mut u8 = &raw mut byte;
+        let transfer = |op, fd| {
+            let spec = RequestSpec {
+                op,
+                priority: Priority::Normal,
+                fd,
+                buf,
+                len: 1,
+                offset: 0,
+                flags: Flags::default(),
+                tag: 0,
+                deadline_ns: 0,
+                buf_index: 0,
+            };
+            // SAFETY: not vectored; the buffer outlives the events, which never reach
+            // the kernel.
+            let req = unsafe { IoRequest::from_spec(&spec, None) }.unwrap();
+            IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()))
+        };
+        let mut last = None;
+        let mut tty_write = transfer(Op::Write, master.as_raw_fd());
+        assert!(on_worker(&mut tty_write, &mut last));
+        assert_eq!(last, Some((master.as_raw_fd(), true)));
+        let mut file_read = transfer(Op::Read, file.as_raw_fd());
+        assert!(!on_worker(&mut file_read, &mut last));
+        // Asked once: the answer travels with the request, even if `last` forgets it.
+        assert!(on_worker(&mut tty_write, &mut None));
+        // A file command on a tty fd is no transfer.
+        let mut fsync = event(Op::Fsync, master.as_raw_fd(), 0, 0, 0);
+        assert!(!on_worker(&mut fsync, &mut last));
+        let entry = entry_for(1, &tty_write).flags(squeue::Flags::ASYNC);
+        // SAFETY: see `sqe`; byte 1 of `io_uring_sqe` is `flags`.
+        let flags = unsafe { std::ptr::from_ref(&entry).cast::<[u8; 64]>().read() }[1];
+        assert_eq!(flags, 1 << 4, "IOSQE_ASYNC is bit 4");
     }
 }
