@@ -172,7 +172,7 @@ fn refused_result(errno: i32, iocb: *const Iocb) -> i64 {
 
 /// A write to a blocking file without `RWF_NOWAIT`, after poll said writable: at most
 /// `cap` bytes of the chunk's first non-empty segment ([`PIPE_BUF`]: a pipe buffer page
-/// is free; [`PTY_PIECE`] for a pty master; so that much does not wait; the rest is
+/// is free; [`PTY_PIECE`] for a tty; so that much does not wait; the rest is
 /// continued like any short write).
 fn cap_write(iocb: &mut Iocb, chunk: &Chunk, cap: u64) {
     match chunk.op {
@@ -536,9 +536,10 @@ impl AioDriver {
                     iocb.aio_rw_flags |= libc::RWF_NOWAIT;
                 }
                 if capped && write {
-                    // A pty master (no twin) takes a piece of PTY_PIECE whenever poll
-                    // said writable; a pipe or FIFO one free buffer page.
-                    let cap = if sys::fd::is_pty_master(fd) {
+                    // A tty without a twin (a pty master, or no /proc) takes a piece
+                    // of PTY_PIECE whenever poll said writable; a pipe or FIFO one free
+                    // buffer page.
+                    let cap = if sys::fd::is_tty(fd) {
                         PTY_PIECE
                     } else {
                         PIPE_BUF

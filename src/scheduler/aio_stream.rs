@@ -190,7 +190,10 @@ pub(crate) const PIPE_BUF: u64 = 4096;
 /// whenever the limit was not yet exceeded (drivers/tty/tty_buffer.c, `tty_buffer_alloc`).
 /// So a piece no larger than one chunk never waits; a bigger one may wait for the slave's
 /// reader inside `io_submit` (4096 does, measured). Unless another thread writes the
-/// same pty meanwhile, which could use up the room first.
+/// same pty meanwhile, which could use up the room first. Also the piece of a tty slave
+/// that has no twin (no /proc): a raw one behaves the same; one with output processing
+/// (OPOST) writes only what `tty_write_room` allows and may wait for the rest, so a
+/// small piece narrows that window without closing it.
 pub(crate) const PTY_PIECE: u64 = 1024;
 
 #[cfg(test)]
