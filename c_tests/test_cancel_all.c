@@ -12,7 +12,12 @@
  *     completes promptly; then the peers write in pieces and every READ gets the right
  *     bytes in order, with and without IOENG_REQ_SHORT_OK;
  *  4. blocking WRITEs to a FIFO and a pty (no RWF_NOWAIT: AIO writes them in pieces once
- *     poll says writable) read slowly by a thread: every byte arrives, in order.
+ *     poll says writable) read slowly by a thread: every byte arrives, in order;
+ *  5. a blocking WRITE of 1 MiB to a pty master and to a slave, nearly full, nobody
+ *     reading: it waits without holding the engine (a tmpfs READ meanwhile is served at
+ *     once), then a late reader gets every byte once, in order, and the callback runs
+ *     once with the full length. The mix (1) has the same WRITEs cancelled; on io_uring
+ *     they run on io-wq workers, on AIO a master goes in small pieces (ARCHITECTURE.md).
  * Runs on both backends and both modes (run.sh); the AIO rows are the point of 3.
  */
 #include "test_util.h"
