@@ -12,7 +12,12 @@
  *     completes promptly; then the peers write in pieces and every READ gets the right
  *     bytes in order, with and without IOENG_REQ_SHORT_OK;
  *  4. blocking WRITEs to a FIFO and a pty (no RWF_NOWAIT: AIO writes them in pieces once
- *     poll says writable) read slowly by a thread: every byte arrives, in order.
+ *     poll says writable) read slowly by a thread: every byte arrives, in order;
+ *  5. a blocking WRITE of 1 MiB to a pty master and to a slave, nearly full, nobody
+ *     reading: it waits without holding the engine (a tmpfs READ meanwhile is served at
+ *     once), then a late reader gets every byte once, in order, and the callback runs
+ *     once with the full length. The mix (1) has the same WRITEs cancelled; on io_uring
+ *     they run on io-wq workers, on AIO a master goes in small pieces (ARCHITECTURE.md).
  * Runs on both backends and both modes (run.sh); the AIO rows are the point of 3.
  */
 #include "test_util.h"
@@ -39,7 +44,7 @@ typedef struct {
     int fired;
 } rq_t;
 
-#define MAX_RQ 256
+#define MAX_RQ 512
 static rq_t rqs[MAX_RQ];
 static int nrq;
 static tu_waiter_t w;
@@ -161,6 +166,28 @@ static void pty_pair(int p[2], int nonblock)
     CHECK(tcsetattr(p[1], TCSANOW, &t) == 0, "tcsetattr: %s", strerror(errno));
 }
 
+/* Fills what side `side` of pty `p` writes into until it takes no more (the kernel moves
+ * its buffer in the background: fill again until nothing goes in), then reads 1 byte on
+ * the other side: a little room, less than 4096 bytes. Returns the bytes left unread. */
+static size_t pty_nearly_full(int p[2], int side)
+{
+    size_t total = 0;
+    for (;;) {
+        size_t n = fill(p[side]);
+        total += n;
+        if (n == 0)
+            break;
+        usleep(10 * 1000);
+    }
+    char one;
+    int fl = fcntl(p[1 - side], F_GETFL);
+    set_nonblock(p[1 - side], 1);
+    CHECK(read(p[1 - side], &one, 1) == 1, "pty read: %s", strerror(errno));
+    CHECK(fcntl(p[1 - side], F_SETFL, fl) == 0, "F_SETFL: %s", strerror(errno));
+    usleep(10 * 1000);
+    return total - 1;
+}
+
 static char fifo_path[PATH_MAX];
 
 /* A FIFO: f[0] read end, f[1] write end (opened without blocking, then set as asked). */
@@ -278,19 +305,27 @@ static double mix(ioeng_backend_t be)
         submit(h, what, IOENG_OP_READ, m[0], buf(SBUF), SBUF, 0, tag++ % 2 * 7, 0, ALLOW_CANCELED);
         snprintf(what, sizeof what, "pty slave %s READ", mode);
         submit(h, what, IOENG_OP_READ, m[1], buf(SBUF), SBUF, 0, tag++ % 2 * 7, 0, ALLOW_CANCELED);
-        /* And a WRITE bigger than a pty buffers, to a master nobody reads. A blocking tty
-         * has no RWF_NOWAIT and no AIO poll: AIO writes it, once poll(2) says writable,
-         * through a non-blocking twin (reopened from /proc/self/fd). io_uring issues a
-         * tty write inline in io_uring_enter once poll says writable (io_uring/rw.c:
-         * no FMODE_NOWAIT but pollable), and n_tty_write then waits for room on the
-         * submitting thread, which no cancel reaches: blocking only on AIO (a limit of
-         * the io_uring backend, see docs/ARCHITECTURE.md, "Streams on AIO"). */
-        if (nb || be == IOENG_BACKEND_AIO) {
+        /* And WRITEs bigger than a pty buffers, to a side nobody reads. A blocking tty
+         * has no RWF_NOWAIT, no AIO poll and ignores IOCB_NOWAIT: AIO writes a slave,
+         * once poll(2) says writable, through a non-blocking twin (reopened from
+         * /proc/self/fd), and a master (which cannot be reopened) in pieces no larger
+         * than the room poll promises; io_uring runs both on an io-wq worker, where the
+         * cancel interrupts n_tty_write (docs/ARCHITECTURE.md, "Streams on AIO" 6 and
+         * "Terminals on io_uring"). Without that, the write waits inside io_submit or
+         * io_uring_enter, and close hangs. */
+        /* Each side of an empty pty, and of one whose buffer is full but for a little
+         * room, where a piece larger than that room would wait (measured: 4096 bytes
+         * do). */
+        for (int k = 0; k < 4; k++) {
+            int side = k % 2, nearly_full = k >= 2;
             int o[2];
             pty_pair(o, nb);
             keep(o[0]), keep(o[1]);
-            snprintf(what, sizeof what, "pty slave %s WRITE 1 MiB", mode);
-            submit(h, what, IOENG_OP_WRITE, o[1], buf(1 << 20), 1 << 20, 0, tag++ % 2 * 7, 0,
+            if (nearly_full)
+                pty_nearly_full(o, side);
+            snprintf(what, sizeof what, "pty %s %s WRITE 1 MiB%s", side ? "slave" : "master",
+                     mode, nearly_full ? " (little room)" : "");
+            submit(h, what, IOENG_OP_WRITE, o[side], buf(1 << 20), 1 << 20, 0, tag++ % 2 * 7, 0,
                    ALLOW_CANCELED | ALLOW_PARTIAL);
         }
     }
@@ -339,6 +374,11 @@ static double mix(ioeng_backend_t be)
            nrq - first, streams, waiting, n, ms);
     CHECK(ms < 1000.0, "cancel_all + close took %.1f ms (limit 1000)", ms);
     CHECK(report(first, be) == 0, "wrong results after cancel_all (listed above)");
+    /* What the cancelled pty WRITEs of 1 MiB had moved (a cancel must end them, not
+     * have the rest continued). */
+    for (int i = first; i < nrq; i++)
+        if (strstr(rqs[i].what, "WRITE 1 MiB") && strncmp(rqs[i].what, "pty", 3) == 0)
+            printf("  %s -> %s\n", rqs[i].what, tu_errname(rqs[i].res));
     close_all();
     return ms;
 }
@@ -663,6 +703,83 @@ static void slow_writes(ioeng_backend_t be)
     close_all();
 }
 
+/* ------------------------------------------------------------------ */
+/* 5. A 1 MiB blocking pty WRITE whose reader comes late (not cancelled). */
+/* ------------------------------------------------------------------ */
+
+#define LATE_LEN (1 << 20)
+
+/* A WRITE of 1 MiB to a blocking pty, master and slave side, while nobody reads the other
+ * side: for 300 ms it waits (the pty holds far less), and meanwhile the engine serves a
+ * tmpfs READ promptly (neither the submitter nor ioeng_poll is held by the pty; on AIO
+ * the master goes in pieces of at most PTY_PIECE, the slave through a non-blocking twin;
+ * on io_uring on an io-wq worker). Then a reader drains the other side slowly: every
+ * byte arrives once, in order, and the callback runs once with the full length. */
+static void late_reader(ioeng_backend_t be)
+{
+    ioeng_t *h = tu_open(be, 16, 0, 0, 0);
+    int fd = tu_scratch(TU_TMPFS, 0, NULL);
+    char *fdata = buf(4096);
+    tu_fill(fdata, 4096, 55);
+    tu_pwrite_all(fd, fdata, 4096, 0);
+    char *rb = buf(4096);
+    for (int side = 0; side <= 1; side++) {
+        int m[2];
+        pty_pair(m, 0);
+        keep(m[0]), keep(m[1]);
+        /* Full but for a little room, as in the mix: the reader first gets the filler. */
+        size_t pre = pty_nearly_full(m, side);
+        unsigned char *data = (unsigned char *)buf(LATE_LEN);
+        tu_fill(data, LATE_LEN, 71 + (uint64_t)side);
+        uint64_t before = tu_waiter_get(&w);
+        rq_t *q = submit(h, side ? "blocking pty slave WRITE 1 MiB, late reader" :
+                                   "blocking pty master WRITE 1 MiB, late reader",
+                         IOENG_OP_WRITE, m[side], data, LATE_LEN, 0, 0, 0, ALLOW_FULL);
+        /* 300 ms without a reader: the WRITE waits; a tmpfs READ every 10 ms completes. */
+        uint64_t max_lat = 0;
+        for (int k = 0; k < 30; k++) {
+            usleep(10 * 1000);
+            uint64_t t0 = tu_now_ns();
+            submit(h, "tmpfs READ while a pty WRITE waits", IOENG_OP_READ, fd, rb, 4096, 0, 0,
+                   0, ALLOW_FULL);
+            tu_waiter_wait(&w, before + (uint64_t)k + 1, 10);
+            uint64_t lat = tu_now_ns() - t0;
+            if (lat > max_lat)
+                max_lat = lat;
+            CHECK(q->fired == 0, "%s completed without a reader: %s", q->what,
+                  tu_errname(q->res));
+        }
+        uint64_t done_before = tu_waiter_get(&w);
+        slow_reader_t r = {m[1 - side], pre + LATE_LEN, (unsigned char *)buf(pre + LATE_LEN)};
+        pthread_t t;
+        uint64_t t0 = tu_now_ns();
+        CHECK(pthread_create(&t, NULL, slow_reader, &r) == 0, "pthread_create");
+        tu_waiter_wait(&w, done_before + 1, 30);
+        CHECK(pthread_join(t, NULL) == 0, "pthread_join");
+        double ms = (double)(tu_now_ns() - t0) / 1e6;
+        CHECK(q->fired == 1 && q->res == LATE_LEN, "%s: res %s, %d callbacks", q->what,
+              tu_errname(q->res), q->fired);
+        CHECK(memcmp(r.got + pre, data, LATE_LEN) == 0, "%s: the reader got other bytes",
+              q->what);
+        /* Nothing more than the 1 MiB: the other side has no byte left. */
+        set_nonblock(m[1 - side], 1);
+        char extra;
+        CHECK(read(m[1 - side], &extra, 1) < 0 && errno == EAGAIN,
+              "%s: bytes beyond the WRITE arrived", q->what);
+        CHECK(memcmp(rb, fdata, 4096) == 0, "tmpfs READ data");
+        printf("  %s: a tmpfs READ meanwhile took at most %.3f ms; drained in %.1f ms, "
+               "in order\n",
+               q->what, max_lat / 1e6, ms);
+        /* Blocked, the engine would not answer before the reader came (300 ms). */
+        CHECK(max_lat < 100ull * 1000 * 1000, "a tmpfs READ took %.3f ms while %s waited",
+              max_lat / 1e6, q->what);
+    }
+    usleep(20 * 1000);
+    CHECK(report(0, be) == 0, "callbacks not exactly once (listed above)");
+    tu_close(h);
+    close_all();
+}
+
 int main(void)
 {
     tu_init("test_cancel_all", 120);
@@ -674,6 +791,7 @@ int main(void)
     double ms = mix(be);
     paused(be);
     slow_writes(be);
+    late_reader(be);
     char summary[512];
     if (tu_mode() == IOENG_MODE_POLLED)
         never_blocks_polled(be, summary, sizeof summary);

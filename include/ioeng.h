@@ -564,10 +564,10 @@ struct ioeng_class_stats {
  * (IOCB_CMD_POLL, which cancel stops), so a silent peer delays only its own request.
  * Ttys and FIFOs opened read-write, which AIO cannot poll, are asked with poll(2) and
  * retried with the -EAGAIN backoff (see ioeng_cb_t); a blocking tty is then read or
- * written through a non-blocking second open of it (/proc/self/fd). One case remains:
- * a pty master cannot be opened twice, so a WRITE to a blocking pty master with less
- * room than a 4096-byte piece waits for the slave's reader (io_uring, which runs any
- * tty write inline once poll says writable, waits there for every blocking tty).
+ * written through a non-blocking second open of it (/proc/self/fd), and a blocking pty
+ * master (which cannot be opened twice) is written in pieces of 1024 bytes, each once
+ * poll says writable, which the kernel takes without waiting. Unless another thread
+ * writes the same blocking pty master at the same time (it may take the room first).
  * FALLOCATE and SYNC_FILE_RANGE, which Linux AIO has no command for, run on one helper
  * thread of the engine, in POLLED mode too: started by the first of them (never at
  * open), it blocks asynchronous signals and is joined by ioeng_close().
@@ -575,7 +575,10 @@ struct ioeng_class_stats {
 #define IOENG_BACKEND_AIO 1
 
 /**
- * io_uring.
+ * io_uring. A READ/WRITE of a tty (blocking or not) runs on one of the kernel's io-wq
+ * worker threads of the process (IOSQE_ASYNC), never on the submitting thread, where
+ * io_uring would otherwise run a blocking tty write that waits for room (since 1.1);
+ * cancel interrupts it there, and it completes with the bytes it had moved.
  */
 #define IOENG_BACKEND_URING 2
 
@@ -831,8 +834,8 @@ int ioeng_cancel(struct ioeng *h,
  * (io_uring ASYNC_CANCEL; AIO waits for streams with a cancellable IOCB_CMD_POLL, or
  * between two tries), so ioeng_cancel_all() then ioeng_close() returns promptly (well
  * within a second) whatever is in flight: only IO that the kernel is running on a file,
- * which finishes by itself, is waited for (and a WRITE to a blocking tty that is full,
- * see IOENG_BACKEND_AIO).
+ * which finishes by itself, is waited for. A WRITE to a blocking tty is stopped too
+ * (see IOENG_BACKEND_AIO and IOENG_BACKEND_URING) and reports the bytes it had moved.
  *
  * The callbacks run on an engine thread (THREADS) or in the next ioeng_poll()/
  * ioeng_close() (POLLED), never inside this call, so it may be called from a callback.

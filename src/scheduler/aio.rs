@@ -7,7 +7,7 @@ use std::cell::UnsafeCell;
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::aio_helper::{self, Helper, Job};
-use super::aio_stream::{NextIo, PIPE_BUF, StreamState};
+use super::aio_stream::{NextIo, PIPE_BUF, PTY_PIECE, StreamState};
 use super::aio_timer::AioTimer;
 use super::context::{IoContext, Slot};
 use super::driver::Driver;
@@ -181,11 +181,12 @@ fn refused_result(errno: i32, iocb: *const Iocb) -> i64 {
 }
 
 /// A write to a blocking file without `RWF_NOWAIT`, after poll said writable: at most
-/// [`PIPE_BUF`] bytes of the chunk's first non-empty segment (a pipe buffer page is free,
-/// so that much does not wait; the rest is continued like any short write).
-fn cap_write(iocb: &mut Iocb, chunk: &Chunk) {
+/// `cap` bytes of the chunk's first non-empty segment ([`PIPE_BUF`]: a pipe buffer page
+/// is free; [`PTY_PIECE`] for a tty; so that much does not wait; the rest is
+/// continued like any short write).
+fn cap_write(iocb: &mut Iocb, chunk: &Chunk, cap: u64) {
     match chunk.op {
-        Op::Write => iocb.aio_nbytes = chunk.len.min(PIPE_BUF),
+        Op::Write => iocb.aio_nbytes = chunk.len.min(cap),
         Op::Writev => {
             for i in 0..chunk.len as usize {
                 // SAFETY: a WRITEV chunk is a run of `len` iovecs inside the caller's
@@ -194,7 +195,7 @@ fn cap_write(iocb: &mut Iocb, chunk: &Chunk) {
                 if seg.iov_len > 0 {
                     iocb.aio_lio_opcode = kernel::IOCB_CMD_PWRITE;
                     iocb.aio_buf = seg.iov_base as u64;
-                    iocb.aio_nbytes = (seg.iov_len as u64).min(PIPE_BUF);
+                    iocb.aio_nbytes = (seg.iov_len as u64).min(cap);
                     return;
                 }
             }
@@ -542,7 +543,15 @@ impl AioDriver {
                     iocb.aio_rw_flags |= libc::RWF_NOWAIT;
                 }
                 if capped && write {
-                    cap_write(&mut iocb, &chunk);
+                    // A tty without a twin (a pty master, or no /proc) takes a piece
+                    // of PTY_PIECE whenever poll said writable; a pipe or FIFO one free
+                    // buffer page.
+                    let cap = if sys::fd::is_tty(fd) {
+                        PTY_PIECE
+                    } else {
+                        PIPE_BUF
+                    };
+                    cap_write(&mut iocb, &chunk, cap);
                 }
             }
             NextIo::Probe => unreachable!("a ready probe is followed by the transfer"),

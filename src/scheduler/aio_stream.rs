@@ -182,6 +182,20 @@ pub(crate) enum NextIo {
 /// buffer page).
 pub(crate) const PIPE_BUF: u64 = 4096;
 
+/// Bytes a blocking pty master takes without waiting once poll says writable. Poll says
+/// so when the slave's input buffer is below its memory limit (`pty_write_room` > 0);
+/// a master writes raw (its termios cannot be changed), so a write is copied into that
+/// buffer, first into the free tail of its last chunk, then into new chunks of at most
+/// `TTY_BUFFER_PAGE` bytes (1792 with 4 KiB pages), and the first new chunk is granted
+/// whenever the limit was not yet exceeded (drivers/tty/tty_buffer.c, `tty_buffer_alloc`).
+/// So a piece no larger than one chunk never waits; a bigger one may wait for the slave's
+/// reader inside `io_submit` (4096 does, measured). Unless another thread writes the
+/// same pty meanwhile, which could use up the room first. Also the piece of a tty slave
+/// that has no twin (no /proc): a raw one behaves the same; one with output processing
+/// (OPOST) writes only what `tty_write_room` allows and may wait for the rest, so a
+/// small piece narrows that window without closing it.
+pub(crate) const PTY_PIECE: u64 = 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -200,6 +200,36 @@ fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
     entry.user_data(index as u64)
 }
 
+/// `IoEvent::driver_state` bits of the io_uring driver: `on_worker` asked, and its answer.
+const WORKER_ASKED: u8 = 1 << 0;
+const WORKER: u8 = 1 << 1;
+
+/// Whether the request's transfers go with `IOSQE_ASYNC`, i.e. on an io-wq worker, never
+/// in the submitting thread (docs/ARCHITECTURE.md, "Terminals on io_uring"): true for a
+/// terminal. io_uring issues a transfer on a pollable file without `FMODE_NOWAIT` inline
+/// once poll says ready, and a tty ignores `IOCB_NOWAIT`: `n_tty_write` on a blocking fd
+/// then waits in `io_uring_enter` until all of it is written, where no cancel reaches.
+/// On a worker the wait is interruptible by the cancel (io-wq notifies the worker), and
+/// a worker still waits for readiness with a poll, not a thread. Asked once per transfer
+/// request, with one `isatty`, which consecutive requests on the same fd within a submit
+/// call share (`last`: the last fd asked and its answer).
+fn on_worker(event: &mut IoEvent, last: &mut Option<(i32, bool)>) -> bool {
+    if event.driver_state & WORKER_ASKED == 0 {
+        let fd = event.request.fd;
+        let tty = event.request.op.transfers()
+            && match *last {
+                Some((f, tty)) if f == fd => tty,
+                _ => {
+                    let tty = sys::fd::is_tty(fd);
+                    *last = Some((fd, tty));
+                    tty
+                }
+            };
+        event.driver_state = WORKER_ASKED | if tty { WORKER } else { 0 };
+    }
+    event.driver_state & WORKER != 0
+}
+
 impl UringDriver {
     /// `io_uring_enter(to_submit, min_complete, flags)` without an argument struct.
     fn enter(&self, to_submit: u32, min_complete: u32, flags: u32) -> Result<usize, i32> {
@@ -271,17 +301,23 @@ impl Driver for UringDriver {
             // contract), so this is the only SubmissionQueue of the ring in existence.
             let mut sq = unsafe { self.ring.submission_shared() };
             debug_assert!(sq.is_empty() && batch.len() <= sq.capacity());
+            // `on_worker`'s last answer in this call.
+            let mut last_tty = None;
             for &index in batch {
                 // SAFETY: the submitter holds every index of `batch`.
                 let slot = unsafe { ctx.slot_mut(index) };
                 let event = slot
                     .event
-                    .as_ref()
+                    .as_mut()
                     .expect("a dispatched slot holds a request");
+                let mut entry = entry_for(index, event);
+                if on_worker(event, &mut last_tty) {
+                    entry = entry.flags(squeue::Flags::ASYNC);
+                }
                 // SAFETY: the SQE points at the caller's buffer, valid until its callback
                 // by the ioeng_submit contract; the callback runs only after the CQE is
                 // reaped, and the slot keeps the event untouched until then.
-                let pushed = unsafe { sq.push(&entry_for(index, event)) };
+                let pushed = unsafe { sq.push(&entry) };
                 pushed.expect("the SQ holds a whole batch (see module docs)");
             }
             // Dropping `sq` publishes the new tail to the kernel (Release store).
@@ -707,5 +743,52 @@ mod tests {
         assert_eq!(sqe(&entry_for(1, &ev)).len, 12345);
         let ev = event(Op::SyncFileRange, fd, 0, 0, flags);
         assert_eq!(sqe(&entry_for(1, &ev)).len, 0);
+    }
+
+    #[test]
+    fn tty_transfers_go_to_a_worker_and_others_do_not() {
+        use std::os::fd::AsRawFd;
+        // SAFETY: posix_openpt returns a new fd or -1.
+        let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+        assert!(master >= 0, "posix_openpt");
+        // SAFETY: `master` is ours, opened above; the OwnedFd closes it.
+        let master =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master) };
+        let file = big_file();
+        let mut byte = 0u8;
+        let buf: *mut u8 = &raw mut byte;
+        let transfer = |op, fd| {
+            let spec = RequestSpec {
+                op,
+                priority: Priority::Normal,
+                fd,
+                buf,
+                len: 1,
+                offset: 0,
+                flags: Flags::default(),
+                tag: 0,
+                deadline_ns: 0,
+                buf_index: 0,
+            };
+            // SAFETY: not vectored; the buffer outlives the events, which never reach
+            // the kernel.
+            let req = unsafe { IoRequest::from_spec(&spec, None) }.unwrap();
+            IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()))
+        };
+        let mut last = None;
+        let mut tty_write = transfer(Op::Write, master.as_raw_fd());
+        assert!(on_worker(&mut tty_write, &mut last));
+        assert_eq!(last, Some((master.as_raw_fd(), true)));
+        let mut file_read = transfer(Op::Read, file.as_raw_fd());
+        assert!(!on_worker(&mut file_read, &mut last));
+        // Asked once: the answer travels with the request, even if `last` forgets it.
+        assert!(on_worker(&mut tty_write, &mut None));
+        // A file command on a tty fd is no transfer.
+        let mut fsync = event(Op::Fsync, master.as_raw_fd(), 0, 0, 0);
+        assert!(!on_worker(&mut fsync, &mut last));
+        let entry = entry_for(1, &tty_write).flags(squeue::Flags::ASYNC);
+        // SAFETY: see `sqe`; byte 1 of `io_uring_sqe` is `flags`.
+        let flags = unsafe { std::ptr::from_ref(&entry).cast::<[u8; 64]>().read() }[1];
+        assert_eq!(flags, 1 << 4, "IOSQE_ASYNC is bit 4");
     }
 }

@@ -71,6 +71,19 @@ pub(crate) fn kind(fd: i32) -> FdKind {
     }
 }
 
+/// Whether `fd` is a terminal (one `TCGETS` ioctl; false for anything else or an error).
+pub(crate) fn is_tty(fd: i32) -> bool {
+    // SAFETY: isatty only queries the fd (TCGETS into libc's own storage).
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// Whether `fd` is a pty master (`TIOCGPTN` succeeds only there).
+pub(crate) fn is_pty_master(fd: i32) -> bool {
+    let mut pty_number: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes one unsigned int into valid storage, or fails.
+    unsafe { libc::ioctl(fd, libc::TIOCGPTN, &raw mut pty_number) == 0 }
+}
+
 /// Whether `fd` is ready for a read (`write == false`) or a write without blocking,
 /// asked with `poll(fd, 0)`; an error or hang-up counts as ready (the transfer then
 /// reports it). `Err(errno)` when poll itself fails.
@@ -107,10 +120,7 @@ pub(crate) fn nonblocking_tty_twin(fd: i32, write: bool) -> Option<std::os::fd::
     if unsafe { libc::isatty(fd) } != 1 {
         return None;
     }
-    let mut pty_number: libc::c_uint = 0;
-    // SAFETY: TIOCGPTN writes one unsigned int into valid storage; it succeeds only on a
-    // pty master.
-    if unsafe { libc::ioctl(fd, libc::TIOCGPTN, &raw mut pty_number) } == 0 {
+    if is_pty_master(fd) {
         return None;
     }
     let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).ok()?;
