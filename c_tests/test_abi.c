@@ -39,7 +39,9 @@ _Static_assert(offsetof(ioeng_config_t, idle_poll_us) == 24, "ioeng_config_t.idl
 _Static_assert(offsetof(ioeng_config_t, submitter_cpu) == 28, "ioeng_config_t.submitter_cpu");
 _Static_assert(offsetof(ioeng_config_t, completer_cpu) == 32, "ioeng_config_t.completer_cpu");
 _Static_assert(offsetof(ioeng_config_t, reserved) == 36, "ioeng_config_t.reserved");
-_Static_assert(sizeof(((ioeng_config_t *)0)->reserved) == 16, "ioeng_config_t.reserved is uint32_t[4]");
+_Static_assert(sizeof(((ioeng_config_t *)0)->reserved) == 8, "ioeng_config_t.reserved is uint32_t[2]");
+_Static_assert(offsetof(ioeng_config_t, flags) == 44, "ioeng_config_t.flags (1.0's reserved[2])");
+_Static_assert(offsetof(ioeng_config_t, reserved_end) == 48, "ioeng_config_t.reserved_end (1.0's reserved[3])");
 
 /* ioeng_stats_t: 128 bytes of uint64_t. */
 _Static_assert(sizeof(ioeng_stats_t) == 128, "ioeng_stats_t is 128 bytes");

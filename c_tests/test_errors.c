@@ -65,8 +65,10 @@ static void test_open(ioeng_backend_t be, int fd)
     CHECK_EQ(c.idle_poll_us, IOENG_POLL_DEFAULT, "default idle_poll_us");
     CHECK_EQ(c.submitter_cpu, -1, "default submitter_cpu");
     CHECK_EQ(c.completer_cpu, -1, "default completer_cpu");
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 2; i++)
         CHECK_EQ(c.reserved[i], 0, "default reserved[%d]", i);
+    CHECK_EQ(c.flags, 0, "default flags");
+    CHECK_EQ(c.reserved_end, 0, "default reserved_end");
     ioeng_config_init(NULL); /* ignored, must not crash */
 
     /* bad configs */
@@ -84,8 +86,12 @@ static void test_open(ioeng_backend_t be, int fd)
     expect_open_fails(&c, -EINVAL, "backend 7");
     c = base_cfg(be); c.backend = 3;
     expect_open_fails(&c, -EINVAL, "backend 3");
-    c = base_cfg(be); c.reserved[3] = 1;
-    expect_open_fails(&c, -EINVAL, "reserved[3]=1");
+    c = base_cfg(be); c.reserved_end = 1;
+    expect_open_fails(&c, -EINVAL, "reserved_end=1");
+    c = base_cfg(be); c.flags = 2;
+    expect_open_fails(&c, -EINVAL, "unknown flags bit 2");
+    c = base_cfg(be); c.flags = 0x80000000u | IOENG_CONFIG_SINGLE_POLLER;
+    expect_open_fails(&c, -EINVAL, "unknown flags bit 31");
     c = base_cfg(be); c.reserved[0] = 0x80000000u;
     expect_open_fails(&c, -EINVAL, "reserved[0]!=0");
     c = base_cfg(be); c.mode = 2;

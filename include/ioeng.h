@@ -99,6 +99,22 @@ typedef struct ioeng_stats ioeng_stats_t;
 #define IOENG_POLL_NEVER UINT32_MAX
 
 /**
+ * `flags` bit (since 1.1): the caller promises that one thread, the same one every time,
+ * calls ioeng_poll() and ioeng_close() on this engine, and that ioeng_register_buffers()
+ * runs before the first ioeng_poll() or on that thread. In exchange, a POLLED io_uring
+ * engine lets the kernel batch its completion work for that thread
+ * (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, Linux 6.1): less CPU per IO.
+ * The first thread to poll (or to close, if none polled) becomes that thread; from then
+ * on ioeng_poll() and ioeng_close() on any other thread return -EINVAL and do nothing
+ * (the kernel would refuse that thread's calls on the ring), and ioeng_register_buffers()
+ * on another thread fails with the kernel's -EEXIST. Keep that thread alive until it
+ * closed the engine. Ignored in THREADS mode, on AIO, and on kernels without these
+ * io_uring flags (the engine then behaves as without the flag, and accepts calls from
+ * any thread). Any other `flags` bit gives -EINVAL.
+ */
+#define IOENG_CONFIG_SINGLE_POLLER 1
+
+/**
  * Library version (semantic versioning); ioeng_version() returns the same as a string.
  */
 #define IOENG_VERSION_MAJOR 1
@@ -201,7 +217,16 @@ struct ioeng_config {
   /**
    * Must be zero.
    */
-  uint32_t reserved[4];
+  uint32_t reserved[2];
+  /**
+   * Since 1.1 (was `reserved[2]`): IOENG_CONFIG_* bits; 0 (the default) is 1.0's
+   * behaviour. A 1.0 library refuses any bit (-EINVAL: reserved not zero).
+   */
+  uint32_t flags;
+  /**
+   * Must be zero.
+   */
+  uint32_t reserved_end;
 };
 
 /**
@@ -538,7 +563,7 @@ void ioeng_config_init(struct ioeng_config *cfg);
  * `cfg` NULL means defaults (see ioeng_config_init). On success stores the handle in
  * `*out` and returns 0; on failure `*out` is left unchanged and the return is:
  *  -EINVAL  NULL `out`, or a bad config (depth 0 or above 32768, batch above depth,
- *           unknown backend, start_paused not 0/1, reserved not zero);
+ *           unknown backend, start_paused not 0/1, reserved not zero, unknown `flags`);
  *  -EPERM, -ENOSYS, ...  an explicitly requested backend that cannot start (never a
  *           silent switch to the other backend; AUTO falls back to AIO, see
  *           ioeng_uring_unavailable_reason());

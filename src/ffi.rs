@@ -123,6 +123,20 @@ pub const IOENG_POLL_DEFAULT: u32 = 0;
 /// `idle_poll_us`: idle engine threads never poll; they sleep at once.
 pub const IOENG_POLL_NEVER: u32 = u32::MAX;
 
+/// `flags` bit (since 1.1): the caller promises that one thread, the same one every time,
+/// calls ioeng_poll() and ioeng_close() on this engine, and that ioeng_register_buffers()
+/// runs before the first ioeng_poll() or on that thread. In exchange, a POLLED io_uring
+/// engine lets the kernel batch its completion work for that thread
+/// (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, Linux 6.1): less CPU per IO.
+/// The first thread to poll (or to close, if none polled) becomes that thread; from then
+/// on ioeng_poll() and ioeng_close() on any other thread return -EINVAL and do nothing
+/// (the kernel would refuse that thread's calls on the ring), and ioeng_register_buffers()
+/// on another thread fails with the kernel's -EEXIST. Keep that thread alive until it
+/// closed the engine. Ignored in THREADS mode, on AIO, and on kernels without these
+/// io_uring flags (the engine then behaves as without the flag, and accepts calls from
+/// any thread). Any other `flags` bit gives -EINVAL.
+pub const IOENG_CONFIG_SINGLE_POLLER: u32 = 1;
+
 /// Library version (semantic versioning); ioeng_version() returns the same as a string.
 pub const IOENG_VERSION_MAJOR: u32 = 1;
 /// See IOENG_VERSION_MAJOR.
@@ -266,7 +280,12 @@ pub struct IoengConfig {
     /// THREADS: pin the completer thread to this CPU; -1 (the default) inherits.
     pub completer_cpu: i32,
     /// Must be zero.
-    pub reserved: [u32; 4],
+    pub reserved: [u32; 2],
+    /// Since 1.1 (was `reserved[2]`): IOENG_CONFIG_* bits; 0 (the default) is 1.0's
+    /// behaviour. A 1.0 library refuses any bit (-EINVAL: reserved not zero).
+    pub flags: u32,
+    /// Must be zero.
+    pub reserved_end: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<IoengConfig>() == 52);
@@ -280,6 +299,8 @@ const _: () = assert!(std::mem::offset_of!(IoengConfig, idle_poll_us) == 24);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, submitter_cpu) == 28);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, completer_cpu) == 32);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, reserved) == 36);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, flags) == 44);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, reserved_end) == 48);
 
 /// An engine. Opaque; created by ioeng_open(), freed by ioeng_close().
 ///
@@ -369,7 +390,9 @@ pub unsafe extern "C" fn ioeng_config_init(cfg: *mut IoengConfig) {
         idle_poll_us: IOENG_POLL_DEFAULT,
         submitter_cpu: -1,
         completer_cpu: -1,
-        reserved: [0; 4],
+        reserved: [0; 2],
+        flags: 0,
+        reserved_end: 0,
     };
     // SAFETY: the caller guarantees a non-NULL `cfg` is writable for one IoengConfig;
     // `write` does not read the (possibly uninitialized) old value.
@@ -394,8 +417,11 @@ fn config_from_c(cfg: &IoengConfig) -> Result<Config, Error> {
         1 => true,
         _ => return Err(Error::InvalidArgument("start_paused must be 0 or 1")),
     };
-    if cfg.reserved.iter().any(|&word| word != 0) {
+    if cfg.reserved.iter().any(|&word| word != 0) || cfg.reserved_end != 0 {
         return Err(Error::InvalidArgument("reserved fields must be zero"));
+    }
+    if cfg.flags & !IOENG_CONFIG_SINGLE_POLLER != 0 {
+        return Err(Error::InvalidArgument("unknown config flags"));
     }
     let mode = match cfg.mode {
         IOENG_MODE_THREADS => Mode::Threads,
@@ -422,6 +448,7 @@ fn config_from_c(cfg: &IoengConfig) -> Result<Config, Error> {
         idle_poll,
         submitter_cpu: cpu(cfg.submitter_cpu)?,
         completer_cpu: cpu(cfg.completer_cpu)?,
+        single_poller: cfg.flags & IOENG_CONFIG_SINGLE_POLLER != 0,
     })
 }
 
@@ -431,7 +458,7 @@ fn config_from_c(cfg: &IoengConfig) -> Result<Config, Error> {
 /// `cfg` NULL means defaults (see ioeng_config_init). On success stores the handle in
 /// `*out` and returns 0; on failure `*out` is left unchanged and the return is:
 ///  -EINVAL  NULL `out`, or a bad config (depth 0 or above 32768, batch above depth,
-///           unknown backend, start_paused not 0/1, reserved not zero);
+///           unknown backend, start_paused not 0/1, reserved not zero, unknown `flags`);
 ///  -EPERM, -ENOSYS, ...  an explicitly requested backend that cannot start (never a
 ///           silent switch to the other backend; AUTO falls back to AIO, see
 ///           ioeng_uring_unavailable_reason());

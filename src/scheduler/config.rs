@@ -33,6 +33,8 @@ pub struct Config {
     pub submitter_cpu: Option<usize>,
     /// CPU to pin the completer thread to (THREADS mode); `None` inherits.
     pub completer_cpu: Option<usize>,
+    /// IOENG_CONFIG_SINGLE_POLLER: one thread polls and closes (POLLED io_uring uses it).
+    pub single_poller: bool,
 }
 
 /// Who drives the engine.
