@@ -731,7 +731,8 @@ const char *ioeng_uring_unavailable_reason(void);
  * returns, even on a paused engine), joins both engine threads (THREADS) or drives the
  * engine on the calling thread, running the callbacks there (POLLED), releases the
  * kernel context (io_destroy / ring) and the event fd, and frees `h`. Returns 0;
- * -EINVAL for NULL `h`; -EDEADLK when called from a callback of `h`, or from any thread
+ * -EINVAL for NULL `h`, or (IOENG_CONFIG_SINGLE_POLLER) from another thread than the
+ * engine's poller (nothing is done and `h` stays valid); -EDEADLK when called from a callback of `h`, or from any thread
  * of a THREADS engine (its callbacks included: two engines whose callbacks closed each
  * other would otherwise wait for each other forever); -EBUSY (POLLED) while another
  * thread is inside ioeng_poll() on `h`, or this thread is, from a callback of another
@@ -765,7 +766,8 @@ int ioeng_close(struct ioeng *h);
  * and arms the engine's timer for it (see ioeng_event_fd(), ioeng_next_timeout_ns()).
  *
  * Returns the number of callbacks run (0 on timeout), or:
- *  -EINVAL  NULL `h`, a THREADS engine, or `timeout_ns < -1`;
+ *  -EINVAL  NULL `h`, a THREADS engine, `timeout_ns < -1`, or (IOENG_CONFIG_SINGLE_POLLER)
+ *           another thread than the one that polled (or closed) first;
  *  -EBUSY   another thread is in ioeng_poll() on `h` (one poller at a time), a
  *           callback of this poll calls it again for the same engine, or
  *           ioeng_close() of `h` has begun (a contract violation, answered rather
