@@ -14,7 +14,10 @@
  *  - submits from the main thread wake L: a file read completes, and a READ of an empty
  *    pipe (in flight) cancelled from the main thread gets -ECANCELED;
  *  - a queued request's deadline expires by the engine's timer (a paused engine);
- *  - ioeng_close() on L returns 0.
+ *  - ioeng_close() on L returns 0;
+ *  - a thread started after the poller exited (glibc may give it the same pthread_t) is
+ *    still another thread: its poll and close are -EINVAL, not a kernel refusal inside
+ *    the engine (that engine is leaked: only its exited poller could close it).
  */
 #include <sys/epoll.h>
 #include <sys/utsname.h>
@@ -172,6 +175,34 @@ static int kernel_at_least(int major, int minor)
     return ma > major || (ma == major && mi >= minor);
 }
 
+static ioeng_t *orphan;
+
+static void *poll_once_main(void *arg)
+{
+    (void)arg;
+    CHECK(ioeng_poll(orphan, 0, 0) >= 0, "the first poller's poll");
+    return NULL;
+}
+
+static void *late_thread_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(ioeng_poll(orphan, 0, 0), -EINVAL, "poll by a thread started after the poller exited");
+    CHECK_EQ(ioeng_close(orphan), -EINVAL, "close by a thread started after the poller exited");
+    return NULL;
+}
+
+static void poller_exited(void)
+{
+    orphan = open_flagged(IOENG_MODE_POLLED, 0);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, poll_once_main, NULL) == 0 && pthread_join(t, NULL) == 0,
+          "first poller");
+    CHECK(pthread_create(&t, NULL, late_thread_main, NULL) == 0 && pthread_join(t, NULL) == 0,
+          "late thread");
+    printf("  a thread started after the poller exited: poll and close refused (engine leaked)\n");
+}
+
 static void polled(void)
 {
     eng = open_flagged(IOENG_MODE_POLLED, 0);
@@ -211,6 +242,8 @@ static void polled(void)
     close(ep);
     close(pipe_fds[0]);
     close(pipe_fds[1]);
+    if (expect_refusals)
+        poller_exited();
     printf("polled: one poller thread; %s\n",
            expect_refusals ? "other threads' poll/close refused" : "flag ignored here");
 }

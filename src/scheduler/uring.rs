@@ -49,7 +49,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::time::Duration;
 
 use io_uring::{IoUring, opcode, squeue, types};
@@ -97,11 +97,11 @@ pub struct UringDriver {
     /// Set when the wake-up poll's CQE was reaped (the fd was readable, so it holds a
     /// count the poller must drain); taken by `take_wake_fired`. Poller only: Relaxed.
     wake_fired: AtomicBool,
-    /// IOENG_CONFIG_SINGLE_POLLER on a kernel that took DEFER_TASKRUN: `this_thread()` of
+    /// IOENG_CONFIG_SINGLE_POLLER on a kernel that took DEFER_TASKRUN: `thread_token()` of
     /// the thread the ring is enabled for (0: still disabled). Only the holder of the
     /// poller's role reads or writes it (`bind_poller`): Relaxed. `None`: any thread may
     /// poll.
-    issuer: Option<AtomicUsize>,
+    issuer: Option<AtomicU64>,
     /// Whether the POLLED timer's `TIMEOUT` is in the kernel (set by `arm_timer`, cleared
     /// when its CQE is reaped). Poller only: Relaxed.
     timer_armed: AtomicBool,
@@ -158,6 +158,22 @@ const TIMER_USER_DATA: u64 = u64::MAX - 2;
 const TIMER_UPDATE_USER_DATA: u64 = u64::MAX - 3;
 /// The kernel's largest CQ (`IORING_MAX_CQ_ENTRIES`).
 const MAX_CQ_ENTRIES: u32 = 65536;
+
+/// This thread, by a number no other thread of the process ever gets (unlike
+/// `pthread_self`, which a new thread may reuse after one exits: a poller that exited
+/// must not be mistaken for a new thread, which the kernel would refuse, see `issuer`).
+fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    TOKEN.with(|token| {
+        if token.get() == 0 {
+            token.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        token.get()
+    })
+}
 
 /// This thread, as `armed_by` records it.
 fn this_thread() -> usize {
@@ -250,7 +266,7 @@ impl UringDriver {
             wake_armed: AtomicBool::new(false),
             armed_by: AtomicUsize::new(0),
             wake_fired: AtomicBool::new(false),
-            issuer: single_issuer.then(|| AtomicUsize::new(0)),
+            issuer: single_issuer.then(|| AtomicU64::new(0)),
             timer_armed: AtomicBool::new(false),
             timer_fired: AtomicBool::new(false),
         })
@@ -303,7 +319,7 @@ impl Driver for UringDriver {
         let Some(issuer) = &self.issuer else {
             return true;
         };
-        let me = this_thread();
+        let me = thread_token();
         match issuer.load(Ordering::Relaxed) {
             0 => {
                 // The kernel makes the enabling task the ring's only issuer.
