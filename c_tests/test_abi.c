@@ -38,11 +38,12 @@ _Static_assert(offsetof(ioeng_config_t, mode) == 20, "ioeng_config_t.mode");
 _Static_assert(offsetof(ioeng_config_t, idle_poll_us) == 24, "ioeng_config_t.idle_poll_us");
 _Static_assert(offsetof(ioeng_config_t, submitter_cpu) == 28, "ioeng_config_t.submitter_cpu");
 _Static_assert(offsetof(ioeng_config_t, completer_cpu) == 32, "ioeng_config_t.completer_cpu");
-/* 1.1 carved normal_min_percent and latency_stats from reserved[0..2]. */
+/* 1.1 carved normal_min_percent, latency_stats and flags from reserved[0..3]. */
 _Static_assert(offsetof(ioeng_config_t, normal_min_percent) == 36, "ioeng_config_t.normal_min_percent");
 _Static_assert(offsetof(ioeng_config_t, latency_stats) == 40, "ioeng_config_t.latency_stats");
-_Static_assert(offsetof(ioeng_config_t, reserved) == 44, "ioeng_config_t.reserved");
-_Static_assert(sizeof(((ioeng_config_t *)0)->reserved) == 8, "ioeng_config_t.reserved is uint32_t[2]");
+_Static_assert(offsetof(ioeng_config_t, flags) == 44, "ioeng_config_t.flags (1.0's reserved[2])");
+_Static_assert(offsetof(ioeng_config_t, reserved) == 48, "ioeng_config_t.reserved (1.0's reserved[3])");
+_Static_assert(sizeof(((ioeng_config_t *)0)->reserved) == 4, "ioeng_config_t.reserved is uint32_t[1]");
 
 /* 1.1 IO classes. */
 _Static_assert(sizeof(ioeng_class_config_t) == 56, "ioeng_class_config_t is 56 bytes");

@@ -67,8 +67,8 @@ static void test_open(ioeng_backend_t be, int fd)
     CHECK_EQ(c.completer_cpu, -1, "default completer_cpu");
     CHECK_EQ(c.normal_min_percent, 0, "default normal_min_percent");
     CHECK_EQ(c.latency_stats, IOENG_LATENCY_STATS_DEFAULT, "default latency_stats");
-    for (int i = 0; i < 2; i++)
-        CHECK_EQ(c.reserved[i], 0, "default reserved[%d]", i);
+    CHECK_EQ(c.flags, 0, "default flags");
+    CHECK_EQ(c.reserved[0], 0, "default reserved[0]");
     ioeng_config_init(NULL); /* ignored, must not crash */
 
     /* bad configs */
@@ -86,8 +86,12 @@ static void test_open(ioeng_backend_t be, int fd)
     expect_open_fails(&c, -EINVAL, "backend 7");
     c = base_cfg(be); c.backend = 3;
     expect_open_fails(&c, -EINVAL, "backend 3");
-    c = base_cfg(be); c.reserved[1] = 1;
-    expect_open_fails(&c, -EINVAL, "reserved[1]=1");
+    c = base_cfg(be); c.reserved[0] = 1;
+    expect_open_fails(&c, -EINVAL, "reserved[0]=1");
+    c = base_cfg(be); c.flags = 2;
+    expect_open_fails(&c, -EINVAL, "unknown flags bit 2");
+    c = base_cfg(be); c.flags = 0x80000000u | IOENG_CONFIG_SINGLE_POLLER;
+    expect_open_fails(&c, -EINVAL, "unknown flags bit 31");
     c = base_cfg(be); c.reserved[0] = 0x80000000u;
     expect_open_fails(&c, -EINVAL, "reserved[0]!=0");
     c = base_cfg(be); c.normal_min_percent = 51;

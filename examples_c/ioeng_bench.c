@@ -204,6 +204,8 @@ static ioeng_backend_t open_engine(void)
     cfg.idle_poll_us = opt.idle_poll_us;
     cfg.latency_stats = opt.latency_stats;
     cfg.normal_min_percent = opt.normal_min_percent;
+    if (opt.single_poller)
+        cfg.flags |= IOENG_CONFIG_SINGLE_POLLER;
     int rc = ioeng_open(&cfg, &g.eng);
     if (rc < 0) {
         const char *why = opt.backend == IOENG_BACKEND_URING ? ioeng_uring_unavailable_reason() : NULL;
@@ -316,7 +318,8 @@ int main(int argc, char **argv)
 
     /* Stop issuing, wait for everything outstanding, close. */
     stop_jobs();
-    int rc = ioeng_close(g.eng);
+    /* --single-poller: the polling job thread closed it (the promise's other half). */
+    int rc = opt.single_poller && opt.mode == IOENG_MODE_POLLED ? g.close_rc : ioeng_close(g.eng);
     if (rc < 0)
         fprintf(stderr, "%s: ioeng_close: %s\n", prog, strerror(-rc));
     close(g.fd);

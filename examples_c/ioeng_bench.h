@@ -65,6 +65,7 @@ struct bench_opts {
     uint64_t seed;
     bool fixedbufs;         /* register the slot buffers, IOENG_REQ_FIXED_BUF */
     bool dsync;             /* IOENG_REQ_DSYNC on writes */
+    bool single_poller;     /* POLLED: IOENG_CONFIG_SINGLE_POLLER; the job thread closes */
     unsigned batch_submit;  /* 0: one ioeng_submit per IO; N: reissue in groups of N */
     bool group_singles;     /* with batch_submit: a group goes out as N ioeng_submit calls */
     ioeng_mode_t mode;
@@ -204,6 +205,7 @@ struct job {
 
 struct bench_state {
     ioeng_t *eng;
+    int close_rc;           /* --single-poller: the job thread's ioeng_close() result */
     int fd;
     uint64_t nblocks;
     uint64_t prio_thresh; /* request is HIGH if xrand() < prio_thresh */

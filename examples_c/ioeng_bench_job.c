@@ -253,8 +253,11 @@ static void poll_loop(struct job *j)
         if (atomic_load(&g.stop)) {
             for (; list; list = list->next)
                 atomic_fetch_sub(&j->outstanding, 1);
-            if (atomic_load(&j->outstanding) == 0)
+            if (atomic_load(&j->outstanding) == 0) {
+                if (opt.single_poller)
+                    g.close_rc = ioeng_close(g.eng);
                 return;
+            }
         }
         issue_list(j, list);
         int rc = ioeng_poll(g.eng, 1, 10000000);

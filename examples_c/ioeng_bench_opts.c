@@ -75,6 +75,8 @@ static void usage(FILE *f)
 "  --fixedbufs[=0|1]          register the IO buffers (ioeng_register_buffers) and send\n"
 "                             IOENG_REQ_FIXED_BUF requests (io_uring READ/WRITE_FIXED)\n"
 "  --dsync[=0|1]              writes carry IOENG_REQ_DSYNC (durable at completion)\n"
+"  --single-poller            POLLED: promise IOENG_CONFIG_SINGLE_POLLER (the job thread\n"
+"                             polls and closes the engine)\n"
 "  --batch-submit N           reissue completed slots in groups of N with one\n"
 "                             ioeng_submit_batch() call (a group also goes out when\n"
 "                             nothing else of its job is in flight); default: one\n"
@@ -160,7 +162,7 @@ static unsigned parse_uint(const char *name, const char *s, unsigned lo, unsigne
 enum {
     OPT_BACKEND = 256, OPT_RW, OPT_RWMIX, OPT_BS, OPT_IODEPTH, OPT_ENGDEPTH, OPT_BATCH, OPT_QCAP, OPT_SIZE,
     OPT_RUNTIME, OPT_RAMP, OPT_DIRECT, OPT_NUMJOBS, OPT_PRIOMIX, OPT_FILENAME, OPT_OUTFMT, OPT_SEED, OPT_CHECK,
-    OPT_FIXEDBUFS, OPT_DSYNC, OPT_BATCHSUB, OPT_GROUPSUB,
+    OPT_FIXEDBUFS, OPT_DSYNC, OPT_SINGLEPOLLER, OPT_BATCHSUB, OPT_GROUPSUB,
     OPT_MODE, OPT_IDLEPOLL, OPT_LATSTATS, OPT_JOBCLASS, OPT_NORMALMIN,
 };
 
@@ -196,6 +198,7 @@ static const struct option long_opts[] = {
     { "check-serial", no_argument, 0, OPT_CHECK },
     { "fixedbufs", optional_argument, 0, OPT_FIXEDBUFS },
     { "dsync", optional_argument, 0, OPT_DSYNC },
+    { "single-poller", no_argument, 0, OPT_SINGLEPOLLER },
     { "batch-submit", required_argument, 0, OPT_BATCHSUB },
     { "batch_submit", required_argument, 0, OPT_BATCHSUB },
     { "group-submit", required_argument, 0, OPT_GROUPSUB },
@@ -353,6 +356,7 @@ static void parse_opt(int c, const char *arg, char **argv)
     case OPT_CHECK: opt.check_serial = true; break;
     case OPT_FIXEDBUFS: opt.fixedbufs = !arg || parse_uint("--fixedbufs", arg, 0, 1); break;
     case OPT_DSYNC: opt.dsync = !arg || parse_uint("--dsync", arg, 0, 1); break;
+    case OPT_SINGLEPOLLER: opt.single_poller = true; break;
     case OPT_BATCHSUB:
         opt.batch_submit = parse_uint("--batch-submit", arg, 1, MAX_IODEPTH);
         opt.group_singles = false;

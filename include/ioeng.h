@@ -157,6 +157,22 @@ typedef struct ioeng_class_stats ioeng_class_stats_t;
 #define IOENG_MAX_CLASSES 64
 
 /**
+ * `flags` bit (since 1.1): the caller promises that one thread, the same one every time,
+ * calls ioeng_poll() and ioeng_close() on this engine, and that ioeng_register_buffers()
+ * runs before the first ioeng_poll() or on that thread. In exchange, a POLLED io_uring
+ * engine lets the kernel batch its completion work for that thread
+ * (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, Linux 6.1): less CPU per IO.
+ * The first thread to poll (or to close, if none polled) becomes that thread; from then
+ * on ioeng_poll() and ioeng_close() on any other thread return -EINVAL and do nothing
+ * (the kernel would refuse that thread's calls on the ring), and ioeng_register_buffers()
+ * on another thread fails with the kernel's -EEXIST. Keep that thread alive until it
+ * closed the engine. Ignored in THREADS mode, on AIO, and on kernels without these
+ * io_uring flags (the engine then behaves as without the flag, and accepts calls from
+ * any thread). Any other `flags` bit gives -EINVAL.
+ */
+#define IOENG_CONFIG_SINGLE_POLLER 1
+
+/**
  * Library version (semantic versioning); ioeng_version() returns the same as a string.
  */
 #define IOENG_VERSION_MAJOR 1
@@ -269,9 +285,14 @@ struct ioeng_config {
    */
   uint32_t latency_stats;
   /**
+   * Since 1.1 (was `reserved[2]`): IOENG_CONFIG_* bits; 0 (the default) is 1.0's
+   * behaviour. A 1.0 library refuses any bit (-EINVAL: reserved not zero).
+   */
+  uint32_t flags;
+  /**
    * Must be zero.
    */
-  uint32_t reserved[2];
+  uint32_t reserved[1];
 };
 
 /**
@@ -716,7 +737,7 @@ void ioeng_config_init(struct ioeng_config *cfg);
  * `cfg` NULL means defaults (see ioeng_config_init). On success stores the handle in
  * `*out` and returns 0; on failure `*out` is left unchanged and the return is:
  *  -EINVAL  NULL `out`, or a bad config (depth 0 or above 32768, batch above depth,
- *           unknown backend, start_paused not 0/1, reserved not zero);
+ *           unknown backend, start_paused not 0/1, reserved not zero, unknown `flags`);
  *  -EPERM, -ENOSYS, ...  an explicitly requested backend that cannot start (never a
  *           silent switch to the other backend; AUTO falls back to AIO, see
  *           ioeng_uring_unavailable_reason());
@@ -1003,7 +1024,8 @@ const char *ioeng_uring_unavailable_reason(void);
  * returns, even on a paused engine), joins both engine threads (THREADS) or drives the
  * engine on the calling thread, running the callbacks there (POLLED), releases the
  * kernel context (io_destroy / ring) and the event fd, and frees `h`. Returns 0;
- * -EINVAL for NULL `h`; -EDEADLK when called from a callback of `h`, or from any thread
+ * -EINVAL for NULL `h`, or (IOENG_CONFIG_SINGLE_POLLER) from another thread than the
+ * engine's poller (nothing is done and `h` stays valid); -EDEADLK when called from a callback of `h`, or from any thread
  * of a THREADS engine (its callbacks included: two engines whose callbacks closed each
  * other would otherwise wait for each other forever); -EBUSY (POLLED) while another
  * thread is inside ioeng_poll() on `h`, or this thread is, from a callback of another
@@ -1039,7 +1061,8 @@ int ioeng_close(struct ioeng *h);
  * and arms the engine's timer for it (see ioeng_event_fd(), ioeng_next_timeout_ns()).
  *
  * Returns the number of callbacks run (0 on timeout), or:
- *  -EINVAL  NULL `h`, a THREADS engine, or `timeout_ns < -1`;
+ *  -EINVAL  NULL `h`, a THREADS engine, `timeout_ns < -1`, or (IOENG_CONFIG_SINGLE_POLLER)
+ *           another thread than the one that polled (or closed) first;
  *  -EBUSY   another thread is in ioeng_poll() on `h` (one poller at a time), a
  *           callback of this poll calls it again for the same engine, or
  *           ioeng_close() of `h` has begun (a contract violation, answered rather

@@ -153,6 +153,20 @@ pub const IOENG_STATS_RESET: u32 = 1;
 /// Most IO classes an engine has: class 0 and ids 1..=63 from ioeng_class_open().
 pub const IOENG_MAX_CLASSES: u32 = 64;
 
+/// `flags` bit (since 1.1): the caller promises that one thread, the same one every time,
+/// calls ioeng_poll() and ioeng_close() on this engine, and that ioeng_register_buffers()
+/// runs before the first ioeng_poll() or on that thread. In exchange, a POLLED io_uring
+/// engine lets the kernel batch its completion work for that thread
+/// (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, Linux 6.1): less CPU per IO.
+/// The first thread to poll (or to close, if none polled) becomes that thread; from then
+/// on ioeng_poll() and ioeng_close() on any other thread return -EINVAL and do nothing
+/// (the kernel would refuse that thread's calls on the ring), and ioeng_register_buffers()
+/// on another thread fails with the kernel's -EEXIST. Keep that thread alive until it
+/// closed the engine. Ignored in THREADS mode, on AIO, and on kernels without these
+/// io_uring flags (the engine then behaves as without the flag, and accepts calls from
+/// any thread). Any other `flags` bit gives -EINVAL.
+pub const IOENG_CONFIG_SINGLE_POLLER: u32 = 1;
+
 /// Library version (semantic versioning); ioeng_version() returns the same as a string.
 pub const IOENG_VERSION_MAJOR: u32 = 1;
 /// See IOENG_VERSION_MAJOR.
@@ -310,8 +324,11 @@ pub struct IoengConfig {
     /// engine's default (off), 1 = on, 2 = off; anything else gives -EINVAL. The
     /// counters are always kept.
     pub latency_stats: u32,
+    /// Since 1.1 (was `reserved[2]`): IOENG_CONFIG_* bits; 0 (the default) is 1.0's
+    /// behaviour. A 1.0 library refuses any bit (-EINVAL: reserved not zero).
+    pub flags: u32,
     /// Must be zero.
-    pub reserved: [u32; 2],
+    pub reserved: [u32; 1],
 }
 
 const _: () = assert!(std::mem::size_of::<IoengConfig>() == 52);
@@ -326,7 +343,8 @@ const _: () = assert!(std::mem::offset_of!(IoengConfig, submitter_cpu) == 28);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, completer_cpu) == 32);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, normal_min_percent) == 36);
 const _: () = assert!(std::mem::offset_of!(IoengConfig, latency_stats) == 40);
-const _: () = assert!(std::mem::offset_of!(IoengConfig, reserved) == 44);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, flags) == 44);
+const _: () = assert!(std::mem::offset_of!(IoengConfig, reserved) == 48);
 
 /// An engine. Opaque; created by ioeng_open(), freed by ioeng_close().
 ///
@@ -418,7 +436,8 @@ pub unsafe extern "C" fn ioeng_config_init(cfg: *mut IoengConfig) {
         completer_cpu: -1,
         normal_min_percent: 0,
         latency_stats: IOENG_LATENCY_STATS_DEFAULT,
-        reserved: [0; 2],
+        flags: 0,
+        reserved: [0; 1],
     };
     // SAFETY: the caller guarantees a non-NULL `cfg` is writable for one IoengConfig;
     // `write` does not read the (possibly uninitialized) old value.
@@ -445,6 +464,9 @@ fn config_from_c(cfg: &IoengConfig) -> Result<Config, Error> {
     };
     if cfg.reserved.iter().any(|&word| word != 0) {
         return Err(Error::InvalidArgument("reserved fields must be zero"));
+    }
+    if cfg.flags & !IOENG_CONFIG_SINGLE_POLLER != 0 {
+        return Err(Error::InvalidArgument("unknown config flags"));
     }
     let mode = match cfg.mode {
         IOENG_MODE_THREADS => Mode::Threads,
@@ -481,6 +503,7 @@ fn config_from_c(cfg: &IoengConfig) -> Result<Config, Error> {
         completer_cpu: cpu(cfg.completer_cpu)?,
         normal_min_percent: cfg.normal_min_percent,
         latency_stats,
+        single_poller: cfg.flags & IOENG_CONFIG_SINGLE_POLLER != 0,
     })
 }
 
@@ -490,7 +513,7 @@ fn config_from_c(cfg: &IoengConfig) -> Result<Config, Error> {
 /// `cfg` NULL means defaults (see ioeng_config_init). On success stores the handle in
 /// `*out` and returns 0; on failure `*out` is left unchanged and the return is:
 ///  -EINVAL  NULL `out`, or a bad config (depth 0 or above 32768, batch above depth,
-///           unknown backend, start_paused not 0/1, reserved not zero);
+///           unknown backend, start_paused not 0/1, reserved not zero, unknown `flags`);
 ///  -EPERM, -ENOSYS, ...  an explicitly requested backend that cannot start (never a
 ///           silent switch to the other backend; AUTO falls back to AIO, see
 ///           ioeng_uring_unavailable_reason());
@@ -1146,7 +1169,8 @@ pub extern "C" fn ioeng_uring_unavailable_reason() -> *const c_char {
 /// returns, even on a paused engine), joins both engine threads (THREADS) or drives the
 /// engine on the calling thread, running the callbacks there (POLLED), releases the
 /// kernel context (io_destroy / ring) and the event fd, and frees `h`. Returns 0;
-/// -EINVAL for NULL `h`; -EDEADLK when called from a callback of `h`, or from any thread
+/// -EINVAL for NULL `h`, or (IOENG_CONFIG_SINGLE_POLLER) from another thread than the
+/// engine's poller (nothing is done and `h` stays valid); -EDEADLK when called from a callback of `h`, or from any thread
 /// of a THREADS engine (its callbacks included: two engines whose callbacks closed each
 /// other would otherwise wait for each other forever); -EBUSY (POLLED) while another
 /// thread is inside ioeng_poll() on `h`, or this thread is, from a callback of another
@@ -1209,7 +1233,8 @@ pub unsafe extern "C" fn ioeng_close(h: *mut Ioeng) -> c_int {
 /// and arms the engine's timer for it (see ioeng_event_fd(), ioeng_next_timeout_ns()).
 ///
 /// Returns the number of callbacks run (0 on timeout), or:
-///  -EINVAL  NULL `h`, a THREADS engine, or `timeout_ns < -1`;
+///  -EINVAL  NULL `h`, a THREADS engine, `timeout_ns < -1`, or (IOENG_CONFIG_SINGLE_POLLER)
+///           another thread than the one that polled (or closed) first;
 ///  -EBUSY   another thread is in ioeng_poll() on `h` (one poller at a time), a
 ///           callback of this poll calls it again for the same engine, or
 ///           ioeng_close() of `h` has begun (a contract violation, answered rather

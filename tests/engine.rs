@@ -124,7 +124,10 @@ fn synchronous_errors() {
     cfg.backend = 3;
     assert_eq!(Engine::open(&cfg).err(), Some(-libc::EINVAL));
     cfg.backend = IOENG_BACKEND_AIO;
-    cfg.reserved[1] = 1;
+    cfg.reserved[0] = 1;
+    assert_eq!(Engine::open(&cfg).err(), Some(-libc::EINVAL));
+    cfg.reserved[0] = 0;
+    cfg.flags = 2; // not an IOENG_CONFIG_* bit
     assert_eq!(Engine::open(&cfg).err(), Some(-libc::EINVAL));
     for setup in backends() {
         let mut cfg = config_for(setup);

@@ -38,6 +38,8 @@ pub struct Config {
     /// Keep per-class latency histograms (a clock read per submit batch and per
     /// completion batch).
     pub latency_stats: bool,
+    /// IOENG_CONFIG_SINGLE_POLLER: one thread polls and closes (POLLED io_uring uses it).
+    pub single_poller: bool,
 }
 
 /// Who drives the engine.

@@ -21,6 +21,19 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
     /// With `event_fd`, every completion also adds to that eventfd (POLLED mode).
     fn open(depth: u32, batch: u32, event_fd: Option<RawFd>) -> Result<Self, Error>;
 
+    /// `open` for a POLLED engine whose caller promised IOENG_CONFIG_SINGLE_POLLER: one
+    /// thread polls and closes. A driver that gains nothing from the promise opens as usual.
+    fn open_single_poller(depth: u32, batch: u32, event_fd: RawFd) -> Result<Self, Error> {
+        Self::open(depth, batch, Some(event_fd))
+    }
+
+    /// POLLED mode, by whoever takes the poller's role (a poll, or close), before it
+    /// touches the kernel: false when this driver is tied to another thread (see
+    /// `open_single_poller`); the first call ties it to the calling thread.
+    fn bind_poller(&self) -> bool {
+        true
+    }
+
     /// Any thread, before the engine's first request: registers the buffers with the
     /// kernel for FIXED_BUF IO (io_uring), or does nothing (AIO only checks ranges).
     fn register_buffers(&self, _bufs: &[libc::iovec]) -> Result<(), i32> {

@@ -43,7 +43,12 @@ impl<D: Driver> Engine<D> {
                 Some(sys::EventFd::new().map_err(|err| Error::kernel("eventfd", &err))?)
             }
         };
-        let driver = D::open(config.depth, config.batch, event.as_ref().map(|e| e.raw()))?;
+        let driver = match &event {
+            Some(event) if config.single_poller => {
+                D::open_single_poller(config.depth, config.batch, event.raw())?
+            }
+            _ => D::open(config.depth, config.batch, event.as_ref().map(|e| e.raw()))?,
+        };
         let mut ctx = IoContext::with_classes(
             config.depth as usize,
             config.batch as usize,
@@ -195,6 +200,9 @@ impl<D: Driver> Engine<D> {
         }
         polled::poll(&self.shared, min_complete, timeout).map_err(|err| match err {
             PollError::Busy => Error::Busy,
+            PollError::WrongThread => Error::InvalidArgument(
+                "IOENG_CONFIG_SINGLE_POLLER: poll from another thread than the poller",
+            ),
             PollError::Interrupted => Error::Kernel {
                 call: "ppoll",
                 errno: libc::EINTR,
@@ -233,6 +241,12 @@ impl<D: Driver> Engine<D> {
             let Some(_role) = try_lock(&self.shared.submit) else {
                 return Err(Error::Busy);
             };
+            // The drain runs on this thread: it must be the one the driver is tied to.
+            if !self.shared.driver.bind_poller() {
+                return Err(Error::InvalidArgument(
+                    "IOENG_CONFIG_SINGLE_POLLER: close from another thread than the poller",
+                ));
+            }
             ctx.begin_close();
             return Ok(());
         }

@@ -114,7 +114,7 @@ fn uring_status() -> Result<(), &'static UringUnavailable> {
 
 /// Creates a tiny ring and checks the opcodes the engine issues. `Ok` = io_uring usable.
 fn probe_uring() -> Result<(), UringUnavailable> {
-    let ring = uring::build_ring(2, 2).map_err(|err| {
+    let ring = uring::build_ring(2, 2, false).map_err(|err| {
         unavailable(
             err.raw_os_error().unwrap_or(libc::EIO),
             "io_uring_setup failed",

@@ -20,6 +20,8 @@ pub(crate) enum PollError {
     Busy,
     /// A signal interrupted the wait before any callback ran.
     Interrupted,
+    /// The engine is tied to another polling thread (IOENG_CONFIG_SINGLE_POLLER).
+    WrongThread,
 }
 
 /// `ioeng_poll`: submit, reap and run callbacks until `min_complete` callbacks ran or
@@ -40,6 +42,9 @@ pub(crate) fn poll<D: Driver>(
         // Close runs (or ran) its drain on another thread: a poll now breaks the
         // contract, and gets the answer it gets while a poll runs.
         return Err(PollError::Busy);
+    }
+    if !driver.bind_poller() {
+        return Err(PollError::WrongThread);
     }
     let held = &mut *held;
     let _serving = ctx.serve_here();

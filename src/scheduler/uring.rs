@@ -13,6 +13,16 @@
 //!   `wait_event`), woken by a CQE or by a one-shot `POLL_ADD` on the eventfd, which
 //!   fires when another thread queues work and signals the fd.
 //!
+//! - IOENG_CONFIG_SINGLE_POLLER (POLLED only): the caller promised one thread polls and
+//!   closes, so the ring is made with SINGLE_ISSUER | DEFER_TASKRUN (6.1): the kernel
+//!   keeps completion work on a list that the poller runs when it enters the kernel to
+//!   reap or wait, instead of interrupting it per completion, and wakes a waiting
+//!   poller only when there is enough to reap. The ring starts disabled (R_DISABLED, so
+//!   buffers and the event fd register from any thread) and is enabled by the first
+//!   thread to poll or close, which the kernel then holds to be its only issuer
+//!   (`bind_poller`; another thread's poll or close is refused before it reaches the
+//!   kernel).
+//!
 //! Each ring half has a single user-space producer/consumer, as the kernel's ring
 //! protocol assumes; `io_uring_enter` itself may run concurrently from two threads.
 //!
@@ -39,7 +49,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::time::Duration;
 
 use io_uring::{IoUring, opcode, squeue, types};
@@ -87,6 +97,11 @@ pub struct UringDriver {
     /// Set when the wake-up poll's CQE was reaped (the fd was readable, so it holds a
     /// count the poller must drain); taken by `take_wake_fired`. Poller only: Relaxed.
     wake_fired: AtomicBool,
+    /// IOENG_CONFIG_SINGLE_POLLER on a kernel that took DEFER_TASKRUN: `thread_token()` of
+    /// the thread the ring is enabled for (0: still disabled). Only the holder of the
+    /// poller's role reads or writes it (`bind_poller`): Relaxed. `None`: any thread may
+    /// poll.
+    issuer: Option<AtomicU64>,
     /// Whether the POLLED timer's `TIMEOUT` is in the kernel (set by `arm_timer`, cleared
     /// when its CQE is reaped). Poller only: Relaxed.
     timer_armed: AtomicBool,
@@ -103,15 +118,28 @@ pub struct UringDriver {
 /// work is pending and enter the kernel to run it (see `run_deferred`). SUBMIT_ALL
 /// (5.18) keeps submitting past an SQE that fails at submit time. Older kernels reject
 /// the flags with EINVAL; we then drop them (the submit loop handles both behaviours).
-pub(crate) fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring> {
+///
+/// With `single_poller` (see the module docs), SINGLE_ISSUER | DEFER_TASKRUN | R_DISABLED
+/// come first; a kernel without them (before 6.1) gets the usual ring.
+pub(crate) fn build_ring(
+    sq_entries: u32,
+    cq_entries: u32,
+    single_poller: bool,
+) -> io::Result<IoUring> {
     let mut plain = IoUring::builder();
     plain.setup_cqsize(cq_entries.max(sq_entries));
     let mut submit_all = plain.clone();
     submit_all.setup_submit_all();
     let mut coop = submit_all.clone();
     coop.setup_coop_taskrun().setup_taskrun_flag();
+    let mut deferred = coop.clone();
+    deferred
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_r_disabled();
     let mut last = None;
-    for builder in [coop, submit_all, plain] {
+    let first = usize::from(!single_poller);
+    for builder in [deferred, coop, submit_all, plain].into_iter().skip(first) {
         match builder.build(sq_entries) {
             Err(err) if err.raw_os_error() == Some(libc::EINVAL) => last = Some(err),
             result => return result,
@@ -130,6 +158,22 @@ const TIMER_USER_DATA: u64 = u64::MAX - 2;
 const TIMER_UPDATE_USER_DATA: u64 = u64::MAX - 3;
 /// The kernel's largest CQ (`IORING_MAX_CQ_ENTRIES`).
 const MAX_CQ_ENTRIES: u32 = 65536;
+
+/// This thread, by a number no other thread of the process ever gets (unlike
+/// `pthread_self`, which a new thread may reuse after one exits: a poller that exited
+/// must not be mistaken for a new thread, which the kernel would refuse, see `issuer`).
+fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    TOKEN.with(|token| {
+        if token.get() == 0 {
+            token.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        token.get()
+    })
+}
 
 /// This thread, as `armed_by` records it.
 fn this_thread() -> usize {
@@ -231,6 +275,42 @@ fn on_worker(event: &mut IoEvent, last: &mut Option<(i32, bool)>) -> bool {
 }
 
 impl UringDriver {
+    fn open_ring(
+        depth: u32,
+        batch: u32,
+        event_fd: Option<RawFd>,
+        single_poller: bool,
+    ) -> Result<Self, Error> {
+        // Three more CQEs in POLLED mode: the wake-up poll, the timer and its update (see
+        // module docs), within the kernel's limit: at the largest depth the extra CQEs rely
+        // on IORING_FEAT_NODROP (5.5, older than the EXT_ARG that POLLED waits need), which
+        // keeps an overflowing CQE until the next io_uring_enter(GETEVENTS).
+        let cq_entries = (2 * depth + 3 * u32::from(event_fd.is_some()))
+            .next_power_of_two()
+            .min(MAX_CQ_ENTRIES);
+        let ring = build_ring(batch.next_power_of_two(), cq_entries, single_poller)
+            .map_err(|err| Error::kernel("io_uring_setup", &err))?;
+        if let Some(fd) = event_fd {
+            ring.submitter()
+                .register_eventfd(fd)
+                .map_err(|err| Error::kernel("IORING_REGISTER_EVENTFD", &err))?;
+        }
+        let single_issuer = ring.params().is_setup_single_issuer();
+        let valgrind = sys::valgrind::running_on_valgrind();
+        let quiet_fd = event_fd.filter(|_| ring.params().is_feature_ext_arg() && !valgrind);
+        Ok(UringDriver {
+            ring,
+            valgrind,
+            quiet_fd,
+            wake_armed: AtomicBool::new(false),
+            armed_by: AtomicUsize::new(0),
+            wake_fired: AtomicBool::new(false),
+            issuer: single_issuer.then(|| AtomicU64::new(0)),
+            timer_armed: AtomicBool::new(false),
+            timer_fired: AtomicBool::new(false),
+        })
+    }
+
     /// `io_uring_enter(to_submit, min_complete, flags)` without an argument struct.
     fn enter(&self, to_submit: u32, min_complete: u32, flags: u32) -> Result<usize, i32> {
         // SAFETY: io_uring_enter on our own ring fd; with no argument struct (None) the
@@ -267,34 +347,34 @@ impl Driver for UringDriver {
     type Slot = UringSlot;
 
     fn open(depth: u32, batch: u32, event_fd: Option<RawFd>) -> Result<Self, Error> {
-        // Three more CQEs in POLLED mode: the wake-up poll, the timer and its update (see
-        // module docs), within the kernel's limit: at the largest depth the extra CQEs rely
-        // on IORING_FEAT_NODROP (5.5, older than the EXT_ARG that POLLED waits need), which
-        // keeps an overflowing CQE until the next io_uring_enter(GETEVENTS).
-        let cq_entries = (2 * depth + 3 * u32::from(event_fd.is_some()))
-            .next_power_of_two()
-            .min(MAX_CQ_ENTRIES);
-        let ring = build_ring(batch.next_power_of_two(), cq_entries)
-            .map_err(|err| Error::kernel("io_uring_setup", &err))?;
-        if let Some(fd) = event_fd {
-            ring.submitter()
-                .register_eventfd(fd)
-                .map_err(|err| Error::kernel("IORING_REGISTER_EVENTFD", &err))?;
-        }
-        let valgrind = sys::valgrind::running_on_valgrind();
-        let quiet_fd = event_fd.filter(|_| ring.params().is_feature_ext_arg() && !valgrind);
-        Ok(UringDriver {
-            ring,
-            valgrind,
-            quiet_fd,
-            wake_armed: AtomicBool::new(false),
-            armed_by: AtomicUsize::new(0),
-            wake_fired: AtomicBool::new(false),
-            timer_armed: AtomicBool::new(false),
-            timer_fired: AtomicBool::new(false),
-        })
+        Self::open_ring(depth, batch, event_fd, false)
     }
 
+    fn open_single_poller(depth: u32, batch: u32, event_fd: RawFd) -> Result<Self, Error> {
+        Self::open_ring(depth, batch, Some(event_fd), true)
+    }
+
+    fn bind_poller(&self) -> bool {
+        let Some(issuer) = &self.issuer else {
+            return true;
+        };
+        let me = thread_token();
+        match issuer.load(Ordering::Relaxed) {
+            0 => {
+                // The kernel makes the enabling task the ring's only issuer.
+                if let Err(err) = self.ring.submitter().register_enable_rings() {
+                    report_unexpected(
+                        "IORING_REGISTER_ENABLE_RINGS",
+                        err.raw_os_error().unwrap_or(libc::EIO),
+                    );
+                    return false;
+                }
+                issuer.store(me, Ordering::Relaxed);
+                true
+            }
+            bound => bound == me,
+        }
+    }
     fn submit(&self, ctx: &IoContext<UringSlot>, batch: &[usize], busy: &mut impl FnMut()) {
         {
             // SAFETY: only the submit role calls `submit`, one thread at a time (Driver
@@ -405,10 +485,15 @@ impl Driver for UringDriver {
             return Some(false);
         }
         // Outside a poll nobody reaps, so any CQE posted while the fd was loud is still in
-        // the CQ: if there is none, the kernel did not signal the fd.
+        // the CQ: if there is none, the kernel did not signal the fd. With DEFER_TASKRUN
+        // it signals when completion work is queued for the poller, before any CQE:
+        // that work shows as the TASKRUN flag until the poller runs it.
         let mut cq = cq;
         cq.sync();
-        Some(!cq.is_empty())
+        // SAFETY: the poller holds the submit role too (Driver contract), so this is the
+        // only SubmissionQueue of the ring in existence.
+        let deferred = self.issuer.is_some() && unsafe { self.ring.submission_shared() }.taskrun();
+        Some(!cq.is_empty() || deferred)
     }
 
     fn take_wake_fired(&self) -> bool {
@@ -769,6 +854,7 @@ mod tests {
                 tag: 0,
                 deadline_ns: 0,
                 buf_index: 0,
+                class_id: 0,
             };
             // SAFETY: not vectored; the buffer outlives the events, which never reach
             // the kernel.

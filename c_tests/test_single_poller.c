@@ -1,0 +1,290 @@
+/*
+ * test_single_poller: IOENG_CONFIG_SINGLE_POLLER (the caller promises one thread polls
+ * and closes; a POLLED io_uring engine then runs with SINGLE_ISSUER | DEFER_TASKRUN).
+ *
+ * Every backend x mode opens with the flag, registers buffers on the main thread and
+ * reads known data (FIXED_BUF reads on io_uring). THREADS mode and AIO ignore the flag.
+ * POLLED: a loop thread L, which only waits in epoll_wait(-1) on ioeng_event_fd() (the
+ * watchdog fails a lost wake-up), polls and finally closes. Checked there:
+ *  - L's own reads complete through the event fd (the kernel signals it for deferred
+ *    completion work, before any CQE exists);
+ *  - from the main thread: ioeng_poll() and ioeng_close() are -EINVAL on io_uring with
+ *    kernel >= 6.1 (the engine is tied to L; nothing is done) — elsewhere the flag is
+ *    ignored, so they are not tried;
+ *  - submits from the main thread wake L: a file read completes, and a READ of an empty
+ *    pipe (in flight) cancelled from the main thread gets -ECANCELED;
+ *  - a queued request's deadline expires by the engine's timer (a paused engine);
+ *  - ioeng_close() on L returns 0;
+ *  - a thread started after the poller exited (glibc may give it the same pthread_t) is
+ *    still another thread: its poll and close are -EINVAL, not a kernel refusal inside
+ *    the engine (that engine is leaked: only its exited poller could close it).
+ */
+#include <sys/epoll.h>
+#include <sys/utsname.h>
+
+#include "test_util.h"
+
+#define BLK 4096
+#define NREAD 4
+
+typedef struct {
+    int64_t res;
+    int done;
+} rec_t;
+
+static void rec_cb(void *ctx, int64_t res)
+{
+    rec_t *r = ctx;
+    r->res = res;
+    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+}
+
+static int rec_done(rec_t *r) { return __atomic_load_n(&r->done, __ATOMIC_ACQUIRE); }
+
+static int file_fd;
+static char *bufs; /* NREAD + 1 registered blocks */
+static int use_fixed;
+
+static ioeng_t *open_flagged(ioeng_mode_t mode, int paused)
+{
+    ioeng_config_t c = tu_config(tu_backend(), mode, 8);
+    c.flags = IOENG_CONFIG_SINGLE_POLLER;
+    c.start_paused = (uint32_t)paused;
+    ioeng_t *h = NULL;
+    int rc = ioeng_open(&c, &h);
+    CHECK_EQ(rc, 0, "ioeng_open with IOENG_CONFIG_SINGLE_POLLER: %s", tu_errname(rc));
+    return h;
+}
+
+static void submit_read(ioeng_t *h, int i, rec_t *r, uint64_t deadline)
+{
+    ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, file_fd, bufs + i * BLK, BLK,
+                           (uint64_t)i * BLK);
+    if (use_fixed) {
+        q.flags |= IOENG_REQ_FIXED_BUF;
+        q.buf_index = 0;
+    }
+    q.deadline_ns = deadline;
+    memset(bufs + i * BLK, 0, BLK);
+    int rc = ioeng_submit(h, &q, rec_cb, r);
+    CHECK_EQ(rc, 0, "ioeng_submit: %s", tu_errname(rc));
+}
+
+static void check_data(int i, rec_t *r)
+{
+    CHECK_EQ(r->res, BLK, "read %d: %s", i, tu_errname(r->res));
+    for (int k = 0; k < BLK; k++)
+        CHECK_EQ((unsigned char)bufs[i * BLK + k], (unsigned char)(i * 31 + k), "byte %d of block %d", k, i);
+}
+
+static void register_bufs(ioeng_t *h)
+{
+    struct iovec iov = {.iov_base = bufs, .iov_len = (NREAD + 1) * BLK};
+    int rc = ioeng_register_buffers(h, &iov, 1);
+    CHECK_EQ(rc, 0, "ioeng_register_buffers from the main thread, before any poll: %s",
+             tu_errname(rc));
+}
+
+/* ---- POLLED: the loop thread --------------------------------------------------- */
+
+static ioeng_t *eng;
+static int ep;
+static int expect_refusals;
+static int loop_polled;     /* set once L polled (the engine is tied to it) */
+static rec_t main_rec[2];   /* submitted by the main thread: a file read, a pipe read */
+static int main_submitted;
+static int pipe_fds[2];
+
+/* epoll_wait(-1) on the event fd alone, then one poll; until `done` says so. */
+static void loop_until(ioeng_t *h, int epfd, int (*done)(void))
+{
+    while (!done()) {
+        struct epoll_event ev;
+        int n = epoll_wait(epfd, &ev, 1, -1);
+        if (n < 0) {
+            CHECK(errno == EINTR, "epoll_wait: %s", strerror(errno));
+            continue;
+        }
+        int rc = ioeng_poll(h, 0, 0);
+        CHECK(rc >= 0, "ioeng_poll on the loop thread: %s", tu_errname(rc));
+    }
+}
+
+static rec_t own[NREAD];
+static int own_done(void)
+{
+    for (int i = 0; i < NREAD; i++)
+        if (!rec_done(&own[i]))
+            return 0;
+    return 1;
+}
+
+static int main_done(void)
+{
+    return __atomic_load_n(&main_submitted, __ATOMIC_ACQUIRE) && rec_done(&main_rec[0]) &&
+           rec_done(&main_rec[1]);
+}
+
+static rec_t expiring;
+static int expiring_done(void) { return rec_done(&expiring); }
+
+static void *loop_main(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < NREAD; i++)
+        submit_read(eng, i, &own[i], 0);
+    /* The first poll ties the engine to this thread; the fd is readable for the submits. */
+    CHECK(ioeng_poll(eng, 0, 0) >= 0, "first poll");
+    __atomic_store_n(&loop_polled, 1, __ATOMIC_RELEASE);
+    loop_until(eng, ep, own_done);
+    for (int i = 0; i < NREAD; i++)
+        check_data(i, &own[i]);
+    printf("  loop thread: %d reads through the event fd\n", NREAD);
+    /* The main thread's requests, woken by its submits and its cancel. */
+    loop_until(eng, ep, main_done);
+    printf("  loop thread: main's read %s, main's cancelled pipe read %s\n",
+           tu_errname(main_rec[0].res), tu_errname(main_rec[1].res));
+    int rc = ioeng_close(eng);
+    CHECK_EQ(rc, 0, "ioeng_close on the polling thread: %s", tu_errname(rc));
+
+    /* A deadline on a paused engine expires by the engine's timer through the fd. */
+    ioeng_t *h = open_flagged(IOENG_MODE_POLLED, 1);
+    int efd = ioeng_event_fd(h);
+    int ep2 = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN};
+    CHECK(ep2 >= 0 && epoll_ctl(ep2, EPOLL_CTL_ADD, efd, &ev) == 0, "epoll: %s", strerror(errno));
+    uint64_t due = tu_now_ns() + 50000000ull;
+    use_fixed = 0; /* this engine has no registered buffers */
+    submit_read(h, 0, &expiring, due);
+    loop_until(h, ep2, expiring_done);
+    CHECK_EQ(expiring.res, -ETIMEDOUT, "the queued read's deadline: %s", tu_errname(expiring.res));
+    CHECK(tu_now_ns() + 500000 >= due, "expired before its deadline");
+    printf("  loop thread: a queued deadline expired %.1f ms late\n",
+           (double)(tu_now_ns() - due) / 1e6);
+    close(ep2);
+    CHECK_EQ(ioeng_close(h), 0, "ioeng_close (paused engine) on its poller");
+    return NULL;
+}
+
+static int kernel_at_least(int major, int minor)
+{
+    struct utsname u;
+    int ma = 0, mi = 0;
+    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
+        return 0;
+    return ma > major || (ma == major && mi >= minor);
+}
+
+static ioeng_t *orphan;
+
+static void *poll_once_main(void *arg)
+{
+    (void)arg;
+    CHECK(ioeng_poll(orphan, 0, 0) >= 0, "the first poller's poll");
+    return NULL;
+}
+
+static void *late_thread_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(ioeng_poll(orphan, 0, 0), -EINVAL, "poll by a thread started after the poller exited");
+    CHECK_EQ(ioeng_close(orphan), -EINVAL, "close by a thread started after the poller exited");
+    return NULL;
+}
+
+static void poller_exited(void)
+{
+    orphan = open_flagged(IOENG_MODE_POLLED, 0);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, poll_once_main, NULL) == 0 && pthread_join(t, NULL) == 0,
+          "first poller");
+    CHECK(pthread_create(&t, NULL, late_thread_main, NULL) == 0 && pthread_join(t, NULL) == 0,
+          "late thread");
+    printf("  a thread started after the poller exited: poll and close refused (engine leaked)\n");
+}
+
+static void polled(void)
+{
+    eng = open_flagged(IOENG_MODE_POLLED, 0);
+    register_bufs(eng);
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN};
+    CHECK(ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, ioeng_event_fd(eng), &ev) == 0, "epoll: %s",
+          strerror(errno));
+    CHECK(pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) == 0, "pipe2: %s", strerror(errno));
+    expect_refusals = tu_backend() == IOENG_BACKEND_URING && kernel_at_least(6, 1);
+
+    pthread_t loop;
+    CHECK(pthread_create(&loop, NULL, loop_main, NULL) == 0, "pthread_create");
+    while (!__atomic_load_n(&loop_polled, __ATOMIC_ACQUIRE))
+        usleep(1000);
+    if (expect_refusals) {
+        CHECK_EQ(ioeng_poll(eng, 0, 0), -EINVAL, "ioeng_poll from another thread than the poller");
+        CHECK_EQ(ioeng_close(eng), -EINVAL, "ioeng_close from another thread than the poller");
+        printf("  main thread: poll and close refused (-EINVAL), engine still usable\n");
+    }
+    /* Any thread may submit and cancel. */
+    submit_read(eng, NREAD, &main_rec[0], 0);
+    static char pbuf[64];
+    ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, pipe_fds[0], pbuf, sizeof pbuf, 0);
+    q.tag = 77;
+    CHECK_EQ(ioeng_submit(eng, &q, rec_cb, &main_rec[1]), 0, "submit the pipe read");
+    __atomic_store_n(&main_submitted, 1, __ATOMIC_RELEASE);
+    usleep(20000); /* let the loop thread hand it to the kernel */
+    int n = ioeng_cancel(eng, 77);
+    CHECK(n >= 0, "ioeng_cancel: %s", tu_errname(n));
+    CHECK(pthread_join(loop, NULL) == 0, "pthread_join");
+    /* `eng` was closed by the loop thread. */
+    for (int k = 0; k < BLK; k++)
+        CHECK_EQ((unsigned char)bufs[NREAD * BLK + k], (unsigned char)(NREAD * 31 + k),
+                 "main's read, byte %d", k);
+    CHECK_EQ(main_rec[1].res, -ECANCELED, "the cancelled pipe read");
+    close(ep);
+    close(pipe_fds[0]);
+    close(pipe_fds[1]);
+    if (expect_refusals)
+        poller_exited();
+    printf("polled: one poller thread; %s\n",
+           expect_refusals ? "other threads' poll/close refused" : "flag ignored here");
+}
+
+static void threads(void)
+{
+    ioeng_t *h = open_flagged(IOENG_MODE_THREADS, 0);
+    register_bufs(h);
+    rec_t r[NREAD] = {{0}};
+    for (int i = 0; i < NREAD; i++)
+        submit_read(h, i, &r[i], 0);
+    uint64_t until = tu_now_ns() + 10000000000ull;
+    for (int i = 0; i < NREAD; i++) {
+        while (!rec_done(&r[i])) {
+            CHECK(tu_now_ns() < until, "read %d did not complete", i);
+            usleep(100);
+        }
+        check_data(i, &r[i]);
+    }
+    CHECK_EQ(ioeng_close(h), 0, "ioeng_close");
+    printf("threads: the flag is ignored; %d reads\n", NREAD);
+}
+
+int main(void)
+{
+    tu_init("test_single_poller", 60);
+    require_backend(tu_backend());
+    file_fd = tu_scratch(TU_EXT4, 0, NULL);
+    char *data = tu_alloc((NREAD + 1) * BLK);
+    for (int i = 0; i <= NREAD; i++)
+        for (int k = 0; k < BLK; k++)
+            data[i * BLK + k] = (char)(i * 31 + k);
+    tu_pwrite_all(file_fd, data, (NREAD + 1) * BLK, 0);
+    free(data);
+    bufs = tu_alloc((NREAD + 1) * BLK);
+    use_fixed = tu_backend() == IOENG_BACKEND_URING;
+    if (tu_mode() == IOENG_MODE_POLLED)
+        polled();
+    else
+        threads();
+    free(bufs);
+    printf("test_single_poller: PASS (%s, %s)\n", tu_backend_name(tu_backend()), tu_mode_name());
+    return 0;
+}
