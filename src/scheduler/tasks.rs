@@ -1246,21 +1246,7 @@ mod tests {
 
     /// An unlinked scratch file (in the ext4 temp dir) of `size` bytes, sparse.
     fn sparse_file(size: u64) -> std::fs::File {
-        let path = std::env::temp_dir().join(format!(
-            "ioeng-tasks-{}-{size}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .expect("scratch file");
-        let _ = std::fs::remove_file(&path);
-        file.set_len(size).expect("set_len");
-        file
+        crate::sys::scratch::sparse_file("tasks", size)
     }
 
     /// A 6 GiB sparse file, open for the whole test run.

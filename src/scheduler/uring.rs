@@ -723,16 +723,7 @@ mod tests {
 
     /// An unlinked 6 GiB sparse file in the temp dir (a sync range stops at its end).
     fn big_file() -> std::fs::File {
-        let path = std::env::temp_dir().join(format!("ioeng-uring-sqe-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .expect("scratch file");
-        let _ = std::fs::remove_file(&path);
-        file.set_len(6 << 30).expect("set_len");
-        file
+        crate::sys::scratch::sparse_file("uring-sqe", 6 << 30)
     }
 
     fn event(op: Op, fd: i32, offset: u64, len: u64, arg: u32) -> IoEvent {

@@ -6,6 +6,8 @@ pub(crate) mod dio;
 pub(crate) mod fd;
 pub(crate) mod fork;
 pub(crate) mod range;
+#[cfg(test)]
+pub(crate) mod scratch;
 pub(crate) mod timerfd;
 pub(crate) mod valgrind;
 

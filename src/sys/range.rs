@@ -78,16 +78,7 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     fn scratch() -> std::fs::File {
-        let path = std::env::temp_dir().join(format!("ioeng-range-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .expect("scratch file");
-        let _ = std::fs::remove_file(&path);
-        file
+        crate::sys::scratch::sparse_file("range", 0)
     }
 
     #[test]
