@@ -558,10 +558,13 @@ static pid_t thread_named(const char *comm)
 
 #define HELPER_COMM "ioeng-aio-helpe" /* "ioeng-aio-helper", cut to 15 characters */
 
-/* This process's threads, not counting io_uring's io-wq workers, which the kernel starts
- * for FALLOCATE/SYNC_FILE_RANGE and ends on its own schedule. They are known by the
- * PF_IO_WORKER bit of their task flags (the 9th field of /proc/<tid>/stat), not by their
- * name: a new worker carries its creator's name until it renames itself "iou-wrk-*". */
+/* This process's live threads, not counting io_uring's io-wq workers, which the kernel
+ * starts for FALLOCATE/SYNC_FILE_RANGE and ends on its own schedule, nor threads on their
+ * way out: pthread_join returns when the thread's tid is cleared, which is before the
+ * kernel takes it out of /proc/self/task. Both are known by their task flags (the 9th
+ * field of /proc/<tid>/stat: PF_IO_WORKER, PF_EXITING) and state, not by name: a new
+ * worker carries its creator's name until it renames itself "iou-wrk-*". */
+#define TASK_PF_EXITING 0x4u
 #define TASK_PF_IO_WORKER 0x10u
 static int user_threads(void)
 {
@@ -582,10 +585,11 @@ static int user_threads(void)
         line[len] = 0;
         /* After "(comm)": state ppid pgrp session tty_nr tpgid flags. */
         const char *p = strrchr(line, ')');
+        char state = 0;
         unsigned flags = 0;
-        CHECK(p != NULL && sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %u", &flags) == 1,
+        CHECK(p != NULL && sscanf(p + 1, " %c %*d %*d %*d %*d %*d %u", &state, &flags) == 2,
               "cannot parse %s", path);
-        if (!(flags & TASK_PF_IO_WORKER))
+        if (!(flags & (TASK_PF_IO_WORKER | TASK_PF_EXITING)) && state != 'Z' && state != 'X')
             n++;
     }
     closedir(d);
