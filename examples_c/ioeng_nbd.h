@@ -44,7 +44,9 @@
 struct nbd_opts {
     const char *path;
     const char *name;
-    const char *bind;
+    const char *bind;        /* IPv4 or IPv6 address ("::" takes both) */
+    const char *socket_path; /* --socket: listen on this Unix socket instead of TCP */
+    bool bind_v6;            /* the TCP listener is IPv6 */
     ioeng_backend_t backend;
     unsigned depth;
     int port;
@@ -62,6 +64,10 @@ struct nbd_export {
     int fd_direct;       /* O_DIRECT descriptor or -1; when open, every READ and WRITE
                           * uses it (one IO path per file: see ioeng_nbd_io.c) */
     uint32_t dio_align;  /* offset/length alignment for fd_direct */
+    uint32_t hole_align; /* the file system's block: the direct export punches and
+                          * zero-ranges whole blocks only (ioeng_nbd_io.c, "Zeroing") */
+    bool can_punch;      /* FALLOC_FL_PUNCH_HOLE works (until it gave EOPNOTSUPP) */
+    bool can_zero_range; /* FALLOC_FL_ZERO_RANGE works (likewise) */
     uint64_t size;
     uint16_t tflags;     /* transmission flags */
 };
@@ -72,6 +78,9 @@ struct nbd_stats {
     uint64_t bytes_read, bytes_written, malformed_closes;
     uint64_t hs_timeouts, refused_conns, accept_pauses, trims;
     uint64_t rmw_writes, write_waits; /* read-modify-writes; writes that waited for one */
+    uint64_t punches, zero_ranges, zero_writes; /* how zeroing was done: fallocate modes, or
+                                                   written zeros (fallback or fringes) */
+    uint64_t fast_zero_refused; /* FAST_ZERO answered ENOTSUP */
 };
 
 struct conn;
@@ -86,8 +95,9 @@ struct out {
     struct req *owner;   /* released when sent; NULL: the item was malloc'ed, free it */
 };
 
-/* Phases of a request on the direct descriptor whose edges are not aligned. */
-enum rphase { PH_IO, PH_EDGE_READ };
+/* Phases of a request on the direct descriptor whose edges are not aligned, and of
+ * TRIM / WRITE_ZEROES (the fallocate first, then the rest). */
+enum rphase { PH_IO, PH_EDGE_READ, PH_FALLOC };
 
 struct req {
     struct req *next;    /* free list, or the completion stack while pushed */
@@ -114,6 +124,8 @@ struct req {
     struct req *wprev, *wnext;
     bool in_wl, waiting;
     bool need_sync;      /* FUA without DSYNC: FDATASYNC after the write */
+    uint32_t zmode;      /* TRIM / WRITE_ZEROES: the fallocate mode of the middle (0: zeros
+                          * are written) */
     atomic_uint pending; /* callbacks still due (+1 while the loop is still submitting) */
     _Atomic int64_t ioerr; /* first -errno seen by a callback */
     struct out out;

@@ -29,6 +29,8 @@
 #define NBD_FLAG_SEND_TRIM         (1u << 5)
 #define NBD_FLAG_SEND_WRITE_ZEROES (1u << 6)
 #define NBD_FLAG_CAN_MULTI_CONN    (1u << 8)
+#define NBD_FLAG_SEND_CACHE        (1u << 10)
+#define NBD_FLAG_SEND_FAST_ZERO    (1u << 11)
 
 /* Options. */
 #define NBD_OPT_EXPORT_NAME      1u
@@ -78,6 +80,7 @@
 #define NBD_ENOMEM    12u
 #define NBD_EINVAL    22u
 #define NBD_ENOSPC    28u
+#define NBD_ENOTSUP   95u
 #define NBD_ESHUTDOWN 108u
 
 /* Strings in options (export names) are at most 4096 bytes by the spec. */
