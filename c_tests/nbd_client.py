@@ -37,6 +37,7 @@ REQ_MAGIC = 0x25609513
 SIMPLE_MAGIC = 0x67446698
 
 OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_INFO, OPT_GO, OPT_STRUCTURED = 1, 2, 3, 6, 7, 8
+OPT_LIST_META, OPT_SET_META, REP_META = 9, 10, 4
 REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
 ERR_UNSUP, ERR_INVALID, ERR_UNKNOWN, ERR_TOO_BIG = (1 << 31) + 1, (1 << 31) + 3, (1 << 31) + 6, (1 << 31) + 9
 CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_CACHE, CMD_WZ = 0, 1, 2, 3, 4, 5, 6
@@ -182,8 +183,25 @@ def test_handshake(port):
     c.greeting()
     c.option(99, b"xyz")
     check(c.opt_reply(99)[0] == ERR_UNSUP, "unknown option -> NBD_REP_ERR_UNSUP")
+    # Meta contexts need structured replies first; then base:allocation is listed and
+    # selected, anything else ignored, a malformed query refused.
+    meta = lambda *qs: (struct.pack(">I", 0) + struct.pack(">I", len(qs)) +
+                        b"".join(struct.pack(">I", len(q)) + q for q in qs))
+    c.option(OPT_SET_META, meta(b"base:allocation"))
+    check(c.opt_reply(OPT_SET_META)[0] == ERR_INVALID, "SET_META_CONTEXT before structured replies")
+    c.option(OPT_STRUCTURED, b"x")
+    check(c.opt_reply(OPT_STRUCTURED)[0] == ERR_INVALID, "STRUCTURED_REPLY with data")
     c.option(OPT_STRUCTURED)
-    check(c.opt_reply(OPT_STRUCTURED)[0] == ERR_UNSUP, "structured replies not offered")
+    check(c.opt_reply(OPT_STRUCTURED)[0] == REP_ACK, "structured replies offered")
+    for o, qs in ((OPT_LIST_META, ()), (OPT_LIST_META, (b"base:",)), (OPT_SET_META, (b"x-a:b", b"base:allocation"))):
+        c.option(o, meta(*qs))
+        rtype, d = c.opt_reply(o)
+        check(rtype == REP_META and d[4:] == b"base:allocation", f"meta context {o} {qs}: {rtype:#x} {d!r}")
+        check(c.opt_reply(o)[0] == REP_ACK, "meta context list ends with ACK")
+    c.option(OPT_SET_META, meta(b"base:nothing", b"qemu:dirty-bitmap:x"))
+    check(c.opt_reply(OPT_SET_META)[0] == REP_ACK, "unknown contexts are ignored")
+    c.option(OPT_SET_META, meta(b"base:allocation")[:-3])
+    check(c.opt_reply(OPT_SET_META)[0] == ERR_INVALID, "a truncated query -> ERR_INVALID")
     c.option(OPT_LIST)
     rtype, d = c.opt_reply(OPT_LIST)
     check(rtype == REP_SERVER and d == b"\0\0\0\0", "NBD_OPT_LIST gives the default export")
@@ -200,6 +218,7 @@ def test_handshake(port):
     check(c.opt_reply(77)[0] in (ERR_TOO_BIG, ERR_UNSUP), "oversized option answered")
     rtype, size, tflags = c.info_go(OPT_INFO)
     check(rtype == REP_ACK and size > 0, "INFO for the default export")
+    check(tflags & 0x80, f"DF offered with structured replies: tflags {tflags:#x}")
     check(tflags & 1 and tflags & TF_FLUSH and tflags & TF_FUA and tflags & TF_MULTI, f"tflags {tflags:#x}")
     check(tflags & TF_TRIM and tflags & TF_CACHE and tflags & TF_FAST_ZERO,
           f"TRIM, CACHE and FAST_ZERO advertised: tflags {tflags:#x}")
@@ -213,7 +232,8 @@ def test_handshake(port):
         c.greeting(cflags)
         c.option(OPT_EXPORT_NAME)
         esize, eflags = struct.unpack(">QH", c.recv_exact(10))
-        check(esize == size and eflags == tflags, "EXPORT_NAME gives the same size and flags")
+        # (DF, bit 7, only where structured replies were negotiated, as on the INFO's)
+        check(esize == size and eflags == tflags & ~0x80, "EXPORT_NAME gives the same size and flags")
         check(c.recv_exact(extra) == b"\0" * extra, "zero padding")
         err, data = c.call(CMD_READ, 0, 512)
         check(err == 0 and len(data) == 512, "read after EXPORT_NAME")

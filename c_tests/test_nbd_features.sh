@@ -15,6 +15,10 @@
 #  3. a Unix socket (--socket): nbdinfo and qemu-io with nbd+unix://, the protocol run
 #  4. IPv6: --bind :: takes [::1] and 127.0.0.1; --bind ::1 only IPv6 (skipped, saying
 #     so, where the host has no IPv6)
+#  5. structured replies and BLOCK_STATUS base:allocation, on ext4 direct, buffered and
+#     tmpfs: `nbdinfo --map` agrees with the file's SEEK_DATA/SEEK_HOLE map and with the
+#     holes the test made (TRIM, WRITE_ZEROES with unmap), `qemu-img map` over NBD with `qemu-img map` of the file;
+#     nbdsh: REQ_ONE gives one extent, DF reads, a READ error as an error chunk
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/nbd_lib.sh"
@@ -193,4 +197,91 @@ if python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2
 else
     echo "SKIP (part 4): cannot bind ::1 here (no IPv6 loopback): IPv6 not tested"
 fi
-echo "test_nbd_features [$backend]: OK: TRIM, WRITE_ZEROES holes, FAST_ZERO, CACHE (byte for byte with concurrent writes; nbdinfo, nbdsh, qemu-io), Unix socket, IPv6"
+# --- 5. structured replies, BLOCK_STATUS --------------------------------------------------
+# seek_map FILE: the file's data/hole extents as nbdinfo --map prints them
+# (offset length type), from SEEK_DATA / SEEK_HOLE.
+seek_map() {
+    python3 - "$1" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = os.fstat(fd).st_size
+pos = 0
+while pos < size:
+    try:
+        d = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError:
+        d = size
+    if d > pos:
+        print(pos, d - pos, 3)
+        pos = d
+        continue
+    h = os.lseek(fd, pos, os.SEEK_HOLE)
+    print(pos, h - pos, 0)
+    pos = h
+PY
+}
+blockstatus() { # NAME FILE ARGS...
+    local name=$1 img=$2 uri
+    shift 2
+    rm -f "$img"
+    truncate -s 32M "$img"
+    nbd_start "$name" "$@" "$img"
+    uri="nbd://127.0.0.1:$NBD_PORT"
+    nbdinfo "$uri" | grep -q 'using structured packets' || nbd_fail "$name: no structured replies"
+    nbdinfo "$uri" | grep -q 'base:allocation' || nbd_fail "$name: base:allocation not listed"
+    # Data at 1 MiB (1 MiB), 8 MiB + 4 KiB (64 KiB) and an unaligned 1000 bytes at
+    # 20000; then 3 MiB written and 256 KiB of it punched by TRIM, 128 KiB by WRITE_ZEROES.
+    qemu-io -f raw -c 'write -P 1 1M 1M' -c 'write -P 2 8196k 64k' -c 'write -P 3 20000 1000'         -c 'write -P 4 16M 3M' -c 'discard 17M 256k' -c 'write -z -u 18M 128k' -c 'flush' "$uri" >/dev/null ||
+        nbd_fail "$name: qemu-io writes"
+    nbdinfo --map "$uri" | awk '{print $1, $2, $3}' >"$work/$name.map"
+    seek_map "$img" >"$work/$name.seek"
+    diff "$work/$name.seek" "$work/$name.map" || nbd_fail "$name: nbdinfo --map differs from SEEK_DATA/SEEK_HOLE"
+    grep -q "^$((17 << 20)) $((256 << 10)) 3$" "$work/$name.map" || nbd_fail "$name: the TRIMmed range is no hole in the map"
+    grep -q "^$((18 << 20)) $((128 << 10)) 3$" "$work/$name.map" || nbd_fail "$name: the zeroed range is no hole in the map"
+    grep -q "^$((1 << 20)) $((1 << 20)) 0$" "$work/$name.map" || nbd_fail "$name: the data at 1 MiB is not data in the map"
+    qemu-img map --output=json -f raw "$uri" | sed 's/"offset": [0-9]*//' >"$work/$name.qmap"
+    qemu-img map --output=json -f raw "$img" | sed 's/"offset": [0-9]*//' >"$work/$name.qfile"
+    diff "$work/$name.qfile" "$work/$name.qmap" || nbd_fail "$name: qemu-img map over NBD differs from the file's"
+    nbdsh --base-allocation -u "$uri" -c '
+import errno
+got = []
+def cb(meta, off, ents, err):
+    assert meta == "base:allocation", meta
+    got.append(list(ents))
+    return 0
+h.block_status(4 << 20, 1 << 20, cb, nbd.CMD_FLAG_REQ_ONE)
+assert len(got) == 1 and len(got[0]) == 2 and got[0][0] <= (4 << 20) and got[0][1] == 0, got
+got.clear()
+h.block_status(1 << 20, 1 << 20, cb)
+assert got == [[1 << 20, 0]], got
+got.clear()
+h.block_status(100, 17 << 20, cb)  # inside a hole
+assert got[0][0] >= 100 and got[0][1] == 3, got
+assert h.can_df()
+chunks = []
+def chunk(sub, off, status, err):
+    chunks.append((bytes(sub), off, status))
+    return 0
+assert h.pread_structured(1000, 20000, chunk, nbd.CMD_FLAG_DF) == b"\x03" * 1000
+assert chunks == [(b"\x03" * 1000, 20000, nbd.READ_DATA)], chunks
+try:
+    h.pread(4096, 32 << 20)
+    raise AssertionError("read past the end succeeded")
+except nbd.Error as e:
+    assert e.errno in (errno.EINVAL, "EINVAL"), e
+try:
+    h.block_status(4096, 32 << 20, cb)
+    raise AssertionError("block status past the end succeeded")
+except nbd.Error as e:
+    assert e.errno in (errno.EINVAL, "EINVAL"), e
+assert h.pread(3 << 20, 16 << 20) == b"\x04" * (1 << 20) + bytes(256 << 10) + b"\x04" * ((1 << 20) - (256 << 10)) + bytes(128 << 10) + b"\x04" * ((1 << 20) - (128 << 10))
+'
+    nbd_stop "$name" "$NBD_PID"
+    [ "$(nbd_stat "$name" block_status)" -gt 5 ] || nbd_fail "$name: block_status=$(nbd_stat "$name" block_status)"
+    echo "$name: structured replies; nbdinfo --map = SEEK_DATA/SEEK_HOLE map, qemu-img map over NBD = of the file"
+}
+blockstatus B1 "$work/b.img"
+blockstatus B2 "$work/b_nd.img" --no-direct
+blockstatus B3 "$shm/b.img"
+
+echo "test_nbd_features [$backend]: OK: TRIM, WRITE_ZEROES holes, FAST_ZERO, CACHE (byte for byte with concurrent writes; nbdinfo, nbdsh, qemu-io), Unix socket, IPv6, structured replies + BLOCK_STATUS"

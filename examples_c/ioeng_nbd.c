@@ -11,9 +11,11 @@
  * engine), ioeng_nbd.h (shared types), ioeng_nbd_proto.h (wire constants).
  *
  * Protocol: fixed newstyle handshake (NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_EXPORT_NAME,
- * NBD_OPT_ABORT, NBD_OPT_LIST; anything else gets NBD_REP_ERR_UNSUP, so clients fall
- * back to simple replies), then READ, WRITE (FUA), FLUSH, TRIM (FUA), WRITE_ZEROES
- * (NO_HOLE, FAST_ZERO, FUA), CACHE and DISC with simple replies. TRIM and WRITE_ZEROES
+ * NBD_OPT_ABORT, NBD_OPT_LIST, NBD_OPT_STRUCTURED_REPLY, and NBD_OPT_LIST_META_CONTEXT /
+ * NBD_OPT_SET_META_CONTEXT for base:allocation; anything else gets NBD_REP_ERR_UNSUP),
+ * then READ, WRITE (FUA), FLUSH, TRIM (FUA), WRITE_ZEROES (NO_HOLE, FAST_ZERO, FUA), CACHE,
+ * BLOCK_STATUS (holes by SEEK_DATA/SEEK_HOLE) and DISC. With structured replies READ and
+ * BLOCK_STATUS get one chunk each, everything else simple replies. TRIM and WRITE_ZEROES
  * punch holes or zero ranges with the engine's FALLOCATE (ioeng_nbd_io.c, "Zeroing").
  * Listens on TCP (--bind: IPv4, or IPv6 where "::" takes both) or a Unix socket
  * (--socket PATH, for nbd+unix:// clients).
@@ -681,14 +683,15 @@ void server_finish(struct server *srv)
            " refused_conns=%" PRIu64 " accept_pauses=%" PRIu64 " trims=%" PRIu64
            " rmw_writes=%" PRIu64 " write_waits=%" PRIu64 " trim=%" PRIu64 " cache=%" PRIu64
            " punches=%" PRIu64 " zero_ranges=%" PRIu64 " zero_writes=%" PRIu64
-           " fast_zero_refused=%" PRIu64,
+           " fast_zero_refused=%" PRIu64 " block_status=%" PRIu64 " extents=%" PRIu64,
            st->conns, st->cmds[NBD_CMD_READ], st->cmds[NBD_CMD_WRITE], st->cmds[NBD_CMD_FLUSH],
            st->cmds[NBD_CMD_WRITE_ZEROES], st->cmds[NBD_CMD_DISC],
            st->cmds[NBD_CMD_COUNT], st->errors,
            st->fua_dsync, st->fua_fallback, st->malformed_closes, st->bytes_read, st->bytes_written,
            st->hs_timeouts, st->refused_conns, st->accept_pauses, st->trims, st->rmw_writes,
            st->write_waits, st->cmds[NBD_CMD_TRIM], st->cmds[NBD_CMD_CACHE], st->punches,
-           st->zero_ranges, st->zero_writes, st->fast_zero_refused);
+           st->zero_ranges, st->zero_writes, st->fast_zero_refused,
+           st->cmds[NBD_CMD_BLOCK_STATUS], st->extents);
     close(srv->ex.fd_buf);
     if (srv->ex.fd_direct >= 0)
         close(srv->ex.fd_direct);

@@ -26,6 +26,8 @@
 #define RBUF_SIZE       (256u << 10) /* per-connection receive buffer */
 #define OPT_MAX         (64u << 10)  /* option data kept; longer options are skipped */
 #define ZERO_CHUNK      (1u << 20)   /* WRITE_ZEROES is written in chunks of this */
+#define BS_MAX_EXTENTS  1024u        /* descriptors in one BLOCK_STATUS reply (the rest:
+                                        the client asks again from where it ends) */
 #define CONN_MAX_REQS   512u         /* stop reading a connection at this many requests ... */
 #define CONN_MAX_BYTES  (128ull << 20) /* ... or when one more would pass this many buffered
                                           bytes (or --max-buffer-bytes, if lower) */
@@ -81,6 +83,7 @@ struct nbd_stats {
     uint64_t punches, zero_ranges, zero_writes; /* how zeroing was done: fallocate modes, or
                                                    written zeros (fallback or fringes) */
     uint64_t fast_zero_refused; /* FAST_ZERO answered ENOTSUP */
+    uint64_t extents;           /* BLOCK_STATUS descriptors sent */
 };
 
 struct conn;
@@ -129,7 +132,9 @@ struct req {
     atomic_uint pending; /* callbacks still due (+1 while the loop is still submitting) */
     _Atomic int64_t ioerr; /* first -errno seen by a callback */
     struct out out;
-    uint8_t rhdr[NBD_REPLY_HDR_LEN];
+    uint32_t bs_len;     /* BLOCK_STATUS: payload bytes in buf */
+    uint8_t rhdr[32];    /* reply header: simple (16), or a structured chunk's (20) with
+                          * the OFFSET_DATA offset or ERROR fields after it */
 };
 
 enum cstate { ST_HS_FLAGS, ST_OPT_HDR, ST_OPT_DATA, ST_OPT_SKIP, ST_REQ_HDR, ST_PAYLOAD,
@@ -141,6 +146,8 @@ struct conn {
     unsigned id;
     enum cstate st;
     bool no_zeroes, transmission, closing, dead, paused, in_work, in_grave;
+    bool structured;     /* NBD_OPT_STRUCTURED_REPLY negotiated */
+    bool meta_alloc;     /* base:allocation selected (NBD_OPT_SET_META_CONTEXT) */
     uint32_t events;     /* epoll interest now registered */
     uint8_t *rbuf;
     size_t rpos, rlen;

@@ -276,7 +276,7 @@ static void handle_request_header(struct conn *c, const uint8_t *h)
             reply(r); /* the spec leaves a zero length unspecified: succeed, no data */
             return;
         }
-        if (r->type != NBD_CMD_CACHE && !req_layout(r)) {
+        if (r->type != NBD_CMD_CACHE && r->type != NBD_CMD_BLOCK_STATUS && !req_layout(r)) {
             reply_err(r, NBD_ENOMEM);
             return;
         }

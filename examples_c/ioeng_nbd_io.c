@@ -156,6 +156,49 @@ static uint32_t errno_to_nbd(int e)
     }
 }
 
+/* With structured replies a READ (which must not get a simple reply) and BLOCK_STATUS get
+ * one chunk, flagged DONE: the data in one OFFSET_DATA chunk (so DF always holds), the
+ * descriptors in one BLOCK_STATUS chunk, an ERROR chunk (no message), or NONE for a READ
+ * of length 0. Other commands keep simple replies, which the protocol allows for replies
+ * without payload. */
+static void structured_reply(struct req *r)
+{
+    struct conn *c = r->conn;
+    uint16_t type;
+    uint32_t plen = 0;
+    size_t hlen = NBD_SREPLY_HDR_LEN;
+    const void *data = NULL;
+    size_t dlen = 0;
+    if (r->err) {
+        type = NBD_REPLY_TYPE_ERROR;
+        put32(r->rhdr + 20, r->err);
+        put16(r->rhdr + 24, 0); /* message length */
+        hlen += 6;
+        plen = 6;
+    } else if (r->type == NBD_CMD_BLOCK_STATUS) {
+        type = NBD_REPLY_TYPE_BLOCK_STATUS;
+        data = r->buf;
+        dlen = plen = r->bs_len;
+    } else if (r->len == 0) {
+        type = NBD_REPLY_TYPE_NONE;
+    } else {
+        type = NBD_REPLY_TYPE_OFFSET_DATA;
+        put64(r->rhdr + 20, r->off);
+        hlen += 8;
+        data = (uint8_t *)r->buf + r->boff;
+        dlen = r->len;
+        plen = 8 + r->len;
+        c->srv->stats.bytes_read += r->len;
+    }
+    put32(r->rhdr, NBD_STRUCTURED_REPLY_MAGIC);
+    put16(r->rhdr + 4, NBD_REPLY_FLAG_DONE);
+    put16(r->rhdr + 6, type);
+    memcpy(r->rhdr + 8, r->cookie, 8);
+    put32(r->rhdr + 16, plen);
+    r->out = (struct out){ .hdr = r->rhdr, .hlen = hlen, .data = data, .dlen = dlen, .owner = r };
+    conn_enqueue(c, &r->out);
+}
+
 void reply(struct req *r)
 {
     struct conn *c = r->conn;
@@ -165,6 +208,10 @@ void reply(struct req *r)
         if (srv->opt.verbose)
             logmsg("conn %u: error %u for type %u flags 0x%x offset %" PRIu64 " length %u",
                    c->id, r->err, r->type, r->flags, r->off, r->len);
+    }
+    if (c->structured && (r->type == NBD_CMD_READ || r->type == NBD_CMD_BLOCK_STATUS)) {
+        structured_reply(r);
+        return;
     }
     put32(r->rhdr, NBD_SIMPLE_REPLY_MAGIC);
     put32(r->rhdr + 4, r->err);
@@ -598,6 +645,51 @@ static uint32_t write_flags(struct req *r)
     return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Block status                                                             */
+/* ------------------------------------------------------------------------ */
+/* base:allocation from the file's holes: SEEK_DATA / SEEK_HOLE on the loop thread (two
+ * lseeks per extent, no data IO; at most BS_MAX_EXTENTS descriptors, the protocol lets the
+ * client ask again for the rest). A hole is NBD_STATE_HOLE | NBD_STATE_ZERO; data is 0
+ * (allocated, content unknown). Where the file system or a block device cannot seek
+ * holes, the whole range is reported as data, which the protocol allows. Fills r->buf
+ * with the BLOCK_STATUS payload; returns 0 or -errno. */
+static int block_status(struct req *r)
+{
+    const struct nbd_export *ex = &r->conn->srv->ex;
+    if (!req_reserve(r, 4 + 8 * (size_t)BS_MAX_EXTENTS))
+        return -ENOMEM;
+    uint8_t *p = r->buf;
+    put32(p, NBD_META_ALLOC_ID);
+    uint32_t n = 0, max = (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : BS_MAX_EXTENTS;
+    uint64_t pos = r->off, end = r->off + r->len;
+    while (pos < end && n < max) {
+        uint64_t next = end;
+        uint32_t st = 0;
+        off_t d = lseek(ex->fd_buf, (off_t)pos, SEEK_DATA);
+        if (d < 0 && errno == ENXIO) {
+            st = NBD_STATE_HOLE | NBD_STATE_ZERO; /* a hole up to the end of the file */
+        } else if (d < 0) {
+            st = 0; /* cannot tell: data */
+        } else if ((uint64_t)d > pos) {
+            st = NBD_STATE_HOLE | NBD_STATE_ZERO;
+            if ((uint64_t)d < end)
+                next = (uint64_t)d;
+        } else {
+            off_t h = lseek(ex->fd_buf, (off_t)pos, SEEK_HOLE);
+            if (h >= 0 && (uint64_t)h > pos && (uint64_t)h < end)
+                next = (uint64_t)h;
+        }
+        put32(p + 4 + 8 * n, (uint32_t)(next - pos));
+        put32(p + 8 + 8 * n, st);
+        n++;
+        pos = next;
+    }
+    r->bs_len = 4 + 8 * n;
+    r->conn->srv->stats.extents += n;
+    return 0;
+}
+
 /* Submits a request whose turn it is (its write range is free). */
 static void dispatch(struct req *r)
 {
@@ -620,6 +712,12 @@ static void dispatch(struct req *r)
     case NBD_CMD_WRITE_ZEROES:
         zero_start(r);
         break;
+    case NBD_CMD_BLOCK_STATUS: {
+        int rc = block_status(r);
+        if (rc != 0)
+            atomic_store(&r->ioerr, (int64_t)rc);
+        break;
+    }
     case NBD_CMD_CACHE:
         /* The buffered export: start readahead into the page cache (posix_fadvise returns
          * once the reads are queued). The direct export has no cache to fill, and a direct
@@ -763,7 +861,9 @@ uint32_t check_request(const struct req *r)
     const struct server *srv = r->conn->srv;
     uint16_t allowed;
     switch (r->type) {
-    case NBD_CMD_READ: allowed = NBD_CMD_FLAG_FUA; break;
+    case NBD_CMD_READ:
+        allowed = NBD_CMD_FLAG_FUA | (r->conn->structured ? NBD_CMD_FLAG_DF : 0);
+        break;
     case NBD_CMD_WRITE: allowed = NBD_CMD_FLAG_FUA; break;
     case NBD_CMD_FLUSH: allowed = NBD_CMD_FLAG_FUA; break;
     case NBD_CMD_WRITE_ZEROES:
@@ -777,7 +877,12 @@ uint32_t check_request(const struct req *r)
         allowed = NBD_CMD_FLAG_FUA;
         break;
     case NBD_CMD_CACHE: allowed = 0; break;
-    default: return NBD_EINVAL; /* BLOCK_STATUS, unknown */
+    case NBD_CMD_BLOCK_STATUS:
+        if (!r->conn->meta_alloc || r->len == 0)
+            return NBD_EINVAL; /* no context selected; a length of 0 */
+        allowed = NBD_CMD_FLAG_REQ_ONE;
+        break;
+    default: return NBD_EINVAL; /* unknown */
     }
     if (r->flags & ~allowed)
         return NBD_EINVAL;
@@ -785,7 +890,8 @@ uint32_t check_request(const struct req *r)
         return (r->off || r->len) ? NBD_EINVAL : 0;
     if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) && r->len > MAX_PAYLOAD)
         return NBD_EINVAL;
-    bool reads = r->type == NBD_CMD_READ || r->type == NBD_CMD_CACHE;
+    bool reads = r->type == NBD_CMD_READ || r->type == NBD_CMD_CACHE ||
+                 r->type == NBD_CMD_BLOCK_STATUS;
     if (!reads && srv->opt.read_only)
         return NBD_EPERM;
     if (r->off > srv->ex.size || r->len > srv->ex.size - r->off)
@@ -813,6 +919,8 @@ size_t req_need(const struct server *srv, const uint8_t *hdr)
 {
     uint16_t type = get16(hdr + 6);
     uint32_t len = get32(hdr + 24);
+    if (type == NBD_CMD_BLOCK_STATUS)
+        return 4 + 8 * (size_t)BS_MAX_EXTENTS + BUF_ALIGN;
     if (get32(hdr) != NBD_REQUEST_MAGIC || len > MAX_PAYLOAD || len == 0)
         return 0;
     if (type == NBD_CMD_READ || type == NBD_CMD_WRITE)
