@@ -37,12 +37,14 @@ REQ_MAGIC = 0x25609513
 SIMPLE_MAGIC = 0x67446698
 
 OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_INFO, OPT_GO, OPT_STRUCTURED = 1, 2, 3, 6, 7, 8
+OPT_LIST_META, OPT_SET_META, REP_META = 9, 10, 4
 REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
 ERR_UNSUP, ERR_INVALID, ERR_UNKNOWN, ERR_TOO_BIG = (1 << 31) + 1, (1 << 31) + 3, (1 << 31) + 6, (1 << 31) + 9
 CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_CACHE, CMD_WZ = 0, 1, 2, 3, 4, 5, 6
 FLAG_FUA, FLAG_NO_HOLE, FLAG_DF, FLAG_FAST_ZERO = 1, 2, 4, 16
-EPERM, EINVAL, ENOSPC = 1, 22, 28
+EPERM, EINVAL, ENOSPC, ENOTSUP = 1, 22, 28, 95
 TF_READ_ONLY, TF_FLUSH, TF_FUA, TF_TRIM, TF_WZ, TF_MULTI = 2, 4, 8, 32, 64, 256
+TF_CACHE, TF_FAST_ZERO = 1 << 10, 1 << 11
 
 TIMEOUT = 20.0
 
@@ -52,13 +54,28 @@ def check(cond, what):
         raise AssertionError(what)
 
 
+def server_addr(a):
+    """A port (127.0.0.1), "[ADDR]:PORT" (IPv6) or "unix:PATH"."""
+    return int(a) if a.isdigit() else a
+
+
+def sock_for(port):
+    """A socket and the address to connect it to, for server_addr()'s forms."""
+    if isinstance(port, str) and port.startswith("unix:"):
+        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), port[5:]
+    if isinstance(port, str) and port.startswith("["):
+        host, p = port[1:].split("]:")
+        return socket.socket(socket.AF_INET6, socket.SOCK_STREAM), (host, int(p))
+    return socket.socket(socket.AF_INET, socket.SOCK_STREAM), ("127.0.0.1", port)
+
+
 class Conn:
     def __init__(self, port, rcvbuf=0):
-        self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.s, where = sock_for(port)
         if rcvbuf:  # before connect, so the TCP window is small from the start
             self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.s.settimeout(TIMEOUT)
-        self.s.connect(("127.0.0.1", port))
+        self.s.connect(where)
         self.pending = {}  # cookie -> expected read length
 
     def recv_exact(self, n):
@@ -166,8 +183,25 @@ def test_handshake(port):
     c.greeting()
     c.option(99, b"xyz")
     check(c.opt_reply(99)[0] == ERR_UNSUP, "unknown option -> NBD_REP_ERR_UNSUP")
+    # Meta contexts need structured replies first; then base:allocation is listed and
+    # selected, anything else ignored, a malformed query refused.
+    meta = lambda *qs: (struct.pack(">I", 0) + struct.pack(">I", len(qs)) +
+                        b"".join(struct.pack(">I", len(q)) + q for q in qs))
+    c.option(OPT_SET_META, meta(b"base:allocation"))
+    check(c.opt_reply(OPT_SET_META)[0] == ERR_INVALID, "SET_META_CONTEXT before structured replies")
+    c.option(OPT_STRUCTURED, b"x")
+    check(c.opt_reply(OPT_STRUCTURED)[0] == ERR_INVALID, "STRUCTURED_REPLY with data")
     c.option(OPT_STRUCTURED)
-    check(c.opt_reply(OPT_STRUCTURED)[0] == ERR_UNSUP, "structured replies not offered")
+    check(c.opt_reply(OPT_STRUCTURED)[0] == REP_ACK, "structured replies offered")
+    for o, qs in ((OPT_LIST_META, ()), (OPT_LIST_META, (b"base:",)), (OPT_SET_META, (b"x-a:b", b"base:allocation"))):
+        c.option(o, meta(*qs))
+        rtype, d = c.opt_reply(o)
+        check(rtype == REP_META and d[4:] == b"base:allocation", f"meta context {o} {qs}: {rtype:#x} {d!r}")
+        check(c.opt_reply(o)[0] == REP_ACK, "meta context list ends with ACK")
+    c.option(OPT_SET_META, meta(b"base:nothing", b"qemu:dirty-bitmap:x"))
+    check(c.opt_reply(OPT_SET_META)[0] == REP_ACK, "unknown contexts are ignored")
+    c.option(OPT_SET_META, meta(b"base:allocation")[:-3])
+    check(c.opt_reply(OPT_SET_META)[0] == ERR_INVALID, "a truncated query -> ERR_INVALID")
     c.option(OPT_LIST)
     rtype, d = c.opt_reply(OPT_LIST)
     check(rtype == REP_SERVER and d == b"\0\0\0\0", "NBD_OPT_LIST gives the default export")
@@ -184,8 +218,10 @@ def test_handshake(port):
     check(c.opt_reply(77)[0] in (ERR_TOO_BIG, ERR_UNSUP), "oversized option answered")
     rtype, size, tflags = c.info_go(OPT_INFO)
     check(rtype == REP_ACK and size > 0, "INFO for the default export")
+    check(tflags & 0x80, f"DF offered with structured replies: tflags {tflags:#x}")
     check(tflags & 1 and tflags & TF_FLUSH and tflags & TF_FUA and tflags & TF_MULTI, f"tflags {tflags:#x}")
-    check(not tflags & TF_TRIM, "TRIM is not advertised")
+    check(tflags & TF_TRIM and tflags & TF_CACHE and tflags & TF_FAST_ZERO,
+          f"TRIM, CACHE and FAST_ZERO advertised: tflags {tflags:#x}")
     c.option(OPT_ABORT)
     check(c.opt_reply(OPT_ABORT)[0] == REP_ACK, "ABORT is acknowledged")
     check(c.is_closed(), "server closes after ABORT")
@@ -196,7 +232,8 @@ def test_handshake(port):
         c.greeting(cflags)
         c.option(OPT_EXPORT_NAME)
         esize, eflags = struct.unpack(">QH", c.recv_exact(10))
-        check(esize == size and eflags == tflags, "EXPORT_NAME gives the same size and flags")
+        # (DF, bit 7, only where structured replies were negotiated, as on the INFO's)
+        check(esize == size and eflags == tflags & ~0x80, "EXPORT_NAME gives the same size and flags")
         check(c.recv_exact(extra) == b"\0" * extra, "zero padding")
         err, data = c.call(CMD_READ, 0, 512)
         check(err == 0 and len(data) == 512, "read after EXPORT_NAME")
@@ -246,13 +283,15 @@ def test_transmission(port, path):
         ("oversized read", CMD_READ, 0, 0, (32 << 20) + 1, b"", EINVAL),
         ("write past the end", CMD_WRITE, 0, size - 100, 4096, b"\xee" * 4096, ENOSPC),
         ("unknown command", 42, 0, 0, 4096, b"", EINVAL),
-        ("TRIM (not advertised)", CMD_TRIM, 0, 0, 4096, b"", EINVAL),
-        ("CACHE (not advertised)", CMD_CACHE, 0, 0, 4096, b"", EINVAL),
+        ("TRIM past the end", CMD_TRIM, 0, size - 512, 4096, b"", ENOSPC),
+        ("TRIM with NO_HOLE", CMD_TRIM, FLAG_NO_HOLE, 0, 4096, b"", EINVAL),
+        ("CACHE past the end", CMD_CACHE, 0, size, 4096, b"", EINVAL),
+        ("CACHE with FUA", CMD_CACHE, FLAG_FUA, 0, 4096, b"", EINVAL),
         ("unknown flag on read", CMD_READ, 1 << 9, 0, 4096, b"", EINVAL),
         ("DF without structured replies", CMD_READ, FLAG_DF, 0, 4096, b"", EINVAL),
         ("unknown flag on write", CMD_WRITE, 1 << 12, 0, 4096, b"\xee" * 4096, EINVAL),
         ("flush with a length", CMD_FLUSH, 0, 0, 4096, b"", EINVAL),
-        ("fast zero (not advertised)", CMD_WZ, FLAG_FAST_ZERO, 0, 4096, b"", EINVAL),
+        ("fast zero on a write", CMD_WRITE, FLAG_FAST_ZERO, 0, 4096, b"\xee" * 4096, EINVAL),
         ("write zeroes past the end", CMD_WZ, 0, size, 4096, b"", ENOSPC),
     ]
     expect = {}
@@ -345,6 +384,8 @@ def cmd_readonly(port):
     check(tflags & TF_READ_ONLY and not tflags & TF_WZ, f"read-only tflags {tflags:#x}")
     check(c.call(CMD_WRITE, 0, 4096, payload=b"x" * 4096)[0] == EPERM, "write -> EPERM")
     check(c.call(CMD_WZ, 0, 4096)[0] == EINVAL, "write zeroes (not advertised) -> EINVAL")
+    check(c.call(CMD_TRIM, 0, 4096)[0] == EINVAL, "trim (not advertised) -> EINVAL")
+    check(c.call(CMD_CACHE, 0, 4096)[0] == 0, "cache works")
     check(c.call(CMD_READ, 0, 4096)[0] == 0, "read works")
     check(c.call(CMD_FLUSH)[0] == 0, "flush works")
     c.disc()
@@ -444,12 +485,17 @@ def cmd_serve_check(port):
     print("nbd_client serve-check: OK")
 
 
-def cmd_mixed(port, rounds, seed):
+def cmd_mixed(port, rounds, seed, zeroing=False, hole=4096):
     """Acknowledged writes must be readable, whatever mix of alignments was in flight. A
     batch is sent whole (every request pipelined, in random order), then every reply is
     collected (all must succeed), then the region is read back and compared with the
     model. Writes in a batch never overlap, but share pages: that is the case where an
-    O_DIRECT write and a buffered write of the same page used to collide."""
+    O_DIRECT write and a buffered write of the same page used to collide.
+
+    With `zeroing`, TRIMs and WRITE_ZEROES with FAST_ZERO join the batches: a TRIM must
+    zero exactly the whole `hole`-byte blocks inside its range (the server punches those
+    and leaves partial blocks alone), and a FAST_ZERO refused with ENOTSUP must have
+    changed nothing."""
     rnd = random.Random(seed)
     c = Conn(port)
     size, tflags = c.connect_go()
@@ -460,7 +506,7 @@ def cmd_mixed(port, rounds, seed):
         check(err == 0, "initial read")
         model += d
     cookie = 1
-    bad_total = errors = 0
+    bad_total = errors = fast_refused = trims = 0
     for rnd_i in range(rounds):
         writes = []  # (off, data, flags)
         taken = []  # intervals used in this batch
@@ -506,6 +552,18 @@ def cmd_mixed(port, rounds, seed):
             if free(o, n):
                 taken.append((o, o + n))
                 writes.append((o, n, rnd.choice((0, FLAG_FUA, FLAG_NO_HOLE))))
+        # TRIM (a tuple: its length) and FAST_ZERO write zeroes, unaligned, up to 1 MiB.
+        for _ in range(12 if zeroing else 0):
+            n = rnd.choice((rnd.randrange(1, 3 * hole), rnd.randrange(1, 1 << 20)))
+            o = rnd.randrange(0, region - n)
+            if rnd.random() < 0.3:
+                o = min(o & ~(hole - 1), region - n)
+            if free(o, n):
+                taken.append((o, o + n))
+                if rnd.random() < 0.5:
+                    writes.append((o, (n,), rnd.choice((0, FLAG_FUA))))
+                else:
+                    writes.append((o, n, FLAG_FAST_ZERO | rnd.choice((0, FLAG_NO_HOLE, FLAG_FUA))))
         # Reads (unaligned too) of ranges no write of the batch touches: the model holds
         # their content already.
         reads = []
@@ -527,6 +585,8 @@ def cmd_mixed(port, rounds, seed):
         for i, (o, d, fl) in enumerate(writes):
             if isinstance(d, int):  # WRITE_ZEROES of d bytes
                 msg += struct.pack(">IHHQQI", REQ_MAGIC, fl, CMD_WZ, cookie, o, d)
+            elif isinstance(d, tuple):  # TRIM of d[0] bytes
+                msg += struct.pack(">IHHQQI", REQ_MAGIC, fl, CMD_TRIM, cookie, o, d[0])
             else:
                 msg += struct.pack(">IHHQQI", REQ_MAGIC, fl, CMD_WRITE, cookie, o, len(d)) + d
             c.pending[cookie] = 0
@@ -538,6 +598,7 @@ def cmd_mixed(port, rounds, seed):
                 cookie += 1
         c.s.sendall(msg)
         failed = []
+        refused = set()  # FAST_ZERO answered ENOTSUP: must have changed nothing
         for _ in range(len(writes) + len(reads) + 1):
             ck, err, data = c.reply()
             if ck in of_read:
@@ -545,13 +606,25 @@ def cmd_mixed(port, rounds, seed):
                 check(err == 0 and data == model[o:o + n],
                       f"round {rnd_i}: read of {n} bytes at {o} (error {err})")
                 continue
+            if err == ENOTSUP and ck in of_cookie and writes[of_cookie[ck]][2] & FLAG_FAST_ZERO:
+                refused.add(of_cookie[ck])
+                fast_refused += 1
+                continue
             if err:
                 errors += 1
                 print(f"round {rnd_i}: error {err} for a " +
                       ("write" if ck in of_cookie else "flush"))
                 if ck in of_cookie:
                     failed.append(writes[of_cookie[ck]])
-        for o, d, _ in writes:
+        for i, (o, d, _) in enumerate(writes):
+            if i in refused:
+                continue
+            if isinstance(d, tuple):  # TRIM: whole blocks only
+                lo, hi = (o + hole - 1) // hole * hole, (o + d[0]) // hole * hole
+                if lo < hi:
+                    model[lo:hi] = bytes(hi - lo)
+                trims += 1
+                continue
             if isinstance(d, int):
                 d = bytes(d)
             model[o:o + len(d)] = d
@@ -561,7 +634,7 @@ def cmd_mixed(port, rounds, seed):
             check(err == 0, "read back")
             back += d
         for o, d, _ in failed:  # not acknowledged: either content is fine
-            n = d if isinstance(d, int) else len(d)
+            n = d if isinstance(d, int) else d[0] if isinstance(d, tuple) else len(d)
             model[o:o + n] = back[o:o + n]
         if back != model:
             bad = [i for i in range(0, region, 512) if back[i:i + 512] != model[i:i + 512]]
@@ -572,6 +645,8 @@ def cmd_mixed(port, rounds, seed):
     c.disc()
     check(bad_total == 0 and errors == 0,
           f"acknowledged writes lost: {bad_total} sectors differ; {errors} error replies")
+    if zeroing:
+        print(f"nbd_client mixed: {trims} TRIMs, {fast_refused} FAST_ZERO refused (ENOTSUP)")
     print(f"nbd_client mixed: OK ({rounds} rounds, every acknowledged byte read back)")
 
 
@@ -661,7 +736,7 @@ def cmd_emfile(port, pid, n):
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "protocol":
-        cmd_protocol(int(args[0]), args[1])
+        cmd_protocol(server_addr(args[0]), args[1])
     elif cmd == "readonly":
         cmd_readonly(int(args[0]))
     elif cmd == "shutdown":
@@ -671,7 +746,9 @@ def main():
     elif cmd == "flood":
         cmd_flood(int(args[0]), int(args[1]))
     elif cmd == "mixed":
-        cmd_mixed(int(args[0]), int(args[1]), int(args[2]))
+        cmd_mixed(server_addr(args[0]), int(args[1]), int(args[2]))
+    elif cmd == "zeromix":
+        cmd_mixed(server_addr(args[0]), int(args[1]), int(args[2]), True, int(args[3]))
     elif cmd == "idle":
         cmd_idle(int(args[0]), int(args[1]), float(args[2]))
     elif cmd == "memory":
@@ -679,7 +756,7 @@ def main():
     elif cmd == "emfile":
         cmd_emfile(int(args[0]), int(args[1]), int(args[2]))
     elif cmd == "serve-check":
-        cmd_serve_check(int(args[0]))
+        cmd_serve_check(server_addr(args[0]))
     else:
         sys.exit(f"unknown command {cmd}")
 

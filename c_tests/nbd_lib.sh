@@ -28,9 +28,9 @@ nbd_require() {
     for t in "$@"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
     ((${#missing[@]} == 0)) && return 0
     if [ -n "${CI:-}" ] || [ "${IOENG_REQUIRE_NBD_CLIENTS:-0}" = 1 ]; then
-        nbd_fail "missing ${missing[*]} (apt-get install qemu-utils fio)"
+        nbd_fail "missing ${missing[*]} (apt-get install qemu-utils fio libnbd-bin python3-libnbd nbdkit)"
     fi
-    echo "SKIP: missing ${missing[*]} (apt-get install qemu-utils fio)"
+    echo "SKIP: missing ${missing[*]} (apt-get install qemu-utils fio libnbd-bin python3-libnbd nbdkit)"
     exit 77
 }
 
@@ -39,7 +39,8 @@ nbd_kill_all() {
     for p in "${nbd_pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 }
 
-# nbd_start NAME ARGS... : starts a server; sets NBD_PORT and NBD_PID.
+# nbd_start NAME ARGS... : starts a server; sets NBD_PID, NBD_LISTEN (what follows
+# "listening on": 127.0.0.1:PORT, [ADDR]:PORT or unix:PATH) and NBD_PORT (TCP only).
 # Logs: $work/NAME.out (stdout), $work/NAME.err (stderr).
 nbd_start() {
     local name=$1 i
@@ -50,14 +51,16 @@ nbd_start() {
     NBD_PID=$!
     nbd_pids+=("$NBD_PID")
     NBD_PORT=
+    NBD_LISTEN=
     for ((i = 0; i < 200; i++)); do
-        NBD_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$work/$name.out")
-        [ -n "$NBD_PORT" ] && break
+        NBD_LISTEN=$(sed -n 's/^listening on \(.*\)$/\1/p' "$work/$name.out")
+        NBD_PORT=$(printf '%s' "$NBD_LISTEN" | sed -n 's/^[^u].*:\([0-9][0-9]*\)$/\1/p')
+        [ -n "$NBD_LISTEN" ] && break
         kill -0 "$NBD_PID" 2>/dev/null || { cat "$work/$name.err"; nbd_fail "server $name died at start"; }
         sleep 0.05
     done
-    [ -n "$NBD_PORT" ] || nbd_fail "server $name did not start listening in 10 s"
-    echo "server $name: pid $NBD_PID port $NBD_PORT ($(grep -o 'backend [a-z]*.*' "$work/$name.err"))"
+    [ -n "$NBD_LISTEN" ] || nbd_fail "server $name did not start listening in 10 s"
+    echo "server $name: pid $NBD_PID on $NBD_LISTEN ($(grep -o 'backend [a-z]*.*' "$work/$name.err"))"
 }
 
 # nbd_wait_exit NAME PID: waits (at most 40 s) for a server that was signalled; it must

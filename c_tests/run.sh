@@ -28,7 +28,7 @@ export LIBDIR=${LIBDIR:-$(cd .. && pwd)/target/lib}
 # test_crossclose checks a THREADS rule (close from any engine's callback is -EDEADLK: see
 # ioeng_close in include/ioeng.h); in POLLED mode the other engine's poller makes that
 # close -EBUSY instead.
-one_mode=" test_compare.sh test_epoll.sh test_nbd.sh test_nbd_fio.sh test_nbd_safety.sh test_nbd_fuzz.sh test_crossclose "
+one_mode=" test_compare.sh test_epoll.sh test_nbd.sh test_nbd_fio.sh test_nbd_safety.sh test_nbd_fuzz.sh test_nbd_features.sh test_crossclose "
 
 mkdir -p logs
 fail=0 npass=0 nfail=0 nskip=0

@@ -2,7 +2,7 @@
  * ioeng_nbd.c - an NBD server that exports one file or block device through libioeng.
  *
  *   ioeng_nbd [--backend aio|uring|auto] [--depth N] [--port N] [--bind ADDR]
- *             [--read-only] [--name NAME] [--no-direct] [--idle-poll-us N|never|default]
+ *             [--socket PATH] [--read-only] [--name NAME] [--no-direct] [--idle-poll-us N|never|default]
  *             [--handshake-timeout S] [--max-connections N] [--max-buffer-bytes N[KMG]]
  *             [--verbose] FILE|BLOCKDEV
  *
@@ -11,9 +11,14 @@
  * engine), ioeng_nbd.h (shared types), ioeng_nbd_proto.h (wire constants).
  *
  * Protocol: fixed newstyle handshake (NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_EXPORT_NAME,
- * NBD_OPT_ABORT, NBD_OPT_LIST; anything else gets NBD_REP_ERR_UNSUP, so clients fall
- * back to simple replies), then READ, WRITE (FUA), FLUSH, WRITE_ZEROES (NO_HOLE, FUA)
- * and DISC with simple replies. TRIM is not advertised and is refused with EINVAL.
+ * NBD_OPT_ABORT, NBD_OPT_LIST, NBD_OPT_STRUCTURED_REPLY, and NBD_OPT_LIST_META_CONTEXT /
+ * NBD_OPT_SET_META_CONTEXT for base:allocation; anything else gets NBD_REP_ERR_UNSUP),
+ * then READ, WRITE (FUA), FLUSH, TRIM (FUA), WRITE_ZEROES (NO_HOLE, FAST_ZERO, FUA), CACHE,
+ * BLOCK_STATUS (holes by SEEK_DATA/SEEK_HOLE) and DISC. With structured replies READ and
+ * BLOCK_STATUS get one chunk each, everything else simple replies. TRIM and WRITE_ZEROES
+ * punch holes or zero ranges with the engine's FALLOCATE (ioeng_nbd_io.c, "Zeroing").
+ * Listens on TCP (--bind: IPv4, or IPv6 where "::" takes both) or a Unix socket
+ * (--socket PATH, for nbd+unix:// clients).
  *
  * Threads: one event-loop thread (this file: epoll over the listening socket, a
  * signalfd, the completion eventfd and every client socket, all non-blocking) plus the
@@ -87,6 +92,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -152,7 +158,8 @@ static void accept_all(struct server *srv)
             continue;
         }
         int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (!srv->opt.socket_path)
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         struct conn *c = calloc(1, sizeof(*c));
         uint8_t *rb = malloc(RBUF_SIZE);
         if (!c || !rb)
@@ -203,6 +210,8 @@ static void begin_shutdown(struct server *srv)
     epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->lfd, NULL);
     close(srv->lfd);
     srv->lfd = -1;
+    if (srv->opt.socket_path)
+        unlink(srv->opt.socket_path);
     srv->accept_resume_ns = 0;
     /* Connections still negotiating are closed. The others are closed as soon as
      * they are idle: every request read so far answered, nothing half received. */
@@ -258,32 +267,93 @@ static void open_export(struct server *srv)
         close(ex->fd_direct);
         ex->fd_direct = -1;
     }
+    /* Punch / zero-range granularity: the file system's block (a block device's
+     * st_blksize is its page-cache block); at least the direct alignment. */
+    ex->hole_align = 4096;
+    if (sb.st_blksize >= 512 && sb.st_blksize <= (1 << 20) &&
+        (sb.st_blksize & (sb.st_blksize - 1)) == 0)
+        ex->hole_align = (uint32_t)sb.st_blksize;
+    if (ex->hole_align < ex->dio_align)
+        ex->hole_align = ex->dio_align;
+    ex->can_punch = ex->can_zero_range = true; /* until fallocate says EOPNOTSUPP */
     ex->tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
-                 NBD_FLAG_CAN_MULTI_CONN;
+                 NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE;
     if (opt->read_only)
         ex->tflags |= NBD_FLAG_READ_ONLY;
     else
-        ex->tflags |= NBD_FLAG_SEND_WRITE_ZEROES;
+        ex->tflags |= NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_FAST_ZERO;
 }
 
+/* A Unix socket at --socket PATH (an old socket there is replaced; any other file is an
+ * error), else TCP on --bind: an IPv4 or IPv6 address (brackets allowed); "::" listens
+ * on IPv6 and IPv4 (IPV6_V6ONLY off), whatever the system default. */
 static void open_listener(struct server *srv)
 {
     struct nbd_opts *opt = &srv->opt;
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)opt->port) };
-    if (inet_pton(AF_INET, opt->bind, &a.sin_addr) != 1)
-        die("--bind %s: not an IPv4 address", opt->bind);
-    srv->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+        struct sockaddr_un un;
+    } a;
+    memset(&a, 0, sizeof(a));
+    socklen_t alen;
+    if (opt->socket_path) {
+        if (strlen(opt->socket_path) >= sizeof(a.un.sun_path))
+            die("--socket %s: path too long", opt->socket_path);
+        struct stat st;
+        if (lstat(opt->socket_path, &st) == 0) {
+            if (!S_ISSOCK(st.st_mode))
+                die("--socket %s: exists and is not a socket", opt->socket_path);
+            unlink(opt->socket_path);
+        }
+        a.un.sun_family = AF_UNIX;
+        strcpy(a.un.sun_path, opt->socket_path);
+        alen = sizeof(a.un);
+    } else {
+        char host[INET6_ADDRSTRLEN + 2];
+        size_t n = strlen(opt->bind);
+        if (n >= sizeof(host))
+            die("--bind %s: not an IPv4 or IPv6 address", opt->bind);
+        if (n >= 2 && opt->bind[0] == '[' && opt->bind[n - 1] == ']') {
+            memcpy(host, opt->bind + 1, n - 2);
+            host[n - 2] = '\0';
+        } else {
+            memcpy(host, opt->bind, n + 1);
+        }
+        if (inet_pton(AF_INET, host, &a.in.sin_addr) == 1) {
+            a.in.sin_family = AF_INET;
+            a.in.sin_port = htons((uint16_t)opt->port);
+            alen = sizeof(a.in);
+        } else if (inet_pton(AF_INET6, host, &a.in6.sin6_addr) == 1) {
+            a.in6.sin6_family = AF_INET6;
+            a.in6.sin6_port = htons((uint16_t)opt->port);
+            alen = sizeof(a.in6);
+        } else {
+            die("--bind %s: not an IPv4 or IPv6 address", opt->bind);
+        }
+    }
+    srv->lfd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (srv->lfd < 0)
         die("socket: %s", strerror(errno));
-    int one = 1;
-    setsockopt(srv->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(srv->lfd, (struct sockaddr *)&a, sizeof(a)) != 0)
-        die("bind %s:%d: %s", opt->bind, opt->port, strerror(errno));
+    int one = 1, zero = 0;
+    if (a.sa.sa_family != AF_UNIX)
+        setsockopt(srv->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (a.sa.sa_family == AF_INET6 &&
+        setsockopt(srv->lfd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) != 0)
+        die("IPV6_V6ONLY: %s", strerror(errno));
+    if (bind(srv->lfd, &a.sa, alen) != 0) {
+        if (opt->socket_path)
+            die("bind %s: %s", opt->socket_path, strerror(errno));
+        die("bind %s port %d: %s", opt->bind, opt->port, strerror(errno));
+    }
     if (listen(srv->lfd, 128) != 0)
         die("listen: %s", strerror(errno));
-    socklen_t al = sizeof(a);
-    getsockname(srv->lfd, (struct sockaddr *)&a, &al);
-    opt->port = ntohs(a.sin_port);
+    if (opt->socket_path)
+        return;
+    getsockname(srv->lfd, &a.sa, &alen);
+    opt->port = ntohs(a.sa.sa_family == AF_INET ? a.in.sin_port : a.in6.sin6_port);
+    opt->bind_v6 = a.sa.sa_family == AF_INET6;
 }
 
 static void usage(FILE *f)
@@ -293,7 +363,9 @@ static void usage(FILE *f)
             "  --backend aio|uring|auto  libioeng backend (default auto)\n"
             "  --depth N                 engine in-flight budget (default 128)\n"
             "  --port N                  TCP port (default 10809; 0 = any free port)\n"
-            "  --bind ADDR               IPv4 address to listen on (default 127.0.0.1)\n"
+            "  --bind ADDR               IPv4 or IPv6 address to listen on (default\n"
+            "                            127.0.0.1; :: = every IPv6 and IPv4 address)\n"
+            "  --socket PATH             listen on this Unix socket instead of TCP\n"
             "  --read-only               export read-only\n"
             "  --name NAME               export name (default \"\")\n"
             "  --no-direct               never use O_DIRECT\n"
@@ -305,7 +377,8 @@ static void usage(FILE *f)
             "  --max-connections N       connections at once (default 256)\n"
             "  --max-buffer-bytes N[KMG] request buffers held by the whole server; reading\n"
             "                            requests pauses above it (default 256M)\n"
-            "Prints \"listening on ADDR:PORT\" on stdout when ready. SIGINT/SIGTERM stop it.\n");
+            "Prints \"listening on ADDR:PORT\" ([ADDR]:PORT for IPv6, unix:PATH for --socket)\n"
+            "on stdout when ready. SIGINT/SIGTERM stop it.\n");
 }
 
 static void parse_args(struct nbd_opts *opt, int argc, char **argv)
@@ -319,6 +392,7 @@ static void parse_args(struct nbd_opts *opt, int argc, char **argv)
         { "handshake-timeout", required_argument, NULL, 'T' },
         { "max-connections", required_argument, NULL, 'C' },
         { "max-buffer-bytes", required_argument, NULL, 'M' },
+        { "socket", required_argument, NULL, 'S' },
         { NULL, 0, NULL, 0 }
     };
     int ch;
@@ -350,6 +424,7 @@ static void parse_args(struct nbd_opts *opt, int argc, char **argv)
             break;
         }
         case 'B': opt->bind = optarg; break;
+        case 'S': opt->socket_path = optarg; break;
         case 'r': opt->read_only = true; break;
         case 'n':
             if (strlen(optarg) > NBD_MAX_STRING)
@@ -462,7 +537,12 @@ static void announce(const struct server *srv)
            srv->dsync_ok ? "IOENG_REQ_DSYNC" : "WRITE+FDATASYNC",
            opt->idle_poll_us == IOENG_IDLE_POLL_NEVER ? "never"
            : opt->idle_poll_us == IOENG_IDLE_POLL_DEFAULT ? "default" : "bounded");
-    printf("listening on %s:%d\n", opt->bind, opt->port);
+    if (opt->socket_path)
+        printf("listening on unix:%s\n", opt->socket_path);
+    else if (opt->bind_v6 && opt->bind[0] != '[')
+        printf("listening on [%s]:%d\n", opt->bind, opt->port);
+    else
+        printf("listening on %s:%d\n", opt->bind, opt->port);
     fflush(stdout);
 }
 
@@ -601,13 +681,17 @@ void server_finish(struct server *srv)
            " fua_dsync=%" PRIu64 " fua_fallback=%" PRIu64 " malformed_closes=%" PRIu64
            " bytes_read=%" PRIu64 " bytes_written=%" PRIu64 " handshake_timeouts=%" PRIu64
            " refused_conns=%" PRIu64 " accept_pauses=%" PRIu64 " trims=%" PRIu64
-           " rmw_writes=%" PRIu64 " write_waits=%" PRIu64,
+           " rmw_writes=%" PRIu64 " write_waits=%" PRIu64 " trim=%" PRIu64 " cache=%" PRIu64
+           " punches=%" PRIu64 " zero_ranges=%" PRIu64 " zero_writes=%" PRIu64
+           " fast_zero_refused=%" PRIu64 " block_status=%" PRIu64 " extents=%" PRIu64,
            st->conns, st->cmds[NBD_CMD_READ], st->cmds[NBD_CMD_WRITE], st->cmds[NBD_CMD_FLUSH],
            st->cmds[NBD_CMD_WRITE_ZEROES], st->cmds[NBD_CMD_DISC],
-           st->cmds[NBD_CMD_TRIM] + st->cmds[NBD_CMD_CACHE] + st->cmds[NBD_CMD_COUNT], st->errors,
+           st->cmds[NBD_CMD_COUNT], st->errors,
            st->fua_dsync, st->fua_fallback, st->malformed_closes, st->bytes_read, st->bytes_written,
            st->hs_timeouts, st->refused_conns, st->accept_pauses, st->trims, st->rmw_writes,
-           st->write_waits);
+           st->write_waits, st->cmds[NBD_CMD_TRIM], st->cmds[NBD_CMD_CACHE], st->punches,
+           st->zero_ranges, st->zero_writes, st->fast_zero_refused,
+           st->cmds[NBD_CMD_BLOCK_STATUS], st->extents);
     close(srv->ex.fd_buf);
     if (srv->ex.fd_direct >= 0)
         close(srv->ex.fd_direct);

@@ -26,6 +26,8 @@
 #define RBUF_SIZE       (256u << 10) /* per-connection receive buffer */
 #define OPT_MAX         (64u << 10)  /* option data kept; longer options are skipped */
 #define ZERO_CHUNK      (1u << 20)   /* WRITE_ZEROES is written in chunks of this */
+#define BS_MAX_EXTENTS  1024u        /* descriptors in one BLOCK_STATUS reply (the rest:
+                                        the client asks again from where it ends) */
 #define CONN_MAX_REQS   512u         /* stop reading a connection at this many requests ... */
 #define CONN_MAX_BYTES  (128ull << 20) /* ... or when one more would pass this many buffered
                                           bytes (or --max-buffer-bytes, if lower) */
@@ -44,7 +46,9 @@
 struct nbd_opts {
     const char *path;
     const char *name;
-    const char *bind;
+    const char *bind;        /* IPv4 or IPv6 address ("::" takes both) */
+    const char *socket_path; /* --socket: listen on this Unix socket instead of TCP */
+    bool bind_v6;            /* the TCP listener is IPv6 */
     ioeng_backend_t backend;
     unsigned depth;
     int port;
@@ -62,6 +66,10 @@ struct nbd_export {
     int fd_direct;       /* O_DIRECT descriptor or -1; when open, every READ and WRITE
                           * uses it (one IO path per file: see ioeng_nbd_io.c) */
     uint32_t dio_align;  /* offset/length alignment for fd_direct */
+    uint32_t hole_align; /* the file system's block: the direct export punches and
+                          * zero-ranges whole blocks only (ioeng_nbd_io.c, "Zeroing") */
+    bool can_punch;      /* FALLOC_FL_PUNCH_HOLE works (until it gave EOPNOTSUPP) */
+    bool can_zero_range; /* FALLOC_FL_ZERO_RANGE works (likewise) */
     uint64_t size;
     uint16_t tflags;     /* transmission flags */
 };
@@ -72,6 +80,10 @@ struct nbd_stats {
     uint64_t bytes_read, bytes_written, malformed_closes;
     uint64_t hs_timeouts, refused_conns, accept_pauses, trims;
     uint64_t rmw_writes, write_waits; /* read-modify-writes; writes that waited for one */
+    uint64_t punches, zero_ranges, zero_writes; /* how zeroing was done: fallocate modes, or
+                                                   written zeros (fallback or fringes) */
+    uint64_t fast_zero_refused; /* FAST_ZERO answered ENOTSUP */
+    uint64_t extents;           /* BLOCK_STATUS descriptors sent */
 };
 
 struct conn;
@@ -86,8 +98,9 @@ struct out {
     struct req *owner;   /* released when sent; NULL: the item was malloc'ed, free it */
 };
 
-/* Phases of a request on the direct descriptor whose edges are not aligned. */
-enum rphase { PH_IO, PH_EDGE_READ };
+/* Phases of a request on the direct descriptor whose edges are not aligned, and of
+ * TRIM / WRITE_ZEROES (the fallocate first, then the rest). */
+enum rphase { PH_IO, PH_EDGE_READ, PH_FALLOC };
 
 struct req {
     struct req *next;    /* free list, or the completion stack while pushed */
@@ -114,10 +127,14 @@ struct req {
     struct req *wprev, *wnext;
     bool in_wl, waiting;
     bool need_sync;      /* FUA without DSYNC: FDATASYNC after the write */
+    uint32_t zmode;      /* TRIM / WRITE_ZEROES: the fallocate mode of the middle (0: zeros
+                          * are written) */
     atomic_uint pending; /* callbacks still due (+1 while the loop is still submitting) */
     _Atomic int64_t ioerr; /* first -errno seen by a callback */
     struct out out;
-    uint8_t rhdr[NBD_REPLY_HDR_LEN];
+    uint32_t bs_len;     /* BLOCK_STATUS: payload bytes in buf */
+    uint8_t rhdr[32];    /* reply header: simple (16), or a structured chunk's (20) with
+                          * the OFFSET_DATA offset or ERROR fields after it */
 };
 
 enum cstate { ST_HS_FLAGS, ST_OPT_HDR, ST_OPT_DATA, ST_OPT_SKIP, ST_REQ_HDR, ST_PAYLOAD,
@@ -129,6 +146,8 @@ struct conn {
     unsigned id;
     enum cstate st;
     bool no_zeroes, transmission, closing, dead, paused, in_work, in_grave;
+    bool structured;     /* NBD_OPT_STRUCTURED_REPLY negotiated */
+    bool meta_alloc;     /* base:allocation selected (NBD_OPT_SET_META_CONTEXT) */
     uint32_t events;     /* epoll interest now registered */
     uint8_t *rbuf;
     size_t rpos, rlen;

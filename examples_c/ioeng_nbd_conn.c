@@ -271,12 +271,12 @@ static void handle_request_header(struct conn *c, const uint8_t *h)
         reply_err(r, err);
         return;
     }
-    if (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE_ZEROES) {
+    if (r->type != NBD_CMD_FLUSH) {
         if (r->len == 0) {
             reply(r); /* the spec leaves a zero length unspecified: succeed, no data */
             return;
         }
-        if (!req_layout(r)) {
+        if (r->type != NBD_CMD_CACHE && r->type != NBD_CMD_BLOCK_STATUS && !req_layout(r)) {
             reply_err(r, NBD_ENOMEM);
             return;
         }

@@ -4,7 +4,9 @@
  * from the engine's completer thread to the event loop, and replies.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +37,7 @@ struct req *req_get(struct conn *c)
     r->conn = c;
     r->err = 0;
     r->need_sync = false;
+    r->zmode = 0;
     r->boff = 0;
     r->ebuf = NULL;
     r->rmw = false;
@@ -86,6 +89,8 @@ bool req_layout(struct req *r)
     r->ebuf = NULL;
     r->rmw = false;
     bool data = r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE;
+    if (r->type == NBD_CMD_TRIM)
+        return true; /* punches whole blocks inside [off, end) only: no edges */
     if (ex->fd_direct < 0 || (r->off % a == 0 && r->len % a == 0))
         return !data || req_reserve(r, r->len);
     r->lo = r->off / a * a;
@@ -144,10 +149,54 @@ static uint32_t errno_to_nbd(int e)
     case EPERM: case EACCES: case EROFS: return NBD_EPERM;
     case ENOSPC: case EDQUOT: case EFBIG: return NBD_ENOSPC;
     case ENOMEM: return NBD_ENOMEM;
+    case EOPNOTSUPP: return NBD_ENOTSUP; /* FAST_ZERO that would not be fast */
     case EINVAL: return NBD_EINVAL;
     case ESHUTDOWN: return NBD_ESHUTDOWN;
     default: return NBD_EIO;
     }
+}
+
+/* With structured replies a READ (which must not get a simple reply) and BLOCK_STATUS get
+ * one chunk, flagged DONE: the data in one OFFSET_DATA chunk (so DF always holds), the
+ * descriptors in one BLOCK_STATUS chunk, an ERROR chunk (no message), or NONE for a READ
+ * of length 0. Other commands keep simple replies, which the protocol allows for replies
+ * without payload. */
+static void structured_reply(struct req *r)
+{
+    struct conn *c = r->conn;
+    uint16_t type;
+    uint32_t plen = 0;
+    size_t hlen = NBD_SREPLY_HDR_LEN;
+    const void *data = NULL;
+    size_t dlen = 0;
+    if (r->err) {
+        type = NBD_REPLY_TYPE_ERROR;
+        put32(r->rhdr + 20, r->err);
+        put16(r->rhdr + 24, 0); /* message length */
+        hlen += 6;
+        plen = 6;
+    } else if (r->type == NBD_CMD_BLOCK_STATUS) {
+        type = NBD_REPLY_TYPE_BLOCK_STATUS;
+        data = r->buf;
+        dlen = plen = r->bs_len;
+    } else if (r->len == 0) {
+        type = NBD_REPLY_TYPE_NONE;
+    } else {
+        type = NBD_REPLY_TYPE_OFFSET_DATA;
+        put64(r->rhdr + 20, r->off);
+        hlen += 8;
+        data = (uint8_t *)r->buf + r->boff;
+        dlen = r->len;
+        plen = 8 + r->len;
+        c->srv->stats.bytes_read += r->len;
+    }
+    put32(r->rhdr, NBD_STRUCTURED_REPLY_MAGIC);
+    put16(r->rhdr + 4, NBD_REPLY_FLAG_DONE);
+    put16(r->rhdr + 6, type);
+    memcpy(r->rhdr + 8, r->cookie, 8);
+    put32(r->rhdr + 16, plen);
+    r->out = (struct out){ .hdr = r->rhdr, .hlen = hlen, .data = data, .dlen = dlen, .owner = r };
+    conn_enqueue(c, &r->out);
 }
 
 void reply(struct req *r)
@@ -159,6 +208,10 @@ void reply(struct req *r)
         if (srv->opt.verbose)
             logmsg("conn %u: error %u for type %u flags 0x%x offset %" PRIu64 " length %u",
                    c->id, r->err, r->type, r->flags, r->off, r->len);
+    }
+    if (c->structured && (r->type == NBD_CMD_READ || r->type == NBD_CMD_BLOCK_STATUS)) {
+        structured_reply(r);
+        return;
     }
     put32(r->rhdr, NBD_SIMPLE_REPLY_MAGIC);
     put32(r->rhdr + 4, r->err);
@@ -402,6 +455,150 @@ static uint8_t *edge_at(const struct req *r, uint64_t a, uint64_t at)
     return h != UINT64_MAX && at < h + a ? r->ebuf : r->ebuf + a;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Zeroing: TRIM and WRITE_ZEROES                                           */
+/* ------------------------------------------------------------------------ */
+/* TRIM punches a hole (FALLOC_FL_PUNCH_HOLE | KEEP_SIZE) over the whole file-system blocks
+ * inside its range and leaves the partial blocks at its ends alone (the protocol lets a
+ * TRIMmed range read back as anything; qemu-nbd likewise drops unaligned parts). It never
+ * writes, so it needs no read-modify-write; if the file system cannot punch, it is a
+ * no-op that succeeds.
+ *
+ * WRITE_ZEROES must read back as zeros. Without NBD_CMD_FLAG_NO_HOLE it punches a hole,
+ * with it FALLOC_FL_ZERO_RANGE | KEEP_SIZE keeps the blocks allocated; where the file
+ * system refuses the mode (EOPNOTSUPP: tmpfs has no ZERO_RANGE, some block devices no
+ * punch) it is remembered and zeros are written instead. On the direct export fallocate
+ * only gets whole file-system blocks: on a partial block the kernel zeroes the rest
+ * through the page cache, a buffered write beside the direct ones (the data loss of "Write
+ * ordering"). So the range splits into: partial dio blocks at the ends (read-modify-write,
+ * serialised like a WRITE's), dio-aligned fringes short of a file-system block (zeros
+ * written through the direct descriptor) and the whole blocks between (fallocate). On the
+ * buffered export the whole range goes to fallocate (partial blocks through the page
+ * cache are that export's only path anyway).
+ *
+ * NBD_CMD_FLAG_FAST_ZERO: the client would rather get ENOTSUP than have zeros written.
+ * It is refused before any IO when the mode is known to be missing, and when fallocate
+ * answers EOPNOTSUPP (nothing was changed: the fallocate runs before the edges and
+ * fringes, which are at most a few blocks and count as fast). FUA on either is an
+ * FDATASYNC after everything (the engine takes no flags on FALLOCATE). */
+
+/* [*mlo, *mhi): the part between the partial dio blocks (or the whole range on the
+ * buffered export); [*flo, *fhi) inside it: the part for fallocate (empty: flo == fhi). */
+static void zero_plan(const struct req *r, uint64_t *mlo, uint64_t *mhi, uint64_t *flo,
+                      uint64_t *fhi)
+{
+    const struct nbd_export *ex = &r->conn->srv->ex;
+    uint64_t end = r->off + r->len, h = ex->hole_align;
+    if (ex->fd_direct < 0 && r->type == NBD_CMD_WRITE_ZEROES) {
+        *mlo = *flo = r->off;
+        *mhi = *fhi = end;
+        return;
+    }
+    uint64_t a = ex->fd_direct >= 0 ? ex->dio_align : 1;
+    *mlo = (r->off + a - 1) / a * a;
+    *mhi = end / a * a;
+    if (*mhi < *mlo)
+        *mhi = *mlo; /* inside one dio block: all of it is edge */
+    *flo = (*mlo + h - 1) / h * h;
+    *fhi = *mhi / h * h;
+    if (*fhi <= *flo)
+        *flo = *fhi = *mlo;
+}
+
+/* The zeros WRITE_ZEROES writes itself: the fringes around the fallocate'd part, or the
+ * whole middle when there is none (r->zmode 0). */
+static void zero_middle_writes(struct req *r)
+{
+    struct server *srv = r->conn->srv;
+    uint64_t mlo, mhi, flo, fhi;
+    zero_plan(r, &mlo, &mhi, &flo, &fhi);
+    if (!r->zmode)
+        flo = fhi = mhi;
+    if (mlo < flo)
+        submit_pieces(r, IOENG_OP_WRITE, srv->zero_buf, mlo, flo - mlo, ZERO_CHUNK, true, 0);
+    if (fhi < mhi)
+        submit_pieces(r, IOENG_OP_WRITE, srv->zero_buf, fhi, mhi - fhi, ZERO_CHUNK, true, 0);
+    if (!r->zmode && mlo < mhi)
+        srv->stats.zero_writes++;
+}
+
+/* After the fallocate (or without one): the writes of WRITE_ZEROES, edges first. */
+static void zero_rest(struct req *r)
+{
+    r->phase = PH_IO;
+    if (r->type == NBD_CMD_TRIM)
+        return;
+    if (r->rmw)
+        submit_edge_reads(r); /* then submit_rmw_writes() */
+    else
+        zero_middle_writes(r);
+}
+
+/* Starts a TRIM or WRITE_ZEROES (the caller holds a reference in `pending`); a FAST_ZERO
+ * that would not be fast submits nothing and fails with EOPNOTSUPP (NBD_ENOTSUP). */
+static void zero_start(struct req *r)
+{
+    struct server *srv = r->conn->srv;
+    struct nbd_export *ex = &srv->ex;
+    bool hole = r->type == NBD_CMD_TRIM || !(r->flags & NBD_CMD_FLAG_NO_HOLE);
+    bool have = hole ? ex->can_punch : ex->can_zero_range;
+    uint64_t mlo, mhi, flo, fhi;
+    zero_plan(r, &mlo, &mhi, &flo, &fhi);
+    if (!have && (r->flags & NBD_CMD_FLAG_FAST_ZERO) && flo < fhi) {
+        srv->stats.fast_zero_refused++;
+        atomic_store(&r->ioerr, -EOPNOTSUPP); /* replied as NBD_ENOTSUP */
+        return;
+    }
+    r->zmode = have ? (hole ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE) | FALLOC_FL_KEEP_SIZE
+                    : 0;
+    if (!r->zmode || flo == fhi) {
+        zero_rest(r);
+        return;
+    }
+    r->phase = PH_FALLOC;
+    int fd = ex->fd_direct >= 0 ? ex->fd_direct : ex->fd_buf;
+    ioeng_req_t q = ioeng_req_fallocate(fd, r->zmode, flo, fhi - flo);
+    atomic_fetch_add(&r->pending, 1);
+    int rc = ioeng_submit(srv->eng, &q, on_io_done, r);
+    if (rc != 0) {
+        atomic_fetch_sub(&r->pending, 1);
+        int64_t zero = 0;
+        atomic_compare_exchange_strong(&r->ioerr, &zero, (int64_t)rc);
+    }
+    if (hole)
+        srv->stats.punches++;
+    else
+        srv->stats.zero_ranges++;
+}
+
+/* The fallocate of a TRIM / WRITE_ZEROES is back with `e`: goes on with the rest, or
+ * finishes the request. Returns true when it submitted more (the request goes on). */
+static bool zero_after_falloc(struct req *r, int64_t *e)
+{
+    struct server *srv = r->conn->srv;
+    if (*e == -EOPNOTSUPP) {
+        bool hole = (r->zmode & FALLOC_FL_PUNCH_HOLE) != 0;
+        bool *have = hole ? &srv->ex.can_punch : &srv->ex.can_zero_range;
+        if (*have)
+            logmsg("fallocate %s: not supported here; %s", hole ? "PUNCH_HOLE" : "ZERO_RANGE",
+                   r->type == NBD_CMD_TRIM ? "TRIM does nothing" : "zeros are written");
+        *have = false;
+        r->zmode = 0;
+        if (r->flags & NBD_CMD_FLAG_FAST_ZERO) {
+            srv->stats.fast_zero_refused++;
+            return false; /* ENOTSUP, nothing changed */
+        }
+        *e = 0;
+        atomic_store(&r->ioerr, 0);
+    }
+    if (*e != 0 || r->type == NBD_CMD_TRIM)
+        return false;
+    atomic_store(&r->pending, 1);
+    zero_rest(r);
+    req_unref(r);
+    return true;
+}
+
 /* Phase 2 of an RMW: merge the edges and write. */
 static void submit_rmw_writes(struct req *r, uint32_t wflags)
 {
@@ -420,35 +617,76 @@ static void submit_rmw_writes(struct req *r, uint32_t wflags)
         submit_pieces(r, IOENG_OP_WRITE, b, r->lo, r->hi - r->lo, r->hi - r->lo, false, wflags);
         return;
     }
-    /* WRITE_ZEROES: zero the request's part of each edge block, write them, and the
-     * aligned middle from the zero buffer. */
-    uint64_t mid_lo = r->off, mid_hi = end;
+    /* WRITE_ZEROES: zero the request's part of each edge block and write them; then the
+     * middle. */
     if (h != UINT64_MAX) {
         uint64_t stop = end < h + a ? end : h + a;
         memset(r->ebuf + (r->off - h), 0, stop - r->off);
         submit_pieces(r, IOENG_OP_WRITE, r->ebuf, h, a, a, false, wflags);
-        mid_lo = h + a;
     }
-    if (t != UINT64_MAX) {
-        if (t != h) {
-            memset(r->ebuf + a, 0, end - t);
-            submit_pieces(r, IOENG_OP_WRITE, r->ebuf + a, t, a, a, false, wflags);
-        }
-        mid_hi = t;
+    if (t != UINT64_MAX && t != h) {
+        memset(r->ebuf + a, 0, end - t);
+        submit_pieces(r, IOENG_OP_WRITE, r->ebuf + a, t, a, a, false, wflags);
     }
-    if (mid_lo < mid_hi)
-        submit_pieces(r, IOENG_OP_WRITE, srv->zero_buf, mid_lo, mid_hi - mid_lo, ZERO_CHUNK, true,
-                      wflags);
+    zero_middle_writes(r);
 }
 
 static uint32_t write_flags(struct req *r)
 {
     bool fua = (r->flags & NBD_CMD_FLAG_FUA) != 0;
-    if (!fua || r->type == NBD_CMD_READ || r->type == NBD_CMD_FLUSH)
+    if (!fua || r->type != NBD_CMD_WRITE) {
+        if (fua && (r->type == NBD_CMD_TRIM || r->type == NBD_CMD_WRITE_ZEROES))
+            r->need_sync = true; /* see "Zeroing" */
         return 0;
+    }
     if (r->conn->srv->dsync_ok)
         return IOENG_REQ_DSYNC;
     r->need_sync = true;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Block status                                                             */
+/* ------------------------------------------------------------------------ */
+/* base:allocation from the file's holes: SEEK_DATA / SEEK_HOLE on the loop thread (two
+ * lseeks per extent, no data IO; at most BS_MAX_EXTENTS descriptors, the protocol lets the
+ * client ask again for the rest). A hole is NBD_STATE_HOLE | NBD_STATE_ZERO; data is 0
+ * (allocated, content unknown). Where the file system or a block device cannot seek
+ * holes, the whole range is reported as data, which the protocol allows. Fills r->buf
+ * with the BLOCK_STATUS payload; returns 0 or -errno. */
+static int block_status(struct req *r)
+{
+    const struct nbd_export *ex = &r->conn->srv->ex;
+    if (!req_reserve(r, 4 + 8 * (size_t)BS_MAX_EXTENTS))
+        return -ENOMEM;
+    uint8_t *p = r->buf;
+    put32(p, NBD_META_ALLOC_ID);
+    uint32_t n = 0, max = (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : BS_MAX_EXTENTS;
+    uint64_t pos = r->off, end = r->off + r->len;
+    while (pos < end && n < max) {
+        uint64_t next = end;
+        uint32_t st = 0;
+        off_t d = lseek(ex->fd_buf, (off_t)pos, SEEK_DATA);
+        if (d < 0 && errno == ENXIO) {
+            st = NBD_STATE_HOLE | NBD_STATE_ZERO; /* a hole up to the end of the file */
+        } else if (d < 0) {
+            st = 0; /* cannot tell: data */
+        } else if ((uint64_t)d > pos) {
+            st = NBD_STATE_HOLE | NBD_STATE_ZERO;
+            if ((uint64_t)d < end)
+                next = (uint64_t)d;
+        } else {
+            off_t h = lseek(ex->fd_buf, (off_t)pos, SEEK_HOLE);
+            if (h >= 0 && (uint64_t)h > pos && (uint64_t)h < end)
+                next = (uint64_t)h;
+        }
+        put32(p + 4 + 8 * n, (uint32_t)(next - pos));
+        put32(p + 8 + 8 * n, st);
+        n++;
+        pos = next;
+    }
+    r->bs_len = 4 + 8 * n;
+    r->conn->srv->stats.extents += n;
     return 0;
 }
 
@@ -465,14 +703,32 @@ static void dispatch(struct req *r)
         submit_pieces(r, IOENG_OP_READ, r->buf, r->lo, r->hi - r->lo, r->hi - r->lo, false, 0);
         break;
     case NBD_CMD_WRITE:
-    case NBD_CMD_WRITE_ZEROES:
         if (r->rmw)
             submit_edge_reads(r);
-        else if (r->type == NBD_CMD_WRITE)
-            submit_pieces(r, IOENG_OP_WRITE, r->buf, r->off, r->len, r->len, false, wflags);
         else
-            submit_pieces(r, IOENG_OP_WRITE, srv->zero_buf, r->off, r->len, ZERO_CHUNK, true,
-                          wflags);
+            submit_pieces(r, IOENG_OP_WRITE, r->buf, r->off, r->len, r->len, false, wflags);
+        break;
+    case NBD_CMD_TRIM:
+    case NBD_CMD_WRITE_ZEROES:
+        zero_start(r);
+        break;
+    case NBD_CMD_BLOCK_STATUS: {
+        int rc = block_status(r);
+        if (rc != 0)
+            atomic_store(&r->ioerr, (int64_t)rc);
+        break;
+    }
+    case NBD_CMD_CACHE:
+        /* The buffered export: start readahead into the page cache (posix_fadvise returns
+         * once the reads are queued). The direct export has no cache to fill, and a direct
+         * read would fill nothing either (only a device cache, if any), so CACHE there is
+         * a no-op that succeeds: the next READ goes to the device as it would anyway. */
+        if (srv->ex.fd_direct < 0) {
+            int rc = posix_fadvise(srv->ex.fd_buf, (off_t)r->off, (off_t)r->len,
+                                   POSIX_FADV_WILLNEED);
+            if (rc != 0)
+                atomic_store(&r->ioerr, -(int64_t)rc);
+        }
         break;
     case NBD_CMD_FLUSH: {
         ioeng_req_t q = { .op = IOENG_OP_FDATASYNC, .prio = IOENG_PRIO_NORMAL, .fd = srv->ex.fd_buf };
@@ -485,8 +741,7 @@ static void dispatch(struct req *r)
         break;
     }
     }
-    if (r->flags & NBD_CMD_FLAG_FUA &&
-        (r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES)) {
+    if (r->flags & NBD_CMD_FLAG_FUA && r->type == NBD_CMD_WRITE) {
         if (r->need_sync)
             srv->stats.fua_fallback++;
         else
@@ -500,7 +755,8 @@ static void dispatch(struct req *r)
 void start_io(struct req *r)
 {
     struct server *srv = r->conn->srv;
-    bool write = r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES;
+    bool write = r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES ||
+                 r->type == NBD_CMD_TRIM;
     if (write && srv->ex.fd_direct >= 0 && !wl_acquire(r))
         return; /* wl_release() dispatches it */
     dispatch(r);
@@ -510,6 +766,8 @@ void start_io(struct req *r)
 static void io_finished(struct req *r)
 {
     int64_t e = atomic_load(&r->ioerr);
+    if (r->phase == PH_FALLOC && zero_after_falloc(r, &e))
+        return;
     if (e == 0 && r->phase == PH_EDGE_READ) {
         /* Edges read: merge and write (the FUA flag, or need_sync, still applies). */
         atomic_store(&r->pending, 1);
@@ -603,15 +861,28 @@ uint32_t check_request(const struct req *r)
     const struct server *srv = r->conn->srv;
     uint16_t allowed;
     switch (r->type) {
-    case NBD_CMD_READ: allowed = NBD_CMD_FLAG_FUA; break;
+    case NBD_CMD_READ:
+        allowed = NBD_CMD_FLAG_FUA | (r->conn->structured ? NBD_CMD_FLAG_DF : 0);
+        break;
     case NBD_CMD_WRITE: allowed = NBD_CMD_FLAG_FUA; break;
     case NBD_CMD_FLUSH: allowed = NBD_CMD_FLAG_FUA; break;
     case NBD_CMD_WRITE_ZEROES:
         if (srv->opt.read_only)
             return NBD_EINVAL; /* not advertised on a read-only export */
-        allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE;
+        allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
         break;
-    default: return NBD_EINVAL; /* TRIM, CACHE, BLOCK_STATUS, unknown */
+    case NBD_CMD_TRIM:
+        if (srv->opt.read_only)
+            return NBD_EINVAL; /* not advertised on a read-only export */
+        allowed = NBD_CMD_FLAG_FUA;
+        break;
+    case NBD_CMD_CACHE: allowed = 0; break;
+    case NBD_CMD_BLOCK_STATUS:
+        if (!r->conn->meta_alloc || r->len == 0)
+            return NBD_EINVAL; /* no context selected; a length of 0 */
+        allowed = NBD_CMD_FLAG_REQ_ONE;
+        break;
+    default: return NBD_EINVAL; /* unknown */
     }
     if (r->flags & ~allowed)
         return NBD_EINVAL;
@@ -619,10 +890,12 @@ uint32_t check_request(const struct req *r)
         return (r->off || r->len) ? NBD_EINVAL : 0;
     if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) && r->len > MAX_PAYLOAD)
         return NBD_EINVAL;
-    if (r->type != NBD_CMD_READ && srv->opt.read_only)
+    bool reads = r->type == NBD_CMD_READ || r->type == NBD_CMD_CACHE ||
+                 r->type == NBD_CMD_BLOCK_STATUS;
+    if (!reads && srv->opt.read_only)
         return NBD_EPERM;
     if (r->off > srv->ex.size || r->len > srv->ex.size - r->off)
-        return r->type == NBD_CMD_READ ? NBD_EINVAL : NBD_ENOSPC;
+        return reads ? NBD_EINVAL : NBD_ENOSPC;
     return 0;
 }
 
@@ -646,6 +919,8 @@ size_t req_need(const struct server *srv, const uint8_t *hdr)
 {
     uint16_t type = get16(hdr + 6);
     uint32_t len = get32(hdr + 24);
+    if (type == NBD_CMD_BLOCK_STATUS)
+        return 4 + 8 * (size_t)BS_MAX_EXTENTS + BUF_ALIGN;
     if (get32(hdr) != NBD_REQUEST_MAGIC || len > MAX_PAYLOAD || len == 0)
         return 0;
     if (type == NBD_CMD_READ || type == NBD_CMD_WRITE)

@@ -9,8 +9,9 @@ import sys
 IHAVEOPT = 0x49484156454F5054
 REQ = 0x25609513
 GO, INFO, LIST, ABORT, EXPORT_NAME, STRUCTURED = 7, 6, 3, 2, 1, 8
-READ, WRITE, DISC, FLUSH, TRIM, CACHE, WZ = 0, 1, 2, 3, 4, 5, 6
-FUA, NO_HOLE = 1, 2
+LIST_META, SET_META = 9, 10
+READ, WRITE, DISC, FLUSH, TRIM, CACHE, WZ, BLOCK_STATUS = 0, 1, 2, 3, 4, 5, 6, 7
+FUA, NO_HOLE, DF, REQ_ONE, FAST_ZERO = 1, 2, 4, 8, 16
 HS = 0, 0  # flags byte, chunk byte
 
 
@@ -25,6 +26,11 @@ def go(name=b"", infos=(3,)):
 
 def req(cmd, off=0, length=0, flags=0, payload=b"", cookie=1):
     return struct.pack(">IHHQQI", REQ, flags, cmd, cookie, off, length) + payload
+
+
+def meta(*queries, name=b""):
+    return (struct.pack(">I", len(name)) + name + struct.pack(">I", len(queries)) +
+            b"".join(struct.pack(">I", len(q)) + q for q in queries))
 
 
 def session(flags, chunk, body):
@@ -61,6 +67,27 @@ def main(out):
                                req(READ, 0, 65536) + req(WRITE, 65536, 100, 0, b"x" * 100)),
         "bad_magic": session(2, 0, struct.pack(">IHHQQI", 0xDEADBEEF, 0, 0, 1, 0, 512)),
         "truncated": session(2, 1, req(WRITE, 8192, 4096, 0, b"\xaa" * 100)),
+        "zeroing": session(2, 0, req(WRITE, 0, 65536, 0, b"\x77" * 65536) +
+                           req(TRIM, 100, 20000, cookie=2) + req(TRIM, 8192, 8192, FUA, cookie=3) +
+                           req(WZ, 30000, 9000, FAST_ZERO, cookie=4) +
+                           req(WZ, 40000, 70000, NO_HOLE | FAST_ZERO | FUA, cookie=5) +
+                           req(WRITE, 30001, 10, 0, b"\x01" * 10, cookie=6) +
+                           req(CACHE, 0, 1 << 20, cookie=7) + req(CACHE, 0, 10, FUA, cookie=8) +
+                           req(TRIM, 0, 4096, NO_HOLE, cookie=9) + req(READ, 0, 65536, cookie=10) +
+                           req(DISC)),
+        "structured": session(0, 5, hello + opt(SET_META, meta(b"base:allocation")) +
+                              opt(STRUCTURED) + opt(LIST_META, meta()) +
+                              opt(LIST_META, meta(b"base:")) +
+                              opt(SET_META, meta(b"x-y:z", b"base:allocation")) +
+                              opt(SET_META, meta(b"base:allocation")[:-2]) +
+                              opt(SET_META, meta(b"base:allocation")) + go() +
+                              req(WRITE, 4096, 4096, 0, b"\x33" * 4096) +
+                              req(BLOCK_STATUS, 0, 1 << 20, cookie=2) +
+                              req(BLOCK_STATUS, 0, 1 << 20, REQ_ONE, cookie=3) +
+                              req(BLOCK_STATUS, 0, 0, cookie=4) +
+                              req(BLOCK_STATUS, 1 << 40, 4096, cookie=5) +
+                              req(READ, 4000, 200, DF, cookie=6) + req(READ, 0, 0, cookie=7) +
+                              req(READ, 1 << 40, 512, cookie=8) + req(DISC)),
         "big_reads": session(6, 0, b"".join(req(READ, 0, 1 << 20, cookie=i) for i in range(8)) +
                              req(DISC)),
     }
