@@ -54,7 +54,7 @@
 #include <ioeng.h>
 
 #define BS 4096
-#define NJOBS 400
+#define NJOBS 800
 
 /* Tags (non-zero; each phase uses its own). */
 #define TAG_PAUSED_CANCEL 11
