@@ -13,5 +13,7 @@ summary=$(echo "$out" | tail -n 1)
 [[ $summary =~ ,\ ([0-9]+)\ reads\ verified ]] || { echo "FAIL: no summary line"; exit 1; }
 reads=${BASH_REMATCH[1]}
 [[ $reads -gt 32 ]] || { echo "FAIL: only $reads reads"; exit 1; }
-grep -q '^tick  5:' <<<"$out" || { echo "FAIL: the timerfd did not tick 5 times in 0.5 s"; exit 1; }
+# Expirations that a busy machine merged into one wake-up count too.
+[[ $summary =~ ,\ ([0-9]+)\ ticks ]] || { echo "FAIL: no tick count in the summary"; exit 1; }
+[[ ${BASH_REMATCH[1]} -ge 5 ]] || { echo "FAIL: the timerfd ticked ${BASH_REMATCH[1]} times in 0.5 s, not 5"; exit 1; }
 echo "test_epoll [$backend]: OK: one-thread epoll loop with event fd + timerfd, $reads reads verified, ticks served"

@@ -189,8 +189,9 @@ int main(int argc, char **argv)
                 polls++;
             } else {
                 uint64_t expirations;
+                /* A busy machine can merge expirations: count each one. */
                 if (read(tfd, &expirations, sizeof expirations) == sizeof expirations)
-                    ticks++;
+                    ticks += (unsigned)expirations;
                 clock_gettime(CLOCK_MONOTONIC, &now);
                 double t = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
                 printf("tick %2u: %.1f s, %" PRIu64 " reads done, %u in flight\n", ticks, t, done, outstanding);
