@@ -250,17 +250,19 @@ const WORKER: u8 = 1 << 1;
 
 /// Whether the request's transfers go with `IOSQE_ASYNC`, i.e. on an io-wq worker, never
 /// in the submitting thread (docs/ARCHITECTURE.md, "Terminals on io_uring"): true for a
-/// terminal. io_uring issues a transfer on a pollable file without `FMODE_NOWAIT` inline
-/// once poll says ready, and a tty ignores `IOCB_NOWAIT`: `n_tty_write` on a blocking fd
-/// then waits in `io_uring_enter` until all of it is written, where no cancel reaches.
-/// On a worker the wait is interruptible by the cancel (io-wq notifies the worker), and
-/// a worker still waits for readiness with a poll, not a thread. Asked once per transfer
-/// request, with one `isatty`, which consecutive requests on the same fd within a submit
-/// call share (`last`: the last fd asked and its answer).
+/// WRITE to a terminal. io_uring issues a transfer on a pollable file without
+/// `FMODE_NOWAIT` inline once poll says ready, and a tty ignores `IOCB_NOWAIT`:
+/// `n_tty_write` on a blocking fd then waits in `io_uring_enter` until all of it is
+/// written, where no cancel reaches. On a worker the wait is interruptible by the cancel
+/// (io-wq notifies the worker), and a worker still waits for readiness with a poll, not a
+/// thread. A READ is not asked: a tty's poll says readable only once a read has what it
+/// waits for (a line, or VMIN characters), so the inline read returns at once. Asked once
+/// per WRITE request, with one `isatty`, which consecutive requests on the same fd within
+/// a submit call share (`last`: the last fd asked and its answer).
 fn on_worker(event: &mut IoEvent, last: &mut Option<(i32, bool)>) -> bool {
     if event.driver_state & WORKER_ASKED == 0 {
         let fd = event.request.fd;
-        let tty = event.request.op.transfers()
+        let tty = matches!(event.request.op, Op::Write | Op::Writev)
             && match *last {
                 Some((f, tty)) if f == fd => tty,
                 _ => {
