@@ -403,6 +403,31 @@ static void phase_paused(int fd)
            cancelled);
 }
 
+/* Submits job `b`'s 1-byte read of `rfd` (a pipe nobody writes) with `tag`, and waits until
+ * it left the queue for the engine's only slot (depth 1). */
+static void submit_blocker(struct job *b, int rfd, uint64_t tag, const char *phase)
+{
+    ioeng_req_t req = {0};
+    req.op = IOENG_OP_READ;
+    req.fd = rfd;
+    req.buf = b->rbuf;
+    req.len = 1;
+    req.tag = tag;
+    outstanding_add(1);
+    int rc = ioeng_submit(eng, &req, on_blocker, b);
+    if (rc != 0)
+        DIE("%s: submit blocker: %s", phase, strerror(-rc));
+    for (int tries = 0;; tries++) {
+        ioeng_stats_t st;
+        ioeng_stats(eng, &st);
+        if (st.queued_read == 0)
+            break;
+        if (tries == 5000)
+            DIE("%s: blocker never dispatched", phase);
+        sleep_ms(1);
+    }
+}
+
 /* depth 1, a pipe read holding the slot: expiry and cancels of queued requests behind it,
  * then the cancel of the in-flight read. */
 static void phase_blocker(int fd)
@@ -417,26 +442,7 @@ static void phase_blocker(int fd)
         DIE("pipe2: %s", strerror(errno));
     int first = next_job;
     struct job *b = new_job(pfd[0], EXPECT_CANCELED);
-    ioeng_req_t req = {0};
-    req.op = IOENG_OP_READ;
-    req.fd = pfd[0];
-    req.buf = b->rbuf;
-    req.len = 1;
-    req.tag = TAG_BLOCKER;
-    outstanding_add(1);
-    int rc = ioeng_submit(eng, &req, on_blocker, b);
-    if (rc != 0)
-        DIE("submit blocker: %s", strerror(-rc));
-    /* Wait until it left the queue for the (only) slot. */
-    for (int tries = 0;; tries++) {
-        ioeng_stats_t st;
-        ioeng_stats(eng, &st);
-        if (st.queued_read == 0)
-            break;
-        if (tries == 5000)
-            DIE("blocker never dispatched");
-        sleep_ms(1);
-    }
+    submit_blocker(b, pfd[0], TAG_BLOCKER, "blocker");
     uint64_t now = now_ns();
     int want_to = 0, want_cancel = 0;
     for (int i = 0; i < 48; i++) {
@@ -511,24 +517,7 @@ static void phase_cancel_all(int fd)
         DIE("pipe2: %s", strerror(errno));
     int first = next_job;
     struct job *b = new_job(pfd[0], EXPECT_CANCELED);
-    ioeng_req_t req = {0};
-    req.op = IOENG_OP_READ;
-    req.fd = pfd[0];
-    req.buf = b->rbuf;
-    req.len = 1;
-    outstanding_add(1);
-    int rc = ioeng_submit(eng, &req, on_blocker, b);
-    if (rc != 0)
-        DIE("submit blocker: %s", strerror(-rc));
-    for (int tries = 0;; tries++) {
-        ioeng_stats_t st;
-        ioeng_stats(eng, &st);
-        if (st.queued_read == 0)
-            break;
-        if (tries == 5000)
-            DIE("cancel_all: blocker never dispatched");
-        sleep_ms(1);
-    }
+    submit_blocker(b, pfd[0], 0, "cancel_all");
     for (int i = 0; i < N; i++)
         submit_write(new_job(fd, EXPECT_CANCELED), 0, 0);
     int n = -1;
