@@ -40,6 +40,16 @@ static bool name_matches(const struct server *srv, const uint8_t *name, uint32_t
     return len == strlen(srv->opt.name) && memcmp(name, srv->opt.name, len) == 0;
 }
 
+/* Whether `name` is the export's; if not, answers option `optv` with ERR_UNKNOWN. */
+static bool export_known(struct conn *c, uint32_t optv, const uint8_t *name, uint32_t len)
+{
+    static const char msg[] = "unknown export name";
+    if (name_matches(c->srv, name, len))
+        return true;
+    opt_reply(c, optv, NBD_REP_ERR_UNKNOWN, msg, sizeof(msg) - 1);
+    return false;
+}
+
 /* The transmission flags for this connection: DF only with structured replies (a READ is
  * always answered with one data chunk, so "don't fragment" costs nothing). */
 static uint16_t conn_tflags(const struct conn *c)
@@ -93,11 +103,8 @@ static void opt_meta(struct conn *c, uint32_t optv, const uint8_t *d, uint32_t l
         opt_reply(c, optv, NBD_REP_ERR_INVALID, NULL, 0);
         return;
     }
-    if (!name_matches(c->srv, d + 4, nlen)) {
-        static const char msg[] = "unknown export name";
-        opt_reply(c, optv, NBD_REP_ERR_UNKNOWN, msg, sizeof(msg) - 1);
+    if (!export_known(c, optv, d + 4, nlen))
         return;
-    }
     if (match || all) {
         uint8_t b[4 + sizeof(ctx)];
         uint32_t id = optv == NBD_OPT_SET_META_CONTEXT ? NBD_META_ALLOC_ID : 0;
@@ -127,11 +134,8 @@ static void opt_info_go(struct conn *c, uint32_t optv, const uint8_t *d, uint32_
         opt_reply(c, optv, NBD_REP_ERR_INVALID, NULL, 0);
         return;
     }
-    if (!name_matches(c->srv, d + 4, nlen)) {
-        static const char msg[] = "unknown export name";
-        opt_reply(c, optv, NBD_REP_ERR_UNKNOWN, msg, sizeof(msg) - 1);
+    if (!export_known(c, optv, d + 4, nlen))
         return;
-    }
     bool want_name = false;
     for (uint16_t i = 0; i < ninfo; i++)
         if (get16(d + 6 + nlen + 2u * i) == NBD_INFO_NAME)
