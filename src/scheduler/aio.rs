@@ -419,11 +419,8 @@ impl AioDriver {
                         aio_data: index as u64,
                         aio_lio_opcode: kernel::IOCB_CMD_PREAD,
                         aio_fildes: helper.null_fd() as u32,
-                        aio_flags: if self.event_fd.is_some() {
-                            kernel::IOCB_FLAG_RESFD
-                        } else {
-                            0
-                        },
+                        // RESFD in POLLED mode (never IOPRIO: a command is no transfer).
+                        aio_flags: iocb_flags(self.event_fd.is_some(), &chunk),
                         aio_resfd: self.event_fd.unwrap_or(0) as u32,
                         ..Iocb::default()
                     });
