@@ -58,8 +58,9 @@ Options:
   --rw LIST        randread,randwrite (default both; read and write work too)
   --jobs LIST      QDxCONNS list (default 32x1,1x1,8x4)
   --servers LIST   ioeng-uring,ioeng-aio,qemu-uring,qemu-native,qemu-buffered,nbdkit
-                   (default all but qemu-buffered, which stands in for the qemu-* ones on
-                   ext4-buffered by itself; nbdkit is dropped with a warning if missing)
+                   (default all but qemu-buffered: that one runs only on ext4-buffered,
+                   where it replaces qemu-uring and qemu-native by itself; a default list
+                   drops nbdkit with a warning if it is not installed)
   --depth N        ioeng_nbd --depth (engine in-flight budget, default 128)
   --nbd-args ARGS  more ioeng_nbd options, e.g. "--idle-poll-us default"
   --quick          --runtime 2 --size 256m (explicit options win)
@@ -420,6 +421,8 @@ print("path: direct = O_DIRECT (ioeng_nbd default, qemu-nbd --cache=none); cache
 print("\nverdicts (PASS: IOPS ratio >= 1 and CPU per IO ratio <= 1, medians vs the best peer):")
 for v in verdicts:
     print(v)
+if not verdicts:
+    print("(none: no ioeng_nbd row with a peer beside it)")
 if E["JSON"] == "1":  # one line per ioeng row, after the table so that stays readable
     for j in ratio_json:
         print(j)
