@@ -18,6 +18,12 @@
  *                       wake-up.
  *  poll_during_close    (POLLED) a poll that starts after close checked for pollers
  *                       gets -EBUSY; close drains every callback itself.
+ *  completion_at_poll_end (POLLED, with and without IOENG_CONFIG_SINGLE_POLLER) a
+ *                       stream read completes just as ioeng_poll(h, 0, 0) ends, while
+ *                       the event fd is still quiet: an epoll loop waiting on the fd
+ *                       must still be woken for it. (With SINGLE_POLLER on io_uring the
+ *                       kernel's deferred completion work, not yet a CQE, was missed:
+ *                       the fd stayed quiet and the read never completed.)
  *  helper_cancel_close  (AIO, both modes) the helper thread ran a FALLOCATE and has not
  *                       yet submitted its stand-in: right then the request is cancelled
  *                       and ioeng_close starts on another thread. Close must wait for the
@@ -26,6 +32,7 @@
  * IOENG_TEST_BACKEND=aio|uring, IOENG_TEST_MODE=threads|polled.
  */
 #include <stdatomic.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
@@ -43,6 +50,7 @@ enum {
     P_POLLED_CLOSE_CHECKED = 6,
     P_REAPED = 7,
     P_HELPER_RAN = 8,
+    P_POLL_ENDING = 9,
 };
 
 #define MAX_REQS 8
@@ -73,19 +81,22 @@ static void reset_slots(void)
     }
 }
 
-static ioeng_t *open_engine(void)
+static ioeng_t *open_engine_flags(uint32_t flags)
 {
     ioeng_config_t cfg;
     ioeng_config_init(&cfg);
     cfg.backend = tu_backend();
     cfg.depth = 1;
     cfg.mode = tu_mode();
+    cfg.flags = flags;
     cfg.idle_poll_us = IOENG_IDLE_POLL_NEVER; /* sleep at once: the interleavings below rely on it */
     ioeng_t *e = NULL;
     int rc = ioeng_open(&cfg, &e);
     CHECK(rc == 0, "ioeng_open: %d", rc);
     return e;
 }
+
+static ioeng_t *open_engine(void) { return open_engine_flags(0); }
 
 static void submit(int i, int fd, uint64_t tag, uint64_t deadline_ns)
 {
@@ -386,6 +397,58 @@ static void poll_during_close(void)
     printf("poll_during_close: a poll started inside close got -EBUSY; close ran all 4 callbacks\n");
 }
 
+/* ---- completion_at_poll_end (POLLED) ---------------------------------------------- */
+static void hook_poll_ending(void *ctx, uint32_t point)
+{
+    (void)ctx;
+    int one = 1;
+    if (point == P_POLL_ENDING && atomic_compare_exchange_strong(&phase, &one, 2))
+        release_blocker(); /* the kernel queues the read's completion right here */
+}
+
+static void completion_at_poll_end(uint32_t flags)
+{
+    reset_slots();
+    h = open_engine_flags(flags);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN};
+    CHECK(ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, ioeng_event_fd(h), &ev) == 0, "epoll: %s",
+          strerror(errno));
+    start_blocker(0); /* polls until the read is in flight */
+    atomic_store(&phase, 1);
+    ioeng_debug_race_hook(hook_poll_ending, NULL);
+    CHECK(ioeng_poll(h, 0, 0) >= 0, "poll");
+    CHECK_EQ(atomic_load(&phase), 2, "the hook ran");
+    if (tu_backend() == IOENG_BACKEND_URING) {
+        /* The pipe write in the hook ran on the polling thread, so the kernel queued the
+         * completion before the poll's last check (as a CQE: the task_work ran as the
+         * write returned; or with SINGLE_POLLER as deferred work, not yet a CQE): the poll
+         * must leave the fd readable. (Without this, only the engine's 50 ms check of
+         * in-flight stream transfers woke the loop; a file IO was lost for good.) */
+        int64_t next = ioeng_next_timeout_ns(h);
+        CHECK_EQ(next, 0, "ioeng_next_timeout_ns after the poll (0: the event fd is readable)");
+    }
+    /* An event loop: sleep on the fd alone, poll when it is readable. */
+    int wakes = 0;
+    uint64_t end = tu_now_ns() + 5000000000ull;
+    while (atomic_load(&slots[0].calls) == 0 && tu_now_ns() < end) {
+        int n = epoll_wait(ep, &ev, 1, 1000);
+        if (n == 0)
+            continue; /* quiet: the completion was lost, unless the next second brings it */
+        CHECK(n == 1 || errno == EINTR, "epoll_wait: %s", strerror(errno));
+        wakes++;
+        CHECK(ioeng_poll(h, 0, 0) >= 0, "poll");
+    }
+    CHECK_EQ(atomic_load(&slots[0].calls), 1,
+             "the read that completed as the poll ended (the event fd stayed quiet)");
+    CHECK_EQ(atomic_load(&slots[0].res), 1, "the read's result");
+    close(ep);
+    close_engine(1);
+    printf("completion_at_poll_end%s: a completion while the poll ended woke the loop "
+           "(%d wake-up(s)), callback ran\n",
+           flags ? " (SINGLE_POLLER)" : "", wakes);
+}
+
 /* ---- helper_cancel_close (AIO) ------------------------------------------------------ */
 static _Atomic int closed_rc = INT32_MIN;
 static _Atomic int cancel_found = -1;
@@ -471,14 +534,18 @@ int main(int argc, char **argv)
         completer_expiry();
     if (!threads && wanted(argc, argv, "poll_during_close"))
         poll_during_close();
+    if (!threads && wanted(argc, argv, "completion_at_poll_end")) {
+        completion_at_poll_end(0);
+        completion_at_poll_end(IOENG_CONFIG_SINGLE_POLLER);
+    }
     int aio = tu_backend() == IOENG_BACKEND_AIO;
     if (aio && wanted(argc, argv, "helper_cancel_close"))
         helper_cancel_close();
     printf("test_races [%s %s]: OK: lost_dead_callback, cancel_counts_expired, %s%s "
-           "(completer_expiry is THREADS-only, poll_during_close POLLED-only, "
+           "(completer_expiry is THREADS-only, poll_during_close and completion_at_poll_end POLLED-only, "
            "helper_cancel_close AIO-only)\n",
            tu_backend_name(tu_backend()), tu_mode_name(),
-           threads ? "completer_expiry" : "poll_during_close",
+           threads ? "completer_expiry" : "poll_during_close, completion_at_poll_end",
            aio ? ", helper_cancel_close" : "");
     return 0;
 }

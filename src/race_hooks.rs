@@ -35,6 +35,10 @@ pub(crate) enum Point {
     /// The AIO helper thread ran a command and is about to submit its stand-in iocb (it
     /// holds the slot; no lock held).
     HelperRan = 8,
+    /// POLLED `ioeng_poll`: its last reap is done and the event fd is still quiet (the
+    /// kernel does not signal it for completions); the poll is about to make it loud
+    /// and decide whether work is left.
+    PollEnding = 9,
 }
 
 #[cfg(feature = "race-hooks")]

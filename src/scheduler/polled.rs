@@ -12,6 +12,7 @@ use super::driver::Driver;
 use super::locks::{lock, try_lock};
 use super::shared::{Shared, SubmitRole};
 use super::steps::{reap_step, submit_ready};
+use crate::race_hooks::{self, Point};
 
 /// Why a poll could not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +116,8 @@ pub(crate) fn poll<D: Driver>(
             break Ok(ran());
         }
     };
+    // A completion that arrives now finds the fd quiet: the check below must see it.
+    race_hooks::at(Point::PollEnding);
     // From here on completions signal the fd again; the check below sees any that came
     // while it was quiet.
     drop(quiet_guard);

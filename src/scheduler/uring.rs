@@ -325,6 +325,19 @@ impl UringDriver {
         entered.map_err(|err| err.raw_os_error().unwrap_or(libc::EIO))
     }
 
+    /// DEFER_TASKRUN (single poller): completion work is queued for the poller and not
+    /// run yet (the kernel's TASKRUN flag; it posts CQEs when the poller enters the
+    /// kernel). Always false on other rings.
+    fn deferred_pending(&self) -> bool {
+        if self.issuer.is_none() {
+            return false;
+        }
+        // SAFETY: `issuer` is set only for a single-poller ring, which exists only in
+        // POLLED mode, where the thread in the reap role (the poller) holds the submit
+        // role too (Driver contract): this is the only SubmissionQueue in existence.
+        unsafe { self.ring.submission_shared() }.taskrun()
+    }
+
     /// Submit role, between rounds: hands every SQE in the SQ (control SQEs only) to
     /// the kernel, so the next round starts with an empty SQ.
     fn flush_control_sqes(&self) {
@@ -492,10 +505,7 @@ impl Driver for UringDriver {
         // that work shows as the TASKRUN flag until the poller runs it.
         let mut cq = cq;
         cq.sync();
-        // SAFETY: the poller holds the submit role too (Driver contract), so this is the
-        // only SubmissionQueue of the ring in existence.
-        let deferred = self.issuer.is_some() && unsafe { self.ring.submission_shared() }.taskrun();
-        Some(!cq.is_empty() || deferred)
+        Some(!cq.is_empty() || self.deferred_pending())
     }
 
     fn take_wake_fired(&self) -> bool {
@@ -609,8 +619,12 @@ impl Driver for UringDriver {
         // SAFETY: only the reap role calls `completions_ready`, one thread at a time
         // (Driver contract), so this is the only CompletionQueue of the ring in existence.
         let cq = unsafe { self.ring.completion_shared() };
-        // Creating the queue view loads the kernel's tail (Acquire).
-        Some(!cq.is_empty())
+        // Creating the queue view loads the kernel's tail (Acquire). With DEFER_TASKRUN a
+        // finished IO is completion work queued for the poller before it is a CQE: it
+        // counts, or a poll that ends just after the work was queued (while the fd was
+        // quiet, so the kernel did not signal it) would leave the fd quiet with an IO
+        // done, and an event loop waiting on the fd would never reap it.
+        Some(!cq.is_empty() || self.deferred_pending())
     }
 
     fn reap(&self, ctx: &IoContext<UringSlot>, out: &mut Vec<(usize, i64)>, wait: bool) {
