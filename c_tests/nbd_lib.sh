@@ -7,11 +7,12 @@ nbd_pids=()
 
 nbd_fail() { echo "FAIL: $*"; exit 1; }
 
-# nbd_setup NAME: the backend (IOENG_TEST_BACKEND), the library dir, the io_uring guard,
+# nbd_setup NAME: the backend (IOENG_TEST_BACKEND) and server mode (IOENG_TEST_MODE), the library dir, the io_uring guard,
 # scratch dirs $work (ext4: IOENG_TEST_DIR, /var/tmp or /tmp) and $shm (tmpfs) named after
 # NAME and removed on exit with every server, and a built server binary.
 nbd_setup() {
     backend="${IOENG_TEST_BACKEND:-aio}"
+    nbd_mode="${IOENG_TEST_MODE:-polled}" # the server's --mode
     export LIBDIR="${LIBDIR:-$here/../target/lib}"
     . "$here/uring_guard.sh"
     local dir="${IOENG_TEST_DIR:-$( [ -d /var/tmp ] && echo /var/tmp || echo /tmp)}"
@@ -47,7 +48,7 @@ nbd_start() {
     shift
     : >"$work/$name.out" # created now: the background job opens them only later
     : >"$work/$name.err"
-    "$nbd_bin" --backend "$backend" --port 0 "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    "$nbd_bin" --backend "$backend" --mode "$nbd_mode" --port 0 "$@" >"$work/$name.out" 2>"$work/$name.err" &
     NBD_PID=$!
     nbd_pids+=("$NBD_PID")
     NBD_PORT=

@@ -23,18 +23,21 @@ modes=${MODES:-threads polled}
 export LIBDIR=${LIBDIR:-$(cd .. && pwd)/target/lib}
 
 # Runs in THREADS mode only: test_compare.sh compares both modes itself (its POLLED rows);
-# test_epoll.sh runs examples_c/epoll_loop, which is POLLED by design; the NBD server
-# tests drive examples_c/ioeng_nbd, whose engine mode is its own.
+# test_epoll.sh runs examples_c/epoll_loop, which is POLLED by design.
 # test_crossclose checks a THREADS rule (close from any engine's callback is -EDEADLK: see
 # ioeng_close in include/ioeng.h); in POLLED mode the other engine's poller makes that
 # close -EBUSY instead.
-one_mode=" test_compare.sh test_epoll.sh test_nbd.sh test_nbd_fio.sh test_nbd_safety.sh test_nbd_fuzz.sh test_nbd_features.sh test_crossclose "
+one_mode=" test_compare.sh test_epoll.sh test_crossclose "
+# The NBD server tests run examples_c/ioeng_nbd with --mode IOENG_TEST_MODE: the protocol
+# and data-safety ones in both modes, the rest in its default (POLLED) mode only.
+polled_only=" test_nbd_fio.sh test_nbd_fuzz.sh test_nbd_features.sh "
 
 mkdir -p logs
 fail=0 npass=0 nfail=0 nskip=0
 for t in "$@"; do
     t_modes=$modes
     [[ $one_mode == *" $t "* ]] && t_modes=threads
+    [[ $polled_only == *" $t "* ]] && t_modes=polled
     for m in $t_modes; do
     for b in aio uring; do
         log=logs/$t.$b.$m.log

@@ -1,7 +1,7 @@
 /*
  * ioeng_nbd.c - an NBD server that exports one file or block device through libioeng.
  *
- *   ioeng_nbd [--backend aio|uring|auto] [--depth N] [--port N] [--bind ADDR]
+ *   ioeng_nbd [--backend aio|uring|auto] [--mode polled|threads] [--depth N] [--port N] [--bind ADDR]
  *             [--socket PATH] [--read-only] [--name NAME] [--no-direct] [--idle-poll-us N|never|default]
  *             [--handshake-timeout S] [--max-connections N] [--max-buffer-bytes N[KMG]]
  *             [--verbose] FILE|BLOCKDEV
@@ -21,14 +21,21 @@
  * (--socket PATH, for nbd+unix:// clients).
  *
  * Threads: one event-loop thread (this file: epoll over the listening socket, a
- * signalfd, the completion eventfd and every client socket, all non-blocking) plus the
- * engine's submitter and completer (IOENG_MODE_THREADS). Requests are read and checked
- * on the loop thread and submitted with ioeng_submit(); the completion callback, on the
- * engine's completer thread, only pushes the request onto a lock-free stack and, when
- * the stack was empty, writes the eventfd. The loop drains the stack, queues the reply
- * (replies go out in completion order, matched by the client's cookie) and writes them
- * with one sendmsg per connection per loop round. Callbacks therefore never block on a
- * slow client.
+ * signalfd, the engine's event fd or the completion eventfd, and every client socket,
+ * all non-blocking). Requests are read and checked on the loop thread and submitted
+ * with ioeng_submit(); the completion callback only pushes the request onto a lock-free
+ * stack. The loop drains the stack, queues the reply (replies go out in completion
+ * order, matched by the client's cookie) and writes them with one sendmsg per connection
+ * per loop round. Callbacks therefore never block on a slow client.
+ *   --mode polled (the default): the engine is IOENG_MODE_POLLED with
+ * IOENG_CONFIG_SINGLE_POLLER, run by the loop thread itself: after each round's socket
+ * input it calls ioeng_poll(h, 0, 0), which hands what was submitted to the kernel and
+ * runs the callbacks of finished IO there, and the engine's event fd in the epoll set
+ * wakes the loop for completions and engine timers. No thread hand-off per request:
+ * with AIO on tmpfs or a buffered export the IO even completes inside that poll, and
+ * the reply leaves in the same round.
+ *   --mode threads: IOENG_MODE_THREADS; the callbacks run on the engine's completer
+ * thread, which writes the completion eventfd when the stack was empty.
  *
  * Ownership of a request (struct req): the loop thread owns it, except between a
  * successful ioeng_submit() and the callback that brings `pending` to zero; in that
@@ -131,7 +138,7 @@ uint64_t now_ns(void)
 }
 
 /* epoll data for the non-client fds: only their addresses matter (no state). */
-static char tag_listen, tag_signal, tag_event;
+static char tag_listen, tag_signal, tag_event, tag_engine;
 
 static void accept_all(struct server *srv)
 {
@@ -361,6 +368,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: ioeng_nbd [options] FILE|BLOCKDEV\n"
             "  --backend aio|uring|auto  libioeng backend (default auto)\n"
+            "  --mode polled|threads     run the engine on the loop thread (default) or on\n"
+            "                            its own submitter and completer threads\n"
             "  --depth N                 engine in-flight budget (default 128)\n"
             "  --port N                  TCP port (default 10809; 0 = any free port)\n"
             "  --bind ADDR               IPv4 or IPv6 address to listen on (default\n"
@@ -393,6 +402,7 @@ static void parse_args(struct nbd_opts *opt, int argc, char **argv)
         { "max-connections", required_argument, NULL, 'C' },
         { "max-buffer-bytes", required_argument, NULL, 'M' },
         { "socket", required_argument, NULL, 'S' },
+        { "mode", required_argument, NULL, 'm' },
         { NULL, 0, NULL, 0 }
     };
     int ch;
@@ -408,6 +418,14 @@ static void parse_args(struct nbd_opts *opt, int argc, char **argv)
                 opt->backend = IOENG_BACKEND_AUTO;
             else
                 die("--backend: aio, uring or auto");
+            break;
+        case 'm':
+            if (!strcmp(optarg, "polled"))
+                opt->polled = true;
+            else if (!strcmp(optarg, "threads"))
+                opt->polled = false;
+            else
+                die("--mode: polled or threads");
             break;
         case 'd': {
             unsigned long v = strtoul(optarg, &end, 10);
@@ -499,6 +517,12 @@ static void open_engine(struct server *srv)
     ioeng_config_init(&cfg);
     cfg.backend = srv->opt.backend;
     cfg.depth = srv->opt.depth;
+    if (srv->opt.polled) {
+        /* Only the loop thread polls and closes: the promise that lets io_uring batch
+         * completion work for it (SINGLE_ISSUER | DEFER_TASKRUN). */
+        cfg.mode = IOENG_MODE_POLLED;
+        cfg.flags |= IOENG_CONFIG_SINGLE_POLLER;
+    }
     /* Idle engine threads sleep at once by default: the event loop already batches, and
      * polling threads compete with the loop (and io_uring's workers) for the CPU, which
      * costs more CPU per IO than the wake-ups save. */
@@ -507,10 +531,16 @@ static void open_engine(struct server *srv)
     if (rc != 0)
         die("ioeng_open: %s", strerror(-rc));
     probe_dsync(srv);
+    srv->engfd = -1;
+    if (srv->opt.polled) {
+        srv->engfd = ioeng_event_fd(srv->eng);
+        if (srv->engfd < 0)
+            die("ioeng_event_fd: %s", strerror(-srv->engfd));
+    }
 }
 
 /* epoll over the listener, a signalfd for the (blocked) signals in `ss` and the
- * completion eventfd. */
+ * engine's event fd (POLLED) or the completion eventfd (THREADS). */
 static void open_loop_fds(struct server *srv, const sigset_t *ss)
 {
     srv->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -522,17 +552,23 @@ static void open_loop_fds(struct server *srv, const sigset_t *ss)
     epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->lfd, &e);
     e.data.ptr = &tag_signal;
     epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->sigfd, &e);
-    e.data.ptr = &tag_event;
-    epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->evfd, &e);
+    if (srv->opt.polled) {
+        e.data.ptr = &tag_engine;
+        epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->engfd, &e);
+    } else {
+        e.data.ptr = &tag_event;
+        epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->evfd, &e);
+    }
 }
 
 static void announce(const struct server *srv)
 {
     const struct nbd_opts *opt = &srv->opt;
-    logmsg("exporting %s (%" PRIu64 " bytes%s), backend %s, depth %u, O_DIRECT %s (align %u), "
-           "FUA via %s, idle poll %s",
+    logmsg("exporting %s (%" PRIu64 " bytes%s), backend %s, mode %s, depth %u, O_DIRECT %s "
+           "(align %u), FUA via %s, idle poll %s",
            opt->path, srv->ex.size, opt->read_only ? ", read-only" : "",
-           ioeng_backend(srv->eng) == IOENG_BACKEND_URING ? "uring" : "aio", opt->depth,
+           ioeng_backend(srv->eng) == IOENG_BACKEND_URING ? "uring" : "aio",
+           opt->polled ? "polled" : "threads", opt->depth,
            srv->ex.fd_direct >= 0 ? "on" : "off", srv->ex.dio_align,
            srv->dsync_ok ? "IOENG_REQ_DSYNC" : "WRITE+FDATASYNC",
            opt->idle_poll_us == IOENG_IDLE_POLL_NEVER ? "never"
@@ -553,6 +589,8 @@ static void handle_event(struct server *srv, void *p, uint32_t events)
         accept_all(srv);
     } else if (p == &tag_event) {
         drain_completions(srv);
+    } else if (p == &tag_engine) {
+        /* Nothing here: every round ends with pump_engine(). */
     } else if (p == &tag_signal) {
         struct signalfd_siginfo si;
         while (read(srv->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
@@ -629,6 +667,10 @@ int server_round(struct server *srv, int timeout)
     for (int i = 0; i < n; i++)
         handle_event(srv, evs[i].data.ptr, evs[i].events);
     run_work(srv);
+    /* POLLED: what this round submitted goes to the kernel now; replies of what finished
+     * are flushed (and may resume paused connections, which submit again). */
+    while (srv->opt.polled && pump_engine(srv))
+        run_work(srv);
     timeout = run_timers(srv);
     run_work(srv); /* connections the timers closed */
     return timeout;
@@ -724,11 +766,12 @@ int main(int argc, char **argv)
     /* The one server; it outlives the engine (closed in finish()), whose completer
      * thread reaches it through the requests. */
     struct server srv = {
-        .opt = { .name = "", .bind = "127.0.0.1", .backend = IOENG_BACKEND_AUTO, .depth = 128,
+        .opt = { .name = "", .bind = "127.0.0.1", .backend = IOENG_BACKEND_AUTO, .polled = true,
+                 .depth = 128,
                  .port = 10809, .idle_poll_us = IOENG_IDLE_POLL_NEVER, .max_conns = DEF_MAX_CONNS,
                  .hs_timeout_s = DEF_HS_TIMEOUT_S, .max_buf = DEF_MAX_BUF },
         .ex = { .fd_buf = -1, .fd_direct = -1 },
-        .epfd = -1, .evfd = -1, .sigfd = -1, .lfd = -1,
+        .epfd = -1, .evfd = -1, .sigfd = -1, .lfd = -1, .engfd = -1,
     };
     parse_args(&srv.opt, argc, argv);
 

@@ -50,6 +50,8 @@ struct nbd_opts {
     const char *socket_path; /* --socket: listen on this Unix socket instead of TCP */
     bool bind_v6;            /* the TCP listener is IPv6 */
     ioeng_backend_t backend;
+    bool polled;             /* --mode polled: the loop thread runs the engine (see
+                              * ioeng_nbd.c, "Threads") */
     unsigned depth;
     int port;
     bool read_only;
@@ -176,7 +178,8 @@ struct server {
     struct nbd_export ex;
     struct nbd_stats stats;
     ioeng_t *eng;
-    int epfd, evfd, sigfd, lfd;
+    int epfd, evfd, sigfd, lfd;   /* evfd: completions of a THREADS engine */
+    int engfd;                    /* POLLED: the engine's event fd (engine-owned), else -1 */
     void *zero_buf;               /* ZERO_CHUNK zero bytes, 4096-aligned, never written */
     bool dsync_ok;                /* the engine accepts IOENG_REQ_DSYNC */
     bool stopping;                /* SIGINT/SIGTERM seen */
@@ -198,7 +201,8 @@ struct server {
      * read-modify-write overlaps (ioeng_nbd_io.c, "Write ordering"). */
     struct req *wl_head, *wl_tail;
     unsigned wl_rmw, wl_waiting;  /* how many of them are RMW, and waiting */
-    /* Completion stack: pushed by the engine's completer thread, drained by the loop. */
+    /* Completion stack: pushed by the engine's completer thread (THREADS) or by callbacks
+     * inside the loop's own ioeng_poll() (POLLED), drained by the loop. */
     _Atomic(struct req *) done_head;
 };
 
@@ -223,6 +227,7 @@ void reply(struct req *r);
 void reply_err(struct req *r, uint32_t err);
 void start_io(struct req *r);
 void drain_completions(struct server *srv);
+bool pump_engine(struct server *srv);
 void probe_dsync(struct server *srv);
 void free_pool(struct server *srv);
 

@@ -1,7 +1,8 @@
 /*
  * ioeng_nbd_io.c - requests of the ioeng_nbd server: checks, pooled buffers, submission to
  * libioeng (FUA, WRITE_ZEROES pieces, the FDATASYNC fallback), the completion hand-off
- * from the engine's completer thread to the event loop, and replies.
+ * to the event loop (from the engine's completer thread, or from the loop's own
+ * ioeng_poll() in POLLED mode), and replies.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -245,16 +246,18 @@ static void push_done(struct req *r)
         r->next = old;
     } while (!atomic_compare_exchange_weak_explicit(&srv->done_head, &old, r, memory_order_release,
                                                     memory_order_relaxed));
-    if (!old) {
+    if (!old && !srv->opt.polled) {
         /* The stack was empty, so the loop may be asleep: wake it. A write to an
-         * eventfd only fails on counter overflow, which cannot happen with 1s. */
+         * eventfd only fails on counter overflow, which cannot happen with 1s. (A POLLED
+         * engine runs this inside the loop's own ioeng_poll(), which drains next.) */
         uint64_t one = 1;
         ssize_t w = write(srv->evfd, &one, sizeof(one));
         (void)w;
     }
 }
 
-/* Completion callback: runs on the engine's completer thread. */
+/* Completion callback: runs on the engine's completer thread (THREADS) or inside the
+ * loop's ioeng_poll() (POLLED). */
 static void on_io_done(void *ctx, int64_t res)
 {
     struct req *r = ctx;
@@ -793,11 +796,10 @@ static void io_finished(struct req *r)
     reply(r);
 }
 
-void drain_completions(struct server *srv)
+/* Finishes every request on the completion stack, oldest first; returns how many. */
+static unsigned drain_stack(struct server *srv)
 {
-    uint64_t v;
-    ssize_t n = read(srv->evfd, &v, sizeof(v)); /* reset before draining: no lost wake-up */
-    (void)n;
+    unsigned n = 0;
     struct req *list = atomic_exchange_explicit(&srv->done_head, NULL, memory_order_acquire);
     struct req *rev = NULL; /* oldest first */
     while (list) {
@@ -811,10 +813,40 @@ void drain_completions(struct server *srv)
         rev->next = NULL;
         io_finished(rev);
         rev = nx;
+        n++;
+    }
+    return n;
+}
+
+/* THREADS: the completion eventfd fired. */
+void drain_completions(struct server *srv)
+{
+    uint64_t v;
+    ssize_t n = read(srv->evfd, &v, sizeof(v)); /* reset before draining: no lost wake-up */
+    (void)n;
+    drain_stack(srv);
+}
+
+/* POLLED: one pass of the engine (what was submitted goes to the kernel, finished IO
+ * runs its callbacks here), then the finished requests; again while that produced work
+ * (a read-modify-write's second step, a FUA's FDATASYNC, a write that waited), so that
+ * nothing submitted here waits for the next epoll round. Returns whether any request
+ * finished (replies to flush). */
+bool pump_engine(struct server *srv)
+{
+    bool any = false;
+    for (;;) {
+        int rc = ioeng_poll(srv->eng, 0, 0);
+        if (rc < 0 && rc != -EINTR)
+            die("ioeng_poll: %s", strerror(-rc));
+        if (drain_stack(srv) == 0)
+            return any;
+        any = true;
     }
 }
 
-/* The DSYNC probe's result, written by its callback on the engine's completer thread. */
+/* The DSYNC probe's result, written by its callback (on the engine's completer thread,
+ * or inside the poll of probe_dsync itself). */
 struct probe {
     atomic_int done;
     int64_t res;
@@ -841,8 +873,12 @@ void probe_dsync(struct server *srv)
                       .flags = IOENG_REQ_DSYNC, .buf = srv->zero_buf, .len = 4096 };
     int rc = ioeng_submit(srv->eng, &q, probe_cb, &probe);
     if (rc == 0) {
-        for (int i = 0; i < 10000 && !atomic_load(&probe.done); i++)
-            nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+        for (int i = 0; i < 10000 && !atomic_load(&probe.done); i++) {
+            if (srv->opt.polled)
+                ioeng_poll(srv->eng, 1, 1000000); /* runs the callback here */
+            else
+                nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+        }
         if (!atomic_load(&probe.done))
             die("DSYNC probe write did not complete in 10 s");
         srv->dsync_ok = probe.res == 4096;

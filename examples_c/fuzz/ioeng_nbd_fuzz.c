@@ -46,10 +46,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     }
     close(fd);
     const char *be = getenv("IOENG_TEST_BACKEND");
+    const char *mode = getenv("IOENG_TEST_MODE"); /* the server's default, POLLED, if unset */
     srv.opt = (struct nbd_opts){
         .path = path, .name = "", .bind = "127.0.0.1", .depth = 64, .port = 0,
         .idle_poll_us = IOENG_IDLE_POLL_NEVER, .max_conns = 4, .hs_timeout_s = 10,
         .max_buf = 2u << 20, /* small: back-pressure is part of what is fuzzed */
+        .polled = !(mode && !strcmp(mode, "threads")),
         .backend = be && !strcmp(be, "aio")     ? IOENG_BACKEND_AIO
                    : be && !strcmp(be, "uring") ? IOENG_BACKEND_URING
                                                 : IOENG_BACKEND_AUTO,
