@@ -25,7 +25,9 @@
 # its cache=none is the nearest it has, and it does NOT bypass the page cache: reads and
 # writes are buffered pread/pwrite, then sync_file_range starts writeback and
 # posix_fadvise(POSIX_FADV_DONTNEED) drops the pages again. The table's "path" column
-# says which: direct (O_DIRECT), cached (page cache) or evict (nbdkit cache=none).
+# says which: direct (O_DIRECT), cached (page cache) or evict (nbdkit cache=none). In the
+# ext4 row nbdkit cache=none is shown but is not a peer for the ratios (it is not like
+# with like: its writes return from the page cache).
 # Before every run the file is fsynced (one server's dirty pages are not written back
 # during the next one's run), and on ext4 dropped from the page cache, on ext4-buffered
 # read into it, so every server starts from the same state.
@@ -45,7 +47,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RUNTIME=10 REPEAT=1 SIZE=1g FS=tmpfs,ext4,ext4-buffered RW=randread,randwrite DEPTH=128
 JOBS=32x1,1x1,8x4
 SERVERS=ioeng-uring,ioeng-aio,qemu-uring,qemu-native,nbdkit SERVERS_SET=0
-EXT4_DIR="" SHM_DIR=/dev/shm BUILD=1 JSON=0 QUICK=0 SIZE_SET=0 RT_SET=0 NBD_ARGS=
+EXT4_DIR="" SHM_DIR=/dev/shm BUILD=1 JSON=0 QUICK=0 SIZE_SET=0 RT_SET=0 NBD_ARGS= PIN=0
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
@@ -67,6 +69,8 @@ Options:
   --dir DIR        directory for the ext4 file; --shm-dir DIR for the tmpfs one
   --no-build       do not run make first
   --json           also print every run, and every ratio row, as one JSON line
+  --pin            server on the last CPU, fio on the others (see the script: placement
+                   decides QD1 on a small VM)
 Exit status: 0, or 1 if a server failed to start or a fio run failed (the rest still runs).
 EOF
 }
@@ -87,6 +91,7 @@ while [[ $# -gt 0 ]]; do
         --shm-dir) SHM_DIR=${2:?}; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --json) JSON=1; shift ;;
+        --pin) PIN=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
@@ -119,7 +124,7 @@ if [[ -z $EXT4_DIR ]]; then
     [[ -n $EXT4_DIR ]] || EXT4_DIR=/var/tmp
 fi
 
-export NBD_BIN=$HERE/ioeng_nbd NBD_ARGS RUNTIME REPEAT SIZE FS RW JOBS SERVERS DEPTH EXT4_DIR SHM_DIR JSON
+export NBD_BIN=$HERE/ioeng_nbd NBD_ARGS RUNTIME REPEAT SIZE FS RW JOBS SERVERS DEPTH EXT4_DIR SHM_DIR JSON PIN
 exec python3 - <<'PY'
 import collections, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -227,12 +232,22 @@ def stop(proc):
         proc.wait()
 
 
+# --pin: the server (every thread of it) on the last CPU, fio on the others. Loopback on a
+# small VM otherwise measures where the scheduler happens to put the two: at QD1 a server
+# that runs on the client's CPU skips the cross-CPU wake-up (an IPI and a VM exit) twice
+# per IO, which a server with a pool of threads that migrate gets more often than one
+# event-loop thread. With a real network the client is on another machine.
+NCPU = os.cpu_count() or 1
+PIN_SERVER = ["taskset", "-c", str(NCPU - 1)] if E.get("PIN") == "1" and NCPU > 1 else []
+PIN_CLIENT = ["taskset", "-c", f"0-{NCPU - 2}"] if PIN_SERVER else []
+
+
 def start(fs, server, path, log):
     port = free_port()
     cmd = command(fs, server, path, port)
     log.write(f"### {fs} {server}: {' '.join(cmd)}\n")
     log.flush()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(PIN_SERVER + cmd, stdout=subprocess.DEVNULL, stderr=log)
     try:
         wait_port(port, proc, server)
     except Failed:
@@ -243,7 +258,7 @@ def start(fs, server, path, log):
 
 
 def run_fio(port, rw, qd, conns, out):
-    cmd = ["fio", "--name=nbd", "--ioengine=nbd", f"--uri=nbd://127.0.0.1:{port}", f"--rw={rw}",
+    cmd = PIN_CLIENT + ["fio", "--name=nbd", "--ioengine=nbd", f"--uri=nbd://127.0.0.1:{port}", f"--rw={rw}",
            "--bs=4k", f"--iodepth={qd}", f"--numjobs={conns}", "--group_reporting",
            f"--size={SIZE}", "--time_based", f"--runtime={RUNTIME}", "--randrepeat=0",
            "--output-format=json", f"--output={out}"]
@@ -358,7 +373,10 @@ def vs_best_peer(fs, rw, job, server):
     ir, cr, bi, bc = [], [], collections.Counter(), collections.Counter()
     for r in range(REPEAT):
         rd = rounds.get((fs, rw, job, r), {})
-        peers = [p for p in rd if not is_ioeng(p)]
+        # Like with like: in the row that bypasses the page cache, nbdkit's cache=none
+        # (buffered IO, then eviction: a write returns once it is in the page cache) is
+        # shown but is no peer.
+        peers = [p for p in rd if not is_ioeng(p) and io_path(fs, p) != "evict"]
         if server not in rd or not peers:
             continue
         pi = max(peers, key=lambda p: rd[p][0])
@@ -375,7 +393,9 @@ def vs_best_peer(fs, rw, job, server):
 
 
 print(f"\nfio --ioengine=nbd, 4 KiB, {RUNTIME:g} s per run, {REPEAT} round(s), medians; "
-      f"export {SIZE >> 20} MiB; QDxC = iodepth x connections; server CPU = whole process")
+      f"export {SIZE >> 20} MiB; QDxC = iodepth x connections; server CPU = whole process"
+      + (f"; server pinned to CPU {NCPU - 1}, fio to the others" if PIN_SERVER else
+         "; no pinning"))
 hdr = (f"{'fs':13} {'rw':9} {'server':13} {'IOPS':>8} {'p99 us':>9} {'CPU us/IO':>9} {'QDxC':>5} "
        f"{'path':6}   {'IOPS / best peer':32} {'CPU per IO / best peer'}")
 print(hdr)
@@ -413,7 +433,8 @@ for fs in FSES:
                 verdicts.append(f"verdict {fs:13} {rw:9} {job_name(job):>5}  " + "  ".join(row_verdict))
 print("IOPS ratio: ioeng_nbd / the highest peer IOPS in the same round (>= 1 is better); CPU per IO "
       "ratio: ioeng_nbd / the lowest peer CPU per IO in the same round (<= 1 is better); median "
-      "(min-max) over rounds, vs the peer that was best most often. Peers: qemu-* and nbdkit.")
+      "(min-max) over rounds, vs the peer that was best most often. Peers: qemu-* and nbdkit "
+      "(not nbdkit cache=none in the ext4 row: it does not bypass the page cache).")
 print("path: direct = O_DIRECT (ioeng_nbd default, qemu-nbd --cache=none); cached = through the "
       "page cache (ioeng_nbd --no-direct, qemu-nbd --cache=writeback "
       "--aio=threads, nbdkit default); evict = nbdkit cache=none: buffered IO, then "

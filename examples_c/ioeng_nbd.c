@@ -668,9 +668,14 @@ int server_round(struct server *srv, int timeout)
         handle_event(srv, evs[i].data.ptr, evs[i].events);
     run_work(srv);
     /* POLLED: what this round submitted goes to the kernel now; replies of what finished
-     * are flushed (and may resume paused connections, which submit again). */
-    while (srv->opt.polled && pump_engine(srv))
+     * are flushed, which may resume paused connections that submit again: then once
+     * more (an empty poll would cost a syscall). */
+    while (srv->opt.polled && pump_engine(srv)) {
+        uint64_t submitted = srv->submitted;
         run_work(srv);
+        if (srv->submitted == submitted)
+            break;
+    }
     timeout = run_timers(srv);
     run_work(srv); /* connections the timers closed */
     return timeout;

@@ -188,6 +188,7 @@ struct server {
     unsigned nconns;
     struct conn *work_head;       /* connections to flush / resume / check this round */
     struct conn *graveyard;       /* dead, no requests: freed at the end of the round */
+    uint64_t submitted;           /* ioeng_submit() calls for requests (pump_engine) */
     struct req *free_reqs;        /* request pool */
     unsigned nfree_reqs;
     size_t pool_bytes;            /* buffer bytes in the pool */

@@ -451,12 +451,15 @@ void conn_readable(struct conn *c)
         if (c->st == ST_PAYLOAD && c->rpos == c->rlen && c->cur->len - c->got >= RBUF_SIZE / 4) {
             /* Large payload: receive straight into the request's buffer. */
             struct req *r = c->cur;
-            n = recv(c->fd, (uint8_t *)r->buf + r->boff + c->got, r->len - c->got, MSG_DONTWAIT);
+            size_t want = r->len - c->got;
+            n = recv(c->fd, (uint8_t *)r->buf + r->boff + c->got, want, MSG_DONTWAIT);
             if (n > 0) {
                 c->got += (size_t)n;
                 if (c->got == r->len)
                     payload_done(c);
                 conn_parse(c);
+                if ((size_t)n < want)
+                    return; /* drained (see below) */
                 continue;
             }
         } else {
@@ -465,10 +468,17 @@ void conn_readable(struct conn *c)
                 c->rlen -= c->rpos;
                 c->rpos = 0;
             }
-            n = recv(c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, MSG_DONTWAIT);
+            size_t want = RBUF_SIZE - c->rlen;
+            n = recv(c->fd, c->rbuf + c->rlen, want, MSG_DONTWAIT);
             if (n > 0) {
                 c->rlen += (size_t)n;
                 conn_parse(c);
+                /* A short read took everything queued: no second recv just to hear
+                 * EAGAIN (one syscall per request at QD1). The socket is watched
+                 * level-triggered, so bytes that arrive meanwhile (or an EOF) wake the
+                 * next round. */
+                if ((size_t)n < want)
+                    return;
                 continue;
             }
         }

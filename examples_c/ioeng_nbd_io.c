@@ -273,6 +273,14 @@ static void on_io_done(void *ctx, int64_t res)
 
 static void io_finished(struct req *r);
 
+/* Every IO of a request goes through here: counted, so that pump_engine() knows whether
+ * finishing requests submitted more. */
+static int engine_submit(struct server *srv, const ioeng_req_t *q, struct req *r)
+{
+    srv->submitted++;
+    return ioeng_submit(srv->eng, q, on_io_done, r);
+}
+
 /* Drops the loop's own reference; completes the request when nothing is pending. */
 static void req_unref(struct req *r)
 {
@@ -296,7 +304,7 @@ static void submit_pieces(struct req *r, uint32_t op, void *buf, uint64_t off, u
                           .buf = (uint8_t *)buf + (same_buf ? 0 : done), .len = n,
                           .offset = off + done };
         atomic_fetch_add(&r->pending, 1);
-        int rc = ioeng_submit(srv->eng, &q, on_io_done, r);
+        int rc = engine_submit(srv, &q, r);
         if (rc == -EINVAL && (flags & IOENG_REQ_DSYNC)) {
             /* The engine refuses RWF_DSYNC (an interface without flags): fall back to
              * WRITE + FDATASYNC from now on. */
@@ -305,7 +313,7 @@ static void submit_pieces(struct req *r, uint32_t op, void *buf, uint64_t off, u
             flags &= ~(uint32_t)IOENG_REQ_DSYNC;
             r->need_sync = true;
             q.flags = flags;
-            rc = ioeng_submit(srv->eng, &q, on_io_done, r);
+            rc = engine_submit(srv, &q, r);
         }
         if (rc != 0) {
             atomic_fetch_sub(&r->pending, 1);
@@ -323,7 +331,7 @@ static void submit_sync(struct req *r)
     atomic_store(&r->pending, 1);
     ioeng_req_t q = { .op = IOENG_OP_FDATASYNC, .prio = IOENG_PRIO_NORMAL, .fd = srv->ex.fd_buf };
     atomic_fetch_add(&r->pending, 1);
-    int rc = ioeng_submit(srv->eng, &q, on_io_done, r);
+    int rc = engine_submit(srv, &q, r);
     if (rc != 0) {
         atomic_fetch_sub(&r->pending, 1);
         atomic_store(&r->ioerr, (int64_t)rc);
@@ -562,7 +570,7 @@ static void zero_start(struct req *r)
     int fd = ex->fd_direct >= 0 ? ex->fd_direct : ex->fd_buf;
     ioeng_req_t q = ioeng_req_fallocate(fd, r->zmode, flo, fhi - flo);
     atomic_fetch_add(&r->pending, 1);
-    int rc = ioeng_submit(srv->eng, &q, on_io_done, r);
+    int rc = engine_submit(srv, &q, r);
     if (rc != 0) {
         atomic_fetch_sub(&r->pending, 1);
         int64_t zero = 0;
@@ -736,7 +744,7 @@ static void dispatch(struct req *r)
     case NBD_CMD_FLUSH: {
         ioeng_req_t q = { .op = IOENG_OP_FDATASYNC, .prio = IOENG_PRIO_NORMAL, .fd = srv->ex.fd_buf };
         atomic_fetch_add(&r->pending, 1);
-        int rc = ioeng_submit(srv->eng, &q, on_io_done, r);
+        int rc = engine_submit(srv, &q, r);
         if (rc != 0) {
             atomic_fetch_sub(&r->pending, 1);
             atomic_store(&r->ioerr, (int64_t)rc);
@@ -828,10 +836,10 @@ void drain_completions(struct server *srv)
 }
 
 /* POLLED: one pass of the engine (what was submitted goes to the kernel, finished IO
- * runs its callbacks here), then the finished requests; again while that produced work
- * (a read-modify-write's second step, a FUA's FDATASYNC, a write that waited), so that
- * nothing submitted here waits for the next epoll round. Returns whether any request
- * finished (replies to flush). */
+ * runs its callbacks here), then the finished requests; again while finishing them
+ * submitted more (a read-modify-write's second step, a FUA's FDATASYNC, a write that
+ * waited), so that nothing submitted here waits for the next epoll round. Returns
+ * whether any request finished (replies to flush). */
 bool pump_engine(struct server *srv)
 {
     bool any = false;
@@ -839,9 +847,11 @@ bool pump_engine(struct server *srv)
         int rc = ioeng_poll(srv->eng, 0, 0);
         if (rc < 0 && rc != -EINTR)
             die("ioeng_poll: %s", strerror(-rc));
-        if (drain_stack(srv) == 0)
+        uint64_t submitted = srv->submitted;
+        if (drain_stack(srv) > 0)
+            any = true;
+        if (srv->submitted == submitted)
             return any;
-        any = true;
     }
 }
 
