@@ -20,27 +20,36 @@
 # engine can be ordered by it.
 #
 # usage: compare_qos.sh [--rounds N] [--runtime S] [--backend aio|uring] [--depth N]
-#                       [--cases "1a 1b 2 3 4"] [--fs shm|ext4|both] [--no-fio]
+#                       [--mode threads|polled] [--cases "1a 1b 2 3 4"] [--fs shm|ext4|both]
+#                       [--no-fio]
+# --mode polled: one job thread drives the engine for every job (ioeng_bench --mode
+# polled --single-poller; callbacks issue each slot's next request on that thread).
 # Files: /dev/shm/ioeng-qos (tmpfs, buffered, 256 MiB, removed at exit) and
 # ${IOENG_TEST_DIR:-/var/tmp}/ioeng-qos (ext4, O_DIRECT, 1 GiB, kept for the next run).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BENCH=$HERE/ioeng_bench
-ROUNDS=5 RUNTIME=8 BACKEND=uring DEPTH=8 CASES="1a 1b 2 3 4" FS=both USE_FIO=1
+ROUNDS=5 RUNTIME=8 BACKEND=uring DEPTH=8 CASES="1a 1b 2 3 4" FS=both USE_FIO=1 MODE=threads
 while [ $# -gt 0 ]; do
     case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
     --runtime) RUNTIME=$2; shift 2 ;;
     --backend) BACKEND=$2; shift 2 ;;
     --depth) DEPTH=$2; shift 2 ;;
+    --mode) MODE=$2; shift 2 ;;
     --cases) CASES=$2; shift 2 ;;
     --fs) FS=$2; shift 2 ;;
     --no-fio) USE_FIO=0; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "compare_qos.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
 [ -x "$BENCH" ] || make -C "$HERE" ioeng_bench >&2
+case $MODE in
+    threads) MODE_ARGS=(--mode threads) ;;
+    polled) MODE_ARGS=(--mode polled --single-poller) ;;
+    *) echo "compare_qos.sh: --mode threads or polled" >&2; exit 2 ;;
+esac
 if [ $USE_FIO = 1 ] && ! command -v fio >/dev/null; then
     echo "compare_qos.sh: fio not installed; libioeng rows only" >&2
     USE_FIO=0
@@ -66,7 +75,7 @@ run_ioeng() {  # CASE FILE DIRECT -> JSON on stdout
     if [ "$1" = 4 ]; then
         local d
         for d in "$DEPTH" 1; do
-            "$BENCH" --backend "$BACKEND" --engine-depth "$d" --iodepth 64 --rw randread --bs 4k \
+            "$BENCH" --backend "$BACKEND" "${MODE_ARGS[@]}" --engine-depth "$d" --iodepth 64 --rw randread --bs 4k \
                 --runtime "$RUNTIME" --direct "$3" --filename "$2" --size "$(size_of "$2")" \
                 --prio-mix 0.9 --normal-min-percent 10 --output-format json
         done | python3 -c 'import json,sys; print(json.dumps([json.loads(l) for l in sys.stdin]))'
@@ -79,7 +88,7 @@ run_ioeng() {  # CASE FILE DIRECT -> JSON on stdout
         [ "$extra" != - ] && jc="$jc,$extra"
         args+=(--job-class "$jc")
     done
-    "$BENCH" --backend "$BACKEND" --engine-depth "$DEPTH" --runtime "$RUNTIME" \
+    "$BENCH" --backend "$BACKEND" "${MODE_ARGS[@]}" --engine-depth "$DEPTH" --runtime "$RUNTIME" \
         --direct "$3" --filename "$2" --size "$(size_of "$2")" --latency-stats 1 --output-format json "${args[@]}"
 }
 

@@ -240,26 +240,31 @@ static bool issue_list(struct job *j, struct slot *list)
     return refused;
 }
 
-/* POLLED mode: this job's thread is the engine's only driver. It polls (callbacks run
- * here and issue each slot's next request) and re-issues slots refused with -EAGAIN,
- * until the run stops and every slot is back. */
-static void poll_loop(struct job *j)
+/* POLLED mode: the first job's thread is the engine's only driver, for every job. It
+ * polls (callbacks run here and issue each slot's next request) and re-issues slots
+ * refused with -EAGAIN, until the run stops and every slot of every job is back. */
+static void poll_loop(void)
 {
     for (;;) {
-        pthread_mutex_lock(&j->lock);
-        struct slot *list = j->retry;
-        j->retry = NULL;
-        pthread_mutex_unlock(&j->lock);
-        if (atomic_load(&g.stop)) {
-            for (; list; list = list->next)
-                atomic_fetch_sub(&j->outstanding, 1);
-            if (atomic_load(&j->outstanding) == 0) {
-                if (opt.single_poller)
-                    g.close_rc = ioeng_close(g.eng);
-                return;
+        bool all_back = true;
+        for (unsigned i = 0; i < opt.numjobs; i++) {
+            struct job *j = &g.jobs[i];
+            pthread_mutex_lock(&j->lock);
+            struct slot *list = j->retry;
+            j->retry = NULL;
+            pthread_mutex_unlock(&j->lock);
+            if (atomic_load(&g.stop)) {
+                for (; list; list = list->next)
+                    atomic_fetch_sub(&j->outstanding, 1);
+                all_back &= atomic_load(&j->outstanding) == 0;
             }
+            issue_list(j, list);
         }
-        issue_list(j, list);
+        if (atomic_load(&g.stop) && all_back) {
+            if (opt.single_poller)
+                g.close_rc = ioeng_close(g.eng);
+            return;
+        }
         int rc = ioeng_poll(g.eng, 1, 10000000);
         if (rc < 0 && rc != -EINTR)
             die("ioeng_poll: %s", strerror(-rc));
@@ -315,10 +320,10 @@ static void *job_main(void *arg)
     for (unsigned i = 0; i < j->nslots; i++)
         issue_or_park(j, &j->slots[i], false);
 
-    if (opt.mode == IOENG_MODE_POLLED)
-        poll_loop(j);
-    else
+    if (opt.mode != IOENG_MODE_POLLED)
         retry_loop(j);
+    else if (j->id == 0)
+        poll_loop(); /* the other jobs' threads are done: job 0's drives their slots too */
     return NULL;
 }
 

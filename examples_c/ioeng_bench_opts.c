@@ -37,8 +37,9 @@ static void usage(FILE *f)
 "fio-like closed-loop benchmark of libioeng.\n"
 "\n"
 "  --backend aio|uring|auto   engine backend (default auto)\n"
-"  --mode threads|polled      engine mode (default threads); polled: the one job thread\n"
-"                             submits and drives the engine with ioeng_poll() (--numjobs 1)\n"
+"  --mode threads|polled      engine mode (default threads); polled: the first job's\n"
+"                             thread drives the engine with ioeng_poll() for every job\n"
+"                             (the others only submit their first requests)\n"
 "  --idle-poll-us N|never     THREADS: idle_poll_us, how long idle engine threads poll\n"
 "                             (default: the engine's policy)\n"
 "  --latency-stats 0|1|2      ioeng_config_t.latency_stats: per-class latency histograms\n"
@@ -402,8 +403,6 @@ static void check_args(void)
     if (opt.numjobs > opt.iodepth)
         die("--numjobs (%u) must not exceed --iodepth (%u): each job keeps at least one request outstanding",
             opt.numjobs, opt.iodepth);
-    if (opt.mode == IOENG_MODE_POLLED && opt.numjobs != 1)
-        die("--mode polled runs one job thread, which drives the engine (--numjobs 1)");
     if (!engine_depth_given)
         opt.engine_depth = opt.iodepth < IOENG_MAX_DEPTH ? opt.iodepth : IOENG_MAX_DEPTH;
     if (opt.batch > opt.engine_depth)

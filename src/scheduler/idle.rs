@@ -54,7 +54,7 @@ impl PollPolicy {
 /// No timer shortens the poll (hybrid polling: sleep until shortly before the expected
 /// completion, then poll): measured on the 2-vCPU VM this is developed on, a timer costs
 /// as much as the poll it saves and wakes the thread 13–22 µs late (README, "CPU per IO
-/// against fio's t/io_uring"; branch `threads-qd1-hybrid`).
+/// against fio's t/io_uring").
 pub(crate) struct IdleWait<'a> {
     policy: &'a PollPolicy,
     limit: Duration,
