@@ -23,7 +23,8 @@
  *                       the event fd is still quiet: an epoll loop waiting on the fd
  *                       must still be woken for it. (With SINGLE_POLLER on io_uring the
  *                       kernel's deferred completion work, not yet a CQE, was missed:
- *                       the fd stayed quiet and the read never completed.)
+ *                       the fd stayed quiet until the engine's 50 ms check of stream
+ *                       transfers; a file IO, which has no such check, was lost.)
  *  helper_cancel_close  (AIO, both modes) the helper thread ran a FALLOCATE and has not
  *                       yet submitted its stand-in: right then the request is cancelled
  *                       and ioeng_close starts on another thread. Close must wait for the
@@ -406,7 +407,8 @@ static void hook_poll_ending(void *ctx, uint32_t point)
         release_blocker(); /* the kernel queues the read's completion right here */
 }
 
-static void completion_at_poll_end(uint32_t flags)
+/* One try; returns 0 when it proved nothing (see below) and must be repeated. */
+static int completion_at_poll_end_once(uint32_t flags)
 {
     reset_slots();
     h = open_engine_flags(flags);
@@ -414,19 +416,26 @@ static void completion_at_poll_end(uint32_t flags)
     struct epoll_event ev = {.events = EPOLLIN};
     CHECK(ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, ioeng_event_fd(h), &ev) == 0, "epoll: %s",
           strerror(errno));
+    uint64_t t0 = tu_now_ns();
     start_blocker(0); /* polls until the read is in flight */
     atomic_store(&phase, 1);
     ioeng_debug_race_hook(hook_poll_ending, NULL);
     CHECK(ioeng_poll(h, 0, 0) >= 0, "poll");
     CHECK_EQ(atomic_load(&phase), 2, "the hook ran");
+    int conclusive = 1;
     if (tu_backend() == IOENG_BACKEND_URING) {
         /* The pipe write in the hook ran on the polling thread, so the kernel queued the
-         * completion before the poll's last check (as a CQE: the task_work ran as the
-         * write returned; or with SINGLE_POLLER as deferred work, not yet a CQE): the poll
-         * must leave the fd readable. (Without this, only the engine's 50 ms check of
-         * in-flight stream transfers woke the loop; a file IO was lost for good.) */
+         * completion before the poll ended (as a CQE: the task_work ran as the write
+         * returned; or with SINGLE_POLLER as deferred work, not yet a CQE): the poll must
+         * leave the fd readable. Without that only the engine's check of in-flight
+         * stream transfers, due 50 ms after the read's dispatch, would wake the loop (a
+         * file IO has no such check: it was lost for good). That check also makes the fd
+         * readable, so a try that took 40 ms or more proves nothing. */
         int64_t next = ioeng_next_timeout_ns(h);
-        CHECK_EQ(next, 0, "ioeng_next_timeout_ns after the poll (0: the event fd is readable)");
+        if (tu_now_ns() - t0 >= 40000000ull)
+            conclusive = 0;
+        else
+            CHECK_EQ(next, 0, "ioeng_next_timeout_ns after the poll (0: the event fd is readable)");
     }
     /* An event loop: sleep on the fd alone, poll when it is readable. */
     int wakes = 0;
@@ -444,9 +453,22 @@ static void completion_at_poll_end(uint32_t flags)
     CHECK_EQ(atomic_load(&slots[0].res), 1, "the read's result");
     close(ep);
     close_engine(1);
-    printf("completion_at_poll_end%s: a completion while the poll ended woke the loop "
-           "(%d wake-up(s)), callback ran\n",
-           flags ? " (SINGLE_POLLER)" : "", wakes);
+    if (conclusive)
+        printf("completion_at_poll_end%s: a completion while the poll ended woke the loop "
+               "(%d wake-up(s)), callback ran\n",
+               flags ? " (SINGLE_POLLER)" : "", wakes);
+    return conclusive;
+}
+
+static void completion_at_poll_end(uint32_t flags)
+{
+    for (int i = 0; i < 5; i++) {
+        if (completion_at_poll_end_once(flags))
+            return;
+        printf("completion_at_poll_end: try %d took 40 ms or more (a loaded machine): again\n",
+               i + 1);
+    }
+    CHECK(0, "completion_at_poll_end: 5 tries of 40 ms or more each proved nothing");
 }
 
 /* ---- helper_cancel_close (AIO) ------------------------------------------------------ */

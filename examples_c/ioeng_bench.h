@@ -211,6 +211,9 @@ struct bench_state {
     uint64_t prio_thresh; /* request is HIGH if xrand() < prio_thresh */
     bool prio_all;
     atomic_bool stop;
+    atomic_uint first_submits_done; /* POLLED: job threads past their first submits (job 0
+                                       closes the engine only when all are: a thread still
+                                       inside ioeng_submit must not see it freed) */
     atomic_bool recording;
     atomic_uint_fast64_t errors;
     atomic_int first_error;        /* -errno or short res of the first failed IO */

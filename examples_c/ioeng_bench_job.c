@@ -246,21 +246,23 @@ static bool issue_list(struct job *j, struct slot *list)
 static void poll_loop(void)
 {
     for (;;) {
-        bool all_back = true;
+        /* Read once per pass: every job is then checked against the same answer. */
+        bool stop = atomic_load(&g.stop);
+        bool all_back = atomic_load(&g.first_submits_done) == opt.numjobs;
         for (unsigned i = 0; i < opt.numjobs; i++) {
             struct job *j = &g.jobs[i];
             pthread_mutex_lock(&j->lock);
             struct slot *list = j->retry;
             j->retry = NULL;
             pthread_mutex_unlock(&j->lock);
-            if (atomic_load(&g.stop)) {
+            if (stop) {
                 for (; list; list = list->next)
                     atomic_fetch_sub(&j->outstanding, 1);
                 all_back &= atomic_load(&j->outstanding) == 0;
             }
             issue_list(j, list);
         }
-        if (atomic_load(&g.stop) && all_back) {
+        if (stop && all_back) {
             if (opt.single_poller)
                 g.close_rc = ioeng_close(g.eng);
             return;
@@ -319,6 +321,7 @@ static void *job_main(void *arg)
 
     for (unsigned i = 0; i < j->nslots; i++)
         issue_or_park(j, &j->slots[i], false);
+    atomic_fetch_add(&g.first_submits_done, 1);
 
     if (opt.mode != IOENG_MODE_POLLED)
         retry_loop(j);

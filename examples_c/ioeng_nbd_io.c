@@ -884,9 +884,11 @@ void probe_dsync(struct server *srv)
     int rc = ioeng_submit(srv->eng, &q, probe_cb, &probe);
     if (rc == 0) {
         for (int i = 0; i < 10000 && !atomic_load(&probe.done); i++) {
-            if (srv->opt.polled)
-                ioeng_poll(srv->eng, 1, 1000000); /* runs the callback here */
-            else
+            if (srv->opt.polled) {
+                int prc = ioeng_poll(srv->eng, 1, 1000000); /* runs the callback here */
+                if (prc < 0 && prc != -EINTR)
+                    die("ioeng_poll (DSYNC probe): %s", strerror(-prc));
+            } else
                 nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
         }
         if (!atomic_load(&probe.done))

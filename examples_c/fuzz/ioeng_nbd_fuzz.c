@@ -1,7 +1,8 @@
 /*
  * ioeng_nbd_fuzz.c - libFuzzer target for the ioeng_nbd server: the server's own files
  * (compiled with -DIOENG_NBD_NO_MAIN), its real event loop, accept path and engine
- * (libioeng, THREADS mode, on IOENG_TEST_BACKEND), a real export file on /tmp (O_DIRECT
+ * (libioeng on IOENG_TEST_BACKEND, in IOENG_TEST_MODE: POLLED, the server's default, unless
+ * "threads"), a real export file on /tmp (O_DIRECT
  * when the file system has it, so the read-modify-write path runs too). Each input is
  * one client connection over 127.0.0.1:
  *

@@ -619,12 +619,11 @@ impl Driver for UringDriver {
         // SAFETY: only the reap role calls `completions_ready`, one thread at a time
         // (Driver contract), so this is the only CompletionQueue of the ring in existence.
         let cq = unsafe { self.ring.completion_shared() };
-        // Creating the queue view loads the kernel's tail (Acquire). With DEFER_TASKRUN a
-        // finished IO is completion work queued for the poller before it is a CQE: it
-        // counts, or a poll that ends just after the work was queued (while the fd was
-        // quiet, so the kernel did not signal it) would leave the fd quiet with an IO
-        // done, and an event loop waiting on the fd would never reap it.
-        Some(!cq.is_empty() || self.deferred_pending())
+        // Creating the queue view loads the kernel's tail (Acquire). Completion work not
+        // yet run (DEFER_TASKRUN, or COOP_TASKRUN's task_work) is no CQE yet: a poll runs
+        // it before its last look (see `polled::poll`), rather than counting the TASKRUN
+        // flag here, which some kernels leave set with nothing pending.
+        Some(!cq.is_empty())
     }
 
     fn reap(&self, ctx: &IoContext<UringSlot>, out: &mut Vec<(usize, i64)>, wait: bool) {
