@@ -20,8 +20,9 @@
  *                       gets -EBUSY; close drains every callback itself.
  *  completion_at_poll_end (POLLED, with and without IOENG_CONFIG_SINGLE_POLLER) a
  *                       stream read completes just as ioeng_poll(h, 0, 0) ends, while
- *                       the event fd is still quiet: an epoll loop waiting on the fd
- *                       must still be woken for it. (With SINGLE_POLLER on io_uring the
+ *                       the event fd is still quiet, or when it is loud again but not
+ *                       yet drained (the drain eats the kernel's signal): an epoll loop
+ *                       waiting on the fd must still be woken for it. (With SINGLE_POLLER on io_uring the
  *                       kernel's deferred completion work, not yet a CQE, was missed:
  *                       the fd stayed quiet until the engine's 50 ms check of stream
  *                       transfers; a file IO, which has no such check, was lost.)
@@ -52,6 +53,7 @@ enum {
     P_REAPED = 7,
     P_HELPER_RAN = 8,
     P_POLL_ENDING = 9,
+    P_POLL_LOUD = 10,
 };
 
 #define MAX_REQS 8
@@ -399,17 +401,19 @@ static void poll_during_close(void)
 }
 
 /* ---- completion_at_poll_end (POLLED) ---------------------------------------------- */
+static _Atomic uint32_t completion_point; /* P_POLL_ENDING or P_POLL_LOUD */
 static void hook_poll_ending(void *ctx, uint32_t point)
 {
     (void)ctx;
     int one = 1;
-    if (point == P_POLL_ENDING && atomic_compare_exchange_strong(&phase, &one, 2))
+    if (point == atomic_load(&completion_point) && atomic_compare_exchange_strong(&phase, &one, 2))
         release_blocker(); /* the kernel queues the read's completion right here */
 }
 
 /* One try; returns 0 when it proved nothing (see below) and must be repeated. */
-static int completion_at_poll_end_once(uint32_t flags)
+static int completion_at_poll_end_once(uint32_t flags, uint32_t point)
 {
+    atomic_store(&completion_point, point);
     reset_slots();
     h = open_engine_flags(flags);
     int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -454,16 +458,17 @@ static int completion_at_poll_end_once(uint32_t flags)
     close(ep);
     close_engine(1);
     if (conclusive)
-        printf("completion_at_poll_end%s: a completion while the poll ended woke the loop "
+        printf("completion_at_poll_end%s, %s: a completion as the poll ended woke the loop "
                "(%d wake-up(s)), callback ran\n",
-               flags ? " (SINGLE_POLLER)" : "", wakes);
+               flags ? " (SINGLE_POLLER)" : "",
+               point == P_POLL_ENDING ? "fd still quiet" : "fd loud, before its drain", wakes);
     return conclusive;
 }
 
-static void completion_at_poll_end(uint32_t flags)
+static void completion_at_poll_end(uint32_t flags, uint32_t point)
 {
     for (int i = 0; i < 5; i++) {
-        if (completion_at_poll_end_once(flags))
+        if (completion_at_poll_end_once(flags, point))
             return;
         printf("completion_at_poll_end: try %d took 40 ms or more (a loaded machine): again\n",
                i + 1);
@@ -557,8 +562,10 @@ int main(int argc, char **argv)
     if (!threads && wanted(argc, argv, "poll_during_close"))
         poll_during_close();
     if (!threads && wanted(argc, argv, "completion_at_poll_end")) {
-        completion_at_poll_end(0);
-        completion_at_poll_end(IOENG_CONFIG_SINGLE_POLLER);
+        for (uint32_t p = P_POLL_ENDING; p <= P_POLL_LOUD; p++) {
+            completion_at_poll_end(0, p);
+            completion_at_poll_end(IOENG_CONFIG_SINGLE_POLLER, p);
+        }
     }
     int aio = tu_backend() == IOENG_BACKEND_AIO;
     if (aio && wanted(argc, argv, "helper_cancel_close"))

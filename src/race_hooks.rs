@@ -39,6 +39,9 @@ pub(crate) enum Point {
     /// kernel does not signal it for completions); the poll is about to make it loud
     /// and decide whether work is left.
     PollEnding = 9,
+    /// POLLED `ioeng_poll`, just after `PollEnding`: the event fd is loud again (a
+    /// completion now signals it) and about to be drained before the last check for work.
+    PollLoud = 10,
 }
 
 #[cfg(feature = "race-hooks")]

@@ -121,14 +121,12 @@ pub(crate) fn poll<D: Driver>(
     // From here on completions signal the fd again; the check below sees any that came
     // while it was quiet.
     drop(quiet_guard);
-    // Completion work the kernel queued for this thread while the fd was quiet (io_uring
-    // task_work; with SINGLE_POLLER all of it: DEFER_TASKRUN posts a CQE only when the
-    // poller enters the kernel) did not signal the fd and is no CQE yet: run it now, so
-    // that the check below sees its CQE. Work queued from here on finds the fd loud and
-    // signals it. (The driver enters the kernel only when its TASKRUN flag says work is
-    // pending; kernels 6.2-6.8 may leave the flag set with none, which costs one
-    // syscall here, where counting the flag as a completion would spin an event loop.)
-    driver.run_deferred();
+    // A completion that arrives now signals the fd, which the rearm below drains: the
+    // check after the drain must see it.
+    race_hooks::at(Point::PollLoud);
+    // `ready` also runs completion work the kernel queued for this thread but did not
+    // post yet (io_uring DEFER_TASKRUN: see `UringDriver::completions_ready`), including
+    // work queued while the fd was quiet, which did not signal it.
     let ready = || driver.completions_ready().unwrap_or(false);
     // Under load a poll returns with completions ready nearly every time: the fd that
     // the last such poll wrote still says so, and `signalled` (set by `poller_running`)

@@ -108,6 +108,12 @@ pub struct UringDriver {
     /// Set when the timer's CQE (it fired) was reaped; taken by `take_timer_fired`.
     /// Poller only: Relaxed.
     timer_fired: AtomicBool,
+    /// DEFER_TASKRUN ring whose depth lets more completion work pile up than the kernel
+    /// runs in one wait (see `may_have_left_work`).
+    wait_may_leave_work: bool,
+    /// Set after a wait in the kernel that may have left completion work behind, unseen
+    /// by the TASKRUN flag; taken by `run_deferred`. Poller only: Relaxed.
+    left_work: AtomicBool,
 }
 
 /// Creates a ring with `sq_entries` SQEs and room for `cq_entries` completions.
@@ -156,6 +162,13 @@ const WAKE_USER_DATA: u64 = u64::MAX - 1;
 const TIMER_USER_DATA: u64 = u64::MAX - 2;
 /// `user_data` of an update of the POLLED timer.
 const TIMER_UPDATE_USER_DATA: u64 = u64::MAX - 3;
+/// How many items of DEFER_TASKRUN completion work the kernel runs per wait that asks
+/// for fewer completions (`IO_LOCAL_TW_DEFAULT_MAX`). Since 6.13 it keeps the rest on a
+/// retry list and clears the TASKRUN flag anyway, and it signals the event fd only when
+/// new work finds the list empty: work left there is seen by nothing until the poller
+/// enters the kernel again (`UringDriver::left_work`).
+const LOCAL_WORK_PER_WAIT: u32 = 20;
+
 /// The kernel's largest CQ (`IORING_MAX_CQ_ENTRIES`).
 const MAX_CQ_ENTRIES: u32 = 65536;
 
@@ -310,6 +323,10 @@ impl UringDriver {
             issuer: single_issuer.then(|| AtomicU64::new(0)),
             timer_armed: AtomicBool::new(false),
             timer_fired: AtomicBool::new(false),
+            // Pending completion work is at most one item per IO in flight plus the
+            // three control requests.
+            wait_may_leave_work: single_issuer && depth + 3 > LOCAL_WORK_PER_WAIT,
+            left_work: AtomicBool::new(false),
         })
     }
 
@@ -336,6 +353,30 @@ impl UringDriver {
         // POLLED mode, where the thread in the reap role (the poller) holds the submit
         // role too (Driver contract): this is the only SubmissionQueue in existence.
         unsafe { self.ring.submission_shared() }.taskrun()
+    }
+
+    /// After a wait in the kernel (poller only): on a DEFER_TASKRUN ring deep enough, the
+    /// wait may have run only part of the pending completion work (`LOCAL_WORK_PER_WAIT`);
+    /// the next `run_deferred` or `completions_ready` then runs the rest.
+    fn may_have_left_work(&self) {
+        if self.wait_may_leave_work {
+            self.left_work.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// DEFER_TASKRUN (poller, submit role): runs every pending item of completion work,
+    /// retry list included: GETEVENTS asking for more completions than there can be items
+    /// (the kernel then runs up to that many) with a zero timeout (so it never sleeps).
+    fn run_all_local_work(&self) {
+        let zero = types::Timespec::new();
+        let args = types::SubmitArgs::new().timespec(&zero);
+        // Any error (ETIME: fewer CQEs than asked for, the usual answer; EINTR) leaves
+        // nothing behind that the next poll would not find: the work ran, or is still
+        // pending and keeps the TASKRUN flag.
+        let _ = self
+            .ring
+            .submitter()
+            .submit_with_args(self.ring.params().cq_entries() as usize, &args);
     }
 
     /// Submit role, between rounds: hands every SQE in the SQ (control SQEs only) to
@@ -588,7 +629,9 @@ impl Driver for UringDriver {
         // The SQ is empty: sleeps until a CQE (an IO, a cancel or the wake-up poll), the
         // timeout, or a signal. Pending task_work (COOP_TASKRUN) runs inside the wait,
         // without an extra trip to user space.
-        let waited = match self.ring.submitter().submit_with_args(1, &args) {
+        let entered = self.ring.submitter().submit_with_args(1, &args);
+        self.may_have_left_work();
+        let waited = match entered {
             Ok(_) => Ok(()),
             Err(err) => match err.raw_os_error().unwrap_or(libc::EIO) {
                 libc::ETIME | libc::EAGAIN | libc::EBUSY => Ok(()),
@@ -606,6 +649,14 @@ impl Driver for UringDriver {
         // SAFETY: only the submit role calls `run_deferred`, one thread at a time (Driver
         // contract), so this is the only SubmissionQueue of the ring in existence.
         let pending = unsafe { self.ring.submission_shared() }.taskrun();
+        if self.issuer.is_some() {
+            // DEFER_TASKRUN: the flag does not cover work a wait left on the retry list.
+            let pending = pending | self.left_work.swap(false, Ordering::Relaxed);
+            if pending {
+                self.run_all_local_work();
+            }
+            return pending;
+        }
         if pending {
             // GETEVENTS with min_complete 0 runs this thread's pending task_work (which
             // posts CQEs for the completer) and returns without waiting or touching the
@@ -619,10 +670,19 @@ impl Driver for UringDriver {
         // SAFETY: only the reap role calls `completions_ready`, one thread at a time
         // (Driver contract), so this is the only CompletionQueue of the ring in existence.
         let cq = unsafe { self.ring.completion_shared() };
-        // Creating the queue view loads the kernel's tail (Acquire). Completion work not
-        // yet run (DEFER_TASKRUN, or COOP_TASKRUN's task_work) is no CQE yet: a poll runs
-        // it before its last look (see `polled::poll`), rather than counting the TASKRUN
-        // flag here, which some kernels leave set with nothing pending.
+        // DEFER_TASKRUN: a finished IO is completion work queued for the poller before it
+        // is a CQE, and the kernel signals the event fd only for the work that finds the
+        // list empty. So when the poller asks (to decide whether the fd it just drained
+        // may stay quiet, or whether to sleep), that work is run first: a signal the
+        // drain ate is then seen as its CQE. Counting the TASKRUN flag instead would
+        // spin an event loop on kernels 6.2-6.8, which can leave the flag set with no
+        // work; there this costs one syscall per check.
+        if self.issuer.is_some()
+            && (self.left_work.swap(false, Ordering::Relaxed) || self.deferred_pending())
+        {
+            self.run_all_local_work();
+        }
+        // Creating the queue view loads the kernel's tail (Acquire).
         Some(!cq.is_empty())
     }
 
@@ -636,6 +696,7 @@ impl Driver for UringDriver {
                 Ok(_) | Err(libc::EINTR) => {}
                 Err(errno) => report_unexpected("io_uring_enter(wait)", errno),
             }
+            self.may_have_left_work();
             cq.sync();
         }
         out.extend((&mut cq).filter_map(|cqe| {
