@@ -54,9 +54,9 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
     /// calls `busy`, which must let completions make progress, then retries.
     fn submit(&self, ctx: &IoContext<Self::Slot>, batch: &[usize], busy: &mut impl FnMut());
 
-    /// Submit role, while it has nothing to submit (and a POLLED poll as it ends, after
-    /// the event fd is loud again): runs kernel work that only the submitting thread can
-    /// run (io_uring task_work that posts completions). Returns true if there was any.
+    /// Submit role, while it has nothing to submit: runs kernel work that only the
+    /// submitting thread can run (io_uring task_work that posts completions).
+    /// Returns true if there was any.
     fn run_deferred(&self) -> bool {
         false
     }

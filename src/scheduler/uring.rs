@@ -112,7 +112,7 @@ pub struct UringDriver {
     /// runs in one wait (see `may_have_left_work`).
     wait_may_leave_work: bool,
     /// Set after a wait in the kernel that may have left completion work behind, unseen
-    /// by the TASKRUN flag; taken by `run_deferred`. Poller only: Relaxed.
+    /// by the TASKRUN flag; taken by `run_pending_local_work`. Poller only: Relaxed.
     left_work: AtomicBool,
 }
 
@@ -357,11 +357,22 @@ impl UringDriver {
 
     /// After a wait in the kernel (poller only): on a DEFER_TASKRUN ring deep enough, the
     /// wait may have run only part of the pending completion work (`LOCAL_WORK_PER_WAIT`);
-    /// the next `run_deferred` or `completions_ready` then runs the rest.
+    /// the next `run_pending_local_work` then runs the rest.
     fn may_have_left_work(&self) {
         if self.wait_may_leave_work {
             self.left_work.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// DEFER_TASKRUN (poller, which holds both roles): runs the pending completion work,
+    /// if the TASKRUN flag says there is some or a wait may have left some (the flag does
+    /// not cover work a wait left on the retry list). Returns whether it ran.
+    fn run_pending_local_work(&self) -> bool {
+        let pending = self.left_work.swap(false, Ordering::Relaxed) | self.deferred_pending();
+        if pending {
+            self.run_all_local_work();
+        }
+        pending
     }
 
     /// DEFER_TASKRUN (poller, submit role): runs every pending item of completion work,
@@ -646,17 +657,12 @@ impl Driver for UringDriver {
     }
 
     fn run_deferred(&self) -> bool {
+        if self.issuer.is_some() {
+            return self.run_pending_local_work();
+        }
         // SAFETY: only the submit role calls `run_deferred`, one thread at a time (Driver
         // contract), so this is the only SubmissionQueue of the ring in existence.
         let pending = unsafe { self.ring.submission_shared() }.taskrun();
-        if self.issuer.is_some() {
-            // DEFER_TASKRUN: the flag does not cover work a wait left on the retry list.
-            let pending = pending | self.left_work.swap(false, Ordering::Relaxed);
-            if pending {
-                self.run_all_local_work();
-            }
-            return pending;
-        }
         if pending {
             // GETEVENTS with min_complete 0 runs this thread's pending task_work (which
             // posts CQEs for the completer) and returns without waiting or touching the
@@ -677,10 +683,8 @@ impl Driver for UringDriver {
         // drain ate is then seen as its CQE. Counting the TASKRUN flag instead would
         // spin an event loop on kernels 6.2-6.8, which can leave the flag set with no
         // work; there this costs one syscall per check.
-        if self.issuer.is_some()
-            && (self.left_work.swap(false, Ordering::Relaxed) || self.deferred_pending())
-        {
-            self.run_all_local_work();
+        if self.issuer.is_some() {
+            self.run_pending_local_work();
         }
         // Creating the queue view loads the kernel's tail (Acquire).
         Some(!cq.is_empty())
