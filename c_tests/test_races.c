@@ -16,6 +16,11 @@
  *                       a deadline during its own dispatch while the submitter decides
  *                       to sleep: the -ETIMEDOUT callback must not wait for an unrelated
  *                       wake-up.
+ *  completer_refill     (THREADS) with every slot busy the submitter goes to sleep with
+ *                       no timer; right then the completer frees the slot and its round
+ *                       dispatches one request of a rate-limited class and holds the
+ *                       next until the class's refill. The submitter must wake for
+ *                       that refill (nothing else would dispatch the held request).
  *  poll_during_close    (POLLED) a poll that starts after close checked for pollers
  *                       gets -EBUSY; close drains every callback itself.
  *  completion_at_poll_end (POLLED, with and without IOENG_CONFIG_SINGLE_POLLER) a
@@ -54,6 +59,7 @@ enum {
     P_HELPER_RAN = 8,
     P_POLL_ENDING = 9,
     P_POLL_LOUD = 10,
+    P_SUBMITTER_PARKING = 11,
 };
 
 #define MAX_REQS 8
@@ -330,8 +336,8 @@ static void completer_expiry(void)
         CHECK(tu_now_ns() < end, "request 0 was never dispatched");
         usleep(1000);
     }
-    /* One batch, one wake-up: the submitter consumes it and waits in its round (no free
-     * slot) until the first deadline's timer ends the round. */
+    /* One batch, one wake-up: the submitter finds no free slot and sleeps until the
+     * first deadline's timer. */
     uint64_t t0 = tu_now_ns();
     deadline2 = t0 + 150 * 1000 * 1000;
     ioeng_req_t q[2] = {tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, zero_fd, bufs[1], 1, 0),
@@ -340,8 +346,8 @@ static void completer_expiry(void)
     q[1].deadline_ns = deadline2;
     void *ctxs[2] = {&slots[1], &slots[2]};
     CHECK_EQ(ioeng_submit_batch(h, q, 2, on_done, ctxs), 2, "submit_batch");
-    /* After the push: the submitter's step that follows it waits until the first
-     * deadline, so the next time it goes idle is at that deadline. */
+    /* After the push: the submitter's step that follows it finds no slot and sleeps
+     * until the first deadline, so the next time it goes idle is at that deadline. */
     set_phase(1);
     /* Then the completer settles request 0, frees the slot and runs a submit step. */
     CHECK(wait_phase(5, 10), "the interleaving did not happen (phase %d)", atomic_load(&phase));
@@ -359,6 +365,78 @@ static void completer_expiry(void)
     printf("completer_expiry: the completer's round timed out the last deadline while the "
            "submitter went to sleep: callback %.1f ms after the deadline (hook delays incl.)\n",
            late_ms);
+}
+
+/* ---- completer_refill (THREADS) ---------------------------------------------------- */
+static _Atomic int held_at_release = -1;
+static void hook_completer_refill(void *ctx, uint32_t point)
+{
+    (void)ctx;
+    int p = atomic_load(&phase);
+    if (point == P_REAPED && p < 2 && thread_is("ioeng-complete")) {
+        /* Request 0's completion keeps the only slot busy until the submitter has read
+         * its timer (none: nothing is held yet). */
+        CHECK(wait_phase(2, 10), "the submitter never went to sleep with requests queued");
+    } else if (point == P_SUBMITTER_PARKING && p == 1 && thread_is("ioeng-submit")) {
+        /* The submitter read "no timer"; before it announces its sleep, the completer
+         * settles request 0, dispatches request 1 and finds request 2 held by the
+         * class's limit (its own rounds, request 1's completion included). */
+        set_phase(2);
+        uint64_t end = tu_now_ns() + 5000000000u;
+        while (atomic_load(&slots[1].calls) == 0 && tu_now_ns() < end)
+            usleep(100);
+        usleep(5 * 1000);
+        ioeng_stats_t st;
+        CHECK_EQ(ioeng_stats(h, &st), 0, "stats");
+        atomic_store(&held_at_release, (int)(st.queued_read + st.queued_write));
+        set_phase(3);
+    }
+}
+
+static void completer_refill(void)
+{
+    reset_slots();
+    h = open_engine();
+    ioeng_class_config_t cc;
+    ioeng_class_config_init(&cc);
+    /* The burst is one request; the next goes 10 ms later, well before the 50 ms sweep
+     * timer of io_uring's stream check, which would also wake the submitter. */
+    cc.iops_limit = 100;
+    uint16_t limited = 0;
+    CHECK_EQ(ioeng_class_open(h, &cc, &limited), 0, "class_open");
+    atomic_store(&phase, 0);
+    atomic_store(&held_at_release, -1);
+    ioeng_debug_race_hook(hook_completer_refill, NULL);
+    submit(0, zero_fd, 0, 0); /* its completion is held at P_REAPED */
+    uint64_t end = tu_now_ns() + 5000000000u;
+    for (ioeng_stats_t st = {0}; st.queued_read != 0 || st.submitted == 0;) {
+        CHECK_EQ(ioeng_stats(h, &st), 0, "stats");
+        CHECK(tu_now_ns() < end, "request 0 was never dispatched");
+        usleep(1000);
+    }
+    /* From here the submitter's next sleep is the one the hook interrupts: it finds no
+     * free slot for requests 1 and 2. */
+    set_phase(1);
+    ioeng_req_t q[2] = {tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, zero_fd, bufs[1], 1, 0),
+                        tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, zero_fd, bufs[2], 1, 0)};
+    q[0].class_id = q[1].class_id = limited;
+    void *ctxs[2] = {&slots[1], &slots[2]};
+    CHECK_EQ(ioeng_submit_batch(h, q, 2, on_done, ctxs), 2, "submit_batch");
+    CHECK(wait_phase(3, 10), "the interleaving did not happen (phase %d)", atomic_load(&phase));
+    CHECK_EQ(atomic_load(&held_at_release), 1, "request 2 held by the class limit when the "
+                                               "submitter was let go");
+    CHECK(wait_for(0, 5) == 1 && wait_for(1, 5) == 1, "requests 0 and 1");
+    int got = wait_for(2, 2);
+    CHECK(got == 1, "request 2 was held until its class's refill (10 ms), but it was not "
+                    "dispatched within 2 s: the submitter sleeps past the refill");
+    CHECK_EQ(atomic_load(&slots[2].res), 1, "request 2");
+    /* Request 1 completed right after its dispatch, which took the class's token. */
+    double gap_ms = (double)(atomic_load(&slots[2].at_ns) - atomic_load(&slots[1].at_ns)) / 1e6;
+    CHECK(gap_ms < 35, "request 2 came %.1f ms after request 1 for a refill of 10 ms: the "
+                       "submitter slept past the refill (until some other timer)", gap_ms);
+    close_engine(3);
+    printf("completer_refill: the completer's round held a request while the submitter went "
+           "to sleep: it went %.1f ms after the one before it (refill 10 ms)\n", gap_ms);
 }
 
 /* ---- poll_during_close (POLLED) ---------------------------------------------------- */
@@ -559,6 +637,8 @@ int main(int argc, char **argv)
         cancel_counts_expired();
     if (threads && wanted(argc, argv, "completer_expiry"))
         completer_expiry();
+    if (threads && wanted(argc, argv, "completer_refill"))
+        completer_refill();
     if (!threads && wanted(argc, argv, "poll_during_close"))
         poll_during_close();
     if (!threads && wanted(argc, argv, "completion_at_poll_end")) {
@@ -571,10 +651,10 @@ int main(int argc, char **argv)
     if (aio && wanted(argc, argv, "helper_cancel_close"))
         helper_cancel_close();
     printf("test_races [%s %s]: OK: lost_dead_callback, cancel_counts_expired, %s%s "
-           "(completer_expiry is THREADS-only, poll_during_close and completion_at_poll_end POLLED-only, "
+           "(completer_expiry and completer_refill are THREADS-only, poll_during_close and completion_at_poll_end POLLED-only, "
            "helper_cancel_close AIO-only)\n",
            tu_backend_name(tu_backend()), tu_mode_name(),
-           threads ? "completer_expiry" : "poll_during_close, completion_at_poll_end",
+           threads ? "completer_expiry, completer_refill" : "poll_during_close, completion_at_poll_end",
            aio ? ", helper_cancel_close" : "");
     return 0;
 }

@@ -42,6 +42,9 @@ pub(crate) enum Point {
     /// POLLED `ioeng_poll`, just after `PollEnding`: the event fd is loud again (a
     /// completion now signals it) and about to be drained before the last check for work.
     PollLoud = 10,
+    /// THREADS submitter: it found nothing to do and read the timer it will sleep on
+    /// (`next_wake_ns`), and is about to announce that sleep and park.
+    SubmitterParking = 11,
 }
 
 #[cfg(feature = "race-hooks")]

@@ -398,11 +398,6 @@ impl Budget {
         self.depth
     }
 
-    /// Submitter: the free slot indices (to wait on).
-    pub(crate) fn free_slots(&self) -> &Receiver<usize> {
-        &self.free_rx
-    }
-
     /// Submitter: slots handed back for their request's next IO (to wait on).
     pub(crate) fn resubmissions(&self) -> &Receiver<usize> {
         &self.resubmit_rx

@@ -61,6 +61,11 @@ pub(crate) struct IoContext<S> {
     /// CLOCK_MONOTONIC ns of the earliest delayed resubmission (`NO_DEADLINE`: none),
     /// published by the submit role (`SubmitRound`) for `next_wake_ns`.
     next_retry_ns: AtomicU64,
+    /// THREADS: CLOCK_MONOTONIC ns until which the parked submitter sleeps (`NO_DEADLINE`:
+    /// until unparked; 0: awake). A round run by the completer that sets an earlier timer
+    /// (a held class's refill, a deadline, a delayed resubmission) wakes it; see
+    /// `announce_submitter_sleep` and `wake_submitter_for_timers`.
+    submitter_sleeps_until: AtomicU64,
     /// Per-class counters and histograms (see `ClassStats`).
     class_stats: ClassStats,
     /// Bit `i`: class `i` exists (bit 0 always). Classes are never closed, so a request
@@ -112,6 +117,7 @@ impl<S: Slot> IoContext<S> {
             stuck: S::PROBE_STUCK_TRANSFERS.then(|| StuckTransfers::new(depth)),
             wakeup: Wakeup::threads(),
             next_retry_ns: AtomicU64::new(NO_DEADLINE),
+            submitter_sleeps_until: AtomicU64::new(0),
             class_stats: ClassStats::new(latency_stats),
             open_classes: AtomicU64::new(1),
         }
@@ -217,8 +223,9 @@ impl<S: Slot> IoContext<S> {
     }
 
     /// Submit work that a round can take now: queued requests with a free slot, or
-    /// resubmissions.
-    fn has_submit_work_now(&self) -> bool {
+    /// resubmissions. With the budget exhausted, the completer that frees a slot runs
+    /// the round (see `worker::submit_after_callbacks`).
+    pub(crate) fn has_submit_work_now(&self) -> bool {
         (self.dispatchable() > 0 && !self.is_paused() && self.budget.has_slot_for_submitter())
             || self.budget.has_resubmits()
             || self.has_control_work()
@@ -284,12 +291,8 @@ impl<S: Slot> IoContext<S> {
         if accepted == 0 {
             return Err(refusal.unwrap_or(Error::InvalidArgument("empty batch")));
         }
-        if earlier_deadline {
-            // A submitter waiting for a slot must re-arm its timer.
-            self.wakeup.wake_waiting_submitter();
-        }
         if earlier_deadline && self.mode() == Mode::Threads {
-            // So must one asleep in `park`, also when this push comes from the
+            // A submitter asleep in `park` must re-arm its timer, also when this push comes from the
             // completer's callbacks, which otherwise wake nobody (see
             // `notify_submit_work`): the completer's own submit step expires nothing
             // later on.
@@ -389,7 +392,6 @@ impl<S: Slot> IoContext<S> {
         self.cancels
             .bury(removed.into_iter().map(|event| (event, ecanceled)));
         if found > 0 {
-            self.wakeup.wake_waiting_submitter();
             self.notify_submit_work();
         }
         found
@@ -509,6 +511,34 @@ impl<S: Slot> IoContext<S> {
         (earliest != NO_DEADLINE).then_some(earliest)
     }
 
+    /// THREADS submitter, about to park until `wake_ns` (`None`: until unparked).
+    /// Returns whether it may: false when a round on the completer set an earlier timer
+    /// since the submitter read `wake_ns`, which it must not sleep past.
+    pub(crate) fn announce_submitter_sleep(&self, wake_ns: Option<u64>) -> bool {
+        let until = wake_ns.unwrap_or(NO_DEADLINE);
+        self.submitter_sleeps_until.store(until, Ordering::Relaxed);
+        // Pairs with the fence in `wake_submitter_for_timers`: either that round's timer
+        // is visible to the read below, or it sees this announcement and wakes us.
+        fence(Ordering::SeqCst);
+        self.next_wake_ns().is_none_or(|at| at >= until)
+    }
+
+    /// THREADS submitter, awake again: no round needs to wake it for a timer.
+    pub(crate) fn submitter_awake(&self) {
+        self.submitter_sleeps_until.store(0, Ordering::Relaxed);
+    }
+
+    /// THREADS completer, after a submit round it ran: the submitter sleeps on the
+    /// engine's timers, which the round may have moved earlier; wake it if so.
+    pub(crate) fn wake_submitter_for_timers(&self) {
+        // See `announce_submitter_sleep`.
+        fence(Ordering::SeqCst);
+        let sleeps_until = self.submitter_sleeps_until.load(Ordering::Relaxed);
+        if self.next_wake_ns().is_some_and(|at| at < sleeps_until) {
+            self.wake_submitter();
+        }
+    }
+
     /// Submit role (`SubmitRound`), whenever its delayed resubmissions change: the
     /// earliest one's time, for `next_wake_ns`.
     pub(crate) fn set_next_retry(&self, at_ns: Option<u64>) {
@@ -528,8 +558,8 @@ impl<S: Slot> IoContext<S> {
     /// When a class held by its rate limit has tokens again (CLOCK_MONOTONIC ns), as a
     /// wake time: `earliest_refill_ns`, except that a refill already due while every
     /// slot is busy is none (nothing could be dispatched, and a wake time in the past
-    /// would spin the slot wait and the poller; the completion that frees a slot wakes
-    /// them anyway). A clock read only while requests are held.
+    /// would spin the submitter and the poller; the completion that frees a slot runs the
+    /// next round anyway). A clock read only while requests are held.
     fn next_refill_ns(&self) -> Option<u64> {
         self.earliest_refill_ns()
             .filter(|&at| self.budget.has_slot_for_submitter() || at > monotonic_ns())
@@ -615,10 +645,9 @@ impl<S: Slot> IoContext<S> {
     /// The engine thread's housekeeping, in THREADS mode on the submitter before every
     /// round (and meant for `ioeng_poll` in POLLED mode): times out queued requests whose
     /// deadline passed, hands in-flight cancels to the driver (`cancel`), and runs the callbacks of
-    /// cancelled and timed-out requests. Returns when the next queued deadline falls due,
-    /// for the caller's wait. Costs two relaxed loads when there is nothing to do.
+    /// cancelled and timed-out requests. Costs two relaxed loads when there is nothing to do.
     /// `cancel` hands in-flight requests (slot indices) to the driver's cancel.
-    pub(crate) fn service(&self, mut cancel: impl FnMut(&[usize])) -> Option<u64> {
+    pub(crate) fn service(&self, mut cancel: impl FnMut(&[usize])) {
         let earliest = self.waiting.earliest_deadline.load(Ordering::Relaxed);
         if earliest != NO_DEADLINE && earliest <= monotonic_ns() {
             let expired = self.expire_locked(&mut lock(&self.waiting.lock), monotonic_ns());
@@ -664,7 +693,6 @@ impl<S: Slot> IoContext<S> {
             }
         }
         self.finish_dead();
-        self.next_wake_ns()
     }
 
     /// Runs the callbacks of cancelled and timed-out requests (`dead`), one at a time
@@ -995,7 +1023,6 @@ impl<S: Slot> IoContext<S> {
             self.waiting.publish_held(&waiting);
         }
         // Raised limits may let held requests go now.
-        self.wakeup.wake_waiting_submitter();
         self.notify_submit_work();
         Ok(())
     }

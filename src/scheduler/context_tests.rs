@@ -47,14 +47,14 @@ fn batches_respect_budget_batch_size_and_priority() {
     ctx.push(event(Op::Read, Priority::High, 20, &mut log))
         .unwrap();
     let mut round = SubmitRound::new(ctx.batch);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(
         offsets(&ctx, &round.batch),
         [20, 0, 1],
         "HIGH first, then READ (round 0)"
     );
     let first = round.batch.clone();
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(
         offsets(&ctx, &round.batch),
         [10],
@@ -63,7 +63,7 @@ fn batches_respect_budget_batch_size_and_priority() {
     // Budget exhausted: completing one request frees exactly one slot.
     ctx.complete(&[(first[0], 1)]);
     assert_eq!(log, [1]);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(offsets(&ctx, &round.batch), [2]);
     // A short transfer goes back to the submitter ahead of new requests.
     ctx.complete(&[(first[1], 0)]);
@@ -87,46 +87,21 @@ fn one_slot_two_reads_queued(log: &mut Vec<i64>) -> IoContext<TestSlot> {
 }
 
 #[test]
-fn exhausted_budget_polls_for_a_slot_before_blocking() {
+fn exhausted_budget_gives_an_empty_round() {
     let mut log = Vec::new();
     let ctx = one_slot_two_reads_queued(&mut log);
     let mut round = SubmitRound::new(ctx.batch);
-    round.fill(&ctx, None, || panic!("a slot was free: no wait"));
+    round.fill(&ctx);
     assert_eq!(offsets(&ctx, &round.batch), [0]);
     let in_flight = round.batch[0];
-    // The only slot is in flight and a request is queued: the round asks `await_slot`
-    // once; the completion arriving during that poll frees the slot for this round.
-    let mut asked = 0;
-    round.fill(&ctx, None, || {
-        asked += 1;
-        ctx.complete(&[(in_flight, 1)]);
-        true
-    });
-    assert_eq!(asked, 1);
-    assert_eq!(log, [1]);
-    assert_eq!(offsets(&ctx, &round.batch), [1]);
-    // Nothing queued: an exhausted budget is not waited for.
-    round.fill(&ctx, None, || panic!("nothing to dispatch: no wait"));
+    // The only slot is in flight and a request is queued: the round is empty, and the
+    // next one (run by whoever frees the slot) takes it.
+    round.fill(&ctx);
     assert!(round.batch.is_empty());
-}
-
-#[test]
-fn exhausted_budget_blocks_until_the_completer_frees_a_slot() {
-    let mut log = Vec::new();
-    let ctx = one_slot_two_reads_queued(&mut log);
-    let mut round = SubmitRound::new(ctx.batch);
-    round.fill(&ctx, None, || false);
-    let in_flight = round.batch[0];
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            std::thread::sleep(Duration::from_millis(20));
-            ctx.complete(&[(in_flight, 1)]);
-        });
-        // The poll finds nothing (`|| false`): the round blocks until the slot is free.
-        round.fill(&ctx, None, || false);
-    });
-    assert_eq!(offsets(&ctx, &round.batch), [1]);
+    ctx.complete(&[(in_flight, 1)]);
     assert_eq!(log, [1]);
+    round.fill(&ctx);
+    assert_eq!(offsets(&ctx, &round.batch), [1]);
 }
 
 #[test]
@@ -137,16 +112,16 @@ fn repeated_eagain_resubmissions_wait_until_due() {
     ctx.push(event(Op::Read, Priority::Normal, 0, &mut log))
         .unwrap();
     let mut round = SubmitRound::new(ctx.batch);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     let index = round.batch[0];
     for _ in 0..FREE_RETRIES {
         ctx.complete(&[(index, eagain)]);
-        round.fill(&ctx, None, || false);
+        round.fill(&ctx);
         assert_eq!(round.batch, [index], "the first retries go out at once");
     }
     // Backing off: with nothing else to do the round returns empty and says when.
     ctx.complete(&[(index, eagain)]);
-    round.fill(&ctx, None, || panic!("nothing queued: no wait"));
+    round.fill(&ctx);
     assert!(round.batch.is_empty());
     let due = round.next_retry().expect("a delayed resubmission");
     // The engine's one timer function sees it (the POLLED event fd's timer, the
@@ -156,22 +131,29 @@ fn repeated_eagain_resubmissions_wait_until_due() {
         std::thread::sleep(Duration::from_micros(5));
     }
     assert!(crate::sys::monotonic_ns() >= due);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(round.batch, [index]);
     assert_eq!(round.next_retry(), None);
     assert_eq!(ctx.next_wake_ns(), None, "issued: no timer left");
-    // Backing off with a request queued behind the held slot: the round blocks
-    // until the retry is due, then issues it (the queued request still waits).
+    // Backing off with a request queued behind the held slot: rounds stay empty until
+    // the retry is due (the timer says when), then issue it; the queued request waits.
     ctx.push(event(Op::Read, Priority::Normal, 1, &mut log))
         .unwrap();
     let before = Instant::now();
     ctx.complete(&[(index, eagain)]);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
+    assert!(round.batch.is_empty());
+    let due = ctx.next_wake_ns().expect("the retry's timer");
+    while !round.retry_due() {
+        std::thread::sleep(Duration::from_micros(5));
+    }
+    assert!(crate::sys::monotonic_ns() >= due);
+    round.fill(&ctx);
     assert!(before.elapsed() >= FIRST_RETRY_DELAY);
     assert_eq!(offsets(&ctx, &round.batch), [0]);
     ctx.complete(&[(index, 1)]);
     assert_eq!(log, [1], "retries never reach the callback");
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(offsets(&ctx, &round.batch), [1]);
 }
 
@@ -204,7 +186,7 @@ fn cancel_finishes_queued_requests_on_the_engine_thread_and_asks_the_driver_for_
             .unwrap();
     }
     let mut round = SubmitRound::new(ctx.batch);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(
         offsets(&ctx, &round.batch),
         [0, 1],
@@ -227,7 +209,7 @@ fn cancel_finishes_queued_requests_on_the_engine_thread_and_asks_the_driver_for_
     assert_eq!(*lock(&driver.cancelled), [round.batch[0], round.batch[1]]);
     // A cancelled request between kernel IOs finishes instead of being reissued.
     ctx.complete(&[(round.batch[1], -i64::from(libc::EAGAIN))]);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert!(round.batch.is_empty());
     assert_eq!(log.len(), 4);
     assert!(log.iter().all(|&res| res == ecanceled));
@@ -243,7 +225,7 @@ fn cancel_all_reaches_untagged_requests_in_slots_and_spares_later_ones() {
     ctx.push(tagged(0, 0, 0, &mut log)).unwrap();
     ctx.push(tagged(0, 0, 1, &mut log)).unwrap();
     let mut round = SubmitRound::new(ctx.batch);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     let slots = round.batch.clone();
     assert_eq!(
         offsets(&ctx, &slots),
@@ -262,16 +244,16 @@ fn cancel_all_reaches_untagged_requests_in_slots_and_spares_later_ones() {
     // One finished before the cancel took effect (it keeps its result); the other is
     // between two kernel IOs and finishes instead of being reissued.
     ctx.complete(&[(slots[0], 1), (slots[1], -i64::from(libc::EAGAIN))]);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert!(round.batch.is_empty());
     assert_eq!(log, [ecanceled, ecanceled, 1, ecanceled]);
     assert_eq!(ctx.cancel_all(), 0, "nothing left");
     // A request accepted afterwards, in a slot an old mark named, is not affected.
     ctx.push(tagged(0, 0, 4, &mut log)).unwrap();
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     let later = round.batch[0];
     ctx.complete(&[(later, -i64::from(libc::EAGAIN))]);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(round.batch, [later], "reissued, not cancelled");
     ctx.complete(&[(later, 1)]);
     assert_eq!(log.len(), 5);
@@ -292,7 +274,7 @@ fn a_cancel_mark_applies_to_its_occupant_only() {
     let (eagain, ecanceled) = (-i64::from(libc::EAGAIN), -i64::from(libc::ECANCELED));
     let mut round = SubmitRound::new(ctx.batch);
     ctx.push(tagged(7, 0, 0, &mut log)).unwrap();
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     let index = round.batch[0];
     assert_eq!(ctx.cancel(7), 1);
     ctx.service(driver.cancel());
@@ -301,17 +283,17 @@ fn a_cancel_mark_applies_to_its_occupant_only() {
     ctx.complete(&[(index, 1)]);
     assert_eq!(log, [1]);
     ctx.push(tagged(0, 0, 1, &mut log)).unwrap();
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(offsets(&ctx, &round.batch), [1]);
     ctx.complete(&[(index, eagain)]);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(round.batch, [index], "the untagged request is reissued");
     ctx.complete(&[(index, 1)]);
     assert_eq!(log, [1, 1]);
     ctx.push(tagged(8, 0, 2, &mut log)).unwrap();
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     ctx.complete(&[(index, eagain)]);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(round.batch, [index], "the next tagged request is reissued");
     assert_eq!(ctx.cancel(8), 1);
     ctx.service(driver.cancel());
@@ -350,7 +332,7 @@ fn deadlines_expire_queued_requests_only() {
     ctx.push(tagged(0, 1, 3, &mut log)).unwrap();
     ctx.resume();
     let mut round = SubmitRound::new(ctx.batch);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(
         offsets(&ctx, &round.batch),
         [2],
@@ -428,14 +410,14 @@ fn paused_context_dispatches_nothing_and_capacity_is_enforced() {
     let third = ctx.push(event(Op::Read, Priority::Normal, 2, &mut log));
     assert_eq!(third, Err(Error::QueueFull));
     let mut round = SubmitRound::new(ctx.batch);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert!(round.batch.is_empty());
     ctx.begin_close();
     assert_eq!(
         ctx.push(event(Op::Read, Priority::Normal, 3, &mut log)),
         Err(Error::ShuttingDown)
     );
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(
         offsets(&ctx, &round.batch),
         [0, 1],
@@ -500,7 +482,7 @@ fn held_requests_neither_spin_the_engine_nor_let_it_sleep_past_their_refill() {
             .unwrap();
     }
     let mut round = SubmitRound::new(ctx.batch);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(round.batch.len(), 8);
     for &index in &round.batch {
         // SAFETY: the test thread plays the submitter and holds every index in `batch`.
@@ -520,10 +502,10 @@ fn held_requests_neither_spin_the_engine_nor_let_it_sleep_past_their_refill() {
         "HIGH counts them too"
     );
     ctx.complete(&round.batch.iter().map(|&i| (i, 1)).collect::<Vec<_>>());
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(round.batch.len(), 2, "the rest of the burst");
     ctx.complete(&round.batch.iter().map(|&i| (i, 1)).collect::<Vec<_>>());
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert!(round.batch.is_empty(), "held");
     // Nothing to do until the refill, and the engine's wake-up is set for it.
     assert_eq!(ctx.queued(), 2);
@@ -538,14 +520,14 @@ fn held_requests_neither_spin_the_engine_nor_let_it_sleep_past_their_refill() {
         wake.saturating_sub(monotonic_ns()) + 1000,
     ));
     assert_eq!(ctx.dispatchable(), 2);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(round.batch.len(), 1);
     ctx.complete(&round.batch.iter().map(|&i| (i, 1)).collect::<Vec<_>>());
     // Lifting the limit lets the last one go at once.
     ctx.class_update(id, ClassConfig::new(100, -1, 0, 0).unwrap())
         .unwrap();
     assert_eq!(ctx.dispatchable(), 1);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(round.batch.len(), 1);
     ctx.complete(&round.batch.iter().map(|&i| (i, 1)).collect::<Vec<_>>());
     let stats = ctx.class_stats(Some(id), true).unwrap();
@@ -573,7 +555,7 @@ fn a_refill_while_every_slot_is_busy_is_no_reason_to_wake() {
             .unwrap();
     }
     let mut round = SubmitRound::new(ctx.batch);
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(round.batch.len(), 1);
     let refill = ctx.earliest_refill_ns().expect("held");
     assert_eq!(
@@ -590,12 +572,12 @@ fn a_refill_while_every_slot_is_busy_is_no_reason_to_wake() {
     assert!(!ctx.control_due(ctx.next_wake_ns()));
     ctx.complete(&[(round.batch[0], 1)]);
     assert_eq!(ctx.next_wake_ns(), Some(refill));
-    round.fill(&ctx, None, || false);
+    round.fill(&ctx);
     assert_eq!(round.batch.len(), 1);
     ctx.complete(&[(round.batch[0], 1)]);
     let mut rest = SubmitRound::new(1);
     while log.len() < 3 {
-        rest.fill(&ctx, None, || false);
+        rest.fill(&ctx);
         for &index in &rest.batch {
             ctx.complete(&[(index, 1)]);
         }

@@ -6,40 +6,25 @@ use std::time::Duration;
 
 use super::context::IoContext;
 use super::driver::Driver;
-use super::idle::IdleWait;
 use super::round::SubmitRound;
 use crate::race_hooks::{self, Point};
 
 /// Submit step (submit role): one fairness round into free slots, and one kernel submit
-/// call for it. `slot_wait` is given only by the THREADS submitter, which may block in the
-/// round until the completer frees a slot; everyone else gets an empty round when the
-/// budget is exhausted. `busy` runs when the kernel is out of resources for now.
-/// Returns how many slots it handed to the kernel (0: nothing to submit now).
+/// call for it. With the budget exhausted the round is empty: nobody waits for a slot
+/// holding the submit role, since the thread that frees slots (the completer, the
+/// poller) runs the next round itself. `busy` runs when the kernel is out of resources
+/// for now. Returns how many slots it handed to the kernel (0: nothing to submit now).
 pub(crate) fn submit_step<D: Driver>(
     ctx: &IoContext<D::Slot>,
     driver: &D,
     round: &mut SubmitRound,
-    slot_wait: Option<&mut IdleWait>,
     busy: &mut impl FnMut(),
 ) -> usize {
     // Housekeeping first: expire queued requests whose deadline passed, hand in-flight
     // cancels to the driver, run the callbacks of cancelled and timed-out requests.
-    let deadline = ctx.service(|targets| driver.cancel(ctx, targets));
+    ctx.service(|targets| driver.cancel(ctx, targets));
     race_hooks::at(Point::AfterService);
-    match slot_wait {
-        Some(slot_wait) => {
-            round.fill(ctx, deadline, || {
-                // Also ends the poll for a cancel or a due deadline: `fill` then returns
-                // so that the next step's `service` runs them.
-                slot_wait.poll(|| {
-                    driver.run_deferred();
-                    ctx.budget.has_slot_for_submitter() || ctx.control_due(deadline)
-                })
-            });
-            slot_wait.work_arrived();
-        }
-        None => round.fill_nonblocking(ctx),
-    }
+    round.fill(ctx);
     // The round may have timed out queued requests (a deadline passing since `service`):
     // their callbacks run here, by the holder of the submit role that expired them. Left
     // for later, they could wait for good: a submitter that read "no deadline" after the
@@ -83,5 +68,5 @@ pub(crate) fn submit_ready<D: Driver>(
             std::thread::sleep(Duration::from_micros(100));
         }
     };
-    while submit_step(ctx, driver, round, None, &mut busy) > 0 {}
+    while submit_step(ctx, driver, round, &mut busy) > 0 {}
 }

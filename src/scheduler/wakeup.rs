@@ -7,8 +7,6 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::thread::Thread;
 
-use crossbeam_channel::{Receiver, Sender};
-
 use super::config::Mode;
 use crate::sys::EventFd;
 
@@ -20,9 +18,6 @@ pub(crate) enum Wakeup {
 pub(crate) struct ThreadsWake {
     /// (submitter, completer), set once both threads are spawned.
     threads: OnceLock<(Thread, Thread)>,
-    /// Wakes a submitter that waits for a free slot (a cancel, an earlier deadline).
-    control_tx: Sender<()>,
-    control_rx: Receiver<()>,
 }
 
 pub(crate) struct PolledWake {
@@ -39,11 +34,8 @@ pub(crate) struct PolledWake {
 
 impl Wakeup {
     pub(crate) fn threads() -> Self {
-        let (control_tx, control_rx) = crossbeam_channel::bounded(1);
         Wakeup::Threads(ThreadsWake {
             threads: OnceLock::new(),
-            control_tx,
-            control_rx,
         })
     }
 
@@ -113,22 +105,6 @@ impl Wakeup {
             && let Some((_, completer)) = t.threads.get()
         {
             completer.unpark();
-        }
-    }
-
-    /// THREADS mode: ends a submitter's wait for a slot, so that it runs its
-    /// housekeeping (a cancel arrived, or an earlier deadline needs a new timer).
-    pub(crate) fn wake_waiting_submitter(&self) {
-        if let Wakeup::Threads(t) = self {
-            let _ = t.control_tx.try_send(());
-        }
-    }
-
-    /// THREADS mode: what `wake_waiting_submitter` sends, for the submitter's wait.
-    pub(crate) fn waiting_submitter_rx(&self) -> Option<&Receiver<()>> {
-        match self {
-            Wakeup::Threads(t) => Some(&t.control_rx),
-            Wakeup::Polled(_) => None,
         }
     }
 

@@ -13,23 +13,21 @@ use crate::race_hooks::{self, Point};
 use crate::sys::instant_of;
 
 /// Submitter loop (THREADS): submit steps; idle, it polls or sleeps per the policy.
+///
+/// It never waits for a slot holding the submit role: with the budget exhausted it
+/// sleeps like an idle submitter, and the completer, which frees the slots, runs the
+/// next round itself (`submit_after_callbacks`). A hand-off here would cost each
+/// dispatch a wake-up, and on io_uring a second one per IO: the kernel posts a
+/// completion from the thread that submitted the IO.
 pub(crate) fn run_submitter<D: Driver>(shared: &Shared<D>) {
     let (ctx, driver) = (&shared.ctx, &shared.driver);
     ctx.wakeup().wait_for_threads();
     let mut idle = IdleWait::new(&shared.policy);
-    // Waiting for the completer to free a slot has its own gaps, so its own adaptation.
-    let mut slot_wait = IdleWait::new(&shared.policy);
     let mut wait_for_progress = || ctx.wait_for_progress();
     loop {
         {
             let round = &mut lock(&shared.submit).round;
-            let submitted = submit_step(
-                ctx,
-                driver,
-                round,
-                Some(&mut slot_wait),
-                &mut wait_for_progress,
-            );
+            let submitted = submit_step(ctx, driver, round, &mut wait_for_progress);
             if submitted > 0 {
                 idle.work_arrived();
                 continue;
@@ -39,20 +37,27 @@ pub(crate) fn run_submitter<D: Driver>(shared: &Shared<D>) {
             break;
         }
         race_hooks::at(Point::SubmitterIdle);
-        // Every timer (a delayed resubmission, a queued deadline, ...): `next_wake_ns`.
+        // Every timer (a delayed resubmission, a queued deadline, a held class's refill):
+        // `next_wake_ns`.
         let wake_ns = ctx.next_wake_ns();
         let deferred = || try_lock(&shared.submit).is_some_and(|_| driver.run_deferred());
-        if idle.poll(|| deferred() || ctx.has_submit_work() || ctx.control_due(wake_ns)) {
+        if idle.poll(|| deferred() || ctx.has_submit_work_now() || ctx.control_due(wake_ns)) {
+            continue;
+        }
+        race_hooks::at(Point::SubmitterParking);
+        if !ctx.announce_submitter_sleep(wake_ns) {
+            ctx.submitter_awake();
             continue;
         }
         // Nothing to do: sleep until a push, resume, resubmission, cancel or close unparks
-        // us, or until a delayed resubmission or the earliest queued deadline falls due
-        // (expiring it is this thread's job). A wake-up that raced ahead of this park
-        // leaves a token, so none is lost.
+        // us, or until the earliest timer falls due (expiring a deadline is this
+        // thread's job). A wake-up that raced ahead of this park leaves a token, so none
+        // is lost.
         match wake_ns.map(instant_of) {
             Some(at) => std::thread::park_timeout(at.saturating_duration_since(Instant::now())),
             None => std::thread::park(),
         }
+        ctx.submitter_awake();
     }
     ctx.mark_submitter_exited();
 }
@@ -93,8 +98,9 @@ pub(crate) fn run_completer<D: Driver>(shared: &Shared<D>) {
 }
 
 /// The completer's share of submitting: requests its callbacks pushed did not wake the
-/// submitter (see `IoContext::served_here`), so it submits them itself, or hands them to
-/// the submitter when that one holds the submit role right now.
+/// submitter (see `IoContext::served_here`), and the slots it just freed may be what
+/// queued requests wait for, so it runs the round itself, or hands it to the submitter
+/// when that one holds the submit role right now.
 fn submit_after_callbacks<D: Driver>(shared: &Shared<D>, reaped: &mut Vec<(usize, i64)>) {
     let ctx = &shared.ctx;
     if !ctx.has_submit_work() {
@@ -105,8 +111,8 @@ fn submit_after_callbacks<D: Driver>(shared: &Shared<D>, reaped: &mut Vec<(usize
         return;
     };
     submit_ready(ctx, &shared.driver, &mut role.round, reaped);
-    if role.round.next_retry().is_some() {
-        // The submitter's sleep must end when this delayed resubmission falls due.
-        ctx.wake_submitter();
-    }
+    drop(role);
+    // The round may have set an earlier timer (a delayed resubmission, a held class's
+    // refill, a deadline) than the one the submitter sleeps on.
+    ctx.wake_submitter_for_timers();
 }
