@@ -8,7 +8,7 @@
  *  2. a paused engine: cancel_all gives -ECANCELED to every queued request, which never
  *     reaches the kernel; NULL handle -> -EINVAL;
  *  3. silent stream READs never block: POLLED, every ioeng_submit and ioeng_poll(h, 0, 0)
- *     takes at most 1 ms while 50 of them wait; THREADS, a concurrent tmpfs READ still
+ *     takes at most 10 ms while 50 of them wait; THREADS, a concurrent tmpfs READ still
  *     completes promptly; then the peers write in pieces and every READ gets the right
  *     bytes in order, with and without IOENG_REQ_SHORT_OK;
  *  4. blocking WRITEs to a FIFO and a pty (no RWF_NOWAIT: AIO writes them in pieces once
@@ -583,11 +583,13 @@ static void never_blocks_polled(ioeng_backend_t be, char *summary, size_t cap)
              poll_max.preempted + sub.preempted, (poll_max.max_all_ns > sub.max_all_ns ?
              poll_max.max_all_ns : sub.max_all_ns) / 1e6);
     printf("  %s\n", summary);
-    /* 1 ms: a call that blocked on a stream would wait for the peer (300 ms here). Calls
-     * during which the scheduler ran another process on our CPU (a busy shared machine)
-     * are left out of the maximum: their wall time measures the other process. */
-    CHECK(sub.max_ns <= 1000000, "an ioeng_submit took %.3f ms", sub.max_ns / 1e6);
-    CHECK(poll_max.max_ns <= 1000000, "an ioeng_poll(h, 0, 0) took %.3f ms",
+    /* 10 ms: a call that blocked on a stream would wait for the peer (300 ms while it is
+     * silent, 20 ms between its pieces). Calls during which the scheduler ran another
+     * process on our CPU (a busy shared machine) are left out of the maximum: their wall
+     * time measures the other process. The margin is for what no counter shows: a vCPU
+     * the host did not run for a while (one poll of 380k took 1.7 ms once, unpreempted). */
+    CHECK(sub.max_ns <= 10000000, "an ioeng_submit took %.3f ms", sub.max_ns / 1e6);
+    CHECK(poll_max.max_ns <= 10000000, "an ioeng_poll(h, 0, 0) took %.3f ms",
           poll_max.max_ns / 1e6);
 }
 
@@ -631,7 +633,7 @@ static void never_blocks_threads(ioeng_backend_t be, char *summary, size_t cap)
              "max ioeng_submit %.3f ms",
              NSILENT, max_lat / 1e6, sub.max_ns / 1e6);
     printf("  %s\n", summary);
-    CHECK(sub.max_ns <= 1000000, "an ioeng_submit took %.3f ms", sub.max_ns / 1e6);
+    CHECK(sub.max_ns <= 10000000, "an ioeng_submit took %.3f ms", sub.max_ns / 1e6);
     /* Blocked, the engine would not answer until the peers write (seconds later); 50 ms
      * leaves room for a busy shared machine's scheduling. */
     CHECK(max_lat < 50ull * 1000 * 1000, "a tmpfs READ took %.3f ms", max_lat / 1e6);
