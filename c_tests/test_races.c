@@ -287,14 +287,37 @@ static char thread_state(pid_t tid)
     return paren && paren[1] == ' ' ? paren[2] : '?';
 }
 
+/* Hook helper: on the completer, holds the completion of request 0 (so its slot, the
+ * engine's only one, stays busy on either backend) until phase 2. Returns whether this
+ * call was that. */
+static int hold_first_completion(uint32_t point, int p, const char *why)
+{
+    if (point != P_REAPED || p >= 2 || !thread_is("ioeng-complete"))
+        return 0;
+    CHECK(wait_phase(2, 10), "%s", why);
+    return 1;
+}
+
+/* Submits request 0 (a /dev/zero read) and returns once it left the queue for the
+ * kernel; the scenario's hook then holds its completion (`hold_first_completion`). */
+static void submit_first_and_wait_dispatched(void)
+{
+    submit(0, zero_fd, 0, 0);
+    uint64_t end = tu_now_ns() + 5000000000u;
+    for (ioeng_stats_t st = {0}; st.queued_read != 0 || st.submitted == 0;) {
+        CHECK_EQ(ioeng_stats(h, &st), 0, "stats");
+        CHECK(tu_now_ns() < end, "request 0 was never dispatched");
+        usleep(1000);
+    }
+}
+
 static void hook_completer_expiry(void *ctx, uint32_t point)
 {
     (void)ctx;
     int p = atomic_load(&phase);
-    if (point == P_REAPED && p < 2 && thread_is("ioeng-complete")) {
-        /* The completion of request 0 is held here, so its slot stays busy (on either
-         * backend) until the submitter went idle. */
-        CHECK(wait_phase(2, 10), "the submitter never went idle after the first deadline");
+    if (hold_first_completion(point, p,
+                              "the submitter never went idle after the first deadline")) {
+        /* Held until the submitter went idle. */
     } else if (point == P_SUBMITTER_IDLE && p == 1 && thread_is("ioeng-submit")) {
         /* The submitter left its step (the first deadline's timer fired): hold it here,
          * outside the submit role, until the completer is inside its expiry. */
@@ -329,13 +352,7 @@ static void completer_expiry(void)
     atomic_store(&phase, 0);
     atomic_store(&submitter_left, 0);
     ioeng_debug_race_hook(hook_completer_expiry, NULL);
-    submit(0, zero_fd, 0, 0); /* its completion is held at P_REAPED */
-    uint64_t end = tu_now_ns() + 5000000000u;
-    for (ioeng_stats_t st = {0}; st.queued_read != 0 || st.submitted == 0;) {
-        CHECK_EQ(ioeng_stats(h, &st), 0, "stats");
-        CHECK(tu_now_ns() < end, "request 0 was never dispatched");
-        usleep(1000);
-    }
+    submit_first_and_wait_dispatched(); /* its completion is held at P_REAPED */
     /* One batch, one wake-up: the submitter finds no free slot and sleeps until the
      * first deadline's timer. */
     uint64_t t0 = tu_now_ns();
@@ -373,10 +390,9 @@ static void hook_completer_refill(void *ctx, uint32_t point)
 {
     (void)ctx;
     int p = atomic_load(&phase);
-    if (point == P_REAPED && p < 2 && thread_is("ioeng-complete")) {
-        /* Request 0's completion keeps the only slot busy until the submitter has read
-         * its timer (none: nothing is held yet). */
-        CHECK(wait_phase(2, 10), "the submitter never went to sleep with requests queued");
+    if (hold_first_completion(point, p,
+                              "the submitter never went to sleep with requests queued")) {
+        /* Held until the submitter has read its timer (none: nothing is held yet). */
     } else if (point == P_SUBMITTER_PARKING && p == 1 && thread_is("ioeng-submit")) {
         /* The submitter read "no timer"; before it announces its sleep, the completer
          * settles request 0, dispatches request 1 and finds request 2 held by the
@@ -407,13 +423,7 @@ static void completer_refill(void)
     atomic_store(&phase, 0);
     atomic_store(&held_at_release, -1);
     ioeng_debug_race_hook(hook_completer_refill, NULL);
-    submit(0, zero_fd, 0, 0); /* its completion is held at P_REAPED */
-    uint64_t end = tu_now_ns() + 5000000000u;
-    for (ioeng_stats_t st = {0}; st.queued_read != 0 || st.submitted == 0;) {
-        CHECK_EQ(ioeng_stats(h, &st), 0, "stats");
-        CHECK(tu_now_ns() < end, "request 0 was never dispatched");
-        usleep(1000);
-    }
+    submit_first_and_wait_dispatched(); /* its completion is held at P_REAPED */
     /* From here the submitter's next sleep is the one the hook interrupts: it finds no
      * free slot for requests 1 and 2. */
     set_phase(1);
