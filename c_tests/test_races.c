@@ -20,7 +20,8 @@
  *                       no timer; right then the completer frees the slot and its round
  *                       dispatches one request of a rate-limited class and holds the
  *                       next until the class's refill. The submitter must wake for
- *                       that refill (nothing else would dispatch the held request).
+ *                       that refill (on AIO nothing else would dispatch the held
+ *                       request; on io_uring only the 50 ms stream sweep).
  *  poll_during_close    (POLLED) a poll that starts after close checked for pollers
  *                       gets -EBUSY; close drains every callback itself.
  *  completion_at_poll_end (POLLED, with and without IOENG_CONFIG_SINGLE_POLLER) a
@@ -319,15 +320,17 @@ static void hook_completer_expiry(void *ctx, uint32_t point)
                               "the submitter never went idle after the first deadline")) {
         /* Held until the submitter went idle. */
     } else if (point == P_SUBMITTER_IDLE && p == 1 && thread_is("ioeng-submit")) {
-        /* The submitter left its step (the first deadline's timer fired): hold it here,
-         * outside the submit role, until the completer is inside its expiry. */
+        /* The submitter left its step (after the push, or at the first deadline's timer):
+         * hold it here, outside the submit role, until the completer is inside its
+         * expiry. */
         atomic_store(&submitter_tid, (pid_t)syscall(SYS_gettid));
         set_phase(2);
         CHECK(wait_phase(4, 10), "the completer never reached its expiry");
         atomic_store(&submitter_left, 1);
     } else if (point == P_AFTER_SERVICE && p == 2 && thread_is("ioeng-complete")) {
-        /* The completer's housekeeping is done (it timed out request 1); let the second
-         * deadline pass before its round, so that the round's own check expires it. */
+        /* The completer's housekeeping is done (it timed out request 1 if the first
+         * deadline had passed); let the second deadline pass before its round, so that the
+         * round's own check expires it. */
         set_phase(3);
         while (tu_now_ns() <= deadline2 + 1000000)
             usleep(1000);
@@ -353,8 +356,7 @@ static void completer_expiry(void)
     atomic_store(&submitter_left, 0);
     ioeng_debug_race_hook(hook_completer_expiry, NULL);
     submit_first_and_wait_dispatched(); /* its completion is held at P_REAPED */
-    /* One batch, one wake-up: the submitter finds no free slot and sleeps until the
-     * first deadline's timer. */
+    /* One batch: the submitter, woken by it, finds no free slot and goes idle. */
     uint64_t t0 = tu_now_ns();
     deadline2 = t0 + 150 * 1000 * 1000;
     ioeng_req_t q[2] = {tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, zero_fd, bufs[1], 1, 0),
@@ -363,8 +365,9 @@ static void completer_expiry(void)
     q[1].deadline_ns = deadline2;
     void *ctxs[2] = {&slots[1], &slots[2]};
     CHECK_EQ(ioeng_submit_batch(h, q, 2, on_done, ctxs), 2, "submit_batch");
-    /* After the push: the submitter's step that follows it finds no slot and sleeps
-     * until the first deadline, so the next time it goes idle is at that deadline. */
+    /* From here the hook holds the submitter at its next idle point, outside the submit
+     * role: right after this push, or at the first deadline's timer if it went to sleep
+     * before the phase was set. */
     set_phase(1);
     /* Then the completer settles request 0, frees the slot and runs a submit step. */
     CHECK(wait_phase(5, 10), "the interleaving did not happen (phase %d)", atomic_load(&phase));
@@ -393,6 +396,9 @@ static void hook_completer_refill(void *ctx, uint32_t point)
     if (hold_first_completion(point, p,
                               "the submitter never went to sleep with requests queued")) {
         /* Held until the submitter has read its timer (none: nothing is held yet). */
+    } else if (point == P_SUBMITTER_PARKING && p == 0 && thread_is("ioeng-submit")) {
+        /* Its sleep after dispatching request 0: the test waits for it. */
+        atomic_store(&submitter_tid, (pid_t)syscall(SYS_gettid));
     } else if (point == P_SUBMITTER_PARKING && p == 1 && thread_is("ioeng-submit")) {
         /* The submitter read "no timer"; before it announces its sleep, the completer
          * settles request 0, dispatches request 1 and finds request 2 held by the
@@ -415,17 +421,25 @@ static void completer_refill(void)
     h = open_engine();
     ioeng_class_config_t cc;
     ioeng_class_config_init(&cc);
-    /* The burst is one request; the next goes 10 ms later, well before the 50 ms sweep
-     * timer of io_uring's stream check, which would also wake the submitter. */
+    /* The burst (10 ms of the rate, at least one request) is one request; the next goes
+     * 10 ms later, well before the 50 ms sweep timer of io_uring's stream check, which
+     * would also wake the submitter. */
     cc.iops_limit = 100;
     uint16_t limited = 0;
     CHECK_EQ(ioeng_class_open(h, &cc, &limited), 0, "class_open");
     atomic_store(&phase, 0);
     atomic_store(&held_at_release, -1);
+    atomic_store(&submitter_tid, 0);
     ioeng_debug_race_hook(hook_completer_refill, NULL);
     submit_first_and_wait_dispatched(); /* its completion is held at P_REAPED */
-    /* From here the submitter's next sleep is the one the hook interrupts: it finds no
+    /* Once the submitter sleeps (so that the push below wakes it, and not a park that
+     * finds the push's token), its next sleep is the one the hook interrupts: it finds no
      * free slot for requests 1 and 2. */
+    uint64_t end = tu_now_ns() + 5000000000u;
+    while ((atomic_load(&submitter_tid) == 0 || thread_state(atomic_load(&submitter_tid)) != 'S') &&
+           tu_now_ns() < end)
+        usleep(100);
+    CHECK(tu_now_ns() < end, "the submitter never went to sleep after dispatching request 0");
     set_phase(1);
     ioeng_req_t q[2] = {tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, zero_fd, bufs[1], 1, 0),
                         tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, zero_fd, bufs[2], 1, 0)};
@@ -442,7 +456,7 @@ static void completer_refill(void)
     CHECK_EQ(atomic_load(&slots[2].res), 1, "request 2");
     /* Request 1 completed right after its dispatch, which took the class's token. */
     double gap_ms = (double)(atomic_load(&slots[2].at_ns) - atomic_load(&slots[1].at_ns)) / 1e6;
-    CHECK(gap_ms < 35, "request 2 came %.1f ms after request 1 for a refill of 10 ms: the "
+    CHECK(gap_ms < 30, "request 2 came %.1f ms after request 1 for a refill of 10 ms: the "
                        "submitter slept past the refill (until some other timer)", gap_ms);
     close_engine(3);
     printf("completer_refill: the completer's round held a request while the submitter went "

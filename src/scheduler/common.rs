@@ -398,7 +398,7 @@ impl Budget {
         self.depth
     }
 
-    /// Submitter: slots handed back for their request's next IO (to wait on).
+    /// Submit role: slots handed back for their request's next IO.
     pub(crate) fn resubmissions(&self) -> &Receiver<usize> {
         &self.resubmit_rx
     }

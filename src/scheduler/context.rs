@@ -495,7 +495,7 @@ impl<S: Slot> IoContext<S> {
     /// The THREADS submitter sleeps until then, a poller inside `ioeng_poll` too, and
     /// between polls the POLLED event fd's timer fires then (`polled::arm_timer`);
     /// `ioeng_next_timeout_ns` reports it. Read without a clock, in a few relaxed loads
-    /// (the submit step's hot path converts it only when it is about to block).
+    /// (the submitter converts it only when it is about to sleep).
     pub(crate) fn next_wake_ns(&self) -> Option<u64> {
         let sweep = match &self.stuck {
             Some(stuck) if self.flight.kernel.load(Ordering::Relaxed) > 0 => stuck.next_sweep_ns(),
@@ -612,8 +612,8 @@ impl<S: Slot> IoContext<S> {
             || self.cancels.has_cancel_requests.load(Ordering::Relaxed)
     }
 
-    /// Whether `service` has work now: cancels, dead requests, or `wake_ns` (what
-    /// `service` returned, CLOCK_MONOTONIC ns) has come.
+    /// Whether `service` has work now: cancels, dead requests, or `wake_ns` (from
+    /// `next_wake_ns`, CLOCK_MONOTONIC ns) has come.
     pub(crate) fn control_due(&self, wake_ns: Option<u64>) -> bool {
         self.has_control_work() || wake_ns.is_some_and(|at| at <= monotonic_ns())
     }
@@ -642,8 +642,8 @@ impl<S: Slot> IoContext<S> {
         true
     }
 
-    /// The engine thread's housekeeping, in THREADS mode on the submitter before every
-    /// round (and meant for `ioeng_poll` in POLLED mode): times out queued requests whose
+    /// The submit role's housekeeping before every round (THREADS: on the submitter or
+    /// the completer; POLLED: in `ioeng_poll`): times out queued requests whose
     /// deadline passed, hands in-flight cancels to the driver (`cancel`), and runs the callbacks of
     /// cancelled and timed-out requests. Costs two relaxed loads when there is nothing to do.
     /// `cancel` hands in-flight requests (slot indices) to the driver's cancel.
@@ -913,8 +913,9 @@ impl<S: Slot> IoContext<S> {
 
     /// Applies kernel results to the requests in their slots (all held by the caller):
     /// short or retryable ones go back to the submitter, finished ones get their
-    /// callbacks, then their slots return to the budget together, so the submitter wakes
-    /// once and sees everything the callbacks submitted in one round.
+    /// callbacks, then their slots return to the budget together, so the round that
+    /// follows (`worker::submit_after_callbacks`, or the poller's) sees everything the
+    /// callbacks submitted and every slot they freed at once.
     fn settle_batch(&self, results: &[(usize, i64)]) {
         let mut finishing = lock(&self.finishing);
         let Finishing { events, slots } = &mut *finishing;

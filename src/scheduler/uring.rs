@@ -164,9 +164,10 @@ const TIMER_USER_DATA: u64 = u64::MAX - 2;
 const TIMER_UPDATE_USER_DATA: u64 = u64::MAX - 3;
 /// How many items of DEFER_TASKRUN completion work the kernel runs per wait that asks
 /// for fewer completions (`IO_LOCAL_TW_DEFAULT_MAX`). Since 6.13 it keeps the rest on a
-/// retry list and clears the TASKRUN flag anyway, and it signals the event fd only when
-/// new work finds the list empty: work left there is seen by nothing until the poller
-/// enters the kernel again (`UringDriver::left_work`).
+/// retry list (6.13 also cleared the TASKRUN flag; later kernels set it while work is
+/// left), and it signals the event fd only when new work finds the list empty: work
+/// left there is seen by nothing until the poller enters the kernel again
+/// (`UringDriver::left_work`).
 const LOCAL_WORK_PER_WAIT: u32 = 20;
 
 /// The kernel's largest CQ (`IORING_MAX_CQ_ENTRIES`).
@@ -376,7 +377,7 @@ impl UringDriver {
     }
 
     /// DEFER_TASKRUN (poller, which holds both roles): runs the pending completion work,
-    /// retry list included, without ever sleeping.
+    /// retry list included.
     ///
     /// Each GETEVENTS with min_complete 0 runs up to `LOCAL_WORK_PER_WAIT` items and
     /// returns at once. (Asking for more completions than can exist, with a zero timeout,
@@ -385,14 +386,14 @@ impl UringDriver {
     /// CPU per IO at QD1 in `examples_c/ioeng_nbd`, half of its CPU.) Items are at most
     /// one per IO or control request the kernel holds, so on a ring whose `depth + 3` is
     /// at most the limit one call runs them all. A deeper ring calls again while the last
-    /// call may have stopped at the limit: it posted that many CQEs, or it posted some and
-    /// the kernel set the TASKRUN flag for work left (the flag alone is not trusted:
-    /// kernels 6.2-6.8 can leave it set with no work). Work left after a call that ran
-    /// the limit with fewer CQEs (internal retries post none) and did not set the flag
-    /// waits for the poller's next kernel entry; the next completion signals the fd.
+    /// call may have stopped at the limit: it posted that many CQEs, or the kernel's
+    /// TASKRUN flag says work is left (kernels after 6.13 set it when they stop there). When the
+    /// flag is set but the last call posted nothing (items that post no CQE, such as an
+    /// internal retry; or a stale flag on 6.2-6.8), the rest runs the sure, slow way.
     fn run_all_local_work(&self) {
         // SAFETY: a DEFER_TASKRUN ring exists only in POLLED mode, whose poller holds both
-        // roles (Driver contract): this is the only CompletionQueue of the ring in use.
+        // roles (Driver contract), so no other thread has a CompletionQueue of the ring;
+        // these short-lived views only read the tail and consume nothing.
         let cq_len = || unsafe { self.ring.completion_shared() }.len();
         // Every item posts at most one CQE, and the CQ has room for all the kernel holds.
         let most_calls = self
@@ -409,12 +410,35 @@ impl UringDriver {
                 break;
             }
             let posted = cq_len().saturating_sub(before);
-            let more =
-                posted >= LOCAL_WORK_PER_WAIT as usize || (posted > 0 && self.deferred_pending());
-            if !more {
-                break;
+            if posted >= LOCAL_WORK_PER_WAIT as usize {
+                continue;
             }
+            if self.deferred_pending() {
+                if posted == 0 {
+                    // Work is left (or, on 6.2-6.8, a stale flag) and the last call ran
+                    // only items that post no CQE (internal retries): run the rest the
+                    // sure way, whatever the timer costs on this rare path.
+                    self.run_all_local_work_waiting();
+                    return;
+                }
+                continue;
+            }
+            break;
         }
+    }
+
+    /// `run_all_local_work`'s sure way: GETEVENTS asking for more completions than can
+    /// exist (the kernel runs up to that many items) with a zero timeout, so it never
+    /// sleeps for long; but the kernel arms a timer for that timeout and schedules.
+    fn run_all_local_work_waiting(&self) {
+        let zero = types::Timespec::new();
+        let args = types::SubmitArgs::new().timespec(&zero);
+        // Any error (ETIME: fewer CQEs than asked for, the usual answer; EINTR) leaves
+        // nothing behind that the next check would not find.
+        let _ = self
+            .ring
+            .submitter()
+            .submit_with_args(self.ring.params().cq_entries() as usize, &args);
     }
 
     /// Submit role, between rounds: hands every SQE in the SQ (control SQEs only) to
@@ -700,9 +724,6 @@ impl Driver for UringDriver {
     }
 
     fn completions_ready(&self) -> Option<bool> {
-        // SAFETY: only the reap role calls `completions_ready`, one thread at a time
-        // (Driver contract), so this is the only CompletionQueue of the ring in existence.
-        let cq = unsafe { self.ring.completion_shared() };
         // DEFER_TASKRUN: a finished IO is completion work queued for the poller before it
         // is a CQE, and the kernel signals the event fd only for the work that finds the
         // list empty. So when the poller asks (to decide whether the fd it just drained
@@ -713,7 +734,10 @@ impl Driver for UringDriver {
         if self.issuer.is_some() {
             self.run_pending_local_work();
         }
-        // Creating the queue view loads the kernel's tail (Acquire).
+        // SAFETY: only the reap role calls `completions_ready`, one thread at a time
+        // (Driver contract), so this is the only CompletionQueue of the ring in existence.
+        // Created after the work ran: the view loads the kernel's tail (Acquire) once.
+        let cq = unsafe { self.ring.completion_shared() };
         Some(!cq.is_empty())
     }
 

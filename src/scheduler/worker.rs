@@ -40,8 +40,19 @@ pub(crate) fn run_submitter<D: Driver>(shared: &Shared<D>) {
         // Every timer (a delayed resubmission, a queued deadline, a held class's refill):
         // `next_wake_ns`.
         let wake_ns = ctx.next_wake_ns();
-        let deferred = || try_lock(&shared.submit).is_some_and(|_| driver.run_deferred());
-        if idle.poll(|| deferred() || ctx.has_submit_work_now() || ctx.control_due(wake_ns)) {
+        // While it polls, this thread runs its own pending io_uring task_work (COOP_TASKRUN
+        // does not interrupt it; asleep, the kernel wakes it for that). That is no work
+        // for it: the flag the driver checks is the ring's, and it stays set while the
+        // completer's own work waits, so counting it would spin this loop.
+        let run_deferred = || {
+            if let Some(_role) = try_lock(&shared.submit) {
+                driver.run_deferred();
+            }
+        };
+        if idle.poll(|| {
+            run_deferred();
+            ctx.has_submit_work_now() || ctx.control_due(wake_ns)
+        }) {
             continue;
         }
         race_hooks::at(Point::SubmitterParking);
