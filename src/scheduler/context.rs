@@ -292,8 +292,8 @@ impl<S: Slot> IoContext<S> {
             return Err(refusal.unwrap_or(Error::InvalidArgument("empty batch")));
         }
         if earlier_deadline && self.mode() == Mode::Threads {
-            // A submitter asleep in `park` must re-arm its timer, also when this push comes from the
-            // completer's callbacks, which otherwise wake nobody (see
+            // A submitter asleep in `park` must re-arm its timer, also when this push
+            // comes from the completer's callbacks, which otherwise wake nobody (see
             // `notify_submit_work`): the completer's own submit step expires nothing
             // later on.
             self.wake_submitter();
