@@ -56,10 +56,7 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
 
     /// Submit role, while it has nothing to submit: runs kernel work that only the
     /// submitting thread can run (io_uring task_work that posts completions).
-    /// Returns true if there was any.
-    fn run_deferred(&self) -> bool {
-        false
-    }
+    fn run_deferred(&self) {}
 
     /// Reap role: whether completions are ready to reap without entering the kernel;
     /// `None` when the driver cannot tell cheaply (then the completer does not poll for

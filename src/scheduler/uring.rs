@@ -367,13 +367,11 @@ impl UringDriver {
 
     /// DEFER_TASKRUN (poller, which holds both roles): runs the pending completion work,
     /// if the TASKRUN flag says there is some or a wait may have left some (the flag does
-    /// not cover work a wait left on the retry list). Returns whether it ran.
-    fn run_pending_local_work(&self) -> bool {
-        let pending = self.left_work.swap(false, Ordering::Relaxed) | self.deferred_pending();
-        if pending {
+    /// not cover work a wait left on the retry list).
+    fn run_pending_local_work(&self) {
+        if self.left_work.swap(false, Ordering::Relaxed) | self.deferred_pending() {
             self.run_all_local_work();
         }
-        pending
     }
 
     /// DEFER_TASKRUN (poller, which holds both roles): runs the pending completion work,
@@ -707,20 +705,18 @@ impl Driver for UringDriver {
         Some(waited)
     }
 
-    fn run_deferred(&self) -> bool {
+    fn run_deferred(&self) {
         if self.issuer.is_some() {
             return self.run_pending_local_work();
         }
         // SAFETY: only the submit role calls `run_deferred`, one thread at a time (Driver
         // contract), so this is the only SubmissionQueue of the ring in existence.
-        let pending = unsafe { self.ring.submission_shared() }.taskrun();
-        if pending {
+        if unsafe { self.ring.submission_shared() }.taskrun() {
             // GETEVENTS with min_complete 0 runs this thread's pending task_work (which
             // posts CQEs for the completer) and returns without waiting or touching the
             // CQ ring. Any error just means the work runs at the next syscall.
             let _ = self.enter(0, 0, IORING_ENTER_GETEVENTS);
         }
-        pending
     }
 
     fn completions_ready(&self) -> Option<bool> {
