@@ -3,7 +3,8 @@
 //!
 //! How the two roles (see `Driver`) share one ring:
 //! - the submit role alone touches the SQ (`submission_shared`, push, sync) and calls
-//!   `io_uring_enter(to_submit = n, min_complete = 0, flags = 0)`, and while idle
+//!   `io_uring_enter(to_submit = n, min_complete = 0, flags = 0)` (GETEVENTS too on a
+//!   single-poller ring, to run the completion work in the same call), and while idle
 //!   `io_uring_enter(0, 0, GETEVENTS)` to run its pending task_work (`run_deferred`);
 //! - the reap role alone touches the CQ (`completion_shared`, iterate, sync) and calls
 //!   `io_uring_enter(to_submit = 0, min_complete = 1, flags = GETEVENTS)` to wait.
@@ -114,6 +115,11 @@ pub struct UringDriver {
     /// Set after a wait in the kernel that may have left completion work behind, unseen
     /// by the TASKRUN flag; taken by `run_pending_local_work`. Poller only: Relaxed.
     left_work: AtomicBool,
+    /// DEFER_TASKRUN: set by a `submit` whose `io_uring_enter` also ran the pending
+    /// completion work (GETEVENTS), so the `run_deferred` that follows it in the same
+    /// round need not enter the kernel again; taken by `run_deferred`. Poller only
+    /// (it holds both roles): Relaxed.
+    submit_ran_work: AtomicBool,
 }
 
 /// Creates a ring with `sq_entries` SQEs and room for `cq_entries` completions.
@@ -328,6 +334,7 @@ impl UringDriver {
             // three control requests.
             wait_may_leave_work: single_issuer && depth + 3 > LOCAL_WORK_PER_WAIT,
             left_work: AtomicBool::new(false),
+            submit_ran_work: AtomicBool::new(false),
         })
     }
 
@@ -518,12 +525,39 @@ impl Driver for UringDriver {
             }
             // Dropping `sq` publishes the new tail to the kernel (Release store).
         }
+        // DEFER_TASKRUN (single poller, which holds both roles): the same io_uring_enter
+        // also runs the completion work queued for the poller (GETEVENTS with
+        // min_complete 0 runs it after the submit and returns at once), which otherwise
+        // costs the poller a second syscall per round (`run_deferred`). The kernel does
+        // that part only when every SQE went in.
+        let getevents = if self.issuer.is_some() {
+            IORING_ENTER_GETEVENTS
+        } else {
+            0
+        };
+        let cq_len = || {
+            // SAFETY: called only with DEFER_TASKRUN, whose poller holds both roles
+            // (Driver contract): no other CompletionQueue view of the ring exists; this
+            // short-lived one reads the tail and consumes nothing.
+            unsafe { self.ring.completion_shared() }.len()
+        };
+        let cq_before = if getevents != 0 { cq_len() } else { 0 };
         let mut left = batch.len();
         while left > 0 {
             // SQEs that fail at submit time are consumed too and complete with a CQE
             // carrying -errno, so each consumed SQE is one CQE to reap.
-            match ctx.kernel_submit(|| self.enter(left as u32, 0, 0)) {
+            match ctx.kernel_submit(|| self.enter(left as u32, 0, getevents)) {
                 Ok(0) => busy(),
+                Ok(consumed) if consumed >= left && getevents != 0 => {
+                    left = 0;
+                    // As in `run_all_local_work`: a deep ring may have more work than
+                    // one call runs; a call that posted that many CQEs may have left some.
+                    let posted = cq_len().saturating_sub(cq_before);
+                    if self.wait_may_leave_work && posted >= LOCAL_WORK_PER_WAIT as usize {
+                        self.left_work.store(true, Ordering::Relaxed);
+                    }
+                    self.submit_ran_work.store(true, Ordering::Relaxed);
+                }
                 Ok(consumed) => left -= consumed.min(left),
                 Err(libc::EINTR) => {}
                 // Out of memory for requests, or the CQ is backed up: let completions
@@ -707,6 +741,14 @@ impl Driver for UringDriver {
 
     fn run_deferred(&self) {
         if self.issuer.is_some() {
+            // Work queued since that submit's syscall waits for the next one (the next
+            // submit, reap check or wait), which comes before the poller sleeps
+            // (`completions_ready` runs it all).
+            if self.submit_ran_work.swap(false, Ordering::Relaxed)
+                && !self.left_work.load(Ordering::Relaxed)
+            {
+                return;
+            }
             return self.run_pending_local_work();
         }
         // SAFETY: only the submit role calls `run_deferred`, one thread at a time (Driver
