@@ -115,11 +115,6 @@ pub struct UringDriver {
     /// Set after a wait in the kernel that may have left completion work behind, unseen
     /// by the TASKRUN flag; taken by `run_pending_local_work`. Poller only: Relaxed.
     left_work: AtomicBool,
-    /// DEFER_TASKRUN: set by a `submit` whose `io_uring_enter` also ran the pending
-    /// completion work (GETEVENTS), so the `run_deferred` that follows it in the same
-    /// round need not enter the kernel again; taken by `run_deferred`. Poller only
-    /// (it holds both roles): Relaxed.
-    submit_ran_work: AtomicBool,
 }
 
 /// Creates a ring with `sq_entries` SQEs and room for `cq_entries` completions.
@@ -334,7 +329,6 @@ impl UringDriver {
             // three control requests.
             wait_may_leave_work: single_issuer && depth + 3 > LOCAL_WORK_PER_WAIT,
             left_work: AtomicBool::new(false),
-            submit_ran_work: AtomicBool::new(false),
         })
     }
 
@@ -527,9 +521,10 @@ impl Driver for UringDriver {
         }
         // DEFER_TASKRUN (single poller, which holds both roles): the same io_uring_enter
         // also runs the completion work queued for the poller (GETEVENTS with
-        // min_complete 0 runs it after the submit and returns at once), which otherwise
-        // costs the poller a second syscall per round (`run_deferred`). The kernel does
-        // that part only when every SQE went in.
+        // min_complete 0: after a submit that took every SQE, the kernel runs that work
+        // in runs of up to `LOCAL_WORK_PER_WAIT` items and returns the submitted count).
+        // That clears the TASKRUN flag, so the round's `run_deferred` usually finds
+        // nothing left and saves its own syscall.
         let getevents = if self.issuer.is_some() {
             IORING_ENTER_GETEVENTS
         } else {
@@ -541,22 +536,24 @@ impl Driver for UringDriver {
             // short-lived one reads the tail and consumes nothing.
             unsafe { self.ring.completion_shared() }.len()
         };
-        let cq_before = if getevents != 0 { cq_len() } else { 0 };
         let mut left = batch.len();
         while left > 0 {
+            // Taken before each call: `busy()` may reap CQEs between calls.
+            let cq_before = if getevents != 0 { cq_len() } else { 0 };
             // SQEs that fail at submit time are consumed too and complete with a CQE
             // carrying -errno, so each consumed SQE is one CQE to reap.
             match ctx.kernel_submit(|| self.enter(left as u32, 0, getevents)) {
                 Ok(0) => busy(),
                 Ok(consumed) if consumed >= left && getevents != 0 => {
                     left = 0;
-                    // As in `run_all_local_work`: a deep ring may have more work than
-                    // one call runs; a call that posted that many CQEs may have left some.
+                    // As in `run_all_local_work`: a deep ring may hold more work than
+                    // the call ran, and a call that posted as many CQEs as one run's
+                    // limit may have stopped there (the count also includes IO that
+                    // completed inline at submit: a false alarm costs one syscall).
                     let posted = cq_len().saturating_sub(cq_before);
                     if self.wait_may_leave_work && posted >= LOCAL_WORK_PER_WAIT as usize {
                         self.left_work.store(true, Ordering::Relaxed);
                     }
-                    self.submit_ran_work.store(true, Ordering::Relaxed);
                 }
                 Ok(consumed) => left -= consumed.min(left),
                 Err(libc::EINTR) => {}
@@ -741,14 +738,6 @@ impl Driver for UringDriver {
 
     fn run_deferred(&self) {
         if self.issuer.is_some() {
-            // Work queued since that submit's syscall waits for the next one (the next
-            // submit, reap check or wait), which comes before the poller sleeps
-            // (`completions_ready` runs it all).
-            if self.submit_ran_work.swap(false, Ordering::Relaxed)
-                && !self.left_work.load(Ordering::Relaxed)
-            {
-                return;
-            }
             return self.run_pending_local_work();
         }
         // SAFETY: only the submit role calls `run_deferred`, one thread at a time (Driver
