@@ -20,7 +20,8 @@
  *    the engine (that engine is leaked: only its exited poller could close it).
  * POLLED, also: an event loop that sleeps in poll() on the event fd, with one read in
  * flight at a time (each submitted by the last one's callback inside a poll), needs one
- * ioeng_poll(h, 0, 0) per completion (at most 1 in 10 may find nothing).
+ * ioeng_poll(h, 0, 0) per completion (at most 1 in 10 may find nothing); also without
+ * the flag.
  * And an event loop that only sleeps in epoll_wait(-1) on the event fd and
  * calls ioeng_poll(h, 0, 0) keeps 64 O_DIRECT writes in flight on ext4 and on tmpfs for
  * 2 s each, with a watchdog (no completion in 5 s fails). A smoke test: with
@@ -284,9 +285,16 @@ static void chain_cb(void *ctx, int64_t res)
  * which that one poll must run. (A poll that runs nothing, then re-signals the fd, costs
  * an event loop a second round per IO: a state left by the previous poll's submit once
  * made every such poll skip the kernel's queued completion work.) */
-static void one_poll_per_completion(void)
+static void one_poll_per_completion(int single_poller)
 {
-    chain_eng = open_flagged(IOENG_MODE_POLLED, 0);
+    if (single_poller) {
+        chain_eng = open_flagged(IOENG_MODE_POLLED, 0);
+    } else {
+        ioeng_config_t c = tu_config(tu_backend(), IOENG_MODE_POLLED, 8);
+        int rc = ioeng_open(&c, &chain_eng);
+        CHECK_EQ(rc, 0, "ioeng_open: %s", tu_errname(rc));
+    }
+    chain_next = chain_done = 0;
     chain_fd = tu_scratch(TU_EXT4, 1, NULL);
     char *data = tu_alloc((NREAD + 1) * BLK);
     memset(data, 0x5a, (NREAD + 1) * BLK);
@@ -317,8 +325,8 @@ static void one_poll_per_completion(void)
     CHECK_EQ(ioeng_close(chain_eng), 0, "close");
     free(chain_buf);
     close(chain_fd);
-    printf("  event loop, one O_DIRECT read at a time: %d completions, %d empty polls\n",
-           CHAIN_READS, empty);
+    printf("  event loop, one O_DIRECT read at a time (%s): %d completions, %d empty polls\n",
+           single_poller ? "IOENG_CONFIG_SINGLE_POLLER" : "no flags", CHAIN_READS, empty);
 }
 
 static int kernel_at_least(int major, int minor)
@@ -437,7 +445,8 @@ int main(void)
     use_fixed = tu_backend() == IOENG_BACKEND_URING;
     if (tu_mode() == IOENG_MODE_POLLED) {
         polled();
-        one_poll_per_completion();
+        one_poll_per_completion(1);
+        one_poll_per_completion(0);
         event_loop_qd64(TU_EXT4);
         event_loop_qd64(TU_TMPFS);
     } else {
