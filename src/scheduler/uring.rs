@@ -366,6 +366,16 @@ impl UringDriver {
         }
     }
 
+    /// DEFER_TASKRUN (poller only): how many CQEs wait unreaped, to tell how many a call
+    /// that ran completion work posted.
+    fn unreaped_cqes(&self) -> usize {
+        debug_assert!(self.issuer.is_some(), "a single-poller ring");
+        // SAFETY: a DEFER_TASKRUN ring exists only in POLLED mode, whose poller holds both
+        // roles (Driver contract), so no other thread has a CompletionQueue of the ring;
+        // this short-lived view only reads the tail and consumes nothing.
+        unsafe { self.ring.completion_shared() }.len()
+    }
+
     /// DEFER_TASKRUN (poller, which holds both roles): runs the pending completion work,
     /// if the TASKRUN flag says there is some or a wait may have left some (the flag does
     /// not cover work a wait left on the retry list).
@@ -390,10 +400,6 @@ impl UringDriver {
     /// flag is set but the last call posted nothing (items that post no CQE, such as an
     /// internal retry; or a stale flag on 6.2-6.8), the rest runs the sure, slow way.
     fn run_all_local_work(&self) {
-        // SAFETY: a DEFER_TASKRUN ring exists only in POLLED mode, whose poller holds both
-        // roles (Driver contract), so no other thread has a CompletionQueue of the ring;
-        // these short-lived views only read the tail and consume nothing.
-        let cq_len = || unsafe { self.ring.completion_shared() }.len();
         // Every item posts at most one CQE, and the CQ has room for all the kernel holds.
         let most_calls = self
             .ring
@@ -401,14 +407,14 @@ impl UringDriver {
             .cq_entries()
             .div_ceil(LOCAL_WORK_PER_WAIT);
         for _ in 0..most_calls {
-            let before = cq_len();
+            let before = self.unreaped_cqes();
             // Any error (EINTR) leaves nothing behind that the next poll would not find:
             // the work ran, or is still pending and the next check runs it.
             let _ = self.enter(0, 0, IORING_ENTER_GETEVENTS);
             if !self.wait_may_leave_work {
                 break;
             }
-            let posted = cq_len().saturating_sub(before);
+            let posted = self.unreaped_cqes().saturating_sub(before);
             if posted >= LOCAL_WORK_PER_WAIT as usize {
                 continue;
             }
@@ -525,37 +531,38 @@ impl Driver for UringDriver {
         // in runs of up to `LOCAL_WORK_PER_WAIT` items and returns the submitted count).
         // That clears the TASKRUN flag, so the round's `run_deferred` usually finds
         // nothing left and saves its own syscall.
-        let getevents = if self.issuer.is_some() {
+        let single_poller = self.issuer.is_some();
+        let getevents = if single_poller {
             IORING_ENTER_GETEVENTS
         } else {
             0
         };
-        let cq_len = || {
-            // SAFETY: called only with DEFER_TASKRUN, whose poller holds both roles
-            // (Driver contract): no other CompletionQueue view of the ring exists; this
-            // short-lived one reads the tail and consumes nothing.
-            unsafe { self.ring.completion_shared() }.len()
-        };
         let mut left = batch.len();
         while left > 0 {
             // Taken before each call: `busy()` may reap CQEs between calls.
-            let cq_before = if getevents != 0 { cq_len() } else { 0 };
+            let cq_before = if single_poller {
+                self.unreaped_cqes()
+            } else {
+                0
+            };
             // SQEs that fail at submit time are consumed too and complete with a CQE
             // carrying -errno, so each consumed SQE is one CQE to reap.
             match ctx.kernel_submit(|| self.enter(left as u32, 0, getevents)) {
                 Ok(0) => busy(),
-                Ok(consumed) if consumed >= left && getevents != 0 => {
-                    left = 0;
-                    // As in `run_all_local_work`: a deep ring may hold more work than
-                    // the call ran, and a call that posted as many CQEs as one run's
+                Ok(consumed) => {
+                    left -= consumed.min(left);
+                    // The call that took the last SQEs also ran completion work. As in
+                    // `run_all_local_work`: a call that posted as many CQEs as one run's
                     // limit may have stopped there (the count also includes IO that
                     // completed inline at submit: a false alarm costs one syscall).
-                    let posted = cq_len().saturating_sub(cq_before);
-                    if self.wait_may_leave_work && posted >= LOCAL_WORK_PER_WAIT as usize {
-                        self.left_work.store(true, Ordering::Relaxed);
+                    if single_poller
+                        && left == 0
+                        && self.unreaped_cqes().saturating_sub(cq_before)
+                            >= LOCAL_WORK_PER_WAIT as usize
+                    {
+                        self.may_have_left_work();
                     }
                 }
-                Ok(consumed) => left -= consumed.min(left),
                 Err(libc::EINTR) => {}
                 // Out of memory for requests, or the CQ is backed up: let completions
                 // make progress, then retry.
