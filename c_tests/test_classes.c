@@ -13,7 +13,10 @@
  *    while an unlimited class beside them runs at full speed; the engine wakes by
  *    itself at each refill (also POLLED);
  *  - ioeng_class_update() live: lifting a limit lets the held requests go at once;
- *  - deadlines and cancel of requests held by a limit;
+ *  - deadlines and cancel of requests held by a limit; held requests that leave by
+ *    ioeng_cancel_all, ioeng_cancel or their deadline leave an idle engine (no spin, no
+ *    timer, a quiet event fd, throttled time stopped); a POLLED close waits for refills
+ *    asleep;
  *  - IOENG_CLASS_HIGH statistics, latency percentiles, throttled time, IOENG_STATS_RESET;
  *  - kernel_ioprio (IDLE, BE 4) accepted by the kernel with normal results;
  *  - bad input: unknown class_id, weight 0 and 10001, a bad kernel_ioprio, the 64th
@@ -354,6 +357,119 @@ static void deadline_cancel_case(ioeng_backend_t be, int fd)
 
 /* ------------------------------------------------------------------ */
 
+static uint64_t cpu_ns(clockid_t clk)
+{
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t throttled_ns(ioeng_t *h, uint16_t id)
+{
+    ioeng_class_stats_t st;
+    CHECK(ioeng_class_stats(h, id, &st, 0) == 0, "class stats");
+    return st.throttled_ns;
+}
+
+/* Requests held by a limit that leave the queues otherwise (cancel_all, ioeng_cancel,
+ * their deadline) leave an idle engine: no timer for the refill nobody waits for, so
+ * THREADS engine threads sleep (< 30 ms of process CPU in 300 ms), a POLLED engine's
+ * event fd stays quiet with no timeout left (ioeng_next_timeout_ns -1), and the class's
+ * throttled time stops growing. `how`: 0 cancel_all, 1 cancel(tag), 2 deadline. */
+static void held_then_gone_case(ioeng_backend_t be, int fd, ioeng_mode_t mode, int how)
+{
+    static const char *const names[] = {"ioeng_cancel_all", "ioeng_cancel", "deadline"};
+    rec_reset();
+    ioeng_config_t cfg = tu_config(be, mode, 4);
+    ioeng_t *h = NULL;
+    CHECK(ioeng_open(&cfg, &h) == 0, "open");
+    ioeng_class_config_t c = class_cfg(100);
+    c.iops_limit = 10; /* one request now, the next in 100 ms */
+    uint16_t id = open_class(h, c);
+    uint64_t deadline = tu_now_ns() + 50 * 1000000ull;
+    for (int i = 0; i < 5; i++) {
+        ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf4k, 4096, 0);
+        q.class_id = id;
+        q.tag = 5;
+        if (how == 2 && i > 0)
+            q.deadline_ns = deadline;
+        CHECK(ioeng_submit(h, &q, rec_cb, (void *)(intptr_t)i) == 0, "submit");
+    }
+    int efd = mode == IOENG_MODE_POLLED ? ioeng_event_fd(h) : -1;
+    /* The first read goes; the other four are held. */
+    while (rec_n < 1) {
+        if (mode == IOENG_MODE_POLLED)
+            CHECK(ioeng_poll(h, 1, 1000000000) >= 0, "poll");
+        else
+            tu_waiter_wait_for(&rec_w, 1, 5);
+    }
+    int64_t gone_res = how == 2 ? -ETIMEDOUT : -ECANCELED;
+    if (how == 0)
+        CHECK_EQ(ioeng_cancel_all(h), 4, "ioeng_cancel_all of the held requests");
+    else if (how == 1)
+        CHECK_EQ(ioeng_cancel(h, 5), 4, "ioeng_cancel of the held requests");
+    while (rec_n < 5) {
+        if (mode == IOENG_MODE_POLLED)
+            CHECK(ioeng_poll(h, (uint32_t)(5 - rec_n), 2000000000) >= 0, "poll");
+        else
+            tu_waiter_wait_for(&rec_w, 5, 5);
+    }
+    CHECK_EQ(count_label_res(0, 4096), 1, "the read that went");
+    for (int i = 1; i < 5; i++)
+        CHECK_EQ(rec_res[i], gone_res, "%s: held request %d", names[how], i);
+    /* Idle now: 300 ms past the refill the four waited for. */
+    uint64_t thr0 = throttled_ns(h, id), cpu0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
+    if (mode == IOENG_MODE_POLLED) {
+        CHECK_EQ(ioeng_poll(h, 0, 0), 0, "a poll with nothing to do");
+        int64_t left = ioeng_next_timeout_ns(h);
+        CHECK_EQ(left, -1, "%s: ioeng_next_timeout_ns of an idle engine", names[how]);
+        /* A timer armed for the refill before the requests left fires once anyway
+         * (ioeng_event_fd: a spurious wake-up); after that the fd stays quiet. */
+        int wakes = 0;
+        uint64_t until = tu_now_ns() + 300 * 1000000ull;
+        for (uint64_t now = tu_now_ns(); now < until; now = tu_now_ns()) {
+            struct pollfd p = {.fd = efd, .events = POLLIN};
+            if (poll(&p, 1, (int)((until - now) / 1000000 + 1)) != 1)
+                continue;
+            wakes++;
+            CHECK_EQ(ioeng_poll(h, 0, 0), 0, "%s: a poll of the idle engine", names[how]);
+            CHECK(wakes <= 2, "%s: the idle engine's event fd woke a loop %d times", names[how], wakes);
+        }
+        CHECK_EQ(ioeng_next_timeout_ns(h), -1, "%s: ioeng_next_timeout_ns after the wait", names[how]);
+    } else {
+        usleep(300 * 1000);
+    }
+    uint64_t cpu = cpu_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu0, thr = throttled_ns(h, id) - thr0;
+    CHECK(cpu < 30000000ull, "%s: an idle %s engine used %.1f ms of CPU in 300 ms", names[how],
+          mode == IOENG_MODE_POLLED ? "POLLED" : "THREADS", cpu / 1e6);
+    CHECK_EQ(thr, 0, "%s: throttled_ns grew by %" PRIu64 " ns with the class empty", names[how], thr);
+    CHECK(ioeng_close(h) == 0, "close");
+}
+
+/* POLLED close of an engine whose queued requests wait for their class's refills:
+ * close dispatches them as the limit allows (3 reads at 5 IOPS: ~400 ms) and sleeps
+ * in between (< 50 ms of its thread's CPU). */
+static void polled_close_held_case(ioeng_backend_t be, int fd)
+{
+    rec_reset();
+    ioeng_config_t cfg = tu_config(be, IOENG_MODE_POLLED, 4);
+    ioeng_t *h = NULL;
+    CHECK(ioeng_open(&cfg, &h) == 0, "open POLLED");
+    ioeng_class_config_t c = class_cfg(100);
+    c.iops_limit = 5;
+    uint16_t id = open_class(h, c);
+    for (int i = 0; i < 3; i++)
+        submit(h, IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf4k, 4096, 0, id, 0);
+    uint64_t t0 = tu_now_ns(), c0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
+    CHECK(ioeng_close(h) == 0, "close");
+    double took = (double)(tu_now_ns() - t0) / 1e9, cpu = (double)(cpu_ns(CLOCK_THREAD_CPUTIME_ID) - c0) / 1e9;
+    CHECK_EQ(count_label_res(0, 4096), 3, "reads done by close");
+    CHECK(took >= 0.3 && took < 5, "3 reads at 5 IOPS drained by close in %.3f s", took);
+    CHECK(cpu < 0.05, "close used %.3f s of CPU to wait %.3f s for refills", cpu, took);
+}
+
+/* ------------------------------------------------------------------ */
+
 static void stats_case(ioeng_backend_t be, int fd)
 {
     rec_reset();
@@ -518,6 +634,11 @@ int main(void)
     eventfd_refill_case(be, fd);
     update_case(be, fd);
     deadline_cancel_case(be, zero);
+    for (int how = 0; how < 3; how++) {
+        held_then_gone_case(be, fd, IOENG_MODE_THREADS, how);
+        held_then_gone_case(be, fd, IOENG_MODE_POLLED, how);
+    }
+    polled_close_held_case(be, fd);
     stats_case(be, fd);
     ioprio_case(be, fd);
     bad_input_case(be, fd);
@@ -525,7 +646,7 @@ int main(void)
     printf("test_classes [%s %s]: OK: cost shares within one request at depth 1 (300:100, "
            "4k vs 128k, 1:10000); normal_min_percent 10 within +-1; limits %.0f IOPS/2000, "
            "%.1f/16 MiB/s read, %.1f/8 MiB/s write, HIGH included; live update; deadline + cancel "
-           "of held requests; ioeng_poll and the event fd wake at refills; HIGH stats, percentiles, reset; kernel ioprio; bad input\n",
+           "of held requests, then an idle engine; POLLED close sleeps between refills; ioeng_poll and the event fd wake at refills; HIGH stats, percentiles, reset; kernel ioprio; bad input\n",
            tu_backend_name(be), tu_mode_name(), iops, bps / (1 << 20), wbps / (1 << 20));
     return 0;
 }

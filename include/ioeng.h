@@ -1033,14 +1033,18 @@ const char *ioeng_uring_unavailable_reason(void);
  * valid). A callback of a POLLED engine may close another engine: that close drains it
  * there and returns 0. Callbacks
  * that run during the drain may still call ioeng_submit() (-ESHUTDOWN) or ioeng_close()
- * (-EDEADLK) on `h`; apart from them, the caller must ensure no other call on `h` is
- * running or follows. In a forked child: releases the child's copy of the handle and
- * returns 0, touching none of the parent's threads or kernel objects and running no
- * callback. It closes the copy's file descriptors but leaves its memory in place until
+ * (-EDEADLK) on `h`; apart from them and from the -EBUSY case above (a POLLED close
+ * while another thread polls is refused, not undefined), the caller must ensure no
+ * other call on `h` is running or follows. In a forked child: releases the child's
+ * copy of the handle and returns 0, touching none of the parent's threads or kernel
+ * objects and running no callback. It closes the copy's file descriptors but leaves its memory in place until
  * the child exits or execs: the parent's threads may have held the copy's locks at the
  * fork, so freeing it could block forever.
- * Close waits for every accepted request, also one that waits for a silent stream peer:
- * call ioeng_cancel_all() first to end those at once.
+ * Close waits for every accepted request, also one that waits for a silent stream peer
+ * or for its IO class's rate limit (N requests queued at a limit of L IOPS take N / L
+ * seconds; the engine sleeps meanwhile): call ioeng_cancel_all() first to end those at
+ * once. A paused engine is resumed, and a queued request whose deadline has not passed
+ * is dispatched, not failed.
  *
  * # Safety
  * `h` is NULL or a live handle that no other thread uses during or after the call.

@@ -324,6 +324,22 @@ impl<T: Costed> ClassQueues<T> {
         self.classes.iter().map(Class::len).sum()
     }
 
+    /// After removals (cancel, deadlines): a class they emptied is no longer held, so its
+    /// held period ends now (`now` is read only then). Without this its throttled time
+    /// would grow until the next round, which an idle engine never runs.
+    pub(crate) fn end_emptied_holds(&mut self, now: impl FnOnce() -> u64) {
+        let emptied = |c: &Class<T>| c.len() == 0 && c.throttled_since.is_some();
+        if !self.classes.iter().any(emptied) {
+            return;
+        }
+        let now = now();
+        for class in self.classes.iter_mut().filter(|c| emptied(c)) {
+            if let Some(since) = class.throttled_since.take() {
+                class.throttled_ns += now.saturating_sub(since);
+            }
+        }
+    }
+
     /// (HIGH, READ, WRITE) lengths over all classes.
     pub(crate) fn lens(&self) -> (usize, usize, usize) {
         self.classes.iter().fold((0, 0, 0), |(h, r, w), c| {

@@ -358,6 +358,37 @@ fn removing_held_requests_lowers_held() {
 }
 
 #[test]
+fn a_class_emptied_by_removals_is_held_no_longer() {
+    let mut q: ClassQueues<It> = ClassQueues::new(0);
+    let c = q.open(limited(100, 0), 0).unwrap();
+    let other = q.open(limited(100, 0), 0).unwrap();
+    for i in 0..3 {
+        q.push(c, Read, It(c, 0, i));
+        q.push(other, Read, It(other, 0, 10 + i));
+    }
+    // One token each (the next in 10 ms): both held from this round on. Then `c` is
+    // emptied at 5 ms; `other` keeps its two.
+    assert_eq!(round(&mut q, 8, 0).len(), 2);
+    assert_eq!(q.held(), 4);
+    q.remove_where(|it| it.0 == c, |_| {});
+    let mut read_clock = false;
+    q.end_emptied_holds(|| {
+        read_clock = true;
+        5 * MS
+    });
+    assert!(read_clock, "a class was emptied");
+    assert_eq!(
+        q.throttled_ns(c, 9 * MS, false),
+        5 * MS,
+        "stopped at the removal"
+    );
+    assert_eq!(q.throttled_ns(other, 9 * MS, false), 9 * MS, "still held");
+    // Nothing emptied since: no clock read, nothing changes.
+    q.end_emptied_holds(|| unreachable!("no class was emptied"));
+    assert_eq!(q.throttled_ns(c, 9 * MS, false), 5 * MS);
+}
+
+#[test]
 fn live_update_changes_weight_and_limits_at_the_next_round() {
     let mut q: ClassQueues<It> = ClassQueues::new(0);
     let c = q.open(limited(100, 0), 0).unwrap();

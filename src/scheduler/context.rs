@@ -327,7 +327,6 @@ impl<S: Slot> IoContext<S> {
                 .queues
                 .remove_where(|event| event.tag() == tag, |event| removed.push(event));
             self.forget_removed(&mut waiting, &removed);
-            self.waiting.publish_held(&waiting);
             // Cancelled or timed out already, callback not yet started: still counted
             // (its callback keeps the result it has). Under the queue lock, so that a
             // request moving from the queues to `dead` is seen in one place or the other.
@@ -397,11 +396,16 @@ impl<S: Slot> IoContext<S> {
         found
     }
 
-    /// Bookkeeping after requests left the queues by cancel.
+    /// Bookkeeping after requests left the queues by cancel (under the queue lock), the
+    /// same for `cancel` and `cancel_all`: the held count and refill time that the
+    /// engine's timers read must drop the removed ones, or an idle engine would wake
+    /// (THREADS: spin, POLLED: signal its fd) for a refill nothing waits for.
     fn forget_removed(&self, waiting: &mut Waiting, removed: &[IoEvent]) {
         if removed.is_empty() {
             return;
         }
+        waiting.queues.end_emptied_holds(monotonic_ns);
+        self.waiting.publish_held(waiting);
         self.waiting
             .queued
             .fetch_sub(removed.len(), Ordering::Relaxed);
@@ -465,8 +469,7 @@ impl<S: Slot> IoContext<S> {
 
     pub(crate) fn stats(&self) -> Stats {
         let queued = lock(&self.waiting.lock).queues.lens();
-        let in_flight = self.flight.kernel.load(Ordering::Relaxed).max(0) as u64;
-        self.counters.read(queued, in_flight)
+        self.counters.read(queued, self.in_kernel())
     }
 
     /// Changes whenever kernel completions were taken (see `complete`).
@@ -628,6 +631,7 @@ impl<S: Slot> IoContext<S> {
         if expired.is_empty() {
             return false;
         }
+        waiting.queues.end_emptied_holds(|| now);
         self.waiting.publish_held(waiting);
         self.waiting
             .queued
@@ -864,6 +868,11 @@ impl<S: Slot> IoContext<S> {
     }
 
     // ---- completer thread ---------------------------------------------------------
+
+    /// IOs in the kernel now (accepted by it, not yet reaped).
+    pub(crate) fn in_kernel(&self) -> u64 {
+        self.flight.kernel.load(Ordering::Relaxed).max(0) as u64
+    }
 
     /// Whether the completer may block in the kernel: only while an IO is there.
     pub(crate) fn kernel_has_work(&self) -> bool {

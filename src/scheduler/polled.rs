@@ -291,12 +291,14 @@ pub(crate) fn drain<D: Driver>(shared: &Shared<D>) {
         if ctx.drained_for_close() {
             return;
         }
-        if !ctx.kernel_has_work()
-            && let Some(at) = held.round.next_retry()
-        {
-            std::thread::sleep(
-                crate::sys::instant_of(at).saturating_duration_since(Instant::now()),
-            );
+        if !ctx.kernel_has_work() {
+            // Nothing in the kernel to wait for: what is left waits for a timer (a delayed
+            // resubmission, a class's refill, a queued deadline), which must be slept
+            // until, not spun on.
+            let retry = held.round.next_retry().map(crate::sys::instant_of);
+            if let Some(at) = [retry, ctx.next_wake()].into_iter().flatten().min() {
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            }
         }
     }
 }
