@@ -43,7 +43,11 @@
 # registered files, batched submit and reap), in the io_uring unit of each round. Its IOPS is
 # the median of its per-second lines; its IO/CPU-ms is that IOPS x its wall time over its whole
 # process CPU (t/io_uring prints no IO count). The last column compares each libioeng row's
-# IO/CPU-ms with t/io_uring's in the same round.
+# IO/CPU-ms with t/io_uring's in the same round. With --t-io-uring-job the libioeng runs do
+# the job t/io_uring does: it opens its file O_NOATIME (no access-time check per read),
+# times no IO, and reaps min(QD,8) completions per io_uring_enter (-c), which a POLLED
+# ioeng_poll(h, min(QD,8), ...) does too; without it ioeng_bench opens the file as fio does
+# and times every IO.
 # With --cpus LIST every fio and ioeng_bench run is confined to those CPUs (sched_setaffinity
 # before exec, so every thread of the run inherits it): both sides then get the same place
 # (unpinned, where the scheduler puts the IO thread relative to the CPU that takes the disk's
@@ -65,7 +69,7 @@ CPUS=''
 EXT4_DIR=""
 SHM_DIR=/dev/shm
 BUILD=1
-T_IO_URING=''
+T_IO_URING='' T_JOB=0
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -n 's/^# \{0,1\}//p'
@@ -84,6 +88,9 @@ Options:
   --ioeng-args ARGS  extra ioeng_bench options for every libioeng run, e.g. "--batch 4"
   --cpus LIST     run fio and ioeng_bench only on these CPUs, e.g. 1 or 0,1 (default: any)
   --t-io-uring PATH  also run fio's t/io_uring (the io_uring peak-IOPS tool) on jobs 1, 2, 3, 6
+  --t-io-uring-job   libioeng runs do t/io_uring's job: open the file O_NOATIME, time no IO
+                  (ioeng_bench --noatime --latency 0: no latency columns) and, POLLED, wait
+                  for min(QD,8) callbacks per ioeng_poll (--poll-min; t/io_uring's -c)
 EOF
 }
 
@@ -114,6 +121,7 @@ while [[ $# -gt 0 ]]; do
         --cpus=*) CPUS=${1#*=}; shift ;;
         --t-io-uring) [[ $# -ge 2 ]] || die "--t-io-uring needs a value"; T_IO_URING=$2; shift 2 ;;
         --t-io-uring=*) T_IO_URING=${1#*=}; shift ;;
+        --t-io-uring-job) T_JOB=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
@@ -326,8 +334,13 @@ run_fio() {  # run_fio JOB ENGINE FILE OUT -> 0 if OUT is valid fio JSON
 }
 
 run_ioeng() {  # run_ioeng JOB BACKEND FILE OUT [extra args] -> 0 if OUT is valid JSON
-    local j=$1 be=$2 file=$3 out=$4
+    local j=$1 be=$2 file=$3 out=$4 qd
     shift 4
+    if [[ $T_JOB == 1 ]]; then
+        qd=$(job_qd "$j")
+        set -- "$@" --noatime --latency 0
+        [[ " $* " == *" --mode polled "* ]] && set -- "$@" --poll-min $((qd < 8 ? qd : 8))
+    fi
     echo "  ioeng_bench --backend $be $IOENG_ARGS $* ..." >&2
     if ! timed "$out.cpu" "$BENCH" --backend "$be" --rw "$(job_rw "$j")" --bs $BS --iodepth "$(job_qd "$j")" --direct 1 \
             --numjobs 1 --size "$SIZE_BYTES" --runtime "${RUNTIME_MS}ms" --filename "$file" \

@@ -168,7 +168,12 @@ static int setup_file(const char **path_out)
         die("--size (%" PRIu64 ") is smaller than --bs (%" PRIu64 ")", opt.size, opt.bs);
 
     int flags = (reads_only() ? O_RDONLY : O_RDWR) | (opt.direct ? O_DIRECT : 0);
-    int fd = open(path, flags);
+    int fd = open(path, flags | (opt.noatime ? O_NOATIME : 0));
+    if (fd < 0 && errno == EPERM && opt.noatime) {
+        fprintf(stderr, "%s: %s: O_NOATIME refused (not the file's owner): opened without it\n", prog,
+                path);
+        fd = open(path, flags);
+    }
     if (fd < 0) {
         if (errno == EINVAL && opt.direct)
             die("%s: this filesystem does not support O_DIRECT (use --direct 0)", path);

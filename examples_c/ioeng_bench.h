@@ -57,6 +57,9 @@ struct bench_opts {
     double runtime;
     double ramp_time;
     int direct;
+    bool noatime;           /* open with O_NOATIME (as fio's t/io_uring does) */
+    int latency;            /* time every IO (1, default) or none (0, as t/io_uring) */
+    unsigned poll_min;      /* POLLED: ioeng_poll's min_complete (default 1) */
     unsigned numjobs;
     double prio_mix;
     const char *filename;

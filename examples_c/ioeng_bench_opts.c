@@ -24,6 +24,8 @@ struct bench_opts opt = {
     .size = 1ull << 30,
     .runtime = 10.0,
     .direct = 1,
+    .latency = 1,
+    .poll_min = 1,
     .numjobs = 1,
     .seed = 0x10e9b3c4d5e6f708ull,
 };
@@ -63,6 +65,11 @@ static void usage(FILE *f)
 "  --runtime T                measured run time, e.g. 10, 0.5, 3s, 500ms (default 10s)\n"
 "  --ramp_time T              run this long before measuring (default 0)\n"
 "  --direct 0|1               O_DIRECT (default 1)\n"
+"  --noatime                  open the file with O_NOATIME (no access-time check per read,\n"
+"                             as fio's t/io_uring opens its files); falls back without it\n"
+"                             when the kernel refuses (EPERM: not the file's owner)\n"
+"  --latency 0|1              1 (default): time every IO (one clock read per completion);\n"
+"                             0: time none, as t/io_uring by default (no lat_us in the report)\n"
 "  --numjobs N                submitting threads sharing one engine (default 1);\n"
 "                             each keeps iodepth/numjobs requests outstanding\n"
 "  --prio-mix F               fraction 0..1 of requests sent IOENG_PRIO_HIGH (default 0)\n"
@@ -76,6 +83,8 @@ static void usage(FILE *f)
 "  --fixedbufs[=0|1]          register the IO buffers (ioeng_register_buffers) and send\n"
 "                             IOENG_REQ_FIXED_BUF requests (io_uring READ/WRITE_FIXED)\n"
 "  --dsync[=0|1]              writes carry IOENG_REQ_DSYNC (durable at completion)\n"
+"  --poll-min N               POLLED: ioeng_poll's min_complete, 1..iodepth (default 1):\n"
+"                             callbacks run per poll call (t/io_uring -c N reaps N)\n"
 "  --single-poller            POLLED: promise IOENG_CONFIG_SINGLE_POLLER (the job thread\n"
 "                             polls and closes the engine)\n"
 "  --batch-submit N           reissue completed slots in groups of N with one\n"
@@ -162,7 +171,7 @@ static unsigned parse_uint(const char *name, const char *s, unsigned lo, unsigne
 
 enum {
     OPT_BACKEND = 256, OPT_RW, OPT_RWMIX, OPT_BS, OPT_IODEPTH, OPT_ENGDEPTH, OPT_BATCH, OPT_QCAP, OPT_SIZE,
-    OPT_RUNTIME, OPT_RAMP, OPT_DIRECT, OPT_NUMJOBS, OPT_PRIOMIX, OPT_FILENAME, OPT_OUTFMT, OPT_SEED, OPT_CHECK,
+    OPT_RUNTIME, OPT_RAMP, OPT_DIRECT, OPT_NUMJOBS, OPT_PRIOMIX, OPT_FILENAME, OPT_OUTFMT, OPT_SEED, OPT_CHECK, OPT_NOATIME, OPT_LATENCY, OPT_POLLMIN,
     OPT_FIXEDBUFS, OPT_DSYNC, OPT_SINGLEPOLLER, OPT_BATCHSUB, OPT_GROUPSUB,
     OPT_MODE, OPT_IDLEPOLL, OPT_LATSTATS, OPT_JOBCLASS, OPT_NORMALMIN,
 };
@@ -197,6 +206,9 @@ static const struct option long_opts[] = {
     { "output_format", required_argument, 0, OPT_OUTFMT },
     { "seed", required_argument, 0, OPT_SEED },
     { "check-serial", no_argument, 0, OPT_CHECK },
+    { "noatime", no_argument, 0, OPT_NOATIME },
+    { "latency", required_argument, 0, OPT_LATENCY },
+    { "poll-min", required_argument, 0, OPT_POLLMIN },
     { "fixedbufs", optional_argument, 0, OPT_FIXEDBUFS },
     { "dsync", optional_argument, 0, OPT_DSYNC },
     { "single-poller", no_argument, 0, OPT_SINGLEPOLLER },
@@ -355,6 +367,9 @@ static void parse_opt(int c, const char *arg, char **argv)
     case OPT_OUTFMT: opt.json = parse_json(arg); break;
     case OPT_SEED: opt.seed = parse_seed(arg); break;
     case OPT_CHECK: opt.check_serial = true; break;
+    case OPT_NOATIME: opt.noatime = true; break;
+    case OPT_POLLMIN: opt.poll_min = (unsigned)parse_uint("--poll-min", arg, 1, IOENG_MAX_DEPTH); break;
+    case OPT_LATENCY: opt.latency = (int)parse_uint("--latency", arg, 0, 1); break;
     case OPT_FIXEDBUFS: opt.fixedbufs = !arg || parse_uint("--fixedbufs", arg, 0, 1); break;
     case OPT_DSYNC: opt.dsync = !arg || parse_uint("--dsync", arg, 0, 1); break;
     case OPT_SINGLEPOLLER: opt.single_poller = true; break;
@@ -400,6 +415,13 @@ static void check_args(void)
         if (with_qd)
             opt.iodepth = sum;
     }
+    if (opt.poll_min != 1 && opt.mode != IOENG_MODE_POLLED)
+        die("--poll-min is ioeng_poll's min_complete: it needs --mode polled");
+    if (opt.poll_min > opt.iodepth)
+        die("--poll-min (%u) must not exceed --iodepth (%u): a poll would wait for more callbacks "
+            "than there are requests", opt.poll_min, opt.iodepth);
+    if (!opt.latency && opt.njob_classes)
+        die("--latency 0 and --job-class: the per-job table reports latency; drop one");
     if (opt.numjobs > opt.iodepth)
         die("--numjobs (%u) must not exceed --iodepth (%u): each job keeps at least one request outstanding",
             opt.numjobs, opt.iodepth);

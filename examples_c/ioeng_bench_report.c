@@ -74,10 +74,10 @@ static void report_json(const struct result *r)
     printf("\"kernel_submit_calls\":%" PRIu64 ",\"resubmits\":%" PRIu64 ",\"batch\":%u,"
            "\"size\":%" PRIu64 ",\"rwmixread\":%u,\"prio_mix\":%g,\"ramp_time_s\":%g,"
            "\"errors\":%" PRIu64 ",\"eagain_fallbacks\":%" PRIu64 ",\"interrupted\":%s,"
-           "\"version\":\"%s\",\"fixedbufs\":%d,\"dsync\":%d,\"batch_submit\":%u,\"group_singles\":%s,\"filename\":",
+           "\"version\":\"%s\",\"noatime\":%s,\"latency\":%d,\"fixedbufs\":%d,\"dsync\":%d,\"batch_submit\":%u,\"group_singles\":%s,\"filename\":",
            r->submit_calls, r->resubmits, opt.batch, opt.size, opt.rwmixread, opt.prio_mix,
            opt.ramp_time, (uint64_t)atomic_load(&g.errors), (uint64_t)atomic_load(&g.eagain_fallbacks),
-           interrupted ? "true" : "false", ioeng_version(), opt.fixedbufs, opt.dsync,
+           interrupted ? "true" : "false", ioeng_version(), opt.noatime ? "true" : "false", opt.latency, opt.fixedbufs, opt.dsync,
            opt.batch_submit, opt.group_singles ? "true" : "false");
     json_string(r->path);
     printf(",\"lat_us\":{");
@@ -143,6 +143,10 @@ static void report_normal(const struct result *r)
            r->ios_per_submit, r->resubmits);
     if (atomic_load(&g.eagain_fallbacks))
         printf(", -EAGAIN fallbacks=%" PRIu64, (uint64_t)atomic_load(&g.eagain_fallbacks));
+    if (!opt.latency) {
+        printf("\n  completion latency: not measured (--latency 0)\n");
+        return;
+    }
     printf("\n  completion latency (usec, submit -> callback):\n");
     printf("    %-13s %10s %9s %9s %9s %9s %9s %9s %9s\n", "class", "count", "min", "avg", "p50", "p90",
            "p99", "p99.9", "max");
@@ -185,8 +189,8 @@ static double tv_sec(struct timeval tv)
 void make_result(struct result *r, const struct sample *a, const struct sample *b)
 {
     r->elapsed = (double)(b->t - a->t) / 1e9;
-    for (unsigned c = 0; c < NCLASS; c++)
-        r->ios += hist[c].count;
+    for (unsigned i = 0; i < opt.numjobs; i++)
+        r->ios += g.jobs[i].ios;
     r->iops = r->elapsed > 0 ? (double)r->ios / r->elapsed : 0;
     r->mib_s = r->iops * (double)opt.bs / 1048576.0;
     if (opt.njob_classes) {
