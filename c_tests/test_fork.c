@@ -4,7 +4,8 @@
  * forked child every call on an inherited handle returns -ESRCH and runs no callback;
  * ioeng_close there releases the child's copy and returns 0, printing nothing and leaving
  * the parent's threads and kernel objects alone (also when the parent's engine is busy
- * at the fork: 100 children must each close within 5 s and close the copy's fds):
+ * at the fork: 100 children must each close within 5 s and close the copy's ring; a
+ * child that closed the inherited descriptors and reused their numbers keeps its files):
  * afterwards the parent's engines
  * (one busy with a pending read, one paused with queued requests) work and close
  * normally. The child can open and use an engine of its own.
@@ -121,8 +122,9 @@ static void close_in_children_of_a_busy_process(ioeng_backend_t be, int zero)
         if (closed < min_closed)
             min_closed = closed;
     }
-    /* io_uring: the ring (and the POLLED event fd); AIO has only the POLLED event fd. */
-    int want = (be == IOENG_BACKEND_URING) + (tu_mode() == IOENG_MODE_POLLED);
+    /* io_uring: its ring. The event fd stays (an eventfd cannot be told from one the
+     * child made itself under the same number; see close_after_fd_reuse). */
+    int want = be == IOENG_BACKEND_URING;
     CHECK(min_closed >= want, "[%s] the child's close closed %d fds, expected at least %d",
           tu_backend_name(be), min_closed, want);
     atomic_store(&churn_stop, 1);
@@ -130,6 +132,76 @@ static void close_in_children_of_a_busy_process(ioeng_backend_t be, int zero)
     tu_close(churn_h);
     printf("100 children of a busy engine closed their copies (at least %d fds each)\n",
            min_closed);
+}
+
+/* ---- a child that closed the inherited fds and reused their numbers ---------------- */
+/* The daemon pattern: the child closes every inherited descriptor (closefrom), opens
+ * files of its own, which get the lowest numbers (the engine's old ones among them), and
+ * then releases the inherited handle, or a global destructor does at exit. That close
+ * must not close the child's files: each must still be open, the same file (st_ino), and
+ * writable afterwards. */
+static void close_after_fd_reuse(ioeng_backend_t be, int zero)
+{
+    ioeng_t *h = tu_open(be, 8, 0, 0, 0);
+    static int64_t r = INT64_MIN;
+    static char buf[64];
+    CHECK_EQ(submit(h, IOENG_OP_READ, zero, buf, sizeof buf, &r), 0, "submit");
+    tu_waiter_wait(&w, (uint64_t)tu_waiter_get(&w) + 1, 10);
+    int report[2];
+    CHECK(pipe(report) == 0, "pipe");
+    /* The report pipe's write end far above the engine's descriptors, so that it
+     * survives the child's cull. */
+    CHECK(dup2(report[1], 900) == 900, "dup2");
+    close(report[1]);
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        alarm(5);
+        for (int fd = 3; fd < 900; fd++)
+            close(fd);
+        enum { MINE = 8 };
+        int mine[MINE];
+        struct stat st[MINE];
+        char path[MINE][64];
+        for (int i = 0; i < MINE; i++) {
+            snprintf(path[i], sizeof path[i], "/dev/shm/ioeng_fork_reuse.%d.%d", (int)getpid(), i);
+            mine[i] = open(path[i], O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+            if (mine[i] < 0 || fstat(mine[i], &st[i]) != 0)
+                _exit(2);
+        }
+        int rc = ioeng_close(h);
+        char verdict = rc == 0 ? 'K' : 'c';
+        for (int i = 0; i < MINE; i++) {
+            struct stat now;
+            if (fstat(mine[i], &now) != 0 || now.st_ino != st[i].st_ino || now.st_dev != st[i].st_dev ||
+                pwrite(mine[i], "x", 1, 0) != 1)
+                verdict = (char)('0' + i); /* the child's file i was closed or replaced */
+            close(mine[i]);
+            unlink(path[i]);
+        }
+        (void)!write(900, &verdict, 1);
+        _exit(0);
+    }
+    close(900);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "[%s] child status %#x", tu_backend_name(be),
+          status);
+    char verdict = 0;
+    CHECK(read(report[0], &verdict, 1) == 1, "the child reported nothing");
+    close(report[0]);
+    CHECK(verdict != 'c', "[%s] ioeng_close of the inherited handle failed in the child", tu_backend_name(be));
+    CHECK(verdict == 'K', "[%s] the child's ioeng_close of the inherited handle closed the child's own "
+          "file %c (it had reused the engine's descriptor number)", tu_backend_name(be), verdict);
+    CHECK_EQ(r, 64, "the READ before the fork");
+    /* The parent's engine is untouched. */
+    CHECK_EQ(submit(h, IOENG_OP_READ, zero, buf, sizeof buf, &r), 0, "submit after the fork");
+    tu_waiter_wait(&w, (uint64_t)tu_waiter_get(&w) + 1, 10);
+    CHECK_EQ(r, 64, "READ after the child's close");
+    tu_close(h);
+    printf("a child that reused the engine's descriptor numbers kept its files through the close "
+           "of the inherited handle\n");
 }
 
 /* ---- fork() inside a callback ---------------------------------------------------- */
@@ -336,9 +408,10 @@ int main(void)
     tu_close(busy);
     tu_close(paused);
     close_in_children_of_a_busy_process(be, zero);
+    close_after_fd_reuse(be, zero);
     fork_in_callback(zero);
     printf("test_fork [%s]: child: -ESRCH from submit/submit_batch/cancel/register_buffers/resume/stats, close releases its copy "
-           "silently, also while the parent's engine is busy, and closes its fds; parent's engines unaffected; "
+           "silently, also while the parent's engine is busy, and closes its ring (never a descriptor the child reused); parent's engines unaffected; "
            "fork inside a callback\n",
            tu_backend_name(be));
     return 0;

@@ -37,9 +37,15 @@
 //
 // Threads, fork, blocking: as ioeng.h says for the C calls each method makes. Methods may
 // run on any number of threads at once, except close(), move-assignment and destruction,
-// which must be the last use of the engine (and must not run inside one of its own
-// callbacks: the destructor then calls std::terminate, since freeing the engine under
-// a running callback could only crash later). In a forked child the callables of the
+// which must be the last use of the engine, and must not run where ioeng_close()
+// refuses: inside one of its own callbacks, on any thread of a THREADS engine (a
+// callback of another THREADS engine too: -EDEADLK), or while another thread polls it
+// (POLLED: -EBUSY). Destruction and move-assignment there call std::terminate, since
+// freeing the engine under a running callback could only crash later. Mind where the
+// last owner goes: a callable is destroyed on the thread that ran it, so a lambda that
+// holds the last std::shared_ptr to an engine and runs as a THREADS engine's callback
+// (that engine or another) destroys that engine there; hand such an owner to a thread
+// of your own instead. In a forked child the callables of the
 // parent's pending requests are never run nor freed (the child's copy of them leaks).
 #ifndef IOENG_HPP
 #define IOENG_HPP
@@ -250,8 +256,8 @@ public:
 
     // ioeng_close(): runs every pending callback, stops and frees the engine. Returns 0
     // (the engine is gone; valid() is false; again: 0), or -errno with the engine still
-    // open (-EDEADLK: called from a callback of a THREADS engine; -EBUSY: POLLED engine
-    // being polled). Never throws; a stored callback exception stays for rethrow().
+    // open (-EDEADLK: called from one of its callbacks, or on any thread of a THREADS
+    // engine, this one or another; -EBUSY: POLLED engine being polled). Never throws; a stored callback exception stays for rethrow().
     int close() noexcept
     {
         if (!h_)

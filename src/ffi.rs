@@ -199,7 +199,8 @@ pub struct IoengReq {
     pub prio: IoengPrio,
     /// Open file descriptor; < 0 gives -EBADF. It must stay open until the callback ran
     /// (closing it earlier gives -EBADF in the callback, or IO on whatever file reuses the
-    /// number).
+    /// number: also for a request already in the kernel, whose continuation after a short
+    /// transfer looks the number up again).
     pub fd: i32,
     /// IOENG_REQ_* bits; an unknown bit gives -EINVAL. Flags on FSYNC/FDATASYNC/
     /// FALLOCATE/SYNC_FILE_RANGE, and DSYNC/SYNC on READ/READV, give -EINVAL.
@@ -1182,9 +1183,14 @@ pub extern "C" fn ioeng_uring_unavailable_reason() -> *const c_char {
 /// while another thread polls is refused, not undefined), the caller must ensure no
 /// other call on `h` is running or follows. In a forked child: releases the child's
 /// copy of the handle and returns 0, touching none of the parent's threads or kernel
-/// objects and running no callback. It closes the copy's file descriptors but leaves its memory in place until
-/// the child exits or execs: the parent's threads may have held the copy's locks at the
-/// fork, so freeing it could block forever.
+/// objects and running no callback. It closes the copy of an io_uring ring (so that the
+/// child does not keep the parent's ring and registered buffers alive), but only while
+/// that descriptor number still refers to the ring: a child that closed the inherited
+/// descriptors may have reused the numbers for files of its own, which stay open. The
+/// event fd and the engine's other descriptors (all close-on-exec) and the copy's memory
+/// stay until the child exits or execs: an eventfd cannot be told from one the child
+/// made under the same number, and the parent's threads may have held the copy's
+/// locks at the fork, so freeing it could block forever.
 /// Close waits for every accepted request, also one that waits for a silent stream peer
 /// or for its IO class's rate limit (N requests queued at a limit of L IOPS take N / L
 /// seconds; the engine sleeps meanwhile): call ioeng_cancel_all() first to end those at

@@ -139,12 +139,6 @@ impl<S: Slot> IoContext<S> {
         &self.wakeup
     }
 
-    /// Closes the POLLED event fd (a forked child's copy, see
-    /// `Engine::abandon_in_forked_child`).
-    pub(crate) fn close_event_fd(&mut self) {
-        self.wakeup.close_event_fd();
-    }
-
     pub(crate) fn event_fd(&self) -> Option<&EventFd> {
         self.wakeup.event_fd()
     }

@@ -105,6 +105,17 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
         false
     }
 
+    /// In a forked child, instead of `drop`: releases what provably is the child's copy
+    /// of the driver's kernel objects and leaves the rest. The child may have closed the
+    /// inherited descriptors and reused their numbers for files of its own, which a
+    /// close by number would then take from it. The default releases nothing (AIO
+    /// contexts are not inherited; an fd left open costs the child one descriptor).
+    ///
+    /// # Safety
+    /// Called once, in a forked child, by its only thread that knows the driver; the
+    /// driver is never used or dropped afterwards.
+    unsafe fn release_in_forked_child(&mut self) {}
+
     /// Reap role: appends `(slot index, res)` for each completion there is. With `wait`,
     /// first waits in the kernel until at least one IO completed (or a signal interrupted
     /// the wait); without, never blocks.

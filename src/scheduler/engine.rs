@@ -280,10 +280,13 @@ impl<D: Driver> Engine<D> {
     /// so they are neither woken nor joined, and no callback runs. No destructor of the
     /// copy runs either: the parent's threads may have held its locks (the channels'
     /// wakers, the queues' mutex) at the fork, and nobody here would ever release them,
-    /// so dropping could block for good. Only the copy's file descriptors are closed
-    /// (close(2) takes no lock in this process), so that the child does not keep the
-    /// parent's ring, and the buffers registered with it, alive; the memory stays until
-    /// the child exits or execs.
+    /// so dropping could block for good. Only the copy of an io_uring ring is released
+    /// (unmapped and its fd closed: no lock in this process), so that the child does not
+    /// keep the parent's ring, and the buffers registered with it, alive; and only while
+    /// its fd number still refers to that ring: a child that closed the inherited
+    /// descriptors may have reused the numbers for its own files. The event fd and the
+    /// other descriptors stay open (an eventfd or timerfd cannot be told from the child's
+    /// own ones; all are close-on-exec); the memory stays until the child exits or execs.
     pub(crate) fn abandon_in_forked_child(self) {
         let mut this = std::mem::ManuallyDrop::new(self);
         // `get_mut` takes no lock: `this` is ours alone.
@@ -305,13 +308,11 @@ impl<D: Driver> Engine<D> {
             }
         }
         if let Some(shared) = Arc::get_mut(shared) {
-            shared.ctx.close_event_fd();
             // SAFETY: `shared` is the only reference to the driver in this process (the
             // count is 1 and this thread is the only one), and the `Arc` is never dropped
-            // (`this` is ManuallyDrop), so the driver is dropped exactly once, here. Its
-            // Drop takes no lock: io_uring unmaps and closes its ring; AIO leaves the
-            // context to the parent (contexts are not inherited).
-            unsafe { std::ptr::drop_in_place(&mut shared.driver) };
+            // (`this` is ManuallyDrop), so the driver is released once, here, and never
+            // used or dropped again. It takes no lock.
+            unsafe { shared.driver.release_in_forked_child() };
         }
     }
 }

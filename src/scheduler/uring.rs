@@ -49,7 +49,7 @@
 //! poll, and every poll reaps what the last one left).
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::time::Duration;
 
@@ -115,6 +115,10 @@ pub struct UringDriver {
     /// Set after a wait in the kernel that may have left completion work behind, unseen
     /// by the TASKRUN flag; taken by `run_pending_local_work`. Poller only: Relaxed.
     left_work: AtomicBool,
+    /// `(st_dev, st_ino)` of the ring's fd at open (each ring has an inode of its own):
+    /// a forked child closes its copy only while the number still refers to this ring
+    /// (`release_in_forked_child`).
+    ring_identity: Option<(u64, u64)>,
 }
 
 /// Creates a ring with `sq_entries` SQEs and room for `cq_entries` completions.
@@ -315,6 +319,7 @@ impl UringDriver {
         let single_issuer = ring.params().is_setup_single_issuer();
         let valgrind = sys::valgrind::running_on_valgrind();
         let quiet_fd = event_fd.filter(|_| ring.params().is_feature_ext_arg() && !valgrind);
+        let ring_identity = sys::fd::identity(ring.as_raw_fd());
         Ok(UringDriver {
             ring,
             valgrind,
@@ -329,6 +334,7 @@ impl UringDriver {
             // three control requests.
             wait_may_leave_work: single_issuer && depth + 3 > LOCAL_WORK_PER_WAIT,
             left_work: AtomicBool::new(false),
+            ring_identity,
         })
     }
 
@@ -741,6 +747,21 @@ impl Driver for UringDriver {
             },
         };
         Some(waited)
+    }
+
+    unsafe fn release_in_forked_child(&mut self) {
+        let ours = self
+            .ring_identity
+            .is_some_and(|id| sys::fd::identity(self.ring.as_raw_fd()) == Some(id));
+        if ours {
+            // SAFETY: the caller never uses or drops the driver again (the trait's
+            // contract), so the ring is dropped exactly once, here: its Drop unmaps the
+            // child's copy of the ring memory and closes the fd, which still refers to
+            // this ring (checked above), so the child does not keep the parent's ring
+            // and its registered buffers alive. Otherwise the number belongs to another
+            // file now and the mapping stays, as the rest of the engine's memory does.
+            unsafe { std::ptr::drop_in_place(&mut self.ring) };
+        }
     }
 
     fn run_deferred(&self) {

@@ -62,13 +62,6 @@ impl Wakeup {
         }
     }
 
-    /// Closes the POLLED event fd (a forked child's copy).
-    pub(crate) fn close_event_fd(&mut self) {
-        if let Wakeup::Polled(p) = self {
-            p.event = None;
-        }
-    }
-
     /// THREADS mode, once both engine threads exist.
     pub(crate) fn set_threads(&self, submitter: Thread, completer: Thread) {
         if let Wakeup::Threads(t) = self {

@@ -17,6 +17,21 @@ pub(crate) enum FdKind {
     Message,
 }
 
+/// `(st_dev, st_ino)` of the file `fd` refers to, or `None` when fstat fails. Tells
+/// whether an fd number still refers to a file seen earlier, for files with an inode of
+/// their own (an io_uring ring has one; eventfds, timerfds and the other anonymous-inode
+/// files all share one, so for them it tells nothing).
+pub(crate) fn identity(fd: i32) -> Option<(u64, u64)> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a full `stat` into valid storage or fails.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so `stat` is initialized.
+    let stat = unsafe { stat.assume_init_ref() };
+    Some((stat.st_dev, stat.st_ino))
+}
+
 /// Classifies `fd` with one or two syscalls (fstat, then getsockopt or lseek for sockets
 /// and character devices), so it is asked at most once per request, at its first
 /// continuation or on ESPIPE. An fd that fails fstat counts as a `File` (the next IO
