@@ -184,12 +184,13 @@ impl<S: Slot> IoContext<S> {
     /// There is new work for the submit step. Pushed from the reaping thread, nobody is
     /// woken: that thread runs a submit step after its callbacks (see `served_here`).
     fn notify_submit_work(&self) {
+        if self.served_here() {
+            return;
+        }
         // Pairs with the fence in `Wakeup::rearm`: either the poller sees this work, or
         // we see its `signalled = false` and signal.
         fence(Ordering::SeqCst);
-        if !self.served_here() {
-            self.wake_submitter();
-        }
+        self.wake_submitter();
     }
 
     /// POLLED mode, by the poller before it sleeps or returns: clears the event fd, then
@@ -278,9 +279,15 @@ impl<S: Slot> IoContext<S> {
                 accepted += 1;
             }
             // Counted under the lock, before the submitter can see the requests, so a
-            // callback never observes `completed > submitted`.
-            Counters::add(&self.counters.submitted, accepted as u64);
-            self.waiting.queued.fetch_add(accepted, Ordering::Relaxed);
+            // callback never observes `completed > submitted`. This is the counter's only
+            // writer, and it holds the queue lock: a load and a store do, no atomic
+            // read-modify-write.
+            let submitted = &self.counters.submitted;
+            submitted.store(
+                submitted.load(Ordering::Relaxed) + accepted as u64,
+                Ordering::Relaxed,
+            );
+            self.waiting.add_queued(&waiting, accepted as isize);
         }
         if accepted == 0 {
             return Err(refusal.unwrap_or(Error::InvalidArgument("empty batch")));
@@ -291,18 +298,23 @@ impl<S: Slot> IoContext<S> {
             // `notify_submit_work`): the completer's own submit step expires nothing
             // later on.
             self.wake_submitter();
-        } else if !earlier_deadline && self.mode() == Mode::Polled && {
-            // Pairs with the fence in `resume` (`notify_submit_work`): either we see
-            // `paused` cleared, or resume's signal (or the poller it leaves it to) comes
-            // after this push and sees it.
-            fence(Ordering::SeqCst);
-            self.is_paused()
-        } {
-            // POLLED and paused: a poll could not dispatch it, so the event fd stays
-            // quiet (DESIGN §6.3; `resume` signals it). An earlier deadline does signal:
-            // the poller must move its timer (`polled::arm_timer`).
+        } else if self.served_here() {
+            // From a callback on the reaping thread, which looks for submit work after
+            // its callbacks (a poller also re-checks `paused` and arms its timer before
+            // it returns or sleeps): nobody to wake, nothing to order.
         } else {
-            self.notify_submit_work();
+            // One fence for both pairings: with the one in `Wakeup::rearm` (either the
+            // poller sees this push, or we see its `signalled = false` and signal) and
+            // with the one in `resume` (either we see `paused` cleared, or resume's
+            // signal, or the poller it leaves it to, comes after this push and sees it).
+            fence(Ordering::SeqCst);
+            if !earlier_deadline && self.mode() == Mode::Polled && self.is_paused() {
+                // POLLED and paused: a poll could not dispatch it, so the event fd stays
+                // quiet (DESIGN §6.3; `resume` signals it). An earlier deadline does
+                // signal: the poller must move its timer (`polled::arm_timer`).
+            } else {
+                self.wake_submitter();
+            }
         }
         Ok(accepted)
     }
@@ -400,9 +412,7 @@ impl<S: Slot> IoContext<S> {
         }
         waiting.queues.end_emptied_holds(monotonic_ns);
         self.waiting.publish_held(waiting);
-        self.waiting
-            .queued
-            .fetch_sub(removed.len(), Ordering::Relaxed);
+        self.waiting.add_queued(waiting, -(removed.len() as isize));
         let with_deadline = removed
             .iter()
             .filter(|e| e.request.deadline_ns != 0)
@@ -627,9 +637,7 @@ impl<S: Slot> IoContext<S> {
         }
         waiting.queues.end_emptied_holds(|| now);
         self.waiting.publish_held(waiting);
-        self.waiting
-            .queued
-            .fetch_sub(expired.len(), Ordering::Relaxed);
+        self.waiting.add_queued(waiting, -(expired.len() as isize));
         // Counted here, not from the callbacks' res: a kernel's own -ETIMEDOUT (a socket
         // read after a TCP timeout) is no deadline of ours.
         Counters::add(&self.counters.timed_out, expired.len() as u64);
@@ -761,7 +769,7 @@ impl<S: Slot> IoContext<S> {
                 *slot.event_mut() = Some(event);
                 out.push(index);
             });
-        self.waiting.queued.fetch_sub(taken, Ordering::Relaxed);
+        self.waiting.add_queued(&waiting, -(taken as isize));
         self.forget_deadlines(&mut waiting, with_deadline);
         if waiting.queues.is_classed() {
             self.waiting.publish_held(&waiting);

@@ -32,8 +32,8 @@ pub(crate) struct StuckTransfers {
     /// else `NONE`. Written by the dispatching and the settling thread (each holding the
     /// slot), read by the sweep; a stale value only costs one harmless probe.
     transfer: Box<[AtomicU64]>,
-    /// Per slot: bumped at every dispatch there, so the sweep can tell "the same request
-    /// as at the last sweep" from "a new one".
+    /// Per slot: bumped at every dispatch there (by the submit role only), so the sweep
+    /// can tell "the same request as at the last sweep" from "a new one".
     serial: Box<[AtomicU64]>,
     /// Submit role only (the sweep).
     sweep: Mutex<Sweep>,
@@ -81,7 +81,10 @@ impl StuckTransfers {
             }
         };
         let fd = event.request.fd as u32 as u64;
-        self.serial[index].fetch_add(1, Relaxed);
+        // Only the submit role writes `serial` (here, holding the slot): a load and a
+        // store, no atomic read-modify-write on every dispatch.
+        let serial = &self.serial[index];
+        serial.store(serial.load(Relaxed).wrapping_add(1), Relaxed);
         self.transfer[index].store((fd << 2) | (write << 1) | 1, Relaxed);
         if self.next_sweep_ns.load(Relaxed) == NO_SWEEP {
             // The next `service` records it; the sweep after that probes it.

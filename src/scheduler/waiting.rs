@@ -22,8 +22,8 @@ pub(crate) struct WaitingQueues {
     /// `NO_DEADLINE`: read without the lock so that engines whose requests carry no
     /// deadline never read the clock or arm a timer.
     pub(crate) earliest_deadline: AtomicU64,
-    /// Requests queued; written under the lock, read without it by the submitter as a
-    /// hint of how many slots it will need.
+    /// Requests queued; written under the lock only (`add_queued`), read without it by
+    /// the submitter as a hint of how many slots it will need.
     pub(crate) queued: AtomicUsize,
     /// Most requests queued at once; 0 = unbounded.
     pub(crate) capacity: usize,
@@ -48,6 +48,18 @@ impl WaitingQueues {
             held: AtomicUsize::new(0),
             refill_ns: AtomicU64::new(NO_DEADLINE),
         }
+    }
+
+    /// `queued` += `delta`, by the holder of the queue lock (`_locked` is what it
+    /// guards): every writer of `queued` holds it, so a load and a store do, without an
+    /// atomic read-modify-write.
+    pub(crate) fn add_queued(&self, _locked: &Waiting, delta: isize) {
+        let now = self.queued.load(Relaxed);
+        debug_assert!(
+            delta >= 0 || now >= delta.unsigned_abs(),
+            "queued below zero"
+        );
+        self.queued.store(now.wrapping_add_signed(delta), Relaxed);
     }
 
     /// Publishes what the class limits hold after `waiting` changed (under the lock).
