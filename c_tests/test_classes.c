@@ -221,15 +221,24 @@ static void high_limit_case(ioeng_backend_t be, int fd)
 
 /* POLLED, polled by this thread alone with no timeout: ioeng_poll must wake by itself
  * at each refill of a limited class (nothing else happens meanwhile). */
-static void polled_refill_case(ioeng_backend_t be, int fd)
+/* A fresh engine (depth 4) in `mode` with one class of weight 100 limited to `iops`
+ * (*id); the dispatch log reset. */
+static ioeng_t *open_limited(ioeng_backend_t be, ioeng_mode_t mode, uint64_t iops, uint16_t *id)
 {
     rec_reset();
-    ioeng_config_t cfg = tu_config(be, IOENG_MODE_POLLED, 4);
+    ioeng_config_t cfg = tu_config(be, mode, 4);
     ioeng_t *h = NULL;
-    CHECK(ioeng_open(&cfg, &h) == 0, "open POLLED");
+    CHECK(ioeng_open(&cfg, &h) == 0, "open %s", mode == IOENG_MODE_POLLED ? "POLLED" : "THREADS");
     ioeng_class_config_t c = class_cfg(100);
-    c.iops_limit = 50;
-    uint16_t id = open_class(h, c);
+    c.iops_limit = iops;
+    *id = open_class(h, c);
+    return h;
+}
+
+static void polled_refill_case(ioeng_backend_t be, int fd)
+{
+    uint16_t id;
+    ioeng_t *h = open_limited(be, IOENG_MODE_POLLED, 50, &id);
     double t0 = now_s();
     for (int i = 0; i < 10; i++)
         submit(h, IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf4k, 4096, 0, id, 0);
@@ -249,13 +258,8 @@ static void polled_refill_case(ioeng_backend_t be, int fd)
  * times out (2 s) while requests are held would mean a lost refill. */
 static void eventfd_refill_case(ioeng_backend_t be, int fd)
 {
-    rec_reset();
-    ioeng_config_t cfg = tu_config(be, IOENG_MODE_POLLED, 4);
-    ioeng_t *h = NULL;
-    CHECK(ioeng_open(&cfg, &h) == 0, "open POLLED");
-    ioeng_class_config_t c = class_cfg(100);
-    c.iops_limit = 50;
-    uint16_t id = open_class(h, c);
+    uint16_t id;
+    ioeng_t *h = open_limited(be, IOENG_MODE_POLLED, 50, &id);
     int efd = ioeng_event_fd(h);
     CHECK(efd >= 0, "ioeng_event_fd = %d", efd);
     double t0 = now_s();
@@ -379,13 +383,8 @@ static uint64_t throttled_ns(ioeng_t *h, uint16_t id)
 static void held_then_gone_case(ioeng_backend_t be, int fd, ioeng_mode_t mode, int how)
 {
     static const char *const names[] = {"ioeng_cancel_all", "ioeng_cancel", "deadline"};
-    rec_reset();
-    ioeng_config_t cfg = tu_config(be, mode, 4);
-    ioeng_t *h = NULL;
-    CHECK(ioeng_open(&cfg, &h) == 0, "open");
-    ioeng_class_config_t c = class_cfg(100);
-    c.iops_limit = 10; /* one request now, the next in 100 ms */
-    uint16_t id = open_class(h, c);
+    uint16_t id;
+    ioeng_t *h = open_limited(be, mode, 10, &id); /* one request now, the next in 100 ms */
     uint64_t deadline = tu_now_ns() + 50 * 1000000ull;
     for (int i = 0; i < 5; i++) {
         ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf4k, 4096, 0);
@@ -451,13 +450,8 @@ static void held_then_gone_case(ioeng_backend_t be, int fd, ioeng_mode_t mode, i
  * in between (< 50 ms of its thread's CPU). */
 static void polled_close_held_case(ioeng_backend_t be, int fd)
 {
-    rec_reset();
-    ioeng_config_t cfg = tu_config(be, IOENG_MODE_POLLED, 4);
-    ioeng_t *h = NULL;
-    CHECK(ioeng_open(&cfg, &h) == 0, "open POLLED");
-    ioeng_class_config_t c = class_cfg(100);
-    c.iops_limit = 5;
-    uint16_t id = open_class(h, c);
+    uint16_t id;
+    ioeng_t *h = open_limited(be, IOENG_MODE_POLLED, 5, &id);
     for (int i = 0; i < 3; i++)
         submit(h, IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf4k, 4096, 0, id, 0);
     uint64_t t0 = tu_now_ns(), c0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
