@@ -708,6 +708,122 @@ def cmd_memory(port, pid, cap_mib):
     print(f"nbd_client memory: OK (RSS {base} -> peak {peak} -> {after} KiB, cap {cap_mib} MiB)")
 
 
+def cmd_busy_shutdown(port, pid):
+    """SIGTERM while 4 connections each keep 32 writes in flight, sending the next one as
+    each reply arrives and stopping at the first NBD_ESHUTDOWN, as a client should: every
+    request sent must get a reply (0 or ESHUTDOWN), none an EOF or a reset."""
+    import threading
+    results = []
+
+    def worker(seed):
+        rnd = random.Random(seed)
+        c = Conn(port)
+        size, _ = c.connect_go()
+        cookie, sent, shut, stop = 0, 0, 0, False
+
+        def send_one():
+            nonlocal cookie, sent
+            cookie += 1
+            n = rnd.choice([512, 4096, 65536])
+            c.request(CMD_WRITE, cookie, rnd.randrange(0, size - n), n, payload=rnd.randbytes(n))
+            sent += 1
+        try:
+            for _ in range(32):
+                send_one()
+            while c.pending:
+                _, err, _ = c.reply()
+                check(err in (0, 108), f"write reply error {err}")
+                if err == 108:
+                    shut += 1
+                    stop = True
+                if not stop:
+                    send_one()
+            c.disc()
+            results.append((sent, shut, None))
+        except Exception as e:  # an EOF or reset with requests unanswered
+            results.append((sent, shut, f"{len(c.pending)} of {sent} requests unanswered: {e!r}"))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGTERM)
+    for t in threads:
+        t.join(60)
+    check(len(results) == 4, "a connection's client did not finish")
+    for sent, shut, err in results:
+        check(err is None, err or "")
+    check(any(shut for _, shut, _ in results), "no request got NBD_ESHUTDOWN after SIGTERM")
+    print("nbd_client busy_shutdown: OK (" + ", ".join(f"{s} writes/{sh} ESHUTDOWN" for s, sh, _ in results)
+          + "; every request answered)")
+
+
+def cmd_hup_disc(addr, pid, path):
+    """A client that sends a WRITE, FLUSH and DISC and closes at once, while the server is
+    stopped (SIGSTOP): on a Unix socket the server then sees the data and the hang-up
+    together. The WRITE must still run (NBD_CMD_DISC: handle all outstanding requests)."""
+    c = Conn(addr)
+    c.connect_go()
+    payload = os.urandom(4096)  # not what the file held before
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(0.2)
+        c.s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE, 1, 8192, 4096) + payload +
+                    struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_FLUSH, 2, 0, 0) +
+                    struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_DISC, 3, 0, 0))
+        c.s.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for _ in range(100):
+        if file_read(path, 8192, 4096) == payload:
+            break
+        time.sleep(0.05)
+    check(file_read(path, 8192, 4096) == payload, "the WRITE sent before DISC and close never ran")
+    d = Conn(addr)
+    d.connect_go()
+    err, data = d.call(CMD_READ, 8192, 4096)
+    check(err == 0 and data == payload, "the server reads back the WRITE sent before DISC")
+    d.disc()
+    print("nbd_client hup_disc: OK (WRITE + FLUSH + DISC then close: the write ran)")
+
+
+def cmd_hs_memory(port, pid, n):
+    """n connections pipeline NBD_OPT_LIST during the handshake and never read the
+    replies: the option replies the server holds count against --max-buffer-bytes (16 MiB
+    here) with their allocation overhead, so RSS stays bounded, and the memory goes back
+    once the connections are gone."""
+    base = rss_kib(pid)
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hdr = b""
+        while len(hdr) < 18:
+            hdr += s.recv(18 - len(hdr))
+        s.sendall(struct.pack(">I", 3))
+        s.setblocking(False)
+        blob = struct.pack(">QII", IHAVEOPT, OPT_LIST, 0) * 4096
+        for _ in range(100):
+            try:
+                s.send(blob)
+            except BlockingIOError:
+                break
+        socks.append(s)
+    peak = 0
+    for _ in range(20):  # 2 s: the server answers what the caps let it hold
+        peak = max(peak, rss_kib(pid))
+        time.sleep(0.1)
+    bound = base + (16 + 48) * 1024
+    check(peak < bound, f"server RSS {peak} KiB with {n} handshake connections not reading (bound {bound} KiB)")
+    for s in socks:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    time.sleep(2.5)  # idle: heap trimmed (after 1 s)
+    after = rss_kib(pid)
+    check(after < base + 24 * 1024, f"server RSS {after} KiB after the connections left (was {base} KiB)")
+    print(f"nbd_client hs_memory: OK (RSS {base} -> peak {peak} -> {after} KiB, {n} connections)")
+
+
 def cpu_s(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
@@ -755,6 +871,12 @@ def main():
         cmd_memory(int(args[0]), int(args[1]), int(args[2]))
     elif cmd == "emfile":
         cmd_emfile(int(args[0]), int(args[1]), int(args[2]))
+    elif cmd == "busy_shutdown":
+        cmd_busy_shutdown(int(args[0]), int(args[1]))
+    elif cmd == "hup_disc":
+        cmd_hup_disc(server_addr(args[0]), int(args[1]), args[2])
+    elif cmd == "hs_memory":
+        cmd_hs_memory(int(args[0]), int(args[1]), int(args[2]))
     elif cmd == "serve-check":
         cmd_serve_check(server_addr(args[0]))
     else:

@@ -12,8 +12,15 @@
 #  3. 16 connections x 128 unread 1 MiB reads + one of 8 x 32 MiB reads: RSS stays under
 #     --max-buffer-bytes (64 MiB here) + 48 MiB, every reply arrives, RSS falls once the
 #     clients leave
+#  3b. 64 handshake connections pipelining NBD_OPT_LIST without reading the replies, with
+#     --max-buffer-bytes 16M: RSS stays under 16 + 48 MiB above its start and falls back
+#     once they are gone (option replies are counted with their allocation overhead)
 #  4. accept4 failing with EMFILE (server RLIMIT_NOFILE 48, 80 connections): no busy loop,
 #     and the server serves again once they are gone
+#  5. SIGTERM while 4 connections keep 32 writes each in flight: every request answered (0,
+#     or NBD_ESHUTDOWN for those read after the signal), none cut off by a reset; on a Unix
+#     socket, a WRITE + FLUSH + DISC sent while the server is stopped, then close: the
+#     write runs
 #  (oversized WRITEs, 32 MiB + 4 KiB and 0xfffffff0: EINVAL and disconnect, are in
 #  test_nbd.sh's protocol run; the fuzz target in test_nbd_fuzz.sh)
 set -euo pipefail
@@ -80,6 +87,25 @@ nbd_stop R "$NBD_PID"
 [ "$(nbd_stat R trims)" -ge 1 ] || nbd_fail "the idle server never trimmed its memory"
 echo "memory: capped under load, given back when idle"
 
+# --- 3b. option replies a client never reads (handshake) --------------------------------
+truncate -s 16M "$shm/hs.img"
+nbd_start H --max-buffer-bytes 16M "$shm/hs.img"
+$T python3 "$client" hs_memory "$NBD_PORT" "$NBD_PID" 64
+nbd_stop H "$NBD_PID"
+[ "$(nbd_stat H trims)" -ge 1 ] || nbd_fail "the server never trimmed after handshake-only traffic"
+echo "handshake memory: capped by --max-buffer-bytes, given back when idle"
+
+# --- 5. SIGTERM with clients busy, and a Unix-socket client that sends DISC and closes ----
+truncate -s 64M "$shm/busy.img"
+nbd_start B "$shm/busy.img"
+$T python3 "$client" busy_shutdown "$NBD_PORT" "$NBD_PID"
+nbd_wait_exit B "$NBD_PID"
+truncate -s 1M "$shm/hup.img"
+nbd_start U --socket "$work/hup.sock" "$shm/hup.img"
+$T python3 "$client" hup_disc "$NBD_LISTEN" "$NBD_PID" "$shm/hup.img"
+nbd_stop U "$NBD_PID"
+echo "shutdown: every request of busy clients answered; DISC then close on a Unix socket: the write ran"
+
 # --- 4. accept4 out of descriptors ------------------------------------------------------
 printf '#!/bin/sh\nulimit -n 48 && exec "%s" "$@"\n' "$nbd_bin" >"$work/lowfd.sh"
 chmod +x "$work/lowfd.sh"
@@ -92,4 +118,4 @@ nbd_stop E "$NBD_PID"
 [ "$(nbd_stat E accept_pauses)" -ge 1 ] || nbd_fail "accept4 never failed: the fd limit did not apply"
 echo "EMFILE: accepting paused, no spin, served afterwards"
 
-echo "test_nbd_safety [$backend]: OK: no acknowledged write lost (mixed alignment, ext4 direct/buffered, tmpfs, ASan), idle connections time out, memory capped and returned, no accept spin"
+echo "test_nbd_safety [$backend]: OK: no acknowledged write lost (mixed alignment, ext4 direct/buffered, tmpfs, ASan), idle connections time out, memory capped and returned (also handshake replies), no accept spin, SIGTERM answers busy clients, DISC+close on a Unix socket runs the write"

@@ -71,8 +71,13 @@
  * listener is left alone for 100 ms (it stays readable: retrying at once would spin). SIGINT/SIGTERM: stop accepting,
  * close connections still negotiating, answer requests read from then on with
  * NBD_ESHUTDOWN (the client must then disconnect), send every in-flight reply, close
- * each connection once it is idle (after at most 30 s regardless), close the engine,
- * print counters to stderr and exit 0.
+ * each connection once it is quiet (SHUTDOWN_QUIET_MS without a request, every reply
+ * sent; if the peer has not acknowledged the replies yet, shut the write side and drop
+ * input until the peer closes: a close with unread input resets the connection, which
+ * loses them), or after 30 s regardless, close the engine, print counters to stderr and
+ * exit 0. Option replies queued during the handshake count against --max-buffer-bytes.
+ * A peer's hang-up (EPOLLHUP: at once on a Unix socket) first reads and runs what the
+ * peer sent before it closed.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -213,6 +218,7 @@ static void begin_shutdown(struct server *srv)
     }
     srv->stopping = true;
     clock_gettime(CLOCK_MONOTONIC, &srv->stop_at);
+    srv->stop_ns = now_ns();
     logmsg("signal: no new connections; finishing in-flight requests");
     epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->lfd, NULL);
     close(srv->lfd);
@@ -220,8 +226,10 @@ static void begin_shutdown(struct server *srv)
     if (srv->opt.socket_path)
         unlink(srv->opt.socket_path);
     srv->accept_resume_ns = 0;
-    /* Connections still negotiating are closed. The others are closed as soon as
-     * they are idle: every request read so far answered, nothing half received. */
+    /* Connections still negotiating are closed. The others go on reading: each request
+     * read from now on gets NBD_ESHUTDOWN, on which a client disconnects; a connection
+     * is closed once it is quiet (SHUTDOWN_QUIET_MS without a request, every request
+     * answered, nothing half received: conn_work), or when the grace is over. */
     for (struct conn *c = srv->conns; c; c = c->next) {
         if (!c->transmission)
             conn_fail(c);
@@ -384,8 +392,8 @@ static void usage(FILE *f)
             "  --handshake-timeout S     close connections still negotiating after S seconds\n"
             "                            (default 10; 0 = never)\n"
             "  --max-connections N       connections at once (default 256)\n"
-            "  --max-buffer-bytes N[KMG] request buffers held by the whole server; reading\n"
-            "                            requests pauses above it (default 256M)\n"
+            "  --max-buffer-bytes N[KMG] request buffers and option replies held by the\n"
+            "                            whole server; reading pauses above it (default 256M)\n"
             "Prints \"listening on ADDR:PORT\" ([ADDR]:PORT for IPv6, unix:PATH for --socket)\n"
             "on stdout when ready. SIGINT/SIGTERM stop it.\n");
 }
@@ -599,11 +607,18 @@ static void handle_event(struct server *srv, void *p, uint32_t events)
         struct conn *c = p;
         if (c->dead)
             return;
-        if (events & (EPOLLHUP | EPOLLERR)) {
-            /* Reset or fully closed: no reply can be delivered any more (and
-             * these stay reported even while EPOLLIN is off). A peer that only
-             * half-closed shows up as a 0-byte read instead. */
+        if (events & EPOLLERR) {
+            /* Reset: no reply can be delivered, and what it sent may be lost. */
             conn_fail(c);
+            return;
+        }
+        if (events & EPOLLHUP) {
+            /* Fully closed (an AF_UNIX peer's close() shows up so at once, while the
+             * bytes it sent are still queued): no reply can be delivered, but the
+             * requests it sent before closing still run (NBD_CMD_DISC: "handle all
+             * outstanding requests"). conn_hup reads them, then drops the connection;
+             * HUP stays reported while the fd is registered, so it leaves epoll. */
+            conn_hup(c);
             return;
         }
         if (events & EPOLLIN)
@@ -618,6 +633,12 @@ static void handle_event(struct server *srv, void *p, uint32_t events)
 static int run_timers(struct server *srv)
 {
     uint64_t now = now_ns(), next = UINT64_MAX;
+    /* Shutting down: each round looks at every connection, which may have become quiet
+     * (the rounds run at least every 100 ms then: serve). */
+    if (srv->stopping)
+        for (struct conn *c = srv->conns; c; c = c->next)
+            if (!c->dead)
+                conn_touch(c);
     while (srv->hs_head && srv->hs_head->hs_deadline_ns <= now) {
         struct conn *c = srv->hs_head;
         logmsg("conn %u: handshake not done in %u s; closing", c->id, srv->opt.hs_timeout_s);

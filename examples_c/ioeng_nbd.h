@@ -42,6 +42,8 @@
 #define ACCEPT_PAUSE_MS 100          /* accept4 out of fds/memory: stop accepting this long */
 #define MAX_IOV         64
 #define SHUTDOWN_GRACE_S 30
+#define SHUTDOWN_QUIET_MS 200  /* shutting down: a connection that sent no request for this
+                                  long (since the signal) and has nothing in flight is done */
 
 struct nbd_opts {
     const char *path;
@@ -160,7 +162,13 @@ struct conn {
     size_t got;
     struct out *oq_head, *oq_tail;
     size_t oq_off;       /* bytes of oq_head already sent */
-    size_t hs_bytes;     /* bytes of queued option replies (not owned by a request) */
+    size_t hs_bytes;     /* memory of queued option replies (not owned by a request),
+                            allocation overhead included (out_charge) */
+    bool hup;            /* the peer shut both directions (EPOLLHUP): read what it sent,
+                            then drop the connection */
+    bool lingering;      /* shutting down: our side is shut (FIN sent), input discarded
+                            until the peer closes, so that close() sends no RST */
+    uint64_t last_req_ns;  /* CLOCK_MONOTONIC when its last request header was read */
     unsigned nreq;       /* live requests (receiving, in the engine, or replying) */
     uint64_t nbytes;     /* their buffer bytes */
     struct conn *prev, *next;  /* all connections */
@@ -184,6 +192,7 @@ struct server {
     bool dsync_ok;                /* the engine accepts IOENG_REQ_DSYNC */
     bool stopping;                /* SIGINT/SIGTERM seen */
     struct timespec stop_at;      /* when stopping began (the shutdown grace runs from it) */
+    uint64_t stop_ns;             /* the same, CLOCK_MONOTONIC ns */
     struct conn *conns;           /* all live connections */
     unsigned nconns;
     struct conn *work_head;       /* connections to flush / resume / check this round */
@@ -235,6 +244,7 @@ void free_pool(struct server *srv);
 /* ioeng_nbd_conn.c */
 void conn_touch(struct conn *c);
 void conn_fail(struct conn *c);
+void conn_hup(struct conn *c);
 void conn_update_events(struct conn *c);
 void conn_send_copy(struct conn *c, const void *hdr, size_t hlen, const void *data, size_t dlen);
 void conn_enqueue(struct conn *c, struct out *o);

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -23,8 +25,8 @@
 
 void conn_update_events(struct conn *c)
 {
-    if (c->dead)
-        return;
+    if (c->dead || c->hup)
+        return; /* a hung-up socket is out of epoll (conn_hup) */
     uint32_t ev = 0;
     if (!c->closing && !c->paused)
         ev |= EPOLLIN;
@@ -47,12 +49,38 @@ void conn_touch(struct conn *c)
     c->srv->work_head = c;
 }
 
-static void out_release(struct out *o)
+/* What a malloc'ed reply item (an option reply) costs: the item, its bytes, and the
+ * allocator's overhead per chunk (glibc: 16 bytes, rounded to 16). Counted in full, so
+ * that a client pipelining tiny options it never reads is held to HS_MAX_BYTES of real
+ * memory, not of payload. */
+static size_t out_charge(size_t bytes)
 {
-    if (o->owner)
+    return (sizeof(struct out) + bytes + 16 + 15) & ~(size_t)15;
+}
+
+/* An option reply leaves the connection (sent, or dropped by conn_fail): its memory
+ * leaves the server's count, and a server left with neither requests nor option
+ * replies gives its memory back soon (run_timers), as after request traffic. */
+static void out_uncharge(struct conn *c, const struct out *o)
+{
+    struct server *srv = c->srv;
+    size_t charge = out_charge(o->hlen + o->dlen);
+    c->hs_bytes -= charge;
+    srv->buf_bytes -= charge;
+    if (!srv->live_reqs && !srv->trim_at_ns)
+        srv->trim_at_ns = now_ns() + IDLE_TRIM_MS * 1000000ull;
+    if (srv->buf_waiters)
+        conns_wake_paused(srv);
+}
+
+static void out_release(struct conn *c, struct out *o)
+{
+    if (o->owner) {
         req_put(o->owner);
-    else
+    } else {
+        out_uncharge(c, o);
         free(o);
+    }
 }
 
 /* Drops everything queued and closes the socket; the struct lives on until its last
@@ -69,7 +97,7 @@ void conn_fail(struct conn *c)
     while (c->oq_head) {
         struct out *o = c->oq_head;
         c->oq_head = o->next;
-        out_release(o);
+        out_release(c, o);
     }
     c->oq_tail = NULL;
     if (c->cur) {
@@ -85,7 +113,7 @@ void conn_fail(struct conn *c)
 void conn_enqueue(struct conn *c, struct out *o)
 {
     if (c->dead) {
-        out_release(o);
+        out_release(c, o);
         return;
     }
     o->next = NULL;
@@ -108,7 +136,10 @@ void conn_send_copy(struct conn *c, const void *hdr, size_t hlen, const void *da
     if (dlen)
         memcpy(p + hlen, data, dlen);
     *o = (struct out){ .hdr = p, .hlen = hlen + dlen };
-    c->hs_bytes += hlen + dlen;
+    size_t charge = out_charge(hlen + dlen);
+    c->hs_bytes += charge;
+    c->srv->buf_bytes += charge;
+    c->srv->trim_at_ns = 0;
     conn_enqueue(c, o);
 }
 
@@ -148,9 +179,7 @@ static void conn_flush(struct conn *c)
             c->oq_head = o->next;
             if (!c->oq_head)
                 c->oq_tail = NULL;
-            if (!o->owner)
-                c->hs_bytes -= o->hlen + o->dlen;
-            out_release(o);
+            out_release(c, o);
         }
         c->oq_off = done;
     }
@@ -165,13 +194,15 @@ static void conn_flush(struct conn *c)
  * option replies a client does not read); conn_work() resumes it. */
 static bool conn_over_limit(const struct conn *c)
 {
-    return c->nreq >= CONN_MAX_REQS || c->nbytes >= CONN_MAX_BYTES ||
-           c->hs_bytes >= HS_MAX_BYTES;
+    return c->nreq >= CONN_MAX_REQS || c->nbytes >= CONN_MAX_BYTES || c->hs_bytes >= HS_MAX_BYTES ||
+           (!c->transmission && c->hs_bytes && c->srv->buf_bytes >= c->srv->opt.max_buf);
 }
 
 static void conn_pause(struct conn *c)
 {
     c->paused = true;
+    if (c->srv->buf_bytes >= c->srv->opt.max_buf)
+        c->srv->buf_waiters = true; /* resumed when the server frees room */
     conn_update_events(c);
 }
 
@@ -214,6 +245,7 @@ void conns_wake_paused(struct server *srv)
 
 static void handle_request_header(struct conn *c, const uint8_t *h)
 {
+    c->last_req_ns = now_ns();
     if (get32(h) != NBD_REQUEST_MAGIC) {
         logmsg("conn %u: bad request magic 0x%08x; closing", c->id, get32(h));
         c->srv->stats.malformed_closes++;
@@ -436,14 +468,98 @@ static void conn_parse(struct conn *c)
     }
 }
 
+/* Shutting down: whether the connection sent no request for SHUTDOWN_QUIET_MS, counted
+ * from the signal at the earliest. A client that keeps requests in flight gets
+ * NBD_ESHUTDOWN for each one read after the signal and stops; closing it earlier, between
+ * two of its requests, would leave those it has sent meanwhile without a reply. */
+static bool quiet(const struct conn *c)
+{
+    uint64_t since = c->last_req_ns > c->srv->stop_ns ? c->last_req_ns : c->srv->stop_ns;
+    return now_ns() - since >= SHUTDOWN_QUIET_MS * 1000000ull;
+}
+
+/* Whether bytes the peer sent wait in the socket (unread by conn_readable yet). */
+static bool input_waiting(const struct conn *c)
+{
+    uint8_t b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n > 0;
+}
+
+/* Whether bytes we sent are still in the socket's send queue (not yet acknowledged by
+ * the peer, or unread on a Unix socket): an RST now could throw them away. Unknown
+ * counts as yes. */
+static bool unacked_output(const struct conn *c)
+{
+    int queued = 0;
+    return ioctl(c->fd, SIOCOUTQ, &queued) != 0 || queued > 0;
+}
+
 /* Whether the connection stopped at a message boundary (EOF there is no truncation). */
 static bool at_boundary(const struct conn *c)
 {
     return c->rpos == c->rlen && (c->st == ST_REQ_HDR || c->st == ST_OPT_HDR);
 }
 
+/* Reads and drops a lingering connection's input; closes it at EOF or on an error. */
+static void conn_drain_lingering(struct conn *c)
+{
+    uint8_t scratch[4096];
+    for (;;) {
+        ssize_t n = recv(c->fd, scratch, sizeof scratch, MSG_DONTWAIT);
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return; /* EPOLLIN stays on: the rest, or the EOF, wakes the next round */
+        conn_fail(c);
+        return;
+    }
+}
+
+/* Shutting down, idle: every reply was handed to the socket. Our side is shut (FIN after
+ * the replies), and what the peer still sends is read and dropped until it closes: a
+ * close() with unread input would send an RST, which throws away replies the peer has
+ * not received yet. The shutdown grace bounds the wait. */
+static void conn_linger(struct conn *c)
+{
+    c->lingering = true;
+    if (shutdown(c->fd, SHUT_WR) != 0) {
+        conn_fail(c);
+        return;
+    }
+    conn_drain_lingering(c);
+}
+
+/* EPOLLHUP: takes the connection out of epoll (HUP cannot be masked and would be
+ * reported every round), then reads and runs what the peer sent before it closed, as
+ * far as the connection's limits allow now (conn_work calls again as requests finish),
+ * and drops the connection at EOF: the requests read run on, their replies go nowhere. */
+void conn_hup(struct conn *c)
+{
+    if (!c->hup) {
+        c->hup = true;
+        epoll_ctl(c->srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        c->events = 0;
+    }
+    if (c->lingering) {
+        conn_fail(c);
+        return;
+    }
+    /* Everything the peer sent is queued already; each call reads up to 8 buffers. */
+    for (int calls = 0; calls < 4096 && !c->dead && !c->closing && !c->paused; calls++)
+        conn_readable(c);
+    if (!c->dead && !c->paused)
+        conn_fail(c);
+}
+
 void conn_readable(struct conn *c)
 {
+    if (c->lingering) {
+        conn_drain_lingering(c);
+        return;
+    }
     for (int round = 0; round < 8 && !c->dead && !c->closing && !c->paused; round++) {
         if (c->rpos == c->rlen)
             c->rpos = c->rlen = 0;
@@ -552,10 +668,23 @@ static void conn_work(struct conn *c)
         if (!c->dead && c->oq_head)
             conn_flush(c);
     }
-    /* Closing (DISC, ABORT, EOF), or shutting down and idle at a message boundary. */
-    if (!c->dead && (c->closing || (c->srv->stopping && c->transmission && at_boundary(c))) &&
-        c->nreq == 0 && !c->oq_head)
-        conn_fail(c);
+    /* A hung-up connection that was paused: read on now that there is room. */
+    if (!c->dead && c->hup && !c->paused)
+        conn_hup(c);
+    /* Closing (DISC, ABORT, EOF): done once every reply went out. Shutting down and idle
+     * at a message boundary: linger (unless requests are still waiting in the socket,
+     * which get NBD_ESHUTDOWN replies first). */
+    if (!c->dead && !c->lingering && c->nreq == 0 && !c->oq_head) {
+        if (c->closing)
+            conn_fail(c);
+        else if (c->srv->stopping && c->transmission && at_boundary(c) && quiet(c) && !input_waiting(c)) {
+            if (unacked_output(c))
+                conn_linger(c);
+            else
+                conn_fail(c); /* nothing of ours left to lose: an idle client does not
+                                 hold up the shutdown */
+        }
+    }
     if (c->dead && c->nreq == 0 && !c->in_grave) {
         c->in_grave = true;
         c->grave_next = c->srv->graveyard;
