@@ -145,8 +145,10 @@ static void close_after_fd_reuse(ioeng_backend_t be, int zero)
     ioeng_t *h = tu_open(be, 8, 0, 0, 0);
     static int64_t r = INT64_MIN;
     static char buf[64];
+    /* Counted before the submit: its callback may run before the submit returns. */
+    uint64_t done = tu_waiter_get(&w);
     CHECK_EQ(submit(h, IOENG_OP_READ, zero, buf, sizeof buf, &r), 0, "submit");
-    tu_waiter_wait(&w, (uint64_t)tu_waiter_get(&w) + 1, 10);
+    tu_waiter_wait(&w, done + 1, 10);
     int report[2];
     CHECK(pipe(report) == 0, "pipe");
     /* The report pipe's write end far above the engine's descriptors, so that it
@@ -196,8 +198,9 @@ static void close_after_fd_reuse(ioeng_backend_t be, int zero)
           "file %c (it had reused the engine's descriptor number)", tu_backend_name(be), verdict);
     CHECK_EQ(r, 64, "the READ before the fork");
     /* The parent's engine is untouched. */
+    done = tu_waiter_get(&w);
     CHECK_EQ(submit(h, IOENG_OP_READ, zero, buf, sizeof buf, &r), 0, "submit after the fork");
-    tu_waiter_wait(&w, (uint64_t)tu_waiter_get(&w) + 1, 10);
+    tu_waiter_wait(&w, done + 1, 10);
     CHECK_EQ(r, 64, "READ after the child's close");
     tu_close(h);
     printf("a child that reused the engine's descriptor numbers kept its files through the close "
