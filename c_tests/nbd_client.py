@@ -764,35 +764,44 @@ def cmd_hup_disc(addr, pid, path):
     together. The WRITE must still run (NBD_CMD_DISC: handle all outstanding requests)."""
     c = Conn(addr)
     c.connect_go()
-    payload = os.urandom(4096)  # not what the file held before
+    # More requests than a connection may hold at once (512): the server must pause and
+    # read on as they finish, although no reply can be delivered any more.
+    n, each = 700, 16
+    payload = os.urandom(n * each)  # not what the file held before
+    msg = b"".join(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE, i + 1, 8192 + i * each, each) +
+                   payload[i * each:(i + 1) * each] for i in range(n))
     os.kill(pid, signal.SIGSTOP)
     try:
         time.sleep(0.2)
-        c.s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE, 1, 8192, 4096) + payload +
-                    struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_FLUSH, 2, 0, 0) +
-                    struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_DISC, 3, 0, 0))
+        c.s.sendall(msg + struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_FLUSH, n + 1, 0, 0) +
+                    struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_DISC, n + 2, 0, 0))
         c.s.close()
     finally:
         os.kill(pid, signal.SIGCONT)
     for _ in range(100):
-        if file_read(path, 8192, 4096) == payload:
+        if file_read(path, 8192, n * each) == payload:
             break
         time.sleep(0.05)
-    check(file_read(path, 8192, 4096) == payload, "the WRITE sent before DISC and close never ran")
+    got = file_read(path, 8192, n * each)
+    ran = sum(got[i * each:(i + 1) * each] == payload[i * each:(i + 1) * each] for i in range(n))
+    check(ran == n, f"{ran} of the {n} WRITEs sent before DISC and close ran")
     d = Conn(addr)
     d.connect_go()
-    err, data = d.call(CMD_READ, 8192, 4096)
-    check(err == 0 and data == payload, "the server reads back the WRITE sent before DISC")
+    err, data = d.call(CMD_READ, 8192, n * each)
+    check(err == 0 and data == payload, "the server reads back the WRITEs sent before DISC")
     d.disc()
-    print("nbd_client hup_disc: OK (WRITE + FLUSH + DISC then close: the write ran)")
+    print(f"nbd_client hup_disc: OK ({n} WRITEs + FLUSH + DISC then close: every write ran)")
 
 
 def cmd_hs_memory(port, pid, n):
     """n connections pipeline NBD_OPT_LIST during the handshake and never read the
-    replies: the option replies the server holds count against --max-buffer-bytes (16 MiB
-    here) with their allocation overhead, so RSS stays bounded, and the memory goes back
-    once the connections are gone."""
+    replies: the option replies the server holds are capped (a quarter of
+    --max-buffer-bytes, 16 MiB here, with their allocation overhead), so RSS stays
+    bounded, an established client's READ is not held up, and the memory goes back once
+    the connections are gone."""
     base = rss_kib(pid)
+    est = Conn(port)  # an established client, which they must not hold up
+    est.connect_go()
     socks = []
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
@@ -815,6 +824,12 @@ def cmd_hs_memory(port, pid, n):
         time.sleep(0.1)
     bound = base + (16 + 48) * 1024
     check(peak < bound, f"server RSS {peak} KiB with {n} handshake connections not reading (bound {bound} KiB)")
+    t0 = time.monotonic()
+    err, _ = est.call(CMD_READ, 0, 1 << 20)
+    took = time.monotonic() - t0
+    check(err == 0 and took < 2, f"an established client's READ took {took:.2f} s (error {err}) "
+          "while handshake clients held option replies")
+    est.disc()
     for s in socks:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()

@@ -13,14 +13,15 @@
 #     --max-buffer-bytes (64 MiB here) + 48 MiB, every reply arrives, RSS falls once the
 #     clients leave
 #  3b. 64 handshake connections pipelining NBD_OPT_LIST without reading the replies, with
-#     --max-buffer-bytes 16M: RSS stays under 16 + 48 MiB above its start and falls back
-#     once they are gone (option replies are counted with their allocation overhead)
+#     --max-buffer-bytes 16M: RSS stays under 16 + 48 MiB above its start, an established
+#     client's 1 MiB READ completes within 2 s meanwhile, and RSS falls back once they are
+#     gone (option replies are capped apart, counted with their allocation overhead)
 #  4. accept4 failing with EMFILE (server RLIMIT_NOFILE 48, 80 connections): no busy loop,
 #     and the server serves again once they are gone
 #  5. SIGTERM while 4 connections keep 32 writes each in flight: every request answered (0,
 #     or NBD_ESHUTDOWN for those read after the signal), none cut off by a reset; on a Unix
-#     socket, a WRITE + FLUSH + DISC sent while the server is stopped, then close: the
-#     write runs
+#     socket, 700 WRITEs (more than a connection holds at once) + FLUSH + DISC sent while
+#     the server is stopped, then close: every write runs
 #  (oversized WRITEs, 32 MiB + 4 KiB and 0xfffffff0: EINVAL and disconnect, are in
 #  test_nbd.sh's protocol run; the fuzz target in test_nbd_fuzz.sh)
 set -euo pipefail

@@ -75,7 +75,8 @@
  * sent; if the peer has not acknowledged the replies yet, shut the write side and drop
  * input until the peer closes: a close with unread input resets the connection, which
  * loses them), or after 30 s regardless, close the engine, print counters to stderr and
- * exit 0. Option replies queued during the handshake count against --max-buffer-bytes.
+ * exit 0. Option replies queued during the handshake are capped apart, at a quarter of
+ * --max-buffer-bytes.
  * A peer's hang-up (EPOLLHUP: at once on a Unix socket) first reads and runs what the
  * peer sent before it closed.
  */
@@ -392,8 +393,9 @@ static void usage(FILE *f)
             "  --handshake-timeout S     close connections still negotiating after S seconds\n"
             "                            (default 10; 0 = never)\n"
             "  --max-connections N       connections at once (default 256)\n"
-            "  --max-buffer-bytes N[KMG] request buffers and option replies held by the\n"
-            "                            whole server; reading pauses above it (default 256M)\n"
+            "  --max-buffer-bytes N[KMG] request buffers held by the whole server; reading\n"
+            "                            pauses above it (default 256M); option replies of\n"
+            "                            connections negotiating: a quarter of it\n"
             "Prints \"listening on ADDR:PORT\" ([ADDR]:PORT for IPv6, unix:PATH for --socket)\n"
             "on stdout when ready. SIGINT/SIGTERM stop it.\n");
 }

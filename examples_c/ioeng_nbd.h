@@ -204,6 +204,9 @@ struct server {
     unsigned live_reqs;           /* requests out of the pool */
     uint64_t buf_bytes;           /* their buffer bytes (capped by opt.max_buf) */
     bool buf_waiters;             /* a connection paused for lack of room in max_buf */
+    uint64_t hs_bytes;            /* option replies queued by all connections (memory,
+                                     see out_charge), capped at max_buf / 4 */
+    bool hs_waiters;              /* a connection paused for lack of room in that cap */
     uint64_t trim_at_ns;          /* idle since: free the pool at this time (0: not due) */
     uint64_t accept_resume_ns;    /* accepting paused until then (0: not paused) */
     struct conn *hs_head, *hs_tail; /* connections negotiating, oldest first */

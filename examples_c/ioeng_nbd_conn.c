@@ -49,6 +49,14 @@ void conn_touch(struct conn *c)
     c->srv->work_head = c;
 }
 
+/* The server-wide cap on queued option replies: a quarter of --max-buffer-bytes, apart
+ * from the request buffers, so that clients still negotiating (and not reading their
+ * replies) can never hold up the requests of established ones. */
+static uint64_t hs_cap(const struct server *srv)
+{
+    return srv->opt.max_buf / 4;
+}
+
 /* What a malloc'ed reply item (an option reply) costs: the item, its bytes, and the
  * allocator's overhead per chunk (glibc: 16 bytes, rounded to 16). Counted in full, so
  * that a client pipelining tiny options it never reads is held to HS_MAX_BYTES of real
@@ -66,11 +74,13 @@ static void out_uncharge(struct conn *c, const struct out *o)
     struct server *srv = c->srv;
     size_t charge = out_charge(o->hlen + o->dlen);
     c->hs_bytes -= charge;
-    srv->buf_bytes -= charge;
+    srv->hs_bytes -= charge;
     if (!srv->live_reqs && !srv->trim_at_ns)
         srv->trim_at_ns = now_ns() + IDLE_TRIM_MS * 1000000ull;
-    if (srv->buf_waiters)
+    if (srv->hs_waiters) {
+        srv->hs_waiters = false;
         conns_wake_paused(srv);
+    }
 }
 
 static void out_release(struct conn *c, struct out *o)
@@ -112,7 +122,9 @@ void conn_fail(struct conn *c)
 
 void conn_enqueue(struct conn *c, struct out *o)
 {
-    if (c->dead) {
+    if (c->dead || c->hup) {
+        /* No reply can reach a peer that hung up; a failed send would end the
+         * connection before it has read everything the peer sent (conn_hup). */
         out_release(c, o);
         return;
     }
@@ -138,7 +150,7 @@ void conn_send_copy(struct conn *c, const void *hdr, size_t hlen, const void *da
     *o = (struct out){ .hdr = p, .hlen = hlen + dlen };
     size_t charge = out_charge(hlen + dlen);
     c->hs_bytes += charge;
-    c->srv->buf_bytes += charge;
+    c->srv->hs_bytes += charge;
     c->srv->trim_at_ns = 0;
     conn_enqueue(c, o);
 }
@@ -195,14 +207,14 @@ static void conn_flush(struct conn *c)
 static bool conn_over_limit(const struct conn *c)
 {
     return c->nreq >= CONN_MAX_REQS || c->nbytes >= CONN_MAX_BYTES || c->hs_bytes >= HS_MAX_BYTES ||
-           (!c->transmission && c->hs_bytes && c->srv->buf_bytes >= c->srv->opt.max_buf);
+           (c->hs_bytes && c->srv->hs_bytes >= hs_cap(c->srv));
 }
 
 static void conn_pause(struct conn *c)
 {
     c->paused = true;
-    if (c->srv->buf_bytes >= c->srv->opt.max_buf)
-        c->srv->buf_waiters = true; /* resumed when the server frees room */
+    if (c->hs_bytes && c->srv->hs_bytes >= hs_cap(c->srv))
+        c->srv->hs_waiters = true; /* resumed when option replies go out (out_uncharge) */
     conn_update_events(c);
 }
 
@@ -542,6 +554,15 @@ void conn_hup(struct conn *c)
         c->hup = true;
         epoll_ctl(c->srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
         c->events = 0;
+        /* Replies still queued go nowhere; from now on they are dropped as they come
+         * (conn_enqueue). */
+        while (c->oq_head) {
+            struct out *o = c->oq_head;
+            c->oq_head = o->next;
+            out_release(c, o);
+        }
+        c->oq_tail = NULL;
+        c->oq_off = 0;
     }
     if (c->lingering) {
         conn_fail(c);

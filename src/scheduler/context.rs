@@ -614,7 +614,7 @@ impl<S: Slot> IoContext<S> {
     }
 
     /// Cancels or dead requests wait for the engine thread (see `service`).
-    fn has_control_work(&self) -> bool {
+    pub(crate) fn has_control_work(&self) -> bool {
         self.cancels.dead_count.load(Ordering::Relaxed) != 0
             || self.cancels.has_cancel_requests.load(Ordering::Relaxed)
     }

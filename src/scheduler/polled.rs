@@ -291,10 +291,10 @@ pub(crate) fn drain<D: Driver>(shared: &Shared<D>) {
         if ctx.drained_for_close() {
             return;
         }
-        if !ctx.kernel_has_work() {
-            // Nothing in the kernel to wait for: what is left waits for a timer (a delayed
-            // resubmission, a class's refill, a queued deadline), which must be slept
-            // until, not spun on.
+        if !ctx.kernel_has_work() && !ctx.has_control_work() {
+            // Nothing in the kernel to wait for and no cancel to run (a callback may have
+            // cancelled): what is left waits for a timer (a delayed resubmission, a
+            // class's refill, a queued deadline), which must be slept until, not spun on.
             let retry = held.round.next_retry().map(crate::sys::instant_of);
             if let Some(at) = [retry, ctx.next_wake()].into_iter().flatten().min() {
                 std::thread::sleep(at.saturating_duration_since(Instant::now()));

@@ -115,9 +115,9 @@ pub struct UringDriver {
     /// Set after a wait in the kernel that may have left completion work behind, unseen
     /// by the TASKRUN flag; taken by `run_pending_local_work`. Poller only: Relaxed.
     left_work: AtomicBool,
-    /// `(st_dev, st_ino)` of the ring's fd at open (each ring has an inode of its own):
-    /// a forked child closes its copy only while the number still refers to this ring
-    /// (`release_in_forked_child`).
+    /// `(st_dev, st_ino)` of the ring's fd at open, where the ring has an inode of its
+    /// own (`own_identity`): a forked child closes its copy only while the number still
+    /// refers to this ring (`release_in_forked_child`); `None`: it never does.
     ring_identity: Option<(u64, u64)>,
 }
 
@@ -319,7 +319,7 @@ impl UringDriver {
         let single_issuer = ring.params().is_setup_single_issuer();
         let valgrind = sys::valgrind::running_on_valgrind();
         let quiet_fd = event_fd.filter(|_| ring.params().is_feature_ext_arg() && !valgrind);
-        let ring_identity = sys::fd::identity(ring.as_raw_fd());
+        let ring_identity = own_identity(ring.as_raw_fd(), event_fd);
         Ok(UringDriver {
             ring,
             valgrind,
@@ -864,6 +864,22 @@ impl Driver for UringDriver {
             }
         }
     }
+}
+
+/// `(st_dev, st_ino)` of the ring's fd, when it identifies this ring alone: since 5.12
+/// each ring has an inode of its own; before, rings shared the one anonymous inode of
+/// every eventfd, timerfd and epoll fd (`None` then: a forked child never closes the
+/// ring's copy, which could be a file of its own under the same number).
+fn own_identity(ring_fd: RawFd, event_fd: Option<RawFd>) -> Option<(u64, u64)> {
+    let ring = sys::fd::identity(ring_fd)?;
+    let shared = match event_fd {
+        Some(fd) => sys::fd::identity(fd),
+        None => sys::EventFd::new()
+            .ok()
+            .and_then(|probe| sys::fd::identity(probe.raw())),
+    };
+    // Unknown counts as shared: closing nothing is the safe side.
+    (shared.is_some() && shared != Some(ring)).then_some(ring)
 }
 
 #[cfg(test)]
