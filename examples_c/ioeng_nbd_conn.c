@@ -93,6 +93,18 @@ static void out_release(struct conn *c, struct out *o)
     }
 }
 
+/* Releases every queued reply unsent (the peer cannot receive them any more). */
+static void drop_output(struct conn *c)
+{
+    while (c->oq_head) {
+        struct out *o = c->oq_head;
+        c->oq_head = o->next;
+        out_release(c, o);
+    }
+    c->oq_tail = NULL;
+    c->oq_off = 0;
+}
+
 /* Drops everything queued and closes the socket; the struct lives on until its last
  * request came back from the engine. */
 void conn_fail(struct conn *c)
@@ -104,12 +116,7 @@ void conn_fail(struct conn *c)
     epoll_ctl(c->srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
-    while (c->oq_head) {
-        struct out *o = c->oq_head;
-        c->oq_head = o->next;
-        out_release(c, o);
-    }
-    c->oq_tail = NULL;
+    drop_output(c);
     if (c->cur) {
         struct req *r = c->cur;
         c->cur = NULL;
@@ -556,13 +563,7 @@ void conn_hup(struct conn *c)
         c->events = 0;
         /* Replies still queued go nowhere; from now on they are dropped as they come
          * (conn_enqueue). */
-        while (c->oq_head) {
-            struct out *o = c->oq_head;
-            c->oq_head = o->next;
-            out_release(c, o);
-        }
-        c->oq_tail = NULL;
-        c->oq_off = 0;
+        drop_output(c);
     }
     if (c->lingering) {
         conn_fail(c);
@@ -692,9 +693,10 @@ static void conn_work(struct conn *c)
     /* A hung-up connection that was paused: read on now that there is room. */
     if (!c->dead && c->hup && !c->paused)
         conn_hup(c);
-    /* Closing (DISC, ABORT, EOF): done once every reply went out. Shutting down and idle
-     * at a message boundary: linger (unless requests are still waiting in the socket,
-     * which get NBD_ESHUTDOWN replies first). */
+    /* Closing (DISC, ABORT, EOF): done once every reply went out. Shutting down: done
+     * once quiet at a message boundary with nothing waiting in the socket (requests
+     * there get NBD_ESHUTDOWN replies first); closed at once if the peer acknowledged
+     * every reply, else after a lingering close (conn_linger). */
     if (!c->dead && !c->lingering && c->nreq == 0 && !c->oq_head) {
         if (c->closing)
             conn_fail(c);
