@@ -3,9 +3,12 @@
 //! kernel interface runs underneath.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::locks::lock;
 use super::tasks::QueueClass;
 
 /// One queue (HIGH, READ or WRITE) in arrival order, whose items can also be taken out
@@ -326,13 +329,23 @@ fn drain_into<T>(lane: &mut Lane<T>, room: usize, take: &mut impl FnMut(T)) -> u
 
 /// The in-flight budget: `depth` slot indices circulating between the two threads.
 ///
-/// A slot index is owned by exactly one party at a time: the `free` channel (nobody), the
+/// A slot index is owned by exactly one party at a time: the free list (nobody), the
 /// submitter (filling it), the kernel (in flight), the completer (settling it), or the
 /// `resubmit` channel (waiting for the submitter to issue its next chunk). Holding the
 /// index is what entitles a thread to touch the slot.
+///
+/// The free list moves indices in batches: the completer returns a whole settled batch
+/// and the submitter takes a whole round's worth, each under one lock, so a request
+/// costs no atomic read-modify-write of its own here (a channel took two per request:
+/// 1.4% of the process at ext4 QD128, `perf`). The lock also orders the slot's contents:
+/// whatever the releasing thread wrote to a slot happens-before the taker's accesses.
 pub(crate) struct Budget {
-    free_tx: Sender<usize>,
-    free_rx: Receiver<usize>,
+    /// Free slot indices; taken from the end (the most recently freed slot is the one
+    /// most likely still in cache).
+    free: Mutex<Vec<usize>>,
+    /// `free.len()`, for the checks made without the lock (`has_slot_for_submitter`,
+    /// `all_free`, the empty check in `take_free`); written only under the lock.
+    free_count: AtomicUsize,
     resubmit_tx: Sender<usize>,
     resubmit_rx: Receiver<usize>,
     depth: usize,
@@ -340,28 +353,34 @@ pub(crate) struct Budget {
 
 impl Budget {
     pub(crate) fn new(depth: usize) -> Self {
-        let (free_tx, free_rx) = crossbeam_channel::bounded(depth);
         let (resubmit_tx, resubmit_rx) = crossbeam_channel::bounded(depth);
-        for index in 0..depth {
-            free_tx
-                .send(index)
-                .expect("the channel holds depth indices");
-        }
+        // Reversed so that the first round takes slots 0, 1, 2, ... (`take_free` pops).
         Budget {
-            free_tx,
-            free_rx,
+            free: Mutex::new((0..depth).rev().collect()),
+            free_count: AtomicUsize::new(depth),
             resubmit_tx,
             resubmit_rx,
             depth,
         }
     }
 
-    /// Completer: the slot's request is finished; its index goes back to the submitter.
-    pub(crate) fn release(&self, index: usize) {
-        debug_assert!(index < self.depth);
-        // Cannot fail or block: the receiver lives as long as `self` and at most `depth`
-        // indices exist.
-        let _ = self.free_tx.try_send(index);
+    /// Completer (or the submitter handing back slots a round could not fill): these
+    /// slots' requests are finished; their indices go back to the submitter.
+    pub(crate) fn release(&self, indices: &[usize]) {
+        if indices.is_empty() {
+            return;
+        }
+        let mut free = lock(&self.free);
+        debug_assert!(indices.iter().all(|&index| index < self.depth));
+        debug_assert!(
+            free.len() + indices.len() <= self.depth,
+            "slot released twice"
+        );
+        free.extend_from_slice(indices);
+        // Release: a thread that reads the count as `depth` (`all_free`, Acquire) also
+        // sees every write made to these slots before they came back; close frees the
+        // slots after that check.
+        self.free_count.store(free.len(), Ordering::Release);
     }
 
     /// Completer: the slot's request needs another kernel IO; it keeps its slot.
@@ -372,17 +391,21 @@ impl Budget {
 
     /// Moves free slots into `slots` until it holds `wanted` or none is free.
     pub(crate) fn take_free(&self, slots: &mut Vec<usize>, wanted: usize) {
-        while slots.len() < wanted {
-            match self.free_rx.try_recv() {
-                Ok(index) => slots.push(index),
-                Err(_) => break,
-            }
+        // A stale zero is harmless: whoever frees a slot runs the next round or wakes
+        // the thread holding the submit role (`worker::submit_after_callbacks`).
+        if slots.len() >= wanted || self.free_count.load(Ordering::Relaxed) == 0 {
+            return;
         }
+        let mut free = lock(&self.free);
+        let n = (wanted - slots.len()).min(free.len());
+        let keep = free.len() - n;
+        slots.extend(free.drain(keep..).rev());
+        self.free_count.store(keep, Ordering::Relaxed);
     }
 
     /// True when every slot is free: nothing in flight, nothing waiting to be resubmitted.
     pub(crate) fn all_free(&self) -> bool {
-        self.free_rx.len() == self.depth
+        self.free_count.load(Ordering::Acquire) == self.depth
     }
 
     pub(crate) fn has_resubmits(&self) -> bool {
@@ -391,7 +414,7 @@ impl Budget {
 
     /// True when the submitter could take a slot now: one is free or awaits resubmission.
     pub(crate) fn has_slot_for_submitter(&self) -> bool {
-        !self.free_rx.is_empty() || self.has_resubmits()
+        self.free_count.load(Ordering::Relaxed) != 0 || self.has_resubmits()
     }
 
     pub(crate) fn depth(&self) -> usize {
@@ -595,16 +618,29 @@ mod tests {
     fn budget_circulates_depth_slots() {
         let budget = Budget::new(4);
         assert!(budget.all_free());
-        let taken: Vec<_> = (0..4).map(|_| budget.free_rx.try_recv().unwrap()).collect();
+        let mut taken = Vec::new();
+        budget.take_free(&mut taken, 3);
+        assert_eq!(taken, [0, 1, 2]);
+        budget.take_free(&mut taken, 8);
         assert_eq!(taken, [0, 1, 2, 3]);
         assert!(
-            budget.free_rx.try_recv().is_err(),
+            !budget.has_slot_for_submitter(),
             "never more than depth in flight"
         );
         budget.resubmit(2);
-        assert_eq!(budget.free_rx.len(), 0);
-        budget.release(1);
-        assert_eq!(budget.free_rx.len(), 1);
+        assert!(
+            budget.has_slot_for_submitter(),
+            "a resubmission holds its slot"
+        );
+        let _ = budget.resubmissions().try_recv();
+        budget.release(&[1, 3]);
         assert!(!budget.all_free());
+        let mut again = Vec::new();
+        budget.take_free(&mut again, 1);
+        assert_eq!(again, [3], "the slot freed last goes first");
+        budget.release(&[0, 2]);
+        assert!(!budget.all_free());
+        budget.release(&again);
+        assert!(budget.all_free());
     }
 }

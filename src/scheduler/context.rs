@@ -760,7 +760,7 @@ impl<S: Slot> IoContext<S> {
                 if let Some(stuck) = &self.stuck {
                     stuck.dispatched(index, &event);
                 }
-                // SAFETY: the submitter took `index` from the free channel and holds it.
+                // SAFETY: the submitter took `index` from the free list and holds it.
                 let slot = unsafe { self.slot_mut(index) };
                 debug_assert!(
                     slot.event_mut().is_none(),
@@ -971,9 +971,8 @@ impl<S: Slot> IoContext<S> {
             }
             event.finish(res);
         }
-        for index in slots.drain(..) {
-            self.budget.release(index);
-        }
+        self.budget.release(slots);
+        slots.clear();
     }
 
     /// Counts callbacks about to run. Counted before the calls, so a caller that

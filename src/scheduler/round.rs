@@ -114,8 +114,6 @@ impl SubmitRound {
         // Cancel and expiry may have removed queued requests since `wanted` was read.
         let taken = ctx.dispatch_round(&self.slots, &mut self.batch);
         // Hand back any slot the round could not fill.
-        for &index in &self.slots[taken..] {
-            ctx.budget.release(index);
-        }
+        ctx.budget.release(&self.slots[taken..]);
     }
 }
