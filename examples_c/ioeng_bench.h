@@ -67,6 +67,7 @@ struct bench_opts {
     bool check_serial;
     uint64_t seed;
     bool fixedbufs;         /* register the slot buffers, IOENG_REQ_FIXED_BUF */
+    bool fixedfiles;        /* register the file, IOENG_REQ_FIXED_FILE (fd = index 0) */
     bool dsync;             /* IOENG_REQ_DSYNC on writes */
     bool single_poller;     /* POLLED: IOENG_CONFIG_SINGLE_POLLER; the job thread closes */
     unsigned batch_submit;  /* 0: one ioeng_submit per IO; N: reissue in groups of N */

@@ -46,6 +46,7 @@ static inline void prepare(struct job *j, struct slot *s)
     s->req.prio = high ? IOENG_PRIO_HIGH : IOENG_PRIO_NORMAL;
     s->req.offset = block * j->bs;
     s->req.flags = (opt.fixedbufs ? IOENG_REQ_FIXED_BUF : 0) |
+                   (opt.fixedfiles ? IOENG_REQ_FIXED_FILE : 0) |
                    (opt.dsync && !read ? IOENG_REQ_DSYNC : 0);
 }
 
@@ -370,7 +371,7 @@ static void init_job(struct job *j, unsigned i, uint64_t *seed, unsigned *next_s
             memcpy((char *)buf + b, &v, 8);
         }
         s->job = j;
-        s->req.fd = g.fd;
+        s->req.fd = opt.fixedfiles ? 0 : g.fd; /* FIXED_FILE: index 0 of ioeng_register_files */
         s->req.buf = buf;
         s->req.len = j->bs;
         s->req.class_id = j->class_id;
@@ -409,6 +410,11 @@ void setup_jobs(void)
             die("ioeng_register_buffers(%u x %" PRIu64 " bytes): %s", opt.iodepth, opt.bs,
                 strerror(-rc));
         free(iov);
+    }
+    if (opt.fixedfiles) {
+        int rc = ioeng_register_files(g.eng, &g.fd, 1);
+        if (rc < 0)
+            die("ioeng_register_files: %s", strerror(-rc));
     }
 }
 

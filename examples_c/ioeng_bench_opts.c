@@ -82,6 +82,9 @@ static void usage(FILE *f)
 "  --check-serial             verify that callbacks never overlap (costs 2 atomics/IO)\n"
 "  --fixedbufs[=0|1]          register the IO buffers (ioeng_register_buffers) and send\n"
 "                             IOENG_REQ_FIXED_BUF requests (io_uring READ/WRITE_FIXED)\n"
+"  --fixedfiles[=0|1]         register the file (ioeng_register_files) and send\n"
+"                             IOENG_REQ_FIXED_FILE requests by its index (io_uring: no\n"
+"                             file lookup per IO, as t/io_uring -F1)\n"
 "  --dsync[=0|1]              writes carry IOENG_REQ_DSYNC (durable at completion)\n"
 "  --poll-min N               POLLED: ioeng_poll's min_complete, 1..iodepth (default 1):\n"
 "                             callbacks run per poll call (t/io_uring -c N reaps N)\n"
@@ -172,7 +175,7 @@ static unsigned parse_uint(const char *name, const char *s, unsigned lo, unsigne
 enum {
     OPT_BACKEND = 256, OPT_RW, OPT_RWMIX, OPT_BS, OPT_IODEPTH, OPT_ENGDEPTH, OPT_BATCH, OPT_QCAP, OPT_SIZE,
     OPT_RUNTIME, OPT_RAMP, OPT_DIRECT, OPT_NUMJOBS, OPT_PRIOMIX, OPT_FILENAME, OPT_OUTFMT, OPT_SEED, OPT_CHECK, OPT_NOATIME, OPT_LATENCY, OPT_POLLMIN,
-    OPT_FIXEDBUFS, OPT_DSYNC, OPT_SINGLEPOLLER, OPT_BATCHSUB, OPT_GROUPSUB,
+    OPT_FIXEDBUFS, OPT_FIXEDFILES, OPT_DSYNC, OPT_SINGLEPOLLER, OPT_BATCHSUB, OPT_GROUPSUB,
     OPT_MODE, OPT_IDLEPOLL, OPT_LATSTATS, OPT_JOBCLASS, OPT_NORMALMIN,
 };
 
@@ -210,6 +213,7 @@ static const struct option long_opts[] = {
     { "latency", required_argument, 0, OPT_LATENCY },
     { "poll-min", required_argument, 0, OPT_POLLMIN },
     { "fixedbufs", optional_argument, 0, OPT_FIXEDBUFS },
+    { "fixedfiles", optional_argument, 0, OPT_FIXEDFILES },
     { "dsync", optional_argument, 0, OPT_DSYNC },
     { "single-poller", no_argument, 0, OPT_SINGLEPOLLER },
     { "batch-submit", required_argument, 0, OPT_BATCHSUB },
@@ -371,6 +375,7 @@ static void parse_opt(int c, const char *arg, char **argv)
     case OPT_POLLMIN: opt.poll_min = (unsigned)parse_uint("--poll-min", arg, 1, IOENG_MAX_DEPTH); break;
     case OPT_LATENCY: opt.latency = (int)parse_uint("--latency", arg, 0, 1); break;
     case OPT_FIXEDBUFS: opt.fixedbufs = !arg || parse_uint("--fixedbufs", arg, 0, 1); break;
+    case OPT_FIXEDFILES: opt.fixedfiles = !arg || parse_uint("--fixedfiles", arg, 0, 1); break;
     case OPT_DSYNC: opt.dsync = !arg || parse_uint("--dsync", arg, 0, 1); break;
     case OPT_SINGLEPOLLER: opt.single_poller = true; break;
     case OPT_BATCHSUB:

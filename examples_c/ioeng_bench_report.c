@@ -74,10 +74,10 @@ static void report_json(const struct result *r)
     printf("\"kernel_submit_calls\":%" PRIu64 ",\"resubmits\":%" PRIu64 ",\"batch\":%u,"
            "\"size\":%" PRIu64 ",\"rwmixread\":%u,\"prio_mix\":%g,\"ramp_time_s\":%g,"
            "\"errors\":%" PRIu64 ",\"eagain_fallbacks\":%" PRIu64 ",\"interrupted\":%s,"
-           "\"version\":\"%s\",\"noatime\":%s,\"latency\":%d,\"fixedbufs\":%d,\"dsync\":%d,\"batch_submit\":%u,\"group_singles\":%s,\"filename\":",
+           "\"version\":\"%s\",\"noatime\":%s,\"latency\":%d,\"fixedbufs\":%d,\"fixedfiles\":%d,\"dsync\":%d,\"batch_submit\":%u,\"group_singles\":%s,\"filename\":",
            r->submit_calls, r->resubmits, opt.batch, opt.size, opt.rwmixread, opt.prio_mix,
            opt.ramp_time, (uint64_t)atomic_load(&g.errors), (uint64_t)atomic_load(&g.eagain_fallbacks),
-           interrupted ? "true" : "false", ioeng_version(), opt.noatime ? "true" : "false", opt.latency, opt.fixedbufs, opt.dsync,
+           interrupted ? "true" : "false", ioeng_version(), opt.noatime ? "true" : "false", opt.latency, opt.fixedbufs, opt.fixedfiles, opt.dsync,
            opt.batch_submit, opt.group_singles ? "true" : "false");
     json_string(r->path);
     printf(",\"lat_us\":{");
@@ -134,6 +134,7 @@ static void report_normal(const struct result *r)
     if (opt.prio_mix > 0) printf(" prio-mix=%g", opt.prio_mix);
     if (opt.ramp_time > 0) printf(" ramp_time=%gs", opt.ramp_time);
     if (opt.fixedbufs) printf(" fixedbufs=1");
+    if (opt.fixedfiles) printf(" fixedfiles=1");
     if (opt.dsync) printf(" dsync=1");
     if (opt.batch_submit) printf(" %s=%u", opt.group_singles ? "group-submit" : "batch-submit", opt.batch_submit);
     printf("%s\n", interrupted ? "  (interrupted)" : "");

@@ -111,6 +111,11 @@ typedef struct ioeng_class_stats ioeng_class_stats_t;
 #define IOENG_MAX_REGISTERED_BUFFERS 16384
 
 /**
+ * Most files ioeng_register_files() takes (since 1.1).
+ */
+#define IOENG_MAX_REGISTERED_FILES 32768
+
+/**
  * `ioeng_config_t.idle_poll_us` (THREADS mode; nothing to do with ioeng_poll()): let the
  * engine choose how long idle threads poll: up to 50 µs, only while work recently
  * arrived within that time, one engine thread at a time, and never on a thread allowed
@@ -159,13 +164,13 @@ typedef struct ioeng_class_stats ioeng_class_stats_t;
 /**
  * `flags` bit (since 1.1): the caller promises that one thread, the same one every time,
  * calls ioeng_poll() and ioeng_close() on this engine, and that ioeng_register_buffers()
- * runs before the first ioeng_poll() or on that thread. In exchange, a POLLED io_uring
+ * and ioeng_register_files() run before the first ioeng_poll() or on that thread. In exchange, a POLLED io_uring
  * engine lets the kernel batch its completion work for that thread
  * (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, Linux 6.1): less CPU per IO.
  * The first thread to poll (or to close, if none polled) becomes that thread; from then
  * on ioeng_poll() and ioeng_close() on any other thread return -EINVAL and do nothing
  * (the kernel would refuse that thread's calls on the ring), and ioeng_register_buffers()
- * on another thread fails with the kernel's -EEXIST. Keep that thread alive until it
+ * or ioeng_register_files() on another thread fails with the kernel's -EEXIST. Keep that thread alive until it
  * closed the engine. Ignored in THREADS mode, on AIO, and on kernels without these
  * io_uring flags (the engine then behaves as without the flag, and accepts calls from
  * any thread). Any other `flags` bit gives -EINVAL.
@@ -331,12 +336,15 @@ struct ioeng_req {
    * Open file descriptor; < 0 gives -EBADF. It must stay open until the callback ran
    * (closing it earlier gives -EBADF in the callback, or IO on whatever file reuses the
    * number: also for a request already in the kernel, whose continuation after a short
-   * transfer looks the number up again).
+   * transfer looks the number up again). With IOENG_REQ_FIXED_FILE: the index of a
+   * file given to ioeng_register_files() instead (out of range: -EINVAL), which the
+   * engine holds open itself.
    */
   int32_t fd;
   /**
-   * IOENG_REQ_* bits; an unknown bit gives -EINVAL. Flags on FSYNC/FDATASYNC/
-   * FALLOCATE/SYNC_FILE_RANGE, and DSYNC/SYNC on READ/READV, give -EINVAL.
+   * IOENG_REQ_* bits; an unknown bit gives -EINVAL. Flags other than FIXED_FILE on
+   * FSYNC/FDATASYNC/FALLOCATE/SYNC_FILE_RANGE, and DSYNC/SYNC on READ/READV, give
+   * -EINVAL.
    */
   ioeng_req_flags_t flags;
   /**
@@ -688,9 +696,16 @@ struct ioeng_class_stats {
 #define IOENG_REQ_SHORT_OK (1 << 4)
 
 /**
+ * Since 1.1. `fd` is an index into the files given to ioeng_register_files(), not a
+ * descriptor: the request runs on the file registered there (on io_uring without a
+ * file lookup per request). Any op.
+ */
+#define IOENG_REQ_FIXED_FILE (1 << 5)
+
+/**
  * Every flag this version knows; any other bit gives -EINVAL.
  */
-#define IOENG_REQ_KNOWN_FLAGS ((((IOENG_REQ_DSYNC | IOENG_REQ_SYNC) | IOENG_REQ_NOWAIT) | IOENG_REQ_FIXED_BUF) | IOENG_REQ_SHORT_OK)
+#define IOENG_REQ_KNOWN_FLAGS (((((IOENG_REQ_DSYNC | IOENG_REQ_SYNC) | IOENG_REQ_NOWAIT) | IOENG_REQ_FIXED_BUF) | IOENG_REQ_SHORT_OK) | IOENG_REQ_FIXED_FILE)
 
 /**
  * A submitter and a completer thread per engine; callbacks run on an engine thread.
@@ -765,10 +780,12 @@ int ioeng_open(const struct ioeng_config *cfg, struct ioeng **out);
  *               outside 1..=IOV_MAX or iovec lengths summing above INT64_MAX;
  *               `offset` + bytes (FALLOCATE/SYNC_FILE_RANGE: + `len`) above
  *               INT64_MAX; an unknown flag bit; any flag on FSYNC/FDATASYNC/
- *               FALLOCATE/SYNC_FILE_RANGE; DSYNC or SYNC on READ/READV; FIXED_BUF on
- *               READV/WRITEV, without registered buffers, with `buf_index` out of
- *               range or `[buf, buf+len)` not inside that buffer; `reserved` not 0;
- *  -EBADF       `fd < 0`;
+ *               FALLOCATE/SYNC_FILE_RANGE but FIXED_FILE; DSYNC or SYNC on READ/READV;
+ *               FIXED_BUF on READV/WRITEV, without registered buffers, with
+ *               `buf_index` out of range or `[buf, buf+len)` not inside that buffer;
+ *               FIXED_FILE without registered files or with `fd` not an index of
+ *               one; `reserved` not 0;
+ *  -EBADF       `fd < 0` (without FIXED_FILE);
  *  -ESHUTDOWN   ioeng_close() has begun (e.g. a callback submitting during close);
  *  -EAGAIN      the queues hold `queue_capacity` requests; retry after completions;
  *  -ESRCH       `h` was inherited across fork() (see ioeng_t).
@@ -901,6 +918,38 @@ int ioeng_cancel_all(struct ioeng *h);
  * `h` is NULL or a live handle; `iov` is NULL or readable for `n` iovecs.
  */
 int ioeng_register_buffers(struct ioeng *h, const struct iovec *iov, uint32_t n);
+
+/**
+ * Since 1.1. Registers `n` files for requests with IOENG_REQ_FIXED_FILE (their `fd` is
+ * the position in `fds`). The engine keeps a descriptor of its own for each (a
+ * close-on-exec duplicate, closed by ioeng_close()), so the caller may close its
+ * descriptors at any time: a FIXED_FILE request still reaches the file registered at
+ * its index, never a file that reused the number. io_uring registers those descriptors
+ * with the kernel (IORING_REGISTER_FILES: no file lookup and reference count per
+ * request, as liburing's fixed files); AIO submits on them. Any op may use FIXED_FILE.
+ *
+ * Once per engine, before its first accepted request (ioeng_submit() or
+ * ioeng_submit_batch(); a refused one does not count); independent of
+ * ioeng_register_buffers(). Returns 0, or:
+ *  -EINVAL      NULL `h` or `fds`; `n` outside 1..=32768 (IOENG_MAX_REGISTERED_FILES);
+ *  -EBADF       an entry that is not an open descriptor;
+ *  -EBUSY       files already registered, or a request was already submitted;
+ *  -ESRCH       `h` was inherited across fork() (see ioeng_t);
+ *  -EMFILE, -ENFILE  no descriptor left for the engine's copies (RLIMIT_NOFILE);
+ *  other        io_uring refused the registration (its -errno: -EBADF for an io_uring
+ *               descriptor, -EMFILE for more files than RLIMIT_NOFILE, -EEXIST from
+ *               another thread than the IOENG_CONFIG_SINGLE_POLLER poller's).
+ * On an error nothing is registered, none of the engine's copies stays open, and
+ * registering may be tried again.
+ *
+ * `fds` is read during the call only. Thread-safe, but racing the first submit gives
+ * -EBUSY or -EINVAL for FIXED_FILE requests. In a forked child the engine's copies
+ * stay open (like its event fd: closing them could close numbers the child reused).
+ *
+ * # Safety
+ * `h` is NULL or a live handle; `fds` is NULL or readable for `n` ints.
+ */
+int ioeng_register_files(struct ioeng *h, const int *fds, uint32_t n);
 
 /**
  * Starts dispatching on an engine opened with `start_paused = 1`. Idempotent.

@@ -338,6 +338,12 @@ public:
         return ioeng_register_buffers(h_, iov, n);
     }
 
+    int register_files(const int *fds, uint32_t n)
+    {
+        rethrow();
+        return ioeng_register_files(h_, fds, n);
+    }
+
     // ioeng_poll() (POLLED mode): the number of callbacks run, or -errno. Throws a stored
     // callback exception when it starts and, for callbacks it ran, when it returns.
     int poll(uint32_t min_complete, int64_t timeout_ns)

@@ -101,20 +101,32 @@ pub const IOENG_REQ_FIXED_BUF: IoengReqFlags = 1 << 3;
 /// -EAGAIN/-EINTR are still retried, and a transfer above the kernel's per-call maximum
 /// is still split (a full part is not short).
 pub const IOENG_REQ_SHORT_OK: IoengReqFlags = 1 << 4;
+/// Since 1.1. `fd` is an index into the files given to ioeng_register_files(), not a
+/// descriptor: the request runs on the file registered there (on io_uring without a
+/// file lookup per request). Any op.
+pub const IOENG_REQ_FIXED_FILE: IoengReqFlags = 1 << 5;
 /// Every flag this version knows; any other bit gives -EINVAL.
-pub const IOENG_REQ_KNOWN_FLAGS: IoengReqFlags =
-    IOENG_REQ_DSYNC | IOENG_REQ_SYNC | IOENG_REQ_NOWAIT | IOENG_REQ_FIXED_BUF | IOENG_REQ_SHORT_OK;
+pub const IOENG_REQ_KNOWN_FLAGS: IoengReqFlags = IOENG_REQ_DSYNC
+    | IOENG_REQ_SYNC
+    | IOENG_REQ_NOWAIT
+    | IOENG_REQ_FIXED_BUF
+    | IOENG_REQ_SHORT_OK
+    | IOENG_REQ_FIXED_FILE;
 
 const _: () = assert!(IOENG_REQ_DSYNC == Flags::DSYNC);
 const _: () = assert!(IOENG_REQ_SYNC == Flags::SYNC);
 const _: () = assert!(IOENG_REQ_NOWAIT == Flags::NOWAIT);
 const _: () = assert!(IOENG_REQ_FIXED_BUF == Flags::FIXED_BUF);
 const _: () = assert!(IOENG_REQ_SHORT_OK == Flags::SHORT_OK);
+const _: () = assert!(IOENG_REQ_FIXED_FILE == Flags::FIXED_FILE);
 const _: () = assert!(IOENG_REQ_KNOWN_FLAGS == Flags::KNOWN);
 
 /// Most buffers ioeng_register_buffers() takes.
 pub const IOENG_MAX_REGISTERED_BUFFERS: u32 = 16384;
 const _: () = assert!(IOENG_MAX_REGISTERED_BUFFERS == MAX_REGISTERED_BUFFERS);
+
+/// Most files ioeng_register_files() takes (since 1.1).
+pub const IOENG_MAX_REGISTERED_FILES: u32 = 32768;
 
 /// Engine mode (`IOENG_MODE_*`).
 pub type IoengMode = u32;
@@ -155,13 +167,13 @@ pub const IOENG_MAX_CLASSES: u32 = 64;
 
 /// `flags` bit (since 1.1): the caller promises that one thread, the same one every time,
 /// calls ioeng_poll() and ioeng_close() on this engine, and that ioeng_register_buffers()
-/// runs before the first ioeng_poll() or on that thread. In exchange, a POLLED io_uring
+/// and ioeng_register_files() run before the first ioeng_poll() or on that thread. In exchange, a POLLED io_uring
 /// engine lets the kernel batch its completion work for that thread
 /// (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, Linux 6.1): less CPU per IO.
 /// The first thread to poll (or to close, if none polled) becomes that thread; from then
 /// on ioeng_poll() and ioeng_close() on any other thread return -EINVAL and do nothing
 /// (the kernel would refuse that thread's calls on the ring), and ioeng_register_buffers()
-/// on another thread fails with the kernel's -EEXIST. Keep that thread alive until it
+/// or ioeng_register_files() on another thread fails with the kernel's -EEXIST. Keep that thread alive until it
 /// closed the engine. Ignored in THREADS mode, on AIO, and on kernels without these
 /// io_uring flags (the engine then behaves as without the flag, and accepts calls from
 /// any thread). Any other `flags` bit gives -EINVAL.
@@ -200,10 +212,13 @@ pub struct IoengReq {
     /// Open file descriptor; < 0 gives -EBADF. It must stay open until the callback ran
     /// (closing it earlier gives -EBADF in the callback, or IO on whatever file reuses the
     /// number: also for a request already in the kernel, whose continuation after a short
-    /// transfer looks the number up again).
+    /// transfer looks the number up again). With IOENG_REQ_FIXED_FILE: the index of a
+    /// file given to ioeng_register_files() instead (out of range: -EINVAL), which the
+    /// engine holds open itself.
     pub fd: i32,
-    /// IOENG_REQ_* bits; an unknown bit gives -EINVAL. Flags on FSYNC/FDATASYNC/
-    /// FALLOCATE/SYNC_FILE_RANGE, and DSYNC/SYNC on READ/READV, give -EINVAL.
+    /// IOENG_REQ_* bits; an unknown bit gives -EINVAL. Flags other than FIXED_FILE on
+    /// FSYNC/FDATASYNC/FALLOCATE/SYNC_FILE_RANGE, and DSYNC/SYNC on READ/READV, give
+    /// -EINVAL.
     pub flags: IoengReqFlags,
     /// READ/WRITE: caller-owned memory of `len` bytes. READV/WRITEV: a caller-owned
     /// `const struct iovec *` array of `len` entries. Not `const` for ABI reasons only:
@@ -601,7 +616,9 @@ unsafe fn request_from_c(engine: &AnyEngine, req: &IoengReq) -> Result<IoRequest
         class_id: req.class_id,
     };
     // SAFETY: forwarded from this function's contract.
-    unsafe { IoRequest::from_spec(&spec, engine.registered_buffers()) }
+    let mut request = unsafe { IoRequest::from_spec(&spec, engine.registered_buffers()) }?;
+    request.use_registered_file(engine.registered_files())?;
+    Ok(request)
 }
 
 /// Queues one request. Never blocks on kernel progress. In POLLED mode it only queues
@@ -616,10 +633,12 @@ unsafe fn request_from_c(engine: &AnyEngine, req: &IoengReq) -> Result<IoRequest
 ///               outside 1..=IOV_MAX or iovec lengths summing above INT64_MAX;
 ///               `offset` + bytes (FALLOCATE/SYNC_FILE_RANGE: + `len`) above
 ///               INT64_MAX; an unknown flag bit; any flag on FSYNC/FDATASYNC/
-///               FALLOCATE/SYNC_FILE_RANGE; DSYNC or SYNC on READ/READV; FIXED_BUF on
-///               READV/WRITEV, without registered buffers, with `buf_index` out of
-///               range or `[buf, buf+len)` not inside that buffer; `reserved` not 0;
-///  -EBADF       `fd < 0`;
+///               FALLOCATE/SYNC_FILE_RANGE but FIXED_FILE; DSYNC or SYNC on READ/READV;
+///               FIXED_BUF on READV/WRITEV, without registered buffers, with
+///               `buf_index` out of range or `[buf, buf+len)` not inside that buffer;
+///               FIXED_FILE without registered files or with `fd` not an index of
+///               one; `reserved` not 0;
+///  -EBADF       `fd < 0` (without FIXED_FILE);
 ///  -ESHUTDOWN   ioeng_close() has begun (e.g. a callback submitting during close);
 ///  -EAGAIN      the queues hold `queue_capacity` requests; retry after completions;
 ///  -ESRCH       `h` was inherited across fork() (see ioeng_t).
@@ -854,6 +873,50 @@ pub unsafe extern "C" fn ioeng_register_buffers(
         // SAFETY: non-NULL and readable for `n` iovecs per the caller contract.
         let bufs = unsafe { std::slice::from_raw_parts(iov, n as usize) };
         to_errno(engine.register_buffers(bufs))
+    })
+}
+
+/// Since 1.1. Registers `n` files for requests with IOENG_REQ_FIXED_FILE (their `fd` is
+/// the position in `fds`). The engine keeps a descriptor of its own for each (a
+/// close-on-exec duplicate, closed by ioeng_close()), so the caller may close its
+/// descriptors at any time: a FIXED_FILE request still reaches the file registered at
+/// its index, never a file that reused the number. io_uring registers those descriptors
+/// with the kernel (IORING_REGISTER_FILES: no file lookup and reference count per
+/// request, as liburing's fixed files); AIO submits on them. Any op may use FIXED_FILE.
+///
+/// Once per engine, before its first accepted request (ioeng_submit() or
+/// ioeng_submit_batch(); a refused one does not count); independent of
+/// ioeng_register_buffers(). Returns 0, or:
+///  -EINVAL      NULL `h` or `fds`; `n` outside 1..=32768 (IOENG_MAX_REGISTERED_FILES);
+///  -EBADF       an entry that is not an open descriptor;
+///  -EBUSY       files already registered, or a request was already submitted;
+///  -ESRCH       `h` was inherited across fork() (see ioeng_t);
+///  -EMFILE, -ENFILE  no descriptor left for the engine's copies (RLIMIT_NOFILE);
+///  other        io_uring refused the registration (its -errno: -EBADF for an io_uring
+///               descriptor, -EMFILE for more files than RLIMIT_NOFILE, -EEXIST from
+///               another thread than the IOENG_CONFIG_SINGLE_POLLER poller's).
+/// On an error nothing is registered, none of the engine's copies stays open, and
+/// registering may be tried again.
+///
+/// `fds` is read during the call only. Thread-safe, but racing the first submit gives
+/// -EBUSY or -EINVAL for FIXED_FILE requests. In a forked child the engine's copies
+/// stay open (like its event fd: closing them could close numbers the child reused).
+///
+/// # Safety
+/// `h` is NULL or a live handle; `fds` is NULL or readable for `n` ints.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioeng_register_files(h: *mut Ioeng, fds: *const c_int, n: u32) -> c_int {
+    guard(|| {
+        if h.is_null() || fds.is_null() || n == 0 || n > IOENG_MAX_REGISTERED_FILES {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-NULL (checked above) and live per the caller contract.
+        let Some(engine) = (unsafe { engine_of(h) }) else {
+            return FORKED_CHILD;
+        };
+        // SAFETY: non-NULL and readable for `n` ints per the caller contract.
+        let fds = unsafe { std::slice::from_raw_parts(fds, n as usize) };
+        to_errno(engine.register_files(fds))
     })
 }
 

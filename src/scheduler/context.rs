@@ -3,6 +3,7 @@
 //! `Slot` and `Driver` contracts a backend implements.
 
 use std::cell::UnsafeCell;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use super::common::Budget;
 use super::config::Mode;
 use super::flight::InFlight;
 use super::locks::lock;
-use super::registered::Registered;
+use super::registered::{Registered, RegisteredFiles};
 pub(crate) use super::slot::Slot;
 use super::stats::{Counters, Stats};
 use super::stuck::StuckTransfers;
@@ -38,6 +39,8 @@ pub(crate) struct IoContext<S> {
     cancels: Cancels,
     /// The buffers registered for FIXED_BUF requests (see `Registered`).
     registered: Registered,
+    /// The files registered for FIXED_FILE requests (see `RegisteredFiles`).
+    registered_files: RegisteredFiles,
     /// Slot storage, indexed by the budget's slot indices. Slot `i` may be touched only
     /// by whoever holds index `i` (see `Budget`). Contiguous, so AIO can hand the kernel
     /// pointers into it.
@@ -106,6 +109,7 @@ impl<S: Slot> IoContext<S> {
             waiting: WaitingQueues::new(queue_capacity, normal_min_percent),
             cancels: Cancels::new(depth),
             registered: Registered::default(),
+            registered_files: RegisteredFiles::default(),
             slots: (0..depth).map(|_| UnsafeCell::new(S::default())).collect(),
             budget: Budget::new(depth),
             batch,
@@ -449,6 +453,26 @@ impl<S: Slot> IoContext<S> {
         let first_request_accepted = self.counters.submitted.load(Ordering::Relaxed) != 0;
         self.registered
             .record(bufs, first_request_accepted, register)
+    }
+
+    /// The registered files (the engine's descriptors, by index), if any.
+    pub(crate) fn registered_files(&self) -> Option<&[OwnedFd]> {
+        self.registered_files.table()
+    }
+
+    /// Records the files for FIXED_FILE after `register` (the driver's registration of
+    /// the engine's duplicates) succeeded; only before the first request and only once
+    /// (`Busy` otherwise).
+    pub(crate) fn register_files(
+        &self,
+        fds: &[RawFd],
+        register: impl FnOnce(&[RawFd]) -> Result<(), i32>,
+    ) -> Result<(), Error> {
+        // Holding the queue lock keeps a first request from slipping in meanwhile.
+        let _waiting = lock(&self.waiting.lock);
+        let first_request_accepted = self.counters.submitted.load(Ordering::Relaxed) != 0;
+        self.registered_files
+            .record(fds, first_request_accepted, register)
     }
 
     pub(crate) fn resume(&self) {

@@ -7,9 +7,9 @@ use std::time::Duration;
 use super::context::{IoContext, Slot};
 use crate::error::Error;
 
-/// A kernel interface (`open` and `register_buffers` run before any request), split
-/// into two roles that may run on two threads at once without
-/// locks between them: the *submit role* (`submit`, `run_deferred`) and the *reap role*
+/// A kernel interface (`open`, `register_buffers` and `register_files` run before any
+/// request), split into two roles that may run on two threads at once without locks
+/// between them: the *submit role* (`submit`, `run_deferred`) and the *reap role*
 /// (`completions_ready`, `reap`). Each role is held by one thread at a time: in THREADS
 /// mode the submit role by whoever holds the engine's submit lock (the submitter, or the
 /// completer submitting what its callbacks queued), the reap role by the completer; in
@@ -37,6 +37,13 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
     /// Any thread, before the engine's first request: registers the buffers with the
     /// kernel for FIXED_BUF IO (io_uring), or does nothing (AIO only checks ranges).
     fn register_buffers(&self, _bufs: &[libc::iovec]) -> Result<(), i32> {
+        Ok(())
+    }
+
+    /// Any thread, before the engine's first request: registers the engine's
+    /// descriptors of the FIXED_FILE files with the kernel (io_uring), or does nothing
+    /// (AIO submits on those descriptors).
+    fn register_files(&self, _fds: &[RawFd]) -> Result<(), i32> {
         Ok(())
     }
 

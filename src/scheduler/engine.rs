@@ -2,7 +2,7 @@
 //! threads), submit, close (drain, join or drive to the end, release the kernel
 //! context) — for one statically chosen driver.
 
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -167,6 +167,18 @@ impl<D: Driver> Engine<D> {
         shared
             .ctx
             .register_buffers(bufs, |bufs| shared.driver.register_buffers(bufs))
+    }
+
+    /// The registered files, for resolving FIXED_FILE requests.
+    pub(crate) fn registered_files(&self) -> Option<&[OwnedFd]> {
+        self.shared.ctx.registered_files()
+    }
+
+    pub(crate) fn register_files(&self, fds: &[RawFd]) -> Result<(), Error> {
+        let shared = &*self.shared;
+        shared
+            .ctx
+            .register_files(fds, |fds| shared.driver.register_files(fds))
     }
 
     pub(crate) fn resume(&self) {

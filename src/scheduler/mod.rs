@@ -35,6 +35,7 @@ pub(crate) mod wakeup;
 pub(crate) mod worker;
 
 use std::ffi::{CStr, CString};
+use std::os::fd::{OwnedFd, RawFd};
 
 use io_uring::{opcode, register::Probe};
 use once_cell::sync::{Lazy, OnceCell};
@@ -218,6 +219,16 @@ impl AnyEngine {
     /// Registers buffers for FIXED_BUF requests (before the first request, once).
     pub fn register_buffers(&self, bufs: &[libc::iovec]) -> Result<(), Error> {
         on_engine!(self, engine => engine.register_buffers(bufs))
+    }
+
+    /// See `ioeng_register_files`.
+    pub fn register_files(&self, fds: &[RawFd]) -> Result<(), Error> {
+        on_engine!(self, engine => engine.register_files(fds))
+    }
+
+    /// The engine's descriptors of the registered files (FIXED_FILE requests), by index.
+    pub fn registered_files(&self) -> Option<&[OwnedFd]> {
+        on_engine!(self, engine => engine.registered_files())
     }
 
     /// POLLED mode: runs the engine on this thread (see `ioeng_poll`).

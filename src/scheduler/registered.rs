@@ -1,9 +1,12 @@
-//! Buffers registered for FIXED_BUF requests (`ioeng_register_buffers`): checked by
-//! io_uring's rules on both backends, recorded once, before the first request.
+//! What a caller registers before the first request: buffers for FIXED_BUF requests
+//! (`ioeng_register_buffers`), checked by io_uring's rules on both backends, and files
+//! for FIXED_FILE requests (`ioeng_register_files`). Each is recorded once.
 
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 use crate::error::Error;
+use crate::sys;
 
 /// The largest buffer io_uring registers (`SZ_1G` in io_uring/rsrc.c).
 const MAX_REGISTERED_BUFFER: usize = 1 << 30;
@@ -57,5 +60,52 @@ impl Registered {
     /// The registered buffers, if any.
     pub(crate) fn table(&self) -> Option<&[(usize, usize)]> {
         self.0.get().map(|b| &b[..])
+    }
+}
+
+/// Files registered for FIXED_FILE requests: the engine's own descriptor of each
+/// (close-on-exec duplicates, closed when the engine is freed), so that a request by
+/// index reaches the file registered even after the caller closed its descriptor and
+/// the number was reused. io_uring registers these descriptors with the kernel
+/// (IORING_REGISTER_FILES: no file lookup per request); AIO submits on them.
+#[derive(Default)]
+pub(crate) struct RegisteredFiles(OnceLock<Box<[OwnedFd]>>);
+
+impl RegisteredFiles {
+    /// Duplicates `fds` and records them after `register` (the driver's registration of
+    /// the duplicates) succeeded; only once, and only before the first request (`Busy`
+    /// otherwise). On any failure nothing is kept.
+    pub(crate) fn record(
+        &self,
+        fds: &[RawFd],
+        first_request_accepted: bool,
+        register: impl FnOnce(&[RawFd]) -> Result<(), i32>,
+    ) -> Result<(), Error> {
+        if first_request_accepted || self.0.get().is_some() {
+            return Err(Error::Busy);
+        }
+        let owned = fds
+            .iter()
+            .map(|&fd| match sys::fd::duplicate(fd) {
+                Ok(dup) => Ok(dup),
+                Err(libc::EBADF) => Err(Error::BadFd),
+                Err(errno) => Err(Error::Kernel {
+                    call: "fcntl(F_DUPFD_CLOEXEC)",
+                    errno,
+                }),
+            })
+            .collect::<Result<Box<[OwnedFd]>, Error>>()?;
+        let raw: Vec<RawFd> = owned.iter().map(AsRawFd::as_raw_fd).collect();
+        register(&raw).map_err(|errno| Error::Kernel {
+            call: "IORING_REGISTER_FILES",
+            errno,
+        })?;
+        let _ = self.0.set(owned);
+        Ok(())
+    }
+
+    /// The registered files, by index, if any.
+    pub(crate) fn table(&self) -> Option<&[OwnedFd]> {
+        self.0.get().map(|files| &files[..])
     }
 }

@@ -5,6 +5,7 @@
 //! the `res` a caller sees is the same on every backend.
 
 use std::ffi::c_void;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use crate::error::Error;
@@ -87,8 +88,13 @@ impl Flags {
     pub const NOWAIT: u32 = 1 << 2;
     pub const FIXED_BUF: u32 = 1 << 3;
     pub const SHORT_OK: u32 = 1 << 4;
-    pub const KNOWN: u32 =
-        Self::DSYNC | Self::SYNC | Self::NOWAIT | Self::FIXED_BUF | Self::SHORT_OK;
+    pub const FIXED_FILE: u32 = 1 << 5;
+    pub const KNOWN: u32 = Self::DSYNC
+        | Self::SYNC
+        | Self::NOWAIT
+        | Self::FIXED_BUF
+        | Self::SHORT_OK
+        | Self::FIXED_FILE;
 
     pub fn has(self, bit: u32) -> bool {
         self.0 & bit != 0
@@ -209,6 +215,9 @@ pub struct IoRequest {
     /// Bytes the whole request moves (READ/WRITE: `len`; vectors: the sum; file
     /// commands: 0).
     pub total: u64,
+    /// FIXED_FILE: the registered file's index (`spec.fd` is then the engine's own
+    /// descriptor of that file, see `use_registered_file`).
+    pub fixed_file: Option<u32>,
 }
 
 impl std::ops::Deref for IoRequest {
@@ -288,9 +297,9 @@ impl IoRequest {
         if flags.0 & !Flags::KNOWN != 0 {
             return Err(Error::InvalidArgument("unknown flag"));
         }
-        if op.is_file_command() && flags.0 != 0 {
+        if op.is_file_command() && flags.0 & !Flags::FIXED_FILE != 0 {
             return Err(Error::InvalidArgument(
-                "FSYNC/FDATASYNC/FALLOCATE/SYNC_FILE_RANGE take no flags",
+                "FSYNC/FDATASYNC/FALLOCATE/SYNC_FILE_RANGE take no flag but FIXED_FILE",
             ));
         }
         if op.reads() && flags.has(Flags::DSYNC | Flags::SYNC) {
@@ -354,12 +363,33 @@ impl IoRequest {
                 ..*spec
             },
             total,
+            fixed_file: None,
         };
         request.check_fixed(registered)?;
-        if fd < 0 {
+        // With FIXED_FILE `fd` is an index, checked by `use_registered_file`.
+        if fd < 0 && !flags.has(Flags::FIXED_FILE) {
             return Err(Error::BadFd);
         }
         Ok(request)
+    }
+
+    /// With FIXED_FILE: `fd` is an index into the engine's registered files (`files`,
+    /// the engine's own descriptors); the request then runs on that file, whatever the
+    /// caller's descriptor numbers refer to by now. Without it: nothing to do.
+    pub fn use_registered_file(&mut self, files: Option<&[OwnedFd]>) -> Result<(), Error> {
+        if !self.flags.has(Flags::FIXED_FILE) {
+            return Ok(());
+        }
+        let files = files.ok_or(Error::InvalidArgument(
+            "FIXED_FILE without registered files",
+        ))?;
+        let (index, file) = u32::try_from(self.fd)
+            .ok()
+            .and_then(|index| Some((index, files.get(index as usize)?)))
+            .ok_or(Error::InvalidArgument("FIXED_FILE index (fd) out of range"))?;
+        self.fixed_file = Some(index);
+        self.spec.fd = file.as_raw_fd();
+        Ok(())
     }
 
     /// With FIXED_BUF: `[buf, buf+len)` must lie inside registered buffer `buf_index`
@@ -421,6 +451,9 @@ pub struct Chunk {
     pub rw_flags: i32,
     /// Registered buffer index (FIXED_BUF requests).
     pub fixed: Option<u16>,
+    /// Registered file index (FIXED_FILE requests; `fd` is the engine's descriptor of
+    /// the same file, for the drivers that have no registered files).
+    pub fixed_file: Option<u32>,
     /// FALLOCATE: the mode; SYNC_FILE_RANGE: the flags; 0 for the other ops.
     pub range_arg: u32,
     /// IOPRIO_PRIO_VALUE for the kernel (its class's `kernel_ioprio`); 0 = none.
@@ -554,6 +587,7 @@ impl IoEvent {
                 .flags
                 .has(Flags::FIXED_BUF)
                 .then_some(req.buf_index as u16),
+            fixed_file: req.fixed_file,
             range_arg: if req.op.takes_range_arg() {
                 req.buf_index
             } else {

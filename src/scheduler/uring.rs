@@ -202,7 +202,9 @@ fn this_thread() -> usize {
 
 fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
     let chunk = event.next_chunk();
-    let fd = types::Fd(chunk.fd);
+    // A registered file goes by its index, flagged IOSQE_FIXED_FILE below: no file
+    // lookup per request.
+    let fd = types::Fd(chunk.fixed_file.map_or(chunk.fd, |index| index as i32));
     // `chunk.len <= MAX_KERNEL_IO < 2^31` (bytes), `<= IOV_MAX` (iovecs) or, for a
     // SYNC_FILE_RANGE piece, `<= MAX_SYNC_RANGE_PIECE < 2^32`, so the 32-bit SQE length
     // cannot truncate (FALLOCATE's 64-bit length does not go there).
@@ -259,6 +261,11 @@ fn entry_for(index: usize, event: &IoEvent) -> squeue::Entry {
             .offset(offset)
             .flags(chunk.range_arg)
             .build(),
+    };
+    let entry = if chunk.fixed_file.is_some() {
+        entry.flags(squeue::Flags::FIXED_FILE)
+    } else {
+        entry
     };
     entry.user_data(index as u64)
 }
@@ -583,6 +590,15 @@ impl Driver for UringDriver {
         // ioeng_register_buffers contract); the kernel pins them now and unpins them
         // when the ring is destroyed.
         unsafe { self.ring.submitter().register_buffers(bufs) }
+            .map_err(|err| err.raw_os_error().unwrap_or(libc::EIO))
+    }
+
+    fn register_files(&self, fds: &[RawFd]) -> Result<(), i32> {
+        // The descriptors are the engine's own (`RegisteredFiles`); the kernel takes its
+        // own references now and drops them when the ring is destroyed.
+        self.ring
+            .submitter()
+            .register_files(fds)
             .map_err(|err| err.raw_os_error().unwrap_or(libc::EIO))
     }
 

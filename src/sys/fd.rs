@@ -17,6 +17,20 @@ pub(crate) enum FdKind {
     Message,
 }
 
+/// A new descriptor of the open file `fd` refers to (close-on-exec), owned by the
+/// caller; `Err(errno)` when `fd` is not open (EBADF) or no number is free (EMFILE).
+pub(crate) fn duplicate(fd: i32) -> Result<std::os::fd::OwnedFd, i32> {
+    // SAFETY: F_DUPFD_CLOEXEC only reads `fd` and returns a new descriptor or -1.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EBADF));
+    }
+    // SAFETY: a successful F_DUPFD_CLOEXEC returns a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(dup) })
+}
+
 /// `(st_dev, st_ino)` of the file `fd` refers to, or `None` when fstat fails. Tells
 /// whether an fd number still refers to a file seen earlier, for files with an inode of
 /// their own (an io_uring ring has one; eventfds, timerfds and the other anonymous-inode
