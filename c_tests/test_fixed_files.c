@@ -63,7 +63,7 @@ int main(void)
     require_backend(be);
     tu_waiter_init(&recs.w);
     enum { BSZ = 65536 };
-    char shm_path[512];
+    char shm_path[PATH_MAX];
     int direct = tu_scratch(TU_EXT4, 1, NULL);
     int shm = tu_scratch(TU_TMPFS, 0, shm_path);
     int fds_before = tu_count_fds();

@@ -150,11 +150,15 @@ static int expected_sync(int h_null, int req_null, int cb_null, const ioeng_req_
     if (q->op > IOENG_OP_SYNC_FILE_RANGE || q->prio > IOENG_PRIO_HIGH || q->reserved ||
         q->class_id > g_nclasses)
         return -EINVAL;
-    /* FALLOCATE/SYNC_FILE_RANGE: no flags, offset + len <= INT64_MAX; the kernel judges
-     * the rest (buf is ignored, len 0 is the kernel's to refuse). */
+    /* FALLOCATE/SYNC_FILE_RANGE: no flag but FIXED_FILE, offset + len <= INT64_MAX; the
+     * kernel judges the rest (buf is ignored, len 0 is the kernel's to refuse). No files
+     * are registered here, so FIXED_FILE is -EINVAL (fd is then an index, not checked
+     * for -EBADF). */
     int range = q->op == IOENG_OP_FALLOCATE || q->op == IOENG_OP_SYNC_FILE_RANGE;
     if (range) {
-        if (q->flags || q->offset > M || q->len > M - q->offset)
+        if ((q->flags & ~IOENG_REQ_FIXED_FILE) || q->offset > M || q->len > M - q->offset)
+            return -EINVAL;
+        if (q->flags & IOENG_REQ_FIXED_FILE)
             return -EINVAL;
         return q->fd < 0 ? -EBADF : 0;
     }
@@ -163,7 +167,7 @@ static int expected_sync(int h_null, int req_null, int cb_null, const ioeng_req_
     int reads = q->op == IOENG_OP_READ || q->op == IOENG_OP_READV;
     if (q->flags & ~IOENG_REQ_KNOWN_FLAGS)
         return -EINVAL;
-    if (sync && q->flags)
+    if (sync && (q->flags & ~IOENG_REQ_FIXED_FILE))
         return -EINVAL;
     if (reads && (q->flags & (IOENG_REQ_DSYNC | IOENG_REQ_SYNC)))
         return -EINVAL;
@@ -194,6 +198,8 @@ static int expected_sync(int h_null, int req_null, int cb_null, const ioeng_req_
             q->len > (uint64_t)(end - b))
             return -EINVAL;
     }
+    if (q->flags & IOENG_REQ_FIXED_FILE)
+        return -EINVAL;
     if (q->fd < 0)
         return -EBADF;
     return 0;
@@ -328,7 +334,7 @@ static void gen_v1_case(rel_rng_t *r, ioeng_req_t *q, int *kind, int *need_buf, 
             q->class_id = (uint16_t)(4 + rel_rand(r) % (UINT16_MAX - 3));
     } else { /* random mix of v1 fields; fds never open, accepted ones end in -EBADF */
         q->op = (uint32_t)(rel_rand(r) % 9); /* 8: unknown */
-        q->flags = (uint32_t)(rel_rand(r) % 32);
+        q->flags = (uint32_t)(rel_rand(r) % 64); /* every known bit, FIXED_FILE included */
         int fds[] = {-1, INT32_MIN, g_closed};
         q->fd = fds[rel_rand(r) % 3];
         q->buf = (rel_rand(r) & 1) ? NULL : (q->op >= IOENG_OP_READV ? (void *)g_bad_iov : g_pool);
