@@ -351,6 +351,11 @@ impl Driver for AioDriver {
         self.timer.as_ref().is_some_and(AioTimer::take_fired)
     }
 
+    fn timer_count_on_event_fd(&self) -> bool {
+        // IOCB_FLAG_RESFD: the timer's poll counts on the event fd like any completion.
+        self.timer.as_ref().is_some_and(AioTimer::fired)
+    }
+
     fn reap(&self, ctx: &IoContext<AioSlot>, out: &mut Vec<(usize, i64)>, wait: bool) {
         let first = out.len();
         self.take_completions(out, wait);

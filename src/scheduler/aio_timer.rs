@@ -109,4 +109,9 @@ impl AioTimer {
     pub(crate) fn take_fired(&self) -> bool {
         self.fired.swap(false, Relaxed)
     }
+
+    /// Whether the poll's completion was reaped and `take_fired` has not run since.
+    pub(crate) fn fired(&self) -> bool {
+        self.fired.load(Relaxed)
+    }
 }

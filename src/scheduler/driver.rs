@@ -112,6 +112,14 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
         false
     }
 
+    /// POLLED mode, by the poller: whether `reap` took a timer completion that also
+    /// counted on the event fd and that `take_timer_fired` has not consumed yet: the fd
+    /// then holds a count that no request's completion accounts for, which the poller
+    /// must drain or the fd stays readable with nothing to do.
+    fn timer_count_on_event_fd(&self) -> bool {
+        false
+    }
+
     /// In a forked child, instead of `drop`: releases what provably is the child's copy
     /// of the driver's kernel objects and leaves the rest. The child may have closed the
     /// inherited descriptors and reused their numbers for files of its own, which a

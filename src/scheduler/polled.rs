@@ -66,7 +66,7 @@ pub(crate) fn poll<D: Driver>(
         Some(_) => {
             std::mem::take(fd_count) | ctx.wakeup().take_written() | driver.take_wake_fired()
         }
-        None => held.must_drain(ctx),
+        None => held.must_drain(ctx) | driver.timer_count_on_event_fd(),
     };
     let result = loop {
         submit_ready(ctx, driver, &mut held.round, &mut held.reaped);
