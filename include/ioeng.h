@@ -355,7 +355,8 @@ struct ioeng_req {
    * ioeng_req_readv() take `const` pointers and do that cast. Memory (the array and every buffer
    * it names) must stay valid (and, for reads, untouched) until the callback ran; the
    * engine never writes to the iovec array. O_DIRECT alignment is the caller's
-   * business: a misaligned request completes with -EINVAL in the callback.
+   * business: the kernel's answer to a misaligned request (-EINVAL where the file
+   * requires the alignment ioeng_dio_alignment() reports) comes in the callback.
    */
   void *buf;
   /**
@@ -401,7 +402,9 @@ struct ioeng_req {
 /**
  * Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
  * EOF); WRITE → `len`; READV/WRITEV → the same over the whole vector; FSYNC/FDATASYNC/
- * FALLOCATE/SYNC_FILE_RANGE → 0; -ECANCELED after ioeng_cancel(); -ETIMEDOUT when
+ * FALLOCATE/SYNC_FILE_RANGE → 0; -ECANCELED after ioeng_cancel() (only then: an IO the
+ * kernel cancels on its own, e.g. io_uring when no worker thread can start under a
+ * pids limit, is issued again, backing off up to 1 ms between tries); -ETIMEDOUT when
  * `deadline_ns` passed while the request was queued; failure → -errno from the kernel.
  * With IOENG_REQ_NOWAIT, -EAGAIN (when nothing was moved) or the bytes moved before the
  * kernel would have blocked.
@@ -1082,10 +1085,12 @@ const char *ioeng_uring_unavailable_reason(void);
  * engine that `h`'s callback is closing (nothing is done in these cases and `h` stays
  * valid). A callback of a POLLED engine may close another engine: that close drains it
  * there and returns 0. Callbacks
- * that run during the drain may still call ioeng_submit() (-ESHUTDOWN) or ioeng_close()
- * (-EDEADLK) on `h`; apart from them and from the -EBUSY case above (a POLLED close
- * while another thread polls is refused, not undefined), the caller must ensure no
- * other call on `h` is running or follows. In a forked child: releases the child's
+ * that run during the drain may still call on `h` every function documented as
+ * callable from a callback (ioeng_submit() then gives -ESHUTDOWN, ioeng_close()
+ * -EDEADLK; ioeng_cancel(), ioeng_cancel_all(), ioeng_stats(), ioeng_resume() and the
+ * ioeng_class_* functions work as usual); apart from them and from the -EBUSY case
+ * above (a POLLED close while another thread polls is refused, not undefined), the
+ * caller must ensure no other call on `h` is running or follows. In a forked child: releases the child's
  * copy of the handle and returns 0, touching none of the parent's threads or kernel
  * objects and running no callback. It closes the copy of an io_uring ring (so that the
  * child does not keep the parent's ring and registered buffers alive), but only while
@@ -1131,16 +1136,20 @@ int ioeng_close(struct ioeng *h);
  *           forked and returned (see ioeng_t).
  * Thread-safe (any thread may poll, one at a time). On AIO, a request that the kernel
  * runs synchronously inside io_submit (buffered regular-file IO, see IOENG_BACKEND_AIO)
- * runs inside this call; a stream never blocks it. On
- * io_uring, the kernel ties a request to the thread that submitted it (the poller): if
- * that thread exits while a request still waits for a stream (pipe, socket), the kernel
- * cancels the request and its callback gets -ECANCELED; keep the polling thread alive
- * until such requests completed (or close the engine from it).
+ * runs inside this call, as write(2) would on this thread (a buffered write past
+ * RLIMIT_FSIZE raises SIGXFSZ here, which kills the process unless it is ignored or
+ * handled; ignored, the write gets -EFBIG); a stream never blocks it. On io_uring, the kernel ties a
+ * request to the thread that submitted it (the poller): if that thread exits while a
+ * request still waits for a stream (pipe, socket), the kernel cancels it, and the
+ * engine issues it again in the next ioeng_poll() (or ioeng_close()), from whichever
+ * thread that is.
  *
  * # Safety
  * `h` is NULL or a live handle.
  */
-int ioeng_poll(struct ioeng *h, uint32_t min_complete, int64_t timeout_ns);
+int ioeng_poll(struct ioeng *h,
+               uint32_t min_complete,
+               int64_t timeout_ns);
 
 /**
  * POLLED mode: an eventfd, owned by the engine (do not close or read it), that is

@@ -39,8 +39,9 @@
 // run on any number of threads at once, except close(), move-assignment and destruction,
 // which must be the last use of the engine, and must not run where ioeng_close()
 // refuses: inside one of its own callbacks, on any thread of a THREADS engine (a
-// callback of another THREADS engine too: -EDEADLK), or while another thread polls it
-// (POLLED: -EBUSY). Destruction and move-assignment there call std::terminate, since
+// callback of another THREADS engine too: -EDEADLK), while another thread polls it
+// (POLLED: -EBUSY), or, with IOENG_CONFIG_SINGLE_POLLER, on another thread than the one
+// that polls it (-EINVAL). Destruction and move-assignment there call std::terminate, since
 // freeing the engine under a running callback could only crash later. Mind where the
 // last owner goes: a callable is destroyed on the thread that ran it, so a lambda that
 // holds the last std::shared_ptr to an engine and runs as a THREADS engine's callback

@@ -967,6 +967,16 @@ impl<S: Slot> IoContext<S> {
                 Some(stuck) => stuck.result(index, res),
                 None => res,
             };
+            let res = if res == -i64::from(libc::ECANCELED) && !self.cancel_requested(index) {
+                // io_uring cancels an IO by itself when no io-wq worker can be started
+                // for it (a pids limit) or when its submitting thread exited while it
+                // waited. Nobody asked for that cancel and the IO did not run: it goes
+                // again, backing off as after EINTR. A cancel requested meanwhile still
+                // ends it (`SubmitRound::route_resubmit`).
+                -i64::from(libc::EINTR)
+            } else {
+                res
+            };
             match event.settle(res) {
                 Outcome::Resubmit => {
                     Counters::add(&self.counters.resubmits, 1);
