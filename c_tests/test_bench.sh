@@ -59,14 +59,16 @@ jobs_note="; --job-class 300:100 -> 3:1"
 poll_min=()
 [ "$mode" = polled ] && poll_min=(--poll-min 8)
 out=$("$bench" --backend "$backend" --mode "$mode" --rw randread --bs 4k --iodepth 16 --size 32m \
-    --runtime 0.5 --direct 1 --noatime --latency 0 "${poll_min[@]}" --output-format json)
+    --runtime 0.5 --direct 1 --noatime --latency 0 --fixedbufs --fixedfiles "${poll_min[@]}" \
+    --output-format json)
 python3 - "$out" <<'PY'
 import json, sys
 doc = json.loads(sys.argv[1])
 assert doc["noatime"] is True and doc["latency"] == 0, doc
+assert doc["fixedbufs"] == 1 and doc["fixedfiles"] == 1, doc
 assert doc["iops"] > 0 and doc["ios"] > 0, doc
 assert doc["lat_us"] == {}, doc["lat_us"]
-print(f"--noatime --latency 0: {doc['iops']:.0f} IOPS")
+print(f"--noatime --latency 0 --fixedbufs --fixedfiles: {doc['iops']:.0f} IOPS")
 PY
 for bad in "--mode polled --poll-min 17" "--mode threads --poll-min 2" "--latency 0 --job-class 1"; do
     # shellcheck disable=SC2086 # $bad is options and their values
@@ -76,5 +78,5 @@ for bad in "--mode polled --poll-min 17" "--mode threads --poll-min 2" "--latenc
     fi
     echo "refused: $bad: $msg"
 done
-jobs_note="$jobs_note; t/io_uring's job (--noatime --latency 0 --poll-min) counts IOs, times none; bad combinations refused"
+jobs_note="$jobs_note; t/io_uring's job (--noatime --latency 0 --poll-min, registered buffers and file) counts IOs, times none; bad combinations refused"
 echo "test_bench [$backend $mode]: OK: ioeng_bench JSON parses, IOPS > 0, latency classes sane (randread, randrw, groups of 8 via submit_batch and via submit)$jobs_note"
