@@ -1065,18 +1065,57 @@ mod tests {
     }
 
     #[test]
+    fn a_fixed_file_request_runs_on_the_engines_copy_of_its_index() {
+        let files: Vec<OwnedFd> = (0..2)
+            .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+            .collect();
+        let buf = 0x1000 as *mut u8;
+        let fixed = |index| RequestSpec {
+            flags: Flags(Flags::FIXED_FILE),
+            ..RequestSpec::plain(Op::Read, Priority::Normal, index, buf, 1, 0)
+        };
+        // SAFETY: not vectored, so `from_spec` reads no caller memory.
+        let checked = |spec: RequestSpec| unsafe { IoRequest::from_spec(&spec, None) };
+        let mut request = checked(fixed(1)).unwrap();
+        request.use_registered_file(Some(&files)).unwrap();
+        assert_eq!(request.fd, files[1].as_raw_fd());
+        assert_eq!(request.fixed_file, Some(1));
+        let event = IoEvent::new(request, Callback::new(ignore, std::ptr::null_mut()));
+        assert_eq!(event.next_chunk().fixed_file, Some(1));
+        // A negative index is not a bad descriptor: -EINVAL, like any index out of range.
+        let mut negative = checked(fixed(-1)).expect("no -EBADF check for an index");
+        assert!(matches!(
+            negative.use_registered_file(Some(&files)),
+            Err(Error::InvalidArgument(_))
+        ));
+        let mut past = checked(fixed(2)).unwrap();
+        assert!(past.use_registered_file(Some(&files)).is_err());
+        let mut unregistered = checked(fixed(0)).unwrap();
+        assert!(unregistered.use_registered_file(None).is_err());
+        // Without the flag `fd` stays the caller's descriptor.
+        let mut plain =
+            checked(RequestSpec::plain(Op::Read, Priority::Normal, 7, buf, 1, 0)).unwrap();
+        plain.use_registered_file(Some(&files)).unwrap();
+        assert_eq!((plain.fd, plain.fixed_file), (7, None));
+    }
+
+    #[test]
     fn flag_combinations_are_validated() {
         let buf = 0x1000 as *mut u8;
         let with = |op, flags| RequestSpec {
             flags: Flags(flags),
             ..spec(op, buf, if op == Op::Fsync { 0 } else { 1 })
         };
-        assert!(refused(with(Op::Read, 1 << 5)), "unknown bit");
+        assert!(refused(with(Op::Read, 1 << 6)), "unknown bit");
         assert!(!refused(with(Op::Read, Flags::SHORT_OK)));
         assert!(
             refused(with(Op::Fsync, Flags::SHORT_OK)),
             "no flags on FSYNC"
         );
+        // FIXED_FILE is the one flag a file command takes (its index is checked later,
+        // by `use_registered_file`).
+        assert!(!refused(with(Op::Fsync, Flags::FIXED_FILE)));
+        assert!(refused(with(Op::Fsync, Flags::FIXED_FILE | Flags::NOWAIT)));
         assert!(refused(with(Op::Fsync, Flags::NOWAIT)));
         assert!(refused(with(Op::Fdatasync, Flags::DSYNC)));
         assert!(refused(with(Op::Read, Flags::DSYNC)));
