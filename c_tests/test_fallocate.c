@@ -19,12 +19,15 @@
  *    ioeng_poll), named ioeng-aio-helper, all asynchronous signals blocked; a POLLED
  *    ioeng_poll with a timeout returns the command's completion; after ioeng_close the
  *    process has exactly the threads it had before open; a child forked while the helper
- *    runs closes the inherited handle and uses FALLOCATE on an engine of its own.
+ *    runs closes the inherited handle and uses FALLOCATE on an engine of its own;
+ *  - with the fd table filled after open (RLIMIT_NOFILE): FALLOCATE and SYNC_FILE_RANGE
+ *    give 0 (the AIO helper's pipe exists from open), and another ioeng_open -EMFILE.
  * Run per backend and mode (IOENG_TEST_BACKEND, IOENG_TEST_MODE; see run.sh).
  */
 #include "test_util.h"
 
 #include <linux/falloc.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #define KiB 1024ull
@@ -720,6 +723,50 @@ static void helper_lifecycle(ioeng_mode_t mode)
 
 /* A child forked while the parent's helper runs: it closes the inherited handle (its copy
  * of the helper does not exist and is not touched) and uses FALLOCATE on its own engine. */
+/* The fd table fills up after open: FALLOCATE and SYNC_FILE_RANGE still give the
+ * syscall's 0 (they need no fd; an AIO engine creates its helper's pipe at open, and its
+ * helper thread here, at the first command, needs none either), and a new ioeng_open
+ * fails cleanly with -EMFILE. */
+static void full_fd_table(void)
+{
+    ioeng_t *h = tu_open(be, 8, 0, 0, 0); /* this run's mode */
+    int fd = tu_scratch(TU_EXT4, 0, NULL);
+    tu_pwrite_all(fd, "dirty", 5, 0);
+    struct rlimit saved, low;
+    CHECK(getrlimit(RLIMIT_NOFILE, &saved) == 0, "getrlimit: %s", strerror(errno));
+    low = saved;
+    low.rlim_cur = (rlim_t)tu_count_fds() + 8;
+    CHECK(low.rlim_cur <= saved.rlim_cur, "RLIMIT_NOFILE %llu already below %llu",
+          (unsigned long long)saved.rlim_cur, (unsigned long long)low.rlim_cur);
+    CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0, "setrlimit: %s", strerror(errno));
+    int *fill = malloc(sizeof *fill * (size_t)low.rlim_cur);
+    CHECK(fill != NULL, "malloc");
+    int nfill = 0, d;
+    while ((d = fcntl(fd, F_DUPFD_CLOEXEC, 0)) >= 0)
+        fill[nfill++] = d;
+    CHECK_EQ(errno, EMFILE, "dup until the table is full");
+
+    CHECK_EQ(run(h, cmd(IOENG_OP_FALLOCATE, fd, 0, 1 * MiB, 0), "fallocate, no fd left"), 0,
+             "FALLOCATE with the fd table full");
+    CHECK_EQ(run(h, cmd(IOENG_OP_SYNC_FILE_RANGE, fd, 0, 0,
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                            SYNC_FILE_RANGE_WAIT_AFTER),
+                 "sync_file_range, no fd left"),
+             0, "SYNC_FILE_RANGE with the fd table full");
+    CHECK_EQ(st(fd).st_size, (off_t)(1 * MiB), "FALLOCATE's size");
+    ioeng_config_t cfg = tu_config(be, tu_mode(), 8);
+    ioeng_t *other = NULL;
+    CHECK_EQ(ioeng_open(&cfg, &other), -EMFILE, "ioeng_open with the fd table full");
+    CHECK(other == NULL, "a failed open set *out");
+
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
+    free(fill);
+    CHECK(setrlimit(RLIMIT_NOFILE, &saved) == 0, "setrlimit back: %s", strerror(errno));
+    tu_close(h);
+    close(fd);
+}
+
 static void fork_after_helper(void)
 {
     ioeng_config_t cfg = tu_config(be, IOENG_MODE_THREADS, 8);
@@ -814,12 +861,13 @@ int main(void)
     helper_lifecycle(IOENG_MODE_THREADS);
     helper_lifecycle(IOENG_MODE_POLLED);
     fork_after_helper();
+    full_fd_table();
 
     printf("test_fallocate [%s %s]: OK on", tu_backend_name(be), tu_mode_name());
     for (int i = 0; i < ncfg; i++)
         printf(" %s%s", cfgs[i].name, i + 1 < ncfg ? "," : "");
     printf(": FALLOCATE/SYNC_FILE_RANGE give the syscall's res; flags -> -EINVAL; mixed "
-           "with IO; %s\n",
+           "with IO; 0 with no fd left; %s\n",
            be == IOENG_BACKEND_AIO ? "helper thread started at first use, joined at close, "
                                      "not in a forked child"
                                    : "native io_uring ops, 5 GiB range split");

@@ -46,9 +46,9 @@ pub struct AioDriver {
     /// (an fd cannot change files while requests on it are live, so one answer serves
     /// the whole round).
     kinds: UnsafeCell<Vec<(i32, FdKind)>>,
-    /// Submit role (and `drop`): the helper thread for the commands AIO has no iocb for,
-    /// started by the first of them (see `aio_helper`).
-    helper: UnsafeCell<Option<Helper>>,
+    /// Submit role (and `drop`): the helper for the commands AIO has no iocb for; its
+    /// pipe exists from open, its thread from the first command (see `aio_helper`).
+    helper: UnsafeCell<Helper>,
     /// Reap-role scratch: the `io_getevents` result array.
     events: UnsafeCell<Vec<kernel::IoEvent>>,
     /// Reap role only: the context's completion ring, read without a syscall when it
@@ -211,6 +211,9 @@ impl Driver for AioDriver {
     type Slot = AioSlot;
 
     fn open(depth: u32, batch: u32, event_fd: Option<RawFd>) -> Result<Self, Error> {
+        // First, as it needs no cleanup: what the helper needs that can run out (an fd),
+        // so that a FALLOCATE or SYNC_FILE_RANGE never fails for want of it later.
+        let helper = Helper::new()?;
         // POLLED: room for the timer's poll too.
         let id = kernel::io_setup(depth + u32::from(event_fd.is_some())).map_err(|errno| {
             Error::Kernel {
@@ -247,7 +250,7 @@ impl Driver for AioDriver {
             ring,
             iocb_ptrs: UnsafeCell::new(Vec::with_capacity(batch as usize)),
             kinds: UnsafeCell::new(Vec::new()),
-            helper: UnsafeCell::new(None),
+            helper: UnsafeCell::new(helper),
             events: UnsafeCell::new(vec![
                 kernel::IoEvent::default();
                 (depth as usize).min(MAX_EVENTS_PER_REAP)
@@ -400,18 +403,13 @@ impl AioDriver {
     fn hand_to_helper(&self, ctx: &IoContext<AioSlot>, jobs: Vec<(usize, Chunk)>) {
         // SAFETY: only the submit role calls this, one thread at a time (Driver contract).
         let helper = unsafe { &mut *self.helper.get() };
-        if helper.is_none() {
-            match Helper::start(self.id) {
-                Ok(started) => *helper = Some(started),
-                Err(errno) => {
-                    for (index, _) in jobs {
-                        ctx.fail_unsubmitted(index, -i64::from(errno));
-                    }
-                    return;
-                }
+        if let Err(errno) = helper.start(self.id) {
+            for (index, _) in jobs {
+                ctx.fail_unsubmitted(index, -i64::from(errno));
             }
+            return;
         }
-        let helper = helper.as_ref().expect("started above");
+        let helper = &*helper;
         let base = ctx.slots_base();
         let jobs: Vec<Job> = jobs
             .into_iter()
@@ -638,7 +636,7 @@ impl Drop for AioDriver {
         }
         // Joins the helper thread (idle after a drained close) before the context it
         // submits to goes away.
-        drop(self.helper.get_mut().take());
+        self.helper.get_mut().stop();
         // Waits for anything still in flight (nothing, after a drained close).
         let _ = kernel::io_destroy(self.id);
     }

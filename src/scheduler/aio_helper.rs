@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use super::locks::lock;
 use super::tasks::Op;
+use crate::error::Error;
 use crate::race_hooks::{self, Point};
 use crate::sys::aio::{self as kernel, AioContextId, Iocb};
 use crate::sys::{self, report_unexpected};
@@ -98,26 +99,46 @@ struct Queue {
     wake: Condvar,
 }
 
-/// The helper thread of one AIO engine, started at the first command (never at open, so
-/// engines that use none have no extra thread) and joined when the driver drops, i.e.
-/// in `ioeng_close` after the drain.
+/// The helper of one AIO engine. Its pipe is created at open, so that a command never
+/// fails for want of an fd once the engine exists (fallocate(2) itself needs none); its
+/// thread is started at the first command (so engines that use none have no extra
+/// thread) and joined when the driver drops, i.e. in `ioeng_close` after the drain.
 pub(crate) struct Helper {
-    queue: Arc<Queue>,
-    thread: Option<JoinHandle<()>>,
+    /// `None` until the first command.
+    thread: Option<Thread>,
     /// The stand-ins' file; closed after the thread is joined.
     null_fd: OwnedFd,
     /// The fork generation the thread runs in (see `sys::fork`).
     generation: u64,
 }
 
+/// The running thread and its queue.
+struct Thread {
+    queue: Arc<Queue>,
+    handle: JoinHandle<()>,
+}
+
 impl Helper {
-    /// Starts the thread for the AIO context `id`, with every asynchronous signal blocked.
-    pub(crate) fn start(id: AioContextId) -> Result<Self, i32> {
-        let errno = |err: std::io::Error| err.raw_os_error().unwrap_or(libc::EIO);
-        let null_fd = sys::null_read_fd().map_err(errno)?;
+    /// At open: the stand-ins' pipe (`EMFILE`/`ENFILE` when the process or the system has
+    /// no fd left); no thread yet.
+    pub(crate) fn new() -> Result<Self, Error> {
+        let null_fd = sys::null_read_fd().map_err(|err| Error::kernel("pipe2", &err))?;
+        Ok(Helper {
+            thread: None,
+            null_fd,
+            generation: sys::fork::generation(),
+        })
+    }
+
+    /// Starts the thread for the AIO context `id`, with every asynchronous signal
+    /// blocked, unless it runs already; the errno when it cannot be started.
+    pub(crate) fn start(&mut self, id: AioContextId) -> Result<(), i32> {
+        if self.thread.is_some() {
+            return Ok(());
+        }
         let queue = Arc::new(Queue::default());
         let for_thread = Arc::clone(&queue);
-        let thread = sys::spawn_signals_blocked("ioeng-aio-helper", move || {
+        let handle = sys::spawn_signals_blocked("ioeng-aio-helper", move || {
             // A panic here is a libioeng bug that would lose callbacks: abort loudly, as
             // the other engine threads do.
             let run = std::panic::AssertUnwindSafe(|| run(&for_thread, id));
@@ -126,13 +147,9 @@ impl Helper {
                 std::process::abort();
             }
         })
-        .map_err(errno)?;
-        Ok(Helper {
-            queue,
-            thread: Some(thread),
-            null_fd,
-            generation: sys::fork::generation(),
-        })
+        .map_err(|err| err.raw_os_error().unwrap_or(libc::EIO))?;
+        self.thread = Some(Thread { queue, handle });
+        Ok(())
     }
 
     /// The fd of the stand-in iocbs' 0-byte reads.
@@ -140,10 +157,31 @@ impl Helper {
         self.null_fd.as_raw_fd()
     }
 
-    /// Hands commands to the thread; each slot belongs to it from now on.
+    /// Hands commands to the thread (`start` succeeded); each slot belongs to it from now
+    /// on.
     pub(crate) fn push(&self, jobs: Vec<Job>) {
-        lock(&self.queue.jobs).pending.extend(jobs);
-        self.queue.wake.notify_one();
+        let thread = self.thread.as_ref().expect("the helper thread was started");
+        lock(&thread.queue.jobs).pending.extend(jobs);
+        thread.queue.wake.notify_one();
+    }
+
+    /// Stops and joins the thread, if it was started (once the engine is drained, so it is
+    /// idle); the driver calls it before the AIO context the thread submits to goes away.
+    pub(crate) fn stop(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        if self.generation != sys::fork::generation() {
+            // A forked child's copy: the thread exists only in the parent, and may have
+            // held the queue's lock at the fork. Touch neither (the handle is forgotten,
+            // not detached).
+            std::mem::forget(thread.handle);
+            return;
+        }
+        lock(&thread.queue.jobs).stop = true;
+        thread.queue.wake.notify_one();
+        // A panic there has aborted the process already.
+        let _ = thread.handle.join();
     }
 }
 
@@ -186,19 +224,8 @@ fn run(queue: &Queue, id: AioContextId) {
 
 impl Drop for Helper {
     fn drop(&mut self) {
-        if self.generation != sys::fork::generation() {
-            // A forked child's copy: the thread exists only in the parent, and may have
-            // held the queue's lock at the fork. Touch neither (the handle is forgotten,
-            // not detached); the child's copy of `null_fd` is closed.
-            std::mem::forget(self.thread.take());
-            return;
-        }
-        lock(&self.queue.jobs).stop = true;
-        self.queue.wake.notify_one();
-        if let Some(thread) = self.thread.take() {
-            // A panic there has aborted the process already.
-            let _ = thread.join();
-        }
+        // The thread first; `null_fd` is closed after it, as the field drops.
+        self.stop();
     }
 }
 
