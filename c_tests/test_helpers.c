@@ -9,7 +9,9 @@
  *    block device (/dev/vda when readable; a loop device with 4096-byte sectors, made
  *    with losetup when root) it gives the logical block size (BLKSSZGET) and an O_DIRECT
  *    READ of the loop device with it works;
- *    a pipe, a socket and a directory give -EOPNOTSUPP; bad fds -EBADF; NULL -EINVAL;
+ *    a pipe, a socket, a directory and files that open(O_DIRECT) refuses with EINVAL
+ *    (/proc/self/status, /proc/version, a /sys file) give -EOPNOTSUPP; bad fds -EBADF;
+ *    NULL -EINVAL;
  *    nothing is written on failure. */
 #include "test_util.h"
 
@@ -203,6 +205,19 @@ static void alignment_refusals(void)
     CHECK_EQ(ioeng_dio_alignment(sv[0], &mem, &off), -EOPNOTSUPP, "socket");
     int dir = open("/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     CHECK_EQ(ioeng_dio_alignment(dir, &mem, &off), -EOPNOTSUPP, "directory");
+    /* Regular files without direct IO (open(O_DIRECT) says EINVAL), where the kernel
+     * reports no STATX_DIOALIGN: not 4096. */
+    const char *no_direct[] = {"/proc/self/status", "/proc/version",
+                               "/sys/kernel/uevent_seqnum"};
+    for (size_t i = 0; i < sizeof no_direct / sizeof *no_direct; i++) {
+        int fd = open(no_direct[i], O_RDONLY | O_CLOEXEC);
+        CHECK(fd >= 0, "open %s: %s", no_direct[i], strerror(errno));
+        int dfd = open(no_direct[i], O_RDONLY | O_DIRECT | O_CLOEXEC);
+        CHECK(dfd < 0 && errno == EINVAL, "%s: open(O_DIRECT) = %d (%s), want EINVAL",
+              no_direct[i], dfd, dfd < 0 ? strerror(errno) : "ok");
+        CHECK_EQ(ioeng_dio_alignment(fd, &mem, &off), -EOPNOTSUPP, "%s", no_direct[i]);
+        close(fd);
+    }
     CHECK_EQ(ioeng_dio_alignment(-1, &mem, &off), -EBADF, "fd -1");
     CHECK_EQ(ioeng_dio_alignment(tu_closed_fd(900), &mem, &off), -EBADF, "closed fd");
     CHECK_EQ(ioeng_dio_alignment(p[0], NULL, &off), -EINVAL, "NULL mem_align");

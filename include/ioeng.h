@@ -1053,10 +1053,14 @@ const char *ioeng_backend_name(const struct ioeng *h);
  *  -EINVAL      NULL `mem_align` or `offset_align`;
  *  -EBADF       `fd` is not an open file descriptor;
  *  -EOPNOTSUPP  the file cannot do O_DIRECT IO: the kernel reports no direct-IO support
- *               for it (e.g. tmpfs before Linux 6.6), or it is not a regular file or a
- *               block device (a pipe, socket, tty, directory);
+ *               for it (e.g. tmpfs before Linux 6.6); or, where it reports nothing (no
+ *               STATX_DIOALIGN), an O_DIRECT open of the file fails with EINVAL (procfs,
+ *               sysfs); or it is not a regular file or a block device (a pipe, socket,
+ *               tty, directory);
  *  other -errno from statx(2).
- * Needs no engine; thread-safe; one statx call (plus a sysfs read on old kernels).
+ * Needs no engine; thread-safe; one statx call (where the kernel reports no
+ * STATX_DIOALIGN, also an O_RDONLY|O_DIRECT open and close of /proc/self/fd/`fd`,
+ * unless `fd` is O_DIRECT, and a sysfs read).
  *
  * # Safety
  * `mem_align` and `offset_align` are NULL or writable.

@@ -2,7 +2,9 @@
 //! where the kernel reports it (Linux 6.1+ for files of ext4/xfs/f2fs/btrfs; block devices
 //! since 6.11), else the logical block size of the block device (BLKSSZGET on a block
 //! device fd, sysfs `queue/logical_block_size` for a file on a block-device filesystem),
-//! else 4096, the largest logical block size in common use.
+//! else 4096, the largest logical block size in common use. Where the kernel does not
+//! report DIOALIGN, a file that cannot do direct IO at all (procfs, sysfs) is found by
+//! reopening it O_DIRECT (`direct_open_works`).
 
 use std::io::Read;
 
@@ -102,8 +104,9 @@ pub(crate) fn sysfs_lbs(major: u32, minor: u32) -> Option<u32> {
 }
 
 /// `(mem_align, offset_align)` for O_DIRECT IO on `fd`, or `Err(errno)`:
-/// EBADF (not an open fd), EOPNOTSUPP (the kernel says the file cannot do direct IO, or
-/// it is neither a regular file nor a block device).
+/// EBADF (not an open fd), EOPNOTSUPP (the kernel says the file cannot do direct IO, an
+/// O_DIRECT open of it fails with EINVAL, or it is neither a regular file nor a block
+/// device).
 pub(crate) fn alignment(fd: i32) -> Result<(u32, u32), i32> {
     let stx = statx_fd(fd)?;
     let file_type = u32::from(stx.mode) & libc::S_IFMT;
@@ -118,7 +121,43 @@ pub(crate) fn alignment(fd: i32) -> Result<(u32, u32), i32> {
         }
         return Ok((stx.dio_mem_align, stx.dio_offset_align));
     }
+    // Without DIOALIGN the kernel says nothing about direct IO: a file that has none
+    // (procfs, sysfs, ...) is only told apart by trying.
+    if !direct_open_works(fd) {
+        return Err(libc::EOPNOTSUPP);
+    }
     Ok(fallback(fd, &stx, block))
+}
+
+/// Whether the file of `fd` (a regular file or a block device) can be opened O_DIRECT:
+/// false only when a second open of it with O_DIRECT says EINVAL, the kernel's answer
+/// for a file without direct IO. Any other failure (no /proc, EACCES, a lease break that
+/// O_NONBLOCK refuses) proves nothing, so it counts as yes and the caller keeps its
+/// fallback. An fd that is O_DIRECT already needs no proof. Never called for FIFOs or
+/// character devices, whose open can wait for a peer or have side effects.
+fn direct_open_works(fd: i32) -> bool {
+    // SAFETY: F_GETFL takes no pointer.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags >= 0 && flags & libc::O_DIRECT != 0 {
+        return true;
+    }
+    let Ok(path) = std::ffi::CString::new(format!("/proc/self/fd/{fd}")) else {
+        return true;
+    };
+    // SAFETY: a NUL-terminated path. O_RDONLY moves nothing; O_NONBLOCK keeps the open
+    // from waiting (a lease break, removable media); O_NOCTTY: never a controlling tty.
+    let probe = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECT | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK,
+        )
+    };
+    if probe < 0 {
+        return super::last_errno() != libc::EINVAL;
+    }
+    // SAFETY: `probe` was just opened here and nothing else owns it.
+    unsafe { libc::close(probe) };
+    true
 }
 
 /// The pre-DIOALIGN rule: memory and offsets aligned to the device's logical block size.
@@ -154,6 +193,20 @@ mod tests {
     #[test]
     fn anonymous_device_falls_back_to_4096() {
         assert_eq!(sysfs_lbs(0, 0), None);
+    }
+
+    #[test]
+    fn proc_and_sys_files_cannot_do_direct_io() {
+        for path in [
+            "/proc/self/status",
+            "/proc/version",
+            "/sys/kernel/uevent_seqnum",
+        ] {
+            let Ok(file) = std::fs::File::open(path) else {
+                continue;
+            };
+            assert_eq!(alignment(file.as_raw_fd()), Err(libc::EOPNOTSUPP), "{path}");
+        }
     }
 
     #[test]
