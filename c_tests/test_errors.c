@@ -1,8 +1,14 @@
 /*
  * Every synchronous error of the C interface, with exact return values, and the
- * rule "return < 0 => the callback never runs" (callbacks are counted).
+ * rule "return < 0 => the callback never runs" (callbacks are counted). ioeng_open of
+ * the largest depth, in a child whose address space (RLIMIT_AS) leaves 0 to 16 MiB,
+ * returns -ENOMEM or 0 and is never killed (both modes).
  */
 #include "test_util.h"
+
+#include <malloc.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 
 static tu_waiter_t w;
 static int64_t total_cbs;
@@ -47,6 +53,91 @@ static ioeng_config_t base_cfg(ioeng_backend_t be)
     ioeng_config_init(&c);
     c.backend = be;
     return c;
+}
+
+static long vm_size_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmSize:", 7) == 0)
+            kib = atol(line + 7);
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+/* A fresh process (test_errors --short-of-memory BACKEND MODE MARGIN_KIB, started with
+ * MALLOC_ARENA_MAX=1): an address space (RLIMIT_AS) `margin_kib` above what it maps after
+ * a warm-up open, then an engine of the largest depth (and batch, with latency
+ * histograms). Exit 0: it opened and closed; 1: -ENOMEM; 2: anything else. Fresh, with
+ * one malloc arena and no dynamic mmap threshold, so that the margin is what the open
+ * gets: a forked child would inherit heap memory and the reserved (already counted)
+ * address space of other threads' arenas, which glibc falls back to. */
+static int short_of_memory_child(char **argv)
+{
+    ioeng_config_t c = base_cfg((ioeng_backend_t)atoi(argv[2]));
+    c.mode = (ioeng_mode_t)atoi(argv[3]);
+    long margin_kib = atol(argv[4]);
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    c.depth = 1;
+    ioeng_t *h = NULL;
+    if (ioeng_open(&c, &h) != 0 || ioeng_close(h) != 0) /* lazy init, thread stacks */
+        return 3;
+    c.depth = IOENG_MAX_DEPTH;
+    c.latency_stats = IOENG_LATENCY_STATS_ON;
+    malloc_trim(0);
+    long kib = vm_size_kib();
+    if (kib < 0)
+        return 4;
+    struct rlimit r = {.rlim_cur = (rlim_t)(kib + margin_kib) * 1024, .rlim_max = RLIM_INFINITY};
+    if (setrlimit(RLIMIT_AS, &r) != 0)
+        return 5;
+    h = NULL;
+    int rc = ioeng_open(&c, &h);
+    if (rc == 0)
+        return ioeng_close(h) == 0 ? 0 : 6;
+    return rc == -ENOMEM ? 1 : 2;
+}
+
+/* ioeng_open short of memory returns -ENOMEM (or 0 where the engine fits) and never
+ * aborts (Rust's allocation failure), at every margin from nothing to 16 MiB, where the
+ * arrays sized by depth (slots, budget, cancel marks, scratch lists) fail one by one. */
+static void test_open_short_of_memory(ioeng_backend_t be)
+{
+    ioeng_mode_t modes[] = {IOENG_MODE_THREADS, IOENG_MODE_POLLED};
+    for (int m = 0; m < 2; m++) {
+        const char *mode = modes[m] == IOENG_MODE_POLLED ? "polled" : "threads";
+        int enomem = 0, opened = 0;
+        for (long margin = 0; margin <= 16384; margin += 256) {
+            char sbe[16], smode[16], smargin[32];
+            snprintf(sbe, sizeof sbe, "%d", (int)be);
+            snprintf(smode, sizeof smode, "%d", (int)modes[m]);
+            snprintf(smargin, sizeof smargin, "%ld", margin);
+            fflush(stdout);
+            pid_t pid = fork();
+            CHECK(pid >= 0, "fork: %s", strerror(errno));
+            if (pid == 0) {
+                char *args[] = {"test_errors", "--short-of-memory", sbe, smode, smargin, NULL};
+                setenv("MALLOC_ARENA_MAX", "1", 1);
+                execv("/proc/self/exe", args);
+                _exit(7);
+            }
+            int st = 0;
+            CHECK_EQ(waitpid(pid, &st, 0), pid, "waitpid");
+            CHECK(!WIFSIGNALED(st), "%s: ioeng_open with RLIMIT_AS = VmSize + %ld KiB: killed "
+                  "by signal %d (%s)", mode, margin, WTERMSIG(st), strsignal(WTERMSIG(st)));
+            CHECK(WIFEXITED(st) && WEXITSTATUS(st) <= 1,
+                  "%s: ioeng_open with RLIMIT_AS = VmSize + %ld KiB: child exit %d (2: neither "
+                  "0 nor -ENOMEM)", mode, margin, WEXITSTATUS(st));
+            enomem += WEXITSTATUS(st) == 1;
+            opened += WEXITSTATUS(st) == 0;
+        }
+        CHECK(enomem > 0, "%s: never -ENOMEM, even with no memory to spare", mode);
+        printf("  %s: depth %u with RLIMIT_AS = VmSize + 0..16 MiB: %d x -ENOMEM, %d x opened\n",
+               mode, IOENG_MAX_DEPTH, enomem, opened);
+    }
 }
 
 static void test_open(ioeng_backend_t be, int fd)
@@ -287,8 +378,10 @@ static int test_capacity(ioeng_backend_t be, int fd, int *accepted_out)
     return refused;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 5 && strcmp(argv[1], "--short-of-memory") == 0)
+        return short_of_memory_child(argv);
     tu_init("test_errors", 0);
     ioeng_backend_t be = tu_backend();
     require_backend(be);
@@ -305,6 +398,7 @@ int main(void)
     free(init);
 
     test_open(be, fd);
+    test_open_short_of_memory(be);
     int64_t cbs_before = __atomic_load_n(&total_cbs, __ATOMIC_SEQ_CST); /* 1 from test_open */
     int acc1 = 0, acc2 = 0;
     int ref1 = test_submit(be, fd, &acc1);
@@ -314,7 +408,7 @@ int main(void)
           cbs, acc1 + acc2, ref1 + ref2);
     close(fd);
     printf("test_errors [%s]: OK: config defaults, 13 bad configs (-EINVAL, *out untouched), "
-           "4 edge configs, AUTO=%s; %d refused submits with exact errno, 0 callbacks for them; "
+           "4 edge configs, AUTO=%s; -ENOMEM short of memory; %d refused submits with exact errno, 0 callbacks for them; "
            "%d accepted edge requests with exact res; NULL handle/out checks; version %s\n",
            tu_backend_name(be),
            tu_backend_name(ioeng_uring_unavailable_reason() ? IOENG_BACKEND_AIO : IOENG_BACKEND_URING),

@@ -762,6 +762,8 @@ void ioeng_config_init(struct ioeng_config *cfg);
  *           ioeng_uring_unavailable_reason());
  *  -EAGAIN, -ENOMEM, -EMFILE  kernel resources exhausted (fs.aio-max-nr, locked memory,
  *           threads, fds);
+ *  -ENOMEM  (also) no memory for the engine's own arrays, which grow with `depth` and
+ *           `batch` (RLIMIT_AS, no overcommit): reported, never an abort;
  *  -EINVAL  (also) `submitter_cpu`/`completer_cpu` names a CPU the thread may not use.
  * Configuration is read here only, never later from the environment.
  *

@@ -30,6 +30,10 @@ pub enum Error {
     /// A kernel call failed while creating the engine.
     #[error("{call} failed: errno {errno}")]
     Kernel { call: &'static str, errno: i32 },
+    /// The process could not get the memory for an engine's arrays (`RLIMIT_AS`, no
+    /// overcommit): reported instead of Rust's abort on allocation failure.
+    #[error("out of memory")]
+    OutOfMemory,
 }
 
 impl Error {
@@ -44,6 +48,7 @@ impl Error {
             Error::CloseFromCallback => libc::EDEADLK,
             Error::WrongMode => libc::EINVAL,
             Error::Kernel { errno, .. } => *errno,
+            Error::OutOfMemory => libc::ENOMEM,
         }
     }
 
@@ -53,5 +58,46 @@ impl Error {
             call,
             errno: err.raw_os_error().unwrap_or(libc::EIO),
         }
+    }
+}
+
+impl From<std::collections::TryReserveError> for Error {
+    fn from(_: std::collections::TryReserveError) -> Self {
+        Error::OutOfMemory
+    }
+}
+
+/// An empty vector with room for `n` items, or `OutOfMemory`: for the allocations of an
+/// engine's open whose size grows with its configuration (depth, batch), which a short
+/// address space must fail cleanly rather than abort the process.
+pub(crate) fn try_with_capacity<T>(n: usize) -> Result<Vec<T>, Error> {
+    let mut vec = Vec::new();
+    vec.try_reserve_exact(n)?;
+    Ok(vec)
+}
+
+/// `n` items made by `item` (as `(0..n).map(..).collect()`), allocated as in
+/// [`try_with_capacity`]; exactly `n` of capacity, so `into_boxed_slice` does not
+/// reallocate.
+pub(crate) fn try_vec<T>(n: usize, mut item: impl FnMut(usize) -> T) -> Result<Vec<T>, Error> {
+    let mut vec = try_with_capacity(n)?;
+    vec.extend((0..n).map(&mut item));
+    Ok(vec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_impossible_allocation_is_out_of_memory() {
+        assert_eq!(
+            try_with_capacity::<u64>(1 << 57).err(), // 2^60 bytes
+            Some(Error::OutOfMemory)
+        );
+        assert_eq!(Error::OutOfMemory.errno(), libc::ENOMEM);
+        let v = try_vec(5, |i| i * 2).unwrap();
+        assert_eq!((v.len(), v.capacity()), (5, 5));
+        assert_eq!(v, [0, 2, 4, 6, 8]);
     }
 }

@@ -12,7 +12,7 @@ use super::aio_timer::AioTimer;
 use super::context::{IoContext, Slot};
 use super::driver::Driver;
 use super::tasks::{Chunk, Flags, IoEvent, Op, RESUBMIT_NOW};
-use crate::error::Error;
+use crate::error::{Error, try_vec, try_with_capacity};
 use crate::sys::aio::{self as kernel, AioContextId, CompletionRing, Iocb};
 use crate::sys::fd::FdKind;
 use crate::sys::{self, report_unexpected};
@@ -214,6 +214,11 @@ impl Driver for AioDriver {
         // First, as it needs no cleanup: what the helper needs that can run out (an fd),
         // so that a FALLOCATE or SYNC_FILE_RANGE never fails for want of it later.
         let helper = Helper::new()?;
+        // Likewise the scratch arrays sized by the configuration (`OutOfMemory`).
+        let iocb_ptrs = try_with_capacity(batch as usize)?;
+        let events = try_vec((depth as usize).min(MAX_EVENTS_PER_REAP), |_| {
+            kernel::IoEvent::default()
+        })?;
         // POLLED: room for the timer's poll too.
         let id = kernel::io_setup(depth + u32::from(event_fd.is_some())).map_err(|errno| {
             Error::Kernel {
@@ -248,13 +253,10 @@ impl Driver for AioDriver {
             // the ring's header stays readable for `completions_ready`.
             reap_from_ring: !sys::valgrind::running_on_valgrind(),
             ring,
-            iocb_ptrs: UnsafeCell::new(Vec::with_capacity(batch as usize)),
+            iocb_ptrs: UnsafeCell::new(iocb_ptrs),
             kinds: UnsafeCell::new(Vec::new()),
             helper: UnsafeCell::new(helper),
-            events: UnsafeCell::new(vec![
-                kernel::IoEvent::default();
-                (depth as usize).min(MAX_EVENTS_PER_REAP)
-            ]),
+            events: UnsafeCell::new(events),
             timer,
         })
     }

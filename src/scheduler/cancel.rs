@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::locks::lock;
 use super::tasks::IoEvent;
+use crate::error::{Error, try_vec};
 
 /// The tag of a cancel request from `cancel_all`: whatever the occupant's tag (a real
 /// tag is never compared with it: `cancel` matches tags, `cancel_all` generations).
@@ -43,19 +44,20 @@ pub(crate) struct Cancels {
 }
 
 impl Cancels {
-    pub(crate) fn new(depth: usize) -> Self {
-        let per_slot = || (0..depth).map(|_| AtomicU64::new(0)).collect();
-        Cancels {
+    /// `OutOfMemory` when the per-slot arrays cannot be allocated.
+    pub(crate) fn new(depth: usize) -> Result<Self, Error> {
+        let per_slot = || Ok::<_, Error>(try_vec(depth, |_| AtomicU64::new(0))?.into_boxed_slice());
+        Ok(Cancels {
             dead: Mutex::new(VecDeque::new()),
             dead_count: AtomicUsize::new(0),
             cancel_requests: Mutex::new(Vec::new()),
             has_cancel_requests: AtomicBool::new(false),
-            slot_tags: per_slot(),
-            slot_gens: per_slot(),
-            slot_live: per_slot(),
+            slot_tags: per_slot()?,
+            slot_gens: per_slot()?,
+            slot_live: per_slot()?,
             // Generation 0 is no occupant's (the first dispatch makes 1).
-            slot_cancelled: per_slot(),
-        }
+            slot_cancelled: per_slot()?,
+        })
     }
 
     /// Hands events removed from the queues to the engine thread that runs callbacks.

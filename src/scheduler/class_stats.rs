@@ -11,6 +11,7 @@ use super::classes::MAX_CLASSES;
 use super::histogram::Histogram;
 use super::tasks::{IoEvent, Op, Priority};
 use crate::abi::IoengClassStats;
+use crate::error::{Error, try_vec};
 
 /// Sums of one run of requests (see `ClassStats::recorder`).
 #[derive(Default)]
@@ -144,16 +145,19 @@ pub(crate) struct ClassStats {
 }
 
 impl ClassStats {
-    /// With `latency`, class 0's and HIGH's histograms are allocated now, the others'
-    /// by `enable` when their class opens.
-    pub(crate) fn new(latency: bool) -> Self {
+    /// With `latency`, class 0's and HIGH's histograms are allocated now (`OutOfMemory`
+    /// if they cannot be), the others' by `enable` when their class opens.
+    pub(crate) fn new(latency: bool) -> Result<Self, Error> {
         let stats = ClassStats {
-            entries: (0..=MAX_CLASSES).map(|_| Entry::default()).collect(),
+            entries: try_vec(MAX_CLASSES + 1, |_| Entry::default())?.into_boxed_slice(),
             latency,
         };
-        stats.enable(0);
-        stats.enable(HIGH_ENTRY);
-        stats
+        if latency {
+            for entry in [0, HIGH_ENTRY] {
+                let _ = stats.entries[entry].latency.set(Histogram::try_new()?);
+            }
+        }
+        Ok(stats)
     }
 
     /// Whether requests carry their queueing time (`IoEvent::queued_ns`).

@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::locks::lock;
 use super::tasks::QueueClass;
+use crate::error::{Error, try_vec, try_with_capacity};
 
 /// One queue (HIGH, READ or WRITE) in arrival order, whose items can also be taken out
 /// of the middle in O(1) by their position (for deadline expiry, which must not scan).
@@ -352,16 +353,23 @@ pub(crate) struct Budget {
 }
 
 impl Budget {
-    pub(crate) fn new(depth: usize) -> Self {
-        let (resubmit_tx, resubmit_rx) = crossbeam_channel::bounded(depth);
+    /// `OutOfMemory` when the free list or the resubmit channel cannot be allocated.
+    pub(crate) fn new(depth: usize) -> Result<Self, Error> {
         // Reversed so that the first round takes slots 0, 1, 2, ... (`take_free` pops).
-        Budget {
-            free: Mutex::new((0..depth).rev().collect()),
+        let free = try_vec(depth, |i| depth - 1 - i)?;
+        // The channel allocates its `depth` places at once and aborts if it cannot: first
+        // make sure a block of that size can be had (two words a place, in crossbeam's
+        // array flavour). A block that large is mmapped and returned on drop, so the
+        // channel's allocation right after gets the same room.
+        drop(try_with_capacity::<[usize; 2]>(depth)?);
+        let (resubmit_tx, resubmit_rx) = crossbeam_channel::bounded(depth);
+        Ok(Budget {
+            free: Mutex::new(free),
             free_count: AtomicUsize::new(depth),
             resubmit_tx,
             resubmit_rx,
             depth,
-        }
+        })
     }
 
     /// Completer (or the submitter handing back slots a round could not fill): these
@@ -415,10 +423,6 @@ impl Budget {
     /// True when the submitter could take a slot now: one is free or awaits resubmission.
     pub(crate) fn has_slot_for_submitter(&self) -> bool {
         self.free_count.load(Ordering::Relaxed) != 0 || self.has_resubmits()
-    }
-
-    pub(crate) fn depth(&self) -> usize {
-        self.depth
     }
 
     /// Submit role: slots handed back for their request's next IO.
@@ -616,7 +620,7 @@ mod tests {
 
     #[test]
     fn budget_circulates_depth_slots() {
-        let budget = Budget::new(4);
+        let budget = Budget::new(4).unwrap();
         assert!(budget.all_free());
         let mut taken = Vec::new();
         budget.take_free(&mut taken, 3);

@@ -23,7 +23,7 @@ use super::tasks::{IoEvent, Outcome};
 use super::waiting::{NO_DEADLINE, Waiting, WaitingQueues};
 use super::wakeup::{ServingGuard, Wakeup};
 use crate::abi::IoengClassStats;
-use crate::error::Error;
+use crate::error::{Error, try_vec};
 use crate::race_hooks::{self, Point};
 use crate::sys::{EventFd, instant_of, monotonic_ns};
 
@@ -92,10 +92,12 @@ impl<S: Slot> IoContext<S> {
     #[cfg(test)]
     pub(crate) fn new(depth: usize, batch: usize, queue_capacity: usize, paused: bool) -> Self {
         Self::with_classes(depth, batch, queue_capacity, paused, 0, false)
+            .expect("memory for a test context")
     }
 
     /// `new` with the class settings of the configuration (§6.1): the starvation guard's
-    /// `normal_min_percent` and whether latency histograms are kept.
+    /// `normal_min_percent` and whether latency histograms are kept. `OutOfMemory` when
+    /// the arrays sized by `depth` cannot be allocated.
     pub(crate) fn with_classes(
         depth: usize,
         batch: usize,
@@ -103,28 +105,32 @@ impl<S: Slot> IoContext<S> {
         paused: bool,
         normal_min_percent: u32,
         latency_stats: bool,
-    ) -> Self {
+    ) -> Result<Self, Error> {
         debug_assert!(depth > 0 && batch > 0 && batch <= depth);
-        IoContext {
+        Ok(IoContext {
             waiting: WaitingQueues::new(queue_capacity, normal_min_percent),
-            cancels: Cancels::new(depth),
+            cancels: Cancels::new(depth)?,
             registered: Registered::default(),
             registered_files: RegisteredFiles::default(),
-            slots: (0..depth).map(|_| UnsafeCell::new(S::default())).collect(),
-            budget: Budget::new(depth),
+            slots: try_vec(depth, |_| UnsafeCell::new(S::default()))?.into_boxed_slice(),
+            budget: Budget::new(depth)?,
             batch,
             paused: AtomicBool::new(paused),
             closing: AtomicBool::new(false),
             flight: InFlight::default(),
             finishing: Mutex::new(Finishing::default()),
             counters: Counters::default(),
-            stuck: S::PROBE_STUCK_TRANSFERS.then(|| StuckTransfers::new(depth)),
+            stuck: if S::PROBE_STUCK_TRANSFERS {
+                Some(StuckTransfers::new(depth)?)
+            } else {
+                None
+            },
             wakeup: Wakeup::threads(),
             next_retry_ns: AtomicU64::new(NO_DEADLINE),
             submitter_sleeps_until: AtomicU64::new(0),
-            class_stats: ClassStats::new(latency_stats),
+            class_stats: ClassStats::new(latency_stats)?,
             open_classes: AtomicU64::new(1),
-        }
+        })
     }
 
     /// POLLED mode: wake-ups go to `event` instead of to engine threads.
@@ -163,10 +169,6 @@ impl<S: Slot> IoContext<S> {
     /// Pointer to the first slot, for drivers that give the kernel addresses inside it.
     pub(crate) fn slots_base(&self) -> *mut S {
         UnsafeCell::raw_get(self.slots.as_ptr())
-    }
-
-    pub(crate) fn budget_depth(&self) -> usize {
-        self.budget.depth()
     }
 
     /// Marks the calling thread as this context's reaping thread until the returned

@@ -46,7 +46,7 @@ fn batches_respect_budget_batch_size_and_priority() {
         .unwrap();
     ctx.push(event(Op::Read, Priority::High, 20, &mut log))
         .unwrap();
-    let mut round = SubmitRound::new(ctx.batch);
+    let mut round = SubmitRound::new(ctx.batch).unwrap();
     round.fill(&ctx);
     assert_eq!(
         offsets(&ctx, &round.batch),
@@ -90,7 +90,7 @@ fn one_slot_two_reads_queued(log: &mut Vec<i64>) -> IoContext<TestSlot> {
 fn exhausted_budget_gives_an_empty_round() {
     let mut log = Vec::new();
     let ctx = one_slot_two_reads_queued(&mut log);
-    let mut round = SubmitRound::new(ctx.batch);
+    let mut round = SubmitRound::new(ctx.batch).unwrap();
     round.fill(&ctx);
     assert_eq!(offsets(&ctx, &round.batch), [0]);
     let in_flight = round.batch[0];
@@ -111,7 +111,7 @@ fn repeated_eagain_resubmissions_wait_until_due() {
     let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
     ctx.push(event(Op::Read, Priority::Normal, 0, &mut log))
         .unwrap();
-    let mut round = SubmitRound::new(ctx.batch);
+    let mut round = SubmitRound::new(ctx.batch).unwrap();
     round.fill(&ctx);
     let index = round.batch[0];
     for _ in 0..FREE_RETRIES {
@@ -196,7 +196,7 @@ fn cancel_finishes_queued_requests_on_the_engine_thread_and_asks_the_driver_for_
         ctx.push(tagged(7 + offset % 2, 0, offset, &mut log))
             .unwrap();
     }
-    let mut round = SubmitRound::new(ctx.batch);
+    let mut round = SubmitRound::new(ctx.batch).unwrap();
     round.fill(&ctx);
     assert_eq!(
         offsets(&ctx, &round.batch),
@@ -235,7 +235,7 @@ fn cancel_all_reaches_untagged_requests_in_slots_and_spares_later_ones() {
     let ctx = IoContext::<TestSlot>::new(2, 2, 0, false);
     ctx.push(tagged(0, 0, 0, &mut log)).unwrap();
     ctx.push(tagged(0, 0, 1, &mut log)).unwrap();
-    let mut round = SubmitRound::new(ctx.batch);
+    let mut round = SubmitRound::new(ctx.batch).unwrap();
     round.fill(&ctx);
     let slots = round.batch.clone();
     assert_eq!(
@@ -283,7 +283,7 @@ fn a_cancel_mark_applies_to_its_occupant_only() {
     let driver = NullDriver::default();
     let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
     let (eagain, ecanceled) = (-i64::from(libc::EAGAIN), -i64::from(libc::ECANCELED));
-    let mut round = SubmitRound::new(ctx.batch);
+    let mut round = SubmitRound::new(ctx.batch).unwrap();
     ctx.push(tagged(7, 0, 0, &mut log)).unwrap();
     round.fill(&ctx);
     let index = round.batch[0];
@@ -343,7 +343,7 @@ fn deadlines_expire_queued_requests_only() {
     // A request whose deadline passed is not dispatched even before `service` ran.
     ctx.push(tagged(0, 1, 3, &mut log)).unwrap();
     ctx.resume();
-    let mut round = SubmitRound::new(ctx.batch);
+    let mut round = SubmitRound::new(ctx.batch).unwrap();
     round.fill(&ctx);
     assert_eq!(
         offsets(&ctx, &round.batch),
@@ -421,7 +421,7 @@ fn paused_context_dispatches_nothing_and_capacity_is_enforced() {
         .unwrap();
     let third = ctx.push(event(Op::Read, Priority::Normal, 2, &mut log));
     assert_eq!(third, Err(Error::QueueFull));
-    let mut round = SubmitRound::new(ctx.batch);
+    let mut round = SubmitRound::new(ctx.batch).unwrap();
     round.fill(&ctx);
     assert!(round.batch.is_empty());
     ctx.begin_close();
@@ -495,7 +495,7 @@ fn held_requests_neither_spin_the_engine_nor_let_it_sleep_past_their_refill() {
         ctx.push(event_in(id, Priority::High, tag, &mut log))
             .unwrap();
     }
-    let mut round = SubmitRound::new(ctx.batch);
+    let mut round = SubmitRound::new(ctx.batch).unwrap();
     round.fill(&ctx);
     assert_eq!(round.batch.len(), 1, "the burst");
     // SAFETY: the test thread plays the submitter and holds every index in `batch`.
@@ -567,7 +567,7 @@ fn a_refill_while_every_slot_is_busy_is_no_reason_to_wake() {
         ctx.push(event_in(id, Priority::Normal, tag, &mut log))
             .unwrap();
     }
-    let mut round = SubmitRound::new(ctx.batch);
+    let mut round = SubmitRound::new(ctx.batch).unwrap();
     round.fill(&ctx);
     assert_eq!(round.batch.len(), 1);
     let refill = ctx.earliest_refill_ns().expect("held");
@@ -588,7 +588,7 @@ fn a_refill_while_every_slot_is_busy_is_no_reason_to_wake() {
     round.fill(&ctx);
     assert_eq!(round.batch.len(), 1);
     ctx.complete(&[(round.batch[0], 1)]);
-    let mut rest = SubmitRound::new(1);
+    let mut rest = SubmitRound::new(1).unwrap();
     while log.len() < 3 {
         rest.fill(&ctx);
         for &index in &rest.batch {

@@ -20,7 +20,7 @@ use super::stats::Stats;
 use super::tasks::{Callback, IoEvent, IoRequest};
 use super::worker::{run_completer, run_submitter};
 use crate::abi::IoengClassStats as ClassStats;
-use crate::error::Error;
+use crate::error::{Error, try_with_capacity};
 use crate::race_hooks::{self, Point};
 use crate::sys;
 
@@ -56,7 +56,7 @@ impl<D: Driver> Engine<D> {
             config.start_paused,
             config.normal_min_percent,
             config.latency_stats,
-        );
+        )?;
         if let Some(event) = event {
             ctx = ctx.with_event_fd(event);
         }
@@ -66,7 +66,7 @@ impl<D: Driver> Engine<D> {
             submit: Mutex::new(SubmitRole::new(
                 config.batch as usize,
                 config.depth as usize,
-            )),
+            )?),
             policy: PollPolicy::new(config),
         });
         let engine = Engine {
@@ -84,6 +84,9 @@ impl<D: Driver> Engine<D> {
     /// the threads already started are stopped and joined.
     fn start_threads(&self, config: &Config) -> Result<(), Error> {
         let shared = &self.shared;
+        // The completer's list of reaped completions, made here where a failure can
+        // still be reported (in the thread it would abort the process).
+        let reaped = try_with_capacity(config.depth as usize)?;
         let for_submitter = Arc::clone(shared);
         let submitter = sys::spawn_signals_blocked("ioeng-submit", move || {
             engine_thread(|| run_submitter(&for_submitter))
@@ -91,7 +94,7 @@ impl<D: Driver> Engine<D> {
         .map_err(|err| Error::kernel("pthread_create", &err))?;
         let for_completer = Arc::clone(shared);
         let completer = match sys::spawn_signals_blocked("ioeng-complete", move || {
-            engine_thread(|| run_completer(&for_completer))
+            engine_thread(|| run_completer(&for_completer, reaped))
         }) {
             Ok(handle) => handle,
             Err(err) => {

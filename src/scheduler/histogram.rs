@@ -5,6 +5,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::error::{Error, try_vec};
+
 /// Values below this have a bucket each.
 const LINEAR: u64 = 64;
 /// Sub-buckets per power of two above `LINEAR`.
@@ -46,6 +48,15 @@ impl Default for Histogram {
         Histogram {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+}
+
+impl Histogram {
+    /// `default`, or `OutOfMemory` instead of the allocation-failure abort (at open).
+    pub(crate) fn try_new() -> Result<Self, Error> {
+        Ok(Histogram {
+            buckets: try_vec(BUCKETS, |_| AtomicU64::new(0))?.into_boxed_slice(),
+        })
     }
 }
 

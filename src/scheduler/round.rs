@@ -2,6 +2,7 @@
 //! into free slots. It never waits for a slot (see `steps::submit_step`).
 
 use super::context::{IoContext, Slot};
+use crate::error::{Error, try_with_capacity};
 use crate::sys::monotonic_ns;
 
 /// The submitter's working set, kept across rounds so that rounds do not allocate.
@@ -18,12 +19,13 @@ pub(crate) struct SubmitRound {
 }
 
 impl SubmitRound {
-    pub(crate) fn new(batch: usize) -> Self {
-        SubmitRound {
-            batch: Vec::with_capacity(batch),
-            slots: Vec::with_capacity(batch),
+    /// `OutOfMemory` when room for `batch` slots cannot be allocated.
+    pub(crate) fn new(batch: usize) -> Result<Self, Error> {
+        Ok(SubmitRound {
+            batch: try_with_capacity(batch)?,
+            slots: try_with_capacity(batch)?,
             delayed: Vec::new(),
-        }
+        })
     }
 
     /// When the earliest delayed resubmission falls due (CLOCK_MONOTONIC ns).

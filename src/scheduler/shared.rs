@@ -7,6 +7,7 @@ use super::context::IoContext;
 use super::driver::Driver;
 use super::idle::PollPolicy;
 use super::round::SubmitRound;
+use crate::error::{Error, try_with_capacity};
 
 /// State the engine's threads (or its poller) share with the handle.
 ///
@@ -42,13 +43,14 @@ pub(crate) struct SubmitRole {
 }
 
 impl SubmitRole {
-    pub(crate) fn new(batch: usize, depth: usize) -> Self {
-        SubmitRole {
-            round: SubmitRound::new(batch),
-            reaped: Vec::with_capacity(depth),
+    /// `OutOfMemory` when its lists sized by `batch` and `depth` cannot be allocated.
+    pub(crate) fn new(batch: usize, depth: usize) -> Result<Self, Error> {
+        Ok(SubmitRole {
+            round: SubmitRound::new(batch)?,
+            reaped: try_with_capacity(depth)?,
             drained_at: None,
             left_readable: false,
             timer_at: None,
-        }
+        })
     }
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use super::locks::lock;
 use super::tasks::{IoEvent, Op};
+use crate::error::{Error, try_vec};
 use crate::sys::fd::transfer_possible;
 
 /// How long a transfer is in flight before it is probed (between one and two of these).
@@ -55,19 +56,20 @@ struct Sweep {
 }
 
 impl StuckTransfers {
-    pub(crate) fn new(depth: usize) -> Self {
-        let atomics = || (0..depth).map(|_| AtomicU64::new(0)).collect();
-        StuckTransfers {
-            transfer: atomics(),
-            serial: atomics(),
+    /// `OutOfMemory` when the per-slot arrays cannot be allocated.
+    pub(crate) fn new(depth: usize) -> Result<Self, Error> {
+        let atomics = || Ok::<_, Error>(try_vec(depth, |_| AtomicU64::new(0))?.into_boxed_slice());
+        Ok(StuckTransfers {
+            transfer: atomics()?,
+            serial: atomics()?,
             sweep: Mutex::new(Sweep {
-                seen: vec![u64::MAX; depth],
-                probed: vec![u64::MAX; depth],
+                seen: try_vec(depth, |_| u64::MAX)?,
+                probed: try_vec(depth, |_| u64::MAX)?,
             }),
             next_sweep_ns: AtomicU64::new(NO_SWEEP),
             failed: Mutex::new(Vec::new()),
             has_failed: AtomicBool::new(false),
-        }
+        })
     }
 
     /// Submit role, as `event` is placed into slot `index`.
@@ -182,7 +184,7 @@ mod tests {
         let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         assert!(epoll >= 0);
         let (pipe_read, _pipe_write) = std::io::pipe().unwrap();
-        let stuck = StuckTransfers::new(3);
+        let stuck = StuckTransfers::new(3).unwrap();
         stuck.dispatched(0, &read_of(epoll));
         stuck.dispatched(1, &read_of(pipe_read.as_raw_fd()));
         let mut cancel = Vec::new();

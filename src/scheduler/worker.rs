@@ -75,11 +75,11 @@ pub(crate) fn run_submitter<D: Driver>(shared: &Shared<D>) {
 
 /// Completer loop (THREADS): reap steps, each followed by the submit steps for what its
 /// callbacks queued (so a callback that submits costs no hand-off to the submitter).
-pub(crate) fn run_completer<D: Driver>(shared: &Shared<D>) {
+/// `reaped` is its scratch list of completions, with room for `depth` (allocated at open).
+pub(crate) fn run_completer<D: Driver>(shared: &Shared<D>, mut reaped: Vec<(usize, i64)>) {
     let (ctx, driver) = (&shared.ctx, &shared.driver);
     ctx.wakeup().wait_for_threads();
     let _serving = ctx.serve_here();
-    let mut reaped = Vec::with_capacity(ctx.budget_depth());
     // Waiting for the submitter to hand the kernel work, and waiting for the kernel to
     // complete it, have different gaps; each adapts on its own.
     let mut idle = IdleWait::new(&shared.policy);
