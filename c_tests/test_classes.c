@@ -12,7 +12,11 @@
  *    the tolerance a noisy shared machine allows), HIGH requests of the class included,
  *    while an unlimited class beside them runs at full speed; the engine wakes by
  *    itself at each refill (also POLLED);
- *  - ioeng_class_update() live: lifting a limit lets the held requests go at once;
+ *  - ioeng_class_update() live: lifting a limit lets the held requests go at once, and
+ *    ends the class's throttled time then (class 0's too, back to the unclassed path);
+ *    a raised weight applies from the next dispatch;
+ *  - a HIGH request larger than its bytes-limited class's burst goes once the bucket is
+ *    full, not after the class's small NORMAL requests that would spend it as it fills;
  *  - deadlines and cancel of requests held by a limit; held requests that leave by
  *    ioeng_cancel_all, ioeng_cancel or their deadline leave an idle engine (no spin, no
  *    timer, a quiet event fd, throttled time stopped); a POLLED close waits for refills
@@ -464,6 +468,114 @@ static void polled_close_held_case(ioeng_backend_t be, int fd)
 
 /* ------------------------------------------------------------------ */
 
+/* Class `raise_id` of `raise_h` gets weight 10000 in the third callback. */
+static ioeng_t *raise_h;
+static uint16_t raise_id;
+
+static void raise_cb(void *ctx, int64_t res)
+{
+    rec_cb(ctx, res);
+    if (rec_n == 3) {
+        ioeng_class_config_t c = class_cfg(10000);
+        int rc = ioeng_class_update(raise_h, raise_id, &c);
+        CHECK(rc == 0, "update from a callback = %s", tu_errname(rc));
+    }
+}
+
+/* Depth 1, paused: A (weight 100, label 0) and B (weight 1, label 1) with 300 4 KiB reads
+ * each; B raised to 10000 in the third callback must get ~100 of every 101 dispatches
+ * from then on (at most the one dispatch already made before the update for A), not
+ * wait out the step its tag took at weight 1 (100 of A's). */
+static void weight_raise_case(ioeng_backend_t be, int fd)
+{
+    rec_reset();
+    raise_h = tu_open(be, 1, 1, 0, 1);
+    uint16_t a = open_class(raise_h, class_cfg(100));
+    raise_id = open_class(raise_h, class_cfg(1));
+    for (int label = 0; label < 2; label++)
+        for (int i = 0; i < 300; i++) {
+            ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf4k, 4096, 0);
+            q.class_id = label ? raise_id : a;
+            CHECK(ioeng_submit(raise_h, &q, raise_cb, (void *)(intptr_t)label) == 0, "submit");
+        }
+    CHECK(ioeng_resume(raise_h) == 0, "resume");
+    tu_waiter_wait(&rec_w, 600, 60);
+    tu_close(raise_h);
+    int a_first = 0, b_of_100 = 0;
+    while (3 + a_first < rec_n && rec_label[3 + a_first] == 0)
+        a_first++;
+    for (int i = 3; i < 103; i++)
+        b_of_100 += rec_label[i];
+    CHECK(a_first <= 2 && b_of_100 >= 95,
+          "weight 1 -> 10000 after 3 dispatches: %d of A before B's next, B got %d of the next 100",
+          a_first, b_of_100);
+}
+
+/* A class held by its iops limit (label 0 reads) has it removed by ioeng_class_update():
+ * its throttled time counts the held period up to then, no less, and stops growing
+ * (class 0 then runs the unclassed path, which keeps no throttled time). */
+static void limit_removed_case(ioeng_backend_t be, int fd, int class0)
+{
+    rec_reset();
+    ioeng_t *h = tu_open(be, 4, 4, 0, 0);
+    ioeng_class_config_t c = class_cfg(100);
+    c.iops_limit = 10; /* one request now, then one per 100 ms */
+    uint16_t id = 0;
+    if (class0)
+        CHECK(ioeng_class_update(h, 0, &c) == 0, "update class 0");
+    else
+        id = open_class(h, c);
+    for (int i = 0; i < 5; i++)
+        submit(h, IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf4k, 4096, 0, id, 0);
+    usleep(250 * 1000);
+    uint64_t held = throttled_ns(h, id);
+    CHECK(held >= 150000000ull, "class %u: throttled %.1f ms in 250 ms", id, held / 1e6);
+    c.iops_limit = 0;
+    CHECK(ioeng_class_update(h, id, &c) == 0, "remove the limit");
+    tu_waiter_wait(&rec_w, 5, 30);
+    uint64_t after = throttled_ns(h, id);
+    CHECK(after >= held && after - held < 100000000ull,
+          "class %u: throttled %.1f ms before the limit was removed, %.1f ms after", id,
+          held / 1e6, after / 1e6);
+    usleep(100 * 1000);
+    uint64_t idle = throttled_ns(h, id);
+    CHECK_EQ(idle, after, "class %u: throttled_ns with no limit and nothing queued", id);
+    tu_close(h);
+}
+
+/* A bytes limit of 1 MB/s (burst 10,000 bytes) with 400 NORMAL 512-byte reads (label 0)
+ * in flight: a 64 KiB HIGH read (label 1) needs a full bucket (~10 ms) and must go then,
+ * ahead of the NORMAL reads queued in its class: at most the depth's worth (and those a
+ * round was dispatching) complete before it, not the ~350 still queued. */
+static void high_behind_limit_case(ioeng_backend_t be, int fd)
+{
+    rec_reset();
+    ioeng_t *h = tu_open(be, 8, 8, 0, 0);
+    ioeng_class_config_t c = class_cfg(100);
+    c.bytes_per_sec_limit = 1000000;
+    uint16_t id = open_class(h, c);
+    for (int i = 0; i < 400; i++)
+        submit(h, IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf4k, 512, 0, id, 0);
+    tu_waiter_wait(&rec_w, 40, 30); /* past the burst: 512 bytes every 0.5 ms */
+    int before = __atomic_load_n(&rec_n, __ATOMIC_ACQUIRE);
+    submit(h, IOENG_OP_READ, IOENG_PRIO_HIGH, fd, buf128k, 65536, 0, id, 1);
+    int high_at = -1;
+    for (int seen = before; high_at < 0 && seen < 401; seen++) {
+        tu_waiter_wait(&rec_w, (uint64_t)seen + 1, 30);
+        if (rec_label[seen] == 1)
+            high_at = seen;
+    }
+    CHECK(high_at >= 0 && rec_res[high_at] == 65536, "HIGH read: %s",
+          high_at < 0 ? "no callback" : tu_errname(rec_res[high_at]));
+    CHECK(high_at - before <= 24, "%d NORMAL reads of its class completed before the HIGH one",
+          high_at - before);
+    ioeng_cancel_all(h);
+    tu_waiter_wait(&rec_w, 401, 30);
+    tu_close(h);
+}
+
+/* ------------------------------------------------------------------ */
+
 static void stats_case(ioeng_backend_t be, int fd)
 {
     rec_reset();
@@ -627,6 +739,10 @@ int main(void)
     polled_refill_case(be, fd);
     eventfd_refill_case(be, fd);
     update_case(be, fd);
+    weight_raise_case(be, fd);
+    limit_removed_case(be, fd, 0);
+    limit_removed_case(be, fd, 1);
+    high_behind_limit_case(be, fd);
     deadline_cancel_case(be, zero);
     for (int how = 0; how < 3; how++) {
         held_then_gone_case(be, fd, IOENG_MODE_THREADS, how);
@@ -639,7 +755,9 @@ int main(void)
     close(zero);
     printf("test_classes [%s %s]: OK: cost shares within one request at depth 1 (300:100, "
            "4k vs 128k, 1:10000); normal_min_percent 10 within +-1; limits %.0f IOPS/2000, "
-           "%.1f/16 MiB/s read, %.1f/8 MiB/s write, HIGH included; live update; deadline + cancel "
+           "%.1f/16 MiB/s read, %.1f/8 MiB/s write, HIGH included; live update (limit removed: throttled time "
+           "kept and stopped; weight raised: at once); HIGH ahead of its class's NORMAL under a "
+           "bytes limit; deadline + cancel "
            "of held requests, then an idle engine; POLLED close sleeps between refills; ioeng_poll and the event fd wake at refills; HIGH stats, percentiles, reset; kernel ioprio; bad input\n",
            tu_backend_name(be), tu_mode_name(), iops, bps / (1 << 20), wbps / (1 << 20));
     return 0;

@@ -10,7 +10,8 @@
 //! Classed, each dispatch picks one request:
 //! - HIGH candidates are the HIGH fronts of classes whose limits let them go; NORMAL
 //!   candidates the next NORMAL request (READ/WRITE by the seed's rule inside the class)
-//!   of such classes.
+//!   of such classes, except a class whose HIGH front its limits hold: its NORMAL
+//!   requests wait behind that HIGH (else they would spend its tokens as they come).
 //! - Both waiting: with `normal_min_percent` p > 0 every such dispatch adds p to a credit,
 //!   and once it reaches 100 the dispatch is NORMAL's (credit − 100); else HIGH's. So over
 //!   any n contested dispatches NORMAL gets floor(p·n/100) or one more. p = 0: HIGH always.
@@ -19,7 +20,8 @@
 //!   (ties: the lower id), the virtual time becomes that tag, and the tag grows by
 //!   cost/weight, cost = 1 + bytes/65536 (in 1/65536 units: exact). A class that becomes
 //!   backlogged, or allowed again by its limits, starts at the virtual time: idle or
-//!   throttled time banks no credit.
+//!   throttled time banks no credit. A new weight re-prices what its tag is ahead of the
+//!   virtual time (see `update`).
 
 use super::common::{QueuePosition, Queues};
 use super::tasks::{IoEvent, QueueClass};
@@ -193,6 +195,18 @@ impl<T: Costed> Class<T> {
             self.queues.front_normal().map(Costed::bytes),
         )
     }
+
+    /// Whether its limits let its HIGH front and its next NORMAL request go at `now`.
+    /// While its HIGH front is held, its NORMAL requests wait too: small ones would
+    /// spend the tokens as they come, and a HIGH request larger than the burst (which
+    /// needs a full bucket) would wait for them all.
+    fn candidates(&mut self, now: u64) -> (bool, bool) {
+        let (high_bytes, normal_bytes) = self.fronts();
+        let high_ok = high_bytes.is_some_and(|b| self.allowed(b, now));
+        let normal_ok =
+            (high_ok || high_bytes.is_none()) && normal_bytes.is_some_and(|b| self.allowed(b, now));
+        (high_ok, normal_ok)
+    }
 }
 
 /// The queues of every class, and the cross-class dispatch state.
@@ -261,7 +275,24 @@ impl<T: Costed> ClassQueues<T> {
 
     /// New settings for class `id` (which exists), from the next round on.
     pub(crate) fn update(&mut self, id: u16, config: ClassConfig, now: u64) {
+        let vtime = self.vtime;
         let class = &mut self.classes[usize::from(id)];
+        if class.start > vtime && config.weight != class.config.weight {
+            // Its tag is ahead of the virtual time by (part of) its last step, priced at
+            // the old weight: re-price that at the new one, as if it had applied at that
+            // dispatch, or a raised weight would wait out the old step. Never below the
+            // virtual time, and a change and its reverse cancel out: no credit banked.
+            let ahead = class.start - vtime;
+            class.start =
+                vtime + ahead * u128::from(class.config.weight) / u128::from(config.weight);
+        }
+        if !config.limited()
+            && let Some(since) = class.throttled_since.take()
+        {
+            // No limit holds it any more: its held period ends now. No later round would
+            // end it: with no class limited they read no clock, unclassed they run none.
+            class.throttled_ns += now.saturating_sub(since);
+        }
         class.iops = bucket(config.iops_limit, class.iops.take(), now);
         class.bytes = bucket(config.bytes_limit, class.bytes.take(), now);
         class.config = config;
@@ -444,9 +475,7 @@ impl<T: Costed> ClassQueues<T> {
         for k in 0..n {
             let index = (self.high_next + k) % n;
             let class = &mut self.classes[index];
-            let (high_bytes, normal_bytes) = class.fronts();
-            let high_ok = high_bytes.is_some_and(|b| class.allowed(b, now));
-            let normal_ok = normal_bytes.is_some_and(|b| class.allowed(b, now));
+            let (high_ok, normal_ok) = class.candidates(now);
             if (high_ok || normal_ok)
                 && let Some(since) = class.throttled_since.take()
             {
@@ -490,9 +519,8 @@ impl<T: Costed> ClassQueues<T> {
         self.held = 0;
         self.refill_at = NEVER;
         if !self.limited {
-            for class in &mut self.classes {
-                class.throttled_since = None;
-            }
+            // `update` ended the held period of the class whose last limit it removed.
+            debug_assert!(self.classes.iter().all(|c| c.throttled_since.is_none()));
             return;
         }
         for class in &mut self.classes {
@@ -503,20 +531,18 @@ impl<T: Costed> ClassQueues<T> {
                 }
                 continue;
             }
-            let (high_bytes, normal_bytes) = class.fronts();
-            let high_ok = high_bytes.is_some_and(|b| class.allowed(b, now));
-            let normal_ok = normal_bytes.is_some_and(|b| class.allowed(b, now));
+            let (high_ok, normal_ok) = class.candidates(now);
             if high_ok || normal_ok {
                 continue; // left for lack of room, not held
             }
             class.throttled_since.get_or_insert(now);
             self.held += class.len();
-            let at = [high_bytes, normal_bytes]
-                .into_iter()
-                .flatten()
-                .map(|b| class.ready_at(b, now))
-                .min()
-                .unwrap_or(NEVER);
+            // Its next dispatch: its HIGH front if it has one (the NORMAL ones wait
+            // behind it), else its next NORMAL request.
+            let (high_bytes, normal_bytes) = class.fronts();
+            let at = high_bytes
+                .or(normal_bytes)
+                .map_or(NEVER, |b| class.ready_at(b, now));
             self.refill_at = self.refill_at.min(at);
         }
     }

@@ -454,3 +454,103 @@ fn the_kernel_ioprio_goes_with_each_request() {
     q.take_round(8, || 0, |item, ioprio| got.push((item.0, ioprio)));
     assert_eq!(got, [(0, 0), (1, (2 << 13) | 4)]);
 }
+
+#[test]
+fn removing_the_last_limit_ends_the_held_period_then() {
+    let mut q: ClassQueues<It> = ClassQueues::new(0);
+    let c = q.open(limited(10, 0), 0).unwrap(); // one now, then one per 100 ms
+    for i in 0..5 {
+        q.push(c, Read, It(c, 0, i));
+    }
+    assert_eq!(round(&mut q, 8, 0).len(), 1);
+    assert_eq!(round(&mut q, 8, 100 * MS).len(), 1);
+    assert_eq!(q.throttled_ns(c, 150 * MS, false), 150 * MS);
+    // No class is limited from here on: rounds read no clock.
+    q.update(c, cfg(100), 150 * MS);
+    q.take_round(8, || unreachable!("no class is limited"), |_, _| {});
+    assert_eq!(q.len(), 0);
+    assert_eq!(
+        q.throttled_ns(c, 200 * MS, false),
+        150 * MS,
+        "held until the update"
+    );
+}
+
+#[test]
+fn class_0_back_to_unclassed_stops_its_throttled_time() {
+    let mut q: ClassQueues<It> = ClassQueues::new(0);
+    q.update(0, limited(10, 0), 0);
+    for i in 0..5 {
+        q.push(0, Read, It(0, 0, i));
+    }
+    assert_eq!(round(&mut q, 8, 0).len(), 1);
+    // Its limit removed: the unclassed rounds never look at throttled time again.
+    q.update(0, ClassConfig::default(), 150 * MS);
+    assert!(!q.is_classed());
+    assert_eq!(round(&mut q, 8, 0).len(), 4);
+    assert_eq!(q.throttled_ns(0, 10_000 * MS, false), 150 * MS);
+}
+
+#[test]
+fn a_held_high_request_keeps_its_class_normal_requests_behind_it() {
+    let mut q: ClassQueues<It> = ClassQueues::new(0);
+    let c = q.open(limited(0, 1_000_000), 0).unwrap(); // burst 10,000 bytes
+    for i in 0..200 {
+        q.push(c, Read, It(c, 512, i));
+        q.push(0, Read, It(0, 512, 1000 + i));
+    }
+    // The burst goes (19 of 512 bytes, 272 left), class 0 beside it.
+    let got = round(&mut q, 64, 0);
+    assert_eq!(got.iter().filter(|it| it.0 == c).count(), 19);
+    // A HIGH request larger than the burst needs a full bucket: 9,728 bytes more,
+    // 9.728 ms. Meanwhile no NORMAL request of its class may take the tokens; class 0's
+    // NORMAL ones go (the limit is the class's own).
+    q.push(c, High, It(c, 65536, 9999));
+    let got = round(&mut q, 64, MS);
+    assert!(got.iter().all(|it| it.0 == 0), "{got:?}");
+    assert!(!got.is_empty());
+    while q.class_len(0) != 0 {
+        round(&mut q, 64, MS);
+    }
+    // Held whole (not a spin on a NORMAL request that could go), until the HIGH may.
+    assert_eq!(q.held(), q.class_len(c));
+    assert_eq!(q.refill_at(), 9_728_000);
+    assert!(round(&mut q, 64, 9_728_000 - 1).is_empty());
+    assert_eq!(round(&mut q, 64, 9_728_000)[0].2, 9999);
+}
+
+#[test]
+fn a_raised_weight_applies_from_the_next_dispatch() {
+    let mut q: ClassQueues<It> = ClassQueues::new(0);
+    let a = q.open(cfg(100), 0).unwrap();
+    let b = q.open(cfg(1), 0).unwrap();
+    for i in 0..300 {
+        q.push(a, Read, It(a, 4096, i));
+        q.push(b, Read, It(b, 4096, i));
+    }
+    let order: Vec<u16> = (0..3).map(|_| round(&mut q, 1, 0)[0].0).collect();
+    assert_eq!(order, [a, b, a]);
+    // b's tag is 100 of a's steps ahead; at weight 10000 its rest is under one of them.
+    q.update(b, cfg(10_000), 0);
+    let order: Vec<u16> = (0..101).map(|_| round(&mut q, 1, 0)[0].0).collect();
+    assert_eq!(order[0], b, "{order:?}");
+    assert!(order.iter().filter(|&&c| c == b).count() >= 99, "{order:?}");
+}
+
+#[test]
+fn toggling_a_weight_banks_no_credit() {
+    let mut q: ClassQueues<It> = ClassQueues::new(0);
+    let b = q.open(cfg(100), 0).unwrap();
+    for i in 0..1000 {
+        q.push(0, Read, It(0, 4096, i));
+        q.push(b, Read, It(b, 4096, i));
+    }
+    // Up to 10000 and back before each dispatch: still equal shares.
+    let mut ones = 0;
+    for n in 1..=1000 {
+        q.update(b, cfg(10_000), 0);
+        q.update(b, cfg(100), 0);
+        ones += usize::from(round(&mut q, 1, 0)[0].0 == b);
+        assert!(ones.abs_diff(n / 2) <= 1, "{ones} of {n}");
+    }
+}
