@@ -978,8 +978,8 @@ pub struct IoengClassConfig {
     pub weight: u32,
     /// -1 (default) = none; else IOPRIO_PRIO_VALUE(class, level) with class RT (1),
     /// BE (2) or IDLE (3) and level 0..7, given to the kernel with each request
-    /// (io_uring sqe ioprio, AIO IOCB_FLAG_IOPRIO); RT needs CAP_SYS_ADMIN (else the
-    /// requests complete with -EPERM). Anything else gives -EINVAL.
+    /// (io_uring sqe ioprio, AIO IOCB_FLAG_IOPRIO); RT needs CAP_SYS_ADMIN or
+    /// CAP_SYS_NICE (else the requests complete with -EPERM). Anything else gives -EINVAL.
     pub kernel_ioprio: i32,
     /// Most requests per second (HIGH ones included); 0 (default) = no limit.
     pub iops_limit: u64,
@@ -1359,7 +1359,8 @@ pub unsafe extern "C" fn ioeng_poll(h: *mut Ioeng, min_complete: u32, timeout_ns
 /// POLLED mode: an eventfd, owned by the engine (do not close or read it), that is
 /// readable while ioeng_poll() can make progress now: completions are ready, queued
 /// requests may be dispatched (not paused, a slot free), or a timer is due: a queued
-/// request's deadline passed, or a delayed retry of -EAGAIN is due. Add it to
+/// request's deadline passed, a delayed retry of -EAGAIN is due, or a rate-limited class
+/// getting tokens again may dispatch its held requests. Add it to
 /// epoll/poll/select and call ioeng_poll(h, 0, 0) when it is readable; the loop needs
 /// no timer of its own for the engine (see examples_c/epoll_loop.c). The kernel signals
 /// it for each completion (io_uring IORING_REGISTER_EVENTFD, AIO IOCB_FLAG_RESFD; on
@@ -1367,9 +1368,9 @@ pub unsafe extern "C" fn ioeng_poll(h: *mut Ioeng, min_complete: u32, timeout_ns
 /// itself); ioeng_submit() from any thread signals it (on a paused engine only for a
 /// request whose deadline is earlier than any queued one); an engine-owned kernel timer
 /// (io_uring IORING_OP_TIMEOUT, AIO a timerfd watched with IOCB_CMD_POLL) signals it
-/// when the earliest deadline or retry falls due (on io_uring also for the check of
-/// transfers that can never happen, see ioeng_next_timeout_ns()), armed by ioeng_poll()
-/// as it returns;
+/// when the earliest deadline, retry or refill of a rate-limited class falls due (on
+/// io_uring also for the check of transfers that can never happen, see
+/// ioeng_next_timeout_ns()), armed by ioeng_poll() as it returns;
 /// ioeng_poll() leaves it readable only when work remains. So a paused engine's fd
 /// stays quiet until a deadline fires. It may be readable with nothing to do (a
 /// spurious wake-up, e.g. the timer of a request that was cancelled or dispatched
@@ -1403,8 +1404,9 @@ pub unsafe extern "C" fn ioeng_event_fd(h: *const Ioeng) -> c_int {
 /// work, for loops that want a timeout rather than (or next to) the event fd: 0 when
 /// the event fd is readable (progress is possible now: call ioeng_poll()) or a timer is
 /// due; else the nanoseconds from now until the engine's earliest timer: a queued
-/// request's deadline, a delayed retry of -EAGAIN, or (io_uring, while IO is in flight)
-/// the engine's check for transfers that can never happen (at most every 50 ms, until
+/// request's deadline, a delayed retry of -EAGAIN, a rate-limited class getting tokens
+/// again, or (io_uring, while IO is in flight) the engine's check for transfers that can
+/// never happen (at most every 50 ms, until
 /// each in-flight transfer was checked once); -1 when there is none (only new work or
 /// completions end the wait). The event fd fires by itself at that time: a loop that
 /// waits on the fd needs neither this call nor a timer. Exact only between polls: while a
