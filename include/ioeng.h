@@ -732,7 +732,10 @@ struct ioeng_class_stats {
 #define IOENG_PRIO_NORMAL 0
 
 /**
- * Strict priority queue: dispatched before any queued NORMAL request.
+ * Strict priority queue: dispatched before any queued NORMAL request. With IO classes
+ * whose rate limits hold a HIGH request (limits count HIGH requests too), it waits for
+ * its class's tokens, the NORMAL requests of its class wait behind it, and other
+ * classes' requests go meanwhile (`normal_min_percent` may also let NORMAL go first).
  */
 #define IOENG_PRIO_HIGH 1
 

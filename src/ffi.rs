@@ -191,7 +191,10 @@ pub type IoengPrio = u32;
 /// READ and READV go to the READ queue; WRITE, WRITEV, FSYNC, FDATASYNC, FALLOCATE and
 /// SYNC_FILE_RANGE go to the WRITE queue.
 pub const IOENG_PRIO_NORMAL: IoengPrio = 0;
-/// Strict priority queue: dispatched before any queued NORMAL request.
+/// Strict priority queue: dispatched before any queued NORMAL request. With IO classes
+/// whose rate limits hold a HIGH request (limits count HIGH requests too), it waits for
+/// its class's tokens, the NORMAL requests of its class wait behind it, and other
+/// classes' requests go meanwhile (`normal_min_percent` may also let NORMAL go first).
 pub const IOENG_PRIO_HIGH: IoengPrio = 1;
 
 /// Largest accepted `depth`.
