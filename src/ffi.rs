@@ -275,9 +275,11 @@ const _: () = assert!(std::mem::offset_of!(IoengReq, reserved) == 62);
 
 /// Completion callback. `res`: READ → bytes read (short only at end of file, 0 at or after
 /// EOF); WRITE → `len`; READV/WRITEV → the same over the whole vector; FSYNC/FDATASYNC/
-/// FALLOCATE/SYNC_FILE_RANGE → 0; -ECANCELED after ioeng_cancel() (only then: an IO the
-/// kernel cancels on its own, e.g. io_uring when no worker thread can start under a
-/// pids limit, is issued again, backing off up to 1 ms between tries); -ETIMEDOUT when
+/// FALLOCATE/SYNC_FILE_RANGE → 0; -ECANCELED after ioeng_cancel(), or from a file that
+/// fails IO with ECANCELED itself (a FUSE server); an IO that io_uring cancels on its own
+/// (no worker thread can start under a pids limit, its submitting poller exited) is
+/// issued again, backing off up to 1 ms between tries, for about a second (1000 tries)
+/// before its -ECANCELED is reported; -ETIMEDOUT when
 /// `deadline_ns` passed while the request was queued; failure → -errno from the kernel.
 /// With IOENG_REQ_NOWAIT, -EAGAIN (when nothing was moved) or the bytes moved before the
 /// kernel would have blocked.

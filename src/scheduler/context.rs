@@ -969,12 +969,17 @@ impl<S: Slot> IoContext<S> {
                 Some(stuck) => stuck.result(index, res),
                 None => res,
             };
-            let res = if res == -i64::from(libc::ECANCELED) && !self.cancel_requested(index) {
+            let res = if S::KERNEL_CANCELS_ON_ITS_OWN
+                && res == -i64::from(libc::ECANCELED)
+                && !self.cancel_requested(index)
+                && event.retry_kernel_cancel()
+            {
                 // io_uring cancels an IO by itself when no io-wq worker can be started
                 // for it (a pids limit) or when its submitting thread exited while it
                 // waited. Nobody asked for that cancel and the IO did not run: it goes
-                // again, backing off as after EINTR. A cancel requested meanwhile still
-                // ends it (`SubmitRound::route_resubmit`).
+                // again, backing off as after EINTR (a bounded number of times: see
+                // `retry_kernel_cancel`). A cancel requested meanwhile still ends it
+                // (`SubmitRound::route_resubmit`).
                 -i64::from(libc::EINTR)
             } else {
                 res

@@ -1,7 +1,9 @@
 //! Unit tests of `IoContext` (no kernel: `TestSlot` and a recording cancel).
 
 use super::super::round::SubmitRound;
-use super::super::tasks::{Callback, FIRST_RETRY_DELAY, FREE_RETRIES, IoRequest, Op, Priority};
+use super::super::tasks::{
+    Callback, FIRST_RETRY_DELAY, FREE_RETRIES, IoRequest, MAX_KERNEL_CANCEL_RETRIES, Op, Priority,
+};
 use super::*;
 use crate::scheduler::waiting::STALE_DEADLINE_SLACK;
 use std::ffi::c_void;
@@ -595,4 +597,62 @@ fn a_refill_while_every_slot_is_busy_is_no_reason_to_wake() {
             ctx.complete(&[(index, 1)]);
         }
     }
+}
+
+/// A slot of a backend whose kernel cancels IO on its own (as io_uring's).
+#[derive(Default)]
+struct CancellingSlot(Option<IoEvent>);
+impl Slot for CancellingSlot {
+    const KERNEL_CANCELS_ON_ITS_OWN: bool = true;
+    fn event_mut(&mut self) -> &mut Option<IoEvent> {
+        &mut self.0
+    }
+}
+
+/// Completes the request in the context's only slot with `res` until its callback ran;
+/// returns how many kernel results that took. (Watches the context's own count: the
+/// callback's log is written through a raw pointer.)
+fn complete_until_done<S: Slot>(ctx: &IoContext<S>, res: i64) -> usize {
+    let mut round = SubmitRound::new(ctx.batch).unwrap();
+    let mut results = 0;
+    while ctx.completed() == 0 {
+        ctx.flight.kernel.store(1, Ordering::Relaxed);
+        ctx.complete(&[(0, res)]);
+        results += 1;
+        // The retry waits out its backoff in the round's delayed list.
+        round.fill(ctx);
+        while ctx.completed() == 0 && round.batch.is_empty() {
+            std::hint::spin_loop();
+            round.fill(ctx);
+        }
+        assert!(results <= 2000, "retried without end");
+    }
+    results
+}
+
+#[test]
+fn an_ecanceled_nobody_asked_for_is_retried_a_bounded_number_of_times_where_the_kernel_cancels_by_itself()
+ {
+    let ecanceled = -i64::from(libc::ECANCELED);
+    // io_uring-like: retried MAX_KERNEL_CANCEL_RETRIES times, then the file's own error
+    // reaches the callback.
+    let mut log = Vec::new();
+    let ctx = IoContext::<CancellingSlot>::new(1, 1, 0, false);
+    ctx.push(event(Op::Read, Priority::Normal, 0, &mut log))
+        .unwrap();
+    let mut round = SubmitRound::new(1).unwrap();
+    round.fill(&ctx);
+    assert_eq!(round.batch, [0]);
+    let results = complete_until_done(&ctx, ecanceled);
+    assert_eq!(results, usize::from(MAX_KERNEL_CANCEL_RETRIES) + 1);
+    assert_eq!(log, [ecanceled]);
+    // AIO-like: never cancels by itself, so the file's error is reported at once.
+    let mut log = Vec::new();
+    let ctx = IoContext::<TestSlot>::new(1, 1, 0, false);
+    ctx.push(event(Op::Read, Priority::Normal, 0, &mut log))
+        .unwrap();
+    let mut round = SubmitRound::new(1).unwrap();
+    round.fill(&ctx);
+    assert_eq!(complete_until_done(&ctx, ecanceled), 1);
+    assert_eq!(log, [ecanceled]);
 }

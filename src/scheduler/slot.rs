@@ -8,6 +8,13 @@ pub(crate) trait Slot: Default + Send {
     /// `super::stuck`), so in-flight transfers must be swept.
     const PROBE_STUCK_TRANSFERS: bool = false;
 
+    /// Whether this backend's kernel interface cancels an IO on its own, without anyone
+    /// asking (io_uring: when no io-wq worker can be started for it under a pids limit,
+    /// when the thread that submitted it exits), so that such an `-ECANCELED` is retried
+    /// (`IoEvent::retry_kernel_cancel`). Linux AIO never does: there every `-ECANCELED`
+    /// nobody asked for is the file's own error.
+    const KERNEL_CANCELS_ON_ITS_OWN: bool = false;
+
     /// The request occupying this slot (`None` while the slot is free).
     fn event_mut(&mut self) -> &mut Option<IoEvent>;
 }

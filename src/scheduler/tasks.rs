@@ -131,6 +131,12 @@ pub const MAX_SYNC_RANGE_PIECE: u64 = 0xffff_f000;
 /// Most `iovec` entries in one READV/WRITEV (`IOV_MAX`, `UIO_MAXIOV` in the kernel).
 pub const IOV_MAX: u64 = 1024;
 
+/// How many times a request's `-ECANCELED` that nobody asked for is issued again
+/// (`IoEvent::retry_kernel_cancel`): with the retry backoff (up to 1 ms between tries)
+/// about a second, long enough for a brief pids-limit squeeze to pass and short
+/// enough for a file that fails with ECANCELED itself to report it.
+pub const MAX_KERNEL_CANCEL_RETRIES: u16 = 1000;
+
 /// Most buffers `ioeng_register_buffers` takes (io_uring's `IORING_MAX_REG_BUFFERS`).
 pub const MAX_REGISTERED_BUFFERS: u32 = 1 << 14;
 
@@ -527,6 +533,8 @@ pub struct IoEvent {
     seg_done: u64,
     /// `EAGAIN`/`EINTR` results in a row (reset by any other result).
     retry_streak: u32,
+    /// `-ECANCELED` results nobody asked for that were retried (`retry_kernel_cancel`).
+    kernel_cancels: u16,
     /// Set with a resubmission that must wait: the earliest time to issue it
     /// (CLOCK_MONOTONIC ns, the clock of every engine timer: see `IoContext::next_wake_ns`).
     retry_at: Option<u64>,
@@ -552,6 +560,7 @@ impl IoEvent {
             seg: 0,
             seg_done: 0,
             retry_streak: 0,
+            kernel_cancels: 0,
             retry_at: None,
             position: Position::Unknown,
             driver_state: 0,
@@ -708,6 +717,20 @@ impl IoEvent {
         let delayed = streak.checked_sub(FREE_RETRIES + 1)?;
         // 2^7 * 10 µs already exceeds the 1 ms cap, so the shift never overflows.
         Some((FIRST_RETRY_DELAY * (1 << delayed.min(7))).min(MAX_RETRY_DELAY))
+    }
+
+    /// A kernel `-ECANCELED` that nobody asked for, on a backend whose kernel cancels
+    /// IO on its own (`Slot::KERNEL_CANCELS_ON_ITS_OWN`): true while it is to be issued
+    /// again, as after EINTR (a cancelled IO ran nothing). At most
+    /// [`MAX_KERNEL_CANCEL_RETRIES`] times: a file may fail IO with ECANCELED itself (a
+    /// FUSE server, a driver), and that error must reach the callback, not be retried
+    /// forever.
+    pub fn retry_kernel_cancel(&mut self) -> bool {
+        if self.kernel_cancels >= MAX_KERNEL_CANCEL_RETRIES {
+            return false;
+        }
+        self.kernel_cancels += 1;
+        true
     }
 
     /// Folds one kernel result (`res` of the last chunk) into the request.

@@ -70,6 +70,8 @@ pub struct UringSlot {
 impl Slot for UringSlot {
     // io_uring waits for readiness on files that can never transfer (see `stuck`).
     const PROBE_STUCK_TRANSFERS: bool = true;
+    // No io-wq worker could start for the IO, or its submitting thread exited.
+    const KERNEL_CANCELS_ON_ITS_OWN: bool = true;
 
     fn event_mut(&mut self) -> &mut Option<IoEvent> {
         &mut self.event
