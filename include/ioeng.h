@@ -280,7 +280,10 @@ struct ioeng_config {
   /**
    * Since 1.1: 0 (default) = HIGH is strict priority; 1..=50 = while both HIGH and
    * NORMAL requests wait, NORMAL gets this percent of the dispatches (over any n
-   * such dispatches floor(p·n/100) ± 1); above 50 gives -EINVAL.
+   * such dispatches floor(p·n/100) ± 1); above 50 gives -EINVAL. Counted among the
+   * requests their classes' rate limits let go: a class whose HIGH request its limits
+   * hold offers no NORMAL request meanwhile (see IOENG_PRIO_HIGH), so a limited class
+   * busy with HIGH requests gives its NORMAL ones this share of its own dispatches.
    */
   uint32_t normal_min_percent;
   /**

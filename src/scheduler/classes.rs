@@ -297,9 +297,7 @@ impl<T: Costed> ClassQueues<T> {
         class.bytes = bucket(config.bytes_limit, class.bytes.take(), now);
         class.config = config;
         self.recompute_modes();
-        // Let the next round decide afresh who is held.
-        self.held = 0;
-        self.refill_at = NEVER;
+        self.forget_holds();
     }
 
     #[cfg(test)]
@@ -329,9 +327,19 @@ impl<T: Costed> ClassQueues<T> {
         let class = self.classes.get_mut(usize::from(at.class))?;
         let item = class.queues.take(at.at)?;
         if class.throttled_since.is_some() {
-            self.held = self.held.saturating_sub(1);
+            self.forget_holds();
         }
         Some(item)
+    }
+
+    /// After a removal from a held class (cancel, deadline): the removed request may be
+    /// what the class waited for (a held HIGH front keeps its class's NORMAL requests
+    /// behind it, and its refill time is the HIGH's), so the next round decides afresh
+    /// who is held and until when, as after `update`. It costs at most a round that
+    /// dispatches nothing.
+    fn forget_holds(&mut self) {
+        self.held = 0;
+        self.refill_at = NEVER;
     }
 
     pub(crate) fn remove_where(
@@ -339,15 +347,17 @@ impl<T: Costed> ClassQueues<T> {
         mut pred: impl FnMut(&T) -> bool,
         mut out: impl FnMut(T),
     ) {
+        let mut from_held = false;
         for class in &mut self.classes {
             let mut removed = 0;
             class.queues.remove_where(&mut pred, |item| {
                 removed += 1;
                 out(item)
             });
-            if class.throttled_since.is_some() {
-                self.held = self.held.saturating_sub(removed);
-            }
+            from_held |= removed > 0 && class.throttled_since.is_some();
+        }
+        if from_held {
+            self.forget_holds();
         }
     }
 
@@ -403,8 +413,9 @@ impl<T: Costed> ClassQueues<T> {
     }
 
     /// Queued requests their classes' limits held at the last round (never more than
-    /// are queued there: removals lower it; new arrivals are not counted until a round
-    /// sees them, so a stale value can only cost a round that dispatches nothing).
+    /// are queued there: a removal from a held class clears it, see `forget_holds`; new
+    /// arrivals are not counted until a round sees them, so a stale value can only cost
+    /// a round that dispatches nothing).
     pub(crate) fn held(&self) -> usize {
         self.held
     }

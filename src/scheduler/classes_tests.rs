@@ -344,17 +344,52 @@ fn bytes_limit_paces_by_bytes() {
 }
 
 #[test]
-fn removing_held_requests_lowers_held() {
+fn removing_held_requests_lets_the_next_round_decide_again() {
     let mut q: ClassQueues<It> = ClassQueues::new(0);
     let c = q.open(limited(100, 0), 0).unwrap();
     let at: Vec<_> = (0..5).map(|i| q.push(c, Read, It(c, 0, i))).collect();
     assert_eq!(round(&mut q, 8, 0).len(), 1);
-    assert_eq!(q.held(), 4);
+    assert_eq!((q.held(), q.refill_at()), (4, 10 * MS));
+    // A removal from a held class clears what the last round found (the removed one
+    // may be what the class waited for); the next round finds it again.
     assert!(q.take(at[3]).is_some());
-    assert_eq!(q.held(), 3);
+    assert_eq!((q.held(), q.refill_at()), (0, NEVER));
+    assert!(round(&mut q, 8, MS).is_empty());
+    assert_eq!((q.held(), q.refill_at()), (3, 10 * MS));
     q.remove_where(|it| it.2 == 4, |_| {});
-    assert_eq!(q.held(), 2);
+    assert_eq!((q.held(), q.refill_at()), (0, NEVER));
+    assert!(round(&mut q, 8, MS).is_empty());
+    assert_eq!((q.held(), q.refill_at()), (2, 10 * MS));
     assert_eq!(q.len(), 2);
+}
+
+#[test]
+fn a_held_high_request_that_leaves_frees_its_class_normal_requests_at_their_own_time() {
+    let mut q: ClassQueues<It> = ClassQueues::new(0);
+    let c = q.open(limited(0, 1000), 0).unwrap(); // 1000 B/s: a burst of 10 bytes
+    q.push(c, Read, It(c, 100, 0));
+    assert_eq!(
+        round(&mut q, 8, 0).len(),
+        1,
+        "the first goes, 90 bytes in debt"
+    );
+    // A HIGH of 4096 bytes may go at 100 ms (a full bucket); 1-byte NORMAL reads, at
+    // 91 ms, wait behind it.
+    let high = q.push(c, High, It(c, 4096, 1));
+    for i in 2..5 {
+        q.push(c, Read, It(c, 1, i));
+    }
+    assert!(round(&mut q, 8, 20 * MS).is_empty());
+    assert_eq!((q.held(), q.refill_at()), (4, 100 * MS));
+    // The HIGH is cancelled (or times out): its class's NORMAL requests are due at
+    // their own time, not the HIGH's.
+    // Until a round runs, nothing may claim they are held (or the engine would run no
+    // round before the HIGH's time: `dispatchable` = queued - held).
+    assert!(q.take(high).is_some());
+    assert_eq!((q.held(), q.refill_at()), (0, NEVER));
+    assert!(round(&mut q, 8, 20 * MS).is_empty());
+    assert_eq!((q.held(), q.refill_at()), (3, 91 * MS));
+    assert_eq!(round(&mut q, 8, 91 * MS).len(), 1);
 }
 
 #[test]
