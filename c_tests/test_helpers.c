@@ -18,6 +18,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 static tu_waiter_t waiter;
 static int64_t results[8];
@@ -88,6 +89,22 @@ static int direct_open_works(const char *path)
     return 1;
 }
 
+/* Whether another process sees a write lock on [0, 1) of `fd`'s file (F_GETLK in a
+ * child: a process never conflicts with its own locks). */
+static int lock_seen_by_others(int fd)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        struct flock probe = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+        _exit(fcntl(fd, F_GETLK, &probe) == 0 && probe.l_type != F_UNLCK ? 0 : 1);
+    }
+    int st;
+    CHECK_EQ(waitpid(pid, &st, 0), pid, "waitpid");
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
 static void alignment_of_file(ioeng_t *h, enum tu_fs fs)
 {
     char path[PATH_MAX];
@@ -97,7 +114,14 @@ static void alignment_of_file(ioeng_t *h, enum tu_fs fs)
     tu_fill(data, len, 9);
     tu_pwrite_all(fd, data, len, 0);
     uint32_t mem = 7, off = 7;
+    /* A pure query: the caller's POSIX record lock on the file survives it (a second
+     * open and close of the file would have dropped it). */
+    struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    CHECK(fcntl(fd, F_SETLK, &lock) == 0, "F_SETLK: %s", strerror(errno));
+    CHECK(lock_seen_by_others(fd), "%s: test bug: the lock is not visible", tu_fs_name(fs));
     int rc = ioeng_dio_alignment(fd, &mem, &off);
+    CHECK(lock_seen_by_others(fd), "%s: ioeng_dio_alignment dropped the caller's record lock",
+          tu_fs_name(fs));
     int direct = direct_open_works(path);
     if (!direct) {
         CHECK_EQ(rc, -EOPNOTSUPP, "%s: open(O_DIRECT) fails, dio_alignment", tu_fs_name(fs));

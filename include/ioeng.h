@@ -1064,13 +1064,14 @@ const char *ioeng_backend_name(const struct ioeng *h);
  *  -EBADF       `fd` is not an open file descriptor;
  *  -EOPNOTSUPP  the file cannot do O_DIRECT IO: the kernel reports no direct-IO support
  *               for it (e.g. tmpfs before Linux 6.6); or, where it reports nothing (no
- *               STATX_DIOALIGN), an O_DIRECT open of the file fails with EINVAL (procfs,
- *               sysfs); or it is not a regular file or a block device (a pipe, socket,
- *               tty, directory);
+ *               STATX_DIOALIGN), the file lives on one of the kernel's pseudo
+ *               filesystems, which have none (procfs, sysfs, debugfs, tracefs, cgroupfs,
+ *               securityfs, bpffs, configfs, pstore, efivarfs); or it is not a regular
+ *               file or a block device (a pipe, socket, tty, directory);
  *  other -errno from statx(2).
- * Needs no engine; thread-safe; one statx call (where the kernel reports no
- * STATX_DIOALIGN, also an O_RDONLY|O_DIRECT open and close of /proc/self/fd/`fd`,
- * unless `fd` is O_DIRECT, and a sysfs read).
+ * Needs no engine; thread-safe; a pure query: one statx call (where the kernel reports
+ * no STATX_DIOALIGN, also an fstatfs and a sysfs read). It never opens the file again,
+ * so the caller's record locks, leases and notifications are untouched.
  *
  * # Safety
  * `mem_align` and `offset_align` are NULL or writable.

@@ -3,8 +3,8 @@
 //! since 6.11), else the logical block size of the block device (BLKSSZGET on a block
 //! device fd, sysfs `queue/logical_block_size` for a file on a block-device filesystem),
 //! else 4096, the largest logical block size in common use. Where the kernel does not
-//! report DIOALIGN, a file that cannot do direct IO at all (procfs, sysfs) is found by
-//! reopening it O_DIRECT (`direct_open_works`).
+//! report DIOALIGN, a file that cannot do direct IO at all (procfs, sysfs, ...) is told
+//! by its filesystem (`fs_without_direct_io`), never by opening it again.
 
 use std::io::Read;
 
@@ -104,8 +104,8 @@ pub(crate) fn sysfs_lbs(major: u32, minor: u32) -> Option<u32> {
 }
 
 /// `(mem_align, offset_align)` for O_DIRECT IO on `fd`, or `Err(errno)`:
-/// EBADF (not an open fd), EOPNOTSUPP (the kernel says the file cannot do direct IO, an
-/// O_DIRECT open of it fails with EINVAL, or it is neither a regular file nor a block
+/// EBADF (not an open fd), EOPNOTSUPP (the kernel says the file cannot do direct IO, it
+/// lives on a pseudo filesystem without it, or it is neither a regular file nor a block
 /// device).
 pub(crate) fn alignment(fd: i32) -> Result<(u32, u32), i32> {
     let stx = statx_fd(fd)?;
@@ -121,43 +121,44 @@ pub(crate) fn alignment(fd: i32) -> Result<(u32, u32), i32> {
         }
         return Ok((stx.dio_mem_align, stx.dio_offset_align));
     }
-    // Without DIOALIGN the kernel says nothing about direct IO: a file that has none
-    // (procfs, sysfs, ...) is only told apart by trying.
-    if !direct_open_works(fd) {
+    // Without DIOALIGN the kernel says nothing about direct IO: a file of the kernel's
+    // pseudo filesystems (procfs, sysfs, ...) has none, told apart by the filesystem.
+    if fs_without_direct_io(fd) {
         return Err(libc::EOPNOTSUPP);
     }
     Ok(fallback(fd, &stx, block))
 }
 
-/// Whether the file of `fd` (a regular file or a block device) can be opened O_DIRECT:
-/// false only when a second open of it with O_DIRECT says EINVAL, the kernel's answer
-/// for a file without direct IO. Any other failure (no /proc, EACCES, a lease break that
-/// O_NONBLOCK refuses) proves nothing, so it counts as yes and the caller keeps its
-/// fallback. An fd that is O_DIRECT already needs no proof. Never called for FIFOs or
-/// character devices, whose open can wait for a peer or have side effects.
-fn direct_open_works(fd: i32) -> bool {
-    // SAFETY: F_GETFL takes no pointer.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags >= 0 && flags & libc::O_DIRECT != 0 {
-        return true;
+/// Filesystems whose files never take O_DIRECT (an O_DIRECT open fails with EINVAL) and
+/// whose kernel does not say so through DIOALIGN: the pseudo filesystems of the kernel's
+/// own state (`f_type` values of linux/magic.h).
+const NO_DIRECT_IO_FS: [libc::c_long; 11] = [
+    0x9fa0,      // PROC_SUPER_MAGIC
+    0x6265_6572, // SYSFS_MAGIC
+    0x6462_6720, // DEBUGFS_MAGIC
+    0x7472_6163, // TRACEFS_MAGIC
+    0x0027_e0eb, // CGROUP_SUPER_MAGIC
+    0x6367_7270, // CGROUP2_SUPER_MAGIC
+    0x7363_6673, // SECURITYFS_MAGIC
+    0xcafe_4a11, // BPF_FS_MAGIC
+    0x6265_6570, // CONFIGFS_MAGIC
+    0x6165_676c, // PSTOREFS_MAGIC
+    0xde5e_81e4, // EFIVARFS_MAGIC
+];
+
+/// Whether `fd`'s filesystem is one whose files cannot do direct IO at all
+/// (`NO_DIRECT_IO_FS`). Asked with fstatfs, a pure query: no second open of the file,
+/// which would drop the caller's POSIX record locks on its close, break a lease, or
+/// wake an fanotify or FUSE listener.
+fn fs_without_direct_io(fd: i32) -> bool {
+    let mut sfs = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs writes one `struct statfs` into valid storage or fails.
+    if unsafe { libc::fstatfs(fd, sfs.as_mut_ptr()) } != 0 {
+        return false;
     }
-    let Ok(path) = std::ffi::CString::new(format!("/proc/self/fd/{fd}")) else {
-        return true;
-    };
-    // SAFETY: a NUL-terminated path. O_RDONLY moves nothing; O_NONBLOCK keeps the open
-    // from waiting (a lease break, removable media); O_NOCTTY: never a controlling tty.
-    let probe = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECT | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK,
-        )
-    };
-    if probe < 0 {
-        return super::last_errno() != libc::EINVAL;
-    }
-    // SAFETY: `probe` was just opened here and nothing else owns it.
-    unsafe { libc::close(probe) };
-    true
+    // SAFETY: fstatfs succeeded, so `sfs` is initialized.
+    let f_type = unsafe { sfs.assume_init_ref() }.f_type;
+    NO_DIRECT_IO_FS.contains(&(f_type as libc::c_long))
 }
 
 /// The pre-DIOALIGN rule: memory and offsets aligned to the device's logical block size.
