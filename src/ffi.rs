@@ -278,8 +278,9 @@ const _: () = assert!(std::mem::offset_of!(IoengReq, reserved) == 62);
 /// FALLOCATE/SYNC_FILE_RANGE → 0; -ECANCELED after ioeng_cancel(), or from a file that
 /// fails IO with ECANCELED itself (a FUSE server); an IO that io_uring cancels on its own
 /// (no worker thread can start under a pids limit, its submitting poller exited) is
-/// issued again, backing off up to 1 ms between tries, for about a second (1000 tries)
-/// before its -ECANCELED is reported; -ETIMEDOUT when
+/// issued again, backing off up to 1 ms between tries, until such cancels have come in a
+/// row for a second (a request may then complete as late as that) before its
+/// -ECANCELED is reported; -ETIMEDOUT when
 /// `deadline_ns` passed while the request was queued; failure → -errno from the kernel.
 /// With IOENG_REQ_NOWAIT, -EAGAIN (when nothing was moved) or the bytes moved before the
 /// kernel would have blocked.

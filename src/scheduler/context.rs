@@ -969,19 +969,21 @@ impl<S: Slot> IoContext<S> {
                 Some(stuck) => stuck.result(index, res),
                 None => res,
             };
-            let res = if S::KERNEL_CANCELS_ON_ITS_OWN
-                && res == -i64::from(libc::ECANCELED)
+            let res = if !S::KERNEL_CANCELS_ON_ITS_OWN {
+                res
+            } else if res == -i64::from(libc::ECANCELED)
                 && !self.cancel_requested(index)
-                && event.retry_kernel_cancel()
+                && event.retry_kernel_cancel(monotonic_ns())
             {
                 // io_uring cancels an IO by itself when no io-wq worker can be started
                 // for it (a pids limit) or when its submitting thread exited while it
                 // waited. Nobody asked for that cancel and the IO did not run: it goes
-                // again, backing off as after EINTR (a bounded number of times: see
+                // again, backing off as after EINTR (for a bounded time: see
                 // `retry_kernel_cancel`). A cancel requested meanwhile still ends it
                 // (`SubmitRound::route_resubmit`).
                 -i64::from(libc::EINTR)
             } else {
+                event.kernel_cancels_end();
                 res
             };
             match event.settle(res) {

@@ -131,11 +131,12 @@ pub const MAX_SYNC_RANGE_PIECE: u64 = 0xffff_f000;
 /// Most `iovec` entries in one READV/WRITEV (`IOV_MAX`, `UIO_MAXIOV` in the kernel).
 pub const IOV_MAX: u64 = 1024;
 
-/// How many times a request's `-ECANCELED` that nobody asked for is issued again
-/// (`IoEvent::retry_kernel_cancel`): with the retry backoff (up to 1 ms between tries)
-/// about a second, long enough for a brief pids-limit squeeze to pass and short
-/// enough for a file that fails with ECANCELED itself to report it.
-pub const MAX_KERNEL_CANCEL_RETRIES: u16 = 1000;
+/// How long a request whose IOs the kernel keeps cancelling without anyone asking is
+/// issued again (`IoEvent::retry_kernel_cancel`), in ns: a second of such results in a
+/// row, long enough for a brief pids-limit squeeze to pass and short enough for a file
+/// that fails with ECANCELED itself to report it. A time, not a count of tries: under a
+/// pids limit each try takes the kernel ~50 ms (io-wq's own retries of the worker).
+pub const KERNEL_CANCEL_RETRY_NS: u64 = 1_000_000_000;
 
 /// Most buffers `ioeng_register_buffers` takes (io_uring's `IORING_MAX_REG_BUFFERS`).
 pub const MAX_REGISTERED_BUFFERS: u32 = 1 << 14;
@@ -533,8 +534,9 @@ pub struct IoEvent {
     seg_done: u64,
     /// `EAGAIN`/`EINTR` results in a row (reset by any other result).
     retry_streak: u32,
-    /// `-ECANCELED` results nobody asked for that were retried (`retry_kernel_cancel`).
-    kernel_cancels: u16,
+    /// CLOCK_MONOTONIC ns of the first of the `-ECANCELED` results nobody asked for in a
+    /// row (`retry_kernel_cancel`); 0: the last result was another one.
+    kernel_cancels_since: u64,
     /// Set with a resubmission that must wait: the earliest time to issue it
     /// (CLOCK_MONOTONIC ns, the clock of every engine timer: see `IoContext::next_wake_ns`).
     retry_at: Option<u64>,
@@ -560,7 +562,7 @@ impl IoEvent {
             seg: 0,
             seg_done: 0,
             retry_streak: 0,
-            kernel_cancels: 0,
+            kernel_cancels_since: 0,
             retry_at: None,
             position: Position::Unknown,
             driver_state: 0,
@@ -719,18 +721,22 @@ impl IoEvent {
         Some((FIRST_RETRY_DELAY * (1 << delayed.min(7))).min(MAX_RETRY_DELAY))
     }
 
-    /// A kernel `-ECANCELED` that nobody asked for, on a backend whose kernel cancels
-    /// IO on its own (`Slot::KERNEL_CANCELS_ON_ITS_OWN`): true while it is to be issued
-    /// again, as after EINTR (a cancelled IO ran nothing). At most
-    /// [`MAX_KERNEL_CANCEL_RETRIES`] times: a file may fail IO with ECANCELED itself (a
-    /// FUSE server, a driver), and that error must reach the callback, not be retried
-    /// forever.
-    pub fn retry_kernel_cancel(&mut self) -> bool {
-        if self.kernel_cancels >= MAX_KERNEL_CANCEL_RETRIES {
-            return false;
+    /// A kernel `-ECANCELED` that nobody asked for at `now_ns`, on a backend whose kernel
+    /// cancels IO on its own (`Slot::KERNEL_CANCELS_ON_ITS_OWN`): true while it is to be
+    /// issued again, as after EINTR (a cancelled IO ran nothing). Only until such results
+    /// have come in a row for [`KERNEL_CANCEL_RETRY_NS`]: a file may fail IO with
+    /// ECANCELED itself (a FUSE server, a driver), and that error must reach the
+    /// callback, not be retried forever.
+    pub fn retry_kernel_cancel(&mut self, now_ns: u64) -> bool {
+        if self.kernel_cancels_since == 0 {
+            self.kernel_cancels_since = now_ns.max(1);
         }
-        self.kernel_cancels += 1;
-        true
+        now_ns.saturating_sub(self.kernel_cancels_since) < KERNEL_CANCEL_RETRY_NS
+    }
+
+    /// Any other kernel result: a later `-ECANCELED` starts a new row.
+    pub fn kernel_cancels_end(&mut self) {
+        self.kernel_cancels_since = 0;
     }
 
     /// Folds one kernel result (`res` of the last chunk) into the request.
@@ -1085,6 +1091,22 @@ mod tests {
             unsafe { IoRequest::from_spec(&s, None) },
             Err(Error::InvalidArgument(_))
         )
+    }
+
+    #[test]
+    fn kernel_cancels_are_retried_for_a_second_in_a_row() {
+        let req = IoRequest::new(Op::Read, Priority::Normal, 0, 8 as *mut u8, 1, 0).unwrap();
+        let mut ev = IoEvent::new(req, Callback::new(ignore, std::ptr::null_mut()));
+        let t0 = 5 * KERNEL_CANCEL_RETRY_NS;
+        assert!(ev.retry_kernel_cancel(t0));
+        assert!(ev.retry_kernel_cancel(t0 + KERNEL_CANCEL_RETRY_NS - 1));
+        assert!(
+            !ev.retry_kernel_cancel(t0 + KERNEL_CANCEL_RETRY_NS),
+            "a second in a row"
+        );
+        // Another result between them starts a new row.
+        ev.kernel_cancels_end();
+        assert!(ev.retry_kernel_cancel(t0 + 10 * KERNEL_CANCEL_RETRY_NS));
     }
 
     #[test]
