@@ -19,8 +19,10 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,9 +122,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)srv.opt.port) };
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-        perror("connect");
+    /* Non-blocking, with the server running meanwhile: the server and this client share
+     * the thread, so a blocking connect that waits for room in the listen backlog could
+     * only end by a signal (libFuzzer's -timeout alarm: EINTR). */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
         abort();
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        if (errno != EINPROGRESS && errno != EINTR) {
+            perror("connect");
+            abort();
+        }
+        for (;;) {
+            struct pollfd p = { .fd = fd, .events = POLLOUT };
+            if (poll(&p, 1, 0) == 1)
+                break;
+            server_round(&srv, 1);
+            if (elapsed(&t0) > 10)
+                hang("connecting");
+        }
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+            fprintf(stderr, "connect: %s\n", strerror(err));
+            abort();
+        }
     }
     if (flags & 2) {
         uint8_t hs[4 + 16 + 6];
