@@ -450,11 +450,15 @@ impl<S: Slot> IoContext<S> {
         register: impl FnOnce(&[libc::iovec]) -> Result<(), i32>,
     ) -> Result<(), Error> {
         Registered::check(bufs)?;
-        // Holding the queue lock keeps a first request from slipping in meanwhile.
+        self.before_first_request(|accepted| self.registered.record(bufs, accepted, register))
+    }
+
+    /// Runs `record` (a registration, allowed only before the first request) with
+    /// whether a request was accepted already, under the queue lock, which keeps a first
+    /// request from slipping in meanwhile.
+    fn before_first_request<R>(&self, record: impl FnOnce(bool) -> R) -> R {
         let _waiting = lock(&self.waiting.lock);
-        let first_request_accepted = self.counters.submitted.load(Ordering::Relaxed) != 0;
-        self.registered
-            .record(bufs, first_request_accepted, register)
+        record(self.counters.submitted.load(Ordering::Relaxed) != 0)
     }
 
     /// The registered files (the engine's descriptors, by index), if any.
@@ -470,11 +474,7 @@ impl<S: Slot> IoContext<S> {
         fds: &[RawFd],
         register: impl FnOnce(&[RawFd]) -> Result<(), i32>,
     ) -> Result<(), Error> {
-        // Holding the queue lock keeps a first request from slipping in meanwhile.
-        let _waiting = lock(&self.waiting.lock);
-        let first_request_accepted = self.counters.submitted.load(Ordering::Relaxed) != 0;
-        self.registered_files
-            .record(fds, first_request_accepted, register)
+        self.before_first_request(|accepted| self.registered_files.record(fds, accepted, register))
     }
 
     pub(crate) fn resume(&self) {
