@@ -15,6 +15,9 @@
  *    pipe (in flight) cancelled from the main thread gets -ECANCELED;
  *  - a queued request's deadline expires by the engine's timer (a paused engine);
  *  - ioeng_close() on L returns 0;
+ *  - close on a poller thread that lives on releases the ring at once (its registered
+ *    files: a registered pipe end reaches EOF), although that thread registered the
+ *    ring's fd for itself (close_releases_ring);
  *  - a thread started after the poller exited (glibc may give it the same pthread_t) is
  *    still another thread: its poll and close are -EINVAL, not a kernel refusal inside
  *    the engine (that engine is leaked: only its exited poller could close it).
@@ -366,6 +369,56 @@ static void poller_exited(void)
     printf("  a thread started after the poller exited: poll and close refused (engine leaked)\n");
 }
 
+/*
+ * Close releases everything at once, also while the poller thread lives on: the engine
+ * registers its ring for that thread (io_uring's registered ring fd, which holds a
+ * reference to the ring), and a registration left behind would keep the ring, with its
+ * registered buffers and files, alive until the thread exits. Seen through a registered
+ * pipe write end: once the engine and our own write end are closed, the read end must
+ * reach EOF (the kernel frees a ring's files asynchronously: up to 2 s allowed).
+ */
+static void close_releases_ring(void)
+{
+    int p[2];
+    CHECK(pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0, "pipe2: %s", strerror(errno));
+    for (int round = 0; round < 3; round++) {
+        ioeng_t *h = open_flagged(IOENG_MODE_POLLED, 0);
+        CHECK_EQ(ioeng_register_files(h, &p[1], 1), 0, "ioeng_register_files");
+        static char msg[] = "x";
+        ioeng_req_t w = tu_req(IOENG_OP_WRITE, IOENG_PRIO_NORMAL, 0, msg, 1, 0);
+        w.flags |= IOENG_REQ_FIXED_FILE;
+        rec_t r = {0};
+        CHECK_EQ(ioeng_submit(h, &w, rec_cb, &r), 0, "submit a write by index");
+        uint64_t until = tu_now_ns() + 5000000000ull;
+        while (!rec_done(&r)) {
+            CHECK(tu_now_ns() < until, "the write by index did not complete");
+            CHECK(ioeng_poll(h, 1, 100000000) >= 0, "ioeng_poll");
+        }
+        CHECK_EQ(r.res, 1, "the write by index");
+        CHECK_EQ(ioeng_close(h), 0, "ioeng_close on the poller thread");
+    }
+    close(p[1]);
+    char buf[8];
+    uint64_t until = tu_now_ns() + 2000000000ull;
+    int got = 0;
+    for (;;) {
+        ssize_t n = read(p[0], buf, sizeof buf);
+        if (n > 0) {
+            got += (int)n;
+            continue;
+        }
+        if (n == 0)
+            break;
+        CHECK(errno == EAGAIN, "read: %s", strerror(errno));
+        CHECK(tu_now_ns() < until,
+              "no EOF 2 s after close: a closed engine still holds the registered pipe end");
+        usleep(1000);
+    }
+    CHECK_EQ(got, 3, "bytes the three engines wrote");
+    close(p[0]);
+    printf("  close on a living poller thread releases the ring (registered pipe end at EOF)\n");
+}
+
 static void polled(void)
 {
     eng = open_flagged(IOENG_MODE_POLLED, 0);
@@ -407,6 +460,7 @@ static void polled(void)
     close(pipe_fds[1]);
     if (expect_refusals)
         poller_exited();
+    close_releases_ring();
     printf("polled: one poller thread; %s\n",
            expect_refusals ? "other threads' poll/close refused" : "flag ignored here");
 }

@@ -50,7 +50,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::time::Duration;
 
 use io_uring::{IoUring, opcode, squeue, types};
@@ -105,6 +105,13 @@ pub struct UringDriver {
     /// poller's role reads or writes it (`bind_poller`): Relaxed. `None`: any thread may
     /// poll.
     issuer: Option<AtomicU64>,
+    /// Single-poller ring: the ring fd's index among the issuer thread's registered rings
+    /// (`sys::uring`), registered when the ring is enabled for that thread, so its
+    /// `io_uring_enter` calls skip the kernel's fd lookup; [`NO_RING_INDEX`] while none
+    /// (not bound yet, or the kernel refused: before 5.18, or 16 rings on that thread
+    /// already). Written once by `bind_poller`, read by the issuer: Relaxed. Another
+    /// thread never uses it (`registered_ring`): the index means nothing in its table.
+    ring_index: AtomicU32,
     /// Whether the POLLED timer's `TIMEOUT` is in the kernel (set by `arm_timer`, cleared
     /// when its CQE is reaped). Poller only: Relaxed.
     timer_armed: AtomicBool,
@@ -176,6 +183,9 @@ const TIMER_UPDATE_USER_DATA: u64 = u64::MAX - 3;
 /// left there is seen by nothing until the poller enters the kernel again
 /// (`UringDriver::left_work`).
 const LOCAL_WORK_PER_WAIT: u32 = 20;
+
+/// `UringDriver::ring_index` while the ring fd is not registered.
+const NO_RING_INDEX: u32 = u32::MAX;
 
 /// The kernel's largest CQ (`IORING_MAX_CQ_ENTRIES`).
 const MAX_CQ_ENTRIES: u32 = 65536;
@@ -337,6 +347,7 @@ impl UringDriver {
             armed_by: AtomicUsize::new(0),
             wake_fired: AtomicBool::new(false),
             issuer: single_issuer.then(|| AtomicU64::new(0)),
+            ring_index: AtomicU32::new(NO_RING_INDEX),
             timer_armed: AtomicBool::new(false),
             timer_fired: AtomicBool::new(false),
             // Pending completion work is at most one item per IO in flight plus the
@@ -347,8 +358,25 @@ impl UringDriver {
         })
     }
 
+    /// The ring's registered index when the calling thread registered it (the issuer of
+    /// a single-poller ring), else `None`.
+    fn registered_ring(&self) -> Option<u32> {
+        let index = self.ring_index.load(Ordering::Relaxed);
+        let issuer = self.issuer.as_ref()?;
+        (index != NO_RING_INDEX && issuer.load(Ordering::Relaxed) == thread_token())
+            .then_some(index)
+    }
+
     /// `io_uring_enter(to_submit, min_complete, flags)` without an argument struct.
     fn enter(&self, to_submit: u32, min_complete: u32, flags: u32) -> Result<usize, i32> {
+        if let Some(index) = self.registered_ring() {
+            // SAFETY: this thread registered `index` (`registered_ring`) and it stays
+            // registered until the driver drops; the SQEs submitted reference what the
+            // submit role vouched for when it pushed them.
+            return unsafe {
+                sys::uring::enter_registered(index, to_submit, min_complete, flags, None)
+            };
+        }
         // SAFETY: io_uring_enter on our own ring fd; with no argument struct (None) the
         // kernel reads no user memory beyond the rings it mapped for us.
         let entered = unsafe {
@@ -481,6 +509,20 @@ impl UringDriver {
     }
 }
 
+impl Drop for UringDriver {
+    fn drop(&mut self) {
+        // The registration holds a reference to the ring: left in place, the ring (its
+        // memory, registered buffers and files) would live on until the poller thread
+        // exits. A single-poller engine is closed on that thread (`bind_poller`), which
+        // is the only one that can drop it: the index is in its table.
+        if let Some(index) = self.registered_ring()
+            && let Err(errno) = sys::uring::unregister_ring_fd(self.ring.as_raw_fd(), index)
+        {
+            report_unexpected("IORING_UNREGISTER_RING_FDS", errno);
+        }
+    }
+}
+
 impl Driver for UringDriver {
     type Slot = UringSlot;
 
@@ -508,6 +550,10 @@ impl Driver for UringDriver {
                     return false;
                 }
                 issuer.store(me, Ordering::Relaxed);
+                // Only an optimisation: without it, each call looks the fd up.
+                if let Ok(index) = sys::uring::register_ring_fd(self.ring.as_raw_fd()) {
+                    self.ring_index.store(index, Ordering::Relaxed);
+                }
                 true
             }
             bound => bound == me,
@@ -739,23 +785,35 @@ impl Driver for UringDriver {
             self.flush_control_sqes();
             self.armed_by.store(this_thread(), Ordering::Relaxed);
         }
-        let ts = timeout.map(|t| {
-            types::Timespec::new()
-                .sec(t.as_secs())
-                .nsec(t.subsec_nanos())
-        });
-        let mut args = types::SubmitArgs::new();
-        if let Some(ts) = &ts {
-            args = args.timespec(ts);
-        }
         // The SQ is empty: sleeps until a CQE (an IO, a cancel or the wake-up poll), the
         // timeout, or a signal. Pending task_work (COOP_TASKRUN) runs inside the wait,
         // without an extra trip to user space.
-        let entered = self.ring.submitter().submit_with_args(1, &args);
+        let entered = match self.registered_ring() {
+            // SAFETY: this thread registered `index` (`registered_ring`); the SQ is
+            // empty, so the call submits nothing.
+            Some(index) => unsafe {
+                sys::uring::enter_registered(index, 0, 1, IORING_ENTER_GETEVENTS, timeout)
+            },
+            None => {
+                let ts = timeout.map(|t| {
+                    types::Timespec::new()
+                        .sec(t.as_secs())
+                        .nsec(t.subsec_nanos())
+                });
+                let mut args = types::SubmitArgs::new();
+                if let Some(ts) = &ts {
+                    args = args.timespec(ts);
+                }
+                self.ring
+                    .submitter()
+                    .submit_with_args(1, &args)
+                    .map_err(|err| err.raw_os_error().unwrap_or(libc::EIO))
+            }
+        };
         self.may_have_left_work();
         let waited = match entered {
             Ok(_) => Ok(()),
-            Err(err) => match err.raw_os_error().unwrap_or(libc::EIO) {
+            Err(errno) => match errno {
                 libc::ETIME | libc::EAGAIN | libc::EBUSY => Ok(()),
                 libc::EINTR => Err(libc::EINTR),
                 errno => {

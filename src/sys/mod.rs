@@ -9,6 +9,7 @@ pub(crate) mod range;
 #[cfg(test)]
 pub(crate) mod scratch;
 pub(crate) mod timerfd;
+pub(crate) mod uring;
 pub(crate) mod valgrind;
 
 use std::io;
