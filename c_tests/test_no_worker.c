@@ -1,11 +1,13 @@
 /*
  * A process that may not start another thread (a pids cgroup at its limit, as in a
  * container): io_uring cancels an IO for which it cannot start an io-wq worker
- * (buffered writes, FSYNC and FALLOCATE go there), and the AIO engine cannot start its
- * helper thread for FALLOCATE. Neither is a cancel the caller asked for, and the IO did
- * not run: the engine retries it, so no callback may get -ECANCELED. Once the limit is
- * lifted every request completes with its real result; a cancel the caller does ask
- * for still ends a retried request with -ECANCELED, and close then returns at once.
+ * (buffered writes, FSYNC and FALLOCATE go there). That is no cancel the caller asked
+ * for, and the IO did not run: the engine retries it, so no callback may get
+ * -ECANCELED. Once the limit is lifted every request completes with its real result; a
+ * cancel the caller does ask for still ends a retried request with -ECANCELED, and
+ * close then returns at once. The AIO engine, which cannot start its helper thread for
+ * FALLOCATE, runs it on the submitting thread instead: all three complete while the
+ * limit holds.
  * Both backends and modes; the work runs in a child moved into its own pids cgroup.
  */
 #include <sys/stat.h>
@@ -75,6 +77,12 @@ static int child(ioeng_backend_t be)
         CHECK(recs.r[i].fired == 0 || recs.r[i].res == recs.r[i].want,
               "%s while no thread could start: %s (nobody cancelled it)", recs.r[i].what,
               tu_errname(recs.r[i].res));
+    /* AIO runs FALLOCATE on the submitting thread when its helper cannot start, so all
+     * three finish while the limit holds (before: FALLOCATE waited for the limit). */
+    if (be == IOENG_BACKEND_AIO)
+        CHECK(early == 3, "AIO: %llu of 3 done while no thread could start; FALLOCATE must run "
+                          "on the submitting thread when the helper cannot start",
+              (unsigned long long)early);
     int limited_threads = threads_now();
 
     /* A cancel that is asked for still ends a waiting request, and close is prompt. */

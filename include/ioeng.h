@@ -609,7 +609,9 @@ struct ioeng_class_stats {
  * writes the same blocking pty master at the same time (it may take the room first).
  * FALLOCATE and SYNC_FILE_RANGE, which Linux AIO has no command for, run on one helper
  * thread of the engine, in POLLED mode too: started by the first of them (never at
- * open), it blocks asynchronous signals and is joined by ioeng_close().
+ * open), it blocks asynchronous signals and is joined by ioeng_close(). Where no thread
+ * can be started (a pids or thread limit), they run on the submitting thread instead
+ * (the engine's submitter, or the thread inside ioeng_poll()), one at a time.
  */
 #define IOENG_BACKEND_AIO 1
 

@@ -400,14 +400,23 @@ impl Driver for AioDriver {
 impl AioDriver {
     /// Submit role: builds each command's stand-in iocb in its slot and hands the slots
     /// to the helper thread (started now if this is the first command), counting them
-    /// as in flight; if the thread cannot be started, the commands fail with the errno
-    /// (`EAGAIN`: retried like any `-EAGAIN`, which tries to start it again).
+    /// as in flight. If the thread cannot be started (a pids or thread limit: no thread
+    /// at all can start, which may last), the commands run here, on the submitting
+    /// thread, and settle like a refused submit's fallback transfer: the engine stalls
+    /// for the syscall, but nothing waits for a thread that may never come.
     fn hand_to_helper(&self, ctx: &IoContext<AioSlot>, jobs: Vec<(usize, Chunk)>) {
         // SAFETY: only the submit role calls this, one thread at a time (Driver contract).
         let helper = unsafe { &mut *self.helper.get() };
-        if let Err(errno) = helper.start(self.id) {
-            for (index, _) in jobs {
-                ctx.fail_unsubmitted(index, -i64::from(errno));
+        if helper.start(self.id).is_err() {
+            for (index, chunk) in jobs {
+                let res = aio_helper::run_command(
+                    chunk.op,
+                    chunk.fd,
+                    chunk.offset,
+                    chunk.len,
+                    chunk.range_arg,
+                );
+                ctx.fail_unsubmitted(index, res);
             }
             return;
         }

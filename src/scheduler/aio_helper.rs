@@ -76,13 +76,17 @@ unsafe impl Send for Job {}
 impl Job {
     /// Runs the command: 0 or `-errno`, as the syscall answers.
     fn run(&self) -> i64 {
-        match self.op {
-            Op::Fallocate => sys::range::fallocate(self.fd, self.arg, self.offset, self.len),
-            Op::SyncFileRange => {
-                sys::range::sync_file_range(self.fd, self.offset, self.len, self.arg)
-            }
-            op => unreachable!("{op:?} is not a helper command"),
-        }
+        run_command(self.op, self.fd, self.offset, self.len, self.arg)
+    }
+}
+
+/// Runs one command AIO has no iocb for: 0 or `-errno`, as the syscall answers. On the
+/// helper thread, or on the submitting thread when the helper cannot be started.
+pub(crate) fn run_command(op: Op, fd: i32, offset: u64, len: u64, arg: u32) -> i64 {
+    match op {
+        Op::Fallocate => sys::range::fallocate(fd, arg, offset, len),
+        Op::SyncFileRange => sys::range::sync_file_range(fd, offset, len, arg),
+        op => unreachable!("{op:?} is not a helper command"),
     }
 }
 
