@@ -57,47 +57,38 @@ pub(crate) fn register_ring_fd(ring_fd: RawFd) -> Result<u32, i32> {
         resv: 0,
         data: ring_fd as u64,
     };
-    // SAFETY: `update` is a valid io_uring_rsrc_update for the one entry we pass; the
-    // kernel writes the chosen index into it before returning.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_register,
-            ring_fd,
-            IORING_REGISTER_RING_FDS,
-            &raw mut update,
-            1,
-        )
-    };
-    match rc {
-        1 => Ok(update.offset),
-        rc if rc < 0 => Err(super::last_errno()),
-        _ => Err(libc::EIO),
-    }
+    ring_fds(ring_fd, IORING_REGISTER_RING_FDS, &mut update)?;
+    Ok(update.offset)
 }
 
 /// Drops the calling thread's registration `index` (from [`register_ring_fd`] on this
 /// thread).
 pub(crate) fn unregister_ring_fd(ring_fd: RawFd, index: u32) -> Result<(), i32> {
-    let update = RsrcUpdate {
+    let mut update = RsrcUpdate {
         offset: index,
         resv: 0,
         data: 0,
     };
-    // SAFETY: `update` is a valid io_uring_rsrc_update for the one entry we pass; the
-    // kernel only reads it.
+    ring_fds(ring_fd, IORING_UNREGISTER_RING_FDS, &mut update)
+}
+
+/// `io_uring_register(ring_fd, opcode, update, 1)` for one registered-ring entry.
+fn ring_fds(ring_fd: RawFd, opcode: u32, update: &mut RsrcUpdate) -> Result<(), i32> {
+    // SAFETY: `update` is a valid io_uring_rsrc_update for the one entry we pass; on
+    // registration the kernel writes the chosen index into it before returning.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_io_uring_register,
             ring_fd,
-            IORING_UNREGISTER_RING_FDS,
-            &raw const update,
+            opcode,
+            std::ptr::from_mut(update),
             1,
         )
     };
-    if rc < 0 {
-        Err(super::last_errno())
-    } else {
-        Ok(())
+    match rc {
+        1 => Ok(()),
+        rc if rc < 0 => Err(super::last_errno()),
+        _ => Err(libc::EIO),
     }
 }
 
