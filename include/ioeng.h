@@ -39,8 +39,12 @@
  *    constants are rejected with -EINVAL.
  *
  * Callbacks:
- *  - Where they run: IOENG_MODE_THREADS: on the engine's completer thread, never on a
- *    thread of yours (so never on the thread that called ioeng_submit()).
+ *  - Where they run: IOENG_MODE_THREADS: on one of the engine's two threads, never on a
+ *    thread of yours (so never on the thread that called ioeng_submit()): the
+ *    completer for IO the kernel completed; the submitter for requests that end
+ *    without it (cancelled or timed out while queued or between kernel IOs, refused
+ *    at submit, and on AIO the transfers of fds without an AIO path, which it does
+ *    itself: an eventfd, /dev/full, a directory, a tty that is not ready).
  *    IOENG_MODE_POLLED: inside ioeng_poll() or ioeng_close(), on the thread that called
  *    it, which may well be the thread that submitted (never inside ioeng_submit(),
  *    ioeng_submit_batch() or ioeng_cancel() themselves). In both modes one at a time
@@ -174,6 +178,10 @@ typedef struct ioeng_class_stats ioeng_class_stats_t;
  * closed the engine. Ignored in THREADS mode, on AIO, and on kernels without these
  * io_uring flags (the engine then behaves as without the flag, and accepts calls from
  * any thread). Any other `flags` bit gives -EINVAL.
+ * For files, not streams: the completion of a READ or WRITE that waits for its fd to
+ * become ready (a pipe, socket or tty) is deferred kernel work that signalled the event
+ * fd about 16 ms after the peer's write on Linux 6.18 (0.1 ms without the flag); a poller
+ * waiting inside ioeng_poll() with a timeout is woken at once. File IO is not delayed.
  */
 #define IOENG_CONFIG_SINGLE_POLLER 1
 
@@ -863,8 +871,9 @@ int ioeng_submit_batch(struct ioeng *h,
  *    write(2), its callback gets their count.
  *
  * The callbacks never run inside this call (so it may be called from a callback, and
- * with your own locks held): THREADS mode runs them on the engine's completer thread,
- * POLLED mode in the next ioeng_poll() or ioeng_close(), on whichever thread calls it,
+ * with your own locks held): THREADS mode runs them on an engine thread (the submitter
+ * for the requests that had not reached the kernel, see "Callbacks" above), POLLED mode
+ * in the next ioeng_poll() or ioeng_close(), on whichever thread calls it,
  * possibly the one that called ioeng_cancel(). Requests submitted after this returns are not affected.
  * Thread-safe. Costs a scan of the queues and of `depth` slots.
  *
