@@ -108,6 +108,14 @@ typedef struct ioeng_stats ioeng_stats_t;
 typedef struct ioeng_class_config ioeng_class_config_t;
 typedef struct ioeng_class_stats ioeng_class_stats_t;
 
+/* ioeng_stats() and ioeng_class_stats() share their names with their structs, as stat()
+ * does with struct stat; g++ -Wshadow calls that hiding a constructor. Popped in the
+ * helpers at the end. */
+#if defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wshadow"
+#endif
+
 
 /**
  * Most buffers ioeng_register_buffers() takes.
@@ -1246,6 +1254,10 @@ const char *ioeng_version(void);
 #ifndef IOENG_H_HELPERS
 #define IOENG_H_HELPERS
 
+#if defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic pop /* -Wshadow, pushed before the prototypes */
+#endif
+
 /*
  * Request builders (since 1.1; static inline, so they need no 1.1 library symbol).
  * Each returns a request with the given fields set, `op` set, and every other field
@@ -1259,20 +1271,24 @@ const char *ioeng_version(void);
  * engine never writes through for a WRITE, WRITEV or an iovec array.
  */
 #ifdef __cplusplus
-#define IOENG_UNCONST_(p) const_cast<void *>(static_cast<const void *>(p))
+#define IOENG_NULL_ nullptr
 #else
-#define IOENG_UNCONST_(p) ((void *)(uintptr_t)(const void *)(p))
+#define IOENG_NULL_ NULL
 #endif
 
-static inline ioeng_req_t ioeng_req_make_(ioeng_op_t op, int fd, void *buf, uint64_t len,
-                                          uint64_t offset)
+static inline ioeng_req_t ioeng_req_make_(ioeng_op_t op, int fd, const void *buf,
+                                          uint64_t len, uint64_t offset)
 {
     ioeng_req_t r;
     r.op = op;
     r.prio = IOENG_PRIO_NORMAL;
     r.fd = fd;
     r.flags = 0;
-    r.buf = buf;
+#ifdef __cplusplus
+    r.buf = const_cast<void *>(buf);
+#else
+    r.buf = (void *)(uintptr_t)buf; /* through uintptr_t: no -Wcast-qual */
+#endif
     r.len = len;
     r.offset = offset;
     r.tag = 0;
@@ -1293,40 +1309,40 @@ static inline ioeng_req_t ioeng_req_read(int fd, void *buf, uint64_t len, uint64
 static inline ioeng_req_t ioeng_req_write(int fd, const void *buf, uint64_t len,
                                           uint64_t offset)
 {
-    return ioeng_req_make_(IOENG_OP_WRITE, fd, IOENG_UNCONST_(buf), len, offset);
+    return ioeng_req_make_(IOENG_OP_WRITE, fd, buf, len, offset);
 }
 
 /** READV into the `iovcnt` buffers of `iov` (the array stays yours until the callback). */
 static inline ioeng_req_t ioeng_req_readv(int fd, const struct iovec *iov, uint32_t iovcnt,
                                           uint64_t offset)
 {
-    return ioeng_req_make_(IOENG_OP_READV, fd, IOENG_UNCONST_(iov), iovcnt, offset);
+    return ioeng_req_make_(IOENG_OP_READV, fd, iov, iovcnt, offset);
 }
 
 /** WRITEV of the `iovcnt` buffers of `iov`. */
 static inline ioeng_req_t ioeng_req_writev(int fd, const struct iovec *iov, uint32_t iovcnt,
                                            uint64_t offset)
 {
-    return ioeng_req_make_(IOENG_OP_WRITEV, fd, IOENG_UNCONST_(iov), iovcnt, offset);
+    return ioeng_req_make_(IOENG_OP_WRITEV, fd, iov, iovcnt, offset);
 }
 
 /** FSYNC of `fd`. */
 static inline ioeng_req_t ioeng_req_fsync(int fd)
 {
-    return ioeng_req_make_(IOENG_OP_FSYNC, fd, NULL, 0, 0);
+    return ioeng_req_make_(IOENG_OP_FSYNC, fd, IOENG_NULL_, 0, 0);
 }
 
 /** FDATASYNC of `fd`. */
 static inline ioeng_req_t ioeng_req_fdatasync(int fd)
 {
-    return ioeng_req_make_(IOENG_OP_FDATASYNC, fd, NULL, 0, 0);
+    return ioeng_req_make_(IOENG_OP_FDATASYNC, fd, IOENG_NULL_, 0, 0);
 }
 
 /** FALLOCATE of `offset`..`offset + len` with `mode` (FALLOC_FL_*; goes in buf_index). */
 static inline ioeng_req_t ioeng_req_fallocate(int fd, uint32_t mode, uint64_t offset,
                                               uint64_t len)
 {
-    ioeng_req_t r = ioeng_req_make_(IOENG_OP_FALLOCATE, fd, NULL, len, offset);
+    ioeng_req_t r = ioeng_req_make_(IOENG_OP_FALLOCATE, fd, IOENG_NULL_, len, offset);
     r.buf_index = mode;
     return r;
 }
@@ -1336,7 +1352,7 @@ static inline ioeng_req_t ioeng_req_fallocate(int fd, uint32_t mode, uint64_t of
 static inline ioeng_req_t ioeng_req_sync_file_range(int fd, uint64_t offset, uint64_t len,
                                                     uint32_t flags)
 {
-    ioeng_req_t r = ioeng_req_make_(IOENG_OP_SYNC_FILE_RANGE, fd, NULL, len, offset);
+    ioeng_req_t r = ioeng_req_make_(IOENG_OP_SYNC_FILE_RANGE, fd, IOENG_NULL_, len, offset);
     r.buf_index = flags;
     return r;
 }
@@ -1354,7 +1370,12 @@ static inline uint64_t ioeng_deadline_in_ns(uint64_t ns)
     struct timespec ts;
     uint64_t now;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+#ifdef __cplusplus
+    now = static_cast<uint64_t>(ts.tv_sec) * UINT64_C(1000000000) +
+          static_cast<uint64_t>(ts.tv_nsec);
+#else
     now = (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
+#endif
     return ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
 }
 #endif
