@@ -16,19 +16,21 @@
 //    for a C callback). The trampoline catches the exception on the thread that ran the
 //    callback (an engine thread in THREADS mode; the thread in poll() or close() in
 //    POLLED mode) and stores it in the engine. The next call on any thread of submit(),
-//    submit_batch(), submit_batch_raw(), cancel(), resume(), register_buffers(),
-//    poll() (when it starts and again when it returns: so in POLLED mode the exception of
-//    a callback that poll() ran comes out of that poll(), after every other callback of
-//    that poll ran) or rethrow() takes it out and throws it on that thread, before doing
-//    anything else; exactly one caller gets it. Until then, an exception of another
-//    callback is dropped (dropped_exceptions() counts them): the first one is kept. The
-//    request whose callable threw is complete all the same; the engine keeps running.
+//    submit_batch(), submit_batch_raw(), cancel(), cancel_all(), resume(),
+//    register_buffers(), register_files(), poll() (when it starts and again when it
+//    returns: so in POLLED mode the exception of a callback that poll() ran comes out of
+//    that poll(), after every other callback of that poll ran) or rethrow() takes it out
+//    and throws it on that thread, before doing anything else; exactly one caller gets
+//    it. Until then, an exception of another callback is dropped (dropped_exceptions()
+//    counts them): the first one is kept. The request whose callable threw is complete
+//    all the same; the engine keeps running.
 //    close() and the destructor never throw; after close(), rethrow() still throws what
 //    the callbacks (also those run by close's drain) left; the destructor discards it.
+//    Exceptions are required: -fno-exceptions is an #error.
 //  - Request builders returning ioeng_cpp::request (an ioeng_req_t with chainable setters),
-//    made by the C builders of ioeng.h: read, write, readv, writev, fsync, fdatasync,
-//    fallocate, sync_file_range; config: an ioeng_config_t initialised by
-//    ioeng_config_init() with chainable setters.
+//    with the same fields as the C builders of ioeng.h (not calling them: they are static
+//    inline): read, write, readv, writev, fsync, fdatasync, fallocate, sync_file_range;
+//    config: an ioeng_config_t initialised by ioeng_config_init() with chainable setters.
 //  - The one const_cast: ioeng_submit_batch() takes `void *const *ctxs` (the engine only
 //    reads the array, and hands each ctx to the callback as `void *`). submit_batch_raw()
 //    takes `const void *const *` and casts it once; libioeng never writes through a ctx,
@@ -55,6 +57,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -65,11 +68,55 @@
 #include <type_traits>
 #include <utility>
 
+#include <time.h>
+
 #if __cplusplus < 201703L
 #error "ioeng.hpp needs C++17 (ioeng.h alone works from C++11)"
 #endif
+// Callback exceptions and ioeng_open failures are reported by throwing; there is no
+// fallback that would not lose them silently.
+#if !defined(__cpp_exceptions)
+#error "ioeng.hpp needs C++ exceptions (not -fno-exceptions); without them use ioeng.h"
+#endif
 
 namespace ioeng_cpp {
+
+namespace detail {
+
+// ioeng_deadline_in_ns() and the request builders, written again here: those of ioeng.h
+// are static inline (internal linkage), and an external inline function of this header
+// that calls them is a different definition in every translation unit (ill-formed ODR
+// violation). Same fields, same values: test_hpp checks them against the C builders.
+inline uint64_t deadline_in_ns(uint64_t ns) noexcept
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = static_cast<uint64_t>(ts.tv_sec) * UINT64_C(1000000000) +
+                   static_cast<uint64_t>(ts.tv_nsec);
+    return ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
+}
+
+inline ioeng_req_t make_req(ioeng_op_t op, int fd, const void *buf, uint64_t len,
+                            uint64_t offset, uint32_t buf_index = 0) noexcept
+{
+    ioeng_req_t r;
+    r.op = op;
+    r.prio = IOENG_PRIO_NORMAL;
+    r.fd = fd;
+    r.flags = 0;
+    // The engine never writes through `buf` of a WRITE, WRITEV or an iovec array.
+    r.buf = const_cast<void *>(buf);
+    r.len = len;
+    r.offset = offset;
+    r.tag = 0;
+    r.deadline_ns = 0;
+    r.buf_index = buf_index;
+    r.class_id = 0;
+    r.reserved = 0;
+    return r;
+}
+
+} // namespace detail
 
 // An ioeng_req_t (same size and layout) with chainable setters for the optional fields.
 struct request : ioeng_req_t {
@@ -92,7 +139,7 @@ struct request : ioeng_req_t {
     request &with_deadline_in(std::chrono::duration<Rep, Period> d) noexcept
     {
         auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
-        deadline_ns = ioeng_deadline_in_ns(ns > 0 ? static_cast<uint64_t>(ns) : 0);
+        deadline_ns = detail::deadline_in_ns(ns > 0 ? static_cast<uint64_t>(ns) : 0);
         return *this;
     }
     request &with_class(uint16_t id) noexcept { class_id = id; return *this; }
@@ -102,29 +149,37 @@ static_assert(sizeof(request) == sizeof(ioeng_req_t) && std::is_standard_layout_
 
 inline request read(int fd, void *buf, uint64_t len, uint64_t offset) noexcept
 {
-    return ioeng_req_read(fd, buf, len, offset);
+    return detail::make_req(IOENG_OP_READ, fd, buf, len, offset);
 }
 inline request write(int fd, const void *buf, uint64_t len, uint64_t offset) noexcept
 {
-    return ioeng_req_write(fd, buf, len, offset);
+    return detail::make_req(IOENG_OP_WRITE, fd, buf, len, offset);
 }
 inline request readv(int fd, const struct iovec *iov, uint32_t iovcnt, uint64_t offset) noexcept
 {
-    return ioeng_req_readv(fd, iov, iovcnt, offset);
+    return detail::make_req(IOENG_OP_READV, fd, iov, iovcnt, offset);
 }
 inline request writev(int fd, const struct iovec *iov, uint32_t iovcnt, uint64_t offset) noexcept
 {
-    return ioeng_req_writev(fd, iov, iovcnt, offset);
+    return detail::make_req(IOENG_OP_WRITEV, fd, iov, iovcnt, offset);
 }
-inline request fsync(int fd) noexcept { return ioeng_req_fsync(fd); }
-inline request fdatasync(int fd) noexcept { return ioeng_req_fdatasync(fd); }
+inline request fsync(int fd) noexcept
+{
+    return detail::make_req(IOENG_OP_FSYNC, fd, nullptr, 0, 0);
+}
+inline request fdatasync(int fd) noexcept
+{
+    return detail::make_req(IOENG_OP_FDATASYNC, fd, nullptr, 0, 0);
+}
+// `mode` (FALLOC_FL_*) goes in buf_index.
 inline request fallocate(int fd, uint32_t mode, uint64_t offset, uint64_t len) noexcept
 {
-    return ioeng_req_fallocate(fd, mode, offset, len);
+    return detail::make_req(IOENG_OP_FALLOCATE, fd, nullptr, len, offset, mode);
 }
+// `flags` (SYNC_FILE_RANGE_*) go in buf_index, not in ioeng_req_t.flags.
 inline request sync_file_range(int fd, uint64_t offset, uint64_t len, uint32_t flags) noexcept
 {
-    return ioeng_req_sync_file_range(fd, offset, len, flags);
+    return detail::make_req(IOENG_OP_SYNC_FILE_RANGE, fd, nullptr, len, offset, flags);
 }
 
 // An ioeng_config_t holding ioeng_config_init()'s defaults, with chainable setters.
@@ -258,7 +313,8 @@ public:
     // ioeng_close(): runs every pending callback, stops and frees the engine. Returns 0
     // (the engine is gone; valid() is false; again: 0), or -errno with the engine still
     // open (-EDEADLK: called from one of its callbacks, or on any thread of a THREADS
-    // engine, this one or another; -EBUSY: POLLED engine being polled). Never throws; a stored callback exception stays for rethrow().
+    // engine, this one or another; -EBUSY: POLLED engine being polled). Never throws; a
+    // stored callback exception stays for rethrow().
     int close() noexcept
     {
         if (!h_)
