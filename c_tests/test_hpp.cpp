@@ -15,7 +15,9 @@
 //  - close() returns -EDEADLK from a THREADS callback, 0 otherwise, 0 again; a moved
 //    engine works and the moved-from one refuses (-EINVAL) and destroys the callable;
 //  - the constructor throws std::system_error(EINVAL) for depth 0;
-//  - the C++ builders equal the C ones field by field.
+//  - the C++ builders equal the C ones field by field; durations too long for int64_t
+//    nanoseconds saturate (a seconds::max() deadline never fires; poll(1, seconds::max())
+//    waits).
 #include <ioeng.hpp>
 
 #include <atomic>
@@ -290,6 +292,63 @@ void builders()
     EXPECT(lo <= d && d <= hi);
 }
 
+// Durations too long for int64_t nanoseconds saturate (duration_cast overflowed: a
+// deadline of seconds::max() fired at once, poll(1, seconds::max()) did not wait).
+void durations(ioeng_backend_t b, ioeng_mode_t mode)
+{
+    using namespace std::chrono;
+    EXPECT(ioeng_cpp::detail::saturating_ns(seconds::max()) == INT64_MAX);
+    EXPECT(ioeng_cpp::detail::saturating_ns(hours(24 * 365 * 1000)) == INT64_MAX);
+    EXPECT(ioeng_cpp::detail::saturating_ns(seconds::min()) == 0);
+    EXPECT(ioeng_cpp::detail::saturating_ns(duration<double>(1e30)) == INT64_MAX);
+    EXPECT(ioeng_cpp::detail::saturating_ns(duration<double>(0.0 / 0.0)) == 0);
+    EXPECT(ioeng_cpp::detail::saturating_ns(seconds(3)) == 3000000000);
+    EXPECT(ioeng_cpp::detail::saturating_ns(duration<int64_t, std::ratio<1, 3>>(3)) == 1000000000);
+    EXPECT(ioeng_cpp::detail::saturating_ns(duration<int64_t, std::pico>(INT64_MAX)) ==
+           INT64_MAX / 1000);
+    EXPECT(ioeng_cpp::fsync(0).with_deadline_in(seconds::max()).deadline_ns == UINT64_MAX);
+    EXPECT(ioeng_cpp::fsync(0).with_deadline_in(hours(24 * 365 * 1000)).deadline_ns == UINT64_MAX);
+    uint64_t now = ioeng_deadline_in_ns(0);
+    uint64_t d = ioeng_cpp::fsync(0).with_deadline_in(seconds(-5)).deadline_ns;
+    EXPECT(now <= d && d <= ioeng_deadline_in_ns(0));
+
+    // A queued request with that deadline does not expire: paused, it stays queued.
+    int fd = scratch("/dev/shm");
+    static char one[1];
+    ioeng_cpp::engine eng(ioeng_cpp::config().with_backend(b).with_mode(mode).paused());
+    std::atomic<int64_t> res{1};
+    EXPECT(eng.submit(ioeng_cpp::read(fd, one, 1, 0).with_deadline_in(seconds::max()),
+                      [&](int64_t r) { res = r; }) == 0);
+    if (mode == IOENG_MODE_POLLED)
+        EXPECT(eng.poll(1, milliseconds(50)) == 0);
+    else
+        std::this_thread::sleep_for(milliseconds(50));
+    EXPECT(res.load() == 1);
+    EXPECT(eng.cancel_all() == 1);
+    wait_for(eng, [&] { return res.load() != 1; });
+    EXPECT(res.load() == -ECANCELED);
+
+    if (mode == IOENG_MODE_POLLED) {
+        // poll(1, seconds::max()) waits for the pipe's data.
+        EXPECT(eng.resume() == 0);
+        int p[2];
+        EXPECT(pipe(p) == 0);
+        res = 1;
+        EXPECT(eng.submit(ioeng_cpp::read(p[0], one, 1, 0), [&](int64_t r) { res = r; }) == 0);
+        std::thread writer([&] {
+            std::this_thread::sleep_for(milliseconds(100));
+            EXPECT(::write(p[1], "x", 1) == 1);
+        });
+        int rc = eng.poll(1, seconds::max());
+        writer.join();
+        EXPECT(rc == 1 && res.load() == 1);
+        close(p[0]);
+        close(p[1]);
+    }
+    EXPECT(eng.close() == 0);
+    close(fd);
+}
+
 void close_paths(ioeng_backend_t b, ioeng_mode_t mode)
 {
     // close() from a THREADS callback: -EDEADLK, the engine stays usable.
@@ -361,6 +420,7 @@ int main()
         EXPECT(eng.close() == 0);
     }
     builders();
+    durations(b, mode);
     close_paths(b, mode);
     EXPECT(live_callables.load() == 0);
     if (failures) {
@@ -369,7 +429,7 @@ int main()
         return 1;
     }
     std::printf("PASS test_hpp [%s %s, C++%ld]: lambdas from 4 threads, builders, batches, "
-                "exceptions rethrown, "
+                "exceptions rethrown, saturating durations, "
                 "close/move; no callable leaked\n",
                 b == IOENG_BACKEND_URING ? "uring" : "aio", polled ? "polled" : "threads",
                 __cplusplus / 100 % 100);

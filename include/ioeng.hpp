@@ -31,6 +31,7 @@
 //    with the same fields as the C builders of ioeng.h (not calling them: they are static
 //    inline): read, write, readv, writev, fsync, fdatasync, fallocate, sync_file_range;
 //    config: an ioeng_config_t initialised by ioeng_config_init() with chainable setters.
+//    Durations (with_deadline_in, poll) saturate: seconds::max() is "never" / no limit.
 //  - The one const_cast: ioeng_submit_batch() takes `void *const *ctxs` (the engine only
 //    reads the array, and hands each ctx to the callback as `void *`). submit_batch_raw()
 //    takes `const void *const *` and casts it once; libioeng never writes through a ctx,
@@ -83,6 +84,27 @@ namespace ioeng_cpp {
 
 namespace detail {
 
+// `d` in nanoseconds, saturating at INT64_MAX; negative (and NaN) give 0. duration_cast
+// alone overflows (undefined behaviour) for e.g. seconds::max(), whose count times 10^9
+// does not fit in 64 bits: so the range is checked in long double first, which cannot
+// overflow, and only an in-range value is converted exactly.
+template <class Rep, class Period>
+constexpr int64_t saturating_ns(std::chrono::duration<Rep, Period> d) noexcept
+{
+    long double x = std::chrono::duration<long double, std::nano>(d).count();
+    if (!(x > 0))
+        return 0;
+    if (x >= 9.2e18L) // INT64_MAX is 9.22e18: the margin absorbs long double rounding
+        return INT64_MAX;
+    using cf = std::ratio_divide<Period, std::nano>;
+    // One multiplication or one division of an integer count cannot overflow in range;
+    // a mixed ratio (num and den > 1) could in duration_cast's intermediate product.
+    if constexpr (std::is_integral_v<Rep> && (cf::num == 1 || cf::den == 1))
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    else
+        return static_cast<int64_t>(x);
+}
+
 // ioeng_deadline_in_ns() and the request builders, written again here: those of ioeng.h
 // are static inline (internal linkage), and an external inline function of this header
 // that calls them is a different definition in every translation unit (ill-formed ODR
@@ -134,12 +156,15 @@ struct request : ioeng_req_t {
         deadline_ns = monotonic_ns;
         return *this;
     }
-    // From now (ioeng_deadline_in_ns: saturating; negative durations count as 0).
+    // From now, as ioeng_deadline_in_ns(): saturating, so a duration too long for int64_t
+    // nanoseconds (~292 years, seconds::max()) is UINT64_MAX, never; negative ones count
+    // as 0.
     template <class Rep, class Period>
     request &with_deadline_in(std::chrono::duration<Rep, Period> d) noexcept
     {
-        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
-        deadline_ns = detail::deadline_in_ns(ns > 0 ? static_cast<uint64_t>(ns) : 0);
+        int64_t ns = detail::saturating_ns(d);
+        deadline_ns =
+            ns == INT64_MAX ? UINT64_MAX : detail::deadline_in_ns(static_cast<uint64_t>(ns));
         return *this;
     }
     request &with_class(uint16_t id) noexcept { class_id = id; return *this; }
@@ -410,11 +435,12 @@ public:
         rethrow();
         return rc;
     }
+    // Negative durations count as 0 (do not wait); one too long for int64_t nanoseconds
+    // (seconds::max()) saturates to INT64_MAX, ~292 years.
     template <class Rep, class Period>
     int poll(uint32_t min_complete, std::chrono::duration<Rep, Period> timeout)
     {
-        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
-        return poll(min_complete, static_cast<int64_t>(ns < 0 ? 0 : ns));
+        return poll(min_complete, detail::saturating_ns(timeout));
     }
 
     // Throws the stored callback exception, if any (and clears it).
