@@ -17,7 +17,7 @@
 //  - the constructor throws std::system_error(EINVAL) for depth 0;
 //  - the C++ builders equal the C ones field by field; durations too long for int64_t
 //    nanoseconds saturate (a seconds::max() deadline never fires; poll(1, seconds::max())
-//    waits).
+//    waits); submit_batch of more than INT32_MAX requests is -EINVAL, not bad_alloc.
 #include <ioeng.hpp>
 
 #include <atomic>
@@ -149,7 +149,7 @@ void lambdas_from_threads(ioeng_cpp::engine &eng, const char *dir)
 void batches(ioeng_cpp::engine &eng)
 {
     int fd = scratch("/dev/shm");
-    char buf[8][64];
+    char buf[8][64] = {}; // written to the file: no uninitialised bytes (valgrind)
     std::vector<ioeng_req_t> reqs;
     for (int i = 0; i < 8; i++)
         reqs.push_back(ioeng_cpp::write(fd, buf[i], sizeof buf[i], uint64_t(i) * 64));
@@ -166,6 +166,19 @@ void batches(ioeng_cpp::engine &eng)
     // A batch refused whole: the callable is destroyed at once.
     int none = eng.submit_batch(&reqs[5], 1, [tr = tracker()](uint32_t, int64_t) {});
     EXPECT(none == -EINVAL);
+
+    // n above INT32_MAX: -EINVAL as ioeng_submit_batch() gives, not std::bad_alloc from
+    // allocating 24 bytes per request first; without an engine too.
+    int huge = 1;
+    ioeng_cpp::engine no_engine;
+    try {
+        huge = eng.submit_batch(reqs.data(), 0x80000001u, [tr = tracker()](uint32_t, int64_t) {});
+        EXPECT(no_engine.submit_batch(reqs.data(), 0x80000001u, [](uint32_t, int64_t) {}) ==
+               -EINVAL);
+    } catch (const std::bad_alloc &) {
+        huge = 2;
+    }
+    EXPECT(huge == -EINVAL);
 
     // Const contexts through the raw batch (the documented const_cast).
     static const int ids[2] = {7, 9};

@@ -58,6 +58,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cerrno>
+#include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -370,11 +372,16 @@ public:
 
     // ioeng_submit_batch() of `n` requests sharing one callable `void(uint32_t i, int64_t
     // res)` (i = index in `reqs`). Returns how many were accepted (each gets exactly one
-    // call), or the first request's -errno. The callable is destroyed after the last
+    // call), or the first request's -errno (-EINVAL without an engine or for n above
+    // INT32_MAX, before anything is allocated). The callable is destroyed after the last
     // accepted request's call (or here, if none was accepted).
     template <class F> int submit_batch(const ioeng_req_t *reqs, uint32_t n, F &&fn)
     {
         rethrow();
+        // Refused before anything is allocated (24 bytes per request), as
+        // ioeng_submit_batch() would refuse them.
+        if (!h_ || n > INT32_MAX)
+            return -EINVAL;
         if (n == 0)
             return ioeng_submit_batch(h_, reqs, 0, &noop, nullptr);
         using b = detail::batch<std::decay_t<F>>;
