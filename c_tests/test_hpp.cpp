@@ -17,7 +17,9 @@
 //  - the constructor throws std::system_error(EINVAL) for depth 0;
 //  - the C++ builders equal the C ones field by field; durations too long for int64_t
 //    nanoseconds saturate (a seconds::max() deadline never fires; poll(1, seconds::max())
-//    waits); submit_batch of more than INT32_MAX requests is -EINVAL, not bad_alloc.
+//    waits); submit_batch of more than INT32_MAX requests is -EINVAL, not bad_alloc;
+//  - a callback's chained submit() does not throw another callback's exception, which
+//    still comes out of poll()/rethrow().
 #include <ioeng.hpp>
 
 #include <atomic>
@@ -362,6 +364,52 @@ void durations(ioeng_backend_t b, ioeng_mode_t mode)
     close(fd);
 }
 
+// A callback's chained submit() must not throw an earlier callback's exception: that one
+// stays for the poll()/rethrow() outside callbacks.
+void chained_submit(ioeng_backend_t b, ioeng_mode_t mode)
+{
+    int fd = scratch("/dev/shm");
+    static char buf[3][1];
+    ioeng_cpp::engine eng(ioeng_cpp::config().with_backend(b).with_mode(mode).paused());
+    std::atomic<int> followup{0}, b_done{0};
+    std::string b_saw;
+    EXPECT(eng.submit(ioeng_cpp::read(fd, buf[0], 1, 0),
+                      [](int64_t) { throw std::runtime_error("A"); }) == 0);
+    EXPECT(eng.submit(ioeng_cpp::read(fd, buf[1], 1, 0), [&](int64_t) {
+        try {
+            if (eng.submit(ioeng_cpp::read(fd, buf[2], 1, 0), [&](int64_t) { followup++; }) != 0)
+                b_saw = "refused";
+        } catch (const std::exception &e) {
+            b_saw = e.what();
+        }
+        b_done++;
+    }) == 0);
+    EXPECT(eng.resume() == 0);
+    // POLLED: A's exception comes out of a poll(); THREADS: out of rethrow() once A's
+    // trampoline stored it.
+    std::string caught;
+    auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while ((followup.load() == 0 || caught.empty()) && std::chrono::steady_clock::now() < limit) {
+        try {
+            if (polled) {
+                (void)eng.poll(0, std::chrono::milliseconds(1));
+            } else {
+                eng.rethrow();
+                std::this_thread::sleep_for(std::chrono::microseconds(200));
+            }
+        } catch (const std::runtime_error &e) {
+            caught = e.what();
+        }
+    }
+    EXPECT(b_done.load() == 1);
+    EXPECT(b_saw.empty());
+    EXPECT(followup.load() == 1);
+    EXPECT(caught == "A");
+    EXPECT(eng.dropped_exceptions() == 0);
+    EXPECT(eng.close() == 0);
+    close(fd);
+}
+
 void close_paths(ioeng_backend_t b, ioeng_mode_t mode)
 {
     // close() from a THREADS callback: -EDEADLK, the engine stays usable.
@@ -434,6 +482,7 @@ int main()
     }
     builders();
     durations(b, mode);
+    chained_submit(b, mode);
     close_paths(b, mode);
     EXPECT(live_callables.load() == 0);
     if (failures) {
@@ -442,7 +491,8 @@ int main()
         return 1;
     }
     std::printf("PASS test_hpp [%s %s, C++%ld]: lambdas from 4 threads, builders, batches, "
-                "exceptions rethrown, saturating durations, "
+                "exceptions rethrown (not inside callbacks), saturating "
+                "durations, "
                 "close/move; no callable leaked\n",
                 b == IOENG_BACKEND_URING ? "uring" : "aio", polled ? "polled" : "threads",
                 __cplusplus / 100 % 100);

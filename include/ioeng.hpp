@@ -24,6 +24,10 @@
 //    it. Until then, an exception of another callback is dropped (dropped_exceptions()
 //    counts them): the first one is kept. The request whose callable threw is complete
 //    all the same; the engine keeps running.
+//    Calls made inside a callback (of any ioeng_cpp engine) do not throw a stored
+//    exception, which belongs to another callback: a callback's chained submit() is not
+//    refused for it, nor can its catch swallow it; it waits for a call outside callbacks
+//    (only an explicit rethrow() inside a callback throws it there).
 //    close() and the destructor never throw; after close(), rethrow() still throws what
 //    the callbacks (also those run by close's drain) left; the destructor discards it.
 //    Exceptions are required: -fno-exceptions is an #error.
@@ -233,6 +237,18 @@ static_assert(sizeof(config) == sizeof(ioeng_config_t), "ioeng_cpp::config must 
 
 namespace detail {
 
+// How many trampolines are running on this thread: engine calls made inside a callback
+// do not throw a stored exception (it belongs to another callback, and would make this
+// one's own follow-up fail or be swallowed by its catch); it waits for a call outside.
+inline thread_local unsigned in_callback = 0;
+
+struct callback_scope {
+    callback_scope() noexcept { in_callback++; }
+    ~callback_scope() { in_callback--; }
+    callback_scope(const callback_scope &) = delete;
+    callback_scope &operator=(const callback_scope &) = delete;
+};
+
 // Per engine, on the heap so a moved engine keeps the address its callables point to.
 struct state {
     std::mutex lock;
@@ -261,6 +277,7 @@ template <class F> struct single {
     static void trampoline(void *ctx, int64_t res) noexcept
     {
         std::unique_ptr<single> self(static_cast<single *>(ctx));
+        callback_scope in_cb;
         try {
             self->fn(res);
         } catch (...) {
@@ -299,10 +316,13 @@ template <class F> struct batch {
     {
         slot *s = static_cast<slot *>(ctx);
         batch *b = s->owner;
-        try {
-            b->fn(s->index, res);
-        } catch (...) {
-            b->st->store(std::current_exception());
+        {
+            callback_scope in_cb;
+            try {
+                b->fn(s->index, res);
+            } catch (...) {
+                b->st->store(std::current_exception());
+            }
         }
         b->unref(1);
     }
@@ -361,7 +381,7 @@ public:
     // or std::bad_alloc.
     template <class F> int submit(const ioeng_req_t &r, F &&fn)
     {
-        rethrow();
+        rethrow_pending();
         using op = detail::single<std::decay_t<F>>;
         std::unique_ptr<op> p(new op{std::forward<F>(fn), state_.get()});
         int rc = ioeng_submit(h_, &r, &op::trampoline, p.get());
@@ -377,7 +397,7 @@ public:
     // accepted request's call (or here, if none was accepted).
     template <class F> int submit_batch(const ioeng_req_t *reqs, uint32_t n, F &&fn)
     {
-        rethrow();
+        rethrow_pending();
         // Refused before anything is allocated (24 bytes per request), as
         // ioeng_submit_batch() would refuse them.
         if (!h_ || n > INT32_MAX)
@@ -398,38 +418,38 @@ public:
     int submit_batch_raw(const ioeng_req_t *reqs, uint32_t n, ioeng_cb_t cb,
                          const void *const *ctxs)
     {
-        rethrow();
+        rethrow_pending();
         return ioeng_submit_batch(h_, reqs, n, cb, const_cast<void *const *>(ctxs));
     }
 
     int cancel(uint64_t tag)
     {
-        rethrow();
+        rethrow_pending();
         return ioeng_cancel(h_, tag);
     }
 
     // ioeng_cancel_all(): every accepted request, tagged or not; the count, or -errno.
     int cancel_all()
     {
-        rethrow();
+        rethrow_pending();
         return ioeng_cancel_all(h_);
     }
 
     int resume()
     {
-        rethrow();
+        rethrow_pending();
         return ioeng_resume(h_);
     }
 
     int register_buffers(const struct iovec *iov, uint32_t n)
     {
-        rethrow();
+        rethrow_pending();
         return ioeng_register_buffers(h_, iov, n);
     }
 
     int register_files(const int *fds, uint32_t n)
     {
-        rethrow();
+        rethrow_pending();
         return ioeng_register_files(h_, fds, n);
     }
 
@@ -437,9 +457,9 @@ public:
     // callback exception when it starts and, for callbacks it ran, when it returns.
     int poll(uint32_t min_complete, int64_t timeout_ns)
     {
-        rethrow();
+        rethrow_pending();
         int rc = ioeng_poll(h_, min_complete, timeout_ns);
-        rethrow();
+        rethrow_pending();
         return rc;
     }
     // Negative durations count as 0 (do not wait); one too long for int64_t nanoseconds
@@ -450,7 +470,8 @@ public:
         return poll(min_complete, detail::saturating_ns(timeout));
     }
 
-    // Throws the stored callback exception, if any (and clears it).
+    // Throws the stored callback exception, if any (and clears it). Also inside a
+    // callback, where only this explicit call throws it.
     void rethrow()
     {
         if (!state_)
@@ -477,6 +498,13 @@ public:
 
 private:
     static void noop(void *, int64_t) noexcept {}
+
+    // The check every method makes on entry, skipped inside a callback (see the top).
+    void rethrow_pending()
+    {
+        if (detail::in_callback == 0)
+            rethrow();
+    }
 
     void close_or_terminate() noexcept
     {
