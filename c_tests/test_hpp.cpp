@@ -19,7 +19,8 @@
 //    nanoseconds saturate (a seconds::max() deadline never fires; poll(1, seconds::max())
 //    waits); submit_batch of more than INT32_MAX requests is -EINVAL, not bad_alloc;
 //  - a callback's chained submit() does not throw another callback's exception, which
-//    still comes out of poll()/rethrow().
+//    still comes out of poll()/rethrow(); in a forked child submit()/cancel() give
+//    -ESRCH and neither they nor rethrow() throw the parent's exception.
 #include <ioeng.hpp>
 
 #include <atomic>
@@ -410,6 +411,58 @@ void chained_submit(ioeng_backend_t b, ioeng_mode_t mode)
     close(fd);
 }
 
+// In a forked child, methods return -ESRCH as the C calls do: they neither throw the
+// parent's stored exception nor take the parent's lock.
+void forked_child(ioeng_backend_t b, ioeng_mode_t mode)
+{
+    int fd = scratch("/dev/shm");
+    static char one[1];
+    // Two throwing callables: once the second exception is dropped, the first is stored.
+    ioeng_cpp::engine eng(ioeng_cpp::config().with_backend(b).with_mode(mode).paused());
+    for (int i = 0; i < 2; i++)
+        EXPECT(eng.submit(ioeng_cpp::read(fd, one, 1, 0),
+                          [](int64_t) { throw std::runtime_error("parent's"); }) == 0);
+    EXPECT(eng.resume() == 0);
+    auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (eng.dropped_exceptions() < 1 && std::chrono::steady_clock::now() < limit) {
+        if (polled) // the C call: ioeng_cpp's poll() would take the exception
+            (void)ioeng_poll(eng.native_handle(), 1, 1000000);
+        else
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    EXPECT(eng.dropped_exceptions() == 1);
+    std::string got;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(10);
+        int code = 0;
+        try {
+            if (eng.submit(ioeng_cpp::read(fd, one, 1, 0), [](int64_t) {}) != -ESRCH)
+                code = 1;
+            eng.rethrow();
+            if (eng.cancel(1) != -ESRCH)
+                code = 1;
+        } catch (...) {
+            code = 2;
+        }
+        _exit(code);
+    }
+    int st = 0;
+    EXPECT(pid > 0 && waitpid(pid, &st, 0) == pid);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        std::printf("forked child: status %d\n", st);
+    EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    try {
+        eng.rethrow();
+    } catch (const std::runtime_error &e) {
+        got = e.what();
+    }
+    EXPECT(got == "parent's"); // still the parent's to take
+    EXPECT(eng.close() == 0);
+    close(fd);
+}
+
 void close_paths(ioeng_backend_t b, ioeng_mode_t mode)
 {
     // close() from a THREADS callback: -EDEADLK, the engine stays usable.
@@ -483,6 +536,7 @@ int main()
     builders();
     durations(b, mode);
     chained_submit(b, mode);
+    forked_child(b, mode);
     close_paths(b, mode);
     EXPECT(live_callables.load() == 0);
     if (failures) {
@@ -491,7 +545,7 @@ int main()
         return 1;
     }
     std::printf("PASS test_hpp [%s %s, C++%ld]: lambdas from 4 threads, builders, batches, "
-                "exceptions rethrown (not inside callbacks), saturating "
+                "exceptions rethrown (not inside callbacks; not in a forked child), saturating "
                 "durations, "
                 "close/move; no callable leaked\n",
                 b == IOENG_BACKEND_URING ? "uring" : "aio", polled ? "polled" : "threads",

@@ -53,8 +53,10 @@
 // last owner goes: a callable is destroyed on the thread that ran it, so a lambda that
 // holds the last std::shared_ptr to an engine and runs as a THREADS engine's callback
 // (that engine or another) destroys that engine there; hand such an owner to a thread
-// of your own instead. In a forked child the callables of the
-// parent's pending requests are never run nor freed (the child's copy of them leaks).
+// of your own instead. In a forked child the callables of the parent's pending requests
+// are never run nor freed (the child's copy of them leaks, with the engine's exception
+// state); methods return -ESRCH as the C calls do, and never throw nor wait for the
+// parent's stored exception (its lock may have been held by a parent thread at fork).
 #ifndef IOENG_HPP
 #define IOENG_HPP
 
@@ -76,6 +78,7 @@
 #include <utility>
 
 #include <time.h>
+#include <unistd.h>
 
 #if __cplusplus < 201703L
 #error "ioeng.hpp needs C++17 (ioeng.h alone works from C++11)"
@@ -252,23 +255,45 @@ struct callback_scope {
 // Per engine, on the heap so a moved engine keeps the address its callables point to.
 struct state {
     std::mutex lock;
-    std::exception_ptr error;
-    size_t dropped = 0;
+    std::exception_ptr error; // under `lock`
+    // error != nullptr, readable without the lock: the fast path of take().
+    std::atomic<bool> has_error{false};
+    std::atomic<size_t> dropped{0};
+    // A forked child inherits this state, maybe with `lock` held by a parent thread that
+    // does not exist there, and the parent's exception: it must take neither.
+    const pid_t owner = getpid();
+
+    bool forked() const noexcept { return getpid() != owner; }
 
     void store(std::exception_ptr e) noexcept
     {
         std::lock_guard<std::mutex> g(lock);
-        if (error)
-            dropped++;
-        else
+        if (error) {
+            dropped.fetch_add(1, std::memory_order_relaxed);
+        } else {
             error = std::move(e);
+            has_error.store(true, std::memory_order_release);
+        }
     }
+    // getpid() (a system call) only when there is something to take.
     std::exception_ptr take() noexcept
     {
+        if (!has_error.load(std::memory_order_acquire) || forked())
+            return nullptr;
         std::lock_guard<std::mutex> g(lock);
+        has_error.store(false, std::memory_order_relaxed);
         return std::exchange(error, nullptr);
     }
 };
+
+// Frees a state, except in a forked child, where its mutex may be locked for ever: there
+// it leaks, like the parent's callables do.
+inline void release(std::unique_ptr<state> &st) noexcept
+{
+    if (st && st->forked())
+        (void)st.release();
+    st.reset();
+}
 
 template <class F> struct single {
     F fn;
@@ -350,12 +375,17 @@ public:
     {
         if (this != &o) {
             close_or_terminate();
+            detail::release(state_);
             h_ = std::exchange(o.h_, nullptr);
             state_ = std::move(o.state_);
         }
         return *this;
     }
-    ~engine() { close_or_terminate(); }
+    ~engine()
+    {
+        close_or_terminate();
+        detail::release(state_);
+    }
 
     // ioeng_close(): runs every pending callback, stops and frees the engine. Returns 0
     // (the engine is gone; valid() is false; again: 0), or -errno with the engine still
@@ -471,7 +501,8 @@ public:
     }
 
     // Throws the stored callback exception, if any (and clears it). Also inside a
-    // callback, where only this explicit call throws it.
+    // callback, where only this explicit call throws it. Never in a forked child: the
+    // exception is the parent's.
     void rethrow()
     {
         if (!state_)
@@ -482,10 +513,7 @@ public:
     // Callback exceptions dropped because an earlier one had not been rethrown yet.
     size_t dropped_exceptions() const noexcept
     {
-        if (!state_)
-            return 0;
-        std::lock_guard<std::mutex> g(state_->lock);
-        return state_->dropped;
+        return state_ ? state_->dropped.load(std::memory_order_relaxed) : 0;
     }
 
     int event_fd() const noexcept { return ioeng_event_fd(h_); }
