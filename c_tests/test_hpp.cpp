@@ -19,8 +19,9 @@
 //    nanoseconds saturate (a seconds::max() deadline never fires; poll(1, seconds::max())
 //    waits); submit_batch of more than INT32_MAX requests is -EINVAL, not bad_alloc;
 //  - a callback's chained submit() does not throw another callback's exception, which
-//    still comes out of poll()/rethrow(); in a forked child submit()/cancel() give
-//    -ESRCH and neither they nor rethrow() throw the parent's exception.
+//    still comes out of poll()/rethrow(); move-assignment keeps (or counts) the old
+//    engine's exception; in a forked child submit()/cancel() give -ESRCH and neither
+//    they nor rethrow() throw the parent's exception.
 #include <ioeng.hpp>
 
 #include <atomic>
@@ -411,6 +412,49 @@ void chained_submit(ioeng_backend_t b, ioeng_mode_t mode)
     close(fd);
 }
 
+// Move-assignment closes the old engine: what its callbacks threw stays for rethrow().
+void move_assign(ioeng_backend_t b, ioeng_mode_t mode)
+{
+    int fd = scratch("/dev/shm");
+    static char one[1];
+    auto cfg = ioeng_cpp::config().with_backend(b).with_mode(mode).paused();
+    auto take = [](ioeng_cpp::engine &e) {
+        std::string what;
+        try {
+            e.rethrow();
+        } catch (const std::runtime_error &x) {
+            what = x.what();
+        }
+        return what;
+    };
+    ioeng_cpp::engine a(cfg);
+    EXPECT(a.submit(ioeng_cpp::read(fd, one, 1, 0),
+                    [](int64_t) { throw std::runtime_error("old 1"); }) == 0);
+    a = ioeng_cpp::engine(cfg); // the drain runs the paused request
+    EXPECT(a.valid() && take(a) == "old 1" && a.dropped_exceptions() == 0);
+
+    // Into an empty engine object: kept too.
+    EXPECT(a.submit(ioeng_cpp::read(fd, one, 1, 0),
+                    [](int64_t) { throw std::runtime_error("old 2"); }) == 0);
+    a = ioeng_cpp::engine();
+    EXPECT(!a.valid() && take(a) == "old 2");
+
+    // The engine moved in holds one already: the old one is counted as dropped.
+    ioeng_cpp::engine c(cfg);
+    std::atomic<int> ran{0};
+    EXPECT(c.submit(ioeng_cpp::read(fd, one, 1, 0), [&](int64_t) {
+        ran++;
+        throw std::runtime_error("new");
+    }) == 0);
+    EXPECT(c.close() == 0 && ran.load() == 1); // it ran and was stored by now
+    ioeng_cpp::engine d(cfg);
+    EXPECT(d.submit(ioeng_cpp::read(fd, one, 1, 0),
+                    [](int64_t) { throw std::runtime_error("old 3"); }) == 0);
+    d = std::move(c);
+    EXPECT(d.dropped_exceptions() == 1 && take(d) == "new");
+    close(fd);
+}
+
 // In a forked child, methods return -ESRCH as the C calls do: they neither throw the
 // parent's stored exception nor take the parent's lock.
 void forked_child(ioeng_backend_t b, ioeng_mode_t mode)
@@ -536,6 +580,7 @@ int main()
     builders();
     durations(b, mode);
     chained_submit(b, mode);
+    move_assign(b, mode);
     forked_child(b, mode);
     close_paths(b, mode);
     EXPECT(live_callables.load() == 0);

@@ -7,7 +7,11 @@
 //
 // What it adds to ioeng.h:
 //  - engine: owns an ioeng_t (RAII). Move-only. The destructor closes it; close() does the
-//    same now and returns ioeng_close()'s result (0 or -errno).
+//    same now and returns ioeng_close()'s result (0 or -errno). Closing waits, as
+//    ioeng_close() does, until every accepted request completed: a read pending on a pipe
+//    or socket keeps the destructor waiting (also during stack unwinding) until data
+//    comes; call cancel_all() before where that can happen. The destructor does not
+//    cancel, so that queued writes are not dropped.
 //  - submit() takes any callable `void(int64_t res)` (a lambda with captures, a
 //    std::function, ...): it is moved to the heap, owned by the engine until its callback
 //    ran, and destroyed right after it, on the thread that ran the callback. libioeng calls
@@ -29,8 +33,9 @@
 //    refused for it, nor can its catch swallow it; it waits for a call outside callbacks
 //    (only an explicit rethrow() inside a callback throws it there).
 //    close() and the destructor never throw; after close(), rethrow() still throws what
-//    the callbacks (also those run by close's drain) left; the destructor discards it.
-//    Exceptions are required: -fno-exceptions is an #error.
+//    the callbacks (also those run by close's drain) left; the destructor discards it;
+//    move-assignment keeps it for rethrow() (or counts it as dropped when the engine
+//    moved in holds one already). Exceptions are required: -fno-exceptions is an #error.
 //  - Request builders returning ioeng_cpp::request (an ioeng_req_t with chainable setters),
 //    with the same fields as the C builders of ioeng.h (not calling them: they are static
 //    inline): read, write, readv, writev, fsync, fdatasync, fallocate, sync_file_range;
@@ -284,6 +289,13 @@ struct state {
         has_error.store(false, std::memory_order_relaxed);
         return std::exchange(error, nullptr);
     }
+    // What a closed engine's state `old` left: kept like one more callback exception.
+    void absorb(state &old) noexcept
+    {
+        dropped.fetch_add(old.dropped.load(std::memory_order_relaxed), std::memory_order_relaxed);
+        if (std::exception_ptr e = old.take())
+            store(std::move(e));
+    }
 };
 
 // Frees a state, except in a forked child, where its mutex may be locked for ever: there
@@ -371,16 +383,30 @@ public:
     engine(const engine &) = delete;
     engine &operator=(const engine &) = delete;
     engine(engine &&o) noexcept : h_(std::exchange(o.h_, nullptr)), state_(std::move(o.state_)) {}
+    // Closes this engine first, as close() does (see there for where that is refused). An
+    // exception its callbacks left (also in close's drain) stays for rethrow(), as after
+    // close(): it is kept if `o` holds none, else counted by dropped_exceptions(), which
+    // also carries this engine's count over.
     engine &operator=(engine &&o) noexcept
     {
         if (this != &o) {
             close_or_terminate();
-            detail::release(state_);
+            std::unique_ptr<detail::state> old = std::move(state_);
             h_ = std::exchange(o.h_, nullptr);
             state_ = std::move(o.state_);
+            if (!state_)
+                state_ = std::move(old);
+            else if (old && !old->forked() && !state_->forked())
+                state_->absorb(*old); // no callback of the closed engine runs any more
+            detail::release(old);
         }
         return *this;
     }
+    // Closes the engine as close() does, and discards a stored exception. Like
+    // ioeng_close(), it waits for every accepted request to complete, without limit: a
+    // read pending on a pipe or socket that nobody writes to blocks it for ever (also
+    // while an exception unwinds the stack). Call cancel_all() first where that can
+    // happen; the destructor does not, so that writes still queued are not dropped.
     ~engine()
     {
         close_or_terminate();
@@ -391,7 +417,8 @@ public:
     // (the engine is gone; valid() is false; again: 0), or -errno with the engine still
     // open (-EDEADLK: called from one of its callbacks, or on any thread of a THREADS
     // engine, this one or another; -EBUSY: POLLED engine being polled). Never throws; a
-    // stored callback exception stays for rethrow().
+    // stored callback exception stays for rethrow(). Waits for pending requests without
+    // limit, as the destructor does (see there).
     int close() noexcept
     {
         if (!h_)
