@@ -28,9 +28,11 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Waits for a condition the callbacks make true. THREADS mode: callbacks run on the
-// engine's thread, so just sleep on a condition variable. POLLED mode: this thread runs
-// them, inside poll().
+// Waits for a condition the callbacks make true, or for a callback's exception.
+// THREADS mode: callbacks run on the engine's thread, so sleep on a condition variable,
+// and call rethrow() at every wake-up: a callback that threw (a failed WAL write) may
+// never make `done` true nor notify, and its exception reaches this thread only through
+// an engine call. POLLED mode: this thread runs them, inside poll(), which throws it.
 class Driver {
 public:
     Driver(ioeng_cpp::engine &eng, bool polled) : eng_(eng), polled_(polled) {}
@@ -41,6 +43,19 @@ public:
     }
     void wait(const std::function<bool()> &done)
     {
+        try {
+            wait_loop(done);
+        } catch (...) {
+            // Close (drain) the engine before the exception unwinds run(): the callbacks
+            // still pending use buffers and objects of run() that unwinding destroys.
+            (void)eng_.close();
+            throw;
+        }
+    }
+
+private:
+    void wait_loop(const std::function<bool()> &done)
+    {
         std::unique_lock<std::mutex> g(mu_);
         while (!done()) {
             if (polled_) {
@@ -49,11 +64,11 @@ public:
                 g.lock();
             } else {
                 cv_.wait_for(g, 10ms);
+                eng_.rethrow();
             }
         }
     }
 
-private:
     ioeng_cpp::engine &eng_;
     bool polled_;
     std::mutex mu_;
@@ -94,6 +109,8 @@ public:
         auto req = ioeng_cpp::writev(fd_, iov->data(), static_cast<uint32_t>(iov->size()), at)
                        .with_flags(IOENG_REQ_DSYNC);
         int rc = eng_.submit(req, [this, group, iov, bytes](int64_t res) {
+            // Thrown here, it comes out of the next engine call on the waiting thread
+            // (Driver::wait); the log stays stuck at this group, so no commit follows.
             if (res != static_cast<int64_t>(bytes))
                 throw std::system_error(res < 0 ? static_cast<int>(-res) : EIO,
                                         std::generic_category(), "WAL write");

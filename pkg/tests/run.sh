@@ -347,12 +347,25 @@ for std in c++17 c++20; do
 done
 
 # ---- 2f. README's "First hour": examples_c/wal_writer.cpp from the installed tree ------
+# Also with a file size limit (SIGXFSZ ignored): the WAL write fails (-EFBIG or short), its
+# callback throws, and the example must report that, exit 1, in both modes (in THREADS
+# mode it used to wait for ever for the group's acknowledgement).
+wal_write_error() { # BACKEND [--polled]
+    local out rc
+    out=$( (trap '' XFSZ; ulimit -f 1; exec timeout 20 "$work/wal_writer" --backend "$@" /tmp) 2>&1 )
+    rc=$?
+    if [ "$rc" != 1 ] || ! grep -q '^wal_writer: WAL write' <<<"$out"; then
+        echo "exit $rc (124: hung, killed by timeout)"; printf '%s\n' "$out"; return 1
+    fi
+    printf '%s\n' "$out"
+}
 # shellcheck disable=SC2086
 if g++ -std=c++17 -Wall -Wextra -Werror -pedantic -O2 -g -pthread "$root/examples_c/wal_writer.cpp" \
     -o "$work/wal_writer" $pc_flags -Wl,-rpath,"$libdir" 2>"$work/wal_writer.log"; then
     for b in $backends; do
         for m in "" --polled; do
             check "README First hour: wal_writer --backend $b $m (ext4 /tmp)" "$work/wal_writer" --backend "$b" $m /tmp
+            check "wal_writer --backend $b $m reports a failed WAL write (RLIMIT_FSIZE)" wal_write_error "$b" $m
         done
     done
 else
