@@ -15,6 +15,7 @@ send what real clients never do (malformed, out-of-range, oversized, truncated r
   nbd_client.py memory PORT PID CAP    unread reads on 17 connections: RSS stays under
                                        CAP MiB + a bound, falls when they leave
   nbd_client.py emfile PORT PID N      N connections beyond the server's fd limit: no spin
+  nbd_client.py blkdev PORT            a block-device export: unaligned WRITE_ZEROES
   nbd_client.py mixed PORT ROUNDS SEED concurrent non-overlapping writes of mixed alignment
                                        (pairs sharing a 4 KiB page, 1 B to 256 KiB at every
                                        offset, FUA or not, FLUSH), each batch read back and
@@ -485,6 +486,31 @@ def cmd_serve_check(port):
     print("nbd_client serve-check: OK")
 
 
+def cmd_blkdev(port):
+    """A block-device export (a loop device): WRITE_ZEROES of every alignment, with and
+    without NO_HOLE and FUA, reads back zero with the bytes around it intact (a block
+    device's fallocate refuses ranges not aligned to its logical sector)."""
+    c = Conn(port)
+    size, tflags = c.connect_go()
+    check(tflags & TF_FAST_ZERO, f"tflags {tflags:#x}: no FAST_ZERO")
+    span = 1 << 20
+    model = bytearray(pattern(11, span))
+    check(c.call(CMD_WRITE, 0, span, payload=bytes(model))[0] == 0, "fill")
+    cases = [(4096, 8192, 0), (100, 1000, 0), (1100, 1000, FLAG_NO_HOLE), (5000, 20000, 0),
+             (30001, 20000, FLAG_NO_HOLE | FLAG_FUA), (70000, 300, FLAG_FAST_ZERO),
+             (200003, 4096, FLAG_FUA), (300000, 100000, 0), (511, 2, FLAG_NO_HOLE),
+             (600000, 65536 + 513, FLAG_NO_HOLE)]
+    for off, n, fl in cases:
+        err = c.call(CMD_WZ, off, n, flags=fl)[0]
+        if fl & FLAG_FAST_ZERO and err == ENOTSUP:
+            continue
+        check(err == 0, f"WRITE_ZEROES {off}+{n} flags {fl:#x}: error {err}")
+        model[off:off + n] = bytes(n)
+    check(c.call(CMD_READ, 0, span)[1] == model, "zeroed ranges read back zero, the rest intact")
+    c.disc()
+    print(f"nbd_client blkdev: OK ({len(cases)} WRITE_ZEROES of mixed alignment read back)")
+
+
 def cmd_mixed(port, rounds, seed, zeroing=False, hole=4096):
     """Acknowledged writes must be readable, whatever mix of alignments was in flight. A
     batch is sent whole (every request pipelined, in random order), then every reply is
@@ -892,6 +918,8 @@ def main():
         cmd_hup_disc(server_addr(args[0]), int(args[1]), args[2])
     elif cmd == "hs_memory":
         cmd_hs_memory(int(args[0]), int(args[1]), int(args[2]))
+    elif cmd == "blkdev":
+        cmd_blkdev(server_addr(args[0]))
     elif cmd == "serve-check":
         cmd_serve_check(server_addr(args[0]))
     else:

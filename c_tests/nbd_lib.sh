@@ -4,6 +4,7 @@
 # bounded waits; every server this script started is killed when it exits.
 nbd_bin="${IOENG_NBD_BIN:-$here/../examples_c/ioeng_nbd}"
 nbd_pids=()
+nbd_loops=()
 
 nbd_fail() { echo "FAIL: $*"; exit 1; }
 
@@ -18,7 +19,7 @@ nbd_setup() {
     local dir="${IOENG_TEST_DIR:-$( [ -d /var/tmp ] && echo /var/tmp || echo /tmp)}"
     work=$(mktemp -d "$dir/$1.XXXXXX")
     shm=$(mktemp -d "/dev/shm/$1.XXXXXX")
-    trap 'nbd_kill_all; rm -rf "$work" "$shm"' EXIT
+    trap 'nbd_kill_all; nbd_detach_loops; rm -rf "$work" "$shm"' EXIT
     [ -x "$nbd_bin" ] || nbd_fail "$nbd_bin not built (make -C examples_c ioeng_nbd)"
 }
 
@@ -33,6 +34,27 @@ nbd_require() {
     fi
     echo "SKIP: missing ${missing[*]} (apt-get install qemu-utils fio libnbd-bin python3-libnbd nbdkit)"
     exit 77
+}
+
+# nbd_loop FILE: attaches FILE to a free loop device, sets NBD_LOOP (detached on exit).
+# Returns 1 where that is impossible (not root, no loop driver): under CI (CI set, or
+# IOENG_REQUIRE_LOOP=1) that fails the test instead, so block devices are never untested
+# there without notice.
+nbd_loop() {
+    NBD_LOOP=$(losetup -f --show "$1" 2>&1) && [ -b "$NBD_LOOP" ] && {
+        nbd_loops+=("$NBD_LOOP")
+        return 0
+    }
+    if [ -n "${CI:-}" ] || [ "${IOENG_REQUIRE_LOOP:-0}" = 1 ]; then
+        nbd_fail "no loop device for $1: $NBD_LOOP"
+    fi
+    echo "SKIP: no loop device for $1 ($NBD_LOOP): block devices not tested"
+    return 1
+}
+
+nbd_detach_loops() {
+    local l
+    for l in "${nbd_loops[@]}"; do losetup -d "$l" 2>/dev/null || true; done
 }
 
 nbd_kill_all() {

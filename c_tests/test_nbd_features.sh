@@ -19,6 +19,9 @@
 #     tmpfs: `nbdinfo --map` agrees with the file's SEEK_DATA/SEEK_HOLE map and with the
 #     holes the test made (TRIM, WRITE_ZEROES with unmap), `qemu-img map` over NBD with `qemu-img map` of the file;
 #     nbdsh: REQ_ONE gives one extent, DF reads, a READ error as an error chunk
+#  6. block devices (loop devices over an ext4 and a tmpfs file; fails under CI where
+#     none can be attached), O_DIRECT and --no-direct: WRITE_ZEROES of every alignment
+#     reads back zero
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/nbd_lib.sh"
@@ -284,4 +287,24 @@ blockstatus B1 "$work/b.img"
 blockstatus B2 "$work/b_nd.img" --no-direct
 blockstatus B3 "$shm/b.img"
 
-echo "test_nbd_features [$backend]: OK: TRIM, WRITE_ZEROES holes, FAST_ZERO, CACHE (byte for byte with concurrent writes; nbdinfo, nbdsh, qemu-io), Unix socket, IPv6, structured replies + BLOCK_STATUS"
+# --- 6. block devices: loop devices over an ext4 and a tmpfs file ------------------------
+blkdev() { # NAME DEV ARGS...
+    local name=$1 dev=$2
+    shift 2
+    nbd_start "$name" "$@" "$dev"
+    $T python3 "$client" blkdev "$NBD_PORT" || nbd_fail "block device export $name"
+    nbd_stop "$name" "$NBD_PID"
+    echo "$name: block device ($dev)"
+}
+truncate -s 16M "$work/loop.img" "$shm/loop.img"
+if nbd_loop "$work/loop.img"; then
+    dev_ext4=$NBD_LOOP
+    nbd_loop "$shm/loop.img" || nbd_fail "a second loop device"
+    dev_tmpfs=$NBD_LOOP
+    blkdev K1 "$dev_ext4"
+    blkdev K2 "$dev_ext4" --no-direct
+    blkdev K3 "$dev_tmpfs"
+    blkdev K4 "$dev_tmpfs" --no-direct
+fi
+
+echo "test_nbd_features [$backend]: OK: TRIM, WRITE_ZEROES holes, FAST_ZERO, CACHE (byte for byte with concurrent writes; nbdinfo, nbdsh, qemu-io), Unix socket, IPv6, structured replies + BLOCK_STATUS, block devices"

@@ -254,9 +254,16 @@ static void open_export(struct server *srv)
     struct stat sb;
     if (fstat(ex->fd_buf, &sb) != 0)
         die("fstat %s: %s", opt->path, strerror(errno));
-    if (S_ISBLK(sb.st_mode)) {
+    ex->falloc_align = 1;
+    ex->blkdev = S_ISBLK(sb.st_mode);
+    if (ex->blkdev) {
         if (ioctl(ex->fd_buf, BLKGETSIZE64, &ex->size) != 0)
             die("BLKGETSIZE64 %s: %s", opt->path, strerror(errno));
+        int lbs = 0;
+        if (ioctl(ex->fd_buf, BLKSSZGET, &lbs) == 0 && lbs > 0)
+            ex->falloc_align = (uint32_t)lbs;
+        else
+            ex->falloc_align = 4096; /* cannot tell: the largest common sector */
     } else if (S_ISREG(sb.st_mode)) {
         ex->size = (uint64_t)sb.st_size;
     } else {
@@ -291,6 +298,8 @@ static void open_export(struct server *srv)
         ex->hole_align = (uint32_t)sb.st_blksize;
     if (ex->hole_align < ex->dio_align)
         ex->hole_align = ex->dio_align;
+    if (ex->hole_align < ex->falloc_align)
+        ex->hole_align = ex->falloc_align;
     ex->can_punch = ex->can_zero_range = true; /* until fallocate says EOPNOTSUPP */
     ex->tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
                  NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE;

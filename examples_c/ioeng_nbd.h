@@ -74,6 +74,10 @@ struct nbd_export {
                           * zero-ranges whole blocks only (ioeng_nbd_io.c, "Zeroing") */
     bool can_punch;      /* FALLOC_FL_PUNCH_HOLE works (until it gave EOPNOTSUPP) */
     bool can_zero_range; /* FALLOC_FL_ZERO_RANGE works (likewise) */
+    bool blkdev;         /* a block device, not a regular file */
+    uint32_t falloc_align; /* the buffered export's WRITE_ZEROES fallocate granularity: 1
+                            * on a file, the logical sector on a block device (which
+                            * refuses any other range with EINVAL) */
     uint64_t size;
     uint16_t tflags;     /* transmission flags */
 };

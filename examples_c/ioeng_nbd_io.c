@@ -485,7 +485,9 @@ static uint8_t *edge_at(const struct req *r, uint64_t a, uint64_t at)
  * serialised like a WRITE's), dio-aligned fringes short of a file-system block (zeros
  * written through the direct descriptor) and the whole blocks between (fallocate). On the
  * buffered export the whole range goes to fallocate (partial blocks through the page
- * cache are that export's only path anyway).
+ * cache are that export's only path anyway), except on a block device, whose fallocate
+ * takes whole logical sectors only (EINVAL otherwise): the partial sectors at the ends
+ * are written as zeros there, after the fallocate.
  *
  * NBD_CMD_FLAG_FAST_ZERO: the client would rather get ENOTSUP than have zeros written.
  * It is refused before any IO when the mode is known to be missing, and when fallocate
@@ -501,8 +503,13 @@ static void zero_plan(const struct req *r, uint64_t *mlo, uint64_t *mhi, uint64_
     const struct nbd_export *ex = &r->conn->srv->ex;
     uint64_t end = r->off + r->len, h = ex->hole_align;
     if (ex->fd_direct < 0 && r->type == NBD_CMD_WRITE_ZEROES) {
-        *mlo = *flo = r->off;
-        *mhi = *fhi = end;
+        uint64_t s = ex->falloc_align;
+        *mlo = r->off;
+        *mhi = end;
+        *flo = (r->off + s - 1) / s * s;
+        *fhi = end / s * s;
+        if (*fhi <= *flo)
+            *flo = *fhi = *mlo;
         return;
     }
     uint64_t a = ex->fd_direct >= 0 ? ex->dio_align : 1;
