@@ -15,7 +15,8 @@ send what real clients never do (malformed, out-of-range, oversized, truncated r
   nbd_client.py memory PORT PID CAP    unread reads on 17 connections: RSS stays under
                                        CAP MiB + a bound, falls when they leave
   nbd_client.py emfile PORT PID N      N connections beyond the server's fd limit: no spin
-  nbd_client.py blkdev PORT            a block-device export: unaligned WRITE_ZEROES
+  nbd_client.py blkdev PORT fast|slow   a block-device export: unaligned WRITE_ZEROES, and
+                                       FAST_ZERO with NO_HOLE done (fast) or refused (slow)
   nbd_client.py mixed PORT ROUNDS SEED concurrent non-overlapping writes of mixed alignment
                                        (pairs sharing a 4 KiB page, 1 B to 256 KiB at every
                                        offset, FUA or not, FLUSH), each batch read back and
@@ -486,10 +487,12 @@ def cmd_serve_check(port):
     print("nbd_client serve-check: OK")
 
 
-def cmd_blkdev(port):
+def cmd_blkdev(port, fast):
     """A block-device export (a loop device): WRITE_ZEROES of every alignment, with and
     without NO_HOLE and FUA, reads back zero with the bytes around it intact (a block
-    device's fallocate refuses ranges not aligned to its logical sector)."""
+    device's fallocate refuses ranges not aligned to its logical sector); FAST_ZERO with
+    NO_HOLE succeeds where the device zeroes by command (fast = 1) and is refused with
+    ENOTSUP, changing nothing, where the kernel would write zero pages (fast = 0)."""
     c = Conn(port)
     size, tflags = c.connect_go()
     check(tflags & TF_FAST_ZERO, f"tflags {tflags:#x}: no FAST_ZERO")
@@ -507,8 +510,19 @@ def cmd_blkdev(port):
         check(err == 0, f"WRITE_ZEROES {off}+{n} flags {fl:#x}: error {err}")
         model[off:off + n] = bytes(n)
     check(c.call(CMD_READ, 0, span)[1] == model, "zeroed ranges read back zero, the rest intact")
+    big, at = 8 << 20, 2 << 20
+    data = pattern(12, big)
+    check(c.call(CMD_WRITE, at, big, payload=data)[0] == 0, "fill for FAST_ZERO")
+    err = c.call(CMD_WZ, at, big, flags=FLAG_NO_HOLE | FLAG_FAST_ZERO)[0]
+    if fast:
+        check(err == 0, f"FAST_ZERO|NO_HOLE on a device with write zeroes: error {err}")
+        check(c.call(CMD_READ, at, big)[1] == bytes(big), "FAST_ZERO|NO_HOLE reads back zero")
+    else:
+        check(err == ENOTSUP, f"FAST_ZERO|NO_HOLE where the kernel would write zeros: error {err}, expected ENOTSUP")
+        check(c.call(CMD_READ, at, big)[1] == data, "a refused FAST_ZERO changed data")
     c.disc()
-    print(f"nbd_client blkdev: OK ({len(cases)} WRITE_ZEROES of mixed alignment read back)")
+    print(f"nbd_client blkdev: OK ({len(cases)} WRITE_ZEROES of mixed alignment read back; "
+          f"FAST_ZERO|NO_HOLE {'done' if fast else 'refused with ENOTSUP'})")
 
 
 def cmd_mixed(port, rounds, seed, zeroing=False, hole=4096):
@@ -919,7 +933,7 @@ def main():
     elif cmd == "hs_memory":
         cmd_hs_memory(int(args[0]), int(args[1]), int(args[2]))
     elif cmd == "blkdev":
-        cmd_blkdev(server_addr(args[0]))
+        cmd_blkdev(server_addr(args[0]), args[1] == "fast")
     elif cmd == "serve-check":
         cmd_serve_check(server_addr(args[0]))
     else:

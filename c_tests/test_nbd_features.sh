@@ -21,7 +21,9 @@
 #     nbdsh: REQ_ONE gives one extent, DF reads, a READ error as an error chunk
 #  6. block devices (loop devices over an ext4 and a tmpfs file; fails under CI where
 #     none can be attached), O_DIRECT and --no-direct: WRITE_ZEROES of every alignment
-#     reads back zero
+#     reads back zero; FAST_ZERO with NO_HOLE done where the device zeroes by command
+#     (sysfs write_zeroes_max_bytes > 0) and refused with ENOTSUP, changing nothing,
+#     where the kernel would write zero pages
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/nbd_lib.sh"
@@ -288,19 +290,28 @@ blockstatus B2 "$work/b_nd.img" --no-direct
 blockstatus B3 "$shm/b.img"
 
 # --- 6. block devices: loop devices over an ext4 and a tmpfs file ------------------------
+# wz_max DEV: the device's write_zeroes_max_bytes (0: the kernel zeroes by writing pages).
+wz_max() { cat "/sys/class/block/$(basename "$1")/queue/write_zeroes_max_bytes"; }
 blkdev() { # NAME DEV ARGS...
-    local name=$1 dev=$2
+    local name=$1 dev=$2 mode=slow
     shift 2
+    [ "$(wz_max "$dev")" -gt 0 ] && mode=fast
     nbd_start "$name" "$@" "$dev"
-    $T python3 "$client" blkdev "$NBD_PORT" || nbd_fail "block device export $name"
+    $T python3 "$client" blkdev "$NBD_PORT" "$mode" || nbd_fail "block device export $name"
     nbd_stop "$name" "$NBD_PID"
-    echo "$name: block device ($dev)"
+    echo "$name: block device ($dev, FAST_ZERO with NO_HOLE $mode there)"
 }
 truncate -s 16M "$work/loop.img" "$shm/loop.img"
 if nbd_loop "$work/loop.img"; then
     dev_ext4=$NBD_LOOP
     nbd_loop "$shm/loop.img" || nbd_fail "a second loop device"
     dev_tmpfs=$NBD_LOOP
+    # A loop device over tmpfs advertises write zeroes, fails the first one (tmpfs has no
+    # ZERO_RANGE), then clears the limit; the kernel wrote zero pages instead. One
+    # zeroing before the server starts teaches it that.
+    fallocate -z -o 0 -l 4096 "$dev_tmpfs"
+    [ "$(wz_max "$dev_tmpfs")" = 0 ] ||
+        echo "NOTE: $dev_tmpfs (over tmpfs) still advertises write zeroes: FAST_ZERO is allowed there"
     blkdev K1 "$dev_ext4"
     blkdev K2 "$dev_ext4" --no-direct
     blkdev K3 "$dev_tmpfs"

@@ -104,6 +104,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -255,6 +256,7 @@ static void open_export(struct server *srv)
     if (fstat(ex->fd_buf, &sb) != 0)
         die("fstat %s: %s", opt->path, strerror(errno));
     ex->falloc_align = 1;
+    ex->wz_fd = -1;
     ex->blkdev = S_ISBLK(sb.st_mode);
     if (ex->blkdev) {
         if (ioctl(ex->fd_buf, BLKGETSIZE64, &ex->size) != 0)
@@ -264,6 +266,19 @@ static void open_export(struct server *srv)
             ex->falloc_align = (uint32_t)lbs;
         else
             ex->falloc_align = 4096; /* cannot tell: the largest common sector */
+        /* A partition has no queue of its own: its disk's is one directory up. */
+        char p[96];
+        snprintf(p, sizeof(p), "/sys/dev/block/%u:%u/queue/write_zeroes_max_bytes",
+                 major(sb.st_rdev), minor(sb.st_rdev));
+        ex->wz_fd = open(p, O_RDONLY | O_CLOEXEC);
+        if (ex->wz_fd < 0) {
+            snprintf(p, sizeof(p), "/sys/dev/block/%u:%u/../queue/write_zeroes_max_bytes",
+                     major(sb.st_rdev), minor(sb.st_rdev));
+            ex->wz_fd = open(p, O_RDONLY | O_CLOEXEC);
+        }
+        if (ex->wz_fd < 0 && !opt->read_only)
+            logmsg("%s: no write_zeroes_max_bytes in sysfs; FAST_ZERO with NO_HOLE is refused",
+                   opt->path);
     } else if (S_ISREG(sb.st_mode)) {
         ex->size = (uint64_t)sb.st_size;
     } else {
@@ -774,6 +789,8 @@ void server_finish(struct server *srv)
     close(srv->ex.fd_buf);
     if (srv->ex.fd_direct >= 0)
         close(srv->ex.fd_direct);
+    if (srv->ex.wz_fd >= 0)
+        close(srv->ex.wz_fd);
     close(srv->epfd);
     close(srv->evfd);
     close(srv->sigfd);

@@ -78,6 +78,8 @@ struct nbd_export {
     uint32_t falloc_align; /* the buffered export's WRITE_ZEROES fallocate granularity: 1
                             * on a file, the logical sector on a block device (which
                             * refuses any other range with EINVAL) */
+    int wz_fd;           /* block device: its sysfs queue/write_zeroes_max_bytes (read at
+                          * each FAST_ZERO with NO_HOLE, see ioeng_nbd_io.c), else -1 */
     uint64_t size;
     uint16_t tflags;     /* transmission flags */
 };

@@ -492,8 +492,28 @@ static uint8_t *edge_at(const struct req *r, uint64_t a, uint64_t at)
  * NBD_CMD_FLAG_FAST_ZERO: the client would rather get ENOTSUP than have zeros written.
  * It is refused before any IO when the mode is known to be missing, and when fallocate
  * answers EOPNOTSUPP (nothing was changed: the fallocate runs before the edges and
- * fringes, which are at most a few blocks and count as fast). FUA on either is an
- * FDATASYNC after everything (the engine takes no flags on FALLOCATE). */
+ * fringes, which are at most a few blocks and count as fast). On a block device
+ * ZERO_RANGE (NO_HOLE) never fails for want of support: where the device has no
+ * write-zeroes command the kernel writes zero pages itself. So FAST_ZERO with NO_HOLE
+ * there is refused unless the device's queue/write_zeroes_max_bytes, read at each such
+ * request, is non-zero. A device that advertises the command but fails it (a loop device
+ * over a file system without ZERO_RANGE, e.g. tmpfs) has the kernel write the zeros of
+ * the first one; the kernel then clears the limit and the later ones are refused.
+ * Without NO_HOLE a block device is zeroed with PUNCH_HOLE, which the kernel never does
+ * by writing (EOPNOTSUPP instead). FUA on either is an FDATASYNC after everything (the
+ * engine takes no flags on FALLOCATE). */
+
+/* Whether a block device zeroes with a command of its own: write_zeroes_max_bytes > 0
+ * (the kernel clears it when the device fails the command, hence read each time). */
+static bool blk_zeroes_fast(const struct nbd_export *ex)
+{
+    char b[32];
+    ssize_t n = ex->wz_fd >= 0 ? pread(ex->wz_fd, b, sizeof(b) - 1, 0) : -1;
+    if (n <= 0)
+        return false;
+    b[n] = '\0';
+    return strtoull(b, NULL, 10) > 0;
+}
 
 /* [*mlo, *mhi): the part between the partial dio blocks (or the whole range on the
  * buffered export); [*flo, *fhi) inside it: the part for fallocate (empty: flo == fhi). */
@@ -562,6 +582,9 @@ static void zero_start(struct req *r)
     bool have = hole ? ex->can_punch : ex->can_zero_range;
     uint64_t mlo, mhi, flo, fhi;
     zero_plan(r, &mlo, &mhi, &flo, &fhi);
+    if (have && !hole && ex->blkdev && (r->flags & NBD_CMD_FLAG_FAST_ZERO) &&
+        flo < fhi && !blk_zeroes_fast(ex))
+        have = false; /* the kernel would write the zeros itself */
     if (!have && (r->flags & NBD_CMD_FLAG_FAST_ZERO) && flo < fhi) {
         srv->stats.fast_zero_refused++;
         atomic_store(&r->ioerr, -EOPNOTSUPP); /* replied as NBD_ENOTSUP */
