@@ -17,6 +17,8 @@ send what real clients never do (malformed, out-of-range, oversized, truncated r
   nbd_client.py emfile PORT PID N      N connections beyond the server's fd limit: no spin
   nbd_client.py blkdev PORT fast|slow   a block-device export: unaligned WRITE_ZEROES, and
                                        FAST_ZERO with NO_HOLE done (fast) or refused (slow)
+  nbd_client.py reset_disc ADDR PID FILE  700 WRITEs + DISC queued while PID is stopped, then
+                                       a close with a reply unread (a reset): every write ran
   nbd_client.py mixed PORT ROUNDS SEED concurrent non-overlapping writes of mixed alignment
                                        (pairs sharing a 4 KiB page, 1 B to 256 KiB at every
                                        offset, FUA or not, FLUSH), each batch read back and
@@ -833,6 +835,47 @@ def cmd_hup_disc(addr, pid, path):
     print(f"nbd_client hup_disc: OK ({n} WRITEs + FLUSH + DISC then close: every write ran)")
 
 
+def cmd_reset_disc(addr, pid, path):
+    """A client that pipelines WRITEs + DISC and closes with replies unread: its close
+    resets the connection (RST on TCP, ECONNRESET on a Unix socket), which the server
+    sees together with the requests still queued in its socket (sent while it was
+    stopped with SIGSTOP). Linux returns those before the reset: every WRITE must run."""
+    c = Conn(addr)
+    c.connect_go()
+    # A reply left unread in our socket: our close() then resets the connection.
+    c.request(CMD_WRITE, 1, 0, 16, payload=b"\x01" * 16)
+    c.s.recv(1, socket.MSG_PEEK)
+    n, each = 700, 16  # more than a connection holds at once (512): it pauses and reads on
+    payload = os.urandom(n * each)
+    msg = b"".join(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE, i + 2, 8192 + i * each, each) +
+                   payload[i * each:(i + 1) * each] for i in range(n))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(0.2)
+        c.s.sendall(msg + struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_DISC, n + 2, 0, 0))
+        if c.s.family != socket.AF_UNIX:  # until the server's kernel has every byte
+            import array, fcntl, termios
+            for _ in range(400):
+                q = array.array("i", [0])
+                fcntl.ioctl(c.s.fileno(), termios.TIOCOUTQ, q)
+                if q[0] == 0:
+                    break
+                time.sleep(0.01)
+            check(q[0] == 0, f"{q[0]} bytes never reached the stopped server")
+        c.s.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for _ in range(100):
+        if file_read(path, 8192, n * each) == payload:
+            break
+        time.sleep(0.05)
+    got = file_read(path, 8192, n * each)
+    ran = sum(got[i * each:(i + 1) * each] == payload[i * each:(i + 1) * each] for i in range(n))
+    check(ran == n, f"{ran} of the {n} WRITEs sent before DISC and a resetting close ran")
+    cmd_serve_check(addr)
+    print(f"nbd_client reset_disc: OK ({n} WRITEs + DISC then a close with a reply unread: every write ran)")
+
+
 def cmd_hs_memory(port, pid, n):
     """n connections pipeline NBD_OPT_LIST during the handshake and never read the
     replies: the option replies the server holds are capped (a quarter of
@@ -930,6 +973,8 @@ def main():
         cmd_busy_shutdown(int(args[0]), int(args[1]))
     elif cmd == "hup_disc":
         cmd_hup_disc(server_addr(args[0]), int(args[1]), args[2])
+    elif cmd == "reset_disc":
+        cmd_reset_disc(server_addr(args[0]), int(args[1]), args[2])
     elif cmd == "hs_memory":
         cmd_hs_memory(int(args[0]), int(args[1]), int(args[2]))
     elif cmd == "blkdev":

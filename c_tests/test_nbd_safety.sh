@@ -21,7 +21,8 @@
 #  5. SIGTERM while 4 connections keep 32 writes each in flight: every request answered (0,
 #     or NBD_ESHUTDOWN for those read after the signal), none cut off by a reset; on a Unix
 #     socket, 700 WRITEs (more than a connection holds at once) + FLUSH + DISC sent while
-#     the server is stopped, then close: every write runs
+#     the server is stopped, then close: every write runs; also when the close resets
+#     the connection (a reply left unread), over TCP and a Unix socket
 #  (oversized WRITEs, 32 MiB + 4 KiB and 0xfffffff0: EINVAL and disconnect, are in
 #  test_nbd.sh's protocol run; the fuzz target in test_nbd_fuzz.sh)
 set -euo pipefail
@@ -103,7 +104,17 @@ truncate -s 1M "$shm/hup.img"
 nbd_start U --socket "$work/hup.sock" "$shm/hup.img"
 $T python3 "$client" hup_disc "$NBD_LISTEN" "$NBD_PID" "$shm/hup.img"
 nbd_stop U "$NBD_PID"
-echo "shutdown: every request of busy clients answered; 700 writes + DISC then close on a Unix socket: every write ran"
+# The same with a reply left unread, so that the close resets the connection (EPOLLERR),
+# over TCP and a Unix socket.
+truncate -s 1M "$shm/reset.img"
+nbd_start RT "$shm/reset.img"
+$T python3 "$client" reset_disc "$NBD_PORT" "$NBD_PID" "$shm/reset.img"
+nbd_stop RT "$NBD_PID"
+truncate -s 1M "$shm/reset_u.img"
+nbd_start RU --socket "$work/reset.sock" "$shm/reset_u.img"
+$T python3 "$client" reset_disc "$NBD_LISTEN" "$NBD_PID" "$shm/reset_u.img"
+nbd_stop RU "$NBD_PID"
+echo "shutdown: every request of busy clients answered; 700 writes + DISC then close (or a reset, TCP and Unix socket): every write ran"
 
 # --- 4. accept4 out of descriptors ------------------------------------------------------
 printf '#!/bin/sh\nulimit -n 48 && exec "%s" "$@"\n' "$nbd_bin" >"$work/lowfd.sh"
@@ -117,4 +128,4 @@ nbd_stop E "$NBD_PID"
 [ "$(nbd_stat E accept_pauses)" -ge 1 ] || nbd_fail "accept4 never failed: the fd limit did not apply"
 echo "EMFILE: accepting paused, no spin, served afterwards"
 
-echo "test_nbd_safety [$backend]: OK: no acknowledged write lost (mixed alignment, ext4 direct/buffered, tmpfs, ASan), idle connections time out, memory capped and returned (also handshake replies), no accept spin, SIGTERM answers busy clients, DISC+close on a Unix socket runs the write"
+echo "test_nbd_safety [$backend]: OK: no acknowledged write lost (mixed alignment, ext4 direct/buffered, tmpfs, ASan), idle connections time out, memory capped and returned (also handshake replies), no accept spin, SIGTERM answers busy clients, DISC+close (or reset) runs the writes"

@@ -633,17 +633,14 @@ static void handle_event(struct server *srv, void *p, uint32_t events)
         struct conn *c = p;
         if (c->dead)
             return;
-        if (events & EPOLLERR) {
-            /* Reset: no reply can be delivered, and what it sent may be lost. */
-            conn_fail(c);
-            return;
-        }
-        if (events & EPOLLHUP) {
+        if (events & (EPOLLHUP | EPOLLERR)) {
             /* Fully closed (an AF_UNIX peer's close() shows up so at once, while the
-             * bytes it sent are still queued): no reply can be delivered, but the
-             * requests it sent before closing still run (NBD_CMD_DISC: "handle all
-             * outstanding requests"). conn_hup reads them, then drops the connection;
-             * HUP stays reported while the fd is registered, so it leaves epoll. */
+             * bytes it sent are still queued) or reset (a peer that closes with our
+             * replies unread: Linux still returns the bytes queued before the reset,
+             * TCP and AF_UNIX alike): no reply can be delivered, but the requests it
+             * sent before closing still run (NBD_CMD_DISC: "handle all outstanding
+             * requests"). conn_hup reads them, then drops the connection; HUP and ERR
+             * stay reported while the fd is registered, so it leaves epoll. */
             conn_hup(c);
             return;
         }

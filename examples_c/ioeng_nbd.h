@@ -170,8 +170,10 @@ struct conn {
     size_t oq_off;       /* bytes of oq_head already sent */
     size_t hs_bytes;     /* memory of queued option replies (not owned by a request),
                             allocation overhead included (out_charge) */
-    bool hup;            /* the peer shut both directions (EPOLLHUP): read what it sent,
-                            then drop the connection */
+    bool hup;            /* the peer shut both directions (EPOLLHUP) or reset the
+                            connection (EPOLLERR): read what it sent, then drop it */
+    bool mute;           /* a send failed (the peer reset or closed): replies are dropped,
+                            input is still read until EOF or a read error */
     bool lingering;      /* shutting down: our side is shut (FIN sent), input discarded
                             until the peer closes, so that close() sends no RST */
     uint64_t last_req_ns;  /* CLOCK_MONOTONIC when its last request header was read */

@@ -129,7 +129,7 @@ void conn_fail(struct conn *c)
 
 void conn_enqueue(struct conn *c, struct out *o)
 {
-    if (c->dead || c->hup) {
+    if (c->dead || c->hup || c->mute) {
         /* No reply can reach a peer that hung up; a failed send would end the
          * connection before it has read everything the peer sent (conn_hup). */
         out_release(c, o);
@@ -188,8 +188,12 @@ static void conn_flush(struct conn *c)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
-            conn_fail(c); /* peer gone: its replies cannot be delivered */
-            return;
+            /* Peer gone (EPIPE, ECONNRESET): its replies cannot be delivered, but what
+             * it sent before is still queued (Linux returns it before the reset) and
+             * runs: read on until EOF or a read error, as after a hang-up. */
+            c->mute = true;
+            drop_output(c);
+            break;
         }
         size_t done = (size_t)w + c->oq_off;
         while (c->oq_head && done >= c->oq_head->hlen + c->oq_head->dlen) {
@@ -551,10 +555,11 @@ static void conn_linger(struct conn *c)
     conn_drain_lingering(c);
 }
 
-/* EPOLLHUP: takes the connection out of epoll (HUP cannot be masked and would be
- * reported every round), then reads and runs what the peer sent before it closed, as
- * far as the connection's limits allow now (conn_work calls again as requests finish),
- * and drops the connection at EOF: the requests read run on, their replies go nowhere. */
+/* EPOLLHUP or EPOLLERR: takes the connection out of epoll (neither can be masked: they
+ * would be reported every round), then reads and runs what the peer sent before it
+ * closed, as far as the connection's limits allow now (conn_work calls again as requests
+ * finish), and drops the connection at EOF: the requests read run on, their replies go
+ * nowhere. */
 void conn_hup(struct conn *c)
 {
     if (!c->hup) {
