@@ -44,7 +44,7 @@ OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_INFO, OPT_GO, OPT_STRUCTURED = 1, 2, 3
 OPT_LIST_META, OPT_SET_META, REP_META = 9, 10, 4
 REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
 ERR_UNSUP, ERR_INVALID, ERR_UNKNOWN, ERR_TOO_BIG = (1 << 31) + 1, (1 << 31) + 3, (1 << 31) + 6, (1 << 31) + 9
-CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_CACHE, CMD_WZ = 0, 1, 2, 3, 4, 5, 6
+CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_CACHE, CMD_WZ, CMD_BS = 0, 1, 2, 3, 4, 5, 6, 7
 FLAG_FUA, FLAG_NO_HOLE, FLAG_DF, FLAG_FAST_ZERO = 1, 2, 4, 16
 EPERM, EINVAL, ENOSPC, ENOTSUP = 1, 22, 28, 95
 TF_READ_ONLY, TF_FLUSH, TF_FUA, TF_TRIM, TF_WZ, TF_MULTI = 2, 4, 8, 32, 64, 256
@@ -290,7 +290,7 @@ def test_transmission(port, path):
         ("TRIM past the end", CMD_TRIM, 0, size - 512, 4096, b"", ENOSPC),
         ("TRIM with NO_HOLE", CMD_TRIM, FLAG_NO_HOLE, 0, 4096, b"", EINVAL),
         ("CACHE past the end", CMD_CACHE, 0, size, 4096, b"", EINVAL),
-        ("CACHE with FUA", CMD_CACHE, FLAG_FUA, 0, 4096, b"", EINVAL),
+        ("CACHE with NO_HOLE", CMD_CACHE, FLAG_NO_HOLE, 0, 4096, b"", EINVAL),
         ("unknown flag on read", CMD_READ, 1 << 9, 0, 4096, b"", EINVAL),
         ("DF without structured replies", CMD_READ, FLAG_DF, 0, 4096, b"", EINVAL),
         ("unknown flag on write", CMD_WRITE, 1 << 12, 0, 4096, b"\xee" * 4096, EINVAL),
@@ -376,9 +376,53 @@ def test_transmission(port, path):
     return fua_sent, reordered
 
 
+def test_fua_all(port):
+    """NBD_CMD_FLAG_FUA is valid on every command once NBD_FLAG_SEND_FUA is negotiated:
+    the server MUST accept it (even by ignoring it), structured replies and
+    base:allocation selected so that BLOCK_STATUS is valid too."""
+    c = Conn(port)
+    c.greeting()
+    c.option(OPT_STRUCTURED)
+    check(c.opt_reply(OPT_STRUCTURED)[0] == REP_ACK, "structured replies")
+    q = b"base:allocation"
+    c.option(OPT_SET_META, struct.pack(">II", 0, 1) + struct.pack(">I", len(q)) + q)
+    while c.opt_reply(OPT_SET_META)[0] != REP_ACK:
+        pass
+    rtype, size, tflags = c.info_go(OPT_GO)
+    check(rtype == REP_ACK and tflags & TF_FUA, f"GO: {rtype:#x}, tflags {tflags:#x}")
+    for cmd, name, off, n, payload in ((CMD_READ, "READ", 0, 512, b""), (CMD_WRITE, "WRITE", 0, 512, b"f" * 512),
+                                       (CMD_FLUSH, "FLUSH", 0, 0, b""), (CMD_TRIM, "TRIM", 65536, 4096, b""),
+                                       (CMD_CACHE, "CACHE", 0, 4096, b""), (CMD_WZ, "WRITE_ZEROES", 65536, 4096, b""),
+                                       (CMD_BS, "BLOCK_STATUS", 0, 4096, b"")):
+        cookie = 100 + cmd
+        c.s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, FLAG_FUA, cmd, cookie, off, n) + payload)
+        err = 0
+        while True:  # simple reply, or structured chunks up to the one flagged DONE
+            magic, = struct.unpack(">I", c.recv_exact(4))
+            if magic == SIMPLE_MAGIC:
+                e, ck = struct.unpack(">IQ", c.recv_exact(12))
+                check(ck == cookie, f"{name}: reply cookie")
+                err = e
+                if e == 0 and cmd == CMD_READ:
+                    c.recv_exact(n)
+                break
+            check(magic == 0x668E33EF, f"{name}: reply magic {magic:#x}")
+            flags, ctype, ck, ln = struct.unpack(">HHQI", c.recv_exact(16))
+            check(ck == cookie, f"{name}: chunk cookie")
+            d = c.recv_exact(ln)
+            if ctype & 0x8000:
+                err = struct.unpack(">I", d[:4])[0]
+            if flags & 1:
+                break
+        check(err == 0, f"{name} with FUA: error {err}, expected success")
+    c.disc()
+
+
 def cmd_protocol(port, path):
     test_handshake(port)
+    test_fua_all(port)
     fua_sent, reordered = test_transmission(port, path)
+    fua_sent += 1  # test_fua_all's WRITE
     print(f"nbd_client protocol: OK (FUA writes sent: {fua_sent}; replies reordered: {reordered})")
 
 

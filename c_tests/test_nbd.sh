@@ -4,7 +4,8 @@
 # /tmp) and tmpfs (/dev/shm). Servers listen on 127.0.0.1 only, on kernel-chosen ports.
 #  1. protocol: handshake options, malformed/out-of-range/oversized/unknown requests get
 #     error replies and change nothing, truncated messages close that connection only,
-#     256 pipelined requests answered by cookie (nbd_client.py protocol)
+#     256 pipelined requests answered by cookie, FUA accepted on every command
+#     (nbd_client.py protocol)
 #  2. qemu-io writes patterns (aligned, unaligned, FUA, zeroes) and reads them back with
 #     -P, over a second connection too
 #  3. qemu-img convert local -> export and export -> local, qemu-img compare + cmp

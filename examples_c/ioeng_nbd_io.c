@@ -937,28 +937,30 @@ void probe_dsync(struct server *srv)
 uint32_t check_request(const struct req *r)
 {
     const struct server *srv = r->conn->srv;
-    uint16_t allowed;
+    /* FUA is valid on every command once NBD_FLAG_SEND_FUA is negotiated (always here):
+     * the server must accept it, even by ignoring it (READ, CACHE, BLOCK_STATUS). */
+    uint16_t allowed = NBD_CMD_FLAG_FUA;
     switch (r->type) {
     case NBD_CMD_READ:
-        allowed = NBD_CMD_FLAG_FUA | (r->conn->structured ? NBD_CMD_FLAG_DF : 0);
+        if (r->conn->structured)
+            allowed |= NBD_CMD_FLAG_DF;
         break;
-    case NBD_CMD_WRITE: allowed = NBD_CMD_FLAG_FUA; break;
-    case NBD_CMD_FLUSH: allowed = NBD_CMD_FLAG_FUA; break;
+    case NBD_CMD_WRITE:
+    case NBD_CMD_FLUSH:
+    case NBD_CMD_CACHE: break;
     case NBD_CMD_WRITE_ZEROES:
         if (srv->opt.read_only)
             return NBD_EINVAL; /* not advertised on a read-only export */
-        allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
+        allowed |= NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
         break;
     case NBD_CMD_TRIM:
         if (srv->opt.read_only)
             return NBD_EINVAL; /* not advertised on a read-only export */
-        allowed = NBD_CMD_FLAG_FUA;
         break;
-    case NBD_CMD_CACHE: allowed = 0; break;
     case NBD_CMD_BLOCK_STATUS:
         if (!r->conn->meta_alloc || r->len == 0)
             return NBD_EINVAL; /* no context selected; a length of 0 */
-        allowed = NBD_CMD_FLAG_REQ_ONE;
+        allowed |= NBD_CMD_FLAG_REQ_ONE;
         break;
     default: return NBD_EINVAL; /* unknown */
     }
