@@ -947,16 +947,9 @@ uint32_t check_request(const struct req *r)
         break;
     case NBD_CMD_WRITE:
     case NBD_CMD_FLUSH:
-    case NBD_CMD_CACHE: break;
-    case NBD_CMD_WRITE_ZEROES:
-        if (srv->opt.read_only)
-            return NBD_EINVAL; /* not advertised on a read-only export */
-        allowed |= NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
-        break;
     case NBD_CMD_TRIM:
-        if (srv->opt.read_only)
-            return NBD_EINVAL; /* not advertised on a read-only export */
-        break;
+    case NBD_CMD_CACHE: break;
+    case NBD_CMD_WRITE_ZEROES: allowed |= NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO; break;
     case NBD_CMD_BLOCK_STATUS:
         if (!r->conn->meta_alloc || r->len == 0)
             return NBD_EINVAL; /* no context selected; a length of 0 */
@@ -973,7 +966,8 @@ uint32_t check_request(const struct req *r)
     bool reads = r->type == NBD_CMD_READ || r->type == NBD_CMD_CACHE ||
                  r->type == NBD_CMD_BLOCK_STATUS;
     if (!reads && srv->opt.read_only)
-        return NBD_EPERM;
+        return NBD_EPERM; /* WRITE, TRIM, WRITE_ZEROES: the protocol asks for EPERM, even
+                             where TRIM and WRITE_ZEROES are not advertised */
     if (r->off > srv->ex.size || r->len > srv->ex.size - r->off)
         return reads ? NBD_EINVAL : NBD_ENOSPC;
     return 0;
