@@ -7,6 +7,8 @@ send what real clients never do (malformed, out-of-range, oversized, truncated r
   nbd_client.py readonly PORT          writes to a --read-only export are refused
   nbd_client.py shutdown PORT PID LOG  pipelined reads, SIGTERM to PID, every reply arrives;
                                        requests sent after LOG shows the signal: ESHUTDOWN
+  nbd_client.py hs_shutdown PORT PID LOG  SIGTERM to PID while clients negotiate: their
+                                       options get NBD_REP_ERR_SHUTDOWN, ABORT an ACK
   nbd_client.py abandon PORT           pipelined writes and reads, then a reset (RST)
   nbd_client.py flood PORT PID         options sent without reading replies: memory stays bounded
   nbd_client.py serve-check PORT       one verified write + read (the server still serves)
@@ -44,6 +46,7 @@ OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_INFO, OPT_GO, OPT_STRUCTURED = 1, 2, 3
 OPT_LIST_META, OPT_SET_META, REP_META = 9, 10, 4
 REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
 ERR_UNSUP, ERR_INVALID, ERR_UNKNOWN, ERR_TOO_BIG = (1 << 31) + 1, (1 << 31) + 3, (1 << 31) + 6, (1 << 31) + 9
+ERR_SHUTDOWN = (1 << 31) + 7
 CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_CACHE, CMD_WZ, CMD_BS = 0, 1, 2, 3, 4, 5, 6, 7
 FLAG_FUA, FLAG_NO_HOLE, FLAG_DF, FLAG_FAST_ZERO = 1, 2, 4, 16
 EPERM, EINVAL, ENOSPC, ENOTSUP = 1, 22, 28, 95
@@ -481,6 +484,41 @@ def cmd_shutdown(port, pid, log):
     check(not c.pending, "every request answered")
     c.disc()  # a client told NBD_ESHUTDOWN disconnects
     print(f"nbd_client shutdown: OK ({ok} in-flight reads answered with data after SIGTERM, 2 later requests got ESHUTDOWN)")
+
+
+def cmd_hs_shutdown(port, pid, log):
+    """SIGTERM while clients negotiate: the server must not hang up on them (the protocol
+    allows no hard disconnect there) but answer each further option but NBD_OPT_ABORT
+    with NBD_REP_ERR_SHUTDOWN; ABORT is acknowledged, EXPORT_NAME (which has no error
+    reply) closes."""
+    a, b, e = Conn(port), Conn(port), Conn(port)
+    a.greeting()
+    a.option(OPT_STRUCTURED)
+    check(a.opt_reply(OPT_STRUCTURED)[0] == REP_ACK, "structured replies before the signal")
+    b.greeting()
+    e.greeting()
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(400):  # bounded wait until the server has seen the signal
+        if "signal: no new connections" in open(log).read():
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("server did not log the signal")
+    time.sleep(0.1)
+    for conn, what in ((a, "a"), (b, "b")):
+        rtype, _, _ = conn.info_go(OPT_GO)
+        check(rtype == ERR_SHUTDOWN, f"{what}: NBD_OPT_GO after SIGTERM: {rtype:#x}, expected ERR_SHUTDOWN")
+    a.option(OPT_LIST)
+    check(a.opt_reply(OPT_LIST)[0] == ERR_SHUTDOWN, "NBD_OPT_LIST after SIGTERM")
+    a.option(99, b"xyz")
+    check(a.opt_reply(99)[0] == ERR_SHUTDOWN, "an unknown option after SIGTERM")
+    a.option(OPT_ABORT)
+    check(a.opt_reply(OPT_ABORT)[0] == REP_ACK, "NBD_OPT_ABORT after SIGTERM is acknowledged")
+    check(a.is_closed(), "the server closes after ABORT")
+    e.option(OPT_EXPORT_NAME)
+    check(e.is_closed(), "NBD_OPT_EXPORT_NAME after SIGTERM closes")
+    b.s.close()
+    print("nbd_client hs_shutdown: OK (options after SIGTERM got NBD_REP_ERR_SHUTDOWN, ABORT an ACK)")
 
 
 def cmd_abandon(port):
@@ -1001,6 +1039,8 @@ def main():
         cmd_readonly(int(args[0]))
     elif cmd == "shutdown":
         cmd_shutdown(int(args[0]), int(args[1]), args[2])
+    elif cmd == "hs_shutdown":
+        cmd_hs_shutdown(int(args[0]), int(args[1]), args[2])
     elif cmd == "abandon":
         cmd_abandon(int(args[0]))
     elif cmd == "flood":

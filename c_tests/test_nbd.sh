@@ -12,7 +12,8 @@
 #  4. clients killed mid-stream (qemu-io -9, a reset with 200 reads in flight): the
 #     server keeps serving a connection opened before and new ones
 #  5. --read-only refuses writes (EPERM)
-#  6. SIGTERM with 64 reads in flight: every one answered, exit 0; the file holds the data
+#  6. SIGTERM with 64 reads in flight: every one answered, exit 0; the file holds the data;
+#     SIGTERM while clients negotiate: each option but ABORT gets NBD_REP_ERR_SHUTDOWN
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/nbd_lib.sh"
@@ -92,6 +93,15 @@ out=$($T qemu-io -f raw "$img" -c 'read -P 0x5a 4M 1M' -c 'read -P 0x33 6291457 
 ! grep -qi fail <<<"$out" || { echo "$out"; nbd_fail "file content"; }
 echo "shutdown: in-flight replies sent, exit 0; the file holds what the clients wrote"
 
+# SIGTERM while clients negotiate: options answered with NBD_REP_ERR_SHUTDOWN, not a
+# hang-up; the server exits as soon as they are gone (well before the handshake timeout).
+nbd_start HS --handshake-timeout 20 "$img"
+t0=$SECONDS
+$T python3 "$client" hs_shutdown "$NBD_PORT" "$NBD_PID" "$work/HS.err"
+nbd_wait_exit HS "$NBD_PID"
+((SECONDS - t0 < 15)) || nbd_fail "HS: exit took $((SECONDS - t0)) s after the negotiating clients left"
+echo "shutdown while negotiating: NBD_REP_ERR_SHUTDOWN for each option, ABORT acknowledged, exit once they left"
+
 # --- server B: tmpfs, qemu-img convert both ways -------------------------------------
 src="$work/src.raw"
 python3 - "$src" <<'PY'
@@ -140,4 +150,4 @@ $T python3 "$client" shutdown "$NBD_PORT" "$NBD_PID" "$work/Z.err"
 nbd_wait_exit Z "$NBD_PID"
 echo "ASan/UBSan server: malformed input, reset, shutdown: no error, no leak"
 
-echo "test_nbd [$backend]: OK: protocol + malformed input (also under ASan), qemu-io patterns, qemu-img convert/compare, killed clients, read-only, graceful shutdown"
+echo "test_nbd [$backend]: OK: protocol + malformed input (also under ASan), qemu-io patterns, qemu-img convert/compare, killed clients, read-only, graceful shutdown (also while negotiating)"

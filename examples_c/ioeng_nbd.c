@@ -228,16 +228,15 @@ static void begin_shutdown(struct server *srv)
     if (srv->opt.socket_path)
         unlink(srv->opt.socket_path);
     srv->accept_resume_ns = 0;
-    /* Connections still negotiating are closed. The others go on reading: each request
-     * read from now on gets NBD_ESHUTDOWN, on which a client disconnects; a connection
+    /* Every connection goes on reading. One still negotiating answers each option from
+     * now on with NBD_REP_ERR_SHUTDOWN (but NBD_OPT_ABORT: handle_option), which the
+     * protocol asks for instead of a hard disconnect; it is closed when the client
+     * aborts or closes, or by the handshake timeout. In transmission each request read
+     * from now on gets NBD_ESHUTDOWN, on which a client disconnects; such a connection
      * is closed once it is quiet (SHUTDOWN_QUIET_MS without a request, every request
-     * answered, nothing half received: conn_work), or when the grace is over. */
-    for (struct conn *c = srv->conns; c; c = c->next) {
-        if (!c->transmission)
-            conn_fail(c);
-        else
-            conn_touch(c);
-    }
+     * answered, nothing half received: conn_work). The grace bounds both. */
+    for (struct conn *c = srv->conns; c; c = c->next)
+        conn_touch(c);
 }
 
 /* ======================================================================== */

@@ -420,7 +420,8 @@ static bool parse_handshake(struct conn *c, const uint8_t *p, size_t avail)
         if (c->skip_left)
             return false;
         c->st = ST_OPT_HDR;
-        opt_reply(c, c->opt, NBD_REP_ERR_TOO_BIG, NULL, 0);
+        opt_reply(c, c->opt, c->srv->stopping ? NBD_REP_ERR_SHUTDOWN : NBD_REP_ERR_TOO_BIG,
+                  NULL, 0);
         return true;
     }
     default:

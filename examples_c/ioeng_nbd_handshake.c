@@ -168,6 +168,16 @@ static void opt_info_go(struct conn *c, uint32_t optv, const uint8_t *d, uint32_
 
 void handle_option(struct conn *c, uint32_t optv, const uint8_t *d, uint32_t len)
 {
+    if (c->srv->stopping && optv != NBD_OPT_ABORT) {
+        if (optv == NBD_OPT_EXPORT_NAME) {
+            /* It has no error reply: closing is the protocol's only refusal. */
+            logmsg("conn %u: NBD_OPT_EXPORT_NAME while shutting down; closing", c->id);
+            conn_fail(c);
+            return;
+        }
+        opt_reply(c, optv, NBD_REP_ERR_SHUTDOWN, NULL, 0);
+        return;
+    }
     switch (optv) {
     case NBD_OPT_EXPORT_NAME: {
         if (!name_matches(c->srv, d, len)) {
