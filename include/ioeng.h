@@ -626,8 +626,10 @@ struct ioeng_class_stats {
  * FALLOCATE and SYNC_FILE_RANGE, which Linux AIO has no command for, run on one helper
  * thread of the engine, in POLLED mode too: started by the first of them (never at
  * open), it blocks asynchronous signals and is joined by ioeng_close(). Where no thread
- * can be started (a pids or thread limit), they run on the submitting thread instead
- * (the engine's submitter, or the thread inside ioeng_poll()), one at a time.
+ * can be started (a pids or thread limit), they run instead, one at a time, on the
+ * thread that hands requests to the kernel: in THREADS mode the submitter, or the
+ * completer right after its callbacks; in POLLED mode the thread inside ioeng_poll()
+ * or ioeng_close(). That thread, and the completions it would reap, wait meanwhile.
  */
 #define IOENG_BACKEND_AIO 1
 

@@ -28,10 +28,13 @@
 //    it. Until then, an exception of another callback is dropped (dropped_exceptions()
 //    counts them): the first one is kept. The request whose callable threw is complete
 //    all the same; the engine keeps running.
-//    Calls made inside a callback (of any ioeng_cpp engine) do not throw a stored
-//    exception, which belongs to another callback: a callback's chained submit() is not
-//    refused for it, nor can its catch swallow it; it waits for a call outside callbacks
-//    (only an explicit rethrow() inside a callback throws it there).
+//    Calls made inside a callback (a callable of any ioeng_cpp engine) do not throw a
+//    stored exception, which belongs to another callback: a callback's chained submit()
+//    is not refused for it, nor can its catch swallow it; it waits for a call outside
+//    callbacks (only an explicit rethrow() inside a callback throws it there). Only the
+//    header's own trampolines mark a callback so: a plain C callback (submit_batch_raw(),
+//    or C calls on native_handle()) that calls a method may get the exception thrown
+//    there, and must catch it, as no C callback may let an exception out.
 //    close() and the destructor never throw; after close(), rethrow() still throws what
 //    the callbacks (also those run by close's drain) left; the destructor discards it;
 //    move-assignment keeps it for rethrow() (or counts it as dropped when the engine
@@ -82,8 +85,8 @@
 #include <type_traits>
 #include <utility>
 
+#include <pthread.h>
 #include <time.h>
-#include <unistd.h>
 
 #if __cplusplus < 201703L
 #error "ioeng.hpp needs C++17 (ioeng.h alone works from C++11)"
@@ -257,6 +260,22 @@ struct callback_scope {
     callback_scope &operator=(const callback_scope &) = delete;
 };
 
+// Bumped in every child fork() makes (pthread_atfork): a state made before the fork sees a
+// newer generation there. A pid cannot tell: the child of a process that is PID 1 of a
+// namespace it unshared is PID 1 too.
+inline std::atomic<unsigned long> fork_generation{0};
+
+inline unsigned long fork_generation_now() noexcept
+{
+    // Once per program (or per shared object holding this code: glibc unregisters the
+    // handler when it is unloaded).
+    static const int registered = pthread_atfork(nullptr, nullptr, [] {
+        fork_generation.fetch_add(1, std::memory_order_relaxed);
+    });
+    (void)registered;
+    return fork_generation.load(std::memory_order_relaxed);
+}
+
 // Per engine, on the heap so a moved engine keeps the address its callables point to.
 struct state {
     std::mutex lock;
@@ -266,9 +285,12 @@ struct state {
     std::atomic<size_t> dropped{0};
     // A forked child inherits this state, maybe with `lock` held by a parent thread that
     // does not exist there, and the parent's exception: it must take neither.
-    const pid_t owner = getpid();
+    const unsigned long generation = fork_generation_now();
 
-    bool forked() const noexcept { return getpid() != owner; }
+    bool forked() const noexcept
+    {
+        return fork_generation.load(std::memory_order_relaxed) != generation;
+    }
 
     void store(std::exception_ptr e) noexcept
     {
@@ -280,7 +302,6 @@ struct state {
             has_error.store(true, std::memory_order_release);
         }
     }
-    // getpid() (a system call) only when there is something to take.
     std::exception_ptr take() noexcept
     {
         if (!has_error.load(std::memory_order_acquire) || forked())
