@@ -717,6 +717,7 @@ impl<S: Slot> IoContext<S> {
         }
         if let Some(stuck) = &self.stuck
             && self.flight.kernel.load(Ordering::Relaxed) > 0
+            && stuck.may_be_due()
         {
             let mut targets = Vec::new();
             stuck.sweep(monotonic_ns(), &mut targets);

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use super::locks::lock;
 use super::tasks::{IoEvent, Op};
 use crate::error::{Error, try_vec};
-use crate::sys::fd::transfer_possible;
+use crate::sys::{self, fd::transfer_possible};
 
 /// How long a transfer is in flight before it is probed (between one and two of these).
 pub(crate) const SWEEP_INTERVAL_NS: u64 = 50_000_000;
@@ -99,10 +99,21 @@ impl StuckTransfers {
         self.transfer[index].store(NONE, Relaxed);
     }
 
-    /// When the next sweep is due (CLOCK_MONOTONIC ns); `None` while none is needed.
+    /// When to wake for the next sweep (CLOCK_MONOTONIC ns); `None` while none is needed.
+    /// That is the sweep's time plus the coarse clock's lag, so that a thread woken then
+    /// finds it due by `may_be_due` at once (a sweep waits at most that much longer).
     pub(crate) fn next_sweep_ns(&self) -> Option<u64> {
         let at = self.next_sweep_ns.load(Relaxed);
-        (at != NO_SWEEP).then_some(at)
+        (at != NO_SWEEP).then(|| at.saturating_add(sys::coarse_lag_ns()))
+    }
+
+    /// Whether the next sweep may be due, by the coarse clock (a few ns, where the
+    /// precise one costs a fifth of a submit step's own work at tmpfs speed; this runs at
+    /// every step while IO is in flight). True at the latest once it is due: the caller
+    /// then reads the precise clock for `sweep`.
+    pub(crate) fn may_be_due(&self) -> bool {
+        let at = self.next_sweep_ns.load(Relaxed);
+        at != NO_SWEEP && sys::monotonic_coarse_ns().saturating_add(sys::coarse_lag_ns()) >= at
     }
 
     /// Submit role, while IO is in flight: at most every `SWEEP_INTERVAL_NS`, probes the
@@ -188,7 +199,12 @@ mod tests {
         stuck.dispatched(0, &read_of(epoll));
         stuck.dispatched(1, &read_of(pipe_read.as_raw_fd()));
         let mut cancel = Vec::new();
-        assert_eq!(stuck.next_sweep_ns(), Some(0), "a dispatch arms the sweep");
+        let lag = sys::coarse_lag_ns();
+        assert_eq!(
+            stuck.next_sweep_ns(),
+            Some(lag),
+            "a dispatch arms the sweep"
+        );
         stuck.sweep(0, &mut cancel);
         assert!(
             cancel.is_empty(),
@@ -215,7 +231,7 @@ mod tests {
         cancel.clear();
         assert_eq!(
             stuck.next_sweep_ns(),
-            Some(0),
+            Some(lag),
             "a new transfer re-arms the sweep"
         );
         stuck.sweep(3 * SWEEP_INTERVAL_NS, &mut cancel);
@@ -223,5 +239,31 @@ mod tests {
         assert_eq!(cancel, [0]);
         // SAFETY: the fd is ours and no longer used.
         unsafe { libc::close(epoll) };
+    }
+
+    #[test]
+    fn the_coarse_check_is_never_late_and_the_wake_up_finds_the_sweep_due() {
+        let (pipe_read, _pipe_write) = std::io::pipe().unwrap();
+        let stuck = StuckTransfers::new(1).unwrap();
+        assert!(!stuck.may_be_due(), "nothing in flight: no sweep");
+        stuck.dispatched(0, &read_of(pipe_read.as_raw_fd()));
+        assert!(stuck.may_be_due(), "a new transfer: due at once");
+        let mut cancel = Vec::new();
+        let now = sys::monotonic_ns();
+        stuck.sweep(now, &mut cancel);
+        let at = now + SWEEP_INTERVAL_NS;
+        assert!(!stuck.may_be_due(), "the next sweep is an interval away");
+        let wake = stuck.next_sweep_ns().unwrap();
+        assert!(wake >= at && wake - at == sys::coarse_lag_ns());
+        // Once the precise clock reaches the sweep's time, the coarse check says so (it
+        // lags by less than `coarse_lag_ns`); a thread woken at `wake` finds it due.
+        while sys::monotonic_ns() < at {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            stuck.may_be_due(),
+            "due by the precise clock, so by the coarse check"
+        );
+        assert!(sys::monotonic_coarse_ns() <= sys::monotonic_ns());
     }
 }
