@@ -884,6 +884,17 @@ def cmd_busy_shutdown(port, pid):
           + "; every request answered)")
 
 
+def writes_landed(path, payload, n, each):
+    """How many of `n` WRITEs of `each` bytes of `payload` at 8192 are in the file, after
+    waiting up to 5 s for all of them (the server runs them after the client left)."""
+    for _ in range(100):
+        if file_read(path, 8192, n * each) == payload:
+            break
+        time.sleep(0.05)
+    got = file_read(path, 8192, n * each)
+    return sum(got[i * each:(i + 1) * each] == payload[i * each:(i + 1) * each] for i in range(n))
+
+
 def cmd_hup_disc(addr, pid, path):
     """A client that sends a WRITE, FLUSH and DISC and closes at once, while the server is
     stopped (SIGSTOP): on a Unix socket the server then sees the data and the hang-up
@@ -904,12 +915,7 @@ def cmd_hup_disc(addr, pid, path):
         c.s.close()
     finally:
         os.kill(pid, signal.SIGCONT)
-    for _ in range(100):
-        if file_read(path, 8192, n * each) == payload:
-            break
-        time.sleep(0.05)
-    got = file_read(path, 8192, n * each)
-    ran = sum(got[i * each:(i + 1) * each] == payload[i * each:(i + 1) * each] for i in range(n))
+    ran = writes_landed(path, payload, n, each)
     check(ran == n, f"{ran} of the {n} WRITEs sent before DISC and close ran")
     d = Conn(addr)
     d.connect_go()
@@ -949,12 +955,7 @@ def cmd_reset_disc(addr, pid, path):
         c.s.close()
     finally:
         os.kill(pid, signal.SIGCONT)
-    for _ in range(100):
-        if file_read(path, 8192, n * each) == payload:
-            break
-        time.sleep(0.05)
-    got = file_read(path, 8192, n * each)
-    ran = sum(got[i * each:(i + 1) * each] == payload[i * each:(i + 1) * each] for i in range(n))
+    ran = writes_landed(path, payload, n, each)
     check(ran == n, f"{ran} of the {n} WRITEs sent before DISC and a resetting close ran")
     cmd_serve_check(addr)
     print(f"nbd_client reset_disc: OK ({n} WRITEs + DISC then a close with a reply unread: every write ran)")

@@ -69,46 +69,39 @@ pub(crate) fn last_errno() -> i32 {
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds (the clock of `ioeng_req_t.deadline_ns`).
 pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is valid writable storage; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    clock_ns(libc::clock_gettime, libc::CLOCK_MONOTONIC).unwrap_or(0)
 }
 
 /// `CLOCK_MONOTONIC_COARSE` now, in nanoseconds: CLOCK_MONOTONIC as of the last tick, read
 /// in about 3 ns where the precise clock takes about 20 (a VM, vDSO both), for checks
 /// made on every submit step that only need to know whether a time is near.
 pub(crate) fn monotonic_coarse_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is valid writable storage; CLOCK_MONOTONIC_COARSE exists since 2.6.32.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    clock_ns(libc::clock_gettime, libc::CLOCK_MONOTONIC_COARSE).unwrap_or(0)
 }
 
 /// How far [`monotonic_coarse_ns`] may be behind [`monotonic_ns`] on a running thread:
 /// twice its resolution (one tick), so a check by the coarse clock is never late.
 pub(crate) fn coarse_lag_ns() -> u64 {
     static LAG: once_cell::sync::Lazy<u64> = once_cell::sync::Lazy::new(|| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is valid writable storage.
-        let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-        let tick = if rc == 0 {
-            ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-        } else {
-            10_000_000 // HZ=100, the coarsest tick Linux has
-        };
-        2 * tick
+        // 10 ms: HZ=100, the coarsest tick Linux has.
+        2 * clock_ns(libc::clock_getres, libc::CLOCK_MONOTONIC_COARSE).unwrap_or(10_000_000)
     });
     *LAG
+}
+
+/// `call(clock, &ts)` (clock_gettime or clock_getres) in nanoseconds; `None` if it failed
+/// (never for the clocks above, which exist on every kernel libioeng runs on).
+fn clock_ns(
+    call: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int,
+    clock: libc::clockid_t,
+) -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is valid writable storage for the one timespec either call writes.
+    let rc = unsafe { call(clock, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
 /// The `Instant` at CLOCK_MONOTONIC `ns` (`Instant` reads CLOCK_MONOTONIC too).
