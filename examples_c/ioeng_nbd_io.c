@@ -500,7 +500,9 @@ static uint8_t *edge_at(const struct req *r, uint64_t a, uint64_t at)
  * over a file system without ZERO_RANGE, e.g. tmpfs) has the kernel write the zeros of
  * the first one; the kernel then clears the limit and the later ones are refused.
  * Without NO_HOLE a block device is zeroed with PUNCH_HOLE, which the kernel never does
- * by writing (EOPNOTSUPP instead). FUA on either is an FDATASYNC after everything (the
+ * by writing (EOPNOTSUPP instead), but only after dropping the range's page cache: so
+ * FAST_ZERO refuses it up front too without the command, and on the buffered export
+ * writes the range back first (an advertised command may still fail). FUA on either is an FDATASYNC after everything (the
  * engine takes no flags on FALLOCATE). */
 
 /* Whether a block device zeroes with a command of its own: write_zeroes_max_bytes > 0
@@ -582,9 +584,11 @@ static void zero_start(struct req *r)
     bool have = hole ? ex->can_punch : ex->can_zero_range;
     uint64_t mlo, mhi, flo, fhi;
     zero_plan(r, &mlo, &mhi, &flo, &fhi);
-    if (have && !hole && ex->blkdev && (r->flags & NBD_CMD_FLAG_FAST_ZERO) &&
-        flo < fhi && !blk_zeroes_fast(ex))
-        have = false; /* the kernel would write the zeros itself */
+    /* NO_HOLE: the kernel would write the zeros itself. A punch: it needs the command too,
+     * and refuses only after dropping the range's page cache (see below). */
+    if (have && ex->blkdev && (r->flags & NBD_CMD_FLAG_FAST_ZERO) && flo < fhi &&
+        !blk_zeroes_fast(ex))
+        have = false;
     if (!have && (r->flags & NBD_CMD_FLAG_FAST_ZERO) && flo < fhi) {
         srv->stats.fast_zero_refused++;
         atomic_store(&r->ioerr, -EOPNOTSUPP); /* replied as NBD_ENOTSUP */
@@ -595,6 +599,19 @@ static void zero_start(struct req *r)
     if (!r->zmode || flo == fhi) {
         zero_rest(r);
         return;
+    }
+    if (hole && ex->blkdev && ex->fd_direct < 0 && (r->flags & NBD_CMD_FLAG_FAST_ZERO)) {
+        /* A block device's punch drops the range's page cache, dirty pages too, before it
+         * asks the device, which may still refuse (one that advertises the command and
+         * fails it): ENOTSUP would then leave older data where an acknowledged write was.
+         * Written back first, on this thread (a rare request; its range only). */
+        if (sync_file_range(ex->fd_buf, (off64_t)flo, (off64_t)(fhi - flo),
+                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
+            int64_t zero = 0;
+            atomic_compare_exchange_strong(&r->ioerr, &zero, (int64_t)-errno);
+            return;
+        }
     }
     r->phase = PH_FALLOC;
     int fd = ex->fd_direct >= 0 ? ex->fd_direct : ex->fd_buf;

@@ -446,8 +446,9 @@ struct ioeng_req {
  * (/dev/full, eventfd writes, inotify, /proc files, directories), without blocking.
  * A file that cannot do the transfer at all (a READ or WRITE of an epoll fd or a
  * pidfd) gets read(2)'s -EINVAL on both: io_uring, which would wait for readiness
- * forever, has such a request probed after about 50–110 ms in flight and cancelled. (Not
- * covered: a WRITE of a fanotify fd or /dev/kmsg waits on io_uring.)
+ * forever, has such a request probed after about 50–120 ms in flight (at most two 50 ms
+ * sweeps, each up to two clock ticks late) and cancelled. (Not covered: a WRITE of a
+ * fanotify fd or /dev/kmsg waits on io_uring.)
  * Short transfers, -EAGAIN and -EINTR never reach it: they are issued again (after 4
  * -EAGAIN/-EINTR in a row, with a delay growing from 10 µs to 1 ms, so an fd that stays
  * unready and that the kernel cannot wait for — a tty on AIO — costs about one retry per

@@ -286,10 +286,15 @@ struct state {
     // A forked child inherits this state, maybe with `lock` held by a parent thread that
     // does not exist there, and the parent's exception: it must take neither.
     const unsigned long generation = fork_generation_now();
+    // The counter of the code that made this state: with hidden visibility (a library
+    // or plugin built with -fvisibility=hidden) each shared object has its own copy of
+    // fork_generation and its own handler, and only the maker's copy was registered; the
+    // methods may be compiled into another object.
+    const std::atomic<unsigned long> *const forks = &fork_generation;
 
     bool forked() const noexcept
     {
-        return fork_generation.load(std::memory_order_relaxed) != generation;
+        return forks->load(std::memory_order_relaxed) != generation;
     }
 
     void store(std::exception_ptr e) noexcept

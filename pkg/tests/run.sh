@@ -16,6 +16,8 @@
 #         libioeng and dynamic libc (pkg-config --variable=static_libs);
 #       - ioeng.hpp: c_tests/test_hpp.cpp as C++17 and C++20 under ASan and TSan, every
 #         backend x mode;
+#       - ioeng.hpp across shared objects: an engine from a -fvisibility=hidden library,
+#         forked (hpp_hidden_lib.cpp);
 #       - examples_c/wal_writer.cpp (README "First hour"), every backend x mode;
 #       - ThreadSanitizer: tsan_callbacks.c (and tsan_features.c: deadlines, cancel,
 #         submit_batch, both modes) built with gcc -fsanitize=thread must report no
@@ -345,6 +347,25 @@ for std in c++17 c++20; do
         fi
     done
 done
+
+# ---- 2e'. ioeng.hpp across shared objects: an engine made in a -fvisibility=hidden library
+# and used by a program that forks (each object has its own copy of the header's inline
+# variables: the fork check must use the maker's).
+# shellcheck disable=SC2086
+if g++ -std=c++17 -Wall -Wextra -Werror -pedantic -O2 -fPIC -shared -fvisibility=hidden \
+        -DHPP_LIB "$here/hpp_hidden_lib.cpp" -o "$work/libhpphidden.so" $pc_flags -pthread \
+        2>"$work/hpp_hidden.log" &&
+    g++ -std=c++17 -Wall -Wextra -Werror -pedantic -O2 "$here/hpp_hidden_lib.cpp" \
+        -o "$work/hpp_hidden" -L"$work" -lhpphidden $pc_flags -pthread \
+        -Wl,-rpath,"$work:$libdir" 2>>"$work/hpp_hidden.log"; then
+    for b in $backends; do
+        check "ioeng.hpp: fork with an engine from a hidden-visibility library ($b)" \
+            "$work/hpp_hidden" "$b"
+    done
+else
+    fail "build pkg/tests/hpp_hidden_lib.cpp"
+    tail -n 20 "$work/hpp_hidden.log" | sed 's/^/    | /'
+fi
 
 # ---- 2f. README's "First hour": examples_c/wal_writer.cpp from the installed tree ------
 # Also with a file size limit (SIGXFSZ ignored): the WAL write fails (-EFBIG or short), its

@@ -19,7 +19,8 @@ use super::tasks::{IoEvent, Op};
 use crate::error::{Error, try_vec};
 use crate::sys::{self, fd::transfer_possible};
 
-/// How long a transfer is in flight before it is probed (between one and two of these).
+/// How long a transfer is in flight before it is probed (between one and two of these, each
+/// up to `sys::coarse_lag_ns` later when the engine slept).
 pub(crate) const SWEEP_INTERVAL_NS: u64 = 50_000_000;
 
 /// `transfer` value of a slot without a transfer in flight.
