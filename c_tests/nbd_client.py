@@ -445,6 +445,16 @@ def cmd_readonly(port):
     print("nbd_client readonly: OK")
 
 
+def sigterm_and_wait(pid, log):
+    """SIGTERM to the server, then a bounded wait until its log says it saw the signal."""
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(400):
+        if "signal: no new connections" in open(log).read():
+            return
+        time.sleep(0.05)
+    raise AssertionError("server did not log the signal")
+
+
 def cmd_shutdown(port, pid, log):
     # 64 MiB of reads and a small receive buffer: far more than the socket buffers hold,
     # so the server still has replies to send (and the connection is not idle) while
@@ -461,13 +471,7 @@ def cmd_shutdown(port, pid, log):
     # Signal the server once it is working on them.
     magic, err, cookie = struct.unpack(">IIQ", c.recv_exact(16))
     check(magic == SIMPLE_MAGIC and err == 0 and cookie in c.pending, "first reply")
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(400):  # bounded wait until the server has seen the signal
-        if "signal: no new connections" in open(log).read():
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError("server did not log the signal")
+    sigterm_and_wait(pid, log)
     # Requests read after the signal: NBD_ESHUTDOWN (a write's payload is consumed).
     c.request(CMD_READ, 1001, 0, 4096)
     c.request(CMD_WRITE, 1002, 0, 4096, payload=b"\x99" * 4096)
@@ -497,13 +501,7 @@ def cmd_hs_shutdown(port, pid, log):
     check(a.opt_reply(OPT_STRUCTURED)[0] == REP_ACK, "structured replies before the signal")
     b.greeting()
     e.greeting()
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(400):  # bounded wait until the server has seen the signal
-        if "signal: no new connections" in open(log).read():
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError("server did not log the signal")
+    sigterm_and_wait(pid, log)
     time.sleep(0.1)
     for conn, what in ((a, "a"), (b, "b")):
         rtype, _, _ = conn.info_go(OPT_GO)
