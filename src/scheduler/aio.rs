@@ -6,7 +6,7 @@
 use std::cell::UnsafeCell;
 use std::os::fd::{AsRawFd, RawFd};
 
-use super::aio_helper::{self, Helper, Job};
+use super::aio_helper::{self, Command, Helper, Job};
 use super::aio_stream::{NextIo, PIPE_BUF, PTY_PIECE, StreamState};
 use super::aio_timer::AioTimer;
 use super::context::{IoContext, Slot};
@@ -409,14 +409,7 @@ impl AioDriver {
         let helper = unsafe { &mut *self.helper.get() };
         if helper.start(self.id).is_err() {
             for (index, chunk) in jobs {
-                let res = aio_helper::run_command(
-                    chunk.op,
-                    chunk.fd,
-                    chunk.offset,
-                    chunk.len,
-                    chunk.range_arg,
-                );
-                ctx.fail_unsubmitted(index, res);
+                ctx.fail_unsubmitted(index, Command::of(&chunk).run());
             }
             return;
         }
@@ -442,11 +435,7 @@ impl AioDriver {
                 Job {
                     iocb,
                     index,
-                    op: chunk.op,
-                    fd: chunk.fd,
-                    offset: chunk.offset,
-                    len: chunk.len,
-                    arg: chunk.range_arg,
+                    command: Command::of(&chunk),
                 }
             })
             .collect();

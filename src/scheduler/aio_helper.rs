@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::locks::lock;
-use super::tasks::Op;
+use super::tasks::{Chunk, Op};
 use crate::error::Error;
 use crate::race_hooks::{self, Point};
 use crate::sys::aio::{self as kernel, AioContextId, Iocb};
@@ -55,40 +55,54 @@ pub(crate) fn stand_in_result(data: u64, res: i64) -> (usize, i64) {
     ((data & INDEX_MASK) as usize, i64::from(command_res))
 }
 
+/// One command AIO has no iocb for (FALLOCATE or SYNC_FILE_RANGE): what its syscall
+/// needs of the request's chunk.
+pub(crate) struct Command {
+    op: Op,
+    fd: i32,
+    offset: u64,
+    len: u64,
+    /// FALLOCATE: the mode; SYNC_FILE_RANGE: the flags.
+    arg: u32,
+}
+
+impl Command {
+    pub(crate) fn of(chunk: &Chunk) -> Self {
+        debug_assert!(matches!(chunk.op, Op::Fallocate | Op::SyncFileRange));
+        Command {
+            op: chunk.op,
+            fd: chunk.fd,
+            offset: chunk.offset,
+            len: chunk.len,
+            arg: chunk.range_arg,
+        }
+    }
+
+    /// Runs it: 0 or `-errno`, as the syscall answers. On the helper thread, or on the
+    /// submitting thread when the helper cannot be started.
+    pub(crate) fn run(&self) -> i64 {
+        match self.op {
+            Op::Fallocate => sys::range::fallocate(self.fd, self.arg, self.offset, self.len),
+            Op::SyncFileRange => {
+                sys::range::sync_file_range(self.fd, self.offset, self.len, self.arg)
+            }
+            op => unreachable!("{op:?} is not a helper command"),
+        }
+    }
+}
+
 /// One command handed to the helper, with the slot it stands in for.
 pub(crate) struct Job {
     /// The slot's stand-in iocb, inside the slot array (which outlives the helper: the
     /// driver, which joins it, drops before the slots; see `Shared`).
     pub(crate) iocb: *mut Iocb,
     pub(crate) index: usize,
-    pub(crate) op: Op,
-    pub(crate) fd: i32,
-    pub(crate) offset: u64,
-    pub(crate) len: u64,
-    /// FALLOCATE: the mode; SYNC_FILE_RANGE: the flags.
-    pub(crate) arg: u32,
+    pub(crate) command: Command,
 }
 
 // SAFETY: `iocb` points into the engine's slot array and is used only by the thread that
 // holds the slot index, which the job carries from the submit role to the helper.
 unsafe impl Send for Job {}
-
-impl Job {
-    /// Runs the command: 0 or `-errno`, as the syscall answers.
-    fn run(&self) -> i64 {
-        run_command(self.op, self.fd, self.offset, self.len, self.arg)
-    }
-}
-
-/// Runs one command AIO has no iocb for: 0 or `-errno`, as the syscall answers. On the
-/// helper thread, or on the submitting thread when the helper cannot be started.
-pub(crate) fn run_command(op: Op, fd: i32, offset: u64, len: u64, arg: u32) -> i64 {
-    match op {
-        Op::Fallocate => sys::range::fallocate(fd, arg, offset, len),
-        Op::SyncFileRange => sys::range::sync_file_range(fd, offset, len, arg),
-        op => unreachable!("{op:?} is not a helper command"),
-    }
-}
 
 #[derive(Default)]
 struct Jobs {
@@ -207,7 +221,7 @@ fn run(queue: &Queue, id: AioContextId) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         };
-        let res = job.run();
+        let res = job.command.run();
         race_hooks::at(Point::HelperRan);
         // SAFETY: this thread holds the slot (see the module docs): nobody else writes
         // its iocb, and the kernel does not read it before the io_submit below.
