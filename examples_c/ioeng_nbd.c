@@ -266,13 +266,11 @@ static void open_export(struct server *srv)
         else
             ex->falloc_align = 4096; /* cannot tell: the largest common sector */
         /* A partition has no queue of its own: its disk's is one directory up. */
-        char p[96];
-        snprintf(p, sizeof(p), "/sys/dev/block/%u:%u/queue/write_zeroes_max_bytes",
-                 major(sb.st_rdev), minor(sb.st_rdev));
-        ex->wz_fd = open(p, O_RDONLY | O_CLOEXEC);
-        if (ex->wz_fd < 0) {
-            snprintf(p, sizeof(p), "/sys/dev/block/%u:%u/../queue/write_zeroes_max_bytes",
-                     major(sb.st_rdev), minor(sb.st_rdev));
+        static const char *const up[] = {"", "../"};
+        for (size_t i = 0; i < sizeof(up) / sizeof(up[0]) && ex->wz_fd < 0; i++) {
+            char p[96];
+            snprintf(p, sizeof(p), "/sys/dev/block/%u:%u/%squeue/write_zeroes_max_bytes",
+                     major(sb.st_rdev), minor(sb.st_rdev), up[i]);
             ex->wz_fd = open(p, O_RDONLY | O_CLOEXEC);
         }
         if (ex->wz_fd < 0 && !opt->read_only)
