@@ -129,9 +129,11 @@ typedef struct ioeng_class_stats ioeng_class_stats_t;
 
 /**
  * `ioeng_config_t.idle_poll_us` (THREADS mode; nothing to do with ioeng_poll()): let the
- * engine choose how long idle threads poll: up to 50 µs, only while work recently
- * arrived within that time, one engine thread at a time, and never on a thread allowed
- * a single CPU. Since 1.1; 1.0 called it IOENG_POLL_DEFAULT (still defined, deprecated).
+ * engine choose how long idle threads poll: up to 10 µs (about the CPU a sleep and its
+ * wake-up cost, so polling does not cost more CPU than it saves; set a longer limit to
+ * buy latency with CPU), only while work recently arrived within that time, one engine
+ * thread at a time, and never on a thread allowed a single CPU. Since 1.1; 1.0 called it
+ * IOENG_POLL_DEFAULT (still defined, deprecated).
  */
 #define IOENG_IDLE_POLL_DEFAULT 0
 

@@ -145,9 +145,11 @@ pub const IOENG_MODE_THREADS: IoengMode = 0;
 pub const IOENG_MODE_POLLED: IoengMode = 1;
 
 /// `ioeng_config_t.idle_poll_us` (THREADS mode; nothing to do with ioeng_poll()): let the
-/// engine choose how long idle threads poll: up to 50 µs, only while work recently
-/// arrived within that time, one engine thread at a time, and never on a thread allowed
-/// a single CPU. Since 1.1; 1.0 called it IOENG_POLL_DEFAULT (still defined, deprecated).
+/// engine choose how long idle threads poll: up to 10 µs (about the CPU a sleep and its
+/// wake-up cost, so polling does not cost more CPU than it saves; set a longer limit to
+/// buy latency with CPU), only while work recently arrived within that time, one engine
+/// thread at a time, and never on a thread allowed a single CPU. Since 1.1; 1.0 called it
+/// IOENG_POLL_DEFAULT (still defined, deprecated).
 pub const IOENG_IDLE_POLL_DEFAULT: u32 = 0;
 /// `ioeng_config_t.idle_poll_us`: idle engine threads never poll; they sleep at once.
 /// Since 1.1; 1.0 called it IOENG_POLL_NEVER (still defined, deprecated).
