@@ -28,6 +28,9 @@
  */
 #include "test_util.h"
 
+#include <sys/mman.h>
+#include <sys/stat.h>
+
 #define NREQ 120
 #define MAXREC 4096
 
@@ -449,6 +452,63 @@ static void held_then_gone_case(ioeng_backend_t be, int fd, ioeng_mode_t mode, i
     CHECK(ioeng_close(h) == 0, "close");
 }
 
+/* A debt longer than the engine's clock can count: a class limited to 1 byte/s is
+ * charged a 32 GiB read (at EOF: it moves nothing, but a class pays what was asked), so
+ * the next request waits about 1,100 years. That wait is still a time to sleep until:
+ * THREADS engine threads sleep (< 30 ms of process CPU in 300 ms), a POLLED engine's
+ * event fd stays quiet and ioeng_next_timeout_ns is not 0 (the refill time once
+ * saturated to the value that means "no refill pending", and the engine spun a CPU);
+ * cancel_all then ends the held request. */
+static void endless_debt_case(ioeng_backend_t be, int fd, ioeng_mode_t mode)
+{
+    const uint64_t huge = 1ull << 35;
+    /* A buffer the read could really fill: address space only. */
+    void *area = mmap(NULL, huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    CHECK(area != MAP_FAILED, "mmap of 32 GiB of address space: %s", strerror(errno));
+    rec_reset();
+    ioeng_config_t cfg = tu_config(be, mode, 4);
+    ioeng_t *h = NULL;
+    CHECK(ioeng_open(&cfg, &h) == 0, "open");
+    ioeng_class_config_t c = class_cfg(100);
+    c.bytes_per_sec_limit = 1;
+    uint16_t id = open_class(h, c);
+    struct stat st;
+    CHECK(fstat(fd, &st) == 0, "fstat");
+    submit(h, IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, area, huge, (uint64_t)st.st_size, id, 0);
+    submit(h, IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf4k, 4096, 0, id, 1);
+    while (rec_n < 1) {
+        if (mode == IOENG_MODE_POLLED)
+            CHECK(ioeng_poll(h, 1, 2000000000) >= 0, "poll");
+        else
+            tu_waiter_wait_for(&rec_w, 1, 5);
+    }
+    CHECK_EQ(count_label_res(0, 0), 1, "the 32 GiB read at EOF");
+    uint64_t cpu0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
+    if (mode == IOENG_MODE_POLLED) {
+        CHECK_EQ(ioeng_poll(h, 0, 0), 0, "a poll while the class is held");
+        int64_t left = ioeng_next_timeout_ns(h);
+        CHECK(left > 1000000000ll, "ioeng_next_timeout_ns with a debt of centuries: %" PRId64, left);
+        struct pollfd p = {.fd = ioeng_event_fd(h), .events = POLLIN};
+        CHECK_EQ(poll(&p, 1, 300), 0, "the event fd of an engine held for centuries");
+    } else {
+        usleep(300 * 1000);
+    }
+    uint64_t cpu = cpu_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
+    CHECK(cpu < 30000000ull, "%s engine held for centuries used %.1f ms of CPU in 300 ms",
+          mode == IOENG_MODE_POLLED ? "POLLED" : "THREADS", cpu / 1e6);
+    CHECK_EQ(rec_n, 1, "the held read still waits");
+    CHECK_EQ(ioeng_cancel_all(h), 1, "cancel_all of the held read");
+    while (rec_n < 2) {
+        if (mode == IOENG_MODE_POLLED)
+            CHECK(ioeng_poll(h, 1, 2000000000) >= 0, "poll");
+        else
+            tu_waiter_wait_for(&rec_w, 2, 5);
+    }
+    CHECK_EQ(count_label_res(1, -ECANCELED), 1, "the held read, cancelled");
+    CHECK(ioeng_close(h) == 0, "close");
+    munmap(area, huge);
+}
+
 /* POLLED close of an engine whose queued requests wait for their class's refills:
  * close dispatches them as the limit allows (3 reads at 5 IOPS: ~400 ms) and sleeps
  * in between (< 50 ms of its thread's CPU). */
@@ -749,6 +809,8 @@ int main(void)
         held_then_gone_case(be, fd, IOENG_MODE_POLLED, how);
     }
     polled_close_held_case(be, fd);
+    endless_debt_case(be, fd, IOENG_MODE_THREADS);
+    endless_debt_case(be, fd, IOENG_MODE_POLLED);
     stats_case(be, fd);
     ioprio_case(be, fd);
     bad_input_case(be, fd);
@@ -758,7 +820,7 @@ int main(void)
            "%.1f/16 MiB/s read, %.1f/8 MiB/s write, HIGH included; live update (limit removed: throttled time "
            "kept and stopped; weight raised: at once); HIGH ahead of its class's NORMAL under a "
            "bytes limit; deadline + cancel "
-           "of held requests, then an idle engine; POLLED close sleeps between refills; ioeng_poll and the event fd wake at refills; HIGH stats, percentiles, reset; kernel ioprio; bad input\n",
+           "of held requests, then an idle engine; a debt of centuries sleeps; POLLED close sleeps between refills; ioeng_poll and the event fd wake at refills; HIGH stats, percentiles, reset; kernel ioprio; bad input\n",
            tu_backend_name(be), tu_mode_name(), iops, bps / (1 << 20), wbps / (1 << 20));
     return 0;
 }

@@ -75,6 +75,9 @@ impl TokenBucket {
     }
 
     /// When (CLOCK_MONOTONIC ns) a request of `amount` units may go; `now_ns` if now.
+    /// At most `u64::MAX - 1`: `u64::MAX` is the callers' "nothing pending"
+    /// (`classes::NEVER`), and a debt that takes longer than the clock can count (a
+    /// 32 GiB request at 1 byte/s) must still read as a time to sleep until, not as none.
     pub(crate) fn ready_at(&mut self, amount: u64, now_ns: u64) -> u64 {
         self.refill(now_ns);
         let missing = self.needed(amount) - self.tokens;
@@ -83,7 +86,9 @@ impl TokenBucket {
         }
         let rate = i128::from(self.rate);
         let wait = (missing + rate - 1) / rate;
-        now_ns.saturating_add(u64::try_from(wait).unwrap_or(u64::MAX))
+        now_ns
+            .saturating_add(u64::try_from(wait).unwrap_or(u64::MAX))
+            .min(u64::MAX - 1)
     }
 }
 
@@ -141,6 +146,16 @@ mod tests {
         assert!(!slow.ready(1, 0));
         // It left a debt of 0.9 request: the next waits until the bucket is full again.
         assert_eq!(slow.ready_at(1, 0), 100 * MS);
+    }
+
+    #[test]
+    fn a_debt_longer_than_the_clock_counts_is_still_a_time() {
+        // 1 byte/s and a 32 GiB request taken on credit: the next request waits about
+        // 1,100 years, more than u64 ns hold; it must not read as u64::MAX ("never").
+        let mut bucket = TokenBucket::new(1, 0);
+        assert!(bucket.ready(1 << 35, 0));
+        bucket.take(1 << 35);
+        assert_eq!(bucket.ready_at(4096, 1), u64::MAX - 1);
     }
 
     #[test]
