@@ -590,7 +590,8 @@ struct ioeng_class_stats {
   uint64_t throttled_ns;
   /**
    * Latency percentiles (queued by ioeng_submit → callback start), in ns: bucket
-   * values (within 3 %) clamped to `max_ns`; 0 when nothing completed or when
+   * values (within 3 %, for latencies up to 2^44 ns, about 4.9 hours; one above
+   * reads as `max_ns`) clamped to `max_ns`; 0 when nothing completed or when
    * `latency_stats` is off.
    */
   uint64_t p50_ns;
