@@ -965,7 +965,8 @@ int ioeng_register_buffers(struct ioeng *h, const struct iovec *iov, uint32_t n)
  * descriptors at any time: a FIXED_FILE request still reaches the file registered at
  * its index, never a file that reused the number. io_uring registers those descriptors
  * with the kernel (IORING_REGISTER_FILES: no file lookup and reference count per
- * request, as liburing's fixed files); AIO submits on them. Any op may use FIXED_FILE.
+ * request, as liburing's fixed files); AIO submits on them, and tells file from stream
+ * once, here, instead of by an fstat per request. Any op may use FIXED_FILE.
  *
  * Once per engine, before its first accepted request (ioeng_submit() or
  * ioeng_submit_batch(); a refused one does not count); independent of

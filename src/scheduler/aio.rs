@@ -282,7 +282,7 @@ impl Driver for AioDriver {
                 jobs.push((index, event.next_chunk()));
                 continue;
             }
-            let iocb = match self.stream_iocb(event, kinds) {
+            let iocb = match self.stream_iocb(ctx, event, kinds) {
                 Ok(Some(iocb)) => iocb,
                 Ok(None) => self.iocb(&event.next_chunk()),
                 Err(res) => {
@@ -471,6 +471,7 @@ impl AioDriver {
     /// or `Err(res)` when the request is settled without the kernel this time.
     fn stream_iocb(
         &self,
+        ctx: &IoContext<AioSlot>,
         event: &mut IoEvent,
         kinds: &mut Vec<(i32, FdKind)>,
     ) -> Result<Option<Iocb>, i64> {
@@ -480,12 +481,24 @@ impl AioDriver {
         }
         let mut state = StreamState(event.driver_state);
         if !state.classified() {
-            let stream = event.classify(|fd| match kinds.iter().find(|(f, _)| *f == fd) {
-                Some(&(_, kind)) => kind,
-                None => {
-                    let kind = sys::fd::kind(fd);
-                    kinds.push((fd, kind));
-                    kind
+            // A registered file was classified once, at registration; any other fd
+            // number may name another file than at the last request, so it is asked
+            // (once per fd per submit call).
+            let registered = event
+                .request
+                .fixed_file
+                .and_then(|index| ctx.registered_file_kind(index));
+            let stream = event.classify(|fd| {
+                if let Some(kind) = registered {
+                    return kind;
+                }
+                match kinds.iter().find(|(f, _)| *f == fd) {
+                    Some(&(_, kind)) => kind,
+                    None => {
+                        let kind = sys::fd::kind(fd);
+                        kinds.push((fd, kind));
+                        kind
+                    }
                 }
             });
             state = state.classify(stream);

@@ -25,6 +25,7 @@ use super::wakeup::{ServingGuard, Wakeup};
 use crate::abi::IoengClassStats;
 use crate::error::{Error, try_vec};
 use crate::race_hooks::{self, Point};
+use crate::sys::fd::FdKind;
 use crate::sys::{EventFd, instant_of, monotonic_ns};
 
 /// The slot index a driver reports for a completion that belongs to no slot (see
@@ -464,6 +465,11 @@ impl<S: Slot> IoContext<S> {
     /// The registered files (the engine's descriptors, by index), if any.
     pub(crate) fn registered_files(&self) -> Option<&[OwnedFd]> {
         self.registered_files.table()
+    }
+
+    /// The kind of registered file `index` (classified at registration), if any.
+    pub(crate) fn registered_file_kind(&self, index: u32) -> Option<FdKind> {
+        self.registered_files.kind(index)
     }
 
     /// Records the files for FIXED_FILE after `register` (the driver's registration of

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use crate::error::Error;
 use crate::sys;
+use crate::sys::fd::FdKind;
 
 /// The largest buffer io_uring registers (`SZ_1G` in io_uring/rsrc.c).
 const MAX_REGISTERED_BUFFER: usize = 1 << 30;
@@ -69,7 +70,15 @@ impl Registered {
 /// the number was reused. io_uring registers these descriptors with the kernel
 /// (IORING_REGISTER_FILES: no file lookup per request); AIO submits on them.
 #[derive(Default)]
-pub(crate) struct RegisteredFiles(OnceLock<Box<[OwnedFd]>>);
+pub(crate) struct RegisteredFiles(OnceLock<Files>);
+
+struct Files {
+    fds: Box<[OwnedFd]>,
+    /// What each file is, classified once here: the engine's descriptor refers to the
+    /// same open file until the engine is freed, so its kind never changes, and AIO
+    /// need not ask with an fstat per request (`AioDriver::submit`).
+    kinds: Box<[FdKind]>,
+}
 
 impl RegisteredFiles {
     /// Duplicates `fds` and records them after `register` (the driver's registration of
@@ -100,12 +109,18 @@ impl RegisteredFiles {
             call: "IORING_REGISTER_FILES",
             errno,
         })?;
-        let _ = self.0.set(owned);
+        let kinds = raw.iter().map(|&fd| sys::fd::kind(fd)).collect();
+        let _ = self.0.set(Files { fds: owned, kinds });
         Ok(())
     }
 
     /// The registered files, by index, if any.
     pub(crate) fn table(&self) -> Option<&[OwnedFd]> {
-        self.0.get().map(|files| &files[..])
+        self.0.get().map(|files| &files.fds[..])
+    }
+
+    /// The kind of registered file `index`, if there is one.
+    pub(crate) fn kind(&self, index: u32) -> Option<FdKind> {
+        self.0.get()?.kinds.get(index as usize).copied()
     }
 }
