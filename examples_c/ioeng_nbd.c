@@ -561,6 +561,13 @@ static void open_engine(struct server *srv)
     int rc = ioeng_open(&cfg, &srv->eng);
     if (rc != 0)
         die("ioeng_open: %s", strerror(-rc));
+    /* Before the first request (probe_dsync's), on the loop thread (the single poller). */
+    int files[2] = { srv->ex.fd_buf, srv->ex.fd_direct };
+    rc = ioeng_register_files(srv->eng, files, srv->ex.fd_direct >= 0 ? 2 : 1);
+    if (rc == 0)
+        srv->ex.registered = true;
+    else
+        logmsg("ioeng_register_files: %s; requests name the export's descriptors", strerror(-rc));
     probe_dsync(srv);
     srv->engfd = -1;
     if (srv->opt.polled) {

@@ -75,6 +75,8 @@ struct nbd_export {
     bool can_punch;      /* FALLOC_FL_PUNCH_HOLE works (until it gave EOPNOTSUPP) */
     bool can_zero_range; /* FALLOC_FL_ZERO_RANGE works (likewise) */
     bool blkdev;         /* a block device, not a regular file */
+    bool registered;     /* the engine holds fd_buf as registered file 0 and fd_direct as
+                          * 1 (ioeng_register_files): requests name them by index */
     uint32_t falloc_align; /* the buffered export's WRITE_ZEROES fallocate granularity: 1
                             * on a file, the logical sector on a block device (which
                             * refuses any other range with EINVAL) */
@@ -250,6 +252,20 @@ void start_io(struct req *r);
 void drain_completions(struct server *srv);
 bool pump_engine(struct server *srv);
 void probe_dsync(struct server *srv);
+
+/* Points `q` at the export: at fd_direct when it is open and `buffered` is false, else
+ * at fd_buf; by registered index when the engine took the two (no file lookup per
+ * request on io_uring, no fstat per request on AIO). */
+static inline void target_export(const struct server *srv, ioeng_req_t *q, bool buffered)
+{
+    bool direct = !buffered && srv->ex.fd_direct >= 0;
+    if (srv->ex.registered) {
+        q->fd = direct ? 1 : 0;
+        q->flags |= IOENG_REQ_FIXED_FILE;
+    } else {
+        q->fd = direct ? srv->ex.fd_direct : srv->ex.fd_buf;
+    }
+}
 void free_pool(struct server *srv);
 
 /* ioeng_nbd_conn.c */

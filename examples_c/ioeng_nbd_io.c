@@ -297,12 +297,12 @@ static void submit_pieces(struct req *r, uint32_t op, void *buf, uint64_t off, u
     struct server *srv = r->conn->srv;
     /* One descriptor per export (see "Write ordering"): callers pass aligned ranges
      * whenever it is the direct one. */
-    int fd = srv->ex.fd_direct >= 0 ? srv->ex.fd_direct : srv->ex.fd_buf;
     for (uint64_t done = 0; done < len;) {
         uint64_t n = len - done < chunk ? len - done : chunk;
-        ioeng_req_t q = { .op = op, .prio = IOENG_PRIO_NORMAL, .fd = fd, .flags = flags,
+        ioeng_req_t q = { .op = op, .prio = IOENG_PRIO_NORMAL, .flags = flags,
                           .buf = (uint8_t *)buf + (same_buf ? 0 : done), .len = n,
                           .offset = off + done };
+        target_export(srv, &q, false);
         atomic_fetch_add(&r->pending, 1);
         int rc = engine_submit(srv, &q, r);
         if (rc == -EINVAL && (flags & IOENG_REQ_DSYNC)) {
@@ -329,7 +329,8 @@ static void submit_sync(struct req *r)
 {
     struct server *srv = r->conn->srv;
     atomic_store(&r->pending, 1);
-    ioeng_req_t q = { .op = IOENG_OP_FDATASYNC, .prio = IOENG_PRIO_NORMAL, .fd = srv->ex.fd_buf };
+    ioeng_req_t q = { .op = IOENG_OP_FDATASYNC, .prio = IOENG_PRIO_NORMAL };
+    target_export(srv, &q, true);
     atomic_fetch_add(&r->pending, 1);
     int rc = engine_submit(srv, &q, r);
     if (rc != 0) {
@@ -614,8 +615,8 @@ static void zero_start(struct req *r)
         }
     }
     r->phase = PH_FALLOC;
-    int fd = ex->fd_direct >= 0 ? ex->fd_direct : ex->fd_buf;
-    ioeng_req_t q = ioeng_req_fallocate(fd, r->zmode, flo, fhi - flo);
+    ioeng_req_t q = ioeng_req_fallocate(-1, r->zmode, flo, fhi - flo);
+    target_export(srv, &q, false);
     atomic_fetch_add(&r->pending, 1);
     int rc = engine_submit(srv, &q, r);
     if (rc != 0) {
@@ -789,7 +790,8 @@ static void dispatch(struct req *r)
         }
         break;
     case NBD_CMD_FLUSH: {
-        ioeng_req_t q = { .op = IOENG_OP_FDATASYNC, .prio = IOENG_PRIO_NORMAL, .fd = srv->ex.fd_buf };
+        ioeng_req_t q = { .op = IOENG_OP_FDATASYNC, .prio = IOENG_PRIO_NORMAL };
+        target_export(srv, &q, true);
         atomic_fetch_add(&r->pending, 1);
         int rc = engine_submit(srv, &q, r);
         if (rc != 0) {
