@@ -5,11 +5,13 @@
  *  1. A bad mode or CPU -> -EINVAL from ioeng_open, *out untouched.
  *  2. submitter_cpu / completer_cpu pin the threads (Cpus_allowed_list in
  *     /proc/self/task/(tid)/status), and an idle THREADS engine's threads use < 1% CPU.
+ *  3. idle_poll_us below the engine's shortest poll (1..4 µs) works: chained reads.
  */
 #include "test_util.h"
 
 #include <dirent.h>
 #include <sched.h>
+#include <stdatomic.h>
 
 static ioeng_backend_t g_be;
 
@@ -146,6 +148,61 @@ static void check_pinning_and_idle(int fd, char *buf)
     CHECK_EQ(ioeng_close(h), 0, "close");
 }
 
+/* ---- 3. idle_poll_us below the engine's shortest poll -------------------------- */
+
+static ioeng_t *chain_h;
+static int chain_fd;
+static atomic_int chain_stop, chain_live, chain_bad;
+static atomic_long chain_done;
+static char chain_bufs[8][4096];
+
+static void chain_cb(void *ctx, int64_t res)
+{
+    atomic_fetch_add(&chain_done, 1);
+    if (res != 4096)
+        atomic_fetch_add(&chain_bad, 1);
+    if (atomic_load(&chain_stop)) {
+        atomic_fetch_sub(&chain_live, 1);
+        return;
+    }
+    uint64_t off = 4096 * (uint64_t)(atomic_load(&chain_done) % 64);
+    ioeng_req_t q = ioeng_req_read(chain_fd, ctx, 4096, off);
+    if (ioeng_submit(chain_h, &q, chain_cb, ctx) != 0)
+        atomic_fetch_sub(&chain_live, 1);
+}
+
+/* idle_poll_us = 1..4 (any value but 0 and UINT32_MAX is a limit in µs): 8 chains of
+ * reads at depth 2 keep the engine threads going idle and finding work within a few
+ * µs; each time the poll limit adapts. A limit below the engine's shortest poll made
+ * that adaptation panic, and the engine abort the process within 0.2 s. */
+static void check_small_idle_poll(int fd)
+{
+    static const uint32_t limits[] = {1, 2, 4, 7};
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        ioeng_config_t cfg = cfg_for(IOENG_MODE_THREADS, 2);
+        cfg.idle_poll_us = limits[i];
+        CHECK(ioeng_open(&cfg, &chain_h) == 0, "open with idle_poll_us %u", limits[i]);
+        chain_fd = fd;
+        atomic_store(&chain_stop, 0);
+        atomic_store(&chain_done, 0);
+        for (int c = 0; c < 8; c++) {
+            ioeng_req_t q = ioeng_req_read(fd, chain_bufs[c], 4096, 0);
+            CHECK(ioeng_submit(chain_h, &q, chain_cb, chain_bufs[c]) == 0, "submit");
+            atomic_fetch_add(&chain_live, 1);
+        }
+        usleep(300 * 1000);
+        atomic_store(&chain_stop, 1);
+        for (int ms = 0; atomic_load(&chain_live) > 0; ms++) {
+            CHECK(ms < 5000, "%d chains still running", atomic_load(&chain_live));
+            usleep(1000);
+        }
+        CHECK(ioeng_close(chain_h) == 0, "close");
+        CHECK(atomic_load(&chain_done) > 100, "idle_poll_us %u: %ld callbacks in 300 ms",
+              limits[i], atomic_load(&chain_done));
+    }
+    CHECK_EQ(atomic_load(&chain_bad), 0, "reads with a result other than 4096");
+}
+
 int main(void)
 {
     tu_init("test_threads_policy", 60);
@@ -156,7 +213,9 @@ int main(void)
 
     check_bad_config();
     check_pinning_and_idle(fd, buf);
-    printf("test_threads_policy [%s]: OK: bad mode/CPU -EINVAL; CPU pinning; idle CPU < 1%%\n",
+    check_small_idle_poll(fd);
+    printf("test_threads_policy [%s]: OK: bad mode/CPU -EINVAL; CPU pinning; idle CPU < 1%%; "
+           "idle_poll_us 1, 2, 4, 7 with chained reads\n",
            tu_backend_name(g_be));
     free(buf);
     return 0;

@@ -100,12 +100,18 @@ impl<'a> IdleWait<'a> {
         let Some(since) = self.idle_since.take() else {
             return;
         };
-        let gap = since.elapsed();
-        self.limit = if gap > self.policy.max {
-            Duration::ZERO
-        } else {
-            (gap + gap / 4).clamp(MIN_POLL, self.policy.max)
-        };
+        self.limit = next_limit(since.elapsed(), self.policy.max);
+    }
+}
+
+/// The poll limit after work took `gap` to arrive: none when that was longer than `max`,
+/// else a quarter more than the gap, at least `MIN_POLL` but never above `max` (a caller's
+/// `idle_poll_us` may be below `MIN_POLL`).
+fn next_limit(gap: Duration, max: Duration) -> Duration {
+    if gap > max {
+        Duration::ZERO
+    } else {
+        (gap + gap / 4).clamp(MIN_POLL.min(max), max)
     }
 }
 
@@ -158,6 +164,24 @@ mod tests {
         } else {
             assert!(wait.limit == Duration::ZERO || wait.limit >= MIN_POLL);
         }
+    }
+
+    #[test]
+    fn a_limit_below_the_shortest_poll_is_kept() {
+        // idle_poll_us = 1..4: below MIN_POLL. Work within the limit keeps polling up to
+        // the limit (clamping to [MIN_POLL, max] with max < MIN_POLL aborted the engine).
+        let us = Duration::from_micros;
+        for max in [us(1), us(2), us(4)] {
+            assert_eq!(next_limit(Duration::ZERO, max), max);
+            assert_eq!(next_limit(max, max), max);
+            assert_eq!(
+                next_limit(max + Duration::from_nanos(1), max),
+                Duration::ZERO
+            );
+        }
+        assert_eq!(next_limit(us(2), us(50)), MIN_POLL);
+        assert_eq!(next_limit(us(20), us(50)), us(25));
+        assert_eq!(next_limit(us(45), us(50)), us(50));
     }
 
     #[test]
