@@ -9,26 +9,10 @@
  * indices refused synchronously with nothing left open.
  */
 #include <dirent.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <stddef.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 
-#include "test_util.h"
-
-#if defined(__x86_64__)
-#define TU_AUDIT_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define TU_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#elif defined(__riscv) && __riscv_xlen == 64
-#define TU_AUDIT_ARCH AUDIT_ARCH_RISCV64
-#else
-#error "add the AUDIT_ARCH of this architecture"
-#endif
+#include "seccomp_util.h"
 
 static tu_recs_t recs;
 
@@ -76,22 +60,12 @@ static int ring_user_files(void)
 /* From here on every fstat of this thread fails with EPERM (seccomp; for good). */
 static void forbid_fstat(void)
 {
-#ifndef SYS_fstat
-#define SYS_fstat SYS_newfstatat
+#ifdef SYS_fstat
+    const long refused[] = {SYS_newfstatat, SYS_fstat};
+#else
+    const long refused[] = {SYS_newfstatat};
 #endif
-    struct sock_filter f[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TU_AUDIT_ARCH, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_newfstatat, 1, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_fstat, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = { .len = sizeof f / sizeof f[0], .filter = f };
-    CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
-    CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0, "PR_SET_SECCOMP: %s", strerror(errno));
+    tu_refuse_syscalls(refused, sizeof refused / sizeof refused[0]);
     struct stat st;
     CHECK(fstat(0, &st) == -1 && errno == EPERM, "the filter does not refuse fstat");
 }

@@ -14,44 +14,18 @@
  * without the filter (IOENG_REQUIRE_URING=1 turns that into a failure).
  * Ignores IOENG_TEST_BACKEND (runs the same on both passes of `make check`).
  */
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <stddef.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 
-#include "test_util.h"
+#include "seccomp_util.h"
 
-#if defined(__x86_64__)
-#define TU_AUDIT_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define TU_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#elif defined(__riscv) && __riscv_xlen == 64
-#define TU_AUDIT_ARCH AUDIT_ARCH_RISCV64
-#else
-#error "add the AUDIT_ARCH of this architecture"
-#endif
 #ifndef __NR_io_uring_setup
 #define __NR_io_uring_setup 425
 #endif
 
 static void install_filter(void)
 {
-    struct sock_filter f[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TU_AUDIT_ARCH, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW), /* other arch: allow */
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = (unsigned short)(sizeof f / sizeof f[0]), .filter = f};
-    CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
-    CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0, "PR_SET_SECCOMP: %s",
-          strerror(errno));
+    const long refused[] = {__NR_io_uring_setup};
+    tu_refuse_syscalls(refused, 1);
     /* the filter really blocks it */
     errno = 0;
     long r = syscall(__NR_io_uring_setup, 4, NULL);
