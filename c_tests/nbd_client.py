@@ -1022,6 +1022,28 @@ def cmd_hs_memory(port, pid, n):
     print(f"nbd_client hs_memory: OK (RSS {base} -> peak {peak} -> {after} KiB, {n} connections)")
 
 
+def cmd_fua_fallback(addr, path, out_path):
+    """FUA WRITEs on a server whose engine refuses IOENG_REQ_DSYNC at submit (the test's
+    LD_PRELOAD wrapper refuses the first after the server's probe): the refused write
+    and the ones after it (WRITE + FDATASYNC from then on) land in the export, read back
+    equal, and none of their bytes go anywhere else (the server's stdout included)."""
+    c = Conn(addr)
+    c.connect_go()
+    payloads = [pattern(900 + i, 8192) for i in range(3)]
+    for i, data in enumerate(payloads):
+        err, _ = c.call(CMD_WRITE, off=8192 * (i + 1), length=len(data), flags=FLAG_FUA,
+                        payload=data)
+        check(err == 0, f"FUA write {i}: error {err}")
+    for i, data in enumerate(payloads):
+        err, back = c.call(CMD_READ, off=8192 * (i + 1), length=len(data), read_len=len(data))
+        check(err == 0 and back == data, f"FUA write {i} reads back")
+        check(file_read(path, 8192 * (i + 1), len(data)) == data, f"FUA write {i} is in the export")
+    c.disc()
+    with open(out_path, "rb") as f:
+        out = f.read()
+    check(all(d[:64] not in out for d in payloads), "client data on the server's stdout")
+
+
 def cpu_s(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
@@ -1081,6 +1103,8 @@ def main():
         cmd_hs_memory(int(args[0]), int(args[1]), int(args[2]))
     elif cmd == "blkdev":
         cmd_blkdev(server_addr(args[0]), args[1] == "fast")
+    elif cmd == "fua_fallback":
+        cmd_fua_fallback(server_addr(args[0]), args[1], args[2])
     elif cmd == "serve-check":
         cmd_serve_check(server_addr(args[0]))
     else:

@@ -23,6 +23,9 @@
 #     socket, 700 WRITEs (more than a connection holds at once) + FLUSH + DISC sent while
 #     the server is stopped, then close: every write runs; also when the close resets
 #     the connection (a reply left unread), over TCP and a Unix socket
+#  6. FUA writes after the engine refused IOENG_REQ_DSYNC at submit (an LD_PRELOAD
+#     wrapper, nbd_refuse_dsync.c): the server falls back to WRITE + FDATASYNC and every
+#     write lands in the export, direct and buffered
 #  (oversized WRITEs, 32 MiB + 4 KiB and 0xfffffff0: EINVAL and disconnect, are in
 #  test_nbd.sh's protocol run; the fuzz target in test_nbd_fuzz.sh)
 set -euo pipefail
@@ -116,6 +119,31 @@ $T python3 "$client" reset_disc "$NBD_LISTEN" "$NBD_PID" "$shm/reset_u.img"
 nbd_stop RU "$NBD_PID"
 echo "shutdown: every request of busy clients answered; 700 writes + DISC then close (or a reset, TCP and Unix socket): every write ran"
 
+# --- 6. FUA when the engine refuses IOENG_REQ_DSYNC at submit (after the start-up probe
+# accepted it): an LD_PRELOAD wrapper of ioeng_submit refuses the first FUA write; it and
+# the later ones (WRITE + FDATASYNC) land in the export and nowhere else. The export's
+# descriptors are registered files, so the retry must keep FIXED_FILE: without it, its
+# fd (an index) named the server's stdout.
+if [ "$(nbd_engine_takes_dsync)" = 1 ]; then
+    for direct in "" --no-direct; do
+        truncate -s 0 "$work/fua.img"
+        truncate -s 1M "$work/fua.img"
+        printf '#!/bin/sh\nLD_PRELOAD=%s exec "%s" "$@"\n' "$here/nbd_refuse_dsync.so" "$nbd_bin" >"$work/refuse.sh"
+        chmod +x "$work/refuse.sh"
+        plain_bin=$nbd_bin
+        nbd_bin=$work/refuse.sh
+        nbd_start F $direct "$work/fua.img"
+        nbd_bin=$plain_bin
+        $T python3 "$client" fua_fallback "$NBD_PORT" "$work/fua.img" "$work/F.out"
+        grep -q "engine refused IOENG_REQ_DSYNC at submit" "$work/F.err" ||
+            nbd_fail "the wrapper did not make the server fall back (${direct:-direct})"
+        nbd_stop F "$NBD_PID"
+    done
+    echo "FUA fallback: writes refused with DSYNC at submit land in the export (direct and buffered)"
+else
+    echo "FUA fallback: not checked (this libioeng refuses IOENG_REQ_DSYNC at the probe already)"
+fi
+
 # --- 4. accept4 out of descriptors ------------------------------------------------------
 printf '#!/bin/sh\nulimit -n 48 && exec "%s" "$@"\n' "$nbd_bin" >"$work/lowfd.sh"
 chmod +x "$work/lowfd.sh"
@@ -128,4 +156,4 @@ nbd_stop E "$NBD_PID"
 [ "$(nbd_stat E accept_pauses)" -ge 1 ] || nbd_fail "accept4 never failed: the fd limit did not apply"
 echo "EMFILE: accepting paused, no spin, served afterwards"
 
-echo "test_nbd_safety [$backend]: OK: no acknowledged write lost (mixed alignment, ext4 direct/buffered, tmpfs, ASan), idle connections time out, memory capped and returned (also handshake replies), no accept spin, SIGTERM answers busy clients, DISC+close (or reset) runs the writes"
+echo "test_nbd_safety [$backend]: OK: no acknowledged write lost (mixed alignment, ext4 direct/buffered, tmpfs, ASan), idle connections time out, memory capped and returned (also handshake replies), no accept spin, SIGTERM answers busy clients, DISC+close (or reset) runs the writes, FUA after a refused DSYNC lands"

@@ -312,7 +312,9 @@ static void submit_pieces(struct req *r, uint32_t op, void *buf, uint64_t off, u
             srv->dsync_ok = false;
             flags &= ~(uint32_t)IOENG_REQ_DSYNC;
             r->need_sync = true;
-            q.flags = flags;
+            /* Only DSYNC goes: q.flags also holds target_export's FIXED_FILE, without
+             * which q.fd (an index) would name the server's stdin or stdout. */
+            q.flags &= ~(uint32_t)IOENG_REQ_DSYNC;
             rc = engine_submit(srv, &q, r);
         }
         if (rc != 0) {
