@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,8 @@
 static _Atomic uint32_t turn;
 static long round_trips;
 static int cpu_b;
+/* Thread B could not run on cpu_b: it gave up, and A must not wait for it. */
+static atomic_bool b_failed;
 
 static void futex_wait(uint32_t while_value)
 {
@@ -51,8 +54,12 @@ static int pin(int cpu)
 static void *thread_b(void *arg)
 {
     (void)arg;
-    if (pin(cpu_b) != 0)
-        return (void *)1;
+    if (pin(cpu_b) != 0) {
+        atomic_store(&b_failed, true);
+        atomic_store(&turn, 0);
+        futex_wake();
+        return NULL;
+    }
     for (long i = 0; i < round_trips; i++) {
         while (atomic_load(&turn) != 1)
             futex_wait(0);
@@ -70,9 +77,9 @@ static double seconds(struct timeval tv)
 int main(int argc, char **argv)
 {
     round_trips = argc > 1 ? atol(argv[1]) : 100000;
-    int cpu_a = argc > 3 ? atoi(argv[2]) : 0;
+    int cpu_a = argc > 2 ? atoi(argv[2]) : 0;
     cpu_b = argc > 3 ? atoi(argv[3]) : 1;
-    if (round_trips <= 0) {
+    if (round_trips <= 0 || argc == 3 || argc > 4) {
         fprintf(stderr, "usage: wake_cost [ROUND_TRIPS] [CPU_A CPU_B]\n");
         return 2;
     }
@@ -91,17 +98,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "wake_cost: pthread_create: %s\n", strerror(rc));
         return 1;
     }
-    for (long i = 0; i < round_trips; i++) {
+    for (long i = 0; i < round_trips && !atomic_load(&b_failed); i++) {
         atomic_store(&turn, 1);
         futex_wake();
-        while (atomic_load(&turn) != 0)
+        /* B sets b_failed before it hands the turn back and wakes us, so once we
+         * see it clear, a wait here ends. */
+        while (atomic_load(&turn) != 0 && !atomic_load(&b_failed))
             futex_wait(1);
     }
-    void *b_failed;
-    pthread_join(b, &b_failed);
+    pthread_join(b, NULL);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     getrusage(RUSAGE_SELF, &after);
-    if (b_failed) {
+    if (atomic_load(&b_failed)) {
         fprintf(stderr, "wake_cost: cannot run on CPU %d\n", cpu_b);
         return 1;
     }
