@@ -10,10 +10,11 @@ use crate::sys;
 /// Default upper bound on how long an idle engine thread polls before it sleeps: about
 /// the CPU a sleep and its wake-up cost (two threads on the two vCPUs of the VM this is
 /// developed on, handing a futex back and forth: 28–30 µs of CPU per round trip, so about
-/// 14 µs per sleep and wake-up; `examples_c/wake_cost` measures it). Polling longer spends more CPU than the sleep it saves;
-/// it only buys latency, and a core spent on it is taken from the application (measured
-/// at ext4 QD1, where a read takes 20–30 µs: polling up to 50 µs gave 1.2× the IOPS at
-/// 0.45× the IOs per CPU-second). A caller that wants the latency sets `idle_poll_us`.
+/// 14 µs per sleep and wake-up; `examples_c/wake_cost` measures it). Polling longer
+/// spends more CPU than the sleep it saves; it only buys latency, and a core spent on it
+/// is taken from the application (measured at ext4 QD1, where a read takes 20–30 µs:
+/// polling up to 50 µs gave 1.2× the IOPS at 0.45× the IOs per CPU-second). A caller
+/// that wants the latency sets `idle_poll_us`.
 const DEFAULT_MAX_POLL: Duration = Duration::from_micros(10);
 /// Shortest poll; also the first one.
 const MIN_POLL: Duration = Duration::from_micros(5);
