@@ -86,6 +86,18 @@ nbd_start() {
     echo "server $name: pid $NBD_PID on $NBD_LISTEN ($(grep -o 'backend [a-z]*.*' "$work/$name.err"))"
 }
 
+# nbd_start_wrapped NAME SETUP ARGS...: nbd_start through a wrapper script that runs the
+# shell text SETUP and then execs the server ("ulimit -n 48 &&", "LD_PRELOAD=LIB").
+nbd_start_wrapped() {
+    local name=$1 setup=$2 plain=$nbd_bin
+    shift 2
+    printf '#!/bin/sh\n%s exec "%s" "$@"\n' "$setup" "$plain" >"$work/$name.sh"
+    chmod +x "$work/$name.sh"
+    nbd_bin=$work/$name.sh
+    nbd_start "$name" "$@"
+    nbd_bin=$plain
+}
+
 # nbd_wait_exit NAME PID: waits (at most 40 s) for a server that was signalled; it must
 # exit 0 and print its stats line.
 nbd_wait_exit() {

@@ -382,6 +382,17 @@ static uint64_t throttled_ns(ioeng_t *h, uint16_t id)
     return st.throttled_ns;
 }
 
+/* Until `n` callbacks were recorded: polls (POLLED) or waits for the completer. */
+static void wait_recs(ioeng_t *h, ioeng_mode_t mode, int n)
+{
+    while (rec_n < n) {
+        if (mode == IOENG_MODE_POLLED)
+            CHECK(ioeng_poll(h, (uint32_t)(n - rec_n), 2000000000) >= 0, "poll");
+        else
+            tu_waiter_wait_for(&rec_w, n, 5);
+    }
+}
+
 /* Requests held by a limit that leave the queues otherwise (cancel_all, ioeng_cancel,
  * their deadline) leave an idle engine: no timer for the refill nobody waits for, so
  * THREADS engine threads sleep (< 30 ms of process CPU in 300 ms), a POLLED engine's
@@ -403,23 +414,13 @@ static void held_then_gone_case(ioeng_backend_t be, int fd, ioeng_mode_t mode, i
     }
     int efd = mode == IOENG_MODE_POLLED ? ioeng_event_fd(h) : -1;
     /* The first read goes; the other four are held. */
-    while (rec_n < 1) {
-        if (mode == IOENG_MODE_POLLED)
-            CHECK(ioeng_poll(h, 1, 1000000000) >= 0, "poll");
-        else
-            tu_waiter_wait_for(&rec_w, 1, 5);
-    }
+    wait_recs(h, mode, 1);
     int64_t gone_res = how == 2 ? -ETIMEDOUT : -ECANCELED;
     if (how == 0)
         CHECK_EQ(ioeng_cancel_all(h), 4, "ioeng_cancel_all of the held requests");
     else if (how == 1)
         CHECK_EQ(ioeng_cancel(h, 5), 4, "ioeng_cancel of the held requests");
-    while (rec_n < 5) {
-        if (mode == IOENG_MODE_POLLED)
-            CHECK(ioeng_poll(h, (uint32_t)(5 - rec_n), 2000000000) >= 0, "poll");
-        else
-            tu_waiter_wait_for(&rec_w, 5, 5);
-    }
+    wait_recs(h, mode, 5);
     CHECK_EQ(count_label_res(0, 4096), 1, "the read that went");
     for (int i = 1; i < 5; i++)
         CHECK_EQ(rec_res[i], gone_res, "%s: held request %d", names[how], i);
@@ -476,12 +477,7 @@ static void endless_debt_case(ioeng_backend_t be, int fd, ioeng_mode_t mode)
     CHECK(fstat(fd, &st) == 0, "fstat");
     submit(h, IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, area, huge, (uint64_t)st.st_size, id, 0);
     submit(h, IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf4k, 4096, 0, id, 1);
-    while (rec_n < 1) {
-        if (mode == IOENG_MODE_POLLED)
-            CHECK(ioeng_poll(h, 1, 2000000000) >= 0, "poll");
-        else
-            tu_waiter_wait_for(&rec_w, 1, 5);
-    }
+    wait_recs(h, mode, 1);
     CHECK_EQ(count_label_res(0, 0), 1, "the 32 GiB read at EOF");
     uint64_t cpu0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
     if (mode == IOENG_MODE_POLLED) {
@@ -498,12 +494,7 @@ static void endless_debt_case(ioeng_backend_t be, int fd, ioeng_mode_t mode)
           mode == IOENG_MODE_POLLED ? "POLLED" : "THREADS", cpu / 1e6);
     CHECK_EQ(rec_n, 1, "the held read still waits");
     CHECK_EQ(ioeng_cancel_all(h), 1, "cancel_all of the held read");
-    while (rec_n < 2) {
-        if (mode == IOENG_MODE_POLLED)
-            CHECK(ioeng_poll(h, 1, 2000000000) >= 0, "poll");
-        else
-            tu_waiter_wait_for(&rec_w, 2, 5);
-    }
+    wait_recs(h, mode, 2);
     CHECK_EQ(count_label_res(1, -ECANCELED), 1, "the held read, cancelled");
     CHECK(ioeng_close(h) == 0, "close");
     munmap(area, huge);

@@ -128,12 +128,7 @@ if [ "$(nbd_engine_takes_dsync)" = 1 ]; then
     for direct in "" --no-direct; do
         truncate -s 0 "$work/fua.img"
         truncate -s 1M "$work/fua.img"
-        printf '#!/bin/sh\nLD_PRELOAD=%s exec "%s" "$@"\n' "$here/nbd_refuse_dsync.so" "$nbd_bin" >"$work/refuse.sh"
-        chmod +x "$work/refuse.sh"
-        plain_bin=$nbd_bin
-        nbd_bin=$work/refuse.sh
-        nbd_start F $direct "$work/fua.img"
-        nbd_bin=$plain_bin
+        nbd_start_wrapped F "LD_PRELOAD=$here/nbd_refuse_dsync.so" $direct "$work/fua.img"
         $T python3 "$client" fua_fallback "$NBD_PORT" "$work/fua.img" "$work/F.out"
         grep -q "engine refused IOENG_REQ_DSYNC at submit" "$work/F.err" ||
             nbd_fail "the wrapper did not make the server fall back (${direct:-direct})"
@@ -145,12 +140,7 @@ else
 fi
 
 # --- 4. accept4 out of descriptors ------------------------------------------------------
-printf '#!/bin/sh\nulimit -n 48 && exec "%s" "$@"\n' "$nbd_bin" >"$work/lowfd.sh"
-chmod +x "$work/lowfd.sh"
-plain_bin=$nbd_bin
-nbd_bin=$work/lowfd.sh
-nbd_start E "$work/idle.img"
-nbd_bin=$plain_bin
+nbd_start_wrapped E "ulimit -n 48 &&" "$work/idle.img"
 $T python3 "$client" emfile "$NBD_PORT" "$NBD_PID" 80
 nbd_stop E "$NBD_PID"
 [ "$(nbd_stat E accept_pauses)" -ge 1 ] || nbd_fail "accept4 never failed: the fd limit did not apply"
