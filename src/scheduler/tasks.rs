@@ -625,6 +625,17 @@ impl IoEvent {
         chunk
     }
 
+    /// `next_chunk().bytes`, asked once per completion: a plain transfer's without
+    /// building the whole chunk.
+    fn next_chunk_bytes(&self) -> u64 {
+        let bytes = match self.request.op {
+            Op::Read | Op::Write => (self.request.total - self.done).min(MAX_KERNEL_IO),
+            _ => self.next_chunk().bytes,
+        };
+        debug_assert_eq!(bytes, self.next_chunk().bytes);
+        bytes
+    }
+
     /// A vector's next IO: the longest run of whole segments from the cursor within
     /// [`MAX_KERNEL_IO`] bytes, or, when the cursor is inside a segment (after a short
     /// transfer) or one segment alone exceeds the maximum, a plain IO of that segment.
@@ -795,7 +806,7 @@ impl IoEvent {
         } else if !op.transfers() {
             return Outcome::Done(0);
         } else {
-            let chunk_len = self.next_chunk().bytes;
+            let chunk_len = self.next_chunk_bytes();
             if res == 0 && chunk_len > 0 {
                 if op.reads() {
                     // Zero bytes on a read means end of file (or a stream's peer shut
@@ -839,6 +850,12 @@ impl IoEvent {
     /// Ends the request: runs its callback with `res`.
     pub(crate) fn finish(self, res: i64) {
         self.callback.invoke(res);
+    }
+
+    /// The callback alone, for a finished request that is taken out of its slot
+    /// (`slot.take()`, then this): the rest of the event is never copied.
+    pub(crate) fn into_callback(self) -> Callback {
+        self.callback
     }
 }
 
