@@ -344,7 +344,13 @@ def test_transmission(port, path):
     for length in ((32 << 20) + 4096, 0xFFFFFFF0):
         c = Conn(port)
         c.connect_go()
-        c.request(CMD_WRITE, 77, 0, length, 0, b"\xee" * 65536)
+        try:
+            c.request(CMD_WRITE, 77, 0, length, 0, b"\xee" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            # The server may close as soon as it has the header: the rest of the payload
+            # then cannot be sent (a Unix socket sends it in pieces of about 36 KiB, and
+            # the server can run between two), while its reply stays readable.
+            c.pending[77] = 0
         cookie, err, _ = c.reply()
         check(cookie == 77 and err == EINVAL, f"WRITE of {length:#x} bytes: error {err}, expected EINVAL")
         check(c.is_closed(), f"WRITE of {length:#x} bytes: the server disconnects")
