@@ -553,6 +553,9 @@ static void open_engine(struct server *srv)
          * completion work for it (SINGLE_ISSUER | DEFER_TASKRUN). */
         cfg.mode = IOENG_MODE_POLLED;
         cfg.flags |= IOENG_CONFIG_SINGLE_POLLER;
+        /* And every round polls after its submits (server_round), so they need not make
+         * the event fd readable: no write of it per submit, and no drain per poll. */
+        cfg.flags |= IOENG_CONFIG_POLL_AFTER_SUBMIT;
     }
     /* Idle engine threads sleep at once by default: the event loop already batches, and
      * polling threads compete with the loop (and io_uring's workers) for the CPU, which
@@ -700,6 +703,20 @@ static int run_timers(struct server *srv)
     return ms > 60000 ? 60000 : (int)ms;
 }
 
+/* POLLED: what this round submitted goes to the kernel now; replies of what finished
+ * are flushed, which may resume paused connections that submit again: then once more
+ * (an empty poll would cost a syscall). Nothing submitted is left for the next epoll
+ * round: the engine's IOENG_CONFIG_POLL_AFTER_SUBMIT promise (open_engine). */
+static void pump_round(struct server *srv)
+{
+    while (srv->opt.polled && pump_engine(srv)) {
+        uint64_t submitted = srv->submitted;
+        run_work(srv);
+        if (srv->submitted == submitted)
+            break;
+    }
+}
+
 /* One round of the event loop: waits at most `timeout` ms (-1: no limit) for events,
  * handles them and the deferred work, runs the timers. Returns the wait for the next
  * round (the next timer). */
@@ -715,17 +732,12 @@ int server_round(struct server *srv, int timeout)
     for (int i = 0; i < n; i++)
         handle_event(srv, evs[i].data.ptr, evs[i].events);
     run_work(srv);
-    /* POLLED: what this round submitted goes to the kernel now; replies of what finished
-     * are flushed, which may resume paused connections that submit again: then once
-     * more (an empty poll would cost a syscall). */
-    while (srv->opt.polled && pump_engine(srv)) {
-        uint64_t submitted = srv->submitted;
-        run_work(srv);
-        if (srv->submitted == submitted)
-            break;
-    }
+    pump_round(srv);
     timeout = run_timers(srv);
-    run_work(srv); /* connections the timers closed */
+    uint64_t submitted = srv->submitted;
+    run_work(srv); /* connections the timers closed, or resumed */
+    if (srv->submitted != submitted)
+        pump_round(srv);
     return timeout;
 }
 

@@ -196,6 +196,23 @@ typedef struct ioeng_class_stats ioeng_class_stats_t;
 #define IOENG_CONFIG_SINGLE_POLLER 1
 
 /**
+ * `flags` bit (since 1.1), with IOENG_CONFIG_SINGLE_POLLER, POLLED mode: the caller
+ * also promises that the polling thread, after submitting on this engine, calls
+ * ioeng_poll() before it waits on the event fd (as an event loop does that submits while
+ * it handles events and polls at the end of each round). In exchange that thread's
+ * submits (ioeng_submit(), ioeng_submit_batch()) do not make the event fd readable: no
+ * write of the fd at the submit and no drain of it in the poll, which such a loop pays
+ * per round (examples_c/ioeng_nbd at QD1, io_uring, a page-cache file: 4 syscalls per
+ * request instead of 6). The polling thread is the one that polled last; before the
+ * first ioeng_poll() there is none. Submits on any other thread, and before the first
+ * poll, make the fd readable as without the flag. A request submitted quietly is not
+ * seen by ioeng_next_timeout_ns() (the fd is not readable for it) until that poll takes
+ * it. Without IOENG_CONFIG_SINGLE_POLLER: -EINVAL. Ignored in THREADS mode (no event
+ * fd).
+ */
+#define IOENG_CONFIG_POLL_AFTER_SUBMIT 2
+
+/**
  * Library version (semantic versioning); ioeng_version() returns the same as a string.
  */
 #define IOENG_VERSION_MAJOR 1
@@ -807,7 +824,8 @@ int ioeng_open(const struct ioeng_config *cfg, struct ioeng **out);
 
 /**
  * Queues one request. Never blocks on kernel progress. In POLLED mode it only queues
- * (and makes the event fd readable): the request reaches the kernel in the next
+ * (and makes the event fd readable, except on the polling thread of an engine opened
+ * with IOENG_CONFIG_POLL_AFTER_SUBMIT): the request reaches the kernel in the next
  * ioeng_poll().
  *
  * Returns 0 when accepted: `cb(ctx, res)` will then run exactly once, on an engine
@@ -1204,7 +1222,8 @@ int ioeng_poll(struct ioeng *h,
  * it for each completion (io_uring IORING_REGISTER_EVENTFD, AIO IOCB_FLAG_RESFD; on
  * io_uring only while no thread is inside ioeng_poll(), which sees completions
  * itself); ioeng_submit() from any thread signals it (on a paused engine only for a
- * request whose deadline is earlier than any queued one); an engine-owned kernel timer
+ * request whose deadline is earlier than any queued one; with
+ * IOENG_CONFIG_POLL_AFTER_SUBMIT not on the polling thread, which polls next); an engine-owned kernel timer
  * (io_uring IORING_OP_TIMEOUT, AIO a timerfd watched with IOCB_CMD_POLL) signals it
  * when the earliest deadline, retry or refill of a rate-limited class falls due (on
  * io_uring also for the check of transfers that can never happen, see
@@ -1235,7 +1254,9 @@ int ioeng_event_fd(const struct ioeng *h);
  * each in-flight transfer was checked once); -1 when there is none (only new work or
  * completions end the wait). The event fd fires by itself at that time: a loop that
  * waits on the fd needs neither this call nor a timer. Exact only between polls: while a
- * thread is inside ioeng_poll(), that thread serves the engine (and the fd may be quiet).
+ * thread is inside ioeng_poll(), that thread serves the engine (and the fd may be quiet);
+ * with IOENG_CONFIG_POLL_AFTER_SUBMIT the polling thread's own submits are not counted
+ * (it polls next).
  * Returns -EINVAL for a NULL `h` or a THREADS engine (its engine threads keep the
  * timers; there is no fd to wait on and nothing for the caller to schedule), -ESRCH in
  * a forked child; errors are below -1. Thread-safe; may be called from a callback.

@@ -189,6 +189,21 @@ pub const IOENG_MAX_CLASSES: u32 = 64;
 /// waiting inside ioeng_poll() with a timeout is woken at once. File IO is not delayed.
 pub const IOENG_CONFIG_SINGLE_POLLER: u32 = 1;
 
+/// `flags` bit (since 1.1), with IOENG_CONFIG_SINGLE_POLLER, POLLED mode: the caller
+/// also promises that the polling thread, after submitting on this engine, calls
+/// ioeng_poll() before it waits on the event fd (as an event loop does that submits while
+/// it handles events and polls at the end of each round). In exchange that thread's
+/// submits (ioeng_submit(), ioeng_submit_batch()) do not make the event fd readable: no
+/// write of the fd at the submit and no drain of it in the poll, which such a loop pays
+/// per round (examples_c/ioeng_nbd at QD1, io_uring, a page-cache file: 4 syscalls per
+/// request instead of 6). The polling thread is the one that polled last; before the
+/// first ioeng_poll() there is none. Submits on any other thread, and before the first
+/// poll, make the fd readable as without the flag. A request submitted quietly is not
+/// seen by ioeng_next_timeout_ns() (the fd is not readable for it) until that poll takes
+/// it. Without IOENG_CONFIG_SINGLE_POLLER: -EINVAL. Ignored in THREADS mode (no event
+/// fd).
+pub const IOENG_CONFIG_POLL_AFTER_SUBMIT: u32 = 2;
+
 /// Library version (semantic versioning); ioeng_version() returns the same as a string.
 pub const IOENG_VERSION_MAJOR: u32 = 1;
 /// See IOENG_VERSION_MAJOR.
@@ -504,8 +519,15 @@ fn config_from_c(cfg: &IoengConfig) -> Result<Config, Error> {
     if cfg.reserved.iter().any(|&word| word != 0) {
         return Err(Error::InvalidArgument("reserved fields must be zero"));
     }
-    if cfg.flags & !IOENG_CONFIG_SINGLE_POLLER != 0 {
+    if cfg.flags & !(IOENG_CONFIG_SINGLE_POLLER | IOENG_CONFIG_POLL_AFTER_SUBMIT) != 0 {
         return Err(Error::InvalidArgument("unknown config flags"));
+    }
+    let single_poller = cfg.flags & IOENG_CONFIG_SINGLE_POLLER != 0;
+    let poll_after_submit = cfg.flags & IOENG_CONFIG_POLL_AFTER_SUBMIT != 0;
+    if poll_after_submit && !single_poller {
+        return Err(Error::InvalidArgument(
+            "IOENG_CONFIG_POLL_AFTER_SUBMIT needs IOENG_CONFIG_SINGLE_POLLER",
+        ));
     }
     let mode = match cfg.mode {
         IOENG_MODE_THREADS => Mode::Threads,
@@ -542,7 +564,8 @@ fn config_from_c(cfg: &IoengConfig) -> Result<Config, Error> {
         completer_cpu: cpu(cfg.completer_cpu)?,
         normal_min_percent: cfg.normal_min_percent,
         latency_stats,
-        single_poller: cfg.flags & IOENG_CONFIG_SINGLE_POLLER != 0,
+        single_poller,
+        poll_after_submit,
     })
 }
 
@@ -647,7 +670,8 @@ unsafe fn request_from_c(engine: &AnyEngine, req: &IoengReq) -> Result<IoRequest
 }
 
 /// Queues one request. Never blocks on kernel progress. In POLLED mode it only queues
-/// (and makes the event fd readable): the request reaches the kernel in the next
+/// (and makes the event fd readable, except on the polling thread of an engine opened
+/// with IOENG_CONFIG_POLL_AFTER_SUBMIT): the request reaches the kernel in the next
 /// ioeng_poll().
 ///
 /// Returns 0 when accepted: `cb(ctx, res)` will then run exactly once, on an engine
@@ -1389,7 +1413,8 @@ pub unsafe extern "C" fn ioeng_poll(h: *mut Ioeng, min_complete: u32, timeout_ns
 /// it for each completion (io_uring IORING_REGISTER_EVENTFD, AIO IOCB_FLAG_RESFD; on
 /// io_uring only while no thread is inside ioeng_poll(), which sees completions
 /// itself); ioeng_submit() from any thread signals it (on a paused engine only for a
-/// request whose deadline is earlier than any queued one); an engine-owned kernel timer
+/// request whose deadline is earlier than any queued one; with
+/// IOENG_CONFIG_POLL_AFTER_SUBMIT not on the polling thread, which polls next); an engine-owned kernel timer
 /// (io_uring IORING_OP_TIMEOUT, AIO a timerfd watched with IOCB_CMD_POLL) signals it
 /// when the earliest deadline, retry or refill of a rate-limited class falls due (on
 /// io_uring also for the check of transfers that can never happen, see
@@ -1433,7 +1458,9 @@ pub unsafe extern "C" fn ioeng_event_fd(h: *const Ioeng) -> c_int {
 /// each in-flight transfer was checked once); -1 when there is none (only new work or
 /// completions end the wait). The event fd fires by itself at that time: a loop that
 /// waits on the fd needs neither this call nor a timer. Exact only between polls: while a
-/// thread is inside ioeng_poll(), that thread serves the engine (and the fd may be quiet).
+/// thread is inside ioeng_poll(), that thread serves the engine (and the fd may be quiet);
+/// with IOENG_CONFIG_POLL_AFTER_SUBMIT the polling thread's own submits are not counted
+/// (it polls next).
 /// Returns -EINVAL for a NULL `h` or a THREADS engine (its engine threads keep the
 /// timers; there is no fd to wait on and nothing for the caller to schedule), -ESRCH in
 /// a forked child; errors are below -1. Thread-safe; may be called from a callback.

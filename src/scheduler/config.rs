@@ -40,6 +40,9 @@ pub struct Config {
     pub latency_stats: bool,
     /// IOENG_CONFIG_SINGLE_POLLER: one thread polls and closes (POLLED io_uring uses it).
     pub single_poller: bool,
+    /// IOENG_CONFIG_POLL_AFTER_SUBMIT (POLLED): the polling thread polls after its own
+    /// submits, which therefore leave the event fd alone (`Wakeup::quiet_submit_here`).
+    pub poll_after_submit: bool,
 }
 
 /// Who drives the engine.

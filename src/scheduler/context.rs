@@ -138,8 +138,10 @@ impl<S: Slot> IoContext<S> {
     }
 
     /// POLLED mode: wake-ups go to `event` instead of to engine threads.
-    pub(crate) fn with_event_fd(mut self, event: EventFd) -> Self {
-        self.wakeup = Wakeup::polled(event);
+    /// POLLED mode: the engine's event fd, and whether the poller promised to poll after
+    /// its own submits (IOENG_CONFIG_POLL_AFTER_SUBMIT).
+    pub(crate) fn with_event_fd(mut self, event: EventFd, poll_after_submit: bool) -> Self {
+        self.wakeup = Wakeup::polled(event, poll_after_submit);
         self
     }
 
@@ -312,6 +314,10 @@ impl<S: Slot> IoContext<S> {
             // From a callback on the reaping thread, which looks for submit work after
             // its callbacks (a poller also re-checks `paused` and arms its timer before
             // it returns or sleeps): nobody to wake, nothing to order.
+        } else if self.wakeup.quiet_submit_here() {
+            // POLLED, IOENG_CONFIG_POLL_AFTER_SUBMIT, on the thread that polls: it polls
+            // before it waits on the fd (the caller's promise), and that poll dispatches
+            // this and arms the timer of its deadline; so no write now, and no drain then.
         } else {
             // One fence for both pairings: with the one in `Wakeup::rearm` (either the
             // poller sees this push, or we see its `signalled = false` and signal) and

@@ -450,7 +450,7 @@ fn polled_next_timeout_is_the_fd_then_the_earliest_timer() {
     let threads = IoContext::<TestSlot>::new(2, 1, 0, true);
     assert_eq!(next_timeout_ns(&threads), None, "THREADS: no event fd");
     let event = EventFd::new().expect("eventfd");
-    let ctx = IoContext::<TestSlot>::new(2, 1, 0, true).with_event_fd(event);
+    let ctx = IoContext::<TestSlot>::new(2, 1, 0, true).with_event_fd(event, false);
     assert_eq!(next_timeout_ns(&ctx), Some(-1), "nothing pending");
     // Paused, a deadline 200 ms away, earlier than any: the push signals the fd (the
     // poller must move its timer), so a poll has work now.
@@ -474,6 +474,39 @@ fn polled_next_timeout_is_the_fd_then_the_earliest_timer() {
     // Resume: the queued requests can go now.
     ctx.resume();
     assert_eq!(next_timeout_ns(&ctx), Some(0), "resumed: readable");
+    assert!(log.is_empty());
+}
+
+#[test]
+fn after_a_poll_the_pollers_own_submits_leave_the_event_fd_alone_with_poll_after_submit() {
+    let mut log = Vec::new();
+    let quiet = |ctx: &IoContext<TestSlot>| ctx.event_fd().is_some_and(|e| !e.is_readable());
+    for promised in [false, true] {
+        let event = EventFd::new().expect("eventfd");
+        let ctx = IoContext::<TestSlot>::new(4, 4, 0, false).with_event_fd(event, promised);
+        // Before any poll there is no polling thread: a submit signals.
+        ctx.push(tagged(1, 0, 0, &mut log)).unwrap();
+        assert!(!quiet(&ctx), "before the first poll the fd is readable");
+        // A poll on this thread that ends with the fd drained and `signalled` clear.
+        ctx.wakeup().polling_here();
+        ctx.wakeup().poller_running();
+        ctx.wakeup().rearm(true);
+        assert!(quiet(&ctx));
+        // The poller's own submit: quiet only with the promise.
+        ctx.push(tagged(2, 0, 0, &mut log)).unwrap();
+        assert_eq!(
+            quiet(&ctx),
+            promised,
+            "the poller's submit, promised={promised}"
+        );
+        ctx.wakeup().rearm(true);
+        // Another thread's submit always signals.
+        let other = tagged(3, 0, 0, &mut log);
+        std::thread::scope(|scope| {
+            scope.spawn(|| ctx.push(other).unwrap());
+        });
+        assert!(!quiet(&ctx), "another thread's submit, promised={promised}");
+    }
     assert!(log.is_empty());
 }
 

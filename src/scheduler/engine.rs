@@ -58,7 +58,7 @@ impl<D: Driver> Engine<D> {
             config.latency_stats,
         )?;
         if let Some(event) = event {
-            ctx = ctx.with_event_fd(event);
+            ctx = ctx.with_event_fd(event, config.poll_after_submit);
         }
         let shared = Arc::new(Shared {
             driver,

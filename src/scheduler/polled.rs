@@ -50,6 +50,7 @@ pub(crate) fn poll<D: Driver>(
     let held = &mut *held;
     let _serving = ctx.serve_here();
     ctx.wakeup().poller_running();
+    ctx.wakeup().polling_here();
     // While this thread polls, it sees completions itself: where the driver can, the
     // kernel stops signalling the event fd for them, and the poller sleeps in the
     // driver's own wait (`Driver::wait_event`) while IO is in flight.

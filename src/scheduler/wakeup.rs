@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::thread::Thread;
 
 use super::config::Mode;
@@ -30,6 +30,14 @@ pub(crate) struct PolledWake {
     /// Set after a submitting thread (or a poller leaving work behind) wrote the event
     /// fd; taken by the poller to know that it must drain the fd.
     written: AtomicBool,
+    /// IOENG_CONFIG_POLL_AFTER_SUBMIT: the thread that polled last (`thread_token`),
+    /// whose own submits leave the fd alone since it polls after them; 0: none yet, or
+    /// the flag is off. Written by that thread at each poll and compared by submitters
+    /// with their own token: a thread only ever finds its own token there while it is
+    /// the last poller, so Relaxed is enough.
+    quiet_poller: AtomicUsize,
+    /// Whether the caller made that promise (`Config::poll_after_submit`).
+    poll_after_submit: bool,
 }
 
 impl Wakeup {
@@ -39,11 +47,13 @@ impl Wakeup {
         })
     }
 
-    pub(crate) fn polled(event: EventFd) -> Self {
+    pub(crate) fn polled(event: EventFd, poll_after_submit: bool) -> Self {
         Wakeup::Polled(PolledWake {
             event: Some(event),
             signalled: AtomicBool::new(false),
             written: AtomicBool::new(false),
+            quiet_poller: AtomicUsize::new(0),
+            poll_after_submit,
         })
     }
 
@@ -168,6 +178,34 @@ impl Wakeup {
     pub(crate) fn served_here(&self) -> bool {
         SERVING.with(|s| s.get()) == self as *const Self as usize
     }
+
+    /// POLLED with IOENG_CONFIG_POLL_AFTER_SUBMIT, by a poller: records the calling
+    /// thread as the one that polls after its own submits (`quiet_submit_here`).
+    pub(crate) fn polling_here(&self) {
+        if let Wakeup::Polled(p) = self
+            && p.poll_after_submit
+        {
+            p.quiet_poller.store(thread_token(), Ordering::Relaxed);
+        }
+    }
+
+    /// True when a submit on the calling thread needs no signal of the event fd: it
+    /// is the thread that polled last, which promised to poll again before it waits
+    /// (IOENG_CONFIG_POLL_AFTER_SUBMIT).
+    pub(crate) fn quiet_submit_here(&self) -> bool {
+        match self {
+            Wakeup::Polled(p) if p.poll_after_submit => {
+                p.quiet_poller.load(Ordering::Relaxed) == thread_token()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A number that tells the calling thread from every other live thread (never 0): the
+/// address of its `SERVING` slot.
+fn thread_token() -> usize {
+    SERVING.with(|s| s as *const Cell<usize> as usize)
 }
 
 /// Restores the previous `serve_here` mark when dropped.
