@@ -972,6 +972,10 @@ impl<S: Slot> IoContext<S> {
     fn settle_batch(&self, results: &[(usize, i64)]) {
         let mut finishing = lock(&self.finishing);
         let Finishing { done, slots } = &mut *finishing;
+        // Both lists end each batch empty; only an unwind out of a callback leaves them
+        // filled, which happens only in a child that forked inside a POLLED callback,
+        // whose copy of the engine is never used again (`fork::after_callback`).
+        debug_assert!(done.is_empty() && slots.is_empty());
         let mut resubmitted = false;
         for &(index, res) in results {
             // SAFETY: the caller (completer after reaping, or submitter after a refused
