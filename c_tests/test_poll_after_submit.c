@@ -10,7 +10,9 @@
  *  - after a poll, the same thread's submit leaves the fd quiet (poll(2) says so at
  *    once) and the next ioeng_poll() completes it; without the flag the same submit
  *    makes the fd readable (the 1.0 contract, unchanged);
- *  - another thread's submit makes the fd readable;
+ *  - another thread's submit makes the fd readable, also that of a thread started after
+ *    a thread that polled once exited (glibc hands it that thread's stack and
+ *    thread-local area), and a submit from a callback inside another engine's poll;
  *  - a loop that keeps the promise (submit one read, ioeng_poll(h, 0, 0), then
  *    epoll_wait on the fd until the read's callback ran) finishes 300 reads in a row,
  *    each checked byte for byte, with no wait of more than 5 s (a lost wake-up fails);
@@ -113,6 +115,26 @@ static void *other_thread(void *arg)
     return NULL;
 }
 
+/* A thread that polls once and exits: glibc gives the next thread its stack and
+ * thread-local area, which must not make that one the polling thread. */
+static void *poll_once_thread(void *arg)
+{
+    int rc = ioeng_poll(arg, 0, 0);
+    CHECK(rc >= 0, "the short-lived poller's poll: %s", tu_errname(rc));
+    return NULL;
+}
+
+/* Engine B's request submitted from a callback of engine A (inside A's poll). */
+static ioeng_t *cross_b;
+static int cross_fd;
+static rec_t cross_rec;
+
+static void cross_cb(void *ctx, int64_t res)
+{
+    rec_cb(ctx, res);
+    submit_read(cross_b, cross_fd, 9, &cross_rec, 0);
+}
+
 static int epoll_on(ioeng_t *h)
 {
     int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -205,6 +227,64 @@ static void polled_case(ioeng_backend_t be, int fd, const char *fs)
            fs, LOOP_READS, waited_ms);
 }
 
+/* A thread that is an engine's first poller and exits, then a new thread (glibc hands it
+ * the old one's stack and thread-local area) that submits: it never polled, so its
+ * submit makes the fd readable. On io_uring the engine is then tied to the exited
+ * thread (IOENG_CONFIG_SINGLE_POLLER), and only it could poll or close: leaked, as in
+ * test_single_poller. */
+static void reused_thread_case(ioeng_backend_t be, int fd)
+{
+    ioeng_t *h = open_with(be, IOENG_MODE_POLLED,
+                           IOENG_CONFIG_SINGLE_POLLER | IOENG_CONFIG_POLL_AFTER_SUBMIT, 0);
+    int efd = ioeng_event_fd(h);
+    pthread_t t1, t2;
+    CHECK(pthread_create(&t1, NULL, poll_once_thread, h) == 0, "pthread_create");
+    pthread_join(t1, NULL);
+    CHECK(!fd_readable(efd), "quiet before the new thread's submit");
+    other_h = h;
+    other_fd = fd;
+    CHECK(pthread_create(&t2, NULL, other_thread, NULL) == 0, "pthread_create");
+    pthread_join(t2, NULL);
+    CHECK(fd_readable(efd), "a thread started after the poller exited submitted: the fd "
+          "must be readable (that thread never polled)");
+    if (be == IOENG_BACKEND_AIO) {
+        int ep = epoll_on(h);
+        poll_until(h, ep, &other_rec, "the new thread's read");
+        check_block(&other_rec, 7, "the new thread's read");
+        close(ep);
+        CHECK_EQ(ioeng_close(h), 0, "ioeng_close");
+    }
+    printf("  a thread started after a poller exited is not the polling thread\n");
+}
+
+/* One thread polls engines A and B; a callback of A (inside A's poll) submits to B,
+ * which this thread polled last: that submit makes B's fd readable. */
+static void cross_engine_case(ioeng_backend_t be, int fd)
+{
+    const uint32_t both = IOENG_CONFIG_SINGLE_POLLER | IOENG_CONFIG_POLL_AFTER_SUBMIT;
+    ioeng_t *a = open_with(be, IOENG_MODE_POLLED, both, 0);
+    ioeng_t *b = open_with(be, IOENG_MODE_POLLED, both, 0);
+    CHECK(ioeng_poll(b, 0, 0) == 0, "B's first poll");
+    int ep = epoll_on(a);
+    rec_t ra = {0};
+    ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf, BLK, 0);
+    cross_b = b;
+    cross_fd = fd;
+    int rc = ioeng_submit(a, &q, cross_cb, &ra);
+    CHECK_EQ(rc, 0, "submit to A: %s", tu_errname(rc));
+    poll_until(a, ep, &ra, "A's read");
+    CHECK(fd_readable(ioeng_event_fd(b)),
+          "a submit to B from A's callback must make B's fd readable");
+    close(ep);
+    ep = epoll_on(b);
+    poll_until(b, ep, &cross_rec, "B's read");
+    check_block(&cross_rec, 9, "B's read");
+    close(ep);
+    CHECK_EQ(ioeng_close(a), 0, "close A");
+    CHECK_EQ(ioeng_close(b), 0, "close B");
+    printf("  a submit from another engine's callback makes the fd readable\n");
+}
+
 int main(void)
 {
     tu_init("test_poll_after_submit", 0);
@@ -241,6 +321,8 @@ int main(void)
     polled_case(be, ext4, "ext4 O_DIRECT");
     polled_case(be, shm, "tmpfs");
     polled_case(be, plain, "ext4 page cache");
+    cross_engine_case(be, shm);
+    reused_thread_case(be, shm);
     printf("test_poll_after_submit [%s polled]: OK\n", tu_backend_name(be));
     return 0;
 }

@@ -196,19 +196,21 @@ typedef struct ioeng_class_stats ioeng_class_stats_t;
 #define IOENG_CONFIG_SINGLE_POLLER 1
 
 /**
- * `flags` bit (since 1.1), with IOENG_CONFIG_SINGLE_POLLER, POLLED mode: the caller
- * also promises that the polling thread, after submitting on this engine, calls
- * ioeng_poll() before it waits on the event fd (as an event loop does that submits while
- * it handles events and polls at the end of each round). In exchange that thread's
- * submits (ioeng_submit(), ioeng_submit_batch()) do not make the event fd readable: no
- * write of the fd at the submit and no drain of it in the poll, which such a loop pays
- * per round (examples_c/ioeng_nbd at QD1, io_uring, a page-cache file: 4 syscalls per
- * request instead of 6). The polling thread is the one that polled last; before the
- * first ioeng_poll() there is none. Submits on any other thread, and before the first
- * poll, make the fd readable as without the flag. A request submitted quietly is not
- * seen by ioeng_next_timeout_ns() (the fd is not readable for it) until that poll takes
- * it. Without IOENG_CONFIG_SINGLE_POLLER: -EINVAL. Ignored in THREADS mode (no event
- * fd).
+ * `flags` bit (since 1.1), with IOENG_CONFIG_SINGLE_POLLER (-EINVAL without it, in
+ * either mode), POLLED mode (ignored in THREADS mode, which has no event fd): the caller
+ * also promises that a thread, from its ioeng_poll() on until another thread polls the
+ * engine, calls ioeng_poll() again after each of its submits before it (or anyone)
+ * waits on the event fd for that request: an event loop that submits while it handles
+ * events and polls at the end of each round. In exchange those submits (ioeng_submit(),
+ * ioeng_submit_batch()) do not make the event fd readable: no write of the fd at the
+ * submit and no drain of it in the poll, which such a loop pays per round
+ * (examples_c/ioeng_nbd at QD1, io_uring, a page-cache file: 4 syscalls per request
+ * instead of 6). So a thread that hands polling over to another does not submit until
+ * that one has polled, or polls after its submits itself. Submits on other threads,
+ * before the first poll, and from callbacks that run inside a poll of another engine
+ * make the fd readable as without the flag (callbacks of this engine's own poll need
+ * no signal either way). ioeng_next_timeout_ns() does not answer 0 for a request
+ * submitted quietly (it does count its deadline) until that poll takes it.
  */
 #define IOENG_CONFIG_POLL_AFTER_SUBMIT 2
 
@@ -1255,8 +1257,8 @@ int ioeng_event_fd(const struct ioeng *h);
  * completions end the wait). The event fd fires by itself at that time: a loop that
  * waits on the fd needs neither this call nor a timer. Exact only between polls: while a
  * thread is inside ioeng_poll(), that thread serves the engine (and the fd may be quiet);
- * with IOENG_CONFIG_POLL_AFTER_SUBMIT the polling thread's own submits are not counted
- * (it polls next).
+ * with IOENG_CONFIG_POLL_AFTER_SUBMIT a request the polling thread submitted quietly
+ * does not make it 0 (its deadline does count): that thread polls next.
  * Returns -EINVAL for a NULL `h` or a THREADS engine (its engine threads keep the
  * timers; there is no fd to wait on and nothing for the caller to schedule), -ESRCH in
  * a forked child; errors are below -1. Thread-safe; may be called from a callback.

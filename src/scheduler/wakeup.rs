@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::thread::Thread;
 
 use super::config::Mode;
@@ -33,9 +33,9 @@ pub(crate) struct PolledWake {
     /// IOENG_CONFIG_POLL_AFTER_SUBMIT: the thread that polled last (`thread_token`),
     /// whose own submits leave the fd alone since it polls after them; 0: none yet, or
     /// the flag is off. Written by that thread at each poll and compared by submitters
-    /// with their own token: a thread only ever finds its own token there while it is
-    /// the last poller, so Relaxed is enough.
-    quiet_poller: AtomicUsize,
+    /// with their own token: tokens are never reused, so a thread only ever finds its
+    /// own there while it is the last poller, and Relaxed is enough.
+    quiet_poller: AtomicU64,
     /// Whether the caller made that promise (`Config::poll_after_submit`).
     poll_after_submit: bool,
 }
@@ -52,7 +52,7 @@ impl Wakeup {
             event: Some(event),
             signalled: AtomicBool::new(false),
             written: AtomicBool::new(false),
-            quiet_poller: AtomicUsize::new(0),
+            quiet_poller: AtomicU64::new(0),
             poll_after_submit,
         })
     }
@@ -191,21 +191,38 @@ impl Wakeup {
 
     /// True when a submit on the calling thread needs no signal of the event fd: it
     /// is the thread that polled last, which promised to poll again before it waits
-    /// (IOENG_CONFIG_POLL_AFTER_SUBMIT).
+    /// (IOENG_CONFIG_POLL_AFTER_SUBMIT), and it is not inside a poll of another engine
+    /// (a callback there submitting here is not what a loop's round polls after).
     pub(crate) fn quiet_submit_here(&self) -> bool {
         match self {
             Wakeup::Polled(p) if p.poll_after_submit => {
                 p.quiet_poller.load(Ordering::Relaxed) == thread_token()
+                    && SERVING.with(|s| s.get()) == 0
             }
             _ => false,
         }
     }
 }
 
-/// A number that tells the calling thread from every other live thread (never 0): the
-/// address of its `SERVING` slot.
-fn thread_token() -> usize {
-    SERVING.with(|s| s as *const Cell<usize> as usize)
+thread_local! {
+    /// This thread's `thread_token`; 0 until first asked.
+    static TOKEN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The last `thread_token` handed out.
+static LAST_TOKEN: AtomicU64 = AtomicU64::new(0);
+
+/// A number that tells the calling thread from every other thread of the process, past
+/// ones included (never 0): a thread's address or id may be reused by a later thread,
+/// which must not inherit a promise it never made.
+fn thread_token() -> u64 {
+    TOKEN.with(|token| {
+        if token.get() == 0 {
+            // Relaxed: only uniqueness matters, which the RMW gives.
+            token.set(LAST_TOKEN.fetch_add(1, Ordering::Relaxed) + 1);
+        }
+        token.get()
+    })
 }
 
 /// Restores the previous `serve_here` mark when dropped.
