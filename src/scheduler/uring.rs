@@ -100,7 +100,7 @@ pub struct UringDriver {
     /// Set when the wake-up poll's CQE was reaped (the fd was readable, so it holds a
     /// count the poller must drain); taken by `take_wake_fired`. Poller only: Relaxed.
     wake_fired: AtomicBool,
-    /// IOENG_CONFIG_SINGLE_POLLER on a kernel that took DEFER_TASKRUN: `thread_token()` of
+    /// IOENG_CONFIG_SINGLE_POLLER on a kernel that took DEFER_TASKRUN: `sys::thread_token()` of
     /// the thread the ring is enabled for (0: still disabled). Only the holder of the
     /// poller's role reads or writes it (`bind_poller`): Relaxed. `None`: any thread may
     /// poll.
@@ -189,22 +189,6 @@ const NO_RING_INDEX: u32 = u32::MAX;
 
 /// The kernel's largest CQ (`IORING_MAX_CQ_ENTRIES`).
 const MAX_CQ_ENTRIES: u32 = 65536;
-
-/// This thread, by a number no other thread of the process ever gets (unlike
-/// `pthread_self`, which a new thread may reuse after one exits: a poller that exited
-/// must not be mistaken for a new thread, which the kernel would refuse, see `issuer`).
-fn thread_token() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static TOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    }
-    TOKEN.with(|token| {
-        if token.get() == 0 {
-            token.set(NEXT.fetch_add(1, Ordering::Relaxed));
-        }
-        token.get()
-    })
-}
 
 /// This thread, as `armed_by` records it.
 fn this_thread() -> usize {
@@ -363,7 +347,7 @@ impl UringDriver {
     fn registered_ring(&self) -> Option<u32> {
         let index = self.ring_index.load(Ordering::Relaxed);
         let issuer = self.issuer.as_ref()?;
-        (index != NO_RING_INDEX && issuer.load(Ordering::Relaxed) == thread_token())
+        (index != NO_RING_INDEX && issuer.load(Ordering::Relaxed) == sys::thread_token())
             .then_some(index)
     }
 
@@ -538,7 +522,7 @@ impl Driver for UringDriver {
         let Some(issuer) = &self.issuer else {
             return true;
         };
-        let me = thread_token();
+        let me = sys::thread_token();
         match issuer.load(Ordering::Relaxed) {
             0 => {
                 // The kernel makes the enabling task the ring's only issuer.

@@ -30,7 +30,7 @@ pub(crate) struct PolledWake {
     /// Set after a submitting thread (or a poller leaving work behind) wrote the event
     /// fd; taken by the poller to know that it must drain the fd.
     written: AtomicBool,
-    /// IOENG_CONFIG_POLL_AFTER_SUBMIT: the thread that polled last (`thread_token`),
+    /// IOENG_CONFIG_POLL_AFTER_SUBMIT: the thread that polled last (`sys::thread_token`),
     /// whose own submits leave the fd alone since it polls after them; 0: none yet, or
     /// the flag is off. Written by that thread at each poll and compared by submitters
     /// with their own token: tokens are never reused, so a thread only ever finds its
@@ -185,7 +185,8 @@ impl Wakeup {
         if let Wakeup::Polled(p) = self
             && p.poll_after_submit
         {
-            p.quiet_poller.store(thread_token(), Ordering::Relaxed);
+            p.quiet_poller
+                .store(crate::sys::thread_token(), Ordering::Relaxed);
         }
     }
 
@@ -196,33 +197,12 @@ impl Wakeup {
     pub(crate) fn quiet_submit_here(&self) -> bool {
         match self {
             Wakeup::Polled(p) if p.poll_after_submit => {
-                p.quiet_poller.load(Ordering::Relaxed) == thread_token()
+                p.quiet_poller.load(Ordering::Relaxed) == crate::sys::thread_token()
                     && SERVING.with(|s| s.get()) == 0
             }
             _ => false,
         }
     }
-}
-
-thread_local! {
-    /// This thread's `thread_token`; 0 until first asked.
-    static TOKEN: Cell<u64> = const { Cell::new(0) };
-}
-
-/// The last `thread_token` handed out.
-static LAST_TOKEN: AtomicU64 = AtomicU64::new(0);
-
-/// A number that tells the calling thread from every other thread of the process, past
-/// ones included (never 0): a thread's address or id may be reused by a later thread,
-/// which must not inherit a promise it never made.
-fn thread_token() -> u64 {
-    TOKEN.with(|token| {
-        if token.get() == 0 {
-            // Relaxed: only uniqueness matters, which the RMW gives.
-            token.set(LAST_TOKEN.fetch_add(1, Ordering::Relaxed) + 1);
-        }
-        token.get()
-    })
 }
 
 /// Restores the previous `serve_here` mark when dropped.

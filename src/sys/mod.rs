@@ -67,6 +67,24 @@ pub(crate) fn last_errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
+/// This thread, by a number no other thread of the process ever gets (never 0): unlike
+/// `pthread_self` or the address of a thread-local, which a new thread may reuse after
+/// one exits, so an exited thread's role (the io_uring issuer, the polling thread of
+/// IOENG_CONFIG_POLL_AFTER_SUBMIT) is never mistaken for a new thread's.
+pub(crate) fn thread_token() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    thread_local! {
+        static TOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    TOKEN.with(|token| {
+        if token.get() == 0 {
+            // Relaxed: only uniqueness matters, which the read-modify-write gives.
+            token.set(LAST.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+        }
+        token.get()
+    })
+}
+
 /// `CLOCK_MONOTONIC` now, in nanoseconds (the clock of `ioeng_req_t.deadline_ns`).
 pub(crate) fn monotonic_ns() -> u64 {
     clock_ns(libc::clock_gettime, libc::CLOCK_MONOTONIC).unwrap_or(0)
