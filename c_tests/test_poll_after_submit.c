@@ -29,20 +29,6 @@
 #define NBLK 64
 #define LOOP_READS 300
 
-typedef struct {
-    int64_t res;
-    int done;
-} rec_t;
-
-static void rec_cb(void *ctx, int64_t res)
-{
-    rec_t *r = ctx;
-    r->res = res;
-    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
-}
-
-static int rec_done(rec_t *r) { return __atomic_load_n(&r->done, __ATOMIC_ACQUIRE); }
-
 static char *data; /* NBLK blocks, the file's contents */
 static char *buf;  /* one block, 4096-aligned */
 
@@ -65,22 +51,22 @@ static ioeng_t *open_with(ioeng_backend_t be, ioeng_mode_t mode, uint32_t flags,
     return h;
 }
 
-static void submit_read(ioeng_t *h, int fd, int blk, rec_t *r, uint64_t deadline_ns)
+static void submit_read(ioeng_t *h, int fd, int blk, tu_done_t *r, uint64_t deadline_ns)
 {
     memset(r, 0, sizeof *r);
     ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf, BLK, (uint64_t)blk * BLK);
     q.deadline_ns = deadline_ns;
-    int rc = ioeng_submit(h, &q, rec_cb, r);
+    int rc = ioeng_submit(h, &q, tu_done_cb, r);
     CHECK_EQ(rc, 0, "ioeng_submit: %s", tu_errname(rc));
 }
 
 /* Polls until `r` is done, sleeping on the event fd between polls (at most 5 s each). */
-static void poll_until(ioeng_t *h, int ep, rec_t *r, const char *what)
+static void poll_until(ioeng_t *h, int ep, tu_done_t *r, const char *what)
 {
     for (;;) {
         int rc = ioeng_poll(h, 0, 0);
         CHECK(rc >= 0, "%s: ioeng_poll: %s", what, tu_errname(rc));
-        if (rec_done(r))
+        if (tu_done(r))
             return;
         struct epoll_event ev;
         int n = epoll_wait(ep, &ev, 1, 5000);
@@ -98,7 +84,7 @@ static void quiesce(ioeng_t *h)
     CHECK(rc == 0, "a poll with nothing left: %s", tu_errname(rc));
 }
 
-static void check_block(rec_t *r, int blk, const char *what)
+static void check_block(tu_done_t *r, int blk, const char *what)
 {
     CHECK(r->res == BLK, "%s: res %s, want %d", what, tu_errname(r->res), BLK);
     CHECK(memcmp(buf, data + (size_t)blk * BLK, BLK) == 0, "%s: block %d differs", what, blk);
@@ -106,7 +92,7 @@ static void check_block(rec_t *r, int blk, const char *what)
 
 static int other_fd;
 static ioeng_t *other_h;
-static rec_t other_rec;
+static tu_done_t other_rec;
 
 static void *other_thread(void *arg)
 {
@@ -127,11 +113,11 @@ static void *poll_once_thread(void *arg)
 /* Engine B's request submitted from a callback of engine A (inside A's poll). */
 static ioeng_t *cross_b;
 static int cross_fd;
-static rec_t cross_rec;
+static tu_done_t cross_rec;
 
 static void cross_cb(void *ctx, int64_t res)
 {
-    rec_cb(ctx, res);
+    tu_done_cb(ctx, res);
     submit_read(cross_b, cross_fd, 9, &cross_rec, 0);
 }
 
@@ -148,7 +134,7 @@ static int epoll_on(ioeng_t *h)
 static void polled_case(ioeng_backend_t be, int fd, const char *fs)
 {
     const uint32_t both = IOENG_CONFIG_SINGLE_POLLER | IOENG_CONFIG_POLL_AFTER_SUBMIT;
-    rec_t r;
+    tu_done_t r;
 
     /* The promise alone is not enough: the polling thread must be one thread. */
     ioeng_config_t c = tu_config(be, IOENG_MODE_POLLED, 8);
@@ -266,7 +252,7 @@ static void cross_engine_case(ioeng_backend_t be, int fd)
     ioeng_t *b = open_with(be, IOENG_MODE_POLLED, both, 0);
     CHECK(ioeng_poll(b, 0, 0) == 0, "B's first poll");
     int ep = epoll_on(a);
-    rec_t ra = {0};
+    tu_done_t ra = {0};
     ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf, BLK, 0);
     cross_b = b;
     cross_fd = fd;
@@ -306,11 +292,11 @@ int main(void)
         /* No event fd: the flag is accepted and ignored. */
         ioeng_t *h = open_with(be, IOENG_MODE_THREADS,
                                IOENG_CONFIG_SINGLE_POLLER | IOENG_CONFIG_POLL_AFTER_SUBMIT, 0);
-        rec_t r;
+        tu_done_t r;
         submit_read(h, ext4, 5, &r, 0);
-        for (int i = 0; i < 5000 && !rec_done(&r); i++)
+        for (int i = 0; i < 5000 && !tu_done(&r); i++)
             usleep(1000);
-        CHECK(rec_done(&r), "THREADS: the read never completed");
+        CHECK(tu_done(&r), "THREADS: the read never completed");
         check_block(&r, 5, "THREADS read");
         int rc = ioeng_close(h);
         CHECK_EQ(rc, 0, "ioeng_close: %s", tu_errname(rc));

@@ -43,20 +43,6 @@
 #define BLK 4096
 #define NREAD 4
 
-typedef struct {
-    int64_t res;
-    int done;
-} rec_t;
-
-static void rec_cb(void *ctx, int64_t res)
-{
-    rec_t *r = ctx;
-    r->res = res;
-    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
-}
-
-static int rec_done(rec_t *r) { return __atomic_load_n(&r->done, __ATOMIC_ACQUIRE); }
-
 static int file_fd;
 static char *bufs; /* NREAD + 1 registered blocks */
 static int use_fixed;
@@ -72,7 +58,7 @@ static ioeng_t *open_flagged(ioeng_mode_t mode, int paused)
     return h;
 }
 
-static void submit_read(ioeng_t *h, int i, rec_t *r, uint64_t deadline)
+static void submit_read(ioeng_t *h, int i, tu_done_t *r, uint64_t deadline)
 {
     ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, file_fd, bufs + i * BLK, BLK,
                            (uint64_t)i * BLK);
@@ -82,11 +68,11 @@ static void submit_read(ioeng_t *h, int i, rec_t *r, uint64_t deadline)
     }
     q.deadline_ns = deadline;
     memset(bufs + i * BLK, 0, BLK);
-    int rc = ioeng_submit(h, &q, rec_cb, r);
+    int rc = ioeng_submit(h, &q, tu_done_cb, r);
     CHECK_EQ(rc, 0, "ioeng_submit: %s", tu_errname(rc));
 }
 
-static void check_data(int i, rec_t *r)
+static void check_data(int i, tu_done_t *r)
 {
     CHECK_EQ(r->res, BLK, "read %d: %s", i, tu_errname(r->res));
     for (int k = 0; k < BLK; k++)
@@ -107,7 +93,7 @@ static ioeng_t *eng;
 static int ep;
 static int expect_refusals;
 static int loop_polled;     /* set once L polled (the engine is tied to it) */
-static rec_t main_rec[2];   /* submitted by the main thread: a file read, a pipe read */
+static tu_done_t main_rec[2];   /* submitted by the main thread: a file read, a pipe read */
 static int main_submitted;
 static int pipe_fds[2];
 
@@ -126,23 +112,23 @@ static void loop_until(ioeng_t *h, int epfd, int (*done)(void))
     }
 }
 
-static rec_t own[NREAD];
+static tu_done_t own[NREAD];
 static int own_done(void)
 {
     for (int i = 0; i < NREAD; i++)
-        if (!rec_done(&own[i]))
+        if (!tu_done(&own[i]))
             return 0;
     return 1;
 }
 
 static int main_done(void)
 {
-    return __atomic_load_n(&main_submitted, __ATOMIC_ACQUIRE) && rec_done(&main_rec[0]) &&
-           rec_done(&main_rec[1]);
+    return __atomic_load_n(&main_submitted, __ATOMIC_ACQUIRE) && tu_done(&main_rec[0]) &&
+           tu_done(&main_rec[1]);
 }
 
-static rec_t expiring;
-static int expiring_done(void) { return rec_done(&expiring); }
+static tu_done_t expiring;
+static int expiring_done(void) { return tu_done(&expiring); }
 
 static void *loop_main(void *arg)
 {
@@ -387,10 +373,10 @@ static void close_releases_ring(void)
         static char msg[] = "x";
         ioeng_req_t w = tu_req(IOENG_OP_WRITE, IOENG_PRIO_NORMAL, 0, msg, 1, 0);
         w.flags |= IOENG_REQ_FIXED_FILE;
-        rec_t r = {0};
-        CHECK_EQ(ioeng_submit(h, &w, rec_cb, &r), 0, "submit a write by index");
+        tu_done_t r = {0};
+        CHECK_EQ(ioeng_submit(h, &w, tu_done_cb, &r), 0, "submit a write by index");
         uint64_t until = tu_now_ns() + 5000000000ull;
-        while (!rec_done(&r)) {
+        while (!tu_done(&r)) {
             CHECK(tu_now_ns() < until, "the write by index did not complete");
             CHECK(ioeng_poll(h, 1, 100000000) >= 0, "ioeng_poll");
         }
@@ -444,7 +430,7 @@ static void polled(void)
     static char pbuf[64];
     ioeng_req_t q = tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, pipe_fds[0], pbuf, sizeof pbuf, 0);
     q.tag = 77;
-    CHECK_EQ(ioeng_submit(eng, &q, rec_cb, &main_rec[1]), 0, "submit the pipe read");
+    CHECK_EQ(ioeng_submit(eng, &q, tu_done_cb, &main_rec[1]), 0, "submit the pipe read");
     __atomic_store_n(&main_submitted, 1, __ATOMIC_RELEASE);
     usleep(20000); /* let the loop thread hand it to the kernel */
     int n = ioeng_cancel(eng, 77);
@@ -469,12 +455,12 @@ static void threads(void)
 {
     ioeng_t *h = open_flagged(IOENG_MODE_THREADS, 0);
     register_bufs(h);
-    rec_t r[NREAD] = {{0}};
+    tu_done_t r[NREAD] = {{0}};
     for (int i = 0; i < NREAD; i++)
         submit_read(h, i, &r[i], 0);
     uint64_t until = tu_now_ns() + 10000000000ull;
     for (int i = 0; i < NREAD; i++) {
-        while (!rec_done(&r[i])) {
+        while (!tu_done(&r[i])) {
             CHECK(tu_now_ns() < until, "read %d did not complete", i);
             usleep(100);
         }

@@ -755,6 +755,24 @@ static inline int tu_scratch_filled(size_t len, uint64_t seed, char **buf_out)
 }
 
 /* ------------------------------------------------------------------ */
+/* A request's result and whether its callback ran (polled by the test's own loop). */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    int64_t res;
+    int done;
+} tu_done_t;
+
+static inline void tu_done_cb(void *ctx, int64_t res)
+{
+    tu_done_t *r = ctx;
+    r->res = res;
+    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+}
+
+static inline int tu_done(tu_done_t *r) { return __atomic_load_n(&r->done, __ATOMIC_ACQUIRE); }
+
+/* ------------------------------------------------------------------ */
 /* Recorded requests: each callback stores its res and counts on a waiter. */
 /* ------------------------------------------------------------------ */
 
