@@ -137,9 +137,9 @@ impl<S: Slot> IoContext<S> {
         })
     }
 
-    /// POLLED mode: wake-ups go to `event` instead of to engine threads.
-    /// POLLED mode: the engine's event fd, and whether the poller promised to poll after
-    /// its own submits (IOENG_CONFIG_POLL_AFTER_SUBMIT).
+    /// POLLED mode: wake-ups go to `event` instead of to engine threads; with
+    /// `poll_after_submit` (IOENG_CONFIG_POLL_AFTER_SUBMIT) not for the polling thread's
+    /// own submits.
     pub(crate) fn with_event_fd(mut self, event: EventFd, poll_after_submit: bool) -> Self {
         self.wakeup = Wakeup::polled(event, poll_after_submit);
         self

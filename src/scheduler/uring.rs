@@ -100,10 +100,10 @@ pub struct UringDriver {
     /// Set when the wake-up poll's CQE was reaped (the fd was readable, so it holds a
     /// count the poller must drain); taken by `take_wake_fired`. Poller only: Relaxed.
     wake_fired: AtomicBool,
-    /// IOENG_CONFIG_SINGLE_POLLER on a kernel that took DEFER_TASKRUN: `sys::thread_token()` of
-    /// the thread the ring is enabled for (0: still disabled). Only the holder of the
-    /// poller's role reads or writes it (`bind_poller`): Relaxed. `None`: any thread may
-    /// poll.
+    /// IOENG_CONFIG_SINGLE_POLLER on a kernel that took DEFER_TASKRUN:
+    /// `sys::thread_token()` of the thread the ring is enabled for (0: still disabled).
+    /// Only the holder of the poller's role reads or writes it (`bind_poller`): Relaxed.
+    /// `None`: any thread may poll.
     issuer: Option<AtomicU64>,
     /// Single-poller ring: the ring fd's index among the issuer thread's registered rings
     /// (`sys::uring`), registered when the ring is enabled for that thread, so its
