@@ -48,14 +48,6 @@ static ioeng_t *open_polled(uint32_t depth, uint32_t paused)
     return h;
 }
 
-static int readable(int fd, int timeout_ms)
-{
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int n = poll(&p, 1, timeout_ms);
-    CHECK(n >= 0, "poll: %s", strerror(errno));
-    return n == 1 && (p.revents & POLLIN);
-}
-
 static uint64_t now_ns(clockid_t clk)
 {
     struct timespec ts;
@@ -404,14 +396,14 @@ static void check_event_fd(int fd, char *buf)
     int efd = ioeng_event_fd(h);
     CHECK(efd >= 0, "ioeng_event_fd = %s", tu_errname(efd));
     CHECK_EQ(ioeng_event_fd(h), efd, "the same fd every time");
-    CHECK(!readable(efd, 0), "event fd readable on a fresh engine");
+    CHECK(!tu_readable(efd, 0), "event fd readable on a fresh engine");
     log_t log = {0};
     tagged_t tag = {&log, 1};
     submit_tagged(h, tu_req(IOENG_OP_READ, IOENG_PRIO_NORMAL, fd, buf, 4096, 0), &tag);
-    CHECK(readable(efd, 0), "event fd not readable after ioeng_submit");
+    CHECK(tu_readable(efd, 0), "event fd not readable after ioeng_submit");
     poll_until(h, &log, 1);
     CHECK_EQ(ioeng_poll(h, 0, 0), 0, "nothing left");
-    CHECK(!readable(efd, 0), "event fd readable with nothing to do");
+    CHECK(!tu_readable(efd, 0), "event fd readable with nothing to do");
 
     /* Readable on completion: a READ that stays in the kernel until this test acts. */
     int completion_seen = 0;
@@ -425,13 +417,13 @@ static void check_event_fd(int fd, char *buf)
          * files that can never transfer (docs/ARCHITECTURE.md, "Timers"): its timer
          * (and the one armed while the file read above was in flight) may make the fd
          * readable; such polls run nothing, and then the fd stays quiet. */
-        for (int wakes = 0; readable(efd, 150); wakes++) {
+        for (int wakes = 0; tu_readable(efd, 150); wakes++) {
             CHECK(wakes < 3, "event fd keeps waking while the pipe read waits");
             CHECK_EQ(ioeng_poll(h, 0, 0), 0, "a timer's wake-up runs nothing");
         }
-        CHECK(!readable(efd, 200), "event fd readable while the pipe read waits");
+        CHECK(!tu_readable(efd, 200), "event fd readable while the pipe read waits");
         CHECK(write(p[1], "0123456789abcdef", 16) == 16, "write pipe");
-        CHECK(readable(efd, 5000), "event fd not readable after the pipe read completed");
+        CHECK(tu_readable(efd, 5000), "event fd not readable after the pipe read completed");
         CHECK_EQ(ioeng_poll(h, 0, 0), 1, "the completion's callback");
         CHECK_EQ(log.res[1], 16, "pipe read res");
         close(p[0]);
@@ -450,7 +442,7 @@ static void check_event_fd(int fd, char *buf)
             int rc = ioeng_poll(h, 0, 0);
             CHECK(rc == 0 || rc == 1, "ioeng_poll = %s", tu_errname(rc));
             if (rc == 0) {
-                CHECK(readable(efd, 5000), "event fd not readable after the O_DIRECT read completed");
+                CHECK(tu_readable(efd, 5000), "event fd not readable after the O_DIRECT read completed");
                 CHECK_EQ(ioeng_poll(h, 1, 5000000000), 1, "the completion's callback");
                 completion_seen = 1;
             }
@@ -462,16 +454,16 @@ static void check_event_fd(int fd, char *buf)
         close(dfd);
         CHECK(completion_seen, "an 8 MiB O_DIRECT read always completed within one poll pass");
     }
-    CHECK(!readable(efd, 0), "event fd readable after everything completed");
+    CHECK(!tu_readable(efd, 0), "event fd readable after everything completed");
 
     /* A count nothing accounts for (the kernel may signal a completion's eventfd after
      * the poll that reaped it; simulated here by writing the fd): the next poll that
      * finds nothing to do clears it, so a level-triggered loop does not spin on it. */
     uint64_t one = 1;
     CHECK(write(efd, &one, sizeof one) == (ssize_t)sizeof one, "write event fd");
-    CHECK(readable(efd, 0), "event fd not readable after the write");
+    CHECK(tu_readable(efd, 0), "event fd not readable after the write");
     CHECK_EQ(ioeng_poll(h, 0, 0), 0, "a stale count: no work");
-    CHECK(!readable(efd, 0), "event fd still readable after a poll found nothing to do");
+    CHECK(!tu_readable(efd, 0), "event fd still readable after a poll found nothing to do");
     CHECK_EQ(ioeng_close(h), 0, "close");
 }
 
@@ -523,10 +515,10 @@ static void check_event_fd_left_readable(void)
     for (int i = 1; i <= 4; i++) {
         CHECK_EQ(ioeng_poll(h, 1, 5000000000), 1, "poll %d: one callback", i);
         CHECK_EQ(atomic_load(&c.done), i, "callbacks after poll %d", i);
-        CHECK(readable(efd, 0), "event fd not readable after poll %d left a completion ready", i);
+        CHECK(tu_readable(efd, 0), "event fd not readable after poll %d left a completion ready", i);
     }
     CHECK_EQ(ioeng_poll(h, 1, 5000000000), 1, "the last chained read");
-    CHECK(!readable(efd, 0), "event fd readable after the chain ended");
+    CHECK(!tu_readable(efd, 0), "event fd readable after the chain ended");
 
     /* A poll returns with a completion ready (the fd holds its count); the next poll
      * runs that callback, whose read waits for data, so it drains the fd and sleeps
@@ -537,13 +529,13 @@ static void check_event_fd_left_readable(void)
     c.left = 3;
     CHECK_EQ(ioeng_submit(h, &r, chain_cb, &c), 0, "first read of the second chain");
     CHECK_EQ(ioeng_poll(h, 1, 5000000000), 1, "first callback of the second chain");
-    CHECK(readable(efd, 0), "event fd not readable with the second read's completion ready");
+    CHECK(tu_readable(efd, 0), "event fd not readable with the second read's completion ready");
     pthread_t writer;
     CHECK(pthread_create(&writer, NULL, write_pipe_later, &p[1]) == 0, "pthread_create");
     CHECK_EQ(ioeng_poll(h, 2, 5000000000), 2, "second callback, then the one after the sleep");
-    CHECK(readable(efd, 0), "event fd not readable after a poll that slept left a completion ready");
+    CHECK(tu_readable(efd, 0), "event fd not readable after a poll that slept left a completion ready");
     CHECK_EQ(ioeng_poll(h, 1, 5000000000), 1, "the last read");
-    CHECK(!readable(efd, 0), "event fd readable after the second chain ended");
+    CHECK(!tu_readable(efd, 0), "event fd readable after the second chain ended");
     pthread_join(writer, NULL);
     CHECK_EQ(atomic_load(&c.done), 9, "callbacks of the two chains");
     CHECK_EQ(ioeng_close(h), 0, "close");

@@ -4,7 +4,8 @@
  * the event fd alone (README "Two modes", ioeng_open(3)).
  *
  * Each backend; THREADS mode only checks that the flag is accepted and ignored (an IO
- * completes). POLLED, on an ext4 O_DIRECT file and a tmpfs file:
+ * completes). POLLED, on an ext4 O_DIRECT file, an ext4 file through the page cache and
+ * a tmpfs file:
  *  - the flag without IOENG_CONFIG_SINGLE_POLLER is -EINVAL;
  *  - before the first poll there is no polling thread: a submit makes the fd readable;
  *  - after a poll, the same thread's submit leaves the fd quiet (poll(2) says so at
@@ -31,14 +32,6 @@
 
 static char *data; /* NBLK blocks, the file's contents */
 static char *buf;  /* one block, 4096-aligned */
-
-static int fd_readable(int fd)
-{
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int n = poll(&p, 1, 0);
-    CHECK(n >= 0, "poll: %s", strerror(errno));
-    return n > 0 && (p.revents & POLLIN);
-}
 
 static ioeng_t *open_with(ioeng_backend_t be, ioeng_mode_t mode, uint32_t flags, int paused)
 {
@@ -152,31 +145,30 @@ static void polled_case(ioeng_backend_t be, int fd, const char *fs)
 
         /* No poll yet, so no polling thread: the submit signals. */
         submit_read(h, fd, 1, &r, 0);
-        CHECK(fd_readable(efd), "%s: before the first poll a submit makes the fd readable", fs);
+        CHECK(tu_readable(efd, 0), "%s: before the first poll a submit makes the fd readable", fs);
         poll_until(h, ep, &r, "first read");
         check_block(&r, 1, "first read");
         quiesce(h);
-        CHECK(!fd_readable(efd), "%s: quiet after the poll that finished everything", fs);
+        CHECK(!tu_readable(efd, 0), "%s: quiet after the poll that finished everything", fs);
 
         /* This thread polled: its submit is quiet only with the promise. */
         submit_read(h, fd, 2, &r, 0);
-        CHECK(fd_readable(efd) == !promised, "%s: the poller's submit: fd %s (flag %s)", fs,
+        CHECK(tu_readable(efd, 0) == !promised, "%s: the poller's submit: fd %s (flag %s)", fs,
               promised ? "readable" : "quiet", promised ? "set" : "unset");
         poll_until(h, ep, &r, "the poller's read");
         check_block(&r, 2, "the poller's read");
         quiesce(h);
 
         /* Another thread's submit always signals. */
-        CHECK(!fd_readable(efd), "%s: quiet before the other thread's submit", fs);
+        CHECK(!tu_readable(efd, 0), "%s: quiet before the other thread's submit", fs);
         other_h = h;
         other_fd = fd;
         pthread_t t;
         CHECK(pthread_create(&t, NULL, other_thread, NULL) == 0, "pthread_create");
         pthread_join(t, NULL);
-        CHECK(fd_readable(efd), "%s: another thread's submit makes the fd readable", fs);
+        CHECK(tu_readable(efd, 0), "%s: another thread's submit makes the fd readable", fs);
         poll_until(h, ep, &other_rec, "the other thread's read");
-        memcpy(&r, &other_rec, sizeof r);
-        check_block(&r, 7, "the other thread's read");
+        check_block(&other_rec, 7, "the other thread's read");
 
         /* A loop that keeps the promise never waits for nothing. */
         for (int i = 0; i < LOOP_READS; i++) {
@@ -197,7 +189,7 @@ static void polled_case(ioeng_backend_t be, int fd, const char *fs)
     CHECK(ioeng_poll(h, 0, 0) == 0, "a poll with nothing to do");
     uint64_t t0 = tu_now_ns();
     submit_read(h, fd, 3, &r, ioeng_deadline_in_ns(50 * 1000000ull));
-    CHECK(!fd_readable(efd), "%s: paused, the poller's submit with a deadline: quiet", fs);
+    CHECK(!tu_readable(efd, 0), "%s: paused, the poller's submit with a deadline: quiet", fs);
     poll_until(h, ep, &r, "the expiring read");
     uint64_t waited_ms = (tu_now_ns() - t0) / 1000000;
     CHECK(r.res == -ETIMEDOUT, "%s: the paused read's deadline: %s, want -ETIMEDOUT", fs,
@@ -226,12 +218,12 @@ static void reused_thread_case(ioeng_backend_t be, int fd)
     pthread_t t1, t2;
     CHECK(pthread_create(&t1, NULL, poll_once_thread, h) == 0, "pthread_create");
     pthread_join(t1, NULL);
-    CHECK(!fd_readable(efd), "quiet before the new thread's submit");
+    CHECK(!tu_readable(efd, 0), "quiet before the new thread's submit");
     other_h = h;
     other_fd = fd;
     CHECK(pthread_create(&t2, NULL, other_thread, NULL) == 0, "pthread_create");
     pthread_join(t2, NULL);
-    CHECK(fd_readable(efd), "a thread started after the poller exited submitted: the fd "
+    CHECK(tu_readable(efd, 0), "a thread started after the poller exited submitted: the fd "
           "must be readable (that thread never polled)");
     if (be == IOENG_BACKEND_AIO) {
         int ep = epoll_on(h);
@@ -259,7 +251,7 @@ static void cross_engine_case(ioeng_backend_t be, int fd)
     int rc = ioeng_submit(a, &q, cross_cb, &ra);
     CHECK_EQ(rc, 0, "submit to A: %s", tu_errname(rc));
     poll_until(a, ep, &ra, "A's read");
-    CHECK(fd_readable(ioeng_event_fd(b)),
+    CHECK(tu_readable(ioeng_event_fd(b), 0),
           "a submit to B from A's callback must make B's fd readable");
     close(ep);
     ep = epoll_on(b);

@@ -754,6 +754,15 @@ static inline int tu_scratch_filled(size_t len, uint64_t seed, char **buf_out)
     return fd;
 }
 
+/* Whether `fd` is readable within `timeout_ms` (0: now), by poll(2). */
+static inline int tu_readable(int fd, int timeout_ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int n = poll(&p, 1, timeout_ms);
+    CHECK(n >= 0, "poll: %s", strerror(errno));
+    return n == 1 && (p.revents & POLLIN);
+}
+
 /* ------------------------------------------------------------------ */
 /* A request's result and whether its callback ran (polled by the test's own loop). */
 /* ------------------------------------------------------------------ */
