@@ -83,7 +83,7 @@ nbd_start() {
         sleep 0.05
     done
     [ -n "$NBD_LISTEN" ] || nbd_fail "server $name did not start listening in 10 s"
-    echo "server $name: pid $NBD_PID on $NBD_LISTEN ($(grep -o 'backend [a-z]*.*' "$work/$name.err"))"
+    echo "server $name: pid $NBD_PID on $NBD_LISTEN ($(grep -o 'backend [a-z]*,.*' "$work/$name.err"))"
 }
 
 # nbd_start_wrapped NAME SETUP ARGS...: nbd_start through a wrapper script that runs the

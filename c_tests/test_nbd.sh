@@ -14,6 +14,7 @@
 #  5. --read-only refuses writes (EPERM)
 #  6. SIGTERM with 64 reads in flight: every one answered, exit 0; the file holds the data;
 #     SIGTERM while clients negotiate: each option but ABORT gets NBD_REP_ERR_SHUTDOWN
+#  7. --backend auto: AIO for a tmpfs export, io_uring (where the kernel has it) on ext4
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/nbd_lib.sh"
@@ -136,6 +137,27 @@ nbd_stop C "$NBD_PID"
 cmp "$src" "$shm/export.img" || nbd_fail "read-only export changed"
 echo "read-only: writes refused, file unchanged"
 
+# --- servers D and E: --backend auto (the default) -------------------------------------
+# AIO for a tmpfs export (io_uring would hand every request to an io-wq worker), the
+# library's choice elsewhere: io_uring where this kernel has it.
+nbd_start D --backend auto "$shm/export.img"
+grep -q 'backend aio,' "$work/D.err" || nbd_fail "--backend auto on tmpfs: $(grep -o 'backend [a-z]*,' "$work/D.err")"
+qio "$NBD_PORT" -c 'write -P 0x6c 1M 64k' -c 'write -P 0x6d 3000 5000' -c 'flush' \
+    -c 'read -P 0x6c 1M 64k' -c 'read -P 0x6d 3000 5000'
+nbd_stop D "$NBD_PID"
+uring_why=$(python3 -c 'import ctypes, os
+lib = ctypes.CDLL(os.path.join(os.environ["LIBDIR"], "libioeng.so"))
+lib.ioeng_uring_unavailable_reason.restype = ctypes.c_char_p
+r = lib.ioeng_uring_unavailable_reason()
+print(r.decode() if r else "")')
+want=uring
+[ -z "$uring_why" ] || want=aio
+nbd_start E --backend auto "$img"
+grep -q "backend $want," "$work/E.err" || nbd_fail "--backend auto on ext4: $(grep -o 'backend [a-z]*,' "$work/E.err"), expected $want ${uring_why:+($uring_why)}"
+qio "$NBD_PORT" -c 'write -P 0x6e 2M 64k' -c 'read -P 0x6e 2M 64k'
+nbd_stop E "$NBD_PID"
+echo "--backend auto: aio on tmpfs, $want on ext4${uring_why:+ (io_uring unavailable: $uring_why)}; data read back"
+
 # --- server Z: the ASan/UBSan build under the malformed input, resets and shutdown ----
 # (it aborts on a memory error, and LeakSanitizer fails its exit status on a leak).
 asan_bin="$here/../examples_c/ioeng_nbd_asan"
@@ -150,4 +172,4 @@ $T python3 "$client" shutdown "$NBD_PORT" "$NBD_PID" "$work/Z.err"
 nbd_wait_exit Z "$NBD_PID"
 echo "ASan/UBSan server: malformed input, reset, shutdown: no error, no leak"
 
-echo "test_nbd [$backend]: OK: protocol + malformed input (also under ASan), qemu-io patterns, qemu-img convert/compare, killed clients, read-only, graceful shutdown (also while negotiating)"
+echo "test_nbd [$backend]: OK: protocol + malformed input (also under ASan), qemu-io patterns, qemu-img convert/compare, killed clients, read-only, --backend auto, graceful shutdown (also while negotiating)"

@@ -40,7 +40,8 @@
 # ioeng IOPS / the highest peer IOPS (want >= 1), CPU ratio = ioeng CPU us per IO / the
 # lowest peer CPU us per IO (want <= 1); shown as median (min-max) over rounds with the
 # peer that was best most often. A "verdict" line per row says PASS (both medians met) or
-# MISS for each ioeng backend.
+# MISS for each ioeng backend, and which of them ioeng_nbd's default (--backend auto:
+# AIO for a tmpfs export, io_uring elsewhere) is, asked from the server itself.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -257,6 +258,21 @@ def start(fs, server, path, log):
     return proc, port
 
 
+def auto_backend(fs, path):
+    """The backend ioeng_nbd's default (--backend auto) picks for this file, from its log."""
+    cmd = command(fs, "ioeng-auto", path, 0)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()  # "listening on ...": the engine is open and announced
+    finally:
+        proc.terminate()
+    err = proc.communicate(timeout=30)[1]
+    for word in err.split("backend ")[1:]:
+        if word.split(",")[0] in ("uring", "aio"):
+            return word.split(",")[0]
+    raise Failed(f"ioeng_nbd --backend auto did not say its backend: {err.strip()[-300:]}")
+
+
 def run_fio(port, rw, qd, conns, out):
     cmd = PIN_CLIENT + ["fio", "--name=nbd", "--ioengine=nbd", f"--uri=nbd://127.0.0.1:{port}", f"--rw={rw}",
            "--bs=4k", f"--iodepth={qd}", f"--numjobs={conns}", "--group_reporting",
@@ -318,6 +334,7 @@ failures = []  # (fs, rw, job, round, server, why)
 log_path = os.path.join(work, "servers.log")
 log = open(log_path, "w")
 files = []
+auto = {}  # fs -> the backend ioeng_nbd's default picks there
 try:
     for fs in FSES:
         d = E["SHM_DIR"] if fs == "tmpfs" else E["EXT4_DIR"]
@@ -325,6 +342,7 @@ try:
         files.append(path)
         print(f"# {fs}: filling {path} ({SIZE >> 20} MiB)", file=sys.stderr)
         fill(path)
+        auto[fs] = auto_backend(fs, path)
         servers = servers_for(fs)
         for job in JOBS:
             for rw in RWS:
@@ -404,7 +422,7 @@ verdicts, ratio_json = [], []
 for fs in FSES:
     for job in JOBS:
         for rw in RWS:
-            row_verdict = []
+            row_verdict, default_verdict = [], None
             for server in servers_for(fs):
                 rs = results.get((fs, rw, job, server))
                 if not rs:
@@ -421,6 +439,8 @@ for fs in FSES:
                     ok = v["iops"] >= 1.0 and v["cpu"] <= 1.0
                     row_verdict.append(f"{server} {'PASS' if ok else 'MISS'} "
                                        f"(IOPS {v['iops']:.2f}x, CPU/IO {v['cpu']:.2f}x)")
+                    if server == f"ioeng-{auto.get(fs)}":
+                        default_verdict = f"default (auto: {auto[fs]}) {'PASS' if ok else 'MISS'}" 
                     rounded = {k: (round(x, 3) if isinstance(x, float) else x) for k, x in v.items()}
                     ratio_json.append(json.dumps(dict(kind="ratio", fs=fs, rw=rw, qd=job[0],
                                                       conns=job[1], server=server,
@@ -429,6 +449,8 @@ for fs in FSES:
                     row_verdict.append(f"{server} - (no peer)")
                 print(f"{fs:13} {rw:9} {server:13} {iops:8.0f} {p99:9.1f} {cpu:9.2f} "
                       f"{job_name(job):>5} {io_path(fs, server):6}   {ratio:32} {cpu_ratio:32}".rstrip())
+            if default_verdict:
+                row_verdict.append(default_verdict)
             if row_verdict:
                 verdicts.append(f"verdict {fs:13} {rw:9} {job_name(job):>5}  " + "  ".join(row_verdict))
 print("IOPS ratio: ioeng_nbd / the highest peer IOPS in the same round (>= 1 is better); CPU per IO "

@@ -86,6 +86,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -107,6 +108,7 @@
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -397,7 +399,9 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: ioeng_nbd [options] FILE|BLOCKDEV\n"
-            "  --backend aio|uring|auto  libioeng backend (default auto)\n"
+            "  --backend aio|uring|auto  libioeng backend (default auto: aio for a tmpfs\n"
+            "                            export, else the library's choice, io_uring where\n"
+            "                            the kernel has it)\n"
             "  --mode polled|threads     run the engine on the loop thread (default) or on\n"
             "                            its own submitter and completer threads\n"
             "  --depth N                 engine in-flight budget (default 128)\n"
@@ -541,12 +545,32 @@ static double since_stop(const struct server *srv)
            (double)(now.tv_nsec - srv->stop_at.tv_nsec) / 1e9;
 }
 
+/* --backend auto: the library's choice (io_uring where the kernel has it), except for an
+ * export on tmpfs. There io_uring cannot finish a read or write without blocking, so it
+ * hands every one to an io-wq worker thread: a hop to another thread and back per
+ * request, which costs more CPU per IO and, at QD1, latency. Linux AIO runs the same
+ * request inside io_submit, a memory copy that never waits for a device (unless the
+ * page was swapped out), on the loop thread. README "NBD server" has the numbers. */
+static int auto_backend(const struct nbd_export *ex)
+{
+    struct statfs sf;
+    if (fstatfs(ex->fd_buf, &sf) == 0 && sf.f_type == TMPFS_MAGIC)
+        return IOENG_BACKEND_AIO;
+    return IOENG_BACKEND_AUTO;
+}
+
 /* The engine as the options say, then whether it takes IOENG_REQ_DSYNC. */
 static void open_engine(struct server *srv)
 {
     ioeng_config_t cfg;
     ioeng_config_init(&cfg);
     cfg.backend = srv->opt.backend;
+    if (cfg.backend == IOENG_BACKEND_AUTO) {
+        cfg.backend = auto_backend(&srv->ex);
+        if (cfg.backend == IOENG_BACKEND_AIO)
+            logmsg("backend auto: Linux AIO for a tmpfs export (io_uring would hand every "
+                   "request to a worker thread)");
+    }
     cfg.depth = srv->opt.depth;
     if (srv->opt.polled) {
         /* Only the loop thread polls and closes: the promise that lets io_uring batch
@@ -562,6 +586,9 @@ static void open_engine(struct server *srv)
      * costs more CPU per IO than the wake-ups save. */
     cfg.idle_poll_us = srv->opt.idle_poll_us;
     int rc = ioeng_open(&cfg, &srv->eng);
+    if (rc != 0 && srv->opt.backend != cfg.backend)
+        die("ioeng_open (backend auto: AIO for a tmpfs export): %s; --backend uring avoids AIO",
+            strerror(-rc));
     if (rc != 0)
         die("ioeng_open: %s", strerror(-rc));
     /* Before the first request (probe_dsync's), on the loop thread (the single poller). */
