@@ -842,16 +842,24 @@ impl Driver for UringDriver {
         // DEFER_TASKRUN: a finished IO is completion work queued for the poller before it
         // is a CQE, and the kernel signals the event fd only for the work that finds the
         // list empty. So when the poller asks (to decide whether the fd it just drained
-        // may stay quiet, or whether to sleep), that work is run first: a signal the
-        // drain ate is then seen as its CQE. Counting the TASKRUN flag instead would
-        // spin an event loop on kernels 6.2-6.8, which can leave the flag set with no
-        // work; there this costs one syscall per check.
+        // may stay quiet, or whether to sleep), that work is run first, unless CQEs are
+        // there already: a signal the drain ate is then seen as its CQE. Counting the
+        // TASKRUN flag instead would spin an event loop on kernels 6.2-6.8, which can
+        // leave the flag set with no work; there this costs one syscall per check.
+        // SAFETY (both views): only the reap role calls `completions_ready`, one thread at
+        // a time (Driver contract), so each is the only CompletionQueue of the ring in
+        // existence while it lives; each loads the kernel's tail (Acquire) once.
         if self.issuer.is_some() {
+            // CQEs already posted (the last submit's io_uring_enter ran completion work)
+            // answer "yes" without a syscall; the work still queued is run by the poll
+            // that this answer asks for, as it would be after any CQE.
+            // SAFETY: see above.
+            if !unsafe { self.ring.completion_shared() }.is_empty() {
+                return Some(true);
+            }
             self.run_pending_local_work();
         }
-        // SAFETY: only the reap role calls `completions_ready`, one thread at a time
-        // (Driver contract), so this is the only CompletionQueue of the ring in existence.
-        // Created after the work ran: the view loads the kernel's tail (Acquire) once.
+        // SAFETY: see above; created after the work ran.
         let cq = unsafe { self.ring.completion_shared() };
         Some(!cq.is_empty())
     }
