@@ -145,11 +145,7 @@ grep -q 'backend aio,' "$work/D.err" || nbd_fail "--backend auto on tmpfs: $(gre
 qio "$NBD_PORT" -c 'write -P 0x6c 1M 64k' -c 'write -P 0x6d 3000 5000' -c 'flush' \
     -c 'read -P 0x6c 1M 64k' -c 'read -P 0x6d 3000 5000'
 nbd_stop D "$NBD_PID"
-uring_why=$(python3 -c 'import ctypes, os
-lib = ctypes.CDLL(os.path.join(os.environ["LIBDIR"], "libioeng.so"))
-lib.ioeng_uring_unavailable_reason.restype = ctypes.c_char_p
-r = lib.ioeng_uring_unavailable_reason()
-print(r.decode() if r else "")')
+uring_why=$(uring_unavailable_reason) # uring_guard.sh, sourced by nbd_setup
 want=uring
 [ -z "$uring_why" ] || want=aio
 nbd_start E --backend auto "$img"
