@@ -440,7 +440,7 @@ for fs in FSES:
                     row_verdict.append(f"{server} {'PASS' if ok else 'MISS'} "
                                        f"(IOPS {v['iops']:.2f}x, CPU/IO {v['cpu']:.2f}x)")
                     if server == f"ioeng-{auto.get(fs)}":
-                        default_verdict = f"default (auto: {auto[fs]}) {'PASS' if ok else 'MISS'}" 
+                        default_verdict = f"default (auto: {auto[fs]}) {'PASS' if ok else 'MISS'}"
                     rounded = {k: (round(x, 3) if isinstance(x, float) else x) for k, x in v.items()}
                     ratio_json.append(json.dumps(dict(kind="ratio", fs=fs, rw=rw, qd=job[0],
                                                       conns=job[1], server=server,
