@@ -62,8 +62,11 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
     fn submit(&self, ctx: &IoContext<Self::Slot>, batch: &[usize], busy: &mut impl FnMut());
 
     /// Submit role, while it has nothing to submit: runs kernel work that only the
-    /// submitting thread can run (io_uring task_work that posts completions).
-    fn run_deferred(&self) {}
+    /// submitting thread can run (io_uring task_work that posts completions). Returns
+    /// whether it entered the kernel for it: only then may completions have appeared.
+    fn run_deferred(&self) -> bool {
+        false
+    }
 
     /// Reap role: whether completions are ready to reap without entering the kernel;
     /// `None` when the driver cannot tell cheaply (then the completer does not poll for

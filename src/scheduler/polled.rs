@@ -72,14 +72,15 @@ pub(crate) fn poll<D: Driver>(
     let result = loop {
         submit_ready(ctx, driver, &mut held.round, &mut held.reaped);
         let mut reaped = reap_step(ctx, driver, &mut held.reaped, false);
-        if reaped == 0 {
-            // Completion work that only this thread runs (io_uring task_work; with
-            // DEFER_TASKRUN every completion) becomes CQEs when it enters the kernel. That
-            // syscall is spent only when there was nothing to reap: otherwise the next
-            // submit's io_uring_enter runs the work, or this turn once the CQ is empty.
-            // Under load, completions arrive between any two calls, and entering for
-            // them every turn would double the syscalls per batch.
-            driver.run_deferred();
+        // Completion work that only this thread runs (io_uring task_work; with
+        // DEFER_TASKRUN every completion) becomes CQEs when it enters the kernel. That
+        // syscall is spent only when there was nothing to reap: otherwise the next
+        // submit's io_uring_enter runs the work, or this turn once the CQ is empty.
+        // Under load, completions arrive between any two calls, and entering for them
+        // every turn would double the syscalls per batch. Reaping again pays only when
+        // that entry happened; a CQE the kernel posts meanwhile is found by the check
+        // before sleeping (`rearm_event`), and the wait returns at once for it.
+        if reaped == 0 && driver.run_deferred() {
             reaped = reap_step(ctx, driver, &mut held.reaped, false);
         }
         if reaped > 0 {

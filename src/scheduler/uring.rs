@@ -405,11 +405,13 @@ impl UringDriver {
 
     /// DEFER_TASKRUN (poller, which holds both roles): runs the pending completion work,
     /// if the TASKRUN flag says there is some or a wait may have left some (the flag does
-    /// not cover work a wait left on the retry list).
-    fn run_pending_local_work(&self) {
-        if self.left_work.swap(false, Ordering::Relaxed) | self.deferred_pending() {
+    /// not cover work a wait left on the retry list). Returns whether it entered.
+    fn run_pending_local_work(&self) -> bool {
+        let pending = self.left_work.swap(false, Ordering::Relaxed) | self.deferred_pending();
+        if pending {
             self.run_all_local_work();
         }
+        pending
     }
 
     /// DEFER_TASKRUN (poller, which holds both roles): runs the pending completion work,
@@ -824,7 +826,7 @@ impl Driver for UringDriver {
         }
     }
 
-    fn run_deferred(&self) {
+    fn run_deferred(&self) -> bool {
         if self.issuer.is_some() {
             return self.run_pending_local_work();
         }
@@ -835,7 +837,9 @@ impl Driver for UringDriver {
             // posts CQEs for the completer) and returns without waiting or touching the
             // CQ ring. Any error just means the work runs at the next syscall.
             let _ = self.enter(0, 0, IORING_ENTER_GETEVENTS);
+            return true;
         }
+        false
     }
 
     fn completions_ready(&self) -> Option<bool> {
