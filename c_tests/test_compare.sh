@@ -42,6 +42,10 @@ for line in text.splitlines():
     job = cells[0] or job
     rows[(job.split()[0], cells[1])] = cells
 assert "medians of 2 rounds" in text, "no repeat note in the table header"
+# The machine's wake-up cost, measured on two CPUs (examples_c/wake_cost; "?" on one).
+wake = r"[0-9.]+ us" if len(__import__("os").sched_getaffinity(0)) >= 2 else r"(\?|[0-9.]+ us)"
+assert re.search(rf"cross-CPU sleep \+ wake-up round trip \(examples_c/wake_cost 20000\): "
+                 rf"{wake} before the runs, {wake} after", text), "no wake-up round trip line"
 engines = [f"ioeng-{backend}", f"ioeng-{backend}-polled"]
 expected = {("5", f"{e} {c}") for e in engines for c in ("HIGH", "NORMAL")}
 expected |= {(j, e) for j in jobs if j != "5" for e in engines}

@@ -63,6 +63,8 @@ if [ "$backend" = uring ]; then
     out=$(timeout -k 5 120 bash "$here/../examples_c/compare_nbd.sh" --no-build --runtime 1 \
         --size 32m --fs tmpfs --rw randread 2>&1) || { echo "$out"; nbd_fail "compare_nbd.sh"; }
     echo "$out" | tail -n 7
+    grep -Eq 'cross-CPU sleep \+ wake-up round trip \(examples_c/wake_cost 20000\): [0-9.]+ us before the runs, [0-9.]+ us after' <<<"$out" ||
+        nbd_fail "compare_nbd.sh: no wake-up round trip line"
     for s in ioeng-uring ioeng-aio qemu-uring qemu-native; do
         awk -v s="$s" '$1 == "tmpfs" && $3 == s && $4 > 0 { ok = 1 } END { exit !ok }' <<<"$out" ||
             nbd_fail "compare_nbd.sh: no IOPS row for $s"

@@ -52,6 +52,8 @@
 # before exec, so every thread of the run inherits it): both sides then get the same place
 # (unpinned, where the scheduler puts the IO thread relative to the CPU that takes the disk's
 # interrupts is luck, per run), or a database's share of the machine (--cpus 1: one core).
+# The table's header gives the machine's cross-CPU sleep + wake-up round trip before and
+# after all runs (examples_c/wake_cost): on a VM it shifts, and so do the ratios.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -462,7 +464,17 @@ except (ValueError, ZeroDivisionError):
     esac
 }
 
+# The machine's cross-CPU sleep + wake-up round trip now (examples_c/wake_cost), or "?": on a
+# VM it shifts over an hour, and the QD1 and THREADS rows follow it.
+wake_round_trip() {
+    local out
+    out=$("$HERE/wake_cost" 20000 2>/dev/null) || true
+    out=$(sed -n 's/.*: \([0-9.]*\) us per round trip.*/\1 us/p' <<<"$out")
+    echo "${out:-?}"
+}
+
 # --- run -----------------------------------------------------------------------------------------
+WAKE_BEFORE=$(wake_round_trip)
 echo "runtime ${RUNTIME}s per run, $REPEAT round(s) per job, size $SIZE, bs $BS, O_DIRECT;" \
      "ext4 file: ${EXT4_FILE:-none}; tmpfs file: ${SHM_FILE:-none}${IOENG_ARGS:+; ioeng_bench $IOENG_ARGS}${CPUS:+; on CPUs $CPUS}" >&2
 for j in "${SEL[@]}"; do
@@ -503,6 +515,8 @@ echo "libioeng ${LIBVER:-?} vs" \
      "$([[ $USE_FIO == 1 ]] && fio --version || echo 'no fio')," \
      "kernel $(uname -r), $(nproc) CPUs, runtime ${RUNTIME}s, size $SIZE, bs $BS," \
      "O_DIRECT$([[ $REPEAT -gt 1 ]] && echo "; medians of $REPEAT rounds")"
+echo "cross-CPU sleep + wake-up round trip (examples_c/wake_cost 20000): $WAKE_BEFORE before the" \
+     "runs, $(wake_round_trip) after"
 JOB_NAMES=$(for j in 1 2 3 4 5 6 7 8; do echo "$j $(job_name "$j")"; done)
 python3 - "$RESULTS" "$JOB_NAMES" <<'PY'
 import math, statistics, sys

@@ -33,6 +33,8 @@
 # read into it, so every server starts from the same state.
 # Server CPU is the whole server process (all threads): utime+stime from /proc/PID/stat
 # before and after the run (servers run in the foreground, so that PID is the server).
+# The table's header gives the machine's cross-CPU sleep + wake-up round trip before and
+# after all runs (examples_c/wake_cost): on a VM it decides the QD1 rows and it shifts.
 # With --repeat N each (fs, rw, jobs) row runs N rounds; each round runs every server once,
 # in an order that rotates by one every round and is reversed on odd rounds (so drift
 # favours nobody), and the table shows medians. Ratios compare each ioeng_nbd backend with
@@ -116,7 +118,7 @@ if [[ ,$SERVERS, == *,nbdkit,* ]] && ! nbdkit --dump-plugin file >/dev/null 2>&1
     SERVERS=$(tr , '\n' <<<"$SERVERS" | grep -vx nbdkit | paste -sd,)
 fi
 if [[ $BUILD = 1 ]]; then
-    make -s -C "$HERE" ioeng_nbd >/dev/null
+    make -s -C "$HERE" ioeng_nbd wake_cost >/dev/null
 fi
 if [[ -z $EXT4_DIR ]]; then
     for d in /var/tmp /tmp; do
@@ -125,7 +127,7 @@ if [[ -z $EXT4_DIR ]]; then
     [[ -n $EXT4_DIR ]] || EXT4_DIR=/var/tmp
 fi
 
-export NBD_BIN=$HERE/ioeng_nbd NBD_ARGS RUNTIME REPEAT SIZE FS RW JOBS SERVERS DEPTH EXT4_DIR SHM_DIR JSON PIN
+export NBD_BIN=$HERE/ioeng_nbd WAKE_COST=$HERE/wake_cost NBD_ARGS RUNTIME REPEAT SIZE FS RW JOBS SERVERS DEPTH EXT4_DIR SHM_DIR JSON PIN
 exec python3 - <<'PY'
 import collections, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -273,6 +275,17 @@ def auto_backend(fs, path):
     raise Failed(f"ioeng_nbd --backend auto did not say its backend: {err.strip()[-300:]}")
 
 
+def wake_round_trip():
+    """This machine's cross-CPU sleep and wake-up round trip now (examples_c/wake_cost), or
+    '?'. QD1 rows follow it on a VM (README "NBD server"), and it shifts over an hour."""
+    try:
+        out = subprocess.run([E["WAKE_COST"], "20000"], capture_output=True, text=True,
+                             timeout=60).stdout
+        return out.split(": ", 1)[1].split(" us per round trip")[0] + " us"
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
 def run_fio(port, rw, qd, conns, out):
     cmd = PIN_CLIENT + ["fio", "--name=nbd", "--ioengine=nbd", f"--uri=nbd://127.0.0.1:{port}", f"--rw={rw}",
            "--bs=4k", f"--iodepth={qd}", f"--numjobs={conns}", "--group_reporting",
@@ -335,6 +348,7 @@ log_path = os.path.join(work, "servers.log")
 log = open(log_path, "w")
 files = []
 auto = {}  # fs -> the backend ioeng_nbd's default picks there
+wake_before = wake_round_trip()
 try:
     for fs in FSES:
         d = E["SHM_DIR"] if fs == "tmpfs" else E["EXT4_DIR"]
@@ -384,6 +398,7 @@ finally:
     log.close()
 
 med = statistics.median
+wake_after = wake_round_trip()
 
 
 def vs_best_peer(fs, rw, job, server):
@@ -414,6 +429,8 @@ print(f"\nfio --ioengine=nbd, 4 KiB, {RUNTIME:g} s per run, {REPEAT} round(s), m
       f"export {SIZE >> 20} MiB; QDxC = iodepth x connections; server CPU = whole process"
       + (f"; server pinned to CPU {NCPU - 1}, fio to the others" if PIN_SERVER else
          "; no pinning"))
+print(f"cross-CPU sleep + wake-up round trip (examples_c/wake_cost 20000): {wake_before} before "
+      f"the runs, {wake_after} after (QD1 rows follow it: README, NBD server)")
 hdr = (f"{'fs':13} {'rw':9} {'server':13} {'IOPS':>8} {'p99 us':>9} {'CPU us/IO':>9} {'QDxC':>5} "
        f"{'path':6}   {'IOPS / best peer':32} {'CPU per IO / best peer'}")
 print(hdr)
