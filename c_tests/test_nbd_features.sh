@@ -23,7 +23,8 @@
 #     none can be attached), O_DIRECT and --no-direct: WRITE_ZEROES of every alignment
 #     reads back zero; FAST_ZERO with NO_HOLE done where the device zeroes by command
 #     (sysfs write_zeroes_max_bytes > 0) and refused with ENOTSUP, changing nothing,
-#     where the kernel would write zero pages
+#     where the kernel would write zero pages; --backend auto leaves a block device to
+#     the library's choice (not the tmpfs rule, though its node is on devtmpfs)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/nbd_lib.sh"
@@ -316,6 +317,15 @@ if nbd_loop "$work/loop.img"; then
     blkdev K2 "$dev_ext4" --no-direct
     blkdev K3 "$dev_tmpfs"
     blkdev K4 "$dev_tmpfs" --no-direct
+    # --backend auto on a block device: the library's choice. (Its node is on devtmpfs,
+    # which fstatfs calls tmpfs: the tmpfs rule is for regular files only.)
+    why=$(uring_unavailable_reason)
+    nbd_start K5 --backend auto "$dev_tmpfs"
+    grep -q "backend ${why:+aio}${why:-uring}," "$work/K5.err" ||
+        nbd_fail "--backend auto on a block device: $(grep -o 'backend [a-z]*' "$work/K5.err")"
+    ! grep -q 'tmpfs export' "$work/K5.err" || nbd_fail "K5: a block device taken for a tmpfs export"
+    nbd_stop K5 "$NBD_PID"
+    echo "K5: --backend auto on a block device: the library's choice ($(grep -o 'backend [a-z]*' "$work/K5.err"))"
 fi
 
 echo "test_nbd_features [$backend]: OK: TRIM, WRITE_ZEROES holes, FAST_ZERO, CACHE (byte for byte with concurrent writes; nbdinfo, nbdsh, qemu-io), Unix socket, IPv6, structured replies + BLOCK_STATUS, block devices"

@@ -129,7 +129,7 @@ fi
 
 export NBD_BIN=$HERE/ioeng_nbd WAKE_COST=$HERE/wake_cost NBD_ARGS RUNTIME REPEAT SIZE FS RW JOBS SERVERS DEPTH EXT4_DIR SHM_DIR JSON PIN
 exec python3 - <<'PY'
-import collections, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import collections, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
 
 E = os.environ
 RUNTIME, REPEAT, DEPTH = float(E["RUNTIME"]), int(E["REPEAT"]), int(E["DEPTH"])
@@ -264,9 +264,13 @@ def auto_backend(fs, path):
     """The backend ioeng_nbd's default (--backend auto) picks for this file, from its log."""
     cmd = command(fs, "ioeng-auto", path, 0)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A server that hangs before it listens must not hang the benchmark: killed after 30 s.
+    watchdog = threading.Timer(30, proc.kill)
+    watchdog.start()
     try:
         proc.stdout.readline()  # "listening on ...": the engine is open and announced
     finally:
+        watchdog.cancel()
         proc.terminate()
     err = proc.communicate(timeout=30)[1]
     for word in err.split("backend ")[1:]:

@@ -399,9 +399,9 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: ioeng_nbd [options] FILE|BLOCKDEV\n"
-            "  --backend aio|uring|auto  libioeng backend (default auto: aio for a tmpfs\n"
-            "                            export, else the library's choice, io_uring where\n"
-            "                            the kernel has it)\n"
+            "  --backend aio|uring|auto  libioeng backend (default auto: aio for a file on\n"
+            "                            tmpfs, else, or if AIO is refused, the library's\n"
+            "                            choice, io_uring where the kernel has it)\n"
             "  --mode polled|threads     run the engine on the loop thread (default) or on\n"
             "                            its own submitter and completer threads\n"
             "  --depth N                 engine in-flight budget (default 128)\n"
@@ -545,16 +545,18 @@ static double since_stop(const struct server *srv)
            (double)(now.tv_nsec - srv->stop_at.tv_nsec) / 1e9;
 }
 
-/* --backend auto: the library's choice (io_uring where the kernel has it), except for an
- * export on tmpfs. There io_uring cannot finish a read or write without blocking, so it
- * hands every one to an io-wq worker thread: a hop to another thread and back per
+/* --backend auto: the library's choice (io_uring where the kernel has it), except for a
+ * regular file on tmpfs. There io_uring cannot finish a read or write without blocking,
+ * so it hands every one to an io-wq worker thread: a hop to another thread and back per
  * request, which costs more CPU per IO and, at QD1, latency. Linux AIO runs the same
  * request inside io_submit, a memory copy that never waits for a device (unless the
- * page was swapped out), on the loop thread. README "NBD server" has the numbers. */
+ * page was swapped out), on the loop thread. README "NBD server" has the numbers. A
+ * block device's node is on devtmpfs, which says TMPFS_MAGIC too: hence regular files
+ * only. */
 static int auto_backend(const struct nbd_export *ex)
 {
     struct statfs sf;
-    if (fstatfs(ex->fd_buf, &sf) == 0 && sf.f_type == TMPFS_MAGIC)
+    if (!ex->blkdev && fstatfs(ex->fd_buf, &sf) == 0 && sf.f_type == TMPFS_MAGIC)
         return IOENG_BACKEND_AIO;
     return IOENG_BACKEND_AUTO;
 }
@@ -586,9 +588,14 @@ static void open_engine(struct server *srv)
      * costs more CPU per IO than the wake-ups save. */
     cfg.idle_poll_us = srv->opt.idle_poll_us;
     int rc = ioeng_open(&cfg, &srv->eng);
-    if (rc != 0 && srv->opt.backend != cfg.backend)
-        die("ioeng_open (backend auto: AIO for a tmpfs export): %s; --backend uring avoids AIO",
-            strerror(-rc));
+    if (rc != 0 && srv->opt.backend != cfg.backend) {
+        /* AIO refused (aio-max-nr used up, AIO disabled): the default still starts, on the
+         * library's own choice, as it did before it preferred AIO on tmpfs. */
+        logmsg("backend auto: Linux AIO refused (ioeng_open: %s); using the library's choice",
+               strerror(-rc));
+        cfg.backend = IOENG_BACKEND_AUTO;
+        rc = ioeng_open(&cfg, &srv->eng);
+    }
     if (rc != 0)
         die("ioeng_open: %s", strerror(-rc));
     /* Before the first request (probe_dsync's), on the loop thread (the single poller). */

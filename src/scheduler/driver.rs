@@ -63,7 +63,8 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
 
     /// Submit role, while it has nothing to submit: runs kernel work that only the
     /// submitting thread can run (io_uring task_work that posts completions). Returns
-    /// whether it entered the kernel for it: only then may completions have appeared.
+    /// whether it entered the kernel for it, i.e. whether it may have posted completions
+    /// itself (others may still appear at any time, except on a DEFER_TASKRUN ring).
     fn run_deferred(&self) -> bool {
         false
     }
