@@ -147,13 +147,12 @@ qio "$NBD_PORT" -c 'write -P 0x6c 1M 64k' -c 'write -P 0x6d 3000 5000' -c 'flush
     -c 'read -P 0x6c 1M 64k' -c 'read -P 0x6d 3000 5000'
 nbd_stop D "$NBD_PID"
 uring_why=$(uring_unavailable_reason) # uring_guard.sh, sourced by nbd_setup
+# $work is ext4 unless IOENG_TEST_DIR points elsewhere: on tmpfs, tmpfs's answer is right.
+work_fs=$(stat -f -c %T "$work")
 want=uring
-[ -z "$uring_why" ] || want=aio
-# $work is ext4 unless IOENG_TEST_DIR points elsewhere: then tmpfs's answer is right.
-want_work=$want
-[ "$(stat -f -c %T "$work")" = tmpfs ] && want_work=aio
+[ -z "$uring_why" ] && [ "$work_fs" != tmpfs ] || want=aio
 nbd_start E --backend auto "$img"
-grep -q "backend $want_work," "$work/E.err" || nbd_fail "--backend auto on $(stat -f -c %T "$work"): $(grep -o 'backend [a-z]*' "$work/E.err"), expected $want_work ${uring_why:+($uring_why)}"
+grep -q "backend $want," "$work/E.err" || nbd_fail "--backend auto on $work_fs: $(grep -o 'backend [a-z]*' "$work/E.err"), expected $want ${uring_why:+($uring_why)}"
 qio "$NBD_PORT" -c 'write -P 0x6e 2M 64k' -c 'read -P 0x6e 2M 64k'
 nbd_stop E "$NBD_PID"
 # AIO refused (an LD_PRELOAD wrapper answers -EAGAIN to an AIO ioeng_open, as io_setup
@@ -168,7 +167,7 @@ if [ -z "$uring_why" ]; then
 else
     echo "NOTE: AIO-refused fallback not checked: the library's choice would be AIO too ($uring_why)"
 fi
-echo "--backend auto: aio on tmpfs (io_uring when AIO is refused), $want_work on $(stat -f -c %T "$work")${uring_why:+ (io_uring unavailable: $uring_why)}; data read back"
+echo "--backend auto: aio on tmpfs (io_uring when AIO is refused), $want on $work_fs${uring_why:+ (io_uring unavailable: $uring_why)}; data read back"
 
 # --- server Z: the ASan/UBSan build under the malformed input, resets and shutdown ----
 # (it aborts on a memory error, and LeakSanitizer fails its exit status on a leak).
