@@ -32,6 +32,10 @@
  *                       kernel's deferred completion work, not yet a CQE, was missed:
  *                       the fd stayed quiet until the engine's 50 ms check of stream
  *                       transfers; a file IO, which has no such check, was lost.)
+ *                       The same with an fd nobody asked for until then: polls leave
+ *                       such an fd as it is (nobody can see it), so the first
+ *                       ioeng_event_fd() must find it readable, whether it comes after
+ *                       the poll or inside it, just after the poll found it unwatched.
  *  helper_cancel_close  (AIO, both modes) the helper thread ran a FALLOCATE and has not
  *                       yet submitted its stand-in: right then the request is cancelled
  *                       and ioeng_close starts on another thread. Close must wait for the
@@ -61,6 +65,7 @@ enum {
     P_POLL_ENDING = 9,
     P_POLL_LOUD = 10,
     P_SUBMITTER_PARKING = 11,
+    P_POLL_UNWATCHED = 12,
 };
 
 #define MAX_REQS 8
@@ -504,30 +509,50 @@ static void poll_during_close(void)
 
 /* ---- completion_at_poll_end (POLLED) ---------------------------------------------- */
 static _Atomic uint32_t completion_point; /* P_POLL_ENDING or P_POLL_LOUD */
+/* When the loop starts to watch the event fd (ioeng_event_fd): before any poll, inside
+ * the poll that ends with the completion (at P_POLL_UNWATCHED: that poll had found the
+ * fd unwatched and skipped leaving it readable), or after that poll returned. */
+enum watch_at { WATCH_FIRST, WATCH_IN_POLL, WATCH_AFTER };
+static _Atomic int watch_at;
+static int loop_ep = -1;
+static void watch_event_fd(void)
+{
+    struct epoll_event ev = {.events = EPOLLIN};
+    CHECK(epoll_ctl(loop_ep, EPOLL_CTL_ADD, ioeng_event_fd(h), &ev) == 0, "epoll_ctl: %s",
+          strerror(errno));
+}
 static void hook_poll_ending(void *ctx, uint32_t point)
 {
     (void)ctx;
-    int one = 1;
+    int one = 1, two = 2;
     if (point == atomic_load(&completion_point) && atomic_compare_exchange_strong(&phase, &one, 2))
         release_blocker(); /* the kernel queues the read's completion right here */
+    else if (point == P_POLL_UNWATCHED && atomic_load(&watch_at) == WATCH_IN_POLL &&
+             atomic_compare_exchange_strong(&phase, &two, 3))
+        watch_event_fd();
 }
 
 /* One try; returns 0 when it proved nothing (see below) and must be repeated. */
-static int completion_at_poll_end_once(uint32_t flags, uint32_t point)
+static int completion_at_poll_end_once(uint32_t flags, uint32_t point, enum watch_at when)
 {
     atomic_store(&completion_point, point);
+    atomic_store(&watch_at, when);
     reset_slots();
     h = open_engine_flags(flags);
     int ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN};
-    CHECK(ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, ioeng_event_fd(h), &ev) == 0, "epoll: %s",
-          strerror(errno));
+    CHECK(ep >= 0, "epoll_create1: %s", strerror(errno));
+    loop_ep = ep;
+    if (when == WATCH_FIRST)
+        watch_event_fd();
     uint64_t t0 = tu_now_ns();
     start_blocker(0); /* polls until the read is in flight */
     atomic_store(&phase, 1);
     ioeng_debug_race_hook(hook_poll_ending, NULL);
     CHECK(ioeng_poll(h, 0, 0) >= 0, "poll");
-    CHECK_EQ(atomic_load(&phase), 2, "the hook ran");
+    CHECK_EQ(atomic_load(&phase), when == WATCH_IN_POLL ? 3 : 2, "the hook ran");
+    if (when == WATCH_AFTER)
+        watch_event_fd();
     int conclusive = 1;
     if (tu_backend() == IOENG_BACKEND_URING) {
         /* The pipe write in the hook ran on the polling thread, so the kernel queued the
@@ -560,17 +585,21 @@ static int completion_at_poll_end_once(uint32_t flags, uint32_t point)
     close(ep);
     close_engine(1);
     if (conclusive)
-        printf("completion_at_poll_end%s, %s: a completion as the poll ended woke the loop "
+        printf("completion_at_poll_end%s, %s, %s: a completion as the poll ended woke the loop "
                "(%d wake-up(s)), callback ran\n",
                flags ? " (SINGLE_POLLER)" : "",
-               point == P_POLL_ENDING ? "fd still quiet" : "fd loud, before its drain", wakes);
+               point == P_POLL_ENDING ? "fd still quiet" : "fd loud, before its drain",
+               when == WATCH_FIRST     ? "fd watched from the start"
+               : when == WATCH_IN_POLL ? "fd first asked for as that poll ended"
+                                       : "fd first asked for after that poll",
+               wakes);
     return conclusive;
 }
 
-static void completion_at_poll_end(uint32_t flags, uint32_t point)
+static void completion_at_poll_end(uint32_t flags, uint32_t point, enum watch_at when)
 {
     for (int i = 0; i < 5; i++) {
-        if (completion_at_poll_end_once(flags, point))
+        if (completion_at_poll_end_once(flags, point, when))
             return;
         printf("completion_at_poll_end: try %d took 40 ms or more (a loaded machine): again\n",
                i + 1);
@@ -667,8 +696,14 @@ int main(int argc, char **argv)
         poll_during_close();
     if (!threads && wanted(argc, argv, "completion_at_poll_end")) {
         for (uint32_t p = P_POLL_ENDING; p <= P_POLL_LOUD; p++) {
-            completion_at_poll_end(0, p);
-            completion_at_poll_end(IOENG_CONFIG_SINGLE_POLLER, p);
+            completion_at_poll_end(0, p, WATCH_FIRST);
+            completion_at_poll_end(IOENG_CONFIG_SINGLE_POLLER, p, WATCH_FIRST);
+        }
+        /* Polls leave the fd as it is while nobody watches it: the first to ask for it
+         * must find it readable for the completion those polls left. */
+        for (int when = WATCH_IN_POLL; when <= WATCH_AFTER; when++) {
+            completion_at_poll_end(0, P_POLL_ENDING, when);
+            completion_at_poll_end(IOENG_CONFIG_SINGLE_POLLER, P_POLL_ENDING, when);
         }
     }
     int aio = tu_backend() == IOENG_BACKEND_AIO;

@@ -1230,7 +1230,9 @@ int ioeng_poll(struct ioeng *h,
  * when the earliest deadline, retry or refill of a rate-limited class falls due (on
  * io_uring also for the check of transfers that can never happen, see
  * ioeng_next_timeout_ns()), armed by ioeng_poll() as it returns;
- * ioeng_poll() leaves it readable only when work remains. So a paused engine's fd
+ * ioeng_poll() leaves it readable only when work remains (a poll before the first
+ * ioeng_event_fd() or ioeng_next_timeout_ns() need not: nobody could see it, and the
+ * first of those calls makes the fd readable if that poll left work). So a paused engine's fd
  * stays quiet until a deadline fires. It may be readable with nothing to do (a
  * spurious wake-up, e.g. the timer of a request that was cancelled or dispatched
  * meanwhile: ioeng_poll then returns 0). On io_uring the kernel posts completions

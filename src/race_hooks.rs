@@ -45,6 +45,10 @@ pub(crate) enum Point {
     /// THREADS submitter: it found nothing to do and read the timer it will sleep on
     /// (`next_wake_ns`), and is about to announce that sleep and park.
     SubmitterParking = 11,
+    /// POLLED `ioeng_poll`, returning while nobody watched the event fd: it recorded
+    /// whether work remains and is about to check again that nobody watches the fd
+    /// (`ioeng_event_fd`) before it leaves the fd as it is.
+    PollUnwatched = 12,
 }
 
 #[cfg(feature = "race-hooks")]

@@ -228,7 +228,10 @@ impl<D: Driver> Engine<D> {
     /// POLLED mode: the event fd (`ioeng_event_fd`).
     pub(crate) fn event_fd(&self) -> Result<RawFd, Error> {
         match self.shared.ctx.event_fd() {
-            Some(event) => Ok(event.raw()),
+            Some(event) => {
+                self.shared.ctx.wakeup().watch();
+                Ok(event.raw())
+            }
             None => Err(Error::WrongMode),
         }
     }

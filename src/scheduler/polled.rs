@@ -139,6 +139,14 @@ pub(crate) fn poll<D: Driver>(
     // post yet (io_uring DEFER_TASKRUN: see `UringDriver::completions_ready`), including
     // work queued while the fd was quiet, which did not signal it.
     let ready = || driver.completions_ready().unwrap_or(false);
+    // Nobody has asked for the fd yet: work left is found by the next poll's own pass
+    // (see `Wakeup::unwatched_poll_ends`; the first to ask finds the fd readable).
+    if ctx
+        .wakeup()
+        .unwatched_poll_ends(|| ctx.has_work_for_poll(ready))
+    {
+        return result;
+    }
     // Under load a poll returns with completions ready nearly every time: the fd that
     // the last such poll wrote still says so, and `signalled` (set by `poller_running`)
     // keeps submitters from writing it again. A later poll drains it before it sleeps.
@@ -175,6 +183,7 @@ pub(crate) fn poll<D: Driver>(
 /// it is what the caller's loop waits on, so the two never disagree.
 pub(crate) fn next_timeout_ns<S: Slot>(ctx: &IoContext<S>) -> Option<i64> {
     let event = ctx.event_fd()?;
+    ctx.wakeup().watch();
     if event.is_readable() {
         return Some(0);
     }
