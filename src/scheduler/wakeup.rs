@@ -326,6 +326,20 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_before_the_poll_records_its_answer_leaves_the_signal_to_the_poll() {
+        // `work` runs after the poll's first look at `watched` and before it stores its
+        // answer: the watcher finds no unannounced work, so the poll must see the watch
+        // in its second look and leave the fd as usual (signal it for the work).
+        let w = polled();
+        let skipped = w.unwatched_poll_ends(|| {
+            w.watch();
+            true
+        });
+        assert!(!readable(&w), "the watch found no unannounced work");
+        assert!(!skipped, "so the poll must not skip the signal");
+    }
+
+    #[test]
     fn threads_mode_has_no_fd_to_watch() {
         let w = Wakeup::threads();
         w.watch();
