@@ -140,7 +140,8 @@ pub struct UringDriver {
 /// the flags with EINVAL; we then drop them (the submit loop handles both behaviours).
 ///
 /// With `single_poller` (see the module docs), SINGLE_ISSUER | DEFER_TASKRUN | R_DISABLED
-/// come first; a kernel without them (before 6.1) gets the usual ring.
+/// come first; a kernel without them (before 6.1) gets the usual ring. Each of the two
+/// kinds is first tried with NO_SQARRAY (6.6).
 pub(crate) fn build_ring(
     sq_entries: u32,
     cq_entries: u32,
@@ -157,9 +158,23 @@ pub(crate) fn build_ring(
         .setup_single_issuer()
         .setup_defer_taskrun()
         .setup_r_disabled();
+    // NO_SQARRAY (6.6): the kernel reads SQEs in ring order, without the index array's
+    // extra load per SQE (as t/io_uring sets it).
+    let mut coop_no_sqarray = coop.clone();
+    coop_no_sqarray.setup_no_sqarray();
+    let mut deferred_no_sqarray = deferred.clone();
+    deferred_no_sqarray.setup_no_sqarray();
     let mut last = None;
-    let first = usize::from(!single_poller);
-    for builder in [deferred, coop, submit_all, plain].into_iter().skip(first) {
+    let first = if single_poller { 0 } else { 2 };
+    let builders = [
+        deferred_no_sqarray,
+        deferred,
+        coop_no_sqarray,
+        coop,
+        submit_all,
+        plain,
+    ];
+    for builder in builders.into_iter().skip(first) {
         match builder.build(sq_entries) {
             Err(err) if err.raw_os_error() == Some(libc::EINVAL) => last = Some(err),
             result => return result,
