@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # instructions_per_io.sh - user-space instructions per IO of one ioeng_bench run, counted by
 # valgrind's callgrind. The count hardly depends on what else the machine does (within
-# about 2% from run to run here: how many poll passes an IO takes follows the kernel's
-# timing), so two builds of the library compare without the round-to-round noise of CPU
-# time on a small VM, where a 5% change hides in it (README, "CPU per IO against fio's
+# about 2% from run to run on the VM it was written on, up to 10% on another: how many
+# poll passes an IO takes follows the kernel's timing; run each build twice or more), so
+# two builds of the library compare without the round-to-round noise of CPU time on a
+# small VM, where a 5% change hides in it (README, "CPU per IO against fio's
 # t/io_uring").
 #
 #   bash examples_c/instructions_per_io.sh [--bench PATH] [--top N] [-- IOENG_BENCH_ARGS...]
