@@ -178,8 +178,10 @@ impl Wakeup {
     /// remains and nobody watches the fd (`watch` never ran), so nobody can see it, and
     /// the next poll starts with a pass of its own. That saves a write, a later drain
     /// and, on io_uring, a wake-up poll re-armed per busy poll (2–4% of the CPU per IO
-    /// of a loop of `ioeng_poll`, tmpfs QD32 and ext4 QD128). With no work left the poll ends as
-    /// usual (fd drained, timer armed), so a later first `watch` finds the fd exact.
+    /// of a loop of `ioeng_poll`, tmpfs QD32 and ext4 QD128). With no work left the poll
+    /// ends as usual (fd drained, timer armed), so a later first `watch` finds the fd
+    /// as it would have been, but for a count that skipping polls did not drain (one
+    /// spurious wake-up at worst, which the contract allows).
     pub(crate) fn unwatched_poll_ends(&self, work: impl FnOnce() -> bool) -> bool {
         let Wakeup::Polled(p) = self else {
             return false;
