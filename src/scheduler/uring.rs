@@ -160,21 +160,18 @@ pub(crate) fn build_ring(
         .setup_r_disabled();
     // NO_SQARRAY (6.6): the kernel reads SQEs in ring order, without the index array's
     // extra load per SQE (as t/io_uring sets it).
-    let mut coop_no_sqarray = coop.clone();
-    coop_no_sqarray.setup_no_sqarray();
-    let mut deferred_no_sqarray = deferred.clone();
-    deferred_no_sqarray.setup_no_sqarray();
+    let no_sqarray = |builder: &io_uring::Builder| {
+        let mut builder = builder.clone();
+        builder.setup_no_sqarray();
+        builder
+    };
+    let mut builders = Vec::with_capacity(6);
+    if single_poller {
+        builders.extend([no_sqarray(&deferred), deferred]);
+    }
+    builders.extend([no_sqarray(&coop), coop, submit_all, plain]);
     let mut last = None;
-    let first = if single_poller { 0 } else { 2 };
-    let builders = [
-        deferred_no_sqarray,
-        deferred,
-        coop_no_sqarray,
-        coop,
-        submit_all,
-        plain,
-    ];
-    for builder in builders.into_iter().skip(first) {
+    for builder in builders {
         match builder.build(sq_entries) {
             Err(err) if err.raw_os_error() == Some(libc::EINVAL) => last = Some(err),
             result => return result,
